@@ -1,0 +1,34 @@
+# The front door: `make run` and `make test` do all set-up on a fresh machine with Python 3.11.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA_DIR ?= .fyp-demo
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck bench clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: venv
+	$(BIN)/fyp demo --data-dir $(DATA_DIR) --port $(PORT)
+
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/feed_latency.py
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR) build *.egg-info src/*.egg-info

@@ -1,0 +1,254 @@
+"""``create_app(settings)``: the FastAPI application over one :class:`~fyp.engine.Engine`.
+
+Routes are ``async`` and call the engine inline: its calls take milliseconds, and one
+event loop with one engine needs no thread hand-offs. The learning loop runs as a task
+of the same loop, woken by every accepted event batch.
+"""
+# No ``from __future__ import annotations`` here: FastAPI reads the route signatures,
+# which refer to this module's closures (the settings' limits).
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from fyp import __version__
+from fyp.api.metrics import Metrics, MetricsMiddleware
+from fyp.api.schemas import (
+    EventBatch,
+    EventsResponse,
+    FeedItemOut,
+    FeedResponse,
+    Health,
+    RejectedItem,
+    VideoBatch,
+    VideosResponse,
+)
+from fyp.catalog.ingest import validate_videos
+from fyp.config import Settings
+from fyp.engine import Engine
+from fyp.types import DEFAULT_SURFACE
+from fyp.validation import MAX_ID_CHARS
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request's JSON body; 413 past ``max_bytes`` (checked while streaming, so a
+    lying or absent Content-Length does not get a large body through), 400 if malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPException(413, f"request body is {declared} bytes; the limit is {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(413, f"request body is over the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as err:
+        raise HTTPException(400, f"malformed JSON: {err}") from None
+
+
+def _batch(body: Any, key: str, limit: int) -> list[object]:
+    if not isinstance(body, dict) or key not in body:
+        raise HTTPException(422, f'body must be a JSON object with a "{key}" list')
+    items = body[key]
+    if not isinstance(items, list):
+        raise HTTPException(422, f'"{key}" must be a list, got {type(items).__name__}')
+    extra = set(body) - {key}
+    if extra:
+        raise HTTPException(422, f"unknown top-level fields: {sorted(extra)}")
+    if len(items) > limit:
+        raise HTTPException(413, f"{len(items)} {key} in one batch; the limit is {limit}")
+    return items
+
+
+def _json(body: BaseModel, status: int) -> Response:
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _reason_kind(reason: str) -> str:
+    """A bounded label for metrics: the field the reason names (``video_id``, ``ts``...)."""
+    head = reason.split(":", 1)[0].split(".", 1)[0]
+    return head if len(head) <= 32 and head.replace("_", "").isalnum() else "other"
+
+
+async def _learning_loop(engine: Engine, wake: asyncio.Event) -> None:
+    while True:
+        await wake.wait()
+        wake.clear()
+        # Small slices, yielding between them, so feeds are served while a backlog drains.
+        while engine.pending() > 0:
+            engine.learn(max_events=1_000)
+            await asyncio.sleep(0)
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The API over ``engine`` (opened from ``settings`` at startup when not given)."""
+    metrics = Metrics()
+    limits = settings.limits
+    holder: dict[str, Engine] = {}
+    wake = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        eng = engine if engine is not None else Engine.open(settings)
+        holder["engine"] = eng
+        metrics.watch_engine(eng)
+        task = asyncio.create_task(_learning_loop(eng, wake))
+        wake.set()
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if engine is None:
+                eng.close()
+
+    app = FastAPI(
+        title="fyp",
+        version=__version__,
+        summary="An open, self-hostable For You feed engine.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def eng() -> Engine:
+        return holder["engine"]
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    async def healthz() -> Health:
+        e = eng()
+        return Health(
+            status="ok",
+            region=settings.region,
+            videos=len(e.catalog),
+            events=e.state.applied_offset + e.pending(),
+            learning_lag=e.pending(),
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/v1/videos",
+        response_model=VideosResponse,
+        tags=["catalog"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": VideoBatch.model_json_schema(
+                            ref_template="#/components/schemas/{model}"
+                        )
+                    }
+                },
+            }
+        },
+        responses={422: {"model": VideosResponse, "description": "some videos rejected"}},
+    )
+    async def upsert_videos(request: Request) -> Response:
+        """Insert or update a batch of videos. Each is validated on its own: the valid ones
+        are stored even when others are rejected (then the status is 422)."""
+        items = _batch(
+            await read_json(request, limits.max_body_bytes), "videos", limits.max_batch_videos
+        )
+        videos, bad = validate_videos(items)
+        eng().upsert_videos(videos)
+        rejected = [RejectedItem(index=i, id=vid, reason=r) for i, vid, r in bad]
+        body = VideosResponse(upserted=len(videos), rejected=rejected)
+        if rejected:
+            body.detail = f"{len(rejected)} of {len(items)} videos rejected; the rest were stored"
+        return _json(body, 422 if rejected else 200)
+
+    @app.post(
+        "/v1/events",
+        response_model=EventsResponse,
+        tags=["events"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": EventBatch.model_json_schema(
+                            ref_template="#/components/schemas/{model}"
+                        )
+                    }
+                },
+            }
+        },
+        responses={
+            422: {"model": EventsResponse, "description": "some events rejected"},
+            413: {"description": "batch or body too large"},
+        },
+    )
+    async def post_events(request: Request) -> Response:
+        """Record a batch of events. Each is validated on its own; the valid ones are
+        durably stored (fsynced) before this returns, even when others are rejected (then
+        the status is 422 and ``rejected`` says which and why). Sending the same
+        ``event_id`` again changes nothing, so a failed batch can simply be retried."""
+        items = _batch(
+            await read_json(request, limits.max_body_bytes), "events", limits.max_batch_events
+        )
+        result = eng().ingest(items)
+        if result.accepted:
+            wake.set()
+        metrics.events.labels("accepted").inc(result.accepted)
+        metrics.events.labels("duplicate").inc(result.duplicates)
+        metrics.events.labels("rejected").inc(len(result.rejected))
+        for r in result.rejected:
+            metrics.events_rejected.labels(_reason_kind(r.reason)).inc()
+        body = EventsResponse(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            rejected=[
+                RejectedItem(index=r.index, id=r.event_id, reason=r.reason) for r in result.rejected
+            ],
+        )
+        if result.rejected:
+            body.detail = (
+                f"{len(result.rejected)} of {len(items)} events rejected; the others were stored"
+            )
+        return _json(body, 422 if result.rejected else 200)
+
+    @app.get("/v1/feed", response_model=FeedResponse, tags=["feed"])
+    async def feed(
+        user_id: Annotated[
+            str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S(.*\S)?$")
+        ],
+        count: Annotated[int, Query(ge=1, le=settings.feed.max_count)] = (
+            settings.feed.default_count
+        ),
+        surface: Annotated[
+            str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S(.*\S)?$")
+        ] = DEFAULT_SURFACE,
+    ) -> FeedResponse:
+        """The next ``count`` videos for ``user_id``, each with its source, reason and
+        score. Served items are recorded as impressions under ``request_id``."""
+        f = eng().feed(user_id, count, surface)
+        return FeedResponse(
+            request_id=f.request_id,
+            surface=f.surface,
+            items=[
+                FeedItemOut(
+                    video_id=i.video_id,
+                    position=i.position,
+                    source=i.source,
+                    reason=i.reason,
+                    score=i.score,
+                )
+                for i in f.items
+            ],
+        )
+
+    return app

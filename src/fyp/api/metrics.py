@@ -1,0 +1,109 @@
+"""Prometheus metrics of one app instance (its own registry, so apps in one process
+do not share counters)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fyp.engine import Engine
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fyp_http_requests",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fyp_http_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "fyp_events", "Events received, by outcome", ["outcome"], registry=self.registry
+        )
+        self.events_rejected = Counter(
+            "fyp_events_rejected", "Events rejected, by reason", ["reason"], registry=self.registry
+        )
+
+    def watch_engine(self, engine: Engine) -> None:
+        self.registry.register(_EngineCollector(engine))
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        c = self.engine.pipeline.counters
+        fails = CounterMetricFamily(
+            "fyp_candidate_source_failures",
+            "Candidate source calls that failed open",
+            labels=["source", "why"],
+        )
+        for (source, why), n in sorted(c.source_failures.items()):
+            fails.add_metric([source, why], n)
+        yield fails
+        cands = CounterMetricFamily(
+            "fyp_candidates", "Candidates proposed, by source", labels=["source"]
+        )
+        for source, n in sorted(c.source_candidates.items()):
+            cands.add_metric([source], n)
+        yield cands
+        served = CounterMetricFamily("fyp_served", "Items served, by source", labels=["source"])
+        for source, n in sorted(c.served_by_source.items()):
+            served.add_metric([source], n)
+        yield served
+        filtered = CounterMetricFamily(
+            "fyp_filtered", "Candidates removed, by filter", labels=["filter"]
+        )
+        for name, n in sorted(c.filtered.items()):
+            filtered.add_metric([name], n)
+        yield filtered
+        lag = GaugeMetricFamily("fyp_learning_lag_events", "Logged events not yet learned")
+        lag.add_metric([], self.engine.pending())
+        yield lag
+        videos = GaugeMetricFamily("fyp_catalog_videos", "Videos in the catalog")
+        videos.add_metric([], len(self.engine.catalog))
+        yield videos
+
+
+class MetricsMiddleware:
+    """Counts requests and times them by route template (not raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(name, method, str(status)).inc()
+            self.metrics.latency.labels(name, method).observe(time.perf_counter() - start)

@@ -1,0 +1,1 @@
+"""The catalog: videos and what is known about them."""

@@ -1,0 +1,121 @@
+"""Where videos are kept. The in-memory :class:`~fyp.catalog.index.CatalogIndex` is
+loaded from it at start and kept in step on every upsert."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from fyp.storage.sqlite import connect
+from fyp.types import Video
+
+
+class CatalogStore(Protocol):
+    def upsert(self, videos: Sequence[Video]) -> None:
+        """Insert or replace videos by ``video_id``; durable when it returns."""
+        ...
+
+    def get(self, video_id: str) -> Video | None: ...
+
+    def all(self) -> Iterator[Video]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    video_id    TEXT PRIMARY KEY,
+    creator_id  TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    sound_id    TEXT,
+    hashtags    TEXT NOT NULL,
+    caption     TEXT NOT NULL,
+    language    TEXT,
+    regions     TEXT NOT NULL,
+    created_at  INTEGER,
+    labels      TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "video_id, creator_id, duration_ms, sound_id, hashtags, caption, language, regions, "
+    "created_at, labels"
+)
+
+
+def _to_row(v: Video) -> tuple[object, ...]:
+    return (
+        v.video_id,
+        v.creator_id,
+        v.duration_ms,
+        v.sound_id,
+        json.dumps(v.hashtags),
+        v.caption,
+        v.language,
+        json.dumps(v.regions),
+        v.created_at,
+        json.dumps(v.labels),
+    )
+
+
+def _from_row(r: Any) -> Video:  # a sqlite3 row
+    return Video(
+        video_id=str(r[0]),
+        creator_id=str(r[1]),
+        duration_ms=int(r[2]),
+        sound_id=None if r[3] is None else str(r[3]),
+        hashtags=tuple(json.loads(str(r[4]))),
+        caption=str(r[5]),
+        language=None if r[6] is None else str(r[6]),
+        regions=tuple(json.loads(str(r[7]))),
+        created_at=None if r[8] is None else int(r[8]),
+        labels=tuple(json.loads(str(r[9]))),
+    )
+
+
+class SqliteCatalogStore:
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, "fsync")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def upsert(self, videos: Sequence[Video]) -> None:
+        if not videos:
+            return
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany(
+                    f"INSERT OR REPLACE INTO videos ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [_to_row(v) for v in videos],
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def get(self, video_id: str) -> Video | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM videos WHERE video_id = ?", (video_id,)
+            ).fetchone()
+        return None if row is None else _from_row(row)
+
+    def all(self) -> Iterator[Video]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM videos ORDER BY rowid").fetchall()
+        return (_from_row(r) for r in rows)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM videos").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

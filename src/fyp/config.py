@@ -1,0 +1,130 @@
+"""Settings: read once at the edge, from the environment, then a TOML file, then defaults.
+
+Precedence: ``FYP_*`` environment variables > ``--config`` / ``FYP_CONFIG`` TOML file >
+the defaults below. Nested sections are set in the file (``[feedback]``, ``[ranker]``,
+...); the environment sets the top-level scalars (``FYP_DATA_DIR``, ``FYP_REGION``,
+``FYP_HOST``, ``FYP_PORT``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeedbackConfig(_Section):
+    """What a view means. A view is a *long view* (a positive) when it lasted at least
+    ``long_view_min_ms`` or covered at least ``long_view_min_ratio`` of the video; it is
+    a *skip* when it lasted less than ``skip_max_ms``; it is a *finish* when it covered
+    at least ``finish_min_ratio``. The defaults reproduce KuaiRand's own ``long_view``
+    flag on 99.8% of its long views (18 s or nearly the whole video)."""
+
+    long_view_min_ms: int = Field(18_000, ge=0)
+    long_view_min_ratio: float = Field(0.95, gt=0)
+    finish_min_ratio: float = Field(0.95, gt=0)
+    skip_max_ms: int = Field(2_000, ge=0)
+
+
+class LimitsConfig(_Section):
+    """Input limits enforced at the API edge."""
+
+    max_batch_events: int = Field(5_000, ge=1)
+    max_batch_videos: int = Field(5_000, ge=1)
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_future_ms: int = Field(24 * 3600 * 1000, ge=0)
+    max_watch_ratio: float = Field(10.0, gt=0)
+
+
+class SourcesConfig(_Section):
+    """Candidate sources: how many each may contribute, and their time budget."""
+
+    budget_ms: float = Field(25.0, gt=0)  # per source; a source over budget counts as failed
+    trending_half_life_hours: float = Field(24.0, gt=0)
+    trending_candidates: int = Field(200, ge=0)
+    fresh_window_hours: float = Field(72.0, gt=0)
+    fresh_exposure_budget: int = Field(200, ge=0)  # impressions each new video is promised
+    fresh_candidates: int = Field(30, ge=0)
+    coengagement_seeds: int = Field(20, ge=0)  # the user's most recent positives
+    coengagement_neighbours: int = Field(50, ge=0)  # kept per video
+    coengagement_candidates: int = Field(200, ge=0)
+    followed_candidates: int = Field(100, ge=0)
+    backfill_candidates: int = Field(100, ge=0)
+
+
+class RankerConfig(_Section):
+    """The first ranker: per-label online logistic regressions; value = Σ weight × P."""
+
+    value_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "long_view": 1.0,
+            "finish": 0.5,
+            "like": 2.0,
+            "share": 3.0,
+            "follow": 4.0,
+            "comment": 2.0,
+            "skip": -1.0,
+            "not_interested": -5.0,
+        }
+    )
+    prior_strength: float = Field(20.0, gt=0)  # pseudo-views behind each smoothed rate
+    learning_rate: float = Field(0.05, gt=0)
+    affinity_half_life_days: float = Field(14.0, gt=0)
+
+
+class FeedConfig(_Section):
+    max_count: int = Field(50, ge=1)
+    default_count: int = Field(10, ge=1)
+    served_memory: int = Field(2_000, ge=0)  # recently served ids remembered per user
+    history_size: int = Field(200, ge=1)  # recent views kept per user
+    not_interested_days: float = Field(30.0, ge=0)  # creator / sound suppression
+    # Videos carrying any of these labels are never served on any surface.
+    excluded_labels: tuple[str, ...] = ("removed", "ineligible", "misinformation")
+
+
+class Settings(_Section):
+    data_dir: Path = Path(".fyp-data")
+    region: str = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    feedback: FeedbackConfig = FeedbackConfig()
+    limits: LimitsConfig = LimitsConfig()
+    sources: SourcesConfig = SourcesConfig()
+    ranker: RankerConfig = RankerConfig()
+    feed: FeedConfig = FeedConfig()
+
+
+_ENV_KEYS = {
+    "data_dir": "FYP_DATA_DIR",
+    "region": "FYP_REGION",
+    "host": "FYP_HOST",
+    "port": "FYP_PORT",
+}
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings: explicit overrides (CLI flags) > environment > file > defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["FYP_CONFIG"]) if env.get("FYP_CONFIG") else None)
+    if path is not None:
+        with path.open("rb") as f:
+            values.update(tomllib.load(f))
+    for key, var in _ENV_KEYS.items():
+        if var in env:
+            values[key] = env[var]
+    if overrides:
+        values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings.model_validate(values)

@@ -1,0 +1,145 @@
+"""The engine in one process: stores, in-memory state, the pipeline, and the two loops.
+
+``Engine.open(settings)`` loads the catalog and replays the event log into the state (the
+learning loop from offset 0); the API, the importers, the benchmarks and the evaluation
+all drive the same object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fyp.catalog.index import CatalogIndex
+from fyp.catalog.store import CatalogStore, SqliteCatalogStore
+from fyp.config import Settings
+from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
+from fyp.events.ingest import IngestResult, ingest
+from fyp.events.log import EventLog, SqliteEventLog
+from fyp.pipeline import Feed, FeedPipeline, build_pipeline
+from fyp.state.updater import FeedState
+from fyp.types import DEFAULT_SURFACE, Impression, Video, now_ms
+
+Clock = Callable[[], int]
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog_store: CatalogStore,
+        event_log: EventLog,
+        impression_log: ImpressionLog,
+        clock: Clock = now_ms,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.catalog_store = catalog_store
+        self.event_log = event_log
+        self.impressions = impression_log
+        self.catalog = CatalogIndex(settings.feed.excluded_labels)
+        self.state = FeedState(settings, self.catalog)
+        self.pipeline: FeedPipeline = build_pipeline(settings, self.state, impression_log)
+        # One lock for the in-memory state: the learning step and a feed request never
+        # interleave (each holds it for milliseconds).
+        self._lock = threading.RLock()
+        self.catalog.upsert(list(catalog_store.all()))
+        self.state.stats.ensure(len(self.catalog))
+        self._restore_serving_memory()
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Clock = now_ms, replay: bool = True) -> Engine:
+        """The embedded engine over SQLite files in ``settings.data_dir``."""
+        data: Path = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        engine = cls(
+            settings,
+            SqliteCatalogStore(data / "catalog.db"),
+            SqliteEventLog(data / "events.db"),
+            SqliteImpressionLog(data / "impressions.db"),
+            clock,
+        )
+        if replay:
+            engine.learn()
+        return engine
+
+    def _restore_serving_memory(self) -> None:
+        row_of = self.catalog.row_of
+        for video_id, n in self.impressions.exposure_counts().items():
+            row = row_of.get(video_id)
+            if row is not None:
+                self.state.stats.exposures[row] += n
+        per_user = self.settings.feed.served_memory
+        for user_id, video_ids in self.impressions.recent_by_user(per_user).items():
+            rows = [row_of[v] for v in video_ids if v in row_of]
+            self.state.user(user_id).remember_served(rows, per_user)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def upsert_videos(self, videos: Sequence[Video]) -> int:
+        """Store videos durably, then make them servable."""
+        self.catalog_store.upsert(videos)
+        with self._lock:
+            self.catalog.upsert(videos)
+            self.state.stats.ensure(len(self.catalog))
+        return len(videos)
+
+    def ingest(self, raw_events: Sequence[object], now: int | None = None) -> IngestResult:
+        """Validate and durably append events. Learning happens in :meth:`learn`."""
+        return ingest(
+            raw_events,
+            self.catalog,
+            self.event_log,
+            self.settings.limits,
+            self.clock() if now is None else now,
+        )
+
+    def record_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Record impressions served elsewhere (an imported log)."""
+        self.impressions.record(impressions)
+        by_user: dict[str, list[int]] = {}
+        for imp in impressions:
+            row = self.catalog.row_of.get(imp.video_id)
+            if row is not None:
+                by_user.setdefault(imp.user_id, []).append(row)
+        with self._lock:
+            for user_id, rows in by_user.items():
+                self.state.record_served(user_id, rows)
+
+    # -- the learning loop -----------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Events in the log not yet applied to the state."""
+        return self.event_log.last_offset() - self.state.applied_offset
+
+    def learn(self, max_events: int | None = None, chunk: int = 5_000) -> int:
+        """Apply events after the state's offset (all of them, or ``max_events``)."""
+        done = 0
+        while max_events is None or done < max_events:
+            limit = chunk if max_events is None else min(chunk, max_events - done)
+            batch = self.event_log.read(self.state.applied_offset, limit)
+            if not batch:
+                break
+            with self._lock:
+                self.state.apply(batch)
+            done += len(batch)
+        return done
+
+    # -- the serving loop ------------------------------------------------------------------
+
+    def feed(
+        self,
+        user_id: str,
+        count: int | None = None,
+        surface: str = DEFAULT_SURFACE,
+        now: int | None = None,
+    ) -> Feed:
+        n = self.settings.feed.default_count if count is None else count
+        with self._lock:
+            return self.pipeline.run(user_id, n, surface, self.clock() if now is None else now)
+
+    def close(self) -> None:
+        self.event_log.close()
+        self.impressions.close()
+        self.catalog_store.close()

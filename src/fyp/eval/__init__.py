@@ -1,0 +1,1 @@
+"""Evaluation: datasets, replay and offline metrics."""

@@ -1,0 +1,1 @@
+"""Events: validation at the edge, the durable event log, impressions."""

@@ -1,0 +1,104 @@
+"""Event ingestion: validate each event on its own, append the good ones durably.
+
+Used by ``POST /v1/events`` and by every importer, so that an event means the same
+thing whichever door it came in by."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fyp.catalog.index import CatalogIndex
+from fyp.config import LimitsConfig
+from fyp.events.log import EventLog
+from fyp.types import Event, EventType
+from fyp.validation import Id, describe
+
+
+class EventIn(BaseModel):
+    """An event as a client sends it. Unknown fields are rejected, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Id = Field(description="Unique per event; sending it again changes nothing.")
+    user_id: Id
+    video_id: Id
+    type: EventType
+    ts: int = Field(strict=True, ge=0, description="When it happened, Unix ms.")
+    watch_ms: int | None = Field(
+        None, strict=True, ge=0, description="How long the video was watched (view only), ms."
+    )
+    request_id: Id | None = Field(None, description="The feed response this came from.")
+    surface: Id | None = Field(None, description="Where in the app, e.g. for_you.")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    index: int
+    event_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejected] = field(default_factory=list)
+    accepted_events: list[Event] = field(default_factory=list)
+
+
+def validate_event(
+    raw: object, catalog: CatalogIndex, limits: LimitsConfig, now: int
+) -> Event | str:
+    """The event, or why it is rejected."""
+    try:
+        e = EventIn.model_validate(raw)
+    except ValidationError as err:
+        return describe(err)
+    row = catalog.row_of.get(e.video_id)
+    if row is None:
+        return f"video_id: unknown video {e.video_id!r} (add it with POST /v1/videos first)"
+    if e.type is EventType.VIEW:
+        if e.watch_ms is None:
+            return "watch_ms: required for view events"
+        duration = int(catalog.duration_ms[row])
+        if e.watch_ms > limits.max_watch_ratio * duration:
+            return (
+                f"watch_ms: {e.watch_ms} ms is more than {limits.max_watch_ratio:g}x the "
+                f"video's duration ({duration} ms)"
+            )
+    if e.ts > now + limits.max_future_ms:
+        return f"ts: {e.ts} is more than {limits.max_future_ms // 3_600_000} h in the future"
+    return Event(
+        e.event_id, e.user_id, e.video_id, e.type, e.ts, e.watch_ms, e.request_id, e.surface
+    )
+
+
+def ingest(
+    raw_events: Sequence[object],
+    catalog: CatalogIndex,
+    log: EventLog,
+    limits: LimitsConfig,
+    now: int,
+) -> IngestResult:
+    """Validate each event; append the valid ones in one durable write."""
+    good: list[Event] = []
+    good_index: list[int] = []
+    rejected: list[Rejected] = []
+    for i, raw in enumerate(raw_events):
+        result = validate_event(raw, catalog, limits, now)
+        if isinstance(result, str):
+            eid = raw.get("event_id") if isinstance(raw, Mapping) else None
+            rejected.append(Rejected(i, eid if isinstance(eid, str) else None, result))
+        else:
+            good.append(result)
+            good_index.append(i)
+    appended = log.append(good)
+    return IngestResult(
+        accepted=len(appended.accepted),
+        duplicates=len(appended.duplicates),
+        rejected=rejected,
+        accepted_events=[good[i] for i in appended.accepted],
+    )

@@ -1,0 +1,157 @@
+"""The durable event log: append-only, idempotent by ``event_id``, replayable by offset."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fyp.storage.sqlite import connect
+from fyp.types import Event, EventType, LoggedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """``accepted``: indices (into the appended sequence) written now; ``duplicates``:
+    indices whose ``event_id`` was already in the log or earlier in the same batch."""
+
+    accepted: list[int]
+    duplicates: list[int]
+
+
+class EventLog(Protocol):
+    """An append-only log of events. ``append`` returns only after the events are durable."""
+
+    def append(self, events: Sequence[Event]) -> AppendResult: ...
+
+    def read(self, after_offset: int, limit: int) -> list[LoggedEvent]:
+        """Events with offset > ``after_offset``, in offset order, at most ``limit``."""
+        ...
+
+    def last_offset(self) -> int: ...
+
+    def count(self) -> int: ...
+
+    def contains(self, event_id: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    offset     INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id   TEXT NOT NULL UNIQUE,
+    user_id    TEXT NOT NULL,
+    video_id   TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    watch_ms   INTEGER,
+    request_id TEXT,
+    surface    TEXT
+);
+CREATE INDEX IF NOT EXISTS events_user ON events (user_id);
+"""
+
+_COLUMNS = "event_id, user_id, video_id, type, ts, watch_ms, request_id, surface"
+
+
+def _row(e: Event) -> tuple[object, ...]:
+    return (
+        e.event_id,
+        e.user_id,
+        e.video_id,
+        e.type.value,
+        e.ts,
+        e.watch_ms,
+        e.request_id,
+        e.surface,
+    )
+
+
+class SqliteEventLog:
+    """The embedded event log: one SQLite table, fsynced on every append (WAL, FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, "fsync")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def append(self, events: Sequence[Event]) -> AppendResult:
+        if not events:
+            return AppendResult([], [])
+        first: dict[str, int] = {}
+        duplicates: list[int] = []
+        for i, e in enumerate(events):
+            if e.event_id in first:
+                duplicates.append(i)
+            else:
+                first[e.event_id] = i
+        with self._lock:
+            known = self._existing(list(first))
+            fresh = [i for eid, i in first.items() if eid not in known]
+            duplicates.extend(first[eid] for eid in known)
+            if fresh:
+                cur = self._conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    cur.executemany(
+                        f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                        [_row(events[i]) for i in fresh],
+                    )
+                    cur.execute("COMMIT")  # synchronous=FULL: fsynced before COMMIT returns
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+        duplicates.sort()
+        return AppendResult(fresh, duplicates)
+
+    def _existing(self, event_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        # Stay well under SQLite's bound-parameter limit.
+        for start in range(0, len(event_ids), 900):
+            chunk = event_ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def read(self, after_offset: int, limit: int) -> list[LoggedEvent]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT offset, {_COLUMNS} FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
+                (after_offset, limit),
+            ).fetchall()
+        return [
+            LoggedEvent(r[0], Event(r[1], r[2], r[3], EventType(r[4]), r[5], r[6], r[7], r[8]))
+            for r in rows
+        ]
+
+    def iter_all(self, batch: int = 10_000) -> Iterator[LoggedEvent]:
+        offset = 0
+        while rows := self.read(offset, batch):
+            yield from rows
+            offset = rows[-1].offset
+
+    def last_offset(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()
+        return int(row[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def contains(self, event_id: str) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

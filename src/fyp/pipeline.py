@@ -1,0 +1,224 @@
+"""The request path, in the order it runs.
+
+    candidate sources  →  merge  →  filters  →  (backfill if short)  →  ranker
+        →  re-rankers  →  last eligibility gate  →  page  →  side effects
+
+Each stage is an ordered list of small components built in :func:`build_pipeline`;
+reading that function is reading the feed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fyp.config import Settings
+from fyp.events.impressions import ImpressionLog
+from fyp.rank.first_ranker import FirstRanker
+from fyp.rerank.diversity import CreatorSoundSpacing
+from fyp.rerank.filters import EligibilityFilter, Filter, NotInterestedFilter, SeenOrServedFilter
+from fyp.retrieve.backfill import BackfillSource
+from fyp.retrieve.base import CandidateSource, FeedContext
+from fyp.retrieve.coengagement import CoEngagementSource
+from fyp.retrieve.followed import FollowedCreatorsSource
+from fyp.retrieve.fresh import FreshSource
+from fyp.retrieve.trending import TrendingSource
+from fyp.state.updater import FeedState
+from fyp.types import Candidate, Impression
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    video_id: str
+    position: int
+    source: str
+    reason: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    request_id: str
+    surface: str
+    items: list[FeedItem]
+
+
+@dataclass
+class PipelineCounters:
+    """What the pipeline did, for ``/metrics``."""
+
+    source_candidates: Counter[str] = field(default_factory=Counter)
+    source_failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, why)
+    filtered: Counter[str] = field(default_factory=Counter)  # by filter name
+    served_by_source: Counter[str] = field(default_factory=Counter)
+    backfilled: int = 0
+
+
+class SideEffect(Protocol):
+    def __call__(self, ctx: FeedContext, page: Sequence[Candidate]) -> None: ...
+
+
+class RecordImpressions:
+    """Records what was served (durably) and remembers it in the user's state."""
+
+    def __init__(self, log: ImpressionLog, state: FeedState) -> None:
+        self.log = log
+        self.state = state
+
+    def __call__(self, ctx: FeedContext, page: Sequence[Candidate]) -> None:
+        self.log.record(
+            [
+                Impression(
+                    ctx.request_id,
+                    ctx.user_id,
+                    c.video_id,
+                    i,
+                    c.source,
+                    c.score,
+                    ctx.surface,
+                    ctx.now,
+                    c.reason,
+                )
+                for i, c in enumerate(page)
+            ]
+        )
+        self.state.record_served(ctx.user_id, [c.row for c in page])
+
+
+@dataclass
+class FeedPipeline:
+    state: FeedState
+    sources: list[CandidateSource]
+    filters: list[Filter]
+    backfill: BackfillSource
+    ranker: FirstRanker
+    spacing: CreatorSoundSpacing
+    last_gate: EligibilityFilter
+    side_effects: list[SideEffect]
+    source_budget_ms: float
+    counters: PipelineCounters = field(default_factory=PipelineCounters)
+
+    def run(self, user_id: str, count: int, surface: str, now: int) -> Feed:
+        user = self.state.user(user_id)
+        ctx = FeedContext(
+            uuid.uuid4().hex, user_id, user, count, surface, self.state.region_of(user), now
+        )
+        candidates = self._filter(ctx, self._merge(self._retrieve(ctx)))
+        if len(candidates) < count:
+            candidates = self._backfill(ctx, candidates)
+        ranked = self._rank(ctx, candidates)
+        page = self.spacing.arrange(ranked, count)
+        page = self.last_gate.apply(ctx, page).kept
+        for effect in self.side_effects:
+            effect(ctx, page)
+        self.counters.served_by_source.update(c.source for c in page)
+        return Feed(
+            ctx.request_id,
+            surface,
+            [
+                FeedItem(c.video_id, i, c.source, c.reason, round(c.score, 6))
+                for i, c in enumerate(page)
+            ],
+        )
+
+    def _retrieve(self, ctx: FeedContext) -> list[Candidate]:
+        out: list[Candidate] = []
+        for source in self.sources:
+            start = time.perf_counter()
+            try:
+                got = source.fetch(ctx)
+            except Exception as exc:  # fail open: a broken source costs its candidates only
+                self.counters.source_failures[(source.name, type(exc).__name__)] += 1
+                continue
+            if (time.perf_counter() - start) * 1000 > self.source_budget_ms:
+                self.counters.source_failures[(source.name, "over_budget")] += 1
+                continue
+            self.counters.source_candidates[source.name] += len(got)
+            out.extend(got)
+        return out
+
+    @staticmethod
+    def _merge(candidates: list[Candidate]) -> list[Candidate]:
+        """One candidate per video; the first source to propose it is credited."""
+        by_row: dict[int, Candidate] = {}
+        for c in candidates:
+            first = by_row.get(c.row)
+            if first is None:
+                c.sources.append(c.source)
+                by_row[c.row] = c
+            elif c.source not in first.sources:
+                first.sources.append(c.source)
+        return list(by_row.values())
+
+    def _filter(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
+        for f in self.filters:
+            result = f.apply(ctx, candidates)
+            if result.removed:
+                self.counters.filtered[f.name] += len(result.removed)
+            candidates = result.kept
+        return candidates
+
+    def _backfill(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
+        """Top up from the whole catalog. Unseen and unserved first; only when none of
+        those remain, videos served but never viewed; only then, viewed ones again."""
+        self.counters.backfilled += 1
+        have = {c.row for c in candidates}
+        viewed, served = ctx.user.viewed, set(ctx.user.served_set)
+        for excluded in (viewed | served, set(viewed), set()):
+            need = ctx.count - len(candidates)
+            if need <= 0:
+                break
+            extra = self.backfill.fetch_excluding(ctx, excluded | have, need * 3)
+            # Muted and not-interested rules still hold when topping up.
+            extra = [c for c in extra if c.row not in have]
+            for f in self.filters:
+                if f.name != SeenOrServedFilter.name:
+                    extra = f.apply(ctx, extra).kept
+            candidates = candidates + extra
+            have.update(c.row for c in extra)
+        return candidates
+
+    def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
+        if not candidates:
+            return []
+        scored = self.ranker.score(ctx.user, [c.row for c in candidates], ctx.now)
+        for c, value in zip(candidates, scored.values, strict=True):
+            c.score = float(value)
+        return sorted(candidates, key=lambda c: -c.score)
+
+
+def build_pipeline(
+    settings: Settings, state: FeedState, impressions: ImpressionLog
+) -> FeedPipeline:
+    """The feed, as ordered lists of components."""
+    src = settings.sources
+    catalog = state.catalog
+    return FeedPipeline(
+        state=state,
+        sources=[
+            FollowedCreatorsSource(state, src.followed_candidates),
+            CoEngagementSource(state, src.coengagement_seeds, src.coengagement_candidates),
+            TrendingSource(state, src.trending_candidates),
+            FreshSource(
+                state,
+                src.fresh_candidates,
+                int(src.fresh_window_hours * 3_600_000),
+                src.fresh_exposure_budget,
+            ),
+        ],
+        filters=[  # cheapest first
+            SeenOrServedFilter(),
+            NotInterestedFilter(catalog),
+            EligibilityFilter(catalog),
+        ],
+        backfill=BackfillSource(state, src.backfill_candidates),
+        ranker=state.ranker,
+        spacing=CreatorSoundSpacing(catalog),
+        last_gate=EligibilityFilter(catalog),
+        side_effects=[RecordImpressions(impressions, state)],
+        source_budget_ms=src.budget_ms,
+    )

@@ -1,0 +1,1 @@
+"""Ranking: predict engagement per candidate and combine it into one value score."""

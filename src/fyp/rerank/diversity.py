@@ -1,0 +1,49 @@
+"""Spacing: no two consecutive videos from one creator or with one sound.
+
+Greedy, best score first: each position takes the highest-scoring remaining candidate
+that shares neither creator nor sound with the previous item; only when no remaining
+candidate can avoid a clash does it take the best one anyway. So the guarantee is
+local: an adjacent pair shares a creator or sound only if, at that position, every
+remaining candidate shared one with the previous item."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fyp.catalog.index import CatalogIndex
+from fyp.types import Candidate
+
+
+def clashes(a: tuple[str, str | None], b: tuple[str, str | None]) -> bool:
+    """Whether two (creator, sound) pairs share a creator or a (non-empty) sound."""
+    return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
+
+
+def space_out(
+    ranked: Sequence[Candidate], keys: Sequence[tuple[str, str | None]], count: int
+) -> list[int]:
+    """Indices into ``ranked`` (sorted best first) for a page of ``count`` items."""
+    remaining = list(range(len(ranked)))
+    page: list[int] = []
+    while remaining and len(page) < count:
+        pick = 0
+        if page:
+            prev = keys[page[-1]]
+            for j, i in enumerate(remaining):
+                if not clashes(keys[i], prev):
+                    pick = j
+                    break
+        page.append(remaining.pop(pick))
+    return page
+
+
+class CreatorSoundSpacing:
+    name = "creator_sound_spacing"
+
+    def __init__(self, catalog: CatalogIndex) -> None:
+        self.catalog = catalog
+
+    def arrange(self, ranked: list[Candidate], count: int) -> list[Candidate]:
+        videos = self.catalog.videos
+        keys = [(videos[c.row].creator_id, videos[c.row].sound_id) for c in ranked]
+        return [ranked[i] for i in space_out(ranked, keys, count)]

@@ -1,0 +1,1 @@
+"""Candidate sources: each proposes videos for a feed request, and fails open."""

@@ -1,0 +1,83 @@
+"""Per-user state: what they watched, what they were served, whom they follow, what
+they told us they do not want, and their affinities to creators, sounds and hashtags."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Affinity:
+    """Time-decayed views and positives of one user on one creator / sound / hashtag."""
+
+    views: float = 0.0
+    positives: float = 0.0
+    ts: int = 0  # Unix ms of the last update
+
+    def decayed(self, now: int, half_life_ms: float) -> tuple[float, float]:
+        f = 0.5 ** (max(now - self.ts, 0) / half_life_ms)
+        return self.views * f, self.positives * f
+
+    def add(self, positive: bool, ts: int, half_life_ms: float) -> None:
+        views, positives = (
+            self.decayed(ts, half_life_ms) if ts > self.ts else (self.views, self.positives)
+        )
+        self.views = views + 1.0
+        self.positives = positives + (1.0 if positive else 0.0)
+        self.ts = max(ts, self.ts)
+
+
+@dataclass(slots=True)
+class UserState:
+    history: deque[int]  # rows of recent views, oldest first
+    served: deque[int]  # rows recently served, oldest first
+    served_set: dict[int, int] = field(default_factory=dict)  # row -> times in ``served``
+    viewed: set[int] = field(default_factory=set)
+    recent_positives: deque[int] = field(default_factory=lambda: deque(maxlen=50))
+    follows: set[str] = field(default_factory=set)
+    not_interested_videos: set[int] = field(default_factory=set)
+    muted_creators_until: dict[str, int] = field(default_factory=dict)  # by not_interested
+    muted_sounds_until: dict[str, int] = field(default_factory=dict)
+    creators: dict[str, Affinity] = field(default_factory=dict)
+    sounds: dict[str, Affinity] = field(default_factory=dict)
+    hashtags: dict[str, Affinity] = field(default_factory=dict)
+    views: float = 0.0
+    label_counts: list[float] = field(default_factory=list)
+    region: str | None = None
+
+    def remember_served(self, rows: list[int], capacity: int) -> None:
+        for row in rows:
+            self.served.append(row)
+            self.served_set[row] = self.served_set.get(row, 0) + 1
+        while len(self.served) > capacity:
+            old = self.served.popleft()
+            n = self.served_set[old] - 1
+            if n:
+                self.served_set[old] = n
+            else:
+                del self.served_set[old]
+
+
+def new_user(history_size: int, n_labels: int) -> UserState:
+    return UserState(
+        history=deque(maxlen=history_size), served=deque(), label_counts=[0.0] * n_labels
+    )
+
+
+def affinity_lift(
+    aff: Affinity | None, base_rate: float, now: int, half_life_ms: float, prior: float = 3.0
+) -> float:
+    """Log-odds lift of this user's positive rate on one entity over their overall rate,
+    shrunk by ``prior`` pseudo-views: 0 when nothing is known."""
+    if aff is None:
+        return 0.0
+    views, positives = aff.decayed(now, half_life_ms)
+    p = (positives + prior * base_rate) / (views + prior)
+    return _logit(p) - _logit(base_rate)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))

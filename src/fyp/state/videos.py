@@ -1,0 +1,92 @@
+"""Per-video statistics (views and label counts) and regional trending scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from fyp.state.feedback import LABELS
+
+F64 = npt.NDArray[np.float64]
+
+
+class VideoStats:
+    """Counts per video row: views, and for each label how many views carried it."""
+
+    def __init__(self) -> None:
+        self.views = np.zeros(0, dtype=np.float64)
+        self.label_counts = np.zeros((0, len(LABELS)), dtype=np.float64)
+        self.exposures = np.zeros(0, dtype=np.int64)  # times served
+        self.total_views = 0.0
+        self.total_labels = np.zeros(len(LABELS), dtype=np.float64)
+
+    def ensure(self, n_rows: int) -> None:
+        if n_rows <= len(self.views):
+            return
+        cap = max(n_rows, 2 * len(self.views), 1024)
+        views = np.zeros(cap, dtype=np.float64)
+        views[: len(self.views)] = self.views
+        counts = np.zeros((cap, len(LABELS)), dtype=np.float64)
+        counts[: len(self.label_counts)] = self.label_counts
+        exposures = np.zeros(cap, dtype=np.int64)
+        exposures[: len(self.exposures)] = self.exposures
+        self.views, self.label_counts, self.exposures = views, counts, exposures
+
+    def global_rates(self) -> F64:
+        """The rate of each label over all views, with a weak prior so it is never 0 or 1."""
+        return (self.total_labels + 0.5) / (self.total_views + 1.0)
+
+    def smoothed_rates(self, rows: npt.NDArray[np.intp], prior_strength: float) -> F64:
+        """(n, L): each video's label rates shrunk towards the global rates by
+        ``prior_strength`` pseudo-views, so a video with few views is judged by the average."""
+        g = self.global_rates()
+        v = self.views[rows][:, None]
+        return (self.label_counts[rows] + prior_strength * g) / (v + prior_strength)
+
+
+class Trending:
+    """Time-decayed engagement per video, kept per region.
+
+    A score decays by half every ``half_life_ms``. Rather than decaying every score at
+    every tick, each increment is scaled up by exp((t - t_ref) / tau): the ranking is the
+    same, and only a rare renormalisation keeps the numbers finite.
+    """
+
+    def __init__(self, half_life_ms: float) -> None:
+        self.tau = half_life_ms / math.log(2)
+        self.t_ref: float | None = None
+        self.scores: dict[str, F64] = {}
+        self.version = 0  # bumped on every change, so callers can cache top lists
+
+    def add(self, region: str, row: int, weight: float, ts: int, n_rows: int) -> None:
+        if self.t_ref is None:
+            self.t_ref = float(ts)
+        x = (ts - self.t_ref) / self.tau
+        if x > 50.0:
+            # Renormalise before exp() overflows: divide every score by exp(x).
+            for scores in self.scores.values():
+                scores *= math.exp(-x)
+            self.t_ref = float(ts)
+            x = 0.0
+        old = self.scores.get(region)
+        arr = old
+        if old is None or len(old) < n_rows:
+            arr = np.zeros(max(n_rows, 1024, 0 if old is None else 2 * len(old)))
+            if old is not None:
+                arr[: len(old)] = old
+            self.scores[region] = arr
+        assert arr is not None
+        arr[row] += weight * math.exp(max(x, -50.0))
+        self.version += 1
+
+    def top(self, region: str, k: int) -> list[int]:
+        """Rows of the ``k`` highest-scoring videos in ``region`` (score > 0), best first."""
+        arr = self.scores.get(region)
+        if arr is None or k <= 0:
+            return []
+        k = min(k, len(arr))
+        idx = np.argpartition(-arr, k - 1)[:k]
+        idx = idx[arr[idx] > 0]
+        return [int(i) for i in idx[np.argsort(-arr[idx], kind="stable")]]

@@ -1,0 +1,1 @@
+"""Embedded storage: SQLite connections. Only store modules import this package."""

@@ -1,0 +1,102 @@
+"""Domain types shared across the engine: videos, events, impressions, candidates.
+
+These are plain dataclasses, free of I/O and of HTTP concerns; the API has its own
+schemas (``fyp.api.schemas``) and the stores their own rows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+def now_ms() -> int:
+    """Wall-clock time in Unix milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class EventType(StrEnum):
+    """What a user did with a video. ``view`` carries ``watch_ms``."""
+
+    VIEW = "view"
+    LIKE = "like"
+    COMMENT = "comment"
+    SHARE = "share"
+    FOLLOW = "follow"  # follows the video's creator
+    NOT_INTERESTED = "not_interested"
+    REPORT = "report"
+
+
+DEFAULT_SURFACE = "for_you"
+
+
+@dataclass(frozen=True, slots=True)
+class Video:
+    """A video in the catalog. Times in Unix ms, durations in ms."""
+
+    video_id: str
+    creator_id: str
+    duration_ms: int
+    sound_id: str | None = None
+    hashtags: tuple[str, ...] = ()
+    caption: str = ""
+    language: str | None = None
+    regions: tuple[str, ...] = ()  # empty: may be shown everywhere
+    created_at: int | None = None
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated user event, as stored in the event log."""
+
+    event_id: str
+    user_id: str
+    video_id: str
+    type: EventType
+    ts: int  # Unix ms, when it happened on the client
+    watch_ms: int | None = None
+    request_id: str | None = None
+    surface: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event with its position in the durable log (offsets start at 1, increase)."""
+
+    offset: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """One video served at one position of one feed response."""
+
+    request_id: str
+    user_id: str
+    video_id: str
+    position: int
+    source: str
+    score: float
+    surface: str
+    ts: int  # Unix ms, when it was served
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A video proposed for a feed, carried through filters, ranker and re-rankers.
+
+    ``row`` is the video's dense row in the in-memory catalog index; ``sources`` lists
+    every source that proposed it (the first one is credited in the response).
+    """
+
+    row: int
+    video_id: str
+    source: str
+    reason: str
+    source_score: float = 0.0
+    score: float = 0.0
+    signals: dict[str, float] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)

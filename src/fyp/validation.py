@@ -1,0 +1,31 @@
+"""Shared pieces of input validation: id constraints and readable error messages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import StringConstraints, ValidationError
+
+MAX_ID_CHARS = 128
+
+# Ids are opaque strings: non-empty, at most 128 characters, no surrounding whitespace.
+Id = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=MAX_ID_CHARS, strip_whitespace=False, pattern=r"^\S(.*\S)?$"
+    ),
+]
+
+
+def describe(err: ValidationError) -> str:
+    """One line naming each bad field and what is wrong with it."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"]) or "item"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (not accepted)"
+        elif e["type"] == "string_pattern_mismatch":
+            msg = "must not be blank or start/end with whitespace"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
