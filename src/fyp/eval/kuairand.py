@@ -581,7 +581,7 @@ def import_kuairand(
         if progress is not None:
             progress(min(start + chunk_rows, total), total)
     if rejected:
-        log.warning("KuaiRand import: %d events rejected %s", rejected, reasons)
+        log.info("KuaiRand import: %d events rejected (%d distinct reasons)", rejected, len(reasons))
     return ImportSummary(
         videos=upserted,
         rows=total,

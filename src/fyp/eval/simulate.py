@@ -610,10 +610,13 @@ class EngineFeed:
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise SimulationError(f"GET /v1/feed: no items list in {str(body)[:200]}")
+        try:
+            video_ids = [str(item["video_id"]) for item in items]
+        except (KeyError, TypeError) as exc:
+            raise SimulationError(f"GET /v1/feed: malformed item ({exc!r})") from None
         request_id = body.get("request_id")
         return FeedPage(
-            request_id=None if request_id is None else str(request_id),
-            video_ids=[str(item["video_id"]) for item in items],
+            request_id=None if request_id is None else str(request_id), video_ids=video_ids
         )
 
 

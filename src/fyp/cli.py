@@ -1,0 +1,251 @@
+"""``fyp``: one command, with subcommands for every role (serve, demo, import, ...)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from fyp.config import Settings, load_settings
+
+app = typer.Typer(help="fyp: an open, self-hostable For You feed engine.", no_args_is_help=True)
+import_app = typer.Typer(help="Load data from public datasets.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+console = Console()
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the engine keeps its data.")
+]
+Host = Annotated[str | None, typer.Option(help="Address to bind (127.0.0.1: this machine only).")]
+Port = Annotated[int | None, typer.Option(help="TCP port.")]
+Region = Annotated[str | None, typer.Option(help="The region this deployment serves.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="A TOML settings file.")]
+
+
+def _settings(
+    data_dir: Path | None,
+    host: str | None = None,
+    port: int | None = None,
+    region: str | None = None,
+    config: Path | None = None,
+) -> Settings:
+    return load_settings(
+        config, {"data_dir": data_dir, "host": host, "port": port, "region": region}
+    )
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
+    region: Region = None,
+    config: ConfigFile = None,
+) -> None:
+    """Run the HTTP API (feed, events, catalog) until interrupted."""
+    from fyp.api import create_app
+
+    settings = _settings(data_dir, host, port, region, config)
+    console.print(
+        f"fyp serving {settings.data_dir} on http://{settings.host}:{settings.port} (docs: /docs)"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@import_app.command("kuairand")
+def import_kuairand_cmd(
+    source: Annotated[Path, typer.Argument(help="Folder with KuaiRand log and feature files.")],
+    data_dir: DataDir = None,
+    until: Annotated[
+        str | None, typer.Option(help="Import log rows before this date (YYYY-MM-DD, UTC) only.")
+    ] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Load KuaiRand videos and logs: each log row becomes the impression it was and the
+    events that followed it, through the same ingestion as the API."""
+    from fyp.engine import Engine
+    from fyp.eval.kuairand import import_kuairand
+
+    settings = _settings(data_dir, config=config)
+    until_ms = None
+    if until is not None:
+        until_ms = int(datetime.strptime(until, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000)
+    engine = Engine.open(settings)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("importing log rows", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            summary = import_kuairand(engine, source, until_ms=until_ms, progress=progress)
+    finally:
+        engine.close()
+    table = Table(title=f"KuaiRand import into {settings.data_dir}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for name in (
+        "videos",
+        "videos_skipped",
+        "rows",
+        "events_accepted",
+        "events_duplicate",
+        "events_rejected",
+    ):
+        table.add_row(name, f"{getattr(summary, name):,}")
+    for reason, n in sorted(summary.rejected_reasons.items(), key=lambda kv: -kv[1])[:5]:
+        table.add_row(f"  rejected: {reason[:70]}", f"{n:,}")
+    console.print(table)
+    console.print("KuaiRand: Gao et al., CIKM 2022, CC BY-SA 4.0.")
+
+
+class _BackgroundServer:
+    """uvicorn in a thread of this process, for the demo."""
+
+    def __init__(self, settings: Settings) -> None:
+        from fyp.api import create_app
+
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise typer.Exit(code=1)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 200,
+    requests: Annotated[int, typer.Option(help="Feed requests the audience makes.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of the world and the audience.")] = 0,
+    stay: Annotated[bool, typer.Option(help="Keep serving after the audience is done.")] = True,
+) -> None:
+    """Start the engine, seed a synthetic world if the data dir is empty, let simulated
+    users watch through the HTTP API, and show feed quality as the engine learns."""
+    import httpx
+
+    from fyp.eval.simulate import (
+        EngineFeed,
+        RandomFeed,
+        RequestStats,
+        build_world,
+        run_audience,
+        seed_catalog,
+    )
+
+    settings = _settings(data_dir or Path(".fyp-demo"), host, port)
+    server = _BackgroundServer(settings)
+    server.start()
+    base = f"http://{settings.host}:{settings.port}"
+    world = build_world(seed=seed, n_users=users)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        if client.get("/healthz").json()["videos"] == 0:
+            n = seed_catalog(client, world)
+            console.print(f"Seeded a synthetic world: {n:,} videos, {users} users.")
+        baseline = run_audience(
+            world, RandomFeed(world, seed), client=None, requests=min(requests, 2000), seed=seed
+        )
+        window: deque[RequestStats] = deque(maxlen=300)
+
+        def table(done: int) -> Table:
+            t = Table(title=f"fyp demo — {base} (docs: {base}/docs)")
+            for col in (
+                "requests",
+                "watch ratio (last 300)",
+                "random feed",
+                "like rate",
+                "creators / page",
+            ):
+                t.add_column(col, justify="right")
+            viewed = sum(s.items_viewed for s in window) or 1
+            wr = sum(s.mean_watch_ratio * s.items_viewed for s in window) / viewed
+            likes = sum(s.likes for s in window) / viewed
+            pages = [s.distinct_creators for s in window if s.items_served] or [0]
+            t.add_row(
+                f"{done:,}",
+                f"{wr:.3f}",
+                f"{baseline.mean_watch_ratio:.3f}",
+                f"{likes:.3f}",
+                f"{sum(pages) / len(pages):.1f}",
+            )
+            return t
+
+        with Live(table(0), console=console, refresh_per_second=4) as live:
+
+            def on_request(s: RequestStats) -> None:
+                window.append(s)
+                if s.index % 25 == 0:
+                    live.update(table(s.index + 1))
+
+            report = run_audience(
+                world,
+                EngineFeed(client),
+                client=client,
+                requests=requests,
+                seed=seed + 1,
+                on_request=on_request,
+            )
+            live.update(table(report.requests))
+    console.print(
+        f"Mean watch ratio, last 1,000 requests: engine {report.last_window_watch_ratio():.3f} "
+        f"vs random order {baseline.mean_watch_ratio:.3f}."
+    )
+    console.print(f"Feed:    curl '{base}/v1/feed?user_id=u0001&count=5'")
+    console.print(f"API:     {base}/docs   Metrics: {base}/metrics   Data: {settings.data_dir}")
+    if not stay:
+        server.stop()
+        return
+    console.print("Serving; Ctrl-C to stop.")
+    try:
+        while server.thread.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
