@@ -581,7 +581,9 @@ def import_kuairand(
         if progress is not None:
             progress(min(start + chunk_rows, total), total)
     if rejected:
-        log.info("KuaiRand import: %d events rejected (%d distinct reasons)", rejected, len(reasons))
+        log.info(
+            "KuaiRand import: %d events rejected (%d distinct reasons)", rejected, len(reasons)
+        )
     return ImportSummary(
         videos=upserted,
         rows=total,
