@@ -226,6 +226,7 @@ def demo(
                 on_request=on_request,
             )
             live.update(table(report.requests))
+    console.print()
     console.print(
         f"Mean watch ratio, last 1,000 requests: engine {report.last_window_watch_ratio():.3f} "
         f"vs random order {baseline.mean_watch_ratio:.3f}."

@@ -217,7 +217,7 @@ def build_pipeline(
         ],
         backfill=BackfillSource(state, src.backfill_candidates),
         ranker=state.ranker,
-        spacing=CreatorSoundSpacing(catalog),
+        spacing=CreatorSoundSpacing(catalog, settings.feed.max_per_creator),
         last_gate=EligibilityFilter(catalog),
         side_effects=[RecordImpressions(impressions, state)],
         source_budget_ms=src.budget_ms,

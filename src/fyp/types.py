@@ -98,5 +98,4 @@ class Candidate:
     reason: str
     source_score: float = 0.0
     score: float = 0.0
-    signals: dict[str, float] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)

@@ -86,7 +86,7 @@ async def _learning_loop(engine: Engine, wake: asyncio.Event) -> None:
         wake.clear()
         # Small slices, yielding between them, so feeds are served while a backlog drains.
         while engine.pending() > 0:
-            engine.learn(max_events=1_000)
+            engine.learn(max_events=256)
             await asyncio.sleep(0)
 
 

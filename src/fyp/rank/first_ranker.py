@@ -51,7 +51,7 @@ _DAY_MS = 86_400_000
 
 
 def _logit(p: F64) -> F64:
-    p = np.clip(p, 1e-4, 1 - 1e-4)
+    p = np.minimum(np.maximum(p, 1e-4), 1 - 1e-4)  # cheaper than np.clip on tiny arrays
     return np.log(p / (1 - p))
 
 
@@ -85,6 +85,18 @@ class FirstRanker:
                 raise ValueError(f"ranker.value_weights: unknown label {name!r}; known: {LABELS}")
             self.value_weights[LABEL_INDEX[name]] = w
         self.examples_seen = 0
+        self._global_key = -1
+        self._global: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
+
+    def _global_rates(self) -> tuple[F64, F64]:
+        """(rates, logits) of every label over all views. They move slowly, so they are
+        recomputed every 256 views rather than for every example and request."""
+        key = int(self.stats.total_views) >> 8
+        if key != self._global_key:
+            g = self.stats.global_rates()
+            self._global = (g, _logit(g))
+            self._global_key = key
+        return self._global
 
     # -- features ----------------------------------------------------------------------
 
@@ -92,12 +104,14 @@ class FirstRanker:
         """(n, L, F) feature tensor for ``rows`` as seen by ``user`` at ``now`` (Unix ms)."""
         idx = np.asarray(rows, dtype=np.intp)
         n, n_labels = len(idx), len(LABELS)
-        g_logit = _logit(self.stats.global_rates())  # (L,)
+        g, g_logit = self._global_rates()  # (L,)
+        m = self.cfg.prior_strength
+        stats = self.stats
         x = np.zeros((n, n_labels, N_FEATURES))
-        x[:, :, 0] = _logit(self.stats.smoothed_rates(idx, self.cfg.prior_strength)) - g_logit
-        x[:, :, 1] = self._user_lift(user, g_logit)[None, :]
-        shared = np.array([self._affinities(user, int(r), now) for r in idx]).reshape(n, 4)
-        x[:, :, 2:6] = shared[:, None, :]
+        video_rates = (stats.label_counts[idx] + m * g) / (stats.views[idx][:, None] + m)
+        x[:, :, 0] = _logit(video_rates) - g_logit
+        x[:, :, 1] = self._user_lift(user, g, g_logit)[None, :]
+        x[:, :, 2:6] = self._affinities(user, idx, now)[:, None, :]
         created = self.catalog.created_at[idx]
         age = np.maximum(now - created, 0).astype(np.float64)
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
@@ -105,29 +119,45 @@ class FirstRanker:
         x[:, :, 7] = 1.0
         return x
 
-    def _user_lift(self, user: UserState, g_logit: F64) -> F64:
-        g = self.stats.global_rates()
+    def _user_lift(self, user: UserState, g: F64, g_logit: F64) -> F64:
         counts = np.asarray(user.label_counts, dtype=np.float64)
         p = (counts + self.cfg.prior_strength * g) / (user.views + self.cfg.prior_strength)
         return _logit(p) - g_logit
 
-    def _affinities(self, user: UserState, row: int, now: int) -> tuple[float, float, float, float]:
-        v = self.catalog.videos[row]
+    def _affinities(self, user: UserState, idx: npt.NDArray[np.intp], now: int) -> F64:
+        """(n, 4): creator, sound and mean hashtag lift, and follows, per row."""
+        out = np.zeros((len(idx), 4))
+        if not (user.creators or user.follows):
+            return out  # a user with no history: every affinity is 0
         base = self._user_long_view_rate(user)
         hl = self.half_life_ms
-        creator = affinity_lift(user.creators.get(v.creator_id), base, now, hl)
-        sound = affinity_lift(user.sounds.get(v.sound_id), base, now, hl) if v.sound_id else 0.0
-        if v.hashtags:
-            tags = sum(affinity_lift(user.hashtags.get(h), base, now, hl) for h in v.hashtags)
-            tags /= len(v.hashtags)
-        else:
-            tags = 0.0
-        follows = 1.0 if v.creator_id in user.follows else 0.0
-        return creator, sound, tags, follows
+        videos = self.catalog.videos
+        creators, sounds, hashtags, follows = (
+            user.creators,
+            user.sounds,
+            user.hashtags,
+            user.follows,
+        )
+        for i, r in enumerate(idx.tolist()):
+            v = videos[r]
+            a = creators.get(v.creator_id)
+            if a is not None:
+                out[i, 0] = affinity_lift(a, base, now, hl)
+            if v.sound_id is not None and (a := sounds.get(v.sound_id)) is not None:
+                out[i, 1] = affinity_lift(a, base, now, hl)
+            if v.hashtags:
+                tags = 0.0
+                for h in v.hashtags:
+                    if (a := hashtags.get(h)) is not None:
+                        tags += affinity_lift(a, base, now, hl)
+                out[i, 2] = tags / len(v.hashtags)
+            if v.creator_id in follows:
+                out[i, 3] = 1.0
+        return out
 
     def _user_long_view_rate(self, user: UserState) -> float:
         i = LABEL_INDEX["long_view"]
-        g = float(self.stats.global_rates()[i])
+        g = float(self._global_rates()[0][i])
         m = self.cfg.prior_strength
         return (user.label_counts[i] + m * g) / (user.views + m)
 

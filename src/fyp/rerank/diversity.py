@@ -4,7 +4,11 @@ Greedy, best score first: each position takes the highest-scoring remaining cand
 that shares neither creator nor sound with the previous item; only when no remaining
 candidate can avoid a clash does it take the best one anyway. So the guarantee is
 local: an adjacent pair shares a creator or sound only if, at that position, every
-remaining candidate shared one with the previous item."""
+remaining candidate shared one with the previous item.
+
+Within that rule, a creator already on the page ``max_per_creator`` times is passed
+over while another non-clashing candidate remains, so one favourite creator does not
+fill the page."""
 
 from __future__ import annotations
 
@@ -20,30 +24,43 @@ def clashes(a: tuple[str, str | None], b: tuple[str, str | None]) -> bool:
 
 
 def space_out(
-    ranked: Sequence[Candidate], keys: Sequence[tuple[str, str | None]], count: int
+    ranked: Sequence[Candidate],
+    keys: Sequence[tuple[str, str | None]],
+    count: int,
+    max_per_creator: int = 2,
 ) -> list[int]:
     """Indices into ``ranked`` (sorted best first) for a page of ``count`` items."""
     remaining = list(range(len(ranked)))
     page: list[int] = []
+    on_page: dict[str, int] = {}
     while remaining and len(page) < count:
         pick = 0
         if page:
             prev = keys[page[-1]]
+            first_fit = -1
             for j, i in enumerate(remaining):
-                if not clashes(keys[i], prev):
-                    pick = j
+                if clashes(keys[i], prev):
+                    continue
+                if first_fit < 0:
+                    first_fit = j
+                if on_page.get(keys[i][0], 0) < max_per_creator:
+                    first_fit = j
                     break
-        page.append(remaining.pop(pick))
+            pick = max(first_fit, 0)
+        i = remaining.pop(pick)
+        page.append(i)
+        on_page[keys[i][0]] = on_page.get(keys[i][0], 0) + 1
     return page
 
 
 class CreatorSoundSpacing:
     name = "creator_sound_spacing"
 
-    def __init__(self, catalog: CatalogIndex) -> None:
+    def __init__(self, catalog: CatalogIndex, max_per_creator: int = 2) -> None:
         self.catalog = catalog
+        self.max_per_creator = max_per_creator
 
     def arrange(self, ranked: list[Candidate], count: int) -> list[Candidate]:
         videos = self.catalog.videos
         keys = [(videos[c.row].creator_id, videos[c.row].sound_id) for c in ranked]
-        return [ranked[i] for i in space_out(ranked, keys, count)]
+        return [ranked[i] for i in space_out(ranked, keys, count, self.max_per_creator)]
