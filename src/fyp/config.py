@@ -86,6 +86,7 @@ class FeedConfig(_Section):
     served_memory: int = Field(2_000, ge=0)  # recently served ids remembered per user
     history_size: int = Field(200, ge=1)  # recent views kept per user
     not_interested_days: float = Field(30.0, ge=0)  # creator / sound suppression
+    fresh_share: float = Field(0.2, ge=0, le=1)  # of each page, for new uploads' first audience
     max_per_creator: int = Field(2, ge=1)  # per page, while other candidates remain
     # Videos carrying any of these labels are never served on any surface.
     excluded_labels: tuple[str, ...] = ("removed", "ineligible", "misinformation")

@@ -1,7 +1,8 @@
 """The request path, in the order it runs.
 
-    candidate sources  →  merge  →  filters  →  (backfill if short)  →  ranker
-        →  re-rankers  →  last eligibility gate  →  page  →  side effects
+    candidate sources  →  merge  →  filters  →  (top up from the catalog if short)
+        →  ranker  →  exploration slots  →  spacing  →  (repeats, only if nothing unseen
+        is left)  →  last eligibility gate  →  page  →  side effects
 
 Each stage is an ordered list of small components built in :func:`build_pipeline`;
 reading that function is reading the feed.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog
 from fyp.rank.first_ranker import FirstRanker
 from fyp.rerank.diversity import CreatorSoundSpacing
+from fyp.rerank.exploration import ExplorationSlots
 from fyp.rerank.filters import EligibilityFilter, Filter, NotInterestedFilter, SeenOrServedFilter
 from fyp.retrieve.backfill import BackfillSource
 from fyp.retrieve.base import CandidateSource, FeedContext
@@ -96,6 +98,7 @@ class FeedPipeline:
     filters: list[Filter]
     backfill: BackfillSource
     ranker: FirstRanker
+    exploration: ExplorationSlots
     spacing: CreatorSoundSpacing
     last_gate: EligibilityFilter
     side_effects: list[SideEffect]
@@ -109,9 +112,11 @@ class FeedPipeline:
         )
         candidates = self._filter(ctx, self._merge(self._retrieve(ctx)))
         if len(candidates) < count:
-            candidates = self._backfill(ctx, candidates)
-        ranked = self._rank(ctx, candidates)
+            candidates = candidates + self._top_up(ctx, candidates)
+        ranked = self.exploration.prioritise(self._rank(ctx, candidates), count)
         page = self.spacing.arrange(ranked, count)
+        if len(page) < count:
+            page = page + self._repeats(ctx, page)
         page = self.last_gate.apply(ctx, page).kept
         for effect in self.side_effects:
             effect(ctx, page)
@@ -162,25 +167,33 @@ class FeedPipeline:
             candidates = result.kept
         return candidates
 
-    def _backfill(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
-        """Top up from the whole catalog. Unseen and unserved first; only when none of
-        those remain, videos served but never viewed; only then, viewed ones again."""
+    def _keep(self, ctx: FeedContext) -> Callable[[Candidate], bool]:
+        """Whether a topped-up candidate passes every filter but seen-or-served (muted
+        creators, not interested, eligibility hold for top-ups and repeats too)."""
+        filters = [f for f in self.filters if f.name != SeenOrServedFilter.name]
+        return lambda c: all(f.apply(ctx, [c]).kept for f in filters)
+
+    def _top_up(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
+        """Unseen, unserved videos from the whole catalog: at least as many as the page
+        lacks, and up to the backfill source's limit so the ranker has a choice."""
         self.counters.backfilled += 1
-        have = {c.row for c in candidates}
-        viewed, served = ctx.user.viewed, set(ctx.user.served_set)
-        for excluded in (viewed | served, set(viewed), set()):
-            need = ctx.count - len(candidates)
-            if need <= 0:
-                break
-            extra = self.backfill.fetch_excluding(ctx, excluded | have, need * 3)
-            # Muted and not-interested rules still hold when topping up.
-            extra = [c for c in extra if c.row not in have]
-            for f in self.filters:
-                if f.name != SeenOrServedFilter.name:
-                    extra = f.apply(ctx, extra).kept
-            candidates = candidates + extra
-            have.update(c.row for c in extra)
-        return candidates
+        excluded = {c.row for c in candidates} | ctx.user.viewed | set(ctx.user.served_set)
+        want = max(ctx.count - len(candidates), self.backfill.limit)
+        return self.backfill.fetch_excluding(ctx, excluded, want, self._keep(ctx))
+
+    def _repeats(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
+        """Only when nothing unseen is left: videos served but never viewed, the longest
+        ago first; after those, viewed ones, most popular first."""
+        keep = self._keep(ctx)
+        on_page = {c.row for c in page}
+        viewed = ctx.user.viewed
+        need = ctx.count - len(page)
+        served = [r for r in dict.fromkeys(ctx.user.served) if r not in viewed]
+        out = self.backfill.fetch_in_order(ctx, (r for r in served if r not in on_page), need, keep)
+        on_page.update(c.row for c in out)
+        if len(out) < need:
+            out += self.backfill.fetch_excluding(ctx, on_page, need - len(out), keep)
+        return self.spacing.arrange(self._rank(ctx, out), need) if out else []
 
     def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
         if not candidates:
@@ -217,6 +230,7 @@ def build_pipeline(
         ],
         backfill=BackfillSource(state, src.backfill_candidates),
         ranker=state.ranker,
+        exploration=ExplorationSlots(FreshSource.name, settings.feed.fresh_share),
         spacing=CreatorSoundSpacing(catalog, settings.feed.max_per_creator),
         last_gate=EligibilityFilter(catalog),
         side_effects=[RecordImpressions(impressions, state)],

@@ -6,7 +6,8 @@ For a candidate video v and user u, every head k (long view, finish, like, ...) 
     P_k = sigmoid( w_k · x_k(u, v) )
 
 with features x_k:
-    video_rate   logit of v's smoothed rate of label k (shrunk towards the global rate)
+    video_rate   logit of v's smoothed rate of label k (shrunk towards the global rate,
+                 so for an unknown video and user P_k starts at the global rate)
     user_lift    logit of u's smoothed rate of label k minus the global logit
     creator      u's long-view lift on v's creator (log-odds, decayed, shrunk to 0)
     sound        the same for v's sound
@@ -85,17 +86,17 @@ class FirstRanker:
                 raise ValueError(f"ranker.value_weights: unknown label {name!r}; known: {LABELS}")
             self.value_weights[LABEL_INDEX[name]] = w
         self.examples_seen = 0
-        self._global_key = -1
         self._global: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
+        self.refresh_global_rates()
+
+    def refresh_global_rates(self) -> None:
+        """Recompute the label rates over all views. They move slowly, so the learning
+        step calls this at fixed points of the log (not per example or request), which
+        keeps a replay identical to the live run."""
+        g = self.stats.global_rates()
+        self._global = (g, _logit(g))
 
     def _global_rates(self) -> tuple[F64, F64]:
-        """(rates, logits) of every label over all views. They move slowly, so they are
-        recomputed every 256 views rather than for every example and request."""
-        key = int(self.stats.total_views) >> 8
-        if key != self._global_key:
-            g = self.stats.global_rates()
-            self._global = (g, _logit(g))
-            self._global_key = key
         return self._global
 
     # -- features ----------------------------------------------------------------------
@@ -109,7 +110,7 @@ class FirstRanker:
         stats = self.stats
         x = np.zeros((n, n_labels, N_FEATURES))
         video_rates = (stats.label_counts[idx] + m * g) / (stats.views[idx][:, None] + m)
-        x[:, :, 0] = _logit(video_rates) - g_logit
+        x[:, :, 0] = _logit(video_rates)
         x[:, :, 1] = self._user_lift(user, g, g_logit)[None, :]
         x[:, :, 2:6] = self._affinities(user, idx, now)[:, None, :]
         created = self.catalog.created_at[idx]
@@ -174,7 +175,11 @@ class FirstRanker:
         features: Σ_k value_weight_k × P_k × (1 - P_k) × w_kf × x_kf (a first-order share)."""
         z = np.einsum("lf,lf->l", features, self.weights)
         p = 1.0 / (1.0 + np.exp(-z))
-        share = (self.value_weights * p * (1 - p))[:, None] * self.weights * features
+        # Against an average video: the video's rates count by how far they are from
+        # the global rates, not by their absolute (always negative) log-odds.
+        centred = features.copy()
+        centred[:, 0] -= self._global_rates()[1]
+        share = (self.value_weights * p * (1 - p))[:, None] * self.weights * centred
         total = share.sum(axis=0)
         return {name: float(total[i]) for i, name in enumerate(FEATURES) if name != "bias"}
 

@@ -21,6 +21,10 @@ class CoEngagement:
     def add_positive(self, row: int, recent_positives: Iterable[int], weight: float = 1.0) -> None:
         """Record that a user engaged positively with ``row`` after ``recent_positives``."""
         self._positives[row] = self._positives.get(row, 0.0) + weight
+        # ``row`` is now more popular, so its cosine with every linked video falls:
+        # their cached neighbour lists are stale.
+        for other in self._co.get(row, ()):
+            self._top.pop(other, None)
         for other in recent_positives:
             if other == row:
                 continue

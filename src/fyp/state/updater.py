@@ -4,6 +4,11 @@ A view becomes a training example for the ranker: its features are taken *before
 view updates any statistic (so an example never sees its own outcome), and its labels are
 completed by the user's explicit actions on the same video (like, share, follow, comment,
 not interested) until the user's next view or ``label_window_ms`` later.
+
+Everything here depends on the order of the log only, never on how it was cut into
+calls of :meth:`FeedState.apply`: examples close event by event and the ranker learns in
+fixed micro-batches carried across calls, so a restart that replays the log rebuilds
+exactly the state the live engine had.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ class FeedState:
         self.applied_offset = 0
         self.skipped_events = 0  # events whose video left the catalog
         self.label_window_ms = 10 * 60_000
+        self.micro_batch = 64
         self._half_life_ms = settings.ranker.affinity_half_life_days * _DAY_MS
-        self._pending: dict[str, _Pending] = {}  # user -> their last view's example
+        # user -> their last view's example, oldest view first (dict order)
+        self._pending: dict[str, _Pending] = {}
         self._examples: list[_Pending] = []
 
     def user(self, user_id: str) -> UserState:
@@ -67,11 +74,10 @@ class FeedState:
     def apply(self, events: Sequence[LoggedEvent]) -> None:
         """Apply events (offset order) and train the ranker on the examples they complete."""
         self.stats.ensure(len(self.catalog))
-        latest = 0
         for logged in events:
             e = logged.event
             self.applied_offset = logged.offset
-            latest = max(latest, e.ts)
+            self._close_older_than(e.ts - self.label_window_ms)
             row = self.catalog.row_of.get(e.video_id)
             if row is None:
                 self.skipped_events += 1
@@ -81,7 +87,7 @@ class FeedState:
                 self._apply_view(e.user_id, user, row, e.ts, e.watch_ms or 0)
             elif e.type in ACTION_LABEL:
                 self._apply_action(e.user_id, user, row, e.ts, ACTION_LABEL[e.type])
-        self._flush(latest)
+        self._train()
 
     def _apply_view(self, user_id: str, user: UserState, row: int, ts: int, watch_ms: int) -> None:
         pending = self._pending.get(user_id)
@@ -104,6 +110,8 @@ class FeedState:
                 user.label_counts[k] += 1
         self.stats.views[row] += 1
         self.stats.total_views += 1
+        if self.stats.total_views <= 256 or self.stats.total_views % 256 == 0:
+            self.ranker.refresh_global_rates()
         user.views += 1
         user.history.append(row)
         user.viewed.add(row)
@@ -152,21 +160,28 @@ class FeedState:
             self.coengagement.add_positive(row, seeds)
             user.recent_positives.append(row)
 
-    def _flush(self, latest_ts: int) -> None:
-        stale = [u for u, p in self._pending.items() if latest_ts - p.ts > self.label_window_ms]
-        for u in stale:
-            self._examples.append(self._pending.pop(u))
-        if self._examples:
-            x = np.stack([p.features for p in self._examples])
-            y = np.stack([p.labels for p in self._examples])
-            self._examples = []
-            self.ranker.learn(x, y)
+    def _close_older_than(self, ts: int) -> None:
+        while self._pending:
+            user_id, oldest = next(iter(self._pending.items()))
+            if oldest.ts >= ts:
+                break
+            self._examples.append(self._pending.pop(user_id))
+
+    def _train(self, everything: bool = False) -> None:
+        """Learn from closed examples in micro-batches of a fixed size; the remainder
+        waits for the next call (or goes now with ``everything``)."""
+        size = self.micro_batch
+        while len(self._examples) >= size or (everything and self._examples):
+            batch, self._examples = self._examples[:size], self._examples[size:]
+            self.ranker.learn(
+                np.stack([p.features for p in batch]), np.stack([p.labels for p in batch])
+            )
 
     def flush_all(self) -> None:
-        """Close every pending example now (end of a replay)."""
+        """Close every pending example and learn from all of them now (end of a replay)."""
         self._examples.extend(self._pending.values())
         self._pending.clear()
-        self._flush(0)
+        self._train(everything=True)
 
     # -- serving-side bookkeeping --------------------------------------------------------
 

@@ -1,0 +1,131 @@
+"""The CatalogStore contract, run against every implementation.
+
+A new backend is one more entry in ``IMPLEMENTATIONS``: a callable that opens the store
+kept at a location, so that calling it again on the same location reopens it. The order
+of ``all()`` is not part of the contract (the in-memory index assigns its own rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fyp.catalog.store import CatalogStore, SqliteCatalogStore
+from fyp.types import Video
+
+OpenStore = Callable[[], CatalogStore]
+
+IMPLEMENTATIONS = [
+    pytest.param(lambda where: SqliteCatalogStore(where / "catalog.db"), id="sqlite"),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    factory: Callable[[Path], CatalogStore] = request.param
+    opened: list[CatalogStore] = []
+
+    def open_() -> CatalogStore:
+        store = factory(tmp_path)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def video(i: int, **changes: object) -> Video:
+    fields: dict[str, object] = {
+        "video_id": f"v{i}",
+        "creator_id": f"c{i % 3}",
+        "duration_ms": 1_000 * (i + 1),
+    }
+    fields.update(changes)
+    return Video(**fields)  # type: ignore[arg-type]
+
+
+FULL = Video(
+    video_id="full",
+    creator_id="c1",
+    duration_ms=15_000,
+    sound_id="s1",
+    hashtags=("#cats", "#Ünïcode", "tag with space"),
+    caption='a "quoted" caption, with commas\nand a newline',
+    language="pt-BR",
+    regions=("br", "pt"),
+    created_at=1_750_000_000_000,
+    labels=("sensitive",),
+)
+BARE = Video("bare", "c2", 1)
+
+
+def by_id(store: CatalogStore) -> dict[str, Video]:
+    videos = list(store.all())
+    ids = [v.video_id for v in videos]
+    assert len(ids) == len(set(ids)), "all() lists a video twice"
+    return {v.video_id: v for v in videos}
+
+
+class TestCatalogStoreContract:
+    def test_an_empty_store_has_nothing(self, open_store: OpenStore) -> None:
+        store = open_store()
+        assert store.count() == 0
+        assert list(store.all()) == []
+        assert store.get("v1") is None
+
+    def test_every_field_round_trips_including_empty_and_missing_ones(
+        self, open_store: OpenStore
+    ) -> None:
+        store = open_store()
+        store.upsert([FULL, BARE])
+        assert store.get("full") == FULL
+        assert store.get("bare") == BARE
+        assert by_id(store) == {"full": FULL, "bare": BARE}
+
+    def test_upsert_adds_new_videos(self, open_store: OpenStore) -> None:
+        store = open_store()
+        store.upsert([video(i) for i in range(5)])
+        store.upsert([video(i) for i in range(5, 8)])
+        assert store.count() == 8
+        assert by_id(store) == {f"v{i}": video(i) for i in range(8)}
+
+    def test_upsert_replaces_a_video_with_the_same_id(self, open_store: OpenStore) -> None:
+        store = open_store()
+        store.upsert([video(1), video(2)])
+        takedown = video(1, labels=("removed",), caption="edited")
+        store.upsert([takedown])
+        assert store.count() == 2
+        assert store.get("v1") == takedown
+        assert by_id(store) == {"v1": takedown, "v2": video(2)}
+
+    def test_within_one_batch_the_last_version_of_a_video_wins(self, open_store: OpenStore) -> None:
+        store = open_store()
+        store.upsert([video(1), video(1, caption="second")])
+        assert store.count() == 1
+        assert store.get("v1") == video(1, caption="second")
+
+    def test_upserting_nothing_changes_nothing(self, open_store: OpenStore) -> None:
+        store = open_store()
+        store.upsert([video(1)])
+        store.upsert([])
+        assert store.count() == 1
+
+    def test_ids_are_case_sensitive(self, open_store: OpenStore) -> None:
+        store = open_store()
+        store.upsert([video(1, video_id="abc"), video(2, video_id="ABC")])
+        assert store.count() == 2
+        assert store.get("Abc") is None
+
+    def test_videos_survive_close_and_reopen(self, open_store: OpenStore) -> None:
+        store = open_store()
+        store.upsert([FULL, BARE, video(3)])
+        store.upsert([video(3, duration_ms=99)])
+        store.close()
+
+        reopened = open_store()
+        assert reopened.count() == 3
+        assert by_id(reopened) == {"full": FULL, "bare": BARE, "v3": video(3, duration_ms=99)}
+        reopened.upsert([video(4)])
+        assert reopened.count() == 4

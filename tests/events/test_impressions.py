@@ -1,0 +1,138 @@
+"""The ImpressionLog contract, run against every implementation.
+
+A new backend is one more entry in ``IMPLEMENTATIONS``: a callable that opens the log
+kept at a location, so that calling it again on the same location reopens it.
+"Most recent" means most recently recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
+from fyp.types import Impression
+
+OpenLog = Callable[[], ImpressionLog]
+
+IMPLEMENTATIONS = [
+    pytest.param(lambda where: SqliteImpressionLog(where / "impressions.db"), id="sqlite"),
+]
+
+_clock = iter(range(10**6))
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def open_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLog]:
+    factory: Callable[[Path], ImpressionLog] = request.param
+    opened: list[ImpressionLog] = []
+
+    def open_() -> ImpressionLog:
+        log = factory(tmp_path)
+        opened.append(log)
+        return log
+
+    yield open_
+    for log in opened:
+        log.close()
+
+
+def imp(user: str, video: str, request_id: str = "r1", position: int = 0) -> Impression:
+    return Impression(
+        request_id=request_id,
+        user_id=user,
+        video_id=video,
+        position=position,
+        source="trending",
+        score=0.25,
+        surface="for_you",
+        ts=1_000 + next(_clock),
+        reason="Popular in your region",
+    )
+
+
+def page(user: str, videos: list[str], request_id: str) -> list[Impression]:
+    return [imp(user, v, request_id, i) for i, v in enumerate(videos)]
+
+
+class TestImpressionLogContract:
+    def test_an_empty_log_has_nothing(self, open_log: OpenLog) -> None:
+        log = open_log()
+        assert log.count() == 0
+        assert log.for_user("u1", 10) == []
+        assert log.find("u1", "v1") is None
+        assert log.recent_by_user(5) == {}
+        assert log.exposure_counts() == {}
+
+    def test_every_field_round_trips(self, open_log: OpenLog) -> None:
+        log = open_log()
+        original = Impression("req-7", "u1", "v1", 3, "co_engagement", -1.5, "following", 42, "why")
+        log.record([original])
+        assert log.find("u1", "v1") == original
+        assert log.for_user("u1", 1) == [original]
+
+    def test_recording_nothing_changes_nothing(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.record([])
+        assert log.count() == 0
+
+    def test_count_counts_every_impression_including_repeats(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.record(page("u1", ["v1", "v2"], "r1"))
+        log.record(page("u1", ["v1"], "r2"))
+        assert log.count() == 3
+
+    def test_for_user_is_newest_first_limited_and_only_that_user(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.record(page("u1", ["v1", "v2"], "r1"))
+        log.record(page("u2", ["v9"], "r2"))
+        log.record(page("u1", ["v3"], "r3"))
+        assert [i.video_id for i in log.for_user("u1", 10)] == ["v3", "v2", "v1"]
+        assert [i.video_id for i in log.for_user("u1", 2)] == ["v3", "v2"]
+        assert [i.video_id for i in log.for_user("u2", 10)] == ["v9"]
+        assert log.for_user("nobody", 10) == []
+
+    def test_find_returns_the_most_recent_impression_of_that_video_to_that_user(
+        self, open_log: OpenLog
+    ) -> None:
+        log = open_log()
+        log.record(page("u1", ["v1", "v2"], "r1"))
+        log.record(page("u2", ["v1"], "r-other-user"))
+        log.record(page("u1", ["v5", "v1"], "r2"))
+        found = log.find("u1", "v1")
+        assert found is not None
+        assert (found.request_id, found.position) == ("r2", 1)
+        assert log.find("u1", "v9") is None
+        assert log.find("u3", "v1") is None
+
+    def test_recent_by_user_keeps_each_users_last_n_oldest_first(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.record(page("u1", ["a", "b", "c"], "r1"))
+        log.record(page("u2", ["x"], "r2"))
+        log.record(page("u1", ["d", "e"], "r3"))
+        assert log.recent_by_user(3) == {"u1": ["c", "d", "e"], "u2": ["x"]}
+        assert log.recent_by_user(10) == {"u1": ["a", "b", "c", "d", "e"], "u2": ["x"]}
+        assert log.recent_by_user(1) == {"u1": ["e"], "u2": ["x"]}
+
+    def test_exposure_counts_counts_servings_per_video_over_all_users(
+        self, open_log: OpenLog
+    ) -> None:
+        log = open_log()
+        log.record(page("u1", ["v1", "v2"], "r1"))
+        log.record(page("u2", ["v1"], "r2"))
+        log.record(page("u1", ["v1"], "r3"))
+        assert log.exposure_counts() == {"v1": 3, "v2": 1}
+
+    def test_impressions_survive_close_and_reopen(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.record(page("u1", ["v1", "v2"], "r1"))
+        before = log.for_user("u1", 10)
+        log.close()
+
+        reopened = open_log()
+        assert reopened.for_user("u1", 10) == before
+        assert reopened.count() == 2
+        assert reopened.exposure_counts() == {"v1": 1, "v2": 1}
+        reopened.record(page("u1", ["v3"], "r2"))
+        assert [i.video_id for i in reopened.for_user("u1", 1)] == ["v3"]

@@ -1,0 +1,217 @@
+"""The EventLog contract, run against every implementation.
+
+A new backend (Redis Streams, Postgres, ...) is one more entry in ``IMPLEMENTATIONS``:
+a callable that opens the log kept at a location (here a directory), so that calling
+it again on the same location reopens the same log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fyp.events.log import EventLog, SqliteEventLog
+from fyp.types import Event, EventType
+
+OpenLog = Callable[[], EventLog]
+
+IMPLEMENTATIONS = [
+    pytest.param(lambda where: SqliteEventLog(where / "events.db"), id="sqlite"),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def open_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLog]:
+    """Opens (or reopens) one log kept under ``tmp_path``; every log opened is closed."""
+    factory: Callable[[Path], EventLog] = request.param
+    opened: list[EventLog] = []
+
+    def open_() -> EventLog:
+        log = factory(tmp_path)
+        opened.append(log)
+        return log
+
+    yield open_
+    for log in opened:
+        log.close()
+
+
+def event(i: int, user: str = "u1", **changes: object) -> Event:
+    fields: dict[str, object] = {
+        "event_id": f"e{i}",
+        "user_id": user,
+        "video_id": f"v{i % 7}",
+        "type": EventType.VIEW,
+        "ts": 1_000 + i,
+        "watch_ms": 100 * i,
+    }
+    fields.update(changes)
+    return Event(**fields)  # type: ignore[arg-type]
+
+
+class TestEventLogContract:
+    def test_an_empty_log_has_nothing(self, open_log: OpenLog) -> None:
+        log = open_log()
+        assert log.count() == 0
+        assert log.last_offset() == 0
+        assert log.read(0, 10) == []
+        assert not log.contains("e1")
+
+    def test_append_then_read_gives_the_events_back_in_order_with_increasing_offsets(
+        self, open_log: OpenLog
+    ) -> None:
+        log = open_log()
+        events = [event(i) for i in range(5)]
+        result = log.append(events)
+        assert result.accepted == [0, 1, 2, 3, 4]
+        assert result.duplicates == []
+        got = log.read(0, 100)
+        assert [g.event for g in got] == events
+        offsets = [g.offset for g in got]
+        assert offsets[0] >= 1
+        assert offsets == sorted(set(offsets))  # strictly increasing
+        assert log.last_offset() == offsets[-1]
+        assert log.count() == 5
+
+    def test_every_field_round_trips_including_the_optional_ones(self, open_log: OpenLog) -> None:
+        log = open_log()
+        full = Event("full", "u9", "v9", EventType.LIKE, 123, None, "req-1", "for_you")
+        bare = Event("bare", "u9", "v9", EventType.NOT_INTERESTED, 0)
+        view = Event("view", "u9", "v9", EventType.VIEW, 2**40, 0)
+        log.append([full, bare, view])
+        assert [g.event for g in log.read(0, 10)] == [full, bare, view]
+
+    def test_every_event_type_round_trips(self, open_log: OpenLog) -> None:
+        log = open_log()
+        events = [event(i, type=t) for i, t in enumerate(EventType)]
+        log.append(events)
+        assert [g.event.type for g in log.read(0, 100)] == list(EventType)
+
+    def test_a_later_batch_gets_later_offsets(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append([event(1), event(2)])
+        first_last = log.last_offset()
+        log.append([event(3)])
+        (third,) = log.read(first_last, 10)
+        assert third.event.event_id == "e3"
+        assert third.offset > first_last
+
+    def test_appending_nothing_changes_nothing(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append([event(1)])
+        result = log.append([])
+        assert (result.accepted, result.duplicates) == ([], [])
+        assert log.count() == 1
+
+    def test_the_same_event_id_twice_in_one_batch_is_stored_once(self, open_log: OpenLog) -> None:
+        log = open_log()
+        original = event(1)
+        resent = event(1, user="someone-else", ts=99_999)  # same id, other content
+        result = log.append([original, event(2), resent])
+        assert result.accepted == [0, 1]
+        assert result.duplicates == [2]
+        assert log.count() == 2
+        assert [g.event for g in log.read(0, 10)] == [original, event(2)]  # the first kept
+
+    def test_an_event_id_already_in_the_log_is_a_duplicate_and_changes_nothing(
+        self, open_log: OpenLog
+    ) -> None:
+        log = open_log()
+        log.append([event(1), event(2)])
+        before = (log.read(0, 10), log.last_offset(), log.count())
+        result = log.append([event(2, user="other"), event(1)])
+        assert result.accepted == []
+        assert result.duplicates == [0, 1]
+        assert (log.read(0, 10), log.last_offset(), log.count()) == before
+
+    def test_a_batch_mixing_new_and_known_ids_appends_only_the_new(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append([event(1)])
+        result = log.append([event(1), event(2), event(2), event(3)])
+        assert result.accepted == [1, 3]
+        assert result.duplicates == [0, 2]
+        assert [g.event.event_id for g in log.read(0, 10)] == ["e1", "e2", "e3"]
+
+    def test_a_large_batch_sent_twice_is_all_duplicates_the_second_time(
+        self, open_log: OpenLog
+    ) -> None:
+        # More ids than one SQL statement may bind: the duplicate check must see them all.
+        log = open_log()
+        events = [event(i) for i in range(2_500)]
+        assert len(log.append(events).accepted) == 2_500
+        again = log.append(events)
+        assert again.accepted == []
+        assert len(again.duplicates) == 2_500
+        assert log.count() == 2_500
+
+    def test_contains_knows_exactly_the_appended_ids(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append([event(1), event(2)])
+        assert log.contains("e1")
+        assert log.contains("e2")
+        assert not log.contains("e3")
+        assert not log.contains("E1")  # ids are case-sensitive
+
+    def test_read_pages_through_the_log_without_gaps_or_overlaps(self, open_log: OpenLog) -> None:
+        log = open_log()
+        events = [event(i) for i in range(23)]
+        for start in range(0, 23, 5):  # several batches
+            log.append(events[start : start + 5])
+        seen: list[Event] = []
+        offset = 0
+        while page := log.read(offset, 4):
+            assert len(page) <= 4
+            assert all(p.offset > offset for p in page)
+            seen.extend(p.event for p in page)
+            offset = page[-1].offset
+        assert seen == events
+        assert offset == log.last_offset()
+
+    def test_read_after_an_offset_starts_just_past_it(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append([event(i) for i in range(6)])
+        everything = log.read(0, 100)
+        middle = everything[2].offset
+        assert log.read(middle, 100) == everything[3:]
+        assert log.read(middle, 2) == everything[3:5]
+        assert log.read(log.last_offset(), 100) == []
+        assert log.read(0, 0) == []
+
+    def test_events_survive_close_and_reopen(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append([event(i) for i in range(4)])
+        before = log.read(0, 100)
+        log.close()
+
+        reopened = open_log()
+        assert reopened.read(0, 100) == before
+        assert reopened.count() == 4
+        assert reopened.last_offset() == before[-1].offset
+        assert reopened.contains("e3")
+
+    def test_after_reopen_ids_are_still_deduplicated_and_offsets_keep_growing(
+        self, open_log: OpenLog
+    ) -> None:
+        log = open_log()
+        log.append([event(1), event(2)])
+        last = log.last_offset()
+        log.close()
+
+        reopened = open_log()
+        result = reopened.append([event(2), event(3)])
+        assert result.accepted == [1]
+        assert result.duplicates == [0]
+        (new,) = reopened.read(last, 10)
+        assert new.event.event_id == "e3"
+        assert new.offset > last
+
+
+def test_sqlite_iter_all_walks_the_whole_log_in_batches(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "events.db")
+    try:
+        events = [event(i) for i in range(25)]
+        log.append(events)
+        assert [g.event for g in log.iter_all(batch=7)] == events
+    finally:
+        log.close()

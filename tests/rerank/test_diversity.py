@@ -1,0 +1,128 @@
+"""Creator / sound spacing: the documented guarantees, checked with hypothesis.
+
+Keys are (creator, sound) pairs of candidates already sorted best first, so a lower index
+is a better candidate."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from fyp.catalog.index import CatalogIndex
+from fyp.rerank.diversity import CreatorSoundSpacing, clashes, space_out
+from fyp.types import Candidate, Video
+
+Key = tuple[str, str | None]
+
+keys_strategy = st.lists(
+    st.tuples(st.sampled_from("abcd"), st.sampled_from([None, "s1", "s2", "s3", "s4"])),
+    max_size=30,
+)
+
+
+def candidates(n: int) -> list[Candidate]:
+    return [Candidate(i, f"v{i}", "test", "") for i in range(n)]
+
+
+def check_page(keys: list[Key], count: int, max_per_creator: int, page: list[int]) -> None:
+    """Every documented guarantee of one page of ``space_out``."""
+    n = len(keys)
+    assert len(page) == min(count, n)
+    assert len(set(page)) == len(page), "a candidate repeated"
+    assert all(0 <= i < n for i in page), "not a candidate"
+    if page:
+        assert page[0] == 0, "the page must open with the best candidate"
+    remaining = set(range(n)) - {page[0]} if page else set()
+    on_page = Counter(keys[i][0] for i in page[:1])
+    for pos in range(1, len(page)):
+        prev, pick = keys[page[pos - 1]], page[pos]
+        fits = {i for i in remaining if not clashes(keys[i], prev)}
+        under_cap = {i for i in fits if on_page[keys[i][0]] < max_per_creator}
+        if clashes(keys[pick], prev):
+            # The local guarantee: a clash only when nothing left could avoid one.
+            assert not fits, f"clash at {pos} although {sorted(fits)} fit"
+            assert pick == min(remaining), "when everything clashes, the best is taken"
+        elif under_cap:
+            assert pick == min(under_cap), f"position {pos}: not the best fitting candidate"
+        else:
+            # Every fitting creator is at its cap: the best fitting one is taken anyway.
+            assert pick == min(fits)
+        remaining.discard(pick)
+        on_page[keys[pick][0]] += 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=keys_strategy, count=st.integers(0, 35), max_per_creator=st.integers(1, 4))
+def test_space_out_keeps_every_documented_guarantee(
+    keys: list[Key], count: int, max_per_creator: int
+) -> None:
+    page = space_out(candidates(len(keys)), keys, count, max_per_creator)
+    check_page(keys, count, max_per_creator, page)
+
+
+@st.composite
+def spaceable(draw: st.DrawFn) -> tuple[list[Key], int]:
+    """Candidates from at least two creators, every sound distinct (or none), and a page
+    small enough that the most frequent creator cannot be all that is left."""
+    creators = draw(st.lists(st.sampled_from("abcde"), min_size=2, max_size=30))
+    assume(len(set(creators)) >= 2)
+    sounds = draw(st.lists(st.booleans(), min_size=len(creators), max_size=len(creators)))
+    keys: list[Key] = [
+        (c, f"sound-{i}" if has_sound else None)
+        for i, (c, has_sound) in enumerate(zip(creators, sounds, strict=True))
+    ]
+    most = max(Counter(creators).values())
+    count = draw(st.integers(1, len(keys) - most + 1))
+    return keys, count
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=spaceable(), max_per_creator=st.integers(1, 4))
+def test_with_two_creators_and_distinct_sounds_no_neighbours_clash(
+    case: tuple[list[Key], int], max_per_creator: int
+) -> None:
+    keys, count = case
+    page = space_out(candidates(len(keys)), keys, count, max_per_creator)
+    assert len(page) == count
+    for a, b in itertools.pairwise(page):
+        assert not clashes(keys[a], keys[b]), (keys[a], keys[b])
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=keys_strategy, count=st.integers(0, 35), max_per_creator=st.integers(1, 4))
+def test_arrange_returns_the_candidates_space_out_picks(
+    keys: list[Key], count: int, max_per_creator: int
+) -> None:
+    catalog = CatalogIndex()
+    catalog.upsert([Video(f"v{i}", c, 1_000, s) for i, (c, s) in enumerate(keys)])
+    ranked = candidates(len(keys))
+    page = CreatorSoundSpacing(catalog, max_per_creator).arrange(ranked, count)
+    assert [c.row for c in page] == space_out(ranked, keys, count, max_per_creator)
+    assert all(c is ranked[c.row] for c in page)  # the same objects, scores intact
+
+
+def test_clashes_on_a_shared_creator_or_a_shared_sound_but_not_on_no_sound() -> None:
+    assert clashes(("a", None), ("a", "s1"))
+    assert clashes(("a", "s1"), ("b", "s1"))
+    assert not clashes(("a", None), ("b", None))
+    assert not clashes(("a", "s1"), ("b", "s2"))
+
+
+def test_a_known_page() -> None:
+    keys: list[Key] = [("a", "s1"), ("a", "s2"), ("b", "s1"), ("c", "s3"), ("a", "s4")]
+    # 0; then 1 (creator a) and 2 (sound s1) clash: 3; then 1; then 2 (clashes with nothing).
+    assert space_out(candidates(5), keys, 4, max_per_creator=5) == [0, 3, 1, 2]
+
+
+def test_a_favourite_creator_is_capped_while_others_remain() -> None:
+    keys: list[Key] = [("a", None), ("b", None), ("a", None), ("c", None), ("a", None), ("d", None)]
+    assert space_out(candidates(6), keys, 6, max_per_creator=2) == [0, 1, 2, 3, 5, 4]
+    assert space_out(candidates(6), keys, 6, max_per_creator=3) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_single_creator_still_fills_the_page() -> None:
+    keys: list[Key] = [("a", f"s{i}") for i in range(4)]
+    assert space_out(candidates(4), keys, 3) == [0, 1, 2]

@@ -1,0 +1,243 @@
+"""The learning step: events applied in log order to statistics, user state, trending,
+co-engagement, and the ranker's training examples."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from fyp.catalog.index import CatalogIndex
+from fyp.config import load_settings
+from fyp.rank.first_ranker import FEATURES
+from fyp.state.feedback import LABEL_INDEX
+from fyp.state.updater import FeedState
+from fyp.types import Event, EventType, LoggedEvent, Video
+
+T0 = 1_750_000_000_000
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+DURATION_MS = 20_000
+VIDEO_RATE = FEATURES.index("video_rate")
+LV, LIKE, SKIP, FINISH = (LABEL_INDEX[k] for k in ("long_view", "like", "skip", "finish"))
+
+
+@dataclass
+class Harness:
+    """A FeedState over six videos (creators a and b, sounds per video), fed LoggedEvents
+    with consecutive offsets; every micro-batch the ranker learns from is kept."""
+
+    state: FeedState
+    learned: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = field(
+        default_factory=list
+    )
+    _offsets: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def row(self, video_id: str) -> int:
+        return self.state.catalog.row_of[video_id]
+
+    def apply(self, *events: Event) -> None:
+        self.state.apply([LoggedEvent(next(self._offsets), e) for e in events])
+
+    def examples(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Every example learned so far: features (n, L, F), labels (n, L)."""
+        return (
+            np.concatenate([x for x, _ in self.learned]),
+            np.concatenate([y for _, y in self.learned]),
+        )
+
+
+_ids = itertools.count()
+
+
+def view(user: str, video: str, ts: int, watch_ms: int = DURATION_MS) -> Event:
+    return Event(f"e{next(_ids)}", user, video, EventType.VIEW, ts, watch_ms)
+
+
+def act(user: str, video: str, type: EventType, ts: int) -> Event:
+    return Event(f"e{next(_ids)}", user, video, type, ts)
+
+
+@pytest.fixture
+def h(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    catalog = CatalogIndex()
+    catalog.upsert(
+        [
+            Video(f"{c}{i}", c, DURATION_MS, sound_id=f"snd-{c}{i}", hashtags=(f"#{c}",))
+            for c in "ab"
+            for i in range(3)
+        ]
+    )
+    state = FeedState(load_settings(environ={}), catalog)
+    state.micro_batch = 1  # learn from each example as soon as it closes, to inspect it
+    harness = Harness(state)
+    learn = state.ranker.learn
+
+    def recording_learn(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> None:
+        harness.learned.append((x.copy(), y.copy()))
+        learn(x, y)
+
+    monkeypatch.setattr(state.ranker, "learn", recording_learn)
+    return harness
+
+
+def test_a_view_counts_towards_the_video_the_user_and_the_global_totals(h: Harness) -> None:
+    h.apply(view("u1", "a0", T0), view("u1", "a1", T0 + 1, watch_ms=500))
+    a0, a1 = h.row("a0"), h.row("a1")
+    stats, user = h.state.stats, h.state.users["u1"]
+    assert stats.views[a0] == stats.views[a1] == 1
+    assert stats.total_views == 2
+    assert stats.label_counts[a0, LV] == stats.label_counts[a0, FINISH] == 1
+    assert stats.label_counts[a1, SKIP] == 1 and stats.label_counts[a1, LV] == 0
+    assert user.views == 2
+    assert user.label_counts[LV] == 1 and user.label_counts[SKIP] == 1
+    assert list(user.history) == [a0, a1]
+    assert user.viewed == {a0, a1}
+    assert h.state.applied_offset == 2
+
+
+def test_an_example_never_sees_its_own_outcome(h: Harness) -> None:
+    # The very first view of a0 is a long view; the example it makes must have been
+    # featurised before that view was counted: a0's rate was still the global prior.
+    h.apply(view("u1", "a0", T0), view("u1", "a1", T0 + 1))
+    x, y = h.examples()
+    assert len(x) == 1  # the a0 example, closed by the next view
+    assert y[0, LV] == 1
+    assert x[0, :, VIDEO_RATE] == pytest.approx(np.zeros(x.shape[1]), abs=1e-9)
+    # ... whereas a later viewer of a0 is featurised with u1's long view counted.
+    h.apply(view("u2", "a0", T0 + 2), view("u2", "a2", T0 + 3))
+    x, _ = h.examples()
+    assert x[1, LV, VIDEO_RATE] > 0.01
+
+
+def test_a_like_after_the_view_sets_the_like_label_of_that_views_example(h: Harness) -> None:
+    h.apply(
+        view("u1", "a0", T0),
+        act("u1", "a0", EventType.LIKE, T0 + 1),
+        view("u1", "b0", T0 + 2),
+    )
+    h.state.flush_all()
+    _, y = h.examples()
+    assert y[:, LIKE].tolist() == [1.0, 0.0]  # a0 liked, b0 not
+
+
+def test_the_label_join_holds_across_micro_batches(h: Harness) -> None:
+    h.apply(view("u1", "a0", T0))
+    h.apply(act("u1", "a0", EventType.SHARE, T0 + MINUTE_MS))
+    h.apply(view("u1", "a1", T0 + 2 * MINUTE_MS))
+    _, y = h.examples()
+    assert y[0, LABEL_INDEX["share"]] == 1
+
+
+def test_an_action_on_another_video_does_not_label_the_pending_example(h: Harness) -> None:
+    h.apply(view("u1", "a0", T0), act("u1", "b2", EventType.LIKE, T0 + 1))
+    h.state.flush_all()
+    _, y = h.examples()
+    assert y[0, LIKE] == 0
+    assert h.state.stats.label_counts[h.row("b2"), LIKE] == 1  # still counted for b2
+
+
+def test_the_same_action_twice_on_one_view_counts_once(h: Harness) -> None:
+    h.apply(
+        view("u1", "a0", T0),
+        act("u1", "a0", EventType.LIKE, T0 + 1),
+        act("u1", "a0", EventType.LIKE, T0 + 2),
+    )
+    assert h.state.stats.label_counts[h.row("a0"), LIKE] == 1
+    assert h.state.users["u1"].label_counts[LIKE] == 1
+
+
+def test_a_rewatch_continues_the_same_example(h: Harness) -> None:
+    h.apply(view("u1", "a0", T0, watch_ms=500), view("u1", "a0", T0 + 1))
+    h.state.flush_all()
+    x, y = h.examples()
+    assert len(x) == 1
+    assert y[0, SKIP] == 1 and y[0, LV] == 1
+    assert h.state.stats.views[h.row("a0")] == 2
+
+
+def test_a_pending_example_closes_after_the_label_window(h: Harness) -> None:
+    h.apply(view("u1", "a0", T0))
+    h.apply(view("u2", "b0", T0 + 5 * MINUTE_MS))
+    assert h.state.ranker.examples_seen == 0  # still waiting for u1's like or share
+    h.apply(view("u2", "b0", T0 + 11 * MINUTE_MS))
+    assert h.state.ranker.examples_seen == 1  # u1's; u2's rewatch is still open
+    h.state.flush_all()
+    assert h.state.ranker.examples_seen == 2
+
+
+def test_long_views_and_likes_feed_trending_and_co_engagement(h: Harness) -> None:
+    h.apply(
+        view("u1", "a0", T0),
+        act("u1", "b0", EventType.LIKE, T0 + 1),
+        view("u1", "a1", T0 + 2, watch_ms=500),  # a skip: no positive
+    )
+    a0, b0, a1 = h.row("a0"), h.row("b0"), h.row("a1")
+    user = h.state.users["u1"]
+    assert list(user.recent_positives) == [a0, b0]
+    assert set(h.state.trending.top("local", 10)) == {a0, b0}
+    assert h.state.trending.top("local", 10)[0] == b0  # a like weighs more than a long view
+    assert [r for r, _ in h.state.coengagement.neighbours(a0)] == [b0]
+    assert h.state.coengagement.neighbours(a1) == []
+
+
+def test_views_teach_creator_sound_and_hashtag_affinities(h: Harness) -> None:
+    h.apply(view("u1", "a0", T0), view("u1", "b0", T0 + 1, watch_ms=100))
+    user = h.state.users["u1"]
+    assert (user.creators["a"].views, user.creators["a"].positives) == (1.0, 1.0)
+    assert (user.creators["b"].views, user.creators["b"].positives) == (1.0, 0.0)
+    assert user.sounds["snd-a0"].positives == 1.0
+    assert user.hashtags["#b"].positives == 0.0
+
+
+def test_follow_adds_the_creator_to_the_users_follows(h: Harness) -> None:
+    h.apply(act("u1", "b1", EventType.FOLLOW, T0))
+    assert h.state.users["u1"].follows == {"b"}
+    assert h.state.users["u1"].creators["b"].positives == 1.0
+
+
+def test_not_interested_mutes_the_video_creator_and_sound_for_the_configured_time(
+    h: Harness,
+) -> None:
+    h.apply(view("u1", "a0", T0, watch_ms=500), act("u1", "a0", EventType.NOT_INTERESTED, T0 + 1))
+    user = h.state.users["u1"]
+    until = T0 + 1 + 30 * DAY_MS
+    assert user.not_interested_videos == {h.row("a0")}
+    assert user.muted_creators_until == {"a": until}
+    assert user.muted_sounds_until == {"snd-a0": until}
+    assert user.creators["a"].positives == 0
+    assert user.creators["a"].views == pytest.approx(3)  # the view and two "less like this"
+    assert h.state.trending.top("local", 5) == []
+
+
+def test_a_report_changes_no_statistic(h: Harness) -> None:
+    h.apply(act("u1", "a0", EventType.REPORT, T0))
+    assert h.state.stats.total_labels.sum() == 0
+    assert h.state.stats.total_views == 0
+    assert h.state.applied_offset == 1
+
+
+def test_an_event_whose_video_is_not_in_the_catalog_is_skipped_and_counted(h: Harness) -> None:
+    h.apply(view("u1", "gone", T0), view("u1", "a0", T0 + 1))
+    assert h.state.skipped_events == 1
+    assert h.state.applied_offset == 2
+    assert h.state.stats.total_views == 1
+
+
+def test_record_served_counts_exposures_and_fills_served_memory(h: Harness) -> None:
+    a0, b0 = h.row("a0"), h.row("b0")
+    h.state.record_served("u1", [a0, b0])
+    h.state.record_served("u2", [a0])
+    assert h.state.stats.exposures[a0] == 2
+    assert h.state.stats.exposures[b0] == 1
+    assert set(h.state.users["u1"].served_set) == {a0, b0}
+
+
+def test_a_user_takes_the_deployment_region_until_told_otherwise(h: Harness) -> None:
+    user = h.state.user("u1")
+    assert h.state.region_of(user) == "local"
+    user.region = "br"
+    assert h.state.region_of(user) == "br"

@@ -1,0 +1,214 @@
+"""The engine end to end, on known-answer data: events in through ``ingest``, state
+through ``learn``, feeds out; and a restart rebuilds what was there."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+
+from fyp.engine import Engine
+from fyp.types import Impression
+
+
+def sources_of(engine: Engine, kit: Any, user_id: str, count: int = 10) -> dict[str, str]:
+    """video_id -> the source credited, for one feed request."""
+    feed = engine.feed(user_id, count=count, now=kit.NOW)
+    return {item.video_id: item.source for item in feed.items}
+
+
+# -- known answers -------------------------------------------------------------------------
+
+
+def test_a_followed_creators_new_video_comes_from_followed(kit: Any, engine: Engine) -> None:
+    kit.run(engine, [kit.view("u", "c2-v0"), kit.act("u", "c2-v0", "follow")])
+    engine.upsert_videos(
+        [
+            kit.video(
+                "c2-new",
+                "c2",
+                sound_id="snd-c2-0",
+                hashtags=("tag-c2",),
+                created_at=kit.NOW - 60_000,
+            )
+        ]
+    )
+    first = sources_of(engine, kit, "u")
+    assert "followed" in first.values()
+    assert first.get("c2-new") == "followed"
+
+
+def test_a_video_often_enjoyed_together_with_one_the_user_liked_comes_from_co_engagement(
+    kit: Any, engine: Engine
+) -> None:
+    events = []
+    for u in range(8):
+        events += [kit.act(f"fan{u}", "c3-v1", "like"), kit.act(f"fan{u}", "c3-v7", "like")]
+    events.append(kit.act("newbie", "c3-v1", "like"))
+    kit.run(engine, events)
+    assert sources_of(engine, kit, "newbie").get("c3-v7") == "co_engagement"
+
+
+def test_a_brand_new_user_sees_fresh_uploads_until_their_exposure_budget_is_spent(
+    kit: Any,
+) -> None:
+    settings = kit.settings(sources={"fresh_exposure_budget": 3})
+    fresh = [
+        kit.video(f"new-{i}", f"newcomer-creator-{i}", created_at=kit.NOW - kit.HOUR_MS)
+        for i in range(3)
+    ]
+    engine = kit.open_engine(settings, videos=[*kit.catalog(), *fresh])
+    rng = random.Random(7)  # older videos have an audience already
+    kit.run(
+        engine,
+        [
+            kit.view(
+                f"bg{u}", f"c{rng.randrange(4)}-v{rng.randrange(10)}", rng.choice([500, 20_000])
+            )
+            for u in range(10)
+            for _ in range(10)
+        ],
+    )
+    fresh_ids = {v.video_id for v in fresh}
+    shown: dict[str, int] = dict.fromkeys(fresh_ids, 0)
+    k = 0
+    while True:  # cold-start users, until the new uploads' budgets are spent
+        got = sources_of(engine, kit, f"cold-{k}")
+        k += 1
+        fresh_now = [v for v, source in got.items() if source == "fresh"]
+        if not fresh_now:
+            break
+        assert set(fresh_now) <= fresh_ids
+        for v in fresh_now:
+            shown[v] += 1
+        assert k < 20
+    # Each new upload got exactly its promised first audience: 3 impressions, no more.
+    assert shown == dict.fromkeys(fresh_ids, 3)
+    assert engine.impressions.exposure_counts()["new-0"] == 3
+
+    engine.close()  # the spent budget is remembered across a restart
+    reopened = kit.open_engine(settings)
+    assert "fresh" not in sources_of(reopened, kit, "cold-4").values()
+
+
+def test_upserted_videos_are_servable_at_once_and_a_takedown_stops_them(
+    kit: Any, engine: Engine
+) -> None:
+    engine.upsert_videos([kit.video("late", "c9")])
+    assert "late" in kit.feed_ids(engine, "u1", count=41)
+    engine.upsert_videos([kit.video("late", "c9", labels=("removed",))])
+    assert "late" not in kit.feed_ids(engine, "u2", count=41)
+
+
+def test_the_default_page_size_comes_from_config(kit: Any) -> None:
+    engine = kit.open_engine(kit.settings(feed={"default_count": 4}), videos=kit.catalog())
+    assert len(engine.feed("u1", now=kit.NOW).items) == 4
+
+
+# -- the learning loop ---------------------------------------------------------------------
+
+
+def test_learn_applies_what_was_ingested_in_chunks(kit: Any, engine: Engine) -> None:
+    result = engine.ingest([kit.view("u", f"c0-v{i}") for i in range(10)])
+    assert result.accepted == 10
+    assert engine.pending() == 10
+    assert engine.learn(max_events=4) == 4
+    assert engine.pending() == 6
+    assert engine.learn(chunk=4) == 6
+    assert engine.pending() == 0
+    assert engine.state.stats.total_views == 10
+    assert engine.learn() == 0
+
+
+def test_ingesting_a_batch_twice_changes_nothing_the_second_time(kit: Any, engine: Engine) -> None:
+    batch = [kit.view("u", "c0-v1"), kit.act("u", "c0-v1", "like"), {"nonsense": True}]
+    first = engine.ingest(batch)
+    engine.learn()
+    views = engine.state.stats.total_views
+    second = engine.ingest(batch)
+    engine.learn()
+    assert (first.accepted, first.duplicates, len(first.rejected)) == (2, 0, 1)
+    assert (second.accepted, second.duplicates, len(second.rejected)) == (0, 2, 1)
+    assert engine.event_log.count() == 2
+    assert engine.state.stats.total_views == views == 1
+
+
+def test_imported_impressions_count_as_served(kit: Any, engine: Engine) -> None:
+    engine.record_impressions(
+        [
+            Impression("imported", "u", f"c1-v{i}", i, "import", 0.0, "for_you", kit.NOW - 1_000)
+            for i in range(10)
+        ]
+        + [Impression("imported", "u", "not-in-catalog", 10, "import", 0.0, "for_you", kit.NOW)]
+    )
+    assert engine.state.stats.exposures[engine.catalog.row_of["c1-v0"]] == 1
+    ids = kit.feed_ids(engine, "u", count=30)
+    assert not [v for v in ids if v.startswith("c1-")]
+
+
+# -- restart -------------------------------------------------------------------------------
+
+
+def some_history(kit: Any, rng: random.Random, n: int) -> list[dict[str, Any]]:
+    events = []
+    for _ in range(n):
+        user, video = f"u{rng.randrange(4)}", f"c{rng.randrange(4)}-v{rng.randrange(10)}"
+        events.append(kit.view(user, video, rng.choice([300, 8_000, 20_000])))
+        if rng.random() < 0.3:
+            events.append(kit.act(user, video, rng.choice(["like", "share", "follow"])))
+    return events
+
+
+def ranking_of(engine: Engine, kit: Any, user_id: str) -> np.ndarray:
+    rows = list(range(len(engine.catalog)))
+    return engine.state.ranker.score(engine.state.users[user_id], rows, kit.NOW).values
+
+
+def test_a_restart_rebuilds_the_state_from_the_log(kit: Any, engine: Engine) -> None:
+    kit.run(engine, some_history(kit, random.Random(1), 60))
+    before = ranking_of(engine, kit, "u0")
+    weights = engine.state.ranker.weights.copy()
+    offset = engine.state.applied_offset
+    follows = set(engine.state.users["u0"].follows)
+    engine.close()
+
+    reopened = kit.open_engine()
+    assert reopened.state.applied_offset == offset
+    assert reopened.state.users["u0"].follows == follows
+    np.testing.assert_allclose(reopened.state.ranker.weights, weights, rtol=1e-12)
+    np.testing.assert_allclose(ranking_of(reopened, kit, "u0"), before, rtol=1e-12)
+
+
+def test_a_restart_after_several_learning_steps_ranks_as_before(kit: Any, engine: Engine) -> None:
+    rng = random.Random(0)
+    for _ in range(3):  # three API batches, each learned as it came
+        kit.run(engine, some_history(kit, rng, 25))
+    before = ranking_of(engine, kit, "u0")
+    engine.close()
+    reopened = kit.open_engine()
+    np.testing.assert_allclose(ranking_of(reopened, kit, "u0"), before, rtol=1e-9)
+
+
+def test_served_memory_and_exposures_survive_a_restart(kit: Any, engine: Engine) -> None:
+    first = kit.feed_ids(engine, "u", count=15)
+    exposures = engine.state.stats.exposures.copy()
+    engine.close()
+
+    reopened = kit.open_engine()
+    np.testing.assert_array_equal(reopened.state.stats.exposures[: len(exposures)], exposures)
+    second = kit.feed_ids(reopened, "u", count=15)
+    assert len(second) == 15
+    assert not set(first) & set(second)
+
+
+def test_open_without_replay_leaves_the_log_pending(kit: Any, engine: Engine) -> None:
+    kit.run(engine, [kit.view("u", "c0-v0"), kit.view("u", "c0-v1")])
+    engine.close()
+    cold = Engine.open(kit.settings(), clock=lambda: kit.NOW, replay=False)
+    try:
+        assert cold.pending() == 2
+        assert cold.state.stats.total_views == 0
+        assert len(cold.catalog) == 40
+    finally:
+        cold.close()

@@ -1,0 +1,214 @@
+"""The request path through a real engine: sources fail open, filters hold whatever
+proposed a video, the feed does not repeat itself, and what was served is recorded."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from fyp.engine import Engine
+from fyp.retrieve.base import FeedContext
+from fyp.types import Candidate
+
+ALL_IDS = {f"c{c}-v{i}" for c in range(4) for i in range(10)}
+
+
+@dataclass
+class FakeSource:
+    """A candidate source that proposes fixed videos, or raises, or dawdles."""
+
+    name: str
+    engine: Engine
+    video_ids: tuple[str, ...] = ()
+    error: Exception | None = None
+    delay_s: float = 0.0
+
+    def fetch(self, ctx: FeedContext) -> list[Candidate]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        row_of = self.engine.catalog.row_of
+        return [Candidate(row_of[v], v, self.name, f"from {self.name}") for v in self.video_ids]
+
+
+# -- fail open -----------------------------------------------------------------------------
+
+
+def test_a_source_that_raises_is_counted_and_the_feed_still_serves(
+    kit: Any, engine: Engine
+) -> None:
+    engine.pipeline.sources.insert(0, FakeSource("boom", engine, error=RuntimeError("down")))
+    for _ in range(2):
+        feed = engine.feed("u1", count=10, now=kit.NOW)
+        assert len(feed.items) == 10
+    assert engine.pipeline.counters.source_failures[("boom", "RuntimeError")] == 2
+
+
+def test_a_source_over_its_time_budget_contributes_nothing_and_is_counted(
+    kit: Any, engine: Engine
+) -> None:
+    engine.pipeline.source_budget_ms = 20.0
+    slow = FakeSource("slow", engine, video_ids=("c3-v9",), delay_s=0.1)
+    engine.pipeline.sources.insert(0, slow)
+    feed = engine.feed("u1", count=40, now=kit.NOW)
+    assert engine.pipeline.counters.source_failures[("slow", "over_budget")] == 1
+    assert "slow" not in {item.source for item in feed.items}
+    assert len(feed.items) == 40
+
+
+def test_a_video_proposed_by_two_sources_is_served_once_credited_to_the_first(
+    kit: Any, engine: Engine
+) -> None:
+    engine.pipeline.sources[:0] = [
+        FakeSource("first", engine, video_ids=("c2-v5",)),
+        FakeSource("second", engine, video_ids=("c2-v5", "c2-v6")),
+    ]
+    feed = engine.feed("u1", count=40, now=kit.NOW)
+    ids = [item.video_id for item in feed.items]
+    assert len(ids) == len(set(ids)) == 40
+    source = {item.video_id: item.source for item in feed.items}
+    assert (source["c2-v5"], source["c2-v6"]) == ("first", "second")
+    assert engine.pipeline.counters.source_candidates["second"] == 2
+
+
+# -- side effects --------------------------------------------------------------------------
+
+
+def test_every_served_video_is_recorded_as_an_impression(kit: Any, engine: Engine) -> None:
+    feed = engine.feed("u1", count=5, now=kit.NOW)
+    recorded = list(reversed(engine.impressions.for_user("u1", 100)))
+    assert [i.video_id for i in recorded] == [item.video_id for item in feed.items]
+    for imp, item in zip(recorded, feed.items, strict=True):
+        assert imp.request_id == feed.request_id
+        assert (imp.position, imp.source, imp.reason) == (item.position, item.source, item.reason)
+        assert imp.score == pytest.approx(item.score, abs=1e-6)
+        assert (imp.surface, imp.ts) == ("for_you", kit.NOW)
+    assert [item.position for item in feed.items] == list(range(5))
+
+
+def test_each_request_gets_its_own_request_id(kit: Any, engine: Engine) -> None:
+    ids = {engine.feed("u1", count=2, now=kit.NOW).request_id for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_an_empty_catalog_serves_an_empty_feed(kit: Any) -> None:
+    empty = kit.open_engine()
+    assert empty.feed("u1", count=10, now=kit.NOW).items == []
+
+
+def test_a_page_larger_than_the_catalog_serves_the_whole_catalog_once(
+    kit: Any, engine: Engine
+) -> None:
+    ids = kit.feed_ids(engine, "u1", count=50)
+    assert sorted(ids) == sorted(ALL_IDS)
+
+
+# -- no repeats ----------------------------------------------------------------------------
+
+
+def watch_first_two(kit: Any, engine: Engine, ids: list[str]) -> None:
+    kit.run(engine, [kit.view("u", v) for v in ids[:2]])
+
+
+def test_no_video_is_served_twice_until_the_catalog_is_exhausted_then_unviewed_come_first(
+    kit: Any, engine: Engine
+) -> None:
+    served: list[str] = []
+    viewed: set[str] = set()
+    for _ in range(4):  # 4 pages of 10 exhaust the 40 videos
+        ids = kit.feed_ids(engine, "u", count=10)
+        assert len(ids) == 10
+        assert not set(ids) & set(served), "repeated while unseen videos remained"
+        served += ids
+        watch_first_two(kit, engine, ids)
+        viewed.update(ids[:2])
+    assert set(served) == ALL_IDS
+
+    # Exhausted: the feed goes on, with videos served before but never viewed.
+    for _ in range(3):
+        ids = kit.feed_ids(engine, "u", count=10)
+        assert len(ids) == 10
+        assert not set(ids) & viewed
+    # Everything viewed: the feed still serves rather than going blank.
+    kit.run(engine, [kit.view("u", v) for v in sorted(ALL_IDS - viewed)])
+    assert len(kit.feed_ids(engine, "u", count=10)) == 10
+
+
+def test_no_repeat_is_served_while_an_unseen_eligible_video_remains(
+    kit: Any, engine: Engine
+) -> None:
+    served: set[str] = set()
+    for _ in range(8):  # pages of 7 do not divide 40: one page straddles exhaustion
+        ids = kit.feed_ids(engine, "u", count=7)
+        unseen = ALL_IDS - served
+        if set(ids) & served:
+            assert unseen <= set(ids), f"repeats served while {sorted(unseen - set(ids))} unseen"
+        served.update(ids)
+        watch_first_two(kit, engine, ids)
+
+
+# -- filters hold, whichever source proposed a video ---------------------------------------
+
+
+def test_ineligible_videos_are_never_served_however_attractive(kit: Any) -> None:
+    settings = kit.settings()
+    hot = {
+        "hot-removed": kit.video("hot-removed", "c0", created_at=kit.NOW - kit.HOUR_MS),
+        "hot-xx": kit.video("hot-xx", "c0", regions=("xx",), created_at=kit.NOW - kit.HOUR_MS),
+        "hot-local": kit.video(
+            "hot-local", "c0", regions=("local",), created_at=kit.NOW - kit.HOUR_MS
+        ),
+    }
+    engine = kit.open_engine(settings, videos=[*kit.catalog(), *hot.values()])
+    events = []
+    for u in range(6):  # everyone loves them: trending and co-engaged with c0-v0
+        events.append(kit.act(f"fan{u}", "c0-v0", "like"))
+        for v in hot:
+            events += [kit.view(f"fan{u}", v), kit.act(f"fan{u}", v, "like")]
+    # the user follows their creator and enjoyed c0-v0 (a co-engagement seed)
+    events += [kit.act("u", "c0-v0", "like"), kit.act("u", "c0-v0", "follow")]
+    kit.run(engine, events)
+    engine.upsert_videos([kit.video("hot-removed", "c0", labels=("removed",))])  # taken down
+
+    served: set[str] = set()
+    for _ in range(7):  # past exhaustion of the 41 eligible videos
+        served.update(kit.feed_ids(engine, "u", count=10))
+        served.update(kit.feed_ids(engine, f"newcomer-{len(served)}", count=10))
+    assert "hot-removed" not in served
+    assert "hot-xx" not in served
+    assert "hot-local" in served
+    assert engine.pipeline.counters.filtered["eligibility"] > 0
+
+
+def test_not_interested_keeps_that_creator_and_sound_out_of_the_feed(kit: Any) -> None:
+    shared_sound = kit.video("shared-sound", "c2", sound_id="snd-c0-1")
+    engine = kit.open_engine(videos=[*kit.catalog(), shared_sound])
+    kit.run(
+        engine,
+        [
+            kit.view("u", "c0-v0"),
+            kit.view("u", "c0-v1", watch_ms=500),
+            kit.act("u", "c0-v1", "not_interested"),
+        ],
+    )
+    served: list[str] = []
+    for _ in range(5):  # well past the 30 unmuted videos
+        served += kit.feed_ids(engine, "u", count=10)
+    assert served, "the feed went blank"
+    assert not [v for v in served if v.startswith("c0-")]
+    assert "shared-sound" not in served
+    # Other users are not affected.
+    assert "shared-sound" in kit.feed_ids(engine, "someone-else", count=41)
+
+
+def test_a_muted_popular_creator_does_not_starve_the_feed(kit: Any, engine: Engine) -> None:
+    events = [kit.view(f"fan{u}", f"c0-v{i}") for u in range(5) for i in range(10)]
+    events.append(kit.act("u", "c0-v0", "not_interested"))
+    kit.run(engine, events)
+    ids = kit.feed_ids(engine, "u", count=3)
+    assert len(ids) == 3
+    assert not [v for v in ids if v.startswith("c0-")]
