@@ -1,6 +1,10 @@
 """Shared pieces of the HTTP API tests: an engine on a temporary data dir, the app over it
 served in-process by ``TestClient`` (lifespan and learning loop running), a small
-catalog, and event builders."""
+catalog, and payload builders.
+
+Test modules reach the helpers through the ``api`` fixture rather than ``import
+conftest``: with several ``conftest.py`` files and no packages, the name ``conftest``
+may be bound to another directory's file."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ N_VIDEOS = 60
 N_CREATORS = 6
 DURATION_MS = 10_000  # every catalog video lasts 10 s
 LEARN_TIMEOUT_S = 10.0
+SOURCE_BUDGET_MS = 100.0
 
 
 def video_payload(i: int, **changes: Any) -> dict[str, Any]:
@@ -42,7 +47,7 @@ def event_payload(
     event_id: str,
     user_id: str = "u1",
     video_id: str = "v001",
-    type: str = "view",  # noqa: A002 - the API's field name
+    type: str = "view",  # the API's field name
     **changes: Any,
 ) -> dict[str, Any]:
     """A valid ``POST /v1/events`` item (a 5 s view unless changed)."""
@@ -72,9 +77,44 @@ def wait_until_learned(client: TestClient, timeout_s: float = LEARN_TIMEOUT_S) -
         time.sleep(0.01)
 
 
+class Api:
+    """What the tests need besides the client: builders, constants, and a wait."""
+
+    n_videos = N_VIDEOS
+    n_creators = N_CREATORS
+    duration_ms = DURATION_MS
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    video = staticmethod(video_payload)
+    event = staticmethod(event_payload)
+
+    @staticmethod
+    def creator_of(video_id: str) -> str:
+        """The creator ``video_payload`` gives ``video_id``."""
+        return f"c{int(video_id[1:]) % N_CREATORS}"
+
+    def wait_until_learned(self, timeout_s: float = LEARN_TIMEOUT_S) -> dict[str, Any]:
+        return wait_until_learned(self.client, timeout_s)
+
+    def feed(self, user_id: str, **params: Any) -> dict[str, Any]:
+        """``GET /v1/feed``; asserts a 200."""
+        resp = self.client.get("/v1/feed", params={"user_id": user_id, **params})
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(overrides={"data_dir": tmp_path / "data"}, environ={})
+    """Defaults, but a candidate-source budget of 100 ms instead of 25: on a busy test
+    machine a source descheduled for 25 ms would fail open and a test that looks for its
+    candidates (followed creators, say) would flake."""
+    return load_settings(
+        overrides={"data_dir": tmp_path / "data", "sources": {"budget_ms": SOURCE_BUDGET_MS}},
+        environ={},
+    )
 
 
 @pytest.fixture
@@ -102,3 +142,8 @@ def catalog(client: TestClient) -> list[dict[str, Any]]:
     assert resp.status_code == 200, resp.text
     assert resp.json()["upserted"] == N_VIDEOS
     return videos
+
+
+@pytest.fixture
+def api(client: TestClient) -> Api:
+    return Api(client)

@@ -9,14 +9,16 @@ of the same loop, woken by every accepted event batch.
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from fyp import __version__
 from fyp.api.metrics import Metrics, MetricsMiddleware
@@ -70,6 +72,32 @@ def _batch(body: Any, key: str, limit: int) -> list[object]:
     return items
 
 
+def _json_body(schema: str) -> dict[str, Any]:
+    """OpenAPI for a JSON body the route parses itself (each item validated on its own,
+    so FastAPI must not reject the whole batch for one bad item)."""
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _with_body_schemas(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` that also publishes the hand-parsed request bodies' schemas."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            _, defs = models_json_schema(
+                [(EventBatch, "validation"), (VideoBatch, "validation")],
+                ref_template="#/components/schemas/{model}",
+            )
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    return openapi
+
+
 def _json(body: BaseModel, status: int) -> Response:
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")
 
@@ -120,6 +148,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.openapi = _with_body_schemas(app)  # type: ignore[method-assign]
 
     def eng() -> Engine:
         return holder["engine"]
@@ -143,18 +172,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/v1/videos",
         response_model=VideosResponse,
         tags=["catalog"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": VideoBatch.model_json_schema(
-                            ref_template="#/components/schemas/{model}"
-                        )
-                    }
-                },
-            }
-        },
+        openapi_extra=_json_body("VideoBatch"),
         responses={422: {"model": VideosResponse, "description": "some videos rejected"}},
     )
     async def upsert_videos(request: Request) -> Response:
@@ -175,18 +193,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/v1/events",
         response_model=EventsResponse,
         tags=["events"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": EventBatch.model_json_schema(
-                            ref_template="#/components/schemas/{model}"
-                        )
-                    }
-                },
-            }
-        },
+        openapi_extra=_json_body("EventBatch"),
         responses={
             422: {"model": EventsResponse, "description": "some events rejected"},
             413: {"description": "batch or body too large"},

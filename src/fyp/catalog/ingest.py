@@ -27,7 +27,9 @@ class VideoIn(BaseModel):
         max_length=300,
         description="Where it may be shown; empty: everywhere.",
     )
-    created_at: int | None = Field(None, strict=True, ge=0, description="Upload time, Unix ms.")
+    created_at: int | None = Field(
+        None, strict=True, ge=0, le=2**53, description="Upload time, Unix ms."
+    )
     labels: list[Id] = Field(default_factory=list, max_length=64)
 
     def to_video(self) -> Video:

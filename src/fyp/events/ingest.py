@@ -16,6 +16,10 @@ from fyp.events.log import EventLog
 from fyp.types import Event, EventType
 from fyp.validation import Id, describe
 
+# Ten times the longest video the catalog accepts (24 h): also keeps every integer far
+# inside SQLite's 64-bit range, so no value can fail at the store after validation.
+MAX_WATCH_MS = 10 * 24 * 3_600_000
+
 
 class EventIn(BaseModel):
     """An event as a client sends it. Unknown fields are rejected, not ignored."""
@@ -26,9 +30,13 @@ class EventIn(BaseModel):
     user_id: Id
     video_id: Id
     type: EventType
-    ts: int = Field(strict=True, ge=0, description="When it happened, Unix ms.")
+    ts: int = Field(strict=True, ge=0, le=2**53, description="When it happened, Unix ms.")
     watch_ms: int | None = Field(
-        None, strict=True, ge=0, description="How long the video was watched (view only), ms."
+        None,
+        strict=True,
+        ge=0,
+        le=MAX_WATCH_MS,
+        description="How long the video was watched (view only), ms.",
     )
     request_id: Id | None = Field(None, description="The feed response this came from.")
     surface: Id | None = Field(None, description="Where in the app, e.g. for_you.")
