@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog
 from fyp.rank.first_ranker import FirstRanker
@@ -114,7 +116,9 @@ class FeedPipeline:
         if len(candidates) < count:
             candidates = candidates + self._top_up(ctx, candidates)
         ranked = self.exploration.prioritise(self._rank(ctx, candidates), count)
-        page = self.spacing.arrange(ranked, count)
+        # Spacing looks at the best few times a page: far enough down to find a
+        # non-clashing item, without building keys for hundreds of candidates.
+        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count)
         if len(page) < count:
             page = page + self._repeats(ctx, page)
         page = self.last_gate.apply(ctx, page).kept
@@ -153,10 +157,9 @@ class FeedPipeline:
         for c in candidates:
             first = by_row.get(c.row)
             if first is None:
-                c.sources.append(c.source)
                 by_row[c.row] = c
-            elif c.source not in first.sources:
-                first.sources.append(c.source)
+            elif c.source != first.source and c.source not in first.also_from:
+                first.also_from += (c.source,)
         return list(by_row.values())
 
     def _filter(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
@@ -198,10 +201,10 @@ class FeedPipeline:
     def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
         if not candidates:
             return []
-        scored = self.ranker.score(ctx.user, [c.row for c in candidates], ctx.now)
-        for c, value in zip(candidates, scored.values, strict=True):
-            c.score = float(value)
-        return sorted(candidates, key=lambda c: -c.score)
+        values = self.ranker.score(ctx.user, [c.row for c in candidates], ctx.now).values
+        for c, value in zip(candidates, values.tolist(), strict=True):
+            c.score = value
+        return [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]
 
 
 def build_pipeline(

@@ -7,7 +7,7 @@ schemas (``fyp.api.schemas``) and the stores their own rows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -88,8 +88,8 @@ class Impression:
 class Candidate:
     """A video proposed for a feed, carried through filters, ranker and re-rankers.
 
-    ``row`` is the video's dense row in the in-memory catalog index; ``sources`` lists
-    every source that proposed it (the first one is credited in the response).
+    ``row`` is the video's dense row in the in-memory catalog index; ``source`` is the
+    source credited in the response, ``also_from`` the others that proposed it too.
     """
 
     row: int
@@ -98,4 +98,4 @@ class Candidate:
     reason: str
     source_score: float = 0.0
     score: float = 0.0
-    sources: list[str] = field(default_factory=list)
+    also_from: tuple[str, ...] = ()

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fyp.catalog.index import CatalogIndex
+from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex, Codes
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
-from fyp.state.users import UserState, affinity_lift
+from fyp.state.users import Affinity, UserState, affinity_lift
 from fyp.state.videos import VideoStats
 
 F64 = npt.NDArray[np.float64]
@@ -126,33 +126,60 @@ class FirstRanker:
         return _logit(p) - g_logit
 
     def _affinities(self, user: UserState, idx: npt.NDArray[np.intp], now: int) -> F64:
-        """(n, 4): creator, sound and mean hashtag lift, and follows, per row."""
-        out = np.zeros((len(idx), 4))
+        """(n, 4): creator, sound and mean hashtag lift, and follows, per row.
+
+        Two paths, one result: a direct loop for the few rows of a training example, and
+        lookup tables over creator, sound and hashtag codes for a request's hundreds of
+        candidates (each of the user's known entities is evaluated once, not once per
+        candidate)."""
         if not (user.creators or user.follows):
-            return out  # a user with no history: every affinity is 0
+            return np.zeros((len(idx), 4))  # a user with no history: every affinity is 0
         base = self._user_long_view_rate(user)
+        if len(idx) <= 16:
+            return self._affinities_direct(user, idx, now, base)
+        cat, hl = self.catalog, self.half_life_ms
+
+        def table(known: dict[str, Affinity], codes: Codes) -> F64:
+            # One slot per code, plus a last one that code -1 (none) reads as 0.
+            lut = np.zeros(len(codes) + 1)
+            for key, aff in known.items():
+                code = codes.of.get(key)
+                if code is not None:
+                    lut[code] = affinity_lift(aff, base, now, hl)
+            return lut
+
+        out = np.zeros((len(idx), 4))
+        out[:, 0] = table(user.creators, cat.creators)[cat.creator_code[idx]]
+        out[:, 1] = table(user.sounds, cat.sounds)[cat.sound_code[idx]]
+        tags = cat.tag_codes[idx]  # (n, TAGS_PER_VIDEO), -1 padded
+        n_tags = np.maximum((tags >= 0).sum(axis=1), 1)
+        out[:, 2] = table(user.hashtags, cat.hashtags)[tags].sum(axis=1) / n_tags
+        follows = np.zeros(len(cat.creators) + 1)
+        for creator in user.follows:
+            code = cat.creators.of.get(creator)
+            if code is not None:
+                follows[code] = 1.0
+        out[:, 3] = follows[cat.creator_code[idx]]
+        return out
+
+    def _affinities_direct(
+        self, user: UserState, idx: npt.NDArray[np.intp], now: int, base: float
+    ) -> F64:
+        out = np.zeros((len(idx), 4))
         hl = self.half_life_ms
         videos = self.catalog.videos
-        creators, sounds, hashtags, follows = (
-            user.creators,
-            user.sounds,
-            user.hashtags,
-            user.follows,
-        )
+        creators, sounds, hashtags = user.creators, user.sounds, user.hashtags
         for i, r in enumerate(idx.tolist()):
             v = videos[r]
-            a = creators.get(v.creator_id)
-            if a is not None:
+            if (a := creators.get(v.creator_id)) is not None:
                 out[i, 0] = affinity_lift(a, base, now, hl)
             if v.sound_id is not None and (a := sounds.get(v.sound_id)) is not None:
                 out[i, 1] = affinity_lift(a, base, now, hl)
             if v.hashtags:
-                tags = 0.0
-                for h in v.hashtags:
-                    if (a := hashtags.get(h)) is not None:
-                        tags += affinity_lift(a, base, now, hl)
-                out[i, 2] = tags / len(v.hashtags)
-            if v.creator_id in follows:
+                shown = v.hashtags[:TAGS_PER_VIDEO]
+                lifts = [affinity_lift(hashtags.get(h), base, now, hl) for h in shown]
+                out[i, 2] = sum(lifts) / len(shown)
+            if v.creator_id in user.follows:
                 out[i, 3] = 1.0
         return out
 

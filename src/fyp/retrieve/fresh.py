@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import numpy.typing as npt
 
 from fyp.retrieve.base import FeedContext
 from fyp.state.updater import FeedState
@@ -24,16 +25,29 @@ class FreshSource:
         self.limit = limit
         self.window_ms = window_ms
         self.exposure_budget = exposure_budget
+        # (catalog version, computed at, rows uploaded since computed at - window)
+        self._pool: tuple[int, int, npt.NDArray[np.intp]] | None = None
+
+    def _recent(self, now: int) -> npt.NDArray[np.intp]:
+        """Rows uploaded within the window, or a little before: a superset kept for up to
+        a minute (and until the catalog changes), since scanning 100k upload times per
+        request would cost more than everything else this source does."""
+        catalog = self.state.catalog
+        pool = self._pool
+        if pool is None or pool[0] != catalog.version or not pool[1] <= now < pool[1] + 60_000:
+            created = catalog.created_at[: len(catalog)]
+            rows = np.flatnonzero(created >= now - self.window_ms).astype(np.intp)
+            self._pool = pool = (catalog.version, now, rows)
+        return pool[2]
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
         catalog, stats = self.state.catalog, self.state.stats
-        n = len(catalog)
-        stats.ensure(n)
-        created = catalog.created_at[:n]
-        exposures = stats.exposures[:n]
-        mask = (created >= ctx.now - self.window_ms) & (created <= ctx.now)
-        mask &= exposures < self.exposure_budget
-        rows = np.flatnonzero(mask)
+        stats.ensure(len(catalog))
+        rows = self._recent(ctx.now)
+        exposures = stats.exposures
+        rows = rows[exposures[rows] < self.exposure_budget]
+        created = catalog.created_at[rows]
+        rows = rows[(created >= ctx.now - self.window_ms) & (created <= ctx.now)]
         if len(rows) == 0:
             return []
         if len(rows) > self.limit:

@@ -9,32 +9,25 @@ from fyp.types import Candidate
 
 class TrendingSource:
     name = "trending"
+    reason = "Popular in your region"
 
     def __init__(self, state: FeedState, limit: int) -> None:
         self.state = state
         self.limit = limit
-        self._cache: dict[str, tuple[int, list[int]]] = {}  # region -> (version, rows)
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
-        rows = self._top(ctx.region)
+        # Skip what the user has already seen here, so that the source's share of the
+        # candidates goes to videos that can be served (the filters still check).
+        viewed, served = ctx.user.viewed, ctx.user.served_set
+        rows: list[int] = []
+        for r in self.state.trending.top(ctx.region, self.limit * 3):
+            if r not in viewed and r not in served:
+                rows.append(r)
+                if len(rows) == self.limit:
+                    break
         videos = self.state.catalog.videos
+        step = 1.0 / max(len(rows), 1)
         return [
-            Candidate(
-                row,
-                videos[row].video_id,
-                self.name,
-                "Popular in your region",
-                source_score=1.0 - i / max(len(rows), 1),
-            )
+            Candidate(row, videos[row].video_id, self.name, self.reason, 1.0 - i * step)
             for i, row in enumerate(rows)
         ]
-
-    def _top(self, region: str) -> list[int]:
-        # The top list changes only when engagement arrives; recompute then, not per request.
-        # Over-fetch so that filtering out what the user has seen still leaves enough.
-        version = self.state.trending.version
-        cached = self._cache.get(region)
-        if cached is None or cached[0] != version:
-            rows = self.state.trending.top(region, self.limit * 3)
-            self._cache[region] = cached = (version, rows)
-        return cached[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -46,19 +47,34 @@ class VideoStats:
         return (self.label_counts[rows] + prior_strength * g) / (v + prior_strength)
 
 
+@dataclass(slots=True)
+class _Leaders:
+    """A region's current top rows: ``rows`` holds at least every row that can be in
+    the top ``capacity`` (rows join when their score passes ``floor``)."""
+
+    capacity: int
+    rows: set[int]
+    floor: float
+    ordered: list[int] | None  # rows best first, or None when it needs re-sorting
+
+
 class Trending:
     """Time-decayed engagement per video, kept per region.
 
     A score decays by half every ``half_life_ms``. Rather than decaying every score at
     every tick, each increment is scaled up by exp((t - t_ref) / tau): the ranking is the
     same, and only a rare renormalisation keeps the numbers finite.
+
+    Scores only ever grow (decay being folded into the scale), so the top list changes
+    only when a row's score passes the current k-th score: each region keeps its leaders
+    and re-sorts those few on the next read, instead of scanning the catalog per request.
     """
 
     def __init__(self, half_life_ms: float) -> None:
         self.tau = half_life_ms / math.log(2)
         self.t_ref: float | None = None
         self.scores: dict[str, F64] = {}
-        self.version = 0  # bumped on every change, so callers can cache top lists
+        self._leaders: dict[str, _Leaders] = {}
 
     def add(self, region: str, row: int, weight: float, ts: int, n_rows: int) -> None:
         if self.t_ref is None:
@@ -66,8 +82,11 @@ class Trending:
         x = (ts - self.t_ref) / self.tau
         if x > 50.0:
             # Renormalise before exp() overflows: divide every score by exp(x).
+            scale = math.exp(-x)
             for scores in self.scores.values():
-                scores *= math.exp(-x)
+                scores *= scale
+            for leaders in self._leaders.values():
+                leaders.floor *= scale
             self.t_ref = float(ts)
             x = 0.0
         old = self.scores.get(region)
@@ -79,14 +98,30 @@ class Trending:
             self.scores[region] = arr
         assert arr is not None
         arr[row] += weight * math.exp(max(x, -50.0))
-        self.version += 1
+        kept = self._leaders.get(region)
+        if kept is not None and (row in kept.rows or arr[row] > kept.floor):
+            kept.rows.add(row)
+            kept.ordered = None
 
     def top(self, region: str, k: int) -> list[int]:
         """Rows of the ``k`` highest-scoring videos in ``region`` (score > 0), best first."""
         arr = self.scores.get(region)
         if arr is None or k <= 0:
             return []
-        k = min(k, len(arr))
-        idx = np.argpartition(-arr, k - 1)[:k]
-        idx = idx[arr[idx] > 0]
-        return [int(i) for i in idx[np.argsort(-arr[idx], kind="stable")]]
+        found = self._leaders.get(region)
+        if found is not None and found.capacity >= k:
+            leaders = found
+        else:
+            # First read, or a longer list than kept: one scan of every score.
+            cap = min(k, len(arr))
+            idx = np.argpartition(-arr, cap - 1)[:cap]
+            leaders = _Leaders(k, set(idx[arr[idx] > 0].tolist()), 0.0, None)
+            self._leaders[region] = leaders
+        if leaders.ordered is None:
+            rows = np.fromiter(leaders.rows, dtype=np.intp, count=len(leaders.rows))
+            rows = rows[np.argsort(-arr[rows], kind="stable")][: leaders.capacity]
+            leaders.rows = set(rows.tolist())
+            full = len(rows) == leaders.capacity
+            leaders.floor = float(arr[rows[-1]]) if full else 0.0
+            leaders.ordered = rows.tolist()
+        return leaders.ordered[:k]
