@@ -7,6 +7,7 @@ all drive the same object.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,6 +63,10 @@ class Engine:
         )
         if replay:
             engine.learn()
+            # The replayed state is a great many long-lived objects; a full collection
+            # walking them pauses whatever runs next (a feed request) for hundreds of ms.
+            gc.collect()
+            gc.freeze()
         return engine
 
     def _restore_serving_memory(self) -> None:

@@ -146,3 +146,16 @@ def test_in_the_feed_the_long_viewed_creator_comes_first_and_above_the_skipped_o
     if c1:  # the skipped creator only fills in after the others, and scores below c0
         assert min(s for _, s in by_creator["c0"]) > max(s for _, s in c1)
         assert min(p for p, _ in by_creator["c0"]) < min(p for p, _ in c1)
+
+
+def test_the_learning_path_computes_the_same_features_as_serving(kit: Any, taste: Any) -> None:
+    """``example_features`` (one row, every view) must agree with ``features`` (a batch,
+    every request), or the ranker would learn on numbers it never sees when serving."""
+    state = taste.state
+    ranker = state.ranker
+    for user_id in ("u", "someone-new"):
+        user = state.user(user_id)
+        rows = list(range(len(state.catalog)))
+        batch = ranker.features(user, rows, kit.NOW)
+        for r in rows:
+            assert np.allclose(ranker.example_features(user, r, kit.NOW), batch[r])

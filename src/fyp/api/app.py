@@ -9,7 +9,6 @@ of the same loop, woken by every accepted event batch.
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -129,10 +128,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine if engine is not None else Engine.open(settings)
         holder["engine"] = eng
-        # The replayed state is millions of long-lived objects; a full collection walking
-        # them pauses a request for hundreds of ms. Move them out of the collector's way.
-        gc.collect()
-        gc.freeze()
         metrics.watch_engine(eng)
         task = asyncio.create_task(_learning_loop(eng, wake))
         wake.set()

@@ -23,6 +23,7 @@ Every number is inspectable: :meth:`FirstRanker.explain` gives each feature's sh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,6 +119,26 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = 1.0
+        return x
+
+    def example_features(self, user: UserState, row: int, now: int) -> F64:
+        """(L, F): :meth:`features` of one row, as the learning step needs for every view;
+        the same numbers, without the batch machinery that costs more than the maths
+        when there is a single row."""
+        g, g_logit = self._global_rates()
+        m = self.cfg.prior_strength
+        x = np.empty((len(LABELS), N_FEATURES))
+        x[:, 0] = _logit((self.stats.label_counts[row] + m * g) / (self.stats.views[row] + m))
+        x[:, 1] = self._user_lift(user, g, g_logit)
+        if user.creators or user.follows:
+            base = self._user_long_view_rate(user)
+            one = np.array([row], dtype=np.intp)
+            x[:, 2:6] = self._affinities_direct(user, one, now, base)[0]
+        else:
+            x[:, 2:6] = 0.0
+        created = int(self.catalog.created_at[row])
+        x[:, 6] = math.exp(-max(now - created, 0) / _FRESH_MS) if created > 0 else 0.0
+        x[:, 7] = 1.0
         return x
 
     def _user_lift(self, user: UserState, g: F64, g_logit: F64) -> F64:

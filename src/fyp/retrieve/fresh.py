@@ -25,35 +25,47 @@ class FreshSource:
         self.limit = limit
         self.window_ms = window_ms
         self.exposure_budget = exposure_budget
-        # (catalog version, computed at, rows uploaded since computed at - window)
-        self._pool: tuple[int, int, npt.NDArray[np.intp]] | None = None
+        # (catalog version, computed at, rows uploaded since computed at - window,
+        #  cumulative exposure need of those rows)
+        self._pool: tuple[int, int, npt.NDArray[np.intp], npt.NDArray[np.float64]] | None = None
 
-    def _recent(self, now: int) -> npt.NDArray[np.intp]:
-        """Rows uploaded within the window, or a little before: a superset kept for up to
-        a minute (and until the catalog changes), since scanning 100k upload times per
+    def _recent(self, now: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """Rows uploaded within the window (or a little before) with the cumulative sum of
+        their unmet exposure: kept for up to a second (and until the catalog changes),
+        since scanning 100k upload times and weighting ten thousand new uploads per
         request would cost more than everything else this source does."""
         catalog = self.state.catalog
         pool = self._pool
-        if pool is None or pool[0] != catalog.version or not pool[1] <= now < pool[1] + 60_000:
+        if pool is None or pool[0] != catalog.version or not pool[1] <= now < pool[1] + 1_000:
             created = catalog.created_at[: len(catalog)]
             rows = np.flatnonzero(created >= now - self.window_ms).astype(np.intp)
-            self._pool = pool = (catalog.version, now, rows)
-        return pool[2]
+            need = np.maximum(self.exposure_budget - self.state.stats.exposures[rows], 0)
+            self._pool = pool = (catalog.version, now, rows, np.cumsum(need, dtype=np.float64))
+        return pool[2], pool[3]
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
         catalog, stats = self.state.catalog, self.state.stats
         stats.ensure(len(catalog))
-        rows = self._recent(ctx.now)
-        exposures = stats.exposures
-        rows = rows[exposures[rows] < self.exposure_budget]
-        created = catalog.created_at[rows]
-        rows = rows[(created >= ctx.now - self.window_ms) & (created <= ctx.now)]
-        if len(rows) == 0:
+        pool, cum = self._recent(ctx.now)
+        if len(pool) == 0 or cum[-1] <= 0:
             return []
+        if len(pool) > 2 * self.limit:
+            # Draw rows in proportion to their unmet exposure (weights up to a second
+            # old), then keep the distinct ones still eligible right now.
+            rng = np.random.default_rng(zlib.crc32(ctx.request_id.encode()))
+            picks = np.searchsorted(cum, rng.random(4 * self.limit) * cum[-1], side="right")
+            rows = pool[np.unique(np.minimum(picks, len(pool) - 1))]
+        else:
+            rows = pool
+        exposures = stats.exposures
+        created = catalog.created_at[rows]
+        keep = (exposures[rows] < self.exposure_budget) & (created >= ctx.now - self.window_ms)
+        rows = rows[keep & (created <= ctx.now)]
         if len(rows) > self.limit:
             need = (self.exposure_budget - exposures[rows]).astype(np.float64)
-            rng = np.random.default_rng(zlib.crc32(ctx.request_id.encode()))
-            rows = rng.choice(rows, size=self.limit, replace=False, p=need / need.sum())
+            rng = np.random.default_rng(zlib.crc32(ctx.request_id.encode()) + 1)
+            keys = rng.random(len(rows)) ** (1.0 / need)  # Efraimidis-Spirakis draw
+            rows = rows[np.argpartition(-keys, self.limit - 1)[: self.limit]]
         videos = catalog.videos
         return [
             Candidate(

@@ -98,7 +98,7 @@ class FeedState:
             watch_ms, int(self.catalog.duration_ms[row]), self.settings.feedback
         )
         if pending is None:
-            x = self.ranker.features(user, [row], ts)[0]
+            x = self.ranker.example_features(user, row, ts)
             pending = _Pending(row, ts, x, np.zeros(len(LABELS)))
             self._pending[user_id] = pending
         for name, on in (("long_view", long_view), ("finish", finish), ("skip", skip)):
