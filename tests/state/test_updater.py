@@ -196,7 +196,52 @@ def test_views_teach_creator_sound_and_hashtag_affinities(h: Harness) -> None:
 def test_follow_adds_the_creator_to_the_users_follows(h: Harness) -> None:
     h.apply(act("u1", "b1", EventType.FOLLOW, T0))
     assert h.state.users["u1"].follows == {"b"}
+    # No view of b yet: nothing to make positive (an affinity stays a rate).
+    assert h.state.users["u1"].creators["b"].positives == 0.0
+    h.apply(view("u1", "b2", T0 + 1, watch_ms=500), act("u1", "b2", EventType.FOLLOW, T0 + 2))
     assert h.state.users["u1"].creators["b"].positives == 1.0
+
+
+def test_many_actions_after_one_view_make_one_positive_not_five(h: Harness) -> None:
+    """Regression: like + share + comment + follow after one view once gave the creator
+    5 positives out of 1 view, saturating the creator feature at the logit clamp."""
+    h.apply(
+        view("u1", "a0", T0, watch_ms=500),
+        *(
+            act("u1", "a0", t, T0 + i + 1)
+            for i, t in enumerate(
+                [EventType.LIKE, EventType.SHARE, EventType.COMMENT, EventType.FOLLOW]
+            )
+        ),
+    )
+    aff = h.state.users["u1"].creators["a"]
+    assert aff.views == 1.0 and aff.positives == 1.0
+
+
+def test_a_like_sent_before_its_view_joins_the_example_and_never_leaks_into_it(
+    h: Harness,
+) -> None:
+    """Regression: an app sends the like during playback and the view (with watch_ms)
+    when the user swipes on. The like used to update the statistics first, so the view's
+    features already contained it, and its example lost the like label."""
+    h.apply(act("u1", "a0", EventType.LIKE, T0), view("u1", "a0", T0 + 5, watch_ms=20_000))
+    h.state.flush_all()
+    x, y = h.examples()
+    assert len(x) == 1
+    assert y[0, LIKE] == 1 and y[0, LV] == 1
+    # Nothing had happened before the like: had the like been counted first, the
+    # video's like rate and the user's lift would already show it.
+    assert np.allclose(x[0][:, VIDEO_RATE], 0.0)
+    assert np.allclose(x[0][:, FEATURES.index("user_lift")], 0.0)
+
+
+def test_an_event_from_the_future_does_not_hold_other_users_examples_open(h: Harness) -> None:
+    """Regression: examples closed in insertion order, so one view stamped 23 h ahead
+    kept every later example open past its label window."""
+    h.apply(view("u1", "a0", T0 + 23 * 60 * MINUTE_MS))
+    h.apply(view("u2", "b0", T0))
+    h.apply(view("u3", "b1", T0 + 11 * MINUTE_MS))  # u2's window (10 min) has passed
+    assert h.state.ranker.examples_seen == 1
 
 
 def test_not_interested_mutes_the_video_creator_and_sound_for_the_configured_time(

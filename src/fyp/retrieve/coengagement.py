@@ -16,7 +16,7 @@ class CoEngagementSource:
         self.limit = limit
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
-        seeds = list(ctx.user.recent_positives)[-self.seeds :]
+        seeds = list(ctx.user.recent_positives)[-self.seeds :] if self.seeds > 0 else []
         if not seeds:
             return []
         scores: dict[int, float] = {}

@@ -13,6 +13,7 @@ exactly the state the live engine had.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,8 +36,10 @@ _DAY_MS = 86_400_000
 class _Pending:
     row: int
     ts: int
+    seq: int  # order of opening, to tell a live heap entry from a stale one
     features: npt.NDArray[np.float64]  # (L, F)
     labels: npt.NDArray[np.float64]  # (L,)
+    viewed: bool = False  # only examples with a view are learned from
 
 
 class FeedState:
@@ -55,8 +58,11 @@ class FeedState:
         self.label_window_ms = 10 * 60_000
         self.micro_batch = 64
         self._half_life_ms = settings.ranker.affinity_half_life_days * _DAY_MS
-        # user -> their last view's example, oldest view first (dict order)
+        # user -> the example of the video they are on; a heap of (ts, seq, user) finds
+        # the ones whose label window has passed, whatever order timestamps come in
         self._pending: dict[str, _Pending] = {}
+        self._by_time: list[tuple[int, int, str]] = []
+        self._seq = 0
         self._examples: list[_Pending] = []
 
     def user(self, user_id: str) -> UserState:
@@ -90,17 +96,11 @@ class FeedState:
         self._train()
 
     def _apply_view(self, user_id: str, user: UserState, row: int, ts: int, watch_ms: int) -> None:
-        pending = self._pending.get(user_id)
-        if pending is not None and pending.row != row:
-            self._examples.append(self._pending.pop(user_id))
-            pending = None
+        pending = self._example_for(user_id, user, row, ts)
+        pending.viewed = True
         long_view, finish, skip = view_labels(
             watch_ms, int(self.catalog.duration_ms[row]), self.settings.feedback
         )
-        if pending is None:
-            x = self.ranker.example_features(user, row, ts)
-            pending = _Pending(row, ts, x, np.zeros(len(LABELS)))
-            self._pending[user_id] = pending
         for name, on in (("long_view", long_view), ("finish", finish), ("skip", skip)):
             if on:
                 k = LABEL_INDEX[name]
@@ -125,13 +125,34 @@ class FeedState:
         if long_view:
             self._positive(user, row, ts, ENGAGEMENT_WEIGHT["long_view"])
 
-    def _apply_action(self, user_id: str, user: UserState, row: int, ts: int, label: str) -> None:
-        k = LABEL_INDEX[label]
+    def _example_for(self, user_id: str, user: UserState, row: int, ts: int) -> _Pending:
+        """The open example of ``user`` on ``row``, opened now (features taken before this
+        event changes anything) unless it is open already. An app sends a like during
+        playback and the view (with its watch time) when the user swipes on, so either
+        may come first; both land in one example."""
         pending = self._pending.get(user_id)
         if pending is not None and pending.row == row:
-            if pending.labels[k]:
-                return  # the same action twice on one view counts once
-            pending.labels[k] = 1.0
+            return pending
+        if pending is not None:
+            self._close(user_id)
+        self._seq += 1
+        x = self.ranker.example_features(user, row, ts)
+        pending = _Pending(row, ts, self._seq, x, np.zeros(len(LABELS)))
+        self._pending[user_id] = pending
+        heapq.heappush(self._by_time, (ts, self._seq, user_id))
+        return pending
+
+    def _close(self, user_id: str) -> None:
+        pending = self._pending.pop(user_id)
+        if pending.viewed:  # an action with no view of the video is no impression outcome
+            self._examples.append(pending)
+
+    def _apply_action(self, user_id: str, user: UserState, row: int, ts: int, label: str) -> None:
+        k = LABEL_INDEX[label]
+        pending = self._example_for(user_id, user, row, ts)
+        if pending.labels[k]:
+            return  # the same action twice on one video counts once
+        pending.labels[k] = 1.0
         self.stats.label_counts[row, k] += 1
         self.stats.total_labels[k] += 1
         user.label_counts[k] += 1
@@ -148,24 +169,29 @@ class FeedState:
             return
         if label == "follow":
             user.follows.add(video.creator_id)
+        # An explicit action makes the user's view of this creator a positive one: at most
+        # one positive per view, so the affinity stays a rate (liking, sharing and
+        # following after one view must not read as five positives out of one).
         aff = _affinity(user.creators, video.creator_id)
-        aff.positives += 1.0
+        aff.positives = min(aff.positives + 1.0, aff.views)
         self._positive(user, row, ts, ENGAGEMENT_WEIGHT[label])
 
     def _positive(self, user: UserState, row: int, ts: int, weight: float) -> None:
         region = self.region_of(user)
         self.trending.add(region, row, weight, ts, len(self.catalog))
         if row not in user.recent_positives:
-            seeds = list(user.recent_positives)[-self.settings.sources.coengagement_seeds :]
+            n = self.settings.sources.coengagement_seeds
+            seeds = list(user.recent_positives)[-n:] if n > 0 else []
             self.coengagement.add_positive(row, seeds)
             user.recent_positives.append(row)
 
     def _close_older_than(self, ts: int) -> None:
-        while self._pending:
-            user_id, oldest = next(iter(self._pending.items()))
-            if oldest.ts >= ts:
-                break
-            self._examples.append(self._pending.pop(user_id))
+        heap = self._by_time
+        while heap and heap[0][0] < ts:
+            _, seq, user_id = heapq.heappop(heap)
+            pending = self._pending.get(user_id)
+            if pending is not None and pending.seq == seq:  # else closed already
+                self._close(user_id)
 
     def _train(self, everything: bool = False) -> None:
         """Learn from closed examples in micro-batches of a fixed size; the remainder
@@ -179,8 +205,9 @@ class FeedState:
 
     def flush_all(self) -> None:
         """Close every pending example and learn from all of them now (end of a replay)."""
-        self._examples.extend(self._pending.values())
-        self._pending.clear()
+        for user_id in list(self._pending):
+            self._close(user_id)
+        self._by_time.clear()
         self._train(everything=True)
 
     # -- serving-side bookkeeping --------------------------------------------------------
