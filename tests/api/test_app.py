@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from fyp.api import create_app
+from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.retrieve.base import FeedContext
 from fyp.types import Candidate
@@ -42,6 +44,33 @@ def test_healthz_on_an_empty_engine(client: TestClient) -> None:
         "events": 0,
         "learning_lag": 0,
     }
+
+
+def test_healthz_says_503_when_the_learning_loop_has_died(
+    api: Api, client: TestClient, engine: Engine, catalog: list[dict[str, Any]]
+) -> None:
+    """A learning loop that dies must not go unnoticed while feeds keep being served."""
+
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("disk on fire")
+
+    engine.learn = broken  # type: ignore[method-assign]
+    assert client.post("/v1/events", json={"events": [api.event("e1")]}).status_code == 200
+    deadline = time.monotonic() + 5
+    while (resp := client.get("/healthz")).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert resp.status_code == 503
+    assert "learning stopped (RuntimeError: disk on fire)" in resp.json()["status"]
+    assert client.get("/v1/feed", params={"user_id": "u1"}).status_code == 200
+
+
+def test_the_app_can_start_twice(settings: Settings, engine: Engine) -> None:
+    """Regression: the learning loop's wake-up event was made with the app, so a second
+    start (a new event loop) killed the learning task."""
+    app = create_app(settings, engine=engine)
+    for _ in range(2):
+        with TestClient(app) as c:
+            assert c.get("/healthz").status_code == 200
 
 
 def test_healthz_counts_videos_and_events(

@@ -9,6 +9,7 @@ of the same loop, woken by every accepted event batch.
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -36,6 +37,8 @@ from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.types import DEFAULT_SURFACE
 from fyp.validation import MAX_ID_CHARS
+
+log = logging.getLogger(__name__)
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -107,14 +110,43 @@ def _reason_kind(reason: str) -> str:
     return head if len(head) <= 32 and head.replace("_", "").isalnum() else "other"
 
 
-async def _learning_loop(engine: Engine, wake: asyncio.Event) -> None:
-    while True:
-        await wake.wait()
-        wake.clear()
-        # Small slices, yielding between them, so feeds are served while a backlog drains.
-        while engine.pending() > 0:
-            engine.learn(max_events=256)
-            await asyncio.sleep(0)
+class LearningLoop:
+    """The learning loop as a task of the server's event loop: woken by every accepted
+    batch, it applies the log in small slices, yielding between them so feeds are
+    served while a backlog drains. If it dies, ``failure`` says why (``/healthz``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
+        self._task = asyncio.create_task(self._run())
+        self._wake.set()  # catch up with anything logged before the start
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def failure(self) -> str | None:
+        if not self._task.done() or self._task.cancelled():
+            return None
+        exc = self._task.exception()
+        return None if exc is None else f"{type(exc).__name__}: {exc}"
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.engine.pending() > 0:
+                    self.engine.learn(max_events=256)
+                    await asyncio.sleep(0)
+        except Exception:
+            log.exception("the learning loop stopped; feeds are served from the last state")
+            raise
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -122,21 +154,19 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     metrics = Metrics()
     limits = settings.limits
     holder: dict[str, Engine] = {}
-    wake = asyncio.Event()
+    loops: dict[str, LearningLoop] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine if engine is not None else Engine.open(settings)
+        if holder.get("engine") is not eng:
+            metrics.watch_engine(eng)
         holder["engine"] = eng
-        metrics.watch_engine(eng)
-        task = asyncio.create_task(_learning_loop(eng, wake))
-        wake.set()
+        loops["learning"] = learning = LearningLoop(eng)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await learning.stop()
             if engine is None:
                 eng.close()
 
@@ -152,16 +182,26 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def eng() -> Engine:
         return holder["engine"]
 
-    @app.get("/healthz", response_model=Health, tags=["operations"])
-    async def healthz() -> Health:
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["operations"],
+        responses={503: {"model": Health, "description": "the learning loop stopped"}},
+    )
+    async def healthz() -> Response:
+        """Liveness and readiness: 200 while the learning loop runs, 503 if it stopped
+        (feeds are still served, from the state as it was)."""
         e = eng()
-        return Health(
-            status="ok",
+        failure = loops["learning"].failure
+        lag = e.pending()
+        body = Health(
+            status="ok" if failure is None else f"degraded: learning stopped ({failure})",
             region=settings.region,
             videos=len(e.catalog),
-            events=e.state.applied_offset + e.pending(),
-            learning_lag=e.pending(),
+            events=e.state.applied_offset + lag,
+            learning_lag=lag,
         )
+        return _json(body, 200 if failure is None else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     async def prometheus() -> PlainTextResponse:
@@ -208,7 +248,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         )
         result = eng().ingest(items)
         if result.accepted:
-            wake.set()
+            loops["learning"].wake()
         metrics.events.labels("accepted").inc(result.accepted)
         metrics.events.labels("duplicate").inc(result.duplicates)
         metrics.events.labels("rejected").inc(len(result.rejected))
