@@ -101,10 +101,13 @@ class Engine:
         )
 
     def record_impressions(self, impressions: Sequence[Impression]) -> None:
-        """Record impressions served elsewhere (an imported log)."""
-        self.impressions.record(impressions)
+        """Record impressions served elsewhere (an imported log); ones already recorded
+        (the same request_id and position) change nothing."""
+        new = self.impressions.record(impressions)
         by_user: dict[str, list[int]] = {}
-        for imp in impressions:
+        for imp, is_new in zip(impressions, new, strict=True):
+            if not is_new:
+                continue
             row = self.catalog.row_of.get(imp.video_id)
             if row is not None:
                 by_user.setdefault(imp.user_id, []).append(row)

@@ -185,7 +185,7 @@ def test_records_map_rows(smoke_logs: pl.DataFrame, smoke_records: list[KuaiRand
     assert len(smoke_records) == smoke_logs.height
     for rec, row in zip(smoke_records, smoke_logs.iter_rows(named=True), strict=True):
         user, video, time_ms = str(row["user_id"]), str(row["video_id"]), row["time_ms"]
-        request_id = f"kr-{user}-{time_ms}"
+        request_id = f"kr-{user}-{time_ms}-{video}"
         surface = f"tab{row['tab']}"
         assert rec.impression == Impression(
             request_id, user, video, 0, "logged", 0.0, surface, time_ms, ""
@@ -254,7 +254,7 @@ def test_records_every_action_and_edge_values() -> None:
             "video_id": "4",
             "type": "view",
             "ts": 2_000,
-            "request_id": "kr-8-2000",
+            "request_id": "kr-8-2000-4",
             "surface": DEFAULT_SURFACE,
             "watch_ms": 0,
         }
@@ -380,3 +380,34 @@ def test_import_kuairand(data: Path, tmp_path: Path, smoke_records: list[KuaiRan
 def test_import_rejects_bad_chunk_size(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="chunk_rows"):
         import_kuairand(FakeEngine(), tmp_path, chunk_rows=0)
+
+
+@pytest.mark.kuairand
+def test_importing_twice_into_an_engine_adds_nothing_the_second_time(
+    data: Path, tmp_path: Path
+) -> None:
+    """Regression: events were deduplicated on a second import but impressions were not,
+    doubling every video's exposure count (which spends new uploads' budgets)."""
+    from fyp.config import load_settings
+    from fyp.engine import Engine
+
+    source = _smoke_only_dir(data, tmp_path / "src")
+    engine = Engine.open(load_settings(overrides={"data_dir": tmp_path / "d"}, environ={}))
+    try:
+        first = import_kuairand(engine, source)
+        impressions = engine.impressions.count()
+        exposures = int(engine.state.stats.exposures.sum())
+        second = import_kuairand(engine, source)
+        assert second.events_accepted == 0
+        assert second.events_duplicate == first.events_accepted + first.events_duplicate
+        assert engine.impressions.count() == impressions
+        assert int(engine.state.stats.exposures.sum()) == exposures
+    finally:
+        engine.close()
+
+
+def test_find_log_files_leaves_out_the_random_exposure_log(tmp_path: Path) -> None:
+    """KuaiRand's log_random_* is for unbiased evaluation, not training history."""
+    for name in ("log_standard_4_08_to_4_21_pure.csv", "log_random_4_22_to_5_08_pure.csv"):
+        (tmp_path / name).write_text("user_id,video_id,time_ms,play_time_ms\n")
+    assert [p.name for p in find_log_files(tmp_path)] == ["log_standard_4_08_to_4_21_pure.csv"]

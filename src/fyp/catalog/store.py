@@ -48,6 +48,11 @@ _COLUMNS = (
 )
 
 
+_UPDATES = ", ".join(
+    f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",") if c != "video_id"
+)
+
+
 def _to_row(v: Video) -> tuple[object, ...]:
     return (
         v.video_id,
@@ -91,8 +96,11 @@ class SqliteCatalogStore:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
+                # An update keeps the video's rowid (INSERT OR REPLACE would move it to the
+                # end), so a restart loads the catalog in the order it was first built.
                 cur.executemany(
-                    f"INSERT OR REPLACE INTO videos ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO videos ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    f"ON CONFLICT(video_id) DO UPDATE SET {_UPDATES}",
                     [_to_row(v) for v in videos],
                 )
                 cur.execute("COMMIT")

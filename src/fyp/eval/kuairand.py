@@ -15,6 +15,7 @@ All times are Unix milliseconds, all durations milliseconds.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,11 +175,18 @@ def _parquet_columns(path: Path) -> set[str]:
     return set(pl.scan_parquet(path).collect_schema().names())
 
 
+def _reason_kind(reason: str) -> str:
+    """A rejection reason without its particulars (ids, numbers), so reasons of one kind
+    are counted together: "video_id: unknown video '…' (add it …)"."""
+    return re.sub(r"\b\d+\b", "N", re.sub(r"'[^']*'", "'…'", reason))
+
+
 def find_log_files(data: Path, include_smoke: bool = False) -> list[Path]:
     """Every log file in ``data``, sorted by name.
 
     A log file is a ``*.parquet`` whose columns include user_id, video_id, time_ms and
-    play_time_ms, or a ``log_*.csv`` (the original layout). Files whose name starts with
+    play_time_ms, or a ``log_*.csv`` (the original layout; ``log_random_*.csv``, the
+    random-exposure log, is left out: pass it in ``files`` to use it). Files whose name starts with
     ``smoke`` are samples of the big log and are skipped, unless ``include_smoke`` or
     unless they are the only log files there. Raises FileNotFoundError if none is found.
     """
@@ -191,7 +199,13 @@ def find_log_files(data: Path, include_smoke: bool = False) -> list[Path]:
         if path.suffix == ".parquet":
             if set(_REQUIRED_LOG_COLUMNS) <= _parquet_columns(path):
                 found.append(path)
-        elif path.suffix == ".csv" and path.name.startswith("log_"):
+        elif (
+            path.suffix == ".csv"
+            and path.name.startswith("log_")
+            # KuaiRand's log_random_* holds its randomly exposed videos, kept for unbiased
+            # evaluation: it is not feed history to train on.
+            and not path.name.startswith("log_random")
+        ):
             found.append(path)
     found.sort(key=lambda p: p.name)
     if not found:
@@ -449,7 +463,11 @@ def _record_frame(logs: pl.DataFrame) -> pl.DataFrame:
             user.alias("uid"),
             video.alias("vid"),
             pl.col("time_ms"),
-            pl.concat_str(pl.lit("kr-"), user, pl.lit("-"), time_ms).alias("request_id"),
+            # KuaiRand has no request ids; a user can be shown two videos in the same
+            # millisecond, so the video is part of the id (and a copied row is one impression).
+            pl.concat_str(pl.lit("kr-"), user, pl.lit("-"), time_ms, pl.lit("-"), video).alias(
+                "request_id"
+            ),
             pl.when(pl.col("tab").is_null())
             .then(pl.lit(DEFAULT_SURFACE))
             .otherwise(tab_surface)
@@ -469,7 +487,7 @@ def _record_frame(logs: pl.DataFrame) -> pl.DataFrame:
 def rows_to_records(logs: pl.DataFrame) -> Iterator[KuaiRandRow]:
     """One :class:`KuaiRandRow` per log row, in the frame's order.
 
-    Impression: request_id ``kr-{user_id}-{time_ms}``, surface ``tab{tab}`` (the default
+    Impression: request_id ``kr-{user_id}-{time_ms}-{video_id}``, surface ``tab{tab}`` (the default
     feed surface if tab is null), position 0, source ``logged``, score 0, ts = time_ms.
     Events: a ``view`` with watch_ms = max(play_time_ms, 0), then like / follow / comment /
     share / not_interested for each flag set; all at ts = time_ms + watch_ms (the actions
@@ -577,7 +595,8 @@ def import_kuairand(
         duplicates += outcome.duplicates
         for refused in outcome.rejected:
             rejected += 1
-            reasons[refused.reason] = reasons.get(refused.reason, 0) + 1
+            kind = _reason_kind(refused.reason)
+            reasons[kind] = reasons.get(kind, 0) + 1
         if progress is not None:
             progress(min(start + chunk_rows, total), total)
     if rejected:

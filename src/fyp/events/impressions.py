@@ -16,7 +16,10 @@ from fyp.types import Impression
 
 
 class ImpressionLog(Protocol):
-    def record(self, impressions: Sequence[Impression]) -> None: ...
+    def record(self, impressions: Sequence[Impression]) -> list[bool]:
+        """Store impressions; an impression is identified by (request_id, position), so
+        recording one again changes nothing. Returns, per impression, whether it was new."""
+        ...
 
     def for_user(self, user_id: str, limit: int) -> list[Impression]:
         """The user's most recent impressions, newest first."""
@@ -53,7 +56,7 @@ CREATE TABLE IF NOT EXISTS impressions (
     reason     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS impressions_user_video ON impressions (user_id, video_id);
-CREATE INDEX IF NOT EXISTS impressions_request ON impressions (request_id);
+CREATE UNIQUE INDEX IF NOT EXISTS impressions_request ON impressions (request_id, position);
 """
 
 _COLUMNS = "request_id, user_id, video_id, position, source, score, surface, ts, reason"
@@ -82,9 +85,9 @@ class SqliteImpressionLog:
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
-    def record(self, impressions: Sequence[Impression]) -> None:
+    def record(self, impressions: Sequence[Impression]) -> list[bool]:
         if not impressions:
-            return
+            return []
         rows = [
             (
                 i.request_id,
@@ -103,13 +106,16 @@ class SqliteImpressionLog:
             cur = self._conn.cursor()
             cur.execute("BEGIN")
             try:
-                cur.executemany(
-                    f"INSERT INTO impressions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
-                )
+                new: list[bool] = []
+                sql = f"INSERT OR IGNORE INTO impressions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+                for row in rows:
+                    cur.execute(sql, row)
+                    new.append(cur.rowcount == 1)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+        return new
 
     def for_user(self, user_id: str, limit: int) -> list[Impression]:
         with self._lock:
