@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from fyp.catalog.index import CatalogIndex
 from fyp.config import Settings, load_settings
-from fyp.state.updater import FeedState
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -118,10 +116,10 @@ def test_a_broken_file_fails_loudly(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.toml", environ={})
 
 
-def test_an_unknown_label_in_value_weights_fails_when_the_engine_starts(tmp_path: Path) -> None:
-    s = load_settings(write(tmp_path, "[ranker.value_weights]\nlikes = 1.0\n"), environ={})
-    with pytest.raises(ValueError, match="likes"):
-        FeedState(s, CatalogIndex())
+def test_an_unknown_label_in_value_weights_fails_when_settings_are_read(tmp_path: Path) -> None:
+    """Before any store is opened (it used to fail in the ranker, leaking connections)."""
+    with pytest.raises(ValidationError, match="likes"):
+        load_settings(write(tmp_path, "[ranker.value_weights]\nlikes = 1.0\n"), environ={})
 
 
 def test_settings_are_frozen() -> None:

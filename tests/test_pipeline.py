@@ -128,11 +128,15 @@ def test_no_video_is_served_twice_until_the_catalog_is_exhausted_then_unviewed_c
         viewed.update(ids[:2])
     assert set(served) == ALL_IDS
 
-    # Exhausted: the feed goes on, with videos served before but never viewed.
+    # Exhausted: the feed goes on, with videos served before but never viewed, and each
+    # says it is a repeat (transparency: not "something different").
     for _ in range(3):
-        ids = kit.feed_ids(engine, "u", count=10)
+        feed = engine.feed("u", count=10, now=kit.NOW)
+        ids = [item.video_id for item in feed.items]
         assert len(ids) == 10
         assert not set(ids) & viewed
+        assert {item.source for item in feed.items} == {"repeat"}
+        assert all(item.reason.startswith("Shown again") for item in feed.items)
     # Everything viewed: the feed still serves rather than going blank.
     kit.run(engine, [kit.view("u", v) for v in sorted(ALL_IDS - viewed)])
     assert len(kit.feed_ids(engine, "u", count=10)) == 10

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -75,6 +75,18 @@ class RankerConfig(_Section):
             "not_interested": -5.0,
         }
     )
+
+    @field_validator("value_weights")
+    @classmethod
+    def _known_labels(cls, weights: dict[str, float]) -> dict[str, float]:
+        # Imported here: fyp.state.feedback reads this module's FeedbackConfig.
+        from fyp.state.feedback import LABELS
+
+        unknown = sorted(set(weights) - set(LABELS))
+        if unknown:
+            raise ValueError(f"unknown labels {unknown}; the ranker predicts {list(LABELS)}")
+        return weights
+
     prior_strength: float = Field(20.0, gt=0)  # pseudo-views behind each smoothed rate
     learning_rate: float = Field(0.05, gt=0)
     affinity_half_life_days: float = Field(14.0, gt=0)

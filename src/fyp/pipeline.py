@@ -186,7 +186,8 @@ class FeedPipeline:
 
     def _repeats(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
         """Only when nothing unseen is left: videos served but never viewed, the longest
-        ago first; after those, viewed ones, most popular first."""
+        ago first; after those, viewed ones, most popular first. Either way the item says
+        it is a repeat."""
         keep = self._keep(ctx)
         on_page = {c.row for c in page}
         viewed = ctx.user.viewed
@@ -195,7 +196,9 @@ class FeedPipeline:
         out = self.backfill.fetch_in_order(ctx, (r for r in served if r not in on_page), need, keep)
         on_page.update(c.row for c in out)
         if len(out) < need:
-            out += self.backfill.fetch_excluding(ctx, on_page, need - len(out), keep)
+            out += self.backfill.fetch_in_order(
+                ctx, self.backfill.popular_rows(on_page), need - len(out), keep
+            )
         return self.spacing.arrange(self._rank(ctx, out), need) if out else []
 
     def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:

@@ -82,9 +82,7 @@ class FirstRanker:
         self.weights[:, FEATURES.index("follows")] = 0.5
         self._grad_sq = np.full_like(self.weights, 1e-2)
         self.value_weights = np.zeros(n_labels)
-        for name, w in cfg.value_weights.items():
-            if name not in LABEL_INDEX:
-                raise ValueError(f"ranker.value_weights: unknown label {name!r}; known: {LABELS}")
+        for name, w in cfg.value_weights.items():  # names checked by RankerConfig
             self.value_weights[LABEL_INDEX[name]] = w
         self.examples_seen = 0
         self._global: tuple[F64, F64] = (np.zeros(0), np.zeros(0))

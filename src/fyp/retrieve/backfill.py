@@ -5,6 +5,7 @@ repeats a video while unseen eligible ones remain."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,8 @@ Keep = Callable[[Candidate], bool]
 class BackfillSource:
     name = "explore"
     reason = "Something different, to explore beyond what you usually watch"
+    popular_reason = "Widely watched on this app"
+    repeat_name = "repeat"
     repeat_reason = "Shown again: you have seen everything else available"
 
     def __init__(self, state: FeedState, limit: int) -> None:
@@ -44,24 +47,37 @@ class BackfillSource:
         if excluded:
             blocked = blocked.copy()
             blocked[np.fromiter(excluded, dtype=np.intp, count=len(excluded))] = True
-        return self._walk(ctx, order[~blocked[order]].tolist(), limit, keep, self.reason)
+        views = self.state.stats.views
+        return [
+            c if views[c.row] == 0 else replace(c, reason=self.popular_reason)
+            for c in self._walk(ctx, order[~blocked[order]].tolist(), limit, keep)
+        ]
 
     def fetch_in_order(
         self, ctx: FeedContext, rows: Iterable[int], limit: int, keep: Keep | None = None
     ) -> list[Candidate]:
         """Up to ``limit`` of ``rows`` (in the given order) that are eligible and kept."""
         label_ok = self.state.catalog.label_ok
-        return self._walk(ctx, (r for r in rows if label_ok[r]), limit, keep, self.repeat_reason)
+        eligible = (r for r in rows if label_ok[r])
+        return [
+            replace(c, source=self.repeat_name, reason=self.repeat_reason)
+            for c in self._walk(ctx, eligible, limit, keep)
+        ]
+
+    def popular_rows(self, excluded: set[int]) -> list[int]:
+        """Every row not in ``excluded``, most viewed first."""
+        order = self._popularity_order(len(self.state.catalog)).tolist()
+        return [r for r in order if r not in excluded]
 
     def _walk(
-        self, ctx: FeedContext, rows: Iterable[int], limit: int, keep: Keep | None, reason: str
+        self, ctx: FeedContext, rows: Iterable[int], limit: int, keep: Keep | None
     ) -> list[Candidate]:
         catalog = self.state.catalog
         out: list[Candidate] = []
         for row in rows:
             if not catalog.shown_in(row, ctx.region):
                 continue
-            c = Candidate(row, catalog.videos[row].video_id, self.name, reason)
+            c = Candidate(row, catalog.videos[row].video_id, self.name, self.reason)
             if keep is not None and not keep(c):
                 continue
             out.append(c)

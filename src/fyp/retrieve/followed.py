@@ -21,7 +21,7 @@ class FollowedCreatorsSource:
         for creator in sorted(ctx.user.follows):
             taken = 0
             for row in catalog.rows_by_creator.get(creator, ()):
-                if row in ctx.user.viewed:
+                if row in ctx.user.viewed or row in ctx.user.served_set:
                     continue
                 out.append(
                     Candidate(
