@@ -88,6 +88,9 @@ class RankerConfig(_Section):
         return weights
 
     prior_strength: float = Field(20.0, gt=0)  # pseudo-views behind each smoothed rate
+    # A view's example waits this long for the user's like, share, follow... on it.
+    label_window_s: float = Field(600.0, gt=0)
+    micro_batch: int = Field(64, ge=1)  # examples per learning step
     learning_rate: float = Field(0.05, gt=0)
     affinity_half_life_days: float = Field(14.0, gt=0)
 

@@ -29,6 +29,7 @@ class EventType(StrEnum):
 
 
 DEFAULT_SURFACE = "for_you"
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)

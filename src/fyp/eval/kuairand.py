@@ -23,7 +23,7 @@ from typing import Protocol
 
 import polars as pl
 
-from fyp.types import DEFAULT_SURFACE, EventType, Impression, Video
+from fyp.types import DAY_MS, DEFAULT_SURFACE, EventType, Impression, Video
 
 __all__ = [
     "ImportSummary",
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 VIDEO_FEATURES_FILE = "video_features_basic_pure.csv"
 
-_DAY_MS = 86_400_000
 
 # A parquet file is a log when it has these; every row needs them to become an impression.
 _REQUIRED_LOG_COLUMNS: tuple[str, ...] = ("user_id", "video_id", "time_ms", "play_time_ms")
@@ -380,7 +379,7 @@ def _read_videos_counted(data: Path, logs: pl.DataFrame | None) -> tuple[list[Vi
             .str.strip_chars()
             .str.to_date("%Y-%m-%d", strict=False)
             .cast(pl.Int64)
-            * _DAY_MS
+            * DAY_MS
         ).alias("created_at")
     )
     usable = merged.filter(pl.col("duration").is_not_null() & pl.col("author_id").is_not_null())

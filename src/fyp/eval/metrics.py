@@ -27,6 +27,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fyp.types import DAY_MS
+
 __all__ = [
     "auc",
     "bootstrap_ci",
@@ -40,8 +42,6 @@ __all__ = [
     "ndcg_within_groups",
     "recall_at_k",
 ]
-
-_DAY_MS = 86_400_000
 
 
 # --- full ranking ------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def mean_age_days(item_created_ms: ArrayLike, at_ms: ArrayLike) -> float:
     age_ms = shown - created
     if (age_ms < 0).any():
         raise ValueError("an item was recommended before it was created")
-    return float(np.mean(age_ms / _DAY_MS))
+    return float(np.mean(age_ms / DAY_MS))
 
 
 # --- confidence intervals ----------------------------------------------------------------

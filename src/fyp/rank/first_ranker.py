@@ -35,6 +35,7 @@ from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
 from fyp.state.users import Affinity, UserState, affinity_lift
 from fyp.state.videos import VideoStats
+from fyp.types import DAY_MS
 
 F64 = npt.NDArray[np.float64]
 FEATURES: tuple[str, ...] = (
@@ -49,7 +50,6 @@ FEATURES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURES)
 _FRESH_MS = 3 * 86_400_000
-_DAY_MS = 86_400_000
 
 
 def _logit(p: F64) -> F64:
@@ -71,7 +71,7 @@ class FirstRanker:
         self.cfg = cfg
         self.catalog = catalog
         self.stats = stats
-        self.half_life_ms = cfg.affinity_half_life_days * _DAY_MS
+        self.half_life_ms = cfg.affinity_half_life_days * DAY_MS
         n_labels = len(LABELS)
         self.weights = np.zeros((n_labels, N_FEATURES))
         self.weights[:, FEATURES.index("video_rate")] = 1.0
@@ -108,8 +108,7 @@ class FirstRanker:
         m = self.cfg.prior_strength
         stats = self.stats
         x = np.zeros((n, n_labels, N_FEATURES))
-        video_rates = (stats.label_counts[idx] + m * g) / (stats.views[idx][:, None] + m)
-        x[:, :, 0] = _logit(video_rates)
+        x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, g))
         x[:, :, 1] = self._user_lift(user, g, g_logit)[None, :]
         x[:, :, 2:6] = self._affinities(user, idx, now)[:, None, :]
         created = self.catalog.created_at[idx]
@@ -126,7 +125,7 @@ class FirstRanker:
         g, g_logit = self._global_rates()
         m = self.cfg.prior_strength
         x = np.empty((len(LABELS), N_FEATURES))
-        x[:, 0] = _logit((self.stats.label_counts[row] + m * g) / (self.stats.views[row] + m))
+        x[:, 0] = _logit(self.stats.smoothed_rates(row, m, g))
         x[:, 1] = self._user_lift(user, g, g_logit)
         if user.creators or user.follows:
             base = self._user_long_view_rate(user)

@@ -27,9 +27,7 @@ from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
 from fyp.state.users import Affinity, UserState, new_user
 from fyp.state.videos import Trending, VideoStats
-from fyp.types import EventType, LoggedEvent
-
-_DAY_MS = 86_400_000
+from fyp.types import DAY_MS, EventType, LoggedEvent
 
 
 @dataclass(slots=True)
@@ -54,10 +52,10 @@ class FeedState:
         self.users: dict[str, UserState] = {}
         self.ranker = FirstRanker(settings.ranker, catalog, self.stats)
         self.applied_offset = 0
-        self.skipped_events = 0  # events whose video left the catalog
-        self.label_window_ms = 10 * 60_000
-        self.micro_batch = 64
-        self._half_life_ms = settings.ranker.affinity_half_life_days * _DAY_MS
+        self.skipped_events = 0  # events of videos this catalog does not hold (a foreign log)
+        self.label_window_ms = int(settings.ranker.label_window_s * 1000)
+        self.micro_batch = settings.ranker.micro_batch
+        self._half_life_ms = settings.ranker.affinity_half_life_days * DAY_MS
         # user -> the example of the video they are on; a heap of (ts, seq, user) finds
         # the ones whose label window has passed, whatever order timestamps come in
         self._pending: dict[str, _Pending] = {}
@@ -158,7 +156,7 @@ class FeedState:
         user.label_counts[k] += 1
         video = self.catalog.videos[row]
         if label == "not_interested":
-            until = ts + int(self.settings.feed.not_interested_days * _DAY_MS)
+            until = ts + int(self.settings.feed.not_interested_days * DAY_MS)
             user.not_interested_videos.add(row)
             user.muted_creators_until[video.creator_id] = until
             if video.sound_id:

@@ -39,11 +39,15 @@ class VideoStats:
         """The rate of each label over all views, with a weak prior so it is never 0 or 1."""
         return (self.total_labels + 0.5) / (self.total_views + 1.0)
 
-    def smoothed_rates(self, rows: npt.NDArray[np.intp], prior_strength: float) -> F64:
-        """(n, L): each video's label rates shrunk towards the global rates by
-        ``prior_strength`` pseudo-views, so a video with few views is judged by the average."""
-        g = self.global_rates()
-        v = self.views[rows][:, None]
+    def smoothed_rates(
+        self, rows: npt.NDArray[np.intp] | int, prior_strength: float, g: F64 | None = None
+    ) -> F64:
+        """(n, L) for an array of rows, (L,) for one row: each video's label rates shrunk
+        towards the global rates ``g`` (by default the current ones) by ``prior_strength``
+        pseudo-views, so a video with few views is judged by the average."""
+        g = self.global_rates() if g is None else g
+        v = self.views[rows]
+        v = v[:, None] if isinstance(v, np.ndarray) else v
         return (self.label_counts[rows] + prior_strength * g) / (v + prior_strength)
 
 
