@@ -6,8 +6,10 @@ is answered from what was recorded here when it was served.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +61,7 @@ CREATE INDEX IF NOT EXISTS impressions_user_video ON impressions (user_id, video
 CREATE UNIQUE INDEX IF NOT EXISTS impressions_request ON impressions (request_id, position);
 """
 
+_VALUES = "VALUES (?,?,?,?,?,?,?,?,?)"
 _COLUMNS = "request_id, user_id, video_id, position, source, score, surface, ts, reason"
 
 
@@ -103,19 +106,31 @@ class SqliteImpressionLog:
             for i in impressions
         ]
         with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN")
             try:
-                new: list[bool] = []
-                sql = f"INSERT OR IGNORE INTO impressions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+                # The common case (a feed just served): every impression is new, one
+                # statement for the batch.
+                with self._transaction() as cur:
+                    cur.executemany(f"INSERT INTO impressions ({_COLUMNS}) {_VALUES}", rows)
+                return [True] * len(rows)
+            except sqlite3.IntegrityError:
+                pass  # some were recorded before (an import run again): one by one
+            new: list[bool] = []
+            with self._transaction() as cur:
                 for row in rows:
-                    cur.execute(sql, row)
+                    cur.execute(f"INSERT OR IGNORE INTO impressions ({_COLUMNS}) {_VALUES}", row)
                     new.append(cur.rowcount == 1)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-        return new
+            return new
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
 
     def for_user(self, user_id: str, limit: int) -> list[Impression]:
         with self._lock:
