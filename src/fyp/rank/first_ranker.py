@@ -33,7 +33,7 @@ import numpy.typing as npt
 from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex, Codes
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
-from fyp.state.users import Affinity, UserState, affinity_lift
+from fyp.state.users import AFFINITY_PRIOR, Affinity, UserState, affinity_lift
 from fyp.state.videos import VideoStats
 from fyp.types import DAY_MS
 
@@ -55,6 +55,16 @@ _FRESH_MS = 3 * 86_400_000
 def _logit(p: F64) -> F64:
     p = np.minimum(np.maximum(p, 1e-4), 1 - 1e-4)  # cheaper than np.clip on tiny arrays
     return np.log(p / (1 - p))
+
+
+def _lookup(table: tuple[npt.NDArray[np.int64], F64], codes: npt.NDArray[np.int32]) -> F64:
+    """The value for each code in ``codes`` (any shape) from a sorted (codes, values)
+    table; 0 for codes not in it (and for -1, "none")."""
+    keys, values = table
+    if len(keys) == 0:
+        return np.zeros(codes.shape)
+    i = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
+    return np.where(keys[i] == codes, values[i], 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,30 +165,38 @@ class FirstRanker:
         base = self._user_long_view_rate(user)
         if len(idx) <= 16:
             return self._affinities_direct(user, idx, now, base)
-        cat, hl = self.catalog, self.half_life_ms
-
-        def table(known: dict[str, Affinity], codes: Codes) -> F64:
-            # One slot per code, plus a last one that code -1 (none) reads as 0.
-            lut = np.zeros(len(codes) + 1)
-            for key, aff in known.items():
-                code = codes.of.get(key)
-                if code is not None:
-                    lut[code] = affinity_lift(aff, base, now, hl)
-            return lut
-
-        out = np.zeros((len(idx), 4))
-        out[:, 0] = table(user.creators, cat.creators)[cat.creator_code[idx]]
-        out[:, 1] = table(user.sounds, cat.sounds)[cat.sound_code[idx]]
+        cat = self.catalog
         tags = cat.tag_codes[idx]  # (n, TAGS_PER_VIDEO), -1 padded
         n_tags = np.maximum((tags >= 0).sum(axis=1), 1)
-        out[:, 2] = table(user.hashtags, cat.hashtags)[tags].sum(axis=1) / n_tags
-        follows = np.zeros(len(cat.creators) + 1)
-        for creator in user.follows:
-            code = cat.creators.of.get(creator)
-            if code is not None:
-                follows[code] = 1.0
-        out[:, 3] = follows[cat.creator_code[idx]]
+        out = np.zeros((len(idx), 4))
+        out[:, 0] = _lookup(
+            self._lifts(user.creators, cat.creators, base, now), cat.creator_code[idx]
+        )
+        out[:, 1] = _lookup(self._lifts(user.sounds, cat.sounds, base, now), cat.sound_code[idx])
+        out[:, 2] = (
+            _lookup(self._lifts(user.hashtags, cat.hashtags, base, now), tags).sum(1) / n_tags
+        )
+        followed = sorted(c for f in user.follows if (c := cat.creators.of.get(f)) is not None)
+        ones = (np.asarray(followed, dtype=np.int64), np.ones(len(followed)))
+        out[:, 3] = _lookup(ones, cat.creator_code[idx])
         return out
+
+    def _lifts(
+        self, known: dict[str, Affinity], codes: Codes, base: float, now: int
+    ) -> tuple[npt.NDArray[np.int64], F64]:
+        """The user's known entities of one kind: (codes sorted, their affinity lifts),
+        :func:`affinity_lift` computed for all of them at once."""
+        found = [(c, a) for key, a in known.items() if (c := codes.of.get(key)) is not None]
+        n = len(found)
+        code = np.fromiter((c for c, _ in found), dtype=np.int64, count=n)
+        views = np.fromiter((a.views for _, a in found), dtype=np.float64, count=n)
+        positives = np.fromiter((a.positives for _, a in found), dtype=np.float64, count=n)
+        ts = np.fromiter((a.ts for _, a in found), dtype=np.float64, count=n)
+        decay = 0.5 ** (np.maximum(now - ts, 0.0) / self.half_life_ms)
+        p = (positives * decay + AFFINITY_PRIOR * base) / (views * decay + AFFINITY_PRIOR)
+        lift = _logit(p) - _logit(np.array([base]))[0]
+        order = np.argsort(code, kind="stable")
+        return code[order], lift[order]
 
     def _affinities_direct(
         self, user: UserState, idx: npt.NDArray[np.intp], now: int, base: float

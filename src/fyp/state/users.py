@@ -66,8 +66,17 @@ def new_user(history_size: int, n_labels: int) -> UserState:
     )
 
 
+# Pseudo-views that shrink a user's rate on one creator / sound / hashtag to their
+# overall rate: one long view of a creator is a hint, not a verdict.
+AFFINITY_PRIOR = 3.0
+
+
 def affinity_lift(
-    aff: Affinity | None, base_rate: float, now: int, half_life_ms: float, prior: float = 3.0
+    aff: Affinity | None,
+    base_rate: float,
+    now: int,
+    half_life_ms: float,
+    prior: float = AFFINITY_PRIOR,
 ) -> float:
     """Log-odds lift of this user's positive rate on one entity over their overall rate,
     shrunk by ``prior`` pseudo-views: 0 when nothing is known."""
