@@ -113,7 +113,8 @@ class FeedPipeline:
             uuid.uuid4().hex, user_id, user, count, surface, self.state.region_of(user), now
         )
         candidates = self._filter(ctx, self._merge(self._retrieve(ctx)))
-        if len(candidates) < count:
+        if len(candidates) < 3 * count:
+            # Too few to choose from (ranking and spacing need room): top up.
             candidates = candidates + self._top_up(ctx, candidates)
         ranked = self.exploration.prioritise(self._rank(ctx, candidates), count)
         # Spacing looks at the best few times a page: far enough down to find a
@@ -181,7 +182,7 @@ class FeedPipeline:
         lacks, and up to the backfill source's limit so the ranker has a choice."""
         self.counters.backfilled += 1
         excluded = {c.row for c in candidates} | ctx.user.viewed | set(ctx.user.served_set)
-        want = max(ctx.count - len(candidates), self.backfill.limit)
+        want = max(3 * ctx.count - len(candidates), self.backfill.limit)
         return self.backfill.fetch_excluding(ctx, excluded, want, self._keep(ctx))
 
     def _repeats(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
