@@ -49,14 +49,14 @@ class SourcesConfig(_Section):
 
     budget_ms: float = Field(25.0, gt=0)  # per source; a source over budget counts as failed
     trending_half_life_hours: float = Field(24.0, gt=0)
-    trending_candidates: int = Field(100, ge=0)
+    trending_candidates: int = Field(60, ge=0)
     fresh_window_hours: float = Field(72.0, gt=0)
     fresh_exposure_budget: int = Field(200, ge=0)  # impressions each new video is promised
     fresh_candidates: int = Field(20, ge=0)
     coengagement_seeds: int = Field(20, ge=0)  # the user's most recent positives
     coengagement_neighbours: int = Field(50, ge=0)  # kept per video
-    coengagement_candidates: int = Field(100, ge=0)
-    followed_candidates: int = Field(50, ge=0)
+    coengagement_candidates: int = Field(60, ge=0)
+    followed_candidates: int = Field(30, ge=0)
     backfill_candidates: int = Field(50, ge=0)
 
 
