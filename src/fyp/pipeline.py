@@ -59,7 +59,7 @@ class PipelineCounters:
     source_failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, why)
     filtered: Counter[str] = field(default_factory=Counter)  # by filter name
     served_by_source: Counter[str] = field(default_factory=Counter)
-    backfilled: int = 0
+    top_ups: int = 0  # requests topped up from the whole catalog
 
 
 class SideEffect(Protocol):
@@ -156,11 +156,7 @@ class FeedPipeline:
         """One candidate per video; the first source to propose it is credited."""
         by_row: dict[int, Candidate] = {}
         for c in candidates:
-            first = by_row.get(c.row)
-            if first is None:
-                by_row[c.row] = c
-            elif c.source != first.source and c.source not in first.also_from:
-                first.also_from += (c.source,)
+            by_row.setdefault(c.row, c)
         return list(by_row.values())
 
     def _filter(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
@@ -180,7 +176,7 @@ class FeedPipeline:
     def _top_up(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
         """Unseen, unserved videos from the whole catalog: at least as many as the page
         lacks, and up to the backfill source's limit so the ranker has a choice."""
-        self.counters.backfilled += 1
+        self.counters.top_ups += 1
         excluded = {c.row for c in candidates} | ctx.user.viewed | set(ctx.user.served_set)
         want = max(3 * ctx.count - len(candidates), self.backfill.limit)
         return self.backfill.fetch_excluding(ctx, excluded, want, self._keep(ctx))

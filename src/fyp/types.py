@@ -90,7 +90,7 @@ class Candidate:
     """A video proposed for a feed, carried through filters, ranker and re-rankers.
 
     ``row`` is the video's dense row in the in-memory catalog index; ``source`` is the
-    source credited in the response, ``also_from`` the others that proposed it too.
+    source credited in the response (the first to propose it).
     """
 
     row: int
@@ -99,4 +99,3 @@ class Candidate:
     reason: str
     source_score: float = 0.0
     score: float = 0.0
-    also_from: tuple[str, ...] = ()

@@ -105,6 +105,7 @@ def test_metrics_is_prometheus_text_counting_requests_by_route(
     # Every line is a comment or a sample the Prometheus parser reads.
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {"fyp_http_requests", "fyp_http_request_seconds", "fyp_events"} <= families
+    assert {"fyp_catalog_top_ups", "fyp_learning_lag_events", "fyp_filtered"} <= families
 
     def requests(route: str, method: str, status: str) -> float:
         return metric(text, "fyp_http_requests_total", route=route, method=method, status=status)

@@ -138,8 +138,7 @@ def test_bad_events_are_rejected_and_the_good_ones_in_the_same_batch_accepted(
     assert [r.index for r in result.rejected] == list(range(1, len(bad) + 1))
     for r, (_, _, field) in zip(result.rejected, BAD, strict=True):
         assert r.reason.startswith(f"{field}:"), r
-    assert [e.event_id for e in result.accepted_events] == ["first", "last"]
-    assert log.count() == 2
+    assert [g.event.event_id for g in log.read(0, 10)] == ["first", "last"]
     assert not log.contains("")
 
 
@@ -159,8 +158,7 @@ def test_ingesting_the_same_batch_twice_is_all_duplicates_the_second_time(
     second = ingest(batch, catalog, log, LIMITS, NOW)
     assert (first.accepted, first.duplicates) == (5, 0)
     assert (second.accepted, second.duplicates) == (0, 5)
-    assert second.accepted_events == []
-    assert log.count() == 5
+    assert [g.event.event_id for g in log.read(0, 10)] == [f"e{i}" for i in range(5)]
 
 
 def test_the_same_event_id_twice_in_one_batch_counts_once(

@@ -71,6 +71,12 @@ class _EngineCollector(Collector):
         for name, n in sorted(c.filtered.items()):
             filtered.add_metric([name], n)
         yield filtered
+        top_ups = CounterMetricFamily(
+            "fyp_catalog_top_ups",
+            "Feed requests topped up from the whole catalog",
+        )
+        top_ups.add_metric([], c.top_ups)
+        yield top_ups
         lag = GaugeMetricFamily("fyp_learning_lag_events", "Logged events not yet learned")
         lag.add_metric([], self.engine.pending())
         yield lag

@@ -54,7 +54,6 @@ class IngestResult:
     accepted: int
     duplicates: int
     rejected: list[Rejected] = field(default_factory=list)
-    accepted_events: list[Event] = field(default_factory=list)
 
 
 def validate_event(
@@ -93,7 +92,6 @@ def ingest(
 ) -> IngestResult:
     """Validate each event; append the valid ones in one durable write."""
     good: list[Event] = []
-    good_index: list[int] = []
     rejected: list[Rejected] = []
     for i, raw in enumerate(raw_events):
         result = validate_event(raw, catalog, limits, now)
@@ -102,11 +100,9 @@ def ingest(
             rejected.append(Rejected(i, eid if isinstance(eid, str) else None, result))
         else:
             good.append(result)
-            good_index.append(i)
     appended = log.append(good)
     return IngestResult(
         accepted=len(appended.accepted),
         duplicates=len(appended.duplicates),
         rejected=rejected,
-        accepted_events=[good[i] for i in appended.accepted],
     )
