@@ -18,10 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from fyp.config import Settings, load_settings
+from fyp.eval.commands import eval_app
 
 app = typer.Typer(help="fyp: an open, self-hostable For You feed engine.", no_args_is_help=True)
 import_app = typer.Typer(help="Load data from public datasets.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+app.add_typer(eval_app, name="eval")
 console = Console()
 
 DataDir = Annotated[

@@ -20,11 +20,14 @@ from fyp.eval.simulate import (
     FeedPolicy,
     OracleFeed,
     RandomFeed,
+    Reaction,
     RequestStats,
     SimulationError,
     UserState,
     World,
     build_world,
+    event_kinds,
+    reaction_events,
     run_audience,
     seed_catalog,
     summarize,
@@ -227,6 +230,25 @@ def test_oracle_feed_serves_best_first(world: World) -> None:
 
 
 # --------------------------------------------------------------------------- HTTP
+
+
+def test_reaction_events_follow_the_reaction() -> None:
+    skip = Reaction(watch_ms=800, watch_ratio=0.08, skipped=True, not_interested=True)
+    assert event_kinds(skip) == ["view", "not_interested"]
+    full = Reaction(watch_ms=9_000, watch_ratio=1.0, liked=True, shared=True, followed=True)
+    assert event_kinds(full) == ["view", "like", "share", "follow"]
+    events = reaction_events(full, "u1", "v1", 123, "req")
+    assert events[0] == {
+        "user_id": "u1",
+        "video_id": "v1",
+        "type": "view",
+        "ts": 123,
+        "watch_ms": 9_000,
+        "request_id": "req",
+    }
+    assert [e["type"] for e in events] == ["view", "like", "share", "follow"]
+    assert all("watch_ms" not in e for e in events[1:])
+    assert all("request_id" not in e for e in reaction_events(skip, "u1", "v1", 5, None))
 
 
 def test_seed_catalog_posts_batches(world: World) -> None:

@@ -69,6 +69,10 @@ _LOG_SCHEMA: dict[str, pl.DataType] = {
     "tag": pl.String(),
     "upload_dt": pl.String(),
     "video_duration": pl.Float64(),
+    # Evaluation labels the parquet extracts carry; the CSV logs lack them (null), and the
+    # evaluation derives them from play and video durations.
+    "watch_ratio": pl.Float64(),
+    "finish": pl.Int64(),
 }
 
 # Flags that are 0 when absent or null (an action not logged did not happen).
@@ -559,6 +563,7 @@ def import_kuairand(
     chunk_rows: int = 5000,
     files: list[Path] | None = None,
     until_ms: int | None = None,
+    logs: pl.DataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportSummary:
     """Load KuaiRand into ``engine``: the catalog, then the logs in time order.
@@ -567,11 +572,15 @@ def import_kuairand(
     ``chunk_rows`` log rows: ``record_impressions`` (so the events can be joined to what
     was served), ``ingest`` of all the chunk's events, ``learn``; then
     ``progress(rows_done, rows_total)``. ``files`` and ``until_ms`` (exclusive) select the
-    rows as in :func:`read_logs`. Refused events are counted by reason.
+    rows as in :func:`read_logs`; or ``logs`` gives them already read (the evaluation
+    passes its training rows). Refused events are counted by reason.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    logs = read_logs(data, files=files, until_ms=until_ms)
+    if logs is None:
+        logs = read_logs(data, files=files, until_ms=until_ms)
+    elif files is not None or until_ms is not None:
+        raise ValueError("pass either logs or files/until_ms, not both")
     videos, videos_skipped = _read_videos_counted(data, logs)
     upserted = 0
     for start in range(0, len(videos), chunk_rows):

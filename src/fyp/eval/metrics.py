@@ -22,7 +22,8 @@ positions. Times are Unix milliseconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -31,11 +32,13 @@ from fyp.types import DAY_MS
 
 __all__ = [
     "auc",
+    "auc_ci",
     "bootstrap_ci",
     "bootstrap_ci_grouped",
     "coverage",
     "distinct_per_slate",
     "gauc",
+    "gauc_ci",
     "gini",
     "mean_age_days",
     "ndcg_at_k",
@@ -44,10 +47,12 @@ __all__ = [
 ]
 
 
+Item = TypeVar("Item", bound=Hashable)
+
 # --- full ranking ------------------------------------------------------------------------
 
 
-def recall_at_k(ranked: Sequence[str], relevant: Collection[str], k: int) -> float:
+def recall_at_k(ranked: Sequence[Item], relevant: Collection[Item], k: int) -> float:
     """Share of the relevant items found in the first ``k`` positions of ``ranked``.
 
     ``recall@k = |set(ranked[:k]) ∩ relevant| / |relevant|``, in [0, 1].
@@ -61,7 +66,7 @@ def recall_at_k(ranked: Sequence[str], relevant: Collection[str], k: int) -> flo
     return len(set(ranked[:k]) & relevant_set) / len(relevant_set)
 
 
-def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int) -> float:
+def ndcg_at_k(ranked: Sequence[Item], relevant: Collection[Item], k: int) -> float:
     """Normalised discounted cumulative gain of the first ``k`` positions, binary gain.
 
     ``DCG@k = Σ_{i=1..k} rel_i / log2(i + 1)`` with ``rel_i = 1`` when the item at
@@ -73,7 +78,7 @@ def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int) -> float
     ``ValueError`` when ``relevant`` is empty or ``k < 1``.
     """
     relevant_set = _relevant_set(relevant, k)
-    seen: set[str] = set()
+    seen: set[Item] = set()
     dcg = 0.0
     for position, item in enumerate(ranked[:k], start=1):
         if item in relevant_set and item not in seen:
@@ -83,7 +88,7 @@ def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int) -> float
     return dcg / ideal
 
 
-def _relevant_set(relevant: Collection[str], k: int) -> set[str]:
+def _relevant_set(relevant: Collection[Item], k: int) -> set[Item]:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     relevant_set = set(relevant)
@@ -381,6 +386,7 @@ def bootstrap_ci_grouped(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    bias_corrected: bool = False,
 ) -> tuple[float, float, float]:
     """A metric over rows, with a percentile bootstrap interval over groups of rows.
 
@@ -393,14 +399,15 @@ def bootstrap_ci_grouped(
 
     A group drawn twice arrives as its rows twice; a metric that groups rows by id again
     sees one group with every row doubled. For impression-weighted GAUC this is the same
-    as counting the user twice (same AUC, twice the weight). Errors the metric raises on
+    as counting the user twice (same AUC, twice the weight). For metrics over the *set*
+    of rows (catalog coverage, concentration), a resample's repeats make it smaller than
+    the sample, so every resample sits below the point: ``bias_corrected`` shifts the
+    interval by ``metric(all rows) − mean(resampled)``, keeping its width (the sampling
+    spread) around the point estimate. Errors the metric raises on
     a resample (e.g. one class only) propagate. Raises ``ValueError`` on an empty
     ``groups``, a non-finite metric value, ``n_boot < 1`` or ``alpha`` outside (0, 1).
     """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    _check_boot(n_boot, alpha)
     group_array = np.asarray(groups)
     if group_array.ndim != 1 or len(group_array) == 0:
         raise ValueError("groups must be a non-empty 1-D array")
@@ -424,7 +431,122 @@ def bootstrap_ci_grouped(
     if not (math.isfinite(point) and np.isfinite(resampled).all()):
         raise ValueError("the metric returned a non-finite value")
     lo, hi = np.quantile(resampled, [alpha / 2.0, 1.0 - alpha / 2.0])
+    if bias_corrected:
+        shift = point - float(np.mean(resampled))
+        lo, hi = lo + shift, hi + shift
     return float(point), float(lo), float(hi)
+
+
+def auc_ci(
+    groups: ArrayLike,
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """:func:`auc` over all rows, with a bootstrap interval over groups (users).
+
+    The same resamples as :func:`bootstrap_ci_grouped` with the same ``seed`` and the
+    same values it would give for ``metric = auc of the rows``, computed without
+    re-sorting: a resample is the rows weighted by how often their group was drawn, and
+    the AUC of rows repeated ``w`` times is the weighted rank-sum over ties of the one
+    sort. A resample with one class only raises ``ValueError``.
+    """
+    score_array, label_array = _scores_and_labels(scores, labels)
+    group_index, n_groups = _group_index(groups, len(score_array), "groups")
+    _check_boot(n_boot, alpha)
+    order = np.argsort(score_array, kind="stable")
+    sorted_scores = score_array[order]
+    starts_tie = np.ones(len(order), dtype=np.bool_)
+    starts_tie[1:] = sorted_scores[1:] != sorted_scores[:-1]
+    tie_id = np.cumsum(starts_tie) - 1
+    n_ties = int(tie_id[-1]) + 1 if len(tie_id) else 0
+    positive = label_array[order]
+    row_group = group_index[order]
+
+    def weighted_auc(group_weight: NDArray[np.float64]) -> float:
+        w = group_weight[row_group]
+        pos = _sum_by_group(tie_id, w * positive, n_ties)
+        neg = _sum_by_group(tie_id, w * ~positive, n_ties)
+        total_pos, total_neg = float(pos.sum()), float(neg.sum())
+        if total_pos == 0 or total_neg == 0:
+            return math.nan  # one class only in this resample
+        below = np.cumsum(neg) - neg
+        return float(np.sum(pos * (below + 0.5 * neg)) / (total_pos * total_neg))
+
+    return _weighted_bootstrap(weighted_auc, n_groups, n_boot, seed, alpha)
+
+
+def gauc_ci(
+    user_ids: ArrayLike,
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float, float, int]:
+    """:func:`gauc` with a bootstrap interval over users: ``(gauc, lo, hi, users
+    counted)``. A drawn user counts with the weight of their impressions times the times
+    they were drawn, as :func:`bootstrap_ci_grouped` would count them."""
+    score_array, label_array = _scores_and_labels(scores, labels)
+    group_index, n_groups = _group_index(user_ids, len(score_array), "user_ids")
+    _check_boot(n_boot, alpha)
+    per_user, n_positive, n_negative = _auc_per_group(
+        group_index, n_groups, score_array, label_array
+    )
+    counted = (n_positive > 0) & (n_negative > 0)
+    if not counted.any():
+        raise ValueError("GAUC needs at least one user with both classes")
+    impressions = np.where(counted, n_positive + n_negative, 0.0)
+    auc_or_zero = np.where(counted, per_user, 0.0)
+
+    def weighted_gauc(user_weight: NDArray[np.float64]) -> float:
+        w = user_weight * impressions
+        total = float(w.sum())
+        if total == 0:
+            return math.nan  # no user with both classes in this resample
+        return float(np.sum(w * auc_or_zero) / total)
+
+    point, lo, hi = _weighted_bootstrap(weighted_gauc, n_groups, n_boot, seed, alpha)
+    return point, lo, hi, int(counted.sum())
+
+
+def _weighted_bootstrap(
+    metric: Callable[[NDArray[np.float64]], float],
+    n_groups: int,
+    n_boot: int,
+    seed: int,
+    alpha: float,
+) -> tuple[float, float, float]:
+    """``metric(weights per group)`` at weight 1, and the quantiles over resamples whose
+    weights are how often each group was drawn (the draws of bootstrap_ci_grouped).
+
+    A resample where the metric is undefined (NaN: one class only, on a small sample) is
+    left out of the quantiles; more than half of them undefined raises ``ValueError``,
+    as does an undefined point estimate."""
+    point = metric(np.ones(n_groups))
+    if not math.isfinite(point):
+        raise ValueError("the metric is undefined on this sample")
+    rng = np.random.default_rng(seed)
+    resampled = np.empty(n_boot, dtype=np.float64)
+    for b in range(n_boot):
+        drawn = rng.integers(0, n_groups, size=n_groups)
+        resampled[b] = metric(np.bincount(drawn, minlength=n_groups).astype(np.float64))
+    resampled = resampled[np.isfinite(resampled)]
+    if len(resampled) * 2 < n_boot:
+        raise ValueError("the metric is undefined on most resamples: too little data")
+    lo, hi = np.quantile(resampled, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(point), float(lo), float(hi)
+
+
+def _check_boot(n_boot: int, alpha: float) -> None:
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
 
 
 # --- input checks ------------------------------------------------------------------------

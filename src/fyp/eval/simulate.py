@@ -47,6 +47,8 @@ __all__ = [
     "UserState",
     "World",
     "build_world",
+    "event_kinds",
+    "reaction_events",
     "run_audience",
     "seed_catalog",
     "summarize",
@@ -768,6 +770,43 @@ class AudienceReport:
         return watch_ratio_of(self.stats[-n:] if n > 0 else [])
 
 
+def event_kinds(reaction: Reaction) -> list[str]:
+    """The event types a reaction produces, in the order they happen: ``view`` first,
+    then ``like``, ``share``, ``follow``, ``not_interested`` as the reaction says."""
+    kinds = ["view"]
+    if reaction.liked:
+        kinds.append("like")
+    if reaction.shared:
+        kinds.append("share")
+    if reaction.followed:
+        kinds.append("follow")
+    if reaction.not_interested:
+        kinds.append("not_interested")
+    return kinds
+
+
+def reaction_events(
+    reaction: Reaction, user_id: str, video_id: str, ts: int, request_id: str | None
+) -> list[dict[str, object]]:
+    """The ``POST /v1/events`` items for one reaction, all at ``ts`` (Unix ms), without
+    ``event_id`` (the caller numbers them): ``watch_ms`` on the view, ``request_id`` on
+    every event when the page had one."""
+    events: list[dict[str, object]] = []
+    for kind in event_kinds(reaction):
+        event: dict[str, object] = {
+            "user_id": user_id,
+            "video_id": video_id,
+            "type": kind,
+            "ts": ts,
+        }
+        if kind == "view":
+            event["watch_ms"] = reaction.watch_ms
+        if request_id is not None:
+            event["request_id"] = request_id
+        events.append(event)
+    return events
+
+
 def _post_events(client: httpx.Client, events: list[dict[str, object]]) -> None:
     body = _check_response(client.post("/v1/events", json={"events": events}), "POST /v1/events")
     if not isinstance(body, dict):
@@ -839,33 +878,15 @@ def run_audience(
                 clock = min(clock + reaction.watch_ms + gap, wall_now_ms())
                 ratios.append(reaction.watch_ratio)
                 viewed_in_session += 1
-                kinds = ["view"]
-                if reaction.liked:
-                    kinds.append("like")
-                    likes += 1
-                if reaction.shared:
-                    kinds.append("share")
-                    shares += 1
-                if reaction.followed:
-                    kinds.append("follow")
-                    follows += 1
-                if reaction.not_interested:
-                    kinds.append("not_interested")
-                    dislikes += 1
-                for kind in kinds:
+                likes += reaction.liked
+                shares += reaction.shared
+                follows += reaction.followed
+                dislikes += reaction.not_interested
+                for event in reaction_events(
+                    reaction, user.user_id, video.video_id, clock, page.request_id
+                ):
                     n_events += 1
-                    event: dict[str, object] = {
-                        "event_id": f"sim-{run_token}-{n_events:08d}",
-                        "user_id": user.user_id,
-                        "video_id": video.video_id,
-                        "type": kind,
-                        "ts": clock,
-                    }
-                    if kind == "view":
-                        event["watch_ms"] = reaction.watch_ms
-                    if page.request_id is not None:
-                        event["request_id"] = page.request_id
-                    events.append(event)
+                    events.append({"event_id": f"sim-{run_token}-{n_events:08d}", **event})
                 if reaction.skipped:
                     consecutive_skips += 1
                     if rng.random() < user.quit_per_skip * consecutive_skips:

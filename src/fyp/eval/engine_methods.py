@@ -1,0 +1,188 @@
+"""The engine as evaluation methods: trained by replaying the training rows through its own
+ingestion and learning path (the code that serves), then frozen for the test period.
+
+One trained engine answers as several methods, each a row of the report:
+
+* ``fyp``: the whole serving pipeline (candidate sources, filters, ranker, exploration,
+  spacing) asked for a page of ``k`` at the user's first test request, with no side
+  effects; on impressions, the ranker's value score (Σ weight × P(label)), which is what
+  orders a page.
+* ``fyp_first_ranker``: the first ranker alone over every eligible video (no candidate
+  sources); on impressions, its head for each label (P(long_view), P(finish), P(like));
+  KuaiRand's click has no head, so its value score.
+
+Nothing from the test period reaches the engine: it ingests only :class:`Train` rows, and
+the evaluation's requests carry times, users and pages, never outcomes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fyp.config import Settings, load_settings
+from fyp.engine import Engine
+from fyp.eval.kuairand import ImportSummary, import_kuairand
+from fyp.eval.methods import FloatArray, IntArray, Method, _impressions_by_user, top_rows
+from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train
+from fyp.pipeline import FeedPipeline, build_pipeline
+from fyp.state.feedback import LABEL_INDEX
+
+__all__ = ["ENGINE_METHODS", "EngineModel", "FypFirstRanker", "FypPipeline"]
+
+ENGINE_METHODS: tuple[str, ...] = ("fyp", "fyp_first_ranker")
+
+# Sources are timed against a budget and fail open when over it; on a busy machine that
+# would make results depend on the machine's load. The evaluation measures what the
+# engine recommends, so it gives every source all the time it needs.
+_EVAL_SOURCE_BUDGET_MS = 60_000.0
+
+
+class EngineModel:
+    """A fresh engine in a temporary directory, fed the training rows."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.kuairand_dir = data_dir
+        self.config = config
+        self.progress = progress
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.engine: Engine | None = None
+        self.summary: ImportSummary | None = None
+        self.to_engine = np.zeros(0, dtype=np.intp)
+
+    def settings(self, store: Path) -> Settings:
+        overrides: dict[str, Any] = {
+            "data_dir": store,
+            "sources": {"budget_ms": _EVAL_SOURCE_BUDGET_MS},
+        }
+        return load_settings(self.config, overrides, environ={})
+
+    def fit(self, catalog: Catalog, train: Train) -> Engine:
+        if self.engine is not None:
+            return self.engine
+        self._tmp = tempfile.TemporaryDirectory(prefix="fyp-eval-")
+        engine = Engine.open(self.settings(Path(self._tmp.name) / "store"))
+        self.summary = import_kuairand(
+            engine, self.kuairand_dir, logs=train.frame, progress=self.progress
+        )
+        self.to_engine = np.array(
+            [engine.catalog.row_of[v.video_id] for v in catalog.videos], dtype=np.intp
+        )
+        self.engine = engine
+        return engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class _EngineMethod(Method):
+    def __init__(self, model: EngineModel) -> None:
+        self.model = model
+        self.seen: dict[str, set[int]] = {}
+        self.row_of: dict[str, int] = {}
+
+    @property
+    def engine(self) -> Engine:
+        if self.model.engine is None:
+            raise RuntimeError(f"{self.name}: fit() first")
+        return self.model.engine
+
+    def fit(self, catalog: Catalog, train: Train) -> None:
+        self.model.fit(catalog, train)
+        self.seen = train.seen
+        self.row_of = catalog.row_of
+
+    def _scored(self, user: str, rows: IntArray, at_ms: int) -> tuple[FloatArray, FloatArray]:
+        """(probabilities (n, L), value scores (n,)) for catalog ``rows``."""
+        engine = self.engine
+        state = engine.state.user(user)
+        scored = engine.state.ranker.score(state, self.model.to_engine[rows].tolist(), at_ms)
+        return np.asarray(scored.probabilities), np.asarray(scored.values)
+
+    def _score_impressions(self, requests: Requests, per_label: bool) -> dict[str, FloatArray]:
+        out = {label: np.zeros(len(requests.imp_row)) for label in IMPRESSION_LABELS}
+        for user, idx in _impressions_by_user(requests):
+            at = int(requests.imp_time_ms[idx].min())
+            probabilities, values = self._scored(user, requests.imp_row[idx], at)
+            for label in IMPRESSION_LABELS:
+                head = LABEL_INDEX.get(label) if per_label else None
+                out[label][idx] = values if head is None else probabilities[:, head]
+        return out
+
+
+class FypFirstRanker(_EngineMethod):
+    name = "fyp_first_ranker"
+
+    def top_k(self, requests: Requests, k: int) -> list[IntArray]:
+        every = np.arange(len(self.model.to_engine), dtype=np.int64)
+        return [
+            top_rows(self._scored(u, every, int(at))[1], self.seen.get(u, set()), k)
+            for u, at in zip(requests.users, requests.at_ms.tolist(), strict=True)
+        ]
+
+    def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
+        return self._score_impressions(requests, per_label=True)
+
+    def scores_used(self) -> dict[str, str]:
+        return {
+            label: f"P({label})" if label in LABEL_INDEX else "value" for label in IMPRESSION_LABELS
+        }
+
+
+class FypPipeline(_EngineMethod):
+    name = "fyp"
+
+    def __init__(self, model: EngineModel) -> None:
+        super().__init__(model)
+        self._pipeline: FeedPipeline | None = None
+
+    def pipeline(self) -> FeedPipeline:
+        if self._pipeline is None:
+            engine = self.engine
+            pipeline = build_pipeline(engine.settings, engine.state, engine.impressions)
+            pipeline.side_effects = []  # asking must not change what is asked
+            self._pipeline = pipeline
+        return self._pipeline
+
+    def top_k(self, requests: Requests, k: int) -> list[IntArray]:
+        pipeline = self.pipeline()
+        row_of = self.row_of
+        out: list[IntArray] = []
+        for u, at, surface in zip(
+            requests.users, requests.at_ms.tolist(), requests.surface, strict=True
+        ):
+            feed = pipeline.run(u, k, surface, int(at))
+            seen = self.seen.get(u, set())
+            rows = [row_of[item.video_id] for item in feed.items]
+            # The protocol excludes training videos; the pipeline's own filters already
+            # do, but a "repeat" item (nothing unseen left) would not.
+            out.append(np.array([r for r in rows if r not in seen], dtype=np.int64))
+        return out
+
+    def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
+        return self._score_impressions(requests, per_label=False)
+
+    def scores_used(self) -> dict[str, str]:
+        return {label: "value" for label in IMPRESSION_LABELS}
+
+
+def make_engine_method(name: str, model: EngineModel) -> Method:
+    if name == "fyp":
+        return FypPipeline(model)
+    if name == "fyp_first_ranker":
+        return FypFirstRanker(model)
+    raise ValueError(f"unknown engine method {name!r}; known: {', '.join(ENGINE_METHODS)}")

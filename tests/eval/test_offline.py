@@ -1,0 +1,238 @@
+"""The offline protocol end to end on the 2,000-row KuaiRand sample: the split, the
+leakage guarantees, the JSON shape and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from fyp.cli import app
+from fyp.eval.engine_methods import EngineModel, make_engine_method
+from fyp.eval.methods import BASELINES, Method, make_baseline
+from fyp.eval.offline import evaluate_kuairand, method_names, run_offline
+from fyp.eval.protocol import EvalData, Requests, Split, load_eval_data, parse_day
+
+from .conftest import SMOKE, VIDEO_FEATURES
+
+pytestmark = pytest.mark.kuairand
+
+# The sample spans 2022-04-09 … 05-08.
+SPLIT = Split(parse_day("2022-04-30"), parse_day("2022-05-01"))
+
+
+def test_parse_day_and_split_validation() -> None:
+    assert parse_day("2022-04-30") == parse_day("20220430")
+    with pytest.raises(ValueError, match="not a day"):
+        parse_day("30/04/2022")
+    with pytest.raises(ValueError, match="must start after training ends"):
+        Split(parse_day("2022-04-30"), parse_day("2022-04-30"))
+    with pytest.raises(ValueError, match="before test_from"):
+        Split(parse_day("2022-04-28"), parse_day("2022-04-30"), parse_day("2022-04-29"))
+
+
+def test_the_split_keeps_outcomes_away_from_requests(smoke_dir: Path) -> None:
+    data = load_eval_data(smoke_dir, SPLIT)
+    p = data.protocol
+    logs = pl.read_parquet(smoke_dir / SMOKE)
+    # Rows of videos with no usable duration anywhere cannot be served: counted, not kept.
+    assert (
+        p["train_rows"] + p["train_rows_dropped_unknown_video"]
+        == logs.filter(pl.col("date") <= 20220430).height
+    )
+    assert (
+        p["test_rows"] + p["test_rows_dropped_unknown_video"]
+        == logs.filter(pl.col("date") >= 20220501).height
+    )
+    assert data.train.time_ms.max() < data.requests.imp_time_ms.min()
+    # Requests carry who, what and when; no field of theirs is an outcome.
+    assert set(Requests.__dataclass_fields__) == {
+        "users",
+        "at_ms",
+        "surface",
+        "imp_user",
+        "imp_row",
+        "imp_time_ms",
+        "imp_surface",
+    }
+    # Positives the user already had in training are not relevant; each ranking user
+    # asks at their first test impression.
+    for user, at, relevant in zip(
+        data.requests.users, data.requests.at_ms, data.outcomes.relevant, strict=True
+    ):
+        assert relevant and not relevant & data.train.seen.get(user, set())
+        mine = data.requests.imp_time_ms[data.requests.imp_user == user]
+        assert at == mine.min()
+
+
+def _with_changed_test_outcomes(smoke_dir: Path, target: Path) -> Path:
+    """A copy of the sample whose test-period outcomes are all different."""
+    target.mkdir()
+    logs = pl.read_parquet(smoke_dir / SMOKE)
+    test = pl.col("date") >= 20220501
+    flip = ("is_click", "is_like", "is_follow", "is_comment", "is_forward", "long_view", "finish")
+    changed = logs.with_columns(
+        *(pl.when(test).then(1 - pl.col(c)).otherwise(pl.col(c)).alias(c) for c in flip),
+        pl.when(test)
+        .then(pl.col("duration_ms") - pl.col("play_time_ms").clip(0, None))
+        .otherwise(pl.col("play_time_ms"))
+        .alias("play_time_ms"),
+        pl.when(test).then(4.0 - pl.col("watch_ratio")).otherwise(pl.col("watch_ratio")),
+    )
+    changed.write_parquet(target / SMOKE)
+    (target / VIDEO_FEATURES).symlink_to(smoke_dir / VIDEO_FEATURES)
+    return target
+
+
+def _fitted_answers(
+    data: EvalData, requests: Requests, data_dir: Path
+) -> dict[str, tuple[list[list[int]] | None, dict[str, list[float]]]]:
+    """Every method fitted on ``data``'s training side, answering the same ``requests``."""
+    model = EngineModel(data_dir)
+    methods: list[Method] = [make_baseline(n, 0) for n in BASELINES]
+    methods += [make_engine_method(n, model) for n in ("fyp", "fyp_first_ranker")]
+    out = {}
+    try:
+        for m in methods:
+            m.fit(data.catalog, data.train)
+            top = m.top_k(requests, 50)
+            scores = m.score_impressions(requests)
+            out[m.name] = (
+                None if top is None else [t.tolist() for t in top],
+                {k: v.tolist() for k, v in scores.items()},
+            )
+    finally:
+        model.close()
+    return out
+
+
+def test_changing_test_outcomes_changes_no_trained_state_only_the_scores(
+    smoke_dir: Path, tmp_path: Path
+) -> None:
+    changed_dir = _with_changed_test_outcomes(smoke_dir, tmp_path / "changed")
+    original = load_eval_data(smoke_dir, SPLIT)
+    changed = load_eval_data(changed_dir, SPLIT)
+    assert original.train.frame.equals(changed.train.frame)
+    # Same questions to both: the answers (rankings and impression scores of every
+    # method, the engine included) are identical, so nothing of the test outcomes got in.
+    ask = original.requests
+    assert _fitted_answers(original, ask, smoke_dir) == _fitted_answers(changed, ask, changed_dir)
+    # ... while the scorer, which reads them, sees different outcomes.
+    before = run_offline(original, [make_baseline("popular", 0)], n_boot=20)
+    after = run_offline(changed, [make_baseline("popular", 0)], n_boot=20)
+    assert before["methods"]["popular"] != after["methods"]["popular"]
+
+
+def test_shifting_the_split_moves_rows_between_train_and_test(smoke_dir: Path) -> None:
+    late = load_eval_data(smoke_dir, SPLIT)
+    early = load_eval_data(smoke_dir, Split(parse_day("2022-04-20"), parse_day("2022-05-01")))
+    gap = load_eval_data(smoke_dir, Split(parse_day("2022-04-20"), parse_day("2022-04-21")))
+    assert early.protocol["train_rows"] < late.protocol["train_rows"]
+    # Same test days, less history: at least as many ranking users lack training rows.
+    assert early.protocol["test_rows"] == late.protocol["test_rows"]
+    without = "ranking_users_without_training"
+    assert early.protocol[without] >= late.protocol[without]
+    # Test from the day after an earlier training end: test rows now include days that
+    # were training rows before, and popularity counts fewer positives.
+    assert gap.protocol["test_rows"] > late.protocol["test_rows"]
+    pop_late, pop_early = make_baseline("popular", 0), make_baseline("popular", 0)
+    pop_late.fit(late.catalog, late.train)
+    pop_early.fit(early.catalog, early.train)
+    assert pop_early.counts.sum() < pop_late.counts.sum()  # type: ignore[attr-defined]
+
+
+def test_quick_run_on_the_sample_has_every_method_and_the_json_shape(smoke_dir: Path) -> None:
+    result = evaluate_kuairand(smoke_dir, SPLIT, quick=True, n_boot=50)
+    assert set(result["methods"]) == set(method_names())
+    assert {"train_until", "test_from", "train_rows", "test_rows", "seed"} <= set(
+        result["protocol"]
+    )
+    for name, metrics in result["methods"].items():
+        assert "auc_long_view" in metrics and "gauc_long_view" in metrics, name
+        if name != "lr":
+            assert {"recall@10", "recall@50", "ndcg@50", "recall@100", "coverage"} <= set(metrics)
+        for metric, value in metrics.items():
+            lo, hi = value["ci95"]
+            assert np.isfinite([value["mean"], lo, hi]).all(), (name, metric)
+            assert lo <= hi
+    # Random cannot rank: near-chance AUC; recall grows with K for every ranking method.
+    assert 0.3 < result["methods"]["random"]["auc_long_view"]["mean"] < 0.7
+    for curve in result["curves"].values():
+        values = list(curve["recall"].values())
+        assert values == sorted(values)
+    json.dumps(result)  # JSON-able as is
+
+
+def test_cli_writes_json_and_html_report(smoke_dir: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "r.json", tmp_path / "r.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "kuairand",
+            "--data",
+            str(smoke_dir),
+            "--train-until",
+            "2022-04-30",
+            "--test-from",
+            "2022-05-01",
+            "--methods",
+            "random,popular",
+            "--methods",
+            "fyp",
+            "--quick",
+            "--bootstrap",
+            "20",
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert list(written["methods"]) == ["random", "popular", "fyp"]
+    assert written["protocol"]["bootstrap_resamples"] == 20
+    page = report.read_text()
+    assert "Gao et al." in page and "CC BY-SA 4.0" in page
+    assert page.count("data:image/png;base64,") >= 2
+
+
+def test_cli_refuses_bad_days_and_unknown_methods(smoke_dir: Path) -> None:
+    base = ["eval", "kuairand", "--data", str(smoke_dir), "--test-from", "2022-05-01"]
+    bad_day = CliRunner().invoke(app, [*base, "--train-until", "April"])
+    assert bad_day.exit_code == 2 and "not a day" in bad_day.output
+    unknown = CliRunner().invoke(app, [*base, "--train-until", "2022-04-30", "--methods", "knn"])
+    assert unknown.exit_code == 2 and "unknown methods" in unknown.output
+
+
+def test_the_original_csv_layout_gives_the_same_split(smoke_dir: Path, tmp_path: Path) -> None:
+    """KuaiRand-Pure's own log_standard_*.csv files lack watch_ratio and finish: they are
+    derived from play and video durations, and agree with the parquet extract's."""
+    original_columns = [
+        "user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like",
+        "is_follow", "is_comment", "is_forward", "is_hate", "long_view", "play_time_ms",
+        "duration_ms", "profile_stay_time", "comment_stay_time", "is_profile_enter",
+        "is_rand", "tab",
+    ]  # fmt: skip
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    pl.read_parquet(smoke_dir / SMOKE).select(original_columns).write_csv(
+        csv_dir / "log_standard_4_08_to_5_08_pure.csv"
+    )
+    (csv_dir / VIDEO_FEATURES).symlink_to(smoke_dir / VIDEO_FEATURES)
+    from_csv = load_eval_data(csv_dir, SPLIT)
+    from_parquet = load_eval_data(smoke_dir, SPLIT)
+    assert from_csv.protocol["test_rows"] == from_parquet.protocol["test_rows"]
+    assert from_csv.requests.users == from_parquet.requests.users
+    for label in ("long_view", "like", "click"):
+        assert (from_csv.outcomes.labels[label] == from_parquet.outcomes.labels[label]).all()
+    # Derived finish agrees with the extract's own flag on (nearly) every row.
+    agree = from_csv.outcomes.labels["finish"] == from_parquet.outcomes.labels["finish"]
+    assert agree.mean() > 0.95
+    ratio_csv, ratio_parquet = from_csv.outcomes.watch_ratio, from_parquet.outcomes.watch_ratio
+    assert np.median(np.abs(ratio_csv - ratio_parquet)) < 1e-6
