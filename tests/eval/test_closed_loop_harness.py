@@ -251,7 +251,7 @@ def test_closed_loop_report_shape(
         assert (name, 200, 200) in calls
     text = _render(closed_loop_table(small_run))
     assert all(name in text for name in small_run["methods"])
-    assert "watch s/session" in text and "→" in text
+    assert "watch s/session" in text and "topic entropy, session 4" in text
 
 
 @pytest.mark.slow
