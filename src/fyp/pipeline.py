@@ -67,14 +67,15 @@ class SideEffect(Protocol):
 
 
 class RecordImpressions:
-    """Records what was served (durably) and remembers it in the user's state."""
+    """Records what was served (written behind: see :meth:`ImpressionLog.append`) and
+    remembers it in the user's state."""
 
     def __init__(self, log: ImpressionLog, state: FeedState) -> None:
         self.log = log
         self.state = state
 
     def __call__(self, ctx: FeedContext, page: Sequence[Candidate]) -> None:
-        self.log.record(
+        self.log.append(
             [
                 Impression(
                     ctx.request_id,

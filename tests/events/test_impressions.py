@@ -6,6 +6,8 @@ kept at a location, so that calling it again on the same location reopens it.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -136,3 +138,70 @@ class TestImpressionLogContract:
         assert reopened.exposure_counts() == {"v1": 1, "v2": 1}
         reopened.record(page("u1", ["v3"], "r2"))
         assert [i.video_id for i in reopened.for_user("u1", 1)] == ["v3"]
+
+    def test_appended_impressions_are_seen_by_every_read_and_survive_close(
+        self, open_log: OpenLog
+    ) -> None:
+        log = open_log()
+        log.append(page("u1", ["v1", "v2"], "r1"))
+        assert log.count() == 2
+        log.append(page("u1", ["v3"], "r2"))
+        log.record(page("u2", ["v1"], "r3"))  # after what was appended before it
+        assert [i.video_id for i in log.for_user("u1", 10)] == ["v3", "v2", "v1"]
+        found = log.find("u1", "v3")
+        assert found is not None and found.request_id == "r2"
+        log.append(page("u1", ["v4"], "r4"))
+        assert log.recent_by_user(2) == {"u1": ["v3", "v4"], "u2": ["v1"]}
+        log.append(page("u1", ["v5"], "r5"))
+        assert log.exposure_counts() == {"v1": 2, "v2": 1, "v3": 1, "v4": 1, "v5": 1}
+        log.append(page("u3", ["v9"], "r6"))
+        log.close()  # with an append pending
+        reopened = open_log()
+        assert reopened.count() == 7
+        assert [i.video_id for i in reopened.for_user("u3", 1)] == ["v9"]
+
+    def test_appending_nothing_changes_nothing(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append([])
+        assert log.count() == 0
+
+
+def test_appended_impressions_are_written_soon_without_a_read(tmp_path: Path) -> None:
+    """Write-behind: with no further request or read, the writer thread commits them
+    within a moment (another connection sees them)."""
+    log = SqliteImpressionLog(tmp_path / "impressions.db", write_behind_s=0.01)
+    try:
+        log.append(page("u1", ["v1", "v2"], "r1"))
+        other = sqlite3.connect(tmp_path / "impressions.db")
+        deadline = time.monotonic() + 5.0
+        seen = 0
+        while time.monotonic() < deadline and seen < 2:
+            seen = other.execute("SELECT COUNT(*) FROM impressions").fetchone()[0]
+            time.sleep(0.01)
+        other.close()
+        assert seen == 2
+    finally:
+        log.close()
+
+
+def test_appends_wait_for_the_writer_and_a_read_writes_them_first(tmp_path: Path) -> None:
+    log = SqliteImpressionLog(tmp_path / "impressions.db", write_behind_s=3600)
+    try:
+        for k in range(5):
+            log.append(page("u1", ["a", "b"], f"r{k}"))
+        assert sqlite3_count(tmp_path / "impressions.db") == 0  # gathering, not yet due
+        assert log.count() == 10  # a read writes them first
+        assert sqlite3_count(tmp_path / "impressions.db") == 10
+        many = [imp("u2", f"v{i}", "big", i) for i in range(250)]  # several statements
+        log.append(many)
+        assert log.for_user("u2", 1000) == many[::-1]
+    finally:
+        log.close()
+
+
+def sqlite3_count(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
+    finally:
+        conn.close()

@@ -130,3 +130,43 @@ def test_memory_stays_bounded_and_the_strongest_link_survives_pruning() -> None:
     assert len(got) == 5
     assert 999 in [other for other, _ in got]
     assert len(model._co[0]) <= 4 * 5  # pruned, not growing with every one-off
+
+
+many_links = st.lists(
+    st.tuples(
+        st.integers(0, 59),
+        st.lists(st.integers(0, 59), unique=True, max_size=12),
+        st.sampled_from([1.0, 2.0, 3.0]),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=many_links, asked=st.lists(st.integers(0, 69), max_size=30), warm=st.integers(0, 10))
+def test_neighbours_of_each_are_exactly_the_one_by_one_lists(
+    ops: list[tuple[int, list[int], float]], asked: list[int], warm: int
+) -> None:
+    """Computed together (array arithmetic) or one by one, the same lists to the bit;
+    with some of them cached already, and rows with no links or never seen."""
+    together, alone = CoEngagement(5), CoEngagement(5)
+    for row, seeds, weight in ops:
+        together.add_positive(row, seeds, weight)
+        alone.add_positive(row, seeds, weight)
+    for row in asked[:warm]:
+        together.neighbours(row)
+    got = together.neighbours_of_each(asked)
+    assert got == [alone.neighbours(r) for r in asked]
+    assert got == [together.neighbours(r) for r in asked]  # and what it cached
+
+
+def test_neighbours_of_each_batches_a_request_of_many_links() -> None:
+    model, reference = CoEngagement(4), CoEngagement(4)
+    for m in (model, reference):
+        for user in range(40):  # each user enjoys 3 of 30 videos in a row
+            seq = [(user * 7 + k) % 30 for k in range(3)]
+            for i, row in enumerate(seq):
+                m.add_positive(row, seq[:i])
+    rows = list(range(30))
+    assert sum(len(model._co.get(r, {})) for r in rows) >= 64  # the batched path
+    assert model.neighbours_of_each(rows) == [reference.neighbours(r) for r in rows]

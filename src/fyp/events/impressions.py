@@ -7,20 +7,33 @@ is answered from what was recorded here when it was served.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
 from fyp.storage.sqlite import connect
 from fyp.types import Impression
 
+log = logging.getLogger(__name__)
+Row = tuple[str, str, str, int, str, float, str, int, str]
+
 
 class ImpressionLog(Protocol):
     def record(self, impressions: Sequence[Impression]) -> list[bool]:
         """Store impressions; an impression is identified by (request_id, position), so
         recording one again changes nothing. Returns, per impression, whether it was new."""
+        ...
+
+    def append(self, impressions: Sequence[Impression]) -> None:
+        """Store the impressions of a response just served (a new ``request_id``) without
+        making the response wait for the write: they may be stored a moment later, but
+        every read of this log, and :meth:`close`, sees them."""
         ...
 
     def for_user(self, user_id: str, limit: int) -> list[Impression]:
@@ -79,47 +92,120 @@ def _from_row(r: Any) -> Impression:  # a sqlite3 row
     )
 
 
-class SqliteImpressionLog:
-    """Impressions in SQLite. Commits reach the OS before ``record`` returns (they survive
-    a killed process); they are not fsynced one by one, since serving must stay fast."""
+_ROWS_PER_INSERT = 100  # 900 parameters a statement: well under SQLite's limit
 
-    def __init__(self, path: Path) -> None:
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO impressions ({_COLUMNS}) VALUES " + ",".join(
+        ["(?,?,?,?,?,?,?,?,?)"] * rows
+    )
+
+
+def _row(i: Impression) -> Row:
+    return (
+        i.request_id,
+        i.user_id,
+        i.video_id,
+        i.position,
+        i.source,
+        i.score,
+        i.surface,
+        i.ts,
+        i.reason,
+    )
+
+
+class SqliteImpressionLog:
+    """Impressions in SQLite. :meth:`record` commits before it returns, and commits reach
+    the OS (they survive a killed process); they are not fsynced one by one, since
+    serving must stay fast.
+
+    :meth:`append` (what serving uses) is written behind, off the request path: a writer
+    thread commits what gathered in the last ``write_behind_s`` in one transaction, with
+    multi-row statements (SQLite releases the GIL while it writes, and the WAL's
+    checkpoints and their syncs happen there too, not in a request). Every read, and
+    :meth:`close`, writes what is pending first; a killed process can lose the last
+    moment of impressions."""
+
+    def __init__(self, path: Path, write_behind_s: float = 0.05) -> None:
         self._conn = connect(path, "os")
         self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection: held while pending rows are written
+        self._write_behind_s = write_behind_s
+        self._pending: list[Row] = []
+        # Guards _pending and _closing (appends never wait for the connection); the
+        # writer waits on it for a first pending row.
+        self._wake = threading.Condition(threading.Lock())
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_behind, daemon=True, name="impressions")
+        self._writer.start()
 
     def record(self, impressions: Sequence[Impression]) -> list[bool]:
         if not impressions:
             return []
-        rows = [
-            (
-                i.request_id,
-                i.user_id,
-                i.video_id,
-                i.position,
-                i.source,
-                i.score,
-                i.surface,
-                i.ts,
-                i.reason,
-            )
-            for i in impressions
-        ]
+        rows = [_row(i) for i in impressions]
         with self._lock:
+            self._flush()
+            return self._insert(rows)
+
+    def append(self, impressions: Sequence[Impression]) -> None:
+        if not impressions:
+            return
+        rows = [_row(i) for i in impressions]
+        with self._wake:
+            if self._closing:
+                raise sqlite3.ProgrammingError("the impression log is closed")
+            if not self._pending:
+                self._wake.notify()
+            self._pending += rows
+
+    def _write_behind(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closing:
+                    self._wake.wait()
+                if not self._closing:
+                    self._wake.wait(self._write_behind_s)  # let a batch gather
+                if self._closing:
+                    return  # close() writes what is left
             try:
-                # The common case (a feed just served): every impression is new, one
-                # statement for the batch.
-                with self._transaction() as cur:
-                    cur.executemany(f"INSERT INTO impressions ({_COLUMNS}) {_VALUES}", rows)
-                return [True] * len(rows)
-            except sqlite3.IntegrityError:
-                pass  # some were recorded before (an import run again): one by one
-            new: list[bool] = []
+                with self._lock:
+                    self._flush()
+            except Exception:  # kept pending: the next flush (or a read) tries again
+                log.exception("writing impressions failed; will retry")
+                time.sleep(self._write_behind_s)
+
+    def _flush(self) -> None:
+        """Write the pending rows, in append order (hold ``_lock``)."""
+        with self._wake:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return
+        try:
+            self._insert(rows)
+        except BaseException:
+            with self._wake:
+                self._pending = rows + self._pending
+            raise
+
+    def _insert(self, rows: list[Row]) -> list[bool]:
+        try:
+            # The common case (a feed just served): every impression is new. A few
+            # statements of many rows each: one GIL release per statement, not per row.
             with self._transaction() as cur:
-                for row in rows:
-                    cur.execute(f"INSERT OR IGNORE INTO impressions ({_COLUMNS}) {_VALUES}", row)
-                    new.append(cur.rowcount == 1)
-            return new
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[start : start + _ROWS_PER_INSERT]
+                    cur.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
+            return [True] * len(rows)
+        except sqlite3.IntegrityError:
+            pass  # some were recorded before (an import run again): one by one
+        new: list[bool] = []
+        with self._transaction() as cur:
+            for row in rows:
+                cur.execute(f"INSERT OR IGNORE INTO impressions ({_COLUMNS}) {_VALUES}", row)
+                new.append(cur.rowcount == 1)
+        return new
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -134,6 +220,7 @@ class SqliteImpressionLog:
 
     def for_user(self, user_id: str, limit: int) -> list[Impression]:
         with self._lock:
+            self._flush()
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM impressions WHERE user_id = ? ORDER BY id DESC LIMIT ?",
                 (user_id, limit),
@@ -142,6 +229,7 @@ class SqliteImpressionLog:
 
     def find(self, user_id: str, video_id: str) -> Impression | None:
         with self._lock:
+            self._flush()
             row = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM impressions WHERE user_id = ? AND video_id = ? "
                 "ORDER BY id DESC LIMIT 1",
@@ -152,6 +240,7 @@ class SqliteImpressionLog:
     def recent_by_user(self, per_user: int) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         with self._lock:
+            self._flush()
             rows = self._conn.execute(
                 "SELECT user_id, video_id FROM ("
                 " SELECT user_id, video_id, id,"
@@ -165,6 +254,7 @@ class SqliteImpressionLog:
 
     def exposure_counts(self) -> dict[str, int]:
         with self._lock:
+            self._flush()
             rows = self._conn.execute(
                 "SELECT video_id, COUNT(*) FROM impressions GROUP BY video_id"
             ).fetchall()
@@ -172,8 +262,15 @@ class SqliteImpressionLog:
 
     def count(self) -> int:
         with self._lock:
+            self._flush()
             return int(self._conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
 
     def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._writer is not threading.current_thread():
+            self._writer.join()
         with self._lock:
+            self._flush()
             self._conn.close()

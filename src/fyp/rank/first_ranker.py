@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex, Codes
+from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
-from fyp.state.users import AFFINITY_PRIOR, Affinity, UserState, affinity_lift
+from fyp.state.users import AFFINITY_PRIOR, UserState, affinity_lift
 from fyp.state.videos import VideoStats
 from fyp.types import DAY_MS
 
@@ -50,6 +50,7 @@ FEATURES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURES)
 _FRESH_MS = 3 * 86_400_000
+_KIND = 1 << 32  # key offset between kinds of entity in one lookup table
 
 
 def _logit(p: F64) -> F64:
@@ -57,7 +58,9 @@ def _logit(p: F64) -> F64:
     return np.log(p / (1 - p))
 
 
-def _lookup(table: tuple[npt.NDArray[np.int64], F64], codes: npt.NDArray[np.int32]) -> F64:
+def _lookup(
+    table: tuple[npt.NDArray[np.int64], F64], codes: npt.NDArray[np.int32] | npt.NDArray[np.int64]
+) -> F64:
     """The value for each code in ``codes`` (any shape) from a sorted (codes, values)
     table; 0 for codes not in it (and for -1, "none")."""
     keys, values = table
@@ -157,46 +160,70 @@ class FirstRanker:
         """(n, 4): creator, sound and mean hashtag lift, and follows, per row.
 
         Two paths, one result: a direct loop for the few rows of a training example, and
-        lookup tables over creator, sound and hashtag codes for a request's hundreds of
-        candidates (each of the user's known entities is evaluated once, not once per
-        candidate)."""
+        one lookup table over the user's known creators, sounds, hashtags and followed
+        creators for a request's hundreds of candidates (each of the user's known
+        entities is evaluated once, not once per candidate)."""
         if not (user.creators or user.follows):
             return np.zeros((len(idx), 4))  # a user with no history: every affinity is 0
         base = self._user_long_view_rate(user)
         if len(idx) <= 16:
             return self._affinities_direct(user, idx, now, base)
         cat = self.catalog
+        n = len(idx)
         tags = cat.tag_codes[idx]  # (n, TAGS_PER_VIDEO), -1 padded
+        # One key space for the four kinds (codes are int32; -1, "none", lands on a key
+        # of no kind, so it is never found): creator, sound, hashtags, followed creator.
+        t0, t1 = 2 * n, (2 + TAGS_PER_VIDEO) * n
+        queries = np.empty(t1 + n, dtype=np.int64)
+        queries[:n] = cat.creator_code[idx]
+        queries[n:t0] = cat.sound_code[idx]
+        queries[n:t0] += _KIND
+        queries[t0:t1] = tags.reshape(-1)
+        queries[t0:t1] += 2 * _KIND
+        queries[t1:] = queries[:n]
+        queries[t1:] += 3 * _KIND
+        found = _lookup(self._lift_table(user, base, now), queries)
         n_tags = np.maximum((tags >= 0).sum(axis=1), 1)
-        out = np.zeros((len(idx), 4))
-        out[:, 0] = _lookup(
-            self._lifts(user.creators, cat.creators, base, now), cat.creator_code[idx]
-        )
-        out[:, 1] = _lookup(self._lifts(user.sounds, cat.sounds, base, now), cat.sound_code[idx])
-        out[:, 2] = (
-            _lookup(self._lifts(user.hashtags, cat.hashtags, base, now), tags).sum(1) / n_tags
-        )
-        followed = sorted(c for f in user.follows if (c := cat.creators.of.get(f)) is not None)
-        ones = (np.asarray(followed, dtype=np.int64), np.ones(len(followed)))
-        out[:, 3] = _lookup(ones, cat.creator_code[idx])
+        out = np.empty((n, 4))
+        out[:, 0] = found[:n]
+        out[:, 1] = found[n : 2 * n]
+        out[:, 2] = found[t0:t1].reshape(n, TAGS_PER_VIDEO).sum(1) / n_tags
+        out[:, 3] = found[t1:]
         return out
 
-    def _lifts(
-        self, known: dict[str, Affinity], codes: Codes, base: float, now: int
+    def _lift_table(
+        self, user: UserState, base: float, now: int
     ) -> tuple[npt.NDArray[np.int64], F64]:
-        """The user's known entities of one kind: (codes sorted, their affinity lifts),
-        :func:`affinity_lift` computed for all of them at once."""
-        found = [(c, a) for key, a in known.items() if (c := codes.of.get(key)) is not None]
-        n = len(found)
-        code = np.fromiter((c for c, _ in found), dtype=np.int64, count=n)
-        views = np.fromiter((a.views for _, a in found), dtype=np.float64, count=n)
-        positives = np.fromiter((a.positives for _, a in found), dtype=np.float64, count=n)
-        ts = np.fromiter((a.ts for _, a in found), dtype=np.float64, count=n)
-        decay = 0.5 ** (np.maximum(now - ts, 0.0) / self.half_life_ms)
-        p = (positives * decay + AFFINITY_PRIOR * base) / (views * decay + AFFINITY_PRIOR)
-        lift = _logit(p) - _logit(np.array([base]))[0]
-        order = np.argsort(code, kind="stable")
-        return code[order], lift[order]
+        """The user's known creators, sounds and hashtags, and followed creators, as one
+        table (keys sorted, values): :func:`affinity_lift` of each known entity computed
+        all at once, and 1.0 for each followed creator. A key is kind x _KIND + code."""
+        cat = self.catalog
+        known: list[tuple[int, float, float, int]] = []
+        for kind, entities, codes in (
+            (0, user.creators, cat.creators.of),
+            (_KIND, user.sounds, cat.sounds.of),
+            (2 * _KIND, user.hashtags, cat.hashtags.of),
+        ):
+            known += [
+                (kind + c, a.views, a.positives, a.ts)
+                for key, a in entities.items()
+                if (c := codes.get(key)) is not None
+            ]
+        followed = [
+            3 * _KIND + c for f in user.follows if (c := cat.creators.of.get(f)) is not None
+        ]
+        keys = np.empty(len(known) + len(followed), dtype=np.int64)
+        values = np.ones(len(keys))
+        if known:
+            k = np.array(known, dtype=np.float64)  # keys and ms times are exact in float64
+            keys[: len(known)] = k[:, 0]
+            views, positives, ts = k[:, 1], k[:, 2], k[:, 3]
+            decay = 0.5 ** (np.maximum(now - ts, 0.0) / self.half_life_ms)
+            p = (positives * decay + AFFINITY_PRIOR * base) / (views * decay + AFFINITY_PRIOR)
+            values[: len(known)] = _logit(p) - _logit(np.array([base]))[0]
+        keys[len(known) :] = followed
+        order = np.argsort(keys)
+        return keys[order], values[order]
 
     def _affinities_direct(
         self, user: UserState, idx: npt.NDArray[np.intp], now: int, base: float

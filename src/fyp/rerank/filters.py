@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from fyp.catalog.index import CatalogIndex
 from fyp.retrieve.base import FeedContext
 from fyp.types import Candidate
@@ -54,9 +56,14 @@ class EligibilityFilter:
         self.catalog = catalog
 
     def apply(self, ctx: FeedContext, candidates: list[Candidate]) -> FilterResult:
+        if not candidates:
+            return FilterResult([], [])
+        label_ok, region_free = self.catalog.label_ok, self.catalog.region_free
+        rows = np.fromiter((c.row for c in candidates), dtype=np.intp, count=len(candidates))
+        if (label_ok[rows] & region_free[rows]).all():
+            return FilterResult(list(candidates), [])  # the common case: nothing to check
         kept: list[Candidate] = []
         removed: list[tuple[Candidate, str]] = []
-        label_ok, region_free = self.catalog.label_ok, self.catalog.region_free
         for c in candidates:
             if not label_ok[c.row]:
                 labels = ",".join(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from fyp.retrieve.base import FeedContext
 from fyp.state.updater import FeedState
 from fyp.types import Candidate
@@ -20,16 +22,20 @@ class CoEngagementSource:
         if not seeds:
             return []
         scores: dict[int, float] = {}
-        via: dict[int, int] = {}
+        via: dict[int, int] = {}  # the seed that first proposed each row
+        newest_first = seeds[::-1]
+        each = self.state.coengagement.neighbours_of_each(newest_first)
         # Newer seeds weigh more: interests drift within a session.
-        for age, seed in enumerate(reversed(seeds)):
+        for age, (seed, neighbours) in enumerate(zip(newest_first, each, strict=True)):
             recency = 0.9**age
-            for row, sim in self.state.coengagement.neighbours(seed):
-                s = scores.get(row, 0.0) + recency * sim
-                scores[row] = s
-                if row not in via:
+            for row, sim in neighbours:
+                if row in scores:
+                    scores[row] += recency * sim
+                else:
+                    scores[row] = recency * sim
                     via[row] = seed
-        best = sorted(scores.items(), key=lambda kv: -kv[1])[: self.limit]
+        # Best first; ties in the order the rows were first met (a stable sort).
+        best = sorted(scores.items(), key=itemgetter(1), reverse=True)[: self.limit]
         videos = self.state.catalog.videos
         return [
             Candidate(
@@ -38,7 +44,7 @@ class CoEngagementSource:
                 self.name,
                 f"People who enjoyed a video you enjoyed ({videos[via[row]].video_id}) "
                 "also enjoyed this",
-                source_score=score,
+                score,
             )
             for row, score in best
         ]
