@@ -399,10 +399,17 @@ class Server:
     group. ``startup_s`` is from spawn to the first 200 from ``/healthz`` (imports,
     catalog load and replay of the event log). Always use it as a context manager."""
 
-    def __init__(self, data_dir: Path, log_path: Path, timeout_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        timeout_s: float = 900.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.timeout_s = timeout_s
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.startup_s = float("nan")
@@ -444,7 +451,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         deadline = t0 + self.timeout_s
         with httpx.Client(base_url=self.base_url, timeout=5.0) as client:

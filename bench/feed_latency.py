@@ -56,7 +56,7 @@ from _common import (
     utc_now_iso,
     write_json,
 )
-from fyp.config import Settings
+from fyp.config import ModelSettings, Settings
 from fyp.engine import Engine
 from fyp.types import now_ms
 
@@ -77,9 +77,14 @@ def request_users(n_users: int, n: int, seed: int, tag: str) -> list[str]:
 
 
 def build_state(
-    data_dir: Path, n_videos: int, n_users: int, views_per_user: int, now: int
+    data_dir: Path,
+    n_videos: int,
+    n_users: int,
+    views_per_user: int,
+    now: int,
+    model: bool = True,
 ) -> tuple[Engine, dict[str, Any]]:
-    engine = Engine.open(Settings(data_dir=data_dir))
+    engine = Engine.open(Settings(data_dir=data_dir, model=ModelSettings(enabled=model)))
     setup: dict[str, Any] = {"videos": n_videos, "users": n_users, "views_per_user": views_per_user}
     t0 = time.perf_counter()
     catalog = make_catalog(n_videos, now, seed=n_videos)
@@ -195,11 +200,12 @@ def bench_http(
     users: list[str],
     warmup: int,
     healthz_requests: int,
+    server_env: dict[str, str] | None = None,
 ) -> tuple[float, list[dict[str, Any]]]:
     feed_jobs = [Job("GET", f"/v1/feed?user_id={u}&count={COUNT}") for u in users]
     health = [Job("GET", "/healthz")] * (healthz_requests + warmup)
     rows: list[dict[str, Any]] = []
-    with Server(data_dir, log_path) as server:
+    with Server(data_dir, log_path, env=server_env) as server:
         startup = server.startup_s
         for name, jobs, route in (
             ("HTTP GET /healthz", health, "/healthz"),
@@ -224,6 +230,11 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the in-process path")
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
     ap.add_argument("--keep-data", action="store_true", help="keep the data dirs afterwards")
+    ap.add_argument(
+        "--no-model",
+        action="store_true",
+        help="serve without the learned models ([model] enabled = false): the backbone alone",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
 
@@ -239,6 +250,7 @@ def main() -> None:
     payload: dict[str, Any] = {
         "benchmark": "feed_latency",
         "quick": args.quick,
+        "learned_models": not args.no_model,
         "started_at": utc_now_iso(),
         "machine": machine_info(root),
         "params": {
@@ -267,7 +279,11 @@ def main() -> None:
                 f"({n_users:,} users x {views} views) in {data_dir}"
             )
             now = now_ms()
-            engine, setup = build_state(data_dir, n_videos, n_users, views, now)
+            engine, setup = build_state(
+                data_dir, n_videos, n_users, views, now, model=not args.no_model
+            )
+            if engine.models is not None:
+                setup["ranker"] = engine.pipeline.ranker.active()
             console.print(
                 f"  {setup['events']:,} events; upsert {setup['upsert_videos_s']:.1f} s, "
                 f"ingest {setup['ingest_s']:.1f} s, learn {setup['learn_s']:.1f} s"
@@ -286,8 +302,13 @@ def main() -> None:
             finally:
                 engine.close()
             users = request_users(n_users, http_n + warmup, seed=n_videos + 8, tag="http")
+            server_env = None
+            if args.no_model:
+                config = root / "no-model.toml"
+                config.write_text("[model]\nenabled = false\n")
+                server_env = {"FYP_CONFIG": str(config)}
             startup, http_rows = bench_http(
-                data_dir, root / f"server-{n_videos}.log", users, warmup, health_n
+                data_dir, root / f"server-{n_videos}.log", users, warmup, health_n, server_env
             )
             setup["server_startup_s"] = startup
             console.print(
@@ -303,7 +324,9 @@ def main() -> None:
     payload["finished_at"] = utc_now_iso()
 
     _print(payload)
-    name = "feed_latency_quick" if args.quick else "feed_latency"
+    name = ("feed_latency_quick" if args.quick else "feed_latency") + (
+        "_no_model" if args.no_model else ""
+    )
     if profile_text:
         payload["profile"] = profile_text
         console.print(profile_text.split("\n\n\n")[0].rstrip(), markup=False, highlight=False)

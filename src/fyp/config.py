@@ -107,6 +107,25 @@ class FeedConfig(_Section):
     excluded_labels: tuple[str, ...] = ("removed", "ineligible", "misinformation")
 
 
+class ModelSettings(_Section):
+    """The learned models (``fyp.model``): a multi-task ranker (MMoE) that takes over from
+    the first ranker once it has seen ``warmup_examples``, and two-tower retrieval that
+    joins the candidate sources after ``retrieval_warmup`` positives."""
+
+    enabled: bool = True
+    ranker_batch: int = Field(256, ge=1)  # examples per optimisation step
+    retrieval_batch: int = Field(256, ge=2)
+    warmup_examples: int = Field(20_000, ge=0)
+    retrieval_warmup: int = Field(5_000, ge=0)
+    embedding_dim: int = Field(16, ge=1)
+    min_count: int = Field(2, ge=1)  # occurrences before an id gets its own row
+    expire_after_days: float = Field(30.0, gt=0)
+    retrieval_candidates: int = Field(100, ge=0)
+    rerank_top: int = Field(64, ge=1)  # candidates the learned ranker re-orders per request
+    seed: int = 0
+    threads: int = Field(1, ge=1)  # torch threads: one leaves the other core to serving
+
+
 class Settings(_Section):
     data_dir: Path = Path(".fyp-data")
     region: str = "local"
@@ -117,6 +136,7 @@ class Settings(_Section):
     sources: SourcesConfig = SourcesConfig()
     ranker: RankerConfig = RankerConfig()
     feed: FeedConfig = FeedConfig()
+    model: ModelSettings = ModelSettings()
 
 
 _ENV_KEYS = {

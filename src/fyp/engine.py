@@ -11,6 +11,7 @@ import gc
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fyp.catalog.index import CatalogIndex
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
@@ -19,8 +20,13 @@ from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
 from fyp.events.ingest import IngestResult, ingest
 from fyp.events.log import EventLog, SqliteEventLog
 from fyp.pipeline import Feed, FeedPipeline, build_pipeline
+from fyp.rank.base import WarmOrFirst
+from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.state.updater import FeedState
 from fyp.types import DEFAULT_SURFACE, Impression, Video, now_ms
+
+if TYPE_CHECKING:
+    from fyp.model.online import OnlineModels
 
 Clock = Callable[[], int]
 
@@ -41,7 +47,23 @@ class Engine:
         self.impressions = impression_log
         self.catalog = CatalogIndex(settings.feed.excluded_labels)
         self.state = FeedState(settings, self.catalog)
-        self.pipeline: FeedPipeline = build_pipeline(settings, self.state, impression_log)
+        # The learned models train from the learning step's examples (fyp.model.online).
+        self.models: OnlineModels | None = None
+        if settings.model.enabled:
+            from fyp.model.online import OnlineModels
+
+            self.models = OnlineModels(settings, self.state)
+        self.pipeline: FeedPipeline = build_pipeline(
+            settings,
+            self.state,
+            impression_log,
+            None
+            if self.models is None
+            else WarmOrFirst(self.models.ranker, self.state.ranker, settings.model.rerank_top),
+            []
+            if self.models is None
+            else [TwoTowerSource(self.models, settings.model.retrieval_candidates)],
+        )
         # One lock for the in-memory state: the learning step and a feed request never
         # interleave (each holds it for milliseconds).
         self._lock = threading.RLock()

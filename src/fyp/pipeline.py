@@ -21,7 +21,7 @@ import numpy as np
 
 from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog
-from fyp.rank.first_ranker import FirstRanker
+from fyp.rank.base import FirstRankerValues, Ranker
 from fyp.rerank.diversity import CreatorSoundSpacing
 from fyp.rerank.exploration import ExplorationSlots
 from fyp.rerank.filters import EligibilityFilter, Filter, NotInterestedFilter, SeenOrServedFilter
@@ -100,7 +100,7 @@ class FeedPipeline:
     sources: list[CandidateSource]
     filters: list[Filter]
     backfill: BackfillSource
-    ranker: FirstRanker
+    ranker: Ranker
     exploration: ExplorationSlots
     spacing: CreatorSoundSpacing
     last_gate: EligibilityFilter
@@ -202,16 +202,22 @@ class FeedPipeline:
     def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
         if not candidates:
             return []
-        values = self.ranker.score(ctx.user, [c.row for c in candidates], ctx.now).values
+        values = self.ranker.values(ctx, [c.row for c in candidates])
         for c, value in zip(candidates, values.tolist(), strict=True):
             c.score = value
         return [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]
 
 
 def build_pipeline(
-    settings: Settings, state: FeedState, impressions: ImpressionLog
+    settings: Settings,
+    state: FeedState,
+    impressions: ImpressionLog,
+    ranker: Ranker | None = None,
+    extra_sources: Sequence[CandidateSource] = (),
 ) -> FeedPipeline:
-    """The feed, as ordered lists of components."""
+    """The feed, as ordered lists of components. ``ranker``: the first ranker unless
+    given (the engine passes the learned one with its fallback); ``extra_sources`` join
+    the built-in candidate sources (the engine's learned retrieval)."""
     src = settings.sources
     catalog = state.catalog
     return FeedPipeline(
@@ -226,6 +232,7 @@ def build_pipeline(
                 int(src.fresh_window_hours * 3_600_000),
                 src.fresh_exposure_budget,
             ),
+            *extra_sources,
         ],
         filters=[  # cheapest first
             SeenOrServedFilter(),
@@ -233,7 +240,7 @@ def build_pipeline(
             EligibilityFilter(catalog),
         ],
         backfill=BackfillSource(state, src.backfill_candidates),
-        ranker=state.ranker,
+        ranker=ranker or FirstRankerValues(state.ranker),
         exploration=ExplorationSlots(FreshSource.name, settings.feed.fresh_share),
         spacing=CreatorSoundSpacing(catalog, settings.feed.max_per_creator),
         last_gate=EligibilityFilter(catalog),

@@ -10,6 +10,12 @@ One trained engine answers as several methods, each a row of the report:
 * ``fyp_first_ranker``: the first ranker alone over every eligible video (no candidate
   sources); on impressions, its head for each label (P(long_view), P(finish), P(like));
   KuaiRand's click has no head, so its value score.
+* ``fyp_mmoe``: the learned multi-task ranker (``fyp.model``), trained online during the
+  replay; it re-ranks the first ranker's best thousand videos, and on impressions answers
+  with its head for each label.
+
+``fyp`` uses the ranker the engine serves with: the learned one once it is warm (it has
+seen its warm-up examples), the first ranker before.
 
 Nothing from the test period reaches the engine: it ingests only :class:`Train` rows, and
 the evaluation's requests carry times, users and pages, never outcomes.
@@ -17,6 +23,7 @@ the evaluation's requests carry times, users and pages, never outcomes.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,12 +36,14 @@ from fyp.engine import Engine
 from fyp.eval.kuairand import ImportSummary, import_kuairand
 from fyp.eval.methods import FloatArray, IntArray, Method, _impressions_by_user, top_rows
 from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train
-from fyp.pipeline import FeedPipeline, build_pipeline
+from fyp.pipeline import FeedPipeline, PipelineCounters
 from fyp.state.feedback import LABEL_INDEX
+from fyp.types import DEFAULT_SURFACE
 
 __all__ = ["ENGINE_METHODS", "EngineModel", "FypFirstRanker", "FypPipeline"]
 
-ENGINE_METHODS: tuple[str, ...] = ("fyp", "fyp_first_ranker")
+ENGINE_METHODS: tuple[str, ...] = ("fyp", "fyp_first_ranker", "fyp_mmoe")
+SHORTLIST = 1_000  # fyp_mmoe's first stage
 
 # Sources are timed against a budget and fail open when over it; on a busy machine that
 # would make results depend on the machine's load. The evaluation measures what the
@@ -152,10 +161,11 @@ class FypPipeline(_EngineMethod):
 
     def pipeline(self) -> FeedPipeline:
         if self._pipeline is None:
-            engine = self.engine
-            pipeline = build_pipeline(engine.settings, engine.state, engine.impressions)
-            pipeline.side_effects = []  # asking must not change what is asked
-            self._pipeline = pipeline
+            # The engine's own pipeline (its ranker and sources), minus side effects:
+            # asking must not change what is asked.
+            self._pipeline = dataclasses.replace(
+                self.engine.pipeline, side_effects=[], counters=PipelineCounters()
+            )
         return self._pipeline
 
     def top_k(self, requests: Requests, k: int) -> list[IntArray]:
@@ -180,9 +190,67 @@ class FypPipeline(_EngineMethod):
         return {label: "value" for label in IMPRESSION_LABELS}
 
 
+class FypMMoE(_EngineMethod):
+    """The learned multi-task ranker alone (trained online during the replay), over every
+    eligible video; on impressions, its head for each label."""
+
+    name = "fyp_mmoe"
+
+    def _scored(self, user: str, rows: IntArray, at_ms: int) -> tuple[FloatArray, FloatArray]:
+        engine = self.engine
+        if engine.models is None:
+            raise RuntimeError("fyp_mmoe: the engine runs without learned models")
+        p, v = engine.models.ranker.predict(
+            user, engine.state.user(user), self.model.to_engine[rows].tolist(), at_ms, self._surface
+        )
+        return p.astype(np.float64), v.astype(np.float64)
+
+    _surface = DEFAULT_SURFACE
+
+    def top_k(self, requests: Requests, k: int) -> list[IntArray]:
+        """Two stages, as in serving: the first ranker's best ``SHORTLIST`` eligible
+        videos, re-ranked by the learned model (scoring the whole catalog per user with
+        the network would cost minutes and change little: what the first ranker puts
+        below its top thousand is not what a person watches)."""
+        engine = self.engine
+        every = self.model.to_engine.tolist()
+        out = []
+        for u, at, surface in zip(
+            requests.users, requests.at_ms.tolist(), requests.surface, strict=True
+        ):
+            first = engine.state.ranker.score(engine.state.user(u), every, int(at)).values
+            shortlist = top_rows(first, self.seen.get(u, set()), SHORTLIST)
+            self._surface = surface
+            values = self._scored(u, shortlist, int(at))[1]
+            out.append(shortlist[top_rows(values, set(), k)])
+        return out
+
+    def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
+        # Per impression surface: group by (user, surface).
+        out = {label: np.zeros(len(requests.imp_row)) for label in IMPRESSION_LABELS}
+        surfaces = np.array(requests.imp_surface, dtype=np.str_)
+        for user, idx in _impressions_by_user(requests):
+            for surface in np.unique(surfaces[idx]).tolist():
+                sub = idx[surfaces[idx] == surface]
+                self._surface = surface
+                at = int(requests.imp_time_ms[sub].min())
+                p, v = self._scored(user, requests.imp_row[sub], at)
+                for label in IMPRESSION_LABELS:
+                    head = LABEL_INDEX.get(label)
+                    out[label][sub] = v if head is None else p[:, head]
+        return out
+
+    def scores_used(self) -> dict[str, str]:
+        return {
+            label: f"P({label})" if label in LABEL_INDEX else "value" for label in IMPRESSION_LABELS
+        }
+
+
 def make_engine_method(name: str, model: EngineModel) -> Method:
     if name == "fyp":
         return FypPipeline(model)
+    if name == "fyp_mmoe":
+        return FypMMoE(model)
     if name == "fyp_first_ranker":
         return FypFirstRanker(model)
     raise ValueError(f"unknown engine method {name!r}; known: {', '.join(ENGINE_METHODS)}")

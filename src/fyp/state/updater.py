@@ -14,7 +14,7 @@ exactly the state the live engine had.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,17 +27,30 @@ from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
 from fyp.state.users import Affinity, UserState, new_user
 from fyp.state.videos import Trending, VideoStats
-from fyp.types import DAY_MS, EventType, LoggedEvent
+from fyp.types import DAY_MS, DEFAULT_SURFACE, EventType, LoggedEvent
 
 
 @dataclass(slots=True)
-class _Pending:
+class Example:
+    """One impression joined with its outcomes: the context when it opened (before the
+    view or action that opened it changed anything) and the labels that followed."""
+
+    user_id: str
     row: int
     ts: int
     seq: int  # order of opening, to tell a live heap entry from a stale one
-    features: npt.NDArray[np.float64]  # (L, F)
+    features: npt.NDArray[np.float64]  # (L, F): the first ranker's features then
     labels: npt.NDArray[np.float64]  # (L,)
+    surface: str
+    video_views: float  # evidence then: the video's views and the user's
+    user_views: float
+    history: tuple[int, ...]  # the user's recent views before this one, oldest first
     viewed: bool = False  # only examples with a view are learned from
+
+
+# What the learned models are told of each closed example, in log order.
+ExampleListener = Callable[[Sequence[Example]], None]
+_HISTORY_IN_EXAMPLE = 20
 
 
 class FeedState:
@@ -58,10 +71,13 @@ class FeedState:
         self._half_life_ms = settings.ranker.affinity_half_life_days * DAY_MS
         # user -> the example of the video they are on; a heap of (ts, seq, user) finds
         # the ones whose label window has passed, whatever order timestamps come in
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, Example] = {}
         self._by_time: list[tuple[int, int, str]] = []
         self._seq = 0
-        self._examples: list[_Pending] = []
+        self._examples: list[Example] = []
+        # Called with each micro-batch of closed examples, after the first ranker learns
+        # from it: the learned models' joiner feed (fyp.model.online).
+        self.example_listeners: list[ExampleListener] = []
 
     def user(self, user_id: str) -> UserState:
         u = self.users.get(user_id)
@@ -87,14 +103,17 @@ class FeedState:
                 self.skipped_events += 1
                 continue
             user = self.user(e.user_id)
+            surface = e.surface or DEFAULT_SURFACE
             if e.type is EventType.VIEW:
-                self._apply_view(e.user_id, user, row, e.ts, e.watch_ms or 0)
+                self._apply_view(e.user_id, user, row, e.ts, e.watch_ms or 0, surface)
             elif e.type in ACTION_LABEL:
-                self._apply_action(e.user_id, user, row, e.ts, ACTION_LABEL[e.type])
+                self._apply_action(e.user_id, user, row, e.ts, ACTION_LABEL[e.type], surface)
         self._train()
 
-    def _apply_view(self, user_id: str, user: UserState, row: int, ts: int, watch_ms: int) -> None:
-        pending = self._example_for(user_id, user, row, ts)
+    def _apply_view(
+        self, user_id: str, user: UserState, row: int, ts: int, watch_ms: int, surface: str
+    ) -> None:
+        pending = self._example_for(user_id, user, row, ts, surface)
         pending.viewed = True
         long_view, finish, skip = view_labels(
             watch_ms, int(self.catalog.duration_ms[row]), self.settings.feedback
@@ -123,7 +142,9 @@ class FeedState:
         if long_view:
             self._positive(user, row, ts, ENGAGEMENT_WEIGHT["long_view"])
 
-    def _example_for(self, user_id: str, user: UserState, row: int, ts: int) -> _Pending:
+    def _example_for(
+        self, user_id: str, user: UserState, row: int, ts: int, surface: str
+    ) -> Example:
         """The open example of ``user`` on ``row``, opened now (features taken before this
         event changes anything) unless it is open already. An app sends a like during
         playback and the view (with its watch time) when the user swipes on, so either
@@ -135,7 +156,19 @@ class FeedState:
             self._close(user_id)
         self._seq += 1
         x = self.ranker.example_features(user, row, ts)
-        pending = _Pending(row, ts, self._seq, x, np.zeros(len(LABELS)))
+        history = tuple(user.history)[-_HISTORY_IN_EXAMPLE:] if self.example_listeners else ()
+        pending = Example(
+            user_id,
+            row,
+            ts,
+            self._seq,
+            x,
+            np.zeros(len(LABELS)),
+            surface,
+            float(self.stats.views[row]),
+            user.views,
+            history,
+        )
         self._pending[user_id] = pending
         heapq.heappush(self._by_time, (ts, self._seq, user_id))
         return pending
@@ -145,9 +178,11 @@ class FeedState:
         if pending.viewed:  # an action with no view of the video is no impression outcome
             self._examples.append(pending)
 
-    def _apply_action(self, user_id: str, user: UserState, row: int, ts: int, label: str) -> None:
+    def _apply_action(
+        self, user_id: str, user: UserState, row: int, ts: int, label: str, surface: str
+    ) -> None:
         k = LABEL_INDEX[label]
-        pending = self._example_for(user_id, user, row, ts)
+        pending = self._example_for(user_id, user, row, ts, surface)
         if pending.labels[k]:
             return  # the same action twice on one video counts once
         pending.labels[k] = 1.0
@@ -200,6 +235,8 @@ class FeedState:
             self.ranker.learn(
                 np.stack([p.features for p in batch]), np.stack([p.labels for p in batch])
             )
+            for listener in self.example_listeners:
+                listener(batch)
 
     def flush_all(self) -> None:
         """Close every pending example and learn from all of them now (end of a replay)."""

@@ -1,0 +1,1 @@
+"""Learned models: embedding tables, two-tower retrieval, multi-task ranker, online trainer."""

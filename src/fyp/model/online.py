@@ -1,0 +1,132 @@
+"""The learned models, trained online from the learning loop's joined examples.
+
+The learning step (:class:`fyp.state.updater.FeedState`) is the joiner: it opens an
+example when a user's view (or action) of a video arrives, with the context as it was
+before that event, completes its labels with the actions that follow, and closes it after
+the label window. Each closed micro-batch reaches :meth:`OnlineModels.on_examples`, which
+turns it into training examples for
+
+* the multi-task ranker (every viewed impression, positive or not), and
+* two-tower retrieval (the positives: long view, like, share, follow, comment),
+
+and trains each in fixed-size batches carried across calls — so replaying the same log
+gives the same models, whatever the cut of the calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from fyp.config import Settings
+from fyp.model.ann import ItemIndex
+from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_example
+from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
+from fyp.state.feedback import LABEL_INDEX
+from fyp.state.updater import Example, FeedState
+
+__all__ = ["OnlineModels"]
+
+_FULL_REFRESH_STEPS = 200  # retrieval steps between whole-catalog refreshes of the index
+_REFRESH_CHUNK = 4_096
+
+_POSITIVE = np.array(
+    [LABEL_INDEX[n] for n in ("long_view", "like", "share", "follow", "comment")], dtype=np.intp
+)
+
+
+class OnlineModels:
+    def __init__(self, settings: Settings, state: FeedState) -> None:
+        m = settings.model
+        torch.set_num_threads(m.threads)
+        self.settings = settings
+        self.state = state
+        self.ranker = MultiTaskRanker(
+            ModelConfig(
+                embedding_dim=m.embedding_dim,
+                min_count=m.min_count,
+                expire_after_days=m.expire_after_days,
+                warmup_examples=m.warmup_examples,
+                seed=m.seed,
+            ),
+            settings.ranker.value_weights,
+            state.ranker,
+        )
+        self.retrieval = TwoTower(
+            TwoTowerConfig(
+                min_count=m.min_count,
+                expire_after_days=m.expire_after_days,
+                warmup_examples=m.retrieval_warmup,
+                seed=m.seed,
+            ),
+            state.catalog,
+        )
+        # Item vectors of the whole catalog for retrieval; rows of each training batch
+        # are refreshed after their step, everything every ``_FULL_REFRESH_STEPS``.
+        self.index = ItemIndex(self.retrieval.cfg.output_dim, seed=m.seed)
+        self._retrieval_steps = 0
+        self._rank_queue: list[RankExample] = []
+        self._retrieval_queue: list[RetrievalExample] = []
+        state.example_listeners.append(self.on_examples)
+
+    def on_examples(self, examples: Sequence[Example]) -> None:
+        catalog = self.state.catalog
+        for e in examples:
+            video = catalog.videos[e.row]
+            self._rank_queue.append(
+                RankExample(
+                    e.user_id,
+                    video.video_id,
+                    video.creator_id,
+                    video.sound_id,
+                    video.hashtags,
+                    e.surface,
+                    e.ts,
+                    dense_from_example(
+                        e.features,
+                        int(catalog.duration_ms[e.row]),
+                        e.ts,
+                        e.video_views,
+                        e.user_views,
+                    ),
+                    e.labels.astype(np.float32),
+                )
+            )
+            if e.labels[_POSITIVE].any():
+                self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
+        self._train()
+
+    def _train(self) -> None:
+        m = self.settings.model
+        while len(self._rank_queue) >= m.ranker_batch:
+            batch = self._rank_queue[: m.ranker_batch]
+            del self._rank_queue[: m.ranker_batch]
+            self.ranker.learn(batch)
+        while len(self._retrieval_queue) >= m.retrieval_batch:
+            batch_r = self._retrieval_queue[: m.retrieval_batch]
+            del self._retrieval_queue[: m.retrieval_batch]
+            self.retrieval.learn(batch_r)
+            self._retrieval_steps += 1
+            if not self.retrieval.warm:
+                continue
+            if len(self.index) == 0 or self._retrieval_steps % _FULL_REFRESH_STEPS == 0:
+                self.refresh_index()
+            else:
+                self.refresh_index(sorted({e.row for e in batch_r}), batch_r[-1].ts)
+
+    def refresh_index(self, rows: Sequence[int] | None = None, now: int | None = None) -> None:
+        """Recompute item vectors (of ``rows``, or of the whole catalog) into the index.
+        A whole-catalog pass also picks up videos added since the last one."""
+        catalog = self.state.catalog
+        if rows is None:
+            rows = range(len(catalog))
+        rows = list(rows)
+        at = now if now is not None else 0
+        for start in range(0, len(rows), _REFRESH_CHUNK):
+            chunk = rows[start : start + _REFRESH_CHUNK]
+            self.index.upsert(
+                [catalog.videos[r].video_id for r in chunk],
+                self.retrieval.item_vectors(chunk, at),
+            )

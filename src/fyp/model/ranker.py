@@ -1,0 +1,474 @@
+"""The multi-task ranker: a multi-gate mixture of experts (MMoE, Ma et al., KDD 2018) over
+the collisionless embedding tables and the engine's context features, one head per label.
+
+Input per (user, video, request):
+
+* embeddings: user, video, creator, sound, the mean of the video's hashtags, and the
+  surface the feed runs on (KuaiRand's ``tab``: the strongest single feature there),
+  and the inner products user·video and user·creator;
+* dense context (:func:`dense_features`): the video's smoothed label rates and the user's
+  lifts as the first ranker computes them, the user's affinities to the video's creator,
+  sound and hashtags, whether they follow the creator, freshness, log duration, the hour
+  of day (sin, cos), and how much evidence there is (log views of the video and of the
+  user).
+
+Output: one logit per label (``fyp.state.feedback.LABELS``); the value score is
+Σ weight × P(label) with the configured weights, as for the first ranker. A wide part (a
+linear model on the dense features) sits beside the experts, so the model starts as good
+as a logistic regression on the same features and the experts learn what it cannot.
+
+Embeddings are rows of :class:`~fyp.model.embeddings.EmbeddingTable` (updated by their
+own per-row Adagrad); the dense parameters by Adam. Training happens in
+:meth:`MultiTaskRanker.learn` on micro-batches of :class:`RankExample`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from fyp.catalog.index import CatalogIndex
+from fyp.model.embeddings import EmbeddingTable, TableConfig, gather, scatter_gradients
+from fyp.rank.first_ranker import FirstRanker
+from fyp.state.feedback import LABELS
+from fyp.state.users import UserState
+from fyp.types import DAY_MS
+
+__all__ = [
+    "DENSE_DIM",
+    "ModelConfig",
+    "MultiTaskRanker",
+    "RankExample",
+    "dense_features",
+    "dense_from_example",
+]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+N_LABELS = len(LABELS)
+# video rate logits (L), user lifts (L), creator / sound / hashtags affinity, follows,
+# fresh, log duration, hour sin, hour cos, log video views, log user views
+DENSE_DIM = 2 * N_LABELS + 5 + 5
+_HOUR_MS = 3_600_000
+_CLIP = 8.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embedding_dim: int = 16
+    small_embedding_dim: int = 8  # sound, hashtag, surface
+    experts: int = 4
+    expert_hidden: int = 64
+    expert_dim: int = 32
+    tower_hidden: int = 16
+    learning_rate: float = 2e-3
+    embedding_learning_rate: float = (
+        0.3  # Adagrad on rows: chosen on the validation split (see docs)
+    )
+    min_count: int = 2  # occurrences before an id gets its own embedding row
+    expire_after_days: float = 30.0
+    warmup_examples: int = 20_000  # the first ranker serves until the model has seen this many
+    seed: int = 0
+
+
+def _time_features(now: int, duration_ms: F64) -> F64:
+    hour = (now % DAY_MS) / _HOUR_MS
+    angle = 2 * math.pi * hour / 24
+    n = len(duration_ms)
+    return np.column_stack(
+        [
+            np.log1p(duration_ms / 1000.0),
+            np.full(n, math.sin(angle)),
+            np.full(n, math.cos(angle)),
+        ]
+    )
+
+
+def dense_features(
+    first: FirstRanker,
+    user: UserState,
+    rows: Sequence[int],
+    now: int,
+    first_features: F64 | None = None,
+) -> F32:
+    """(n, DENSE_DIM) context for ``user`` and catalog ``rows`` at ``now``;
+    ``first_features``: the first ranker's (n, L, F) features of these rows when the
+    caller has them already (the cascade does)."""
+    x = first.features(user, rows, now) if first_features is None else first_features
+    idx = np.asarray(rows, dtype=np.intp)
+    catalog = first.catalog
+    views = first.stats.views[idx]
+    out = np.concatenate(
+        [
+            x[:, :, 0],  # video rate logits per label
+            x[:, :, 1],  # user lift per label
+            x[:, 0, 2:7],  # creator, sound, hashtags, follows, fresh
+            _time_features(now, catalog.duration_ms[idx].astype(np.float64)),
+            np.column_stack([np.log1p(views), np.full(len(idx), math.log1p(user.views))]),
+        ],
+        axis=1,
+    )
+    clipped: F32 = np.clip(out, -_CLIP, _CLIP).astype(np.float32)
+    return clipped
+
+
+def dense_from_example(
+    features: F64, duration_ms: int, now: int, video_views: float, user_views: float
+) -> F32:
+    """The same context from one example's first-ranker features (L, F), taken when the
+    example opened (before its outcome changed anything)."""
+    out = np.concatenate(
+        [
+            features[:, 0],
+            features[:, 1],
+            features[0, 2:7],
+            _time_features(now, np.array([float(duration_ms)]))[0],
+            [math.log1p(video_views), math.log1p(user_views)],
+        ]
+    )
+    clipped: F32 = np.clip(out, -_CLIP, _CLIP).astype(np.float32)
+    return clipped
+
+
+@dataclass(slots=True)
+class RankExample:
+    """One joined impression: who, what, where, the context then, and what followed."""
+
+    user_id: str
+    video_id: str
+    creator_id: str
+    sound_id: str | None
+    hashtags: tuple[str, ...]
+    surface: str
+    ts: int
+    dense: F32  # (DENSE_DIM,)
+    labels: F32  # (N_LABELS,)
+    weight: float = 1.0
+
+
+def _relu(a: F32) -> F32:
+    out: F32 = np.maximum(a, 0.0, out=a)
+    return out
+
+
+class MMoE(nn.Module):
+    """Experts and towers as batched tensors (einsum), not module lists: at these sizes
+    the per-module Python overhead would cost more than the arithmetic."""
+
+    def __init__(self, in_dim: int, dense_dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        e, h, d, t = cfg.experts, cfg.expert_hidden, cfg.expert_dim, cfg.tower_hidden
+
+        def param(*shape: int, fan_in: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape) / math.sqrt(fan_in))
+
+        self.w1 = param(in_dim, e * h, fan_in=in_dim)  # every expert's first layer at once
+        self.b1 = nn.Parameter(torch.zeros(e * h))
+        self.w2 = param(e, h, d, fan_in=h)
+        self.b2 = nn.Parameter(torch.zeros(e, d))
+        self.gates = nn.Linear(in_dim, N_LABELS * e)
+        self.t1 = param(N_LABELS, d, t, fan_in=d)
+        self.tb1 = nn.Parameter(torch.zeros(N_LABELS, t))
+        self.t2 = param(N_LABELS, t, fan_in=t)
+        self.tb2 = nn.Parameter(torch.zeros(N_LABELS))
+        self.wide = nn.Linear(dense_dim, N_LABELS)
+        self.n_experts = e
+        self.dense_dim = dense_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, in_dim) with the dense features first → (n, N_LABELS) logits."""
+        hidden = torch.relu(torch.addmm(self.b1, x, self.w1)).view(len(x), self.n_experts, -1)
+        experts = torch.relu(torch.einsum("neh,ehd->ned", hidden, self.w2) + self.b2)
+        gates = torch.softmax(self.gates(x).view(-1, N_LABELS, self.n_experts), dim=-1)
+        mixed = torch.einsum("nte,ned->ntd", gates, experts)
+        tower = torch.relu(torch.einsum("ntd,tdh->nth", mixed, self.t1) + self.tb1)
+        deep = torch.einsum("nth,th->nt", tower, self.t2) + self.tb2
+        result: torch.Tensor = deep + self.wide(x[:, : self.dense_dim])
+        return result
+
+    def numpy_weights(self) -> dict[str, F32]:
+        """A copy of the parameters as arrays, for :func:`forward_numpy`."""
+        with torch.no_grad():
+            return {name: p.detach().numpy().copy() for name, p in self.named_parameters()}
+
+    def forward_numpy(self, w: dict[str, F32], x: F32) -> F32:
+        """:meth:`forward` in numpy on a copy of the weights: serving scores a few dozen
+        candidates per request, where torch's per-operation overhead (tens of
+        microseconds, some forty operations) would cost more than the arithmetic. Tested
+        equal to :meth:`forward`."""
+        n, e, t = len(x), self.n_experts, N_LABELS
+        hidden = _relu(x @ w["w1"] + w["b1"]).reshape(n, e, -1).transpose(1, 0, 2)
+        experts = _relu(np.matmul(hidden, w["w2"]) + w["b2"][:, None, :])  # (e, n, d)
+        g = (x @ w["gates.weight"].T + w["gates.bias"]).reshape(n, t, e)
+        g = np.exp(g - g.max(axis=2, keepdims=True))
+        g /= g.sum(axis=2, keepdims=True)
+        mixed = np.matmul(g, experts.transpose(1, 0, 2))  # (n, t, d)
+        tower = _relu(np.matmul(mixed.transpose(1, 0, 2), w["t1"]) + w["tb1"][:, None, :])
+        deep = np.einsum("tnh,th->nt", tower, w["t2"]) + w["tb2"]
+        wide = x[:, : self.dense_dim] @ w["wide.weight"].T + w["wide.bias"]
+        out: F32 = (deep + wide).astype(np.float32)
+        return out
+
+
+@dataclass
+class _Batch:
+    rows: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    tag_rows: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    tag_mask: F32 = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+
+_MAX_TAGS = 8
+
+
+class MultiTaskRanker:
+    """The MMoE with its embedding tables, trained online, scoring for the pipeline."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        value_weights: dict[str, float],
+        first: FirstRanker,
+    ) -> None:
+        self.cfg = cfg
+        self.first = first
+        self.catalog: CatalogIndex = first.catalog
+        torch.manual_seed(cfg.seed)
+        big = TableConfig(
+            dim=cfg.embedding_dim,
+            min_count=cfg.min_count,
+            expire_after_ms=int(cfg.expire_after_days * DAY_MS),
+            learning_rate=cfg.embedding_learning_rate,
+        )
+        small = TableConfig(
+            dim=cfg.small_embedding_dim,
+            min_count=cfg.min_count,
+            expire_after_ms=int(cfg.expire_after_days * DAY_MS),
+            learning_rate=cfg.embedding_learning_rate,
+        )
+        self.tables: dict[str, EmbeddingTable] = {
+            "user": EmbeddingTable("user", big, seed=cfg.seed),
+            "video": EmbeddingTable("video", big, seed=cfg.seed + 1),
+            "creator": EmbeddingTable("creator", big, seed=cfg.seed + 2),
+            "sound": EmbeddingTable("sound", small, seed=cfg.seed + 3),
+            "hashtag": EmbeddingTable("hashtag", small, seed=cfg.seed + 4),
+            # A handful of pages: every one gets its own row at once.
+            "surface": EmbeddingTable(
+                "surface",
+                TableConfig(
+                    dim=cfg.small_embedding_dim,
+                    min_count=1,
+                    expire_after_ms=None,
+                    learning_rate=cfg.embedding_learning_rate,
+                ),
+                seed=cfg.seed + 5,
+            ),
+        }
+        in_dim = DENSE_DIM + 3 * cfg.embedding_dim + 3 * cfg.small_embedding_dim + 2
+        self.net = MMoE(in_dim, DENSE_DIM, cfg)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self.value_weights = np.zeros(N_LABELS, dtype=np.float32)
+        for name, w in value_weights.items():
+            self.value_weights[LABELS.index(name)] = w
+        self.examples_seen = 0
+        self.last_loss = math.nan
+        self._steps = 0  # optimisation steps taken; the serving copy of the weights is
+        self._weights_at = -1  # refreshed when it is behind
+        self._weights: dict[str, F32] = {}
+
+    @property
+    def warm(self) -> bool:
+        return self.examples_seen >= self.cfg.warmup_examples
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _lookup(
+        self,
+        users: Sequence[str],
+        videos: Sequence[str],
+        creators: Sequence[str],
+        sounds: Sequence[str | None],
+        hashtags: Sequence[tuple[str, ...]],
+        surfaces: Sequence[str],
+        now: int,
+        train: bool,
+    ) -> _Batch:
+        t = self.tables
+        kw: dict[str, Any] = {"admit": train, "touch": train}
+        rows = {
+            "user": t["user"].lookup(users, now, **kw),
+            "video": t["video"].lookup(videos, now, **kw),
+            "creator": t["creator"].lookup(creators, now, **kw),
+            "surface": t["surface"].lookup(surfaces, now, **kw),
+        }
+        sound_rows = t["sound"].lookup([s or "" for s in sounds], now, **kw)
+        sound_rows[np.array([s is None for s in sounds], dtype=bool)] = -1
+        rows["sound"] = sound_rows
+        n = len(users)
+        tag_ids = [tags[:_MAX_TAGS] for tags in hashtags]
+        flat = [tag for tags in tag_ids for tag in tags]
+        flat_rows = t["hashtag"].lookup(flat, now, **kw) if flat else np.zeros(0, np.int64)
+        tag_rows = np.full((n, _MAX_TAGS), -1, dtype=np.int64)
+        tag_mask = np.zeros((n, _MAX_TAGS), dtype=np.float32)
+        i = 0
+        for j, tags in enumerate(tag_ids):
+            k = len(tags)
+            tag_rows[j, :k] = flat_rows[i : i + k]
+            tag_mask[j, :k] = 1.0
+            i += k
+        return _Batch(rows, tag_rows, tag_mask)
+
+    def _inputs_numpy(self, batch: _Batch, dense: F32) -> F32:
+        """The network's input for serving, in numpy (what :meth:`_inputs` builds)."""
+        t = self.tables
+        tags = t["hashtag"].vectors(batch.tag_rows.reshape(-1)).reshape(len(dense), _MAX_TAGS, -1)
+        mask = batch.tag_mask
+        tag_mean = (tags * mask[:, :, None]).sum(axis=1) / np.maximum(
+            mask.sum(axis=1, keepdims=True), 1.0
+        )
+        user = t["user"].vectors(batch.rows["user"])
+        video = t["video"].vectors(batch.rows["video"])
+        creator = t["creator"].vectors(batch.rows["creator"])
+        x: F32 = np.concatenate(
+            [
+                dense,
+                user,
+                video,
+                creator,
+                t["sound"].vectors(batch.rows["sound"]),
+                tag_mean,
+                t["surface"].vectors(batch.rows["surface"]),
+                (user * video).sum(axis=1, keepdims=True),
+                (user * creator).sum(axis=1, keepdims=True),
+            ],
+            axis=1,
+            dtype=np.float32,
+        )
+        return x
+
+    def _inputs(
+        self, batch: _Batch, dense: F32
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        leaves = {kind: gather(self.tables[kind], r) for kind, r in batch.rows.items()}
+        tag_leaf = gather(self.tables["hashtag"], batch.tag_rows.reshape(-1))
+        mask = torch.from_numpy(batch.tag_mask)
+        tags = tag_leaf.view(len(dense), _MAX_TAGS, -1) * mask[:, :, None]
+        tag_mean = tags.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+        user, video, creator = leaves["user"], leaves["video"], leaves["creator"]
+        x = torch.cat(
+            [
+                torch.from_numpy(dense),
+                user,
+                video,
+                creator,
+                leaves["sound"],
+                tag_mean,
+                leaves["surface"],
+                # Explicit user × item interactions (as in a factorisation machine): an
+                # MLP over concatenated embeddings learns products only slowly.
+                (user * video).sum(dim=1, keepdim=True),
+                (user * creator).sum(dim=1, keepdim=True),
+            ],
+            dim=1,
+        )
+        return x, leaves, tag_leaf
+
+    # -- learning ----------------------------------------------------------------------
+
+    def learn(self, examples: Sequence[RankExample]) -> float:
+        """One optimisation step on a micro-batch; returns its mean log loss."""
+        if not examples:
+            return math.nan
+        now = max(e.ts for e in examples)
+        batch = self._lookup(
+            [e.user_id for e in examples],
+            [e.video_id for e in examples],
+            [e.creator_id for e in examples],
+            [e.sound_id for e in examples],
+            [e.hashtags for e in examples],
+            [e.surface for e in examples],
+            now,
+            train=True,
+        )
+        dense = np.stack([e.dense for e in examples])
+        x, leaves, tag_leaf = self._inputs(batch, dense)
+        labels = torch.from_numpy(np.stack([e.labels for e in examples]))
+        weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
+        logits = self.net(x)
+        loss_per = nn.functional.binary_cross_entropy_with_logits(
+            logits, labels, reduction="none"
+        ).sum(dim=1)
+        loss = (loss_per * weights).sum() / weights.sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        n = float(len(examples))
+        for kind, leaf in leaves.items():
+            scatter_gradients(self.tables[kind], batch.rows[kind], leaf, n)
+        scatter_gradients(self.tables["hashtag"], batch.tag_rows.reshape(-1), tag_leaf, n)
+        self.examples_seen += len(examples)
+        self._steps += 1
+        self.last_loss = float(loss.item()) / N_LABELS
+        return self.last_loss
+
+    # -- serving -----------------------------------------------------------------------
+
+    def predict(
+        self,
+        user_id: str,
+        user: UserState,
+        rows: Sequence[int],
+        now: int,
+        surface: str,
+        first_features: F64 | None = None,
+    ) -> tuple[F32, F32]:
+        """(probabilities (n, N_LABELS), value scores (n,)) for catalog ``rows``."""
+        if len(rows) == 0:
+            return np.zeros((0, N_LABELS), np.float32), np.zeros(0, np.float32)
+        videos = [self.catalog.videos[r] for r in rows]
+        batch = self._lookup(
+            [user_id] * len(rows),
+            [v.video_id for v in videos],
+            [v.creator_id for v in videos],
+            [v.sound_id for v in videos],
+            [v.hashtags for v in videos],
+            [surface] * len(rows),
+            now,
+            train=False,
+        )
+        dense = dense_features(self.first, user, rows, now, first_features)
+        if self._weights_at != self._steps:
+            self._weights = self.net.numpy_weights()
+            self._weights_at = self._steps
+        logits = self.net.forward_numpy(self._weights, self._inputs_numpy(batch, dense))
+        p: F32 = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        return p, p @ self.value_weights
+
+    def memory_bytes(self) -> dict[str, int]:
+        out = {kind: t.memory_bytes() for kind, t in self.tables.items()}
+        out["dense"] = sum(p.numel() * p.element_size() for p in self.net.parameters())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "tables": {kind: t.state_dict() for kind, t in self.tables.items()},
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "examples_seen": self.examples_seen,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tables = {
+            kind: EmbeddingTable.from_state_dict(s) for kind, s in state["tables"].items()
+        }
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.examples_seen = int(state["examples_seen"])
+        self._weights_at = -1

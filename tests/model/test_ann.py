@@ -1,0 +1,240 @@
+"""ItemIndex: recall against exact search, incremental upserts and removals, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fyp.model.ann import ItemIndex
+
+DIM = 32
+
+
+def clustered(n: int, seed: int, n_topics: int = 64) -> np.ndarray:
+    """Unnormalised vectors from a mixture of Gaussians (like two-tower item vectors);
+    the topics are the same whatever ``seed`` (which draws the points)."""
+    centers = np.random.default_rng(0).standard_normal((n_topics, DIM)) / np.sqrt(DIM)
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, n_topics, size=n)
+    noise = rng.standard_normal((n, DIM)) * (0.6 / np.sqrt(DIM))
+    norm = rng.lognormal(0.0, 0.35, size=(n, 1))
+    return ((centers[topic] + noise) * norm).astype(np.float32)
+
+
+def ids_of(n: int, prefix: str = "v") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def exact_ids(x: np.ndarray, ids: list[str], q: np.ndarray, k: int) -> list[set[str]]:
+    scores = q @ x.T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return [{ids[i] for i in row} for row in top]
+
+
+def ivf_index(**kw: int) -> ItemIndex:
+    """An index that uses its IVF at any size that can train it."""
+    return ItemIndex(DIM, exact_below=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[list[str], np.ndarray, np.ndarray]:
+    x = clustered(12_000, seed=1)
+    q = clustered(200, seed=2)
+    return ids_of(len(x)), x, q
+
+
+def test_recall_at_100_against_exact(big: tuple[list[str], np.ndarray, np.ndarray]) -> None:
+    ids, x, q = big
+    index = ivf_index()
+    index.upsert(ids, x)
+    assert index.is_approximate
+    found, scores = index.search(q, 100)
+    truth = exact_ids(x, ids, q, 100)
+    recall = np.mean([len(set(f) & t) / 100 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
+    # Scores are the exact inner products, best first.
+    pos = {v: i for i, v in enumerate(ids)}
+    for r in range(5):
+        expected = x[[pos[v] for v in found[r]]] @ q[r]
+        np.testing.assert_allclose(scores[r], expected, rtol=1e-5, atol=1e-5)
+        assert np.all(np.diff(scores[r]) <= 0)
+
+
+def test_recall_holds_after_incremental_updates(
+    big: tuple[list[str], np.ndarray, np.ndarray],
+) -> None:
+    ids, x, q = big
+    x = x.copy()
+    index = ivf_index()
+    index.upsert(ids, x)
+    rng = np.random.default_rng(3)
+    fresh = clustered(5 * 600, seed=4)
+    for r in range(5):  # 5 rounds replacing 5% each
+        rows = rng.choice(len(ids), size=600, replace=False)
+        x[rows] = fresh[r * 600 : (r + 1) * 600]
+        index.upsert([ids[i] for i in rows], x[rows])
+    assert len(index) == len(ids)
+    found, _ = index.search(q, 100)
+    truth = exact_ids(x, ids, q, 100)
+    recall = np.mean([len(set(f) & t) / 100 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
+
+
+@pytest.mark.parametrize("exact_below", [0, 10**9], ids=["ivf", "exact"])
+def test_upsert_moves_a_vector(exact_below: int) -> None:
+    x = clustered(3_000, seed=5)
+    ids = ids_of(len(x))
+    index = ItemIndex(DIM, exact_below=exact_below)
+    index.upsert(ids, x)
+    assert index.is_approximate == (exact_below == 0)
+    # Two places no other vector comes near (norms here are about 1).
+    u = np.linalg.svd(x, full_matrices=False)[2]
+    old_place, new_place = 6.0 * u[0], -6.0 * u[1]
+    index.upsert(["v7"], old_place[None, :])
+    assert index.search(old_place, 1)[0] == [["v7"]]
+    index.upsert(["v7"], new_place[None, :])
+    assert len(index) == len(ids)
+    top, scores = index.search(new_place, 1)
+    assert top == [["v7"]]
+    assert scores[0][0] == pytest.approx(float(new_place @ new_place), rel=1e-5)
+    assert "v7" not in index.search(old_place, 10)[0][0]
+    np.testing.assert_allclose(index.vector("v7"), new_place, rtol=1e-6)
+
+
+@pytest.mark.parametrize("exact_below", [0, 10**9], ids=["ivf", "exact"])
+def test_remove_and_reuse(exact_below: int) -> None:
+    x = clustered(2_000, seed=6)
+    ids = ids_of(len(x))
+    index = ItemIndex(DIM, exact_below=exact_below)
+    index.upsert(ids, x)
+    gone = ids[:500]
+    assert index.remove([*gone, "unknown"]) == 500
+    assert index.remove(gone) == 0
+    assert len(index) == 1_500
+    assert "v0" not in index and "v600" in index
+    found, _ = index.search(x[:50], 100)
+    assert not set().union(*map(set, found)) & set(gone)
+    # Every remaining id is reachable, and only once.
+    everything, _ = index.search(x[600], 5_000)
+    assert sorted(everything[0]) == sorted(ids[500:])
+    # Removed ids can come back (into freed slots) with new vectors.
+    far = 6.0 * np.linalg.svd(x, full_matrices=False)[2][:2]
+    index.upsert(["v0", "new"], far)
+    assert len(index) == 1_502 and "v0" in index and "new" in index
+    assert index.search(far, 1)[0] == [["v0"], ["new"]]
+
+
+def test_ids_round_trip_and_duplicates_in_one_call() -> None:
+    x = clustered(100, seed=7)
+    names = [f"video-{i}-ü" for i in range(100)]
+    index = ItemIndex(DIM)
+    index.upsert(names, x)
+    assert sorted(index.ids()) == sorted(names)
+    found, _ = index.search(x, 1)
+    best = np.argmax(x @ x.T, axis=1)
+    assert [row[0] for row in found] == [names[i] for i in best]
+    index.upsert(["a", "a"], x[:2])  # the last one wins
+    assert len(index) == 101
+    np.testing.assert_array_equal(index.vector("a"), x[1])
+
+
+def test_empty_index_and_edge_cases() -> None:
+    index = ItemIndex(DIM)
+    assert len(index) == 0 and "x" not in index
+    found, scores = index.search(np.ones(DIM, np.float32), 10)
+    assert found == [[]] and len(scores[0]) == 0
+    found, _ = index.search(np.ones((3, DIM), np.float32), 10)
+    assert found == [[], [], []]
+    index.upsert([], np.zeros((0, DIM), np.float32))
+    assert len(index) == 0
+    with pytest.raises(ValueError):
+        index.upsert(["a"], np.zeros((1, DIM + 1), np.float32))
+    with pytest.raises(ValueError):
+        index.upsert(["a", "b"], np.zeros((1, DIM), np.float32))
+    with pytest.raises(ValueError):
+        index.upsert(["a"], np.full((1, DIM), np.nan, np.float32))
+    with pytest.raises(ValueError):
+        index.search(np.ones(DIM + 1, np.float32), 1)
+
+
+@pytest.mark.parametrize("exact_below", [0, 10**9], ids=["ivf", "exact"])
+def test_k_larger_than_index(exact_below: int) -> None:
+    x = clustered(30, seed=8)
+    index = ItemIndex(DIM, exact_below=exact_below)
+    index.upsert(ids_of(30), x)
+    found, scores = index.search(x[:2], 100)
+    assert [len(r) for r in found] == [30, 30]
+    assert sorted(found[0]) == sorted(ids_of(30))
+    assert np.all(np.diff(scores[0]) <= 0)
+    assert index.search(x[0], 0)[0] == [[]]
+
+
+def test_switches_to_graph_at_threshold_and_back() -> None:
+    x = clustered(1_000, seed=9)
+    ids = ids_of(1_000)
+    index = ItemIndex(DIM, exact_below=600)
+    index.upsert(ids[:500], x[:500])
+    assert not index.is_approximate
+    index.upsert(ids[500:], x[500:])
+    assert index.is_approximate
+    index.remove(ids[:400])  # 600 left: above the hysteresis floor
+    assert index.is_approximate
+    index.remove(ids[400:800])  # 200 left
+    assert not index.is_approximate
+    assert sorted(index.search(x[900], 1_000)[0][0]) == sorted(ids[800:])
+
+
+@pytest.mark.parametrize("include_index", [True, False])
+def test_state_dict_round_trip(include_index: bool) -> None:
+    x = clustered(2_000, seed=10)
+    ids = ids_of(2_000)
+    index = ItemIndex(DIM, exact_below=1_000)
+    index.upsert(ids, x)
+    index.remove(ids[:10])
+    state = index.state_dict(include_index=include_index)
+    restored = ItemIndex.from_state_dict(state)
+    assert len(restored) == len(index) and restored.is_approximate
+    q = clustered(20, seed=11)
+    a, _ = index.search(q, 50)
+    b, _ = restored.search(q, 50)
+    overlap = np.mean([len(set(r) & set(s)) / 50 for r, s in zip(a, b, strict=True)])
+    assert overlap >= (1.0 if include_index else 0.9)
+    # The restored index keeps working incrementally.
+    restored.upsert(["v0"], x[5:6])
+    assert "v0" in restored and len(restored) == len(index) + 1
+    small = ItemIndex(DIM)
+    small.upsert(ids[:5], x[:5])
+    again = ItemIndex.from_state_dict(small.state_dict())
+    assert sorted(again.ids()) == sorted(ids[:5]) and not again.is_approximate
+
+
+def test_cosine_metric_normalises() -> None:
+    index = ItemIndex(2, metric="cos")
+    index.upsert(["big", "aligned"], np.array([[10.0, 1.0], [1.0, 0.0]], np.float32))
+    found, scores = index.search(np.array([1.0, 0.0], np.float32), 2)
+    assert found == [["aligned", "big"]]
+    assert scores[0][0] == pytest.approx(1.0)
+
+
+def test_ivf_is_retrained_as_it_grows_and_churns() -> None:
+    x = clustered(8_000, seed=12)
+    ids = ids_of(8_000)
+    index = ItemIndex(DIM, exact_below=1_000)
+    index.upsert(ids[:1_000], x[:1_000])
+    assert index.is_approximate
+    first = index.state_dict()["trained_size"]
+    index.upsert(ids[1_000:1_900], x[1_000:1_900])  # incremental adds
+    assert index.state_dict()["trained_size"] == first == 1_000
+    index.upsert(ids[1_900:2_000], x[1_900:2_000])  # doubled: re-clustered
+    assert index.state_dict()["trained_size"] == 2_000
+    index.upsert(ids[2_000:], x[2_000:])
+    assert index.state_dict()["trained_size"] == 8_000
+    fresh = clustered(8_000, seed=13)
+    index.upsert(ids, fresh)  # every vector moved (a retrained model): re-clustered
+    state = index.state_dict()
+    assert state["trained_size"] == 8_000 and state["changes"] == 0
+    q = clustered(50, seed=14)
+    found, _ = index.search(q, 100)
+    truth = exact_ids(fresh, ids, q, 100)
+    recall = np.mean([len(set(f) & t) / 100 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
