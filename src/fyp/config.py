@@ -110,9 +110,12 @@ class FeedConfig(_Section):
 class ModelSettings(_Section):
     """The learned models (``fyp.model``): a multi-task ranker (MMoE) that takes over from
     the first ranker once it has seen ``warmup_examples``, and two-tower retrieval that
-    joins the candidate sources after ``retrieval_warmup`` positives."""
+    joins the candidate sources after ``retrieval_warmup`` positives.
 
-    enabled: bool = True
+    Off by default for now: they rank better (see docs/evaluation.md) but roughly double
+    the CPU a feed request costs, which today takes the HTTP p99 past its 30 ms target."""
+
+    enabled: bool = False
     ranker_batch: int = Field(256, ge=1)  # examples per optimisation step
     retrieval_batch: int = Field(256, ge=2)
     warmup_examples: int = Field(20_000, ge=0)

@@ -14,8 +14,9 @@ One trained engine answers as several methods, each a row of the report:
   replay; it re-ranks the first ranker's best thousand videos, and on impressions answers
   with its head for each label.
 
-``fyp`` uses the ranker the engine serves with: the learned one once it is warm (it has
-seen its warm-up examples), the first ranker before.
+``fyp`` runs the engine with its learned models on (``[model] enabled``, whatever the
+configuration says): the pipeline's ranker is the learned cascade once warm, and
+two-tower retrieval is among its sources.
 
 Nothing from the test period reaches the engine: it ingests only :class:`Train` rows, and
 the evaluation's requests carry times, users and pages, never outcomes.
@@ -37,6 +38,7 @@ from fyp.eval.kuairand import ImportSummary, import_kuairand
 from fyp.eval.methods import FloatArray, IntArray, Method, _impressions_by_user, top_rows
 from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train
 from fyp.pipeline import FeedPipeline, PipelineCounters
+from fyp.retrieve.base import FeedContext
 from fyp.state.feedback import LABEL_INDEX
 from fyp.types import DEFAULT_SURFACE
 
@@ -73,7 +75,11 @@ class EngineModel:
             "data_dir": store,
             "sources": {"budget_ms": _EVAL_SOURCE_BUDGET_MS},
         }
-        return load_settings(self.config, overrides, environ={})
+        settings = load_settings(self.config, overrides, environ={})
+        # Every model the engine has is evaluated, whether or not it serves by default.
+        return settings.model_copy(
+            update={"model": settings.model.model_copy(update={"enabled": True})}
+        )
 
     def fit(self, catalog: Catalog, train: Train) -> Engine:
         if self.engine is not None:
@@ -184,7 +190,24 @@ class FypPipeline(_EngineMethod):
         return out
 
     def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
-        return self._score_impressions(requests, per_label=False)
+        """The value score the serving pipeline's ranker gives each impression (the
+        learned cascade once warm), asked as one request per user and page."""
+        engine = self.engine
+        ranker = self.pipeline().ranker
+        scores = np.zeros(len(requests.imp_row))
+        surfaces = np.array(requests.imp_surface, dtype=np.str_)
+        for user, idx in _impressions_by_user(requests):
+            for surface in np.unique(surfaces[idx]).tolist():
+                sub = idx[surfaces[idx] == surface]
+                at = int(requests.imp_time_ms[sub].min())
+                state = engine.state.user(user)
+                ctx = FeedContext(
+                    "eval", user, state, len(sub), surface, engine.state.region_of(state), at
+                )
+                scores[sub] = ranker.values(
+                    ctx, self.model.to_engine[requests.imp_row[sub]].tolist()
+                )
+        return {label: scores for label in IMPRESSION_LABELS}
 
     def scores_used(self) -> dict[str, str]:
         return {label: "value" for label in IMPRESSION_LABELS}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import faiss
 import numpy as np
 import torch
 
@@ -40,7 +41,10 @@ _POSITIVE = np.array(
 class OnlineModels:
     def __init__(self, settings: Settings, state: FeedState) -> None:
         m = settings.model
+        # One thread each: a feed request asks for one user at a time, where thread
+        # pools only spin (and steal the core the server needs).
         torch.set_num_threads(m.threads)
+        faiss.omp_set_num_threads(m.threads)
         self.settings = settings
         self.state = state
         self.ranker = MultiTaskRanker(
