@@ -26,6 +26,7 @@ from fyp.eval.metrics import (
     gini,
     mean_age_days,
     ndcg_at_k,
+    ndcg_per_group,
     ndcg_within_groups,
     recall_at_k,
 )
@@ -568,3 +569,13 @@ def test_bias_corrected_interval_is_centred_on_a_set_metric() -> None:
     assert point == 1.0 and hi < 1.0
     point, lo, hi = bootstrap_ci_grouped(groups, distinct, n_boot=200, seed=0, bias_corrected=True)
     assert lo < point < hi
+
+
+def test_ndcg_per_group_gives_each_groups_value_and_their_mean_is_the_metric() -> None:
+    # Group a: best item first (NDCG 1); group b: its only gain last of two.
+    groups = ["a", "a", "b", "b", "c"]
+    scores = [2.0, 1.0, 2.0, 1.0, 5.0]
+    gains = [1.0, 0.0, 0.0, 1.0, 0.0]  # c has no gain: skipped
+    values = ndcg_per_group(groups, scores, gains)
+    assert values.tolist() == pytest.approx([1.0, 1.0 / LOG2_3])
+    assert ndcg_within_groups(groups, scores, gains) == pytest.approx(values.mean())

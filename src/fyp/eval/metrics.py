@@ -42,6 +42,7 @@ __all__ = [
     "gini",
     "mean_age_days",
     "ndcg_at_k",
+    "ndcg_per_group",
     "ndcg_within_groups",
     "recall_at_k",
 ]
@@ -139,8 +140,14 @@ def gauc(user_ids: ArrayLike, scores: ArrayLike, labels: ArrayLike) -> tuple[flo
     return value, int(counted.sum())
 
 
-def ndcg_within_groups(group_ids: ArrayLike, scores: ArrayLike, gains: ArrayLike) -> float:
-    """Mean over groups of the NDCG of each group's items ordered by score, graded gain.
+def ndcg_per_group(
+    group_ids: ArrayLike, scores: ArrayLike, gains: ArrayLike
+) -> NDArray[np.float64]:
+    """The NDCG of each group's items ordered by score, graded gain, one value per group
+    with a positive gain (in the order of the sorted group ids); their unweighted mean is
+    :func:`ndcg_within_groups`. Bootstrap these per-group values (``bootstrap_ci``), not
+    the rows: a group drawn twice would otherwise be scored as one group with every item
+    doubled.
 
     Within a group (e.g. one user's logged impressions), items are ordered by descending
     score over the full length of the group: ``DCG = Σ_i gain_i / log2(i + 1)``; ``IDCG``
@@ -148,9 +155,9 @@ def ndcg_within_groups(group_ids: ArrayLike, scores: ArrayLike, gains: ArrayLike
     linear (e.g. watch ratio) and must be non-negative. Tied scores are tie-averaged:
     each tied item gets the mean gain of its tie, which equals the expected DCG over
     random orderings of the tie (so constant scores are not rewarded for the input
-    order). Groups whose gains are all zero are skipped; the result is the unweighted
-    mean over the rest. Raises ``ValueError`` when no group has a positive gain, on
-    negative or NaN gains, on NaN scores, or on mismatched lengths.
+    order). Groups whose gains are all zero are skipped. Raises ``ValueError`` when no
+    group has a positive gain, on negative or NaN gains, on NaN scores, or on
+    mismatched lengths.
     """
     score_array = _as_1d_float(scores, "scores")
     gain_array = _as_1d_float(gains, "gains")
@@ -179,7 +186,12 @@ def ndcg_within_groups(group_ids: ArrayLike, scores: ArrayLike, gains: ArrayLike
     counted = idcg > 0
     if not counted.any():
         raise ValueError("every group has zero gain: NDCG is undefined")
-    return float(np.mean(dcg[counted] / idcg[counted]))
+    return dcg[counted] / idcg[counted]
+
+
+def ndcg_within_groups(group_ids: ArrayLike, scores: ArrayLike, gains: ArrayLike) -> float:
+    """The mean of :func:`ndcg_per_group`: see there."""
+    return float(np.mean(ndcg_per_group(group_ids, scores, gains)))
 
 
 def _scores_and_labels(

@@ -35,7 +35,7 @@ from fyp.eval.metrics import (
     gauc_ci,
     gini,
     ndcg_at_k,
-    ndcg_within_groups,
+    ndcg_per_group,
     recall_at_k,
 )
 from fyp.eval.protocol import IMPRESSION_LABELS, EvalData, Split, load_eval_data
@@ -167,15 +167,8 @@ def _impression_metrics(
     gains = data.outcomes.watch_ratio
     if (gains > 0).any():
         # Ranked by the value score where the method has one: watch ratio is no one head.
-        s = scores["long_view"]
-        out["ndcg_watch"] = _ci(
-            *bootstrap_ci_grouped(
-                users,
-                lambda rows: ndcg_within_groups(users[rows], s[rows], gains[rows]),
-                n_boot=max(1, n_boot // 5),  # a sort per resample: fewer, still stable
-                seed=seed,
-            )
-        )
+        per_user = ndcg_per_group(users, scores["long_view"], gains)
+        out["ndcg_watch"] = _ci(*bootstrap_ci(per_user, n_boot=n_boot, seed=seed))
     return out, counted
 
 
