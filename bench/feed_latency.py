@@ -82,7 +82,7 @@ def build_state(
     n_users: int,
     views_per_user: int,
     now: int,
-    model: bool = True,
+    model: bool = False,
 ) -> tuple[Engine, dict[str, Any]]:
     engine = Engine.open(Settings(data_dir=data_dir, model=ModelSettings(enabled=model)))
     setup: dict[str, Any] = {"videos": n_videos, "users": n_users, "views_per_user": views_per_user}
@@ -231,9 +231,9 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
     ap.add_argument("--keep-data", action="store_true", help="keep the data dirs afterwards")
     ap.add_argument(
-        "--no-model",
+        "--learned-models",
         action="store_true",
-        help="serve without the learned models ([model] enabled = false): the backbone alone",
+        help="serve with the learned models on ([model] enabled = true; off by default)",
     )
     args = ap.parse_args()
     exit_on_sigterm()
@@ -250,7 +250,7 @@ def main() -> None:
     payload: dict[str, Any] = {
         "benchmark": "feed_latency",
         "quick": args.quick,
-        "learned_models": not args.no_model,
+        "learned_models": args.learned_models,
         "started_at": utc_now_iso(),
         "machine": machine_info(root),
         "params": {
@@ -280,7 +280,7 @@ def main() -> None:
             )
             now = now_ms()
             engine, setup = build_state(
-                data_dir, n_videos, n_users, views, now, model=not args.no_model
+                data_dir, n_videos, n_users, views, now, model=args.learned_models
             )
             if engine.models is not None:
                 setup["ranker"] = engine.pipeline.ranker.active()
@@ -303,9 +303,9 @@ def main() -> None:
                 engine.close()
             users = request_users(n_users, http_n + warmup, seed=n_videos + 8, tag="http")
             server_env = None
-            if args.no_model:
-                config = root / "no-model.toml"
-                config.write_text("[model]\nenabled = false\n")
+            if args.learned_models:
+                config = root / "learned-models.toml"
+                config.write_text("[model]\nenabled = true\n")
                 server_env = {"FYP_CONFIG": str(config)}
             startup, http_rows = bench_http(
                 data_dir, root / f"server-{n_videos}.log", users, warmup, health_n, server_env
@@ -325,7 +325,7 @@ def main() -> None:
 
     _print(payload)
     name = ("feed_latency_quick" if args.quick else "feed_latency") + (
-        "_no_model" if args.no_model else ""
+        "_learned_models" if args.learned_models else ""
     )
     if profile_text:
         payload["profile"] = profile_text

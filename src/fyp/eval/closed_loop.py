@@ -29,6 +29,8 @@ Methods (:data:`METHODS`):
 * ``fyp-http``: the same engine driven through the HTTP app in-process
   (``GET /v1/feed``, ``POST /v1/events``, ``POST /v1/videos`` on a Starlette
   ``TestClient``), waiting after each event batch until the learning loop has applied it.
+* ``fyp-learned``: ``fyp`` with its learned models on (``[model] enabled``): the
+  multi-task ranker and two-tower retrieval take over once warm.
 * ``random``: uniformly random videos the user has not been served yet.
 * ``popular``: the videos with most watched (not skipped) views so far, counted online
   from the events of this run, no personalisation (ties in a fixed random order).
@@ -99,7 +101,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 HOUR_MS = 3_600_000
-METHODS: tuple[str, ...] = ("fyp", "fyp-http", "random", "popular", "oracle")
+METHODS: tuple[str, ...] = ("fyp", "fyp-http", "fyp-learned", "random", "popular", "oracle")
 DEFAULT_NOW_MS = 1_750_000_000_000  # the world's "now" (2025-06-15): results do not
 # depend on the day they are computed
 DIVERSITY_WINDOW = 10  # items per window for distinct creators / topics
@@ -274,11 +276,11 @@ class _EngineMethod:
     """The engine on a temporary data directory, on the simulated clock; directly
     (``fyp``) or through the HTTP app in-process (``fyp-http``)."""
 
-    def __init__(self, world: World, now: int, *, http: bool) -> None:
+    def __init__(self, world: World, now: int, *, http: bool, learned: bool = False) -> None:
         from fyp.config import load_settings
         from fyp.engine import Engine
 
-        self.name = "fyp-http" if http else "fyp"
+        self.name = "fyp-http" if http else "fyp-learned" if learned else "fyp"
         self.world = world
         self.now = now
         self._n_events = 0
@@ -291,6 +293,7 @@ class _EngineMethod:
             overrides={
                 "data_dir": Path(self._tmp.name) / "data",
                 "sources": {"budget_ms": ENGINE_SOURCE_BUDGET_MS},
+                "model": {"enabled": learned},
             },
             environ={},
         )
@@ -402,8 +405,10 @@ def _seeded_uuid4(seed: int) -> Iterator[None]:
 
 
 def _make_method(name: str, world: World, seed: int, start_ms: int) -> _Method:
-    if name in ("fyp", "fyp-http"):
-        return _EngineMethod(world, start_ms, http=name == "fyp-http")
+    if name in ("fyp", "fyp-http", "fyp-learned"):
+        return _EngineMethod(
+            world, start_ms, http=name == "fyp-http", learned=name == "fyp-learned"
+        )
     if name == "random":
         return _RandomMethod(world, seed)
     if name == "popular":

@@ -132,7 +132,7 @@ def simulate(
     methods: Annotated[
         list[str] | None,
         typer.Option(
-            help="Methods, comma-separated: fyp, fyp-http, random, popular, oracle "
+            help="Methods, comma-separated: fyp, fyp-http, fyp-learned, random, popular, oracle "
             "(default: fyp, random, popular, oracle)."
         ),
     ] = None,
