@@ -236,3 +236,22 @@ def test_the_original_csv_layout_gives_the_same_split(smoke_dir: Path, tmp_path:
     assert agree.mean() > 0.95
     ratio_csv, ratio_parquet = from_csv.outcomes.watch_ratio, from_parquet.outcomes.watch_ratio
     assert np.median(np.abs(ratio_csv - ratio_parquet)) < 1e-6
+
+
+def test_prequential_scores_each_window_before_learning_from_it(smoke_dir: Path) -> None:
+    from fyp.eval.prequential import prequential_scores
+
+    data = load_eval_data(smoke_dir, SPLIT)
+    frozen = prequential_scores(data, smoke_dir, window_ms=10**13)  # one window: no learning
+    online = prequential_scores(data, smoke_dir, window_ms=60_000)
+    times = data.requests.imp_time_ms
+    first_window = times < times.min() + 60_000
+    later = ~first_window
+    assert first_window.any() and later.any()
+    for ranker in ("fyp_first_ranker", "fyp_mmoe"):
+        a, b = frozen[ranker]["long_view"], online[ranker]["long_view"]
+        # The first minute is scored before anything of the test day was learned (up to
+        # float32 rounding: a batch of another size sums in another order)...
+        np.testing.assert_allclose(a[first_window], b[first_window], rtol=1e-5)
+        # ... and later minutes by an engine that has learned from the earlier ones.
+        assert not np.array_equal(a[later], b[later])

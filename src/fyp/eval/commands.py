@@ -48,6 +48,13 @@ def kuairand(
     config: Annotated[
         Path | None, typer.Option("--config", help="Engine settings (TOML) to evaluate.")
     ] = None,
+    online: Annotated[
+        bool,
+        typer.Option(
+            help="Also run the engine's rankers online through the test day (score, then "
+            "learn): the <ranker>_online rows."
+        ),
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write an HTML report with plots here.")
@@ -100,6 +107,7 @@ def kuairand(
                 seed=seed,
                 n_boot=bootstrap,
                 config=config,
+                online=online,
                 step=step,
                 import_progress=imported,
                 done=lambda _: bar.advance(overall),

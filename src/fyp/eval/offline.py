@@ -303,13 +303,17 @@ def evaluate_kuairand(
     seed: int = 0,
     n_boot: int | None = None,
     config: Path | None = None,
+    online: bool = False,
     step: Step | None = None,
     import_progress: Callable[[int, int], None] | None = None,
     done: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The whole offline run on KuaiRand logs in ``data_dir``: load and split, fit and ask
     every method in ``methods`` (default: all), score. ``quick`` samples
-    ``QUICK_USERS`` test users (or ``max_users``) and uses fewer bootstrap resamples."""
+    ``QUICK_USERS`` test users (or ``max_users``) and uses fewer bootstrap resamples.
+    ``online`` adds the prequential rows ``<ranker>_online`` (:mod:`fyp.eval.prequential`):
+    the engine's rankers learning during the test day, each impression scored before its
+    outcome is learned."""
     from fyp.eval.engine_methods import ENGINE_METHODS, EngineModel, make_engine_method
     from fyp.eval.methods import make_baseline
 
@@ -329,6 +333,19 @@ def evaluate_kuairand(
             for n in names
         ]
         result = run_offline(data, built, n_boot=boots, seed=seed, step=step, done=done)
+        if online:
+            from fyp.eval.prequential import WINDOW_MS, prequential_scores
+
+            if step is not None:
+                step("online: score each minute of the test day, then learn from it")
+            scores = prequential_scores(data, data_dir, config, progress=import_progress)
+            for ranker, per_label in scores.items():
+                metrics, _ = _impression_metrics(data, per_label, boots, seed)
+                result["methods"][f"{ranker}_online"] = metrics
+            result["protocol"]["online"] = (
+                f"prequential: test impressions in windows of {WINDOW_MS // 1000} s, each "
+                "scored before the engine learns from its window's log rows"
+            )
         if model.summary is not None:
             result["protocol"]["engine_import"] = {
                 "rows": model.summary.rows,

@@ -163,12 +163,15 @@ class Outcomes:
 
     ``relevant[i]``: catalog rows user ``Requests.users[i]`` engaged with positively in the
     test period, less those they had in training. ``labels[name][j]`` and
-    ``watch_ratio[j]``: what impression ``j`` led to.
+    ``watch_ratio[j]``: what impression ``j`` led to. ``frame``: the test log rows, row
+    ``j`` being impression ``j`` — what the prequential (online) protocol replays into an
+    engine *after* scoring each impression.
     """
 
     relevant: list[set[int]]
     labels: dict[str, NDArray[np.bool_]]
     watch_ratio: FloatArray
+    frame: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -353,5 +356,6 @@ def _test(
             "click": frame["is_click"].to_numpy() != 0,
         },
         watch_ratio=frame["watch_ratio"].to_numpy().astype(np.float64),
+        frame=frame,
     )
     return requests, outcomes
