@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= .fyp-demo
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck bench clean venv
+.PHONY: run test lint typecheck bench bench-models clean venv
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ lint: venv
 bench: venv
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/feed_latency.py
+
+bench-models: venv  # the learned models: memory, ANN choice, training throughput, freshness
+	$(BIN)/python bench/embedding_memory.py
+	$(BIN)/python bench/ann.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/freshness.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) build *.egg-info src/*.egg-info
