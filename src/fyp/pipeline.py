@@ -107,11 +107,14 @@ class FeedPipeline:
     side_effects: list[SideEffect]
     source_budget_ms: float
     counters: PipelineCounters = field(default_factory=PipelineCounters)
+    # Each response's id; also seeds the ``fresh`` source's draws. A simulation that
+    # must replay identically sets a seeded factory.
+    new_request_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
 
     def run(self, user_id: str, count: int, surface: str, now: int) -> Feed:
         user = self.state.user(user_id)
         ctx = FeedContext(
-            uuid.uuid4().hex, user_id, user, count, surface, self.state.region_of(user), now
+            self.new_request_id(), user_id, user, count, surface, self.state.region_of(user), now
         )
         candidates = self._filter(ctx, self._merge(self._retrieve(ctx)))
         if len(candidates) < 3 * count:

@@ -39,8 +39,8 @@ Methods (:data:`METHODS`):
 
 The local methods serve only uploaded videos never served to the user before; the engine
 applies its own rules. Runs are reproducible: the simulation is seeded, and so are the
-engine's request ids during a run (``uuid.uuid4`` is swapped for a seeded generator and
-restored after; the engine's ``fresh`` source seeds its draws with the request id). What
+engine's request ids (the pipeline's ``new_request_id`` is a seeded generator here; the
+engine's ``fresh`` source seeds its draws with the request id). What
 could still differ between machines is a candidate source overrunning its time budget
 and failing open; the budget is raised to 1 s here so that a busy machine does not
 change what is measured.
@@ -52,15 +52,13 @@ are reported in seconds; entropies in bits.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import os
 import random
 import tempfile
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -276,7 +274,9 @@ class _EngineMethod:
     """The engine on a temporary data directory, on the simulated clock; directly
     (``fyp``) or through the HTTP app in-process (``fyp-http``)."""
 
-    def __init__(self, world: World, now: int, *, http: bool, learned: bool = False) -> None:
+    def __init__(
+        self, world: World, now: int, *, http: bool, learned: bool = False, seed: int = 0
+    ) -> None:
         from fyp.config import load_settings
         from fyp.engine import Engine
 
@@ -303,6 +303,9 @@ class _EngineMethod:
         except BaseException:
             self._tmp.cleanup()
             raise
+        # Request ids seed the fresh source's draws: seeded ones make a run replayable.
+        ids = random.Random(f"closed-loop-{seed}")
+        self.engine.pipeline.new_request_id = lambda: f"{ids.getrandbits(128):032x}"
         if http:
             try:
                 from fyp.api import create_app
@@ -386,28 +389,10 @@ class _EngineMethod:
             self._tmp.cleanup()
 
 
-@contextlib.contextmanager
-def _seeded_uuid4(seed: int) -> Iterator[None]:
-    """Make ``uuid.uuid4`` deterministic for the duration: the engine's request ids (a
-    random UUID each) seed its ``fresh`` source's draws, so without this two runs of the
-    same seed differ. Restored on exit."""
-    rng = random.Random(f"closed-loop-{seed}")
-    original = uuid.uuid4
-
-    def uuid4() -> uuid.UUID:
-        return uuid.UUID(int=rng.getrandbits(128), version=4)
-
-    uuid.uuid4 = uuid4
-    try:
-        yield
-    finally:
-        uuid.uuid4 = original
-
-
 def _make_method(name: str, world: World, seed: int, start_ms: int) -> _Method:
     if name in ("fyp", "fyp-http", "fyp-learned"):
         return _EngineMethod(
-            world, start_ms, http=name == "fyp-http", learned=name == "fyp-learned"
+            world, start_ms, http=name == "fyp-http", learned=name == "fyp-learned", seed=seed
         )
     if name == "random":
         return _RandomMethod(world, seed)
@@ -485,17 +470,15 @@ def _run_method(
 ) -> _Log:
     method = _make_method(name, world, seed, start_ms)
     try:
-        # Seeded after the method is made: importing the HTTP stack draws UUIDs too.
-        with _seeded_uuid4(seed):
-            return _simulate(
-                world,
-                method,
-                sessions,
-                start_ms=start_ms,
-                session_length=session_length,
-                count=count,
-                on_session=on_session,
-            )
+        return _simulate(
+            world,
+            method,
+            sessions,
+            start_ms=start_ms,
+            session_length=session_length,
+            count=count,
+            on_session=on_session,
+        )
     finally:
         method.close()
 
