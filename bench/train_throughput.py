@@ -21,8 +21,9 @@ models on (``[model] enabled = true``, default batch sizes and warm-ups).
    request mix of ``bench/feed_latency.py``: 90% users with history, 10% new users):
    (a) idle; (b) while a background thread ingests a further synthetic stream at a steady
    rate (``--rates``, events/s, in ticks of 20 ms: ``Engine.ingest``, fsynced, outside the
-   lock) and learns it as the server's learning loop does (``Engine.learn(max_events=256)``
-   slices, each under the engine's one lock, yielding between slices). Reports p50/p99
+   lock) and learns it as the server's learning loop does (``Engine.learn(max_events=256,
+   train=False)`` slices, then the learned models' steps one ``Engine.train_step()`` at a
+   time, each under the engine's one lock, yielding between them). Reports p50/p99
    both ways, their ratio, and the rate the thread achieved.
 
 Unlike the server (one asyncio loop: a feed waits for at most the slice being learned),
@@ -275,9 +276,16 @@ class Learner(threading.Thread):
                 self.ran_out = True
             while engine.pending() > 0 and not self.stop_flag.is_set():
                 s = time.perf_counter()
-                self.learned += engine.learn(max_events=LEARN_SLICE)
+                self.learned += engine.learn(max_events=LEARN_SLICE, train=False)
                 self.slice_ms.append((time.perf_counter() - s) * 1e3)
                 time.sleep(0)  # let a waiting feed take the lock (the server awaits here)
+                # The learned models' steps one at a time, as the server's loop does.
+                while not self.stop_flag.is_set():
+                    s = time.perf_counter()
+                    if not engine.train_step():
+                        break
+                    self.slice_ms.append((time.perf_counter() - s) * 1e3)
+                    time.sleep(0)
             pause = t0 + tick * TICK_S - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)

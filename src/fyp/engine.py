@@ -143,8 +143,10 @@ class Engine:
         """Events in the log not yet applied to the state."""
         return self.event_log.last_offset() - self.state.applied_offset
 
-    def learn(self, max_events: int | None = None, chunk: int = 5_000) -> int:
-        """Apply events after the state's offset (all of them, or ``max_events``)."""
+    def learn(self, max_events: int | None = None, chunk: int = 5_000, train: bool = True) -> int:
+        """Apply events after the state's offset (all of them, or ``max_events``); then,
+        with ``train``, every training step of the learned models they made due (the
+        server's loop passes False and interleaves :meth:`train_step` with feeds)."""
         done = 0
         while max_events is None or done < max_events:
             limit = chunk if max_events is None else min(chunk, max_events - done)
@@ -153,8 +155,17 @@ class Engine:
                 break
             with self._lock:
                 self.state.apply(batch)
+                if train and self.models is not None:
+                    self.models.drain()
             done += len(batch)
         return done
+
+    def train_step(self) -> bool:
+        """One bounded piece of the learned models' training, if any is due."""
+        if self.models is None:
+            return False
+        with self._lock:
+            return self.models.step()
 
     # -- the serving loop ------------------------------------------------------------------
 

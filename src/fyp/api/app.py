@@ -137,8 +137,11 @@ class LearningLoop:
                 await self._wake.wait()
                 self._wake.clear()
                 while self.engine.pending() > 0:
-                    self.engine.learn(max_events=256)
+                    self.engine.learn(max_events=256, train=False)
                     await asyncio.sleep(0)
+                    # The learned models' steps one at a time, feeds served in between.
+                    while self.engine.train_step():
+                        await asyncio.sleep(0)
         except Exception:
             log.exception("the learning loop stopped; feeds are served from the last state")
             raise

@@ -9,8 +9,10 @@ turns it into training examples for
 * the multi-task ranker (every viewed impression, positive or not), and
 * two-tower retrieval (the positives: long view, like, share, follow, comment),
 
-and trains each in fixed-size batches carried across calls — so replaying the same log
-gives the same models, whatever the cut of the calls.
+and queues them; :meth:`OnlineModels.step` then does one bounded piece of training at a
+time (a batch, or a slice of an index refresh), so the server's learning loop can serve
+feeds between pieces. Batches have a fixed size and are carried across calls — so
+replaying the same log gives the same models, whatever the cut of the calls.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from fyp.state.updater import Example, FeedState
 __all__ = ["OnlineModels"]
 
 _FULL_REFRESH_STEPS = 200  # retrieval steps between whole-catalog refreshes of the index
-_REFRESH_CHUNK = 4_096
+_REFRESH_CHUNK = 512  # index rows recomputed per training step (a few ms)
 
 _POSITIVE = np.array(
     [LABEL_INDEX[n] for n in ("long_view", "like", "share", "follow", "comment")], dtype=np.intp
@@ -71,6 +73,7 @@ class OnlineModels:
         # are refreshed after their step, everything every ``_FULL_REFRESH_STEPS``.
         self.index = ItemIndex(self.retrieval.cfg.output_dim, seed=m.seed)
         self._retrieval_steps = 0
+        self._refresh_rows: list[int] = []  # a whole-catalog refresh in progress
         self._rank_queue: list[RankExample] = []
         self._retrieval_queue: list[RetrievalExample] = []
         state.example_listeners.append(self.on_examples)
@@ -100,37 +103,60 @@ class OnlineModels:
             )
             if e.labels[_POSITIVE].any():
                 self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
-        self._train()
 
-    def _train(self) -> None:
+    def due(self) -> bool:
+        """Whether :meth:`step` has work: a full batch for a model, or index rows to
+        refresh."""
         m = self.settings.model
-        while len(self._rank_queue) >= m.ranker_batch:
+        return (
+            bool(self._refresh_rows)
+            or len(self._rank_queue) >= m.ranker_batch
+            or len(self._retrieval_queue) >= m.retrieval_batch
+        )
+
+    def step(self) -> bool:
+        """One bounded piece of training work, the most urgent first: a chunk of a due
+        whole-catalog index refresh, else one ranker batch, else one retrieval batch
+        (and its videos' index rows). Returns False when nothing was due.
+
+        Work is cut this small so that a server can serve feeds between pieces (the
+        learning loop yields after each); the order depends only on the queues, so
+        draining them (:meth:`drain`) after the same log gives the same models."""
+        m = self.settings.model
+        if self._refresh_rows:
+            chunk = self._refresh_rows[:_REFRESH_CHUNK]
+            del self._refresh_rows[:_REFRESH_CHUNK]
+            self.refresh_index(chunk)
+            return True
+        if len(self._rank_queue) >= m.ranker_batch:
             batch = self._rank_queue[: m.ranker_batch]
             del self._rank_queue[: m.ranker_batch]
             self.ranker.learn(batch)
-        while len(self._retrieval_queue) >= m.retrieval_batch:
+            return True
+        if len(self._retrieval_queue) >= m.retrieval_batch:
             batch_r = self._retrieval_queue[: m.retrieval_batch]
             del self._retrieval_queue[: m.retrieval_batch]
             self.retrieval.learn(batch_r)
             self._retrieval_steps += 1
-            if not self.retrieval.warm:
-                continue
-            if len(self.index) == 0 or self._retrieval_steps % _FULL_REFRESH_STEPS == 0:
-                self.refresh_index()
-            else:
-                self.refresh_index(sorted({e.row for e in batch_r}), batch_r[-1].ts)
+            if self.retrieval.warm:
+                if len(self.index) == 0 or self._retrieval_steps % _FULL_REFRESH_STEPS == 0:
+                    self._refresh_rows = list(range(len(self.state.catalog)))
+                else:
+                    self.refresh_index(sorted({e.row for e in batch_r}), batch_r[-1].ts)
+            return True
+        return False
 
-    def refresh_index(self, rows: Sequence[int] | None = None, now: int | None = None) -> None:
-        """Recompute item vectors (of ``rows``, or of the whole catalog) into the index.
-        A whole-catalog pass also picks up videos added since the last one."""
+    def drain(self) -> int:
+        """Every due piece of work; how many there were."""
+        n = 0
+        while self.step():
+            n += 1
+        return n
+
+    def refresh_index(self, rows: Sequence[int], now: int = 0) -> None:
+        """Recompute the item vectors of catalog ``rows`` into the index."""
         catalog = self.state.catalog
-        if rows is None:
-            rows = range(len(catalog))
         rows = list(rows)
-        at = now if now is not None else 0
-        for start in range(0, len(rows), _REFRESH_CHUNK):
-            chunk = rows[start : start + _REFRESH_CHUNK]
-            self.index.upsert(
-                [catalog.videos[r].video_id for r in chunk],
-                self.retrieval.item_vectors(chunk, at),
-            )
+        self.index.upsert(
+            [catalog.videos[r].video_id for r in rows], self.retrieval.item_vectors(rows, now)
+        )
