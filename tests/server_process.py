@@ -32,13 +32,24 @@ def free_port() -> int:
 class Server:
     """``fyp serve`` in a subprocess on 127.0.0.1; output goes to ``log_path``."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, config: Path | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
+        extra = [] if config is None else ["--config", str(config)]
         self.proc = subprocess.Popen(
-            [FYP, "serve", "--data-dir", data_dir, "--host", "127.0.0.1", "--port", str(self.port)],
+            [
+                FYP,
+                "serve",
+                "--data-dir",
+                data_dir,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *extra,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=fyp_env(),

@@ -78,6 +78,38 @@ def serve(
     )
 
 
+@app.command()
+def train(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Replay the event log through the learning loop (the learned models too, when
+    enabled) and write a checkpoint, so the next start replays nothing: for example after
+    ``fyp import kuairand``."""
+    from fyp.engine import Engine
+
+    settings = _settings(data_dir, config=config)
+    started = time.perf_counter()
+    with console.status("replaying the event log"):
+        engine = Engine.open(settings)
+    try:
+        replayed = time.perf_counter() - started
+        size = engine.checkpoint()
+        table = Table(title=f"fyp train: {settings.data_dir}")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        table.add_row("events applied (log offset)", f"{engine.state.applied_offset:,}")
+        table.add_row("replay (s)", f"{replayed:.1f}")
+        table.add_row("users", f"{len(engine.state.users):,}")
+        models = engine.models
+        if models is not None:
+            table.add_row("ranker examples", f"{models.ranker.examples_seen:,}")
+            table.add_row("ranker warm", str(models.ranker.warm))
+            table.add_row("retrieval positives", f"{models.retrieval.positives_seen:,}")
+            table.add_row("retrieval warm", str(models.retrieval.warm))
+        table.add_row("checkpoint (MB)", f"{size / 1e6:.1f}")
+        console.print(table)
+    finally:
+        engine.close()
+
+
 @import_app.command("kuairand")
 def import_kuairand_cmd(
     source: Annotated[Path, typer.Argument(help="Folder with KuaiRand log and feature files.")],

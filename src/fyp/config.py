@@ -140,6 +140,9 @@ class Settings(_Section):
     ranker: RankerConfig = RankerConfig()
     feed: FeedConfig = FeedConfig()
     model: ModelSettings = ModelSettings()
+    # The server writes a checkpoint of the learning state every this many events (and
+    # at a clean shutdown): a restart loads it and replays only the rest. 0: never.
+    checkpoint_every_events: int = Field(100_000, ge=0)
 
 
 _ENV_KEYS = {

@@ -8,10 +8,11 @@ all drive the same object.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fyp.catalog.index import CatalogIndex
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
@@ -23,12 +24,21 @@ from fyp.pipeline import Feed, FeedPipeline, build_pipeline
 from fyp.rank.base import WarmOrFirst
 from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.state.updater import FeedState
+from fyp.storage.checkpoint import read_checkpoint, write_checkpoint
 from fyp.types import DEFAULT_SURFACE, Impression, Video, now_ms
 
 if TYPE_CHECKING:
     from fyp.model.online import OnlineModels
 
 Clock = Callable[[], int]
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "checkpoint.pkl"
+
+
+def _learning_settings(settings: Settings) -> str:
+    """The settings a learned state depends on (not where it runs: data dir, host,
+    port), as a string to compare a checkpoint's against."""
+    return settings.model_dump_json(exclude={"data_dir", "host", "port"})
 
 
 class Engine:
@@ -53,27 +63,38 @@ class Engine:
             from fyp.model.online import OnlineModels
 
             self.models = OnlineModels(settings, self.state)
-        self.pipeline: FeedPipeline = build_pipeline(
-            settings,
-            self.state,
-            impression_log,
-            None
-            if self.models is None
-            else WarmOrFirst(self.models.ranker, self.state.ranker, settings.model.rerank_top),
-            []
-            if self.models is None
-            else [TwoTowerSource(self.models, settings.model.retrieval_candidates)],
-        )
+        self.pipeline: FeedPipeline = self._build_pipeline()
         # One lock for the in-memory state: the learning step and a feed request never
         # interleave (each holds it for milliseconds).
         self._lock = threading.RLock()
         self.catalog.upsert(list(catalog_store.all()))
         self.state.stats.ensure(len(self.catalog))
         self._restore_serving_memory()
+        self.checkpoint_offset = 0  # the log offset of the last checkpoint written or read
+
+    def _build_pipeline(self) -> FeedPipeline:
+        settings, models = self.settings, self.models
+        return build_pipeline(
+            settings,
+            self.state,
+            self.impressions,
+            None
+            if models is None
+            else WarmOrFirst(models.ranker, self.state.ranker, settings.model.rerank_top),
+            [] if models is None else [TwoTowerSource(models, settings.model.retrieval_candidates)],
+        )
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock = now_ms, replay: bool = True) -> Engine:
-        """The embedded engine over SQLite files in ``settings.data_dir``."""
+    def open(
+        cls,
+        settings: Settings,
+        clock: Clock = now_ms,
+        replay: bool = True,
+        from_checkpoint: bool = True,
+    ) -> Engine:
+        """The embedded engine over SQLite files in ``settings.data_dir``: its state
+        from the last checkpoint (when there is one, made under the same settings, and
+        ``from_checkpoint``), then the rest of the log replayed."""
         data: Path = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         engine = cls(
@@ -83,6 +104,8 @@ class Engine:
             SqliteImpressionLog(data / "impressions.db"),
             clock,
         )
+        if from_checkpoint:
+            engine._restore(read_checkpoint(data / CHECKPOINT_FILE))
         if replay:
             engine.learn()
             # The replayed state is a great many long-lived objects; a full collection
@@ -90,6 +113,52 @@ class Engine:
             gc.collect()
             gc.freeze()
         return engine
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        """Write the learning state (and the learned models) as of the applied offset,
+        atomically; returns the bytes written. Restart = this + the rest of the log, so
+        every event is learned exactly once."""
+        with self._lock:
+            offset = self.state.applied_offset
+            size = write_checkpoint(
+                self.settings.data_dir / CHECKPOINT_FILE,
+                {
+                    "offset": offset,
+                    "settings": _learning_settings(self.settings),
+                    "state": self.state,
+                    "models": self.models,
+                },
+            )
+            self.checkpoint_offset = offset
+            return size
+
+    def _restore(self, checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is None:
+            return
+        if checkpoint["settings"] != _learning_settings(self.settings):
+            log.warning("checkpoint made under other settings: replaying the log instead")
+            return
+        state: FeedState = checkpoint["state"]
+        state.settings = self.settings
+        self.state = state
+        self.catalog = state.catalog
+        self.models = checkpoint["models"]
+        if self.models is not None:
+            self.models.settings = self.settings
+        # Videos added or changed since the checkpoint (rows of known ones are kept).
+        self.catalog.upsert(list(self.catalog_store.all()))
+        state.stats.ensure(len(self.catalog))
+        # What was served is not in the event log: rebuilt from the impressions, as at
+        # any start.
+        state.stats.exposures[:] = 0
+        for user in state.users.values():
+            user.served.clear()
+            user.served_set.clear()
+        self._restore_serving_memory()
+        self.pipeline = self._build_pipeline()
+        self.checkpoint_offset = int(checkpoint["offset"])
 
     def _restore_serving_memory(self) -> None:
         row_of = self.catalog.row_of
@@ -158,6 +227,9 @@ class Engine:
                 if train and self.models is not None:
                     self.models.drain()
             done += len(batch)
+        if train and self.models is not None and self.models.due():
+            with self._lock:  # e.g. the index to rebuild after a restart from a checkpoint
+                self.models.drain()
         return done
 
     def train_step(self) -> bool:

@@ -142,6 +142,11 @@ class LearningLoop:
                     # The learned models' steps one at a time, feeds served in between.
                     while self.engine.train_step():
                         await asyncio.sleep(0)
+                    every = self.engine.settings.checkpoint_every_events
+                    done = self.engine.state.applied_offset - self.engine.checkpoint_offset
+                    if every and done >= every:
+                        self.engine.checkpoint()
+                        await asyncio.sleep(0)
         except Exception:
             log.exception("the learning loop stopped; feeds are served from the last state")
             raise
@@ -171,6 +176,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         finally:
             await learning.stop()
             if engine is None:
+                if settings.checkpoint_every_events and eng.pending() == 0:
+                    eng.checkpoint()  # a clean shutdown: the next start replays nothing
                 eng.close()
 
     app = FastAPI(

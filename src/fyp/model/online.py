@@ -18,6 +18,7 @@ replaying the same log gives the same models, whatever the cut of the calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -104,10 +105,32 @@ class OnlineModels:
             if e.labels[_POSITIVE].any():
                 self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
 
+    # A checkpoint holds everything but the ANN index (a native object): it is rebuilt
+    # from the restored item tower by the first training steps after a restart.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["index"] = None
+        state["_refresh_rows"] = []
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        m = self.settings.model
+        torch.set_num_threads(m.threads)
+        faiss.omp_set_num_threads(m.threads)
+        self.index = ItemIndex(self.retrieval.cfg.output_dim, seed=m.seed)
+        self._index_stale = True
+
+    def _schedule_stale_refresh(self) -> None:
+        if getattr(self, "_index_stale", False) and self.retrieval.warm:
+            self._refresh_rows = list(range(len(self.state.catalog)))
+            self._index_stale = False
+
     def due(self) -> bool:
         """Whether :meth:`step` has work: a full batch for a model, or index rows to
         refresh."""
         m = self.settings.model
+        self._schedule_stale_refresh()
         return (
             bool(self._refresh_rows)
             or len(self._rank_queue) >= m.ranker_batch
@@ -123,6 +146,7 @@ class OnlineModels:
         learning loop yields after each); the order depends only on the queues, so
         draining them (:meth:`drain`) after the same log gives the same models."""
         m = self.settings.model
+        self._schedule_stale_refresh()
         if self._refresh_rows:
             chunk = self._refresh_rows[:_REFRESH_CHUNK]
             del self._refresh_rows[:_REFRESH_CHUNK]

@@ -1,0 +1,181 @@
+"""Checkpoints: restart = the last checkpoint + the rest of the log, and that learns every
+event exactly once — the state equals a replay of the whole log from the start, also
+after ``kill -9`` in the middle of ingestion and training."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from fyp.config import Settings, load_settings
+from fyp.engine import CHECKPOINT_FILE, Engine
+from fyp.types import Video
+from server_process import Server
+
+NOW = 1_700_000_000_000
+MODEL = {
+    "enabled": True,
+    "warmup_examples": 500,
+    "retrieval_warmup": 100,
+    "ranker_batch": 64,
+    "retrieval_batch": 32,
+    "min_count": 1,
+}
+
+
+def _settings(data: Path) -> Settings:
+    return load_settings(overrides={"data_dir": data, "model": MODEL}, environ={})
+
+
+def _videos() -> list[Video]:
+    return [
+        Video(f"v{i}", f"c{i % 15}", 20_000, hashtags=(f"t{i % 6}",), created_at=NOW - 86_400_000)
+        for i in range(300)
+    ]
+
+
+def _events(start: int, n: int, seed: int) -> list[dict[str, object]]:
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, object]] = []
+    for k in range(start, start + n):
+        u, v = int(rng.integers(0, 50)), int(rng.integers(0, 300))
+        out.append(
+            {
+                "event_id": f"e{k}",
+                "user_id": f"u{u}",
+                "video_id": f"v{v}",
+                "type": "view",
+                "ts": NOW - 7_200_000 + k * 1_000,
+                "watch_ms": 20_000 if (v % 15) % 2 == u % 2 else 400,
+            }
+        )
+        if (v % 15) % 2 == u % 2 and rng.random() < 0.2:
+            out.append({**out[-1], "event_id": f"e{k}-like", "type": "like"})
+            del out[-1]["watch_ms"]
+    return out
+
+
+def _fingerprint(engine: Engine) -> dict[str, object]:
+    """What learning produced: the log offset, the first ranker, the learned models."""
+    models = engine.models
+    assert models is not None
+    return {
+        "offset": engine.state.applied_offset,
+        "first_ranker": engine.state.ranker.weights.tolist(),
+        "first_examples": engine.state.ranker.examples_seen,
+        "users": sorted(engine.state.users),
+        "views": engine.state.stats.views[: len(engine.catalog)].tolist(),
+        "ranker_examples": models.ranker.examples_seen,
+        "ranker_net": [p.detach().numpy().tolist() for p in models.ranker.net.parameters()],
+        "ranker_users": sorted(models.ranker.tables["user"].ids()),
+        "retrieval_positives": models.retrieval.positives_seen,
+        "retrieval_tower": [
+            p.detach().numpy().tolist() for p in models.retrieval.item_tower.parameters()
+        ],
+    }
+
+
+def test_restart_from_a_checkpoint_equals_a_full_replay(tmp_path: Path) -> None:
+    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    engine.upsert_videos(_videos())
+    assert not engine.ingest(_events(0, 2_000, seed=1), now=NOW).rejected
+    engine.learn()
+    assert engine.checkpoint() > 0
+    assert engine.checkpoint_offset == engine.state.applied_offset
+    # More events after the checkpoint, learned by the live engine too.
+    engine.ingest(_events(2_000, 1_500, seed=2), now=NOW)
+    engine.learn()
+    live = _fingerprint(engine)
+    engine.close()
+
+    restored = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    replayed = Engine.open(_settings(tmp_path), clock=lambda: NOW, from_checkpoint=False)
+    try:
+        assert restored.checkpoint_offset > 0 and replayed.checkpoint_offset == 0
+        assert restored.models is not None and restored.models.ranker.warm
+        assert _fingerprint(restored) == _fingerprint(replayed) == live
+        # The index is rebuilt from the restored towers, and it serves.
+        assert len(restored.models.index) == 300
+        assert len(restored.feed("u1", count=10, now=NOW).items) == 10
+    finally:
+        restored.close()
+        replayed.close()
+
+
+def test_a_checkpoint_of_other_settings_is_not_used(tmp_path: Path) -> None:
+    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    engine.upsert_videos(_videos())
+    engine.ingest(_events(0, 500, seed=3), now=NOW)
+    engine.learn()
+    engine.checkpoint()
+    engine.close()
+    other = load_settings(
+        overrides={"data_dir": tmp_path, "model": {**MODEL, "ranker_batch": 32}}, environ={}
+    )
+    reopened = Engine.open(other, clock=lambda: NOW)
+    try:
+        assert reopened.checkpoint_offset == 0  # replayed from the start instead
+        assert reopened.state.applied_offset == engine.state.applied_offset
+    finally:
+        reopened.close()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_training_then_restart_learns_every_event_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "fyp.toml"
+    model = "\n".join(f"{k} = {str(v).lower()}" for k, v in MODEL.items())
+    config.write_text(f"checkpoint_every_events = 700\n[model]\n{model}\n")
+    engine = Engine.open(load_settings(config, {"data_dir": data}, environ={}))
+    engine.upsert_videos(_videos())
+    engine.close()
+
+    server = Server(data, tmp_path / "server.log", config=config)
+    try:
+        server.wait_ready()
+        sent = 0
+        acknowledged = 0
+        stop = threading.Event()
+
+        def post_forever() -> None:
+            nonlocal sent, acknowledged
+            with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
+                while not stop.is_set():
+                    batch = _events(sent, 100, seed=sent)
+                    sent += 100
+                    try:
+                        resp = client.post("/v1/events", json={"events": batch})
+                    except httpx.TransportError:
+                        return
+                    if resp.status_code == 200:
+                        acknowledged += resp.json()["accepted"]
+
+        poster = threading.Thread(target=post_forever, daemon=True)
+        poster.start()
+        deadline = time.monotonic() + 60
+        while not (data / CHECKPOINT_FILE).is_file() or acknowledged < 4_000:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        server.kill9()  # mid-ingestion and mid-training
+        stop.set()
+        poster.join(timeout=10)
+    finally:
+        server.stop()
+
+    # The restarted engine: the last checkpoint that survived, plus the rest of the log.
+    settings = load_settings(config, {"data_dir": data}, environ={})
+    restarted = Engine.open(settings)
+    from_scratch = Engine.open(settings, from_checkpoint=False)
+    try:
+        assert restarted.checkpoint_offset > 0
+        assert restarted.state.applied_offset == restarted.event_log.last_offset()
+        assert restarted.event_log.count() >= acknowledged
+        assert _fingerprint(restarted) == _fingerprint(from_scratch)
+    finally:
+        restarted.close()
+        from_scratch.close()
