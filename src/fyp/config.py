@@ -90,6 +90,10 @@ class RankerConfig(_Section):
     prior_strength: float = Field(20.0, gt=0)  # pseudo-views behind each smoothed rate
     # A view's example waits this long for the user's like, share, follow... on it.
     label_window_s: float = Field(600.0, gt=0)
+    # An action on the video of a user's last closed example, up to this long after it
+    # opened, corrects that example (a like sent minutes later still counts as a label).
+    late_window_s: float = Field(86_400.0, ge=0)
+    late_examples_kept: int = Field(100_000, ge=0)  # users whose last example is kept
     micro_batch: int = Field(64, ge=1)  # examples per learning step
     learning_rate: float = Field(0.05, gt=0)
     affinity_half_life_days: float = Field(14.0, gt=0)

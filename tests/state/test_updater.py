@@ -286,3 +286,26 @@ def test_a_user_takes_the_deployment_region_until_told_otherwise(h: Harness) -> 
     assert h.state.region_of(user) == "local"
     user.region = "br"
     assert h.state.region_of(user) == "br"
+
+
+def test_a_late_like_corrects_the_closed_example_once(h: Harness) -> None:
+    """The user swipes on (the example closes as a long view without a like), then likes
+    the first video two minutes later: a corrected copy is learned with the like; a second
+    like adds nothing; a like after the late window is no correction."""
+    h.apply(view("u", "a0", T0), view("u", "b0", T0 + MINUTE_MS))
+    _, labels = h.examples()
+    assert len(labels) == 1 and labels[0, LIKE] == 0 and labels[0, LV] == 1
+    h.apply(act("u", "a0", EventType.LIKE, T0 + 2 * MINUTE_MS))
+    _, labels = h.examples()
+    assert len(labels) == 2 and labels[1, LIKE] == 1 and labels[1, LV] == 1
+    assert h.state.late_corrections == 1
+    assert h.state.stats.label_counts[h.row("a0"), LIKE] == 1  # statistics count it once
+    h.apply(act("u", "a0", EventType.LIKE, T0 + 3 * MINUTE_MS))
+    assert len(h.examples()[1]) == 2 and h.state.late_corrections == 1
+    # The user's current video is not "late": a like on b0 joins its open example.
+    h.apply(act("u", "b0", EventType.LIKE, T0 + 3 * MINUTE_MS))
+    assert h.state.late_corrections == 1
+    # Far later: not a correction of an example of another day.
+    h.apply(view("u", "a1", T0 + 4 * MINUTE_MS), view("u", "a2", T0 + 5 * MINUTE_MS))
+    h.apply(act("u", "a1", EventType.SHARE, T0 + 2 * DAY_MS))
+    assert h.state.late_corrections == 1

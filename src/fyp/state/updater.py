@@ -3,7 +3,9 @@
 A view becomes a training example for the ranker: its features are taken *before* the
 view updates any statistic (so an example never sees its own outcome), and its labels are
 completed by the user's explicit actions on the same video (like, share, follow, comment,
-not interested) until the user's next view or ``label_window_ms`` later.
+not interested) until the user's next view or ``label_window_ms`` later. An action that
+comes later still (within ``late_window_ms``) on the video of the user's last closed
+example is a late outcome: a corrected copy of that example is learned too.
 
 Everything here depends on the order of the log only, never on how it was cut into
 calls of :meth:`FeedState.apply`: examples close event by event and the ranker learns in
@@ -13,7 +15,9 @@ exactly the state the live engine had.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +50,7 @@ class Example:
     user_views: float
     history: tuple[int, ...]  # the user's recent views before this one, oldest first
     viewed: bool = False  # only examples with a view are learned from
+    late: bool = False  # a correction: an action that came after the example had closed
 
 
 # What the learned models are told of each closed example, in log order.
@@ -75,6 +80,11 @@ class FeedState:
         self._by_time: list[tuple[int, int, str]] = []
         self._seq = 0
         self._examples: list[Example] = []
+        # Each user's last closed (viewed) example, for actions that come after it closed
+        # (a like sent minutes later): at most ``late_examples_kept``, oldest dropped.
+        self._closed: OrderedDict[str, Example] = OrderedDict()
+        self.late_window_ms = int(settings.ranker.late_window_s * 1000)
+        self.late_corrections = 0
         # Called with each micro-batch of closed examples, after the first ranker learns
         # from it: the learned models' joiner feed (fyp.model.online).
         self.example_listeners: list[ExampleListener] = []
@@ -177,15 +187,46 @@ class FeedState:
         pending = self._pending.pop(user_id)
         if pending.viewed:  # an action with no view of the video is no impression outcome
             self._examples.append(pending)
+            closed = self._closed
+            closed[user_id] = pending
+            closed.move_to_end(user_id)
+            while len(closed) > self.settings.ranker.late_examples_kept:
+                closed.popitem(last=False)
+
+    def _late(self, user_id: str, row: int, ts: int) -> Example | None:
+        """The user's closed example of ``row``, if an action at ``ts`` on it is a late
+        outcome of that impression (within ``late_window_ms``, and not of a video the user
+        is on now)."""
+        pending = self._pending.get(user_id)
+        if pending is not None and pending.row == row:
+            return None
+        closed = self._closed.get(user_id)
+        if closed is None or closed.row != row or ts - closed.ts > self.late_window_ms:
+            return None
+        return closed
 
     def _apply_action(
         self, user_id: str, user: UserState, row: int, ts: int, label: str, surface: str
     ) -> None:
         k = LABEL_INDEX[label]
-        pending = self._example_for(user_id, user, row, ts, surface)
-        if pending.labels[k]:
-            return  # the same action twice on one video counts once
-        pending.labels[k] = 1.0
+        late = self._late(user_id, row, ts)
+        if late is not None:
+            if late.labels[k]:
+                return  # the same action twice on one video counts once
+            # Its example was learned already, as a negative for this label: learn a
+            # corrected copy too (the fake negative stays; the correction outweighs it as
+            # the same features come back with the positive).
+            late.labels[k] = 1.0
+            self._seq += 1
+            self._examples.append(
+                dataclasses.replace(late, labels=late.labels.copy(), seq=self._seq, late=True)
+            )
+            self.late_corrections += 1
+        else:
+            pending = self._example_for(user_id, user, row, ts, surface)
+            if pending.labels[k]:
+                return  # the same action twice on one video counts once
+            pending.labels[k] = 1.0
         self.stats.label_counts[row, k] += 1
         self.stats.total_labels[k] += 1
         user.label_counts[k] += 1
