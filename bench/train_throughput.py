@@ -69,7 +69,7 @@ from feed_latency import COUNT, bench_in_process, request_users
 from fyp.config import ModelSettings, Settings
 from fyp.engine import Engine
 from fyp.model.online import OnlineModels
-from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample
+from fyp.model.ranker import MultiTaskRanker, RankExample
 from fyp.model.two_tower import RetrievalExample, TwoTower
 from fyp.types import now_ms
 
@@ -187,59 +187,52 @@ def bench_whole_path(engine: Engine) -> tuple[dict[str, Any], list[Any], list[An
     )
 
 
-def bench_ranker_alone(engine: Engine, rank_batches: list[Any]) -> dict[str, Any]:
-    m = engine.settings.model
-    ranker = MultiTaskRanker(
-        ModelConfig(
-            embedding_dim=m.embedding_dim,
-            min_count=m.min_count,
-            expire_after_days=m.expire_after_days,
-            warmup_examples=m.warmup_examples,
-            seed=m.seed,
-        ),
-        engine.settings.ranker.value_weights,
-        engine.state.ranker,
-    )
-    n = sum(len(b) for b in rank_batches)
+def _time_steps(
+    stage: str, learn: Callable[[Any], object], batches: list[Any], batch: int
+) -> dict[str, Any]:
+    """``learn`` on each batch in turn, timed: throughput and per-step percentiles."""
+    n = sum(len(b) for b in batches)
     step_ms: list[float] = []
     t0 = time.perf_counter()
-    for b in rank_batches:
+    for b in batches:
         s = time.perf_counter()
-        ranker.learn(b)
+        learn(b)
         step_ms.append((time.perf_counter() - s) * 1e3)
     wall = time.perf_counter() - t0
     return {
-        "stage": "MultiTaskRanker.learn alone",
+        "stage": stage,
         "examples": n,
-        "batch": m.ranker_batch,
-        "steps": len(rank_batches),
+        "batch": batch,
+        "steps": len(batches),
         "wall_s": wall,
         "examples_per_s": n / wall if wall else None,
         "step_ms": percentiles(step_ms),
     }
+
+
+def bench_ranker_alone(engine: Engine, rank_batches: list[Any]) -> dict[str, Any]:
+    assert engine.models is not None
+    # A fresh model of the engine's own configuration.
+    ranker = MultiTaskRanker(
+        engine.models.ranker.cfg, engine.settings.ranker.value_weights, engine.state.ranker
+    )
+    return _time_steps(
+        "MultiTaskRanker.learn alone",
+        ranker.learn,
+        rank_batches,
+        engine.settings.model.ranker_batch,
+    )
 
 
 def bench_two_tower_alone(engine: Engine, retr_batches: list[Any]) -> dict[str, Any]:
-    models = engine.models
-    assert models is not None
-    towers = TwoTower(models.retrieval.cfg, engine.catalog)
-    n = sum(len(b) for b in retr_batches)
-    step_ms: list[float] = []
-    t0 = time.perf_counter()
-    for b in retr_batches:
-        s = time.perf_counter()
-        towers.learn(b)
-        step_ms.append((time.perf_counter() - s) * 1e3)
-    wall = time.perf_counter() - t0
-    return {
-        "stage": "TwoTower.learn alone (no index)",
-        "examples": n,
-        "batch": engine.settings.model.retrieval_batch,
-        "steps": len(retr_batches),
-        "wall_s": wall,
-        "examples_per_s": n / wall if wall else None,
-        "step_ms": percentiles(step_ms),
-    }
+    assert engine.models is not None
+    towers = TwoTower(engine.models.retrieval.cfg, engine.catalog)
+    return _time_steps(
+        "TwoTower.learn alone (no index)",
+        towers.learn,
+        retr_batches,
+        engine.settings.model.retrieval_batch,
+    )
 
 
 class Learner(threading.Thread):

@@ -142,13 +142,14 @@ class Engine:
             return
         state: FeedState = checkpoint["state"]
         state.settings = self.settings
+        # Videos added or changed since the checkpoint (rows of known ones are kept): the
+        # catalog the constructor read from the store, in its row order.
+        state.catalog.upsert(self.catalog.videos)
         self.state = state
         self.catalog = state.catalog
         self.models = checkpoint["models"]
         if self.models is not None:
             self.models.settings = self.settings
-        # Videos added or changed since the checkpoint (rows of known ones are kept).
-        self.catalog.upsert(list(self.catalog_store.all()))
         state.stats.ensure(len(self.catalog))
         # What was served is not in the event log: rebuilt from the impressions, as at
         # any start.

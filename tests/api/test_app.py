@@ -106,6 +106,7 @@ def test_metrics_is_prometheus_text_counting_requests_by_route(
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {"fyp_http_requests", "fyp_http_request_seconds", "fyp_events"} <= families
     assert {"fyp_catalog_top_ups", "fyp_learning_lag_events", "fyp_filtered"} <= families
+    assert {"fyp_late_outcome_corrections", "fyp_learning_skipped_events"} <= families
 
     def requests(route: str, method: str, status: str) -> float:
         return metric(text, "fyp_http_requests_total", route=route, method=method, status=status)

@@ -77,6 +77,18 @@ class _EngineCollector(Collector):
         )
         top_ups.add_metric([], c.top_ups)
         yield top_ups
+        state = self.engine.state
+        late = CounterMetricFamily(
+            "fyp_late_outcome_corrections",
+            "Actions that arrived after their impression's example closed, learned as corrections",
+        )
+        late.add_metric([], state.late_corrections)
+        yield late
+        skipped = CounterMetricFamily(
+            "fyp_learning_skipped_events", "Logged events of videos the catalog does not hold"
+        )
+        skipped.add_metric([], state.skipped_events)
+        yield skipped
         lag = GaugeMetricFamily("fyp_learning_lag_events", "Logged events not yet learned")
         lag.add_metric([], self.engine.pending())
         yield lag

@@ -68,7 +68,7 @@ import numpy.typing as npt
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from fyp.eval.metrics import bootstrap_ci, bootstrap_ci_grouped, gini
+from fyp.eval.metrics import ages_ms, bootstrap_ci, bootstrap_ci_grouped, gini
 from fyp.eval.simulate import (
     _SWIPE_GAP_MS,
     CATALOG_DAYS,
@@ -132,15 +132,9 @@ def first_hour_share(
     """Share of impressions shown within ``window_ms`` of the video's upload: the mean of
     ``0 <= shown_ms[i] - created_ms[i] < window_ms``. Raises ``ValueError`` on empty or
     mismatched inputs and when a video was shown before its upload."""
-    created = np.asarray(created_ms, dtype=np.int64)
-    shown = np.asarray(shown_ms, dtype=np.int64)
-    if created.ndim != 1 or shown.ndim != 1 or len(created) != len(shown):
-        raise ValueError("created_ms and shown_ms must be 1-D and of one length")
-    if len(created) == 0:
-        raise ValueError("first-hour share of no impressions is undefined")
-    age = shown - created
-    if (age < 0).any():
-        raise ValueError("a video was shown before it was uploaded")
+    age = ages_ms(
+        created_ms, shown_ms, "created_ms and shown_ms", "shown", "uploaded", "impressions"
+    )
     return float(np.mean(age < window_ms))
 
 
@@ -625,8 +619,9 @@ def _report(
             out[key] = _undefined()
     else:
         shown = np.asarray(log.imp_shown, dtype=np.int64)
-        first_hour_share(created[imp_row], shown)  # raises if shown before its upload
-        first_hour = ((shown - created[imp_row]) < HOUR_MS).astype(np.float64)
+        # Per impression (for the per-user interval); raises if shown before its upload.
+        age = ages_ms(created[imp_row], shown, "created_ms and shown_ms", "shown", "uploaded")
+        first_hour = (age < HOUR_MS).astype(np.float64)
         imp_creator = video_creator[imp_row]
         out["watch_ratio"] = mean_ci(imp_user, ratio)
         out["like_rate"] = mean_ci(imp_user, liked)

@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 from fyp.types import DAY_MS
 
 __all__ = [
+    "ages_ms",
     "auc",
     "auc_ci",
     "bootstrap_ci",
@@ -349,16 +350,31 @@ def mean_age_days(item_created_ms: ArrayLike, at_ms: ArrayLike) -> float:
     item was recommended before it was created (a sign of leaked future data or of
     mixed time units).
     """
-    created = np.asarray(item_created_ms, dtype=np.int64)
-    shown = np.asarray(at_ms, dtype=np.int64)
-    if created.ndim != 1 or shown.ndim != 1 or len(created) != len(shown):
-        raise ValueError("item_created_ms and at_ms must be 1-D and of one length")
-    if len(created) == 0:
-        raise ValueError("mean age of no items is undefined")
-    age_ms = shown - created
-    if (age_ms < 0).any():
-        raise ValueError("an item was recommended before it was created")
+    age_ms = ages_ms(item_created_ms, at_ms, "item_created_ms and at_ms", "recommended", "created")
     return float(np.mean(age_ms / DAY_MS))
+
+
+def ages_ms(
+    created_ms: ArrayLike,
+    shown_ms: ArrayLike,
+    names: str,
+    shown: str,
+    created: str,
+    items: str = "items",
+) -> NDArray[np.int64]:
+    """``shown_ms − created_ms`` per item, checked: 1-D, of one length, not empty, and
+    never shown before created (a sign of leaked future data or of mixed time units).
+    ``names``, ``shown``, ``created``, ``items``: the words of the error messages."""
+    c = np.asarray(created_ms, dtype=np.int64)
+    s = np.asarray(shown_ms, dtype=np.int64)
+    if c.ndim != 1 or s.ndim != 1 or len(c) != len(s):
+        raise ValueError(f"{names} must be 1-D and of one length")
+    if len(c) == 0:
+        raise ValueError(f"the age of no {items} is undefined")
+    age: NDArray[np.int64] = s - c
+    if (age < 0).any():
+        raise ValueError(f"an item was {shown} before it was {created}")
+    return age
 
 
 # --- confidence intervals ----------------------------------------------------------------

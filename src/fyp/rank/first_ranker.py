@@ -140,12 +140,7 @@ class FirstRanker:
         x = np.empty((len(LABELS), N_FEATURES))
         x[:, 0] = _logit(self.stats.smoothed_rates(row, m, g))
         x[:, 1] = self._user_lift(user, g, g_logit)
-        if user.creators or user.follows:
-            base = self._user_long_view_rate(user)
-            one = np.array([row], dtype=np.intp)
-            x[:, 2:6] = self._affinities_direct(user, one, now, base)[0]
-        else:
-            x[:, 2:6] = 0.0
+        x[:, 2:6] = self._affinities(user, np.array([row], dtype=np.intp), now)[0]
         created = int(self.catalog.created_at[row])
         x[:, 6] = math.exp(-max(now - created, 0) / _FRESH_MS) if created > 0 else 0.0
         x[:, 7] = 1.0
