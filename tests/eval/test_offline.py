@@ -242,8 +242,14 @@ def test_prequential_scores_each_window_before_learning_from_it(smoke_dir: Path)
     from fyp.eval.prequential import prequential_scores
 
     data = load_eval_data(smoke_dir, SPLIT)
-    frozen = prequential_scores(data, smoke_dir, window_ms=10**13)  # one window: no learning
-    online = prequential_scores(data, smoke_dir, window_ms=60_000)
+    scores = []
+    for window_ms in (10**13, 60_000):  # one window (no learning before scoring), minutes
+        model = EngineModel(smoke_dir)
+        try:
+            scores.append(prequential_scores(data, model, window_ms=window_ms))
+        finally:
+            model.close()
+    frozen, online = scores
     times = data.requests.imp_time_ms
     first_window = times < times.min() + 60_000
     later = ~first_window

@@ -62,6 +62,31 @@ def test_numpy_serving_forward_equals_the_torch_forward() -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_serving_inputs_equal_training_inputs() -> None:
+    """The network input built in numpy for serving is the one built in torch for
+    training: same parts, same order, same tag mean (a missing sound, an unknown tag, more
+    tags than are pooled)."""
+    catalog = _catalog(20)
+    ranker = _ranker(catalog)
+    ranker.learn(_planted_examples(catalog, 128, seed=7))  # some ids get rows
+    tags = [("t0",), ("t1", "never-seen"), tuple(f"t{i % 5}" for i in range(11))]
+    batch = ranker._lookup(
+        ["u0", "nobody", "u1"],
+        ["v0", "v1", "unknown"],
+        ["c0", "c1", "c9"],
+        ["s0", None, "s3"],
+        tags,
+        ["for_you", "tab2", "for_you"],
+        NOW,
+        train=False,
+    )
+    dense = np.random.default_rng(0).standard_normal((3, DENSE_DIM)).astype(np.float32)
+    trained, _, _ = ranker._inputs(batch, dense)
+    np.testing.assert_allclose(
+        ranker._inputs_numpy(batch, dense), trained.detach().numpy(), rtol=1e-6
+    )
+
+
 def _planted_examples(catalog: CatalogIndex, n: int, seed: int) -> list[RankExample]:
     """Users u0..u19: even users long-view creator c0..c4 videos, odd ones c5..c9."""
     rng = np.random.default_rng(seed)

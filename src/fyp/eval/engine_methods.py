@@ -35,7 +35,7 @@ import numpy as np
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
 from fyp.eval.kuairand import ImportSummary, import_kuairand
-from fyp.eval.methods import FloatArray, IntArray, Method, _impressions_by_user, top_rows
+from fyp.eval.methods import FloatArray, IntArray, Method, _impression_groups, top_rows
 from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train
 from fyp.pipeline import FeedPipeline, PipelineCounters
 from fyp.retrieve.base import FeedContext
@@ -87,7 +87,11 @@ class EngineModel:
         self._tmp = tempfile.TemporaryDirectory(prefix="fyp-eval-")
         engine = Engine.open(self.settings(Path(self._tmp.name) / "store"))
         self.summary = import_kuairand(
-            engine, self.kuairand_dir, logs=train.frame, progress=self.progress
+            engine,
+            self.kuairand_dir,
+            logs=train.frame,
+            videos=catalog.videos,
+            progress=self.progress,
         )
         self.to_engine = np.array(
             [engine.catalog.row_of[v.video_id] for v in catalog.videos], dtype=np.intp
@@ -121,18 +125,28 @@ class _EngineMethod(Method):
         self.seen = train.seen
         self.row_of = catalog.row_of
 
-    def _scored(self, user: str, rows: IntArray, at_ms: int) -> tuple[FloatArray, FloatArray]:
-        """(probabilities (n, L), value scores (n,)) for catalog ``rows``."""
+    def _scored(
+        self, user: str, rows: IntArray, at_ms: int, surface: str = DEFAULT_SURFACE
+    ) -> tuple[FloatArray, FloatArray]:
+        """(probabilities (n, L), value scores (n,)) for catalog ``rows``; the first
+        ranker does not read the surface."""
         engine = self.engine
         state = engine.state.user(user)
         scored = engine.state.ranker.score(state, self.model.to_engine[rows].tolist(), at_ms)
         return np.asarray(scored.probabilities), np.asarray(scored.values)
 
-    def _score_impressions(self, requests: Requests, per_label: bool) -> dict[str, FloatArray]:
+    def _score_impressions(
+        self, requests: Requests, per_label: bool, by_surface: bool = False
+    ) -> dict[str, FloatArray]:
+        """Each impression scored as of its group's first impression: the head of each
+        label with ``per_label`` (the value score for labels without a head), else the
+        value score for all."""
         out = {label: np.zeros(len(requests.imp_row)) for label in IMPRESSION_LABELS}
-        for user, idx in _impressions_by_user(requests):
+        for user, surface, idx in _impression_groups(requests, by_surface):
             at = int(requests.imp_time_ms[idx].min())
-            probabilities, values = self._scored(user, requests.imp_row[idx], at)
+            probabilities, values = self._scored(
+                user, requests.imp_row[idx], at, surface or DEFAULT_SURFACE
+            )
             for label in IMPRESSION_LABELS:
                 head = LABEL_INDEX.get(label) if per_label else None
                 out[label][idx] = values if head is None else probabilities[:, head]
@@ -195,18 +209,14 @@ class FypPipeline(_EngineMethod):
         engine = self.engine
         ranker = self.pipeline().ranker
         scores = np.zeros(len(requests.imp_row))
-        surfaces = np.array(requests.imp_surface, dtype=np.str_)
-        for user, idx in _impressions_by_user(requests):
-            for surface in np.unique(surfaces[idx]).tolist():
-                sub = idx[surfaces[idx] == surface]
-                at = int(requests.imp_time_ms[sub].min())
-                state = engine.state.user(user)
-                ctx = FeedContext(
-                    "eval", user, state, len(sub), surface, engine.state.region_of(state), at
-                )
-                scores[sub] = ranker.values(
-                    ctx, self.model.to_engine[requests.imp_row[sub]].tolist()
-                )
+        for user, surface, idx in _impression_groups(requests, by_surface=True):
+            at = int(requests.imp_time_ms[idx].min())
+            state = engine.state.user(user)
+            ctx = FeedContext(
+                "eval", user, state, len(idx), surface or DEFAULT_SURFACE,
+                engine.state.region_of(state), at,
+            )  # fmt: skip
+            scores[idx] = ranker.values(ctx, self.model.to_engine[requests.imp_row[idx]].tolist())
         return {label: scores for label in IMPRESSION_LABELS}
 
     def scores_used(self) -> dict[str, str]:
@@ -219,16 +229,16 @@ class FypMMoE(_EngineMethod):
 
     name = "fyp_mmoe"
 
-    def _scored(self, user: str, rows: IntArray, at_ms: int) -> tuple[FloatArray, FloatArray]:
+    def _scored(
+        self, user: str, rows: IntArray, at_ms: int, surface: str = DEFAULT_SURFACE
+    ) -> tuple[FloatArray, FloatArray]:
         engine = self.engine
         if engine.models is None:
             raise RuntimeError("fyp_mmoe: the engine runs without learned models")
         p, v = engine.models.ranker.predict(
-            user, engine.state.user(user), self.model.to_engine[rows].tolist(), at_ms, self._surface
+            user, engine.state.user(user), self.model.to_engine[rows].tolist(), at_ms, surface
         )
         return p.astype(np.float64), v.astype(np.float64)
-
-    _surface = DEFAULT_SURFACE
 
     def top_k(self, requests: Requests, k: int) -> list[IntArray]:
         """Two stages, as in serving: the first ranker's best ``SHORTLIST`` eligible
@@ -243,25 +253,13 @@ class FypMMoE(_EngineMethod):
         ):
             first = engine.state.ranker.score(engine.state.user(u), every, int(at)).values
             shortlist = top_rows(first, self.seen.get(u, set()), SHORTLIST)
-            self._surface = surface
-            values = self._scored(u, shortlist, int(at))[1]
+            values = self._scored(u, shortlist, int(at), surface)[1]
             out.append(shortlist[top_rows(values, set(), k)])
         return out
 
     def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
-        # Per impression surface: group by (user, surface).
-        out = {label: np.zeros(len(requests.imp_row)) for label in IMPRESSION_LABELS}
-        surfaces = np.array(requests.imp_surface, dtype=np.str_)
-        for user, idx in _impressions_by_user(requests):
-            for surface in np.unique(surfaces[idx]).tolist():
-                sub = idx[surfaces[idx] == surface]
-                self._surface = surface
-                at = int(requests.imp_time_ms[sub].min())
-                p, v = self._scored(user, requests.imp_row[sub], at)
-                for label in IMPRESSION_LABELS:
-                    head = LABEL_INDEX.get(label)
-                    out[label][sub] = v if head is None else p[:, head]
-        return out
+        # The learned ranker reads the page: one group per user and surface.
+        return self._score_impressions(requests, per_label=True, by_surface=True)
 
     def scores_used(self) -> dict[str, str]:
         return {

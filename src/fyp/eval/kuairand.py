@@ -35,6 +35,7 @@ __all__ = [
     "import_kuairand",
     "read_logs",
     "read_videos",
+    "replay_rows",
     "rows_to_records",
 ]
 
@@ -556,6 +557,20 @@ def rows_to_records(logs: pl.DataFrame) -> Iterator[KuaiRandRow]:
 # -------------------------------------------------------------------------- import
 
 
+def replay_rows(engine: ImportTarget, rows: pl.DataFrame) -> IngestOutcome:
+    """Log rows into ``engine`` as they happened: their impressions recorded, their
+    events ingested, then learned."""
+    impressions: list[Impression] = []
+    events: list[dict[str, object]] = []
+    for record in rows_to_records(rows):
+        impressions.append(record.impression)
+        events.extend(record.events)
+    engine.record_impressions(impressions)
+    outcome = engine.ingest(events)
+    engine.learn()
+    return outcome
+
+
 def import_kuairand(
     engine: ImportTarget,
     data: Path,
@@ -564,6 +579,7 @@ def import_kuairand(
     files: list[Path] | None = None,
     until_ms: int | None = None,
     logs: pl.DataFrame | None = None,
+    videos: list[Video] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportSummary:
     """Load KuaiRand into ``engine``: the catalog, then the logs in time order.
@@ -573,7 +589,8 @@ def import_kuairand(
     was served), ``ingest`` of all the chunk's events, ``learn``; then
     ``progress(rows_done, rows_total)``. ``files`` and ``until_ms`` (exclusive) select the
     rows as in :func:`read_logs`; or ``logs`` gives them already read (the evaluation
-    passes its training rows). Refused events are counted by reason.
+    passes its training rows), and ``videos`` the catalog already read from them
+    (:func:`read_videos` of the same logs). Refused events are counted by reason.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -581,7 +598,10 @@ def import_kuairand(
         logs = read_logs(data, files=files, until_ms=until_ms)
     elif files is not None or until_ms is not None:
         raise ValueError("pass either logs or files/until_ms, not both")
-    videos, videos_skipped = _read_videos_counted(data, logs)
+    if videos is None:
+        videos, videos_skipped = _read_videos_counted(data, logs)
+    else:
+        videos_skipped = 0  # counted by whoever read them
     upserted = 0
     for start in range(0, len(videos), chunk_rows):
         upserted += engine.upsert_videos(videos[start : start + chunk_rows])
@@ -590,15 +610,7 @@ def import_kuairand(
     reasons: dict[str, int] = {}
     total = logs.height
     for start in range(0, total, chunk_rows):
-        chunk = logs.slice(start, chunk_rows)
-        impressions: list[Impression] = []
-        events: list[dict[str, object]] = []
-        for row in rows_to_records(chunk):
-            impressions.append(row.impression)
-            events.extend(row.events)
-        engine.record_impressions(impressions)
-        outcome = engine.ingest(events)
-        engine.learn()
+        outcome = replay_rows(engine, logs.slice(start, chunk_rows))
         accepted += outcome.accepted
         duplicates += outcome.duplicates
         for refused in outcome.rejected:

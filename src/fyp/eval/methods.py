@@ -102,6 +102,20 @@ def _impressions_by_user(requests: Requests) -> Iterator[tuple[str, IntArray]]:
         yield str(users[s]), order[s:e].astype(np.int64)
 
 
+def _impression_groups(
+    requests: Requests, by_surface: bool
+) -> Iterator[tuple[str, str | None, IntArray]]:
+    """The logged test impressions as (user, surface, indices): one group per user, or
+    per user and page with ``by_surface`` (surface None when not split by it)."""
+    surfaces = np.array(requests.imp_surface, dtype=np.str_) if by_surface else None
+    for user, idx in _impressions_by_user(requests):
+        if surfaces is None:
+            yield user, None, idx
+            continue
+        for surface in np.unique(surfaces[idx]).tolist():
+            yield user, surface, idx[surfaces[idx] == surface]
+
+
 class VectorMethod(Method):
     """A method that scores the whole catalog for a user at a time: ranking is the best
     rows of that vector; an impression's score is its row's entry (as of the user's first

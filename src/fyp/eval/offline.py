@@ -338,7 +338,8 @@ def evaluate_kuairand(
 
             if step is not None:
                 step("online: score each minute of the test day, then learn from it")
-            scores = prequential_scores(data, data_dir, config, progress=import_progress)
+            # The engine the frozen rows were scored with goes on to learn the test day.
+            scores = prequential_scores(data, model, progress=import_progress)
             for ranker, per_label in scores.items():
                 metrics, _ = _impression_metrics(data, per_label, boots, seed)
                 result["methods"][f"{ranker}_online"] = metrics

@@ -17,17 +17,15 @@ the offline methods, which never receive them.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import polars as pl
 
 from fyp.eval.engine_methods import EngineModel
-from fyp.eval.kuairand import rows_to_records
-from fyp.eval.methods import FloatArray
+from fyp.eval.kuairand import replay_rows
+from fyp.eval.methods import FloatArray, _impression_groups
 from fyp.eval.protocol import IMPRESSION_LABELS, EvalData
 from fyp.state.feedback import LABEL_INDEX
 from fyp.types import DEFAULT_SURFACE
@@ -40,64 +38,54 @@ WINDOW_MS = 60_000  # score a minute of impressions, then learn from it
 
 def prequential_scores(
     data: EvalData,
-    data_dir: Path,
-    config: Path | None = None,
+    model: EngineModel,
     window_ms: int = WINDOW_MS,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, FloatArray]]:
     """Per ranker of ``ONLINE_RANKERS`` and label, each test impression's score, given by
-    an engine that has learned from every test window before the impression's own."""
-    model = EngineModel(data_dir, config=config)
-    try:
-        engine = model.fit(data.catalog, data.train)
-        if engine.models is None:
-            raise RuntimeError("the prequential run needs the learned models")
-        req = data.requests
-        n = len(req.imp_row)
-        out = {name: {label: np.zeros(n) for label in IMPRESSION_LABELS} for name in ONLINE_RANKERS}
-        times = req.imp_time_ms
-        order = np.argsort(times, kind="stable")
-        window = (times[order] - times[order[0]]) // window_ms if n else np.zeros(0, np.int64)
-        bounds = np.flatnonzero(np.r_[True, window[1:] != window[:-1], True])
-        to_engine = model.to_engine
-        surfaces = np.array(req.imp_surface, dtype=np.str_)
-        frame = data.outcomes.frame
-        for w, (start, end) in enumerate(itertools.pairwise(bounds.tolist())):
-            idx = order[start:end]
-            # 1. predict, with what the engine knows now
-            for user in np.unique(req.imp_user[idx]).tolist():
-                mine = idx[req.imp_user[idx] == user]
-                for surface in np.unique(surfaces[mine]).tolist():
-                    sub = mine[surfaces[mine] == surface]
-                    at = int(times[sub].min())
-                    state = engine.state.user(user)
-                    rows = to_engine[req.imp_row[sub]].tolist()
-                    first = engine.state.ranker.score(state, rows, at)
-                    learned_p, learned_v = engine.models.ranker.predict(
-                        user, state, rows, at, surface or DEFAULT_SURFACE
-                    )
-                    for label in IMPRESSION_LABELS:
-                        head = LABEL_INDEX.get(label)
-                        out["fyp_first_ranker"][label][sub] = (
-                            first.values if head is None else first.probabilities[:, head]
-                        )
-                        out["fyp_mmoe"][label][sub] = (
-                            learned_v if head is None else learned_p[:, head]
-                        )
-            # 2. then learn from what happened
-            _feed(engine, frame[np.sort(idx).tolist()])
-            if progress is not None:
-                progress(w + 1, len(bounds) - 1)
-        return out
-    finally:
-        model.close()
+    an engine that has learned from every test window before the impression's own.
 
-
-def _feed(engine: Any, rows: pl.DataFrame) -> None:
-    impressions, events = [], []
-    for record in rows_to_records(rows.sort("time_ms", maintain_order=True)):
-        impressions.append(record.impression)
-        events.extend(record.events)
-    engine.record_impressions(impressions)
-    engine.ingest(events)
-    engine.learn()
+    ``model``: the engine trained on ``data``'s training rows (fitted here if it is not
+    yet; the offline run passes the one its frozen rows were scored with, which asking
+    did not change). It learns the test day, so it is of no further use frozen."""
+    engine = model.fit(data.catalog, data.train)
+    if engine.models is None:
+        raise RuntimeError("the prequential run needs the learned models")
+    req = data.requests
+    n = len(req.imp_row)
+    out = {name: {label: np.zeros(n) for label in IMPRESSION_LABELS} for name in ONLINE_RANKERS}
+    times = req.imp_time_ms
+    order = np.argsort(times, kind="stable")
+    window = (times[order] - times[order[0]]) // window_ms if n else np.zeros(0, np.int64)
+    bounds = np.flatnonzero(np.r_[True, window[1:] != window[:-1], True])
+    to_engine = model.to_engine
+    frame = data.outcomes.frame
+    for w, (start, end) in enumerate(itertools.pairwise(bounds.tolist())):
+        idx = order[start:end]
+        # 1. predict, with what the engine knows now
+        window_requests = dataclasses.replace(
+            req,
+            imp_user=req.imp_user[idx],
+            imp_row=req.imp_row[idx],
+            imp_time_ms=times[idx],
+            imp_surface=[req.imp_surface[i] for i in idx.tolist()],
+        )
+        for user, surface, sub in _impression_groups(window_requests, by_surface=True):
+            at = int(window_requests.imp_time_ms[sub].min())
+            state = engine.state.user(user)
+            rows = to_engine[window_requests.imp_row[sub]].tolist()
+            first = engine.state.ranker.score(state, rows, at)
+            learned_p, learned_v = engine.models.ranker.predict(
+                user, state, rows, at, surface or DEFAULT_SURFACE
+            )
+            for label in IMPRESSION_LABELS:
+                head = LABEL_INDEX.get(label)
+                out["fyp_first_ranker"][label][idx[sub]] = (
+                    first.values if head is None else first.probabilities[:, head]
+                )
+                out["fyp_mmoe"][label][idx[sub]] = learned_v if head is None else learned_p[:, head]
+        # 2. then learn from what happened
+        replay_rows(engine, frame[np.sort(idx).tolist()].sort("time_ms", maintain_order=True))
+        if progress is not None:
+            progress(w + 1, len(bounds) - 1)
+    return out

@@ -166,7 +166,7 @@ class OnlineModels:
                 if len(self.index) == 0 or self._retrieval_steps % _FULL_REFRESH_STEPS == 0:
                     self._refresh_rows = list(range(len(self.state.catalog)))
                 else:
-                    self.refresh_index(sorted({e.row for e in batch_r}), batch_r[-1].ts)
+                    self.refresh_index(sorted({e.row for e in batch_r}))
             return True
         return False
 
@@ -177,10 +177,11 @@ class OnlineModels:
             n += 1
         return n
 
-    def refresh_index(self, rows: Sequence[int], now: int = 0) -> None:
-        """Recompute the item vectors of catalog ``rows`` into the index."""
+    def refresh_index(self, rows: Sequence[int]) -> None:
+        """Recompute the item vectors of catalog ``rows`` into the index (a serving-side
+        read of the towers: no time-dependent lookup happens, so no clock is needed)."""
         catalog = self.state.catalog
         rows = list(rows)
         self.index.upsert(
-            [catalog.videos[r].video_id for r in rows], self.retrieval.item_vectors(rows, now)
+            [catalog.videos[r].video_id for r in rows], self.retrieval.item_vectors(rows, 0)
         )

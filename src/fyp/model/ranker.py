@@ -278,7 +278,6 @@ class MultiTaskRanker:
         for name, w in value_weights.items():
             self.value_weights[LABELS.index(name)] = w
         self.examples_seen = 0
-        self.last_loss = math.nan
         self._steps = 0  # optimisation steps taken; the serving copy of the weights is
         self._weights_at = -1  # refreshed when it is behind
         self._weights: dict[str, F32] = {}
@@ -415,8 +414,7 @@ class MultiTaskRanker:
         scatter_gradients(self.tables["hashtag"], batch.tag_rows.reshape(-1), tag_leaf, n)
         self.examples_seen += len(examples)
         self._steps += 1
-        self.last_loss = float(loss.item()) / N_LABELS
-        return self.last_loss
+        return float(loss.item()) / N_LABELS
 
     # -- serving -----------------------------------------------------------------------
 

@@ -99,7 +99,6 @@ class TwoTower:
         self.positives_seen = 0
         # Streaming estimate of each row's share of positives, for the log-Q correction.
         self.positive_counts = np.zeros(0, dtype=np.float64)
-        self.last_loss = math.nan
 
     @property
     def warm(self) -> bool:
@@ -207,8 +206,7 @@ class TwoTower:
         for kind, r, leaf in (*user_leaves, *item_leaves):
             scatter_gradients(self.tables[kind], r, leaf, float(len(examples)))
         self.positives_seen += len(examples)
-        self.last_loss = float(loss.item())
-        return self.last_loss
+        return float(loss.item())
 
     def _count_positives(self, rows: Sequence[int]) -> None:
         n = len(self.catalog)
