@@ -430,3 +430,16 @@ def test_gather_scatter_learns_a_toy_regression() -> None:
     v = t.vectors(rows)
     scatter_gradients(t, rows, gather(t, rows))
     np.testing.assert_array_equal(t.vectors(rows), v)
+
+
+def test_lookup_padded_and_optional() -> None:
+    from fyp.model.embeddings import lookup_optional, lookup_padded
+
+    table = EmbeddingTable("t", TableConfig(dim=2, min_count=1))
+    rows, counts = lookup_padded(table, [["a", "b"], [], ["b"]], 3, 0, admit=True)
+    a, b = table.row_of("a"), table.row_of("b")
+    assert rows.tolist() == [[a, b, -1], [-1, -1, -1], [b, -1, -1]]
+    assert counts.tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="more than 1"):
+        lookup_padded(table, [["a", "b"]], 1, 0)
+    assert lookup_optional(table, ["a", None], 0).tolist() == [a, -1]

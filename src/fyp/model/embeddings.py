@@ -507,6 +507,49 @@ class EmbeddingTables:
 # ---------------------------------------------------------------------- torch glue
 
 
+MAX_TAGS = 8  # hashtags of a video pooled into its representation (the first ones)
+
+
+def lookup_optional(
+    table: EmbeddingTable,
+    ids: Sequence[str | None],
+    now_ms: int,
+    *,
+    admit: bool = False,
+    touch: bool = False,
+) -> NDArray[np.int64]:
+    """:meth:`EmbeddingTable.lookup` of ids that may be missing (a video without a
+    sound): a missing one reads as -1, the fallback."""
+    rows = table.lookup([i or "" for i in ids], now_ms, admit=admit, touch=touch)
+    rows[np.array([i is None for i in ids], dtype=bool)] = -1
+    return rows
+
+
+def lookup_padded(
+    table: EmbeddingTable,
+    lists: Sequence[Sequence[str]],
+    width: int,
+    now_ms: int,
+    *,
+    admit: bool = False,
+    touch: bool = False,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The rows of several id lists (a video's hashtags, a user's history) in one lookup,
+    as an ``(n, width)`` array padded with -1, and each list's length. Lists must hold at
+    most ``width`` ids (the caller chooses which: the first tags, the last views)."""
+    counts = np.fromiter((len(ids) for ids in lists), dtype=np.int64, count=len(lists))
+    if (counts > width).any():
+        raise ValueError(f"a list holds more than {width} ids")
+    flat = [i for ids in lists for i in ids]
+    out = np.full((len(lists), width), -1, dtype=np.int64)
+    if flat:
+        # Row-major boolean assignment fills each list's first slots, list by list.
+        out[np.arange(width) < counts[:, None]] = table.lookup(
+            flat, now_ms, admit=admit, touch=touch
+        )
+    return out, counts
+
+
 def gather(table: EmbeddingTable, rows: NDArray[np.int64]) -> torch.Tensor:
     """The vectors of ``rows`` (-1: the fallback) as a leaf tensor ``(n, dim)`` with
     ``requires_grad=True``, for a model's forward pass."""

@@ -35,7 +35,15 @@ import torch
 from torch import nn
 
 from fyp.catalog.index import CatalogIndex
-from fyp.model.embeddings import EmbeddingTable, TableConfig, gather, scatter_gradients
+from fyp.model.embeddings import (
+    MAX_TAGS,
+    EmbeddingTable,
+    TableConfig,
+    gather,
+    lookup_optional,
+    lookup_padded,
+    scatter_gradients,
+)
 from fyp.rank.first_ranker import FirstRanker
 from fyp.state.feedback import LABELS
 from fyp.state.users import UserState
@@ -225,9 +233,6 @@ class _Batch:
     tag_mask: F32 = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
-_MAX_TAGS = 8
-
-
 class MultiTaskRanker:
     """The MMoE with its embedding tables, trained online, scoring for the pipeline."""
 
@@ -307,27 +312,18 @@ class MultiTaskRanker:
             "creator": t["creator"].lookup(creators, now, **kw),
             "surface": t["surface"].lookup(surfaces, now, **kw),
         }
-        sound_rows = t["sound"].lookup([s or "" for s in sounds], now, **kw)
-        sound_rows[np.array([s is None for s in sounds], dtype=bool)] = -1
-        rows["sound"] = sound_rows
-        n = len(users)
-        tag_ids = [tags[:_MAX_TAGS] for tags in hashtags]
-        flat = [tag for tags in tag_ids for tag in tags]
-        flat_rows = t["hashtag"].lookup(flat, now, **kw) if flat else np.zeros(0, np.int64)
-        tag_rows = np.full((n, _MAX_TAGS), -1, dtype=np.int64)
-        tag_mask = np.zeros((n, _MAX_TAGS), dtype=np.float32)
-        i = 0
-        for j, tags in enumerate(tag_ids):
-            k = len(tags)
-            tag_rows[j, :k] = flat_rows[i : i + k]
-            tag_mask[j, :k] = 1.0
-            i += k
+        rows["sound"] = lookup_optional(t["sound"], sounds, now, **kw)
+        tag_rows, counts = lookup_padded(
+            t["hashtag"], [tags[:MAX_TAGS] for tags in hashtags], MAX_TAGS, now, **kw
+        )
+        # Every tag slot a video fills counts in its mean (an unknown tag as the fallback).
+        tag_mask = (np.arange(MAX_TAGS) < counts[:, None]).astype(np.float32)
         return _Batch(rows, tag_rows, tag_mask)
 
     def _inputs_numpy(self, batch: _Batch, dense: F32) -> F32:
         """The network's input for serving, in numpy (what :meth:`_inputs` builds)."""
         t = self.tables
-        tags = t["hashtag"].vectors(batch.tag_rows.reshape(-1)).reshape(len(dense), _MAX_TAGS, -1)
+        tags = t["hashtag"].vectors(batch.tag_rows.reshape(-1)).reshape(len(dense), MAX_TAGS, -1)
         mask = batch.tag_mask
         tag_mean = (tags * mask[:, :, None]).sum(axis=1) / np.maximum(
             mask.sum(axis=1, keepdims=True), 1.0
@@ -358,7 +354,7 @@ class MultiTaskRanker:
         leaves = {kind: gather(self.tables[kind], r) for kind, r in batch.rows.items()}
         tag_leaf = gather(self.tables["hashtag"], batch.tag_rows.reshape(-1))
         mask = torch.from_numpy(batch.tag_mask)
-        tags = tag_leaf.view(len(dense), _MAX_TAGS, -1) * mask[:, :, None]
+        tags = tag_leaf.view(len(dense), MAX_TAGS, -1) * mask[:, :, None]
         tag_mean = tags.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
         user, video, creator = leaves["user"], leaves["video"], leaves["creator"]
         x = torch.cat(

@@ -27,15 +27,21 @@ import torch
 from torch import nn
 
 from fyp.catalog.index import CatalogIndex
-from fyp.model.embeddings import EmbeddingTable, TableConfig, gather, scatter_gradients
+from fyp.model.embeddings import (
+    MAX_TAGS,
+    EmbeddingTable,
+    TableConfig,
+    gather,
+    lookup_optional,
+    lookup_padded,
+    scatter_gradients,
+)
 from fyp.types import DAY_MS
 
 __all__ = ["RetrievalExample", "TwoTower", "TwoTowerConfig"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-_MAX_TAGS = 8
 
 
 @dataclass(frozen=True)
@@ -110,16 +116,10 @@ class TwoTower:
         videos = [self.catalog.videos[r] for r in rows]
         kw: dict[str, Any] = {"admit": train, "touch": train}
         t = self.tables
-        sound = t["sound"].lookup([v.sound_id or "" for v in videos], now, **kw)
-        sound[np.array([v.sound_id is None for v in videos], dtype=bool)] = -1
-        tags = np.full((len(videos), _MAX_TAGS), -1, dtype=np.int64)
-        flat = [tag for v in videos for tag in v.hashtags[:_MAX_TAGS]]
-        flat_rows = t["hashtag"].lookup(flat, now, **kw) if flat else np.zeros(0, np.int64)
-        i = 0
-        for j, v in enumerate(videos):
-            k = min(len(v.hashtags), _MAX_TAGS)
-            tags[j, :k] = flat_rows[i : i + k]
-            i += k
+        sound = lookup_optional(t["sound"], [v.sound_id for v in videos], now, **kw)
+        tags, _ = lookup_padded(
+            t["hashtag"], [v.hashtags[:MAX_TAGS] for v in videos], MAX_TAGS, now, **kw
+        )
         return {
             "video": t["video"].lookup([v.video_id for v in videos], now, **kw),
             "creator": t["creator"].lookup([v.creator_id for v in videos], now, **kw),
@@ -141,7 +141,7 @@ class TwoTower:
         tag_leaf = gather(self.tables["hashtag"], flat)
         leaves.append(("hashtag", flat, tag_leaf))
         mask = torch.from_numpy((tag_rows >= 0).astype(np.float32))
-        tags = tag_leaf.view(len(tag_rows), _MAX_TAGS, -1) * mask[:, :, None]
+        tags = tag_leaf.view(len(tag_rows), MAX_TAGS, -1) * mask[:, :, None]
         parts.append(tags.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0))
         return torch.cat(parts, dim=1), leaves
 
@@ -156,20 +156,15 @@ class TwoTower:
         user_rows = self.tables["user"].lookup(user_ids, now, **kw)
         user_leaf = gather(self.tables["user"], user_rows)
         n, h = len(user_ids), self.cfg.history
-        hist = np.full((n, h), -1, dtype=np.int64)
-        mask = np.zeros((n, h), dtype=np.float32)
-        ids: list[str] = []
-        for j, rows in enumerate(histories):
-            recent = list(rows)[-h:]
-            mask[j, : len(recent)] = 1.0
-            ids.extend(self.catalog.videos[r].video_id for r in recent)
+        videos = self.catalog.videos
         # History videos read the video table without admitting: only positives train it.
-        flat_rows = self.tables["video"].lookup(ids, now) if ids else np.zeros(0, np.int64)
-        i = 0
-        for j, rows in enumerate(histories):
-            k = min(len(rows), h)
-            hist[j, :k] = flat_rows[i : i + k]
-            i += k
+        hist, counts = lookup_padded(
+            self.tables["video"],
+            [[videos[r].video_id for r in list(rows)[-h:]] for rows in histories],
+            h,
+            now,
+        )
+        mask = (np.arange(h) < counts[:, None]).astype(np.float32)
         hist_leaf = gather(self.tables["video"], hist.reshape(-1))
         m = torch.from_numpy(mask)
         pooled = (hist_leaf.view(n, h, -1) * m[:, :, None]).sum(dim=1) / m.sum(
