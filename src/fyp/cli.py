@@ -207,6 +207,7 @@ def demo(
     import httpx
 
     from fyp.eval.simulate import (
+        AudienceReport,
         EngineFeed,
         RandomFeed,
         RequestStats,
@@ -242,16 +243,13 @@ def demo(
                 "creators / page",
             ):
                 t.add_column(col, justify="right")
-            viewed = sum(s.items_viewed for s in window) or 1
-            wr = sum(s.mean_watch_ratio * s.items_viewed for s in window) / viewed
-            likes = sum(s.likes for s in window) / viewed
-            pages = [s.distinct_creators for s in window if s.items_served] or [0]
+            recent = AudienceReport.from_stats("engine", 0, list(window))
             t.add_row(
                 f"{done:,}",
-                f"{wr:.3f}",
+                f"{recent.mean_watch_ratio:.3f}",
                 f"{baseline.last_window_watch_ratio():.3f}",
-                f"{likes:.3f}",
-                f"{sum(pages) / len(pages):.1f}",
+                f"{recent.like_rate:.3f}",
+                f"{recent.distinct_creators_per_page:.1f}",
             )
             return t
 

@@ -73,12 +73,15 @@ from fyp.eval.simulate import (
     _SWIPE_GAP_MS,
     CATALOG_DAYS,
     DAY_MS,
+    EngineFeed,
     Reaction,
     SimulatedUser,
     SimulationError,
     UserState,
     World,
     build_world,
+    post_events,
+    post_videos,
     reaction_events,
 )
 
@@ -321,11 +324,7 @@ class _EngineMethod:
         if self._client is None:
             self.engine.upsert_videos([v.as_video() for v in videos])
             return
-        for start in range(0, len(videos), 1000):
-            payload = [v.payload() for v in videos[start : start + 1000]]
-            resp = self._client.post("/v1/videos", json={"videos": payload})
-            if not resp.is_success or resp.json().get("rejected"):
-                raise SimulationError(f"POST /v1/videos: HTTP {resp.status_code} {resp.text[:300]}")
+        post_videos(self._client, [v.payload() for v in videos])
 
     def serve(self, user: SimulatedUser, count: int, now: int) -> tuple[str | None, list[int]]:
         self.now = now
@@ -334,12 +333,8 @@ class _EngineMethod:
             request_id: str | None = feed.request_id
             video_ids = [item.video_id for item in feed.items]
         else:
-            resp = self._client.get("/v1/feed", params={"user_id": user.user_id, "count": count})
-            if not resp.is_success:
-                raise SimulationError(f"GET /v1/feed: HTTP {resp.status_code} {resp.text[:300]}")
-            body = resp.json()
-            request_id = body["request_id"]
-            video_ids = [item["video_id"] for item in body["items"]]
+            page = EngineFeed(self._client, self.name).next_page(user.user_id, count)
+            request_id, video_ids = page.request_id, page.video_ids
         try:
             return request_id, [self.world.video_rows[v] for v in video_ids]
         except KeyError as exc:
@@ -365,9 +360,7 @@ class _EngineMethod:
                 raise SimulationError(f"ingest rejected {result.rejected[:3]}")
             self.engine.learn()
             return
-        resp = self._client.post("/v1/events", json={"events": events})
-        if not resp.is_success:
-            raise SimulationError(f"POST /v1/events: HTTP {resp.status_code} {resp.text[:300]}")
+        post_events(self._client, events)
         deadline = time.monotonic() + LEARN_TIMEOUT_S
         while self.engine.pending() > 0:
             if time.monotonic() > deadline:

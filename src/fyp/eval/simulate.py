@@ -48,6 +48,8 @@ __all__ = [
     "World",
     "build_world",
     "event_kinds",
+    "post_events",
+    "post_videos",
     "reaction_events",
     "run_audience",
     "seed_catalog",
@@ -693,9 +695,14 @@ class OracleFeed:
 def seed_catalog(client: httpx.Client, world: World, batch: int = 1000) -> int:
     """``POST /v1/videos`` every video of ``world`` in batches of ``batch``; returns the
     number upserted. Raises ``SimulationError`` on a non-2xx answer or any rejection."""
+    return post_videos(client, world.videos_payload(), batch)
+
+
+def post_videos(client: httpx.Client, payload: list[dict[str, object]], batch: int = 1000) -> int:
+    """``POST /v1/videos`` of ``payload`` in batches of ``batch``; returns the number
+    upserted. Raises ``SimulationError`` on a non-2xx answer or any rejection."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
-    payload = world.videos_payload()
     upserted = 0
     for start in range(0, len(payload), batch):
         chunk = payload[start : start + batch]
@@ -807,7 +814,8 @@ def reaction_events(
     return events
 
 
-def _post_events(client: httpx.Client, events: list[dict[str, object]]) -> None:
+def post_events(client: httpx.Client, events: list[dict[str, object]]) -> None:
+    """``POST /v1/events``; raises ``SimulationError`` unless every event was accepted."""
     body = _check_response(client.post("/v1/events", json={"events": events}), "POST /v1/events")
     if not isinstance(body, dict):
         raise SimulationError(f"POST /v1/events: unexpected body {str(body)[:200]}")
@@ -900,7 +908,7 @@ def run_audience(
             if not served:
                 session_over = True  # nothing to watch: the user leaves
             if client is not None and events:
-                _post_events(client, events)
+                post_events(client, events)
             request_stats = RequestStats(
                 index=len(stats),
                 user_id=user.user_id,
