@@ -280,7 +280,10 @@ class FeedState:
                 listener(batch)
 
     def flush_all(self) -> None:
-        """Close every pending example and learn from all of them now (end of a replay)."""
+        """Close every pending example and learn from all of them now, without waiting
+        for their label windows: for a caller that must have every example learned (a
+        test, a one-off fit). The engine never calls it — a live state keeps its open
+        examples, so that replaying the log rebuilds exactly the same state."""
         for user_id in list(self._pending):
             self._close(user_id)
         self._by_time.clear()
