@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from fyp.audit.commands import audit_app
 from fyp.config import Settings, load_settings
 from fyp.eval.commands import eval_app
 
@@ -24,6 +25,7 @@ app = typer.Typer(help="fyp: an open, self-hostable For You feed engine.", no_ar
 import_app = typer.Typer(help="Load data from public datasets.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(eval_app, name="eval")
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 DataDir = Annotated[

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fyp.safety.policy import PolicyConfig
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -144,6 +146,7 @@ class Settings(_Section):
     ranker: RankerConfig = RankerConfig()
     feed: FeedConfig = FeedConfig()
     model: ModelSettings = ModelSettings()
+    policy: PolicyConfig = PolicyConfig()  # eligibility, age, reports, strikes (fyp.safety)
     # The server writes a checkpoint of the learning state every this many events (and
     # at a clean shutdown): a restart loads it and replays only the rest. 0: never.
     checkpoint_every_events: int = Field(100_000, ge=0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fyp.catalog.index import CatalogIndex
+from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
@@ -23,9 +24,22 @@ from fyp.events.log import EventLog, SqliteEventLog
 from fyp.pipeline import Feed, FeedPipeline, build_pipeline
 from fyp.rank.base import WarmOrFirst
 from fyp.retrieve.two_tower import TwoTowerSource
+from fyp.safety.labels import ModerationState, unknown_labels
+from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
 from fyp.storage.checkpoint import read_checkpoint, write_checkpoint
-from fyp.types import DEFAULT_SURFACE, Impression, Video, now_ms
+from fyp.types import (
+    DAY_MS,
+    DEFAULT_SURFACE,
+    Impression,
+    ModerationAction,
+    UserProfile,
+    Video,
+    now_ms,
+)
+from fyp.users.controls import ControlsIn, ProfileIn, UserControls
+from fyp.users.directory import UserDirectory
+from fyp.users.store import SqliteUserStore, UserStore
 
 if TYPE_CHECKING:
     from fyp.model.online import OnlineModels
@@ -33,6 +47,16 @@ if TYPE_CHECKING:
 Clock = Callable[[], int]
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pkl"
+WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
+REPORTS_ACTOR = "reports"
+
+
+class UnknownVideoError(KeyError):
+    """A moderation action for a video the catalog does not hold."""
+
+
+class InvalidModerationError(ValueError):
+    """A moderation action that names unknown labels, or changes nothing."""
 
 
 def _learning_settings(settings: Settings) -> str:
@@ -49,14 +73,27 @@ class Engine:
         event_log: EventLog,
         impression_log: ImpressionLog,
         clock: Clock = now_ms,
+        moderation_store: ModerationStore | None = None,
+        user_store: UserStore | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.catalog_store = catalog_store
         self.event_log = event_log
         self.impressions = impression_log
-        self.catalog = CatalogIndex(settings.feed.excluded_labels)
+        # In memory unless given: an engine in a test or an evaluation keeps no files.
+        self.moderation_store: ModerationStore = moderation_store or _MemoryModeration()
+        self.user_store: UserStore | None = user_store
+        self.catalog = CatalogIndex(settings.feed.excluded_labels, settings.policy)
         self.state = FeedState(settings, self.catalog)
+        self.users = UserDirectory(settings.feed.history_size, len(LABELS))
+        history = self.moderation_store.history()
+        self._auto_reviewed = {a.video_id for a in history if a.actor == REPORTS_ACTOR}
+        self.catalog.moderate(history)
+        if user_store is not None:
+            self.users.profiles.update(user_store.profiles())
+            for user_id, data in user_store.controls().items():
+                self.users.set_controls(user_id, UserControls.from_json(data))
         # The learned models train from the learning step's examples (fyp.model.online).
         self.models: OnlineModels | None = None
         if settings.model.enabled:
@@ -71,6 +108,17 @@ class Engine:
         self.state.stats.ensure(len(self.catalog))
         self._restore_serving_memory()
         self.checkpoint_offset = 0  # the log offset of the last checkpoint written or read
+        self._apply_user_settings()
+
+    def _apply_user_settings(self) -> None:
+        """Profiles' regions and pending refreshes, into the (new or restored) state."""
+        for user_id, profile in self.users.profiles.items():
+            if profile.region is not None:
+                self.state.user(user_id).region = profile.region
+        if self.user_store is not None:
+            for user_id, offset, _ in self.user_store.refreshes():
+                if offset > self.state.applied_offset:  # else in the state already
+                    self.state.schedule_refresh(user_id, offset)
 
     def _build_pipeline(self) -> FeedPipeline:
         settings, models = self.settings, self.models
@@ -82,6 +130,7 @@ class Engine:
             if models is None
             else WarmOrFirst(models.ranker, self.state.ranker, settings.model.rerank_top),
             [] if models is None else [TwoTowerSource(models, settings.model.retrieval_candidates)],
+            self.users,
         )
 
     @classmethod
@@ -103,6 +152,8 @@ class Engine:
             SqliteEventLog(data / "events.db"),
             SqliteImpressionLog(data / "impressions.db"),
             clock,
+            SqliteModerationStore(data / "moderation.db"),
+            SqliteUserStore(data / "users.db"),
         )
         if from_checkpoint:
             engine._restore(read_checkpoint(data / CHECKPOINT_FILE))
@@ -145,6 +196,9 @@ class Engine:
         # Videos added or changed since the checkpoint (rows of known ones are kept): the
         # catalog the constructor read from the store, in its row order.
         state.catalog.upsert(self.catalog.videos)
+        # Moderation since the checkpoint: the whole history again (the last action
+        # that set a field wins, so this rebuilds the overlay the store describes).
+        state.catalog.moderate(self.moderation_store.history())
         self.state = state
         self.catalog = state.catalog
         self.models = checkpoint["models"]
@@ -160,6 +214,7 @@ class Engine:
         self._restore_serving_memory()
         self.pipeline = self._build_pipeline()
         self.checkpoint_offset = int(checkpoint["offset"])
+        self._apply_user_settings()
 
     def _restore_serving_memory(self) -> None:
         row_of = self.catalog.row_of
@@ -227,6 +282,7 @@ class Engine:
                 self.state.apply(batch)
                 if train and self.models is not None:
                     self.models.drain()
+                self._review_reported()
             done += len(batch)
         if train and self.models is not None and self.models.due():
             with self._lock:  # e.g. the index to rebuild after a restart from a checkpoint
@@ -239,6 +295,113 @@ class Engine:
             return False
         with self._lock:
             return self.models.step()
+
+    # -- moderation ------------------------------------------------------------------------
+
+    def moderate(
+        self,
+        video_id: str,
+        state: str | None,
+        labels: Sequence[str] | None,
+        reason: str,
+        actor: str = "api",
+    ) -> ModerationAction:
+        """Set a video's state and/or labels (``labels``: its whole set from now on);
+        durable before it returns, in force for the very next feed."""
+        if video_id not in self.catalog.row_of:
+            raise UnknownVideoError(video_id)
+        if state is None and labels is None:
+            raise InvalidModerationError("give a state, labels, or both")
+        if state is not None:
+            ModerationState(state)  # ValueError names the bad state
+        if labels is not None:
+            unknown = unknown_labels(labels, self.settings.policy.extra_labels)
+            if unknown:
+                raise InvalidModerationError(f"unknown labels {unknown}")
+        action = ModerationAction(
+            video_id,
+            state,
+            None if labels is None else tuple(dict.fromkeys(labels)),
+            reason,
+            actor,
+            self.clock(),
+        )
+        self.moderation_store.add([action])
+        with self._lock:
+            self.catalog.moderate([action])
+            if actor == REPORTS_ACTOR:
+                self._auto_reviewed.add(video_id)
+        return action
+
+    def _review_reported(self) -> None:
+        """Videos whose reports crossed the policy's threshold go to review (``pending``),
+        once each: a moderator's later decision is not undone by a replay."""
+        for row in self.state.reports.take_due():
+            video_id = self.catalog.videos[row].video_id
+            if video_id in self._auto_reviewed:
+                continue
+            if self.catalog.states[row] is not ModerationState.APPROVED:
+                continue
+            reporters = len(self.state.reports.reporters.get(row, ()))
+            weight = self.state.reports.weight.get(row, 0.0)
+            self.moderate(
+                video_id,
+                ModerationState.PENDING.value,
+                None,
+                f"automatic: reported by {reporters} users (weighted {weight:.2f})",
+                REPORTS_ACTOR,
+            )
+
+    # -- users ------------------------------------------------------------------------------
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self.users.profiles or user_id in self.state.users
+
+    def put_user(self, user_id: str, change: ProfileIn) -> tuple[UserProfile, bool]:
+        """Create or update a profile (the fields given); returns it and whether it is
+        new. Durable before it returns."""
+        now = self.clock()
+        old = self.users.profiles.get(user_id)
+        given = change.model_dump(exclude_unset=True)
+        base = old or UserProfile(user_id, created_at=now)
+        profile = UserProfile(
+            user_id,
+            given.get("age_band", base.age_band),
+            given.get("language", base.language),
+            given.get("region", base.region),
+            base.created_at,
+            now,
+        )
+        if self.user_store is not None:
+            self.user_store.put_profile(profile)
+        with self._lock:
+            self.users.profiles[user_id] = profile
+            self.state.user(user_id).region = profile.region
+        return profile, old is None
+
+    def set_controls(self, user_id: str, change: ControlsIn) -> UserControls:
+        """Apply a controls change (durable before it returns). ``refresh`` forgets the
+        user's learned personalisation as of every event logged so far."""
+        now = self.clock()
+        controls = self.users.controls_of(user_id).updated(change)
+        if self.user_store is not None:
+            self.user_store.put_controls(user_id, controls.to_json(), now)
+        mark = self.event_log.last_offset()
+        if change.refresh and self.user_store is not None:
+            self.user_store.add_refresh(user_id, mark, now)
+        with self._lock:
+            self.users.set_controls(user_id, controls)
+            if change.refresh:
+                self.state.schedule_refresh(user_id, mark)
+        return controls
+
+    def why(self, user_id: str, video_id: str) -> Impression | None:
+        """The last time ``video_id`` was served to ``user_id`` within the window, as it
+        was recorded then (source, reason, signals)."""
+        imp = self.impressions.find(user_id, video_id)
+        if imp is None or imp.ts < self.clock() - WHY_WINDOW_MS:
+            return None
+        return imp
 
     # -- the serving loop ------------------------------------------------------------------
 
@@ -257,3 +420,23 @@ class Engine:
         self.event_log.close()
         self.impressions.close()
         self.catalog_store.close()
+        self.moderation_store.close()
+        if self.user_store is not None:
+            self.user_store.close()
+
+
+class _MemoryModeration:
+    """A moderation history kept in memory: for engines over other stores (tests, the
+    evaluation), which have no data directory of their own to keep it in."""
+
+    def __init__(self) -> None:
+        self._actions: list[ModerationAction] = []
+
+    def add(self, actions: Sequence[ModerationAction]) -> None:
+        self._actions.extend(actions)
+
+    def history(self, video_id: str | None = None) -> list[ModerationAction]:
+        return [a for a in self._actions if video_id is None or a.video_id == video_id]
+
+    def close(self) -> None:
+        pass

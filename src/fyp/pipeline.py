@@ -1,8 +1,13 @@
 """The request path, in the order it runs.
 
     candidate sources  →  merge  →  filters  →  (top up from the catalog if short)
-        →  ranker  →  exploration slots  →  spacing  →  (repeats, only if nothing unseen
-        is left)  →  last eligibility gate  →  page  →  side effects
+        →  ranker  →  value adjustments  →  exploration slots  →  spacing and sequence
+        rules  →  (repeats, only if nothing unseen is left)  →  last gate  →  page
+        →  reasons  →  side effects
+
+A user in non-personalised mode takes a shorter path: regional popularity, the same
+filters (over a blank state: nothing from their history), adjustments, spacing and
+sequence rules, last gate.
 
 Each stage is an ordered list of small components built in :func:`build_pipeline`;
 reading that function is reading the feed.
@@ -22,17 +27,29 @@ import numpy as np
 from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog
 from fyp.rank.base import FirstRankerValues, Ranker
+from fyp.rank.explain import Explainer
+from fyp.rerank.adjustments import ValueAdjustments
 from fyp.rerank.diversity import CreatorSoundSpacing
 from fyp.rerank.exploration import ExplorationSlots
-from fyp.rerank.filters import EligibilityFilter, Filter, NotInterestedFilter, SeenOrServedFilter
+from fyp.rerank.filters import (
+    EligibilityFilter,
+    Filter,
+    MutedFilter,
+    NotInterestedFilter,
+    SeenOrServedFilter,
+)
+from fyp.rerank.sequence import SequenceRules
 from fyp.retrieve.backfill import BackfillSource
 from fyp.retrieve.base import CandidateSource, FeedContext
 from fyp.retrieve.coengagement import CoEngagementSource
 from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
+from fyp.retrieve.non_personalised import NonPersonalisedSource
 from fyp.retrieve.trending import TrendingSource
+from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
 from fyp.types import Candidate, Impression
+from fyp.users.directory import UserDirectory
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +59,7 @@ class FeedItem:
     source: str
     reason: str
     score: float
+    signals: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +76,31 @@ class PipelineCounters:
     source_candidates: Counter[str] = field(default_factory=Counter)
     source_failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, why)
     filtered: Counter[str] = field(default_factory=Counter)  # by filter name
+    # (policy surface, filter, rule) -> candidates removed
+    filtered_by_rule: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    gate_removed: Counter[str] = field(default_factory=Counter)  # caught by the last gate
     served_by_source: Counter[str] = field(default_factory=Counter)
     top_ups: int = 0  # requests topped up from the whole catalog
 
 
 class SideEffect(Protocol):
-    def __call__(self, ctx: FeedContext, page: Sequence[Candidate]) -> None: ...
+    def __call__(
+        self, ctx: FeedContext, page: Sequence[Candidate], removed: Counter[tuple[str, str]]
+    ) -> None: ...
 
 
 class RecordImpressions:
-    """Records what was served (written behind: see :meth:`ImpressionLog.append`) and
-    remembers it in the user's state."""
+    """Records what was served, with its reason and signals, and what the filters removed
+    (written behind: see :meth:`ImpressionLog.append`), and remembers it in the state
+    the page was served from."""
 
     def __init__(self, log: ImpressionLog, state: FeedState) -> None:
         self.log = log
         self.state = state
 
-    def __call__(self, ctx: FeedContext, page: Sequence[Candidate]) -> None:
+    def __call__(
+        self, ctx: FeedContext, page: Sequence[Candidate], removed: Counter[tuple[str, str]]
+    ) -> None:
         self.log.append(
             [
                 Impression(
@@ -87,11 +113,13 @@ class RecordImpressions:
                     ctx.surface,
                     ctx.now,
                     c.reason,
+                    c.signals,
                 )
                 for i, c in enumerate(page)
-            ]
+            ],
+            removed,
         )
-        self.state.record_served(ctx.user_id, [c.row for c in page])
+        self.state.record_served_to(ctx.user, [c.row for c in page])
 
 
 @dataclass
@@ -103,41 +131,111 @@ class FeedPipeline:
     ranker: Ranker
     exploration: ExplorationSlots
     spacing: CreatorSoundSpacing
-    last_gate: EligibilityFilter
+    adjustments: ValueAdjustments
+    rules: SequenceRules
+    last_gate: list[Filter]
+    explainer: Explainer
     side_effects: list[SideEffect]
     source_budget_ms: float
+    users: UserDirectory
+    non_personalised: NonPersonalisedSource
     counters: PipelineCounters = field(default_factory=PipelineCounters)
     # Each response's id; also seeds the ``fresh`` source's draws. A simulation that
     # must replay identically sets a seeded factory.
     new_request_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
 
     def run(self, user_id: str, count: int, surface: str, now: int) -> Feed:
+        controls = self.users.controls_of(user_id)
         user = self.state.user(user_id)
+        region = self.state.region_of(user)
+        if not controls.personalized:
+            user = self.users.blank_state(user_id, region)
         ctx = FeedContext(
-            self.new_request_id(), user_id, user, count, surface, self.state.region_of(user), now
+            self.new_request_id(),
+            user_id,
+            user,
+            count,
+            surface,
+            region,
+            now,
+            self.state.settings.policy.surface_policy(surface),
+            self.users.age_of(user_id),
+            controls,
         )
-        candidates = self._filter(ctx, self._merge(self._retrieve(ctx)))
-        if len(candidates) < 3 * count:
-            # Too few to choose from (ranking and spacing need room): top up.
-            candidates = candidates + self._top_up(ctx, candidates)
-        ranked = self.exploration.prioritise(self._rank(ctx, candidates), count)
-        # Spacing looks at the best few times a page: far enough down to find a
-        # non-clashing item, without building keys for hundreds of candidates.
-        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count)
-        if len(page) < count:
-            page = page + self._repeats(ctx, page)
-        page = self.last_gate.apply(ctx, page).kept
+        removed: Counter[tuple[str, str]] = Counter()
+        if controls.personalized:
+            page = self._personalised(ctx, removed)
+        else:
+            page = self._non_personalised(ctx, removed)
+        page = self._last_gate(ctx, page)
+        self.explainer.explain(ctx, page, personal=controls.personalized)
         for effect in self.side_effects:
-            effect(ctx, page)
+            effect(ctx, page, removed)
         self.counters.served_by_source.update(c.source for c in page)
         return Feed(
             ctx.request_id,
             surface,
             [
-                FeedItem(c.video_id, i, c.source, c.reason, round(c.score, 6))
+                FeedItem(c.video_id, i, c.source, c.reason, round(c.score, 6), c.signals)
                 for i, c in enumerate(page)
             ],
         )
+
+    def _personalised(self, ctx: FeedContext, removed: Counter[tuple[str, str]]) -> list[Candidate]:
+        count = ctx.count
+        candidates = self._filter(ctx, self._merge(self._retrieve(ctx)), removed)
+        if len(candidates) < 3 * count:
+            # Too few to choose from (ranking and spacing need room): top up.
+            candidates = candidates + self._top_up(ctx, candidates)
+        ranked = self.exploration.prioritise(self._rank(ctx, candidates), count)
+        # Spacing looks at the best few times a page: far enough down to find a
+        # non-clashing item, without building keys for hundreds of candidates. Past
+        # that, only if the sequence rules (caps, sensitive topics) left the page short.
+        guard = self.rules.guard(ctx)
+        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count, guard)
+        if len(page) < count and guard is not None and len(ranked) > max(4 * count, 40):
+            page = self.spacing.arrange(ranked, count, guard)
+        if len(page) < count:
+            page = page + self._repeats(ctx, page)
+        return page
+
+    def _non_personalised(
+        self, ctx: FeedContext, removed: Counter[tuple[str, str]]
+    ) -> list[Candidate]:
+        """Regional popularity in its own order (no ranker: it reads the user), after
+        the same filters, adjustments, spacing and sequence rules."""
+        limit = max(5 * ctx.count, 60)
+        candidates: list[Candidate] = []
+        while True:
+            got = self.non_personalised.fetch_limit(ctx, limit)
+            candidates = self._filter(ctx, got, removed)
+            if len(candidates) >= 3 * ctx.count or len(got) < limit or limit > 20_000:
+                break
+            limit *= 4  # filters (mutes, eligibility) took most: look further down
+        if not candidates:
+            return []
+        rows = [c.row for c in candidates]
+        values = self.adjustments.apply(
+            ctx, rows, np.array([c.source_score for c in candidates], dtype=np.float64)
+        )
+        for c, v in zip(candidates, values.tolist(), strict=True):
+            c.score = v
+        ranked = [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]
+        return self.spacing.arrange(ranked, ctx.count, self.rules.guard(ctx))
+
+    def _last_gate(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
+        """Every rule checked once more on the finished page: whatever scored or
+        proposed a video, an ineligible or muted one never leaves."""
+        for f in self.last_gate:
+            result = f.apply(ctx, page)
+            if result.removed:
+                self.counters.gate_removed[f.name] += len(result.removed)
+            page = result.kept
+        bad = set(self.rules.violations(ctx, [c.row for c in page]))
+        if bad:
+            self.counters.gate_removed[self.rules.name] += len(bad)
+            page = [c for i, c in enumerate(page) if i not in bad]
+        return page
 
     def _retrieve(self, ctx: FeedContext) -> list[Candidate]:
         out: list[Candidate] = []
@@ -163,11 +261,19 @@ class FeedPipeline:
             by_row.setdefault(c.row, c)
         return list(by_row.values())
 
-    def _filter(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
+    def _filter(
+        self,
+        ctx: FeedContext,
+        candidates: list[Candidate],
+        removed: Counter[tuple[str, str]],
+    ) -> list[Candidate]:
         for f in self.filters:
             result = f.apply(ctx, candidates)
             if result.removed:
                 self.counters.filtered[f.name] += len(result.removed)
+                for _, rule in result.removed:
+                    removed[(f.name, rule)] += 1
+                    self.counters.filtered_by_rule[(ctx.policy_surface, f.name, rule)] += 1
             candidates = result.kept
         return candidates
 
@@ -197,15 +303,20 @@ class FeedPipeline:
         out = self.backfill.fetch_in_order(ctx, (r for r in served if r not in on_page), need, keep)
         on_page.update(c.row for c in out)
         if len(out) < need:
+            # Past the need: the sequence rules may pass over some.
             out += self.backfill.fetch_in_order(
-                ctx, self.backfill.popular_rows(on_page), need - len(out), keep
+                ctx, self.backfill.popular_rows(on_page), 2 * need - len(out), keep
             )
-        return self.spacing.arrange(self._rank(ctx, out), need) if out else []
+        if not out:
+            return []
+        guard = self.rules.guard(ctx, [c.row for c in page])
+        return self.spacing.arrange(self._rank(ctx, out), need, guard)
 
     def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
         if not candidates:
             return []
-        values = self.ranker.values(ctx, [c.row for c in candidates])
+        rows = [c.row for c in candidates]
+        values = self.adjustments.apply(ctx, rows, self.ranker.values(ctx, rows))
         for c, value in zip(candidates, values.tolist(), strict=True):
             c.score = value
         return [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]
@@ -217,12 +328,16 @@ def build_pipeline(
     impressions: ImpressionLog,
     ranker: Ranker | None = None,
     extra_sources: Sequence[CandidateSource] = (),
+    users: UserDirectory | None = None,
 ) -> FeedPipeline:
     """The feed, as ordered lists of components. ``ranker``: the first ranker unless
     given (the engine passes the learned one with its fallback); ``extra_sources`` join
-    the built-in candidate sources (the engine's learned retrieval)."""
+    the built-in candidate sources (the engine's learned retrieval); ``users``: profiles
+    and controls (none known, unless given)."""
     src = settings.sources
     catalog = state.catalog
+    backfill = BackfillSource(state, src.backfill_candidates)
+    adjustments = ValueAdjustments(catalog)
     return FeedPipeline(
         state=state,
         sources=[
@@ -240,13 +355,23 @@ def build_pipeline(
         filters=[  # cheapest first
             SeenOrServedFilter(),
             NotInterestedFilter(catalog),
-            EligibilityFilter(catalog),
+            EligibilityFilter(catalog, state.stats),
+            MutedFilter(catalog),
         ],
-        backfill=BackfillSource(state, src.backfill_candidates),
+        backfill=backfill,
         ranker=ranker or FirstRankerValues(state.ranker),
         exploration=ExplorationSlots(FreshSource.name, settings.feed.fresh_share),
         spacing=CreatorSoundSpacing(catalog, settings.feed.max_per_creator),
-        last_gate=EligibilityFilter(catalog),
+        adjustments=adjustments,
+        rules=SequenceRules(catalog),
+        last_gate=[
+            EligibilityFilter(catalog, state.stats),
+            MutedFilter(catalog),
+            NotInterestedFilter(catalog),
+        ],
+        explainer=Explainer(state.ranker, catalog, adjustments),
         side_effects=[RecordImpressions(impressions, state)],
         source_budget_ms=src.budget_ms,
+        users=users or UserDirectory(settings.feed.history_size, len(LABELS)),
+        non_personalised=NonPersonalisedSource(state, backfill),
     )

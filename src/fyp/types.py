@@ -83,6 +83,9 @@ class Impression:
     surface: str
     ts: int  # Unix ms, when it was served
     reason: str = ""
+    # The ranker's strongest signals for this item then, (name, contribution), strongest
+    # first: what "why this video" answers from later.
+    signals: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(slots=True)
@@ -99,3 +102,45 @@ class Candidate:
     reason: str
     source_score: float = 0.0
     score: float = 0.0
+    signals: tuple[tuple[str, float], ...] = ()  # set for served items (fyp.rank.explain)
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationAction:
+    """One moderation decision on a video, as kept in the moderation history.
+
+    ``state`` / ``labels`` are None where the action left them unchanged; ``labels``,
+    when given, is the video's whole label set from then on. ``actor`` is who decided:
+    ``api`` (a moderator through ``POST /v1/moderation``) or ``reports`` (the automatic
+    review queue)."""
+
+    video_id: str
+    state: str | None
+    labels: tuple[str, ...] | None
+    reason: str
+    actor: str
+    ts: int  # Unix ms
+
+
+@dataclass(frozen=True, slots=True)
+class FilterCount:
+    """How many candidates one filter rule removed on one surface on one day (UTC)."""
+
+    day: int  # Unix ms of the day's start (a multiple of DAY_MS)
+    surface: str
+    filter: str  # e.g. eligibility, muted, not_interested, seen_or_served, sequence
+    rule: str  # e.g. state:limited, label:misinformation, age:mature, keyword
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    """What a user (through the app) told us about themselves. ``age_band`` is one of
+    ``13-15``, ``16-17``, ``18+``, or None (unknown: treated as the youngest)."""
+
+    user_id: str
+    age_band: str | None = None
+    language: str | None = None
+    region: str | None = None
+    created_at: int = 0  # Unix ms
+    updated_at: int = 0

@@ -273,7 +273,7 @@ def test_feed_response_shape(api: Api, client: TestClient, catalog: list[dict[st
     assert len(items) == 10  # the default count
     video_ids = {v["video_id"] for v in catalog}
     for position, item in enumerate(items):
-        assert set(item) == {"video_id", "position", "source", "reason", "score"}
+        assert set(item) == {"video_id", "position", "source", "reason", "score", "signals"}
         assert item["position"] == position
         assert item["video_id"] in video_ids
         assert isinstance(item["source"], str)

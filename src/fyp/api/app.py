@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,19 +24,32 @@ from pydantic.json_schema import models_json_schema
 from fyp import __version__
 from fyp.api.metrics import Metrics, MetricsMiddleware
 from fyp.api.schemas import (
+    ControlsOut,
     EventBatch,
     EventsResponse,
     FeedResponse,
     Health,
+    ModerationIn,
+    ModerationOut,
+    QueueItem,
+    QueueOut,
     RejectedItem,
+    Signal,
+    UserDetail,
+    UserOut,
     VideoBatch,
     VideosResponse,
+    WhyOut,
 )
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
-from fyp.engine import Engine
-from fyp.types import DEFAULT_SURFACE
+from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
+from fyp.safety.labels import ModerationState
+from fyp.types import DEFAULT_SURFACE, UserProfile
+from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.validation import MAX_ID_CHARS
+
+IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S(.*\S)?$")]
 
 log = logging.getLogger(__name__)
 
@@ -304,10 +317,149 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                     "source": i.source,
                     "reason": i.reason,
                     "score": i.score,
+                    "signals": [{"name": n, "weight": w} for n, w in i.signals],
                 }
                 for i in f.items
             ],
         }
         return Response(orjson.dumps(body), media_type="application/json")
+
+    def _user_out(p: UserProfile) -> UserOut:
+        return UserOut(
+            user_id=p.user_id,
+            age_band=p.age_band,
+            language=p.language,
+            region=p.region,
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
+
+    def _controls_out(user_id: str, c: UserControls, refreshed: bool = False) -> ControlsOut:
+        return ControlsOut(user_id=user_id, refreshed=refreshed, **c.to_json())
+
+    def _known(user_id: str) -> None:
+        if not eng().knows_user(user_id):
+            raise HTTPException(
+                404, f"unknown user {user_id!r}: create it with PUT /v1/users/{{id}} first"
+            )
+
+    @app.put(
+        "/v1/users/{user_id}",
+        response_model=UserOut,
+        tags=["users"],
+        responses={201: {"model": UserOut, "description": "created"}},
+    )
+    async def put_user(user_id: IdPath, profile: ProfileIn) -> Response:
+        """Create or update a user: the fields given are set, the others kept. Unknown
+        fields (precise location, device ids, contact data...) are rejected."""
+        saved, created = eng().put_user(user_id, profile)
+        return _json(_user_out(saved), 201 if created else 200)
+
+    @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"])
+    async def get_user(user_id: IdPath) -> UserDetail:
+        """The user's profile (null if they never set one) and controls."""
+        _known(user_id)
+        e = eng()
+        p = e.users.profiles.get(user_id)
+        return UserDetail(
+            profile=None if p is None else _user_out(p),
+            controls=_controls_out(user_id, e.users.controls_of(user_id)),
+        )
+
+    @app.post("/v1/users/{user_id}/controls", response_model=ControlsOut, tags=["users"])
+    async def set_controls(user_id: IdPath, change: ControlsIn) -> ControlsOut:
+        """Mute keywords, hashtags and creators (each list given replaces that setting),
+        set topic preferences (``more`` / ``less`` / ``neutral``), turn personalisation
+        off or on, or ``refresh``: forget what was learned of this user's tastes (mutes
+        and safety settings stay). In force for the user's next feed."""
+        _known(user_id)
+        try:
+            controls = eng().set_controls(user_id, change)
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
+        return _controls_out(user_id, controls, change.refresh)
+
+    @app.get(
+        "/v1/users/{user_id}/why/{video_id}",
+        response_model=WhyOut,
+        tags=["users"],
+        responses={404: {"description": "not served to this user in the last 30 days"}},
+    )
+    async def why(user_id: IdPath, video_id: IdPath) -> WhyOut:
+        """Why ``video_id`` was shown to ``user_id``: what was recorded when it was last
+        served (within 30 days) — its source, the reason given, and the signals."""
+        imp = eng().why(user_id, video_id)
+        if imp is None:
+            raise HTTPException(
+                404, f"video {video_id!r} was not served to user {user_id!r} in the last 30 days"
+            )
+        return WhyOut(
+            user_id=user_id,
+            video_id=video_id,
+            served_at=imp.ts,
+            request_id=imp.request_id,
+            position=imp.position,
+            surface=imp.surface,
+            source=imp.source,
+            reason=imp.reason,
+            score=imp.score,
+            signals=[Signal(name=n, weight=w) for n, w in imp.signals],
+        )
+
+    @app.post("/v1/moderation", response_model=ModerationOut, tags=["moderation"])
+    async def moderate(action: ModerationIn) -> ModerationOut:
+        """Set a video's state (``pending``, ``approved``, ``limited``, ``removed``) and/or
+        its labels (the whole set: ``misinformation``, ``unverified_claim``, ``graphic``,
+        ``mature``, ``creator_under_16``, ``sensitive:<topic>``...), with the reason,
+        which is kept. In force for the very next feed request."""
+        e = eng()
+        try:
+            done = e.moderate(
+                action.video_id,
+                None if action.state is None else action.state.value,
+                action.labels,
+                action.reason,
+            )
+        except UnknownVideoError:
+            raise HTTPException(404, f"unknown video {action.video_id!r}") from None
+        except InvalidModerationError as err:
+            raise HTTPException(422, str(err)) from None
+        row = e.catalog.row_of[done.video_id]
+        return ModerationOut(
+            video_id=done.video_id,
+            state=e.catalog.states[row].value,
+            labels=list(e.catalog.labels[row]),
+            reason=done.reason,
+            actor=done.actor,
+            ts=done.ts,
+        )
+
+    @app.get("/v1/moderation/queue", response_model=QueueOut, tags=["moderation"])
+    async def moderation_queue(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> QueueOut:
+        """Videos waiting for review (``pending``), and reported videos, most reported first."""
+        e = eng()
+        cat, reports = e.catalog, e.state.reports
+        rows = {r for r, s in enumerate(cat.states) if s is ModerationState.PENDING}
+        rows |= set(reports.reporters)
+        ordered = sorted(rows, key=lambda r: (-reports.weight.get(r, 0.0), r))[:limit]
+        items = []
+        for r in ordered:
+            v = cat.videos[r]
+            history = e.moderation_store.history(v.video_id)
+            items.append(
+                QueueItem(
+                    video_id=v.video_id,
+                    creator_id=v.creator_id,
+                    caption=v.caption,
+                    state=cat.states[r].value,
+                    labels=list(cat.labels[r]),
+                    reporters=len(reports.reporters.get(r, ())),
+                    report_weight=round(reports.weight.get(r, 0.0), 4),
+                    last_reason=history[-1].reason if history else None,
+                )
+            )
+        return QueueOut(items=items)
 
     return app

@@ -4,6 +4,7 @@ do not share counters)."""
 from __future__ import annotations
 
 import time
+from collections import Counter as Counter_
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -71,6 +72,24 @@ class _EngineCollector(Collector):
         for name, n in sorted(c.filtered.items()):
             filtered.add_metric([name], n)
         yield filtered
+        rules = CounterMetricFamily(
+            "fyp_filtered_by_rule",
+            "Candidates removed, by surface policy, filter and rule (e.g. eligibility, "
+            "label:misinformation)",
+            labels=["surface", "filter", "rule"],
+        )
+        for (surface, name, rule), n in sorted(c.filtered_by_rule.items()):
+            rules.add_metric([surface, name, rule], n)
+        yield rules
+        gate = CounterMetricFamily(
+            "fyp_last_gate_removed",
+            "Items the last gate removed from a finished page (should stay 0: the earlier "
+            "stages keep the rules)",
+            labels=["rule"],
+        )
+        for name, n in sorted(c.gate_removed.items()):
+            gate.add_metric([name], n)
+        yield gate
         top_ups = CounterMetricFamily(
             "fyp_catalog_top_ups",
             "Feed requests topped up from the whole catalog",
@@ -89,6 +108,17 @@ class _EngineCollector(Collector):
         )
         skipped.add_metric([], state.skipped_events)
         yield skipped
+        refreshes = CounterMetricFamily(
+            "fyp_personalisation_refreshes", "Users whose learned personalisation was forgotten"
+        )
+        refreshes.add_metric([], state.refreshes_done)
+        yield refreshes
+        pending = GaugeMetricFamily(
+            "fyp_videos_by_moderation_state", "Videos by moderation state", labels=["state"]
+        )
+        for st, n in sorted(Counter_(s.value for s in self.engine.catalog.states).items()):
+            pending.add_metric([st], n)
+        yield pending
         lag = GaugeMetricFamily("fyp_learning_lag_events", "Logged events not yet learned")
         lag.add_metric([], self.engine.pending())
         yield lag

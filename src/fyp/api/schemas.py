@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fyp.catalog.ingest import VideoIn
 from fyp.events.ingest import EventIn
+from fyp.safety.labels import ModerationState
+from fyp.validation import Id
 
 
 class EventBatch(BaseModel):
@@ -35,12 +37,18 @@ class VideosResponse(BaseModel):
     detail: str | None = None
 
 
+class Signal(BaseModel):
+    name: str = Field(description="e.g. creator_affinity, video_engagement, freshness.")
+    weight: float = Field(description="Its contribution to the value score (or a factor).")
+
+
 class FeedItemOut(BaseModel):
     video_id: str
     position: int
     source: str = Field(description="The candidate source that proposed it.")
     reason: str = Field(description="Why it is here, in words.")
     score: float = Field(description="The ranker's value score.")
+    signals: list[Signal] = Field(description="The strongest signals behind the score.")
 
 
 class FeedResponse(BaseModel):
@@ -55,3 +63,75 @@ class Health(BaseModel):
     videos: int
     events: int
     learning_lag: int = Field(description="Events in the log not yet learned from.")
+
+
+class UserOut(BaseModel):
+    user_id: str
+    age_band: str | None
+    language: str | None
+    region: str | None
+    created_at: int
+    updated_at: int
+
+
+class ControlsOut(BaseModel):
+    user_id: str
+    mute_keywords: list[str]
+    mute_hashtags: list[str]
+    mute_creators: list[str]
+    topics: dict[str, str]
+    personalized: bool
+    refreshed: bool = Field(False, description="This request forgot the learned personalisation.")
+
+
+class UserDetail(BaseModel):
+    profile: UserOut | None
+    controls: ControlsOut
+
+
+class WhyOut(BaseModel):
+    user_id: str
+    video_id: str
+    served_at: int = Field(description="When it was last served to this user, Unix ms.")
+    request_id: str
+    position: int
+    surface: str
+    source: str
+    reason: str
+    score: float
+    signals: list[Signal]
+
+
+class ModerationIn(BaseModel):
+    """Set a video's moderation state and/or its labels (the whole label set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    video_id: Id
+    state: ModerationState | None = None
+    labels: list[Id] | None = Field(None, max_length=64)
+    reason: str = Field(min_length=1, max_length=2000, description="Kept with the decision.")
+
+
+class ModerationOut(BaseModel):
+    video_id: str
+    state: str
+    labels: list[str]
+    reason: str
+    actor: str
+    ts: int
+
+
+class QueueItem(BaseModel):
+    video_id: str
+    creator_id: str
+    caption: str
+    state: str
+    labels: list[str]
+    reporters: int
+    report_weight: float
+    last_reason: str | None
+
+
+class QueueOut(BaseModel):
+    items: list[QueueItem]

@@ -4,6 +4,11 @@ Every video gets a row the first time it is upserted and keeps it; per-video arr
 elsewhere (statistics, trending scores) are indexed by the same row. Creators, sounds
 and hashtags get integer codes too, so per-request work over hundreds of candidates is
 array lookups rather than Python loops.
+
+The eligibility policy (:class:`fyp.safety.policy.PolicyConfig`) is compiled here into
+per-row arrays — eligible per surface, demotion factor, label caps, minimum viewer age,
+sensitive topic, creator-strike cap — recomputed for a row whenever its video or its
+moderation changes, so a label takes effect on the very next request.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fyp.types import Video
+from fyp.safety.labels import STATE_CODE, ModerationState, sensitive_topic
+from fyp.safety.policy import PolicyConfig
+from fyp.safety.text import VideoText
+from fyp.types import ModerationAction, Video
 
 _NO_TIME = np.iinfo(np.int64).min
 # Hashtags per video that ranking features look at (the first ones given).
@@ -37,8 +45,11 @@ class Codes:
 
 
 class CatalogIndex:
-    def __init__(self, excluded_labels: Iterable[str] = ()) -> None:
+    def __init__(
+        self, excluded_labels: Iterable[str] = (), policy: PolicyConfig | None = None
+    ) -> None:
         self.excluded_labels = frozenset(excluded_labels)
+        self.policy = PolicyConfig() if policy is None else policy
         self.videos: list[Video] = []
         self.row_of: dict[str, int] = {}
         self.rows_by_creator: dict[str, list[int]] = {}
@@ -53,6 +64,26 @@ class CatalogIndex:
         self.creator_code = np.zeros(0, dtype=np.int32)
         self.sound_code = np.zeros(0, dtype=np.int32)  # -1: no sound
         self.tag_codes = np.zeros((0, TAGS_PER_VIDEO), dtype=np.int32)  # -1 padded
+        # -- moderation and the policy, per row --------------------------------------
+        # video_id -> (state, labels or None: the uploaded ones): the moderation overlay,
+        # kept by id so a video moderated before (re)upload gets it too
+        self.moderation: dict[str, tuple[ModerationState | None, tuple[str, ...] | None]] = {}
+        self.label_ts: dict[str, int] = {}  # video_id -> when moderation last set labels
+        self.labels: list[tuple[str, ...]] = []  # effective labels (moderation wins)
+        self.states: list[ModerationState] = []
+        self.text: list[VideoText] = []
+        self.topic_keys: list[frozenset[str]] = []  # hashtags (folded) + sensitive topics
+        self.state_code = np.zeros(0, dtype=np.int8)
+        surfaces = self.policy.surfaces
+        self.eligible = {s: np.zeros(0, dtype=bool) for s in surfaces}
+        self.demote = {s: np.ones(0, dtype=np.float64) for s in surfaces}
+        self.capped = {s: np.zeros(0, dtype=bool) for s in surfaces}  # carries a capped label
+        self.min_age = np.zeros(0, dtype=np.int16)
+        self.sensitive = np.zeros(0, dtype=np.int32)  # code of its sensitive topic, -1 none
+        self.sensitive_topics = Codes()
+        # Creator strikes: rows of struck creators' new uploads (distribution capped)
+        self.strike_capped = np.zeros(0, dtype=bool)
+        self.struck_since: dict[str, int] = {}  # creator -> Unix ms of the strike
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -62,7 +93,8 @@ class CatalogIndex:
         return None if row is None else self.videos[row]
 
     def upsert(self, videos: Sequence[Video]) -> list[int]:
-        """Add or replace videos; returns their rows."""
+        """Add or replace videos; returns their rows. A video's moderation (state and
+        labels set by :meth:`moderate`) survives its re-upload."""
         needed = len(self.videos) + len(videos)
         if needed > self._capacity:
             self._grow(max(needed, 2 * self._capacity, 1024))
@@ -74,6 +106,10 @@ class CatalogIndex:
                 row = len(self.videos)
                 self.videos.append(v)
                 self.row_of[v.video_id] = row
+                self.labels.append(())
+                self.states.append(self.policy.initial_state)
+                self.text.append(VideoText("", ()))
+                self.topic_keys.append(frozenset())
             else:
                 old = self.videos[row]
                 if old.creator_id != v.creator_id:
@@ -84,18 +120,93 @@ class CatalogIndex:
                 row_list.append(row)
             self.created_at[row] = _NO_TIME if v.created_at is None else v.created_at
             self.duration_ms[row] = v.duration_ms
-            self.label_ok[row] = not (self.excluded_labels & set(v.labels))
             self.region_free[row] = not v.regions
             self.creator_code[row] = self.creators.code(v.creator_id)
             self.sound_code[row] = -1 if v.sound_id is None else self.sounds.code(v.sound_id)
             tags = [self.hashtags.code(h) for h in v.hashtags[:TAGS_PER_VIDEO]]
             self.tag_codes[row] = -1
             self.tag_codes[row, : len(tags)] = tags
+            self.text[row] = VideoText(v.caption, v.hashtags)
+            self._derive(row)
             rows.append(row)
         for creator in {v.creator_id for v in videos}:
             # Newest first, so "followed creators" reads the head of the list.
             self.rows_by_creator[creator].sort(key=lambda r: -int(self.created_at[r]))
+            self._update_strikes(creator)
         return rows
+
+    def moderate(self, actions: Sequence[ModerationAction]) -> list[int]:
+        """Apply moderation actions (in order); returns the rows they changed (a video
+        not in the catalog yet gets its moderation when it arrives)."""
+        changed: list[int] = []
+        creators: set[str] = set()
+        for a in actions:
+            state, labels = self.moderation.get(a.video_id, (None, None))
+            if a.state is not None:
+                state = ModerationState(a.state)
+            if a.labels is not None:
+                labels = a.labels
+                self.label_ts[a.video_id] = a.ts
+            self.moderation[a.video_id] = (state, labels)
+            row = self.row_of.get(a.video_id)
+            if row is not None:
+                self._derive(row)
+                changed.append(row)
+                creators.add(self.videos[row].creator_id)
+        if changed:
+            self.version += 1
+        for creator in creators:
+            self._update_strikes(creator)
+        return changed
+
+    def _derive(self, row: int) -> None:
+        """Recompute the row's moderation-dependent fields from its video and overlay."""
+        v = self.videos[row]
+        state, labels = self.moderation.get(v.video_id, (None, None))
+        state = self.policy.initial_state if state is None else state
+        labels = v.labels if labels is None else labels
+        self.labels[row] = labels
+        self.states[row] = state
+        self.state_code[row] = STATE_CODE[state]
+        have = set(labels)
+        ok = not (self.excluded_labels & have) and state is not ModerationState.REMOVED
+        self.label_ok[row] = ok
+        for name, sp in self.policy.surfaces.items():
+            self.eligible[name][row] = (
+                ok and state not in sp.exclude_states and not have.intersection(sp.exclude_labels)
+            )
+            factor = 1.0
+            for label in have.intersection(sp.demote_labels):
+                factor *= sp.demote_labels[label]
+            self.demote[name][row] = factor
+            self.capped[name][row] = bool(have.intersection(sp.cap_labels))
+        ages = self.policy.min_age
+        self.min_age[row] = max((ages[x] for x in have if x in ages), default=0)
+        topics = sorted(t for t in map(sensitive_topic, labels) if t is not None)
+        self.sensitive[row] = self.sensitive_topics.code(topics[0]) if topics else -1
+        self.topic_keys[row] = self.text[row].tags | frozenset(topics)
+
+    def _update_strikes(self, creator: str) -> None:
+        """Whether ``creator`` is struck (the strike label on enough distinct videos),
+        since when, and which of their videos are new uploads since then."""
+        strikes = self.policy.strikes
+        rows = self.rows_by_creator.get(creator, [])
+        times = sorted(
+            self.label_ts.get(self.videos[r].video_id, int(max(self.created_at[r], 0)))
+            for r in rows
+            if strikes.label in self.labels[r]
+        )
+        since = times[strikes.threshold - 1] if len(times) >= strikes.threshold else None
+        if since is None:
+            self.struck_since.pop(creator, None)
+        else:
+            self.struck_since[creator] = since
+        for r in rows:
+            # No upload time: counted as new (the cautious side).
+            new = self.created_at[r] == _NO_TIME or int(self.created_at[r]) >= (since or 0)
+            self.strike_capped[r] = (
+                since is not None and new and strikes.label not in self.labels[r]
+            )
 
     def _grow(self, capacity: int) -> None:
         def grow(a: npt.NDArray[np.generic], fill: object) -> npt.NDArray[np.generic]:
@@ -110,6 +221,13 @@ class CatalogIndex:
         self.creator_code = grow(self.creator_code, -1)  # type: ignore[assignment]
         self.sound_code = grow(self.sound_code, -1)  # type: ignore[assignment]
         self.tag_codes = grow(self.tag_codes, -1)  # type: ignore[assignment]
+        self.state_code = grow(self.state_code, 0)  # type: ignore[assignment]
+        self.eligible = {s: grow(a, False) for s, a in self.eligible.items()}
+        self.demote = {s: grow(a, 1.0) for s, a in self.demote.items()}  # type: ignore[misc]
+        self.capped = {s: grow(a, False) for s, a in self.capped.items()}
+        self.min_age = grow(self.min_age, 0)  # type: ignore[assignment]
+        self.sensitive = grow(self.sensitive, -1)  # type: ignore[assignment]
+        self.strike_capped = grow(self.strike_capped, False)
         self._capacity = capacity
 
     def shown_in(self, row: int, region: str) -> bool:

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
 from fyp.storage.sqlite import connect
-from fyp.types import Impression
+from fyp.types import DAY_MS, FilterCount, Impression
 
 log = logging.getLogger(__name__)
-Row = tuple[str, str, str, int, str, float, str, int, str]
+Row = tuple[str, str, str, int, str, float, str, int, str, str]
+# (day, surface, filter, rule) -> candidates removed
+FilterKey = tuple[int, str, str, str]
 
 
 class ImpressionLog(Protocol):
@@ -30,10 +34,24 @@ class ImpressionLog(Protocol):
         recording one again changes nothing. Returns, per impression, whether it was new."""
         ...
 
-    def append(self, impressions: Sequence[Impression]) -> None:
+    def append(
+        self,
+        impressions: Sequence[Impression],
+        removed: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         """Store the impressions of a response just served (a new ``request_id``) without
         making the response wait for the write: they may be stored a moment later, but
-        every read of this log, and :meth:`close`, sees them."""
+        every read of this log, and :meth:`close`, sees them. ``removed``: what each
+        (filter, rule) removed from that response's candidates, added to the day's
+        :class:`FilterCount` (the audit report's "what each rule filtered")."""
+        ...
+
+    def between(self, since_ms: int, until_ms: int) -> Iterator[Impression]:
+        """Every impression served in [since_ms, until_ms), in the order served."""
+        ...
+
+    def filter_counts(self, since_ms: int, until_ms: int) -> list[FilterCount]:
+        """Filter counts of the days that start in [since_ms, until_ms), by day."""
         ...
 
     def for_user(self, user_id: str, limit: int) -> list[Impression]:
@@ -68,14 +86,34 @@ CREATE TABLE IF NOT EXISTS impressions (
     score      REAL NOT NULL,
     surface    TEXT NOT NULL,
     ts         INTEGER NOT NULL,
-    reason     TEXT NOT NULL DEFAULT ''
+    reason     TEXT NOT NULL DEFAULT '',
+    signals    TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS impressions_user_video ON impressions (user_id, video_id);
 CREATE UNIQUE INDEX IF NOT EXISTS impressions_request ON impressions (request_id, position);
+CREATE TABLE IF NOT EXISTS filter_counts (
+    day     INTEGER NOT NULL,
+    surface TEXT NOT NULL,
+    filter  TEXT NOT NULL,
+    rule    TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (day, surface, filter, rule)
+);
 """
+_ADD_FILTER_COUNT = (
+    "INSERT INTO filter_counts (day, surface, filter, rule, n) VALUES (?,?,?,?,?) "
+    "ON CONFLICT (day, surface, filter, rule) DO UPDATE SET n = n + excluded.n"
+)
 
-_VALUES = "VALUES (?,?,?,?,?,?,?,?,?)"
-_COLUMNS = "request_id, user_id, video_id, position, source, score, surface, ts, reason"
+_VALUES = "VALUES (?,?,?,?,?,?,?,?,?,?)"
+_COLUMNS = "request_id, user_id, video_id, position, source, score, surface, ts, reason, signals"
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Files written before impressions kept their signals get the column (empty)."""
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(impressions)")}
+    if "signals" not in columns:
+        conn.execute("ALTER TABLE impressions ADD COLUMN signals TEXT NOT NULL DEFAULT '[]'")
 
 
 def _from_row(r: Any) -> Impression:  # a sqlite3 row
@@ -89,16 +127,17 @@ def _from_row(r: Any) -> Impression:  # a sqlite3 row
         str(r[6]),
         int(r[7]),
         str(r[8]),
+        tuple((str(name), float(w)) for name, w in json.loads(str(r[9]))),
     )
 
 
-_ROWS_PER_INSERT = 100  # 900 parameters a statement: well under SQLite's limit
+_ROWS_PER_INSERT = 90  # 900 parameters a statement: well under SQLite's limit
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert_sql(rows: int) -> str:
     return f"INSERT INTO impressions ({_COLUMNS}) VALUES " + ",".join(
-        ["(?,?,?,?,?,?,?,?,?)"] * rows
+        ["(?,?,?,?,?,?,?,?,?,?)"] * rows
     )
 
 
@@ -113,6 +152,7 @@ def _row(i: Impression) -> Row:
         i.surface,
         i.ts,
         i.reason,
+        json.dumps([[name, round(w, 4)] for name, w in i.signals]),
     )
 
 
@@ -131,9 +171,11 @@ class SqliteImpressionLog:
     def __init__(self, path: Path, write_behind_s: float = 0.05) -> None:
         self._conn = connect(path, "os")
         self._conn.executescript(_SCHEMA)
+        _migrate(self._conn)
         self._lock = threading.Lock()  # the connection: held while pending rows are written
         self._write_behind_s = write_behind_s
         self._pending: list[Row] = []
+        self._pending_counts: Counter[FilterKey] = Counter()
         # Guards _pending and _closing (appends never wait for the connection); the
         # writer waits on it for a first pending row.
         self._wake = threading.Condition(threading.Lock())
@@ -149,21 +191,31 @@ class SqliteImpressionLog:
             self._flush()
             return self._insert(rows)
 
-    def append(self, impressions: Sequence[Impression]) -> None:
-        if not impressions:
+    def append(
+        self,
+        impressions: Sequence[Impression],
+        removed: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        if not impressions and not removed:
             return
         rows = [_row(i) for i in impressions]
         with self._wake:
             if self._closing:
                 raise sqlite3.ProgrammingError("the impression log is closed")
-            if not self._pending:
+            if not self._pending and not self._pending_counts:
                 self._wake.notify()
             self._pending += rows
+            if removed:
+                first = impressions[0] if impressions else None
+                day = (first.ts if first else 0) // DAY_MS * DAY_MS
+                surface = first.surface if first else ""
+                for (name, rule), n in removed.items():
+                    self._pending_counts[(day, surface, name, rule)] += n
 
     def _write_behind(self) -> None:
         while True:
             with self._wake:
-                while not self._pending and not self._closing:
+                while not self._pending and not self._pending_counts and not self._closing:
                     self._wake.wait()
                 if not self._closing:
                     self._wake.wait(self._write_behind_s)  # let a batch gather
@@ -180,13 +232,19 @@ class SqliteImpressionLog:
         """Write the pending rows, in append order (hold ``_lock``)."""
         with self._wake:
             rows, self._pending = self._pending, []
-        if not rows:
+            counts, self._pending_counts = self._pending_counts, Counter()
+        if not rows and not counts:
             return
         try:
-            self._insert(rows)
+            if rows:
+                self._insert(rows)
+            if counts:
+                with self._transaction() as cur:
+                    cur.executemany(_ADD_FILTER_COUNT, [(*k, n) for k, n in counts.items()])
         except BaseException:
             with self._wake:
                 self._pending = rows + self._pending
+                self._pending_counts.update(counts)
             raise
 
     def _insert(self, rows: list[Row]) -> list[bool]:
@@ -236,6 +294,25 @@ class SqliteImpressionLog:
                 (user_id, video_id),
             ).fetchone()
         return None if row is None else _from_row(row)
+
+    def between(self, since_ms: int, until_ms: int) -> Iterator[Impression]:
+        with self._lock:
+            self._flush()
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM impressions WHERE ts >= ? AND ts < ? ORDER BY id",
+                (since_ms, until_ms),
+            ).fetchall()
+        return (_from_row(r) for r in rows)
+
+    def filter_counts(self, since_ms: int, until_ms: int) -> list[FilterCount]:
+        with self._lock:
+            self._flush()
+            rows = self._conn.execute(
+                "SELECT day, surface, filter, rule, n FROM filter_counts "
+                "WHERE day >= ? AND day < ? ORDER BY day, surface, filter, rule",
+                (since_ms, until_ms),
+            ).fetchall()
+        return [FilterCount(int(d), str(s), str(f), str(r), int(n)) for d, s, f, r, n in rows]
 
     def recent_by_user(self, per_user: int) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -78,6 +78,7 @@ class OnlineModels:
         self._rank_queue: list[RankExample] = []
         self._retrieval_queue: list[RetrievalExample] = []
         state.example_listeners.append(self.on_examples)
+        state.forget_listeners.append(self.forget_user)
 
     def on_examples(self, examples: Sequence[Example]) -> None:
         catalog = self.state.catalog
@@ -104,6 +105,12 @@ class OnlineModels:
             )
             if e.labels[_POSITIVE].any():
                 self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
+
+    def forget_user(self, user_id: str) -> None:
+        """ "Refresh": the user's embedding rows go (they start again from the shared
+        fallback vector, as a new user does)."""
+        self.ranker.tables["user"].forget([user_id])
+        self.retrieval.tables["user"].forget([user_id])
 
     # A checkpoint holds everything but the ANN index (a native object): it is rebuilt
     # from the restored item tower by the first training steps after a restart.

@@ -12,10 +12,13 @@ fill the page."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fyp.catalog.index import CatalogIndex
 from fyp.types import Candidate
+
+# (indices on the page so far, candidate index) -> may it come next (a hard rule)
+Admits = Callable[[list[int], int], bool]
 
 
 def clashes(a: tuple[str, str | None], b: tuple[str, str | None]) -> bool:
@@ -28,17 +31,24 @@ def space_out(
     keys: Sequence[tuple[str, str | None]],
     count: int,
     max_per_creator: int = 2,
+    admits: Admits | None = None,
 ) -> list[int]:
-    """Indices into ``ranked`` (sorted best first) for a page of ``count`` items."""
+    """Indices into ``ranked`` (sorted best first) for a page of ``count`` items.
+    ``admits``: a hard rule (label caps, sensitive-topic dispersal) no pick may break,
+    even when that leaves the page short."""
     remaining = list(range(len(ranked)))
     page: list[int] = []
     on_page: dict[str, int] = {}
     while remaining and len(page) < count:
+        # Only the candidates the hard rule lets come next (one barred now may fit later).
+        allowed = remaining if admits is None else [i for i in remaining if admits(page, i)]
+        if not allowed:
+            break
         pick = 0
         if page:
             prev = keys[page[-1]]
             first_fit = -1
-            for j, i in enumerate(remaining):
+            for j, i in enumerate(allowed):
                 if clashes(keys[i], prev):
                     continue
                 if first_fit < 0:
@@ -47,7 +57,8 @@ def space_out(
                     first_fit = j
                     break
             pick = max(first_fit, 0)
-        i = remaining.pop(pick)
+        i = allowed[pick]
+        remaining.remove(i)
         page.append(i)
         on_page[keys[i][0]] = on_page.get(keys[i][0], 0) + 1
     return page
@@ -60,7 +71,20 @@ class CreatorSoundSpacing:
         self.catalog = catalog
         self.max_per_creator = max_per_creator
 
-    def arrange(self, ranked: list[Candidate], count: int) -> list[Candidate]:
+    def arrange(
+        self,
+        ranked: list[Candidate],
+        count: int,
+        guard: Callable[[Sequence[int], int], bool] | None = None,
+    ) -> list[Candidate]:
+        """The page; ``guard(rows on the page so far, row)``: a hard rule over rows."""
         videos = self.catalog.videos
         keys = [(videos[c.row].creator_id, videos[c.row].sound_id) for c in ranked]
-        return [ranked[i] for i in space_out(ranked, keys, count, self.max_per_creator)]
+        admits: Admits | None = None
+        if guard is not None:
+            g = guard
+
+            def admits(page: list[int], i: int) -> bool:
+                return g([ranked[j].row for j in page], ranked[i].row)
+
+        return [ranked[i] for i in space_out(ranked, keys, count, self.max_per_creator, admits)]

@@ -9,10 +9,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from fyp.catalog.index import CatalogIndex
 from fyp.retrieve.base import FeedContext
+from fyp.state.videos import VideoStats
 from fyp.types import Candidate
+
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,43 +42,115 @@ class SeenOrServedFilter:
         removed: list[tuple[Candidate, str]] = []
         for c in candidates:
             if c.row in viewed:
-                removed.append((c, "already viewed"))
+                removed.append((c, "viewed"))
             elif c.row in served:
-                removed.append((c, "served recently"))
+                removed.append((c, "served"))
             else:
                 kept.append(c)
         return FilterResult(kept, removed)
 
 
 class EligibilityFilter:
-    """Drops videos that may not be shown to this user here: an excluding label, or a
-    region the video is not available in."""
+    """Drops videos that may not be shown to this user on this surface, by the policy
+    (:mod:`fyp.safety.policy`): moderation state, excluding labels, the viewer's age,
+    region availability, and a struck creator's capped new uploads. Each removal names
+    its rule (``state:limited``, ``label:graphic``, ``age:mature``, ``region``,
+    ``creator_strikes``), which ``/metrics`` and the audit report count."""
 
     name = "eligibility"
+
+    def __init__(self, catalog: CatalogIndex, stats: VideoStats) -> None:
+        self.catalog = catalog
+        self.stats = stats
+
+    def apply(self, ctx: FeedContext, candidates: list[Candidate]) -> FilterResult:
+        if not candidates:
+            return FilterResult([], [])
+        cat = self.catalog
+        rows = np.fromiter((c.row for c in candidates), dtype=np.intp, count=len(candidates))
+        ok = cat.eligible[ctx.policy_surface][rows] & cat.region_free[rows]
+        ok &= cat.min_age[rows] <= ctx.age
+        capped = self._strike_capped(ctx, rows)
+        if capped is not None:
+            ok &= ~capped
+        if ok.all():
+            return FilterResult(list(candidates), [])  # the common case: nothing to check
+        kept: list[Candidate] = []
+        removed: list[tuple[Candidate, str]] = []
+        for i, c in enumerate(candidates):
+            if ok[i]:
+                kept.append(c)
+                continue
+            why = self.rule(ctx, c.row, capped is not None and bool(capped[i]))
+            if why is None:
+                kept.append(c)  # only a region restriction that this region passes
+            else:
+                removed.append((c, why))
+        return FilterResult(kept, removed)
+
+    def _strike_capped(self, ctx: FeedContext, rows: npt.NDArray[np.intp]) -> BoolArray | None:
+        strikes = self.catalog.policy.strikes
+        if not self.catalog.struck_since or ctx.policy_surface not in strikes.surfaces:
+            return None
+        self.stats.ensure(len(self.catalog))
+        flagged: BoolArray = self.catalog.strike_capped[rows]
+        return flagged & (self.stats.exposures[rows] >= strikes.impression_cap)
+
+    def rule(self, ctx: FeedContext, row: int, strike_capped: bool = False) -> str | None:
+        """The first rule that keeps ``row`` from this request, or None."""
+        cat = self.catalog
+        policy = cat.policy.surfaces[ctx.policy_surface]
+        state = cat.states[row]
+        labels = cat.labels[row]
+        if state.value == "removed" or state in policy.exclude_states:
+            return f"state:{state.value}"
+        for label in labels:
+            if label in cat.excluded_labels or label in policy.exclude_labels:
+                return f"label:{label}"
+        if cat.min_age[row] > ctx.age:
+            ages = cat.policy.min_age
+            label = next((x for x in labels if ages.get(x, 0) > ctx.age), "age")
+            return f"age:{label}"
+        if not cat.region_free[row] and not cat.shown_in(row, ctx.region):
+            return "region"
+        if strike_capped:
+            return "creator_strikes"
+        return None
+
+
+class MutedFilter:
+    """Drops what the user muted: creators, hashtags, and keywords (matched in captions
+    and hashtags, whatever the case or accents)."""
+
+    name = "muted"
 
     def __init__(self, catalog: CatalogIndex) -> None:
         self.catalog = catalog
 
     def apply(self, ctx: FeedContext, candidates: list[Candidate]) -> FilterResult:
-        if not candidates:
-            return FilterResult([], [])
-        label_ok, region_free = self.catalog.label_ok, self.catalog.region_free
-        rows = np.fromiter((c.row for c in candidates), dtype=np.intp, count=len(candidates))
-        if (label_ok[rows] & region_free[rows]).all():
-            return FilterResult(list(candidates), [])  # the common case: nothing to check
+        controls = ctx.controls
+        if not controls.mutes_anything:
+            return FilterResult(candidates, [])
         kept: list[Candidate] = []
         removed: list[tuple[Candidate, str]] = []
         for c in candidates:
-            if not label_ok[c.row]:
-                labels = ",".join(
-                    sorted(self.catalog.excluded_labels & set(self.catalog.videos[c.row].labels))
-                )
-                removed.append((c, f"label {labels}"))
-            elif not region_free[c.row] and not self.catalog.shown_in(c.row, ctx.region):
-                removed.append((c, f"not available in region {ctx.region}"))
-            else:
+            why = self.rule(ctx, c.row)
+            if why is None:
                 kept.append(c)
+            else:
+                removed.append((c, why))
         return FilterResult(kept, removed)
+
+    def rule(self, ctx: FeedContext, row: int) -> str | None:
+        controls = ctx.controls
+        if self.catalog.videos[row].creator_id in controls.creator_set:
+            return "creator"
+        text = self.catalog.text[row]
+        if controls.hashtag_set and not controls.hashtag_set.isdisjoint(text.tags):
+            return "hashtag"
+        if any(text.matches_keyword(k) for k in controls.keyword_phrases):
+            return "keyword"
+        return None
 
 
 class NotInterestedFilter:
@@ -95,11 +171,11 @@ class NotInterestedFilter:
         for c in candidates:
             v = self.catalog.videos[c.row]
             if c.row in u.not_interested_videos:
-                removed.append((c, "marked not interested"))
+                removed.append((c, "video"))
             elif u.muted_creators_until.get(v.creator_id, 0) > ctx.now:
-                removed.append((c, "creator of a video marked not interested"))
+                removed.append((c, "creator"))
             elif v.sound_id and u.muted_sounds_until.get(v.sound_id, 0) > ctx.now:
-                removed.append((c, "sound of a video marked not interested"))
+                removed.append((c, "sound"))
             else:
                 kept.append(c)
         return FilterResult(kept, removed)

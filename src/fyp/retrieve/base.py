@@ -5,13 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from fyp.safety.policy import YOUNGEST_AGE
 from fyp.state.users import UserState
 from fyp.types import Candidate
+from fyp.users.controls import NO_CONTROLS, UserControls
 
 
 @dataclass(frozen=True, slots=True)
 class FeedContext:
-    """One feed request as the pipeline sees it. ``now`` is Unix ms."""
+    """One feed request as the pipeline sees it. ``now`` is Unix ms.
+
+    ``policy_surface``: the surface whose eligibility rules apply (``surface`` itself,
+    or the policy's default for an app's own tab names); ``age``: the lowest age of the
+    user's age band (unknown: the youngest)."""
 
     request_id: str
     user_id: str
@@ -20,6 +26,9 @@ class FeedContext:
     surface: str
     region: str
     now: int
+    policy_surface: str = "for_you"
+    age: int = YOUNGEST_AGE
+    controls: UserControls = NO_CONTROLS
 
 
 class CandidateSource(Protocol):

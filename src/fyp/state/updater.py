@@ -27,9 +27,10 @@ import numpy.typing as npt
 from fyp.catalog.index import CatalogIndex
 from fyp.config import Settings
 from fyp.rank.first_ranker import FirstRanker
+from fyp.safety.reports import ReportCounter
 from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
-from fyp.state.users import Affinity, UserState, new_user
+from fyp.state.users import Affinity, UserState, forget_personalisation, new_user
 from fyp.state.videos import Trending, VideoStats
 from fyp.types import DAY_MS, DEFAULT_SURFACE, EventType, LoggedEvent
 
@@ -55,6 +56,8 @@ class Example:
 
 # What the learned models are told of each closed example, in log order.
 ExampleListener = Callable[[Sequence[Example]], None]
+# Told of each user whose personalisation is forgotten ("refresh"), at that log point.
+ForgetListener = Callable[[str], None]
 _HISTORY_IN_EXAMPLE = 20
 
 
@@ -88,6 +91,12 @@ class FeedState:
         # Called with each micro-batch of closed examples, after the first ranker learns
         # from it: the learned models' joiner feed (fyp.model.online).
         self.example_listeners: list[ExampleListener] = []
+        self.forget_listeners: list[ForgetListener] = []
+        self.reports = ReportCounter(settings.policy.reports)
+        # (log offset, user): forget the user's personalisation once the log is applied
+        # up to that offset ("refresh" asks at the log's end when it is asked)
+        self._refresh_marks: list[tuple[int, str]] = []
+        self.refreshes_done = 0
 
     def user(self, user_id: str) -> UserState:
         u = self.users.get(user_id)
@@ -99,6 +108,28 @@ class FeedState:
     def region_of(self, user: UserState) -> str:
         return user.region or self.settings.region
 
+    def schedule_refresh(self, user_id: str, log_offset: int) -> None:
+        """Forget ``user_id``'s personalisation once every event up to ``log_offset`` is
+        applied (now, if it is): events the user sent before asking are forgotten, the
+        ones after shape the new feed. A replay reaches the same point in the log."""
+        if log_offset <= self.applied_offset:
+            self._forget(user_id)
+        else:
+            heapq.heappush(self._refresh_marks, (log_offset, user_id))
+
+    def _forget(self, user_id: str) -> None:
+        user = self.users.get(user_id)
+        if user is not None:
+            forget_personalisation(user, len(LABELS))
+        self.refreshes_done += 1
+        for listener in self.forget_listeners:
+            listener(user_id)
+
+    def _refreshes_up_to(self, offset: int) -> None:
+        marks = self._refresh_marks
+        while marks and marks[0][0] <= offset:
+            self._forget(heapq.heappop(marks)[1])
+
     # -- the learning step -------------------------------------------------------------
 
     def apply(self, events: Sequence[LoggedEvent]) -> None:
@@ -106,6 +137,8 @@ class FeedState:
         self.stats.ensure(len(self.catalog))
         for logged in events:
             e = logged.event
+            if self._refresh_marks:
+                self._refreshes_up_to(logged.offset - 1)
             self.applied_offset = logged.offset
             self._close_older_than(e.ts - self.label_window_ms)
             row = self.catalog.row_of.get(e.video_id)
@@ -113,11 +146,18 @@ class FeedState:
                 self.skipped_events += 1
                 continue
             user = self.user(e.user_id)
+            if user.first_seen is None or e.ts < user.first_seen:
+                user.first_seen = e.ts
             surface = e.surface or DEFAULT_SURFACE
             if e.type is EventType.VIEW:
                 self._apply_view(e.user_id, user, row, e.ts, e.watch_ms or 0, surface)
             elif e.type in ACTION_LABEL:
                 self._apply_action(e.user_id, user, row, e.ts, ACTION_LABEL[e.type], surface)
+            elif e.type is EventType.REPORT:
+                age = e.ts - user.first_seen
+                self.reports.add(row, e.user_id, age, float(self.stats.views[row]))
+        if self._refresh_marks:
+            self._refreshes_up_to(self.applied_offset)
         self._train()
 
     def _apply_view(
@@ -141,6 +181,7 @@ class FeedState:
             self.ranker.refresh_global_rates()
         user.views += 1
         user.history.append(row)
+        user.history_ts.append(ts)
         user.viewed.add(row)
         video = self.catalog.videos[row]
         hl = self._half_life_ms
@@ -292,8 +333,11 @@ class FeedState:
     # -- serving-side bookkeeping --------------------------------------------------------
 
     def record_served(self, user_id: str, rows: list[int]) -> None:
+        self.record_served_to(self.user(user_id), rows)
+
+    def record_served_to(self, user: UserState, rows: list[int]) -> None:
         self.stats.ensure(len(self.catalog))
-        self.user(user_id).remember_served(rows, self.settings.feed.served_memory)
+        user.remember_served(rows, self.settings.feed.served_memory)
         for row in rows:
             self.stats.exposures[row] += 1
 

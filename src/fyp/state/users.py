@@ -33,6 +33,7 @@ class Affinity:
 class UserState:
     history: deque[int]  # rows of recent views, oldest first
     served: deque[int]  # rows recently served, oldest first
+    history_ts: deque[int] = field(default_factory=deque)  # Unix ms of each ``history`` view
     served_set: dict[int, int] = field(default_factory=dict)  # row -> times in ``served``
     viewed: set[int] = field(default_factory=set)
     recent_positives: deque[int] = field(default_factory=lambda: deque(maxlen=50))
@@ -46,6 +47,7 @@ class UserState:
     views: float = 0.0
     label_counts: list[float] = field(default_factory=list)
     region: str | None = None
+    first_seen: int | None = None  # Unix ms of the user's first event
 
     def remember_served(self, rows: list[int], capacity: int) -> None:
         for row in rows:
@@ -62,8 +64,26 @@ class UserState:
 
 def new_user(history_size: int, n_labels: int) -> UserState:
     return UserState(
-        history=deque(maxlen=history_size), served=deque(), label_counts=[0.0] * n_labels
+        history=deque(maxlen=history_size),
+        served=deque(),
+        history_ts=deque(maxlen=history_size),
+        label_counts=[0.0] * n_labels,
     )
+
+
+def forget_personalisation(user: UserState, n_labels: int) -> None:
+    """ "Refresh": drop what was learned of the user's tastes — history, affinities,
+    engagement rates, the positives that seed co-engagement — keeping what they told us
+    (follows, "not interested" and its suppressions) and what they have seen (so the
+    fresh feed does not repeat it)."""
+    user.history.clear()
+    user.history_ts.clear()
+    user.recent_positives.clear()
+    user.creators.clear()
+    user.sounds.clear()
+    user.hashtags.clear()
+    user.views = 0.0
+    user.label_counts = [0.0] * n_labels
 
 
 # Pseudo-views that shrink a user's rate on one creator / sound / hashtag to their

@@ -1,0 +1,1 @@
+"""What an outside reviewer reads: the algorithm audit report."""

@@ -1,0 +1,91 @@
+"""Why each served video is there: the strongest signals behind its score, and a
+sentence a person understands.
+
+Signals are the first ranker's per-feature contributions to the value score
+(:meth:`FirstRanker.explain`), named for people, plus any factor that moved the score
+(a policy demotion, a topic preference). The sentence starts from the candidate source's
+own (which source proposed it is never rewritten) and adds the user's strongest personal
+signal where there is evidence for it ("You watched 3 videos by @ana this week")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fyp.catalog.index import CatalogIndex
+from fyp.rank.first_ranker import FirstRanker
+from fyp.rerank.adjustments import ValueAdjustments
+from fyp.retrieve.base import FeedContext
+from fyp.types import DAY_MS, Candidate
+
+SIGNAL_NAMES: dict[str, str] = {
+    "video_rate": "video_engagement",  # how this video does with everyone
+    "user_lift": "your_engagement_level",
+    "creator": "creator_affinity",
+    "sound": "sound_affinity",
+    "hashtags": "hashtag_affinity",
+    "follows": "follows_creator",
+    "fresh": "freshness",
+}
+TOP_SIGNALS = 3
+_WEEK_MS = 7 * DAY_MS
+
+
+class Explainer:
+    def __init__(
+        self, first: FirstRanker, catalog: CatalogIndex, adjustments: ValueAdjustments
+    ) -> None:
+        self.first = first
+        self.catalog = catalog
+        self.adjustments = adjustments
+
+    def explain(self, ctx: FeedContext, page: Sequence[Candidate], personal: bool) -> None:
+        """Set each candidate's ``signals`` and, with ``personal``, add the user's
+        strongest personal signal to its ``reason``."""
+        if not page:
+            return
+        rows = [c.row for c in page]
+        factors = self.adjustments.factors(ctx, rows)
+        features = self.first.features(ctx.user, rows, ctx.now) if personal else None
+        for i, c in enumerate(page):
+            signals: list[tuple[str, float]] = []
+            if features is not None:
+                shares = self.first.explain(features[i])
+                signals = [
+                    (SIGNAL_NAMES[name], round(w, 4))
+                    for name, w in shares.items()
+                    if name in SIGNAL_NAMES and abs(w) >= 1e-4
+                ]
+                signals.sort(key=lambda s: -abs(s[1]))
+                signals = signals[:TOP_SIGNALS]
+            if factors is not None and factors[i] != 1.0:
+                signals.append(("adjustment_factor", round(float(factors[i]), 4)))
+            c.signals = tuple(signals)
+            if personal and signals:
+                clause = self._personal_clause(ctx, c.row, signals[0][0])
+                if clause and clause not in c.reason:
+                    c.reason = f"{c.reason}. {clause}"
+
+    def _personal_clause(self, ctx: FeedContext, row: int, top: str) -> str | None:
+        video = self.catalog.videos[row]
+        user = ctx.user
+        if top == "creator_affinity":
+            since = ctx.now - _WEEK_MS
+            n = sum(
+                1
+                for r, ts in zip(user.history, user.history_ts, strict=True)
+                if ts >= since and self.catalog.videos[r].creator_id == video.creator_id
+            )
+            if n:
+                videos = "video" if n == 1 else "videos"
+                return f"You watched {n} {videos} by @{video.creator_id} this week"
+        if top == "hashtag_affinity" and video.hashtags:
+            best = max(
+                video.hashtags,
+                key=lambda t: user.hashtags[t].positives if t in user.hashtags else 0.0,
+            )
+            if best in user.hashtags and user.hashtags[best].positives >= 1:
+                tag = best if best.startswith("#") else f"#{best}"
+                return f"You often enjoy {tag} videos"
+        if top == "follows_creator" and video.creator_id in user.follows:
+            return f"You follow @{video.creator_id}"
+        return None

@@ -1,0 +1,183 @@
+"""A user's controls over their feed, and the profile fields they (through the app) set.
+
+Both arrive over the API (``PUT /v1/users/{id}``, ``POST /v1/users/{id}/controls``),
+are validated here, kept durably by :mod:`fyp.users.store`, and read by the pipeline's
+filters and re-rankers on every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from fyp.safety.policy import AGE_BANDS
+from fyp.safety.text import normal_phrase, normal_tag
+from fyp.validation import Id
+
+MAX_MUTED_KEYWORDS = 200
+MAX_MUTED_HASHTAGS = 200
+MAX_MUTED_CREATORS = 500
+MAX_TOPICS = 100
+MAX_KEYWORD_CHARS = 64
+
+TopicPreference = Literal["more", "less"]
+
+
+class ProfileIn(BaseModel):
+    """``PUT /v1/users/{id}``: the fields given are set, the others kept. No precise
+    location, device identifiers or contact data: unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    age_band: Literal["13-15", "16-17", "18+"] | None = Field(
+        None, description="Unknown (absent) is treated as the youngest band."
+    )
+    language: Id | None = Field(None, max_length=35, description="e.g. en, pt-BR")
+    region: Id | None = Field(None, description="The user's home region, e.g. us, eu.")
+
+
+class ControlsIn(BaseModel):
+    """``POST /v1/users/{id}/controls``: each list given replaces that setting; fields
+    left out stay as they were. ``topics`` merges: ``"neutral"`` removes a preference."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mute_keywords: list[str] | None = Field(
+        None, description="Words or phrases; matched in captions and hashtags, any case/accent."
+    )
+    mute_hashtags: list[Id] | None = None
+    mute_creators: list[Id] | None = None
+    topics: dict[Id, Literal["more", "less", "neutral"]] | None = Field(
+        None, description="A topic is a hashtag (without #) or a sensitive topic's name."
+    )
+    personalized: StrictBool | None = Field(
+        None, description="false: a feed from regional popularity only, nothing from history."
+    )
+    refresh: StrictBool = Field(
+        False, description="true: forget what was learned of this user (mutes and safety stay)."
+    )
+
+    @field_validator("mute_keywords")
+    @classmethod
+    def _keywords(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if len(v) > MAX_MUTED_KEYWORDS:
+            raise ValueError(
+                f"at most {MAX_MUTED_KEYWORDS} muted keywords (got {len(v)}): remove some first"
+            )
+        for i, k in enumerate(v):
+            if len(k) > MAX_KEYWORD_CHARS:
+                raise ValueError(f"keyword {i} is over {MAX_KEYWORD_CHARS} characters")
+            if not normal_phrase(k):
+                raise ValueError(f"keyword {i} ({k!r}) has no letters or digits to match")
+        return v
+
+    @field_validator("mute_hashtags")
+    @classmethod
+    def _hashtags(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) > MAX_MUTED_HASHTAGS:
+            raise ValueError(
+                f"at most {MAX_MUTED_HASHTAGS} muted hashtags (got {len(v)}): remove some first"
+            )
+        return v
+
+    @field_validator("mute_creators")
+    @classmethod
+    def _creators(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) > MAX_MUTED_CREATORS:
+            raise ValueError(
+                f"at most {MAX_MUTED_CREATORS} muted creators (got {len(v)}): remove some first"
+            )
+        return v
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is not None and len(v) > MAX_TOPICS:
+            raise ValueError(f"at most {MAX_TOPICS} topics in one request (got {len(v)})")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class UserControls:
+    """What a user set, as given (for export and display), with the matching forms."""
+
+    mute_keywords: tuple[str, ...] = ()
+    mute_hashtags: tuple[str, ...] = ()
+    mute_creators: tuple[str, ...] = ()
+    topics: dict[str, TopicPreference] = field(default_factory=dict)
+    personalized: bool = True
+    # matching forms (derived)
+    keyword_phrases: tuple[str, ...] = ()
+    hashtag_set: frozenset[str] = frozenset()
+    creator_set: frozenset[str] = frozenset()
+    topic_weights: dict[str, TopicPreference] = field(default_factory=dict)
+
+    @property
+    def mutes_anything(self) -> bool:
+        return bool(self.keyword_phrases or self.hashtag_set or self.creator_set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mute_keywords": list(self.mute_keywords),
+            "mute_hashtags": list(self.mute_hashtags),
+            "mute_creators": list(self.mute_creators),
+            "topics": dict(self.topics),
+            "personalized": self.personalized,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserControls:
+        return make_controls(
+            tuple(data.get("mute_keywords", ())),
+            tuple(data.get("mute_hashtags", ())),
+            tuple(data.get("mute_creators", ())),
+            dict(data.get("topics", {})),
+            bool(data.get("personalized", True)),
+        )
+
+    def updated(self, change: ControlsIn) -> UserControls:
+        """These controls with ``change`` applied (``refresh`` is not a setting)."""
+        topics = dict(self.topics)
+        for topic, pref in (change.topics or {}).items():
+            if pref == "neutral":
+                topics.pop(topic, None)
+            else:
+                topics[topic] = pref
+        if len(topics) > MAX_TOPICS:
+            raise ValueError(f"at most {MAX_TOPICS} topic preferences in all")
+        return make_controls(
+            self.mute_keywords if change.mute_keywords is None else tuple(change.mute_keywords),
+            self.mute_hashtags if change.mute_hashtags is None else tuple(change.mute_hashtags),
+            self.mute_creators if change.mute_creators is None else tuple(change.mute_creators),
+            topics,
+            self.personalized if change.personalized is None else change.personalized,
+        )
+
+
+def make_controls(
+    keywords: tuple[str, ...],
+    hashtags: tuple[str, ...],
+    creators: tuple[str, ...],
+    topics: dict[str, TopicPreference],
+    personalized: bool,
+) -> UserControls:
+    return UserControls(
+        keywords,
+        hashtags,
+        creators,
+        topics,
+        personalized,
+        keyword_phrases=tuple(dict.fromkeys(p for p in map(normal_phrase, keywords) if p)),
+        hashtag_set=frozenset(t for t in map(normal_tag, hashtags) if t),
+        creator_set=frozenset(creators),
+        topic_weights={normal_tag(t): p for t, p in topics.items()},
+    )
+
+
+NO_CONTROLS = UserControls()
+
+
+__all__ = ["AGE_BANDS", "NO_CONTROLS", "ControlsIn", "ProfileIn", "UserControls"]

@@ -1,0 +1,125 @@
+"""Where users' profiles, controls and refresh requests are kept (``users.db``).
+
+Every write is fsynced before the API answers. A refresh is kept as the event-log offset
+it was asked at: the learning step forgets the user's personalisation when it passes that
+offset, so a replay of the log after a restart forgets at the same point."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from fyp.storage.sqlite import connect
+from fyp.types import UserProfile
+
+
+class UserStore(Protocol):
+    def put_profile(self, profile: UserProfile) -> None: ...
+
+    def profiles(self) -> dict[str, UserProfile]: ...
+
+    def put_controls(self, user_id: str, controls: dict[str, Any], ts: int) -> None: ...
+
+    def controls(self) -> dict[str, dict[str, Any]]: ...
+
+    def add_refresh(self, user_id: str, log_offset: int, ts: int) -> None: ...
+
+    def refreshes(self) -> list[tuple[str, int, int]]:
+        """(user_id, log offset, ts) of every refresh, oldest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS profiles (
+    user_id    TEXT PRIMARY KEY,
+    age_band   TEXT,
+    language   TEXT,
+    region     TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS controls (
+    user_id    TEXT PRIMARY KEY,
+    settings   TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refreshes (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id    TEXT NOT NULL,
+    log_offset INTEGER NOT NULL,
+    ts         INTEGER NOT NULL
+);
+"""
+
+
+class SqliteUserStore:
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, "fsync")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn.execute(sql, args)  # autocommit: one fsynced transaction
+
+    def put_profile(self, profile: UserProfile) -> None:
+        p = profile
+        self._write(
+            "INSERT INTO profiles (user_id, age_band, language, region, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET"
+            " age_band = excluded.age_band, language = excluded.language,"
+            " region = excluded.region, updated_at = excluded.updated_at",
+            (p.user_id, p.age_band, p.language, p.region, p.created_at, p.updated_at),
+        )
+
+    def profiles(self) -> dict[str, UserProfile]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT user_id, age_band, language, region, created_at, updated_at"
+                " FROM profiles ORDER BY rowid"
+            ).fetchall()
+        return {
+            str(u): UserProfile(
+                str(u),
+                None if a is None else str(a),
+                None if lang is None else str(lang),
+                None if r is None else str(r),
+                int(c),
+                int(up),
+            )
+            for u, a, lang, r, c, up in rows
+        }
+
+    def put_controls(self, user_id: str, controls: dict[str, Any], ts: int) -> None:
+        self._write(
+            "INSERT INTO controls (user_id, settings, updated_at) VALUES (?,?,?)"
+            " ON CONFLICT (user_id) DO UPDATE SET settings = excluded.settings,"
+            " updated_at = excluded.updated_at",
+            (user_id, json.dumps(controls, sort_keys=True), ts),
+        )
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT user_id, settings FROM controls").fetchall()
+        return {str(u): json.loads(str(s)) for u, s in rows}
+
+    def add_refresh(self, user_id: str, log_offset: int, ts: int) -> None:
+        self._write(
+            "INSERT INTO refreshes (user_id, log_offset, ts) VALUES (?,?,?)",
+            (user_id, log_offset, ts),
+        )
+
+    def refreshes(self) -> list[tuple[str, int, int]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT user_id, log_offset, ts FROM refreshes ORDER BY id"
+            ).fetchall()
+        return [(str(u), int(o), int(t)) for u, o, t in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
