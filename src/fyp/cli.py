@@ -271,12 +271,22 @@ def demo(
                 on_request=on_request,
             )
             live.update(table(report.requests))
+        items = client.get("/v1/feed", params={"user_id": "u0001", "count": 1}).json()["items"]
     console.print()
     console.print(
         f"Mean watch ratio, last 1,000 requests: engine {report.last_window_watch_ratio():.3f} "
         f"vs random order {baseline.last_window_watch_ratio():.3f}."
     )
     console.print(f"Feed:    curl '{base}/v1/feed?user_id=u0001&count=5'")
+    if items:
+        console.print(f"Why:     curl '{base}/v1/users/u0001/why/{items[0]['video_id']}'")
+    console.print(
+        f"Controls: curl -X POST {base}/v1/users/u0001/controls "
+        f"-H 'content-type: application/json' -d '{{\"personalized\": false}}'"
+    )
+    console.print(
+        f"Audit:   .venv/bin/fyp audit report --data-dir {settings.data_dir} --out audit.html"
+    )
     console.print(f"API:     {base}/docs   Metrics: {base}/metrics   Data: {settings.data_dir}")
     if not stay:
         server.stop()

@@ -118,6 +118,8 @@ class RecordImpressions:
                 for i, c in enumerate(page)
             ],
             removed,
+            ctx.policy_surface,
+            ctx.now,
         )
         self.state.record_served_to(ctx.user, [c.row for c in page])
 
@@ -316,7 +318,10 @@ class FeedPipeline:
         if not candidates:
             return []
         rows = [c.row for c in candidates]
-        values = self.adjustments.apply(ctx, rows, self.ranker.values(ctx, rows))
+        raw, features = self.ranker.values_and_features(ctx, rows)
+        values = self.adjustments.apply(ctx, rows, raw)
+        for c, f in zip(candidates, features, strict=True):
+            c.features = f  # a view: what the explainer reads for served items
         for c, value in zip(candidates, values.tolist(), strict=True):
             c.score = value
         return [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 def now_ms() -> int:
@@ -103,6 +104,7 @@ class Candidate:
     source_score: float = 0.0
     score: float = 0.0
     signals: tuple[tuple[str, float], ...] = ()  # set for served items (fyp.rank.explain)
+    features: Any = None  # the first ranker's (L, F) features, once ranked
 
 
 @dataclass(frozen=True, slots=True)

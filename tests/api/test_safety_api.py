@@ -37,7 +37,17 @@ def test_a_label_takes_effect_on_the_very_next_request(
     assert resp.json()["state"] == "approved"
     # A new user would have been served it first (popularity ties broken the same way).
     assert first not in served(api, "u2", pages=6)
-    assert rule_count(client, "label:misinformation") >= 1
+    # A follower of its creator: the followed source proposes it, the filter removes it.
+    creator = api.creator_of(first)
+    other = next(
+        v["video_id"] for v in catalog if v["creator_id"] == creator and v["video_id"] != first
+    )
+    follow = api.event("f1", user_id="fan", video_id=other, type="follow")
+    assert client.post("/v1/events", json={"events": [follow]}).status_code == 200
+    api.wait_until_learned()
+    before = rule_count(client, "label:misinformation")
+    assert first not in served(api, "fan", pages=2)
+    assert rule_count(client, "label:misinformation") > before
 
 
 def test_moderation_states_per_surface(

@@ -38,12 +38,15 @@ class ImpressionLog(Protocol):
         self,
         impressions: Sequence[Impression],
         removed: Mapping[tuple[str, str], int] | None = None,
+        surface: str = "",
+        ts: int = 0,
     ) -> None:
         """Store the impressions of a response just served (a new ``request_id``) without
         making the response wait for the write: they may be stored a moment later, but
         every read of this log, and :meth:`close`, sees them. ``removed``: what each
-        (filter, rule) removed from that response's candidates, added to the day's
-        :class:`FilterCount` (the audit report's "what each rule filtered")."""
+        (filter, rule) removed from that response's candidates on ``surface`` at ``ts``
+        (Unix ms), added to the day's :class:`FilterCount` (the audit report's "what
+        each rule filtered")."""
         ...
 
     def between(self, since_ms: int, until_ms: int) -> Iterator[Impression]:
@@ -174,7 +177,7 @@ class SqliteImpressionLog:
         _migrate(self._conn)
         self._lock = threading.Lock()  # the connection: held while pending rows are written
         self._write_behind_s = write_behind_s
-        self._pending: list[Row] = []
+        self._pending: list[Impression] = []  # turned into rows by the writer
         self._pending_counts: Counter[FilterKey] = Counter()
         # Guards _pending and _closing (appends never wait for the connection); the
         # writer waits on it for a first pending row.
@@ -195,20 +198,19 @@ class SqliteImpressionLog:
         self,
         impressions: Sequence[Impression],
         removed: Mapping[tuple[str, str], int] | None = None,
+        surface: str = "",
+        ts: int = 0,
     ) -> None:
         if not impressions and not removed:
             return
-        rows = [_row(i) for i in impressions]
         with self._wake:
             if self._closing:
                 raise sqlite3.ProgrammingError("the impression log is closed")
             if not self._pending and not self._pending_counts:
                 self._wake.notify()
-            self._pending += rows
+            self._pending += impressions
             if removed:
-                first = impressions[0] if impressions else None
-                day = (first.ts if first else 0) // DAY_MS * DAY_MS
-                surface = first.surface if first else ""
+                day = ts // DAY_MS * DAY_MS
                 for (name, rule), n in removed.items():
                     self._pending_counts[(day, surface, name, rule)] += n
 
@@ -231,19 +233,19 @@ class SqliteImpressionLog:
     def _flush(self) -> None:
         """Write the pending rows, in append order (hold ``_lock``)."""
         with self._wake:
-            rows, self._pending = self._pending, []
+            pending, self._pending = self._pending, []
             counts, self._pending_counts = self._pending_counts, Counter()
-        if not rows and not counts:
+        if not pending and not counts:
             return
         try:
-            if rows:
-                self._insert(rows)
+            if pending:
+                self._insert([_row(i) for i in pending])
             if counts:
                 with self._transaction() as cur:
                     cur.executemany(_ADD_FILTER_COUNT, [(*k, n) for k, n in counts.items()])
         except BaseException:
             with self._wake:
-                self._pending = rows + self._pending
+                self._pending = pending + self._pending
                 self._pending_counts.update(counts)
             raise
 

@@ -22,6 +22,11 @@ class Ranker(Protocol):
         """The value score of each row for this request (higher first)."""
         ...
 
+    def values_and_features(self, ctx: FeedContext, rows: list[int]) -> tuple[F64, F64]:
+        """:meth:`values`, and the first ranker's (n, L, F) features of the rows (what
+        "why this video" explains the score by)."""
+        ...
+
     def active(self) -> str:
         """Which model scores now (for /metrics and the item's explanation)."""
         ...
@@ -33,6 +38,10 @@ class FirstRankerValues:
 
     def values(self, ctx: FeedContext, rows: list[int]) -> F64:
         return self.first.score(ctx.user, rows, ctx.now).values
+
+    def values_and_features(self, ctx: FeedContext, rows: list[int]) -> tuple[F64, F64]:
+        scored = self.first.score(ctx.user, rows, ctx.now)
+        return scored.values, scored.features
 
     def active(self) -> str:
         return "first_ranker"
@@ -51,10 +60,13 @@ class WarmOrFirst:
         self.rerank_top = rerank_top
 
     def values(self, ctx: FeedContext, rows: list[int]) -> F64:
+        return self.values_and_features(ctx, rows)[0]
+
+    def values_and_features(self, ctx: FeedContext, rows: list[int]) -> tuple[F64, F64]:
         scored = self.first.score(ctx.user, rows, ctx.now)
         first = scored.values
         if not self.learned.warm or not rows:
-            return first
+            return first, scored.features
         top = np.argsort(-first, kind="stable")[: self.rerank_top]
         _, learned = self.learned.predict(
             ctx.user_id,
@@ -72,7 +84,7 @@ class WarmOrFirst:
         if rest.any():
             out[rest] = float(learned.min()) - 1e-6 - (first[rest].max() - first[rest])
         out[top] = learned
-        return out
+        return out, scored.features
 
     def active(self) -> str:
         return "mmoe" if self.learned.warm else "first_ranker"

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from fyp.catalog.index import CatalogIndex
-from fyp.rank.first_ranker import FirstRanker
+from fyp.rank.first_ranker import FEATURES, FirstRanker
 from fyp.rerank.adjustments import ValueAdjustments
 from fyp.retrieve.base import FeedContext
 from fyp.types import DAY_MS, Candidate
@@ -26,6 +28,7 @@ SIGNAL_NAMES: dict[str, str] = {
     "follows": "follows_creator",
     "fresh": "freshness",
 }
+_NAMES = [SIGNAL_NAMES.get(f, "") for f in FEATURES]  # "" for bias: never a signal
 TOP_SIGNALS = 3
 _WEEK_MS = 7 * DAY_MS
 
@@ -45,15 +48,22 @@ class Explainer:
             return
         rows = [c.row for c in page]
         factors = self.adjustments.factors(ctx, rows)
-        features = self.first.features(ctx.user, rows, ctx.now) if personal else None
+        shares = None
+        if personal:
+            # The features the ranker scored them with (a repeat or a late top-up may
+            # not have been ranked with the rest: computed now).
+            if all(c.features is not None for c in page):
+                features = np.stack([c.features for c in page])
+            else:
+                features = self.first.features(ctx.user, rows, ctx.now)
+            shares = self.first.contributions(features).tolist()
         for i, c in enumerate(page):
             signals: list[tuple[str, float]] = []
-            if features is not None:
-                shares = self.first.explain(features[i])
+            if shares is not None:
                 signals = [
-                    (SIGNAL_NAMES[name], round(w, 4))
-                    for name, w in shares.items()
-                    if name in SIGNAL_NAMES and abs(w) >= 1e-4
+                    (name, round(w, 4))
+                    for name, w in zip(_NAMES, shares[i], strict=False)
+                    if name and abs(w) >= 1e-4
                 ]
                 signals.sort(key=lambda s: -abs(s[1]))
                 signals = signals[:TOP_SIGNALS]

@@ -258,15 +258,21 @@ class FirstRanker:
     def explain(self, features: F64) -> dict[str, float]:
         """Each feature's contribution to the value score for one candidate's (L, F)
         features: Σ_k value_weight_k × P_k × (1 - P_k) × w_kf × x_kf (a first-order share)."""
-        z = np.einsum("lf,lf->l", features, self.weights)
+        total = self.contributions(features[None])[0]
+        return {name: float(total[i]) for i, name in enumerate(FEATURES) if name != "bias"}
+
+    def contributions(self, features: F64) -> F64:
+        """:meth:`explain` for n candidates at once: (n, L, F) features -> (n, F)
+        contributions, in :data:`FEATURES` order."""
+        z = np.einsum("nlf,lf->nl", features, self.weights)
         p = 1.0 / (1.0 + np.exp(-z))
         # Against an average video: the video's rates count by how far they are from
         # the global rates, not by their absolute (always negative) log-odds.
         centred = features.copy()
-        centred[:, 0] -= self._global_rates()[1]
-        share = (self.value_weights * p * (1 - p))[:, None] * self.weights * centred
-        total = share.sum(axis=0)
-        return {name: float(total[i]) for i, name in enumerate(FEATURES) if name != "bias"}
+        centred[:, :, 0] -= self._global_rates()[1]
+        slope = self.value_weights * p * (1 - p)  # (n, L)
+        out: F64 = np.einsum("nl,lf,nlf->nf", slope, self.weights, centred)
+        return out
 
     # -- learning ----------------------------------------------------------------------
 

@@ -121,6 +121,13 @@ class FeedState:
         user = self.users.get(user_id)
         if user is not None:
             forget_personalisation(user, len(LABELS))
+        # Examples of the old tastes not yet learned from are dropped with them (the
+        # open one's heap entry goes stale: its seq no longer matches). Full micro-batches
+        # are learned first, so what is dropped does not depend on how the log was cut.
+        self._train()
+        self._pending.pop(user_id, None)
+        self._closed.pop(user_id, None)
+        self._examples = [x for x in self._examples if x.user_id != user_id]
         self.refreshes_done += 1
         for listener in self.forget_listeners:
             listener(user_id)
@@ -278,9 +285,12 @@ class FeedState:
             user.muted_creators_until[video.creator_id] = until
             if video.sound_id:
                 user.muted_sounds_until[video.sound_id] = until
-            # Counts as two unrewarding views of the creator: "less like this".
+            # Counts as two unrewarding views of the creator and one of each hashtag:
+            # "less like this", fading with the affinities' half-life.
             for _ in range(2):
                 _affinity(user.creators, video.creator_id).add(False, ts, self._half_life_ms)
+            for tag in video.hashtags:
+                _affinity(user.hashtags, tag).add(False, ts, self._half_life_ms)
             return
         if label == "follow":
             user.follows.add(video.creator_id)
