@@ -216,6 +216,7 @@ def demo(
         build_world,
         run_audience,
         seed_catalog,
+        seed_trust_and_safety,
     )
 
     settings = _settings(data_dir or Path(".fyp-demo"), host, port)
@@ -227,7 +228,11 @@ def demo(
     with httpx.Client(base_url=base, timeout=30) as client:
         if client.get("/healthz").json()["videos"] == 0:
             n = seed_catalog(client, world)
-            console.print(f"Seeded a synthetic world: {n:,} videos, {users} users.")
+            moderated, profiles = seed_trust_and_safety(client, world, seed)
+            console.print(
+                f"Seeded a synthetic world: {n:,} videos ({moderated} with a moderation "
+                f"decision), {users} users ({profiles} profiles with age bands)."
+            )
         # The baseline: the same audience (same seed, same number of requests) served
         # in random order, without the engine; both are compared on their last 1,000.
         baseline = run_audience(

@@ -714,6 +714,56 @@ def post_videos(client: httpx.Client, payload: list[dict[str, object]], batch: i
     return upserted
 
 
+# What share of a demo world gets which moderation decision, and the age bands of its
+# users: enough for every safety rule to have something to do (and to show in /metrics
+# and the audit report), not so much that the feed is mostly filtering.
+_DEMO_MODERATION: tuple[tuple[str | None, str | None, float], ...] = (
+    (None, "unverified_claim", 0.03),
+    (None, "mature", 0.02),
+    (None, "sensitive:sadness", 0.02),
+    ("limited", None, 0.01),
+    ("removed", None, 0.005),
+)
+_DEMO_AGE_BANDS: tuple[tuple[str | None, float], ...] = (
+    ("18+", 0.6),
+    ("16-17", 0.15),
+    ("13-15", 0.1),
+    (None, 0.15),
+)
+
+
+def seed_trust_and_safety(client: httpx.Client, world: World, seed: int) -> tuple[int, int]:
+    """Give ``world`` what a real deployment has: moderation decisions on a few videos
+    (``POST /v1/moderation``) and profiles with age bands for its users (``PUT
+    /v1/users``). Seeded; returns (videos moderated, profiles set)."""
+    rng = np.random.default_rng(seed + 7_919)
+    order = rng.permutation(len(world.videos))
+    start = 0
+    moderated = 0
+    for state, label, share in _DEMO_MODERATION:
+        n = round(share * len(world.videos))
+        for row in order[start : start + n].tolist():
+            body: dict[str, object] = {
+                "video_id": world.videos[row].video_id,
+                "reason": "demo: seeded decision",
+            }
+            if state is not None:
+                body["state"] = state
+            if label is not None:
+                body["labels"] = [label]
+            _check_response(client.post("/v1/moderation", json=body), "POST /v1/moderation")
+            moderated += 1
+        start += n
+    bands = [b for b, _ in _DEMO_AGE_BANDS]
+    weights = np.array([w for _, w in _DEMO_AGE_BANDS])
+    picks = rng.choice(len(bands), size=len(world.users), p=weights / weights.sum())
+    for user, pick in zip(world.users, picks.tolist(), strict=True):
+        band = bands[pick]
+        body = {} if band is None else {"age_band": band}
+        _check_response(client.put(f"/v1/users/{user.user_id}", json=body), "PUT /v1/users")
+    return moderated, len(world.users)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestStats:
     """One feed request as the user experienced it. ``mean_watch_ratio`` is over the
