@@ -59,6 +59,8 @@ class SourcesConfig(_Section):
     coengagement_neighbours: int = Field(50, ge=0)  # kept per video
     coengagement_candidates: int = Field(60, ge=0)
     followed_candidates: int = Field(30, ge=0)
+    topic_seeds: int = Field(5, ge=0)  # the user's best-liked hashtags the topics source reads
+    topic_candidates: int = Field(40, ge=0)
     backfill_candidates: int = Field(50, ge=0)
 
 

@@ -45,6 +45,7 @@ from fyp.retrieve.coengagement import CoEngagementSource
 from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
 from fyp.retrieve.non_personalised import NonPersonalisedSource
+from fyp.retrieve.topics import TopicSource
 from fyp.retrieve.trending import TrendingSource
 from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
@@ -121,7 +122,10 @@ class RecordImpressions:
             ctx.policy_surface,
             ctx.now,
         )
-        self.state.record_served_to(ctx.user, [c.row for c in page])
+        rows = [c.row for c in page]
+        self.state.record_served_to(ctx.user, rows)
+        if ctx.person is not None:  # non-personalised: the person saw them too
+            ctx.person.remember_served(rows, self.state.settings.feed.served_memory)
 
 
 @dataclass
@@ -148,10 +152,9 @@ class FeedPipeline:
 
     def run(self, user_id: str, count: int, surface: str, now: int) -> Feed:
         controls = self.users.controls_of(user_id)
-        user = self.state.user(user_id)
-        region = self.state.region_of(user)
-        if not controls.personalized:
-            user = self.users.blank_state(user_id, region)
+        person = self.state.user(user_id)
+        region = self.state.region_of(person)
+        user = person if controls.personalized else self.users.blank_state(user_id, region)
         ctx = FeedContext(
             self.new_request_id(),
             user_id,
@@ -163,6 +166,7 @@ class FeedPipeline:
             self.state.settings.policy.surface_policy(surface),
             self.users.age_of(user_id),
             controls,
+            None if user is person else person,
         )
         removed: Counter[tuple[str, str]] = Counter()
         if controls.personalized:
@@ -215,7 +219,7 @@ class FeedPipeline:
                 break
             limit *= 4  # filters (mutes, eligibility) took most: look further down
         if not candidates:
-            return []
+            return self._repeats(ctx, [])
         rows = [c.row for c in candidates]
         values = self.adjustments.apply(
             ctx, rows, np.array([c.source_score for c in candidates], dtype=np.float64)
@@ -223,7 +227,10 @@ class FeedPipeline:
         for c, v in zip(candidates, values.tolist(), strict=True):
             c.score = v
         ranked = [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]
-        return self.spacing.arrange(ranked, ctx.count, self.rules.guard(ctx))
+        page = self.spacing.arrange(ranked, ctx.count, self.rules.guard(ctx))
+        if len(page) < ctx.count:  # everything served in this mode: repeats, oldest first
+            page = page + self._repeats(ctx, page)
+        return page
 
     def _last_gate(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
         """Every rule checked once more on the finished page: whatever scored or
@@ -348,6 +355,7 @@ def build_pipeline(
         sources=[
             FollowedCreatorsSource(state, src.followed_candidates),
             CoEngagementSource(state, src.coengagement_seeds, src.coengagement_candidates),
+            TopicSource(state, src.topic_seeds, src.topic_candidates),
             TrendingSource(state, src.trending_candidates),
             FreshSource(
                 state,

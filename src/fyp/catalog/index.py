@@ -53,6 +53,8 @@ class CatalogIndex:
         self.videos: list[Video] = []
         self.row_of: dict[str, int] = {}
         self.rows_by_creator: dict[str, list[int]] = {}
+        # folded hashtag (no '#') -> rows carrying it, newest first
+        self.rows_by_topic: dict[str, list[int]] = {}
         self.creators, self.sounds, self.hashtags = Codes(), Codes(), Codes()
         self._capacity = 0
         self.version = 0  # bumped by every upsert, so caches of derived data can check it
@@ -79,7 +81,9 @@ class CatalogIndex:
         self.demote = {s: np.ones(0, dtype=np.float64) for s in surfaces}
         self.capped = {s: np.zeros(0, dtype=bool) for s in surfaces}  # carries a capped label
         self.min_age = np.zeros(0, dtype=np.int16)
-        self.sensitive = np.zeros(0, dtype=np.int32)  # code of its sensitive topic, -1 none
+        # Whether a row carries any sensitive topic (1) or none (-1), and which ones.
+        self.sensitive = np.zeros(0, dtype=np.int32)
+        self.sensitive_sets: list[frozenset[int]] = []  # codes of its sensitive topics
         self.sensitive_topics = Codes()
         # Creator strikes: rows of struck creators' new uploads (distribution capped)
         self.strike_capped = np.zeros(0, dtype=bool)
@@ -100,6 +104,7 @@ class CatalogIndex:
             self._grow(max(needed, 2 * self._capacity, 1024))
         self.version += 1
         rows: list[int] = []
+        touched: set[str] = set()
         for v in videos:
             row = self.row_of.get(v.video_id)
             if row is None:
@@ -109,11 +114,14 @@ class CatalogIndex:
                 self.labels.append(())
                 self.states.append(self.policy.initial_state)
                 self.text.append(VideoText("", ()))
+                self.sensitive_sets.append(frozenset())
                 self.topic_keys.append(frozenset())
             else:
                 old = self.videos[row]
                 if old.creator_id != v.creator_id:
                     self.rows_by_creator[old.creator_id].remove(row)
+                for topic in self.text[row].tags:
+                    self.rows_by_topic[topic].remove(row)
                 self.videos[row] = v
             row_list = self.rows_by_creator.setdefault(v.creator_id, [])
             if row not in row_list:
@@ -127,12 +135,18 @@ class CatalogIndex:
             self.tag_codes[row] = -1
             self.tag_codes[row, : len(tags)] = tags
             self.text[row] = VideoText(v.caption, v.hashtags)
+            for topic in self.text[row].tags:
+                self.rows_by_topic.setdefault(topic, []).append(row)
+                touched.add(topic)
             self._derive(row)
             rows.append(row)
+        newest_first = lambda r: -int(self.created_at[r])  # noqa: E731
         for creator in {v.creator_id for v in videos}:
             # Newest first, so "followed creators" reads the head of the list.
-            self.rows_by_creator[creator].sort(key=lambda r: -int(self.created_at[r]))
+            self.rows_by_creator[creator].sort(key=newest_first)
             self._update_strikes(creator)
+        for topic in touched:
+            self.rows_by_topic[topic].sort(key=newest_first)
         return rows
 
     def moderate(self, actions: Sequence[ModerationAction]) -> list[int]:
@@ -183,7 +197,8 @@ class CatalogIndex:
         ages = self.policy.min_age
         self.min_age[row] = max((ages[x] for x in have if x in ages), default=0)
         topics = sorted(t for t in map(sensitive_topic, labels) if t is not None)
-        self.sensitive[row] = self.sensitive_topics.code(topics[0]) if topics else -1
+        self.sensitive_sets[row] = frozenset(self.sensitive_topics.code(t) for t in topics)
+        self.sensitive[row] = 1 if topics else -1
         self.topic_keys[row] = self.text[row].tags | frozenset(topics)
 
     def _update_strikes(self, creator: str) -> None:

@@ -37,21 +37,24 @@ class SequenceRules:
             return None
         window = cat.policy.sensitive_window
         k = cat.policy.sensitive_max
-        served = ctx.user.served
+        # The person's own recent sequence, whichever mode served it.
+        served = (ctx.user if ctx.person is None else ctx.person).served
         tail = [served[i] for i in range(max(len(served) - window + 1, 0), len(served))]
         head = list(before)
         sensitive = cat.sensitive
+        topic_sets = cat.sensitive_sets
         labels = cat.labels
 
         def admits(page: Sequence[int], row: int) -> bool:
-            topic = int(sensitive[row])
-            if topic < 0 and not capped[row]:
+            has_topic = sensitive[row] >= 0
+            if not has_topic and not capped[row]:
                 return True  # the common case
             on_page = head + list(page)
-            if topic >= 0:
+            if has_topic:
                 recent = (tail + on_page)[-(window - 1) :] if window > 1 else []
-                if sum(1 for r in recent if sensitive[r] == topic) + 1 > k:
-                    return False
+                for topic in topic_sets[row]:
+                    if sum(1 for r in recent if topic in topic_sets[r]) + 1 > k:
+                        return False
             if capped[row]:
                 for label in labels[row]:
                     cap = caps.get(label)

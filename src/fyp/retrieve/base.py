@@ -17,7 +17,9 @@ class FeedContext:
 
     ``policy_surface``: the surface whose eligibility rules apply (``surface`` itself,
     or the policy's default for an app's own tab names); ``age``: the lowest age of the
-    user's age band (unknown: the youngest)."""
+    user's age band (unknown: the youngest). ``person``: in non-personalised mode, the
+    user's own state (``user`` is then a blank one), which only what the user told us
+    ("not interested") and safety (what was just served, for the sequence rules) read."""
 
     request_id: str
     user_id: str
@@ -29,6 +31,7 @@ class FeedContext:
     policy_surface: str = "for_you"
     age: int = YOUNGEST_AGE
     controls: UserControls = NO_CONTROLS
+    person: UserState | None = None
 
 
 class CandidateSource(Protocol):

@@ -1,0 +1,68 @@
+"""Topics: unseen videos of the hashtags the user enjoys most (and of the topics they
+asked for more of), newest first.
+
+The other personal source, co-engagement, can only propose videos someone has already
+engaged with; this one reaches the rest of a topic's catalogue, so a user who loves one
+topic is offered all of it, not only its popular corner."""
+
+from __future__ import annotations
+
+import heapq
+
+from fyp.retrieve.base import FeedContext
+from fyp.safety.text import normal_tag
+from fyp.state.updater import FeedState
+from fyp.types import DAY_MS, Candidate
+
+# A hashtag counts once the user has enjoyed at least this much of it (decayed positives).
+MIN_POSITIVES = 1.0
+
+
+class TopicSource:
+    name = "topics"
+
+    def __init__(self, state: FeedState, seeds: int, limit: int) -> None:
+        self.state = state
+        self.seeds = seeds
+        self.limit = limit
+        self._half_life_ms = state.settings.ranker.affinity_half_life_days * DAY_MS
+
+    def seed_topics(self, ctx: FeedContext) -> list[tuple[str, str]]:
+        """(folded topic, reason) to draw from: the topics asked for more of, then the
+        user's best-liked hashtags (decayed positives, shrunk towards their views);
+        never one asked for less of."""
+        prefs = ctx.controls.topic_weights
+        out = [(t, f"More #{t}, as you asked") for t, p in sorted(prefs.items()) if p == "more"]
+        liked: list[tuple[float, str]] = []
+        for tag, aff in ctx.user.hashtags.items():
+            views, positives = aff.decayed(ctx.now, self._half_life_ms)
+            if positives >= MIN_POSITIVES:
+                liked.append((positives * positives / (views + 3.0), tag))
+        taken = {t for t, _ in out}
+        for _, tag in heapq.nlargest(self.seeds, liked):
+            topic = normal_tag(tag)
+            if topic and topic not in taken and prefs.get(topic) != "less":
+                taken.add(topic)
+                out.append((topic, f"You often enjoy #{topic} videos"))
+        return out
+
+    def fetch(self, ctx: FeedContext) -> list[Candidate]:
+        seeds = self.seed_topics(ctx) if self.limit > 0 else []
+        if not seeds:
+            return []
+        catalog = self.state.catalog
+        viewed, served = ctx.user.viewed, ctx.user.served_set
+        per_topic = max(self.limit // len(seeds), 1)
+        out: list[Candidate] = []
+        proposed: set[int] = set()
+        for topic, reason in seeds:
+            taken = 0
+            for row in catalog.rows_by_topic.get(topic, ()):
+                if row in viewed or row in served or row in proposed:
+                    continue
+                proposed.add(row)
+                out.append(Candidate(row, catalog.videos[row].video_id, self.name, reason))
+                taken += 1
+                if taken >= per_topic:
+                    break
+        return out[: self.limit]
