@@ -327,8 +327,8 @@ class FeedPipeline:
         rows = [c.row for c in candidates]
         raw, features = self.ranker.values_and_features(ctx, rows)
         values = self.adjustments.apply(ctx, rows, raw)
-        for c, f in zip(candidates, features, strict=True):
-            c.features = f  # a view: what the explainer reads for served items
+        for i, c in enumerate(candidates):
+            c.features = (features, i)  # what the explainer reads, for served items
         for c, value in zip(candidates, values.tolist(), strict=True):
             c.score = value
         return [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]

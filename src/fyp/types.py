@@ -104,7 +104,8 @@ class Candidate:
     source_score: float = 0.0
     score: float = 0.0
     signals: tuple[tuple[str, float], ...] = ()  # set for served items (fyp.rank.explain)
-    features: Any = None  # the first ranker's (L, F) features, once ranked
+    # (the first ranker's (n, L, F) features of the request, this one's index), once ranked
+    features: tuple[Any, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,3 +212,32 @@ def test_backfill_skips_what_the_user_viewed_or_was_served_and_honours_the_limit
     got = ids(BackfillSource(state, limit=100).fetch_excluding(ctx(state), excluded, 100))
     # Unviewed videos tie; ties come in a fixed random order, not catalog order.
     assert sorted(got) == ["a0", "a1", "b1", "b2", "undated"]
+
+
+# -- topics --------------------------------------------------------------------------------
+
+
+def test_topics_reaches_the_unviewed_videos_of_the_hashtags_a_user_enjoys() -> None:
+    from fyp.retrieve.topics import TopicSource
+    from fyp.state.users import Affinity
+    from fyp.users.controls import ControlsIn, UserControls
+
+    catalog = CatalogIndex()
+    catalog.upsert(
+        [Video(f"cook{i}", f"c{i}", 10_000, hashtags=("#Cooking",)) for i in range(6)]
+        + [Video(f"skate{i}", "s", 10_000, hashtags=("#skate",)) for i in range(3)]
+        + [Video(f"news{i}", "n", 10_000, hashtags=("#news",)) for i in range(3)]
+    )
+    s = FeedState(load_settings(environ={}), catalog)
+    u = s.user("u1")
+    u.hashtags["#Cooking"] = Affinity(views=3.0, positives=3.0, ts=NOW)
+    u.hashtags["#news"] = Affinity(views=3.0, positives=0.0, ts=NOW)  # watched, not enjoyed
+    u.viewed.add(catalog.row_of["cook0"])
+    source = TopicSource(s, seeds=5, limit=40)
+    got = source.fetch(ctx(s))
+    assert sorted(ids(got)) == [f"cook{i}" for i in range(1, 6)]  # nobody viewed them yet
+    assert {c.reason for c in got} == {"You often enjoy #cooking videos"}
+    # "More" of a topic brings it in; "less" keeps an enjoyed one out.
+    controls = UserControls().updated(ControlsIn(topics={"skate": "more", "cooking": "less"}))
+    c = FeedContext("r", "u1", u, 10, "for_you", "local", NOW, "for_you", 18, controls)
+    assert sorted(ids(source.fetch(c))) == [f"skate{i}" for i in range(3)]

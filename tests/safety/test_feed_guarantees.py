@@ -9,8 +9,9 @@ requests on ``for_you`` / ``following`` / an app's own tab, moderation actions, 
 events, changed controls — run against a real engine. After every page the test checks
 the policy's guarantees (see :func:`check_page`).
 
-Three failures it found are pinned as explicit examples (they run first, and fail fast
-until the engine is fixed; the random search runs after them)."""
+Three bugs it found are pinned as explicit examples, run before the random search:
+"not interested" ignored in non-personalised mode, the sensitive-topic window reset by
+a mode switch, and a video's second sensitive topic not counted."""
 
 from __future__ import annotations
 

@@ -80,6 +80,9 @@ class CatalogIndex:
         self.eligible = {s: np.zeros(0, dtype=bool) for s in surfaces}
         self.demote = {s: np.ones(0, dtype=np.float64) for s in surfaces}
         self.capped = {s: np.zeros(0, dtype=bool) for s in surfaces}  # carries a capped label
+        # How many rows are capped / sensitive: a request skips the sequence rules at 0.
+        self.capped_count = dict.fromkeys(surfaces, 0)
+        self.sensitive_count = 0
         self.min_age = np.zeros(0, dtype=np.int16)
         # Whether a row carries any sensitive topic (1) or none (-1), and which ones.
         self.sensitive = np.zeros(0, dtype=np.int32)
@@ -186,6 +189,7 @@ class CatalogIndex:
         ok = not (self.excluded_labels & have) and state is not ModerationState.REMOVED
         self.label_ok[row] = ok
         for name, sp in self.policy.surfaces.items():
+            was_capped = bool(self.capped[name][row])
             self.eligible[name][row] = (
                 ok and state not in sp.exclude_states and not have.intersection(sp.exclude_labels)
             )
@@ -194,10 +198,12 @@ class CatalogIndex:
                 factor *= sp.demote_labels[label]
             self.demote[name][row] = factor
             self.capped[name][row] = bool(have.intersection(sp.cap_labels))
+            self.capped_count[name] += int(self.capped[name][row]) - int(was_capped)
         ages = self.policy.min_age
         self.min_age[row] = max((ages[x] for x in have if x in ages), default=0)
         topics = sorted(t for t in map(sensitive_topic, labels) if t is not None)
         self.sensitive_sets[row] = frozenset(self.sensitive_topics.code(t) for t in topics)
+        self.sensitive_count += int(bool(topics)) - int(self.sensitive[row] >= 0)
         self.sensitive[row] = 1 if topics else -1
         self.topic_keys[row] = self.text[row].tags | frozenset(topics)
 

@@ -19,6 +19,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from fyp.storage.sqlite import connect
 from fyp.types import DAY_MS, FilterCount, Impression
 
@@ -155,7 +157,7 @@ def _row(i: Impression) -> Row:
         i.surface,
         i.ts,
         i.reason,
-        json.dumps([[name, round(w, 4)] for name, w in i.signals]),
+        orjson.dumps(i.signals).decode() if i.signals else "[]",
     )
 
 
@@ -177,7 +179,7 @@ class SqliteImpressionLog:
         _migrate(self._conn)
         self._lock = threading.Lock()  # the connection: held while pending rows are written
         self._write_behind_s = write_behind_s
-        self._pending: list[Impression] = []  # turned into rows by the writer
+        self._pending: list[Row] = []
         self._pending_counts: Counter[FilterKey] = Counter()
         # Guards _pending and _closing (appends never wait for the connection); the
         # writer waits on it for a first pending row.
@@ -203,12 +205,16 @@ class SqliteImpressionLog:
     ) -> None:
         if not impressions and not removed:
             return
+        # Rows are made here, not by the writer: Python work in that thread would hold
+        # the GIL against the requests (up to a switch interval, 5 ms, at a time), while
+        # its SQLite writes release it.
+        rows = [_row(i) for i in impressions]
         with self._wake:
             if self._closing:
                 raise sqlite3.ProgrammingError("the impression log is closed")
             if not self._pending and not self._pending_counts:
                 self._wake.notify()
-            self._pending += impressions
+            self._pending += rows
             if removed:
                 day = ts // DAY_MS * DAY_MS
                 for (name, rule), n in removed.items():
@@ -239,7 +245,7 @@ class SqliteImpressionLog:
             return
         try:
             if pending:
-                self._insert([_row(i) for i in pending])
+                self._insert(pending)
             if counts:
                 with self._transaction() as cur:
                     cur.executemany(_ADD_FILTER_COUNT, [(*k, n) for k, n in counts.items()])

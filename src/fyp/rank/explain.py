@@ -9,7 +9,8 @@ signal where there is evidence for it ("You watched 3 videos by @ana this week")
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +34,19 @@ TOP_SIGNALS = 3
 _WEEK_MS = 7 * DAY_MS
 
 
+class _Lazy:
+    """A value computed on first use (at most once per request)."""
+
+    def __init__(self, make: Callable[[], Counter[str]]) -> None:
+        self._make = make
+        self._value: Counter[str] | None = None
+
+    def get(self) -> Counter[str]:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+
 class Explainer:
     def __init__(
         self, first: FirstRanker, catalog: CatalogIndex, adjustments: ValueAdjustments
@@ -48,12 +62,14 @@ class Explainer:
             return
         rows = [c.row for c in page]
         factors = self.adjustments.factors(ctx, rows)
+        week = _Lazy(lambda: self._week_views(ctx))  # one pass over the history, if needed
         shares = None
         if personal:
             # The features the ranker scored them with (a repeat or a late top-up may
             # not have been ranked with the rest: computed now).
-            if all(c.features is not None for c in page):
-                features = np.stack([c.features for c in page])
+            scored = [c.features for c in page]
+            if all(f is not None for f in scored):
+                features = np.stack([f[0][f[1]] for f in scored if f is not None])
             else:
                 features = self.first.features(ctx.user, rows, ctx.now)
             shares = self.first.contributions(features).tolist()
@@ -71,20 +87,26 @@ class Explainer:
                 signals.append(("adjustment_factor", round(float(factors[i]), 4)))
             c.signals = tuple(signals)
             if personal and signals:
-                clause = self._personal_clause(ctx, c.row, signals[0][0])
+                clause = self._personal_clause(ctx, c.row, signals[0][0], week)
                 if clause and clause not in c.reason:
                     c.reason = f"{c.reason}. {clause}"
 
-    def _personal_clause(self, ctx: FeedContext, row: int, top: str) -> str | None:
+    def _week_views(self, ctx: FeedContext) -> Counter[str]:
+        """The user's views of each creator in the last 7 days (of their recent history)."""
+        since = ctx.now - _WEEK_MS
+        videos = self.catalog.videos
+        user = ctx.user
+        return Counter(
+            videos[r].creator_id
+            for r, ts in zip(user.history, user.history_ts, strict=True)
+            if ts >= since
+        )
+
+    def _personal_clause(self, ctx: FeedContext, row: int, top: str, week: _Lazy) -> str | None:
         video = self.catalog.videos[row]
         user = ctx.user
         if top == "creator_affinity":
-            since = ctx.now - _WEEK_MS
-            n = sum(
-                1
-                for r, ts in zip(user.history, user.history_ts, strict=True)
-                if ts >= since and self.catalog.videos[r].creator_id == video.creator_id
-            )
+            n = week.get().get(video.creator_id, 0)
             if n:
                 videos = "video" if n == 1 else "videos"
                 return f"You watched {n} {videos} by @{video.creator_id} this week"

@@ -29,11 +29,9 @@ class SequenceRules:
         ahead of the page being built (earlier items of this response). None when no
         rule can bite (nothing sensitive or capped in the catalog)."""
         cat = self.catalog
-        n = len(cat)
         caps = cat.policy.surfaces[ctx.policy_surface].cap_labels
         capped = cat.capped[ctx.policy_surface]
-        any_capped = bool(caps) and bool(capped[:n].any())
-        if not any_capped and not (cat.sensitive[:n] >= 0).any():
+        if not cat.capped_count[ctx.policy_surface] and not cat.sensitive_count:
             return None
         window = cat.policy.sensitive_window
         k = cat.policy.sensitive_max

@@ -1,13 +1,16 @@
 """Topics: unseen videos of the hashtags the user enjoys most (and of the topics they
-asked for more of), newest first.
+asked for more of).
 
 The other personal source, co-engagement, can only propose videos someone has already
 engaged with; this one reaches the rest of a topic's catalogue, so a user who loves one
-topic is offered all of it, not only its popular corner."""
+topic is offered all of it, not only its popular corner. Each request reads a window of
+each topic's videos (newest first) from a point drawn from the request id, so successive
+pages walk the whole topic instead of re-reading its newest, already served, head."""
 
 from __future__ import annotations
 
 import heapq
+import zlib
 
 from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
@@ -16,6 +19,7 @@ from fyp.types import DAY_MS, Candidate
 
 # A hashtag counts once the user has enjoyed at least this much of it (decayed positives).
 MIN_POSITIVES = 1.0
+SCAN_PER_TAKEN = 8  # rows read per candidate wanted, at most (seen ones are skipped)
 
 
 class TopicSource:
@@ -35,6 +39,8 @@ class TopicSource:
         out = [(t, f"More #{t}, as you asked") for t, p in sorted(prefs.items()) if p == "more"]
         liked: list[tuple[float, str]] = []
         for tag, aff in ctx.user.hashtags.items():
+            if aff.positives < MIN_POSITIVES:
+                continue  # decay only lowers it
             views, positives = aff.decayed(ctx.now, self._half_life_ms)
             if positives >= MIN_POSITIVES:
                 liked.append((positives * positives / (views + 3.0), tag))
@@ -56,8 +62,13 @@ class TopicSource:
         out: list[Candidate] = []
         proposed: set[int] = set()
         for topic, reason in seeds:
+            rows = catalog.rows_by_topic.get(topic, [])
+            if not rows:
+                continue
+            start = zlib.crc32(f"{ctx.request_id}:{topic}".encode()) % len(rows)
             taken = 0
-            for row in catalog.rows_by_topic.get(topic, ()):
+            for k in range(min(len(rows), SCAN_PER_TAKEN * per_topic)):
+                row = rows[(start + k) % len(rows)]
                 if row in viewed or row in served or row in proposed:
                     continue
                 proposed.add(row)
