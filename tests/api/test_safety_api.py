@@ -148,7 +148,10 @@ def test_why_this_video_answers_from_what_was_recorded(
             item["position"],
         )
         assert [s["name"] for s in body["signals"]] == [s["name"] for s in item["signals"]]
-    missing = client.get("/v1/users/u1/why/v059")
+    unserved = next(
+        v["video_id"] for v in catalog if v["video_id"] not in {i["video_id"] for i in items}
+    )
+    missing = client.get(f"/v1/users/u1/why/{unserved}")
     assert missing.status_code == 404 and "not served" in missing.text
 
 

@@ -522,6 +522,7 @@ def test_every_items_source_and_reason_are_true_and_why_repeats_them(
     assert set(checked) >= {
         "followed",
         "co_engagement",
+        "topics",
         "trending",
         "fresh",
         "explore",

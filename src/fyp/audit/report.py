@@ -82,6 +82,7 @@ __all__ = [
 KNOWN_SOURCES: tuple[str, ...] = (
     "followed",
     "co_engagement",
+    "topics",
     "trending",
     "fresh",
     "explore",

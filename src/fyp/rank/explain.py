@@ -29,7 +29,9 @@ SIGNAL_NAMES: dict[str, str] = {
     "follows": "follows_creator",
     "fresh": "freshness",
 }
-_NAMES = [SIGNAL_NAMES.get(f, "") for f in FEATURES]  # "" for bias: never a signal
+# The first ranker's features that are signals (all but the bias), and their names.
+_SIGNAL_COLUMNS = [i for i, f in enumerate(FEATURES) if f in SIGNAL_NAMES]
+_SIGNALS = [SIGNAL_NAMES[FEATURES[i]] for i in _SIGNAL_COLUMNS]
 TOP_SIGNALS = 3
 _WEEK_MS = 7 * DAY_MS
 
@@ -63,7 +65,7 @@ class Explainer:
         rows = [c.row for c in page]
         factors = self.adjustments.factors(ctx, rows)
         week = _Lazy(lambda: self._week_views(ctx))  # one pass over the history, if needed
-        shares = None
+        top: list[list[tuple[str, float]]] | None = None
         if personal:
             # The features the ranker scored them with (a repeat or a late top-up may
             # not have been ranked with the rest: computed now).
@@ -72,17 +74,15 @@ class Explainer:
                 features = np.stack([f[0][f[1]] for f in scored if f is not None])
             else:
                 features = self.first.features(ctx.user, rows, ctx.now)
-            shares = self.first.contributions(features).tolist()
+            shares = self.first.contributions(features)[:, _SIGNAL_COLUMNS]  # (n, S)
+            strongest = np.argsort(-np.abs(shares), axis=1)[:, :TOP_SIGNALS].tolist()
+            values = shares.tolist()
+            top = [
+                [(_SIGNALS[j], round(values[i][j], 4)) for j in order if abs(values[i][j]) >= 1e-4]
+                for i, order in enumerate(strongest)
+            ]
         for i, c in enumerate(page):
-            signals: list[tuple[str, float]] = []
-            if shares is not None:
-                signals = [
-                    (name, round(w, 4))
-                    for name, w in zip(_NAMES, shares[i], strict=False)
-                    if name and abs(w) >= 1e-4
-                ]
-                signals.sort(key=lambda s: -abs(s[1]))
-                signals = signals[:TOP_SIGNALS]
+            signals = [] if top is None else top[i]
             if factors is not None and factors[i] != 1.0:
                 signals.append(("adjustment_factor", round(float(factors[i]), 4)))
             c.signals = tuple(signals)

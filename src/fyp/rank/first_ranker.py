@@ -271,7 +271,7 @@ class FirstRanker:
         centred = features.copy()
         centred[:, :, 0] -= self._global_rates()[1]
         slope = self.value_weights * p * (1 - p)  # (n, L)
-        out: F64 = np.einsum("nl,lf,nlf->nf", slope, self.weights, centred)
+        out: F64 = ((slope[:, :, None] * self.weights[None]) * centred).sum(axis=1)
         return out
 
     # -- learning ----------------------------------------------------------------------

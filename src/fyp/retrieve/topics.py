@@ -4,8 +4,10 @@ asked for more of).
 The other personal source, co-engagement, can only propose videos someone has already
 engaged with; this one reaches the rest of a topic's catalogue, so a user who loves one
 topic is offered all of it, not only its popular corner. Each request reads a window of
-each topic's videos (newest first) from a point drawn from the request id, so successive
-pages walk the whole topic instead of re-reading its newest, already served, head."""
+each topic's videos (newest first) from a point that moves with what the user was
+served, so successive pages walk the whole topic instead of re-reading its newest,
+already served, head. (From the state alone, not the request id: the same state gives
+the same candidates, which the evaluation's replays rely on.)"""
 
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ class TopicSource:
             rows = catalog.rows_by_topic.get(topic, [])
             if not rows:
                 continue
-            start = zlib.crc32(f"{ctx.request_id}:{topic}".encode()) % len(rows)
+            offset = zlib.crc32(f"{ctx.user_id}:{topic}".encode()) + len(ctx.user.served)
+            start = offset % len(rows)
             taken = 0
             for k in range(min(len(rows), SCAN_PER_TAKEN * per_topic)):
                 row = rows[(start + k) % len(rows)]
