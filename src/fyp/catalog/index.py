@@ -53,7 +53,8 @@ class CatalogIndex:
         self.videos: list[Video] = []
         self.row_of: dict[str, int] = {}
         self.rows_by_creator: dict[str, list[int]] = {}
-        # folded hashtag (no '#') -> rows carrying it, newest first
+        # folded hashtag (no '#') -> rows carrying it, in catalog order (the topics source
+        # reads from a moving start, so no order is needed, and none is kept up)
         self.rows_by_topic: dict[str, list[int]] = {}
         self.creators, self.sounds, self.hashtags = Codes(), Codes(), Codes()
         self._capacity = 0
@@ -107,7 +108,8 @@ class CatalogIndex:
             self._grow(max(needed, 2 * self._capacity, 1024))
         self.version += 1
         rows: list[int] = []
-        touched: set[str] = set()
+        strike_label = self.policy.strikes.label
+        strikes_to_check: set[str] = set()  # creators whose strike count may have moved
         for v in videos:
             row = self.row_of.get(v.video_id)
             if row is None:
@@ -121,6 +123,8 @@ class CatalogIndex:
                 self.topic_keys.append(frozenset())
             else:
                 old = self.videos[row]
+                if strike_label in self.labels[row]:
+                    strikes_to_check.add(old.creator_id)
                 if old.creator_id != v.creator_id:
                     self.rows_by_creator[old.creator_id].remove(row)
                 for topic in self.text[row].tags:
@@ -140,16 +144,15 @@ class CatalogIndex:
             self.text[row] = VideoText(v.caption, v.hashtags)
             for topic in self.text[row].tags:
                 self.rows_by_topic.setdefault(topic, []).append(row)
-                touched.add(topic)
             self._derive(row)
+            if strike_label in self.labels[row] or v.creator_id in self.struck_since:
+                strikes_to_check.add(v.creator_id)
             rows.append(row)
-        newest_first = lambda r: -int(self.created_at[r])  # noqa: E731
         for creator in {v.creator_id for v in videos}:
             # Newest first, so "followed creators" reads the head of the list.
-            self.rows_by_creator[creator].sort(key=newest_first)
+            self.rows_by_creator[creator].sort(key=lambda r: -int(self.created_at[r]))
+        for creator in strikes_to_check:
             self._update_strikes(creator)
-        for topic in touched:
-            self.rows_by_topic[topic].sort(key=newest_first)
         return rows
 
     def moderate(self, actions: Sequence[ModerationAction]) -> list[int]:

@@ -4,10 +4,10 @@ asked for more of).
 The other personal source, co-engagement, can only propose videos someone has already
 engaged with; this one reaches the rest of a topic's catalogue, so a user who loves one
 topic is offered all of it, not only its popular corner. Each request reads a window of
-each topic's videos (newest first) from a point that moves with what the user was
-served, so successive pages walk the whole topic instead of re-reading its newest,
-already served, head. (From the state alone, not the request id: the same state gives
-the same candidates, which the evaluation's replays rely on.)"""
+each topic's videos from a point that moves with what the user was served, so successive
+pages walk the whole topic instead of re-reading the same, already served, rows. (From
+the state alone, not the request id: the same state gives the same candidates, which
+the evaluation's replays rely on.)"""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -14,6 +15,8 @@ _WORD = re.compile(r"\w+")
 
 def fold(text: str) -> str:
     """Lower-case, accents removed, compatibility forms unified (NFKD)."""
+    if text.isascii():
+        return text.lower()  # the common case, and the same answer, without NFKD
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
@@ -22,6 +25,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(fold(text))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a catalog repeats its hashtags a great deal
 def normal_tag(tag: str) -> str:
     """A hashtag as matched: folded, without its leading '#'."""
     return fold(tag).lstrip("#").strip()
