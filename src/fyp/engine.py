@@ -7,10 +7,12 @@ all drive the same object.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +49,21 @@ if TYPE_CHECKING:
 Clock = Callable[[], int]
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pkl"
+IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps no file
 WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
 REPORTS_ACTOR = "reports"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """A video in the moderation queue."""
+
+    video: Video
+    state: ModerationState
+    labels: tuple[str, ...]
+    reporters: int
+    report_weight: float
+    last_reason: str | None = None
 
 
 class UnknownVideoError(KeyError):
@@ -82,18 +97,19 @@ class Engine:
         self.event_log = event_log
         self.impressions = impression_log
         # In memory unless given: an engine in a test or an evaluation keeps no files.
-        self.moderation_store: ModerationStore = moderation_store or _MemoryModeration()
-        self.user_store: UserStore | None = user_store
+        self.moderation_store: ModerationStore = moderation_store or SqliteModerationStore(
+            IN_MEMORY
+        )
+        self.user_store: UserStore = user_store or SqliteUserStore(IN_MEMORY)
         self.catalog = CatalogIndex(settings.feed.excluded_labels, settings.policy)
         self.state = FeedState(settings, self.catalog)
         self.users = UserDirectory(settings.feed.history_size, len(LABELS))
         history = self.moderation_store.history()
         self._auto_reviewed = {a.video_id for a in history if a.actor == REPORTS_ACTOR}
         self.catalog.moderate(history)
-        if user_store is not None:
-            self.users.profiles.update(user_store.profiles())
-            for user_id, data in user_store.controls().items():
-                self.users.set_controls(user_id, UserControls.from_json(data))
+        self.users.profiles.update(self.user_store.profiles())
+        for user_id, data in self.user_store.controls().items():
+            self.users.set_controls(user_id, UserControls.from_json(data))
         # The learned models train from the learning step's examples (fyp.model.online).
         self.models: OnlineModels | None = None
         if settings.model.enabled:
@@ -115,10 +131,9 @@ class Engine:
         for user_id, profile in self.users.profiles.items():
             if profile.region is not None:
                 self.state.user(user_id).region = profile.region
-        if self.user_store is not None:
-            for user_id, offset, _ in self.user_store.refreshes():
-                if offset > self.state.applied_offset:  # else in the state already
-                    self.state.schedule_refresh(user_id, offset)
+        for user_id, offset, _ in self.user_store.refreshes():
+            if offset > self.state.applied_offset:  # else in the state already
+                self.state.schedule_refresh(user_id, offset)
 
     def _build_pipeline(self) -> FeedPipeline:
         settings, models = self.settings, self.models
@@ -195,10 +210,9 @@ class Engine:
         state.settings = self.settings
         # Videos added or changed since the checkpoint (rows of known ones are kept): the
         # catalog the constructor read from the store, in its row order.
-        state.catalog.upsert(self.catalog.videos)
-        # Moderation since the checkpoint: the whole history again (the last action
-        # that set a field wins, so this rebuilds the overlay the store describes).
-        state.catalog.moderate(self.moderation_store.history())
+        # Videos and moderation since the checkpoint: the catalog the constructor read
+        # from the stores (rows of known videos are kept).
+        state.catalog.update_from(self.catalog)
         self.state = state
         self.catalog = state.catalog
         self.models = checkpoint["models"]
@@ -268,6 +282,10 @@ class Engine:
         """Events in the log not yet applied to the state."""
         return self.event_log.last_offset() - self.state.applied_offset
 
+    def learning_due(self) -> bool:
+        """Whether :meth:`learn` has anything to do: events, or a refresh to carry out."""
+        return self.pending() > 0 or self.state.refresh_due()
+
     def learn(self, max_events: int | None = None, chunk: int = 5_000, train: bool = True) -> int:
         """Apply events after the state's offset (all of them, or ``max_events``); then,
         with ``train``, every training step of the learned models they made due (the
@@ -277,6 +295,9 @@ class Engine:
             limit = chunk if max_events is None else min(chunk, max_events - done)
             batch = self.event_log.read(self.state.applied_offset, limit)
             if not batch:
+                if self.state.refresh_due():  # a refresh asked with the log caught up
+                    with self._lock:
+                        self.state.apply([])
                 break
             with self._lock:
                 self.state.apply(batch)
@@ -312,8 +333,10 @@ class Engine:
             raise UnknownVideoError(video_id)
         if state is None and labels is None:
             raise InvalidModerationError("give a state, labels, or both")
-        if state is not None:
-            ModerationState(state)  # ValueError names the bad state
+        if state is not None and state not in set(ModerationState):
+            raise InvalidModerationError(
+                f"unknown state {state!r}; one of {[s.value for s in ModerationState]}"
+            )
         if labels is not None:
             unknown = unknown_labels(labels, self.settings.policy.extra_labels)
             if unknown:
@@ -352,6 +375,30 @@ class Engine:
                 REPORTS_ACTOR,
             )
 
+    def review_queue(self, limit: int) -> list[ReviewItem]:
+        """Videos waiting for review (``pending``) and reported videos, most reported
+        first, each with the reason of its last moderation action."""
+        cat, reports = self.catalog, self.state.reports
+        with self._lock:
+            rows = {r for r, s in enumerate(cat.states) if s is ModerationState.PENDING}
+            rows |= set(reports.reporters)
+            ordered = sorted(rows, key=lambda r: (-reports.weight.get(r, 0.0), r))[:limit]
+            items = [
+                ReviewItem(
+                    cat.videos[r],
+                    cat.states[r],
+                    cat.labels[r],
+                    len(reports.reporters.get(r, ())),
+                    reports.weight.get(r, 0.0),
+                )
+                for r in ordered
+            ]
+        wanted = {i.video.video_id for i in items}
+        last = {
+            a.video_id: a.reason for a in self.moderation_store.history() if a.video_id in wanted
+        }
+        return [dataclasses.replace(i, last_reason=last.get(i.video.video_id)) for i in items]
+
     # -- users ------------------------------------------------------------------------------
 
     def knows_user(self, user_id: str) -> bool:
@@ -372,8 +419,7 @@ class Engine:
             base.created_at,
             now,
         )
-        if self.user_store is not None:
-            self.user_store.put_profile(profile)
+        self.user_store.put_profile(profile)
         with self._lock:
             self.users.profiles[user_id] = profile
             self.state.user(user_id).region = profile.region
@@ -381,17 +427,17 @@ class Engine:
 
     def set_controls(self, user_id: str, change: ControlsIn) -> UserControls:
         """Apply a controls change (durable before it returns). ``refresh`` forgets the
-        user's learned personalisation as of every event logged so far."""
+        user's learned personalisation as of every event logged so far: the learning step
+        does it, at its next :meth:`learn` (the server's learning loop is woken)."""
         now = self.clock()
         controls = self.users.controls_of(user_id).updated(change)
-        if self.user_store is not None:
-            self.user_store.put_controls(user_id, controls.to_json(), now)
-        mark = self.event_log.last_offset()
-        if change.refresh and self.user_store is not None:
+        self.user_store.put_controls(user_id, controls.to_json(), now)
+        mark = self.event_log.last_offset() if change.refresh else None
+        if mark is not None:
             self.user_store.add_refresh(user_id, mark, now)
         with self._lock:
             self.users.set_controls(user_id, controls)
-            if change.refresh:
+            if mark is not None:
                 self.state.schedule_refresh(user_id, mark)
         return controls
 
@@ -421,22 +467,4 @@ class Engine:
         self.impressions.close()
         self.catalog_store.close()
         self.moderation_store.close()
-        if self.user_store is not None:
-            self.user_store.close()
-
-
-class _MemoryModeration:
-    """A moderation history kept in memory: for engines over other stores (tests, the
-    evaluation), which have no data directory of their own to keep it in."""
-
-    def __init__(self) -> None:
-        self._actions: list[ModerationAction] = []
-
-    def add(self, actions: Sequence[ModerationAction]) -> None:
-        self._actions.extend(actions)
-
-    def history(self, video_id: str | None = None) -> list[ModerationAction]:
-        return [a for a in self._actions if video_id is None or a.video_id == video_id]
-
-    def close(self) -> None:
-        pass
+        self.user_store.close()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog
@@ -52,6 +53,8 @@ from fyp.state.updater import FeedState
 from fyp.types import Candidate, Impression
 from fyp.users.directory import UserDirectory
 
+F64 = npt.NDArray[np.float64]
+
 
 @dataclass(frozen=True, slots=True)
 class FeedItem:
@@ -76,12 +79,19 @@ class PipelineCounters:
 
     source_candidates: Counter[str] = field(default_factory=Counter)
     source_failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, why)
-    filtered: Counter[str] = field(default_factory=Counter)  # by filter name
     # (policy surface, filter, rule) -> candidates removed
     filtered_by_rule: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     gate_removed: Counter[str] = field(default_factory=Counter)  # caught by the last gate
     served_by_source: Counter[str] = field(default_factory=Counter)
     top_ups: int = 0  # requests topped up from the whole catalog
+
+    @property
+    def filtered(self) -> Counter[str]:
+        """Candidates removed, by filter name."""
+        out: Counter[str] = Counter()
+        for (_, name, _), n in self.filtered_by_rule.items():
+            out[name] += n
+        return out
 
 
 class SideEffect(Protocol):
@@ -220,13 +230,8 @@ class FeedPipeline:
             limit *= 4  # filters (mutes, eligibility) took most: look further down
         if not candidates:
             return self._repeats(ctx, [])
-        rows = [c.row for c in candidates]
-        values = self.adjustments.apply(
-            ctx, rows, np.array([c.source_score for c in candidates], dtype=np.float64)
-        )
-        for c, v in zip(candidates, values.tolist(), strict=True):
-            c.score = v
-        ranked = [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]
+        popularity = np.array([c.source_score for c in candidates], dtype=np.float64)
+        ranked = self._order(ctx, candidates, popularity)
         page = self.spacing.arrange(ranked, ctx.count, self.rules.guard(ctx))
         if len(page) < ctx.count:  # everything served in this mode: repeats, oldest first
             page = page + self._repeats(ctx, page)
@@ -279,7 +284,6 @@ class FeedPipeline:
         for f in self.filters:
             result = f.apply(ctx, candidates)
             if result.removed:
-                self.counters.filtered[f.name] += len(result.removed)
                 for _, rule in result.removed:
                     removed[(f.name, rule)] += 1
                     self.counters.filtered_by_rule[(ctx.policy_surface, f.name, rule)] += 1
@@ -324,11 +328,15 @@ class FeedPipeline:
     def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
         if not candidates:
             return []
-        rows = [c.row for c in candidates]
-        raw, features = self.ranker.values_and_features(ctx, rows)
-        values = self.adjustments.apply(ctx, rows, raw)
+        raw, features = self.ranker.values_and_features(ctx, [c.row for c in candidates])
         for i, c in enumerate(candidates):
             c.features = (features, i)  # what the explainer reads, for served items
+        return self._order(ctx, candidates, raw)
+
+    def _order(self, ctx: FeedContext, candidates: list[Candidate], raw: F64) -> list[Candidate]:
+        """``candidates`` best first by ``raw`` scores after the value adjustments
+        (policy demotions, topic preferences), each with its adjusted score."""
+        values = self.adjustments.apply(ctx, [c.row for c in candidates], raw)
         for c, value in zip(candidates, values.tolist(), strict=True):
             c.score = value
         return [candidates[i] for i in np.argsort(-values, kind="stable").tolist()]
@@ -350,6 +358,10 @@ def build_pipeline(
     catalog = state.catalog
     backfill = BackfillSource(state, src.backfill_candidates)
     adjustments = ValueAdjustments(catalog)
+    # Filters keep no state between calls: the last gate reuses them.
+    not_interested = NotInterestedFilter(catalog)
+    eligibility = EligibilityFilter(catalog, state.stats)
+    muted = MutedFilter(catalog)
     return FeedPipeline(
         state=state,
         sources=[
@@ -365,23 +377,14 @@ def build_pipeline(
             ),
             *extra_sources,
         ],
-        filters=[  # cheapest first
-            SeenOrServedFilter(),
-            NotInterestedFilter(catalog),
-            EligibilityFilter(catalog, state.stats),
-            MutedFilter(catalog),
-        ],
+        filters=[SeenOrServedFilter(), not_interested, eligibility, muted],  # cheapest first
         backfill=backfill,
         ranker=ranker or FirstRankerValues(state.ranker),
         exploration=ExplorationSlots(FreshSource.name, settings.feed.fresh_share),
         spacing=CreatorSoundSpacing(catalog, settings.feed.max_per_creator),
         adjustments=adjustments,
         rules=SequenceRules(catalog),
-        last_gate=[
-            EligibilityFilter(catalog, state.stats),
-            MutedFilter(catalog),
-            NotInterestedFilter(catalog),
-        ],
+        last_gate=[eligibility, muted, not_interested],
         explainer=Explainer(state.ranker, catalog, adjustments),
         side_effects=[RecordImpressions(impressions, state)],
         source_budget_ms=src.budget_ms,

@@ -7,12 +7,13 @@ from typing import Annotated
 from pydantic import StringConstraints, ValidationError
 
 MAX_ID_CHARS = 128
+ID_PATTERN = r"^\S(.*\S)?$"  # no surrounding whitespace (path and query ids use it too)
 
 # Ids are opaque strings: non-empty, at most 128 characters, no surrounding whitespace.
 Id = Annotated[
     str,
     StringConstraints(
-        min_length=1, max_length=MAX_ID_CHARS, strip_whitespace=False, pattern=r"^\S(.*\S)?$"
+        min_length=1, max_length=MAX_ID_CHARS, strip_whitespace=False, pattern=ID_PATTERN
     ),
 ]
 

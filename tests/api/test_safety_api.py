@@ -3,6 +3,7 @@ reports, and what /metrics says the rules removed."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -174,3 +175,19 @@ def test_reports_past_the_threshold_send_a_video_to_review(
     # A moderator's decision stands.
     client.post("/v1/moderation", json={"video_id": "v005", "state": "approved", "reason": "ok"})
     assert "v005" in served(api, "another-user", pages=6)
+
+
+def test_refresh_over_http_is_carried_out_by_the_learning_loop(
+    api: Any, client: TestClient, engine: Any, catalog: list[dict[str, Any]]
+) -> None:
+    views = [api.event(f"r{i}", user_id="u1", video_id=f"v{i:03d}") for i in range(5)]
+    assert client.post("/v1/events", json={"events": views}).status_code == 200
+    api.wait_until_learned()
+    assert len(engine.state.users["u1"].history) == 5
+    r = client.post("/v1/users/u1/controls", json={"refresh": True})
+    assert r.status_code == 200 and r.json()["refreshed"] is True
+    deadline = time.monotonic() + 10
+    while engine.state.refreshes_done == 0:  # the loop was woken; nothing else is logged
+        assert time.monotonic() < deadline, "the learning loop never carried out the refresh"
+        time.sleep(0.01)
+    assert len(engine.state.users["u1"].history) == 0

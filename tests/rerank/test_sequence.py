@@ -44,7 +44,7 @@ def test_at_most_one_sensitive_item_per_window_across_pages() -> None:
         served += rows
     window = catalog.policy.sensitive_window
     for start in range(len(served) - window + 1):
-        assert sum(catalog.sensitive[r] >= 0 for r in served[start : start + window]) <= 1
+        assert sum(bool(catalog.sensitive_sets[r]) for r in served[start : start + window]) <= 1
 
 
 def test_a_capped_label_appears_once_per_page_even_if_the_page_is_short() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -44,10 +46,8 @@ def test_label_vocabulary() -> None:
     assert unknown_labels(["mature", "sensitive:sadness", "nsfw"]) == ["nsfw"]
 
 
-def test_policy_from_a_settings_file(tmp_path: object) -> None:
-    from pathlib import Path
-
-    path = Path(str(tmp_path)) / "fyp.toml"
+def test_policy_from_a_settings_file(tmp_path: Path) -> None:
+    path = tmp_path / "fyp.toml"
     path.write_text(
         "[policy]\nsensitive_max = 2\n[policy.surfaces.for_you]\nexclude_labels = ['graphic']\n"
         "[policy.surfaces.following]\nexclude_states = ['removed']\n"

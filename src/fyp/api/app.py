@@ -44,12 +44,12 @@ from fyp.api.schemas import (
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
 from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
-from fyp.safety.labels import ModerationState
 from fyp.types import DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
-from fyp.validation import MAX_ID_CHARS
+from fyp.validation import ID_PATTERN, MAX_ID_CHARS
 
-IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S(.*\S)?$")]
+IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class LearningLoop:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while self.engine.pending() > 0:
+                while self.engine.learning_due():
                     self.engine.learn(max_events=256, train=False)
                     await asyncio.sleep(0)
                     # The learned models' steps one at a time, feeds served in between.
@@ -292,15 +292,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/v1/feed", response_model=FeedResponse, tags=["feed"])
     async def feed(
-        user_id: Annotated[
-            str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S(.*\S)?$")
-        ],
+        user_id: IdQuery,
         count: Annotated[int, Query(ge=1, le=settings.feed.max_count)] = (
             settings.feed.default_count
         ),
-        surface: Annotated[
-            str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S(.*\S)?$")
-        ] = DEFAULT_SURFACE,
+        surface: IdQuery = DEFAULT_SURFACE,
     ) -> Response:
         """The next ``count`` videos for ``user_id``, each with its source, reason and
         score. Served items are recorded as impressions under ``request_id``."""
@@ -377,6 +373,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             controls = eng().set_controls(user_id, change)
         except ValueError as err:
             raise HTTPException(422, str(err)) from None
+        if change.refresh:
+            loops["learning"].wake()  # the learning loop forgets, at the log's current end
         return _controls_out(user_id, controls, change.refresh)
 
     @app.get(
@@ -439,27 +437,20 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> QueueOut:
         """Videos waiting for review (``pending``), and reported videos, most reported first."""
-        e = eng()
-        cat, reports = e.catalog, e.state.reports
-        rows = {r for r, s in enumerate(cat.states) if s is ModerationState.PENDING}
-        rows |= set(reports.reporters)
-        ordered = sorted(rows, key=lambda r: (-reports.weight.get(r, 0.0), r))[:limit]
-        items = []
-        for r in ordered:
-            v = cat.videos[r]
-            history = e.moderation_store.history(v.video_id)
-            items.append(
+        return QueueOut(
+            items=[
                 QueueItem(
-                    video_id=v.video_id,
-                    creator_id=v.creator_id,
-                    caption=v.caption,
-                    state=cat.states[r].value,
-                    labels=list(cat.labels[r]),
-                    reporters=len(reports.reporters.get(r, ())),
-                    report_weight=round(reports.weight.get(r, 0.0), 4),
-                    last_reason=history[-1].reason if history else None,
+                    video_id=i.video.video_id,
+                    creator_id=i.video.creator_id,
+                    caption=i.video.caption,
+                    state=i.state.value,
+                    labels=list(i.labels),
+                    reporters=i.reporters,
+                    report_weight=round(i.report_weight, 4),
+                    last_reason=i.last_reason,
                 )
-            )
-        return QueueOut(items=items)
+                for i in eng().review_queue(limit)
+            ]
+        )
 
     return app

@@ -7,9 +7,11 @@ leaves the data dir as it found it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +26,14 @@ audit_app = typer.Typer(help="What the feed did: reports for outside review.", n
 console = Console()
 
 DEFAULT_WINDOW_DAYS = 30
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_Store = TypeVar("_Store", bound=_Closable)
+_T = TypeVar("_T")
 
 
 def parse_time_ms(text: str, option: str) -> int:
@@ -43,45 +53,54 @@ def parse_time_ms(text: str, option: str) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
 
 
-def _videos(data_dir: Path) -> dict[str, Video]:
-    path = data_dir / "catalog.db"
+def _read_store(
+    path: Path,
+    open_store: Callable[[Path], _Store],
+    read: Callable[[_Store], _T],
+    empty: _T,
+    missing: str | None,
+) -> _T:
+    """``read`` of the store at ``path``, closed afterwards; ``empty`` (with the
+    ``missing`` warning, if any) when its file is not there."""
     if not path.is_file():
-        console.print(f"[yellow]warning:[/yellow] no catalog in {data_dir}: creators unknown")
-        return {}
+        if missing:
+            console.print(f"[yellow]warning:[/yellow] {missing}")
+        return empty
+    with contextlib.closing(open_store(path)) as store:
+        return read(store)
+
+
+def _videos(data_dir: Path) -> dict[str, Video]:
     from fyp.catalog.store import SqliteCatalogStore
 
-    store = SqliteCatalogStore(path)
-    try:
-        return {v.video_id: v for v in store.all()}
-    finally:
-        store.close()
+    return _read_store(
+        data_dir / "catalog.db",
+        SqliteCatalogStore,
+        lambda store: {v.video_id: v for v in store.all()},
+        {},
+        f"no catalog in {data_dir}: creators unknown",
+    )
 
 
 def _profiles(data_dir: Path) -> dict[str, UserProfile]:
-    path = data_dir / "users.db"
-    if not path.is_file():
-        console.print(f"[yellow]warning:[/yellow] no user store in {data_dir}: ages unknown")
-        return {}
     from fyp.users.store import SqliteUserStore
 
-    store = SqliteUserStore(path)
-    try:
-        return store.profiles()
-    finally:
-        store.close()
+    return _read_store(
+        data_dir / "users.db",
+        SqliteUserStore,
+        lambda store: store.profiles(),
+        {},
+        f"no user store in {data_dir}: ages unknown",
+    )
 
 
 def _moderation(data_dir: Path) -> list[ModerationAction]:
-    path = data_dir / "moderation.db"
-    if not path.is_file():
-        return []  # nothing was ever moderated
     from fyp.catalog.moderation import SqliteModerationStore
 
-    store = SqliteModerationStore(path)
-    try:
-        return store.history()
-    finally:
-        store.close()
+    # No file: nothing was ever moderated (no warning).
+    return _read_store(
+        data_dir / "moderation.db", SqliteModerationStore, lambda s: s.history(), [], None
+    )
 
 
 def headline_table(report: AuditReport) -> Table:

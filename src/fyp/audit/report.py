@@ -23,9 +23,7 @@ Definitions used throughout (the page's "how to read this" repeats them):
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections import Counter, defaultdict
@@ -35,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fyp.eval.metrics import gini
+from fyp.report_page import BASE_CSS, png_data_uri
 from fyp.types import (
     DAY_MS,
     FilterCount,
@@ -112,29 +112,6 @@ def shannon_entropy_bits(counts: Iterable[float]) -> float:
         return 0.0
     h = -sum(c / total * math.log2(c / total) for c in values)
     return max(0.0, h)  # one count gives -0.0; rounding can give a hair below zero
-
-
-def gini(counts: Iterable[float]) -> float:
-    """Gini coefficient of non-negative counts (impressions per creator, per topic).
-
-    With the counts sorted ascending ``x_1 ≤ … ≤ x_n``:
-    ``G = 2 Σ_i i·x_i / (n Σ_i x_i) − (n + 1) / n`` (the mean absolute difference over
-    all ordered pairs, divided by twice the mean). 0 when all counts are equal; when one
-    holds everything, ``(n − 1) / n``, which approaches 1 as n grows. Raises
-    ``ValueError`` on no counts, a negative count, or counts that sum to zero.
-    """
-    values = sorted(float(c) for c in counts)
-    if not values:
-        raise ValueError("gini of no counts is undefined")
-    if values[0] < 0:
-        raise ValueError("counts must be non-negative")
-    total = sum(values)
-    if total <= 0:
-        raise ValueError("counts sum to zero: gini is undefined")
-    n = len(values)
-    weighted = sum(i * x for i, x in enumerate(values, start=1))
-    # Rounding can leave a hair below zero for equal counts; the coefficient cannot be.
-    return max(0.0, 2.0 * weighted / (n * total) - (n + 1) / n)
 
 
 def shares(counts: Mapping[str, float]) -> dict[str, float]:
@@ -388,8 +365,8 @@ def _concentration(users: Iterable[_Exposure], pooled: _Exposure) -> Concentrati
         users=len(served),
         creator_entropy_bits=_mean([shannon_entropy_bits(u.creators.values()) for u in served]),
         topic_entropy_bits=_mean([shannon_entropy_bits(u.topics.values()) for u in served]),
-        creator_gini=gini(pooled.creators.values()) if pooled.creators else None,
-        topic_gini=gini(pooled.topics.values()) if pooled.topics else None,
+        creator_gini=gini(list(pooled.creators.values())) if pooled.creators else None,
+        topic_gini=gini(list(pooled.topics.values())) if pooled.topics else None,
     )
 
 
@@ -599,12 +576,6 @@ def write_json(report: AuditReport, path: Path) -> None:
     path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
@@ -656,7 +627,7 @@ def _plots(report: AuditReport) -> list[tuple[str, str]]:
         _day_ticks(ax, labels)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
         ax.grid(axis="y", alpha=0.3)
-        plots.append(("Source mix per day (UTC)", _png(fig)))
+        plots.append(("Source mix per day (UTC)", png_data_uri(fig)))
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(9, 3.5))
@@ -671,7 +642,7 @@ def _plots(report: AuditReport) -> list[tuple[str, str]]:
         _day_ticks(ax, labels)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        plots.append(("Exploration and non-personalised share per day", _png(fig)))
+        plots.append(("Exploration and non-personalised share per day", png_data_uri(fig)))
         plt.close(fig)
 
         fig, (ent, gin) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -691,7 +662,7 @@ def _plots(report: AuditReport) -> list[tuple[str, str]]:
             ax.grid(alpha=0.3)
         gin.set_ylim(0, 1.05)
         fig.tight_layout()
-        plots.append(("Concentration per day, all users", _png(fig)))
+        plots.append(("Concentration per day, all users", png_data_uri(fig)))
         plt.close(fig)
 
     fdays = report.filters.by_day
@@ -714,22 +685,18 @@ def _plots(report: AuditReport) -> list[tuple[str, str]]:
         _day_ticks(ax, [d.day for d in fdays])
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
         ax.grid(axis="y", alpha=0.3)
-        plots.append(("Candidates removed per day, by filter and rule", _png(fig)))
+        plots.append(("Candidates removed per day, by filter and rule", png_data_uri(fig)))
         plt.close(fig)
     return plots
 
 
-_CSS = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
-       color: #212529; padding: 0 1rem; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 13px; }
-th, td { border-bottom: 1px solid #dee2e6; padding: .3rem .6rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-img { max-width: 100%; }
+_CSS = (
+    BASE_CSS
+    + """
 .howto { background: #f8f9fa; border-left: 4px solid #495057; padding: .6rem 1rem; }
 .meta { color: #495057; }
-code { background: #f1f3f5; padding: 0 .25rem; }
 """
+)
 
 _HOW_TO_READ = """
 <p>This report describes what the feed served in the period above, from the engine's own

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fyp.safety.labels import STATE_CODE, ModerationState, sensitive_topic
+from fyp.safety.labels import ModerationState, sensitive_topic
 from fyp.safety.policy import PolicyConfig
 from fyp.safety.text import VideoText
 from fyp.types import ModerationAction, Video
@@ -76,7 +76,6 @@ class CatalogIndex:
         self.states: list[ModerationState] = []
         self.text: list[VideoText] = []
         self.topic_keys: list[frozenset[str]] = []  # hashtags (folded) + sensitive topics
-        self.state_code = np.zeros(0, dtype=np.int8)
         surfaces = self.policy.surfaces
         self.eligible = {s: np.zeros(0, dtype=bool) for s in surfaces}
         self.demote = {s: np.ones(0, dtype=np.float64) for s in surfaces}
@@ -85,8 +84,6 @@ class CatalogIndex:
         self.capped_count = dict.fromkeys(surfaces, 0)
         self.sensitive_count = 0
         self.min_age = np.zeros(0, dtype=np.int16)
-        # Whether a row carries any sensitive topic (1) or none (-1), and which ones.
-        self.sensitive = np.zeros(0, dtype=np.int32)
         self.sensitive_sets: list[frozenset[int]] = []  # codes of its sensitive topics
         self.sensitive_topics = Codes()
         # Creator strikes: rows of struck creators' new uploads (distribution capped)
@@ -179,6 +176,13 @@ class CatalogIndex:
             self._update_strikes(creator)
         return changed
 
+    def update_from(self, other: CatalogIndex) -> None:
+        """Catch up with ``other``'s videos and moderation: a restored checkpoint's index
+        and the one just read from the stores. Rows of videos known here are kept."""
+        self.moderation = dict(other.moderation)
+        self.label_ts = dict(other.label_ts)
+        self.upsert(other.videos)
+
     def _derive(self, row: int) -> None:
         """Recompute the row's moderation-dependent fields from its video and overlay."""
         v = self.videos[row]
@@ -187,7 +191,6 @@ class CatalogIndex:
         labels = v.labels if labels is None else labels
         self.labels[row] = labels
         self.states[row] = state
-        self.state_code[row] = STATE_CODE[state]
         have = set(labels)
         ok = not (self.excluded_labels & have) and state is not ModerationState.REMOVED
         self.label_ok[row] = ok
@@ -205,9 +208,8 @@ class CatalogIndex:
         ages = self.policy.min_age
         self.min_age[row] = max((ages[x] for x in have if x in ages), default=0)
         topics = sorted(t for t in map(sensitive_topic, labels) if t is not None)
+        self.sensitive_count += int(bool(topics)) - int(bool(self.sensitive_sets[row]))
         self.sensitive_sets[row] = frozenset(self.sensitive_topics.code(t) for t in topics)
-        self.sensitive_count += int(bool(topics)) - int(self.sensitive[row] >= 0)
-        self.sensitive[row] = 1 if topics else -1
         self.topic_keys[row] = self.text[row].tags | frozenset(topics)
 
     def _update_strikes(self, creator: str) -> None:
@@ -245,12 +247,10 @@ class CatalogIndex:
         self.creator_code = grow(self.creator_code, -1)  # type: ignore[assignment]
         self.sound_code = grow(self.sound_code, -1)  # type: ignore[assignment]
         self.tag_codes = grow(self.tag_codes, -1)  # type: ignore[assignment]
-        self.state_code = grow(self.state_code, 0)  # type: ignore[assignment]
         self.eligible = {s: grow(a, False) for s, a in self.eligible.items()}
         self.demote = {s: grow(a, 1.0) for s, a in self.demote.items()}  # type: ignore[misc]
         self.capped = {s: grow(a, False) for s, a in self.capped.items()}
         self.min_age = grow(self.min_age, 0)  # type: ignore[assignment]
-        self.sensitive = grow(self.sensitive, -1)  # type: ignore[assignment]
         self.strike_capped = grow(self.strike_capped, False)
         self._capacity = capacity
 

@@ -6,9 +6,7 @@ or archived with the JSON it was made from.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -16,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+
+from fyp.report_page import BASE_CSS, png_data_uri
 
 __all__ = ["KUAIRAND_CREDIT", "best_by_metric", "metrics_table", "write_html", "write_json"]
 
@@ -129,12 +129,6 @@ def metrics_table(result: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS
 # ----------------------------------------------------------------------------- HTML
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _plots(result: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
@@ -170,7 +164,7 @@ def _plots(result: dict[str, Any]) -> list[tuple[str, str]]:
         for ax in list(axes.flat)[len(shown) :]:
             ax.axis("off")
         fig.tight_layout()
-        plots.append(("Metrics by method (bars: mean; whiskers: 95% interval)", _png(fig)))
+        plots.append(("Metrics by method (bars: mean; whiskers: 95% interval)", png_data_uri(fig)))
         plt.close(fig)
 
     curves: dict[str, Any] = result.get("curves", {})
@@ -185,7 +179,7 @@ def _plots(result: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        plots.append(("Recall@K on full ranking", _png(fig)))
+        plots.append(("Recall@K on full ranking", png_data_uri(fig)))
         plt.close(fig)
 
     calibration: dict[str, Any] = result.get("calibration", {})
@@ -206,23 +200,21 @@ def _plots(result: dict[str, Any]) -> list[tuple[str, str]]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        plots.append(("Calibration of predicted probabilities on test impressions", _png(fig)))
+        plots.append(
+            ("Calibration of predicted probabilities on test impressions", png_data_uri(fig))
+        )
         plt.close(fig)
     return plots
 
 
-_CSS = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
-       color: #212529; padding: 0 1rem; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 13px; }
-th, td { border-bottom: 1px solid #dee2e6; padding: .3rem .6rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+_CSS = (
+    BASE_CSS
+    + """
 td.best { font-weight: 700; color: #2b8a3e; }
 .ci { color: #6c757d; font-size: 11px; display: block; }
-img { max-width: 100%; }
 .credit { color: #495057; font-size: 13px; border-top: 1px solid #dee2e6; padding-top: 1rem; }
-code { background: #f1f3f5; padding: 0 .25rem; }
 """
+)
 
 
 def write_html(result: dict[str, Any], path: Path, command: str | None = None) -> None:

@@ -9,6 +9,7 @@ signal where there is evidence for it ("You watched 3 videos by @ana this week")
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -36,19 +37,6 @@ TOP_SIGNALS = 3
 _WEEK_MS = 7 * DAY_MS
 
 
-class _Lazy:
-    """A value computed on first use (at most once per request)."""
-
-    def __init__(self, make: Callable[[], Counter[str]]) -> None:
-        self._make = make
-        self._value: Counter[str] | None = None
-
-    def get(self) -> Counter[str]:
-        if self._value is None:
-            self._value = self._make()
-        return self._value
-
-
 class Explainer:
     def __init__(
         self, first: FirstRanker, catalog: CatalogIndex, adjustments: ValueAdjustments
@@ -64,7 +52,7 @@ class Explainer:
             return
         rows = [c.row for c in page]
         factors = self.adjustments.factors(ctx, rows)
-        week = _Lazy(lambda: self._week_views(ctx))  # one pass over the history, if needed
+        week = functools.cache(lambda: self._week_views(ctx))  # one pass, if ever needed
         top: list[list[tuple[str, float]]] | None = None
         if personal:
             # The features the ranker scored them with (a repeat or a late top-up may
@@ -102,11 +90,13 @@ class Explainer:
             if ts >= since
         )
 
-    def _personal_clause(self, ctx: FeedContext, row: int, top: str, week: _Lazy) -> str | None:
+    def _personal_clause(
+        self, ctx: FeedContext, row: int, top: str, week: Callable[[], Counter[str]]
+    ) -> str | None:
         video = self.catalog.videos[row]
         user = ctx.user
         if top == "creator_affinity":
-            n = week.get().get(video.creator_id, 0)
+            n = week().get(video.creator_id, 0)
             if n:
                 videos = "video" if n == 1 else "videos"
                 return f"You watched {n} {videos} by @{video.creator_id} this week"

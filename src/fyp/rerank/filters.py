@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from fyp.catalog.index import CatalogIndex
 from fyp.retrieve.base import FeedContext
+from fyp.safety.labels import ModerationState
 from fyp.state.videos import VideoStats
 from fyp.types import Candidate
 
@@ -102,7 +103,7 @@ class EligibilityFilter:
         policy = cat.policy.surfaces[ctx.policy_surface]
         state = cat.states[row]
         labels = cat.labels[row]
-        if state.value == "removed" or state in policy.exclude_states:
+        if state is ModerationState.REMOVED or state in policy.exclude_states:
             return f"state:{state.value}"
         for label in labels:
             if label in cat.excluded_labels or label in policy.exclude_labels:

@@ -39,16 +39,14 @@ class SequenceRules:
         served = (ctx.user if ctx.person is None else ctx.person).served
         tail = [served[i] for i in range(max(len(served) - window + 1, 0), len(served))]
         head = list(before)
-        sensitive = cat.sensitive
         topic_sets = cat.sensitive_sets
         labels = cat.labels
 
         def admits(page: Sequence[int], row: int) -> bool:
-            has_topic = sensitive[row] >= 0
-            if not has_topic and not capped[row]:
+            if not topic_sets[row] and not capped[row]:
                 return True  # the common case
             on_page = head + list(page)
-            if has_topic:
+            if topic_sets[row]:
                 recent = (tail + on_page)[-(window - 1) :] if window > 1 else []
                 for topic in topic_sets[row]:
                     if sum(1 for r in recent if topic in topic_sets[r]) + 1 > k:

@@ -27,13 +27,9 @@ class NonPersonalisedSource:
         ]
         rows = rows[:limit]
         out = [Candidate(r, videos[r].video_id, self.name, self.reason) for r in rows]
-        if len(out) < limit:
-            taken = set(rows) | set(served)
-            for r in self.backfill.popular_rows(taken)[: 4 * (limit - len(out))]:
-                if self.state.catalog.label_ok[r] and self.state.catalog.shown_in(r, ctx.region):
-                    out.append(Candidate(r, videos[r].video_id, self.name, self.popular_reason))
-                    if len(out) >= limit:
-                        break
+        if len(out) < limit:  # then the most watched, as the backfill walks them
+            extra = self.backfill.fetch_excluding(ctx, set(rows) | set(served), limit - len(out))
+            out += [Candidate(c.row, c.video_id, self.name, self.popular_reason) for c in extra]
         # Popularity order, as a descending score in (0, 1].
         for i, c in enumerate(out):
             c.source_score = 1.0 - i / (len(out) + 1)

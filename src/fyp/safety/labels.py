@@ -21,8 +21,6 @@ class ModerationState(StrEnum):
     REMOVED = "removed"
 
 
-STATE_CODE: dict[ModerationState, int] = {s: i for i, s in enumerate(ModerationState)}
-
 KNOWN_LABELS: frozenset[str] = frozenset(
     {
         "misinformation",

@@ -11,11 +11,14 @@ apply it. Modelled on what platforms publish: TikTok's For You eligibility stand
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fyp.safety.labels import ModerationState, unknown_labels
 
-AGE_BANDS: dict[str, int] = {"13-15": 13, "16-17": 16, "18+": 18}
+AgeBand = Literal["13-15", "16-17", "18+"]  # what a profile may say (validated at the API)
+AGE_BANDS: dict[str, int] = {"13-15": 13, "16-17": 16, "18+": 18}  # each band's lowest age
 YOUNGEST_AGE = min(AGE_BANDS.values())
 
 

@@ -109,13 +109,14 @@ class FeedState:
         return user.region or self.settings.region
 
     def schedule_refresh(self, user_id: str, log_offset: int) -> None:
-        """Forget ``user_id``'s personalisation once every event up to ``log_offset`` is
-        applied (now, if it is): events the user sent before asking are forgotten, the
-        ones after shape the new feed. A replay reaches the same point in the log."""
-        if log_offset <= self.applied_offset:
-            self._forget(user_id)
-        else:
-            heapq.heappush(self._refresh_marks, (log_offset, user_id))
+        """Forget ``user_id``'s personalisation in the learning step, once every event up
+        to ``log_offset`` is applied: events the user sent before asking are forgotten,
+        the ones after shape the new feed. A replay reaches the same point in the log."""
+        heapq.heappush(self._refresh_marks, (log_offset, user_id))
+
+    def refresh_due(self) -> bool:
+        """Whether a refresh waits only for the learning step (no event to apply first)."""
+        return bool(self._refresh_marks) and self._refresh_marks[0][0] <= self.applied_offset
 
     def _forget(self, user_id: str) -> None:
         user = self.users.get(user_id)

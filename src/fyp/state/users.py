@@ -72,7 +72,7 @@ def new_user(history_size: int, n_labels: int) -> UserState:
 
 
 def forget_personalisation(user: UserState, n_labels: int) -> None:
-    """ "Refresh": drop what was learned of the user's tastes — history, affinities,
+    """On "refresh", drop what was learned of the user's tastes — history, affinities,
     engagement rates, the positives that seed co-engagement — keeping what they told us
     (follows, "not interested" and its suppressions) and what they have seen (so the
     fresh feed does not repeat it)."""

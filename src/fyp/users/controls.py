@@ -9,15 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
-from fyp.safety.policy import AGE_BANDS
+from fyp.safety.policy import AgeBand
 from fyp.safety.text import normal_phrase, normal_tag
 from fyp.validation import Id
 
-MAX_MUTED_KEYWORDS = 200
-MAX_MUTED_HASHTAGS = 200
-MAX_MUTED_CREATORS = 500
+# The most of each a user may mute (a request over it is refused, saying so).
+MAX_MUTED = {"mute_keywords": 200, "mute_hashtags": 200, "mute_creators": 500}
 MAX_TOPICS = 100
 MAX_KEYWORD_CHARS = 64
 
@@ -30,7 +29,7 @@ class ProfileIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    age_band: Literal["13-15", "16-17", "18+"] | None = Field(
+    age_band: AgeBand | None = Field(
         None, description="Unknown (absent) is treated as the youngest band."
     )
     language: Id | None = Field(None, max_length=35, description="e.g. en, pt-BR")
@@ -58,38 +57,23 @@ class ControlsIn(BaseModel):
         False, description="true: forget what was learned of this user (mutes and safety stay)."
     )
 
+    @field_validator("mute_keywords", "mute_hashtags", "mute_creators")
+    @classmethod
+    def _capped(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        cap = MAX_MUTED[str(info.field_name)]
+        what = str(info.field_name).replace("mute_", "muted ")
+        if v is not None and len(v) > cap:
+            raise ValueError(f"at most {cap} {what} (got {len(v)}): remove some first")
+        return v
+
     @field_validator("mute_keywords")
     @classmethod
     def _keywords(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        if len(v) > MAX_MUTED_KEYWORDS:
-            raise ValueError(
-                f"at most {MAX_MUTED_KEYWORDS} muted keywords (got {len(v)}): remove some first"
-            )
-        for i, k in enumerate(v):
+        for i, k in enumerate(v or ()):
             if len(k) > MAX_KEYWORD_CHARS:
                 raise ValueError(f"keyword {i} is over {MAX_KEYWORD_CHARS} characters")
             if not normal_phrase(k):
                 raise ValueError(f"keyword {i} ({k!r}) has no letters or digits to match")
-        return v
-
-    @field_validator("mute_hashtags")
-    @classmethod
-    def _hashtags(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and len(v) > MAX_MUTED_HASHTAGS:
-            raise ValueError(
-                f"at most {MAX_MUTED_HASHTAGS} muted hashtags (got {len(v)}): remove some first"
-            )
-        return v
-
-    @field_validator("mute_creators")
-    @classmethod
-    def _creators(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and len(v) > MAX_MUTED_CREATORS:
-            raise ValueError(
-                f"at most {MAX_MUTED_CREATORS} muted creators (got {len(v)}): remove some first"
-            )
         return v
 
     @field_validator("topics")
@@ -102,18 +86,30 @@ class ControlsIn(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class UserControls:
-    """What a user set, as given (for export and display), with the matching forms."""
+    """What a user set, as given (for export and display), with the forms the filters
+    match against, derived from it."""
 
     mute_keywords: tuple[str, ...] = ()
     mute_hashtags: tuple[str, ...] = ()
     mute_creators: tuple[str, ...] = ()
     topics: dict[str, TopicPreference] = field(default_factory=dict)
     personalized: bool = True
-    # matching forms (derived)
-    keyword_phrases: tuple[str, ...] = ()
-    hashtag_set: frozenset[str] = frozenset()
-    creator_set: frozenset[str] = frozenset()
-    topic_weights: dict[str, TopicPreference] = field(default_factory=dict)
+    keyword_phrases: tuple[str, ...] = field(init=False)
+    hashtag_set: frozenset[str] = field(init=False)
+    creator_set: frozenset[str] = field(init=False)
+    topic_weights: dict[str, TopicPreference] = field(init=False)
+
+    def __post_init__(self) -> None:
+        derived = {
+            "keyword_phrases": tuple(
+                dict.fromkeys(p for p in map(normal_phrase, self.mute_keywords) if p)
+            ),
+            "hashtag_set": frozenset(t for t in map(normal_tag, self.mute_hashtags) if t),
+            "creator_set": frozenset(self.mute_creators),
+            "topic_weights": {normal_tag(t): p for t, p in self.topics.items()},
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
     @property
     def mutes_anything(self) -> bool:
@@ -130,7 +126,7 @@ class UserControls:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserControls:
-        return make_controls(
+        return cls(
             tuple(data.get("mute_keywords", ())),
             tuple(data.get("mute_hashtags", ())),
             tuple(data.get("mute_creators", ())),
@@ -148,7 +144,7 @@ class UserControls:
                 topics[topic] = pref
         if len(topics) > MAX_TOPICS:
             raise ValueError(f"at most {MAX_TOPICS} topic preferences in all")
-        return make_controls(
+        return UserControls(
             self.mute_keywords if change.mute_keywords is None else tuple(change.mute_keywords),
             self.mute_hashtags if change.mute_hashtags is None else tuple(change.mute_hashtags),
             self.mute_creators if change.mute_creators is None else tuple(change.mute_creators),
@@ -157,27 +153,4 @@ class UserControls:
         )
 
 
-def make_controls(
-    keywords: tuple[str, ...],
-    hashtags: tuple[str, ...],
-    creators: tuple[str, ...],
-    topics: dict[str, TopicPreference],
-    personalized: bool,
-) -> UserControls:
-    return UserControls(
-        keywords,
-        hashtags,
-        creators,
-        topics,
-        personalized,
-        keyword_phrases=tuple(dict.fromkeys(p for p in map(normal_phrase, keywords) if p)),
-        hashtag_set=frozenset(t for t in map(normal_tag, hashtags) if t),
-        creator_set=frozenset(creators),
-        topic_weights={normal_tag(t): p for t, p in topics.items()},
-    )
-
-
 NO_CONTROLS = UserControls()
-
-
-__all__ = ["AGE_BANDS", "NO_CONTROLS", "ControlsIn", "ProfileIn", "UserControls"]
