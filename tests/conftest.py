@@ -21,6 +21,7 @@ import pytest
 
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
+from fyp.state.users import UserState
 from fyp.types import Video
 
 
@@ -43,7 +44,13 @@ class Kit:
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings on this test's data dir, blind to the process environment."""
-        values: dict[str, Any] = {"data_dir": self.data_dir, **overrides}
+        # Users need not be created first (PUT /v1/users) here: these tests are about
+        # what the engine learns; residency has tests of its own (tests/privacy).
+        values: dict[str, Any] = {
+            "data_dir": self.data_dir,
+            "privacy": {"require_registered_users": False},
+            **overrides,
+        }
         return load_settings(overrides=values, environ={})
 
     @classmethod
@@ -125,6 +132,11 @@ class Kit:
         result = engine.ingest(events)
         assert result.rejected == [], result.rejected
         engine.learn()
+
+    @staticmethod
+    def state_of(engine: Engine, user_id: str) -> UserState:
+        """The learned state of ``user_id`` (the engine files it under its pseudonym)."""
+        return engine.state.users[engine.pseudonym(user_id)]
 
     def feed_ids(self, engine: Engine, user_id: str, count: int = 10) -> list[str]:
         return [item.video_id for item in engine.feed(user_id, count=count, now=self.NOW).items]

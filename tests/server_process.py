@@ -14,6 +14,8 @@ from typing import IO
 
 import httpx
 
+from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+
 FYP = Path(sys.executable).parent / "fyp"
 START_TIMEOUT_S = 60.0
 
@@ -32,12 +34,32 @@ def free_port() -> int:
 class Server:
     """``fyp serve`` in a subprocess on 127.0.0.1; output goes to ``log_path``."""
 
-    def __init__(self, data_dir: Path, log_path: Path, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        config: Path | None = None,
+        registered_users: bool = False,
+    ) -> None:
+        """``registered_users``: residency as deployed (events only for users created
+        with PUT /v1/users); off by default, as these tests are about other things. The
+        server's key (every scope) is in :attr:`headers`."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
-        extra = [] if config is None else ["--config", str(config)]
+        keys = SqliteKeyStore(data_dir / KEYS_FILE)
+        _, token = keys.create(SCOPES, None, "tests", int(time.time() * 1000))
+        keys.close()
+        self.headers = {"Authorization": f"Bearer {token}"}
+        text = "" if config is None else config.read_text()
+        if not registered_users and "[privacy]" not in text:
+            text += "\n[privacy]\nrequire_registered_users = false\n"  # last: a table
+        if "[auth]" not in text:  # these tests send far more per user than a person does
+            text += "\n[auth]\nuser_rate_per_s = 1e9\nuser_burst = 1e9\n"
+        settings_file = log_path.with_name(log_path.name + ".toml")
+        settings_file.write_text(text)
+        extra = ["--config", str(settings_file)]
         self.proc = subprocess.Popen(
             [
                 FYP,
@@ -67,6 +89,10 @@ class Server:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"fyp serve not ready in {timeout_s} s: {self.output()}")
+
+    def client(self, timeout_s: float = 30.0) -> httpx.Client:
+        """An HTTP client of this server, with its key."""
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout_s)
 
     def output(self) -> str:
         self._log.flush()

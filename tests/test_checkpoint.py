@@ -29,7 +29,14 @@ MODEL = {
 
 
 def _settings(data: Path) -> Settings:
-    return load_settings(overrides={"data_dir": data, "model": MODEL}, environ={})
+    return load_settings(
+        overrides={
+            "data_dir": data,
+            "model": MODEL,
+            "privacy": {"require_registered_users": False},
+        },
+        environ={},
+    )
 
 
 def _videos() -> list[Video]:
@@ -130,7 +137,10 @@ def test_kill_9_mid_training_then_restart_learns_every_event_once(tmp_path: Path
     data = tmp_path / "data"
     config = tmp_path / "fyp.toml"
     model = "\n".join(f"{k} = {str(v).lower()}" for k, v in MODEL.items())
-    config.write_text(f"checkpoint_every_events = 700\n[model]\n{model}\n")
+    config.write_text(
+        f"checkpoint_every_events = 700\n[model]\n{model}\n"
+        "[privacy]\nrequire_registered_users = false\n"
+    )
     engine = Engine.open(load_settings(config, {"data_dir": data}, environ={}))
     engine.upsert_videos(_videos())
     engine.close()
@@ -144,7 +154,7 @@ def test_kill_9_mid_training_then_restart_learns_every_event_once(tmp_path: Path
 
         def post_forever() -> None:
             nonlocal sent, acknowledged
-            with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
+            with server.client(10.0) as client:
                 while not stop.is_set():
                     batch = _events(sent, 100, seed=sent)
                     sent += 100

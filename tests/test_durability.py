@@ -64,7 +64,7 @@ def make_batch(n: int) -> list[dict[str, Any]]:
 class Sender:
     """Posts batches of fresh events back to back until the server goes away."""
 
-    base_url: str
+    server: Server
     batches: list[list[dict[str, Any]]] = field(default_factory=list)  # every one sent
     acked: list[int] = field(default_factory=list)  # indices answered 200, all accepted
     in_flight: int | None = None  # the batch whose request the kill cut off
@@ -73,7 +73,7 @@ class Sender:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30.0) as client:
+        with self.server.client(30.0) as client:
             while not self.stop.is_set():
                 n = len(self.batches)
                 batch = make_batch(n)
@@ -123,10 +123,12 @@ def test_kill_9_mid_ingestion_loses_no_acknowledged_event(
         {"video_id": f"v{i:03d}", "creator_id": f"c{i % 7}", "duration_ms": 20_000}
         for i in range(N_VIDEOS)
     ]
-    resp = httpx.post(srv.base_url + "/v1/videos", json={"videos": videos}, timeout=30)
+    resp = httpx.post(
+        srv.base_url + "/v1/videos", json={"videos": videos}, headers=srv.headers, timeout=30
+    )
     assert resp.status_code == 200, resp.text
 
-    sender = Sender(srv.base_url)
+    sender = Sender(srv)
     thread = threading.Thread(target=sender.run, daemon=True)
     thread.start()
     try:
@@ -165,7 +167,7 @@ def test_kill_9_mid_ingestion_loses_no_acknowledged_event(
 
     # Restart on the same data dir and send everything again.
     srv2 = start(servers, data_dir, tmp_path / "serve-2.log")
-    with httpx.Client(base_url=srv2.base_url, timeout=30.0) as client:
+    with srv2.client(30.0) as client:
         health = client.get("/healthz").json()
         assert health["events"] == len(stored)
         for n, batch in enumerate(sender.batches):

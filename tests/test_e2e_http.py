@@ -19,6 +19,7 @@ import pytest
 
 from fyp.catalog.store import SqliteCatalogStore
 from fyp.events.log import SqliteEventLog
+from fyp.privacy.pseudonym import Pseudonyms
 from fyp.types import EventType, now_ms
 from server_process import FYP, Server, fyp_env
 
@@ -36,6 +37,9 @@ class Imported:
     creator_of: dict[str, str]  # video_id -> creator_id, the whole catalog
     viewed: dict[str, set[str]]  # user_id -> videos viewed in the imported log
     events: int
+
+
+KUAIRAND_USERS = 27_285  # KuaiRand-Pure's user ids are 0 .. 27284
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +62,18 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Imported:
 
     catalog = SqliteCatalogStore(data_dir / "catalog.db")
     log = SqliteEventLog(data_dir / "events.db")
+    # The log holds pseudonyms; KuaiRand's user ids are small integers, so their
+    # pseudonyms (with the secret beside the data dir) map the log back to them.
+    secret = data_dir.with_name(data_dir.name + ".secret")
+    pseudonyms = Pseudonyms.from_file(secret, data_dir, create=False)
+    user_of = {pseudonyms.of(str(u)): str(u) for u in range(KUAIRAND_USERS)}
     try:
         creator_of = {v.video_id: v.creator_id for v in catalog.all()}
         viewed: dict[str, set[str]] = {}
         for logged in log.iter_all():
             e = logged.event
             if e.type is EventType.VIEW:
-                viewed.setdefault(e.user_id, set()).add(e.video_id)
+                viewed.setdefault(user_of[e.user_id], set()).add(e.video_id)
         events = log.count()
     finally:
         catalog.close()
@@ -88,7 +97,7 @@ def server(imported: Imported, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture
 def http(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+    with server.client(30.0) as client:
         yield client
 
 

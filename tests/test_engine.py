@@ -162,7 +162,9 @@ def some_history(kit: Any, rng: random.Random, n: int) -> list[dict[str, Any]]:
 
 def ranking_of(engine: Engine, kit: Any, user_id: str) -> np.ndarray:
     rows = list(range(len(engine.catalog)))
-    return engine.state.ranker.score(engine.state.users[user_id], rows, kit.NOW).values
+    return engine.state.ranker.score(
+        engine.state.users[engine.pseudonym(user_id)], rows, kit.NOW
+    ).values
 
 
 def test_a_restart_rebuilds_the_state_from_the_log(kit: Any, engine: Engine) -> None:
@@ -170,12 +172,12 @@ def test_a_restart_rebuilds_the_state_from_the_log(kit: Any, engine: Engine) -> 
     before = ranking_of(engine, kit, "u0")
     weights = engine.state.ranker.weights.copy()
     offset = engine.state.applied_offset
-    follows = set(engine.state.users["u0"].follows)
+    follows = set(engine.state.users[engine.pseudonym("u0")].follows)
     engine.close()
 
     reopened = kit.open_engine()
     assert reopened.state.applied_offset == offset
-    assert reopened.state.users["u0"].follows == follows
+    assert reopened.state.users[reopened.pseudonym("u0")].follows == follows
     np.testing.assert_allclose(reopened.state.ranker.weights, weights, rtol=1e-12)
     np.testing.assert_allclose(ranking_of(reopened, kit, "u0"), before, rtol=1e-12)
 

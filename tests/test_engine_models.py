@@ -19,6 +19,7 @@ def test_learned_models_warm_up_and_serve(tmp_path: Path) -> None:
         overrides={
             "data_dir": tmp_path,
             "sources": {"budget_ms": 10_000.0},
+            "privacy": {"require_registered_users": False},
             "model": {
                 "enabled": True,
                 "warmup_examples": 1_000,

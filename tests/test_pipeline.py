@@ -80,7 +80,7 @@ def test_a_video_proposed_by_two_sources_is_served_once_credited_to_the_first(
 
 def test_every_served_video_is_recorded_as_an_impression(kit: Any, engine: Engine) -> None:
     feed = engine.feed("u1", count=5, now=kit.NOW)
-    recorded = list(reversed(engine.impressions.for_user("u1", 100)))
+    recorded = list(reversed(engine.impressions.for_user(engine.pseudonym("u1"), 100)))
     assert [i.video_id for i in recorded] == [item.video_id for item in feed.items]
     for imp, item in zip(recorded, feed.items, strict=True):
         assert imp.request_id == feed.request_id

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
 from fyp.engine import Engine
 from fyp.users.controls import ControlsIn, ProfileIn
 from server_process import Server
@@ -15,7 +13,7 @@ from test_checkpoint import NOW, _events, _fingerprint, _settings, _videos
 
 
 def _history(engine: Engine, user_id: str) -> list[int]:
-    return list(engine.state.users[user_id].history)
+    return list(engine.state.users[engine.pseudonym(user_id)].history)
 
 
 def test_refresh_forgets_at_its_log_offset_whatever_the_restart(tmp_path: Path) -> None:
@@ -43,7 +41,7 @@ def test_refresh_forgets_at_its_log_offset_whatever_the_restart(tmp_path: Path) 
         for e in (restored, replayed):
             assert _fingerprint(e) == live
             assert _history(e, "u1") == live_history
-            assert e.users.controls_of("u1").mute_creators == ("c3",)  # mutes stay
+            assert e.controls_of("u1").mute_creators == ("c3",)  # mutes stay
     finally:
         restored.close()
         replayed.close()
@@ -63,8 +61,8 @@ def test_moderation_profiles_and_controls_survive_a_restart(tmp_path: Path) -> N
         cat = again.catalog
         assert cat.states[cat.row_of["v1"]].value == "removed"
         assert cat.labels[cat.row_of["v2"]] == ("mature",)
-        assert again.users.profiles["teen"].age_band == "13-15"
-        assert not again.users.controls_of("teen").personalized
+        assert again.users.profiles[again.pseudonym("teen")].age_band == "13-15"
+        assert not again.controls_of("teen").personalized
         served = [i.video_id for _ in range(10) for i in again.feed("teen", 10, now=NOW).items]
         assert served and not {"v1", "v2"} & set(served)
         assert all(int(v[1:]) % 6 != 0 for v in served)  # hashtag t0 muted
@@ -80,7 +78,7 @@ def test_kill_9_keeps_every_acknowledged_moderation_and_user_setting(tmp_path: P
     server = Server(data, tmp_path / "server.log")
     try:
         server.wait_ready()
-        with httpx.Client(base_url=server.base_url, timeout=10.0) as c:
+        with server.client(10.0) as c:
             for i in range(20):
                 r = c.post(
                     "/v1/moderation",
@@ -102,7 +100,7 @@ def test_kill_9_keeps_every_acknowledged_moderation_and_user_setting(tmp_path: P
             for i in range(20)
         )
         for i in range(20):
-            assert after.users.profiles[f"p{i}"].age_band == "18+"
-            assert after.users.controls_of(f"p{i}").mute_keywords == (f"word{i}",)
+            assert after.users.profiles[after.pseudonym(f"p{i}")].age_band == "18+"
+            assert after.controls_of(f"p{i}").mute_keywords == (f"word{i}",)
     finally:
         after.close()

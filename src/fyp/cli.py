@@ -20,12 +20,14 @@ from rich.table import Table
 from fyp.audit.commands import audit_app
 from fyp.config import Settings, load_settings
 from fyp.eval.commands import eval_app
+from fyp.privacy.commands import keys_app
 
 app = typer.Typer(help="fyp: an open, self-hostable For You feed engine.", no_args_is_help=True)
 import_app = typer.Typer(help="Load data from public datasets.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 DataDir = Annotated[

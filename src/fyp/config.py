@@ -137,6 +137,32 @@ class ModelSettings(_Section):
     threads: int = Field(1, ge=1)  # torch threads: one leaves the other core to serving
 
 
+class PrivacyConfig(_Section):
+    """Residency, pseudonymous ids at rest, retention and the fraud guard (fyp.privacy)."""
+
+    # The keyed hash's secret, outside the data directory; None: ``<data_dir>.secret``
+    # beside it. Made at the first start; the data is unusable without it.
+    secret_file: Path | None = None
+    # Events, feeds and controls only for users created here (PUT /v1/users/{id}) with
+    # this deployment's region. False for trusted offline work (an import, an
+    # evaluation) where every user in the data is this deployment's.
+    require_registered_users: bool = True
+    retention_days: float = Field(365.0, ge=0)  # events and impressions; 0: kept forever
+    # Likes, shares, follows and comments past this many in any minute of one user's
+    # event time are not trained on (engagement fraud).
+    max_actions_per_minute: int = Field(30, ge=1)
+
+
+class AuthConfig(_Section):
+    """API keys (``fyp keys create``) and rate limits, per key and per user."""
+
+    required: bool = True  # False: no keys asked (a closed network, a test)
+    key_rate_per_s: float = Field(2_000.0, gt=0)  # requests per second per key
+    key_burst: float = Field(4_000.0, ge=1)
+    user_rate_per_s: float = Field(20.0, gt=0)  # feed requests and events per user
+    user_burst: float = Field(200.0, ge=1)
+
+
 class Settings(_Section):
     data_dir: Path = Path(".fyp-data")
     region: str = "local"
@@ -149,6 +175,8 @@ class Settings(_Section):
     feed: FeedConfig = FeedConfig()
     model: ModelSettings = ModelSettings()
     policy: PolicyConfig = PolicyConfig()  # eligibility, age, reports, strikes (fyp.safety)
+    privacy: PrivacyConfig = PrivacyConfig()
+    auth: AuthConfig = AuthConfig()
     # The server writes a checkpoint of the learning state every this many events (and
     # at a clean shutdown): a restart loads it and replays only the rest. 0: never.
     checkpoint_every_events: int = Field(100_000, ge=0)

@@ -21,9 +21,13 @@ from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
-from fyp.events.ingest import IngestResult, ingest
+from fyp.events.ingest import IngestResult, Refusal, ingest
 from fyp.events.log import EventLog, SqliteEventLog
 from fyp.pipeline import Feed, FeedPipeline, build_pipeline
+from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+from fyp.privacy.export import build_export
+from fyp.privacy.pseudonym import Pseudonyms
+from fyp.privacy.residency import ResidencyError, bind_data_dir, not_homed_here
 from fyp.rank.base import WarmOrFirst
 from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.safety.labels import ModerationState, unknown_labels
@@ -33,6 +37,7 @@ from fyp.storage.checkpoint import read_checkpoint, write_checkpoint
 from fyp.types import (
     DAY_MS,
     DEFAULT_SURFACE,
+    Event,
     Impression,
     ModerationAction,
     UserProfile,
@@ -74,10 +79,27 @@ class InvalidModerationError(ValueError):
     """A moderation action that names unknown labels, or changes nothing."""
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What an erasure deleted."""
+
+    events: int
+    impressions: int
+    checkpoint_rewritten: bool
+
+
 def _learning_settings(settings: Settings) -> str:
     """The settings a learned state depends on (not where it runs: data dir, host,
-    port), as a string to compare a checkpoint's against."""
-    return settings.model_dump_json(exclude={"data_dir", "host", "port"})
+    port, keys), as a string to compare a checkpoint's against."""
+    return settings.model_dump_json(
+        exclude={
+            "data_dir": True,
+            "host": True,
+            "port": True,
+            "auth": True,
+            "privacy": {"secret_file", "require_registered_users", "retention_days"},
+        }
+    )
 
 
 class Engine:
@@ -90,9 +112,15 @@ class Engine:
         clock: Clock = now_ms,
         moderation_store: ModerationStore | None = None,
         user_store: UserStore | None = None,
+        pseudonyms: Pseudonyms | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        # User ids are replaced by their pseudonyms where they enter (every method that
+        # takes one): nothing below this class, in memory or on disk, holds a raw id.
+        self.pseudonyms = pseudonyms or Pseudonyms.ephemeral()
+        self.audit = audit or AuditLog(None, clock)
         self.catalog_store = catalog_store
         self.event_log = event_log
         self.impressions = impression_log
@@ -160,7 +188,9 @@ class Engine:
         from the last checkpoint (when there is one, made under the same settings, and
         ``from_checkpoint``), then the rest of the log replayed."""
         data: Path = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
+        new = bind_data_dir(data, settings.region)
+        secret = settings.privacy.secret_file or data.with_name(data.name + ".secret")
+        pseudonyms = Pseudonyms.from_file(secret, data, create=new)
         engine = cls(
             settings,
             SqliteCatalogStore(data / "catalog.db"),
@@ -169,6 +199,8 @@ class Engine:
             clock,
             SqliteModerationStore(data / "moderation.db"),
             SqliteUserStore(data / "users.db"),
+            pseudonyms,
+            AuditLog(data / AUDIT_FILE, clock),
         )
         if from_checkpoint:
             engine._restore(read_checkpoint(data / CHECKPOINT_FILE))
@@ -251,19 +283,44 @@ class Engine:
             self.state.stats.ensure(len(self.catalog))
         return len(videos)
 
-    def ingest(self, raw_events: Sequence[object], now: int | None = None) -> IngestResult:
-        """Validate and durably append events. Learning happens in :meth:`learn`."""
+    def ingest(
+        self,
+        raw_events: Sequence[object],
+        now: int | None = None,
+        user_limit: Callable[[str], float] | None = None,
+    ) -> IngestResult:
+        """Validate and durably append events (each user's id pseudonymised; events of
+        users not homed here refused). ``user_limit``: seconds a user must wait before
+        sending more (0: go ahead), e.g. the API's per-user rate limit. Learning happens
+        in :meth:`learn`."""
+
+        def gate(e: Event) -> Event | Refusal:
+            refusal = self.residency_refusal(e.user_id)
+            if refusal is not None:
+                return Refusal("residency", f"user_id: {refusal}")
+            wait = 0.0 if user_limit is None else user_limit(e.user_id)
+            if wait > 0:
+                return Refusal(
+                    "rate_limited",
+                    f"user_id: over this user's rate limit; retry in {wait:.1f} s",
+                )
+            return dataclasses.replace(e, user_id=self.pseudonyms.of(e.user_id))
+
         return ingest(
             raw_events,
             self.catalog,
             self.event_log,
             self.settings.limits,
             self.clock() if now is None else now,
+            gate,
         )
 
     def record_impressions(self, impressions: Sequence[Impression]) -> None:
         """Record impressions served elsewhere (an imported log); ones already recorded
         (the same request_id and position) change nothing."""
+        impressions = [
+            dataclasses.replace(i, user_id=self.pseudonyms.of(i.user_id)) for i in impressions
+        ]
         new = self.impressions.record(impressions)
         by_user: dict[str, list[int]] = {}
         for imp, is_new in zip(impressions, new, strict=True):
@@ -293,13 +350,12 @@ class Engine:
         done = 0
         while max_events is None or done < max_events:
             limit = chunk if max_events is None else min(chunk, max_events - done)
-            batch = self.event_log.read(self.state.applied_offset, limit)
-            if not batch:
-                if self.state.refresh_due():  # a refresh asked with the log caught up
-                    with self._lock:
+            with self._lock:  # read under it too: an erasure between would be undone
+                batch = self.event_log.read(self.state.applied_offset, limit)
+                if not batch:
+                    if self.state.refresh_due():  # a refresh asked with the log caught up
                         self.state.apply([])
-                break
-            with self._lock:
+                    break
                 self.state.apply(batch)
                 if train and self.models is not None:
                     self.models.drain()
@@ -354,6 +410,16 @@ class Engine:
             self.catalog.moderate([action])
             if actor == REPORTS_ACTOR:
                 self._auto_reviewed.add(video_id)
+        self.audit.append(
+            "moderation",
+            actor,
+            details={
+                "video_id": video_id,
+                "state": state,
+                "labels": None if labels is None else list(action.labels or ()),
+                "reason": reason,
+            },
+        )
         return action
 
     def _review_reported(self) -> None:
@@ -401,34 +467,89 @@ class Engine:
 
     # -- users ------------------------------------------------------------------------------
 
+    def pseudonym(self, user_id: str) -> str:
+        """How ``user_id`` is known inside the engine (and at rest)."""
+        return self.pseudonyms.of(user_id)
+
+    def residency_refusal(self, user_id: str) -> str | None:
+        """Why this deployment may not read or write ``user_id``'s data (None: it may).
+        With ``privacy.require_registered_users``, only users created here count."""
+        if not self.settings.privacy.require_registered_users:
+            return None
+        profile = self.users.profiles.get(self.pseudonyms.of(user_id))
+        if profile is not None and profile.region == self.settings.region:
+            return None
+        return not_homed_here(user_id, self.settings.region)
+
+    def home(self, user_id: str) -> str:
+        """The user's pseudonym, if their data may be touched here; else ResidencyError."""
+        refusal = self.residency_refusal(user_id)
+        if refusal is not None:
+            raise ResidencyError(refusal)
+        return self.pseudonyms.of(user_id)
+
     def knows_user(self, user_id: str) -> bool:
-        return user_id in self.users.profiles or user_id in self.state.users
+        pid = self.pseudonyms.of(user_id)
+        return pid in self.users.profiles or pid in self.state.users
+
+    def profile_of(self, user_id: str) -> UserProfile | None:
+        return self.users.profiles.get(self.home(user_id))
+
+    def controls_of(self, user_id: str) -> UserControls:
+        return self.users.controls_of(self.home(user_id))
+
+    def register_users(self, user_ids: Sequence[str]) -> int:
+        """Create, homed in this region, the users not known yet (a trusted import: its
+        users are this deployment's); returns how many were new. One durable write."""
+        now = self.clock()
+        new = {
+            pid: UserProfile(pid, region=self.settings.region, created_at=now, updated_at=now)
+            for pid in map(self.pseudonyms.of, user_ids)
+            if pid not in self.users.profiles
+        }
+        if new:
+            self.user_store.put_profiles(list(new.values()))
+            with self._lock:
+                self.users.profiles.update(new)
+                for pid in new:
+                    self.state.user(pid).region = self.settings.region
+        return len(new)
 
     def put_user(self, user_id: str, change: ProfileIn) -> tuple[UserProfile, bool]:
-        """Create or update a profile (the fields given); returns it and whether it is
-        new. Durable before it returns."""
-        now = self.clock()
-        old = self.users.profiles.get(user_id)
+        """Create or update a profile (the fields given); returns it (its ``user_id``
+        the pseudonym) and whether it is new. The region is this deployment's (given or
+        not): a user of another region is refused (ResidencyError), and nothing written.
+        Durable before it returns."""
         given = change.model_dump(exclude_unset=True)
-        base = old or UserProfile(user_id, created_at=now)
+        region = self.settings.region
+        if (given.get("region") or region) != region:
+            raise ResidencyError(
+                f"region {given['region']!r} is not this deployment's ({region!r}): a "
+                f"user is created by their home region's deployment"
+            )
+        now = self.clock()
+        pid = self.pseudonyms.of(user_id)
+        old = self.users.profiles.get(pid)
+        base = old or UserProfile(pid, created_at=now)
         profile = UserProfile(
-            user_id,
+            pid,
             given.get("age_band", base.age_band),
             given.get("language", base.language),
-            given.get("region", base.region),
+            region,
             base.created_at,
             now,
         )
         self.user_store.put_profile(profile)
         with self._lock:
-            self.users.profiles[user_id] = profile
-            self.state.user(user_id).region = profile.region
+            self.users.profiles[pid] = profile
+            self.state.user(pid).region = profile.region
         return profile, old is None
 
     def set_controls(self, user_id: str, change: ControlsIn) -> UserControls:
         """Apply a controls change (durable before it returns). ``refresh`` forgets the
         user's learned personalisation as of every event logged so far: the learning step
         does it, at its next :meth:`learn` (the server's learning loop is woken)."""
+        user_id = self.home(user_id)
         now = self.clock()
         controls = self.users.controls_of(user_id).updated(change)
         self.user_store.put_controls(user_id, controls.to_json(), now)
@@ -444,10 +565,71 @@ class Engine:
     def why(self, user_id: str, video_id: str) -> Impression | None:
         """The last time ``video_id`` was served to ``user_id`` within the window, as it
         was recorded then (source, reason, signals)."""
-        imp = self.impressions.find(user_id, video_id)
+        imp = self.impressions.find(self.home(user_id), video_id)
         if imp is None or imp.ts < self.clock() - WHY_WINDOW_MS:
             return None
         return imp
+
+    # -- the user's rights -----------------------------------------------------------------
+
+    def export_user(self, user_id: str, actor: str) -> dict[str, Any]:
+        """Everything held about the user, as JSON-able data (audited)."""
+        pid = self.home(user_id)
+        self.impressions.for_user(pid, 1)  # the write-behind buffer, flushed
+        with self._lock:
+            doc = build_export(
+                user_id,
+                self.users.profiles.get(pid),
+                self.users.controls_of(pid),
+                self.event_log.for_user(pid),
+                self.impressions.for_user(pid, 10**9),
+                self.state.users.get(pid),
+                self.catalog,
+                self.models.user_vectors(pid) if self.models is not None else {},
+                self.clock(),
+                self.settings.ranker.affinity_half_life_days * DAY_MS,
+            )
+        self.audit.append(
+            "user.export",
+            actor,
+            subject=self.pseudonyms.audit_ref(user_id),
+            details={"events": len(doc["events"]), "impressions": len(doc["impressions"])},
+        )
+        return doc
+
+    def erase_user(self, user_id: str, actor: str) -> Erasure:
+        """Erase the user: events, impressions, profile, controls, learned state and
+        embedding rows, their reports' weight, and the checkpoint (rewritten without
+        them); the stores overwrite what they delete. Audited without the erased data."""
+        pid = self.home(user_id)
+        checkpoint = self.settings.data_dir / CHECKPOINT_FILE
+        with self._lock:
+            self.state.erase_user(pid)
+            self.users.forget(pid)
+            events = self.event_log.erase_user(pid)
+            impressions = self.impressions.erase_user(pid)
+            self.user_store.erase(pid)
+            rewrite = self.checkpoint_offset > 0 or checkpoint.exists()
+            if rewrite:
+                self.checkpoint()
+        self.pseudonyms.of.cache_clear()
+        self.audit.append(
+            "user.erase",
+            actor,
+            subject=self.pseudonyms.audit_ref(user_id),
+            details={"events": events, "impressions": impressions},
+        )
+        return Erasure(events, impressions, rewrite)
+
+    def expire(self, now: int | None = None) -> tuple[int, int]:
+        """Retention: delete events and impressions older than ``privacy.retention_days``
+        (what was learned from them ages out with the embedding tables' expiry); returns
+        (events, impressions) deleted."""
+        days = self.settings.privacy.retention_days
+        if days <= 0:
+            return 0, 0
+        cutoff = (self.clock() if now is None else now) - int(days * DAY_MS)
+        return self.event_log.delete_before(cutoff), self.impressions.delete_before(cutoff)
 
     # -- the serving loop ------------------------------------------------------------------
 
@@ -459,8 +641,9 @@ class Engine:
         now: int | None = None,
     ) -> Feed:
         n = self.settings.feed.default_count if count is None else count
+        pid = self.home(user_id)
         with self._lock:
-            return self.pipeline.run(user_id, n, surface, self.clock() if now is None else now)
+            return self.pipeline.run(pid, n, surface, self.clock() if now is None else now)
 
     def close(self) -> None:
         self.event_log.close()
@@ -468,3 +651,4 @@ class Engine:
         self.catalog_store.close()
         self.moderation_store.close()
         self.user_store.close()
+        self.audit.close()

@@ -22,11 +22,14 @@ def describe(err: ValidationError) -> str:
     """One line naming each bad field and what is wrong with it."""
     parts = []
     for e in err.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"]) or "item"
+        where = ".".join(str(p) for p in e["loc"]) if e["loc"] else "item"
+        if not where:  # an empty-string key: "item" would blame the whole item instead
+            where = '""'
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (not accepted)"
         elif e["type"] == "string_pattern_mismatch":
-            msg = "must not be blank or start/end with whitespace"
+            # The pattern's "." stops at a line break, so an inner "\n" fails it too.
+            msg = "must not be blank or start/end with whitespace, nor hold a line break"
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)

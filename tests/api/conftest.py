@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from fyp.api import create_app
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
+from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
 from fyp.types import now_ms
 
 N_VIDEOS = 60
@@ -112,7 +113,14 @@ def settings(tmp_path: Path) -> Settings:
     machine a source descheduled for 25 ms would fail open and a test that looks for its
     candidates (followed creators, say) would flake."""
     return load_settings(
-        overrides={"data_dir": tmp_path / "data", "sources": {"budget_ms": SOURCE_BUDGET_MS}},
+        overrides={
+            "data_dir": tmp_path / "data",
+            "sources": {"budget_ms": SOURCE_BUDGET_MS},
+            # Users need not be created first, and may send more than a person does:
+            # residency and rate limits have tests of their own.
+            "privacy": {"require_registered_users": False},
+            "auth": {"user_rate_per_s": 1e9, "user_burst": 1e9},
+        },
         environ={},
     )
 
@@ -129,8 +137,13 @@ def engine(settings: Settings) -> Iterator[Engine]:
 
 @pytest.fixture
 def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
-    """The app over ``engine``, its lifespan (and learning loop) running."""
-    with TestClient(create_app(settings, engine=engine)) as c:
+    """The app over ``engine``, its lifespan (and learning loop) running; every request
+    carries a key with every scope (tests/api/test_auth.py tries the others)."""
+    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
+    _, token = keys.create(SCOPES, None, "tests", now_ms())
+    keys.close()
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings, engine=engine), headers=headers) as c:
         yield c
 
 

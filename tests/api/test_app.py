@@ -314,7 +314,7 @@ def test_feed_surface_is_recorded_in_impressions(
     body = api.feed("u-surface", count=5, surface="following_tab")
     assert body["surface"] == "following_tab"
     for item in body["items"]:
-        imp = engine.impressions.find("u-surface", item["video_id"])
+        imp = engine.impressions.find(engine.pseudonym("u-surface"), item["video_id"])
         assert imp is not None
         assert imp.surface == "following_tab"
         assert imp.request_id == body["request_id"]
@@ -324,7 +324,7 @@ def test_feed_surface_is_recorded_in_impressions(
         assert imp.score == pytest.approx(item["score"], abs=1e-6)
     # The default surface is recorded too.
     default = api.feed("u-surface", count=1)
-    imp = engine.impressions.find("u-surface", default["items"][0]["video_id"])
+    imp = engine.impressions.find(engine.pseudonym("u-surface"), default["items"][0]["video_id"])
     assert imp is not None
     assert imp.surface == "for_you"
     assert engine.impressions.count() == 6

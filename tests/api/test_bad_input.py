@@ -462,7 +462,11 @@ INT64_PAST_MAX = 2**63  # JSON and pydantic take it; SQLite's INTEGER stops at 2
 def test_integer_past_int64_in_an_event_is_rejected_not_a_500(
     api: Api, settings: Settings, engine: Engine
 ) -> None:
-    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(settings, engine=engine),
+        raise_server_exceptions=False,
+        headers=dict(api.client.headers),
+    ) as c:
         assert c.post("/v1/videos", json={"videos": [api.video(1)]}).status_code == 200
         batch = [api.event("good"), api.event("huge", type="like", watch_ms=INT64_PAST_MAX)]
         resp = c.post("/v1/events", json={"events": batch})
@@ -474,7 +478,11 @@ def test_integer_past_int64_in_an_event_is_rejected_not_a_500(
 def test_integer_past_int64_in_a_video_is_rejected_not_a_500(
     api: Api, settings: Settings, engine: Engine
 ) -> None:
-    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(settings, engine=engine),
+        raise_server_exceptions=False,
+        headers=dict(api.client.headers),
+    ) as c:
         batch = [api.video(1), api.video(2, created_at=INT64_PAST_MAX)]
         resp = c.post("/v1/videos", json={"videos": batch})
         assert engine.catalog_store.get("v001") is not None

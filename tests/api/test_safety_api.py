@@ -183,11 +183,11 @@ def test_refresh_over_http_is_carried_out_by_the_learning_loop(
     views = [api.event(f"r{i}", user_id="u1", video_id=f"v{i:03d}") for i in range(5)]
     assert client.post("/v1/events", json={"events": views}).status_code == 200
     api.wait_until_learned()
-    assert len(engine.state.users["u1"].history) == 5
+    assert len(engine.state.users[engine.pseudonym("u1")].history) == 5
     r = client.post("/v1/users/u1/controls", json={"refresh": True})
     assert r.status_code == 200 and r.json()["refreshed"] is True
     deadline = time.monotonic() + 10
     while engine.state.refreshes_done == 0:  # the loop was woken; nothing else is logged
         assert time.monotonic() < deadline, "the learning loop never carried out the refresh"
         time.sleep(0.01)
-    assert len(engine.state.users["u1"].history) == 0
+    assert len(engine.state.users[engine.pseudonym("u1")].history) == 0

@@ -15,7 +15,16 @@ from fastapi.testclient import TestClient
 from fyp.api import create_app
 from fyp.config import load_settings
 from fyp.engine import Engine
-from fyp.eval.simulate import EngineFeed, RandomFeed, build_world, run_audience, seed_catalog
+from fyp.eval.simulate import (
+    EngineFeed,
+    RandomFeed,
+    build_world,
+    register_users,
+    run_audience,
+    seed_catalog,
+)
+from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+from fyp.types import now_ms
 
 SEED = 0
 REQUESTS = 3_000
@@ -58,11 +67,21 @@ def test_engine_feed_beats_random_order_in_the_closed_loop(tmp_path: Path) -> No
     # A generous source budget: this measures what the engine learns, and a busy test
     # machine must not turn slow candidate sources into failed (fail-open) ones.
     settings = load_settings(
-        overrides={"data_dir": tmp_path / "data", "sources": {"budget_ms": 1_000.0}}, environ={}
+        overrides={
+            "data_dir": tmp_path / "data",
+            "sources": {"budget_ms": 1_000.0},
+            "auth": {"user_rate_per_s": 1e9, "user_burst": 1e9},  # a simulation's pace
+        },
+        environ={},
     )
     engine = Engine.open(settings)
+    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
+    _, token = keys.create(SCOPES, None, "closed loop", now_ms())
+    keys.close()
     try:
         with LearnedClient(create_app(settings, engine=engine), engine) as client:
+            client.headers["Authorization"] = f"Bearer {token}"
+            register_users(client, world)  # residency: users are created before they act
             assert seed_catalog(client, world) == len(world.videos)
             engine_report = run_audience(
                 world, EngineFeed(client), client=client, requests=REQUESTS, seed=SEED

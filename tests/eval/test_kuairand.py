@@ -312,6 +312,10 @@ class FakeEngine:
         self.videos.update((v.video_id, v) for v in videos)
         return len(videos)
 
+    def register_users(self, user_ids: Sequence[str]) -> int:
+        self.calls.append(("register_users", len(user_ids)))
+        return len(user_ids)
+
     def record_impressions(self, impressions: Sequence[Impression]) -> None:
         self.calls.append(("record_impressions", len(impressions)))
         self.impressions.extend(impressions)
@@ -349,7 +353,7 @@ def test_import_kuairand(data: Path, tmp_path: Path, smoke_records: list[KuaiRan
     names = [name for name, _ in engine.calls]
     upserts = names.count("upsert_videos")
     assert upserts >= 1 and names[:upserts] == ["upsert_videos"] * upserts
-    assert names[upserts:] == ["record_impressions", "ingest", "learn"] * 4
+    assert names[upserts:] == ["register_users", "record_impressions", "ingest", "learn"] * 4
     assert [n for name, n in engine.calls if name == "record_impressions"] == [600, 600, 600, 200]
     assert progress == [(600, 2000), (1200, 2000), (1800, 2000), (2000, 2000)]
 

@@ -133,7 +133,12 @@ class Sim:
 def sim(tmp_path: Path, world: World) -> Iterator[Sim]:
     # A generous source budget: on a busy machine a slow source must not drop out.
     settings = load_settings(
-        overrides={"data_dir": tmp_path / "data", "sources": {"budget_ms": 1_000.0}}, environ={}
+        overrides={
+            "data_dir": tmp_path / "data",
+            "sources": {"budget_ms": 1_000.0},
+            "privacy": {"require_registered_users": False},  # the world's users are ours
+        },
+        environ={},
     )
     clock = Clock(NOW)
     engine = Engine.open(settings, clock=clock)
@@ -298,7 +303,7 @@ def test_refresh_forgets_the_learned_taste_but_keeps_the_mutes(sim: Sim, world: 
     assert twin_lean >= fresh_lean + 0.3, (fresh_lean, twin_lean)
     # The mutes held throughout, and still do.
     assert [v for v in sim.served[fan] if muted(v)] == []
-    controls = sim.engine.users.controls_of(fan)
+    controls = sim.engine.controls_of(fan)
     assert (controls.mute_creators, controls.mute_keywords) == ((muted_creator,), (muted_word,))
 
 

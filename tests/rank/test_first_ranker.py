@@ -117,7 +117,7 @@ def taste(kit: Any, engine: Any) -> Any:
 
 def test_a_creator_the_user_long_views_outranks_one_they_skip(kit: Any, taste: Any) -> None:
     state = taste.state
-    user = state.users["u"]
+    user = state.users[taste.pseudonym("u")]
     rows_a = [state.catalog.row_of[f"c0-v{i}"] for i in range(5, 10)]  # unseen ones
     rows_b = [state.catalog.row_of[f"c1-v{i}"] for i in range(5, 10)]
     a = state.ranker.score(user, rows_a, kit.NOW)

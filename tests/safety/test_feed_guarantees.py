@@ -172,7 +172,9 @@ user_specs = st.builds(
     UserSpec,
     has_profile=st.booleans(),
     age_band=st.none() | st.sampled_from(AGE_BANDS),
-    region=st.none() | st.sampled_from(REGIONS),
+    # A deployment's users are homed in its region (fyp.privacy.residency); videos
+    # still vary by where they may be shown.
+    region=st.none() | st.just(DEPLOYMENT_REGION),
     controls=st.none() | controls_specs,
 )
 
@@ -411,7 +413,12 @@ def open_engine(data_dir: Path) -> Engine:
     # A generous source budget: a slow machine must not turn sources into failed ones
     # (which would only hide candidates, never let a bad one through).
     config = load_settings(
-        overrides={"data_dir": data_dir, "sources": {"budget_ms": 1_000.0}}, environ={}
+        overrides={
+            "data_dir": data_dir,
+            "sources": {"budget_ms": 1_000.0},
+            "privacy": {"require_registered_users": False},
+        },
+        environ={},
     )
     assert config.region == DEPLOYMENT_REGION
     return Engine.open(config, clock=lambda: NOW, replay=False)

@@ -14,7 +14,11 @@ NOW = 1_700_000_000_000
 
 
 def _engine(tmp_path: Path) -> Engine:
-    e = Engine.open(load_settings(overrides={"data_dir": tmp_path}, environ={}), clock=lambda: NOW)
+    settings = load_settings(
+        overrides={"data_dir": tmp_path, "privacy": {"require_registered_users": False}},
+        environ={},
+    )
+    e = Engine.open(settings, clock=lambda: NOW)
     e.upsert_videos(
         [Video(f"v{i}", f"c{i % 3}", 10_000, hashtags=(f"#t{i % 3}",)) for i in range(30)]
     )
@@ -39,7 +43,7 @@ def test_not_interested_lowers_the_videos_hashtags(tmp_path: Path) -> None:
     try:
         e.ingest([_event(0, "v0"), _event(1, "v0", "not_interested")], now=NOW)
         e.learn()
-        tag = e.state.users["u"].hashtags["#t0"]
+        tag = e.state.users[e.pseudonym("u")].hashtags["#t0"]
         # the long view, then "less" (decayed by a second of the half-life)
         assert round(tag.views, 4) == 2.0 and round(tag.positives, 4) == 1.0
     finally:
@@ -54,7 +58,7 @@ def test_refresh_forgets_only_what_came_before_it(tmp_path: Path) -> None:
         e.set_controls("u", ControlsIn(refresh=True))  # asked before they are learned
         e.ingest([_event(10 + i, f"v{3 * i + 1}") for i in range(2)], now=NOW)  # c1
         e.learn()
-        user = e.state.users["u"]
+        user = e.state.users[e.pseudonym("u")]
         assert [e.catalog.videos[r].creator_id for r in user.history] == ["c1", "c1"]
         assert set(user.creators) == {"c1"}
         assert len(user.viewed) == 7  # what was seen is still not served again

@@ -14,17 +14,21 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fyp import __version__
+from fyp.api.errors import install_storage_errors
 from fyp.api.metrics import Metrics, MetricsMiddleware
 from fyp.api.schemas import (
+    AuditOut,
+    AuditRecordOut,
     ControlsOut,
+    ErasureOut,
     EventBatch,
     EventsResponse,
     FeedResponse,
@@ -41,15 +45,20 @@ from fyp.api.schemas import (
     VideosResponse,
     WhyOut,
 )
+from fyp.api.security import Caller, Guard, too_many
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
 from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
+from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
+from fyp.privacy.residency import ResidencyError
 from fyp.types import DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.validation import ID_PATTERN, MAX_ID_CHARS
 
 IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +154,15 @@ class LearningLoop:
         return None if exc is None else f"{type(exc).__name__}: {exc}"
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        expired_at = -RETENTION_EVERY_S
         try:
             while True:
-                await self._wake.wait()
+                if loop.time() - expired_at >= RETENTION_EVERY_S:
+                    expired_at = loop.time()
+                    self.engine.expire()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RETENTION_EVERY_S)
                 self._wake.clear()
                 while self.engine.learning_due():
                     self.engine.learn(max_events=256, train=False)
@@ -176,6 +191,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     limits = settings.limits
     holder: dict[str, Engine] = {}
     loops: dict[str, LearningLoop] = {}
+    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE) if settings.auth.required else None
+    guard = Guard(settings, keys)
+    metrics.watch_guard(guard)
+    # The scope each route needs (../API.md): 401 without a valid key, 403 without it.
+    # (Type aliases, so named like classes.)
+    EventsWrite = Annotated[Caller, Depends(guard.require("events:write"))]  # noqa: N806
+    FeedRead = Annotated[Caller, Depends(guard.require("feed:read"))]  # noqa: N806
+    CatalogWrite = Annotated[Caller, Depends(guard.require("catalog:write"))]  # noqa: N806
+    ModerationWrite = Annotated[Caller, Depends(guard.require("moderation:write"))]  # noqa: N806
+    UsersAdmin = Annotated[Caller, Depends(guard.require("users:admin"))]  # noqa: N806
+    AuditRead = Annotated[Caller, Depends(guard.require("audit:read"))]  # noqa: N806
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -192,6 +218,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 if settings.checkpoint_every_events and eng.pending() == 0:
                     eng.checkpoint()  # a clean shutdown: the next start replays nothing
                 eng.close()
+            if keys is not None:
+                keys.close()
 
     app = FastAPI(
         title="fyp",
@@ -201,9 +229,32 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _with_body_schemas(app)  # type: ignore[method-assign]
+    install_storage_errors(app)
 
     def eng() -> Engine:
         return holder["engine"]
+
+    def refused(request: Request, what: dict[str, Any]) -> None:
+        """A cross-region request, into the audit log: what was asked, by which key,
+        never about whom (not even a pseudonym: the user is not this region's)."""
+        caller = getattr(request.state, "caller", None)
+        route = request.scope.get("route")
+        eng().audit.append(
+            "residency.refused",
+            caller.actor if isinstance(caller, Caller) else "unknown",
+            outcome="refused",
+            details={
+                "method": request.method,
+                "route": getattr(route, "path", "?"),
+                **what,
+            },
+        )
+        metrics.residency_refused.inc()
+
+    @app.exception_handler(ResidencyError)
+    async def residency_error(request: Request, err: ResidencyError) -> JSONResponse:
+        refused(request, {})
+        return JSONResponse({"detail": str(err)}, status_code=421)
 
     @app.get(
         "/healthz",
@@ -227,7 +278,19 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return _json(body, 200 if failure is None else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
-    async def prometheus() -> PlainTextResponse:
+    async def prometheus(request: Request) -> PlainTextResponse:
+        """Prometheus text: open when the server binds this machine only (127.0.0.1),
+        else for any valid API key."""
+        if settings.host not in LOOPBACK:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            from fastapi.security import HTTPAuthorizationCredentials
+
+            guard.authenticate(
+                HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip())
+                if scheme.lower() == "bearer" and token.strip()
+                else None
+            )
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
@@ -237,7 +300,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         openapi_extra=_json_body("VideoBatch"),
         responses={422: {"model": VideosResponse, "description": "some videos rejected"}},
     )
-    async def upsert_videos(request: Request) -> Response:
+    async def upsert_videos(request: Request, caller: CatalogWrite) -> Response:
         """Insert or update a batch of videos. Each is validated on its own: the valid ones
         are stored even when others are rejected (then the status is 422)."""
         items = _batch(
@@ -261,7 +324,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             413: {"description": "batch or body too large"},
         },
     )
-    async def post_events(request: Request) -> Response:
+    async def post_events(request: Request, caller: EventsWrite) -> Response:
         """Record a batch of events. Each is validated on its own; the valid ones are
         durably stored (fsynced) before this returns, even when others are rejected (then
         the status is 422 and ``rejected`` says which and why). Sending the same
@@ -269,9 +332,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         items = _batch(
             await read_json(request, limits.max_body_bytes), "events", limits.max_batch_events
         )
-        result = eng().ingest(items)
+        result = eng().ingest(items, user_limit=guard.user_wait)
         if result.accepted:
             loops["learning"].wake()
+        residency = sum(r.kind == "residency" for r in result.rejected)
+        if residency:
+            refused(request, {"events_refused": residency})
         metrics.events.labels("accepted").inc(result.accepted)
         metrics.events.labels("duplicate").inc(result.duplicates)
         metrics.events.labels("rejected").inc(len(result.rejected))
@@ -288,10 +354,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             body.detail = (
                 f"{len(result.rejected)} of {len(items)} events rejected; the others were stored"
             )
+        if residency and residency == len(items):
+            body.detail = "every event is of a user not homed in this deployment; none stored"
+            return _json(body, 421)
+        limited = [r for r in result.rejected if r.kind == "rate_limited"]
+        if limited and len(limited) == len(items):
+            return _json(body, 429)
         return _json(body, 422 if result.rejected else 200)
 
     @app.get("/v1/feed", response_model=FeedResponse, tags=["feed"])
     async def feed(
+        caller: FeedRead,
         user_id: IdQuery,
         count: Annotated[int, Query(ge=1, le=settings.feed.max_count)] = (
             settings.feed.default_count
@@ -300,6 +373,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     ) -> Response:
         """The next ``count`` videos for ``user_id``, each with its source, reason and
         score. Served items are recorded as impressions under ``request_id``."""
+        wait = guard.user_wait(user_id)
+        if wait > 0:
+            raise too_many(wait, "feed requests for this user")
         f = eng().feed(user_id, count, surface)
         # Serialised straight from the domain objects: the response model documents the
         # shape, and re-validating what the engine just built would only cost time.
@@ -320,9 +396,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    def _user_out(p: UserProfile) -> UserOut:
+    def _user_out(user_id: str, p: UserProfile) -> UserOut:
         return UserOut(
-            user_id=p.user_id,
+            user_id=user_id,  # p holds the pseudonym
             age_band=p.age_band,
             language=p.language,
             region=p.region,
@@ -334,6 +410,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return ControlsOut(user_id=user_id, refreshed=refreshed, **c.to_json())
 
     def _known(user_id: str) -> None:
+        eng().home(user_id)  # ResidencyError (421) first: the same answer, known or not
         if not eng().knows_user(user_id):
             raise HTTPException(
                 404, f"unknown user {user_id!r}: create it with PUT /v1/users/{{id}} first"
@@ -345,25 +422,34 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         tags=["users"],
         responses={201: {"model": UserOut, "description": "created"}},
     )
-    async def put_user(user_id: IdPath, profile: ProfileIn) -> Response:
-        """Create or update a user: the fields given are set, the others kept. Unknown
-        fields (precise location, device ids, contact data...) are rejected."""
+    async def put_user(user_id: IdPath, profile: ProfileIn, caller: EventsWrite) -> Response:
+        """Create or update a user: the fields given are set, the others kept. The
+        region, if given, must be this deployment's (a user is homed where created:
+        421 otherwise, nothing stored). Unknown fields (precise location, device ids,
+        contact data...) are rejected."""
         saved, created = eng().put_user(user_id, profile)
-        return _json(_user_out(saved), 201 if created else 200)
+        return _json(_user_out(user_id, saved), 201 if created else 200)
 
     @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"])
-    async def get_user(user_id: IdPath) -> UserDetail:
-        """The user's profile (null if they never set one) and controls."""
+    async def get_user(user_id: IdPath, caller: FeedRead) -> UserDetail:
+        """The user's profile (null if they never set one) and controls. Audited."""
         _known(user_id)
         e = eng()
-        p = e.users.profiles.get(user_id)
-        return UserDetail(
-            profile=None if p is None else _user_out(p),
-            controls=_controls_out(user_id, e.users.controls_of(user_id)),
+        p = e.profile_of(user_id)
+        detail = UserDetail(
+            profile=None if p is None else _user_out(user_id, p),
+            controls=_controls_out(user_id, e.controls_of(user_id)),
         )
+        e.audit.append(
+            "user.read",
+            caller.actor,
+            subject=e.pseudonyms.audit_ref(user_id),
+            details={"route": "/v1/users/{user_id}"},
+        )
+        return detail
 
     @app.post("/v1/users/{user_id}/controls", response_model=ControlsOut, tags=["users"])
-    async def set_controls(user_id: IdPath, change: ControlsIn) -> ControlsOut:
+    async def set_controls(user_id: IdPath, change: ControlsIn, caller: EventsWrite) -> ControlsOut:
         """Mute keywords, hashtags and creators (each list given replaces that setting),
         set topic preferences (``more`` / ``less`` / ``neutral``), turn personalisation
         off or on, or ``refresh``: forget what was learned of this user's tastes (mutes
@@ -383,7 +469,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         tags=["users"],
         responses={404: {"description": "not served to this user in the last 30 days"}},
     )
-    async def why(user_id: IdPath, video_id: IdPath) -> WhyOut:
+    async def why(user_id: IdPath, video_id: IdPath, caller: FeedRead) -> WhyOut:
         """Why ``video_id`` was shown to ``user_id``: what was recorded when it was last
         served (within 30 days) — its source, the reason given, and the signals."""
         imp = eng().why(user_id, video_id)
@@ -405,7 +491,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         )
 
     @app.post("/v1/moderation", response_model=ModerationOut, tags=["moderation"])
-    async def moderate(action: ModerationIn) -> ModerationOut:
+    async def moderate(action: ModerationIn, caller: ModerationWrite) -> ModerationOut:
         """Set a video's state (``pending``, ``approved``, ``limited``, ``removed``) and/or
         its labels (the whole set: ``misinformation``, ``unverified_claim``, ``graphic``,
         ``mature``, ``creator_under_16``, ``sensitive:<topic>``...), with the reason,
@@ -417,6 +503,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 None if action.state is None else action.state.value,
                 action.labels,
                 action.reason,
+                caller.actor,
             )
         except UnknownVideoError:
             raise HTTPException(404, f"unknown video {action.video_id!r}") from None
@@ -434,6 +521,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/v1/moderation/queue", response_model=QueueOut, tags=["moderation"])
     async def moderation_queue(
+        caller: ModerationWrite,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> QueueOut:
         """Videos waiting for review (``pending``), and reported videos, most reported first."""
@@ -450,6 +538,60 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                     last_reason=i.last_reason,
                 )
                 for i in eng().review_queue(limit)
+            ]
+        )
+
+    @app.get(
+        "/v1/users/{user_id}/export",
+        tags=["users"],
+        responses={200: {"description": "everything held about the user, as JSON"}},
+    )
+    async def export_user(user_id: IdPath, caller: UsersAdmin) -> Response:
+        """Everything held about the user — profile, controls, events, impressions, the
+        learned state and what it means (top creators, hashtags...), embedding rows — as
+        JSON (the right of access). Audited."""
+        _known(user_id)
+        doc = eng().export_user(user_id, caller.actor)
+        return Response(orjson.dumps(doc), media_type="application/json")
+
+    @app.delete("/v1/users/{user_id}", response_model=ErasureOut, tags=["users"])
+    async def erase_user(user_id: IdPath, caller: UsersAdmin) -> ErasureOut:
+        """Erase the user (the right to erasure): events, impressions, profile,
+        controls, learned state and embedding rows, their reports' weight, and the
+        checkpoint, rewritten without them — done when this returns. Audited, without
+        the erased data. Their next feed, once created again, is a new user's."""
+        _known(user_id)
+        done = eng().erase_user(user_id, caller.actor)
+        return ErasureOut(
+            user_id=user_id,
+            erased=True,
+            events=done.events,
+            impressions=done.impressions,
+            checkpoint_rewritten=done.checkpoint_rewritten,
+        )
+
+    @app.get("/v1/audit", response_model=AuditOut, tags=["operations"])
+    async def audit_records(
+        caller: AuditRead,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+    ) -> AuditOut:
+        """The audit log's records after ``after_seq`` (to ship them elsewhere)."""
+        records = [r for r in eng().audit.records() if r.seq > after_seq][:limit]
+        return AuditOut(
+            records=[
+                AuditRecordOut(
+                    seq=r.seq,
+                    ts=r.ts,
+                    action=r.action,
+                    actor=r.actor,
+                    outcome=r.outcome,
+                    subject=r.subject,
+                    details=r.details,
+                    prev=r.prev,
+                    hash=r.hash,
+                )
+                for r in records
             ]
         )
 

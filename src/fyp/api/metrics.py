@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fyp.api.security import Guard
 from fyp.engine import Engine
 
 
@@ -38,8 +39,32 @@ class Metrics:
             "fyp_events_rejected", "Events rejected, by reason", ["reason"], registry=self.registry
         )
 
+        self.residency_refused = Counter(
+            "fyp_residency_refused",
+            "Requests (or event batches) refused: a user not homed in this deployment",
+            registry=self.registry,
+        )
+
     def watch_engine(self, engine: Engine) -> None:
         self.registry.register(_EngineCollector(engine))
+
+    def watch_guard(self, guard: Guard) -> None:
+        self.registry.register(_GuardCollector(guard))
+
+
+class _GuardCollector(Collector):
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        refused = CounterMetricFamily(
+            "fyp_auth_refused",
+            "Requests refused by authentication, scope, key region or a key's rate limit",
+            labels=["why"],
+        )
+        for why, n in sorted(self.guard.refused.items()):
+            refused.add_metric([why], n)
+        yield refused
 
 
 class _EngineCollector(Collector):
@@ -113,6 +138,12 @@ class _EngineCollector(Collector):
         )
         refreshes.add_metric([], state.refreshes_done)
         yield refreshes
+        fraud = CounterMetricFamily(
+            "fyp_fraud_throttled_events",
+            "Explicit actions past a user's per-minute limit: logged, not trained on",
+        )
+        fraud.add_metric([], state.fraud.throttled)
+        yield fraud
         pending = GaugeMetricFamily(
             "fyp_videos_by_moderation_state", "Videos by moderation state", labels=["state"]
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fyp.catalog.ingest import VideoIn
@@ -135,3 +137,27 @@ class QueueItem(BaseModel):
 
 class QueueOut(BaseModel):
     items: list[QueueItem]
+
+
+class ErasureOut(BaseModel):
+    user_id: str
+    erased: bool
+    events: int = Field(description="Events deleted.")
+    impressions: int = Field(description="Impressions deleted.")
+    checkpoint_rewritten: bool = Field(description="The learning checkpoint, without the user.")
+
+
+class AuditRecordOut(BaseModel):
+    seq: int
+    ts: int
+    action: str
+    actor: str
+    outcome: str
+    subject: str | None = Field(description="An opaque reference, never a user id.")
+    details: dict[str, Any]
+    prev: str
+    hash: str
+
+
+class AuditOut(BaseModel):
+    records: list[AuditRecordOut]

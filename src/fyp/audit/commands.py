@@ -197,3 +197,26 @@ def report(
         write_json(audit, json_out)
         console.print(f"JSON: {json_out}")
     console.print(headline_table(audit))
+
+
+@audit_app.command("verify")
+def verify_log(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the engine keeps its data.")],
+) -> None:
+    """Check the hash-chained audit log (audit.log): every record intact and none missing,
+    from the first to the one audit.head last recorded. Exits 1 at the first bad record."""
+    from fyp.privacy.audit_log import verify
+
+    if not data_dir.is_dir():
+        console.print(f"[red]error:[/red] no data dir at {data_dir}")
+        raise typer.Exit(1)
+    result = verify(data_dir)
+    if result.ok:
+        console.print(f"audit log OK: {result.records} records, chain intact")
+        return
+    where = "its end" if result.bad_line is None else f"line {result.bad_line}"
+    if result.bad_seq is not None:
+        where += f" (seq {result.bad_seq})"
+    console.print(f"[red]audit log BROKEN[/red] at {where}: {result.reason}", highlight=False)
+    console.print(f"{result.records} records verified before it")
+    raise typer.Exit(1)

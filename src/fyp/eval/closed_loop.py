@@ -276,6 +276,7 @@ class _EngineMethod:
     ) -> None:
         from fyp.config import load_settings
         from fyp.engine import Engine
+        from fyp.privacy.pseudonym import Pseudonyms
 
         self.name = "fyp-http" if http else "fyp-learned" if learned else "fyp"
         self.world = world
@@ -291,6 +292,16 @@ class _EngineMethod:
                 "data_dir": Path(self._tmp.name) / "data",
                 "sources": {"budget_ms": ENGINE_SOURCE_BUDGET_MS},
                 "model": {"enabled": learned},
+                # The simulated audience is this deployment's: no PUT /v1/users first,
+                # and no per-user rate limit on a simulation's pace; a known secret, so
+                # that a seed gives the same run whatever the process.
+                "privacy": {
+                    "require_registered_users": False,
+                    "secret_file": Pseudonyms.write_known_secret(
+                        Path(self._tmp.name) / "secret", f"closed-loop-{seed}"
+                    ),
+                },
+                "auth": {"user_rate_per_s": 1e9, "user_burst": 1e9},
             },
             environ={},
         )
@@ -311,7 +322,15 @@ class _EngineMethod:
                     warnings.simplefilter("ignore")  # starlette's notice about httpx
                     from fastapi.testclient import TestClient
 
-                client = TestClient(create_app(settings, engine=self.engine))
+                from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+
+                keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
+                _, token = keys.create(SCOPES, None, "closed loop", self.now)
+                keys.close()
+                client = TestClient(
+                    create_app(settings, engine=self.engine),
+                    headers={"Authorization": f"Bearer {token}"},
+                )
                 client.__enter__()  # starts the app: its lifespan and learning loop
                 self._client = client
             except BaseException:

@@ -38,6 +38,7 @@ from fyp.eval.kuairand import ImportSummary, import_kuairand
 from fyp.eval.methods import FloatArray, IntArray, Method, _impression_groups, top_rows
 from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train
 from fyp.pipeline import FeedPipeline, PipelineCounters
+from fyp.privacy.pseudonym import Pseudonyms
 from fyp.retrieve.base import FeedContext
 from fyp.state.feedback import LABEL_INDEX
 from fyp.types import DEFAULT_SURFACE
@@ -74,6 +75,14 @@ class EngineModel:
         overrides: dict[str, Any] = {
             "data_dir": store,
             "sources": {"budget_ms": _EVAL_SOURCE_BUDGET_MS},
+            # Every user of the evaluated log is this deployment's, trained on or not;
+            # a known secret, so that every run gives the same figures.
+            "privacy": {
+                "require_registered_users": False,
+                "secret_file": Pseudonyms.write_known_secret(
+                    store.with_name("secret"), "kuairand-evaluation"
+                ),
+            },
         }
         settings = load_settings(self.config, overrides, environ={})
         # Every model the engine has is evaluated, whether or not it serves by default.

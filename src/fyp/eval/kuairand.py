@@ -140,6 +140,10 @@ class ImportTarget(Protocol):
         """Add or replace videos in the catalog; returns how many were upserted."""
         ...
 
+    def register_users(self, user_ids: Sequence[str]) -> int:
+        """Create the users not known yet, homed in the deployment's region."""
+        ...
+
     def record_impressions(self, impressions: Sequence[Impression]) -> None:
         """Remember what was served, so later events can be joined to it."""
         ...
@@ -565,6 +569,7 @@ def replay_rows(engine: ImportTarget, rows: pl.DataFrame) -> IngestOutcome:
     for record in rows_to_records(rows):
         impressions.append(record.impression)
         events.extend(record.events)
+    engine.register_users(sorted({i.user_id for i in impressions}))
     engine.record_impressions(impressions)
     outcome = engine.ingest(events)
     engine.learn()

@@ -732,6 +732,14 @@ _DEMO_AGE_BANDS: tuple[tuple[str | None, float], ...] = (
 )
 
 
+def register_users(client: httpx.Client, world: World) -> int:
+    """Create every user of ``world`` (``PUT /v1/users/{id}``, homed in the server's
+    region), as an app does at sign-up: a deployment takes events only of its users."""
+    for user in world.users:
+        _check_response(client.put(f"/v1/users/{user.user_id}", json={}), "PUT /v1/users")
+    return len(world.users)
+
+
 def seed_trust_and_safety(client: httpx.Client, world: World, seed: int) -> tuple[int, int]:
     """Give ``world`` what a real deployment has: moderation decisions on a few videos
     (``POST /v1/moderation``) and profiles with age bands for its users (``PUT

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fyp.storage.sqlite import connect
+from fyp.storage.sqlite import connect, forget_wal
 from fyp.types import DAY_MS, FilterCount, Impression
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,14 @@ class ImpressionLog(Protocol):
         ...
 
     def count(self) -> int: ...
+
+    def erase_user(self, user_id: str) -> int:
+        """Delete every impression of ``user_id``, leaving nothing of them in the files."""
+        ...
+
+    def delete_before(self, ts: int) -> int:
+        """Delete impressions served before ``ts`` (retention); returns how many."""
+        ...
 
     def close(self) -> None: ...
 
@@ -349,6 +357,20 @@ class SqliteImpressionLog:
         with self._lock:
             self._flush()
             return int(self._conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
+
+    def _delete(self, where: str, arg: object) -> int:
+        with self._lock:
+            self._flush()
+            cur = self._conn.execute(f"DELETE FROM impressions WHERE {where}", (arg,))
+            if cur.rowcount:
+                forget_wal(self._conn)
+            return cur.rowcount
+
+    def erase_user(self, user_id: str) -> int:
+        return self._delete("user_id = ?", user_id)
+
+    def delete_before(self, ts: int) -> int:
+        return self._delete("ts < ?", ts)
 
     def close(self) -> None:
         with self._wake:

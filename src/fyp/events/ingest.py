@@ -5,7 +5,7 @@ thing whichever door it came in by."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,6 +47,20 @@ class Rejected:
     index: int
     event_id: str | None
     reason: str
+    kind: str = "invalid"  # or the gate's: "residency", "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A valid event the deployment will not take: ``kind`` says why, for the caller."""
+
+    kind: str
+    reason: str
+
+
+# Runs on each valid event before it is stored: the event to store (the engine's gate
+# puts the user's pseudonym in place of the id), or why it is refused.
+Gate = Callable[[Event], "Event | Refusal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +103,10 @@ def ingest(
     log: EventLog,
     limits: LimitsConfig,
     now: int,
+    gate: Gate | None = None,
 ) -> IngestResult:
-    """Validate each event; append the valid ones in one durable write."""
+    """Validate each event (and pass it through ``gate``); append the valid ones in one
+    durable write."""
     good: list[Event] = []
     rejected: list[Rejected] = []
     for i, raw in enumerate(raw_events):
@@ -98,8 +114,12 @@ def ingest(
         if isinstance(result, str):
             eid = raw.get("event_id") if isinstance(raw, Mapping) else None
             rejected.append(Rejected(i, eid if isinstance(eid, str) else None, result))
+            continue
+        admitted = result if gate is None else gate(result)
+        if isinstance(admitted, Refusal):
+            rejected.append(Rejected(i, result.event_id, admitted.reason, admitted.kind))
         else:
-            good.append(result)
+            good.append(admitted)
     appended = log.append(good)
     return IngestResult(
         accepted=len(appended.accepted),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fyp.storage.sqlite import connect
+from fyp.storage.sqlite import connect, forget_wal
 from fyp.types import Event, EventType, LoggedEvent
 
 
@@ -35,6 +35,19 @@ class EventLog(Protocol):
     def count(self) -> int: ...
 
     def contains(self, event_id: str) -> bool: ...
+
+    def for_user(self, user_id: str) -> list[LoggedEvent]:
+        """Every event of ``user_id`` still held, in offset order (an export)."""
+        ...
+
+    def erase_user(self, user_id: str) -> int:
+        """Delete every event of ``user_id``, leaving nothing of them in the files;
+        returns how many. Offsets are never reused."""
+        ...
+
+    def delete_before(self, ts: int) -> int:
+        """Delete events that happened before ``ts`` (retention); returns how many."""
+        ...
 
     def close(self) -> None: ...
 
@@ -138,9 +151,13 @@ class SqliteEventLog:
             offset = rows[-1].offset
 
     def last_offset(self) -> int:
+        # The AUTOINCREMENT counter, not MAX(offset): deleting the newest events (an
+        # erasure) must not move the end of the log back below what was applied.
         with self._lock:
-            row = self._conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()
-        return int(row[0])
+            row = self._conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def count(self) -> int:
         with self._lock:
@@ -152,6 +169,30 @@ class SqliteEventLog:
                 "SELECT 1 FROM events WHERE event_id = ?", (event_id,)
             ).fetchone()
         return row is not None
+
+    def for_user(self, user_id: str) -> list[LoggedEvent]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT offset, {_COLUMNS} FROM events WHERE user_id = ? ORDER BY offset",
+                (user_id,),
+            ).fetchall()
+        return [
+            LoggedEvent(r[0], Event(r[1], r[2], r[3], _TYPES[r[4]], r[5], r[6], r[7], r[8]))
+            for r in rows
+        ]
+
+    def _delete(self, where: str, arg: object) -> int:
+        with self._lock:
+            cur = self._conn.execute(f"DELETE FROM events WHERE {where}", (arg,))
+            if cur.rowcount:
+                forget_wal(self._conn)
+            return cur.rowcount
+
+    def erase_user(self, user_id: str) -> int:
+        return self._delete("user_id = ?", user_id)
+
+    def delete_before(self, ts: int) -> int:
+        return self._delete("ts < ?", ts)
 
     def close(self) -> None:
         with self._lock:

@@ -117,6 +117,18 @@ class OnlineModels:
         self.ranker.tables["user"].forget([user_id])
         self.retrieval.tables["user"].forget([user_id])
 
+    def user_vectors(self, user_id: str) -> dict[str, list[float] | None]:
+        """The user's learned embedding rows (None: none yet, the shared fallback), for
+        an export."""
+        out: dict[str, list[float] | None] = {}
+        for name, model in (("ranker", self.ranker), ("retrieval", self.retrieval)):
+            table = model.tables["user"]
+            row = table.row_of(user_id)
+            out[name] = (
+                None if row < 0 else table.vectors(np.array([row], dtype=np.int64))[0].tolist()
+            )
+        return out
+
     # A checkpoint holds everything but the ANN index (a native object): it is rebuilt
     # from the restored item tower by the first training steps after a restart.
     def __getstate__(self) -> dict[str, Any]:

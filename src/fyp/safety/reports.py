@@ -15,19 +15,20 @@ from fyp.safety.policy import ReportPolicy
 class ReportCounter:
     def __init__(self, policy: ReportPolicy) -> None:
         self.policy = policy
-        self.reporters: dict[int, set[str]] = {}  # row -> users who reported it
+        # row -> each user who reported it -> the weight their report counted
+        self.reporters: dict[int, dict[str, float]] = {}
         self.weight: dict[int, float] = {}  # row -> weighted reports
         self.due: list[int] = []  # rows that crossed the threshold, not yet taken
         self._crossed: set[int] = set()
 
     def add(self, row: int, user_id: str, account_age_ms: int, views: float) -> None:
-        seen = self.reporters.setdefault(row, set())
+        seen = self.reporters.setdefault(row, {})
         if user_id in seen:
             return
-        seen.add(user_id)
         p = self.policy
         new = account_age_ms < p.new_account_hours * 3_600_000
-        w = self.weight.get(row, 0.0) + (p.new_account_weight if new else 1.0)
+        seen[user_id] = p.new_account_weight if new else 1.0
+        w = self.weight.get(row, 0.0) + seen[user_id]
         self.weight[row] = w
         if (
             row not in self._crossed
@@ -36,6 +37,16 @@ class ReportCounter:
         ):
             self._crossed.add(row)
             self.due.append(row)
+
+    def forget_user(self, user_id: str) -> None:
+        """Erasure: the user's reports stop counting (a review they caused stays)."""
+        for row, seen in list(self.reporters.items()):
+            w = seen.pop(user_id, None)
+            if w is None:
+                continue
+            self.weight[row] -= w
+            if not seen:
+                del self.reporters[row], self.weight[row]
 
     def take_due(self) -> list[int]:
         due, self.due = self.due, []

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from fyp.catalog.index import CatalogIndex
 from fyp.config import Settings
+from fyp.privacy.fraud import FraudGuard
 from fyp.rank.first_ranker import FirstRanker
 from fyp.safety.reports import ReportCounter
 from fyp.state.coengagement import CoEngagement
@@ -93,6 +94,7 @@ class FeedState:
         self.example_listeners: list[ExampleListener] = []
         self.forget_listeners: list[ForgetListener] = []
         self.reports = ReportCounter(settings.policy.reports)
+        self.fraud = FraudGuard(settings.privacy.max_actions_per_minute)
         # (log offset, user): forget the user's personalisation once the log is applied
         # up to that offset ("refresh" asks at the log's end when it is asked)
         self._refresh_marks: list[tuple[int, str]] = []
@@ -133,6 +135,21 @@ class FeedState:
         for listener in self.forget_listeners:
             listener(user_id)
 
+    def erase_user(self, user_id: str) -> None:
+        """Erasure: everything held of the user goes — their state, their open and queued
+        examples, their reports' weight, the learned models' rows (the listeners) — as
+        if they had never been here. Aggregates that are not kept per user (a video's
+        view counts, its co-engagement neighbours, the ranker's weights) stay."""
+        self._forget(user_id)
+        self.refreshes_done -= 1  # not a refresh
+        self.users.pop(user_id, None)
+        self._by_time = [x for x in self._by_time if x[2] != user_id]
+        heapq.heapify(self._by_time)
+        self._refresh_marks = [x for x in self._refresh_marks if x[1] != user_id]
+        heapq.heapify(self._refresh_marks)
+        self.reports.forget_user(user_id)
+        self.fraud.forget_user(user_id)
+
     def _refreshes_up_to(self, offset: int) -> None:
         marks = self._refresh_marks
         while marks and marks[0][0] <= offset:
@@ -157,6 +174,8 @@ class FeedState:
             if user.first_seen is None or e.ts < user.first_seen:
                 user.first_seen = e.ts
             surface = e.surface or DEFAULT_SURFACE
+            if not self.fraud.admit(e.user_id, e.type, e.ts):
+                continue  # logged, never trained on
             if e.type is EventType.VIEW:
                 self._apply_view(e.user_id, user, row, e.ts, e.watch_ms or 0, surface)
             elif e.type in ACTION_LABEL:

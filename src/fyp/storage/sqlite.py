@@ -24,4 +24,13 @@ def connect(path: Path, durability: Durability) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=" + ("FULL" if durability == "fsync" else "NORMAL"))
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA foreign_keys=ON")
+    # Deleted rows are overwritten with zeros, not left in free pages: an erased user's
+    # data must not be recoverable from the file (see forget_wal).
+    conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+def forget_wal(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and truncate it: after a delete, the WAL still
+    holds the old pages (the deleted rows) until this."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

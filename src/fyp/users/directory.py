@@ -35,6 +35,12 @@ class UserDirectory:
         s.region = region
         return s
 
+    def forget(self, user_id: str) -> None:
+        """Erasure: the profile, the controls and the blank state go."""
+        self.profiles.pop(user_id, None)
+        self.controls.pop(user_id, None)
+        self._blank.pop(user_id, None)
+
     def set_controls(self, user_id: str, controls: UserControls) -> None:
         was = self.controls_of(user_id).personalized
         self.controls[user_id] = controls

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fyp.storage.sqlite import connect
+from fyp.storage.sqlite import connect, forget_wal
 from fyp.types import UserProfile
 
 
 class UserStore(Protocol):
     def put_profile(self, profile: UserProfile) -> None: ...
+
+    def put_profiles(self, profiles: Sequence[UserProfile]) -> None: ...
 
     def profiles(self) -> dict[str, UserProfile]: ...
 
@@ -28,6 +31,10 @@ class UserStore(Protocol):
 
     def refreshes(self) -> list[tuple[str, int, int]]:
         """(user_id, log offset, ts) of every refresh, oldest first."""
+        ...
+
+    def erase(self, user_id: str) -> None:
+        """Delete the user's profile, controls and refreshes, leaving nothing of them."""
         ...
 
     def close(self) -> None: ...
@@ -67,14 +74,29 @@ class SqliteUserStore:
             self._conn.execute(sql, args)  # autocommit: one fsynced transaction
 
     def put_profile(self, profile: UserProfile) -> None:
-        p = profile
-        self._write(
-            "INSERT INTO profiles (user_id, age_band, language, region, created_at, updated_at)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET"
-            " age_band = excluded.age_band, language = excluded.language,"
-            " region = excluded.region, updated_at = excluded.updated_at",
-            (p.user_id, p.age_band, p.language, p.region, p.created_at, p.updated_at),
-        )
+        self.put_profiles([profile])
+
+    def put_profiles(self, profiles: Sequence[UserProfile]) -> None:
+        """Insert or update these profiles in one fsynced transaction."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany(
+                    "INSERT INTO profiles"
+                    " (user_id, age_band, language, region, created_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET"
+                    " age_band = excluded.age_band, language = excluded.language,"
+                    " region = excluded.region, updated_at = excluded.updated_at",
+                    [
+                        (p.user_id, p.age_band, p.language, p.region, p.created_at, p.updated_at)
+                        for p in profiles
+                    ],
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
 
     def profiles(self) -> dict[str, UserProfile]:
         with self._lock:
@@ -119,6 +141,15 @@ class SqliteUserStore:
                 "SELECT user_id, log_offset, ts FROM refreshes ORDER BY id"
             ).fetchall()
         return [(str(u), int(o), int(t)) for u, o, t in rows]
+
+    def erase(self, user_id: str) -> None:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            for table in ("profiles", "controls", "refreshes"):
+                cur.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+            cur.execute("COMMIT")
+            forget_wal(self._conn)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,192 @@
+"""Storage faults as HTTP 503: a full disk, a read-only data directory or an I/O error is
+the operator's to fix and the client's to wait out, not a bug (500) in the request.
+
+Every store writes in SQLite transactions (or, for files, writes it undoes on failure:
+the audit log truncates a partial line, checkpoints are replaced atomically), so the
+write that failed left nothing behind, and the stores stay consistent; the client can
+retry (events are idempotent by ``event_id``). A request that made several writes may
+have had earlier ones stored, so the message claims no more than that about the one
+that failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+log = logging.getLogger(__name__)
+
+FULL = "the disk is full"
+READ_ONLY = "the data directory is read-only"
+IO_ERROR = "an I/O error"
+
+RETRY_AFTER_S = 30  # long enough not to hammer a full disk, short enough to recover soon
+LOG_EVERY_S = 60.0  # per kind: a full disk fails every write, and must not flood the log
+
+# SQLite's primary result codes (the low byte of the extended code).
+_SQLITE_KINDS = {13: FULL, 8: READ_ONLY, 10: IO_ERROR, 14: IO_ERROR}  # FULL, READONLY, IOERR,
+# CANTOPEN (a data directory gone or unwritable, so the journal cannot be created)
+# Where the code is missing (another driver, an older Python), the messages SQLite gives.
+_SQLITE_MESSAGES = (
+    ("database or disk is full", FULL),
+    ("attempt to write a readonly database", READ_ONLY),
+    ("disk i/o error", IO_ERROR),
+    ("unable to open database file", IO_ERROR),
+)
+_ERRNO_KINDS = {
+    errno.ENOSPC: FULL,
+    errno.EDQUOT: FULL,
+    errno.EROFS: READ_ONLY,
+    errno.EIO: IO_ERROR,
+}
+_INSTALLED = "fyp_storage_errors"  # on app.state: what makes installing idempotent
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, then what caused it or was being handled when it was raised. A
+    failed COMMIT is often followed by a ROLLBACK that fails in turn ("no transaction is
+    active": SQLite already rolled back), which hides the fault as its context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """Which storage fault ``exc`` is (:data:`FULL`, :data:`READ_ONLY`, :data:`IO_ERROR`),
+    or None if it is none of them."""
+    for e in _chain(exc):
+        if isinstance(e, sqlite3.DatabaseError):
+            code = getattr(e, "sqlite_errorcode", None)
+            if isinstance(code, int) and (code & 0xFF) in _SQLITE_KINDS:
+                return _SQLITE_KINDS[code & 0xFF]
+            message = str(e).lower()
+            for text, kind in _SQLITE_MESSAGES:
+                if text in message:
+                    return kind
+        elif isinstance(e, OSError) and e.errno in _ERRNO_KINDS:
+            return _ERRNO_KINDS[e.errno]
+    return None
+
+
+def probe(data_dir: Path) -> str | None:
+    """What a one-byte durable write in ``data_dir`` meets now: :data:`FULL`,
+    :data:`READ_ONLY`, :data:`IO_ERROR`, or None (it succeeds, or fails otherwise).
+
+    SQLite reports a write to an fd that the kernel refuses as SQLITE_IOERR ("disk I/O
+    error") whatever the errno: a filesystem gone read-only under it (ext4's
+    errors=remount-ro) or a full one whose space ran out at fsync reads the same. The
+    probe asks the filesystem itself, so the client is told which it is."""
+    path = data_dir / f".storage-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as err:
+        return _ERRNO_KINDS.get(err.errno or 0)
+    try:
+        os.write(fd, b"\0")
+        os.fsync(fd)
+    except OSError as err:
+        return _ERRNO_KINDS.get(err.errno or 0)
+    finally:
+        # Created but not removable (or closable): the next probe truncates and reuses it.
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return None
+
+
+def storage_message(kind: str, exc: BaseException) -> str:
+    """What the client is told: true of every store (see the module's docstring)."""
+    undone = (
+        "the transaction that failed was rolled back, so nothing of it was stored"
+        if any(isinstance(e, sqlite3.DatabaseError) for e in _chain(exc))
+        else "the write that failed was not completed"
+    )
+    return f"storage unavailable: {kind}; {undone} — retry later"
+
+
+class _RateLimitedLog:
+    """At most one warning per kind per ``every_s`` (wall-clock here is fine: this is
+    logging, not learning state)."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()  # handlers may run on several threads (sync routes)
+
+    def warn(self, kind: str, request: Request, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.every_s:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            suppressed = self._suppressed.pop(kind, 0)
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        # The exception as text, not as an argument: a record kept by a handler (a
+        # buffer, pytest's capture) would otherwise keep its traceback, whose frames
+        # hold the failed statement's cursor, which keeps the SQLite file open.
+        log.warning(
+            "storage unavailable (%s): %s %s answered 503: %s%s",
+            kind,
+            request.method,
+            request.url.path,
+            f"{type(exc).__name__}: {exc}",
+            more,
+        )
+
+
+class _Installed:
+    """What the handlers of one app share: set by the first install, completed by a
+    later one that knows the data dir."""
+
+    def __init__(self, data_dir: Path | None) -> None:
+        self.data_dir = data_dir
+        self.warnings = _RateLimitedLog(LOG_EVERY_S)
+
+
+def install_storage_errors(app: FastAPI, data_dir: Path | None = None) -> None:
+    """Answer storage faults with 503, a ``Retry-After`` and a JSON ``detail``; every
+    other exception is handled as before (FastAPI's 500). Given the ``data_dir``, an
+    error SQLite only calls "disk I/O error" is told apart by a :func:`probe` (full,
+    read-only, or a real I/O error). Installing again is harmless: the handlers stay
+    those of the first call, and a ``data_dir`` given later is used from then on."""
+    installed = getattr(app.state, _INSTALLED, None)
+    if isinstance(installed, _Installed):
+        if data_dir is not None:
+            installed.data_dir = data_dir
+        return
+    state = _Installed(data_dir)
+    setattr(app.state, _INSTALLED, state)
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        kind = storage_fault(exc)
+        if kind is None:
+            raise exc  # not a storage fault: on to the server-error handling (a 500)
+        if kind == IO_ERROR and state.data_dir is not None:
+            kind = probe(state.data_dir) or kind
+        state.warnings.warn(kind, request, exc)
+        return JSONResponse(
+            {"detail": storage_message(kind, exc)},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    # sqlite3.OperationalError is a DatabaseError: one handler sees both.
+    app.add_exception_handler(sqlite3.DatabaseError, handler)
+    app.add_exception_handler(OSError, handler)

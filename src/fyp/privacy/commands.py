@@ -1,0 +1,164 @@
+"""``fyp keys ...``: create, list and revoke the API keys clients send.
+
+Safe to run while the server is up: the server sees a new key at once and a revocation
+within a couple of seconds (see ``SqliteKeyStore``). Creation and revocation go to the
+audit log; the token and its hash never do.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from fyp.config import load_settings
+from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore, UnknownScopeError, validate_scopes
+from fyp.types import now_ms
+
+keys_app = typer.Typer(
+    help="API keys: who may call the API, with which scopes.", no_args_is_help=True
+)
+console = Console()
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the engine keeps its data.")
+]
+ACTOR = "cli"  # who the audit log says acted: a person at this machine's command line
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    return data_dir if data_dir is not None else load_settings().data_dir
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _utc(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@keys_app.command("create")
+def create(
+    scopes: Annotated[
+        list[str],
+        typer.Option(
+            "--scopes",
+            help="Scopes to grant, comma-separated or repeated; 'all' grants every scope.",
+        ),
+    ],
+    data_dir: DataDir = None,
+    region: Annotated[
+        str | None,
+        typer.Option(help="The region whose users the key may touch (default: the deployment's)."),
+    ] = None,
+    label: Annotated[str, typer.Option(help="What the key is for, for people.")] = "",
+) -> None:
+    """Create a key and print its token, once."""
+    # Imported when used, like the other commands' heavier modules: `fyp --help` and the
+    # other subcommands do not pay for it.
+    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+
+    names = {s.strip() for arg in scopes for s in arg.split(",") if s.strip()}
+    try:
+        # Checked before anything is opened, so a typo leaves the data dir untouched.
+        granted = validate_scopes(SCOPES if "all" in names else names)
+    except UnknownScopeError as e:
+        raise _fail(str(e), 2) from None
+    root = _data_dir(data_dir)
+    audit = AuditLog(root / AUDIT_FILE)
+    store = SqliteKeyStore(root / KEYS_FILE)
+    try:
+        key, token = store.create(granted, region, label, now_ms())
+        try:
+            audit.append(
+                "key.create",
+                ACTOR,
+                details={
+                    "key_id": key.key_id,
+                    "scopes": sorted(key.scopes),
+                    "region": key.region,
+                    "label": key.label,
+                },
+            )
+        except BaseException:
+            # Never leave a working key the audit log does not know of.
+            store.revoke(key.key_id, now_ms())
+            raise
+    finally:
+        store.close()
+        audit.close()
+    # Plain echo, not rich: the token must come out on one line, unwrapped and unstyled.
+    typer.echo(f"key id: {key.key_id}")
+    typer.echo(f"scopes: {', '.join(sorted(key.scopes))}")
+    typer.echo(f"token:  {token}")
+    typer.echo("Store the token now: it is not kept and will not be shown again.")
+
+
+@keys_app.command("list")
+def list_keys(data_dir: DataDir = None) -> None:
+    """Every key, revoked ones included (never their tokens)."""
+    path = _data_dir(data_dir) / KEYS_FILE
+    if not path.is_file():  # opening the store would create it
+        console.print(f"no keys in {path.parent}")
+        return
+    store = SqliteKeyStore(path)
+    try:
+        keys = store.list()
+    finally:
+        store.close()
+    # No outer frame: six columns fit 80 characters only when none is spent on borders.
+    table = Table(title=f"API keys: {path.parent}", box=box.SIMPLE_HEAD, show_edge=False)
+    # Ids and scopes are never broken inside a word (a folded id cannot be copied); on a
+    # narrow terminal the times wrap between date and time and the label folds.
+    table.add_column("id", no_wrap=True)
+    table.add_column("scopes", no_wrap=True)
+    table.add_column("region")
+    table.add_column("label", overflow="fold", min_width=8)
+    table.add_column("created (UTC)", min_width=10)
+    table.add_column("revoked", min_width=10)
+    for key in keys:
+        table.add_row(
+            key.key_id,
+            "\n".join(sorted(key.scopes)),
+            key.region or "—",
+            key.label,
+            _utc(key.created_at),
+            _utc(key.revoked_at),
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (k_...), as `fyp keys list` shows.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a key for good; the server refuses it within a few seconds."""
+    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+
+    root = _data_dir(data_dir)
+    path = root / KEYS_FILE
+    if not path.is_file():  # opening the store would create it
+        raise _fail(f"no key {key_id} (no keys in {root})", 1)
+    # The audit log is opened first: if it cannot be, nothing is revoked unrecorded.
+    audit = AuditLog(root / AUDIT_FILE)
+    store = SqliteKeyStore(path)
+    try:
+        done = store.revoke(key_id, now_ms())
+        if done:
+            audit.append("key.revoke", ACTOR, details={"key_id": key_id})
+    finally:
+        store.close()
+        audit.close()
+    if not done:
+        raise _fail(f"no key {key_id}, or it is already revoked", 1)
+    typer.echo(f"revoked {key_id}")

@@ -1,0 +1,228 @@
+"""API keys (``keys.db``): who may call the API, for what, and for which region's users.
+
+A token is ``fyp_<key_id>_<secret>``. It is shown once, when the key is created, and never
+stored: the store keeps only its SHA-256. A plain hash (no salt, no slow KDF) is enough
+because the secret is 256 random bits, not a password a dictionary could guess; it also
+keeps ``authenticate``, which runs on every request, at microseconds.
+
+The key id inside the token is public (it is logged and audited) and names the row, so a
+lookup never scans and never compares against more than one hash.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fyp.storage.sqlite import connect
+
+SCOPES: tuple[str, ...] = (
+    "events:write",
+    "feed:read",
+    "catalog:write",
+    "moderation:write",
+    "users:admin",
+    "audit:read",
+)
+KEYS_FILE = "keys.db"  # in the data directory
+
+_TOKEN_PREFIX = "fyp_"
+_KEY_ID = re.compile(r"k_[0-9a-f]{10}")
+_KEY_ID_LEN = 12
+_MAX_TOKEN_LEN = 256  # ours are 60 characters; anything far longer is not worth hashing
+# How long a cached key is trusted before its row is read again: the bound on how long a
+# revocation made by another process (``fyp keys revoke`` while the server runs) takes.
+RECHECK_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str  # public, short: "k_" + 10 hex chars; safe to log and audit
+    scopes: frozenset[str]
+    region: str | None  # the region whose users this key may touch (None: the deployment's)
+    label: str
+    created_at: int  # Unix ms
+    revoked_at: int | None = None
+
+    def allows(self, scope: str) -> bool:
+        """Whether this key grants ``scope``; a revoked key grants nothing."""
+        return self.revoked_at is None and scope in self.scopes
+
+
+class UnknownScopeError(ValueError):
+    pass
+
+
+def validate_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """``scopes`` as a set; :class:`UnknownScopeError` if one is unknown or there is none."""
+    granted = frozenset(scopes)
+    unknown = sorted(granted - set(SCOPES))
+    if unknown or not granted:
+        what = f"unknown scope(s) {', '.join(unknown)}" if unknown else "no scope given"
+        raise UnknownScopeError(f"{what}; known scopes: {', '.join(SCOPES)}")
+    return granted
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _key_id_of(token: str) -> str | None:
+    """The key id a well-formed token names, else None (cheap checks only)."""
+    if len(token) > _MAX_TOKEN_LEN or not token.startswith(_TOKEN_PREFIX):
+        return None
+    end = len(_TOKEN_PREFIX) + _KEY_ID_LEN
+    key_id = token[len(_TOKEN_PREFIX) : end]
+    if token[end : end + 1] != "_" or len(token) == end + 1 or not _KEY_ID.fullmatch(key_id):
+        return None
+    return key_id
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id     TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    scopes     TEXT NOT NULL,
+    region     TEXT,
+    label      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+"""
+_COLUMNS = "key_id, token_hash, scopes, region, label, created_at, revoked_at"
+
+_Row = tuple[Any, ...]
+
+
+def _from_row(row: _Row) -> tuple[str, ApiKey]:
+    key_id, token_hash, scopes, region, label, created_at, revoked_at = row
+    key = ApiKey(
+        str(key_id),
+        frozenset(str(scopes).split()),
+        None if region is None else str(region),
+        str(label),
+        int(created_at),
+        None if revoked_at is None else int(revoked_at),
+    )
+    return str(token_hash), key
+
+
+@dataclass(slots=True)
+class _Cached:
+    token_hash: str
+    key: ApiKey
+    read_at: float  # monotonic seconds
+
+
+class SqliteKeyStore:
+    """Keys on disk, with every key also in memory so ``authenticate`` rarely reads SQLite.
+
+    Freshness against other processes: a cached key is re-read from its row when the
+    cache entry is older than ``recheck_s`` (so another process's revocation takes effect
+    within that), and a key id missing from the cache is looked up in SQLite (so a key
+    created by another process works at once). Both reads are one primary-key lookup.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        recheck_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._conn = connect(path, "fsync")  # Path(":memory:") opens a private in-memory db
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()  # one connection; FastAPI may call from its threadpool
+        self._recheck_s = recheck_s
+        self._clock = clock
+        now = clock()
+        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
+        self._cache: dict[str, _Cached] = {}
+        for row in rows:
+            token_hash, key = _from_row(row)
+            self._cache[key.key_id] = _Cached(token_hash, key, now)
+
+    def create(
+        self, scopes: Iterable[str], region: str | None, label: str, now: int
+    ) -> tuple[ApiKey, str]:
+        """A new key and its token; the token is not kept anywhere and cannot be recovered."""
+        granted = validate_scopes(scopes)
+        stored_scopes = " ".join(sorted(granted))
+        with self._lock:
+            while True:
+                key = ApiKey("k_" + secrets.token_hex(5), granted, region, label, now)
+                token = f"{_TOKEN_PREFIX}{key.key_id}_{secrets.token_urlsafe(32)}"
+                token_hash = _hash(token)
+                try:
+                    self._conn.execute(
+                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                        (key.key_id, token_hash, stored_scopes, region, label, now, None),
+                    )
+                except sqlite3.IntegrityError:
+                    continue  # a 40-bit id collided with an existing one: draw another
+                break
+            self._cache[key.key_id] = _Cached(token_hash, key, self._clock())
+        return key, token
+
+    def _reload(self, key_id: str) -> _Cached | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            if row is None:
+                self._cache.pop(key_id, None)
+                return None
+            token_hash, key = _from_row(row)
+            entry = _Cached(token_hash, key, self._clock())
+            self._cache[key_id] = entry
+            return entry
+
+    def authenticate(self, token: str) -> ApiKey | None:
+        """The live key ``token`` belongs to; None if it is malformed, unknown or revoked."""
+        key_id = _key_id_of(token)
+        if key_id is None:
+            return None
+        entry = self._cache.get(key_id)
+        if entry is None or self._clock() - entry.read_at > self._recheck_s:
+            entry = self._reload(key_id)
+            if entry is None:
+                return None
+        # Constant-time: the time taken says nothing about how much of the hash matched.
+        if not hmac.compare_digest(_hash(token), entry.token_hash):
+            return None
+        return entry.key if entry.key.revoked_at is None else None
+
+    def list(self) -> builtins.list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, rowid"
+            ).fetchall()
+        return [_from_row(row)[1] for row in rows]
+
+    def revoke(self, key_id: str, now: int) -> bool:
+        """Revoke ``key_id`` for good; False if there is no such key or it already was."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            done = cur.rowcount == 1
+            entry = self._cache.get(key_id)
+            if done and entry is not None:
+                entry.key = replace(entry.key, revoked_at=now)
+        return done
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

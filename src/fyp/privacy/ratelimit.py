@@ -1,0 +1,77 @@
+"""Token-bucket rate limits, in bounded memory.
+
+Called on every request, so ``take`` is a dict lookup and a little arithmetic. There is no
+lock: the API calls it from its one asyncio event loop, where nothing runs between the
+read and the write of a bucket. Share one limiter between threads and you need a lock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+# A caller that waits exactly the returned delay must then be let through; without this
+# slack, float rounding in the refill can leave it a hair short and refuse it again.
+_EPSILON = 1e-9
+
+
+class RateLimiter:
+    """Token buckets keyed by a string (an API key id, a user): ``rate`` tokens per
+    second, up to ``burst``.
+
+    A key seen for the first time starts with a full bucket. At most ``max_keys`` buckets
+    are kept; the least recently used goes first. A missing bucket counts as full, which is
+    what an idle bucket refills to after ``burst / rate`` seconds anyway: an eviction can
+    hand a key back at most the one burst it had spent, and none at all while ``max_keys``
+    exceeds the keys active within ``burst / rate`` seconds.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not rate > 0 or not burst > 0 or max_keys < 1:
+            raise ValueError(
+                f"need rate > 0, burst > 0, max_keys >= 1: {rate}, {burst}, {max_keys}"
+            )
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._clock = clock
+        # key -> (tokens left, when they were counted); LRU order, most recent last.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Buckets kept now (never more than ``max_keys``)."""
+        return len(self._buckets)
+
+    def take(self, key: str, n: float = 1.0) -> float:
+        """Take ``n`` tokens from ``key``'s bucket: 0.0 if they were there; otherwise nothing
+        is taken and the result is the seconds until they will be (send it, rounded up, as
+        Retry-After). ``n > burst`` can never be satisfied, however long one waits: that
+        returns ``math.inf`` (a caller should answer it as a request too large, not a 429
+        to retry)."""
+        if n > self.burst:
+            return math.inf
+        now = self._clock()
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            tokens = self.burst
+            if len(buckets) >= self.max_keys:
+                buckets.popitem(last=False)
+        else:
+            left, then = bucket
+            # max(0, ...): a clock that steps back must not drain the bucket.
+            tokens = min(self.burst, left + max(0.0, now - then) * self.rate)
+            buckets.move_to_end(key)
+        if tokens + _EPSILON >= n:
+            buckets[key] = (max(0.0, tokens - n), now)
+            return 0.0
+        buckets[key] = (tokens, now)
+        return (n - tokens) / self.rate

@@ -1,0 +1,140 @@
+"""Deployments as they run: a region, a data dir of their own, residency enforced, keys
+required, the app served in-process with its learning loop. Tests reach the helpers
+through the ``deployments`` fixture (see tests/conftest.py for why not ``import``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fyp.api import create_app
+from fyp.config import Settings, load_settings
+from fyp.engine import Engine
+from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+from fyp.types import now_ms
+
+N_VIDEOS = 40
+
+
+def scan(root: Path, needles: list[str]) -> dict[str, list[str]]:
+    """Each needle found in the bytes of any file under ``root`` -> the files."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        for needle in needles:
+            if needle.encode() in data:
+                found.setdefault(needle, []).append(str(path.relative_to(root)))
+    return found
+
+
+class Deployment:
+    def __init__(self, root: Path, region: str, **overrides: Any) -> None:
+        self.region = region
+        self.root = root
+        self.data_dir = root / f"data-{region}"
+        self.settings: Settings = load_settings(
+            overrides={
+                "data_dir": self.data_dir,
+                "region": region,
+                "sources": {"budget_ms": 1_000.0},
+                **overrides,
+            },
+            environ={},
+        )
+        self.engine = Engine.open(self.settings)
+        keys = SqliteKeyStore(self.data_dir / KEYS_FILE)
+        _, self.token = keys.create(SCOPES, None, f"{region} operator", now_ms())
+        keys.close()
+        self.client = TestClient(
+            create_app(self.settings, engine=self.engine),
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        self.client.__enter__()
+        videos = [
+            {
+                "video_id": f"v{i:03d}",
+                "creator_id": f"c{i % 5}",
+                "duration_ms": 10_000,
+                "hashtags": [f"#t{i % 4}"],
+                "created_at": now_ms() - 86_400_000,
+            }
+            for i in range(N_VIDEOS)
+        ]
+        assert self.client.post("/v1/videos", json={"videos": videos}).status_code == 200
+        self._n = 0
+
+    def key(self, *scopes: str, region: str | None = None) -> dict[str, str]:
+        """Headers with a new key of these scopes."""
+        keys = SqliteKeyStore(self.data_dir / KEYS_FILE)
+        _, token = keys.create(scopes, region, "test", now_ms())
+        keys.close()
+        return {"Authorization": f"Bearer {token}"}
+
+    def events(self, user_id: str, n: int, like_every: int = 3) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i in range(n):
+            self._n += 1
+            video = f"v{(self._n * 7) % N_VIDEOS:03d}"
+            ts = now_ms() - 60_000 + self._n
+            out.append(
+                {
+                    "event_id": f"{self.region}-ev-{self._n:06d}",
+                    "user_id": user_id,
+                    "video_id": video,
+                    "type": "view",
+                    "ts": ts,
+                    "watch_ms": 10_000,
+                }
+            )
+            if i % like_every == 0:
+                out.append(
+                    {
+                        "event_id": f"{self.region}-like-{self._n:06d}",
+                        "user_id": user_id,
+                        "video_id": video,
+                        "type": "like",
+                        "ts": ts + 1,
+                    }
+                )
+        return out
+
+    def wait_until_learned(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.client.get("/healthz").json()["learning_lag"]:
+            assert time.monotonic() < deadline, "learning loop behind"
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self.client is None:
+            return
+        self.client.__exit__(None, None, None)
+        self.engine.close()
+        self.client = None  # type: ignore[assignment]
+
+
+class Deployments:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.open: list[Deployment] = []
+
+    def start(self, region: str, **overrides: Any) -> Deployment:
+        d = Deployment(self.root, region, **overrides)
+        self.open.append(d)
+        return d
+
+    scan = staticmethod(scan)
+
+
+@pytest.fixture
+def deployments(tmp_path: Path) -> Iterator[Deployments]:
+    ds = Deployments(tmp_path)
+    try:
+        yield ds
+    finally:
+        for d in ds.open:
+            d.close()
