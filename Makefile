@@ -37,4 +37,4 @@ bench-models: venv  # the learned models: memory, ANN choice, training throughpu
 	$(BIN)/python bench/freshness.py
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(DATA_DIR) $(DATA_DIR).secret build *.egg-info src/*.egg-info

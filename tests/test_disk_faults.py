@@ -477,12 +477,6 @@ def test_impressions_written_behind_survive_a_full_disk(tmpfs: Path) -> None:
         engine.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the learning step applies a batch, then its automatic review write "
-    "fails on the full disk; the review is lost once there is room again (and the "
-    "server's learning loop stops for good)",
-)
 def test_the_automatic_review_is_not_lost_to_a_full_disk(tmpfs: Path) -> None:
     settings = _settings(tmpfs / "data")
     engine = Engine.open(settings)

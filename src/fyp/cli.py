@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -71,8 +72,14 @@ def serve(
 
     settings = _settings(data_dir, host, port, region, config)
     console.print(
-        f"fyp serving {settings.data_dir} on http://{settings.host}:{settings.port} (docs: /docs)"
+        f"fyp serving {settings.data_dir} (region {settings.region}) on "
+        f"http://{settings.host}:{settings.port} (docs: /docs)"
     )
+    if settings.auth.required and not _has_keys(settings.data_dir):
+        console.print(
+            "No API keys yet: every request but /healthz gets a 401. Make one with\n"
+            f"  fyp keys create --data-dir {settings.data_dir} --scopes all"
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -167,6 +174,45 @@ def import_kuairand_cmd(
     console.print("KuaiRand: Gao et al., CIKM 2022, CC BY-SA 4.0.")
 
 
+def _has_keys(data_dir: Path) -> bool:
+    from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
+
+    if not (data_dir / KEYS_FILE).exists():
+        return False
+    keys = SqliteKeyStore(data_dir / KEYS_FILE)
+    try:
+        return any(k.revoked_at is None for k in keys.list())
+    finally:
+        keys.close()
+
+
+def _demo_key(settings: Settings) -> str:
+    """A fresh key with every scope for this demo run (the last run's are revoked, so
+    demo keys do not pile up); recorded in the audit log like any other."""
+    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+    from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+    from fyp.types import now_ms
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
+    audit = AuditLog(settings.data_dir / AUDIT_FILE)
+    try:
+        for old in keys.list():
+            if old.label == "demo" and old.revoked_at is None:
+                keys.revoke(old.key_id, now_ms())
+                audit.append("key.revoke", "demo", details={"key_id": old.key_id})
+        key, token = keys.create(SCOPES, None, "demo", now_ms())
+        audit.append(
+            "key.create",
+            "demo",
+            details={"key_id": key.key_id, "scopes": sorted(key.scopes), "label": "demo"},
+        )
+        return token
+    finally:
+        audit.close()
+        keys.close()
+
+
 class _BackgroundServer:
     """uvicorn in a thread of this process, for the demo."""
 
@@ -216,18 +262,31 @@ def demo(
         RandomFeed,
         RequestStats,
         build_world,
+        register_users,
         run_audience,
         seed_catalog,
         seed_trust_and_safety,
     )
+    from fyp.privacy.residency import DataDirError, bind_data_dir
 
     settings = _settings(data_dir or Path(".fyp-demo"), host, port)
+    # Simulated users act at the machine's pace, far past a person's rate limit.
+    settings = settings.model_copy(
+        update={"auth": settings.auth.model_copy(update={"user_rate_per_s": 1e9})}
+    )
+    try:
+        bind_data_dir(settings.data_dir, settings.region)
+    except DataDirError as err:
+        console.print(f"[red]error:[/red] {err}\n(for the demo: remove {settings.data_dir})")
+        raise typer.Exit(code=1) from None
+    token = _demo_key(settings)
     _serving_gc()
     server = _BackgroundServer(settings)
     server.start()
     base = f"http://{settings.host}:{settings.port}"
     world = build_world(seed=seed, n_users=users)
-    with httpx.Client(base_url=base, timeout=30) as client:
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=30, headers=auth) as client:
         if client.get("/healthz").json()["videos"] == 0:
             n = seed_catalog(client, world)
             moderated, profiles = seed_trust_and_safety(client, world, seed)
@@ -235,6 +294,8 @@ def demo(
                 f"Seeded a synthetic world: {n:,} videos ({moderated} with a moderation "
                 f"decision), {users} users ({profiles} profiles with age bands)."
             )
+        else:
+            register_users(client, world)  # a larger audience than last time: the new ones
         # The baseline: the same audience (same seed, same number of requests) served
         # in random order, without the engine; both are compared on their last 1,000.
         baseline = run_audience(
@@ -284,17 +345,24 @@ def demo(
         f"Mean watch ratio, last 1,000 requests: engine {report.last_window_watch_ratio():.3f} "
         f"vs random order {baseline.last_window_watch_ratio():.3f}."
     )
-    console.print(f"Feed:    curl '{base}/v1/feed?user_id=u0001&count=5'")
+    say = functools.partial(console.print, soft_wrap=True)  # commands to copy, unwrapped
+    say(f"API key (every scope, this run only): {token}")
+    say(f"Key:     export FYP_KEY={token}")
+    h = '-H "Authorization: Bearer $FYP_KEY"'
+    say(f"Feed:    curl {h} '{base}/v1/feed?user_id=u0001&count=5'")
     if items:
-        console.print(f"Why:     curl '{base}/v1/users/u0001/why/{items[0]['video_id']}'")
-    console.print(
-        f"Controls: curl -X POST {base}/v1/users/u0001/controls "
+        say(f"Why:     curl {h} '{base}/v1/users/u0001/why/{items[0]['video_id']}'")
+    say(
+        f"Controls: curl {h} -X POST {base}/v1/users/u0001/controls "
         f"-H 'content-type: application/json' -d '{{\"personalized\": false}}'"
     )
-    console.print(
-        f"Audit:   .venv/bin/fyp audit report --data-dir {settings.data_dir} --out audit.html"
+    say(f"Export:  curl {h} '{base}/v1/users/u0001/export'")
+    say(f"Erase:   curl {h} -X DELETE '{base}/v1/users/u0001'")
+    say(
+        f"Audit:   .venv/bin/fyp audit report --data-dir {settings.data_dir} --out audit.html\n"
+        f"         .venv/bin/fyp audit verify --data-dir {settings.data_dir}"
     )
-    console.print(f"API:     {base}/docs   Metrics: {base}/metrics   Data: {settings.data_dir}")
+    say(f"API:     {base}/docs   Metrics: {base}/metrics   Data: {settings.data_dir}")
     if not stay:
         server.stop()
         return

@@ -7,6 +7,7 @@ all drive the same object.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -355,6 +356,7 @@ class Engine:
                 if not batch:
                     if self.state.refresh_due():  # a refresh asked with the log caught up
                         self.state.apply([])
+                    self._review_reported()  # any a failed write left due
                     break
                 self.state.apply(batch)
                 if train and self.models is not None:
@@ -425,7 +427,8 @@ class Engine:
     def _review_reported(self) -> None:
         """Videos whose reports crossed the policy's threshold go to review (``pending``),
         once each: a moderator's later decision is not undone by a replay."""
-        for row in self.state.reports.take_due():
+        due = self.state.reports.take_due()
+        for i, row in enumerate(due):
             video_id = self.catalog.videos[row].video_id
             if video_id in self._auto_reviewed:
                 continue
@@ -433,13 +436,18 @@ class Engine:
                 continue
             reporters = len(self.state.reports.reporters.get(row, ()))
             weight = self.state.reports.weight.get(row, 0.0)
-            self.moderate(
-                video_id,
-                ModerationState.PENDING.value,
-                None,
-                f"automatic: reported by {reporters} users (weighted {weight:.2f})",
-                REPORTS_ACTOR,
-            )
+            try:
+                self.moderate(
+                    video_id,
+                    ModerationState.PENDING.value,
+                    None,
+                    f"automatic: reported by {reporters} users (weighted {weight:.2f})",
+                    REPORTS_ACTOR,
+                )
+            except BaseException:
+                # Not stored (a full disk, say): due again, for the next learning step.
+                self.state.reports.due[:0] = due[i:]
+                raise
 
     def review_queue(self, limit: int) -> list[ReviewItem]:
         """Videos waiting for review (``pending``) and reported videos, most reported
@@ -646,9 +654,14 @@ class Engine:
             return self.pipeline.run(pid, n, surface, self.clock() if now is None else now)
 
     def close(self) -> None:
-        self.event_log.close()
-        self.impressions.close()
-        self.catalog_store.close()
-        self.moderation_store.close()
-        self.user_store.close()
-        self.audit.close()
+        """Close every store, even when one fails to (its last write on a full disk)."""
+        with contextlib.ExitStack() as stack:
+            for store in (
+                self.audit,
+                self.user_store,
+                self.moderation_store,
+                self.catalog_store,
+                self.impressions,
+                self.event_log,
+            ):
+                stack.callback(store.close)

@@ -29,14 +29,17 @@ def send(client: TestClient, case: schemathesis.Case[Any]) -> None:
     headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k not in client.headers}
     if kwargs.get("cookies"):  # httpx deprecates per-request cookies: send the header
         headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in kwargs["cookies"].items())
-    response = client.request(
-        kwargs["method"],
-        kwargs["url"],
-        params=kwargs.get("params"),
-        headers=headers,
-        json=kwargs.get("json"),
-        content=kwargs.get("data"),
-    )
+    try:
+        response = client.request(
+            kwargs["method"],
+            kwargs["url"],
+            params=kwargs.get("params"),
+            headers=headers,
+            json=kwargs.get("json"),
+            content=kwargs.get("data"),
+        )
+    except Exception as err:  # the app raised (the client re-raises it): name the request
+        raise AssertionError(f"{err!r} from\n    {case.as_curl_command()}") from err
     case.validate_response(response, checks=[not_a_server_error])
 
 

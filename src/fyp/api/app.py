@@ -10,6 +10,7 @@ of the same loop, woken by every accepted event batch.
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -59,6 +60,7 @@ IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_P
 IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
+STORAGE_RETRY_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,8 @@ class LearningLoop:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
+        self.storage_error: str | None = None  # the last one, while it lasts
+        self._expired_at = -RETENTION_EVERY_S
         self._task = asyncio.create_task(self._run())
         self._wake.set()  # catch up with anything logged before the start
 
@@ -154,30 +158,42 @@ class LearningLoop:
         return None if exc is None else f"{type(exc).__name__}: {exc}"
 
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._steps()
+            except (sqlite3.Error, OSError) as err:
+                # The disk (full, read-only, failing). Nothing is lost: the next step
+                # redoes the writes that failed (a review is due again, a checkpoint
+                # is written again), so wait and try again.
+                self.storage_error = f"{type(err).__name__}: {err}"
+                log.warning("the learning loop hit a storage error (%s); retrying", err)
+                await asyncio.sleep(STORAGE_RETRY_S)
+                self._wake.set()
+            except Exception:
+                log.exception("the learning loop stopped; feeds are served from the last state")
+                raise
+
+    async def _steps(self) -> None:
         loop = asyncio.get_running_loop()
-        expired_at = -RETENTION_EVERY_S
-        try:
-            while True:
-                if loop.time() - expired_at >= RETENTION_EVERY_S:
-                    expired_at = loop.time()
-                    self.engine.expire()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RETENTION_EVERY_S)
-                self._wake.clear()
-                while self.engine.learning_due():
-                    self.engine.learn(max_events=256, train=False)
+        while True:
+            if loop.time() - self._expired_at >= RETENTION_EVERY_S:
+                self._expired_at = loop.time()
+                self.engine.expire()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RETENTION_EVERY_S)
+            self._wake.clear()
+            while self.engine.learning_due():
+                self.engine.learn(max_events=256, train=False)
+                self.storage_error = None
+                await asyncio.sleep(0)
+                # The learned models' steps one at a time, feeds served in between.
+                while self.engine.train_step():
                     await asyncio.sleep(0)
-                    # The learned models' steps one at a time, feeds served in between.
-                    while self.engine.train_step():
-                        await asyncio.sleep(0)
-                    every = self.engine.settings.checkpoint_every_events
-                    done = self.engine.state.applied_offset - self.engine.checkpoint_offset
-                    if every and done >= every:
-                        self.engine.checkpoint()
-                        await asyncio.sleep(0)
-        except Exception:
-            log.exception("the learning loop stopped; feeds are served from the last state")
-            raise
+                every = self.engine.settings.checkpoint_every_events
+                done = self.engine.state.applied_offset - self.engine.checkpoint_offset
+                if every and done >= every:
+                    self.engine.checkpoint()
+                    await asyncio.sleep(0)
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -229,7 +245,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _with_body_schemas(app)  # type: ignore[method-assign]
-    install_storage_errors(app)
+    install_storage_errors(app, settings.data_dir)
 
     def eng() -> Engine:
         return holder["engine"]
@@ -266,10 +282,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         """Liveness and readiness: 200 while the learning loop runs, 503 if it stopped
         (feeds are still served, from the state as it was)."""
         e = eng()
-        failure = loops["learning"].failure
+        learning = loops["learning"]
+        failure = learning.failure
         lag = e.pending()
+        status = "ok" if failure is None else f"degraded: learning stopped ({failure})"
+        if failure is None and learning.storage_error is not None:
+            status = f"degraded: storage ({learning.storage_error}); retrying"
         body = Health(
-            status="ok" if failure is None else f"degraded: learning stopped ({failure})",
+            status=status,
             region=settings.region,
             videos=len(e.catalog),
             events=e.state.applied_offset + lag,

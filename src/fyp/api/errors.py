@@ -2,11 +2,10 @@
 the operator's to fix and the client's to wait out, not a bug (500) in the request.
 
 Every store writes in SQLite transactions (or, for files, writes it undoes on failure:
-the audit log truncates a partial line, checkpoints are replaced atomically), so the
-write that failed left nothing behind, and the stores stay consistent; the client can
+the audit log truncates a partial line, a checkpoint only replaces the old one once
+written whole), so the write that failed left the stores as they were; the client can
 retry (events are idempotent by ``event_id``). A request that made several writes may
-have had earlier ones stored, so the message claims no more than that about the one
-that failed.
+have had earlier ones stored, so the message claims that only of the one that failed.
 """
 
 from __future__ import annotations
@@ -34,8 +33,12 @@ RETRY_AFTER_S = 30  # long enough not to hammer a full disk, short enough to rec
 LOG_EVERY_S = 60.0  # per kind: a full disk fails every write, and must not flood the log
 
 # SQLite's primary result codes (the low byte of the extended code).
-_SQLITE_KINDS = {13: FULL, 8: READ_ONLY, 10: IO_ERROR, 14: IO_ERROR}  # FULL, READONLY, IOERR,
-# CANTOPEN (a data directory gone or unwritable, so the journal cannot be created)
+_SQLITE_KINDS = {
+    13: FULL,  # SQLITE_FULL
+    8: READ_ONLY,  # SQLITE_READONLY
+    10: IO_ERROR,  # SQLITE_IOERR
+    14: IO_ERROR,  # SQLITE_CANTOPEN: the data dir gone or unwritable (no journal file)
+}
 # Where the code is missing (another driver, an older Python), the messages SQLite gives.
 _SQLITE_MESSAGES = (
     ("database or disk is full", FULL),

@@ -72,7 +72,8 @@ class SqliteModerationStore:
                 )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                if cur.connection.in_transaction:  # SQLite may have rolled back already
+                    cur.execute("ROLLBACK")
                 raise
 
     def history(self, video_id: str | None = None) -> list[ModerationAction]:

@@ -105,7 +105,8 @@ class SqliteCatalogStore:
                 )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                if cur.connection.in_transaction:  # SQLite may have rolled back already
+                    cur.execute("ROLLBACK")
                 raise
 
     def get(self, video_id: str) -> Video | None:

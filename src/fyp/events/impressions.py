@@ -12,7 +12,6 @@ import json
 import logging
 import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
@@ -144,6 +143,7 @@ def _from_row(r: Any) -> Impression:  # a sqlite3 row
     )
 
 
+MAX_BACKOFF_S = 5.0  # the writer's longest wait between retries of a failing disk
 _ROWS_PER_INSERT = 90  # 900 parameters a statement: well under SQLite's limit
 
 
@@ -229,6 +229,7 @@ class SqliteImpressionLog:
                     self._pending_counts[(day, surface, name, rule)] += n
 
     def _write_behind(self) -> None:
+        failures = 0
         while True:
             with self._wake:
                 while not self._pending and not self._pending_counts and not self._closing:
@@ -240,9 +241,16 @@ class SqliteImpressionLog:
             try:
                 with self._lock:
                     self._flush()
-            except Exception:  # kept pending: the next flush (or a read) tries again
-                log.exception("writing impressions failed; will retry")
-                time.sleep(self._write_behind_s)
+                failures = 0
+            except Exception as err:  # kept pending: the next flush (or a read) tries again
+                # A full or failing disk lasts: back off (up to MAX_BACKOFF_S) and say so
+                # once per run of failures, not ten times a second.
+                if failures == 0:
+                    log.warning("writing impressions failed (%s); retrying with backoff", err)
+                failures += 1
+                with self._wake:  # woken early by close()
+                    if not self._closing:
+                        self._wake.wait(min(self._write_behind_s * 2**failures, MAX_BACKOFF_S))
 
     def _flush(self) -> None:
         """Write the pending rows, in append order (hold ``_lock``)."""
@@ -288,7 +296,8 @@ class SqliteImpressionLog:
         try:
             yield cur
         except BaseException:
-            cur.execute("ROLLBACK")
+            if cur.connection.in_transaction:  # SQLite may have rolled back already
+                cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
 
@@ -379,5 +388,7 @@ class SqliteImpressionLog:
         if self._writer is not threading.current_thread():
             self._writer.join()
         with self._lock:
-            self._flush()
-            self._conn.close()
+            try:
+                self._flush()
+            finally:  # a flush that fails (a full disk) must not leave the file open
+                self._conn.close()

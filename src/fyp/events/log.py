@@ -116,7 +116,8 @@ class SqliteEventLog:
                     )
                     cur.execute("COMMIT")  # synchronous=FULL: fsynced before COMMIT returns
                 except BaseException:
-                    cur.execute("ROLLBACK")
+                    if cur.connection.in_transaction:  # SQLite may have rolled back already
+                        cur.execute("ROLLBACK")
                     raise
         duplicates.sort()
         return AppendResult(fresh, duplicates)

@@ -31,16 +31,17 @@ class DataDirError(RuntimeError):
 def not_homed_here(user_id: str, region: str) -> str:
     """The one refusal message: the same whether or not the user exists anywhere."""
     return (
-        f"user {user_id!r} is not homed in this deployment (region {region!r}): its data "
-        f"is served only by its home region's deployment; a new user of this region is "
-        f"created with PUT /v1/users/{{id}}"
+        f"user {user_id!r} is not homed in this deployment (region {region!r}): a user's "
+        f"data is served only by their home region's deployment; a new user of this "
+        f"region is created with PUT /v1/users/{{id}}"
     )
 
 
 def bind_data_dir(data_dir: Path, region: str) -> bool:
     """Check that ``data_dir`` is this region's (binding a new one to it); returns
-    whether it was new."""
+    whether it holds no data yet."""
     path = data_dir / DEPLOYMENT_FILE
+    empty = not any((data_dir / name).exists() for name in _DATA_FILES)
     if path.exists():
         try:
             bound = json.loads(path.read_text())["region"]
@@ -52,8 +53,8 @@ def bind_data_dir(data_dir: Path, region: str) -> bool:
                 f"{region!r} (--region / FYP_REGION). One region's data is never opened "
                 "by another's deployment."
             )
-        return False
-    if any((data_dir / name).exists() for name in _DATA_FILES):
+        return empty
+    if not empty:
         raise DataDirError(
             f"{data_dir} holds data from a version of fyp before residency (raw user ids "
             f"at rest, no {DEPLOYMENT_FILE}); import it again into a new data directory"

@@ -95,7 +95,8 @@ class SqliteUserStore:
                 )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                if cur.connection.in_transaction:  # SQLite may have rolled back already
+                    cur.execute("ROLLBACK")
                 raise
 
     def profiles(self) -> dict[str, UserProfile]:
