@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -413,6 +413,20 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.startup_s = float("nan")
+        # A key with every scope, as a deployment's app would hold: every benchmarked
+        # request pays for authentication, as in production.
+        from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+
+        keys = SqliteKeyStore(data_dir / KEYS_FILE)
+        _, token = keys.create(SCOPES, None, "bench", int(time.time() * 1000))
+        keys.close()
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def client(self, timeout_s: float = 30.0) -> Any:
+        """An ``httpx.Client`` of this server, with its key."""
+        import httpx
+
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout_s)
 
     @property
     def base_url(self) -> str:
@@ -486,6 +500,12 @@ class Server:
             proc.wait(timeout=10)
             if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
                 raise
+
+
+def register_users(engine: Any, events: Sequence[Mapping[str, Any]]) -> int:
+    """Create the users of ``events`` (residency: a deployment takes events only of the
+    users it homes), in one write, as sign-ups before the benchmark would have."""
+    return int(engine.register_users(sorted({str(e["user_id"]) for e in events})))
 
 
 def scrape_route_seconds(base_url: str, route: str, method: str) -> tuple[float, float]:
@@ -613,9 +633,14 @@ def client_main(conn: Any) -> None:
     import httpx
 
     try:
-        base_url, phases, concurrency = conn.recv()
+        base_url, phases, concurrency, headers = conn.recv()
         clients = [
-            httpx.Client(base_url=base_url, timeout=60.0, limits=httpx.Limits(max_connections=1))
+            httpx.Client(
+                base_url=base_url,
+                headers=headers,
+                timeout=60.0,
+                limits=httpx.Limits(max_connections=1),
+            )
             for _ in range(concurrency)
         ]
         out: list[LoadResult] = []
@@ -637,8 +662,10 @@ def run_clients(
     phases: list[tuple[list[Job], list[Job], float | None]],
     concurrency: int,
     timeout_s: float = 900.0,
+    headers: dict[str, str] | None = None,
 ) -> list[LoadResult]:
-    """Run ``client_main`` in a fresh (spawned) process and return its results.
+    """Run ``client_main`` in a fresh (spawned) process and return its results
+    (``headers`` on every request: the server's key).
 
     The jobs go over the pipe after the process has started (not as ``Process`` args), so
     a client that dies early shows up as an error here rather than a hang."""
@@ -648,7 +675,7 @@ def run_clients(
     proc.start()
     child.close()
     try:
-        parent.send((base_url, phases, concurrency))
+        parent.send((base_url, phases, concurrency, headers or {}))
         deadline = time.monotonic() + timeout_s
         while not parent.poll(1.0):
             if not proc.is_alive():

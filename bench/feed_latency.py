@@ -51,6 +51,7 @@ from _common import (
     ms,
     percentiles,
     print_table,
+    register_users,
     run_clients,
     scrape_route_seconds,
     utc_now_iso,
@@ -96,6 +97,7 @@ def build_state(
         engine.upsert_videos(chunk)
     setup["upsert_videos_s"] = time.perf_counter() - t0
 
+    register_users(engine, history)
     t0 = time.perf_counter()
     accepted = rejected = 0
     for chunk in batches(history, 5_000):
@@ -214,7 +216,10 @@ def bench_http(
             before = scrape_route_seconds(server.base_url, route, "GET")
             cpu0 = server.cpu_s()
             (res,) = run_clients(
-                server.base_url, [(jobs[:warmup], jobs[warmup:], None)], CONCURRENCY
+                server.base_url,
+                [(jobs[:warmup], jobs[warmup:], None)],
+                CONCURRENCY,
+                headers=server.headers,
             )
             cpu1 = server.cpu_s()
             after = scrape_route_seconds(server.base_url, route, "GET")
@@ -290,6 +295,10 @@ def main() -> None:
             )
             try:
                 users = request_users(n_users, inproc_n + warmup, seed=n_videos + 7, tag="ip")
+                http_users = request_users(n_users, http_n + warmup, seed=n_videos + 8, tag="http")
+                # The new users signed up (residency) before their first feed, untimed.
+                new = [{"user_id": u} for u in users + http_users if u.startswith("new-")]
+                register_users(engine, new)
                 inproc = bench_in_process(engine, users, warmup)
                 g2 = inproc["gc_during_timed_loop"]["gen2"]
                 console.print(
@@ -298,10 +307,11 @@ def main() -> None:
                 )
                 if args.profile and n_videos == max(sizes):
                     prof_users = request_users(n_users, 1_000, seed=n_videos + 9, tag="prof")
+                    register_users(engine, [{"user_id": u} for u in prof_users])
                     profile_text = profile_in_process(engine, prof_users)
             finally:
                 engine.close()
-            users = request_users(n_users, http_n + warmup, seed=n_videos + 8, tag="http")
+            users = http_users
             server_env = None
             if args.learned_models:
                 config = root / "learned-models.toml"

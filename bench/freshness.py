@@ -68,6 +68,7 @@ from _common import (
     ms,
     percentiles,
     print_table,
+    register_users,
     utc_now_iso,
     write_json,
 )
@@ -93,6 +94,7 @@ def build_data_dir(
         for chunk in batches(cat.videos, 5_000):
             engine.upsert_videos(chunk)
         history = make_history(cat, n_users, views, now, seed=len(cat.videos) + 1)
+        register_users(engine, history)
         for chunk in batches(history, 5_000):
             result = engine.ingest(chunk, now=now)
             if result.rejected:
@@ -182,7 +184,7 @@ def get_feed(client: httpx.Client, user: str) -> list[dict[str, Any]]:
 
 
 def run_trials(
-    base_url: str,
+    server: Server,
     cat: Catalog,
     judge: Judge,
     creators: list[str],
@@ -193,11 +195,18 @@ def run_trials(
     for v in cat.videos:
         by_creator.setdefault(v.creator_id, []).append(v)
     trials: list[dict[str, Any]] = []
-    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+    with server.client(30.0) as client:
+
+        def sign_up(user: str) -> None:  # residency: a user is created before acting
+            client.put(f"/v1/users/{user}", json={}).raise_for_status()
+
         for i in range(10):  # warm the connection and the request path
+            sign_up(f"warm-{mode}-{i}")
             get_feed(client, f"warm-{mode}-{i}")
         for i, creator in enumerate(creators):
             user, control = f"fresh-{mode}-{i}", f"control-{mode}-{i}"
+            sign_up(user)
+            sign_up(control)
             # The creator's most watched videos (low rows are the popular ones): what a new
             # user meets first, and what has co-engagement to recall from.
             signal = sorted(by_creator[creator], key=lambda v: v.video_id)[:SIGNAL_VIDEOS]
@@ -365,15 +374,19 @@ def main() -> None:
         for mode in modes:
             data_dir = root / f"data-{mode}"
             shutil.copytree(seed_dir, data_dir)
-            env: dict[str, str] = {}
-            if mode == "on":
-                config = root / "models-on.toml"
-                config.write_text(model_toml)
-                env["FYP_CONFIG"] = str(config)
+            secret = seed_dir.with_name(seed_dir.name + ".secret")  # beside, never inside
+            shutil.copy(secret, data_dir.with_name(data_dir.name + ".secret"))
+            # Polling a feed every POLL_MS is past a person's rate limit: lifted here.
+            config = root / f"models-{mode}.toml"
+            config.write_text(
+                (model_toml if mode == "on" else "")
+                + "\n[auth]\nuser_rate_per_s = 1000.0\nuser_burst = 10000.0\n"
+            )
+            env = {"FYP_CONFIG": str(config)}
             creators = list(rng.choice(eligible, size=args.trials, replace=False))
             with Server(data_dir, root / f"server-{mode}.log", env=env) as server:
                 console.print(f"  models {mode}: server up in {server.startup_s:.1f} s")
-                trials = run_trials(server.base_url, cat, judge, creators, mode, args.timeout)
+                trials = run_trials(server, cat, judge, creators, mode, args.timeout)
             s = summarise(mode, trials, server.startup_s)
             payload["modes"].append(s)
             console.print(

@@ -48,6 +48,7 @@ from _common import (
     ms,
     percentiles,
     print_table,
+    register_users,
     run_clients,
     utc_now_iso,
     write_json,
@@ -72,12 +73,14 @@ def make_events(n_videos: int, n_events: int, now: int, seed: int, prefix: str) 
     return events[:n_events]
 
 
-def setup_data_dir(data_dir: Path, now: int) -> float:
+def setup_data_dir(data_dir: Path, now: int, events: list[Any]) -> float:
+    """The catalog, and the users of ``events`` signed up (residency)."""
     t0 = time.perf_counter()
     engine = Engine.open(Settings(data_dir=data_dir))
     try:
         for chunk in batches(make_catalog(N_VIDEOS, now, seed=0).videos, 5_000):
             engine.upsert_videos(chunk)
+        register_users(engine, events)
     finally:
         engine.close()
     return time.perf_counter() - t0
@@ -139,22 +142,26 @@ def bench_http(
     rows: list[dict[str, Any]] = []
     with (
         Server(data_dir, log_path) as server,
-        httpx.Client(base_url=server.base_url, timeout=30) as probe,
+        server.client(30) as probe,
     ):
         startup = server.startup_s
         # The HTTP floor: a POST that stores nothing.
         cpu0 = server.cpu_s()
-        (floor,) = run_clients(server.base_url, [(empty[:100], empty[100:], None)], CONCURRENCY)
+        (floor,) = run_clients(
+            server.base_url, [(empty[:100], empty[100:], None)], CONCURRENCY, headers=server.headers
+        )
         cpu1 = server.cpu_s()
         rows.append(_row("HTTP POST /v1/events, empty batch (floor)", floor, 0, cpu0, cpu1))
 
         # Warm up (and let the learning loop absorb the warm-up events) before timing.
-        run_clients(server.base_url, [([], warm, None)], CONCURRENCY)
+        run_clients(server.base_url, [([], warm, None)], CONCURRENCY, headers=server.headers)
         while _lag(probe) > 0:
             time.sleep(0.1)
 
         cpu0 = server.cpu_s()
-        (res,) = run_clients(server.base_url, [([], post, seconds)], CONCURRENCY)
+        (res,) = run_clients(
+            server.base_url, [([], post, seconds)], CONCURRENCY, headers=server.headers
+        )
         cpu1 = server.cpu_s()
         t_end = time.perf_counter()
         row = _row(f"HTTP POST /v1/events, {BATCH}/batch", res, BATCH, cpu0, cpu1)
@@ -166,7 +173,15 @@ def bench_http(
             time.sleep(0.2)
             lag_trace.append((time.perf_counter() - t_end, _lag(probe)))
         caught_up = lag_trace[-1][1] == 0
+        cpu_end = server.cpu_s()
         learning = {
+            # Server CPU per event over the load and the catch-up after it: ingestion
+            # and learning together, whichever share of the learning ran during the load.
+            "server_cpu_us_per_event_incl_catch_up": (
+                (cpu_end - cpu0) / res.accepted * 1e6
+                if caught_up and cpu_end is not None and cpu0 is not None and res.accepted
+                else None
+            ),
             "learning_lag_at_end_of_load": lag_at_end,
             "events_learned_during_load": res.accepted - lag_at_end,
             "seconds_until_lag_0_after_load": lag_trace[-1][0] if caught_up else None,
@@ -253,8 +268,8 @@ def main() -> None:
             f"{len(events):,} events in {len(bodies)} bodies of {BATCH} "
             f"(~{payload['setup']['mean_body_bytes'] / 1024:.0f} KiB each); data in {root}"
         )
-        payload["setup"]["catalog_s"] = setup_data_dir(root / "in-process", now)
-        setup_data_dir(root / "http", now)
+        payload["setup"]["catalog_s"] = setup_data_dir(root / "in-process", now, events)
+        setup_data_dir(root / "http", now, events + warmup)
 
         console.print("in process: Engine.ingest, then Engine.learn")
         inproc = bench_in_process(root / "in-process", events, now)

@@ -66,7 +66,7 @@ from _common import (
     write_json,
 )
 from feed_latency import COUNT, bench_in_process, request_users
-from fyp.config import ModelSettings, Settings
+from fyp.config import ModelSettings, PrivacyConfig, Settings
 from fyp.engine import Engine
 from fyp.model.online import OnlineModels
 from fyp.model.ranker import MultiTaskRanker, RankExample
@@ -457,7 +457,14 @@ def _build(
     data_dir: Path, n_videos: int, n_users: int, views: int, now: int
 ) -> tuple[Engine, dict[str, Any]]:
     """What ``feed_latency.build_state`` does with the models on, minus its final learn."""
-    engine = Engine.open(Settings(data_dir=data_dir, model=ModelSettings(enabled=True)))
+    # The synthetic users are this deployment's: no sign-up step in a training benchmark.
+    engine = Engine.open(
+        Settings(
+            data_dir=data_dir,
+            model=ModelSettings(enabled=True),
+            privacy=PrivacyConfig(require_registered_users=False),
+        )
+    )
     setup: dict[str, Any] = {"videos": n_videos, "users": n_users, "views_per_user": views}
     t0 = time.perf_counter()
     catalog = make_catalog(n_videos, now, seed=n_videos)

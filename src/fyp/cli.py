@@ -75,6 +75,15 @@ def serve(
         f"fyp serving {settings.data_dir} (region {settings.region}) on "
         f"http://{settings.host}:{settings.port} (docs: /docs)"
     )
+    from fyp.engine import open_data_dir
+    from fyp.privacy.pseudonym import SecretError
+    from fyp.privacy.residency import DataDirError
+
+    try:
+        open_data_dir(settings)  # the wrong region's data, or no secret: say so, not a trace
+    except (DataDirError, SecretError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
     if settings.auth.required and not _has_keys(settings.data_dir):
         console.print(
             "No API keys yet: every request but /healthz gets a 401. Make one with\n"
@@ -256,6 +265,7 @@ def demo(
     users watch through the HTTP API, and show feed quality as the engine learns."""
     import httpx
 
+    from fyp.engine import open_data_dir
     from fyp.eval.simulate import (
         AudienceReport,
         EngineFeed,
@@ -267,7 +277,8 @@ def demo(
         seed_catalog,
         seed_trust_and_safety,
     )
-    from fyp.privacy.residency import DataDirError, bind_data_dir
+    from fyp.privacy.pseudonym import SecretError
+    from fyp.privacy.residency import DataDirError
 
     settings = _settings(data_dir or Path(".fyp-demo"), host, port)
     # Simulated users act at the machine's pace, far past a person's rate limit.
@@ -275,8 +286,8 @@ def demo(
         update={"auth": settings.auth.model_copy(update={"user_rate_per_s": 1e9})}
     )
     try:
-        bind_data_dir(settings.data_dir, settings.region)
-    except DataDirError as err:
+        open_data_dir(settings)
+    except (DataDirError, SecretError) as err:
         console.print(f"[red]error:[/red] {err}\n(for the demo: remove {settings.data_dir})")
         raise typer.Exit(code=1) from None
     token = _demo_key(settings)

@@ -103,6 +103,16 @@ def _learning_settings(settings: Settings) -> str:
     )
 
 
+def open_data_dir(settings: Settings) -> Pseudonyms:
+    """Check that the data dir is this region's (binding a new one) and load the
+    pseudonym secret beside it (made for a new one): DataDirError or SecretError, with
+    a message for the operator, when either is wrong."""
+    data = settings.data_dir
+    new = bind_data_dir(data, settings.region)
+    secret = settings.privacy.secret_file or data.with_name(data.name + ".secret")
+    return Pseudonyms.from_file(secret, data, create=new)
+
+
 class Engine:
     def __init__(
         self,
@@ -189,9 +199,7 @@ class Engine:
         from the last checkpoint (when there is one, made under the same settings, and
         ``from_checkpoint``), then the rest of the log replayed."""
         data: Path = settings.data_dir
-        new = bind_data_dir(data, settings.region)
-        secret = settings.privacy.secret_file or data.with_name(data.name + ".secret")
-        pseudonyms = Pseudonyms.from_file(secret, data, create=new)
+        pseudonyms = open_data_dir(settings)
         engine = cls(
             settings,
             SqliteCatalogStore(data / "catalog.db"),

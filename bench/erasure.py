@@ -1,0 +1,148 @@
+"""Erasure: how long ``DELETE /v1/users/{id}`` takes on a data dir of some size.
+
+Setup: a synthetic catalog and history (users with 20 views each, plus their actions),
+ingested and learned in process, impressions recorded for every view, a checkpoint
+written. Then, for several users: ``Engine.erase_user`` (what the route does: delete the
+user's events and impressions with overwriting and WAL truncation, drop their state,
+rewrite the checkpoint), timed end to end, with the checkpoint rewrite timed on its own
+as the baseline in the same run (erasing = that plus the deletes). The promise is
+"within 60 s"; the answer comes only once it is done.
+
+    python bench/erasure.py [--quick]
+
+Prints a table and writes ``bench/results/erasure.json`` (``erasure_quick``). Nothing
+here asserts on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    batches,
+    console,
+    exit_on_sigterm,
+    machine_info,
+    make_catalog,
+    make_history,
+    percentiles,
+    print_table,
+    register_users,
+    utc_now_iso,
+    write_json,
+)
+from fyp.config import Settings
+from fyp.engine import Engine
+from fyp.types import Impression, now_ms
+
+ERASED = 5  # users erased (and checkpoints rewritten) per run
+
+
+def build(data_dir: Path, n_videos: int, n_users: int, now: int) -> tuple[Engine, dict[str, Any]]:
+    engine = Engine.open(Settings(data_dir=data_dir))
+    t0 = time.perf_counter()
+    cat = make_catalog(n_videos, now, seed=3)
+    for chunk in batches(cat.videos, 5_000):
+        engine.upsert_videos(chunk)
+    history = make_history(cat, n_users, 20, now, seed=4)
+    register_users(engine, history)
+    for chunk in batches(history, 5_000):
+        engine.ingest(chunk, now=now)
+    engine.learn()
+    views = [e for e in history if e["type"] == "view"]
+    for start, chunk in enumerate(batches(views, 5_000)):
+        engine.record_impressions(
+            [
+                Impression(
+                    f"r{start}-{i}", str(e["user_id"]), str(e["video_id"]), 0, "trending",
+                    1.0, "for_you", int(str(e["ts"])) - 1,
+                )
+                for i, e in enumerate(chunk)
+            ]
+        )  # fmt: skip
+    checkpoint_bytes = engine.checkpoint()
+    setup = {
+        "videos": n_videos,
+        "users": n_users,
+        "events": engine.event_log.count(),
+        "impressions": engine.impressions.count(),
+        "checkpoint_bytes": checkpoint_bytes,
+        "data_dir_bytes": sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()),
+        "build_s": time.perf_counter() - t0,
+    }
+    return engine, setup
+
+
+def main() -> None:
+    exit_on_sigterm()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a smaller run (under a minute)")
+    ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dir")
+    args = ap.parse_args()
+    n_videos, n_users = (5_000, 2_000) if args.quick else (50_000, 25_000)
+    root = Path(tempfile.mkdtemp(prefix="fyp-bench-erasure-", dir=args.data_root))
+    payload: dict[str, Any] = {
+        "benchmark": "erasure",
+        "started_at": utc_now_iso(),
+        "machine": machine_info(root),
+        "quick": args.quick,
+    }
+    try:
+        now = now_ms()
+        console.print(f"[bold]{n_videos:,} videos, {n_users:,} users x 20 views[/]: building")
+        engine, setup = build(root / "data", n_videos, n_users, now)
+        console.print(
+            f"  {setup['events']:,} events, {setup['impressions']:,} impressions, "
+            f"checkpoint {setup['checkpoint_bytes'] / 1e6:.0f} MB, in {setup['build_s']:.0f} s"
+        )
+        try:
+            erase_ms: list[float] = []
+            checkpoint_ms: list[float] = []
+            deleted: list[dict[str, int]] = []
+            for i in range(ERASED):
+                t0 = time.perf_counter()
+                engine.checkpoint()
+                checkpoint_ms.append((time.perf_counter() - t0) * 1e3)
+                user = f"u{i * 97:06d}"
+                t0 = time.perf_counter()
+                done = engine.erase_user(user, "bench")
+                erase_ms.append((time.perf_counter() - t0) * 1e3)
+                deleted.append({"events": done.events, "impressions": done.impressions})
+        finally:
+            engine.close()
+        payload["setup"] = setup
+        payload["results"] = {
+            "erase_ms": percentiles(erase_ms),
+            "erase_ms_all": erase_ms,
+            "checkpoint_only_ms": percentiles(checkpoint_ms),
+            "deleted_per_user": deleted,
+        }
+        print_table(
+            "Erasure (DELETE /v1/users/{id}, in process), ms",
+            ["what", "runs", "p50", "max"],
+            [
+                ["erase one user (deletes + checkpoint rewrite)", str(ERASED),
+                 f"{percentiles(erase_ms)['p50']:.0f}", f"{max(erase_ms):.0f}"],
+                ["baseline: checkpoint rewrite alone", str(ERASED),
+                 f"{percentiles(checkpoint_ms)['p50']:.0f}", f"{max(checkpoint_ms):.0f}"],
+            ],
+            caption=(
+                f"{setup['events']:,} events, {setup['impressions']:,} impressions, "
+                f"{setup['data_dir_bytes'] / 1e6:.0f} MB data dir; each erased user had "
+                f"about {deleted[0]['events']} events. Target: within 60 s."
+            ),
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    payload["finished_at"] = utc_now_iso()
+    path = write_json("erasure_quick" if args.quick else "erasure", payload)
+    console.print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+// Shared by the player and the console: who is calling (key, user) and a fetch wrapper.
+//
+// The key and the user id come in the URL fragment (/#key=...&user=...), which browsers
+// never send to the server. They are moved into sessionStorage (gone when the tab is
+// closed) and the fragment is removed from the address bar, so it is not bookmarked,
+// shared or kept in the history by accident.
+
+const KEY = "fyp.key";
+const USER = "fyp.user"; // sessionStorage: given in the URL
+const LOCAL_USER = "fyp.localUser"; // localStorage: made up here, kept across visits
+
+/** Read key/user from the fragment (if any), store them, clean the address bar. */
+export function readAuth() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("key")) sessionStorage.setItem(KEY, params.get("key"));
+  if (params.get("user")) sessionStorage.setItem(USER, params.get("user"));
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  return { key: sessionStorage.getItem(KEY), user: currentUser() };
+}
+
+/** The user: the one given in the URL, else the one this browser made up, else a new one. */
+export function currentUser() {
+  let user = sessionStorage.getItem(USER) || localStorage.getItem(LOCAL_USER);
+  if (!user) user = newUser();
+  return user;
+}
+
+/** Forget the current user and start over as a fresh one (after "Delete my data"). */
+export function newUser() {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  const user = "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  sessionStorage.removeItem(USER);
+  localStorage.setItem(LOCAL_USER, user);
+  return user;
+}
+
+/** An API error: the HTTP status and the server's `detail`, as a sentence for the UI. */
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// What 401/403 mean here, in plain words (the server's detail follows).
+const HINTS = {
+  401: "The API key is missing, wrong or revoked.",
+  403: "This API key lacks the scope this needs.",
+  421: "This user belongs to another region's deployment.",
+  429: "Too many requests; slowing down.",
+};
+
+/** FastAPI's `detail`: a string, or a list of validation errors. */
+function describe(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  }
+  return detail == null ? "" : JSON.stringify(detail);
+}
+
+/**
+ * fetch() for the API: adds the key, sends/reads JSON, throws ApiError on 4xx/5xx.
+ * options: {method, body (an object, sent as JSON), keepalive, raw (return the Response)}.
+ * Partial successes (422 with a body, e.g. some events rejected) are errors carrying
+ * `.body` so the caller can read what was accepted.
+ */
+export async function api(path, { method = "GET", body, keepalive = false, raw = false } = {}) {
+  const key = sessionStorage.getItem(KEY);
+  const headers = { Accept: "application/json" };
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      keepalive,
+      cache: "no-store",
+    });
+  } catch (err) {
+    throw new ApiError(0, `Network error: ${err.message}`);
+  }
+  if (res.ok && raw) return res;
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    const detail = describe(data && data.detail) || res.statusText;
+    const hint = HINTS[res.status] ? `${HINTS[res.status]} ` : "";
+    const err = new ApiError(res.status, `${res.status}: ${hint}${detail}`);
+    err.body = data;
+    throw err;
+  }
+  return data;
+}
+
+/** The message shown when there is no key: where to get one. */
+export const NO_KEY_HELP = `
+  <h2>An API key is needed</h2>
+  <p>Open this page with a key in the address, after <code>#</code>:
+  <code>/#key=fyp_k_…&amp;user=u0001</code>. The key stays in this tab; it is never
+  part of a request to this page.</p>
+  <p>Make one with <code>fyp keys create --data-dir D --scopes all</code>, or use the
+  address <code>make run</code> prints.</p>`;
+
+/** Text for display: missing values as an em dash. */
+export function show(value, digits) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  if (typeof value === "number" && digits !== undefined) return value.toFixed(digits);
+  if (typeof value === "number") return value.toLocaleString("en");
+  return String(value);
+}
+
+/** Create an element: el("p", {class: "x", text: "hi"}, child, ...). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+/** A small toast in a live region: el must be a role="status" element. */
+export function toaster(region) {
+  let timer;
+  return (message, isError = false) => {
+    region.textContent = message;
+    region.classList.toggle("error", isError);
+    region.classList.add("shown");
+    clearTimeout(timer);
+    timer = setTimeout(() => region.classList.remove("shown"), isError ? 6000 : 2500);
+  };
+}
