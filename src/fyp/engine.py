@@ -50,6 +50,7 @@ from fyp.users.directory import UserDirectory
 from fyp.users.store import SqliteUserStore, UserStore
 
 if TYPE_CHECKING:
+    from fyp.audit.report import AuditReport
     from fyp.model.online import OnlineModels
 
 Clock = Callable[[], int]
@@ -360,10 +361,13 @@ class Engine:
         while max_events is None or done < max_events:
             limit = chunk if max_events is None else min(chunk, max_events - done)
             with self._lock:  # read under it too: an erasure between would be undone
+                end = self.event_log.last_offset()
                 batch = self.event_log.read(self.state.applied_offset, limit)
                 if not batch:
-                    if self.state.refresh_due():  # a refresh asked with the log caught up
-                        self.state.apply([])
+                    # Offsets up to the log's end that hold no event (erased, expired)
+                    # are passed over, refreshes due by then carried out.
+                    if self.state.refresh_due() or end > self.state.applied_offset:
+                        self.state.apply([], through=end)
                     self._review_reported()  # any a failed write left due
                     break
                 self.state.apply(batch)
@@ -620,14 +624,23 @@ class Engine:
         pid = self.home(user_id)
         checkpoint = self.settings.data_dir / CHECKPOINT_FILE
         with self._lock:
-            self.state.erase_user(pid)
-            self.users.forget(pid)
+            # The files first, the profile last of them: until it goes the user is still
+            # homed here, so an erasure a failed write cut short can simply be asked again.
             events = self.event_log.erase_user(pid)
             impressions = self.impressions.erase_user(pid)
-            self.user_store.erase(pid)
+            self.state.erase_user(pid)
             rewrite = self.checkpoint_offset > 0 or checkpoint.exists()
             if rewrite:
-                self.checkpoint()
+                try:
+                    self.checkpoint()
+                except BaseException:
+                    # The old checkpoint still holds the user: gone too (a restart then
+                    # replays the log, which no longer has them).
+                    checkpoint.unlink(missing_ok=True)
+                    self.checkpoint_offset = 0
+                    raise
+            self.user_store.erase(pid)
+            self.users.forget(pid)
         self.pseudonyms.of.cache_clear()
         self.audit.append(
             "user.erase",
@@ -646,6 +659,24 @@ class Engine:
             return 0, 0
         cutoff = (self.clock() if now is None else now) - int(days * DAY_MS)
         return self.event_log.delete_before(cutoff), self.impressions.delete_before(cutoff)
+
+    def audit_report(self, since_ms: int, until_ms: int) -> AuditReport:
+        """The algorithm audit (``fyp audit report``) of what was served in the window,
+        from this engine's own stores."""
+        from fyp.audit.report import build_audit
+
+        with self._lock:
+            videos = {v.video_id: v for v in self.catalog.videos}
+            profiles = dict(self.users.profiles)
+        return build_audit(
+            self.impressions.between(since_ms, until_ms),
+            videos,
+            profiles,
+            self.impressions.filter_counts(since_ms, until_ms),
+            self.moderation_store.history(),
+            since_ms,
+            until_ms,
+        )
 
     # -- the serving loop ------------------------------------------------------------------
 

@@ -312,6 +312,10 @@ class FakeEngine:
         self.videos.update((v.video_id, v) for v in videos)
         return len(videos)
 
+    @staticmethod
+    def pseudonym(user_id: str) -> str:
+        return user_id
+
     def register_users(self, user_ids: Sequence[str]) -> int:
         self.calls.append(("register_users", len(user_ids)))
         return len(user_ids)

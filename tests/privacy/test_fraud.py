@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from fyp.privacy.fraud import SWEEP_EVERY, WINDOW_MS, FraudGuard
+from fyp.privacy.fraud import IDLE_CALLS, SWEEP_EVERY, WINDOW_MS, FraudGuard
 from fyp.types import EventType
 
 T0 = 1_750_000_000_000
@@ -131,15 +131,17 @@ def test_an_event_a_minute_behind_the_users_newest_action_is_not_trained_on() ->
     assert guard.admit("u1", EventType.VIEW, T0 - 10 * WINDOW_MS)
 
 
-def test_memory_is_bounded_by_the_users_of_the_last_minute() -> None:
+def test_memory_is_bounded_by_the_users_of_the_last_events() -> None:
     guard = FraudGuard(max_per_minute=3)
-    # 100 000 distinct users, one like each, 10 ms apart: 6 000 of them in any minute.
-    for i in range(100_000):
+    # Distinct users, one like each, 10 ms apart: a user is dropped once a minute of
+    # event time and IDLE_CALLS events have gone by without them.
+    for i in range(IDLE_CALLS + 20_000):
         guard.admit(f"u{i}", EventType.LIKE, T0 + i * 10)
-        assert guard.tracked_users() <= 6_000 + SWEEP_EVERY
+        assert guard.tracked_users() <= IDLE_CALLS + SWEEP_EVERY
+    assert guard.tracked_users() < IDLE_CALLS + SWEEP_EVERY  # some were dropped
     # One user's window never holds more than the budget.
     for i in range(1_000):
-        guard.admit("bot", EventType.LIKE, T0 + 1_000_000 + i)
+        guard.admit("bot", EventType.LIKE, T0 + 10_000_000 + i)
     assert len(guard._admitted["bot"]) <= 2 * 3
 
 
@@ -147,10 +149,22 @@ def test_an_idle_user_is_dropped_and_starts_afresh() -> None:
     guard = FraudGuard(max_per_minute=2)
     guard.admit("u1", EventType.LIKE, T0)
     guard.admit("u1", EventType.LIKE, T0)
-    for i in range(SWEEP_EVERY):
+    for i in range(IDLE_CALLS + SWEEP_EVERY):
         guard.admit("other", EventType.VIEW, T0 + WINDOW_MS + i)
     assert "u1" not in guard._admitted
-    assert guard.admit("u1", EventType.LIKE, T0 + WINDOW_MS + SWEEP_EVERY)
+    assert guard.admit("u1", EventType.LIKE, T0 + WINDOW_MS + IDLE_CALLS + SWEEP_EVERY)
+
+
+def test_one_event_far_in_the_future_does_not_wipe_the_windows() -> None:
+    guard = FraudGuard(max_per_minute=30)
+    admitted = 0
+    for burst in range(5):
+        for i in range(30):
+            admitted += guard.admit("bot", EventType.LIKE, T0 + burst * 100 + i)
+        guard.admit("clock", EventType.VIEW, T0 + 86_400_000)  # a day ahead
+        for i in range(994):
+            guard.admit(f"viewer{i}", EventType.VIEW, T0 + 1_000 + i)
+    assert admitted == 30
 
 
 def test_a_pickled_guard_decides_as_the_original() -> None:

@@ -54,3 +54,20 @@ def test_a_burst_of_likes_is_logged_but_not_trained_on(kit: Any, engine: Any) ->
     # 40 likes over two minutes at 20 a minute: all of them count.
     assert kit.state_of(engine, "fan").label_counts[likes] == len(videos)
     assert engine.state.fraud.throttled == len(videos) - limit
+
+
+def test_erasing_the_unlearned_end_of_the_log_leaves_learning_caught_up(kit: Any) -> None:
+    engine = kit.open_engine(kit.settings(), kit.catalog())
+    kit.run(engine, [kit.view("bob", "c0-v0")])
+    assert not engine.ingest([kit.view("alice", f"c1-v{i}") for i in range(3)]).rejected
+    engine.erase_user("alice", "test")  # before the learning step saw her events
+    engine.learn()
+    assert engine.pending() == 0 and not engine.learning_due()
+    assert engine.pseudonym("alice") not in engine.state.users
+    # The same for the retention deleting the newest events.
+    assert not engine.ingest([kit.view("carol", "c2-v0", ts=kit.NOW - 900 * kit.DAY_MS)]).rejected
+    old = engine.settings.privacy.model_copy(update={"retention_days": 30.0})
+    engine.settings = engine.settings.model_copy(update={"privacy": old})
+    assert engine.expire() == (1, 0)
+    engine.learn()
+    assert engine.pending() == 0 and not engine.learning_due()

@@ -10,7 +10,9 @@ of the same loop, woken by every accepted event batch.
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -24,6 +26,7 @@ from pydantic.json_schema import models_json_schema
 
 from fyp import __version__
 from fyp.api.errors import install_storage_errors
+from fyp.api.live import LiveStats
 from fyp.api.metrics import Metrics, MetricsMiddleware
 from fyp.api.schemas import (
     AuditOut,
@@ -43,6 +46,8 @@ from fyp.api.schemas import (
     UserDetail,
     UserOut,
     VideoBatch,
+    VideoOut,
+    VideosOut,
     VideosResponse,
     WhyOut,
 )
@@ -52,9 +57,11 @@ from fyp.config import Settings
 from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.residency import ResidencyError
+from fyp.storage.sqlite import WalBusyError
 from fyp.types import DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.validation import ID_PATTERN, MAX_ID_CHARS
+from fyp.web.routes import install_web
 
 IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
@@ -204,6 +211,7 @@ class LearningLoop:
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The API over ``engine`` (opened from ``settings`` at startup when not given)."""
     metrics = Metrics()
+    live = LiveStats()  # the console's figures (GET /v1/stats)
     limits = settings.limits
     holder: dict[str, Engine] = {}
     loops: dict[str, LearningLoop] = {}
@@ -246,6 +254,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _with_body_schemas(app)  # type: ignore[method-assign]
     install_storage_errors(app, settings.data_dir)
+    install_web(app)  # the feed player at /, the operator console at /console
 
     def eng() -> Engine:
         return holder["engine"]
@@ -266,6 +275,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             },
         )
         metrics.residency_refused.inc()
+
+    @app.exception_handler(WalBusyError)
+    async def wal_busy(request: Request, err: WalBusyError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"storage busy: {err}"}, status_code=503, headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(ResidencyError)
     async def residency_error(request: Request, err: ResidencyError) -> JSONResponse:
@@ -355,6 +370,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         result = eng().ingest(items, user_limit=guard.user_wait)
         if result.accepted:
             loops["learning"].wake()
+            live.events_accepted(result.accepted, eng().event_log.last_offset())
         residency = sum(r.kind == "residency" for r in result.rejected)
         if residency:
             refused(request, {"events_refused": residency})
@@ -379,7 +395,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             return _json(body, 421)
         limited = [r for r in result.rejected if r.kind == "rate_limited"]
         if limited and len(limited) == len(items):
-            return _json(body, 429)
+            response = _json(body, 429)
+            response.headers["Retry-After"] = str(
+                max(1, math.ceil(1 / settings.auth.user_rate_per_s))
+            )
+            return response
         return _json(body, 422 if result.rejected else 200)
 
     @app.get("/v1/feed", response_model=FeedResponse, tags=["feed"])
@@ -396,7 +416,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         wait = guard.user_wait(user_id)
         if wait > 0:
             raise too_many(wait, "feed requests for this user")
+        t0 = time.perf_counter()
         f = eng().feed(user_id, count, surface)
+        live.feed_served((time.perf_counter() - t0) * 1000.0, (i.source for i in f.items))
         # Serialised straight from the domain objects: the response model documents the
         # shape, and re-validating what the engine just built would only cost time.
         body = {
@@ -589,6 +611,75 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             impressions=done.impressions,
             checkpoint_rewritten=done.checkpoint_rewritten,
         )
+
+    @app.get("/v1/videos", response_model=VideosOut, tags=["catalog"])
+    async def get_videos(
+        caller: FeedRead,
+        ids: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=4_096,
+                description="Comma-separated video ids: at most 100, 4,096 characters.",
+            ),
+        ],
+    ) -> VideosOut:
+        """The catalog's public data of these videos (what a player shows on a card);
+        unknown ids are left out."""
+        wanted = [i for i in ids.split(",") if i]
+        if len(wanted) > 100:
+            raise HTTPException(422, f"{len(wanted)} ids; at most 100 per request")
+        cat = eng().catalog
+        out = []
+        for video_id in dict.fromkeys(wanted):
+            row = cat.row_of.get(video_id)
+            if row is None:
+                continue
+            v = cat.videos[row]
+            out.append(
+                VideoOut(
+                    video_id=v.video_id,
+                    creator_id=v.creator_id,
+                    duration_ms=v.duration_ms,
+                    sound_id=v.sound_id,
+                    hashtags=list(v.hashtags),
+                    caption=v.caption,
+                    created_at=v.created_at,
+                )
+            )
+        return VideosOut(videos=out)
+
+    @app.get("/v1/stats", tags=["operations"])
+    async def stats(caller: AuditRead) -> Response:
+        """Live figures for the operator console: events and feed requests per second,
+        feed latency (server side) and the candidate-source mix over the last minute,
+        learning lag (events, and how long the oldest unlearned event has waited), what
+        each filter rule removed since the start."""
+        e = eng()
+        rules = e.pipeline.counters.filtered_by_rule
+        body = {
+            "region": settings.region,
+            "videos": len(e.catalog),
+            "users": len(e.state.users),
+            "events_total": e.state.applied_offset + e.pending(),
+            "learning_lag": e.pending(),
+            "freshness_ms": live.learning_age_ms(e.state.applied_offset),
+            **live.snapshot(),
+            "filtered_by_rule": {"/".join(k): n for k, n in sorted(rules.items())},
+            "ts": e.clock(),
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get("/v1/audit/report", tags=["operations"])
+    async def audit_report(
+        caller: AuditRead, days: Annotated[int, Query(ge=1, le=365)] = 30
+    ) -> Response:
+        """The algorithm audit of the last ``days`` (what ``fyp audit report --json``
+        writes): source mix, exposure concentration, cohorts, filter counts, moderation."""
+        e = eng()
+        until = e.clock()
+        report = await asyncio.to_thread(e.audit_report, until - days * 86_400_000, until)
+        return Response(orjson.dumps(report.to_dict()), media_type="application/json")
 
     @app.get("/v1/audit", response_model=AuditOut, tags=["operations"])
     async def audit_records(

@@ -148,7 +148,8 @@ class _RateLimitedLog:
             "storage unavailable (%s): %s %s answered 503: %s%s",
             kind,
             request.method,
-            request.url.path,
+            # The route's template, not the path: a path can hold a user's id.
+            getattr(request.scope.get("route"), "path", "?"),
             f"{type(exc).__name__}: {exc}",
             more,
         )

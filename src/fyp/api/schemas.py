@@ -161,3 +161,17 @@ class AuditRecordOut(BaseModel):
 
 class AuditOut(BaseModel):
     records: list[AuditRecordOut]
+
+
+class VideoOut(BaseModel):
+    video_id: str
+    creator_id: str
+    duration_ms: int
+    sound_id: str | None
+    hashtags: list[str]
+    caption: str
+    created_at: int | None
+
+
+class VideosOut(BaseModel):
+    videos: list[VideoOut]

@@ -140,7 +140,7 @@ class _EngineMethod(Method):
         """(probabilities (n, L), value scores (n,)) for catalog ``rows``; the first
         ranker does not read the surface."""
         engine = self.engine
-        state = engine.state.user(user)
+        state = engine.state.user(engine.pseudonym(user))  # as the engine files the user
         scored = engine.state.ranker.score(state, self.model.to_engine[rows].tolist(), at_ms)
         return np.asarray(scored.probabilities), np.asarray(scored.values)
 
@@ -204,7 +204,7 @@ class FypPipeline(_EngineMethod):
         for u, at, surface in zip(
             requests.users, requests.at_ms.tolist(), requests.surface, strict=True
         ):
-            feed = pipeline.run(u, k, surface, int(at))
+            feed = pipeline.run(self.engine.pseudonym(u), k, surface, int(at))
             seen = self.seen.get(u, set())
             rows = [row_of[item.video_id] for item in feed.items]
             # The protocol excludes training videos; the pipeline's own filters already
@@ -220,9 +220,10 @@ class FypPipeline(_EngineMethod):
         scores = np.zeros(len(requests.imp_row))
         for user, surface, idx in _impression_groups(requests, by_surface=True):
             at = int(requests.imp_time_ms[idx].min())
-            state = engine.state.user(user)
+            pid = engine.pseudonym(user)
+            state = engine.state.user(pid)
             ctx = FeedContext(
-                "eval", user, state, len(idx), surface or DEFAULT_SURFACE,
+                "eval", pid, state, len(idx), surface or DEFAULT_SURFACE,
                 engine.state.region_of(state), at,
             )  # fmt: skip
             scores[idx] = ranker.values(ctx, self.model.to_engine[requests.imp_row[idx]].tolist())
@@ -244,8 +245,9 @@ class FypMMoE(_EngineMethod):
         engine = self.engine
         if engine.models is None:
             raise RuntimeError("fyp_mmoe: the engine runs without learned models")
+        pid = engine.pseudonym(user)
         p, v = engine.models.ranker.predict(
-            user, engine.state.user(user), self.model.to_engine[rows].tolist(), at_ms, surface
+            pid, engine.state.user(pid), self.model.to_engine[rows].tolist(), at_ms, surface
         )
         return p.astype(np.float64), v.astype(np.float64)
 
@@ -260,7 +262,8 @@ class FypMMoE(_EngineMethod):
         for u, at, surface in zip(
             requests.users, requests.at_ms.tolist(), requests.surface, strict=True
         ):
-            first = engine.state.ranker.score(engine.state.user(u), every, int(at)).values
+            state = engine.state.user(engine.pseudonym(u))
+            first = engine.state.ranker.score(state, every, int(at)).values
             shortlist = top_rows(first, self.seen.get(u, set()), SHORTLIST)
             values = self._scored(u, shortlist, int(at), surface)[1]
             out.append(shortlist[top_rows(values, set(), k)])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -142,6 +142,10 @@ class ImportTarget(Protocol):
 
     def register_users(self, user_ids: Sequence[str]) -> int:
         """Create the users not known yet, homed in the deployment's region."""
+        ...
+
+    def pseudonym(self, user_id: str) -> str:
+        """How the engine files ``user_id`` (what the import's ids may name)."""
         ...
 
     def record_impressions(self, impressions: Sequence[Impression]) -> None:
@@ -443,11 +447,13 @@ _RECORD_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _record_frame(logs: pl.DataFrame) -> pl.DataFrame:
+def _record_frame(logs: pl.DataFrame, id_of: Mapping[str, str] | None = None) -> pl.DataFrame:
     """The per-row values of the records, strings built by polars (faster than Python).
 
     Columns: user, video, time_ms, request_id, surface, watch_ms, ts, event-id prefix,
-    whether any action flag is set, then the action flags in ``_ACTIONS`` order.
+    whether any action flag is set, then the action flags in ``_ACTIONS`` order. The
+    request and event ids name the user by ``id_of[user]`` when given (the engine's
+    pseudonym: ids are stored as they are, and must not carry a raw user id).
     """
     cols: list[pl.Expr] = []
     for name in _RECORD_COLUMNS:
@@ -460,6 +466,7 @@ def _record_frame(logs: pl.DataFrame) -> pl.DataFrame:
         cols.append(expr if name == "tab" else expr.fill_null(0))
     flags = [flag for flag, _ in _ACTIONS]
     user = pl.col("user_id").cast(pl.String)
+    named = user if id_of is None else user.replace(dict(id_of))
     video = pl.col("video_id").cast(pl.String)
     time_ms = pl.col("time_ms").cast(pl.String)
     watch = pl.max_horizontal(pl.col("play_time_ms"), pl.lit(0, dtype=pl.Int64))
@@ -473,7 +480,7 @@ def _record_frame(logs: pl.DataFrame) -> pl.DataFrame:
             pl.col("time_ms"),
             # KuaiRand has no request ids; a user can be shown two videos in the same
             # millisecond, so the video is part of the id (and a copied row is one impression).
-            pl.concat_str(pl.lit("kr-"), user, pl.lit("-"), time_ms, pl.lit("-"), video).alias(
+            pl.concat_str(pl.lit("kr-"), named, pl.lit("-"), time_ms, pl.lit("-"), video).alias(
                 "request_id"
             ),
             pl.when(pl.col("tab").is_null())
@@ -483,7 +490,7 @@ def _record_frame(logs: pl.DataFrame) -> pl.DataFrame:
             watch.alias("watch_ms"),
             (pl.col("time_ms") + watch).alias("ts"),
             pl.concat_str(
-                pl.lit("kr-"), user, pl.lit("-"), video, pl.lit("-"), time_ms, pl.lit("-")
+                pl.lit("kr-"), named, pl.lit("-"), video, pl.lit("-"), time_ms, pl.lit("-")
             ).alias("id_prefix"),
             pl.any_horizontal(pl.col(flags) != 0).alias("any_action"),
             *(pl.col(flag) != 0 for flag in flags),
@@ -492,7 +499,9 @@ def _record_frame(logs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def rows_to_records(logs: pl.DataFrame) -> Iterator[KuaiRandRow]:
+def rows_to_records(
+    logs: pl.DataFrame, id_of: Callable[[str], str] | None = None
+) -> Iterator[KuaiRandRow]:
     """One :class:`KuaiRandRow` per log row, in the frame's order.
 
     Impression: request_id ``kr-{user_id}-{time_ms}-{video_id}``, surface ``tab{tab}`` (the default
@@ -503,7 +512,11 @@ def rows_to_records(logs: pl.DataFrame) -> Iterator[KuaiRandRow]:
     """
     view = EventType.VIEW.value
     actions = [kind.value for _, kind in _ACTIONS]
-    frame = _record_frame(logs)
+    names = None
+    if id_of is not None:
+        users = logs["user_id"].cast(pl.String).unique().to_list()
+        names = {u: id_of(u) for u in users if u is not None}
+    frame = _record_frame(logs, names)
     for (
         uid,
         vid,
@@ -566,7 +579,7 @@ def replay_rows(engine: ImportTarget, rows: pl.DataFrame) -> IngestOutcome:
     events ingested, then learned."""
     impressions: list[Impression] = []
     events: list[dict[str, object]] = []
-    for record in rows_to_records(rows):
+    for record in rows_to_records(rows, engine.pseudonym):
         impressions.append(record.impression)
         events.extend(record.events)
     engine.register_users(sorted({i.user_id for i in impressions}))

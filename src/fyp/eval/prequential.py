@@ -72,11 +72,12 @@ def prequential_scores(
         )
         for user, surface, sub in _impression_groups(window_requests, by_surface=True):
             at = int(window_requests.imp_time_ms[sub].min())
-            state = engine.state.user(user)
+            pid = engine.pseudonym(user)  # how the engine files the user
+            state = engine.state.user(pid)
             rows = to_engine[window_requests.imp_row[sub]].tolist()
             first = engine.state.ranker.score(state, rows, at)
             learned_p, learned_v = engine.models.ranker.predict(
-                user, state, rows, at, surface or DEFAULT_SURFACE
+                pid, state, rows, at, surface or DEFAULT_SURFACE
             )
             for label in IMPRESSION_LABELS:
                 head = LABEL_INDEX.get(label)

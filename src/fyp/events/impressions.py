@@ -371,8 +371,9 @@ class SqliteImpressionLog:
         with self._lock:
             self._flush()
             cur = self._conn.execute(f"DELETE FROM impressions WHERE {where}", (arg,))
-            if cur.rowcount:
-                forget_wal(self._conn)
+            # Even when nothing was deleted now: an earlier erasure whose truncation
+            # was blocked (WalBusyError) is finished by asking again.
+            forget_wal(self._conn)
             return cur.rowcount
 
     def erase_user(self, user_id: str) -> int:

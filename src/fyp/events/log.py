@@ -185,8 +185,9 @@ class SqliteEventLog:
     def _delete(self, where: str, arg: object) -> int:
         with self._lock:
             cur = self._conn.execute(f"DELETE FROM events WHERE {where}", (arg,))
-            if cur.rowcount:
-                forget_wal(self._conn)
+            # Even when nothing was deleted now: an earlier erasure whose truncation
+            # was blocked (WalBusyError) is finished by asking again.
+            forget_wal(self._conn)
             return cur.rowcount
 
     def erase_user(self, user_id: str) -> int:

@@ -291,6 +291,10 @@ class EmbeddingTable:
         self._key_bytes -= _str_bytes(id_)
         self._id_of[row] = None
         self._last_used[row] = _NEVER
+        # Zeroed, not left for the next id to overwrite: a row freed by an erasure must not
+        # carry the erased user's learned vector into the next checkpoint.
+        self._vec[row] = 0.0
+        self._acc[row] = 0.0
         self._free.append(row)
 
     # ------------------------------------------------------------------ inspection

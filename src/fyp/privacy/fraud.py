@@ -28,6 +28,10 @@ GUARDED: frozenset[EventType] = frozenset(
 # How often (in admit calls) idle users are swept out: often enough that memory stays
 # near "the users active in the last minute", rarely enough to cost nothing per event.
 SWEEP_EVERY = 1024
+# ...and a user is swept only once this many events went by without one of theirs: one
+# event stamped far in the future (ingest allows a day ahead) must not make everyone's
+# window look old and wipe them all, which would let a burst start over.
+IDLE_CALLS = 1 << 17
 
 
 class FraudGuard:
@@ -63,6 +67,7 @@ class FraudGuard:
         self.throttled = 0  # events not admitted so far
         # user -> admitted action timestamps, ascending, all within 120 s of the last one
         self._admitted: dict[str, deque[int]] = {}
+        self._last_call: dict[str, int] = {}  # user -> the call that last admitted theirs
         self._newest_ts = 0  # the newest event time seen, Unix ms
         self._calls = 0
 
@@ -90,6 +95,7 @@ class FraudGuard:
             if in_window >= self.max_per_minute:
                 return self._throttle()
             window.append(ts)
+            self._last_call[user_id] = self._calls
             return True
         if ts <= window[-1] - WINDOW_MS:
             return self._throttle()
@@ -97,11 +103,13 @@ class FraudGuard:
         if _densest(near) > self.max_per_minute:
             return self._throttle()
         _insert_sorted(window, ts)
+        self._last_call[user_id] = self._calls
         return True
 
     def forget_user(self, user_id: str) -> None:
         """Erasure: nothing of the user is kept."""
         self._admitted.pop(user_id, None)
+        self._last_call.pop(user_id, None)
 
     def tracked_users(self) -> int:
         """How many users the guard holds timestamps for (its memory)."""
@@ -113,9 +121,15 @@ class FraudGuard:
 
     def _sweep(self) -> None:
         horizon = self._newest_ts - WINDOW_MS
-        idle = [u for u, w in self._admitted.items() if not w or w[-1] <= horizon]
+        quiet = self._calls - IDLE_CALLS
+        idle = [
+            u
+            for u, w in self._admitted.items()
+            if not w or (w[-1] <= horizon and self._last_call.get(u, 0) <= quiet)
+        ]
         for u in idle:
             del self._admitted[u]
+            self._last_call.pop(u, None)
 
 
 def _densest(times: list[int]) -> int:

@@ -157,8 +157,10 @@ class FeedState:
 
     # -- the learning step -------------------------------------------------------------
 
-    def apply(self, events: Sequence[LoggedEvent]) -> None:
-        """Apply events (offset order) and train the ranker on the examples they complete."""
+    def apply(self, events: Sequence[LoggedEvent], through: int | None = None) -> None:
+        """Apply events (offset order) and train the ranker on the examples they complete;
+        ``through``: the log offset applied up to when no event is left before it (the
+        offsets of deleted events)."""
         self.stats.ensure(len(self.catalog))
         for logged in events:
             e = logged.event
@@ -183,6 +185,8 @@ class FeedState:
             elif e.type is EventType.REPORT:
                 age = e.ts - user.first_seen
                 self.reports.add(row, e.user_id, age, float(self.stats.views[row]))
+        if through is not None and through > self.applied_offset:
+            self.applied_offset = through
         if self._refresh_marks:
             self._refreshes_up_to(self.applied_offset)
         self._train()

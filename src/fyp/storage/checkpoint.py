@@ -22,12 +22,17 @@ def write_checkpoint(path: Path, payload: dict[str, Any]) -> int:
     """Atomically replace ``path`` with ``payload``; returns the bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        pickle.dump({"format": FORMAT, **payload}, f, protocol=5)
-        f.flush()
-        os.fsync(f.fileno())
-        size = f.tell()
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            pickle.dump({"format": FORMAT, **payload}, f, protocol=5)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        os.replace(tmp, path)
+    except BaseException:
+        # A partial file (a full disk) would keep the space, and what it holds.
+        tmp.unlink(missing_ok=True)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)  # the rename itself

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +31,21 @@ def connect(path: Path, durability: Durability) -> sqlite3.Connection:
     return conn
 
 
-def forget_wal(conn: sqlite3.Connection) -> None:
+class WalBusyError(sqlite3.OperationalError):
+    """The WAL could not be truncated: another connection (a reader in another process,
+    say ``fyp audit report``) holds it."""
+
+
+def forget_wal(conn: sqlite3.Connection, attempts: int = 5) -> None:
     """Copy the WAL into the database and truncate it: after a delete, the WAL still
-    holds the old pages (the deleted rows) until this."""
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    holds the old pages (the deleted rows) until this. SQLite does not raise when a
+    reader blocks it (the pragma answers busy=1): retried, then WalBusyError."""
+    for attempt in range(attempts):
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.05 * (attempt + 1))
+    raise WalBusyError(
+        "the write-ahead log could not be truncated (another process is reading the "
+        "database); the deleted rows may remain in it until it is: retry"
+    )

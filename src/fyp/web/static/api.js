@@ -15,6 +15,8 @@ export function readAuth() {
   if (params.get("key")) sessionStorage.setItem(KEY, params.get("key"));
   if (params.get("user")) sessionStorage.setItem(USER, params.get("user"));
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  // A new #key=… pasted into this open tab changes only the fragment: start over with it.
+  addEventListener("hashchange", () => location.reload());
   return { key: sessionStorage.getItem(KEY), user: currentUser() };
 }
 
@@ -45,7 +47,7 @@ export class ApiError extends Error {
 // What 401/403 mean here, in plain words (the server's detail follows).
 const HINTS = {
   401: "The API key is missing, wrong or revoked.",
-  403: "This API key lacks the scope this needs.",
+  403: "Not allowed with this API key.",
   421: "This user belongs to another region's deployment.",
   429: "Too many requests; slowing down.",
 };
@@ -85,7 +87,8 @@ export async function api(path, { method = "GET", body, keepalive = false, raw =
   if (res.ok && raw) return res;
   const data = await res.json().catch(() => null);
   if (!res.ok) {
-    const detail = describe(data && data.detail) || res.statusText;
+    let detail = describe(data && data.detail) || res.statusText;
+    detail = detail.charAt(0).toUpperCase() + detail.slice(1);
     const hint = HINTS[res.status] ? `${HINTS[res.status]} ` : "";
     const err = new ApiError(res.status, `${res.status}: ${hint}${detail}`);
     err.body = data;
@@ -128,6 +131,10 @@ export function el(tag, attrs = {}, ...children) {
 export function toaster(region) {
   let timer;
   return (message, isError = false) => {
+    // An open modal <dialog> is in the top layer, above everything else: show the
+    // toast inside it so it stays visible.
+    const host = document.querySelector("dialog[open]") || document.body;
+    if (region.parentNode !== host) host.append(region);
     region.textContent = message;
     region.classList.toggle("error", isError);
     region.classList.add("shown");
