@@ -357,6 +357,8 @@ def demo(
         f"vs random order {baseline.last_window_watch_ratio():.3f}."
     )
     say = functools.partial(console.print, soft_wrap=True)  # commands to copy, unwrapped
+    say(f"Player:  {base}/#key={token}&user=u0001   (open it: scroll, watch, like)")
+    say(f"Console: {base}/console#key={token}")
     say(f"API key (every scope, this run only): {token}")
     say(f"Key:     export FYP_KEY={token}")
     h = '-H "Authorization: Bearer $FYP_KEY"'
