@@ -19,6 +19,8 @@ run: venv
 	$(BIN)/fyp demo --data-dir $(DATA_DIR) --port $(PORT)
 
 test: venv
+	@if [ ! -d tests/web/node_modules ] && command -v npm >/dev/null; then \
+	  npm ci --prefix tests/web --no-audit --no-fund --loglevel=error; fi
 	$(BIN)/pytest -q
 
 lint: venv

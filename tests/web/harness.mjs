@@ -4,6 +4,7 @@
 //   FYP_BASE_URL=http://127.0.0.1:8000 FYP_KEY=... FYP_SCREENSHOTS=/tmp/shots node tests/web/player.spec.mjs
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.FYP_CHROMIUM || '/usr/bin/chromium';
@@ -16,7 +17,7 @@ export function env(name, fallback) {
 
 export const BASE_URL = env('FYP_BASE_URL').replace(/\/$/, '');
 export const KEY = env('FYP_KEY');
-export const SHOTS = env('FYP_SCREENSHOTS', 'tests/web/output');
+export const SHOTS = env('FYP_SCREENSHOTS', fileURLToPath(new URL('./output', import.meta.url)));
 mkdirSync(SHOTS, { recursive: true });
 
 export function log(...args) {
@@ -30,13 +31,13 @@ export function fail(message) {
 
 /** Chromium headless, every request not to 127.0.0.1 aborted (nothing may be fetched from
  * outside: a font, an analytics script... would be a bug of the page, and is logged). */
-export async function openBrowser() {
+export async function openBrowser(viewport = { width: 420, height: 820 }) {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: ['--no-sandbox'],
   });
-  const context = await browser.newContext({ viewport: { width: 420, height: 820 } });
+  const context = await browser.newContext({ viewport });
   const blocked = [];
   await context.route('**/*', (route) => {
     const url = new URL(route.request().url());
@@ -59,9 +60,9 @@ export async function openBrowser() {
   return { browser, context, blocked, pageErrors };
 }
 
-export async function screenshot(page, name) {
+export async function screenshot(page, name, options = {}) {
   const path = join(SHOTS, name);
-  await page.screenshot({ path });
+  await page.screenshot({ path, ...options });
   log('screenshot', path);
   return path;
 }
@@ -104,9 +105,9 @@ export function sleep(ms) {
 
 /** Runs the scenario; any exception (an assertion, a timeout) is a clear failure, with a
  * screenshot of where the page was. */
-export async function run(name, scenario) {
+export async function run(name, scenario, viewport) {
   const started = Date.now();
-  const { browser, context, blocked, pageErrors } = await openBrowser();
+  const { browser, context, blocked, pageErrors } = await openBrowser(viewport);
   let page;
   try {
     page = await context.newPage();
