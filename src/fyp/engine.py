@@ -304,17 +304,28 @@ class Engine:
         sending more (0: go ahead), e.g. the API's per-user rate limit. Learning happens
         in :meth:`learn`."""
 
+        strict = self.settings.privacy.require_registered_users
+        region = self.settings.region
+        profiles = self.users.profiles
+        pseudonym = self.pseudonyms.of
+
         def gate(e: Event) -> Event | Refusal:
-            refusal = self.residency_refusal(e.user_id)
-            if refusal is not None:
-                return Refusal("residency", f"user_id: {refusal}")
+            # Per event, so written out (this is most of ingestion's own cost): the
+            # residency check of residency_refusal, then the rate limit.
+            pid = pseudonym(e.user_id)
+            if strict:
+                profile = profiles.get(pid)
+                if profile is None or profile.region != region:
+                    return Refusal("residency", f"user_id: {not_homed_here(e.user_id, region)}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
                 return Refusal(
                     "rate_limited",
                     f"user_id: over this user's rate limit; retry in {wait:.1f} s",
                 )
-            return dataclasses.replace(e, user_id=self.pseudonyms.of(e.user_id))
+            return Event(
+                e.event_id, pid, e.video_id, e.type, e.ts, e.watch_ms, e.request_id, e.surface
+            )
 
         return ingest(
             raw_events,

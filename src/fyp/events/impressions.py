@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fyp.storage.sqlite import connect, forget_wal
+from fyp.storage.sqlite import connect, delete_where
 from fyp.types import DAY_MS, FilterCount, Impression
 
 log = logging.getLogger(__name__)
@@ -370,11 +370,7 @@ class SqliteImpressionLog:
     def _delete(self, where: str, arg: object) -> int:
         with self._lock:
             self._flush()
-            cur = self._conn.execute(f"DELETE FROM impressions WHERE {where}", (arg,))
-            # Even when nothing was deleted now: an earlier erasure whose truncation
-            # was blocked (WalBusyError) is finished by asking again.
-            forget_wal(self._conn)
-            return cur.rowcount
+            return delete_where(self._conn, "impressions", where, arg)
 
     def erase_user(self, user_id: str) -> int:
         return self._delete("user_id = ?", user_id)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fyp.storage.sqlite import connect, forget_wal
+from fyp.storage.sqlite import connect, delete_where
 from fyp.types import Event, EventType, LoggedEvent
 
 
@@ -184,11 +184,7 @@ class SqliteEventLog:
 
     def _delete(self, where: str, arg: object) -> int:
         with self._lock:
-            cur = self._conn.execute(f"DELETE FROM events WHERE {where}", (arg,))
-            # Even when nothing was deleted now: an earlier erasure whose truncation
-            # was blocked (WalBusyError) is finished by asking again.
-            forget_wal(self._conn)
-            return cur.rowcount
+            return delete_where(self._conn, "events", where, arg)
 
     def erase_user(self, user_id: str) -> int:
         return self._delete("user_id = ?", user_id)

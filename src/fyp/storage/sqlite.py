@@ -49,3 +49,12 @@ def forget_wal(conn: sqlite3.Connection, attempts: int = 5) -> None:
         "the write-ahead log could not be truncated (another process is reading the "
         "database); the deleted rows may remain in it until it is: retry"
     )
+
+
+def delete_where(conn: sqlite3.Connection, table: str, where: str, arg: object) -> int:
+    """``DELETE FROM table WHERE where`` (one ``?``), leaving nothing of the rows in the
+    files (secure_delete, then the WAL truncated, even when nothing matched now: that
+    finishes an earlier deletion whose truncation a reader blocked); returns how many."""
+    cur = conn.execute(f"DELETE FROM {table} WHERE {where}", (arg,))
+    forget_wal(conn)
+    return cur.rowcount
