@@ -471,7 +471,12 @@ run('player', async (page) => {
   await screenshot(page, 'player-why.png');
   await page.keyboard.press('Escape');
   await why.waitFor({ state: 'hidden', timeout: 3_000 });
-  const back = await focused(page);
+  // The focus comes back with the dialog's "close" event, a moment after it is hidden.
+  let back = await focused(page);
+  for (let i = 0; back.name !== 'Why this video?' && i < 50; i++) {
+    await page.waitForTimeout(20);
+    back = await focused(page);
+  }
   assert.equal(back.name, 'Why this video?', `after Escape the focus is on ${JSON.stringify(back)}, not the button`);
 
   // Settings: a dialog; Escape closes it.
@@ -480,6 +485,12 @@ run('player', async (page) => {
   await settings.waitFor({ state: 'visible', timeout: 5_000 });
   await page.keyboard.press('Escape');
   await settings.waitFor({ state: 'hidden', timeout: 3_000 });
+  // The dialog's "close" event, which gives the focus back to the Settings button, comes
+  // a moment after it is hidden: wait for it, or the first Tab below races it.
+  for (let i = 0; (await focused(page)).name !== 'Settings'; i++) {
+    assert.ok(i < 50, `after Escape the focus is on ${JSON.stringify(await focused(page))}, not Settings`);
+    await page.waitForTimeout(20);
+  }
 
   // Keyboard only: Tab round the page; every stop visible, the card's buttons in the order
   // they are seen; then Enter on "Next video", ArrowDown/ArrowUp and j/k.
