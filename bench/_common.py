@@ -415,12 +415,9 @@ class Server:
         self.startup_s = float("nan")
         # A key with every scope, as a deployment's app would hold: every benchmarked
         # request pays for authentication, as in production.
-        from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+        from fyp.privacy.keys import bearer, create_key
 
-        keys = SqliteKeyStore(data_dir / KEYS_FILE)
-        _, token = keys.create(SCOPES, None, "bench", int(time.time() * 1000))
-        keys.close()
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = bearer(create_key(data_dir, label="bench")[1])
 
     def client(self, timeout_s: float = 30.0) -> Any:
         """An ``httpx.Client`` of this server, with its key."""

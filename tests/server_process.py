@@ -14,7 +14,7 @@ from typing import IO
 
 import httpx
 
-from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+from fyp.privacy.keys import bearer, create_key
 
 FYP = Path(sys.executable).parent / "fyp"
 START_TIMEOUT_S = 60.0
@@ -48,10 +48,7 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
-        keys = SqliteKeyStore(data_dir / KEYS_FILE)
-        _, token = keys.create(SCOPES, None, "tests", int(time.time() * 1000))
-        keys.close()
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = bearer(create_key(data_dir, label="tests")[1])
         text = "" if config is None else config.read_text()
         if not registered_users and "[privacy]" not in text:
             text += "\n[privacy]\nrequire_registered_users = false\n"  # last: a table

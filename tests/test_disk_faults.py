@@ -47,7 +47,7 @@ from fyp.api.errors import (
 )
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
-from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+from fyp.privacy.keys import bearer, create_key
 from fyp.types import Video, now_ms
 
 TMPFS_SIZE = "4m"  # a fresh data dir is ~360 KB; room for the stores' first writes
@@ -288,12 +288,11 @@ def events(prefix: str, n: int = 5) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def serve(engine: Engine, settings: Settings) -> Iterator[TestClient]:
     """The app over ``engine`` (lifespan running), every request with a full-scope key."""
-    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
-    _, token = keys.create(SCOPES, None, "disk-fault tests", now_ms())
-    keys.close()
+    _, token = create_key(settings.data_dir, label="disk-fault tests")
+    # create_app installs the storage errors with the data dir itself: not done again
+    # here, or a regression there would be hidden.
     app = create_app(settings, engine=engine)
-    install_storage_errors(app, settings.data_dir)  # if create_app did it: adds the data dir
-    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
+    with TestClient(app, headers=bearer(token)) as client:
         yield client
 
 
@@ -355,6 +354,17 @@ def check_data_dir(settings: Settings, acknowledged: set[str], refused: set[str]
             conn.close()
 
 
+def seed(client: TestClient) -> set[str]:
+    """The catalog and a first batch of events, stored and learned before the fault;
+    returns the events' ids."""
+    resp = client.post("/v1/videos", json={"videos": [video(i) for i in range(N_VIDEOS)]})
+    assert resp.status_code == 200, resp.text
+    before = events("before")
+    assert post_events(client, before).status_code == 200
+    wait_until_learned(client)
+    return {e["event_id"] for e in before}
+
+
 def test_a_full_disk_refuses_writes_with_503_and_loses_nothing(tmpfs: Path) -> None:
     settings = _settings(tmpfs / "data")
     profile = {"region": settings.region}
@@ -362,12 +372,7 @@ def test_a_full_disk_refuses_writes_with_503_and_loses_nothing(tmpfs: Path) -> N
     acknowledged: set[str] = set()
     try:
         with serve(engine, settings) as client:
-            resp = client.post("/v1/videos", json={"videos": [video(i) for i in range(N_VIDEOS)]})
-            assert resp.status_code == 200, resp.text
-            before = events("before")
-            assert post_events(client, before).status_code == 200
-            acknowledged |= {e["event_id"] for e in before}
-            wait_until_learned(client)
+            acknowledged |= seed(client)
 
             filler = fill(tmpfs)
             retried, never = events("retried"), events("never")
@@ -400,12 +405,7 @@ def test_a_read_only_data_dir_refuses_writes_with_503_and_loses_nothing(ext4: Ex
     refused = events("refused")
     try:
         with serve(engine, settings) as client:
-            resp = client.post("/v1/videos", json={"videos": [video(i) for i in range(N_VIDEOS)]})
-            assert resp.status_code == 200, resp.text
-            before = events("before")
-            assert post_events(client, before).status_code == 200
-            acknowledged |= {e["event_id"] for e in before}
-            wait_until_learned(client)
+            acknowledged |= seed(client)
 
             ext4.go_read_only()
             assert_refused(post_events(client, refused), READ_ONLY)

@@ -199,8 +199,8 @@ def _demo_key(settings: Settings) -> str:
     """A fresh key with every scope for this demo run (the last run's are revoked, so
     demo keys do not pile up); recorded in the audit log like any other."""
     from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+    from fyp.privacy.commands import create_audited, revoke_audited
     from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
-    from fyp.types import now_ms
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
@@ -208,15 +208,8 @@ def _demo_key(settings: Settings) -> str:
     try:
         for old in keys.list():
             if old.label == "demo" and old.revoked_at is None:
-                keys.revoke(old.key_id, now_ms())
-                audit.append("key.revoke", "demo", details={"key_id": old.key_id})
-        key, token = keys.create(SCOPES, None, "demo", now_ms())
-        audit.append(
-            "key.create",
-            "demo",
-            details={"key_id": key.key_id, "scopes": sorted(key.scopes), "label": "demo"},
-        )
-        return token
+                revoke_audited(keys, audit, old.key_id, "demo")
+        return create_audited(keys, audit, SCOPES, None, "demo", "demo")[1]
     finally:
         audit.close()
         keys.close()

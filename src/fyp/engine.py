@@ -250,8 +250,6 @@ class Engine:
             return
         state: FeedState = checkpoint["state"]
         state.settings = self.settings
-        # Videos added or changed since the checkpoint (rows of known ones are kept): the
-        # catalog the constructor read from the store, in its row order.
         # Videos and moderation since the checkpoint: the catalog the constructor read
         # from the stores (rows of known videos are kept).
         state.catalog.update_from(self.catalog)
@@ -305,18 +303,15 @@ class Engine:
         in :meth:`learn`."""
 
         strict = self.settings.privacy.require_registered_users
-        region = self.settings.region
-        profiles = self.users.profiles
         pseudonym = self.pseudonyms.of
 
         def gate(e: Event) -> Event | Refusal:
-            # Per event, so written out (this is most of ingestion's own cost): the
-            # residency check of residency_refusal, then the rate limit.
+            # The residency check of residency_refusal, with the pseudonym computed once
+            # (it is also what the event is stored under), then the rate limit.
             pid = pseudonym(e.user_id)
-            if strict:
-                profile = profiles.get(pid)
-                if profile is None or profile.region != region:
-                    return Refusal("residency", f"user_id: {not_homed_here(e.user_id, region)}")
+            if strict and not self._homed(pid):
+                refusal = not_homed_here(e.user_id, self.settings.region)
+                return Refusal("residency", f"user_id: {refusal}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
                 return Refusal(
@@ -507,10 +502,14 @@ class Engine:
         With ``privacy.require_registered_users``, only users created here count."""
         if not self.settings.privacy.require_registered_users:
             return None
-        profile = self.users.profiles.get(self.pseudonyms.of(user_id))
-        if profile is not None and profile.region == self.settings.region:
+        if self._homed(self.pseudonyms.of(user_id)):
             return None
         return not_homed_here(user_id, self.settings.region)
+
+    def _homed(self, pid: str) -> bool:
+        """Whether the user of pseudonym ``pid`` was created here, in this region."""
+        profile = self.users.profiles.get(pid)
+        return profile is not None and profile.region == self.settings.region
 
     def home(self, user_id: str) -> str:
         """The user's pseudonym, if their data may be touched here; else ResidencyError."""

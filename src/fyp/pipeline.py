@@ -135,7 +135,7 @@ class RecordImpressions:
         rows = [c.row for c in page]
         self.state.record_served_to(ctx.user, rows)
         if ctx.person is not None:  # non-personalised: the person saw them too
-            ctx.person.remember_served(rows, self.state.settings.feed.served_memory)
+            self.state.record_served_to(ctx.person, rows)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from fyp.api import create_app
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
-from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+from fyp.privacy.keys import bearer, create_key
 from fyp.types import now_ms
 
 N_VIDEOS = 60
@@ -139,10 +139,7 @@ def engine(settings: Settings) -> Iterator[Engine]:
 def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
     """The app over ``engine``, its lifespan (and learning loop) running; every request
     carries a key with every scope (tests/api/test_auth.py tries the others)."""
-    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
-    _, token = keys.create(SCOPES, None, "tests", now_ms())
-    keys.close()
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = bearer(create_key(settings.data_dir, label="tests")[1])
     with TestClient(create_app(settings, engine=engine), headers=headers) as c:
         yield c
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from fyp.api import create_app
 from fyp.config import Settings
 from fyp.engine import Engine
-from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore, bearer, create_key
 from fyp.types import now_ms
 
 # Every route but /healthz and /metrics, with the one scope it needs (../shared/API.md).
@@ -33,10 +33,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None]] = [
 
 
 def _key(settings: Settings, *scopes: str) -> dict[str, str]:
-    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
-    _, token = keys.create(scopes, None, "test", now_ms())
-    keys.close()
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(create_key(settings.data_dir, scopes, label="test")[1])
 
 
 @pytest.fixture

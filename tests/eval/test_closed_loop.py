@@ -23,8 +23,7 @@ from fyp.eval.simulate import (
     run_audience,
     seed_catalog,
 )
-from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
-from fyp.types import now_ms
+from fyp.privacy.keys import create_key
 
 SEED = 0
 REQUESTS = 3_000
@@ -75,9 +74,7 @@ def test_engine_feed_beats_random_order_in_the_closed_loop(tmp_path: Path) -> No
         environ={},
     )
     engine = Engine.open(settings)
-    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
-    _, token = keys.create(SCOPES, None, "closed loop", now_ms())
-    keys.close()
+    _, token = create_key(settings.data_dir, label="closed loop")
     try:
         with LearnedClient(create_app(settings, engine=engine), engine) as client:
             client.headers["Authorization"] = f"Bearer {token}"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fyp.audit.report import KNOWN_SOURCES
 from fyp.config import load_settings
 from fyp.engine import Engine
 from fyp.eval.simulate import SimulatedUser, UserState, World, build_world, reaction_events
@@ -524,13 +525,4 @@ def test_every_items_source_and_reason_are_true_and_why_repeats_them(
             check(user_id, feed)
             sim.react(behaviour, feed, name=user_id)
     # The check reached every path a video can take into these feeds.
-    assert set(checked) >= {
-        "followed",
-        "co_engagement",
-        "topics",
-        "trending",
-        "fresh",
-        "explore",
-        "repeat",
-        "non_personalised",
-    }, checked
+    assert set(checked) >= set(KNOWN_SOURCES) - {"two_tower"}, checked  # models are off

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from fyp.api import create_app
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
-from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+from fyp.privacy.keys import bearer, create_key
 from fyp.types import now_ms
 
 N_VIDEOS = 40
@@ -47,12 +47,9 @@ class Deployment:
             environ={},
         )
         self.engine = Engine.open(self.settings)
-        keys = SqliteKeyStore(self.data_dir / KEYS_FILE)
-        _, self.token = keys.create(SCOPES, None, f"{region} operator", now_ms())
-        keys.close()
+        _, self.token = create_key(self.data_dir, label=f"{region} operator")
         self.client = TestClient(
-            create_app(self.settings, engine=self.engine),
-            headers={"Authorization": f"Bearer {self.token}"},
+            create_app(self.settings, engine=self.engine), headers=bearer(self.token)
         )
         self.client.__enter__()
         videos = [
@@ -70,10 +67,7 @@ class Deployment:
 
     def key(self, *scopes: str, region: str | None = None) -> dict[str, str]:
         """Headers with a new key of these scopes."""
-        keys = SqliteKeyStore(self.data_dir / KEYS_FILE)
-        _, token = keys.create(scopes, region, "test", now_ms())
-        keys.close()
-        return {"Authorization": f"Bearer {token}"}
+        return bearer(create_key(self.data_dir, scopes, region, "test")[1])
 
     def events(self, user_id: str, n: int, like_every: int = 3) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -40,3 +40,15 @@ def test_the_rate_guards_widely_watched_videos() -> None:
     for i in range(5, 10):
         c.add(0, f"u{i}", DAY_MS * 30, 1_000)
     assert c.take_due() == [0]
+
+
+def test_an_erased_users_report_stops_counting() -> None:
+    c = ReportCounter(
+        ReportPolicy(review_min_reports=9, review_min_rate=0, new_account_weight=0.25)
+    )
+    c.add(0, "old", DAY_MS * 30, 100)
+    c.add(0, "new", 0, 100)
+    c.add(1, "new", 0, 100)
+    c.forget_user("new")
+    assert c.reporters == {0: {"old": 1.0}}
+    assert c.weight == {0: 1.0}

@@ -21,7 +21,7 @@ from fyp.privacy.keys import ApiKey, SqliteKeyStore
 from fyp.privacy.ratelimit import RateLimiter
 
 ANONYMOUS = "anonymous"  # the actor of every call when keys are not required
-_bearer = HTTPBearer(
+bearer = HTTPBearer(
     auto_error=False,
     description="An API key from `fyp keys create`, as `Authorization: Bearer <key>`.",
 )
@@ -81,6 +81,17 @@ class Guard:
             raise too_many(wait, f"key {key.key_id}")
         return Caller(key)
 
+    def metrics_access(self, loopback: bool):  # type: ignore[no-untyped-def]
+        """The dependency of ``/metrics``: open on a loopback bind, else any valid key."""
+
+        async def dependency(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        ) -> None:
+            if not loopback:
+                self.authenticate(credentials)
+
+        return dependency
+
     def require(self, scope: str):  # type: ignore[no-untyped-def]
         """The dependency of a route that needs ``scope``. Async, so FastAPI runs it on
         the event loop: a sync dependency would go through a thread pool on every
@@ -88,7 +99,7 @@ class Guard:
 
         async def dependency(
             request: Request,
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Caller:
             caller = self.authenticate(credentials)
             request.state.caller = caller  # for the error handlers' audit records

@@ -124,8 +124,6 @@ class CatalogIndex:
                     strikes_to_check.add(old.creator_id)
                 if old.creator_id != v.creator_id:
                     self.rows_by_creator[old.creator_id].remove(row)
-                for topic in self.text[row].tags:
-                    self.rows_by_topic[topic].remove(row)
                 self.videos[row] = v
             row_list = self.rows_by_creator.setdefault(v.creator_id, [])
             if row not in row_list:
@@ -138,8 +136,13 @@ class CatalogIndex:
             tags = [self.hashtags.code(h) for h in v.hashtags[:TAGS_PER_VIDEO]]
             self.tag_codes[row] = -1
             self.tag_codes[row, : len(tags)] = tags
-            self.text[row] = VideoText(v.caption, v.hashtags)
-            for topic in self.text[row].tags:
+            # Only the topics that changed move: a re-upsert (every video, when a
+            # checkpoint's catalog catches up) must not rescan each topic's list per row.
+            was, text = self.text[row].tags, VideoText(v.caption, v.hashtags)
+            self.text[row] = text
+            for topic in was - text.tags:
+                self.rows_by_topic[topic].remove(row)
+            for topic in text.tags - was:
                 self.rows_by_topic.setdefault(topic, []).append(row)
             self._derive(row)
             if strike_label in self.labels[row] or v.creator_id in self.struck_since:

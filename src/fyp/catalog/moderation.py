@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from fyp.storage.sqlite import connect
+from fyp.storage.sqlite import connect, transaction
 from fyp.types import ModerationAction
 
 
@@ -63,18 +63,10 @@ class SqliteModerationStore:
             )
             for a in actions
         ]
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany(
-                    f"INSERT INTO moderation_actions ({_COLUMNS}) VALUES (?,?,?,?,?,?)", rows
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                if cur.connection.in_transaction:  # SQLite may have rolled back already
-                    cur.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._conn) as cur:
+            cur.executemany(
+                f"INSERT INTO moderation_actions ({_COLUMNS}) VALUES (?,?,?,?,?,?)", rows
+            )
 
     def history(self, video_id: str | None = None) -> list[ModerationAction]:
         sql = f"SELECT {_COLUMNS} FROM moderation_actions"

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fyp.storage.sqlite import connect
+from fyp.storage.sqlite import connect, transaction
 from fyp.types import Video
 
 
@@ -92,22 +92,14 @@ class SqliteCatalogStore:
     def upsert(self, videos: Sequence[Video]) -> None:
         if not videos:
             return
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                # An update keeps the video's rowid (INSERT OR REPLACE would move it to the
-                # end), so a restart loads the catalog in the order it was first built.
-                cur.executemany(
-                    f"INSERT INTO videos ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
-                    f"ON CONFLICT(video_id) DO UPDATE SET {_UPDATES}",
-                    [_to_row(v) for v in videos],
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                if cur.connection.in_transaction:  # SQLite may have rolled back already
-                    cur.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._conn) as cur:
+            # An update keeps the video's rowid (INSERT OR REPLACE would move it to the
+            # end), so a restart loads the catalog in the order it was first built.
+            cur.executemany(
+                f"INSERT INTO videos ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                f"ON CONFLICT(video_id) DO UPDATE SET {_UPDATES}",
+                [_to_row(v) for v in videos],
+            )
 
     def get(self, video_id: str) -> Video | None:
         with self._lock:

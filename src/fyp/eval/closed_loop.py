@@ -322,15 +322,10 @@ class _EngineMethod:
                     warnings.simplefilter("ignore")  # starlette's notice about httpx
                     from fastapi.testclient import TestClient
 
-                from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+                from fyp.privacy.keys import bearer, create_key
 
-                keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
-                _, token = keys.create(SCOPES, None, "closed loop", self.now)
-                keys.close()
-                client = TestClient(
-                    create_app(settings, engine=self.engine),
-                    headers={"Authorization": f"Bearer {token}"},
-                )
+                _, token = create_key(settings.data_dir, label="closed loop")
+                client = TestClient(create_app(settings, engine=self.engine), headers=bearer(token))
                 client.__enter__()  # starts the app: its lifespan and learning loop
                 self._client = client
             except BaseException:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fyp.storage.sqlite import connect, delete_where
+from fyp.storage.sqlite import connect, delete_where, transaction
 from fyp.types import DAY_MS, FilterCount, Impression
 
 log = logging.getLogger(__name__)
@@ -289,17 +289,8 @@ class SqliteImpressionLog:
                 new.append(cur.rowcount == 1)
         return new
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        cur = self._conn.cursor()
-        cur.execute("BEGIN")
-        try:
-            yield cur
-        except BaseException:
-            if cur.connection.in_transaction:  # SQLite may have rolled back already
-                cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        return transaction(self._conn, immediate=False)
 
     def for_user(self, user_id: str, limit: int) -> list[Impression]:
         with self._lock:

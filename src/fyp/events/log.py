@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fyp.storage.sqlite import connect, delete_where
+from fyp.storage.sqlite import connect, delete_where, transaction
 from fyp.types import Event, EventType, LoggedEvent
 
 
@@ -91,6 +91,15 @@ class SqliteEventLog:
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # The log's end, kept here: it is asked for by every learning step and health
+        # check, and only this object's appends move it (one writer per log).
+        self._last = self._sequence()
+
+    def _sequence(self) -> int:
+        # The AUTOINCREMENT counter, not MAX(offset): deleting the newest events (an
+        # erasure) must not move the end of the log back below what was applied.
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return 0 if row is None else int(row[0])
 
     def append(self, events: Sequence[Event]) -> AppendResult:
         if not events:
@@ -107,18 +116,14 @@ class SqliteEventLog:
             fresh = [i for eid, i in first.items() if eid not in known]
             duplicates.extend(first[eid] for eid in known)
             if fresh:
-                cur = self._conn.cursor()
-                cur.execute("BEGIN IMMEDIATE")
-                try:
+                # synchronous=FULL: fsynced before the COMMIT returns
+                with transaction(self._conn) as cur:
                     cur.executemany(
                         f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
                         [_row(events[i]) for i in fresh],
                     )
-                    cur.execute("COMMIT")  # synchronous=FULL: fsynced before COMMIT returns
-                except BaseException:
-                    if cur.connection.in_transaction:  # SQLite may have rolled back already
-                        cur.execute("ROLLBACK")
-                    raise
+                    last = self._sequence()
+                self._last = last  # once committed
         duplicates.sort()
         return AppendResult(fresh, duplicates)
 
@@ -152,13 +157,7 @@ class SqliteEventLog:
             offset = rows[-1].offset
 
     def last_offset(self) -> int:
-        # The AUTOINCREMENT counter, not MAX(offset): deleting the newest events (an
-        # erasure) must not move the end of the log back below what was applied.
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-            ).fetchone()
-        return 0 if row is None else int(row[0])
+        return self._last
 
     def count(self) -> int:
         with self._lock:

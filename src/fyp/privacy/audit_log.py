@@ -312,6 +312,7 @@ class AuditLog:
             if self._path is None or self._file is None:
                 record = self._next(action, actor, outcome, subject, facts)
                 self._memory.append(record)
+                self._head = (record.seq, record.hash)
             else:
                 with _flock(self._file.fileno(), fcntl.LOCK_EX):
                     if os.fstat(self._file.fileno()).st_size != self._size:
@@ -326,7 +327,6 @@ class AuditLog:
                     self._size += len(line)
                     self._head = (record.seq, record.hash)  # even if the head write fails
                     _write_head(self._head_path, self._head)
-            self._head = (record.seq, record.hash)
             return record
 
     def _next(

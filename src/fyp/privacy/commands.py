@@ -7,9 +7,10 @@ audit log; the token and its hash never do.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -17,8 +18,18 @@ from rich.console import Console
 from rich.table import Table
 
 from fyp.config import load_settings
-from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore, UnknownScopeError, validate_scopes
+from fyp.privacy.keys import (
+    KEYS_FILE,
+    SCOPES,
+    ApiKey,
+    SqliteKeyStore,
+    UnknownScopeError,
+    validate_scopes,
+)
 from fyp.types import now_ms
+
+if TYPE_CHECKING:
+    from fyp.privacy.audit_log import AuditLog
 
 keys_app = typer.Typer(
     help="API keys: who may call the API, with which scopes.", no_args_is_help=True
@@ -44,6 +55,42 @@ def _utc(ms: int | None) -> str:
     if ms is None:
         return "—"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def create_audited(
+    store: SqliteKeyStore,
+    audit: AuditLog,
+    scopes: Iterable[str],
+    region: str | None,
+    label: str,
+    actor: str,
+) -> tuple[ApiKey, str]:
+    """Create a key and record it (never its token); a key the audit log could not
+    record is revoked again, so none works unrecorded."""
+    key, token = store.create(scopes, region, label, now_ms())
+    try:
+        audit.append(
+            "key.create",
+            actor,
+            details={
+                "key_id": key.key_id,
+                "scopes": sorted(key.scopes),
+                "region": key.region,
+                "label": key.label,
+            },
+        )
+    except BaseException:
+        store.revoke(key.key_id, now_ms())
+        raise
+    return key, token
+
+
+def revoke_audited(store: SqliteKeyStore, audit: AuditLog, key_id: str, actor: str) -> bool:
+    """Revoke a key and record it; False (nothing recorded) if none was revoked."""
+    done = store.revoke(key_id, now_ms())
+    if done:
+        audit.append("key.revoke", actor, details={"key_id": key_id})
+    return done
 
 
 @keys_app.command("create")
@@ -77,22 +124,7 @@ def create(
     audit = AuditLog(root / AUDIT_FILE)
     store = SqliteKeyStore(root / KEYS_FILE)
     try:
-        key, token = store.create(granted, region, label, now_ms())
-        try:
-            audit.append(
-                "key.create",
-                ACTOR,
-                details={
-                    "key_id": key.key_id,
-                    "scopes": sorted(key.scopes),
-                    "region": key.region,
-                    "label": key.label,
-                },
-            )
-        except BaseException:
-            # Never leave a working key the audit log does not know of.
-            store.revoke(key.key_id, now_ms())
-            raise
+        key, token = create_audited(store, audit, granted, region, label, ACTOR)
     finally:
         store.close()
         audit.close()
@@ -153,9 +185,7 @@ def revoke(
     audit = AuditLog(root / AUDIT_FILE)
     store = SqliteKeyStore(path)
     try:
-        done = store.revoke(key_id, now_ms())
-        if done:
-            audit.append("key.revoke", ACTOR, details={"key_id": key_id})
+        done = revoke_audited(store, audit, key_id, ACTOR)
     finally:
         store.close()
         audit.close()

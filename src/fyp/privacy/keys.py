@@ -226,3 +226,21 @@ class SqliteKeyStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def create_key(
+    data_dir: Path, scopes: Iterable[str] = SCOPES, region: str | None = None, label: str = ""
+) -> tuple[ApiKey, str]:
+    """A new key in ``data_dir``'s key store, opened and closed here: for programs that
+    drive their own server (the simulations, the benchmarks, tests). Not audited: an
+    operator's keys are made with ``fyp keys create``."""
+    store = SqliteKeyStore(data_dir / KEYS_FILE)
+    try:
+        return store.create(scopes, region, label, int(time.time() * 1000))
+    finally:
+        store.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The request headers that carry ``token``."""
+    return {"Authorization": f"Bearer {token}"}

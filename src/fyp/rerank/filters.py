@@ -165,7 +165,7 @@ class NotInterestedFilter:
 
     def apply(self, ctx: FeedContext, candidates: list[Candidate]) -> FilterResult:
         # What the user said holds in non-personalised mode too.
-        u = ctx.user if ctx.person is None else ctx.person
+        u = ctx.owner
         if not (u.not_interested_videos or u.muted_creators_until or u.muted_sounds_until):
             return FilterResult(candidates, [])
         kept: list[Candidate] = []

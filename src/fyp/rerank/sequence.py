@@ -36,7 +36,7 @@ class SequenceRules:
         window = cat.policy.sensitive_window
         k = cat.policy.sensitive_max
         # The person's own recent sequence, whichever mode served it.
-        served = (ctx.user if ctx.person is None else ctx.person).served
+        served = ctx.owner.served
         tail = [served[i] for i in range(max(len(served) - window + 1, 0), len(served))]
         head = list(before)
         topic_sets = cat.sensitive_sets

@@ -33,6 +33,11 @@ class FeedContext:
     controls: UserControls = NO_CONTROLS
     person: UserState | None = None
 
+    @property
+    def owner(self) -> UserState:
+        """The user's own state: what they told us and what they were served."""
+        return self.user if self.person is None else self.person
+
 
 class CandidateSource(Protocol):
     name: str

@@ -121,17 +121,22 @@ class FeedState:
         return bool(self._refresh_marks) and self._refresh_marks[0][0] <= self.applied_offset
 
     def _forget(self, user_id: str) -> None:
+        """Refresh: the user's personalisation, and the examples of their old tastes not
+        yet learned from, go. Full micro-batches are learned first, so what is dropped
+        does not depend on how the log was cut."""
         user = self.users.get(user_id)
         if user is not None:
             forget_personalisation(user, len(LABELS))
-        # Examples of the old tastes not yet learned from are dropped with them (the
-        # open one's heap entry goes stale: its seq no longer matches). Full micro-batches
-        # are learned first, so what is dropped does not depend on how the log was cut.
         self._train()
+        self._drop_examples(user_id)
+        self.refreshes_done += 1
+
+    def _drop_examples(self, user_id: str) -> None:
+        """The user's open, closed and queued examples, and the learned models' (the
+        listeners'). The open one's heap entry goes stale: its seq no longer matches."""
         self._pending.pop(user_id, None)
         self._closed.pop(user_id, None)
         self._examples = [x for x in self._examples if x.user_id != user_id]
-        self.refreshes_done += 1
         for listener in self.forget_listeners:
             listener(user_id)
 
@@ -140,8 +145,7 @@ class FeedState:
         examples, their reports' weight, the learned models' rows (the listeners) — as
         if they had never been here. Aggregates that are not kept per user (a video's
         view counts, its co-engagement neighbours, the ranker's weights) stay."""
-        self._forget(user_id)
-        self.refreshes_done -= 1  # not a refresh
+        self._drop_examples(user_id)  # not trained on first: nothing of theirs is learned now
         self.users.pop(user_id, None)
         self._by_time = [x for x in self._by_time if x[2] != user_id]
         heapq.heapify(self._by_time)

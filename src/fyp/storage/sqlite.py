@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -58,3 +60,20 @@ def delete_where(conn: sqlite3.Connection, table: str, where: str, arg: object) 
     cur = conn.execute(f"DELETE FROM {table} WHERE {where}", (arg,))
     forget_wal(conn)
     return cur.rowcount
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Cursor]:
+    """One transaction (``BEGIN IMMEDIATE``: the write lock at once), committed when the
+    block ends, rolled back if it raises. The ROLLBACK only if SQLite has not rolled back
+    already (a full disk fails the COMMIT and ends the transaction itself), so the error
+    raised is the real one."""
+    cur = conn.cursor()
+    cur.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield cur
+        cur.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            cur.execute("ROLLBACK")
+        raise

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fyp.storage.sqlite import connect, forget_wal
+from fyp.storage.sqlite import connect, forget_wal, transaction
 from fyp.types import UserProfile
 
 
@@ -78,26 +78,18 @@ class SqliteUserStore:
 
     def put_profiles(self, profiles: Sequence[UserProfile]) -> None:
         """Insert or update these profiles in one fsynced transaction."""
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany(
-                    "INSERT INTO profiles"
-                    " (user_id, age_band, language, region, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET"
-                    " age_band = excluded.age_band, language = excluded.language,"
-                    " region = excluded.region, updated_at = excluded.updated_at",
-                    [
-                        (p.user_id, p.age_band, p.language, p.region, p.created_at, p.updated_at)
-                        for p in profiles
-                    ],
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                if cur.connection.in_transaction:  # SQLite may have rolled back already
-                    cur.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._conn) as cur:
+            cur.executemany(
+                "INSERT INTO profiles"
+                " (user_id, age_band, language, region, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET"
+                " age_band = excluded.age_band, language = excluded.language,"
+                " region = excluded.region, updated_at = excluded.updated_at",
+                [
+                    (p.user_id, p.age_band, p.language, p.region, p.created_at, p.updated_at)
+                    for p in profiles
+                ],
+            )
 
     def profiles(self) -> dict[str, UserProfile]:
         with self._lock:
@@ -145,11 +137,9 @@ class SqliteUserStore:
 
     def erase(self, user_id: str) -> None:
         with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            for table in ("profiles", "controls", "refreshes"):
-                cur.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
-            cur.execute("COMMIT")
+            with transaction(self._conn) as cur:
+                for table in ("profiles", "controls", "refreshes"):
+                    cur.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             forget_wal(self._conn)
 
     def close(self) -> None:
