@@ -45,10 +45,34 @@ def test_a_new_user_on_unseen_videos_has_only_freshness_and_bias() -> None:
     state = small_state()
     x = state.ranker.features(new_user(10, len(LABELS)), [0, 1, 2], NOW)
     assert x.shape == (3, len(LABELS), N_FEATURES)
-    for name in ("video_rate", "user_lift", "creator", "sound", "hashtags", "follows"):
+    names = ("video_rate", "user_lift", "creator", "sound", "hashtags", "follows", "surface")
+    for name in names:
         assert x[:, :, F[name]] == pytest.approx(np.zeros((3, len(LABELS))), abs=1e-9), name
     assert x[:, 0, F["fresh"]] == pytest.approx([1.0, math.exp(-1.0), 0.0])
     assert (x[:, :, F["bias"]] == 1).all()
+
+
+def test_the_surface_feature_is_the_surfaces_lift_and_moves_predictions() -> None:
+    """Views on one page end in long views, on another in skips: the same user and video
+    get a higher P(long view) on the first (KuaiRand's pages differ tenfold)."""
+    from fyp.types import Event, EventType, LoggedEvent
+
+    state = small_state()
+    events = []
+    for i in range(300):
+        surface, watch = ("tab1", 10_000) if i % 2 else ("tab0", 0)
+        e = Event(f"e{i}", f"u{i % 7}", "undated", EventType.VIEW, NOW + i, watch, None, surface)
+        events.append(LoggedEvent(i + 1, e))
+    state.apply(events)
+    user = new_user(10, len(LABELS))
+    k = LABEL_INDEX["long_view"]
+    on = {s: state.ranker.features(user, [0], NOW, s) for s in ("tab1", "tab0", "elsewhere")}
+    assert on["tab1"][0, k, F["surface"]] == state.surfaces.lift("tab1")[k] > 0
+    assert on["tab0"][0, k, F["surface"]] < 0
+    assert on["elsewhere"][0, :, F["surface"]].tolist() == [0.0] * len(LABELS)
+    p = {s: state.ranker.score(user, [0], NOW, s).probabilities[0, k] for s in on}
+    assert p["tab1"] > p["elsewhere"] > p["tab0"]
+    assert np.allclose(state.ranker.example_features(user, 0, NOW, "tab0"), on["tab0"][0])
 
 
 def test_following_the_creator_sets_the_follows_feature() -> None:

@@ -137,11 +137,12 @@ class _EngineMethod(Method):
     def _scored(
         self, user: str, rows: IntArray, at_ms: int, surface: str = DEFAULT_SURFACE
     ) -> tuple[FloatArray, FloatArray]:
-        """(probabilities (n, L), value scores (n,)) for catalog ``rows``; the first
-        ranker does not read the surface."""
+        """(probabilities (n, L), value scores (n,)) for catalog ``rows`` on ``surface``."""
         engine = self.engine
         state = engine.state.user(engine.pseudonym(user))  # as the engine files the user
-        scored = engine.state.ranker.score(state, self.model.to_engine[rows].tolist(), at_ms)
+        scored = engine.state.ranker.score(
+            state, self.model.to_engine[rows].tolist(), at_ms, surface
+        )
         return np.asarray(scored.probabilities), np.asarray(scored.values)
 
     def _score_impressions(
@@ -168,12 +169,15 @@ class FypFirstRanker(_EngineMethod):
     def top_k(self, requests: Requests, k: int) -> list[IntArray]:
         every = np.arange(len(self.model.to_engine), dtype=np.int64)
         return [
-            top_rows(self._scored(u, every, int(at))[1], self.seen.get(u, set()), k)
-            for u, at in zip(requests.users, requests.at_ms.tolist(), strict=True)
+            top_rows(self._scored(u, every, int(at), s)[1], self.seen.get(u, set()), k)
+            for u, at, s in zip(
+                requests.users, requests.at_ms.tolist(), requests.surface, strict=True
+            )
         ]
 
     def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
-        return self._score_impressions(requests, per_label=True)
+        # The first ranker reads the page: one group per user and surface.
+        return self._score_impressions(requests, per_label=True, by_surface=True)
 
     def scores_used(self) -> dict[str, str]:
         return {
@@ -263,7 +267,7 @@ class FypMMoE(_EngineMethod):
             requests.users, requests.at_ms.tolist(), requests.surface, strict=True
         ):
             state = engine.state.user(engine.pseudonym(u))
-            first = engine.state.ranker.score(state, every, int(at)).values
+            first = engine.state.ranker.score(state, every, int(at), surface).values
             shortlist = top_rows(first, self.seen.get(u, set()), SHORTLIST)
             values = self._scored(u, shortlist, int(at), surface)[1]
             out.append(shortlist[top_rows(values, set(), k)])

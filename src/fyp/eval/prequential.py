@@ -75,10 +75,9 @@ def prequential_scores(
             pid = engine.pseudonym(user)  # how the engine files the user
             state = engine.state.user(pid)
             rows = to_engine[window_requests.imp_row[sub]].tolist()
-            first = engine.state.ranker.score(state, rows, at)
-            learned_p, learned_v = engine.models.ranker.predict(
-                pid, state, rows, at, surface or DEFAULT_SURFACE
-            )
+            page = surface or DEFAULT_SURFACE
+            first = engine.state.ranker.score(state, rows, at, page)
+            learned_p, learned_v = engine.models.ranker.predict(pid, state, rows, at, page)
             for label in IMPRESSION_LABELS:
                 head = LABEL_INDEX.get(label)
                 out["fyp_first_ranker"][label][idx[sub]] = (

@@ -101,6 +101,9 @@ class OnlineModels:
                         e.user_views,
                     ),
                     e.labels.astype(np.float32),
+                    # The first ranker has just learned from this example's batch: its
+                    # logits now, fixed here so that a replay learns the same residual.
+                    self.state.ranker.logits(e.features).astype(np.float32),
                 )
             )
             if e.labels[_POSITIVE].any():

@@ -37,10 +37,10 @@ class FirstRankerValues:
         self.first = first
 
     def values(self, ctx: FeedContext, rows: list[int]) -> F64:
-        return self.first.score(ctx.user, rows, ctx.now).values
+        return self.first.score(ctx.user, rows, ctx.now, ctx.surface).values
 
     def values_and_features(self, ctx: FeedContext, rows: list[int]) -> tuple[F64, F64]:
-        scored = self.first.score(ctx.user, rows, ctx.now)
+        scored = self.first.score(ctx.user, rows, ctx.now, ctx.surface)
         return scored.values, scored.features
 
     def active(self) -> str:
@@ -63,7 +63,7 @@ class WarmOrFirst:
         return self.values_and_features(ctx, rows)[0]
 
     def values_and_features(self, ctx: FeedContext, rows: list[int]) -> tuple[F64, F64]:
-        scored = self.first.score(ctx.user, rows, ctx.now)
+        scored = self.first.score(ctx.user, rows, ctx.now, ctx.surface)
         first = scored.values
         if not self.learned.warm or not rows:
             return first, scored.features

@@ -61,7 +61,7 @@ class Explainer:
             if all(f is not None for f in scored):
                 features = np.stack([f[0][f[1]] for f in scored if f is not None])
             else:
-                features = self.first.features(ctx.user, rows, ctx.now)
+                features = self.first.features(ctx.user, rows, ctx.now, ctx.surface)
             shares = self.first.contributions(features)[:, _SIGNAL_COLUMNS]  # (n, S)
             strongest = np.argsort(-np.abs(shares), axis=1)[:, :TOP_SIGNALS].tolist()
             values = shares.tolist()

@@ -14,9 +14,11 @@ with features x_k:
     hashtags     the mean of the same over v's hashtags
     follows      1 if u follows v's creator
     fresh        exp(-age / 3 days)
+    surface      logit of label k's smoothed rate on the surface the feed runs on, minus
+                 the global logit (where in the app: :mod:`fyp.state.surfaces`)
     bias         1
 
-The weights start where the model is "video rate times user lift" and move by Adagrad
+The weights start where the model is "video rate times user and surface lift" and move by Adagrad
 on every labelled view. The value score is Σ_k value_weight_k × P_k (weights in config).
 Every number is inspectable: :meth:`FirstRanker.explain` gives each feature's share.
 """
@@ -33,9 +35,10 @@ import numpy.typing as npt
 from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
+from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import AFFINITY_PRIOR, UserState, affinity_lift
 from fyp.state.videos import VideoStats
-from fyp.types import DAY_MS
+from fyp.types import DAY_MS, DEFAULT_SURFACE
 
 F64 = npt.NDArray[np.float64]
 FEATURES: tuple[str, ...] = (
@@ -46,6 +49,7 @@ FEATURES: tuple[str, ...] = (
     "hashtags",
     "follows",
     "fresh",
+    "surface",
     "bias",
 )
 N_FEATURES = len(FEATURES)
@@ -80,10 +84,17 @@ class Scored:
 
 
 class FirstRanker:
-    def __init__(self, cfg: RankerConfig, catalog: CatalogIndex, stats: VideoStats) -> None:
+    def __init__(
+        self,
+        cfg: RankerConfig,
+        catalog: CatalogIndex,
+        stats: VideoStats,
+        surfaces: SurfaceStats | None = None,
+    ) -> None:
         self.cfg = cfg
         self.catalog = catalog
         self.stats = stats
+        self.surfaces = SurfaceStats() if surfaces is None else surfaces
         self.half_life_ms = cfg.affinity_half_life_days * DAY_MS
         n_labels = len(LABELS)
         self.weights = np.zeros((n_labels, N_FEATURES))
@@ -93,6 +104,7 @@ class FirstRanker:
         self.weights[:, FEATURES.index("sound")] = 0.2
         self.weights[:, FEATURES.index("hashtags")] = 0.3
         self.weights[:, FEATURES.index("follows")] = 0.5
+        self.weights[:, FEATURES.index("surface")] = 1.0
         self._grad_sq = np.full_like(self.weights, 1e-2)
         self.value_weights = np.zeros(n_labels)
         for name, w in cfg.value_weights.items():  # names checked by RankerConfig
@@ -107,14 +119,18 @@ class FirstRanker:
         keeps a replay identical to the live run."""
         g = self.stats.global_rates()
         self._global = (g, _logit(g))
+        self.surfaces.refresh(g, self._global[1], self.cfg.prior_strength)
 
     def _global_rates(self) -> tuple[F64, F64]:
         return self._global
 
     # -- features ----------------------------------------------------------------------
 
-    def features(self, user: UserState, rows: Sequence[int], now: int) -> F64:
-        """(n, L, F) feature tensor for ``rows`` as seen by ``user`` at ``now`` (Unix ms)."""
+    def features(
+        self, user: UserState, rows: Sequence[int], now: int, surface: str = DEFAULT_SURFACE
+    ) -> F64:
+        """(n, L, F) feature tensor for ``rows`` as seen by ``user`` at ``now`` (Unix ms)
+        on ``surface``."""
         idx = np.asarray(rows, dtype=np.intp)
         n, n_labels = len(idx), len(LABELS)
         g, g_logit = self._global_rates()  # (L,)
@@ -128,10 +144,13 @@ class FirstRanker:
         age = np.maximum(now - created, 0).astype(np.float64)
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
-        x[:, :, 7] = 1.0
+        x[:, :, 7] = self.surfaces.lift(surface)[None, :]
+        x[:, :, 8] = 1.0
         return x
 
-    def example_features(self, user: UserState, row: int, now: int) -> F64:
+    def example_features(
+        self, user: UserState, row: int, now: int, surface: str = DEFAULT_SURFACE
+    ) -> F64:
         """(L, F): :meth:`features` of one row, as the learning step needs for every view;
         the same numbers, without the batch machinery that costs more than the maths
         when there is a single row."""
@@ -143,7 +162,8 @@ class FirstRanker:
         x[:, 2:6] = self._affinities(user, np.array([row], dtype=np.intp), now)[0]
         created = int(self.catalog.created_at[row])
         x[:, 6] = math.exp(-max(now - created, 0) / _FRESH_MS) if created > 0 else 0.0
-        x[:, 7] = 1.0
+        x[:, 7] = self.surfaces.lift(surface)
+        x[:, 8] = 1.0
         return x
 
     def _user_lift(self, user: UserState, g: F64, g_logit: F64) -> F64:
@@ -249,11 +269,17 @@ class FirstRanker:
 
     # -- scoring -----------------------------------------------------------------------
 
-    def score(self, user: UserState, rows: Sequence[int], now: int) -> Scored:
-        x = self.features(user, rows, now)
-        z = np.einsum("nlf,lf->nl", x, self.weights)
-        p = 1.0 / (1.0 + np.exp(-z))
+    def score(
+        self, user: UserState, rows: Sequence[int], now: int, surface: str = DEFAULT_SURFACE
+    ) -> Scored:
+        x = self.features(user, rows, now, surface)
+        p = 1.0 / (1.0 + np.exp(-self.logits(x)))
         return Scored(p, p @ self.value_weights, x)
+
+    def logits(self, features: F64) -> F64:
+        """(..., L) logits of each head for (..., L, F) features, with today's weights."""
+        z: F64 = np.einsum("...lf,lf->...l", features, self.weights)
+        return z
 
     def explain(self, features: F64) -> dict[str, float]:
         """Each feature's contribution to the value score for one candidate's (L, F)

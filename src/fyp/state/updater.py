@@ -31,6 +31,7 @@ from fyp.rank.first_ranker import FirstRanker
 from fyp.safety.reports import ReportCounter
 from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
+from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import Affinity, UserState, forget_personalisation, new_user
 from fyp.state.videos import Trending, VideoStats
 from fyp.types import DAY_MS, DEFAULT_SURFACE, EventType, LoggedEvent
@@ -69,10 +70,11 @@ class FeedState:
         self.settings = settings
         self.catalog = catalog
         self.stats = VideoStats()
+        self.surfaces = SurfaceStats()
         self.trending = Trending(settings.sources.trending_half_life_hours * 3_600_000)
         self.coengagement = CoEngagement(settings.sources.coengagement_neighbours)
         self.users: dict[str, UserState] = {}
-        self.ranker = FirstRanker(settings.ranker, catalog, self.stats)
+        self.ranker = FirstRanker(settings.ranker, catalog, self.stats, self.surfaces)
         self.applied_offset = 0
         self.skipped_events = 0  # events of videos this catalog does not hold (a foreign log)
         self.label_window_ms = int(settings.ranker.label_window_s * 1000)
@@ -209,8 +211,10 @@ class FeedState:
                 pending.labels[k] = 1.0
                 self.stats.label_counts[row, k] += 1
                 self.stats.total_labels[k] += 1
+                self.surfaces.add_label(surface, k)
                 user.label_counts[k] += 1
         self.stats.views[row] += 1
+        self.surfaces.add_view(surface)
         self.stats.total_views += 1
         if self.stats.total_views <= 256 or self.stats.total_views % 256 == 0:
             self.ranker.refresh_global_rates()
@@ -241,7 +245,7 @@ class FeedState:
         if pending is not None:
             self._close(user_id)
         self._seq += 1
-        x = self.ranker.example_features(user, row, ts)
+        x = self.ranker.example_features(user, row, ts, surface)
         history = tuple(user.history)[-_HISTORY_IN_EXAMPLE:] if self.example_listeners else ()
         pending = Example(
             user_id,
@@ -305,6 +309,7 @@ class FeedState:
             pending.labels[k] = 1.0
         self.stats.label_counts[row, k] += 1
         self.stats.total_labels[k] += 1
+        self.surfaces.add_label(surface, k)
         user.label_counts[k] += 1
         video = self.catalog.videos[row]
         if label == "not_interested":

@@ -15,7 +15,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2  # 2: the first ranker reads the surface (a feature more)
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> int:
