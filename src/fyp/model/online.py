@@ -26,7 +26,7 @@ import torch
 
 from fyp.config import Settings
 from fyp.model.ann import ItemIndex
-from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_example
+from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_examples
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.updater import Example, FeedState
@@ -81,8 +81,25 @@ class OnlineModels:
         state.forget_listeners.append(self.forget_user)
 
     def on_examples(self, examples: Sequence[Example]) -> None:
+        if not examples:
+            return
         catalog = self.state.catalog
-        for e in examples:
+        features = np.stack([e.features for e in examples])
+        rows = np.array([e.row for e in examples], dtype=np.intp)
+        # The batch's dense inputs at once (per example, numpy's overhead on arrays of
+        # a few numbers cost more than the arithmetic).
+        dense = dense_from_examples(
+            features,
+            catalog.duration_ms[rows].astype(np.float64),
+            np.array([e.ts for e in examples], dtype=np.int64),
+            np.array([e.video_views for e in examples]),
+            np.array([e.user_views for e in examples]),
+        )
+        # The first ranker has just learned from this batch: its logits now, fixed here
+        # so that a replay learns the same residual.
+        priors = self.state.ranker.logits(features).astype(np.float32)
+        labels = np.stack([e.labels for e in examples]).astype(np.float32)
+        for i, e in enumerate(examples):
             video = catalog.videos[e.row]
             self._rank_queue.append(
                 RankExample(
@@ -93,17 +110,9 @@ class OnlineModels:
                     video.hashtags,
                     e.surface,
                     e.ts,
-                    dense_from_example(
-                        e.features,
-                        int(catalog.duration_ms[e.row]),
-                        e.ts,
-                        e.video_views,
-                        e.user_views,
-                    ),
-                    e.labels.astype(np.float32),
-                    # The first ranker has just learned from this example's batch: its
-                    # logits now, fixed here so that a replay learns the same residual.
-                    self.state.ranker.logits(e.features).astype(np.float32),
+                    dense[i],
+                    labels[i],
+                    priors[i],
                 )
             )
             if e.labels[_POSITIVE].any():

@@ -58,7 +58,7 @@ __all__ = [
     "MultiTaskRanker",
     "RankExample",
     "dense_features",
-    "dense_from_example",
+    "dense_from_examples",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -91,17 +91,33 @@ class ModelConfig:
     seed: int = 0
 
 
-def _time_features(now: int, duration_ms: F64) -> F64:
-    hour = (now % DAY_MS) / _HOUR_MS
-    angle = 2 * math.pi * hour / 24
-    n = len(duration_ms)
-    return np.column_stack(
+def _dense(
+    x: F64, duration_ms: F64, now: npt.NDArray[np.int64], video_views: F64, user_views: F64
+) -> F32:
+    """The dense context of n (user, video) pairs from the first ranker's (n, L, F)
+    features and the rest, each per row (a request has one ``now`` and user; a training
+    batch one per example)."""
+    angle = 2 * math.pi * ((now % DAY_MS) / _HOUR_MS) / 24
+    out = np.concatenate(
         [
-            np.log1p(duration_ms / 1000.0),
-            np.full(n, math.sin(angle)),
-            np.full(n, math.cos(angle)),
-        ]
+            x[:, :, 0],  # video rate logits per label
+            x[:, :, 1],  # user lift per label
+            x[:, :, 7],  # surface lift per label
+            x[:, 0, 2:7],  # creator, sound, hashtags, follows, fresh
+            np.column_stack(
+                [
+                    np.log1p(duration_ms / 1000.0),
+                    np.sin(angle),
+                    np.cos(angle),
+                    np.log1p(video_views),
+                    np.log1p(user_views),
+                ]
+            ),
+        ],
+        axis=1,
     )
+    clipped: F32 = np.clip(out, -_CLIP, _CLIP).astype(np.float32)
+    return clipped
 
 
 def dense_features(
@@ -117,40 +133,27 @@ def dense_features(
     caller has them already (the cascade does)."""
     x = first.features(user, rows, now, surface) if first_features is None else first_features
     idx = np.asarray(rows, dtype=np.intp)
-    catalog = first.catalog
-    views = first.stats.views[idx]
-    out = np.concatenate(
-        [
-            x[:, :, 0],  # video rate logits per label
-            x[:, :, 1],  # user lift per label
-            x[:, :, 7],  # surface lift per label
-            x[:, 0, 2:7],  # creator, sound, hashtags, follows, fresh
-            _time_features(now, catalog.duration_ms[idx].astype(np.float64)),
-            np.column_stack([np.log1p(views), np.full(len(idx), math.log1p(user.views))]),
-        ],
-        axis=1,
+    n = len(idx)
+    return _dense(
+        x,
+        first.catalog.duration_ms[idx].astype(np.float64),
+        np.full(n, now, dtype=np.int64),
+        first.stats.views[idx],
+        np.full(n, float(user.views)),
     )
-    clipped: F32 = np.clip(out, -_CLIP, _CLIP).astype(np.float32)
-    return clipped
 
 
-def dense_from_example(
-    features: F64, duration_ms: int, now: int, video_views: float, user_views: float
+def dense_from_examples(
+    features: F64,
+    duration_ms: F64,
+    ts: npt.NDArray[np.int64],
+    video_views: F64,
+    user_views: F64,
 ) -> F32:
-    """The same context from one example's first-ranker features (L, F), taken when the
-    example opened (before its outcome changed anything)."""
-    out = np.concatenate(
-        [
-            features[:, 0],
-            features[:, 1],
-            features[:, 7],
-            features[0, 2:7],
-            _time_features(now, np.array([float(duration_ms)]))[0],
-            [math.log1p(video_views), math.log1p(user_views)],
-        ]
-    )
-    clipped: F32 = np.clip(out, -_CLIP, _CLIP).astype(np.float32)
-    return clipped
+    """The same context for a batch of examples from their first-ranker features
+    (n, L, F), taken when each opened (before its outcome changed anything), and their
+    other facts then, one per example."""
+    return _dense(features, duration_ms, ts, video_views, user_views)
 
 
 @dataclass(slots=True)
