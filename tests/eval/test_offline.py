@@ -239,7 +239,7 @@ def test_the_original_csv_layout_gives_the_same_split(smoke_dir: Path, tmp_path:
 
 
 def test_prequential_scores_each_window_before_learning_from_it(smoke_dir: Path) -> None:
-    from fyp.eval.prequential import prequential_scores
+    from fyp.eval.prequential import ONLINE_ROWS, prequential_scores
 
     data = load_eval_data(smoke_dir, SPLIT)
     scores = []
@@ -254,8 +254,8 @@ def test_prequential_scores_each_window_before_learning_from_it(smoke_dir: Path)
     first_window = times < times.min() + 60_000
     later = ~first_window
     assert first_window.any() and later.any()
-    for ranker in ("fyp_first_ranker", "fyp_mmoe"):
-        a, b = frozen[ranker]["long_view"], online[ranker]["long_view"]
+    for row in ONLINE_ROWS:
+        a, b = frozen[row]["long_view"], online[row]["long_view"]
         # The first minute is scored before anything of the test day was learned (up to
         # float32 rounding: a batch of another size sums in another order)...
         np.testing.assert_allclose(a[first_window], b[first_window], rtol=1e-5)

@@ -52,7 +52,8 @@ def kuairand(
         bool,
         typer.Option(
             help="Also run the engine's rankers online through the test day (score, then "
-            "learn): the <ranker>_online rows."
+            "learn): the <ranker>_online rows, and the first ranker online with each "
+            "user's own state held as training left it."
         ),
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,

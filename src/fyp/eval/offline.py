@@ -311,8 +311,8 @@ def evaluate_kuairand(
     """The whole offline run on KuaiRand logs in ``data_dir``: load and split, fit and ask
     every method in ``methods`` (default: all), score. ``quick`` samples
     ``QUICK_USERS`` test users (or ``max_users``) and uses fewer bootstrap resamples.
-    ``online`` adds the prequential rows ``<ranker>_online`` (:mod:`fyp.eval.prequential`):
-    the engine's rankers learning during the test day, each impression scored before its
+    ``online`` adds the prequential rows of :data:`fyp.eval.prequential.ONLINE_ROWS`: the
+    engine's rankers learning during the test day, each impression scored before its
     outcome is learned."""
     from fyp.eval.engine_methods import ENGINE_METHODS, EngineModel, make_engine_method
     from fyp.eval.methods import make_baseline
@@ -340,9 +340,9 @@ def evaluate_kuairand(
                 step("online: score each minute of the test day, then learn from it")
             # The engine the frozen rows were scored with goes on to learn the test day.
             scores = prequential_scores(data, model, progress=import_progress)
-            for ranker, per_label in scores.items():
+            for row, per_label in scores.items():
                 metrics, _ = _impression_metrics(data, per_label, boots, seed)
-                result["methods"][f"{ranker}_online"] = metrics
+                result["methods"][row] = metrics
             result["protocol"]["online"] = (
                 f"prequential: test impressions in windows of {WINDOW_MS // 1000} s, each "
                 "scored before the engine learns from its window's log rows"

@@ -11,12 +11,20 @@ scored by a model that saw its own outcome. The same metrics as the frozen rows,
 two can be compared in one table: ``<ranker>_online`` against ``<ranker>`` (frozen at
 the end of training).
 
+A third row, ``fyp_first_ranker_online_own_state_frozen``, is the same walk with one
+thing held back: each user is scored with their own state (label rates, affinities,
+follows) as it was at the end of training, while everything else (the videos' and the
+surfaces' statistics, the global rates, the ranker's weights) learns the test day. It
+tells apart what online learning does to a user's scores across their day from what it
+does to everyone else's knowledge.
+
 This deliberately hands test outcomes to the engine, after scoring: it lives apart from
 the offline methods, which never receive them.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from collections.abc import Callable
@@ -30,9 +38,13 @@ from fyp.eval.protocol import IMPRESSION_LABELS, EvalData
 from fyp.state.feedback import LABEL_INDEX
 from fyp.types import DEFAULT_SURFACE
 
-__all__ = ["ONLINE_RANKERS", "prequential_scores"]
+__all__ = ["ONLINE_ROWS", "prequential_scores"]
 
-ONLINE_RANKERS: tuple[str, ...] = ("fyp_first_ranker", "fyp_mmoe")
+ONLINE_ROWS: tuple[str, ...] = (
+    "fyp_first_ranker_online",
+    "fyp_mmoe_online",
+    "fyp_first_ranker_online_own_state_frozen",
+)
 WINDOW_MS = 60_000  # score a minute of impressions, then learn from it
 
 
@@ -42,8 +54,8 @@ def prequential_scores(
     window_ms: int = WINDOW_MS,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, FloatArray]]:
-    """Per ranker of ``ONLINE_RANKERS`` and label, each test impression's score, given by
-    an engine that has learned from every test window before the impression's own.
+    """Per row of ``ONLINE_ROWS`` and label, each test impression's score, given by an
+    engine that has learned from every test window before the impression's own.
 
     ``model``: the engine trained on ``data``'s training rows (fitted here if it is not
     yet; the offline run passes the one its frozen rows were scored with, which asking
@@ -53,7 +65,12 @@ def prequential_scores(
         raise RuntimeError("the prequential run needs the learned models")
     req = data.requests
     n = len(req.imp_row)
-    out = {name: {label: np.zeros(n) for label in IMPRESSION_LABELS} for name in ONLINE_RANKERS}
+    out = {name: {label: np.zeros(n) for label in IMPRESSION_LABELS} for name in ONLINE_ROWS}
+    # Each test user's own state as training left it (a copy: the walk changes the live one).
+    own_state = {
+        user: copy.deepcopy(engine.state.user(engine.pseudonym(user)))
+        for user in sorted(set(req.imp_user.tolist()))
+    }
     times = req.imp_time_ms
     order = np.argsort(times, kind="stable")
     window = (times[order] - times[order[0]]) // window_ms if n else np.zeros(0, np.int64)
@@ -77,13 +94,20 @@ def prequential_scores(
             rows = to_engine[window_requests.imp_row[sub]].tolist()
             page = surface or DEFAULT_SURFACE
             first = engine.state.ranker.score(state, rows, at, page)
+            held = engine.state.ranker.score(own_state[user], rows, at, page)
             learned_p, learned_v = engine.models.ranker.predict(pid, state, rows, at, page)
             for label in IMPRESSION_LABELS:
                 head = LABEL_INDEX.get(label)
-                out["fyp_first_ranker"][label][idx[sub]] = (
+                at_rows = idx[sub]
+                out["fyp_first_ranker_online"][label][at_rows] = (
                     first.values if head is None else first.probabilities[:, head]
                 )
-                out["fyp_mmoe"][label][idx[sub]] = learned_v if head is None else learned_p[:, head]
+                out["fyp_mmoe_online"][label][at_rows] = (
+                    learned_v if head is None else learned_p[:, head]
+                )
+                out["fyp_first_ranker_online_own_state_frozen"][label][at_rows] = (
+                    held.values if head is None else held.probabilities[:, head]
+                )
         # 2. then learn from what happened
         replay_rows(engine, frame[np.sort(idx).tolist()].sort("time_ms", maintain_order=True))
         if progress is not None:
