@@ -189,3 +189,23 @@ def test_kill_9_mid_training_then_restart_learns_every_event_once(tmp_path: Path
     finally:
         restarted.close()
         from_scratch.close()
+
+
+def test_the_fast_pickles_of_videos_and_affinities_keep_every_field() -> None:
+    """Video and Affinity pickle by their fields (a checkpoint holds hundreds of
+    thousands): every field comes back, and a field added later cannot be forgotten."""
+    import dataclasses
+    import pickle
+
+    from fyp.state.users import Affinity
+    from fyp.types import Video
+
+    video = Video(
+        "v1", "c1", 12_000, "s1", ("#a", "#b"), "caption", "en", ("eu",), 1_700_000_000_000,
+        ("mature",),
+    )  # fmt: skip
+    affinity = Affinity(3.5, 1.25, 1_700_000_000_123)
+    for obj in (video, affinity):
+        back = pickle.loads(pickle.dumps(obj, protocol=5))
+        assert back == obj and type(back) is type(obj)
+        assert len(obj.__reduce__()[1]) == len(dataclasses.fields(obj))

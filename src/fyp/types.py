@@ -48,6 +48,25 @@ class Video:
     created_at: int | None = None
     labels: tuple[str, ...] = ()
 
+    def __reduce__(self) -> tuple[type[Video], tuple[object, ...]]:
+        # A checkpoint pickles every video of the catalog: by its fields, which is
+        # several times faster than the default for a slotted, frozen dataclass.
+        return (
+            Video,
+            (
+                self.video_id,
+                self.creator_id,
+                self.duration_ms,
+                self.sound_id,
+                self.hashtags,
+                self.caption,
+                self.language,
+                self.regions,
+                self.created_at,
+                self.labels,
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
