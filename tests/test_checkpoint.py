@@ -209,3 +209,14 @@ def test_the_fast_pickles_of_videos_and_affinities_keep_every_field() -> None:
         back = pickle.loads(pickle.dumps(obj, protocol=5))
         assert back == obj and type(back) is type(obj)
         assert len(obj.__reduce__()[1]) == len(dataclasses.fields(obj))
+
+
+def test_a_videos_prepared_text_survives_a_pickle() -> None:
+    import pickle
+
+    from fyp.safety.text import VideoText
+
+    text = VideoText("Crème brûlée, at home!", ("#Food", "#cooking"))
+    back = pickle.loads(pickle.dumps(text, protocol=5))
+    assert (back.caption, back.tags) == (text.caption, text.tags)
+    assert back.matches_keyword("creme brulee") and back.matches_keyword("food")
