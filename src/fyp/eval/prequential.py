@@ -96,9 +96,9 @@ def prequential_scores(
             first = engine.state.ranker.score(state, rows, at, page)
             held = engine.state.ranker.score(own_state[user], rows, at, page)
             learned_p, learned_v = engine.models.ranker.predict(pid, state, rows, at, page)
+            at_rows = idx[sub]
             for label in IMPRESSION_LABELS:
                 head = LABEL_INDEX.get(label)
-                at_rows = idx[sub]
                 out["fyp_first_ranker_online"][label][at_rows] = (
                     first.values if head is None else first.probabilities[:, head]
                 )

@@ -47,7 +47,7 @@ from fyp.model.embeddings import (
     lookup_padded,
     scatter_gradients,
 )
-from fyp.rank.first_ranker import FirstRanker
+from fyp.rank.first_ranker import FEATURES, FirstRanker
 from fyp.state.feedback import LABELS
 from fyp.state.users import UserState
 from fyp.types import DAY_MS
@@ -69,6 +69,7 @@ N_LABELS = len(LABELS)
 # affinity, follows, fresh, log duration, hour sin, hour cos, log video views, log user views
 DENSE_DIM = 3 * N_LABELS + 5 + 5
 _HOUR_MS = 3_600_000
+_F = {name: i for i, name in enumerate(FEATURES)}  # the first ranker's feature columns
 _CLIP = 8.0
 
 
@@ -91,19 +92,20 @@ class ModelConfig:
     seed: int = 0
 
 
-def _dense(
+def dense_from_examples(
     x: F64, duration_ms: F64, now: npt.NDArray[np.int64], video_views: F64, user_views: F64
 ) -> F32:
     """The dense context of n (user, video) pairs from the first ranker's (n, L, F)
-    features and the rest, each per row (a request has one ``now`` and user; a training
-    batch one per example)."""
+    features and the rest, one per row: a training batch's examples, each as it was
+    when it opened (before its outcome changed anything), or a request's candidates
+    (:func:`dense_features`: one ``now`` and user)."""
     angle = 2 * math.pi * ((now % DAY_MS) / _HOUR_MS) / 24
     out = np.concatenate(
         [
-            x[:, :, 0],  # video rate logits per label
-            x[:, :, 1],  # user lift per label
-            x[:, :, 7],  # surface lift per label
-            x[:, 0, 2:7],  # creator, sound, hashtags, follows, fresh
+            x[:, :, _F["video_rate"]],  # per label
+            x[:, :, _F["user_lift"]],  # per label
+            x[:, :, _F["surface"]],  # per label
+            x[:, 0, _F["creator"] : _F["fresh"] + 1],  # creator, sound, hashtags, follows, fresh
             np.column_stack(
                 [
                     np.log1p(duration_ms / 1000.0),
@@ -134,26 +136,13 @@ def dense_features(
     x = first.features(user, rows, now, surface) if first_features is None else first_features
     idx = np.asarray(rows, dtype=np.intp)
     n = len(idx)
-    return _dense(
+    return dense_from_examples(
         x,
         first.catalog.duration_ms[idx].astype(np.float64),
         np.full(n, now, dtype=np.int64),
         first.stats.views[idx],
         np.full(n, float(user.views)),
     )
-
-
-def dense_from_examples(
-    features: F64,
-    duration_ms: F64,
-    ts: npt.NDArray[np.int64],
-    video_views: F64,
-    user_views: F64,
-) -> F32:
-    """The same context for a batch of examples from their first-ranker features
-    (n, L, F), taken when each opened (before its outcome changed anything), and their
-    other facts then, one per example."""
-    return _dense(features, duration_ms, ts, video_views, user_views)
 
 
 @dataclass(slots=True)
