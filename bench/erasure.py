@@ -32,28 +32,27 @@ from _common import (
     make_history,
     percentiles,
     print_table,
-    register_users,
+    user_ids,
     utc_now_iso,
     write_json,
 )
-from fyp.config import Settings
+from feed_latency import build_state
 from fyp.engine import Engine
 from fyp.types import Impression, now_ms
 
 ERASED = 5  # users erased (and checkpoints rewritten) per run
+VIEWS_PER_USER = 20
 
 
 def build(data_dir: Path, n_videos: int, n_users: int, now: int) -> tuple[Engine, dict[str, Any]]:
-    engine = Engine.open(Settings(data_dir=data_dir))
+    """The latency benchmark's state (its catalog and history, ingested and learned),
+    plus an impression for every view, so an erasure has both to delete."""
     t0 = time.perf_counter()
-    cat = make_catalog(n_videos, now, seed=3)
-    for chunk in batches(cat.videos, 5_000):
-        engine.upsert_videos(chunk)
-    history = make_history(cat, n_users, 20, now, seed=4)
-    register_users(engine, history)
-    for chunk in batches(history, 5_000):
-        engine.ingest(chunk, now=now)
-    engine.learn()
+    engine, setup = build_state(data_dir, n_videos, n_users, VIEWS_PER_USER, now)
+    # The same history again (same seeds): build_state keeps only what it ingested.
+    history = make_history(
+        make_catalog(n_videos, now, seed=n_videos), n_users, VIEWS_PER_USER, now, seed=n_videos + 1
+    )
     views = [e for e in history if e["type"] == "view"]
     for start, chunk in enumerate(batches(views, 5_000)):
         engine.record_impressions(
@@ -66,15 +65,15 @@ def build(data_dir: Path, n_videos: int, n_users: int, now: int) -> tuple[Engine
             ]
         )  # fmt: skip
     checkpoint_bytes = engine.checkpoint()
-    setup = {
-        "videos": n_videos,
-        "users": n_users,
-        "events": engine.event_log.count(),
-        "impressions": engine.impressions.count(),
-        "checkpoint_bytes": checkpoint_bytes,
-        "data_dir_bytes": sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()),
-        "build_s": time.perf_counter() - t0,
-    }
+    setup.update(
+        {
+            "events": engine.event_log.count(),
+            "impressions": engine.impressions.count(),
+            "checkpoint_bytes": checkpoint_bytes,
+            "data_dir_bytes": sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()),
+            "build_s": time.perf_counter() - t0,
+        }
+    )
     return engine, setup
 
 
@@ -101,6 +100,7 @@ def main() -> None:
             f"checkpoint {setup['checkpoint_bytes'] / 1e6:.0f} MB, in {setup['build_s']:.0f} s"
         )
         try:
+            users = user_ids(n_users)  # the history's ids
             erase_ms: list[float] = []
             checkpoint_ms: list[float] = []
             deleted: list[dict[str, int]] = []
@@ -108,7 +108,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 engine.checkpoint()
                 checkpoint_ms.append((time.perf_counter() - t0) * 1e3)
-                user = f"u{i * 97:06d}"
+                user = users[i * 97]
                 t0 = time.perf_counter()
                 done = engine.erase_user(user, "bench")
                 erase_ms.append((time.perf_counter() - t0) * 1e3)

@@ -38,6 +38,7 @@ from fastapi.testclient import TestClient
 
 from fyp.api import create_app
 from fyp.api.errors import (
+    BUSY,
     FULL,
     IO_ERROR,
     READ_ONLY,
@@ -48,6 +49,7 @@ from fyp.api.errors import (
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
 from fyp.privacy.keys import bearer, create_key
+from fyp.storage.sqlite import WalBusyError
 from fyp.types import Video, now_ms
 
 TMPFS_SIZE = "4m"  # a fresh data dir is ~360 KB; room for the stores' first writes
@@ -106,6 +108,20 @@ def test_storage_faults_answer_503(exc: BaseException, kind: str) -> None:
     detail = resp.json()["detail"]
     assert detail.startswith(f"storage unavailable: {kind}; ")
     assert detail.endswith("retry later")
+
+
+def test_a_wal_another_process_holds_answers_503_busy_sooner() -> None:
+    """A deletion was stored but its old pages wait in the WAL for a reader to let go:
+    no disk fault, a shorter wait, and the client is told to retry (the truncation)."""
+    err = WalBusyError("the write-ahead log could not be truncated; retry")
+    assert storage_fault(err) == BUSY
+    with TestClient(_raiser(err)) as c:
+        resp = c.get("/boom")
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "5"
+    assert (
+        resp.json()["detail"] == "storage busy: the write-ahead log could not be truncated; retry"
+    )
 
 
 @pytest.mark.parametrize(

@@ -214,3 +214,20 @@ def test_open_without_replay_leaves_the_log_pending(kit: Any, engine: Engine) ->
         assert len(cold.catalog) == 40
     finally:
         cold.close()
+
+
+def test_a_non_personalised_page_counts_each_video_served_once(kit: Any, engine: Engine) -> None:
+    """Served by a blank state on the person's behalf: both remember the page, but each
+    video was shown once (its exposures drive the fresh budget and strike caps), and a
+    restart, which counts the impressions, agrees."""
+    from fyp.users.controls import ControlsIn
+
+    engine.set_controls("u", ControlsIn(personalized=False))
+    ids = kit.feed_ids(engine, "u", count=10)
+    assert ids
+    rows = [engine.catalog.row_of[v] for v in ids]
+    assert engine.state.stats.exposures[rows].tolist() == [1] * len(rows)
+    exposures = engine.state.stats.exposures.copy()
+    engine.close()
+    reopened = kit.open_engine()
+    np.testing.assert_array_equal(reopened.state.stats.exposures[: len(exposures)], exposures)

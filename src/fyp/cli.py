@@ -270,6 +270,7 @@ def demo(
         seed_catalog,
         seed_trust_and_safety,
     )
+    from fyp.privacy.keys import bearer
     from fyp.privacy.pseudonym import SecretError
     from fyp.privacy.residency import DataDirError
 
@@ -289,7 +290,7 @@ def demo(
     server.start()
     base = f"http://{settings.host}:{settings.port}"
     world = build_world(seed=seed, n_users=users)
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = bearer(token)
     with httpx.Client(base_url=base, timeout=30, headers=auth) as client:
         if client.get("/healthz").json()["videos"] == 0:
             n = seed_catalog(client, world)

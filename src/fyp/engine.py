@@ -302,15 +302,11 @@ class Engine:
         sending more (0: go ahead), e.g. the API's per-user rate limit. Learning happens
         in :meth:`learn`."""
 
-        strict = self.settings.privacy.require_registered_users
-        pseudonym = self.pseudonyms.of
+        pseudonym = self.pseudonyms.of  # cached: residency_refusal's call costs nothing more
 
         def gate(e: Event) -> Event | Refusal:
-            # The residency check of residency_refusal, with the pseudonym computed once
-            # (it is also what the event is stored under), then the rate limit.
-            pid = pseudonym(e.user_id)
-            if strict and not self._homed(pid):
-                refusal = not_homed_here(e.user_id, self.settings.region)
+            refusal = self.residency_refusal(e.user_id)
+            if refusal is not None:
                 return Refusal("residency", f"user_id: {refusal}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
@@ -318,9 +314,7 @@ class Engine:
                     "rate_limited",
                     f"user_id: over this user's rate limit; retry in {wait:.1f} s",
                 )
-            return Event(
-                e.event_id, pid, e.video_id, e.type, e.ts, e.watch_ms, e.request_id, e.surface
-            )
+            return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
 
         return ingest(
             raw_events,

@@ -134,8 +134,9 @@ class RecordImpressions:
         )
         rows = [c.row for c in page]
         self.state.record_served_to(ctx.user, rows)
-        if ctx.person is not None:  # non-personalised: the person saw them too
-            self.state.record_served_to(ctx.person, rows)
+        if ctx.person is not None:  # non-personalised: the person saw them too (the
+            # videos' exposures are counted once, above)
+            ctx.person.remember_served(rows, self.state.settings.feed.served_memory)
 
 
 @dataclass

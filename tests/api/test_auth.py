@@ -94,7 +94,7 @@ def test_metrics_need_a_key_when_bound_beyond_this_machine(
 def test_a_revoked_key_stops_working(bare: TestClient, settings: Settings) -> None:
     keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
     key, token = keys.create(["feed:read"], None, "soon revoked", now_ms())
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = bearer(token)
     assert bare.get("/v1/feed?user_id=u1", headers=headers).status_code == 200
     assert keys.revoke(key.key_id, now_ms())  # another process: the CLI
     keys.close()
@@ -150,3 +150,6 @@ def test_one_user_past_their_rate_is_limited_and_others_are_not(
         assert [r["index"] for r in resp.json()["rejected"]] == [0, 1]
         assert "rate limit" in resp.json()["rejected"][0]["reason"]
         assert not engine.event_log.contains("e0") and engine.event_log.contains("f0")
+        # A batch of nothing but the busy user's: 429, and when to retry (1 / 0.5 per s).
+        only = c.post("/v1/events", json={"events": [api.event("g0", user_id="busy")]})
+        assert only.status_code == 429 and only.headers["Retry-After"] == "2"

@@ -23,7 +23,7 @@ from fyp.eval.simulate import (
     run_audience,
     seed_catalog,
 )
-from fyp.privacy.keys import create_key
+from fyp.privacy.keys import bearer, create_key
 
 SEED = 0
 REQUESTS = 3_000
@@ -77,7 +77,7 @@ def test_engine_feed_beats_random_order_in_the_closed_loop(tmp_path: Path) -> No
     _, token = create_key(settings.data_dir, label="closed loop")
     try:
         with LearnedClient(create_app(settings, engine=engine), engine) as client:
-            client.headers["Authorization"] = f"Bearer {token}"
+            client.headers.update(bearer(token))
             register_users(client, world)  # residency: users are created before they act
             assert seed_catalog(client, world) == len(world.videos)
             engine_report = run_audience(

@@ -214,6 +214,16 @@ def test_records_map_rows(smoke_logs: pl.DataFrame, smoke_records: list[KuaiRand
 
 
 @pytest.mark.kuairand
+def test_record_ids_carry_the_pseudonym_not_the_user_id(smoke_logs: pl.DataFrame) -> None:
+    records = list(rows_to_records(smoke_logs, lambda u: "p" + u))
+    for rec, row in zip(records, smoke_logs.iter_rows(named=True), strict=True):
+        prefix = f"kr-p{row['user_id']}-"
+        assert rec.impression.request_id.startswith(prefix)
+        assert all(str(e["event_id"]).startswith(prefix) for e in rec.events)
+        assert all(e["request_id"] == rec.impression.request_id for e in rec.events)
+        assert all(e["user_id"] == str(row["user_id"]) for e in rec.events)
+
+
 def test_records_are_deterministic(
     smoke_logs: pl.DataFrame, smoke_records: list[KuaiRandRow]
 ) -> None:

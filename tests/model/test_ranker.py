@@ -19,6 +19,7 @@ from fyp.model.ranker import (
 )
 from fyp.rank.first_ranker import FirstRanker
 from fyp.state.feedback import LABEL_INDEX, LABELS
+from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import new_user
 from fyp.state.videos import VideoStats
 from fyp.types import Video
@@ -47,7 +48,7 @@ def _catalog(n: int) -> CatalogIndex:
 def _ranker(catalog: CatalogIndex, seed: int = 0) -> MultiTaskRanker:
     stats = VideoStats()
     stats.ensure(len(catalog))
-    first = FirstRanker(RankerConfig(), catalog, stats)
+    first = FirstRanker(RankerConfig(), catalog, stats, SurfaceStats())
     cfg = ModelConfig(min_count=1, warmup_examples=0, seed=seed, learning_rate=5e-3)
     return MultiTaskRanker(cfg, {"long_view": 1.0, "like": 2.0}, first)
 

@@ -10,7 +10,6 @@ of the same loop, woken by every accepted event batch.
 import asyncio
 import contextlib
 import logging
-import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -51,14 +50,14 @@ from fyp.api.schemas import (
     VideosResponse,
     WhyOut,
 )
-from fyp.api.security import Caller, Guard, too_many
+from fyp.api.security import Caller, Guard, retry_after, too_many
+from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
 from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.residency import ResidencyError
-from fyp.storage.sqlite import WalBusyError
-from fyp.types import DEFAULT_SURFACE, UserProfile
+from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.validation import ID_PATTERN, MAX_ID_CHARS
 from fyp.web.routes import install_web
@@ -185,7 +184,9 @@ class LearningLoop:
         while True:
             if loop.time() - self._expired_at >= RETENTION_EVERY_S:
                 self._expired_at = loop.time()
-                self.engine.expire()
+                # Off the event loop: a deletion truncates the WAL, retrying (and
+                # sleeping) while another process reads it.
+                await asyncio.to_thread(self.engine.expire)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RETENTION_EVERY_S)
             self._wake.clear()
@@ -275,12 +276,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             },
         )
         metrics.residency_refused.inc()
-
-    @app.exception_handler(WalBusyError)
-    async def wal_busy(request: Request, err: WalBusyError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"storage busy: {err}"}, status_code=503, headers={"Retry-After": "5"}
-        )
 
     @app.exception_handler(ResidencyError)
     async def residency_error(request: Request, err: ResidencyError) -> JSONResponse:
@@ -391,9 +386,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         limited = [r for r in result.rejected if r.kind == "rate_limited"]
         if limited and len(limited) == len(items):
             response = _json(body, 429)
-            response.headers["Retry-After"] = str(
-                max(1, math.ceil(1 / settings.auth.user_rate_per_s))
-            )
+            response.headers["Retry-After"] = str(retry_after(1 / settings.auth.user_rate_per_s))
             return response
         return _json(body, 422 if result.rejected else 200)
 
@@ -629,21 +622,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         cat = eng().catalog
         out = []
         for video_id in dict.fromkeys(wanted):
-            row = cat.row_of.get(video_id)
-            if row is None:
-                continue
-            v = cat.videos[row]
-            out.append(
-                VideoOut(
-                    video_id=v.video_id,
-                    creator_id=v.creator_id,
-                    duration_ms=v.duration_ms,
-                    sound_id=v.sound_id,
-                    hashtags=list(v.hashtags),
-                    caption=v.caption,
-                    created_at=v.created_at,
-                )
-            )
+            v = cat.get(video_id)
+            if v is not None:
+                out.append(VideoOut.model_validate(v, from_attributes=True))
         return VideosOut(videos=out)
 
     @app.get("/v1/stats", tags=["operations"])
@@ -654,12 +635,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         each filter rule removed since the start."""
         e = eng()
         rules = e.pipeline.counters.filtered_by_rule
+        lag = e.pending()
         body = {
             "region": settings.region,
             "videos": len(e.catalog),
             "users": len(e.state.users),
-            "events_total": e.state.applied_offset + e.pending(),
-            "learning_lag": e.pending(),
+            "events_total": e.state.applied_offset + lag,
+            "learning_lag": lag,
             "freshness_ms": live.learning_age_ms(e.state.applied_offset),
             **live.snapshot(),
             "filtered_by_rule": {"/".join(k): n for k, n in sorted(rules.items())},
@@ -669,13 +651,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/v1/audit/report", tags=["operations"])
     async def audit_report(
-        caller: AuditRead, days: Annotated[int, Query(ge=1, le=365)] = 30
+        caller: AuditRead, days: Annotated[int, Query(ge=1, le=365)] = DEFAULT_WINDOW_DAYS
     ) -> Response:
         """The algorithm audit of the last ``days`` (what ``fyp audit report --json``
         writes): source mix, exposure concentration, cohorts, filter counts, moderation."""
         e = eng()
         until = e.clock()
-        report = await asyncio.to_thread(e.audit_report, until - days * 86_400_000, until)
+        report = await asyncio.to_thread(e.audit_report, until - days * DAY_MS, until)
         return Response(orjson.dumps(report.to_dict()), media_type="application/json")
 
     @app.get("/v1/audit", response_model=AuditOut, tags=["operations"])

@@ -23,13 +23,19 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from fyp.storage.sqlite import WalBusyError
+
 log = logging.getLogger(__name__)
 
 FULL = "the disk is full"
 READ_ONLY = "the data directory is read-only"
 IO_ERROR = "an I/O error"
+# Not a fault of the disk: a deletion was stored, but another process reading the database
+# kept its old pages in the write-ahead log (storage.sqlite.forget_wal); soon over.
+BUSY = "another process is reading the database"
 
 RETRY_AFTER_S = 30  # long enough not to hammer a full disk, short enough to recover soon
+BUSY_RETRY_AFTER_S = 5
 LOG_EVERY_S = 60.0  # per kind: a full disk fails every write, and must not flood the log
 
 # SQLite's primary result codes (the low byte of the extended code).
@@ -68,9 +74,11 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def storage_fault(exc: BaseException) -> str | None:
-    """Which storage fault ``exc`` is (:data:`FULL`, :data:`READ_ONLY`, :data:`IO_ERROR`),
-    or None if it is none of them."""
+    """Which storage fault ``exc`` is (:data:`FULL`, :data:`READ_ONLY`, :data:`IO_ERROR`,
+    :data:`BUSY`), or None if it is none of them."""
     for e in _chain(exc):
+        if isinstance(e, WalBusyError):
+            return BUSY
         if isinstance(e, sqlite3.DatabaseError):
             code = getattr(e, "sqlite_errorcode", None)
             if isinstance(code, int) and (code & 0xFF) in _SQLITE_KINDS:
@@ -113,6 +121,8 @@ def probe(data_dir: Path) -> str | None:
 
 def storage_message(kind: str, exc: BaseException) -> str:
     """What the client is told: true of every store (see the module's docstring)."""
+    if kind == BUSY:
+        return f"storage busy: {exc}"
     undone = (
         "the transaction that failed was rolled back, so nothing of it was stored"
         if any(isinstance(e, sqlite3.DatabaseError) for e in _chain(exc))
@@ -188,7 +198,7 @@ def install_storage_errors(app: FastAPI, data_dir: Path | None = None) -> None:
         return JSONResponse(
             {"detail": storage_message(kind, exc)},
             status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S if kind == BUSY else RETRY_AFTER_S)},
         )
 
     # sqlite3.OperationalError is a DatabaseError: one handler sees both.

@@ -53,19 +53,17 @@ class LiveStats:
     def snapshot(self) -> dict[str, object]:
         now = self._clock()
         self._trim(now)
-        span = WINDOW_S
         latencies = np.array([ms for _, ms in self._feeds], dtype=np.float64)
         mix: Counter[str] = Counter()
         for _, c in self._sources:
             mix.update(c)
         total = sum(mix.values())
+        names = ("p50", "p95", "p99")
+        percentiles = np.percentile(latencies, [50, 95, 99]).tolist() if len(latencies) else None
         return {
-            "window_s": span,
-            "events_per_s": sum(n for _, n in self._events) / span,
-            "feed_requests_per_s": len(self._feeds) / span,
-            "feed_latency_ms": {
-                name: float(np.percentile(latencies, q)) if len(latencies) else None
-                for name, q in (("p50", 50), ("p95", 95), ("p99", 99))
-            },
+            "window_s": WINDOW_S,
+            "events_per_s": sum(n for _, n in self._events) / WINDOW_S,
+            "feed_requests_per_s": len(self._feeds) / WINDOW_S,
+            "feed_latency_ms": dict(zip(names, percentiles or [None] * 3, strict=True)),
             "source_mix": {s: n / total for s, n in mix.most_common()} if total else {},
         }

@@ -38,8 +38,13 @@ class Caller:
         return ANONYMOUS if self.key is None else self.key.key_id
 
 
+def retry_after(wait_s: float) -> int:
+    """Whole seconds to tell a rate-limited client to wait (at least 1)."""
+    return max(1, math.ceil(wait_s)) if math.isfinite(wait_s) else 3600
+
+
 def too_many(wait_s: float, what: str) -> HTTPException:
-    seconds = max(1, math.ceil(wait_s)) if math.isfinite(wait_s) else 3600
+    seconds = retry_after(wait_s)
     return HTTPException(
         429,
         f"rate limit of {what} exceeded; retry in {seconds} s",

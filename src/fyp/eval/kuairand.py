@@ -466,7 +466,7 @@ def _record_frame(logs: pl.DataFrame, id_of: Mapping[str, str] | None = None) ->
         cols.append(expr if name == "tab" else expr.fill_null(0))
     flags = [flag for flag, _ in _ACTIONS]
     user = pl.col("user_id").cast(pl.String)
-    named = user if id_of is None else user.replace(dict(id_of))
+    named = user if id_of is None else user.replace(id_of)
     video = pl.col("video_id").cast(pl.String)
     time_ms = pl.col("time_ms").cast(pl.String)
     watch = pl.max_horizontal(pl.col("play_time_ms"), pl.lit(0, dtype=pl.Int64))
@@ -504,11 +504,13 @@ def rows_to_records(
 ) -> Iterator[KuaiRandRow]:
     """One :class:`KuaiRandRow` per log row, in the frame's order.
 
-    Impression: request_id ``kr-{user_id}-{time_ms}-{video_id}``, surface ``tab{tab}`` (the default
-    feed surface if tab is null), position 0, source ``logged``, score 0, ts = time_ms.
-    Events: a ``view`` with watch_ms = max(play_time_ms, 0), then like / follow / comment /
-    share / not_interested for each flag set; all at ts = time_ms + watch_ms (the actions
-    follow the start of the video), with id ``kr-{user}-{video}-{time_ms}-{type}``.
+    Impression: request_id ``kr-{user}-{time_ms}-{video_id}``, surface ``tab{tab}`` (the
+    default feed surface if tab is null), position 0, source ``logged``, score 0, ts =
+    time_ms. Events: a ``view`` with watch_ms = max(play_time_ms, 0), then like / follow /
+    comment / share / not_interested for each flag set; all at ts = time_ms + watch_ms (the
+    actions follow the start of the video), with id ``kr-{user}-{video}-{time_ms}-{type}``.
+    ``{user}`` is ``id_of(user_id)`` when given (the engine's pseudonym: no raw id is
+    stored in an id), else the user id; the events' ``user_id`` is the raw one either way.
     """
     view = EventType.VIEW.value
     actions = [kind.value for _, kind in _ACTIONS]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fyp.storage.sqlite import connect
+from fyp.types import now_ms
 
 SCOPES: tuple[str, ...] = (
     "events:write",
@@ -236,7 +237,7 @@ def create_key(
     operator's keys are made with ``fyp keys create``."""
     store = SqliteKeyStore(data_dir / KEYS_FILE)
     try:
-        return store.create(scopes, region, label, int(time.time() * 1000))
+        return store.create(scopes, region, label, now_ms())
     finally:
         store.close()
 

@@ -18,8 +18,8 @@ with features x_k:
                  the global logit (where in the app: :mod:`fyp.state.surfaces`)
     bias         1
 
-The weights start where the model is "video rate times user and surface lift" and move by Adagrad
-on every labelled view. The value score is Σ_k value_weight_k × P_k (weights in config).
+The weights start where the model is "video rate times user and surface lift" and move
+by Adagrad on every labelled view. The value score is Σ_k value_weight_k × P_k (weights in config).
 Every number is inspectable: :meth:`FirstRanker.explain` gives each feature's share.
 """
 
@@ -89,12 +89,12 @@ class FirstRanker:
         cfg: RankerConfig,
         catalog: CatalogIndex,
         stats: VideoStats,
-        surfaces: SurfaceStats | None = None,
+        surfaces: SurfaceStats,
     ) -> None:
         self.cfg = cfg
         self.catalog = catalog
         self.stats = stats
-        self.surfaces = SurfaceStats() if surfaces is None else surfaces
+        self.surfaces = surfaces
         self.half_life_ms = cfg.affinity_half_life_days * DAY_MS
         n_labels = len(LABELS)
         self.weights = np.zeros((n_labels, N_FEATURES))

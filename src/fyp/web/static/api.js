@@ -97,14 +97,20 @@ export async function api(path, { method = "GET", body, keepalive = false, raw =
   return data;
 }
 
-/** The message shown when there is no key: where to get one. */
-export const NO_KEY_HELP = `
+/**
+ * The message shown when there is no key: where to get one. `address` is the page's
+ * own address with a key in its fragment, as typed (it is escaped here).
+ */
+export function noKeyHelp(address) {
+  const code = address.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  return `
   <h2>An API key is needed</h2>
   <p>Open this page with a key in the address, after <code>#</code>:
-  <code>/#key=fyp_k_…&amp;user=u0001</code>. The key stays in this tab; it is never
+  <code>${code}</code>. The key stays in this tab; it is never
   part of a request to this page.</p>
   <p>Make one with <code>fyp keys create --data-dir D --scopes all</code>, or use the
   address <code>make run</code> prints.</p>`;
+}
 
 /** Text for display: missing values as an em dash. */
 export function show(value, digits) {

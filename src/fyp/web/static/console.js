@@ -1,6 +1,6 @@
 // The operator console: live figures (GET /v1/stats every 2 s), the audit report, and
 // the moderation queue. Needs a key with audit:read and moderation:write.
-import { api, readAuth, NO_KEY_HELP, el, show, toaster } from "/static/api.js";
+import { api, readAuth, noKeyHelp, el, show, toaster } from "/static/api.js";
 
 const POLL_MS = 2000;
 const POINTS = 90; // sparkline history: 3 minutes
@@ -18,7 +18,6 @@ const $ = (id) => document.getElementById(id);
 const { key } = readAuth();
 const toast = toaster($("toast"));
 const pct = (v) => (typeof v === "number" ? `${(100 * v).toFixed(1)}%` : "—");
-const num = (v, d = 0) => (typeof v === "number" ? v.toFixed(d) : "—");
 const get = (obj, path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
 
 function colourOf(source) {
@@ -98,7 +97,7 @@ function sparkline(canvas, values, colour) {
   draw();
   ctx.fillStyle = "#4a4f5c";
   ctx.font = "11px system-ui, sans-serif";
-  ctx.fillText(`max ${num(Math.max(...finite, 0), 1)}`, pad + 2, 12);
+  ctx.fillText(`max ${show(Math.max(...finite, 0), 1)}`, pad + 2, 12);
 }
 
 function renderLive(s) {
@@ -109,8 +108,8 @@ function renderLive(s) {
     ["Videos", show(s.videos)],
     ["Users", show(s.users)],
     ["Events, total", show(s.events_total)],
-    ["Events / s", num(s.events_per_s, 2)],
-    ["Feed requests / s", num(s.feed_requests_per_s, 2)],
+    ["Events / s", show(s.events_per_s, 2)],
+    ["Feed requests / s", show(s.feed_requests_per_s, 2)],
     ["Feed p50", ms(lat.p50)],
     ["Feed p95", ms(lat.p95)],
     ["Feed p99", ms(lat.p99)],
@@ -124,9 +123,9 @@ function renderLive(s) {
   }
   sparkline($("eps-chart"), series.eps, "#2f6fde");
   sparkline($("p99-chart"), series.p99, "#c2410c");
-  $("eps-now").textContent = `now ${num(s.events_per_s, 2)}`;
+  $("eps-now").textContent = `now ${show(s.events_per_s, 2)}`;
   $("p99-now").textContent = `now ${ms(lat.p99)}`;
-  $("eps-chart").setAttribute("aria-label", `Events per second over the last minutes; now ${num(s.events_per_s, 2)}`);
+  $("eps-chart").setAttribute("aria-label", `Events per second over the last minutes; now ${show(s.events_per_s, 2)}`);
   $("p99-chart").setAttribute("aria-label", `Feed latency p99 over the last minutes; now ${ms(lat.p99)}`);
   const mix = Object.entries(s.source_mix || {}).sort((a, b) => b[1] - a[1]);
   bars($("live-mix"), mix.map(([k, v]) => [k, v, pct(v)]), { max: 1, colour: colourOf });
@@ -188,10 +187,10 @@ function renderAudit(r) {
     ["Creators", show(get(r, "totals.creators"))],
     ["Exploration share", pct(r.exploration_share)],
     ["Non-personalised share", pct(get(r, "non_personalised.share"))],
-    ["Creator Gini", num(get(r, "concentration.creator_gini"), 3)],
-    ["Topic Gini", num(get(r, "concentration.topic_gini"), 3)],
-    ["Creator entropy, bits", num(get(r, "concentration.creator_entropy_bits"), 2)],
-    ["Topic entropy, bits", num(get(r, "concentration.topic_entropy_bits"), 2)],
+    ["Creator Gini", show(get(r, "concentration.creator_gini"), 3)],
+    ["Topic Gini", show(get(r, "concentration.topic_gini"), 3)],
+    ["Creator entropy, bits", show(get(r, "concentration.creator_entropy_bits"), 2)],
+    ["Topic entropy, bits", show(get(r, "concentration.topic_entropy_bits"), 2)],
     ["Filtered candidates", show(get(r, "filters.total"))],
     ["Moderation actions", show(get(r, "moderation.actions"))],
   ]);
@@ -240,7 +239,7 @@ function renderAudit(r) {
   for (const [kind, cohorts] of Object.entries(r.cohorts || {})) {
     for (const [name, c] of Object.entries(cohorts || {})) {
       rows.push([`${kind}: ${name}`, show(c.users), show(c.impressions), pct(c.exploration_share),
-        pct(c.non_personalised_share), num(get(c, "concentration.creator_gini"), 3)]);
+        pct(c.non_personalised_share), show(get(c, "concentration.creator_gini"), 3)]);
     }
   }
   const head = ["Cohort", "Users", "Impressions", "Exploration", "Non-personalised", "Creator Gini"];
@@ -283,8 +282,9 @@ function queueRow(item) {
       el("p", { class: "caption", text: item.caption || "(no caption)" }),
       item.last_reason ? el("p", { class: "muted", text: `Last: ${item.last_reason}` }) : null),
     state,
-    el("td", { text: `${show(item.reporters)} · weight ${num(item.report_weight, 2)}` }),
-    el("td", {}, el("fieldset", { class: "labels" }, el("legend", { text: `Labels of ${id}` }), ...boxes,
+    el("td", { text: `${show(item.reporters)} · weight ${show(item.report_weight, 2)}` }),
+    el("td", {}, el("fieldset", { class: "labels" },
+      el("legend", { class: "sr-only", text: `Labels of ${id}` }), ...boxes,
       others.length ? el("p", { class: "muted", text: `also: ${others.join(", ")}` }) : null,
       button("labels", "Save labels"))),
     el("td", { class: "decide" }, el("label", { for: `reason-${safe}`, text: "Reason" }), reason,
@@ -319,7 +319,7 @@ function queueRow(item) {
 if (!key) {
   const help = $("auth-help");
   help.hidden = false;
-  help.innerHTML = NO_KEY_HELP.replace("/#key=fyp_k_…&amp;user=u0001", "/console#key=fyp_k_…"); // static text
+  help.innerHTML = noKeyHelp("/console#key=fyp_k_…"); // static text
 }
 $("audit-form").addEventListener("submit", loadAudit);
 $("queue-refresh").addEventListener("click", loadQueue);

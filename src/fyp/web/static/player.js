@@ -1,5 +1,5 @@
 // The For You player: one card at a time, real watch time, events batched to the API.
-import { api, readAuth, newUser, NO_KEY_HELP, el, toaster } from "/static/api.js";
+import { api, readAuth, newUser, noKeyHelp, el, toaster } from "/static/api.js";
 
 const PAGE = 10; // videos per feed request
 const PREFETCH_AT = 3; // fetch the next page when this many cards remain
@@ -7,8 +7,9 @@ const SURFACE = "for_you";
 const DEFAULT_DURATION_MS = 15000; // when the catalog entry is missing
 const MAX_BATCH = 200;
 
-const feedEl = document.getElementById("feed");
-const toast = toaster(document.getElementById("toast"));
+const $ = (id) => document.getElementById(id);
+const feedEl = $("feed");
+const toast = toaster($("toast"));
 const enc = encodeURIComponent;
 
 let { key, user } = readAuth();
@@ -96,29 +97,27 @@ async function sendBatch(batch, keepalive) {
 // ------------------------------------------------------------------------ watch time
 // A view runs while its card is the current one and the tab is visible. It ends when
 // the user moves on, or when the tab is hidden (it may be closing: send now, with
-// keepalive); coming back to the tab starts a new view of the same card.
+// keepalive); coming back to the tab starts a new view of the same card. A card made
+// current while the tab is hidden starts its view when the tab is shown.
 
-const watch = { open: false, ms: 0, since: null };
+const watch = { since: null }; // performance.now() when the running view began; null: none
 
 function beginView() {
-  watch.open = true;
-  watch.ms = 0;
-  watch.since = document.visibilityState === "visible" ? performance.now() : null;
+  if (document.visibilityState === "visible") watch.since = performance.now();
 }
 
 function endView() {
-  if (!watch.open) return;
-  if (watch.since !== null) watch.ms += performance.now() - watch.since;
-  watch.open = false;
+  if (watch.since === null) return;
+  const ms = performance.now() - watch.since;
   watch.since = null;
-  if (items[index]) track("view", items[index], { watch_ms: Math.round(watch.ms) });
+  if (items[index]) track("view", items[index], { watch_ms: Math.round(ms) });
 }
 
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "hidden") {
     endView();
     flush({ keepalive: true });
-  } else if (index >= 0 && !watch.open) {
+  } else if (index >= 0 && watch.since === null) {
     beginView();
   }
 });
@@ -315,8 +314,8 @@ feedEl.addEventListener("click", (e) => {
   const button = e.target.closest("button[data-action]");
   if (button) act(button.dataset.action);
 });
-document.getElementById("next").addEventListener("click", next);
-document.getElementById("prev").addEventListener("click", prev);
+$("next").addEventListener("click", next);
+$("prev").addEventListener("click", prev);
 
 // ------------------------------------------------------------------------ gestures
 
@@ -385,8 +384,7 @@ for (const dialog of document.querySelectorAll("dialog")) {
   });
 }
 
-const whySheet = document.getElementById("why-sheet");
-const $ = (id) => document.getElementById(id);
+const whySheet = $("why-sheet");
 
 function fillWhy(rec, note) {
   $("why-reason").textContent = rec.reason || "No reason was recorded.";
@@ -421,7 +419,7 @@ async function openWhy(item) {
 }
 
 // Settings: mutes, topics, personalisation, refresh, and the user's data.
-const settings = document.getElementById("settings-sheet");
+const settings = $("settings-sheet");
 let controls = null;
 const list = (text) => text.split(",").map((s) => s.trim()).filter(Boolean);
 
@@ -440,7 +438,10 @@ async function setControls(change, done) {
 function renderTopics() {
   const seen = new Set(Object.keys((controls && controls.topics) || {}));
   for (const it of items.slice(Math.max(0, index - 19), index + 1).reverse()) {
-    for (const t of it.video.hashtags || []) if (topicOf(t)) seen.add(topicOf(t));
+    for (const t of it.video.hashtags || []) {
+      const topic = topicOf(t);
+      if (topic) seen.add(topic);
+    }
   }
   const box = $("topics");
   box.querySelectorAll(".topic").forEach((n) => n.remove());
@@ -528,7 +529,7 @@ $("delete-confirm").addEventListener("click", async () => {
     return toast(`Your data was not deleted. ${err.message}`, true);
   }
   settings.close();
-  watch.open = false;
+  watch.since = null; // the view of the deleted user's card is not sent
   user = newUser();
   generation++;
   loading = null;
@@ -575,7 +576,7 @@ async function start() {
 if (!key) {
   for (const id of ["settings-open", "prev", "next"]) $(id).hidden = true; // nothing to act on
   feedEl.replaceChildren(el("div", { class: "placeholder" }));
-  feedEl.firstChild.innerHTML = NO_KEY_HELP; // static text, no user input
+  feedEl.firstChild.innerHTML = noKeyHelp("/#key=fyp_k_…&user=u0001"); // static text, no user input
 } else {
   start();
 }
