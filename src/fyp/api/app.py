@@ -184,9 +184,7 @@ class LearningLoop:
         while True:
             if loop.time() - self._expired_at >= RETENTION_EVERY_S:
                 self._expired_at = loop.time()
-                # Off the event loop: a deletion truncates the WAL, retrying (and
-                # sleeping) while another process reads it.
-                await asyncio.to_thread(self.engine.expire)
+                self.engine.expire()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RETENTION_EVERY_S)
             self._wake.clear()
