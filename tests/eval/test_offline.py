@@ -15,7 +15,14 @@ from fyp.cli import app
 from fyp.eval.engine_methods import EngineModel, make_engine_method
 from fyp.eval.methods import BASELINES, Method, make_baseline
 from fyp.eval.offline import evaluate_kuairand, method_names, run_offline
-from fyp.eval.protocol import EvalData, Requests, Split, load_eval_data, parse_day
+from fyp.eval.protocol import (
+    EvalData,
+    Requests,
+    Split,
+    impression_sessions,
+    load_eval_data,
+    parse_day,
+)
 
 from .conftest import SMOKE, VIDEO_FEATURES
 
@@ -153,6 +160,7 @@ def test_quick_run_on_the_sample_has_every_method_and_the_json_shape(smoke_dir: 
     )
     for name, metrics in result["methods"].items():
         assert "auc_long_view" in metrics and "gauc_long_view" in metrics, name
+        assert "gauc_session_long_view" in metrics, name
         if name != "lr":
             assert {"recall@10", "recall@50", "ndcg@50", "recall@100", "coverage"} <= set(metrics)
         for metric, value in metrics.items():
@@ -261,3 +269,27 @@ def test_prequential_scores_each_window_before_learning_from_it(smoke_dir: Path)
         np.testing.assert_allclose(a[first_window], b[first_window], rtol=1e-5)
         # ... and later minutes by an engine that has learned from the earlier ones.
         assert not np.array_equal(a[later], b[later])
+    # A user's first test session is scored with their state as training left it; later
+    # sessions with what their earlier sessions taught.
+    sessions = impression_sessions(data.requests.imp_user, times)
+    first_session = np.zeros(len(times), dtype=bool)
+    for user in np.unique(data.requests.imp_user):
+        mine = data.requests.imp_user == user
+        first_session |= mine & (sessions == sessions[mine].min())
+    assert first_session.any() and not first_session.all()
+    held = online["fyp_first_ranker_online_own_state_frozen"]["long_view"]
+    by_session = online["fyp_first_ranker_online_session_state"]["long_view"]
+    np.testing.assert_allclose(by_session[first_session], held[first_session])
+    assert not np.allclose(by_session[~first_session], held[~first_session])
+
+
+def test_impression_sessions_split_each_users_time_at_gaps() -> None:
+    users = np.array(["b", "a", "a", "b", "a", "a"], dtype=np.str_)
+    minute = 60_000
+    times = np.array([0, 50, 0, 31, 20, 100], dtype=np.int64) * minute
+    sessions = impression_sessions(users, times, gap_ms=30 * minute)
+    # a at 0, 20, 50: gaps of 20 and exactly 30 minutes, one session; at 100 a new one
+    assert sessions[2] == sessions[4] == sessions[1] != sessions[5]
+    assert sessions[0] != sessions[3]  # b at 0 and 31: 31 minutes apart
+    assert len({sessions[1], sessions[0]}) == 2  # users never share a session
+    assert sorted(set(sessions.tolist())) == [0, 1, 2, 3]

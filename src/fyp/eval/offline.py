@@ -10,8 +10,10 @@ The result is a JSON-able dict other tools can read::
      "timings_s": {"<method>": {"fit": s, "rank": s, "impressions": s}}}
 
 Metric names: ``recall@K`` and ``ndcg@K`` (K = 10, 50, 100) on full ranking;
-``auc_<label>`` and ``gauc_<label>`` for long_view, finish, like and click, and
-``ndcg_watch`` (within each user's impressions, watch ratio as gain) on impressions;
+``auc_<label>`` and ``gauc_<label>`` for long_view, finish, like and click,
+``gauc_session_long_view`` (GAUC over a user's sessions instead of their whole day:
+:func:`fyp.eval.protocol.impression_sessions`) and ``ndcg_watch`` (within each user's
+impressions, watch ratio as gain) on impressions;
 ``coverage``, ``creator_gini``, ``distinct_creators@10``, ``distinct_tags@10`` and
 ``freshness_days`` on the top 10 of each ranking user. Intervals: percentile bootstrap
 over users (``n_boot`` resamples, ``seed``).
@@ -38,13 +40,20 @@ from fyp.eval.metrics import (
     ndcg_per_group,
     recall_at_k,
 )
-from fyp.eval.protocol import IMPRESSION_LABELS, EvalData, Split, load_eval_data
+from fyp.eval.protocol import (
+    IMPRESSION_LABELS,
+    EvalData,
+    Split,
+    impression_sessions,
+    load_eval_data,
+)
 from fyp.types import DAY_MS
 
 __all__ = ["CURVE_KS", "KS", "evaluate_kuairand", "evaluate_method", "method_names", "run_offline"]
 
 KS: tuple[int, ...] = (10, 50, 100)
 CURVE_KS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 50, 75, 100)
+SESSION_LABEL = "long_view"  # the label GAUC is also taken over sessions for
 BEYOND_K = 10  # beyond-accuracy metrics describe the first page a user would see
 CALIBRATION_BINS = 10
 
@@ -164,6 +173,17 @@ def _impression_metrics(
             continue  # too few users with both classes (a small sample): no GAUC
         out[f"gauc_{label}"] = _ci(mean, lo, hi)
         counted[f"gauc_{label}"] = n_users
+        if label == SESSION_LABEL:
+            # Groups whose scores all come from one state of the user, even for a model
+            # that learns online between sessions: the fair GAUC for those
+            # (``fyp.eval.prequential``); intervals resample sessions.
+            sessions = impression_sessions(users, data.requests.imp_time_ms)
+            try:
+                mean, lo, hi, n_sessions = gauc_ci(sessions, s, y, n_boot=n_boot, seed=seed)
+            except ValueError:
+                continue
+            out[f"gauc_session_{label}"] = _ci(mean, lo, hi)
+            counted[f"gauc_session_{label}"] = n_sessions
     gains = data.outcomes.watch_ratio
     if (gains > 0).any():
         # Ranked by the value score where the method has one: watch ratio is no one head.

@@ -38,6 +38,7 @@ __all__ = [
     "Requests",
     "Split",
     "Train",
+    "impression_sessions",
     "load_eval_data",
     "parse_day",
 ]
@@ -49,6 +50,10 @@ IMPRESSION_LABELS: tuple[str, ...] = ("long_view", "finish", "like", "click")
 _LOCAL_OFFSET_MS = 8 * 3_600_000  # UTC+8
 _FINISH_RATIO = 0.95  # KuaiRand's own "finish": watch ratio >= 0.95
 _MAX_WATCH_RATIO = 5.0  # as the dataset caps it
+
+# A user's impressions with less than this between them are one session (the gap the
+# session literature usually takes).
+SESSION_GAP_MS = 30 * 60_000
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -359,3 +364,20 @@ def _test(
         frame=frame,
     )
     return requests, outcomes
+
+
+def impression_sessions(
+    users: NDArray[np.str_], times_ms: IntArray, gap_ms: int = SESSION_GAP_MS
+) -> IntArray:
+    """A session number for each impression: one user's impressions, in time order, start
+    a new session after a gap of more than ``gap_ms``. Read from the requests alone (who
+    was shown something when), never from outcomes."""
+    n = len(users)
+    order = np.lexsort((times_ms, users))
+    u, t = users[order], times_ms[order]
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        new[1:] = (u[1:] != u[:-1]) | (np.diff(t) > gap_ms)
+    sessions = np.empty(n, dtype=np.int64)
+    sessions[order] = np.cumsum(new) - 1
+    return sessions

@@ -36,6 +36,7 @@ TABLE_METRICS: tuple[str, ...] = (
     "recall@100",
     "auc_long_view",
     "gauc_long_view",
+    "gauc_session_long_view",
     "gauc_finish",
     "gauc_like",
     "ndcg_watch",
