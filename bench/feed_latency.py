@@ -58,7 +58,7 @@ from _common import (
     write_json,
 )
 from fyp.config import ModelSettings, Settings
-from fyp.engine import Engine
+from fyp.engine import Engine, serving_gc
 from fyp.types import now_ms
 
 COUNT = 10
@@ -242,6 +242,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     exit_on_sigterm()
+    serving_gc()  # as `fyp serve` runs
 
     sizes: tuple[int, ...]
     if args.quick:

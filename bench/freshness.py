@@ -73,7 +73,7 @@ from _common import (
     write_json,
 )
 from fyp.config import Settings
-from fyp.engine import Engine
+from fyp.engine import Engine, serving_gc
 from fyp.types import now_ms
 
 COUNT = 10
@@ -326,6 +326,7 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
     args = ap.parse_args()
     exit_on_sigterm()
+    serving_gc()  # as `fyp serve` runs
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
     if args.quick:

@@ -67,7 +67,7 @@ from _common import (
 )
 from feed_latency import COUNT, bench_in_process, request_users
 from fyp.config import ModelSettings, PrivacyConfig, Settings
-from fyp.engine import Engine
+from fyp.engine import Engine, serving_gc
 from fyp.model.online import OnlineModels
 from fyp.model.ranker import MultiTaskRanker, RankExample
 from fyp.model.two_tower import RetrievalExample, TwoTower
@@ -351,6 +351,7 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dir")
     args = ap.parse_args()
     exit_on_sigterm()
+    serving_gc()  # as `fyp serve` runs
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
 
     if args.quick:

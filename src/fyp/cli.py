@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
 import threading
 import time
 from collections import deque
@@ -52,13 +51,6 @@ def _settings(
     )
 
 
-def _serving_gc() -> None:
-    """A server allocates a little per request over a large, long-lived state (frozen
-    after replay, see Engine.open): collect the young generation less often, since each
-    collection is a pause some request waits behind."""
-    gc.set_threshold(50_000, 20, 100)
-
-
 @app.command()
 def serve(
     data_dir: DataDir = None,
@@ -75,7 +67,7 @@ def serve(
         f"fyp serving {settings.data_dir} (region {settings.region}) on "
         f"http://{settings.host}:{settings.port} (docs: /docs)"
     )
-    from fyp.engine import open_data_dir
+    from fyp.engine import open_data_dir, serving_gc
     from fyp.privacy.pseudonym import SecretError
     from fyp.privacy.residency import DataDirError
 
@@ -89,6 +81,7 @@ def serve(
             "No API keys yet: every request but /healthz gets a 401. Make one with\n"
             f"  fyp keys create --data-dir {settings.data_dir} --scopes all"
         )
+    serving_gc()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -258,7 +251,7 @@ def demo(
     users watch through the HTTP API, and show feed quality as the engine learns."""
     import httpx
 
-    from fyp.engine import open_data_dir
+    from fyp.engine import open_data_dir, serving_gc
     from fyp.eval.simulate import (
         AudienceReport,
         EngineFeed,
@@ -285,7 +278,7 @@ def demo(
         console.print(f"[red]error:[/red] {err}\n(for the demo: remove {settings.data_dir})")
         raise typer.Exit(code=1) from None
     token = _demo_key(settings)
-    _serving_gc()
+    serving_gc()
     server = _BackgroundServer(settings)
     server.start()
     base = f"http://{settings.host}:{settings.port}"

@@ -175,9 +175,35 @@ def test_the_learning_path_computes_the_same_features_as_serving(kit: Any, taste
     every request), or the ranker would learn on numbers it never sees when serving."""
     state = taste.state
     ranker = state.ranker
-    for user_id in ("u", "someone-new"):
+    for user_id in (taste.pseudonym("u"), "someone-new"):
         user = state.user(user_id)
         rows = list(range(len(state.catalog)))
         batch = ranker.features(user, rows, kit.NOW)
         for r in rows:
             assert np.allclose(ranker.example_features(user, r, kit.NOW), batch[r])
+    known = state.user(taste.pseudonym("u"))
+    assert np.abs(ranker.features(known, rows, kit.NOW)[:, :, F["creator"]]).max() > 0.1
+
+
+def test_an_examples_inputs_keep_its_features_as_they_were_when_it_opened(
+    kit: Any, taste: Any
+) -> None:
+    """The learning step takes each view's inputs then and computes the features a
+    micro-batch later: what happens in between (more views, likes, a follow, a global
+    refresh) must not reach them."""
+    state = taste.state
+    ranker = state.ranker
+    user = state.user(taste.pseudonym("u"))
+    rows = list(range(len(state.catalog)))
+    pairs = [(r, "tab1" if r % 2 else "feed") for r in rows]
+    before = np.stack([ranker.features(user, [r], kit.NOW, s)[0] for r, s in pairs])
+    inputs = [ranker.example_inputs(user, r, kit.NOW, s) for r, s in pairs]
+    events = [kit.act("u", "c1-v0", "follow")]
+    for i in range(300):
+        events.append(kit.view(f"w{i % 9}", f"c{i % 4}-v{i % 10}", watch_ms=20_000 * (i % 2)))
+        events.append(kit.view("u", f"c{i % 3}-v{i % 10}", watch_ms=20_000 * (i % 3 == 0)))
+    kit.run(taste, events)
+    now = ranker.features(user, rows, kit.NOW)
+    assert not np.allclose(now, before)
+    assert now[:, 0, F["follows"]].max() == 1.0 and before[:, 0, F["follows"]].max() == 0.0
+    np.testing.assert_allclose(ranker.example_batch_features(inputs), before, rtol=1e-9, atol=1e-12)

@@ -84,7 +84,7 @@ class OnlineModels:
         if not examples:
             return
         catalog = self.state.catalog
-        features = np.stack([e.features for e in examples])
+        features = self.state.batch_features(examples)  # computed for the first ranker
         rows = np.array([e.row for e in examples], dtype=np.intp)
         # The batch's dense inputs at once (per example, numpy's overhead on arrays of
         # a few numbers cost more than the arithmetic).

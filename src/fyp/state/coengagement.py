@@ -37,9 +37,13 @@ class CoEngagement:
             self._positives_by_row = grown
         self._positives_by_row[row] = positives
         # ``row`` is now more popular, so its cosine with every linked video falls:
-        # their cached neighbour lists are stale.
-        for other in self._co.get(row, ()):
-            self._top.pop(other, None)
+        # their cached neighbour lists are stale. Only cached ones need dropping: a
+        # popular video has hundreds of links, and while the log is replayed (no
+        # requests) nothing is cached.
+        top = self._top
+        if top and (links := self._co.get(row)):
+            for other in links.keys() & top.keys():
+                del top[other]
         for other in recent_positives:
             if other == row:
                 continue

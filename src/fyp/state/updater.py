@@ -27,7 +27,7 @@ import numpy.typing as npt
 from fyp.catalog.index import CatalogIndex
 from fyp.config import Settings
 from fyp.privacy.fraud import FraudGuard
-from fyp.rank.first_ranker import FirstRanker
+from fyp.rank.first_ranker import ExampleInputs, FirstRanker
 from fyp.safety.reports import ReportCounter
 from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
@@ -46,7 +46,7 @@ class Example:
     row: int
     ts: int
     seq: int  # order of opening, to tell a live heap entry from a stale one
-    features: npt.NDArray[np.float64]  # (L, F): the first ranker's features then
+    inputs: ExampleInputs  # what the first ranker's features read then
     labels: npt.NDArray[np.float64]  # (L,)
     surface: str
     video_views: float  # evidence then: the video's views and the user's
@@ -54,6 +54,9 @@ class Example:
     history: tuple[int, ...]  # the user's recent views before this one, oldest first
     viewed: bool = False  # only examples with a view are learned from
     late: bool = False  # a correction: an action that came after the example had closed
+    # (L, F): the first ranker's features from ``inputs``, computed with the rest of the
+    # micro-batch the example is learned in (None until then)
+    features: npt.NDArray[np.float64] | None = None
 
 
 # What the learned models are told of each closed example, in log order.
@@ -245,7 +248,7 @@ class FeedState:
         if pending is not None:
             self._close(user_id)
         self._seq += 1
-        x = self.ranker.example_features(user, row, ts, surface)
+        x = self.ranker.example_inputs(user, row, ts, surface)
         history = tuple(user.history)[-_HISTORY_IN_EXAMPLE:] if self.example_listeners else ()
         pending = Example(
             user_id,
@@ -357,11 +360,20 @@ class FeedState:
         size = self.micro_batch
         while len(self._examples) >= size or (everything and self._examples):
             batch, self._examples = self._examples[:size], self._examples[size:]
-            self.ranker.learn(
-                np.stack([p.features for p in batch]), np.stack([p.labels for p in batch])
-            )
+            features = self.batch_features(batch)
+            self.ranker.learn(features, np.stack([p.labels for p in batch]))
             for listener in self.example_listeners:
                 listener(batch)
+
+    def batch_features(self, batch: Sequence[Example]) -> npt.NDArray[np.float64]:
+        """(n, L, F) for a micro-batch, kept on each example (a late correction may copy
+        one whose features were computed already)."""
+        todo = [p for p in batch if p.features is None]
+        if todo:
+            x = self.ranker.example_batch_features([p.inputs for p in todo])
+            for p, features in zip(todo, x, strict=True):
+                p.features = features
+        return np.stack([p.features for p in batch if p.features is not None])
 
     def flush_all(self) -> None:
         """Close every pending example and learn from all of them now, without waiting

@@ -26,12 +26,15 @@ class Affinity:
         return self.views * f, self.positives * f
 
     def add(self, positive: bool, ts: int, half_life_ms: float) -> None:
-        views, positives = (
-            self.decayed(ts, half_life_ms) if ts > self.ts else (self.views, self.positives)
-        )
-        self.views = views + 1.0
-        self.positives = positives + (1.0 if positive else 0.0)
-        self.ts = max(ts, self.ts)
+        # :meth:`decayed` inlined: several of these per view, on the learning step's path.
+        if ts > self.ts:
+            f = 0.5 ** ((ts - self.ts) / half_life_ms)
+            self.views = self.views * f + 1.0
+            self.positives = self.positives * f + (1.0 if positive else 0.0)
+            self.ts = ts
+        else:
+            self.views += 1.0
+            self.positives += 1.0 if positive else 0.0
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-FORMAT = 2  # 2: the first ranker reads the surface (a feature more)
+FORMAT = 3  # 2: the first ranker reads the surface; 3: examples keep their inputs
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> int:
