@@ -113,9 +113,10 @@ def prequential_scores(
             first = engine.state.ranker.score(state, rows, at, page)
             held = engine.state.ranker.score(own_state[user], rows, at, page)
             session = int(sessions[idx[sub[0]]])  # a minute never spans two sessions
-            if session_state.get(user, (-1,))[0] != session:
-                session_state[user] = (session, copy.deepcopy(state))
-            by_session = engine.state.ranker.score(session_state[user][1], rows, at, page)
+            held_since = session_state.get(user)
+            if held_since is None or held_since[0] != session:
+                held_since = session_state[user] = (session, copy.deepcopy(state))
+            by_session = engine.state.ranker.score(held_since[1], rows, at, page)
             learned_p, learned_v = engine.models.ranker.predict(pid, state, rows, at, page)
             at_rows = idx[sub]
             for label in IMPRESSION_LABELS:

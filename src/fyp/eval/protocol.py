@@ -51,8 +51,8 @@ _LOCAL_OFFSET_MS = 8 * 3_600_000  # UTC+8
 _FINISH_RATIO = 0.95  # KuaiRand's own "finish": watch ratio >= 0.95
 _MAX_WATCH_RATIO = 5.0  # as the dataset caps it
 
-# A user's impressions with less than this between them are one session (the gap the
-# session literature usually takes).
+# A user's impressions at most this far apart are one session (the gap the session
+# literature usually takes).
 SESSION_GAP_MS = 30 * 60_000
 
 IntArray = NDArray[np.int64]

@@ -259,7 +259,7 @@ class FirstRanker:
     def _affinities(self, user: UserState, idx: npt.NDArray[np.intp], now: int) -> F64:
         """(n, 4): creator, sound and mean hashtag lift, and follows, per row.
 
-        Two paths, one result: a direct loop for the few rows of a training example, and
+        Two paths, one result: a direct loop for a request's few rows, and
         one lookup table over the user's known creators, sounds, hashtags and followed
         creators for a request's hundreds of candidates (each of the user's known
         entities is evaluated once, not once per candidate)."""

@@ -373,7 +373,11 @@ class FeedState:
             x = self.ranker.example_batch_features([p.inputs for p in todo])
             for p, features in zip(todo, x, strict=True):
                 p.features = features
-        return np.stack([p.features for p in batch if p.features is not None])
+        computed: list[npt.NDArray[np.float64]] = []
+        for p in batch:
+            assert p.features is not None  # every one: above, or for an earlier batch
+            computed.append(p.features)
+        return np.stack(computed)
 
     def flush_all(self) -> None:
         """Close every pending example and learn from all of them now, without waiting
