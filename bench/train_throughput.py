@@ -139,6 +139,7 @@ def instrument(models: OnlineModels) -> tuple[dict[str, _Timer], list[Any], list
     models.ranker.learn = timers["ranker.learn"].wrap(ranker_capture)  # type: ignore[method-assign]
     models.retrieval.learn = timers["retrieval.learn"].wrap(retrieval_capture)  # type: ignore[method-assign]
     models.refresh_index = timers["index"].wrap(models.refresh_index)  # type: ignore[method-assign]
+    models.refresh_chunk = timers["index"].wrap(models.refresh_chunk)  # type: ignore[method-assign]
     listeners = models.state.example_listeners
     i = listeners.index(models.on_examples)
     listeners[i] = timers["on_examples"].wrap(models.on_examples)

@@ -388,11 +388,13 @@ class Engine:
                     break
                 self.state.apply(batch)
                 if train and self.models is not None:
-                    self.models.drain()
+                    self.models.drain(settle=False)
                 self._review_reported()
             done += len(batch)
-        if train and self.models is not None and self.models.due():
-            with self._lock:  # e.g. the index to rebuild after a restart from a checkpoint
+        if train and self.models is not None:
+            # What is still due (e.g. the index to rebuild after a restart from a
+            # checkpoint), and the index's re-clustering, if one runs, swapped in.
+            with self._lock:
                 self.models.drain()
         if froze:  # one full collection for what the replay left unreachable, then as before
             gc.unfreeze()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 import pytest
 
+from fyp.model import ann
 from fyp.model.ann import ItemIndex
 
 DIM = 32
@@ -238,3 +242,108 @@ def test_ivf_is_retrained_as_it_grows_and_churns() -> None:
     truth = exact_ids(fresh, ids, q, 100)
     recall = np.mean([len(set(f) & t) / 100 for f, t in zip(found, truth, strict=True)])
     assert recall >= 0.95, recall
+
+
+class _HeldBuilds:
+    """Background builds that wait for ``release`` (so a test makes its changes while one
+    is certainly running)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.release = threading.Event()
+        self.started = 0
+        real = ann._build_ivf
+
+        def held(*args: Any) -> Any:
+            self.started += 1
+            assert self.release.wait(10), "the test never released the build"
+            return real(*args)
+
+        monkeypatch.setattr(ann, "_build_ivf", held)
+
+
+def test_background_build_keeps_changes_made_while_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = clustered(6_000, seed=20)
+    ids = ids_of(len(x))
+    held = _HeldBuilds(monkeypatch)
+    index = ItemIndex(DIM, exact_below=2_000, background=True)
+    index.upsert(ids[:2_000], x[:2_000])  # reaches the threshold: a build starts
+    assert index.building and held.started == 1
+    assert not index.is_approximate  # exact search meanwhile, and it answers
+    assert index.search(x[5], 1)[0] == [["v5"]]
+    # While it runs: new ids, a moved vector, removals.
+    index.upsert(ids[2_000:3_000], x[2_000:3_000])
+    u = np.linalg.svd(x, full_matrices=False)[2]
+    far = 6.0 * u[0]
+    index.upsert(["v7"], far[None, :])
+    assert index.remove(ids[100:200]) == 100
+    assert held.started == 1  # no second build while one runs (none fell due)
+    held.release.set()
+    index.settle()
+    assert index.is_approximate and not index.building
+    current = x[:3_000].copy()
+    current[7] = far
+    keep = [i for i in range(3_000) if not 100 <= i < 200]
+    assert index.search(far, 1)[0] == [["v7"]]
+    everything, _ = index.search(x[2_500], 5_000)
+    assert sorted(everything[0]) == sorted(ids[i] for i in keep)  # each once, none lost
+    q = clustered(50, seed=21)
+    found, _ = index.search(q, 100)
+    truth = exact_ids(current[keep], [ids[i] for i in keep], q, 100)
+    recall = np.mean([len(set(f) & t) / 100 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
+
+
+def test_background_builds_leave_the_index_built_in_place() -> None:
+    """The same changes, re-clustered in place or in the background: once settled, the
+    same index (same trigger points, same lists, same answers)."""
+    x = clustered(8_000, seed=22)
+    moved = clustered(8_000, seed=23)
+    ids = ids_of(len(x))
+    q = clustered(40, seed=24)
+    results = []
+    for background in (False, True):
+        index = ItemIndex(DIM, exact_below=1_000, background=background)
+        for lo in range(0, 8_000, 700):  # grows past the threshold, doubles, doubles
+            index.upsert(ids[lo : lo + 700], x[lo : lo + 700])
+        index.upsert(ids[:3_000], moved[:3_000])  # a churn of incremental changes
+        index.upsert(ids, moved, recluster=True)  # every vector moved: re-clustered
+        index.settle()
+        state = index.state_dict(include_index=False)
+        found, scores = index.search(q, 50)
+        results.append((state["trained_size"], state["changes"], found, scores))
+    (size_a, changes_a, found_a, scores_a), (size_b, changes_b, found_b, scores_b) = results
+    assert (size_a, changes_a) == (size_b, changes_b) == (8_000, 0)
+    assert found_a == found_b
+    for a, b in zip(scores_a, scores_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recluster_rebuilds_on_the_new_vectors() -> None:
+    x = clustered(4_000, seed=25)
+    ids = ids_of(len(x))
+    index = ItemIndex(DIM, exact_below=1_000)
+    index.upsert(ids, x)
+    index.upsert(ids[:100], clustered(100, seed=26))  # incremental: counted
+    assert index.state_dict()["changes"] == 100
+    fresh = clustered(4_000, seed=27)
+    index.upsert(ids, fresh, recluster=True)
+    state = index.state_dict()
+    assert state["trained_size"] == 4_000 and state["changes"] == 0
+    q = clustered(50, seed=28)
+    found, _ = index.search(q, 100)
+    truth = exact_ids(fresh, ids, q, 100)
+    recall = np.mean([len(set(f) & t) / 100 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
+
+
+def test_a_failed_background_build_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> Any:
+        raise MemoryError("no room for the lists")
+
+    monkeypatch.setattr(ann, "_build_ivf", broken)
+    index = ItemIndex(DIM, exact_below=500, background=True)
+    index.upsert(ids_of(600), clustered(600, seed=29))
+    with pytest.raises(RuntimeError, match="re-clustering the index failed"):
+        index.settle()
+    assert not index.building and not index.is_approximate  # exact search goes on
+    assert len(index.search(clustered(1, seed=30), 5)[0][0]) == 5

@@ -15,10 +15,20 @@ IVFFlat with 1,024 lists and nprobe 32 reached 0.98 at about 0.1 ms per single q
 (exact search: 0.7 ms with faiss, 2 ms with numpy). IVF removes and adds vectors in
 place (a changed vector costs microseconds), and its lists are re-clustered (a rebuild,
 about a second at 100k) once it has had as many upserts as it had items when they were
-trained (it has doubled, or churned through itself); ``rebuild()`` forces one (after the model
-is retrained and all vectors move, say).
+trained (it has doubled, or churned through itself), or when a caller says every vector
+moved (``upsert(..., recluster=True)``: the model was retrained); ``rebuild()`` forces one.
 
-Thread-safety: none. Callers hold the engine lock around every call, searches included.
+With ``background=True`` a re-clustering runs in a worker thread (faiss releases the GIL
+while it trains and adds), on a snapshot of the vectors: meanwhile searches use the old
+lists (or exact search), and changes go to both; when the new lists are ready the next
+call swaps them in and replays onto them the slots changed since the snapshot. A
+re-clustering that falls due while one is running first waits for it, so the builds start
+at the same points whatever the timing, and :meth:`settle` (waiting for the one running)
+leaves the same index as building in place would have. At 100k items a build takes about
+a second, which in place is a second in which the engine's lock serves no feed.
+
+Thread-safety: none for callers (they hold the engine lock around every call, searches
+included); the worker touches only its own snapshot and the faiss objects it builds.
 
 Memory: the matrix (4·dim bytes per item) plus, in IVF mode, faiss' own copy of the
 vectors and an 8-byte id per item.
@@ -26,6 +36,7 @@ vectors and an 8-byte id per item.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -70,6 +81,7 @@ class ItemIndex:
         nprobe: int | None = None,
         exact_below: int = EXACT_BELOW,
         seed: int = 0,
+        background: bool = False,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -81,6 +93,7 @@ class ItemIndex:
         self.nprobe = nprobe
         self.exact_below = exact_below
         self.seed = seed
+        self.background = background
         self.clear()
 
     # ------------------------------------------------------------------ size, membership
@@ -94,7 +107,13 @@ class ItemIndex:
     @property
     def is_approximate(self) -> bool:
         """True when searches go through the IVF (else exact brute force)."""
+        self._poll()
         return self._ivf is not None
+
+    @property
+    def building(self) -> bool:
+        """True while a background re-clustering runs (or waits to be swapped in)."""
+        return self._build is not None
 
     def ids(self) -> list[str]:
         return list(self._id_slot)
@@ -113,13 +132,18 @@ class ItemIndex:
         self._id_slot: dict[str, int] = {}
         self._free: list[int] = []  # free slots, reused last-in first-out
         self._ivf: faiss.IndexIVFFlat | None = None  # labels are slots
-        self._trained_size = 0  # items when the IVF lists were trained
+        self._trained_size = 0  # items when the IVF lists were (last started being) trained
         self._changes = 0  # upserted vectors since then
+        self._build: _Build | None = None  # a background re-clustering (its result unused)
 
-    def upsert(self, ids: Sequence[str], vectors: NDArray[np.floating[Any]]) -> None:
+    def upsert(
+        self, ids: Sequence[str], vectors: NDArray[np.floating[Any]], *, recluster: bool = False
+    ) -> None:
         """Add ``ids`` with ``vectors`` (shape ``(len(ids), dim)``); an id already present
         gets its new vector (and is found at its new place only). Within one call a
-        repeated id keeps its last vector."""
+        repeated id keeps its last vector. ``recluster``: the vectors moved as a whole
+        (a retrained model): the IVF lists are re-clustered on them rather than updated."""
+        self._poll()
         x = self._as_matrix(vectors, "vectors")
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids but {len(x)} vectors")
@@ -144,13 +168,16 @@ class ItemIndex:
             slots[i] = slot
         self._vectors[slots] = x
         self._alive[slots] = True
+        if self._build is not None:
+            self._build.dirty.update(slots.tolist())
         if self._ivf is None:
-            if len(self) >= self.exact_below:
-                self.rebuild()
+            # (A build already running was started at this size or above.)
+            if (recluster or self._build is None) and len(self) >= self.exact_below:
+                self._recluster()
             return
         self._changes += len(slots)
-        if self._changes >= self._trained_size:
-            self.rebuild()
+        if recluster or self._changes >= self._trained_size:
+            self._recluster()
             return
         if replaced:
             _remove_ids(self._ivf, replaced)
@@ -158,6 +185,7 @@ class ItemIndex:
 
     def remove(self, ids: Iterable[str]) -> int:
         """Forget ``ids`` (unknown ones are ignored); returns how many were removed."""
+        self._poll()
         slots = []
         for item_id in ids:
             slot = self._id_slot.pop(item_id, None)
@@ -167,37 +195,83 @@ class ItemIndex:
             self._alive[slot] = False
             self._free.append(slot)
             slots.append(slot)
-        if slots and self._ivf is not None:
-            if len(self) < self.exact_below * _HYSTERESIS:
-                self._ivf = None
-            else:
-                _remove_ids(self._ivf, slots)
+        if not slots:
+            return 0
+        if self._build is not None:
+            self._build.dirty.update(slots)
+        if len(self) < self.exact_below * _HYSTERESIS:
+            self._ivf = None
+            self._build = None
+        elif self._ivf is not None:
+            _remove_ids(self._ivf, slots)
         return len(slots)
 
     def rebuild(self) -> None:
         """Re-cluster the IVF lists on the current vectors and re-add them all (or go
-        back to exact search if the index is now small). About a second at 100k × 64."""
+        back to exact search if the index is now small), here and now, whatever
+        ``background`` says. About a second at 100k × 64."""
+        self._build = None  # superseded
+        snapshot = self._snapshot()
+        if snapshot is None:
+            self._ivf = None
+            return
+        slots, x, nlist = snapshot
+        self._trained_size = len(slots)
+        self._changes = 0
+        self._quantizer, self._ivf = _build_ivf(
+            x, slots, nlist, self._nprobe(nlist), self.seed
+        )  # the IVF does not own its quantizer: both are kept
+
+    def settle(self) -> None:
+        """Wait for a background re-clustering, if one runs, and swap it in."""
+        build = self._build
+        if build is None:
+            return
+        build.thread.join()
+        self._build = None
+        if build.error is not None:
+            raise RuntimeError("re-clustering the index failed") from build.error
+        assert build.ivf is not None and build.quantizer is not None
+        ivf = build.ivf
+        dirty = np.fromiter(sorted(build.dirty), dtype=np.int64, count=len(build.dirty))
+        if len(dirty):
+            # Slots changed since the snapshot: their old place goes, their vector now
+            # (if they still hold an item) comes in.
+            _remove_ids(ivf, dirty.tolist())
+            live = dirty[self._alive[dirty]]
+            if len(live):
+                ivf.add_with_ids(np.ascontiguousarray(self._vectors[live]), live)
+        self._quantizer, self._ivf = build.quantizer, ivf
+
+    def _recluster(self) -> None:
+        """A re-clustering fell due: in place, or in the background (after the one
+        running, so that builds start at the same points whatever the timing)."""
+        if not self.background:
+            self.rebuild()
+            return
+        self.settle()
+        snapshot = self._snapshot()
+        if snapshot is None:
+            self._ivf = None
+            return
+        slots, x, nlist = snapshot
+        self._trained_size = len(slots)
+        self._changes = 0
+        self._build = _Build(x, slots, nlist, self._nprobe(nlist), self.seed)
+
+    def _poll(self) -> None:
+        if self._build is not None and not self._build.thread.is_alive():
+            self.settle()
+
+    def _snapshot(self) -> tuple[NDArray[np.int64], NDArray[np.float32], int] | None:
+        """The live slots, a copy of their vectors and the lists to cluster them into;
+        None when the index is too small for an IVF."""
         n = len(self)
         nlist = self._nlist(n)
         if n < self.exact_below * _HYSTERESIS or nlist < 2:
-            self._ivf = None
-            return
+            return None
         slots = np.fromiter(self._id_slot.values(), dtype=np.int64, count=n)
-        x = self._vectors[slots]
-        rng = np.random.default_rng(self.seed)
-        n_train = min(n, _TRAIN_POINTS_PER_LIST * nlist)
-        train = x if n_train == n else x[rng.choice(n, size=n_train, replace=False)]
-        quantizer = faiss.IndexFlatIP(self.dim)
-        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.cp.seed = self.seed
-        ivf.train(train)
-        ivf.set_direct_map_type(_DIRECT_MAP_HASHTABLE)  # removals by id without a scan
-        ivf.nprobe = self._nprobe(nlist)
-        ivf.add_with_ids(x, slots)
-        self._quantizer = quantizer  # the IVF does not own it: keep it alive
-        self._ivf = ivf
-        self._trained_size = n
-        self._changes = 0
+        return slots, self._vectors[slots], nlist  # fancy indexing copies
 
     # ------------------------------------------------------------------ search
 
@@ -210,6 +284,7 @@ class ItemIndex:
         ``min(k, len(self))`` ids (in IVF mode, rarely, fewer: when the lists probed hold
         fewer). A ``k`` so large that the lists probed would hold fewer than ``2k``
         vectors on average is answered exactly."""
+        self._poll()
         q = self._as_matrix(query, "query")
         if self.metric == "cos":
             q = _normalised(q)
@@ -249,7 +324,8 @@ class ItemIndex:
     def state_dict(self, *, include_index: bool = True) -> dict[str, Any]:
         """Everything needed to restore the index: config, ids by slot, the vectors and
         (unless ``include_index=False``; then it is rebuilt on load) the serialised faiss
-        index, as bytes. Plain Python and numpy values."""
+        index, as bytes. Plain Python and numpy values. A background build is waited for."""
+        self.settle()
         n = len(self._slot_id)
         blob = None
         if include_index and self._ivf is not None:
@@ -263,6 +339,7 @@ class ItemIndex:
                 "nprobe": self.nprobe,
                 "exact_below": self.exact_below,
                 "seed": self.seed,
+                "background": self.background,
             },
             "slot_ids": list(self._slot_id),
             "vectors": self._vectors[:n].copy(),
@@ -335,6 +412,52 @@ class ItemIndex:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{what} must have shape (dim,) or (n, {self.dim}), got {x.shape}")
         return np.ascontiguousarray(x)
+
+
+def _build_ivf(
+    x: NDArray[np.float32], slots: NDArray[np.int64], nlist: int, nprobe: int, seed: int
+) -> tuple[faiss.IndexFlatIP, faiss.IndexIVFFlat]:
+    """IVF lists clustered on (a seeded sample of) ``x``, holding ``x`` under ``slots``."""
+    dim = x.shape[1]
+    rng = np.random.default_rng(seed)
+    n_train = min(len(x), _TRAIN_POINTS_PER_LIST * nlist)
+    train = x if n_train == len(x) else x[rng.choice(len(x), size=n_train, replace=False)]
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    ivf.train(train)
+    ivf.set_direct_map_type(_DIRECT_MAP_HASHTABLE)  # removals by id without a scan
+    ivf.nprobe = nprobe
+    ivf.add_with_ids(x, slots)
+    return quantizer, ivf
+
+
+class _Build:
+    """A re-clustering running in a worker thread, on a snapshot of the vectors;
+    ``dirty``: the slots changed since, replayed onto the result when it is swapped in."""
+
+    def __init__(
+        self, x: NDArray[np.float32], slots: NDArray[np.int64], nlist: int, nprobe: int, seed: int
+    ) -> None:
+        self.dirty: set[int] = set()
+        self.quantizer: faiss.IndexFlatIP | None = None
+        self.ivf: faiss.IndexIVFFlat | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run,
+            args=(x, slots, nlist, nprobe, seed),
+            name="fyp-ivf-build",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def _run(
+        self, x: NDArray[np.float32], slots: NDArray[np.int64], nlist: int, nprobe: int, seed: int
+    ) -> None:
+        try:
+            self.quantizer, self.ivf = _build_ivf(x, slots, nlist, nprobe, seed)
+        except BaseException as exc:  # re-raised by settle(), in the caller's thread
+            self.error = exc
 
 
 def _normalised(x: NDArray[np.float32]) -> NDArray[np.float32]:

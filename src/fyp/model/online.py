@@ -72,9 +72,13 @@ class OnlineModels:
         )
         # Item vectors of the whole catalog for retrieval; rows of each training batch
         # are refreshed after their step, everything every ``_FULL_REFRESH_STEPS``.
-        self.index = ItemIndex(self.retrieval.cfg.output_dim, seed=m.seed)
+        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
         self._retrieval_steps = 0
         self._refresh_rows: list[int] = []  # a whole-catalog refresh in progress
+        # Its vectors so far: they reach the index at once when it ends, re-clustered
+        # (every vector moved), rather than chunk by chunk into lists about to be redone.
+        self._refresh_ids: list[str] = []
+        self._refresh_vectors: list[np.ndarray] = []
         self._rank_queue: list[RankExample] = []
         self._retrieval_queue: list[RetrievalExample] = []
         state.example_listeners.append(self.on_examples)
@@ -147,6 +151,8 @@ class OnlineModels:
         state = self.__dict__.copy()
         state["index"] = None
         state["_refresh_rows"] = []
+        state["_refresh_ids"] = []
+        state["_refresh_vectors"] = []
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -154,7 +160,7 @@ class OnlineModels:
         m = self.settings.model
         torch.set_num_threads(m.threads)
         faiss.omp_set_num_threads(m.threads)
-        self.index = ItemIndex(self.retrieval.cfg.output_dim, seed=m.seed)
+        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
         self._index_stale = True
 
     def _schedule_stale_refresh(self) -> None:
@@ -184,9 +190,7 @@ class OnlineModels:
         m = self.settings.model
         self._schedule_stale_refresh()
         if self._refresh_rows:
-            chunk = self._refresh_rows[:_REFRESH_CHUNK]
-            del self._refresh_rows[:_REFRESH_CHUNK]
-            self.refresh_index(chunk)
+            self.refresh_chunk()
             return True
         if len(self._rank_queue) >= m.ranker_batch:
             batch = self._rank_queue[: m.ranker_batch]
@@ -206,12 +210,30 @@ class OnlineModels:
             return True
         return False
 
-    def drain(self) -> int:
-        """Every due piece of work; how many there were."""
+    def drain(self, settle: bool = True) -> int:
+        """Every due piece of work; how many there were. ``settle``: and wait for the
+        index's background re-clustering, if one runs (then the index is what it would
+        be had it been built in place; a replay's chunks pass False, to keep it running
+        beside them)."""
         n = 0
         while self.step():
             n += 1
+        if settle:
+            self.index.settle()
         return n
+
+    def refresh_chunk(self) -> None:
+        """The next chunk of a whole-catalog refresh of the index: its vectors are kept
+        until the last chunk, which hands them all over at once."""
+        chunk = self._refresh_rows[:_REFRESH_CHUNK]
+        del self._refresh_rows[:_REFRESH_CHUNK]
+        videos = self.state.catalog.videos
+        self._refresh_ids.extend(videos[r].video_id for r in chunk)
+        self._refresh_vectors.append(self.retrieval.item_vectors(chunk, 0))
+        if not self._refresh_rows:
+            ids, vectors = self._refresh_ids, np.concatenate(self._refresh_vectors)
+            self._refresh_ids, self._refresh_vectors = [], []
+            self.index.upsert(ids, vectors, recluster=True)
 
     def refresh_index(self, rows: Sequence[int]) -> None:
         """Recompute the item vectors of catalog ``rows`` into the index (a serving-side
@@ -221,3 +243,9 @@ class OnlineModels:
         self.index.upsert(
             [catalog.videos[r].video_id for r in rows], self.retrieval.item_vectors(rows, 0)
         )
+
+
+def _new_index(dim: int, seed: int) -> ItemIndex:
+    # Re-clustered in a worker thread: a build at 100k videos takes about a second, which
+    # under the engine's lock would be a second without feeds (bench/train_throughput.py).
+    return ItemIndex(dim, seed=seed, background=True)
