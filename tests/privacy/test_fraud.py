@@ -3,6 +3,7 @@ time, deterministic in log order, bounded in memory, picklable."""
 
 from __future__ import annotations
 
+import copy
 import pickle
 import random
 
@@ -196,3 +197,55 @@ def test_forget_user() -> None:
 def test_budget_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_per_minute"):
         FraudGuard(max_per_minute=0)
+
+
+class _ScanningGuard(FraudGuard):
+    """The sweep as first written: a scan of every tracked user (the reference)."""
+
+    def _sweep(self) -> None:
+        horizon = self._newest_ts - WINDOW_MS
+        quiet = self._calls - IDLE_CALLS
+        idle = [
+            u
+            for u, w in self._admitted.items()
+            if not w or (w[-1] <= horizon and self._last_call.get(u, 0) <= quiet)
+        ]
+        for u in idle:
+            del self._admitted[u]
+            self._last_call.pop(u, None)
+
+
+def test_the_sweep_drops_exactly_what_a_scan_of_every_user_drops() -> None:
+    rng = random.Random(11)
+    fast, scan = FraudGuard(max_per_minute=4), _ScanningGuard(max_per_minute=4)
+    seen: set[str] = set()
+    base = T0
+    for i in range(4 * (IDLE_CALLS + SWEEP_EVERY)):
+        # Users come and go (a drifting population), a few stay. IDLE_CALLS events span
+        # about half a minute of event time, so both conditions of a sweep bite (each
+        # was checked to fail this test when loosened); some events are late, one jump
+        # ahead.
+        base += rng.choice([0, 0, 0, 1]) + (200_000 if i == 300_000 else 0)
+        ts = base - (rng.randrange(90_000) if rng.random() < 0.1 else 0)
+        user = f"u{(i // 5_000) * 100 + rng.randrange(300)}" if i % 3 else f"r{rng.randrange(40)}"
+        kind = rng.choice([*ACTIONS, EventType.VIEW])
+        seen.add(user)
+        assert fast.admit(user, kind, ts) == scan.admit(user, kind, ts)
+        if i % 97 == 0:
+            assert fast._admitted.keys() == scan._admitted.keys()
+    assert fast._admitted.keys() == scan._admitted.keys()
+    assert fast.throttled == scan.throttled > 0
+    assert fast.tracked_users() < len(seen) // 2  # users did go
+
+
+def test_a_guard_pickled_before_the_call_order_was_kept_still_sweeps() -> None:
+    guard = FraudGuard(max_per_minute=3)
+    for i in range(50):
+        guard.admit(f"u{i % 7}", EventType.LIKE, T0 + i)
+    state = copy.deepcopy(guard.__dict__)
+    state["_last_call"] = dict(reversed(list(guard._last_call.items())))  # a plain dict
+    old = FraudGuard.__new__(FraudGuard)
+    old.__setstate__(state)
+    assert list(old._last_call.items()) == list(guard._last_call.items())
+    events = _random_log(5)
+    assert [old.admit(*e) for e in events] == [guard.admit(*e) for e in events]
