@@ -137,12 +137,20 @@ class ItemIndex:
         self._build: _Build | None = None  # a background re-clustering (its result unused)
 
     def upsert(
-        self, ids: Sequence[str], vectors: NDArray[np.floating[Any]], *, recluster: bool = False
+        self,
+        ids: Sequence[str],
+        vectors: NDArray[np.floating[Any]],
+        *,
+        recluster: bool = False,
+        lists: bool = True,
     ) -> None:
         """Add ``ids`` with ``vectors`` (shape ``(len(ids), dim)``); an id already present
         gets its new vector (and is found at its new place only). Within one call a
         repeated id keeps its last vector. ``recluster``: the vectors moved as a whole
-        (a retrained model): the IVF lists are re-clustered on them rather than updated."""
+        (a retrained model): the IVF lists are re-clustered on them rather than updated.
+        ``lists=False``: the vectors are stored (searches score with them) but the IVF
+        lists wait for a :meth:`recluster` the caller makes once it has stored them all
+        (new ids are not found until then, moved ones are found at their old place)."""
         self._poll()
         x = self._as_matrix(vectors, "vectors")
         if len(ids) != len(x):
@@ -170,6 +178,8 @@ class ItemIndex:
         self._alive[slots] = True
         if self._build is not None:
             self._build.dirty.update(slots.tolist())
+        if not lists:
+            return
         if self._ivf is None:
             # (A build already running was started at this size or above.)
             if (recluster or self._build is None) and len(self) >= self.exact_below:
@@ -242,6 +252,13 @@ class ItemIndex:
             if len(live):
                 ivf.add_with_ids(np.ascontiguousarray(self._vectors[live]), live)
         self._quantizer, self._ivf = build.quantizer, ivf
+
+    def recluster(self) -> None:
+        """Re-cluster the IVF lists on the vectors stored now (in place, or in the
+        background), if the index is large enough for them: after ``lists=False``
+        upserts, or whenever every vector moved."""
+        if self._ivf is not None or len(self) >= self.exact_below:
+            self._recluster()
 
     def _recluster(self) -> None:
         """A re-clustering fell due: in place, or in the background (after the one

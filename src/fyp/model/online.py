@@ -74,11 +74,12 @@ class OnlineModels:
         # are refreshed after their step, everything every ``_FULL_REFRESH_STEPS``.
         self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
         self._retrieval_steps = 0
-        self._refresh_rows: list[int] = []  # a whole-catalog refresh in progress
-        # Its vectors so far: they reach the index at once when it ends, re-clustered
-        # (every vector moved), rather than chunk by chunk into lists about to be redone.
-        self._refresh_ids: list[str] = []
-        self._refresh_vectors: list[np.ndarray] = []
+        # A whole-catalog refresh in progress: its vectors are stored chunk by chunk, the
+        # lists re-clustered once at its end (every vector moved), not kept up to date.
+        self._refresh_rows: list[int] = []
+        # The rows of the last retrieval batch, refreshed as a step of their own (each
+        # step holds the engine's lock: two short ones let a feed in between).
+        self._batch_rows: list[int] = []
         self._rank_queue: list[RankExample] = []
         self._retrieval_queue: list[RetrievalExample] = []
         state.example_listeners.append(self.on_examples)
@@ -151,8 +152,7 @@ class OnlineModels:
         state = self.__dict__.copy()
         state["index"] = None
         state["_refresh_rows"] = []
-        state["_refresh_ids"] = []
-        state["_refresh_vectors"] = []
+        state["_batch_rows"] = []
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -175,14 +175,16 @@ class OnlineModels:
         self._schedule_stale_refresh()
         return (
             bool(self._refresh_rows)
+            or bool(self._batch_rows)
             or len(self._rank_queue) >= m.ranker_batch
             or len(self._retrieval_queue) >= m.retrieval_batch
         )
 
     def step(self) -> bool:
         """One bounded piece of training work, the most urgent first: a chunk of a due
-        whole-catalog index refresh, else one ranker batch, else one retrieval batch
-        (and its videos' index rows). Returns False when nothing was due.
+        whole-catalog index refresh, else the index rows of the last retrieval batch,
+        else one ranker batch, else one retrieval batch. Returns False when nothing was
+        due.
 
         Work is cut this small so that a server can serve feeds between pieces (the
         learning loop yields after each); the order depends only on the queues, so
@@ -191,6 +193,10 @@ class OnlineModels:
         self._schedule_stale_refresh()
         if self._refresh_rows:
             self.refresh_chunk()
+            return True
+        if self._batch_rows:
+            rows, self._batch_rows = self._batch_rows, []
+            self.refresh_index(rows)
             return True
         if len(self._rank_queue) >= m.ranker_batch:
             batch = self._rank_queue[: m.ranker_batch]
@@ -206,7 +212,7 @@ class OnlineModels:
                 if len(self.index) == 0 or self._retrieval_steps % _FULL_REFRESH_STEPS == 0:
                     self._refresh_rows = list(range(len(self.state.catalog)))
                 else:
-                    self.refresh_index(sorted({e.row for e in batch_r}))
+                    self._batch_rows = sorted({e.row for e in batch_r})
             return True
         return False
 
@@ -223,17 +229,16 @@ class OnlineModels:
         return n
 
     def refresh_chunk(self) -> None:
-        """The next chunk of a whole-catalog refresh of the index: its vectors are kept
-        until the last chunk, which hands them all over at once."""
+        """The next chunk of a whole-catalog refresh of the index (the last one has the
+        lists re-clustered)."""
         chunk = self._refresh_rows[:_REFRESH_CHUNK]
         del self._refresh_rows[:_REFRESH_CHUNK]
         videos = self.state.catalog.videos
-        self._refresh_ids.extend(videos[r].video_id for r in chunk)
-        self._refresh_vectors.append(self.retrieval.item_vectors(chunk, 0))
+        self.index.upsert(
+            [videos[r].video_id for r in chunk], self.retrieval.item_vectors(chunk, 0), lists=False
+        )
         if not self._refresh_rows:
-            ids, vectors = self._refresh_ids, np.concatenate(self._refresh_vectors)
-            self._refresh_ids, self._refresh_vectors = [], []
-            self.index.upsert(ids, vectors, recluster=True)
+            self.index.recluster()
 
     def refresh_index(self, rows: Sequence[int]) -> None:
         """Recompute the item vectors of catalog ``rows`` into the index (a serving-side

@@ -1,0 +1,130 @@
+"""OnlineModels' upkeep of the item index: the last batch's rows and whole-catalog
+refreshes reach it (re-clustered in the background once the IVF is on), and replaying the
+same log leaves the same index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fyp.config import load_settings
+from fyp.engine import Engine
+from fyp.model import online
+from fyp.model.ann import ItemIndex
+from fyp.types import Video
+
+NOW = 1_700_000_000_000
+N_VIDEOS = 400
+
+
+@pytest.fixture(autouse=True)
+def small_ivf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The IVF (and its background builds) from 100 items, so a small catalog uses it."""
+    monkeypatch.setattr(
+        online,
+        "_new_index",
+        lambda dim, seed: ItemIndex(dim, seed=seed, background=True, exact_below=100),
+    )
+
+
+def trained_engine(data_dir: Path) -> Engine:
+    settings = load_settings(
+        overrides={
+            "data_dir": data_dir,
+            "privacy": {"require_registered_users": False},
+            "model": {
+                "enabled": True,
+                "warmup_examples": 500,
+                "retrieval_warmup": 128,
+                "ranker_batch": 128,
+                "retrieval_batch": 64,
+                "min_count": 1,
+            },
+        },
+        environ={},
+    )
+    engine = Engine.open(settings, clock=lambda: NOW)
+    engine.upsert_videos(
+        [
+            Video(f"v{i}", f"c{i % 20}", 20_000, hashtags=(f"t{i % 7}",), created_at=NOW)
+            for i in range(N_VIDEOS)
+        ]
+    )
+    rng = np.random.default_rng(0)
+    events: list[dict[str, object]] = []
+    for n in range(2_000):
+        u, v = int(rng.integers(0, 60)), int(rng.integers(0, N_VIDEOS))
+        watched = 20_000 if (v % 20) % 2 == u % 2 else 500
+        events.append(
+            {
+                "event_id": f"e{n}",
+                "user_id": f"u{u}",
+                "video_id": f"v{v}",
+                "type": "view",
+                "ts": NOW - 3_600_000 + n * 1_000,
+                "watch_ms": watched,
+            }
+        )
+    assert not engine.ingest(events, now=NOW).rejected
+    engine.learn()
+    return engine
+
+
+def current_vectors(models: online.OnlineModels, rows: list[int]) -> np.ndarray:
+    return models.retrieval.item_vectors(rows, 0)
+
+
+def test_the_index_follows_the_towers(tmp_path: Path) -> None:
+    engine = trained_engine(tmp_path)
+    try:
+        models = engine.models
+        assert models is not None and models.retrieval.warm
+        index = models.index
+        assert len(index) == N_VIDEOS and index.is_approximate and not index.building
+        videos = engine.catalog.videos
+        # A retrieval batch's rows are refreshed as the next step, a step of its own
+        # (the batch itself is gone: some rows stand in for it).
+        seen = models.retrieval.positives_seen
+        rows = [3, 77, 150]
+        models._batch_rows = rows
+        assert models.due() and models.step()
+        for r, want in zip(rows, current_vectors(models, rows), strict=True):
+            np.testing.assert_allclose(index.vector(videos[r].video_id), want, rtol=1e-6)
+        assert models.retrieval.positives_seen == seen and not models._batch_rows
+        # A whole-catalog refresh: every vector current, the lists re-clustered on them.
+        models._refresh_rows = list(range(N_VIDEOS))
+        models.drain()
+        assert not index.building
+        every = list(range(N_VIDEOS))
+        want = current_vectors(models, every)
+        got = np.stack([index.vector(videos[r].video_id) for r in every])
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        q = want[:20] + 0.1
+        found, _ = index.search(q, 20)
+        exact = np.argsort(-(q @ want.T), axis=1)[:, :20]
+        recall = np.mean(
+            [
+                len(set(f) & {videos[i].video_id for i in row}) / 20
+                for f, row in zip(found, exact, strict=True)
+            ]
+        )
+        assert recall >= 0.95, recall
+    finally:
+        engine.close()
+
+
+def test_replaying_the_same_log_leaves_the_same_index(tmp_path: Path) -> None:
+    answers = []
+    for name in ("a", "b"):
+        engine = trained_engine(tmp_path / name)
+        try:
+            models = engine.models
+            assert models is not None and models.index.is_approximate
+            q = current_vectors(models, list(range(0, N_VIDEOS, 20)))
+            found, scores = models.index.search(q, 30)
+            answers.append((found, [s.tolist() for s in scores]))
+        finally:
+            engine.close()
+    assert answers[0] == answers[1]
