@@ -66,6 +66,7 @@ from _common import (
     write_json,
 )
 from feed_latency import COUNT, bench_in_process, request_users
+from fyp.api.app import MIN_STEPS_PER_SLICE
 from fyp.config import ModelSettings, PrivacyConfig, Settings
 from fyp.engine import Engine, serving_gc
 from fyp.model.online import OnlineModels
@@ -271,18 +272,24 @@ class Learner(threading.Thread):
                 self.ingested = due
             elif due >= len(self.events):
                 self.ran_out = True
-            while engine.pending() > 0 and not self.stop_flag.is_set():
-                s = time.perf_counter()
-                self.learned += engine.learn(max_events=LEARN_SLICE, train=False)
-                self.slice_ms.append((time.perf_counter() - s) * 1e3)
-                time.sleep(0)  # let a waiting feed take the lock (the server awaits here)
-                # The learned models' steps one at a time, as the server's loop does.
+            while (engine.pending() > 0 or engine.training_due()) and not self.stop_flag.is_set():
+                if engine.pending() > 0:
+                    s = time.perf_counter()
+                    self.learned += engine.learn(max_events=LEARN_SLICE, train=False)
+                    self.slice_ms.append((time.perf_counter() - s) * 1e3)
+                    time.sleep(0)  # let a waiting feed take the lock (the server awaits here)
+                # The learned models' steps one at a time, as the server's loop does
+                # (new events cut in after MIN_STEPS_PER_SLICE of them).
+                steps = 0
                 while not self.stop_flag.is_set():
                     s = time.perf_counter()
                     if not engine.train_step():
                         break
                     self.slice_ms.append((time.perf_counter() - s) * 1e3)
+                    steps += 1
                     time.sleep(0)
+                    if steps >= MIN_STEPS_PER_SLICE and engine.pending() > 0:
+                        break
             pause = t0 + tick * TICK_S - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)

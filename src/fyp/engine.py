@@ -402,6 +402,13 @@ class Engine:
             gc.freeze()
         return done
 
+    def training_due(self) -> bool:
+        """Whether :meth:`train_step` has work (the learned models' queues, the index)."""
+        if self.models is None:
+            return False
+        with self._lock:
+            return self.models.due()
+
     def train_step(self) -> bool:
         """One bounded piece of the learned models' training, if any is due."""
         if self.models is None:

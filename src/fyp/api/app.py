@@ -67,6 +67,7 @@ IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 STORAGE_RETRY_S = 1.0
+MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _steps)
 
 log = logging.getLogger(__name__)
 
@@ -185,16 +186,29 @@ class LearningLoop:
             if loop.time() - self._expired_at >= RETENTION_EVERY_S:
                 self._expired_at = loop.time()
                 self.engine.expire()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that arrives as the event is set (it returns the result), and stop() then
+            # waited for the next wake, up to an hour (tests/api/test_learning_loop.py).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RETENTION_EVERY_S)
+                async with asyncio.timeout(RETENTION_EVERY_S):
+                    await self._wake.wait()
             self._wake.clear()
-            while self.engine.learning_due():
-                self.engine.learn(max_events=256, train=False)
-                self.storage_error = None
-                await asyncio.sleep(0)
-                # The learned models' steps one at a time, feeds served in between.
-                while self.engine.train_step():
+            while self.engine.learning_due() or self.engine.training_due():
+                if self.engine.learning_due():
+                    self.engine.learn(max_events=256, train=False)
+                    self.storage_error = None
                     await asyncio.sleep(0)
+                # The learned models' steps one at a time, feeds served in between. New
+                # events go first (what a user just did shows in their next feed, not
+                # after a backlog of training: a whole-catalog index refresh is ~200
+                # steps), but not before MIN_STEPS_PER_SLICE steps, so that training
+                # keeps up with a steady stream (a slice makes about 1.7 steps due).
+                steps = 0
+                while self.engine.train_step():
+                    steps += 1
+                    await asyncio.sleep(0)
+                    if steps >= MIN_STEPS_PER_SLICE and self.engine.pending() > 0:
+                        break
                 every = self.engine.settings.checkpoint_every_events
                 done = self.engine.state.applied_offset - self.engine.checkpoint_offset
                 if every and done >= every:

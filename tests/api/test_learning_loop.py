@@ -1,0 +1,126 @@
+"""The server's learning loop: a training backlog does not hold back new events (what a
+user just did reaches the state after a couple of training steps, not after all of
+them), the backlog is still worked off once no events are waiting, and the loop stops
+when told, whatever it was doing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from fyp.api.app import MIN_STEPS_PER_SLICE, LearningLoop
+from fyp.config import load_settings
+from fyp.engine import Engine
+from fyp.types import Video
+
+NOW = 1_700_000_000_000
+
+
+def engine_with_models(data_dir: Path) -> Engine:
+    settings = load_settings(
+        overrides={
+            "data_dir": data_dir,
+            "privacy": {"require_registered_users": False},
+            "model": {"enabled": True, "min_count": 1, "retrieval_warmup": 2},
+        },
+        environ={},
+    )
+    engine = Engine.open(settings, clock=lambda: NOW)
+    engine.upsert_videos([Video(f"v{i}", f"c{i % 9}", 20_000, created_at=NOW) for i in range(600)])
+    return engine
+
+
+def view(n: int, user: str, video: int) -> dict[str, object]:
+    return {
+        "event_id": f"e{n}",
+        "user_id": user,
+        "video_id": f"v{video}",
+        "type": "view",
+        "ts": NOW - 60_000 + n,
+        "watch_ms": 20_000,
+    }
+
+
+def test_new_events_cut_in_before_a_training_backlog(tmp_path: Path) -> None:
+    engine = engine_with_models(tmp_path)
+    models = engine.models
+    assert models is not None
+    steps_taken = 0
+    step = models.step
+
+    def counted() -> bool:
+        nonlocal steps_taken
+        did = step()
+        steps_taken += did
+        return did
+
+    models.step = counted  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[int, int, int]:
+        loop = LearningLoop(engine)
+        try:
+            return await run(loop)
+        finally:
+            async with asyncio.timeout(10):  # a hang fails the test rather than freezing it
+                await loop.stop()
+
+    async def run(loop: LearningLoop) -> tuple[int, int, int]:
+        await asyncio.sleep(0.05)  # the start-up catch-up: nothing to do
+        # A backlog of training (a whole-catalog index refresh: a step per chunk), and no
+        # event: the loop, woken, works on it.
+        models._refresh_rows = list(range(600)) * 40
+        backlog = len(models._refresh_rows) // 512
+        loop.wake()
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if steps_taken >= 3:
+                break
+        assert steps_taken >= 3, "the loop did not take up the training backlog"
+        # An event arrives in the middle of it (as POST /v1/events wakes the loop).
+        engine.ingest([view(0, "u1", 5)], now=NOW)
+        loop.wake()
+        at_ingest = steps_taken
+        for _ in range(200):  # the loop yields after every step
+            await asyncio.sleep(0)
+            if engine.pending() == 0:
+                break
+        assert engine.pending() == 0
+        applied_after = steps_taken - at_ingest
+        for _ in range(5_000):  # then the rest of the backlog, with no further wake
+            await asyncio.sleep(0)
+            if not engine.training_due():
+                break
+        return backlog, applied_after, len(models._refresh_rows)
+
+    try:
+        backlog, applied_after, left = asyncio.run(scenario())
+    finally:
+        engine.close()
+    # Applied (the log's end reached) after a couple of steps, not behind the backlog...
+    assert applied_after <= MIN_STEPS_PER_SLICE + 1 < backlog / 10
+    assert left == 0  # ...which still got done, without a further wake
+
+
+def test_the_loop_stops_even_as_it_is_woken(tmp_path: Path) -> None:
+    """A stop right after a wake: the loop's wait for its wake has just completed (the
+    wake's task ran, the loop's has not resumed yet) when the cancel lands. On Python
+    3.11 ``asyncio.wait_for`` returns the result then and swallows the cancel, so the
+    loop went on to wait for the next wake (up to RETENTION_EVERY_S)."""
+    engine = engine_with_models(tmp_path)
+
+    async def scenario() -> float:
+        loop = LearningLoop(engine)
+        await asyncio.sleep(0.05)  # idle, waiting for a wake
+        loop.wake()
+        await asyncio.sleep(0)  # the wait's own task completes; the loop's is scheduled
+        t0 = time.perf_counter()
+        async with asyncio.timeout(10):
+            await loop.stop()
+        return time.perf_counter() - t0
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert took < 1.0, took
