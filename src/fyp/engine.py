@@ -251,6 +251,11 @@ class Engine:
             self.checkpoint_offset = offset
             return size
 
+    def checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_every_events`` events were applied since the last one."""
+        every = self.settings.checkpoint_every_events
+        return bool(every) and self.state.applied_offset - self.checkpoint_offset >= every
+
     def _restore(self, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is None:
             return

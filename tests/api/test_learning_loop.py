@@ -1,7 +1,8 @@
 """The server's learning loop: a training backlog does not hold back new events (what a
 user just did reaches the state after a couple of training steps, not after all of
-them), the backlog is still worked off once no events are waiting, and the loop stops
-when told, whatever it was doing."""
+them), the backlog is still worked off once no events are waiting, the loop stops when
+told, whatever it was doing, and a checkpoint a start made due is written before the
+server serves."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from fyp.api.app import MIN_STEPS_PER_SLICE, LearningLoop
+from fastapi.testclient import TestClient
+
+from fyp.api.app import MIN_STEPS_PER_SLICE, LearningLoop, create_app
 from fyp.config import load_settings
-from fyp.engine import Engine
+from fyp.engine import CHECKPOINT_FILE, Engine
 from fyp.types import Video
 
 NOW = 1_700_000_000_000
@@ -124,3 +127,29 @@ def test_the_loop_stops_even_as_it_is_woken(tmp_path: Path) -> None:
     finally:
         engine.close()
     assert took < 1.0, took
+
+
+def test_a_start_that_replayed_past_a_checkpoint_writes_one_before_serving(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        overrides={
+            "data_dir": tmp_path,
+            "privacy": {"require_registered_users": False},
+            "checkpoint_every_events": 5,
+        },
+        environ={},
+    )
+    engine = Engine.open(settings, clock=lambda: NOW)
+    engine.upsert_videos([Video(f"v{i}", "c", 20_000, created_at=NOW) for i in range(20)])
+    engine.ingest([view(n, f"u{n}", n) for n in range(8)], now=NOW)
+    engine.learn()  # as a start's replay: 8 events applied, none checkpointed
+    assert engine.checkpoint_due() and engine.checkpoint_offset == 0
+    try:
+        with TestClient(create_app(settings, engine)):
+            # Written during start-up, before any request (not by the loop's first slice).
+            assert engine.checkpoint_offset == engine.state.applied_offset
+            assert (tmp_path / CHECKPOINT_FILE).is_file()
+            assert not engine.checkpoint_due()
+    finally:
+        engine.close()

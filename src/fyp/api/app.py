@@ -209,9 +209,7 @@ class LearningLoop:
                     await asyncio.sleep(0)
                     if steps >= MIN_STEPS_PER_SLICE and self.engine.pending() > 0:
                         break
-                every = self.engine.settings.checkpoint_every_events
-                done = self.engine.state.applied_offset - self.engine.checkpoint_offset
-                if every and done >= every:
+                if self.engine.checkpoint_due():
                     self.engine.checkpoint()
                     await asyncio.sleep(0)
 
@@ -243,6 +241,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine if engine is not None else Engine.open(settings)
+        if eng.checkpoint_due():
+            # A start that replayed more of the log than a checkpoint covers writes one
+            # now, before serving: else the loop's first slice would, holding the lock
+            # (1.7 s at 100k videos, bench/freshness.py's first trial), and every feed
+            # and POST waited for it.
+            try:
+                await asyncio.to_thread(eng.checkpoint)
+            except (sqlite3.Error, OSError) as err:  # the loop tries again
+                log.warning("could not write the start-up checkpoint (%s)", err)
         if holder.get("engine") is not eng:
             metrics.watch_engine(eng)
         holder["engine"] = eng
