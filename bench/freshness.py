@@ -25,9 +25,11 @@ Each trial, on the warm server, with a single client:
 
 "Reflects the signal" (the primary definition): at least one of the 10 items is there
 *because of* it: its reason cites one of the signal's videos (co-engagement: "People who
-enjoyed a video you enjoyed (v…) also enjoyed this"). A user without the signal cannot
-pass this test, so it cannot pass by chance (the baselines and the control users check
-that). The signal's videos are the creator's most watched ones, which have co-engagement
+enjoyed a video you enjoyed (v…) also enjoyed this"; with the models on, two-tower
+retrieval too: "Similar to a video you watched (v…)", the watch of the history its user
+vector pooled that the item is most like — a new user's only watches are the signal's).
+A user without the signal cannot pass this test, so it cannot pass by chance (the
+baselines and the control users check that). The signal's videos are the creator's most watched ones, which have co-engagement
 to recall from. Beside it, a content test is reported for the first feed after the signal
 and the control's second feed (both a new user's second page): at least one item by
 ``C``, or at least ``TAG_THRESHOLD`` items sharing a topical hashtag (any but ``#fyp``)
@@ -131,7 +133,8 @@ class Judge:
 
 def _cites(reason: str, signal: frozenset[str]) -> bool:
     """Whether an item's explanation names one of the signal's videos (co-engagement's
-    "People who enjoyed a video you enjoyed (v…) also enjoyed this")."""
+    "People who enjoyed a video you enjoyed (v…) also enjoyed this", two-tower's "Similar
+    to a video you watched (v…)")."""
     start = reason.find("(")
     end = reason.find(")", start + 1)
     return start >= 0 and end > start and reason[start + 1 : end] in signal

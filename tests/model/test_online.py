@@ -1,6 +1,7 @@
 """OnlineModels' upkeep of the item index: the last batch's rows and whole-catalog
 refreshes reach it (re-clustered in the background once the IVF is on), and replaying the
-same log leaves the same index."""
+same log leaves the same index; and the two-tower source that reads it, whose candidates
+name the watch they are most like."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from fyp.config import load_settings
 from fyp.engine import Engine
 from fyp.model import online
 from fyp.model.ann import ItemIndex
+from fyp.retrieve.base import FeedContext
+from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.types import Video
 
 NOW = 1_700_000_000_000
@@ -128,3 +131,33 @@ def test_replaying_the_same_log_leaves_the_same_index(tmp_path: Path) -> None:
         finally:
             engine.close()
     assert answers[0] == answers[1]
+
+
+def test_two_tower_candidates_cite_the_watch_they_are_most_like(tmp_path: Path) -> None:
+    engine = trained_engine(tmp_path)
+    try:
+        models = engine.models
+        assert models is not None and models.retrieval.warm
+        pid = engine.pseudonyms.of("u4")
+        user = engine.state.users[pid]
+        history = list(user.history)[-models.retrieval.cfg.history :]
+        models._refresh_rows = list(range(N_VIDEOS))  # every vector in the index current
+        models.drain()
+        ctx = FeedContext("r", pid, user, 10, "for_you", "local", NOW)
+        found = TwoTowerSource(models, 30).fetch(ctx)
+        assert len(found) == 30
+        videos = engine.catalog.videos
+        seen = current_vectors(models, history)
+        for c in found:
+            cited = c.reason.removeprefix("Similar to a video you watched (").removesuffix(")")
+            assert cited in {videos[r].video_id for r in history}, c.reason
+            sims = seen @ current_vectors(models, [c.row])[0]
+            best = {videos[history[k]].video_id for k in np.flatnonzero(sims >= sims.max() - 1e-6)}
+            assert cited in best
+        # A user with no history in the index gets the generic reason.
+        blank = TwoTowerSource(models, 5).fetch(
+            FeedContext("r", "new", engine.state.user("new"), 10, "for_you", "local", NOW)
+        )
+        assert blank and {c.reason for c in blank} == {TwoTowerSource.reason}
+    finally:
+        engine.close()

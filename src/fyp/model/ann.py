@@ -122,6 +122,15 @@ class ItemIndex:
         """A copy of the stored vector of ``item_id`` (normalised under ``metric="cos"``)."""
         return np.array(self._vectors[self._id_slot[item_id]], dtype=np.float32)
 
+    def vectors_of(self, ids: Sequence[str]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The stored vectors of ``ids`` (zeros where an id is not in the index) and
+        which ids are."""
+        slots = np.fromiter((self._id_slot.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        found = slots >= 0
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        out[found] = self._vectors[slots[found]]
+        return out, found
+
     # ------------------------------------------------------------------ changes
 
     def clear(self) -> None:

@@ -4,7 +4,10 @@ up to date. Joins the sources once the model is warm; contributes nothing before
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from fyp.retrieve.base import FeedContext
 from fyp.types import Candidate
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
 
 class TwoTowerSource:
     name = "two_tower"
-    reason = "Similar to what you watch"
+    reason = "Similar to what you watch"  # a user without history in the index
 
     def __init__(self, models: OnlineModels, limit: int) -> None:
         self.models = models
@@ -25,7 +28,7 @@ class TwoTowerSource:
         models = self.models
         if not models.retrieval.warm or len(models.index) == 0 or self.limit == 0:
             return []
-        history = list(ctx.user.history)
+        history = list(ctx.user.history)[-models.retrieval.cfg.history :]
         query = models.retrieval.user_vector(ctx.user_id, history, ctx.now)
         # Ask for more than the limit: what the user saw or was served is skipped here.
         ids, scores = models.index.search(query, self.limit * 2)
@@ -39,4 +42,25 @@ class TwoTowerSource:
             out.append(Candidate(row, video_id, self.name, self.reason, float(score)))
             if len(out) == self.limit:
                 break
-        return out
+        return self._cite_history(out, history)
+
+    def _cite_history(self, found: list[Candidate], history: list[int]) -> list[Candidate]:
+        """Each candidate's reason names the video of the user's history (the one the
+        user tower pooled) whose item vector is nearest its own: the watch it is most
+        like, as co-engagement names the video that led to its candidates."""
+        if not found or not history:
+            return found
+        index, videos = self.models.index, self.models.state.catalog.videos
+        seen_ids = [videos[r].video_id for r in history]
+        seen, in_index = index.vectors_of(seen_ids)
+        if not in_index.any():
+            return found
+        cands, _ = index.vectors_of([c.video_id for c in found])
+        sims = cands @ seen.T
+        sims[:, ~in_index] = -np.inf
+        # The newest of equals (argmax takes the first: the history reversed).
+        nearest = len(seen_ids) - 1 - np.argmax(sims[:, ::-1], axis=1)
+        return [
+            dataclasses.replace(c, reason=f"Similar to a video you watched ({seen_ids[k]})")
+            for c, k in zip(found, nearest.tolist(), strict=True)
+        ]
