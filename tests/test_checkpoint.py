@@ -14,6 +14,8 @@ import pytest
 
 from fyp.config import Settings, load_settings
 from fyp.engine import CHECKPOINT_FILE, Engine
+from fyp.storage import checkpoint as checkpoint_module
+from fyp.storage.checkpoint import CAN_FORK, read_checkpoint
 from fyp.types import Video
 from server_process import Server
 
@@ -220,3 +222,84 @@ def test_a_videos_prepared_text_survives_a_pickle() -> None:
     back = pickle.loads(pickle.dumps(text, protocol=5))
     assert (back.caption, back.tags) == (text.caption, text.tags)
     assert back.matches_keyword("creme brulee") and back.matches_keyword("food")
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_a_background_checkpoint_holds_the_state_as_of_its_start(tmp_path: Path) -> None:
+    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    engine.upsert_videos(_videos())
+    assert not engine.ingest(_events(0, 2_000, seed=1), now=NOW).rejected
+    engine.learn()
+    at_fork = engine.state.applied_offset
+    assert engine.start_checkpoint()
+    assert engine.checkpoint_writing and not engine.start_checkpoint()  # one at a time
+    # The engine goes on learning while the child writes; none of that is in the file.
+    engine.ingest(_events(2_000, 1_500, seed=2), now=NOW)
+    engine.learn()
+    assert engine.state.applied_offset > at_fork
+    engine.settle_checkpoint()
+    assert not engine.checkpoint_writing and engine.checkpoint_offset == at_fork
+    assert engine.poll_checkpoint() is None  # nothing left to reap
+    live = _fingerprint(engine)
+    engine.close()
+
+    restored = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    replayed = Engine.open(_settings(tmp_path), clock=lambda: NOW, from_checkpoint=False)
+    try:
+        assert restored.checkpoint_offset == at_fork  # restored from it, then replayed
+        assert _fingerprint(restored) == _fingerprint(replayed) == live
+    finally:
+        restored.close()
+        replayed.close()
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_a_failed_background_checkpoint_keeps_the_old_one_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(tmp_path).model_copy(update={"checkpoint_every_events": 100})
+    engine = Engine.open(settings, clock=lambda: NOW)
+    try:
+        engine.upsert_videos(_videos())
+        engine.ingest(_events(0, 500, seed=3), now=NOW)
+        engine.learn()
+        engine.checkpoint()
+        first = engine.checkpoint_offset
+        engine.ingest(_events(500, 500, seed=4), now=NOW)
+        engine.learn()
+
+        def full_disk(path: Path, payload: dict[str, object]) -> int:
+            raise OSError(28, "No space left on device")
+
+        # The child's write fails (it runs the module's write_checkpoint).
+        monkeypatch.setattr(checkpoint_module, "write_checkpoint", full_disk)
+        assert engine.start_checkpoint()
+        assert engine.poll_checkpoint(wait=True) is False
+        assert engine.checkpoint_offset == first  # the old checkpoint stands
+        assert read_checkpoint(tmp_path / CHECKPOINT_FILE)["offset"] == first  # type: ignore[index]
+        assert not engine.checkpoint_due()  # not at once again: a short wait first
+        monkeypatch.setattr(engine, "_checkpoint_retry_at", 0.0)
+        assert engine.checkpoint_due()
+        monkeypatch.undo()
+        assert engine.start_checkpoint() and engine.poll_checkpoint(wait=True) is True
+        assert engine.checkpoint_offset == engine.state.applied_offset > first
+    finally:
+        engine.close()
+
+
+def test_a_synchronous_checkpoint_waits_for_a_background_one(tmp_path: Path) -> None:
+    """Else the child's older snapshot could land after the newer one (an erasure's)."""
+    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    try:
+        engine.upsert_videos(_videos())
+        engine.ingest(_events(0, 500, seed=5), now=NOW)
+        engine.learn()
+        engine.start_checkpoint()
+        engine.ingest(_events(500, 300, seed=6), now=NOW)
+        engine.learn()
+        engine.checkpoint()
+        assert not engine.checkpoint_writing
+        on_disk = read_checkpoint(tmp_path / CHECKPOINT_FILE)
+        assert on_disk is not None and on_disk["offset"] == engine.state.applied_offset
+    finally:
+        engine.close()

@@ -189,10 +189,13 @@ class LearningLoop:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
             # that arrives as the event is set (it returns the result), and stop() then
             # waited for the next wake, up to an hour (tests/api/test_learning_loop.py).
+            # While a checkpoint child writes, look every second whether it is done.
+            idle_s = 1.0 if self.engine.checkpoint_writing else RETENTION_EVERY_S
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RETENTION_EVERY_S):
+                async with asyncio.timeout(idle_s):
                     await self._wake.wait()
             self._wake.clear()
+            self._reap_checkpoint()
             while self.engine.learning_due() or self.engine.training_due():
                 if self.engine.learning_due():
                     self.engine.learn(max_events=256, train=False)
@@ -209,9 +212,14 @@ class LearningLoop:
                     await asyncio.sleep(0)
                     if steps >= MIN_STEPS_PER_SLICE and self.engine.pending() > 0:
                         break
+                self._reap_checkpoint()
                 if self.engine.checkpoint_due():
-                    self.engine.checkpoint()
+                    self.engine.start_checkpoint()  # written by a child; feeds go on
                     await asyncio.sleep(0)
+
+    def _reap_checkpoint(self) -> None:
+        if self.engine.poll_checkpoint() is False:
+            self.storage_error = "the background checkpoint failed (see the log)"
 
     async def stop(self) -> None:
         self._task.cancel()

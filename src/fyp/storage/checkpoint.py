@@ -10,10 +10,19 @@ the engine's own process made from the event log, so it is read only by that eng
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
+import signal
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
+
+#: Whether :func:`fork_write` forks (Linux; elsewhere fork without exec is not safe with
+#: the system's own libraries, and the engine writes its checkpoints in place).
+CAN_FORK = sys.platform == "linux" and hasattr(os, "fork")
+_PR_SET_PDEATHSIG = 1
 
 FORMAT = 3  # 2: the first ranker reads the surface; 3: examples keep their inputs
 
@@ -51,3 +60,37 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         return None
     return data
+
+
+def fork_write(path: Path, payload: dict[str, Any]) -> int:
+    """Write ``payload`` as :func:`write_checkpoint` does, from a forked child: the child
+    holds a copy-on-write snapshot of the process as of the fork, so the caller may go on
+    changing the state at once (the snapshot is what the caller held when it forked:
+    fork while the state is consistent, e.g. under its lock). Returns the child's pid, to
+    reap with :func:`reap` (exit code 0: written). Only where :data:`CAN_FORK`.
+
+    The child touches nothing but the payload and the file (no logging, no stores, no
+    other thread's locks), exits with ``os._exit`` (no atexit, no buffers flushed twice),
+    and dies with its parent: an orphan must not rename an old snapshot over a checkpoint
+    a restarted engine wrote since (say, one without a user erased meanwhile)."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        with_parent = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if with_parent == 0 and os.getppid() == parent:  # (the parent may already be gone)
+            write_checkpoint(path, payload)
+            code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def reap(pid: int, wait: bool) -> int | None:
+    """The exit code of checkpoint child ``pid`` once it has ended (``wait``: block until
+    then), else None."""
+    done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+    return None if done == 0 else os.waitstatus_to_exitcode(status)
