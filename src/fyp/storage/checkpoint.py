@@ -16,6 +16,7 @@ import pickle
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,11 @@ def fork_write(path: Path, payload: dict[str, Any]) -> int:
     and dies with its parent: an orphan must not rename an old snapshot over a checkpoint
     a restarted engine wrote since (say, one without a user erased meanwhile)."""
     parent = os.getpid()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12 warns on every fork of a threaded process: a child that takes a
+        # lock another thread held may hang. This one takes none of theirs (see above).
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+        pid = os.fork()
     if pid:
         return pid
     code = 1
