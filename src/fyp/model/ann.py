@@ -230,13 +230,10 @@ class ItemIndex:
         back to exact search if the index is now small), here and now, whatever
         ``background`` says. About a second at 100k × 64."""
         self._build = None  # superseded
-        snapshot = self._snapshot()
+        snapshot = self._begin_clustering()
         if snapshot is None:
-            self._ivf = None
             return
         slots, x, nlist = snapshot
-        self._trained_size = len(slots)
-        self._changes = 0
         self._quantizer, self._ivf = _build_ivf(
             x, slots, nlist, self._nprobe(nlist), self.seed
         )  # the IVF does not own its quantizer: both are kept
@@ -276,26 +273,27 @@ class ItemIndex:
             self.rebuild()
             return
         self.settle()
-        snapshot = self._snapshot()
+        snapshot = self._begin_clustering()
         if snapshot is None:
-            self._ivf = None
             return
         slots, x, nlist = snapshot
-        self._trained_size = len(slots)
-        self._changes = 0
         self._build = _Build(x, slots, nlist, self._nprobe(nlist), self.seed)
 
     def _poll(self) -> None:
         if self._build is not None and not self._build.thread.is_alive():
             self.settle()
 
-    def _snapshot(self) -> tuple[NDArray[np.int64], NDArray[np.float32], int] | None:
-        """The live slots, a copy of their vectors and the lists to cluster them into;
-        None when the index is too small for an IVF."""
+    def _begin_clustering(self) -> tuple[NDArray[np.int64], NDArray[np.float32], int] | None:
+        """The live slots, a copy of their vectors and the lists to cluster them into,
+        with the change count started again from them; None (and exact search) when the
+        index is too small for an IVF."""
         n = len(self)
         nlist = self._nlist(n)
         if n < self.exact_below * _HYSTERESIS or nlist < 2:
+            self._ivf = None
             return None
+        self._trained_size = n
+        self._changes = 0
         slots = np.fromiter(self._id_slot.values(), dtype=np.int64, count=n)
         return slots, self._vectors[slots], nlist  # fancy indexing copies
 
