@@ -4,6 +4,7 @@ after ``kill -9`` in the middle of ingestion and training."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -301,5 +302,23 @@ def test_a_synchronous_checkpoint_waits_for_a_background_one(tmp_path: Path) -> 
         assert not engine.checkpoint_writing
         on_disk = read_checkpoint(tmp_path / CHECKPOINT_FILE)
         assert on_disk is not None and on_disk["offset"] == engine.state.applied_offset
+    finally:
+        engine.close()
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_a_checkpoint_child_reaped_elsewhere_counts_as_failed(tmp_path: Path) -> None:
+    """A SIGCHLD handler that reaps it leaves nothing to wait for: the writer is let go
+    (else no checkpoint would ever start again) and the next one retries."""
+    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    try:
+        engine.upsert_videos(_videos())
+        engine.ingest(_events(0, 300, seed=7), now=NOW)
+        engine.learn()
+        assert engine.start_checkpoint()
+        assert engine._writer is not None
+        os.waitpid(engine._writer[0], 0)  # someone else reaps it
+        assert engine.poll_checkpoint() is False
+        assert not engine.checkpoint_writing and engine.checkpoint_offset == 0
     finally:
         engine.close()

@@ -97,5 +97,8 @@ def fork_write(path: Path, payload: dict[str, Any]) -> int:
 def reap(pid: int, wait: bool) -> int | None:
     """The exit code of checkpoint child ``pid`` once it has ended (``wait``: block until
     then), else None."""
-    done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+    try:
+        done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+    except ChildProcessError:  # reaped by someone else (a SIGCHLD handler): unknown, so failed
+        return -1
     return None if done == 0 else os.waitstatus_to_exitcode(status)
