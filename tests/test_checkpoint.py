@@ -322,3 +322,29 @@ def test_a_checkpoint_child_reaped_elsewhere_counts_as_failed(tmp_path: Path) ->
         assert not engine.checkpoint_writing and engine.checkpoint_offset == 0
     finally:
         engine.close()
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_a_fork_that_fails_is_retried_later_not_at_every_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(tmp_path).model_copy(update={"checkpoint_every_events": 100})
+    engine = Engine.open(settings, clock=lambda: NOW)
+    try:
+        engine.upsert_videos(_videos())
+        engine.ingest(_events(0, 300, seed=8), now=NOW)
+        engine.learn()
+
+        def no_memory() -> int:
+            raise OSError(12, "Cannot allocate memory")
+
+        monkeypatch.setattr(os, "fork", no_memory)
+        assert engine.checkpoint_due()
+        assert engine.start_checkpoint() is False  # reported, not raised into the loop
+        assert not engine.checkpoint_writing and not engine.checkpoint_due()  # backs off
+        monkeypatch.undo()
+        monkeypatch.setattr(engine, "_checkpoint_retry_at", 0.0)
+        assert engine.checkpoint_due() and engine.start_checkpoint()
+        assert engine.poll_checkpoint(wait=True) is True
+    finally:
+        engine.close()

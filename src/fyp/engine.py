@@ -264,7 +264,12 @@ class Engine:
             if self._writer is not None:
                 return False
             offset = self.state.applied_offset
-            pid = fork_write(self.settings.data_dir / CHECKPOINT_FILE, self._payload())
+            try:
+                pid = fork_write(self.settings.data_dir / CHECKPOINT_FILE, self._payload())
+            except OSError as err:  # no memory or processes left to fork: wait, then again
+                log.warning("could not fork the checkpoint writer (%s)", err)
+                self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
+                return False
             self._writer = (pid, offset)
             return True
 

@@ -347,3 +347,30 @@ def test_a_failed_background_build_is_reported(monkeypatch: pytest.MonkeyPatch) 
         index.settle()
     assert not index.building and not index.is_approximate  # exact search goes on
     assert len(index.search(clustered(1, seed=30), 5)[0][0]) == 5
+
+
+def test_changes_during_the_first_background_build_count_whatever_its_speed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Upserts while the first build runs count against it as they would against lists
+    built in place: a slow build ends where a quick one does."""
+    x = clustered(300, seed=31)
+    ids = ids_of(300)
+    ends = []
+    for held in (False, True):
+        hold = _HeldBuilds(monkeypatch) if held else None
+        if hold is None:
+            monkeypatch.undo()
+        index = ItemIndex(DIM, exact_below=256, background=True)
+        for i in range(300):
+            index.upsert([ids[i]], x[i : i + 1])
+            if hold is not None and i == 299:
+                hold.release.set()
+            elif hold is None:
+                index.settle()  # a build that ends at once
+        if hold is not None:
+            hold.release.set()
+        index.settle()
+        state = index.state_dict(include_index=False)
+        ends.append((state["trained_size"], state["changes"]))
+    assert ends[0] == ends[1], ends

@@ -190,8 +190,14 @@ class ItemIndex:
         if not lists:
             return
         if self._ivf is None:
-            # (A build already running was started at this size or above.)
-            if (recluster or self._build is None) and len(self) >= self.exact_below:
+            if self._build is None:
+                if len(self) >= self.exact_below:
+                    self._recluster()
+                return
+            # The first build is running: count against it as against lists in place,
+            # whenever it ends (so the builds start at the same points whatever the timing).
+            self._changes += len(slots)
+            if recluster or self._changes >= self._trained_size:
                 self._recluster()
             return
         self._changes += len(slots)

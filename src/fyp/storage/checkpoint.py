@@ -11,11 +11,11 @@ the engine's own process made from the event log, so it is read only by that eng
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pickle
 import signal
 import sys
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ from typing import Any
 #: the system's own libraries, and the engine writes its checkpoints in place).
 CAN_FORK = sys.platform == "linux" and hasattr(os, "fork")
 _PR_SET_PDEATHSIG = 1
+# Resolved here, not in a child: dlopen takes the loader's lock, which another thread of
+# the parent may have held at the fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 
 FORMAT = 3  # 2: the first ranker reads the surface; 3: examples keep their inputs
 
@@ -75,21 +78,23 @@ def fork_write(path: Path, payload: dict[str, Any]) -> int:
     and dies with its parent: an orphan must not rename an old snapshot over a checkpoint
     a restarted engine wrote since (say, one without a user erased meanwhile)."""
     parent = os.getpid()
+    assert _prctl is not None, "fork_write needs CAN_FORK"
     with warnings.catch_warnings():
-        # Python 3.12 warns on every fork of a threaded process: a child that takes a
-        # lock another thread held may hang. This one takes none of theirs (see above).
+        # Python 3.12 warns on every fork of a threaded process: a child that takes a lock
+        # another thread held may hang. This one takes none: prctl is resolved at import,
+        # the collector is off, errors go to fd 2 unbuffered, not through sys.stderr's lock.
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
         pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        with_parent = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if with_parent == 0 and os.getppid() == parent:  # (the parent may already be gone)
-            write_checkpoint(path, payload)
+        gc.disable()  # no finalizer of the parent's objects runs here
+        if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == parent:
+            write_checkpoint(path, payload)  # (the parent may already be gone: then not)
             code = 0
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        os.write(2, f"fyp checkpoint child: {type(exc).__name__}: {exc}\n".encode(errors="replace"))
     finally:
         os._exit(code)
 
