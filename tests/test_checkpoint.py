@@ -70,6 +70,15 @@ def _events(start: int, n: int, seed: int) -> list[dict[str, object]]:
     return out
 
 
+def _learned(settings: Settings, n: int, seed: int) -> Engine:
+    """An engine on ``settings`` that has learned ``n`` views of the test catalog."""
+    engine = Engine.open(settings, clock=lambda: NOW)
+    engine.upsert_videos(_videos())
+    assert not engine.ingest(_events(0, n, seed=seed), now=NOW).rejected
+    engine.learn()
+    return engine
+
+
 def _fingerprint(engine: Engine) -> dict[str, object]:
     """What learning produced: the log offset, the first ranker, the learned models."""
     models = engine.models
@@ -259,11 +268,8 @@ def test_a_failed_background_checkpoint_keeps_the_old_one_and_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _settings(tmp_path).model_copy(update={"checkpoint_every_events": 100})
-    engine = Engine.open(settings, clock=lambda: NOW)
+    engine = _learned(settings, 500, 3)
     try:
-        engine.upsert_videos(_videos())
-        engine.ingest(_events(0, 500, seed=3), now=NOW)
-        engine.learn()
         engine.checkpoint()
         first = engine.checkpoint_offset
         engine.ingest(_events(500, 500, seed=4), now=NOW)
@@ -290,11 +296,8 @@ def test_a_failed_background_checkpoint_keeps_the_old_one_and_is_retried(
 
 def test_a_synchronous_checkpoint_waits_for_a_background_one(tmp_path: Path) -> None:
     """Else the child's older snapshot could land after the newer one (an erasure's)."""
-    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    engine = _learned(_settings(tmp_path), 500, 5)
     try:
-        engine.upsert_videos(_videos())
-        engine.ingest(_events(0, 500, seed=5), now=NOW)
-        engine.learn()
         engine.start_checkpoint()
         engine.ingest(_events(500, 300, seed=6), now=NOW)
         engine.learn()
@@ -310,11 +313,8 @@ def test_a_synchronous_checkpoint_waits_for_a_background_one(tmp_path: Path) -> 
 def test_a_checkpoint_child_reaped_elsewhere_counts_as_failed(tmp_path: Path) -> None:
     """A SIGCHLD handler that reaps it leaves nothing to wait for: the writer is let go
     (else no checkpoint would ever start again) and the next one retries."""
-    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    engine = _learned(_settings(tmp_path), 300, 7)
     try:
-        engine.upsert_videos(_videos())
-        engine.ingest(_events(0, 300, seed=7), now=NOW)
-        engine.learn()
         assert engine.start_checkpoint()
         assert engine._writer is not None
         os.waitpid(engine._writer[0], 0)  # someone else reaps it
@@ -329,11 +329,8 @@ def test_a_fork_that_fails_is_retried_later_not_at_every_slice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _settings(tmp_path).model_copy(update={"checkpoint_every_events": 100})
-    engine = Engine.open(settings, clock=lambda: NOW)
+    engine = _learned(settings, 300, 8)
     try:
-        engine.upsert_videos(_videos())
-        engine.ingest(_events(0, 300, seed=8), now=NOW)
-        engine.learn()
 
         def no_memory() -> int:
             raise OSError(12, "Cannot allocate memory")

@@ -189,21 +189,18 @@ class ItemIndex:
             self._build.dirty.update(slots.tolist())
         if not lists:
             return
-        if self._ivf is None:
-            if self._build is None:
-                if len(self) >= self.exact_below:
-                    self._recluster()
-                return
-            # The first build is running: count against it as against lists in place,
-            # whenever it ends (so the builds start at the same points whatever the timing).
-            self._changes += len(slots)
-            if recluster or self._changes >= self._trained_size:
+        if self._ivf is None and self._build is None:  # exact search
+            if len(self) >= self.exact_below:
                 self._recluster()
             return
+        # Counted against the lists, also while the first build runs and none are in
+        # place yet (so builds start at the same points whatever the timing).
         self._changes += len(slots)
         if recluster or self._changes >= self._trained_size:
             self._recluster()
             return
+        if self._ivf is None:
+            return  # the first build runs: the dirty slots above reach its lists
         if replaced:
             _remove_ids(self._ivf, replaced)
         self._ivf.add_with_ids(x, slots)

@@ -233,20 +233,18 @@ class OnlineModels:
         lists re-clustered)."""
         chunk = self._refresh_rows[:_REFRESH_CHUNK]
         del self._refresh_rows[:_REFRESH_CHUNK]
-        videos = self.state.catalog.videos
-        self.index.upsert(
-            [videos[r].video_id for r in chunk], self.retrieval.item_vectors(chunk, 0), lists=False
-        )
+        self.refresh_index(chunk, lists=False)
         if not self._refresh_rows:
             self.index.recluster()
 
-    def refresh_index(self, rows: Sequence[int]) -> None:
+    def refresh_index(self, rows: Sequence[int], lists: bool = True) -> None:
         """Recompute the item vectors of catalog ``rows`` into the index (a serving-side
-        read of the towers: no time-dependent lookup happens, so no clock is needed)."""
-        catalog = self.state.catalog
+        read of the towers: no time-dependent lookup happens, so no clock is needed);
+        ``lists``: as :meth:`ItemIndex.upsert`'s."""
+        videos = self.state.catalog.videos
         rows = list(rows)
         self.index.upsert(
-            [catalog.videos[r].video_id for r in rows], self.retrieval.item_vectors(rows, 0)
+            [videos[r].video_id for r in rows], self.retrieval.item_vectors(rows, 0), lists=lists
         )
 
 
