@@ -508,7 +508,10 @@ run('player', async (page) => {
       if (seen.length && f.name === seen[0].name && f.x === seen[0].x && f.y === seen[0].y) break;
       seen.push(f);
     }
-    return seen;
+    // A round is a cycle from wherever the focus was: read it from the document's start
+    // (the stop after the body), so a round begun mid-card is in page order too.
+    const body = seen.findIndex((s) => s.name === '(body)');
+    return body < 0 ? seen : [...seen.slice(body + 1), ...seen.slice(0, body + 1)];
   };
   let stops = await tabRound();
   if (!CARD_BUTTONS.every((name) => stops.some((s) => s.name === name))) {
