@@ -29,15 +29,15 @@ enjoyed a video you enjoyed (v…) also enjoyed this"; with the models on, two-t
 retrieval too: "Similar to a video you watched (v…)", the watch of the history its user
 vector pooled that the item is most like — a new user's only watches are the signal's).
 A user without the signal cannot pass this test, so it cannot pass by chance (the
-baselines and the control users check that). The signal's videos are the creator's most watched ones, which have co-engagement
-to recall from. Beside it, a content test is reported for the first feed after the signal
-and the control's second feed (both a new user's second page): at least one item by
-``C``, or at least ``TAG_THRESHOLD`` items sharing a topical hashtag (any but ``#fyp``)
-with the signal's videos. It can pass by chance — synthetic creators post across topics
-and a few tags are common — so it is context, not the test. Each poll records served
-items (so the next poll shows different videos), which is why every trial uses new
-users. Each poll's counts are kept in the JSON, so another definition can be checked
-afterwards.
+baselines and the control users check that). The signal's videos are the creator's most
+watched ones, which have co-engagement to recall from. Beside it, a content test is
+reported for the first feed after the signal and the control's second feed (both a new
+user's second page): at least one item by ``C``, or at least ``TAG_THRESHOLD`` items
+sharing a topical hashtag (any but ``#fyp``) with the signal's videos. It can pass by
+chance — synthetic creators post across topics and a few tags are common — so it is
+context, not the test. Each poll records served items (so the next poll shows different
+videos), which is why every trial uses new users. Each poll's counts are kept in the
+JSON, so another definition can be checked afterwards.
 
     python bench/freshness.py [--quick] [--trials 50] [--modes off,on]
 

@@ -345,3 +345,55 @@ def test_a_fork_that_fails_is_retried_later_not_at_every_slice(
         assert engine.poll_checkpoint(wait=True) is True
     finally:
         engine.close()
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_a_checkpoint_child_past_its_time_is_killed_and_its_partial_file_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that hangs (say on a lock another thread held at the fork) must not keep
+    an erasure, which waits for it, or every later checkpoint waiting forever; nor leave
+    its half-written snapshot of the users on disk."""
+    settings = _settings(tmp_path).model_copy(update={"checkpoint_timeout_s": 0.5})
+    engine = _learned(settings, 500, 9)
+    partial = tmp_path / (CHECKPOINT_FILE + ".tmp")
+    try:
+
+        def hangs(path: Path, payload: dict[str, object]) -> int:
+            partial.write_bytes(b"half a snapshot of u1's tastes")
+            time.sleep(60)  # killed long before: else the test fails below, late
+            return 0
+
+        monkeypatch.setattr(checkpoint_module, "write_checkpoint", hangs)
+        assert engine.start_checkpoint()
+        assert engine.poll_checkpoint() is None  # running, within its time
+        for _ in range(100):  # the child has begun writing
+            if partial.exists():
+                break
+            time.sleep(0.01)
+        assert partial.exists()
+        assert engine.poll_checkpoint(wait=True) is False  # killed at its deadline
+        assert not engine.checkpoint_writing and engine.checkpoint_offset == 0
+        assert not partial.exists()
+        monkeypatch.undo()
+        # The next ones work, and an erasure goes through.
+        monkeypatch.setattr(engine, "_checkpoint_retry_at", 0.0)
+        assert engine.start_checkpoint() and engine.poll_checkpoint(wait=True) is True
+        assert engine.erase_user("u1", "test").checkpoint_rewritten
+    finally:
+        engine.close()
+
+
+def test_open_removes_a_partial_checkpoint_a_killed_writer_left(tmp_path: Path) -> None:
+    engine = _learned(_settings(tmp_path), 300, 10)
+    engine.checkpoint()
+    offset = engine.checkpoint_offset
+    engine.close()
+    partial = tmp_path / (CHECKPOINT_FILE + ".tmp")
+    partial.write_bytes(b"a snapshot that never landed")
+    reopened = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    try:
+        assert not partial.exists()
+        assert reopened.checkpoint_offset == offset  # the landed one is used
+    finally:
+        reopened.close()

@@ -180,6 +180,10 @@ class Settings(_Section):
     # The server writes a checkpoint of the learning state every this many events (and
     # at a clean shutdown): a restart loads it and replays only the rest. 0: never.
     checkpoint_every_events: int = Field(100_000, ge=0)
+    # A background checkpoint's child still writing after this long is killed (and its
+    # partial file removed): a child that hung (a lock held at the fork) would otherwise
+    # keep every later checkpoint, and an erasure waiting for it, waiting forever.
+    checkpoint_timeout_s: float = Field(600.0, gt=0)
 
 
 _ENV_KEYS = {

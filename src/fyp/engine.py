@@ -35,7 +35,15 @@ from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.safety.labels import ModerationState, unknown_labels
 from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
-from fyp.storage.checkpoint import CAN_FORK, fork_write, read_checkpoint, reap, write_checkpoint
+from fyp.storage.checkpoint import (
+    CAN_FORK,
+    discard_partial,
+    fork_write,
+    kill,
+    read_checkpoint,
+    reap,
+    write_checkpoint,
+)
 from fyp.types import (
     DAY_MS,
     DEFAULT_SURFACE,
@@ -58,6 +66,7 @@ Clock = Callable[[], int]
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pkl"
 CHECKPOINT_RETRY_S = 5.0  # after a background checkpoint failed (a full disk, say)
+_SETTLE_POLL_S = 0.01  # how often a wait for a checkpoint child looks whether it ended
 IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps no file
 WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
 REPORTS_ACTOR = "reports"
@@ -175,7 +184,8 @@ class Engine:
         self.state.stats.ensure(len(self.catalog))
         self._restore_serving_memory()
         self.checkpoint_offset = 0  # the log offset of the last checkpoint written or read
-        self._writer: tuple[int, int] | None = None  # a checkpoint child: (pid, its offset)
+        # A checkpoint child: (pid, its offset, when it is killed: monotonic s).
+        self._writer: tuple[int, int, float] | None = None
         self._checkpoint_retry_at = 0.0  # after a failed one: not again before (monotonic s)
         self._apply_user_settings()
 
@@ -225,6 +235,10 @@ class Engine:
             pseudonyms,
             AuditLog(data / AUDIT_FILE, clock),
         )
+        # A checkpoint the last process was writing when it died (its child dies with it)
+        # never landed; what it had written holds user data, erased or not since.
+        if discard_partial(data / CHECKPOINT_FILE):
+            log.info("removed a partial checkpoint left by a killed writer")
         if from_checkpoint:
             engine._restore(read_checkpoint(data / CHECKPOINT_FILE))
         if replay:
@@ -270,23 +284,35 @@ class Engine:
                 log.warning("could not fork the checkpoint writer (%s)", err)
                 self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
                 return False
-            self._writer = (pid, offset)
+            self._writer = (pid, offset, time.monotonic() + self.settings.checkpoint_timeout_s)
             return True
 
     def poll_checkpoint(self, wait: bool = False) -> bool | None:
         """Reap a background checkpoint: True once it is written (``checkpoint_offset``
-        moves to its offset), False when its child failed (the next one retries), None
-        while it runs or when there is none. ``wait``: until it ends."""
+        moves to its offset), False when its child failed or ran past
+        ``checkpoint_timeout_s`` and was killed (the next one retries), None while it
+        runs or when there is none. ``wait``: until it ends (or its time is up)."""
         with self._lock:
             if self._writer is None:
                 return None
-            pid, offset = self._writer
-            code = reap(pid, wait)
+            pid, offset, deadline = self._writer
+            code = reap(pid, wait=False)
+            while code is None and wait and time.monotonic() < deadline:
+                time.sleep(min(_SETTLE_POLL_S, max(0.0, deadline - time.monotonic())))
+                code = reap(pid, wait=False)
             if code is None:
-                return None
+                if time.monotonic() < deadline:
+                    return None
+                log.warning(
+                    "the background checkpoint ran past %.0f s: killed",
+                    self.settings.checkpoint_timeout_s,
+                )
+                code = kill(pid)
             self._writer = None
             if code != 0:
                 log.warning("the background checkpoint failed (exit code %s)", code)
+                # What a killed child had written holds user data: not left on disk.
+                discard_partial(self.settings.data_dir / CHECKPOINT_FILE)
                 self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
                 return False
             self.checkpoint_offset = max(self.checkpoint_offset, offset)
@@ -294,7 +320,8 @@ class Engine:
 
     def settle_checkpoint(self) -> None:
         """Wait for a background checkpoint, if one is being written (before anything
-        else writes the file: an older snapshot must not land after a newer one)."""
+        else writes the file: an older snapshot must not land after a newer one); one
+        past its time is killed."""
         self.poll_checkpoint(wait=True)
 
     def _payload(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ the engine's own process made from the event log, so it is read only by that eng
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -31,10 +32,28 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 FORMAT = 3  # 2: the first ranker reads the surface; 3: examples keep their inputs
 
 
+def partial_path(path: Path) -> Path:
+    """Where a checkpoint of ``path`` is written before its rename."""
+    return path.with_name(path.name + ".tmp")
+
+
+def discard_partial(path: Path) -> bool:
+    """Remove a checkpoint of ``path`` that was never renamed into place (its writer was
+    killed: a child killed with its parent, or one that ran past its time). It holds a
+    snapshot of user data like the checkpoint itself, so an erasure must not leave it
+    behind. Call it only while no writer runs. True when there was one."""
+    tmp = partial_path(path)
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> int:
     """Atomically replace ``path`` with ``payload``; returns the bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = partial_path(path)
     try:
         with tmp.open("wb") as f:
             pickle.dump({"format": FORMAT, **payload}, f, protocol=5)
@@ -107,3 +126,13 @@ def reap(pid: int, wait: bool) -> int | None:
     except ChildProcessError:  # reaped by someone else (a SIGCHLD handler): unknown, so failed
         return -1
     return None if done == 0 else os.waitstatus_to_exitcode(status)
+
+
+def kill(pid: int) -> int:
+    """End checkpoint child ``pid`` now (SIGKILL) and reap it; its exit code (negative:
+    the signal), or what it had exited with if it ended first."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    code = reap(pid, wait=True)
+    assert code is not None
+    return code
