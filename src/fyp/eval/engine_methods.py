@@ -13,6 +13,12 @@ One trained engine answers as several methods, each a row of the report:
 * ``fyp_mmoe``: the learned multi-task ranker (``fyp.model``), trained online during the
   replay; it re-ranks the first ranker's best thousand videos, and on impressions answers
   with its head for each label.
+* ``fyp_two_tower``: the learned two-tower retrieval alone, trained online during the
+  replay: every video by its item vector's inner product with the user's vector (exact,
+  not through the ANN index); on impressions, that inner product. Retrieval learns which
+  videos a user engages with among all of them (a softmax over the catalog), where the
+  rankers learn a rate given an impression: this row shows what the candidate source
+  knows before any ranker reorders it.
 
 ``fyp`` runs the engine with its learned models on (``[model] enabled``, whatever the
 configuration says): the pipeline's ranker is the learned cascade once warm, and
@@ -28,7 +34,7 @@ import dataclasses
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,9 +49,12 @@ from fyp.retrieve.base import FeedContext
 from fyp.state.feedback import LABEL_INDEX
 from fyp.types import DEFAULT_SURFACE
 
-__all__ = ["ENGINE_METHODS", "EngineModel", "FypFirstRanker", "FypPipeline"]
+if TYPE_CHECKING:
+    from fyp.model.online import OnlineModels
 
-ENGINE_METHODS: tuple[str, ...] = ("fyp", "fyp_first_ranker", "fyp_mmoe")
+__all__ = ["ENGINE_METHODS", "EngineModel", "FypFirstRanker", "FypPipeline", "FypTwoTower"]
+
+ENGINE_METHODS: tuple[str, ...] = ("fyp", "fyp_first_ranker", "fyp_mmoe", "fyp_two_tower")
 SHORTLIST = 1_000  # fyp_mmoe's first stage
 
 # Sources are timed against a budget and fail open when over it; on a busy machine that
@@ -283,6 +292,53 @@ class FypMMoE(_EngineMethod):
         }
 
 
+class FypTwoTower(_EngineMethod):
+    """Two-tower retrieval alone (see the module docstring)."""
+
+    name = "fyp_two_tower"
+
+    def __init__(self, model: EngineModel) -> None:
+        super().__init__(model)
+        self._items: FloatArray | None = None
+
+    def _models(self) -> OnlineModels:
+        if self.engine.models is None:
+            raise RuntimeError("fyp_two_tower: the engine runs without learned models")
+        return self.engine.models
+
+    def _item_matrix(self) -> FloatArray:
+        """Every evaluated video's item vector (the model is frozen: computed once)."""
+        if self._items is None:
+            rows = self.model.to_engine.tolist()
+            self._items = self._models().retrieval.item_vectors(rows, 0).astype(np.float64)
+        return self._items
+
+    def _user_scores(self, user: str, at_ms: int) -> FloatArray:
+        retrieval = self._models().retrieval
+        pid = self.engine.pseudonym(user)
+        history = list(self.engine.state.user(pid).history)[-retrieval.cfg.history :]
+        query = retrieval.user_vector(pid, history, at_ms).astype(np.float64)
+        scores: FloatArray = self._item_matrix() @ query
+        return scores
+
+    def top_k(self, requests: Requests, k: int) -> list[IntArray]:
+        return [
+            top_rows(self._user_scores(u, int(at)), self.seen.get(u, set()), k)
+            for u, at in zip(requests.users, requests.at_ms.tolist(), strict=True)
+        ]
+
+    def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
+        # The towers do not read the page: one group per user.
+        scores = np.zeros(len(requests.imp_row))
+        for user, _, idx in _impression_groups(requests, by_surface=False):
+            at = int(requests.imp_time_ms[idx].min())
+            scores[idx] = self._user_scores(user, at)[requests.imp_row[idx]]
+        return {label: scores for label in IMPRESSION_LABELS}
+
+    def scores_used(self) -> dict[str, str]:
+        return {label: "user·item" for label in IMPRESSION_LABELS}
+
+
 def make_engine_method(name: str, model: EngineModel) -> Method:
     if name == "fyp":
         return FypPipeline(model)
@@ -290,4 +346,6 @@ def make_engine_method(name: str, model: EngineModel) -> Method:
         return FypMMoE(model)
     if name == "fyp_first_ranker":
         return FypFirstRanker(model)
+    if name == "fyp_two_tower":
+        return FypTwoTower(model)
     raise ValueError(f"unknown engine method {name!r}; known: {', '.join(ENGINE_METHODS)}")
