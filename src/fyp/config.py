@@ -135,6 +135,10 @@ class ModelSettings(_Section):
     rerank_top: int = Field(64, ge=1)  # candidates the learned ranker re-orders per request
     seed: int = 0
     threads: int = Field(1, ge=1)  # torch threads: one leaves the other core to serving
+    # The server's learning loop reads no new events while either model has this many
+    # batches queued: under a stream faster than training, the lag then waits in the
+    # durable log instead of as examples in memory (which would grow without bound).
+    max_queued_batches: int = Field(64, ge=1)
 
 
 class PrivacyConfig(_Section):

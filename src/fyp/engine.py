@@ -120,6 +120,9 @@ def _learning_settings(settings: Settings) -> str:
             "port": True,
             "auth": True,
             "privacy": {"secret_file", "require_registered_users", "retention_days"},
+            # How the server paces and protects its work, not what it learns.
+            "checkpoint_timeout_s": True,
+            "model": {"max_queued_batches"},
         }
     )
 
@@ -505,6 +508,14 @@ class Engine:
             return False
         with self._lock:
             return self.models.due()
+
+    def training_backlogged(self) -> bool:
+        """Whether the learned models have so much queued (``max_queued_batches``) that
+        the learning loop should train before it reads more events."""
+        if self.models is None:
+            return False
+        with self._lock:
+            return self.models.backlogged()
 
     def train_step(self) -> bool:
         """One bounded piece of the learned models' training, if any is due."""

@@ -153,3 +153,70 @@ def test_a_start_that_replayed_past_a_checkpoint_writes_one_before_serving(
             assert not engine.checkpoint_due()
     finally:
         engine.close()
+
+
+def _queue_peak(tmp_path: Path, max_queued_batches: int) -> tuple[int, int]:
+    """The loop over a burst of 3,000 views with tiny batches (training far slower than
+    the stream): the most examples ever queued after a slice, and how many are queued
+    at the end (with everything learned)."""
+    settings = load_settings(
+        overrides={
+            "data_dir": tmp_path,
+            "privacy": {"require_registered_users": False},
+            "model": {
+                "enabled": True,
+                "min_count": 1,
+                "ranker_batch": 8,
+                "retrieval_batch": 8,
+                "max_queued_batches": max_queued_batches,
+            },
+        },
+        environ={},
+    )
+    engine = Engine.open(settings, clock=lambda: NOW)
+    engine.upsert_videos([Video(f"v{i}", f"c{i % 9}", 20_000, created_at=NOW) for i in range(600)])
+    models = engine.models
+    assert models is not None
+    peak = 0
+    learn = engine.learn
+
+    def watched(*args: object, **kwargs: object) -> int:
+        nonlocal peak
+        done = learn(*args, **kwargs)  # type: ignore[arg-type]
+        peak = max(peak, len(models._rank_queue), len(models._retrieval_queue))
+        return done
+
+    engine.learn = watched  # type: ignore[method-assign]
+    burst = [
+        {**view(n, f"u{n % 300}", (n * 7) % 600), "ts": NOW - 4 * 3_600_000 + n * 1_000}
+        for n in range(3_000)
+    ]
+    assert not engine.ingest(burst, now=NOW).rejected
+
+    async def scenario() -> None:
+        loop = LearningLoop(engine)
+        try:
+            for _ in range(100_000):
+                await asyncio.sleep(0)
+                if engine.pending() == 0 and not engine.training_due():
+                    return
+            raise AssertionError("the loop did not learn the burst")
+        finally:
+            async with asyncio.timeout(10):
+                await loop.stop()
+
+    try:
+        asyncio.run(scenario())
+        return peak, len(models._rank_queue)
+    finally:
+        engine.close()
+
+
+def test_a_training_backlog_holds_new_events_in_the_log_not_in_memory(tmp_path: Path) -> None:
+    """A stream faster than training: with the bound, the examples queued stay within
+    max_queued_batches batches (plus what one slice of events adds); without it they pile
+    up. Either way every event is learned."""
+    bounded, left = _queue_peak(tmp_path / "bounded", max_queued_batches=2)
+    unbounded, _ = _queue_peak(tmp_path / "unbounded", max_queued_batches=10_000)
+    assert bounded <= 2 * 8 + 256 < unbounded
+    assert left < 8  # all trained but a remainder short of a batch

@@ -197,7 +197,9 @@ class LearningLoop:
             self._wake.clear()
             self._reap_checkpoint()
             while self.engine.learning_due() or self.engine.training_due():
-                if self.engine.learning_due():
+                # Not while training is far behind (a stream faster than it): the events
+                # wait in the log, durable, rather than as examples in memory.
+                if self.engine.learning_due() and not self.engine.training_backlogged():
                     self.engine.learn(max_events=256, train=False)
                     self.storage_error = None
                     await asyncio.sleep(0)
@@ -210,7 +212,11 @@ class LearningLoop:
                 while self.engine.train_step():
                     steps += 1
                     await asyncio.sleep(0)
-                    if steps >= MIN_STEPS_PER_SLICE and self.engine.pending() > 0:
+                    if (
+                        steps >= MIN_STEPS_PER_SLICE
+                        and self.engine.pending() > 0
+                        and not self.engine.training_backlogged()
+                    ):
                         break
                 self._reap_checkpoint()
                 if self.engine.checkpoint_due():

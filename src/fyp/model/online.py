@@ -180,6 +180,15 @@ class OnlineModels:
             or len(self._retrieval_queue) >= m.retrieval_batch
         )
 
+    def backlogged(self) -> bool:
+        """Whether either model has ``max_queued_batches`` batches queued: the learning
+        loop then trains before it reads more events (memory stays bounded)."""
+        m = self.settings.model
+        return (
+            len(self._rank_queue) >= m.max_queued_batches * m.ranker_batch
+            or len(self._retrieval_queue) >= m.max_queued_batches * m.retrieval_batch
+        )
+
     def step(self) -> bool:
         """One bounded piece of training work, the most urgent first: a chunk of a due
         whole-catalog index refresh, else the index rows of the last retrieval batch,
