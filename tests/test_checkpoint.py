@@ -374,11 +374,13 @@ def test_a_checkpoint_child_past_its_time_is_killed_and_its_partial_file_removed
         assert partial.exists()
         assert engine.poll_checkpoint(wait=True) is False  # killed at its deadline
         assert not engine.checkpoint_writing and engine.checkpoint_offset == 0
+        assert engine.checkpoint_error is not None and "killed" in engine.checkpoint_error
         assert not partial.exists()
         monkeypatch.undo()
         # The next ones work, and an erasure goes through.
         monkeypatch.setattr(engine, "_checkpoint_retry_at", 0.0)
         assert engine.start_checkpoint() and engine.poll_checkpoint(wait=True) is True
+        assert engine.checkpoint_error is None
         assert engine.erase_user("u1", "test").checkpoint_rewritten
     finally:
         engine.close()

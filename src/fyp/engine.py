@@ -190,6 +190,8 @@ class Engine:
         # A checkpoint child: (pid, its offset, when it is killed: monotonic s).
         self._writer: tuple[int, int, float] | None = None
         self._checkpoint_retry_at = 0.0  # after a failed one: not again before (monotonic s)
+        # Why the last checkpoint failed, until one is written (``/healthz`` reports it).
+        self.checkpoint_error: str | None = None
         self._apply_user_settings()
 
     def _apply_user_settings(self) -> None:
@@ -262,8 +264,13 @@ class Engine:
         with self._lock:
             self.settle_checkpoint()
             offset = self.state.applied_offset
-            size = write_checkpoint(self.settings.data_dir / CHECKPOINT_FILE, self._payload())
+            try:
+                size = write_checkpoint(self.settings.data_dir / CHECKPOINT_FILE, self._payload())
+            except OSError as err:
+                self.checkpoint_error = f"the checkpoint could not be written ({err})"
+                raise
             self.checkpoint_offset = offset
+            self.checkpoint_error = None
             return size
 
     def start_checkpoint(self) -> bool:
@@ -285,6 +292,7 @@ class Engine:
                 pid = fork_write(self.settings.data_dir / CHECKPOINT_FILE, self._payload())
             except OSError as err:  # no memory or processes left to fork: wait, then again
                 log.warning("could not fork the checkpoint writer (%s)", err)
+                self.checkpoint_error = f"could not fork the checkpoint writer ({err})"
                 self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
                 return False
             self._writer = (pid, offset, time.monotonic() + self.settings.checkpoint_timeout_s)
@@ -311,6 +319,9 @@ class Engine:
                     self.settings.checkpoint_timeout_s,
                 )
                 code = kill(pid)
+                self.checkpoint_error = "the background checkpoint ran past its time (killed)"
+            elif code != 0:
+                self.checkpoint_error = f"the background checkpoint failed (exit code {code})"
             self._writer = None
             if code != 0:
                 log.warning("the background checkpoint failed (exit code %s)", code)
@@ -319,6 +330,7 @@ class Engine:
                 self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
                 return False
             self.checkpoint_offset = max(self.checkpoint_offset, offset)
+            self.checkpoint_error = None
             return True
 
     def settle_checkpoint(self) -> None:

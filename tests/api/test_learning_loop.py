@@ -10,11 +10,14 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from fyp.api.app import MIN_STEPS_PER_SLICE, LearningLoop, create_app
 from fyp.config import load_settings
 from fyp.engine import CHECKPOINT_FILE, Engine
+from fyp.storage import checkpoint as checkpoint_module
+from fyp.storage.checkpoint import CAN_FORK
 from fyp.types import Video
 
 NOW = 1_700_000_000_000
@@ -220,3 +223,56 @@ def test_a_training_backlog_holds_new_events_in_the_log_not_in_memory(tmp_path: 
     unbounded, _ = _queue_peak(tmp_path / "unbounded", max_queued_batches=10_000)
     assert bounded <= 2 * 8 + 256 < unbounded
     assert left < 8  # all trained but a remainder short of a batch
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_healthz_reports_a_failed_checkpoint_until_one_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only until the next slice of events goes through: that says nothing about
+    the checkpoint file (before, a slice cleared it within milliseconds)."""
+    settings = load_settings(
+        overrides={
+            "data_dir": tmp_path,
+            "privacy": {"require_registered_users": False},
+            "checkpoint_every_events": 5,
+            "auth": {"required": False},
+        },
+        environ={},
+    )
+    engine = Engine.open(settings, clock=lambda: NOW)
+    engine.upsert_videos([Video(f"v{i}", "c", 20_000, created_at=NOW) for i in range(40)])
+
+    def full_disk(path: Path, payload: dict[str, object]) -> int:
+        raise OSError(28, "No space left on device")
+
+    def status_becomes(client: TestClient, want: str) -> str:
+        deadline = time.monotonic() + 20
+        while not (status := client.get("/healthz").json()["status"]).startswith(want):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.02)
+        return status
+
+    try:
+        with TestClient(create_app(settings, engine)) as client:
+            # The child's write fails (it runs the module's write_checkpoint).
+            monkeypatch.setattr(checkpoint_module, "write_checkpoint", full_disk)
+            events = [view(n, f"u{n}", n) for n in range(8)]
+            assert client.post("/v1/events", json={"events": events}).status_code == 200
+            assert "checkpoint" in status_becomes(client, "degraded: storage")
+            # More events, learned: the checkpoint has still not been written.
+            events = [view(n, f"u{n}", n) for n in range(8, 11)]
+            assert client.post("/v1/events", json={"events": events}).status_code == 200
+            deadline = time.monotonic() + 20
+            while (health := client.get("/healthz").json())["learning_lag"]:
+                assert time.monotonic() < deadline, health
+                time.sleep(0.02)
+            assert health["status"].startswith("degraded: storage")
+            monkeypatch.undo()
+            engine._checkpoint_retry_at = 0.0
+            events = [view(n, f"u{n}", n) for n in range(11, 13)]
+            assert client.post("/v1/events", json={"events": events}).status_code == 200
+            status_becomes(client, "ok")
+            assert engine.checkpoint_offset == engine.state.applied_offset
+    finally:
+        engine.close()

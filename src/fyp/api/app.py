@@ -149,13 +149,20 @@ class LearningLoop:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
-        self.storage_error: str | None = None  # the last one, while it lasts
+        self._slice_error: str | None = None  # the last slice's, until one goes through
         self._expired_at = -RETENTION_EVERY_S
         self._task = asyncio.create_task(self._run())
         self._wake.set()  # catch up with anything logged before the start
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def storage_error(self) -> str | None:
+        """A storage failure the loop is retrying (a slice's write), else the last
+        checkpoint's, until a checkpoint is written: a slice that goes through says
+        nothing about the checkpoint file."""
+        return self._slice_error or self.engine.checkpoint_error
 
     @property
     def failure(self) -> str | None:
@@ -172,7 +179,7 @@ class LearningLoop:
                 # The disk (full, read-only, failing). Nothing is lost: the next step
                 # redoes the writes that failed (a review is due again, a checkpoint
                 # is written again), so wait and try again.
-                self.storage_error = f"{type(err).__name__}: {err}"
+                self._slice_error = f"{type(err).__name__}: {err}"
                 log.warning("the learning loop hit a storage error (%s); retrying", err)
                 await asyncio.sleep(STORAGE_RETRY_S)
                 self._wake.set()
@@ -201,7 +208,7 @@ class LearningLoop:
                 # wait in the log, durable, rather than as examples in memory.
                 if self.engine.learning_due() and not self.engine.training_backlogged():
                     self.engine.learn(max_events=256, train=False)
-                    self.storage_error = None
+                    self._slice_error = None
                     await asyncio.sleep(0)
                 # The learned models' steps one at a time, feeds served in between. New
                 # events go first (what a user just did shows in their next feed, not
@@ -224,8 +231,7 @@ class LearningLoop:
                     await asyncio.sleep(0)
 
     def _reap_checkpoint(self) -> None:
-        if self.engine.poll_checkpoint() is False:
-            self.storage_error = "the background checkpoint failed (see the log)"
+        self.engine.poll_checkpoint()  # a failure stays in engine.checkpoint_error
 
     async def stop(self) -> None:
         self._task.cancel()
