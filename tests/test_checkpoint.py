@@ -399,3 +399,67 @@ def test_open_removes_a_partial_checkpoint_a_killed_writer_left(tmp_path: Path) 
         assert reopened.checkpoint_offset == offset  # the landed one is used
     finally:
         reopened.close()
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_feeds_are_served_while_an_erasure_rewrites_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrite is written by a forked child from the state without the user, not
+    pickled under the engine's lock (which stopped every feed for the whole rewrite);
+    the erasure still answers only once the rewritten checkpoint has landed."""
+    engine = _learned(_settings(tmp_path), 800, 11)
+    engine.checkpoint()
+    gone = engine.pseudonym("u3")
+    assert gone in read_checkpoint(tmp_path / CHECKPOINT_FILE)["state"].users  # type: ignore[index]
+    release = tmp_path / "release"
+    write = checkpoint_module.write_checkpoint
+
+    def held(path: Path, payload: dict[str, object]) -> int:
+        while not release.exists():  # the child writes once the test says so
+            time.sleep(0.01)
+        return write(path, payload)
+
+    monkeypatch.setattr(checkpoint_module, "write_checkpoint", held)
+    erasure = threading.Thread(target=engine.erase_user, args=("u3", "test"))
+    try:
+        erasure.start()
+        while not engine.checkpoint_writing:  # the child is forked: the rewrite is on
+            assert erasure.is_alive()
+            time.sleep(0.01)
+        # A feed is served now, while the erasure waits for its checkpoint.
+        assert len(engine.feed("u1", count=5, now=NOW).items) == 5
+        assert erasure.is_alive()
+        release.touch()
+        erasure.join(timeout=60)
+        assert not erasure.is_alive()
+        on_disk = read_checkpoint(tmp_path / CHECKPOINT_FILE)
+        assert on_disk is not None and gone not in on_disk["state"].users
+        assert not engine.checkpoint_writing and engine.checkpoint_error is None
+    finally:
+        release.touch()
+        erasure.join(timeout=60)
+        engine.close()
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_an_erasure_whose_rewrite_fails_deletes_the_old_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _learned(_settings(tmp_path), 500, 12)
+    engine.checkpoint()
+
+    def full_disk(path: Path, payload: dict[str, object]) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "write_checkpoint", full_disk)
+    try:
+        with pytest.raises(OSError, match="could not be written"):
+            engine.erase_user("u3", "test")
+        # The old checkpoint held the user: gone, and a restart replays the log instead.
+        assert not (tmp_path / CHECKPOINT_FILE).exists() and engine.checkpoint_offset == 0
+        monkeypatch.undo()
+        # Asked again, it goes through (nothing left to rewrite).
+        assert not engine.erase_user("u3", "test").checkpoint_rewritten
+    finally:
+        engine.close()
