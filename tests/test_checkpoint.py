@@ -5,6 +5,7 @@ after ``kill -9`` in the middle of ingestion and training."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -463,3 +464,30 @@ def test_an_erasure_whose_rewrite_fails_deletes_the_old_checkpoint(
         assert not engine.erase_user("u3", "test").checkpoint_rewritten
     finally:
         engine.close()
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="background checkpoints fork (Linux only)")
+def test_a_checkpoint_child_holds_none_of_the_servers_sockets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else a client connection the server closes stays open (no FIN) until the child
+    has finished writing."""
+    engine = _learned(_settings(tmp_path), 300, 13)
+    listing = tmp_path / "child-fds"
+    write = checkpoint_module.write_checkpoint
+
+    def listed(path: Path, payload: dict[str, object]) -> int:
+        listing.write_text(" ".join(os.listdir("/proc/self/fd")))
+        return write(path, payload)
+
+    monkeypatch.setattr(checkpoint_module, "write_checkpoint", listed)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        try:
+            assert engine.start_checkpoint() and engine.poll_checkpoint(wait=True) is True
+            # The listing's own descriptor and the one write_text opened are all it had.
+            in_child = {int(fd) for fd in listing.read_text().split()}
+            assert server.fileno() not in in_child
+            assert len(in_child - {0, 1, 2}) <= 2, in_child
+            assert server.fileno() in {int(fd) for fd in os.listdir("/proc/self/fd")}
+        finally:
+            engine.close()

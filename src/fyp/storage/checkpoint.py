@@ -93,9 +93,10 @@ def fork_write(path: Path, payload: dict[str, Any]) -> int:
     reap with :func:`reap` (exit code 0: written). Only where :data:`CAN_FORK`.
 
     The child touches nothing but the payload and the file (no logging, no stores, no
-    other thread's locks), exits with ``os._exit`` (no atexit, no buffers flushed twice),
-    and dies with its parent: an orphan must not rename an old snapshot over a checkpoint
-    a restarted engine wrote since (say, one without a user erased meanwhile)."""
+    other thread's locks; it closes the parent's descriptors but 0–2), exits with
+    ``os._exit`` (no atexit, no buffers flushed twice), and dies with its parent: an
+    orphan must not rename an old snapshot over a checkpoint a restarted engine wrote
+    since (say, one without a user erased meanwhile)."""
     parent = os.getpid()
     assert _prctl is not None, "fork_write needs CAN_FORK"
     with warnings.catch_warnings():
@@ -109,6 +110,7 @@ def fork_write(path: Path, payload: dict[str, Any]) -> int:
     code = 1
     try:
         gc.disable()  # no finalizer of the parent's objects runs here
+        _close_inherited_fds()
         if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == parent:
             write_checkpoint(path, payload)  # (the parent may already be gone: then not)
             code = 0
@@ -116,6 +118,19 @@ def fork_write(path: Path, payload: dict[str, Any]) -> int:
         os.write(2, f"fyp checkpoint child: {type(exc).__name__}: {exc}\n".encode(errors="replace"))
     finally:
         os._exit(code)
+
+
+def _close_inherited_fds() -> None:
+    """In a checkpoint child: close every descriptor but stdin, stdout and stderr. The
+    parent's sockets would otherwise stay open here while the child writes: a client
+    connection the server closed would get no FIN until the child exits. (Nothing here
+    needs them; closing a copy changes nothing for the parent: record locks are not
+    inherited, and a socket or file stays open while the parent holds it.)"""
+    for name in os.listdir("/proc/self/fd"):  # the listing's own descriptor is closed by now
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def reap(pid: int, wait: bool) -> int | None:
