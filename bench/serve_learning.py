@@ -47,14 +47,13 @@ from _common import (
     machine_info,
     make_catalog,
     make_history,
-    percentiles,
     print_table,
     register_users,
     run_clients,
     utc_now_iso,
     write_json,
 )
-from feed_latency import CONCURRENCY, COUNT, build_state, request_users
+from feed_latency import CONCURRENCY, COUNT, _http_row, build_state, request_users
 from fyp.types import now_ms
 
 TARGET_P99_RATIO = 2.0
@@ -106,19 +105,6 @@ class Poster(threading.Thread):
 
 def _feed_jobs(users: list[str]) -> list[Job]:
     return [Job("GET", f"/v1/feed?user_id={u}&count={COUNT}") for u in users]
-
-
-def _row(name: str, res: Any) -> dict[str, Any]:
-    return {
-        "phase": name,
-        "requests": res.requests,
-        "ok": len(res.latencies_ms),
-        "statuses": {str(k): v for k, v in sorted(res.statuses.items())},
-        "transport_errors": res.errors,
-        "latency_ms": percentiles(res.latencies_ms),
-        "throughput_rps": len(res.latencies_ms) / res.wall_s if res.wall_s else None,
-        "wall_s": res.wall_s,
-    }
 
 
 def main() -> None:
@@ -201,7 +187,8 @@ def main() -> None:
                     CONCURRENCY,
                     headers=server.headers,
                 )
-                row = _row(name, res)
+                # The server's own figures are not read here (None).
+                row = _http_row(name, res, warmup, None, (0.0, 0.0))
                 if poster is not None:
                     poster.stop_flag.set()
                     poster.join()
@@ -248,7 +235,7 @@ def _print(payload: dict[str, Any]) -> None:
         ratio = r["p99_ratio_vs_idle"]
         rows.append(
             [
-                r["phase"],
+                r["path"],
                 f"{r['ok']:,}",
                 f"{lat['p50']:.1f}",
                 f"{lat['p95']:.1f}",
