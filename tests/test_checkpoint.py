@@ -80,6 +80,11 @@ def _learned(settings: Settings, n: int, seed: int) -> Engine:
     return engine
 
 
+def _full_disk(path: Path, payload: dict[str, object]) -> int:
+    """A write_checkpoint for a disk with no space left."""
+    raise OSError(28, "No space left on device")
+
+
 def _fingerprint(engine: Engine) -> dict[str, object]:
     """What learning produced: the log offset, the first ranker, the learned models."""
     models = engine.models
@@ -276,11 +281,8 @@ def test_a_failed_background_checkpoint_keeps_the_old_one_and_is_retried(
         engine.ingest(_events(500, 500, seed=4), now=NOW)
         engine.learn()
 
-        def full_disk(path: Path, payload: dict[str, object]) -> int:
-            raise OSError(28, "No space left on device")
-
         # The child's write fails (it runs the module's write_checkpoint).
-        monkeypatch.setattr(checkpoint_module, "write_checkpoint", full_disk)
+        monkeypatch.setattr(checkpoint_module, "write_checkpoint", _full_disk)
         assert engine.start_checkpoint()
         assert engine.poll_checkpoint(wait=True) is False
         assert engine.checkpoint_offset == first  # the old checkpoint stands
@@ -450,10 +452,7 @@ def test_an_erasure_whose_rewrite_fails_deletes_the_old_checkpoint(
     engine = _learned(_settings(tmp_path), 500, 12)
     engine.checkpoint()
 
-    def full_disk(path: Path, payload: dict[str, object]) -> int:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(checkpoint_module, "write_checkpoint", full_disk)
+    monkeypatch.setattr(checkpoint_module, "write_checkpoint", _full_disk)
     try:
         with pytest.raises(OSError, match="could not be written"):
             engine.erase_user("u3", "test")

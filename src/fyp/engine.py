@@ -322,19 +322,16 @@ class Engine:
             if code is None:
                 if time.monotonic() < deadline:
                     return None
-                log.warning(
-                    "the background checkpoint ran past %.0f s: killed",
-                    self.settings.checkpoint_timeout_s,
-                )
                 code = kill(pid)
-                self.checkpoint_error = "the background checkpoint ran past its time (killed)"
-            elif code != 0:
-                self.checkpoint_error = f"the background checkpoint failed (exit code {code})"
+                why = f"ran past {self.settings.checkpoint_timeout_s:g} s (killed)"
+            else:
+                why = f"failed (exit code {code})"
             self._writer = None
             if pid in self._awaited:  # an erasure waits for this one
                 self._awaited[pid] = code == 0
             if code != 0:
-                log.warning("the background checkpoint failed (exit code %s)", code)
+                self.checkpoint_error = f"the background checkpoint {why}"
+                log.warning("%s", self.checkpoint_error)
                 # What a killed child had written holds user data: not left on disk.
                 discard_partial(self.settings.data_dir / CHECKPOINT_FILE)
                 self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
@@ -837,7 +834,7 @@ class Engine:
         the learning loop, whichever looks first); raises OSError if it failed."""
         while True:
             with self._lock:
-                if self._awaited[writer] is None and self._writer is not None:
+                if self._awaited[writer] is None:
                     self.poll_checkpoint()  # reaps it once ended (kills it past its time)
                 if self._awaited[writer] is not None:
                     written = self._awaited.pop(writer)

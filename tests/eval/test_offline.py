@@ -315,8 +315,7 @@ def test_the_two_tower_row_ranks_as_the_engines_own_retrieval_does(smoke_dir: Pa
         asked = zip(data.requests.users, data.requests.at_ms.tolist(), strict=True)
         for i, (user, at) in enumerate(asked):
             pid = engine.pseudonym(user)
-            history = list(engine.state.user(pid).history)[-models.retrieval.cfg.history :]
-            query = models.retrieval.user_vector(pid, history, int(at))
+            query = models.retrieval.user_vector(pid, engine.state.user(pid).history, int(at))
             ids, _ = models.index.search(query, len(models.index))
             seen = data.train.seen.get(user, set())
             rows = [data.catalog.row_of[v] for v in ids[0]]

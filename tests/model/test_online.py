@@ -140,7 +140,7 @@ def test_two_tower_candidates_cite_the_watch_they_are_most_like(tmp_path: Path) 
         assert models is not None and models.retrieval.warm
         pid = engine.pseudonyms.of("u4")
         user = engine.state.users[pid]
-        history = list(user.history)[-models.retrieval.cfg.history :]
+        history = models.retrieval.pooled(user.history)
         models._refresh_rows = list(range(N_VIDEOS))  # every vector in the index current
         models.drain()
         ctx = FeedContext("r", pid, user, 10, "for_you", "local", NOW)

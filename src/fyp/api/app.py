@@ -202,7 +202,7 @@ class LearningLoop:
                 async with asyncio.timeout(idle_s):
                     await self._wake.wait()
             self._wake.clear()
-            self._reap_checkpoint()
+            self.engine.poll_checkpoint()  # a failure stays in engine.checkpoint_error
             while self.engine.learning_due() or self.engine.training_due():
                 # Not while training is far behind (a stream faster than it): the events
                 # wait in the log, durable, rather than as examples in memory.
@@ -225,13 +225,10 @@ class LearningLoop:
                         and not self.engine.training_backlogged()
                     ):
                         break
-                self._reap_checkpoint()
+                self.engine.poll_checkpoint()
                 if self.engine.checkpoint_due():
                     self.engine.start_checkpoint()  # written by a child; feeds go on
                     await asyncio.sleep(0)
-
-    def _reap_checkpoint(self) -> None:
-        self.engine.poll_checkpoint()  # a failure stays in engine.checkpoint_error
 
     async def stop(self) -> None:
         self._task.cancel()

@@ -138,6 +138,13 @@ class _EngineMethod(Method):
             raise RuntimeError(f"{self.name}: fit() first")
         return self.model.engine
 
+    @property
+    def models(self) -> OnlineModels:
+        """The engine's learned models (the evaluation's engine always has them on)."""
+        if self.engine.models is None:
+            raise RuntimeError(f"{self.name}: the engine runs without learned models")
+        return self.engine.models
+
     def fit(self, catalog: Catalog, train: Train) -> None:
         self.model.fit(catalog, train)
         self.seen = train.seen
@@ -256,10 +263,8 @@ class FypMMoE(_EngineMethod):
         self, user: str, rows: IntArray, at_ms: int, surface: str = DEFAULT_SURFACE
     ) -> tuple[FloatArray, FloatArray]:
         engine = self.engine
-        if engine.models is None:
-            raise RuntimeError("fyp_mmoe: the engine runs without learned models")
         pid = engine.pseudonym(user)
-        p, v = engine.models.ranker.predict(
+        p, v = self.models.ranker.predict(
             pid, engine.state.user(pid), self.model.to_engine[rows].tolist(), at_ms, surface
         )
         return p.astype(np.float64), v.astype(np.float64)
@@ -301,23 +306,17 @@ class FypTwoTower(_EngineMethod):
         super().__init__(model)
         self._items: FloatArray | None = None
 
-    def _models(self) -> OnlineModels:
-        if self.engine.models is None:
-            raise RuntimeError("fyp_two_tower: the engine runs without learned models")
-        return self.engine.models
-
     def _item_matrix(self) -> FloatArray:
         """Every evaluated video's item vector (the model is frozen: computed once)."""
         if self._items is None:
             rows = self.model.to_engine.tolist()
-            self._items = self._models().retrieval.item_vectors(rows, 0).astype(np.float64)
+            self._items = self.models.retrieval.item_vectors(rows, 0).astype(np.float64)
         return self._items
 
     def _user_scores(self, user: str, at_ms: int) -> FloatArray:
-        retrieval = self._models().retrieval
         pid = self.engine.pseudonym(user)
-        history = list(self.engine.state.user(pid).history)[-retrieval.cfg.history :]
-        query = retrieval.user_vector(pid, history, at_ms).astype(np.float64)
+        history = self.engine.state.user(pid).history  # the tower pools its recent end
+        query = self.models.retrieval.user_vector(pid, history, at_ms).astype(np.float64)
         scores: FloatArray = self._item_matrix() @ query
         return scores
 

@@ -160,7 +160,7 @@ class TwoTower:
         # History videos read the video table without admitting: only positives train it.
         hist, counts = lookup_padded(
             self.tables["video"],
-            [[videos[r].video_id for r in list(rows)[-h:]] for rows in histories],
+            [[videos[r].video_id for r in self.pooled(rows)] for rows in histories],
             h,
             now,
         )
@@ -214,6 +214,11 @@ class TwoTower:
         np.add.at(self.positive_counts, np.asarray(rows), 1.0)
 
     # -- serving -----------------------------------------------------------------------
+
+    def pooled(self, history: Sequence[int]) -> list[int]:
+        """The videos of ``history`` (oldest first) that the user tower pools: the last
+        ``cfg.history``."""
+        return list(history)[-self.cfg.history :]
 
     def user_vector(self, user_id: str, history: Sequence[int], now: int) -> F32:
         with torch.no_grad():

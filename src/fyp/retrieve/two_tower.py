@@ -28,7 +28,7 @@ class TwoTowerSource:
         models = self.models
         if not models.retrieval.warm or len(models.index) == 0 or self.limit == 0:
             return []
-        history = list(ctx.user.history)[-models.retrieval.cfg.history :]
+        history = models.retrieval.pooled(ctx.user.history)
         query = models.retrieval.user_vector(ctx.user_id, history, ctx.now)
         # Ask for more than the limit: what the user saw or was served is skipped here.
         ids, scores = models.index.search(query, self.limit * 2)
