@@ -165,6 +165,11 @@ class AuthConfig(_Section):
     key_burst: float = Field(4_000.0, ge=1)
     user_rate_per_s: float = Field(20.0, gt=0)  # feed requests and events per user
     user_burst: float = Field(200.0, ge=1)
+    # User tokens (POST /v1/tokens): how long one lasts unless the issuer asks for less
+    # or more, and the most it may ask for. Short, because a token is carried by a client
+    # (a URL, a phone) and cannot be revoked one by one: a leaked one is soon useless.
+    token_ttl_s: int = Field(900, ge=1)
+    token_max_ttl_s: int = Field(86_400, ge=1)
 
 
 class Settings(_Section):

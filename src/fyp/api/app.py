@@ -9,10 +9,11 @@ of the same loop, woken by every accepted event batch.
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -51,12 +52,15 @@ from fyp.api.schemas import (
     WhyOut,
 )
 from fyp.api.security import Caller, Guard, retry_after, too_many
+from fyp.api.token_routes import install_tokens
 from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
 from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
+from fyp.events.ingest import IngestResult, Rejected
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.residency import ResidencyError
+from fyp.privacy.tokens import TokenSigner
 from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.validation import ID_PATTERN, MAX_ID_CHARS
@@ -133,6 +137,35 @@ def _with_body_schemas(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def _json(body: BaseModel, status: int) -> Response:
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _own_events(items: list[object], user: str | None) -> tuple[list[int], list[Rejected]]:
+    """Which items a caller bound to ``user`` (a user token) may send, by index, and
+    the others refused; every item for a service key (``user`` None). An item without a
+    string ``user_id`` is left to validation, which rejects it."""
+    if user is None:
+        return list(range(len(items))), []
+    own: list[int] = []
+    foreign: list[Rejected] = []
+    for i, item in enumerate(items):
+        other = item.get("user_id") if isinstance(item, dict) else None
+        if isinstance(other, str) and other != user:
+            eid = item.get("event_id") if isinstance(item, dict) else None
+            reason = "user_id: not this user token's user; a token sends its own user's events"
+            foreign.append(Rejected(i, eid if isinstance(eid, str) else None, reason, "forbidden"))
+        else:
+            own.append(i)
+    return own, foreign
+
+
+def _with_foreign(result: IngestResult, own: list[int], foreign: list[Rejected]) -> IngestResult:
+    """``result`` of ingesting the items at ``own``, indexed in the whole batch, with the
+    ``foreign`` items' refusals among its rejections."""
+    if not foreign:
+        return result
+    moved = [dataclasses.replace(r, index=own[r.index]) for r in result.rejected]
+    rejected = sorted(moved + foreign, key=lambda r: r.index)
+    return dataclasses.replace(result, rejected=rejected)
 
 
 def _reason_kind(reason: str) -> str:
@@ -249,7 +282,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     # The scope each route needs (../API.md): 401 without a valid key, 403 without it.
     # (Type aliases, so named like classes.)
     EventsWrite = Annotated[Caller, Depends(guard.require("events:write"))]  # noqa: N806
-    FeedRead = Annotated[Caller, Depends(guard.require("feed:read"))]  # noqa: N806
+    # The same, also for a user token (the route checks the user: guard.own).
+    UserEventsWrite = Annotated[  # noqa: N806
+        Caller, Depends(guard.require("events:write", user_token=True))
+    ]
+    UserFeedRead = Annotated[  # noqa: N806
+        Caller, Depends(guard.require("feed:read", user_token=True))
+    ]
+    UserExport = Annotated[  # noqa: N806
+        Caller, Depends(guard.require("users:admin", user_token=True))
+    ]
     CatalogWrite = Annotated[Caller, Depends(guard.require("catalog:write"))]  # noqa: N806
     ModerationWrite = Annotated[Caller, Depends(guard.require("moderation:write"))]  # noqa: N806
     UsersAdmin = Annotated[Caller, Depends(guard.require("users:admin"))]  # noqa: N806
@@ -270,6 +312,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if holder.get("engine") is not eng:
             metrics.watch_engine(eng)
         holder["engine"] = eng
+        guard.tokens = TokenSigner.of(eng.pseudonyms)
         loops["learning"] = learning = LearningLoop(eng)
         try:
             yield
@@ -312,6 +355,24 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             },
         )
         metrics.residency_refused.inc()
+
+    def token_refused(request: Request, caller: Caller, what: Mapping[str, Any]) -> None:
+        """A request refused to a user token, into the audit log: the route, the key,
+        the token's user and the user asked for (by their audit references)."""
+        e = eng()
+        route = request.scope.get("route")
+        details: dict[str, Any] = {"method": request.method, "route": getattr(route, "path", "?")}
+        for name, value in what.items():
+            details[name] = e.pseudonyms.audit_ref(value) if name == "asked_for" else value
+        e.audit.append(
+            "token.refused",
+            caller.actor,
+            outcome="refused",
+            subject=None if caller.user is None else e.pseudonyms.audit_ref(caller.user),
+            details=details,
+        )
+
+    guard.on_token_refused = token_refused
 
     @app.exception_handler(ResidencyError)
     async def residency_error(request: Request, err: ResidencyError) -> JSONResponse:
@@ -382,18 +443,25 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         openapi_extra=_json_body("EventBatch"),
         responses={
             422: {"model": EventsResponse, "description": "some events rejected"},
+            403: {"model": EventsResponse, "description": "a user token's, all of others"},
             413: {"description": "batch or body too large"},
         },
     )
-    async def post_events(request: Request, caller: EventsWrite) -> Response:
+    async def post_events(request: Request, caller: UserEventsWrite) -> Response:
         """Record a batch of events. Each is validated on its own; the valid ones are
         durably stored (fsynced) before this returns, even when others are rejected (then
         the status is 422 and ``rejected`` says which and why). Sending the same
-        ``event_id`` again changes nothing, so a failed batch can simply be retried."""
+        ``event_id`` again changes nothing, so a failed batch can simply be retried.
+        With a user token, events of other users are refused (403 if all are)."""
         items = _batch(
             await read_json(request, limits.max_body_bytes), "events", limits.max_batch_events
         )
-        result = eng().ingest(items, user_limit=guard.user_wait)
+        own, foreign = _own_events(items, caller.user)
+        if foreign:
+            guard.token_refused(request, caller, events_refused=len(foreign))
+        result = _with_foreign(
+            eng().ingest([items[i] for i in own], user_limit=guard.user_wait), own, foreign
+        )
         if result.accepted:
             loops["learning"].wake()
             live.events_accepted(result.accepted, eng().event_log.last_offset())
@@ -419,6 +487,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if residency and residency == len(items):
             body.detail = "every event is of a user not homed in this deployment; none stored"
             return _json(body, 421)
+        if foreign and len(foreign) == len(items):
+            body.detail = "every event is of another user than this token's; none stored"
+            return _json(body, 403)
         limited = [r for r in result.rejected if r.kind == "rate_limited"]
         if limited and len(limited) == len(items):
             response = _json(body, 429)
@@ -428,7 +499,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/v1/feed", response_model=FeedResponse, tags=["feed"])
     async def feed(
-        caller: FeedRead,
+        request: Request,
+        caller: UserFeedRead,
         user_id: IdQuery,
         count: Annotated[int, Query(ge=1, le=settings.feed.max_count)] = (
             settings.feed.default_count
@@ -437,6 +509,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     ) -> Response:
         """The next ``count`` videos for ``user_id``, each with its source, reason and
         score. Served items are recorded as impressions under ``request_id``."""
+        guard.own(request, caller, user_id)
         wait = guard.user_wait(user_id)
         if wait > 0:
             raise too_many(wait, "feed requests for this user")
@@ -497,8 +570,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return _json(_user_out(user_id, saved), 201 if created else 200)
 
     @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"])
-    async def get_user(user_id: IdPath, caller: FeedRead) -> UserDetail:
+    async def get_user(request: Request, user_id: IdPath, caller: UserFeedRead) -> UserDetail:
         """The user's profile (null if they never set one) and controls. Audited."""
+        guard.own(request, caller, user_id)
         _known(user_id)
         e = eng()
         p = e.profile_of(user_id)
@@ -515,11 +589,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return detail
 
     @app.post("/v1/users/{user_id}/controls", response_model=ControlsOut, tags=["users"])
-    async def set_controls(user_id: IdPath, change: ControlsIn, caller: EventsWrite) -> ControlsOut:
+    async def set_controls(
+        request: Request, user_id: IdPath, change: ControlsIn, caller: UserEventsWrite
+    ) -> ControlsOut:
         """Mute keywords, hashtags and creators (each list given replaces that setting),
         set topic preferences (``more`` / ``less`` / ``neutral``), turn personalisation
         off or on, or ``refresh``: forget what was learned of this user's tastes (mutes
         and safety settings stay). In force for the user's next feed."""
+        guard.own(request, caller, user_id)
         _known(user_id)
         try:
             controls = eng().set_controls(user_id, change)
@@ -535,9 +612,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         tags=["users"],
         responses={404: {"description": "not served to this user in the last 30 days"}},
     )
-    async def why(user_id: IdPath, video_id: IdPath, caller: FeedRead) -> WhyOut:
+    async def why(
+        request: Request, user_id: IdPath, video_id: IdPath, caller: UserFeedRead
+    ) -> WhyOut:
         """Why ``video_id`` was shown to ``user_id``: what was recorded when it was last
         served (within 30 days) — its source, the reason given, and the signals."""
+        guard.own(request, caller, user_id)
         imp = eng().why(user_id, video_id)
         if imp is None:
             raise HTTPException(
@@ -612,10 +692,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         tags=["users"],
         responses={200: {"description": "everything held about the user, as JSON"}},
     )
-    async def export_user(user_id: IdPath, caller: UsersAdmin) -> Response:
+    async def export_user(request: Request, user_id: IdPath, caller: UserExport) -> Response:
         """Everything held about the user — profile, controls, events, impressions, the
         learned state and what it means (top creators, hashtags...), embedding rows — as
-        JSON (the right of access). Audited."""
+        JSON (the right of access). Audited. A user token exports its own user only."""
+        guard.own(request, caller, user_id)
         _known(user_id)
         # Off the event loop: it reads every event and impression of the user.
         doc = await asyncio.to_thread(eng().export_user, user_id, caller.actor)
@@ -640,7 +721,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/v1/videos", response_model=VideosOut, tags=["catalog"])
     async def get_videos(
-        caller: FeedRead,
+        caller: UserFeedRead,  # public card data, of no user: the player shows it
         ids: Annotated[
             str,
             Query(
@@ -709,4 +790,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             records=[AuditRecordOut.model_validate(r, from_attributes=True) for r in records]
         )
 
+    install_tokens(app, settings, guard, eng, _known)
     return app

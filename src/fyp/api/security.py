@@ -1,17 +1,25 @@
-"""Who may call what: API keys and their scopes, per-key and per-user rate limits.
+"""Who may call what: API keys and their scopes, user tokens, per-key and per-user rate
+limits.
 
 Each route declares its scope with ``Depends(guard.require("feed:read"))``; the
 dependency answers 401 without a valid key, 403 with a key lacking the scope (or issued
 for another region's users), and 429 with ``Retry-After`` past the key's rate. Keys are
 looked up in the data directory's ``keys.db`` (made with ``fyp keys create``), where
 only their hashes are kept.
+
+A user token (``fyp.privacy.tokens``) stands for its issuing key narrowed to one user: it
+is accepted only by the routes that declare ``require(scope, user_token=True)``, which
+then call :meth:`Guard.own` with the user they touch. Every request refused to a token
+is 403 and audited (``on_token_refused``). A token never grants more than its key: the
+key must hold the route's scope too.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency's signature.
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,12 +27,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fyp.config import Settings
 from fyp.privacy.keys import ApiKey, SqliteKeyStore
 from fyp.privacy.ratelimit import RateLimiter
+from fyp.privacy.tokens import TokenError, TokenSigner, check, is_user_token
+from fyp.types import now_ms
 
 ANONYMOUS = "anonymous"  # the actor of every call when keys are not required
 bearer = HTTPBearer(
     auto_error=False,
-    description="An API key from `fyp keys create`, as `Authorization: Bearer <key>`.",
+    description=(
+        "An API key from `fyp keys create`, or a user token from `POST /v1/tokens`, "
+        "as `Authorization: Bearer <key or token>`."
+    ),
 )
+TOKEN_ACTOR_SUFFIX = "/token"  # the audit actor of a token's request: "<key_id>/token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +46,20 @@ class Caller:
     """The authenticated caller of a request: the actor named in the audit log."""
 
     key: ApiKey | None
+    user: str | None = None  # the one user a token is bound to; None for a service key
 
     @property
     def actor(self) -> str:
-        return ANONYMOUS if self.key is None else self.key.key_id
+        """The key's id; for a token, ``<key id>/token`` (never the user: the audit log
+        names users only as subjects, by their audit reference)."""
+        if self.key is None:
+            return ANONYMOUS
+        return self.key.key_id + ("" if self.user is None else TOKEN_ACTOR_SUFFIX)
+
+
+# Records a request refused to a user token (the audit log): the request, its caller,
+# and what was refused.
+TokenRefusal = Callable[[Request, Caller, Mapping[str, Any]], None]
 
 
 def retry_after(wait_s: float) -> int:
@@ -60,6 +84,9 @@ class Guard:
         self.per_key = RateLimiter(auth.key_rate_per_s, auth.key_burst)
         self.per_user = RateLimiter(auth.user_rate_per_s, auth.user_burst)
         self.refused: dict[str, int] = {}  # why -> count, for /metrics
+        # Set when the engine is open (its pseudonym secret): until then a token is 401.
+        self.tokens: TokenSigner | None = None
+        self.on_token_refused: TokenRefusal | None = None
 
     def _refuse(self, status: int, why: str, detail: str) -> HTTPException:
         self.refused[why] = self.refused.get(why, 0) + 1
@@ -77,30 +104,79 @@ class Guard:
                 "an API key is required: send 'Authorization: Bearer <key>' "
                 "(an operator makes one with 'fyp keys create')",
             )
-        key = self.keys.authenticate(credentials.credentials)
-        if key is None:
-            raise self._refuse(401, "invalid", "the API key is not valid (unknown or revoked)")
+        user = None
+        if is_user_token(credentials.credentials):
+            key, user = self._token(credentials.credentials)
+        else:
+            found = self.keys.authenticate(credentials.credentials)
+            if found is None:
+                raise self._refuse(401, "invalid", "the API key is not valid (unknown or revoked)")
+            key = found
+        # A token's requests count against its key's rate: the key's limit bounds what
+        # one client (a backend and the users it issued tokens to) asks of the server.
         wait = self.per_key.take(key.key_id)
         if wait > 0:
             self.refused["rate_limited"] = self.refused.get("rate_limited", 0) + 1
             raise too_many(wait, f"key {key.key_id}")
-        return Caller(key)
+        return Caller(key, user)
+
+    def _token(self, credential: str) -> tuple[ApiKey, str]:
+        """The issuing key and the user of a good token; 401 saying why otherwise."""
+        assert self.keys is not None
+        try:
+            if self.tokens is None:
+                raise TokenError("user tokens are not accepted yet (the server is starting)")
+            token = self.tokens.read(credential)
+            key = check(token, self.keys.lookup(token.key_id), now_ms())
+        except TokenError as err:
+            raise self._refuse(401, "token", str(err)) from None
+        return key, token.user_id
+
+    def token_refused(self, request: Request, caller: Caller, **facts: Any) -> None:
+        """Count and audit something refused to a user token (a request, or some of the
+        events of a batch)."""
+        self.refused["token_forbidden"] = self.refused.get("token_forbidden", 0) + 1
+        if self.on_token_refused is not None:
+            self.on_token_refused(request, caller, facts)
+
+    def forbid(self, request: Request, caller: Caller, detail: str, **facts: Any) -> HTTPException:
+        """403 for a request a user token may not make, recorded in the audit log."""
+        self.token_refused(request, caller, **facts)
+        return HTTPException(403, detail)
+
+    def own(self, request: Request, caller: Caller, user_id: str) -> None:
+        """403 (audited) unless ``caller`` may act for ``user_id``: a service key may for
+        any user, a token only for its own."""
+        if caller.user is not None and caller.user != user_id:
+            raise self.forbid(
+                request,
+                caller,
+                "this user token is for another user: it is accepted only for its own "
+                "user's feed, events, controls, why, profile and export",
+                asked_for=user_id,
+            )
 
     def metrics_access(self, loopback: bool):  # type: ignore[no-untyped-def]
         """The dependency of ``/metrics``: open on a loopback bind, else any valid key."""
 
         async def dependency(
+            request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> None:
             if not loopback:
-                self.authenticate(credentials)
+                caller = self.authenticate(credentials)
+                if caller.user is not None:
+                    raise self.forbid(
+                        request, caller, "a user token is not accepted on /metrics: it needs a key"
+                    )
 
         return dependency
 
-    def require(self, scope: str):  # type: ignore[no-untyped-def]
-        """The dependency of a route that needs ``scope``. Async, so FastAPI runs it on
-        the event loop: a sync dependency would go through a thread pool on every
-        request (a thread hop and GIL hand-offs for microseconds of work)."""
+    def require(self, scope: str, *, user_token: bool = False):  # type: ignore[no-untyped-def]
+        """The dependency of a route that needs ``scope``; ``user_token``: a user token
+        is accepted too (the route then checks the user with :meth:`own`). Async, so
+        FastAPI runs it on the event loop: a sync dependency would go through a thread
+        pool on every request (a thread hop and GIL hand-offs for microseconds of work)."""
 
         async def dependency(
             request: Request,
@@ -111,13 +187,21 @@ class Guard:
             key = caller.key
             if key is None:
                 return caller
-            if not key.allows(scope):
-                raise self._refuse(
-                    403,
-                    "scope",
-                    f"this key ({key.key_id}) lacks the scope {scope!r}; "
-                    f"it has {sorted(key.scopes)}",
+            if caller.user is not None and not user_token:
+                raise self.forbid(
+                    request,
+                    caller,
+                    "a user token is not accepted on this route: it needs a service key "
+                    f"with the scope {scope!r}",
                 )
+            if not key.allows(scope):
+                whose = "this key" if caller.user is None else "the key that issued this token"
+                detail = (
+                    f"{whose} ({key.key_id}) lacks the scope {scope!r}; it has {sorted(key.scopes)}"
+                )
+                if caller.user is not None:
+                    raise self.forbid(request, caller, detail)
+                raise self._refuse(403, "scope", detail)
             if key.region is not None and key.region != self.settings.region:
                 raise self._refuse(
                     403,

@@ -12,6 +12,7 @@ lookup never scans and never compares against more than one hash.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import hmac
 import re
@@ -34,6 +35,9 @@ SCOPES: tuple[str, ...] = (
     "moderation:write",
     "users:admin",
     "audit:read",
+    # Issue user tokens (fyp.privacy.tokens): short-lived, bound to one user, for a client
+    # (the web player, a mobile app) that must not hold a service key.
+    "tokens:issue",
 )
 KEYS_FILE = "keys.db"  # in the data directory
 
@@ -54,6 +58,8 @@ class ApiKey:
     label: str
     created_at: int  # Unix ms
     revoked_at: int | None = None
+    # Bumped to revoke every user token this key issued so far (the key itself stays).
+    token_epoch: int = 0
 
     def allows(self, scope: str) -> bool:
         """Whether this key grants ``scope``; a revoked key grants nothing."""
@@ -97,16 +103,19 @@ CREATE TABLE IF NOT EXISTS api_keys (
     region     TEXT,
     label      TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    token_epoch INTEGER NOT NULL DEFAULT 0
 );
 """
-_COLUMNS = "key_id, token_hash, scopes, region, label, created_at, revoked_at"
+# A keys.db made before user tokens: its keys start at epoch 0.
+_ADD_EPOCH = "ALTER TABLE api_keys ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0"
+_COLUMNS = "key_id, token_hash, scopes, region, label, created_at, revoked_at, token_epoch"
 
 _Row = tuple[Any, ...]
 
 
 def _from_row(row: _Row) -> tuple[str, ApiKey]:
-    key_id, token_hash, scopes, region, label, created_at, revoked_at = row
+    key_id, token_hash, scopes, region, label, created_at, revoked_at, token_epoch = row
     key = ApiKey(
         str(key_id),
         frozenset(str(scopes).split()),
@@ -114,6 +123,7 @@ def _from_row(row: _Row) -> tuple[str, ApiKey]:
         str(label),
         int(created_at),
         None if revoked_at is None else int(revoked_at),
+        int(token_epoch),
     )
     return str(token_hash), key
 
@@ -143,6 +153,11 @@ class SqliteKeyStore:
     ) -> None:
         self._conn = connect(path, "fsync")  # Path(":memory:") opens a private in-memory db
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
+        if "token_epoch" not in columns:
+            # Another process (the server, the CLI) may have added it meanwhile.
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._conn.execute(_ADD_EPOCH)
         self._lock = threading.Lock()  # one connection; FastAPI may call from its threadpool
         self._recheck_s = recheck_s
         self._clock = clock
@@ -166,8 +181,8 @@ class SqliteKeyStore:
                 token_hash = _hash(token)
                 try:
                     self._conn.execute(
-                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-                        (key.key_id, token_hash, stored_scopes, region, label, now, None),
+                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                        (key.key_id, token_hash, stored_scopes, region, label, now, None, 0),
                     )
                 except sqlite3.IntegrityError:
                     continue  # a 40-bit id collided with an existing one: draw another
@@ -188,16 +203,26 @@ class SqliteKeyStore:
             self._cache[key_id] = entry
             return entry
 
+    def _entry(self, key_id: str) -> _Cached | None:
+        entry = self._cache.get(key_id)
+        if entry is None or self._clock() - entry.read_at > self._recheck_s:
+            entry = self._reload(key_id)
+        return entry
+
+    def lookup(self, key_id: str) -> ApiKey | None:
+        """The key ``key_id`` as recently stored (revoked or not), None if there is none:
+        for a user token, which names its issuing key and carries no key secret."""
+        entry = self._entry(key_id) if _KEY_ID.fullmatch(key_id) else None
+        return None if entry is None else entry.key
+
     def authenticate(self, token: str) -> ApiKey | None:
         """The live key ``token`` belongs to; None if it is malformed, unknown or revoked."""
         key_id = _key_id_of(token)
         if key_id is None:
             return None
-        entry = self._cache.get(key_id)
-        if entry is None or self._clock() - entry.read_at > self._recheck_s:
-            entry = self._reload(key_id)
-            if entry is None:
-                return None
+        entry = self._entry(key_id)
+        if entry is None:
+            return None
         # Constant-time: the time taken says nothing about how much of the hash matched.
         if not hmac.compare_digest(_hash(token), entry.token_hash):
             return None
@@ -223,6 +248,24 @@ class SqliteKeyStore:
             if done and entry is not None:
                 entry.key = replace(entry.key, revoked_at=now)
         return done
+
+    def revoke_tokens(self, key_id: str) -> int | None:
+        """Revoke every user token ``key_id`` has issued (the key itself keeps working):
+        its token epoch goes up by one, and a token carries the epoch it was issued in.
+        The new epoch; None if there is no such live key."""
+        with self._lock:
+            rows = self._conn.execute(
+                "UPDATE api_keys SET token_epoch = token_epoch + 1 "
+                "WHERE key_id = ? AND revoked_at IS NULL RETURNING token_epoch",
+                (key_id,),
+            ).fetchall()  # all: the statement, and so its commit, completes
+            if not rows:
+                return None
+            epoch = int(rows[0][0])
+            entry = self._cache.get(key_id)
+            if entry is not None:
+                entry.key = replace(entry.key, token_epoch=epoch)
+        return epoch
 
     def close(self) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -84,6 +85,12 @@ class Pseudonyms:
             user_id.encode(), key=self._secret, digest_size=16, person=b"fyp-user"
         )
         return "p" + digest.hexdigest()
+
+    def subkey(self, purpose: str) -> bytes:
+        """A secret for another ``purpose`` (signing user tokens), derived from this one
+        by HMAC-SHA256: kept where this one is, outside the data directory, and telling
+        nothing about it."""
+        return hmac.new(self._secret, b"fyp-subkey:" + purpose.encode(), "sha256").digest()
 
     def audit_ref(self, user_id: str) -> str:
         """How the audit log names a user: unlinkable to the stored data without the

@@ -1,0 +1,103 @@
+"""``POST /v1/tokens`` and ``DELETE /v1/tokens``: user tokens (``fyp.privacy.tokens``),
+issued and revoked by a service key with the scope ``tokens:issue``."""
+
+# No ``from __future__ import annotations``: FastAPI reads the route signatures.
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from fyp.api.security import Caller, Guard
+from fyp.config import Settings
+from fyp.engine import Engine
+from fyp.privacy.keys import ApiKey
+from fyp.types import now_ms
+from fyp.validation import Id
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id = Field(description="The user the token acts for; created beforehand.")
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds the token lasts: at most `auth.token_max_ttl_s` (default "
+        "1 day); unset: `auth.token_ttl_s` (default 15 minutes).",
+    )
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`.")
+    user_id: str
+    expires_at: int = Field(description="Unix ms; refused (401) from then on.")
+
+
+class TokensRevokedOut(BaseModel):
+    key_id: str
+    token_epoch: int = Field(description="Tokens issued before this epoch are refused.")
+
+
+def _issuer(caller: Caller) -> ApiKey:
+    if caller.key is None:
+        raise HTTPException(
+            409,
+            "user tokens are issued by API keys, and this server asks for none "
+            "(auth.required is false): its routes are open without a token",
+        )
+    return caller.key
+
+
+def install_tokens(
+    app: FastAPI,
+    settings: Settings,
+    guard: Guard,
+    eng: Callable[[], Engine],
+    known: Callable[[str], None],
+) -> None:
+    """Add the token routes; ``known(user_id)`` raises the 421/404 of a user that may not
+    be served here or does not exist."""
+    issues = Annotated[Caller, Depends(guard.require("tokens:issue"))]
+    auth = settings.auth
+
+    @app.post(
+        "/v1/tokens",
+        response_model=TokenOut,
+        tags=["tokens"],
+        responses={404: {"description": "unknown user"}, 409: {"description": "no keys"}},
+    )
+    async def issue_token(body: TokenIn, caller: issues) -> TokenOut:
+        """A token for one user, for the user's own client (the web player, an app): it
+        reads and writes that user's feed, events, controls, why, profile and export, and
+        nothing else, with at most the issuing key's scopes. Signed, not stored; refused
+        once expired, or once its key is revoked or revokes its tokens (``DELETE``)."""
+        key = _issuer(caller)
+        known(body.user_id)
+        ttl_s = auth.token_ttl_s if body.ttl_s is None else body.ttl_s
+        if ttl_s > auth.token_max_ttl_s:
+            raise HTTPException(
+                422, f"ttl_s: {ttl_s} s is over the limit of {auth.token_max_ttl_s} s"
+            )
+        ttl_s = min(ttl_s, auth.token_max_ttl_s)  # a default set above the maximum
+        assert guard.tokens is not None  # set when the engine opened, before serving
+        expires_at = now_ms() + ttl_s * 1000
+        token = guard.tokens.issue(key, body.user_id, expires_at)
+        return TokenOut(token=token, user_id=body.user_id, expires_at=expires_at)
+
+    @app.delete("/v1/tokens", response_model=TokensRevokedOut, tags=["tokens"])
+    async def revoke_tokens(caller: issues) -> TokensRevokedOut:
+        """Revoke every token this key has issued so far (the key itself keeps working,
+        and issues new ones): at once in this process, within seconds in others. Audited."""
+        key = _issuer(caller)
+        assert guard.keys is not None  # a caller with a key: keys are on
+        # Revoked first, then recorded (as `fyp keys revoke` does): a revocation the
+        # audit log failed to record still protects the user.
+        epoch = guard.keys.revoke_tokens(key.key_id)
+        if epoch is None:  # revoked between authentication and now
+            raise HTTPException(401, f"the API key {key.key_id} is revoked")
+        eng().audit.append(
+            "key.revoke_tokens", caller.actor, details={"key_id": key.key_id, "epoch": epoch}
+        )
+        return TokensRevokedOut(key_id=key.key_id, token_epoch=epoch)
