@@ -170,6 +170,9 @@ class AuthConfig(_Section):
     # (a URL, a phone) and cannot be revoked one by one: a leaked one is soon useless.
     token_ttl_s: int = Field(900, ge=1)
     token_max_ttl_s: int = Field(86_400, ge=1)
+    # How long from its issue a token may be renewed (POST /v1/tokens/renew) by the client
+    # holding it: the longest a session goes without the issuer. 0: never renewed.
+    token_session_s: int = Field(43_200, ge=0)
 
 
 class Settings(_Section):

@@ -198,12 +198,41 @@ def test_tampered_forged_and_expired_tokens_are_401(
     finally:
         keys.close()
     # Signed with another deployment's secret: 401.
-    forged = TokenSigner(b"another deployment's secret!").issue(key, "alice", now_ms() + 60_000)
+    later = now_ms() + 60_000
+    forged = TokenSigner(b"another deployment's secret!").issue(key, "alice", later, later)
     assert client.get("/v1/feed?user_id=alice", headers=bearer(forged)).status_code == 401
-    # Genuine, but expired: 401, saying so.
-    expired = TokenSigner.of(engine.pseudonyms).issue(key, "alice", now_ms() - 1)
-    resp = client.get("/v1/feed?user_id=alice", headers=bearer(expired))
+    # Genuine, but expired: 401, saying so; and it cannot be renewed.
+    expired = bearer(TokenSigner.of(engine.pseudonyms).issue(key, "alice", now_ms() - 1, later))
+    resp = client.get("/v1/feed?user_id=alice", headers=expired)
     assert resp.status_code == 401 and "expired" in resp.json()["detail"]
+    assert client.post("/v1/tokens/renew", headers=expired).status_code == 401
+
+
+def test_a_token_is_renewed_by_its_holder_within_its_session(
+    client: TestClient, engine: Engine, users: list[str], settings: Settings
+) -> None:
+    issued = _issue(client, "alice", ttl_s=60)
+    session_ms = settings.auth.token_session_s * 1000
+    assert issued["renewable_until"] >= issued["expires_at"] - 60_000 + session_ms
+    resp = client.post("/v1/tokens/renew", headers=bearer(issued["token"]))
+    assert resp.status_code == 200, resp.text
+    renewed = resp.json()
+    assert renewed["user_id"] == "alice" and renewed["token"] != issued["token"]
+    assert renewed["expires_at"] > issued["expires_at"]  # the default TTL, over 60 s
+    assert renewed["renewable_until"] == issued["renewable_until"]  # not extended
+    fresh = bearer(renewed["token"])
+    assert client.get("/v1/feed?user_id=alice", headers=fresh).status_code == 200
+    assert client.get("/v1/feed?user_id=bob", headers=fresh).status_code == 403
+    # A key renews nothing (it issues); a token past its session is not renewed.
+    assert client.post("/v1/tokens/renew").status_code == 400
+    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
+    try:
+        key = next(k for k in keys.list() if k.label == "tests")
+    finally:
+        keys.close()
+    ended = TokenSigner.of(engine.pseudonyms).issue(key, "alice", now_ms() + 60_000, now_ms())
+    resp = client.post("/v1/tokens/renew", headers=bearer(ended))
+    assert resp.status_code == 403 and "new one" in resp.json()["detail"]
 
 
 def test_revoking_its_keys_tokens_stops_them_and_the_key_goes_on(

@@ -9,9 +9,9 @@ only their hashes are kept.
 
 A user token (``fyp.privacy.tokens``) stands for its issuing key narrowed to one user: it
 is accepted only by the routes that declare ``require(scope, user_token=True)``, which
-then call :meth:`Guard.own` with the user they touch. Every request refused to a token
-is 403 and audited (``on_token_refused``). A token never grants more than its key: the
-key must hold the route's scope too.
+then call :meth:`Guard.own` with the user they touch. A token's request for another
+user, or on a route it is not accepted on, is 403 and audited (``on_token_refused``). A
+token never grants more than its key: the key must hold the route's scope too.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency's signature.
@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fyp.config import Settings
 from fyp.privacy.keys import ApiKey, SqliteKeyStore
 from fyp.privacy.ratelimit import RateLimiter
-from fyp.privacy.tokens import TokenError, TokenSigner, check, is_user_token
+from fyp.privacy.tokens import TokenError, TokenSigner, UserToken, check, is_user_token
 from fyp.types import now_ms
 
 ANONYMOUS = "anonymous"  # the actor of every call when keys are not required
@@ -46,7 +46,12 @@ class Caller:
     """The authenticated caller of a request: the actor named in the audit log."""
 
     key: ApiKey | None
-    user: str | None = None  # the one user a token is bound to; None for a service key
+    token: UserToken | None = None  # a user token's claims; None for a service key
+
+    @property
+    def user(self) -> str | None:
+        """The one user a token is bound to; None for a service key (any user)."""
+        return None if self.token is None else self.token.user_id
 
     @property
     def actor(self) -> str:
@@ -104,9 +109,9 @@ class Guard:
                 "an API key is required: send 'Authorization: Bearer <key>' "
                 "(an operator makes one with 'fyp keys create')",
             )
-        user = None
+        token = None
         if is_user_token(credentials.credentials):
-            key, user = self._token(credentials.credentials)
+            key, token = self._token(credentials.credentials)
         else:
             found = self.keys.authenticate(credentials.credentials)
             if found is None:
@@ -118,10 +123,10 @@ class Guard:
         if wait > 0:
             self.refused["rate_limited"] = self.refused.get("rate_limited", 0) + 1
             raise too_many(wait, f"key {key.key_id}")
-        return Caller(key, user)
+        return Caller(key, token)
 
-    def _token(self, credential: str) -> tuple[ApiKey, str]:
-        """The issuing key and the user of a good token; 401 saying why otherwise."""
+    def _token(self, credential: str) -> tuple[ApiKey, UserToken]:
+        """The issuing key and the claims of a good token; 401 saying why otherwise."""
         assert self.keys is not None
         try:
             if self.tokens is None:
@@ -130,7 +135,7 @@ class Guard:
             key = check(token, self.keys.lookup(token.key_id), now_ms())
         except TokenError as err:
             raise self._refuse(401, "token", str(err)) from None
-        return key, token.user_id
+        return key, token
 
     def token_refused(self, request: Request, caller: Caller, **facts: Any) -> None:
         """Count and audit something refused to a user token (a request, or some of the

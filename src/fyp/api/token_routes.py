@@ -1,5 +1,6 @@
 """``POST /v1/tokens`` and ``DELETE /v1/tokens``: user tokens (``fyp.privacy.tokens``),
-issued and revoked by a service key with the scope ``tokens:issue``."""
+issued and revoked by a service key with the scope ``tokens:issue``; ``POST
+/v1/tokens/renew``: a token exchanged by its holder for a fresh one."""
 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures.
 
@@ -33,6 +34,9 @@ class TokenOut(BaseModel):
     token: str = Field(description="Send as `Authorization: Bearer <token>`.")
     user_id: str
     expires_at: int = Field(description="Unix ms; refused (401) from then on.")
+    renewable_until: int = Field(
+        description="Unix ms: until then the token's holder may renew it before it expires."
+    )
 
 
 class TokensRevokedOut(BaseModel):
@@ -60,7 +64,15 @@ def install_tokens(
     """Add the token routes; ``known(user_id)`` raises the 421/404 of a user that may not
     be served here or does not exist."""
     issues = Annotated[Caller, Depends(guard.require("tokens:issue"))]
+    renews = Annotated[Caller, Depends(guard.require("tokens:issue", user_token=True))]
     auth = settings.auth
+
+    def token_out(key: ApiKey, user_id: str, expires_at: int, renewable_until: int) -> TokenOut:
+        assert guard.tokens is not None  # set when the engine opened, before serving
+        token = guard.tokens.issue(key, user_id, expires_at, renewable_until)
+        return TokenOut(
+            token=token, user_id=user_id, expires_at=expires_at, renewable_until=renewable_until
+        )
 
     @app.post(
         "/v1/tokens",
@@ -81,10 +93,35 @@ def install_tokens(
                 422, f"ttl_s: {ttl_s} s is over the limit of {auth.token_max_ttl_s} s"
             )
         ttl_s = min(ttl_s, auth.token_max_ttl_s)  # a default set above the maximum
-        assert guard.tokens is not None  # set when the engine opened, before serving
-        expires_at = now_ms() + ttl_s * 1000
-        token = guard.tokens.issue(key, body.user_id, expires_at)
-        return TokenOut(token=token, user_id=body.user_id, expires_at=expires_at)
+        now = now_ms()
+        return token_out(key, body.user_id, now + ttl_s * 1000, now + auth.token_session_s * 1000)
+
+    @app.post(
+        "/v1/tokens/renew",
+        response_model=TokenOut,
+        tags=["tokens"],
+        responses={400: {"description": "not a user token"}, 403: {"description": "not renewable"}},
+    )
+    async def renew_token(caller: renews) -> TokenOut:
+        """A fresh token of the same user, for the token sent (not yet expired): a
+        client renews before its token expires, until the ``renewable_until`` its issuer
+        allowed; after that, the issuer gives the user a new token."""
+        key, token = _issuer(caller), caller.token
+        if token is None:
+            raise HTTPException(
+                400, "send the user token to renew; a key issues with POST /v1/tokens"
+            )
+        now = now_ms()
+        if now >= token.renewable_until:
+            raise HTTPException(
+                403,
+                "this user token may no longer be renewed (its session ended); "
+                "ask the app for a new one",
+            )
+        expires_at = min(
+            now + min(auth.token_ttl_s, auth.token_max_ttl_s) * 1000, token.renewable_until
+        )
+        return token_out(key, token.user_id, expires_at, token.renewable_until)
 
     @app.delete("/v1/tokens", response_model=TokensRevokedOut, tags=["tokens"])
     async def revoke_tokens(caller: issues) -> TokensRevokedOut:

@@ -11,6 +11,11 @@ the pseudonym secret, which is kept outside the data directory, so a copy of the
 cannot mint tokens. A token stops working when it expires, when its key is revoked, or
 when its key's token epoch moves past the one it carries (``DELETE /v1/tokens``, ``fyp
 keys revoke-tokens``): one row changes, whatever the number of tokens out there.
+
+A token lasts minutes, so that one left in a log or a history is soon useless; a client
+that is still in use exchanges it for a fresh one before it expires (``POST
+/v1/tokens/renew``), up to the end of the session its issuer allowed (``renewable_until``):
+past that, or once expired, only the issuer can give the user a new one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class UserToken:
     user_id: str
     epoch: int  # the key's token epoch when it was issued
     expires_at: int  # Unix ms
+    # Until when it may be exchanged for a fresh token (POST /v1/tokens/renew), Unix ms:
+    # a client renews its short-lived token, for a session no longer than this.
+    renewable_until: int
 
 
 class TokenError(ValueError):
@@ -58,7 +66,8 @@ def _utc(ms: int) -> str:
 
 class TokenSigner:
     """Makes and reads tokens under one secret: ``fyt_<payload>.<signature>``, the payload
-    a base64url JSON array ``[key_id, user_id, epoch, expires_at]`` (readable by the
+    a base64url JSON array ``[key_id, user_id, epoch, expires_at, renewable_until]``
+    (readable by the
     client, which learns its user and expiry from it; it is not secret), the signature
     base64url HMAC-SHA256 over the payload's text."""
 
@@ -75,8 +84,8 @@ class TokenSigner:
     def _signature(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode("ascii"), "sha256").digest())
 
-    def issue(self, key: ApiKey, user_id: str, expires_at: int) -> str:
-        claims = [key.key_id, user_id, key.token_epoch, expires_at]
+    def issue(self, key: ApiKey, user_id: str, expires_at: int, renewable_until: int) -> str:
+        claims = [key.key_id, user_id, key.token_epoch, expires_at, renewable_until]
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
         return f"{TOKEN_PREFIX}{payload}.{self._signature(payload)}"
 
@@ -96,7 +105,7 @@ class TokenSigner:
             raise TokenError("the user token is not valid (its signature does not match)")
         try:
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            key_id, user_id, epoch, expires_at = claims
+            key_id, user_id, epoch, expires_at, renewable_until = claims
         except (binascii.Error, ValueError, TypeError):
             # Signed by us, so only a bug or a changed format gets here.
             raise TokenError("the user token is malformed") from None
@@ -105,9 +114,10 @@ class TokenSigner:
             and isinstance(user_id, str)
             and type(epoch) is int
             and type(expires_at) is int
+            and type(renewable_until) is int
         ):
             raise TokenError("the user token is malformed")
-        return UserToken(key_id, user_id, epoch, expires_at)
+        return UserToken(key_id, user_id, epoch, expires_at, renewable_until)
 
 
 def check(token: UserToken, key: ApiKey | None, now: int) -> ApiKey:
