@@ -208,6 +208,9 @@ def _demo_key(settings: Settings) -> str:
         keys.close()
 
 
+PLAYER_TOKEN_S = 3600  # the demo player's token (see demo)
+
+
 class _BackgroundServer:
     """uvicorn in a thread of this process, for the demo."""
 
@@ -338,13 +341,22 @@ def demo(
             )
             live.update(table(report.requests))
         items = client.get("/v1/feed", params={"user_id": "u0001", "count": 1}).json()["items"]
+        # The player gets a token of u0001's, not the key: it can act for that user only.
+        # An hour, more than the default, so that the address still works when opened a
+        # while after it is printed; once open, the page renews it.
+        player = client.post("/v1/tokens", json={"user_id": "u0001", "ttl_s": PLAYER_TOKEN_S})
+        player.raise_for_status()
     console.print()
     console.print(
         f"Mean watch ratio, last 1,000 requests: engine {report.last_window_watch_ratio():.3f} "
         f"vs random order {baseline.last_window_watch_ratio():.3f}."
     )
     say = functools.partial(console.print, soft_wrap=True)  # commands to copy, unwrapped
-    say(f"Player:  {base}/#key={token}&user=u0001   (open it: scroll, watch, like)")
+    until = time.strftime("%H:%M", time.localtime(player.json()["expires_at"] / 1000))
+    say(
+        f"Player:  {base}/#token={player.json()['token']}\n"
+        f"         (open it by {until}: scroll, watch, like; it acts for u0001 only)"
+    )
     say(f"Console: {base}/console#key={token}")
     say(f"API key (every scope, this run only): {token}")
     say(f"Key:     export FYP_KEY={token}")

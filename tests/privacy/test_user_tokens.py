@@ -6,7 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from fyp.cli import app
+from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.pseudonym import Pseudonyms
 from fyp.privacy.tokens import TokenError, TokenSigner, UserToken, check
@@ -56,3 +59,29 @@ def test_a_keys_db_from_before_tokens_opens_at_epoch_0(tmp_path: Path) -> None:
         assert keys.revoke_tokens(key.key_id) == 1
     finally:
         keys.close()
+
+
+def test_fyp_keys_revoke_tokens_moves_the_epoch_and_is_audited(tmp_path: Path) -> None:
+    keys = SqliteKeyStore(tmp_path / KEYS_FILE)
+    key, secret = keys.create(["tokens:issue"], None, "", NOW)
+    keys.close()
+    args = ["keys", "revoke-tokens", key.key_id, "--data-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    keys = SqliteKeyStore(tmp_path / KEYS_FILE)
+    try:
+        found = keys.authenticate(secret)  # the key itself still works
+        assert found is not None and found.token_epoch == 1
+    finally:
+        keys.close()
+    audit = AuditLog(tmp_path / AUDIT_FILE)
+    record = audit.records()[-1]
+    audit.close()
+    assert (record.action, record.details) == (
+        "key.revoke_tokens",
+        {"key_id": key.key_id, "epoch": 1},
+    )
+    unknown = CliRunner().invoke(
+        app, ["keys", "revoke-tokens", "k_0000000000", "--data-dir", str(tmp_path)]
+    )
+    assert unknown.exit_code == 1 and "k_0000000000" in unknown.output

@@ -227,3 +227,10 @@ def test_console_in_a_browser(site: Site, tmp_path: Path) -> None:
     """Live figures, the audit, the moderation queue with the reported video; "Limit"
     with a reason changes its state (checked through the API)."""
     _run_node(site, "console.spec.mjs", _shots(tmp_path), FYP_REPORTED_VIDEO=REPORTED)
+
+
+def test_player_with_a_user_token_in_a_browser(site: Site, tmp_path: Path) -> None:
+    """The player as ``fyp demo`` opens it, with a user token and no key: renewed before
+    it expires, and a clear message once its key revoked its tokens. Last: it revokes
+    the tokens of the server's key."""
+    _run_node(site, "player-token.spec.mjs", _shots(tmp_path), FYP_USER="web-token-1")

@@ -192,3 +192,31 @@ def revoke(
     if not done:
         raise _fail(f"no key {key_id}, or it is already revoked", 1)
     typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("revoke-tokens")
+def revoke_tokens(
+    key_id: Annotated[str, typer.Argument(help="The key's id (k_...), as `fyp keys list` shows.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke every user token the key has issued so far; the key itself keeps working.
+    The server refuses them within a few seconds."""
+    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+
+    root = _data_dir(data_dir)
+    path = root / KEYS_FILE
+    if not path.is_file():  # opening the store would create it
+        raise _fail(f"no key {key_id} (no keys in {root})", 1)
+    audit = AuditLog(root / AUDIT_FILE)
+    store = SqliteKeyStore(path)
+    try:
+        # Revoked, then recorded: a revocation the audit log failed to record still holds.
+        epoch = store.revoke_tokens(key_id)
+        if epoch is not None:
+            audit.append("key.revoke_tokens", ACTOR, details={"key_id": key_id, "epoch": epoch})
+    finally:
+        store.close()
+        audit.close()
+    if epoch is None:
+        raise _fail(f"no key {key_id}, or it is revoked", 1)
+    typer.echo(f"revoked the user tokens of {key_id} (issued before epoch {epoch})")

@@ -1,8 +1,10 @@
 """``install_web(app)``: serve the player (``/``), the console (``/console``) and their
 assets (``/static/...``).
 
-The pages hold no user data and need no key: the API key and the user id travel in the
-URL fragment, which the browser never sends, and the pages' own API calls carry the key.
+The pages hold no user data and need no key: the credential travels in the URL fragment,
+which the browser never sends, and the pages' own API calls carry it. The player takes a
+user token (``/#token=...``, bound to one user, renewed while the page is open); the
+console, and a player for any user, an API key (``#key=...``).
 """
 
 from __future__ import annotations

@@ -1,23 +1,63 @@
-// Shared by the player and the console: who is calling (key, user) and a fetch wrapper.
+// Shared by the player and the console: who is calling (key or token, user) and a fetch
+// wrapper.
 //
-// The key and the user id come in the URL fragment (/#key=...&user=...), which browsers
-// never send to the server. They are moved into sessionStorage (gone when the tab is
-// closed) and the fragment is removed from the address bar, so it is not bookmarked,
-// shared or kept in the history by accident.
+// The credential comes in the URL fragment, which browsers never send to the server:
+// /#token=... (a user token from POST /v1/tokens: it acts for its one user only, which
+// is what a player should hold), or /#key=...&user=... (an API key: the console's, or a
+// player for any user). It is moved into sessionStorage (gone when the tab is closed)
+// and the fragment is removed from the address bar, so it is not bookmarked, shared or
+// kept in the history by accident.
 
 const KEY = "fyp.key";
+const TOKEN = "fyp.token";
 const USER = "fyp.user"; // sessionStorage: given in the URL
 const LOCAL_USER = "fyp.localUser"; // localStorage: made up here, kept across visits
 
-/** Read key/user from the fragment (if any), store them, clean the address bar. */
+/** Read the credential (and user) from the fragment, store them, clean the address bar. */
 export function readAuth() {
   const params = new URLSearchParams(location.hash.slice(1));
-  if (params.get("key")) sessionStorage.setItem(KEY, params.get("key"));
+  // One credential at a time: the one just given replaces the other kind.
+  if (params.get("key")) {
+    sessionStorage.setItem(KEY, params.get("key"));
+    sessionStorage.removeItem(TOKEN);
+  }
+  if (params.get("token")) {
+    sessionStorage.setItem(TOKEN, params.get("token"));
+    sessionStorage.removeItem(KEY);
+  }
   if (params.get("user")) sessionStorage.setItem(USER, params.get("user"));
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
   // A new #key=… pasted into this open tab changes only the fragment: start over with it.
   addEventListener("hashchange", () => location.reload());
-  return { key: sessionStorage.getItem(KEY), user: currentUser() };
+  const token = tokenClaims(sessionStorage.getItem(TOKEN));
+  return {
+    key: sessionStorage.getItem(KEY),
+    token,
+    user: token ? token.user : currentUser(),
+  };
+}
+
+/**
+ * What a user token says of itself (its payload is readable; only its signature is the
+ * server's): {token, user, expiresAt, renewableUntil}, or null if there is none or it is
+ * not one.
+ */
+export function tokenClaims(token) {
+  if (!token || !token.startsWith("fyt_")) return null;
+  try {
+    const b64 = token.slice(4).split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
+    const json = new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+    const [, user, , expiresAt, renewableUntil] = JSON.parse(json);
+    if (typeof user !== "string") return null;
+    return { token, user, expiresAt, renewableUntil };
+  } catch {
+    return null;
+  }
+}
+
+/** Use `token` (a renewed one) for the requests from now on. */
+export function setToken(token) {
+  sessionStorage.setItem(TOKEN, token);
 }
 
 /** The user: the one given in the URL, else the one this browser made up, else a new one. */
@@ -46,8 +86,8 @@ export class ApiError extends Error {
 
 // What 401/403 mean here, in plain words (the server's detail follows).
 const HINTS = {
-  401: "The API key is missing, wrong or revoked.",
-  403: "Not allowed with this API key.",
+  401: "The API key or token is missing, wrong, expired or revoked.",
+  403: "Not allowed with this API key or token.",
   421: "This user belongs to another region's deployment.",
   429: "Too many requests; slowing down.",
 };
@@ -68,9 +108,9 @@ function describe(detail) {
  * `.body` so the caller can read what was accepted.
  */
 export async function api(path, { method = "GET", body, keepalive = false, raw = false } = {}) {
-  const key = sessionStorage.getItem(KEY);
+  const credential = sessionStorage.getItem(TOKEN) || sessionStorage.getItem(KEY);
   const headers = { Accept: "application/json" };
-  if (key) headers.Authorization = `Bearer ${key}`;
+  if (credential) headers.Authorization = `Bearer ${credential}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
   try {
@@ -99,17 +139,21 @@ export async function api(path, { method = "GET", body, keepalive = false, raw =
 
 /**
  * The message shown when there is no key: where to get one. `address` is the page's
- * own address with a key in its fragment, as typed (it is escaped here).
+ * own address with a key (or, `token`, a user token) in its fragment, as typed (it is
+ * escaped here).
  */
-export function noKeyHelp(address) {
+export function noKeyHelp(address, token = false) {
   const code = address.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  const what = token ? "A user token is needed" : "An API key is needed";
+  const make = token
+    ? "An app's backend gets one from <code>POST /v1/tokens</code> (with a key that has the scope <code>tokens:issue</code>)."
+    : "Make one with <code>fyp keys create --data-dir D --scopes all</code>.";
   return `
-  <h2>An API key is needed</h2>
-  <p>Open this page with a key in the address, after <code>#</code>:
-  <code>${code}</code>. The key stays in this tab; it is never
+  <h2>${what}</h2>
+  <p>Open this page with it in the address, after <code>#</code>:
+  <code>${code}</code>. It stays in this tab; it is never
   part of a request to this page.</p>
-  <p>Make one with <code>fyp keys create --data-dir D --scopes all</code>, or use the
-  address <code>make run</code> prints.</p>`;
+  <p>${make} Or use the address <code>make run</code> prints.</p>`;
 }
 
 /** Text for display: missing values as an em dash. */

@@ -1,5 +1,7 @@
 // The For You player: one card at a time, real watch time, events batched to the API.
-import { api, readAuth, newUser, noKeyHelp, el, toaster } from "/static/api.js";
+import {
+  api as request, ApiError, readAuth, newUser, noKeyHelp, el, toaster, setToken, tokenClaims,
+} from "/static/api.js";
 
 const PAGE = 10; // videos per feed request
 const PREFETCH_AT = 3; // fetch the next page when this many cards remain
@@ -12,11 +14,68 @@ const feedEl = $("feed");
 const toast = toaster($("toast"));
 const enc = encodeURIComponent;
 
-let { key, user } = readAuth();
+// With a user token (/#token=…, what `fyp demo` prints), the player acts for the
+// token's user only; with a key (/#key=…&user=…), for the user given or made up here.
+let { key, token, user } = readAuth();
+let ended = false; // the token expired or was revoked: nothing more is asked
 let items = []; // feed items, each {…feed item, request_id, video, card, liked…}
 let index = -1; // the current card
 let loading = null; // the feed request in flight (a promise)
 let generation = 0; // bumped when upcoming cards are dropped: late pages are ignored
+
+// ------------------------------------------------------------------------ the token
+// A user token lasts minutes: it is renewed halfway to its expiry, for as long as its
+// issuer allowed (renewableUntil). After that, or when it was revoked, the server
+// refuses it (401) and the player says the session has ended.
+
+let renewTimer = null;
+
+function scheduleRenewal() {
+  clearTimeout(renewTimer);
+  const left = token.expiresAt - Date.now();
+  // Not renewable any more: ask once it has expired, and the server says so.
+  const delay = Date.now() < token.renewableUntil ? left / 2 : left + 1000;
+  renewTimer = setTimeout(renew, Math.max(1000, delay));
+}
+
+async function renew() {
+  try {
+    const res = await request("/v1/tokens/renew", { method: "POST" });
+    setToken(res.token);
+    token = tokenClaims(res.token);
+    scheduleRenewal();
+  } catch (err) {
+    if (err.status === 401) return sessionEnded(err.message);
+    if (err.status === 403) token.renewableUntil = 0; // its session is over: use it up
+    scheduleRenewal(); // a network error, a 5xx: again, sooner as the expiry nears
+  }
+}
+
+function sessionEnded(detail) {
+  if (ended) return;
+  ended = true;
+  clearTimeout(renewTimer);
+  for (const id of ["settings-open", "prev", "next"]) $(id).hidden = true;
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  document.body.dataset.session = "ended";
+  feedEl.replaceChildren(el("div", { class: "placeholder", id: "feed-status", role: "alert" },
+    el("h2", { text: "Your session has ended" }),
+    el("p", { text: "Open the player again from your app to go on watching (with fyp demo: " +
+      "run it again for a new address)." }),
+    el("p", { class: "hint", text: detail })));
+}
+
+/** The API; with a token, a 401 (expired, revoked) ends the session: nothing more is
+ * sent (events not yet acknowledged stay in the tab, unsent). */
+async function api(path, options) {
+  if (ended) throw new ApiError(401, "Your session has ended.");
+  try {
+    return await request(path, options);
+  } catch (err) {
+    if (token && err.status === 401) sessionEnded(err.message);
+    throw err;
+  }
+}
 
 // ------------------------------------------------------------------------ events
 
@@ -26,6 +85,7 @@ let sending = null; // the (non-keepalive) request in flight
 let acked = 0; // events the API acknowledged (accepted or already stored)
 let retryTimer = null;
 let retryDelay = 1000;
+let held = false; // refused (401/403): the queue waits for the next card change
 
 // crypto.randomUUID exists only in secure contexts (https, localhost); a self-hoster
 // may serve plain http on a LAN address, so build a v4 UUID from getRandomValues.
@@ -57,13 +117,13 @@ function track(type, item, extra = {}) {
  * Sending an event twice is harmless: the API ignores a known event_id.
  */
 function flush({ keepalive = false } = {}) {
-  if (!queue.length || (sending && !keepalive)) return sending;
+  if (ended || !queue.length || (sending && !keepalive)) return sending;
   const batch = queue.splice(0, keepalive ? queue.length : MAX_BATCH);
   inFlight += batch.length;
   const request = sendBatch(batch, keepalive).finally(() => {
     inFlight -= batch.length;
     if (sending === request) sending = null;
-    if (queue.length && !retryTimer) flush();
+    if (queue.length && !retryTimer && !held) flush();
   });
   if (!keepalive) sending = request;
   return request;
@@ -74,6 +134,7 @@ async function sendBatch(batch, keepalive) {
     const res = await api("/v1/events", { method: "POST", body: { events: batch }, keepalive });
     acked += res.accepted + res.duplicates;
     retryDelay = 1000;
+    held = false;
   } catch (err) {
     const body = err.body;
     if (err.status === 422 && body && Array.isArray(body.rejected)) {
@@ -86,8 +147,9 @@ async function sendBatch(batch, keepalive) {
       retryTimer = setTimeout(() => ((retryTimer = null), flush()), retryDelay);
       retryDelay = Math.min(retryDelay * 2, 30000);
     } else if (err.status === 401 || err.status === 403) {
-      queue.unshift(...batch); // kept: tried again at the next card change
-      toast(err.message, true);
+      queue.unshift(...batch); // kept: tried again at the next card change, not at once
+      held = true;
+      if (!ended) toast(err.message, true); // else the session's end says it
     } else {
       toast(`Events not recorded: ${err.message}`, true);
     }
@@ -196,6 +258,7 @@ async function videosOf(ids) {
 }
 
 function status(message, retry) {
+  if (ended) return; // the session's end stays on screen
   const again = retry && el("button", { type: "button", onclick: retry, text: "Try again" });
   feedEl.replaceChildren(el("div", { class: "placeholder", id: "feed-status" },
     el("p", { text: message }), again));
@@ -251,6 +314,7 @@ function showCard(i, from) {
   if (focused && focused.dataset.action) {
     card.querySelector(`[data-action="${focused.dataset.action}"]`).focus();
   }
+  held = false;
   flush();
   if (items.length - 1 - index <= PREFETCH_AT) loadMore();
   document.body.dataset.ready = "true";
@@ -561,7 +625,9 @@ window.fypPlayer = {
 async function start() {
   status("Loading your feed…");
   try {
-    await api(`/v1/users/${enc(user)}`, { method: "PUT", body: {} }); // 200 or 201
+    // With a token the app made the user before issuing it (and a token may not: the
+    // profile is the app's to set).
+    if (!token) await api(`/v1/users/${enc(user)}`, { method: "PUT", body: {} }); // 200 or 201
   } catch (err) {
     if (err.status === 401 || err.status === 403 || err.status === 421) {
       return status(`Could not start the feed. ${err.message}`, start);
@@ -573,10 +639,16 @@ async function start() {
     status("No videos to show yet. Add some to the catalog (POST /v1/videos).", start);
 }
 
-if (!key) {
+if (!key && !token) {
   for (const id of ["settings-open", "prev", "next"]) $(id).hidden = true; // nothing to act on
   feedEl.replaceChildren(el("div", { class: "placeholder" }));
-  feedEl.firstChild.innerHTML = noKeyHelp("/#key=fyp_k_…&user=u0001"); // static text, no user input
+  feedEl.firstChild.innerHTML = noKeyHelp("/#token=fyt_…", true); // static text, no user input
 } else {
+  if (token) {
+    // Erasure takes the app (a token cannot erase: a stolen one must not be able to).
+    $("delete-data").hidden = true;
+    $("delete-note").hidden = false;
+    scheduleRenewal();
+  }
   start();
 }
