@@ -130,6 +130,10 @@ def test_a_token_is_403_and_audited_for_another_users_routes(
     assert record.outcome == "refused" and record.actor.endswith("/token")
     assert record.subject == engine.pseudonyms.audit_ref("alice")
     assert record.details["asked_for"] == engine.pseudonyms.audit_ref("bob")
+    assert (record.details["method"], record.details["route"]) == (
+        method,
+        path.split("?")[0].replace("{u}", "{user_id}").replace("v001", "{video_id}"),
+    )
     assert "bob" not in str(record.details) and "alice" not in str(record.details)
 
 
