@@ -371,7 +371,7 @@ def demo(
     say(f"Export:  curl {h} '{base}/v1/users/u0001/export'")
     say(
         f"Token:   curl {h} -X POST {base}/v1/tokens -H 'content-type: application/json' "
-        "-d '{\"user_id\": \"u0001\"}'   (for a client of u0001's: what the player holds)"
+        '-d \'{"user_id": "u0001"}\'   (for a client of u0001\'s: what the player holds)'
     )
     say(f"Erase:   curl {h} -X DELETE '{base}/v1/users/u0001'")
     say(

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fyp.api import create_app
 from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore, bearer, create_key
@@ -316,3 +317,14 @@ def test_an_events_batch_refuses_each_event_of_another_user(
     assert stored == set()
     stored = {e["event_id"] for e in client.get("/v1/users/alice/export").json()["events"]}
     assert stored == {"e1", "e3"}
+
+
+def test_metrics_beyond_this_machine_need_a_key_not_a_token(
+    settings: Settings, engine: Engine, alice: dict[str, str]
+) -> None:
+    public = settings.model_copy(update={"host": "0.0.0.0"})
+    with TestClient(create_app(public, engine=engine)) as c:
+        refusals = len(_refusals(engine))
+        resp = c.get("/metrics", headers=alice)
+        assert resp.status_code == 403 and "needs a key" in resp.json()["detail"]
+        assert len(_refusals(engine)) == refusals + 1
