@@ -84,6 +84,8 @@ def test_issuing_a_token_needs_the_tokens_issue_scope(
     others = bearer(create_key(settings.data_dir, [s for s in SCOPES if s != "tokens:issue"])[1])
     resp = client.post("/v1/tokens", json={"user_id": "alice"}, headers=others)
     assert resp.status_code == 403 and "'tokens:issue'" in resp.json()["detail"]
+    resp = client.delete("/v1/tokens", headers=others)
+    assert resp.status_code == 403 and "'tokens:issue'" in resp.json()["detail"]
     before = now_ms()
     issued = _issue(client, "alice")
     assert issued["user_id"] == "alice" and issued["token"].startswith("fyt_")
