@@ -575,12 +575,8 @@ class Engine:
             actor,
             self.clock(),
         )
-        self.moderation_store.add([action])
-        with self._lock:
-            self.catalog.moderate([action])
-            if actor == REPORTS_ACTOR:
-                self._auto_reviewed.add(video_id)
-        self.audit.append(
+        # Recorded first: a decision the audit log cannot hold is not taken (a 503).
+        audited = self.audit.append(
             "moderation",
             actor,
             details={
@@ -590,6 +586,22 @@ class Engine:
                 "reason": reason,
             },
         )
+        try:
+            self.moderation_store.add([action])
+        except BaseException:
+            # Not taken after all: said so next to the record (if the log takes it).
+            with contextlib.suppress(Exception):
+                self.audit.append(
+                    "moderation",
+                    actor,
+                    outcome="failed",
+                    details={"video_id": video_id, "seq": audited.seq},
+                )
+            raise
+        with self._lock:
+            self.catalog.moderate([action])
+            if actor == REPORTS_ACTOR:
+                self._auto_reviewed.add(video_id)
         return action
 
     def _review_reported(self) -> None:

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fyp import __version__
-from fyp.api.errors import install_storage_errors
+from fyp.api.errors import install_storage_errors, storage_error_response
 from fyp.api.live import LiveStats
 from fyp.api.metrics import Metrics, MetricsMiddleware
 from fyp.api.schemas import (
@@ -314,8 +314,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         metrics.residency_refused.inc()
 
     @app.exception_handler(ResidencyError)
-    async def residency_error(request: Request, err: ResidencyError) -> JSONResponse:
-        refused(request, {})
+    async def residency_error(request: Request, err: ResidencyError) -> Response:
+        try:
+            refused(request, {})
+        except Exception as exc:  # the refusal could not be audited: a 503, or a 500
+            return await storage_error_response(request, exc)
         return JSONResponse({"detail": str(err)}, status_code=421)
 
     @app.get(
