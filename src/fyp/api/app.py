@@ -24,7 +24,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fyp import __version__
-from fyp.api.errors import install_storage_errors, storage_error_response
+from fyp.api.errors import (
+    install_storage_errors,
+    install_validation_errors,
+    storage_error_response,
+)
 from fyp.api.live import LiveStats
 from fyp.api.metrics import Metrics, MetricsMiddleware
 from fyp.api.schemas import (
@@ -59,11 +63,12 @@ from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.residency import ResidencyError
 from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
-from fyp.validation import ID_PATTERN, MAX_ID_CHARS
+from fyp.validation import ID_PATTERN, ID_RULE, MAX_ID_CHARS, CheckedId, id_problem, utf8_problem
 from fyp.web.routes import install_web
 
-IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
-IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+_ID = {"min_length": 1, "max_length": MAX_ID_CHARS, "pattern": ID_PATTERN, "description": ID_RULE}
+IdPath = Annotated[str, Path(**_ID), CheckedId]
+IdQuery = Annotated[str, Query(**_ID), CheckedId]
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 STORAGE_RETRY_S = 1.0
@@ -89,6 +94,17 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as err:
         raise HTTPException(400, f"malformed JSON: {err}") from None
+
+
+async def utf8_target(request: Request) -> None:
+    """The app's first dependency: a path or query string that is not UTF-8 once
+    percent-decoded is refused (400) before any route reads it, since the server hands
+    the routes its text with the bad bytes replaced (two ids would become one)."""
+    raw_path = request.scope.get("raw_path")
+    for raw, what in ((raw_path, "path"), (request.scope.get("query_string"), "query string")):
+        problem = utf8_problem(raw, what) if isinstance(raw, bytes) else None
+        if problem is not None:
+            raise HTTPException(400, problem)
 
 
 def _batch(body: Any, key: str, limit: int) -> list[object]:
@@ -287,10 +303,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         version=__version__,
         summary="An open, self-hostable For You feed engine.",
         lifespan=lifespan,
+        dependencies=[Depends(utf8_target)],
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _with_body_schemas(app)  # type: ignore[method-assign]
     install_storage_errors(app, settings.data_dir)
+    install_validation_errors(app)
     install_web(app)  # the feed player at /, the operator console at /console
 
     def eng() -> Engine:
@@ -658,6 +676,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         wanted = [i for i in ids.split(",") if i]
         if len(wanted) > 100:
             raise HTTPException(422, f"{len(wanted)} ids; at most 100 per request")
+        for i, video_id in enumerate(wanted):
+            problem = id_problem(video_id)
+            if problem is not None:
+                raise HTTPException(422, f"ids: id {i} {problem}")
         cat = eng().catalog
         out = []
         for video_id in dict.fromkeys(wanted):

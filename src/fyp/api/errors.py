@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import logging
 import os
 import sqlite3
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from fyp.storage.sqlite import WalBusyError
@@ -236,3 +239,17 @@ async def storage_error_response(request: Request, exc: Exception) -> Response:
         status_code=503,
         headers={"Retry-After": str(BUSY_RETRY_AFTER_S if kind == BUSY else RETRY_AFTER_S)},
     )
+
+
+async def validation_error_response(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for a request its validation refused, but one that can always be
+    written: the errors echo the input, and a lone surrogate (``"\\ud800"`` in a JSON
+    body) cannot be encoded as UTF-8, so FastAPI's own handler answered a 500. Such a
+    character is echoed as "?" (the message names it by its code point)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=False)
+    return Response(body.encode("utf-8", "replace"), status_code=422, media_type="application/json")
+
+
+def install_validation_errors(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error_response)
