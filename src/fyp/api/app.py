@@ -12,16 +12,14 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 
 from fyp import __version__
 from fyp.api.errors import (
@@ -31,6 +29,7 @@ from fyp.api.errors import (
 )
 from fyp.api.live import LiveStats
 from fyp.api.metrics import Metrics, MetricsMiddleware
+from fyp.api.openapi import install_openapi, json_body
 from fyp.api.schemas import (
     AuditOut,
     AuditRecordOut,
@@ -70,6 +69,10 @@ _ID = {"min_length": 1, "max_length": MAX_ID_CHARS, "pattern": ID_PATTERN, "desc
 IdPath = Annotated[str, Path(**_ID), CheckedId]
 IdQuery = Annotated[str, Query(**_ID), CheckedId]
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+# The routes that look a user up (_known): their 404 (the body: fyp.api.openapi).
+NOT_KNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown user: create it with PUT /v1/users/{user_id} first"}
+}
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 STORAGE_RETRY_S = 1.0
 MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _steps)
@@ -119,32 +122,6 @@ def _batch(body: Any, key: str, limit: int) -> list[object]:
     if len(items) > limit:
         raise HTTPException(413, f"{len(items)} {key} in one batch; the limit is {limit}")
     return items
-
-
-def _json_body(schema: str) -> dict[str, Any]:
-    """OpenAPI for a JSON body the route parses itself (each item validated on its own,
-    so FastAPI must not reject the whole batch for one bad item)."""
-    ref = {"$ref": f"#/components/schemas/{schema}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
-def _with_body_schemas(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """``app.openapi`` that also publishes the hand-parsed request bodies' schemas."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            _, defs = models_json_schema(
-                [(EventBatch, "validation"), (VideoBatch, "validation")],
-                ref_template="#/components/schemas/{model}",
-            )
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
-            app.openapi_schema = spec
-        return app.openapi_schema
-
-    return openapi
 
 
 def _json(body: BaseModel, status: int) -> Response:
@@ -306,7 +283,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         dependencies=[Depends(utf8_target)],
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.openapi = _with_body_schemas(app)  # type: ignore[method-assign]
+    install_openapi(app)  # the document, with every operation's error responses
     install_storage_errors(app, settings.data_dir)
     install_validation_errors(app)
     install_web(app)  # the feed player at /, the operator console at /console
@@ -379,8 +356,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/v1/videos",
         response_model=VideosResponse,
         tags=["catalog"],
-        openapi_extra=_json_body("VideoBatch"),
-        responses={422: {"model": VideosResponse, "description": "some videos rejected"}},
+        openapi_extra=json_body(VideoBatch),
+        responses={
+            422: {"model": VideosResponse, "description": "some videos rejected"},
+            413: {"description": "batch or body too large; nothing stored"},
+        },
     )
     async def upsert_videos(request: Request, caller: CatalogWrite) -> Response:
         """Insert or update a batch of videos. Each is validated on its own: the valid ones
@@ -400,10 +380,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/v1/events",
         response_model=EventsResponse,
         tags=["events"],
-        openapi_extra=_json_body("EventBatch"),
+        openapi_extra=json_body(EventBatch),
         responses={
             422: {"model": EventsResponse, "description": "some events rejected"},
-            413: {"description": "batch or body too large"},
+            413: {"description": "batch or body too large; nothing stored"},
+            421: {"model": EventsResponse, "description": "every event's user is not homed here"},
+            429: {"model": EventsResponse, "description": "every event's user is rate-limited"},
         },
     )
     async def post_events(request: Request, caller: EventsWrite) -> Response:
@@ -517,7 +499,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         saved, created = eng().put_user(user_id, profile)
         return _json(_user_out(user_id, saved), 201 if created else 200)
 
-    @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"])
+    @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"], responses=NOT_KNOWN)
     async def get_user(user_id: IdPath, caller: FeedRead) -> UserDetail:
         """The user's profile (null if they never set one) and controls. Audited."""
         _known(user_id)
@@ -535,7 +517,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         )
         return detail
 
-    @app.post("/v1/users/{user_id}/controls", response_model=ControlsOut, tags=["users"])
+    @app.post(
+        "/v1/users/{user_id}/controls",
+        response_model=ControlsOut,
+        tags=["users"],
+        responses=NOT_KNOWN,
+    )
     async def set_controls(user_id: IdPath, change: ControlsIn, caller: EventsWrite) -> ControlsOut:
         """Mute keywords, hashtags and creators (each list given replaces that setting),
         set topic preferences (``more`` / ``less`` / ``neutral``), turn personalisation
@@ -577,7 +564,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             signals=[Signal(name=n, weight=w) for n, w in imp.signals],
         )
 
-    @app.post("/v1/moderation", response_model=ModerationOut, tags=["moderation"])
+    @app.post(
+        "/v1/moderation",
+        response_model=ModerationOut,
+        tags=["moderation"],
+        responses={404: {"description": "unknown video"}},
+    )
     async def moderate(action: ModerationIn, caller: ModerationWrite) -> ModerationOut:
         """Set a video's state (``pending``, ``approved``, ``limited``, ``removed``) and/or
         its labels (the whole set: ``misinformation``, ``unverified_claim``, ``graphic``,
@@ -631,7 +623,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.get(
         "/v1/users/{user_id}/export",
         tags=["users"],
-        responses={200: {"description": "everything held about the user, as JSON"}},
+        responses={
+            200: {"description": "everything held about the user, as JSON"},
+            **NOT_KNOWN,
+        },
     )
     async def export_user(user_id: IdPath, caller: UsersAdmin) -> Response:
         """Everything held about the user — profile, controls, events, impressions, the
@@ -642,7 +637,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         doc = await asyncio.to_thread(eng().export_user, user_id, caller.actor)
         return Response(orjson.dumps(doc), media_type="application/json")
 
-    @app.delete("/v1/users/{user_id}", response_model=ErasureOut, tags=["users"])
+    @app.delete(
+        "/v1/users/{user_id}", response_model=ErasureOut, tags=["users"], responses=NOT_KNOWN
+    )
     async def erase_user(user_id: IdPath, caller: UsersAdmin) -> ErasureOut:
         """Erase the user (the right to erasure): events, impressions, profile,
         controls, learned state and embedding rows, their reports' weight, and the
