@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -438,9 +439,10 @@ class Engine:
                 return Refusal("residency", f"user_id: {refusal}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
+                tenths = math.ceil(wait * 10) / 10  # rounded up: 0.04 s is not "0.0 s"
                 return Refusal(
                     "rate_limited",
-                    f"user_id: over this user's rate limit; retry in {wait:.1f} s",
+                    f"user_id: over this user's rate limit; retry in {tenths:.1f} s",
                 )
             return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
 

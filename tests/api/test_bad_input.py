@@ -628,3 +628,13 @@ def test_ff_and_fe_are_not_one_user(client: TestClient, engine: Engine) -> None:
     # U+FFFD itself, sent as its UTF-8 bytes, is a printable id like any other.
     assert client.put("/v1/users/%EF%BF%BD", json={}).status_code == 201
     assert len(engine.users.profiles) == 1
+
+
+def test_a_rate_limited_event_says_a_wait_it_can_keep(
+    api: Api, engine: Engine, catalog: list[dict[str, Any]]
+) -> None:
+    """Issue 17: a wait under 50 ms was told as "retry in 0.0 s"; it is rounded up."""
+    result = engine.ingest([api.event("e1")], user_limit=lambda user_id: 0.04)
+    assert [r.reason for r in result.rejected] == [
+        "user_id: over this user's rate limit; retry in 0.1 s"
+    ]
