@@ -449,6 +449,12 @@ def test_a_read_only_data_dir_refuses_writes_with_503_and_loses_nothing(ext4: Ex
             assert_refused(post_events(client, refused), READ_ONLY)
             assert_refused(client.put("/v1/users/new-user", json=profile), READ_ONLY)
             assert_refused(client.post("/v1/videos", json={"videos": [video(99)]}), READ_ONLY)
+            # An audited action: its record cannot be written, so it is not taken.
+            removal = {"video_id": "v001", "state": "removed", "reason": "spam"}
+            resp = client.post("/v1/moderation", json=removal)
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["detail"].startswith(f"storage unavailable: {READ_ONLY}; ")
+            assert engine.catalog.states[engine.catalog.row_of["v001"]].value == "approved"
             health = client.get("/healthz")
             assert health.status_code == 200, health.text
             assert health.json()["events"] == len(acknowledged)

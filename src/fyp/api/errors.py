@@ -247,7 +247,9 @@ async def validation_error_response(request: Request, exc: Exception) -> Respons
     body) cannot be encoded as UTF-8, so FastAPI's own handler answered a 500. Such a
     character is echoed as "?" (the message names it by its code point)."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=False)
+    body = json.dumps(
+        {"detail": jsonable_encoder(errors)}, ensure_ascii=False, separators=(",", ":")
+    )
     return Response(body.encode("utf-8", "replace"), status_code=422, media_type="application/json")
 
 
