@@ -15,6 +15,7 @@ from fyp.api import create_app
 from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.types import now_ms
+from fyp.users.controls import ProfileIn
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -638,3 +639,24 @@ def test_a_rate_limited_event_says_a_wait_it_can_keep(
     assert [r.reason for r in result.rejected] == [
         "user_id: over this user's rate limit; retry in 0.1 s"
     ]
+
+
+def test_a_user_an_older_version_let_in_with_a_bad_id_can_still_be_exported_and_erased(
+    client: TestClient, engine: Engine, catalog: list[dict[str, Any]]
+) -> None:
+    """Ids with control characters were accepted before: such a user must keep their
+    rights (export, erasure) though every other route now refuses the id."""
+    legacy = "a\x00b"
+    engine.put_user(legacy, ProfileIn())  # as the old API stored it
+    path = f"/v1/users/{quote(legacy, safe='')}"
+    assert client.get("/v1/feed", params={"user_id": legacy}).status_code == 422
+    assert client.get(path).status_code == 422
+    assert client.get(f"{path}/export").status_code == 200
+    resp = client.delete(path)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["erased"] is True
+    assert not engine.knows_user(legacy)
+    # Once gone (or never there), the id is refused like anywhere else.
+    resp = client.delete(path)
+    assert resp.status_code == 422
+    assert "U+0000" in resp.json()["detail"]

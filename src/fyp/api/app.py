@@ -248,6 +248,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     UsersAdmin = Annotated[Caller, Depends(guard.require("users:admin"))]  # noqa: N806
     AuditRead = Annotated[Caller, Depends(guard.require("audit:read"))]  # noqa: N806
 
+    async def rights_user_id(user_id: Annotated[str, Path(**_ID)]) -> str:
+        """The user of a data subject's right (export, erasure): a valid id, or one an
+        older version let in (a control character, not NFC...) if that user exists, so
+        that they can still be exported and erased; every other route refuses it."""
+        problem = id_problem(user_id)
+        if problem is not None and not eng().knows_user(user_id):
+            raise HTTPException(422, f"user_id: {problem}")
+        return user_id
+
+    RightsUserId = Annotated[str, Depends(rights_user_id)]  # noqa: N806
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine if engine is not None else Engine.open(settings)
@@ -628,7 +639,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             **NOT_KNOWN,
         },
     )
-    async def export_user(user_id: IdPath, caller: UsersAdmin) -> Response:
+    async def export_user(user_id: RightsUserId, caller: UsersAdmin) -> Response:
         """Everything held about the user — profile, controls, events, impressions, the
         learned state and what it means (top creators, hashtags...), embedding rows — as
         JSON (the right of access). Audited."""
@@ -640,7 +651,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.delete(
         "/v1/users/{user_id}", response_model=ErasureOut, tags=["users"], responses=NOT_KNOWN
     )
-    async def erase_user(user_id: IdPath, caller: UsersAdmin) -> ErasureOut:
+    async def erase_user(user_id: RightsUserId, caller: UsersAdmin) -> ErasureOut:
         """Erase the user (the right to erasure): events, impressions, profile,
         controls, learned state and embedding rows, their reports' weight, and the
         checkpoint, rewritten without them — done when this returns. Audited, without
