@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 FULL = "the disk is full"
 READ_ONLY = "the data directory is read-only"
-DENIED = "the data directory is not writable (permission denied)"
+DENIED = "permission denied in the data directory (not writable, or not readable)"
 IO_ERROR = "an I/O error"
 # Not a fault of the disk: a deletion was stored, but another process reading the database
 # kept its old pages in the write-ahead log (storage.sqlite.forget_wal); soon over.
