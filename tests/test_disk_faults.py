@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import shutil
@@ -39,6 +40,7 @@ from fastapi.testclient import TestClient
 from fyp.api import create_app
 from fyp.api.errors import (
     BUSY,
+    DENIED,
     FULL,
     IO_ERROR,
     READ_ONLY,
@@ -48,7 +50,9 @@ from fyp.api.errors import (
 )
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
-from fyp.privacy.keys import bearer, create_key
+from fyp.privacy.audit_log import AuditLog, verify
+from fyp.privacy.commands import create_audited, revoke_audited
+from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore, bearer, create_key
 from fyp.storage.sqlite import WalBusyError
 from fyp.types import Video, now_ms
 
@@ -84,6 +88,12 @@ def _masked(original: BaseException) -> sqlite3.OperationalError:
             return masked
 
 
+def _coded(err: sqlite3.Error, code: int) -> sqlite3.Error:
+    """``err`` with SQLite's result code, as the driver sets it."""
+    err.sqlite_errorcode = code
+    return err
+
+
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
@@ -97,6 +107,16 @@ def _masked(original: BaseException) -> sqlite3.OperationalError:
         (OSError(errno.EDQUOT, "Disk quota exceeded"), FULL),
         (OSError(errno.EROFS, "Read-only file system"), READ_ONLY),
         (OSError(errno.EIO, "Input/output error"), IO_ERROR),
+        # What an unwritable data dir answers (issue 17: these were 500s): chmod, an
+        # immutable directory, an ACL.
+        (PermissionError(errno.EACCES, "Permission denied", "/data/audit.head.tmp"), DENIED),
+        (OSError(errno.EPERM, "Operation not permitted"), DENIED),
+        (_coded(sqlite3.OperationalError("access permission denied"), 3), DENIED),  # PERM
+        # Any other errno of the disk: named, still a 503.
+        (FileNotFoundError(errno.ENOENT, "No such file or directory"), f"{IO_ERROR} (ENOENT)"),
+        (OSError(errno.ENAMETOOLONG, "File name too long"), f"{IO_ERROR} (ENAMETOOLONG)"),
+        (OSError(errno.EMFILE, "Too many open files"), f"{IO_ERROR} (EMFILE)"),
+        (OSError("no errno"), IO_ERROR),
     ],
     ids=lambda v: v if isinstance(v, str) else type(v).__name__,
 )
@@ -106,7 +126,7 @@ def test_storage_faults_answer_503(exc: BaseException, kind: str) -> None:
     assert resp.status_code == 503
     assert int(resp.headers["Retry-After"]) > 0
     detail = resp.json()["detail"]
-    assert detail.startswith(f"storage unavailable: {kind}; ")
+    assert detail.startswith(f"storage unavailable: {kind}; GET /boom failed: ")
     assert detail.endswith("retry later")
 
 
@@ -119,8 +139,8 @@ def test_a_wal_another_process_holds_answers_503_busy_sooner() -> None:
         resp = c.get("/boom")
     assert resp.status_code == 503
     assert resp.headers["Retry-After"] == "5"
-    assert (
-        resp.json()["detail"] == "storage busy: the write-ahead log could not be truncated; retry"
+    assert resp.json()["detail"] == (
+        "storage busy: GET /boom: the write-ahead log could not be truncated; retry"
     )
 
 
@@ -130,8 +150,10 @@ def test_a_wal_another_process_holds_answers_503_busy_sooner() -> None:
         sqlite3.OperationalError("no such table: events"),
         sqlite3.DatabaseError("database disk image is malformed"),  # corruption: not transient
         sqlite3.IntegrityError("UNIQUE constraint failed: events.event_id"),
-        OSError(errno.ENOENT, "No such file or directory"),
-        FileNotFoundError(errno.ENOENT, "gone"),
+        # OSErrors that are not the disk's: the network, a timeout, a file misused.
+        ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+        TimeoutError("timed out"),
+        io.UnsupportedOperation("not writable"),
         ValueError("a bug"),
     ],
     ids=lambda e: f"{type(e).__name__}:{e}",
@@ -427,6 +449,12 @@ def test_a_read_only_data_dir_refuses_writes_with_503_and_loses_nothing(ext4: Ex
             assert_refused(post_events(client, refused), READ_ONLY)
             assert_refused(client.put("/v1/users/new-user", json=profile), READ_ONLY)
             assert_refused(client.post("/v1/videos", json={"videos": [video(99)]}), READ_ONLY)
+            # An audited action: its record cannot be written, so it is not taken.
+            removal = {"video_id": "v001", "state": "removed", "reason": "spam"}
+            resp = client.post("/v1/moderation", json=removal)
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["detail"].startswith(f"storage unavailable: {READ_ONLY}; ")
+            assert engine.catalog.states[engine.catalog.row_of["v001"]].value == "approved"
             health = client.get("/healthz")
             assert health.status_code == 200, health.text
             assert health.json()["events"] == len(acknowledged)
@@ -505,10 +533,115 @@ def test_the_automatic_review_is_not_lost_to_a_full_disk(tmpfs: Path) -> None:
         ]  # fmt: skip
         assert engine.ingest(reports).rejected == []
         filler = fill(tmpfs)
-        with contextlib.suppress(sqlite3.Error):
-            engine.learn()  # the review's write fails: the disk is full
+        with contextlib.suppress(sqlite3.Error, OSError):
+            engine.learn()  # the review's audit record or write fails: the disk is full
         filler.unlink()
         engine.learn()
         assert any(a.video_id == "v000" for a in engine.moderation_store.history())
     finally:
         engine.close()
+
+
+# -- an unwritable data dir: every audited action refused, none carried out ------------
+
+
+@contextlib.contextmanager
+def unwritable(directory: Path) -> Iterator[None]:
+    """``directory`` made unwritable for this process, its files as they were (open ones
+    stay writable, as when an operator's chmod or a volume's permissions change under a
+    running server): no file can be created, renamed or removed in it. Root ignores
+    permissions, so as root the directory is made immutable (``chattr +i``: EPERM)."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed (root ignores chmod)")
+    done = _run("chattr", "+i", str(directory))
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a directory immutable here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        _run("chattr", "-i", str(directory))
+
+
+def assert_503(resp: Any, route: str) -> None:
+    assert resp.status_code == 503, resp.text
+    assert int(resp.headers["Retry-After"]) > 0
+    detail = resp.json()["detail"]
+    assert detail.startswith(f"storage unavailable: {DENIED}; {route} failed: "), detail
+    assert detail.endswith("retry later")
+
+
+def test_an_unwritable_data_dir_refuses_each_audited_action_and_carries_out_none(
+    tmp_path: Path,
+) -> None:
+    """Issue 17: a data dir that became unwritable (no ``audit.head.tmp`` can be made)
+    answered 500 on every audited route, and the moderation decision was taken, and
+    stored, without its audit record. Now each is a 503 naming the route, the audit log
+    is byte for byte as it was, and no action was taken; once writable again, each goes
+    through. (The erasure's own ordering is tests/privacy's: here only its answer.)"""
+    settings = load_settings(
+        overrides={"data_dir": tmp_path / "data", "privacy": {"require_registered_users": True}},
+        environ={},
+    )
+    engine = Engine.open(settings)
+    profile = {"region": settings.region}
+    removal = {"video_id": "v001", "state": "removed", "reason": "spam"}
+    try:
+        with serve(engine, settings) as client:
+            resp = client.post("/v1/videos", json={"videos": [video(i) for i in range(3)]})
+            assert resp.status_code == 200, resp.text
+            assert client.put("/v1/users/alice", json=profile).status_code == 201
+            log = settings.data_dir / "audit.log"
+            before = log.read_bytes()
+            with unwritable(settings.data_dir):
+                assert_503(client.post("/v1/moderation", json=removal), "POST /v1/moderation")
+                assert_503(client.get("/v1/users/alice"), "GET /v1/users/{user_id}")
+                assert_503(client.get("/v1/users/alice/export"), "GET /v1/users/{user_id}/export")
+                # A refusal (a user not homed here) that cannot be audited: not a 500.
+                assert_503(client.get("/v1/users/bob"), "GET /v1/users/{user_id}")
+                assert_503(client.delete("/v1/users/alice"), "DELETE /v1/users/{user_id}")
+                assert log.read_bytes() == before  # no record of what was not done
+                assert engine.catalog.states[engine.catalog.row_of["v001"]].value == "approved"
+                assert not [a for a in engine.moderation_store.history() if a.video_id == "v001"]
+            resp = client.post("/v1/moderation", json=removal)
+            assert resp.status_code == 200, resp.text
+            assert client.get("/v1/users/bob").status_code == 421
+    finally:
+        engine.close()
+    audit = AuditLog(settings.data_dir)
+    try:
+        actions = [r.action for r in audit.records()]
+    finally:
+        audit.close()
+    assert "moderation" in actions and "residency.refused" in actions
+    assert verify(settings.data_dir).ok
+
+
+def test_key_operations_the_audit_log_cannot_hold_are_not_carried_out(tmp_path: Path) -> None:
+    """A revocation is recorded before it is made, a creation undone if its record fails:
+    with an unwritable data dir neither changes which keys work."""
+    data = tmp_path / "data"
+    data.mkdir()
+    audit, store = AuditLog(data), SqliteKeyStore(data / KEYS_FILE)
+    try:
+        live, token = store.create(["feed:read"], None, "app", now_ms())
+        before = (data / "audit.log").read_bytes()
+        with unwritable(data):
+            with pytest.raises(OSError):
+                revoke_audited(store, audit, live.key_id, "cli")
+            with pytest.raises(OSError):
+                create_audited(store, audit, ["feed:read"], None, "new", "cli")
+        assert store.authenticate(token) == live  # not revoked unrecorded
+        assert [k.key_id for k in store.list() if k.revoked_at is None] == [live.key_id]
+        assert (data / "audit.log").read_bytes() == before
+        assert revoke_audited(store, audit, live.key_id, "cli")
+        assert store.authenticate(token) is None
+    finally:
+        store.close()
+        audit.close()

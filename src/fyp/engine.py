@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -438,9 +439,10 @@ class Engine:
                 return Refusal("residency", f"user_id: {refusal}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
+                tenths = math.ceil(wait * 10) / 10  # rounded up: 0.04 s is not "0.0 s"
                 return Refusal(
                     "rate_limited",
-                    f"user_id: over this user's rate limit; retry in {wait:.1f} s",
+                    f"user_id: over this user's rate limit; retry in {tenths:.1f} s",
                 )
             return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
 
@@ -575,12 +577,8 @@ class Engine:
             actor,
             self.clock(),
         )
-        self.moderation_store.add([action])
-        with self._lock:
-            self.catalog.moderate([action])
-            if actor == REPORTS_ACTOR:
-                self._auto_reviewed.add(video_id)
-        self.audit.append(
+        # Recorded first: a decision the audit log cannot hold is not taken (a 503).
+        audited = self.audit.append(
             "moderation",
             actor,
             details={
@@ -590,6 +588,22 @@ class Engine:
                 "reason": reason,
             },
         )
+        try:
+            self.moderation_store.add([action])
+        except BaseException:
+            # Not taken after all: said so next to the record (if the log takes it).
+            with contextlib.suppress(Exception):
+                self.audit.append(
+                    "moderation",
+                    actor,
+                    outcome="failed",
+                    details={"video_id": video_id, "seq": audited.seq},
+                )
+            raise
+        with self._lock:
+            self.catalog.moderate([action])
+            if actor == REPORTS_ACTOR:
+                self._auto_reviewed.add(video_id)
         return action
 
     def _review_reported(self) -> None:

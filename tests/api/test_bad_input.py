@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -14,6 +15,7 @@ from fyp.api import create_app
 from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.types import now_ms
+from fyp.users.controls import ProfileIn
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -488,3 +490,173 @@ def test_integer_past_int64_in_a_video_is_rejected_not_a_500(
         assert engine.catalog_store.get("v001") is not None
         assert resp.status_code == 422, resp.text
         assert resp.json()["rejected"][0]["id"] == "v002"
+
+
+# ------------------------------------------------- ids: printable text in normal form NFC
+
+# (case id, a spoilt id, what the reason must say). Issue 17: NUL, CR and the
+# right-to-left override were taken in ids, in paths as in bodies.
+BAD_IDS: list[tuple[str, str, list[str]]] = [
+    ("nul", "a\x00b", ["U+0000", "control character"]),
+    ("carriage-return", "a\rb", ["U+000D", "control character"]),
+    ("tab", "a\tb", ["U+0009", "control character"]),
+    ("escape", "a\x1b[31mb", ["U+001B", "control character"]),
+    ("rtl-override", "a\u202eb", ["U+202E", "RIGHT-TO-LEFT OVERRIDE", "format character"]),
+    ("zero-width-space", "a\u200bb", ["U+200B", "format character"]),
+    ("byte-order-mark", "a\ufeffb", ["U+FEFF", "format character"]),
+    ("lone-surrogate", "a\ud800b", ["U+D800", "surrogate"]),
+    ("private-use", "a\ue000b", ["U+E000", "private-use"]),
+    ("unassigned", "a\u0378b", ["U+0378", "unassigned"]),
+    ("line-separator", "a\u2028b", ["U+2028", "line separator"]),
+    ("no-break-space", "a\u00a0b", ["U+00A0", "space other than U+0020"]),
+    ("nfd", "cafe\u0301", ["normal form NFC", "'café'"]),
+]
+GOOD_IDS = ["café", "用户-1", "a b", "🎵", "\ufffd", "Ωmega"]
+
+
+def _bad_id_case(bad: tuple[str, str, list[str]]) -> Any:
+    return pytest.param(bad[1], bad[2], id=bad[0])
+
+
+@pytest.mark.parametrize("field", ["user_id", "event_id", "request_id"])
+@pytest.mark.parametrize(
+    ("bad_id", "fragments"),
+    # (A lone surrogate cannot be encoded in JSON as UTF-8: the body is malformed, 400.)
+    [_bad_id_case(b) for b in BAD_IDS if b[0] != "lone-surrogate"],
+)
+def test_a_bad_id_in_an_event_rejects_that_event_only(
+    api: Api,
+    client: TestClient,
+    engine: Engine,
+    catalog: list[dict[str, Any]],
+    field: str,
+    bad_id: str,
+    fragments: list[str],
+) -> None:
+    batch = _mixed_batch(api, "t", _set(**{field: bad_id}))
+    expected_id = bad_id if field == "event_id" else "t-bad"  # echoed as sent
+    _check_mixed(client, engine, batch, "t", expected_id, [field, *fragments])
+
+
+def _json_bytes(body: Any) -> bytes:
+    """JSON as a client that escapes non-ASCII sends it (a lone surrogate as \\ud800)."""
+    import json
+
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(("bad_id", "fragments"), [_bad_id_case(b) for b in BAD_IDS])
+def test_a_bad_id_is_refused_in_paths_queries_and_bodies_alike(
+    client: TestClient,
+    engine: Engine,
+    catalog: list[dict[str, Any]],
+    bad_id: str,
+    fragments: list[str],
+) -> None:
+    assert client.put("/v1/users/u1", json={}).status_code == 201
+    # (A lone surrogate percent-encoded as UTF-8 would: the 400 of the test below.)
+    quoted = quote(bad_id.encode("utf-8", "surrogatepass"), safe="")
+    json_headers = {"Content-Type": "application/json"}
+    answers = {
+        "path": client.put(f"/v1/users/{quoted}", json={}),
+        "query": client.get(f"/v1/feed?user_id={quoted}"),
+        "moderation body": client.post(
+            "/v1/moderation",
+            content=_json_bytes({"video_id": bad_id, "state": "removed", "reason": "r"}),
+            headers=json_headers,
+        ),
+        "controls body": client.post(
+            "/v1/users/u1/controls",
+            content=_json_bytes({"mute_creators": [bad_id]}),
+            headers=json_headers,
+        ),
+        "videos query": client.get(f"/v1/videos?ids=v001%2C{quoted}"),
+    }
+    for where, resp in answers.items():
+        if bad_id == "a\ud800b" and where in ("path", "query", "videos query"):
+            assert resp.status_code == 400, (where, resp.text)
+            assert "not valid UTF-8" in resp.json()["detail"]
+            continue
+        assert resp.status_code == 422, (where, resp.status_code, resp.text)
+        text = str(resp.json())
+        if bad_id == "a\ud800b" and "body" in where:
+            # pydantic refuses it first: "unable to parse raw data as a unicode string"
+            fragments = ["unicode string", "a?b"]  # echoed, the surrogate as "?"
+        for fragment in fragments:
+            assert fragment in text, (where, fragment, resp.text)
+    assert len(engine.users.profiles) == 1  # u1's: no user was made
+    assert not engine.controls_of("u1").mute_creators
+    assert engine.impressions.count() == 0
+    assert not engine.moderation_store.history()
+
+
+@pytest.mark.parametrize("good_id", GOOD_IDS)
+def test_printable_nfc_ids_are_accepted_everywhere(
+    api: Api, client: TestClient, engine: Engine, catalog: list[dict[str, Any]], good_id: str
+) -> None:
+    assert client.put(f"/v1/users/{quote(good_id, safe='')}", json={}).status_code == 201
+    assert client.get(f"/v1/users/{quote(good_id, safe='')}").json()["controls"]["user_id"] == (
+        good_id
+    )
+    api.feed(good_id)
+    resp = client.post("/v1/events", json={"events": [api.event(good_id, user_id=good_id)]})
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        pytest.param("/v1/users/%FF", {}, id="path-FF"),
+        pytest.param("/v1/users/%FE", {}, id="path-FE"),
+        pytest.param("/v1/users/a%C3", {}, id="path-truncated"),
+        pytest.param("/v1/users/%ED%A0%80", {}, id="path-encoded-surrogate"),
+        pytest.param("/v1/feed?user_id=%FF", None, id="query-FF"),
+    ],
+)
+def test_a_path_or_query_that_is_not_utf8_is_400(
+    client: TestClient, engine: Engine, path: str, query: dict[str, str] | None
+) -> None:
+    """Issue 17: ``%FF`` and ``%FE`` were both decoded to U+FFFD, two ids one user."""
+    resp = client.put(path, json={}) if query is not None else client.get(path)
+    assert resp.status_code == 400, resp.text
+    assert "not valid UTF-8" in resp.json()["detail"]
+    assert not engine.users.profiles
+
+
+def test_ff_and_fe_are_not_one_user(client: TestClient, engine: Engine) -> None:
+    assert client.put("/v1/users/%FF", json={}).status_code == 400
+    assert client.put("/v1/users/%FE", json={}).status_code == 400
+    # U+FFFD itself, sent as its UTF-8 bytes, is a printable id like any other.
+    assert client.put("/v1/users/%EF%BF%BD", json={}).status_code == 201
+    assert len(engine.users.profiles) == 1
+
+
+def test_a_rate_limited_event_says_a_wait_it_can_keep(
+    api: Api, engine: Engine, catalog: list[dict[str, Any]]
+) -> None:
+    """Issue 17: a wait under 50 ms was told as "retry in 0.0 s"; it is rounded up."""
+    result = engine.ingest([api.event("e1")], user_limit=lambda user_id: 0.04)
+    assert [r.reason for r in result.rejected] == [
+        "user_id: over this user's rate limit; retry in 0.1 s"
+    ]
+
+
+def test_a_user_an_older_version_let_in_with_a_bad_id_can_still_be_exported_and_erased(
+    client: TestClient, engine: Engine, catalog: list[dict[str, Any]]
+) -> None:
+    """Ids with control characters were accepted before: such a user must keep their
+    rights (export, erasure) though every other route now refuses the id."""
+    legacy = "a\x00b"
+    engine.put_user(legacy, ProfileIn())  # as the old API stored it
+    path = f"/v1/users/{quote(legacy, safe='')}"
+    assert client.get("/v1/feed", params={"user_id": legacy}).status_code == 422
+    assert client.get(path).status_code == 422
+    assert client.get(f"{path}/export").status_code == 200
+    resp = client.delete(path)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["erased"] is True
+    assert not engine.knows_user(legacy)
+    # Once gone (or never there), the id is refused like anywhere else.
+    resp = client.delete(path)
+    assert resp.status_code == 422
+    assert "U+0000" in resp.json()["detail"]

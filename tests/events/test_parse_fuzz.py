@@ -5,6 +5,7 @@ index, none dropped silently."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,10 +78,11 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=20,
 )
 
-# Ids: no surrounding whitespace, no line break (the id pattern's "." stops at "\n").
-_id_chars = st.characters(blacklist_categories=["Cs"], blacklist_characters="\n")
-ids = st.text(_id_chars, min_size=1, max_size=MAX_ID_CHARS).filter(
-    lambda s: not s[0].isspace() and not s[-1].isspace()
+# Ids: printable text in NFC (no control, format, surrogate, private-use or unassigned
+# characters, no separators but the ASCII space), no surrounding whitespace.
+_id_chars = st.characters(blacklist_categories=["Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"])
+ids = st.text(_id_chars | st.just(" "), min_size=1, max_size=MAX_ID_CHARS).filter(
+    lambda s: not s[0].isspace() and not s[-1].isspace() and unicodedata.is_normalized("NFC", s)
 )
 
 
@@ -129,6 +131,7 @@ odd_ids = st.one_of(
     st.text(_id_chars, min_size=MAX_ID_CHARS + 1, max_size=MAX_ID_CHARS + 100),
     st.just("é" * (MAX_ID_CHARS + 1)),
     st.just("a\ud800b"),  # a lone surrogate: Python can hold it, UTF-8 cannot
+    st.sampled_from(["a\x00b", "a\rb", "a\u202eb", "a\u200bb", "a\ue000b", "cafe\u0301"]),
 )
 
 

@@ -13,21 +13,24 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 
 from fyp import __version__
-from fyp.api.errors import install_storage_errors
+from fyp.api.errors import (
+    install_storage_errors,
+    install_validation_errors,
+    storage_error_response,
+)
 from fyp.api.live import LiveStats
 from fyp.api.metrics import Metrics, MetricsMiddleware
+from fyp.api.openapi import install_openapi, json_body
 from fyp.api.schemas import (
     AuditOut,
     AuditRecordOut,
@@ -63,12 +66,17 @@ from fyp.privacy.residency import ResidencyError
 from fyp.privacy.tokens import TokenSigner
 from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
-from fyp.validation import ID_PATTERN, MAX_ID_CHARS
+from fyp.validation import ID_PATTERN, ID_RULE, MAX_ID_CHARS, CheckedId, id_problem, utf8_problem
 from fyp.web.routes import install_web
 
-IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
-IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+_ID = {"min_length": 1, "max_length": MAX_ID_CHARS, "pattern": ID_PATTERN, "description": ID_RULE}
+IdPath = Annotated[str, Path(**_ID), CheckedId]
+IdQuery = Annotated[str, Query(**_ID), CheckedId]
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+# The routes that look a user up (_known): their 404 (the body: fyp.api.openapi).
+NOT_KNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown user: create it with PUT /v1/users/{user_id} first"}
+}
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 STORAGE_RETRY_S = 1.0
 MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _steps)
@@ -95,6 +103,17 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise HTTPException(400, f"malformed JSON: {err}") from None
 
 
+async def utf8_target(request: Request) -> None:
+    """The app's first dependency: a path or query string that is not UTF-8 once
+    percent-decoded is refused (400) before any route reads it, since the server hands
+    the routes its text with the bad bytes replaced (two ids would become one)."""
+    raw_path = request.scope.get("raw_path")
+    for raw, what in ((raw_path, "path"), (request.scope.get("query_string"), "query string")):
+        problem = utf8_problem(raw, what) if isinstance(raw, bytes) else None
+        if problem is not None:
+            raise HTTPException(400, problem)
+
+
 def _batch(body: Any, key: str, limit: int) -> list[object]:
     if not isinstance(body, dict) or key not in body:
         raise HTTPException(422, f'body must be a JSON object with a "{key}" list')
@@ -107,32 +126,6 @@ def _batch(body: Any, key: str, limit: int) -> list[object]:
     if len(items) > limit:
         raise HTTPException(413, f"{len(items)} {key} in one batch; the limit is {limit}")
     return items
-
-
-def _json_body(schema: str) -> dict[str, Any]:
-    """OpenAPI for a JSON body the route parses itself (each item validated on its own,
-    so FastAPI must not reject the whole batch for one bad item)."""
-    ref = {"$ref": f"#/components/schemas/{schema}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
-def _with_body_schemas(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """``app.openapi`` that also publishes the hand-parsed request bodies' schemas."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            _, defs = models_json_schema(
-                [(EventBatch, "validation"), (VideoBatch, "validation")],
-                ref_template="#/components/schemas/{model}",
-            )
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
-            app.openapi_schema = spec
-        return app.openapi_schema
-
-    return openapi
 
 
 def _json(body: BaseModel, status: int) -> Response:
@@ -297,6 +290,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     UsersAdmin = Annotated[Caller, Depends(guard.require("users:admin"))]  # noqa: N806
     AuditRead = Annotated[Caller, Depends(guard.require("audit:read"))]  # noqa: N806
 
+    async def rights_user_id(user_id: Annotated[str, Path(**_ID)]) -> str:
+        """The user of a data subject's right (export, erasure): a valid id, or one an
+        older version let in (a control character, not NFC...) if that user exists, so
+        that they can still be exported and erased; every other route refuses it."""
+        problem = id_problem(user_id)
+        if problem is not None and not eng().knows_user(user_id):
+            raise HTTPException(422, f"user_id: {problem}")
+        return user_id
+
+    RightsUserId = Annotated[str, Depends(rights_user_id)]  # noqa: N806
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine if engine is not None else Engine.open(settings)
@@ -330,10 +334,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         version=__version__,
         summary="An open, self-hostable For You feed engine.",
         lifespan=lifespan,
+        dependencies=[Depends(utf8_target)],
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.openapi = _with_body_schemas(app)  # type: ignore[method-assign]
+    install_openapi(app)  # the document, with every operation's error responses
     install_storage_errors(app, settings.data_dir)
+    install_validation_errors(app)
     install_web(app)  # the feed player at /, the operator console at /console
 
     def eng() -> Engine:
@@ -375,8 +381,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     guard.on_token_refused = token_refused
 
     @app.exception_handler(ResidencyError)
-    async def residency_error(request: Request, err: ResidencyError) -> JSONResponse:
-        refused(request, {})
+    async def residency_error(request: Request, err: ResidencyError) -> Response:
+        try:
+            refused(request, {})
+        except Exception as exc:  # the refusal could not be audited: a 503, or a 500
+            return await storage_error_response(request, exc)
         return JSONResponse({"detail": str(err)}, status_code=421)
 
     @app.get(
@@ -419,8 +428,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/v1/videos",
         response_model=VideosResponse,
         tags=["catalog"],
-        openapi_extra=_json_body("VideoBatch"),
-        responses={422: {"model": VideosResponse, "description": "some videos rejected"}},
+        openapi_extra=json_body(VideoBatch),
+        responses={
+            422: {"model": VideosResponse, "description": "some videos rejected"},
+            413: {"description": "batch or body too large; nothing stored"},
+        },
     )
     async def upsert_videos(request: Request, caller: CatalogWrite) -> Response:
         """Insert or update a batch of videos. Each is validated on its own: the valid ones
@@ -440,11 +452,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/v1/events",
         response_model=EventsResponse,
         tags=["events"],
-        openapi_extra=_json_body("EventBatch"),
+        openapi_extra=json_body(EventBatch),
         responses={
             422: {"model": EventsResponse, "description": "some events rejected"},
             403: {"model": EventsResponse, "description": "a user token's, all of others"},
-            413: {"description": "batch or body too large"},
+            413: {"description": "batch or body too large; nothing stored"},
+            421: {"model": EventsResponse, "description": "every event's user is not homed here"},
+            429: {"model": EventsResponse, "description": "every event's user is rate-limited"},
         },
     )
     async def post_events(request: Request, caller: UserEventsWrite) -> Response:
@@ -569,7 +583,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         saved, created = eng().put_user(user_id, profile)
         return _json(_user_out(user_id, saved), 201 if created else 200)
 
-    @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"])
+    @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"], responses=NOT_KNOWN)
     async def get_user(request: Request, user_id: IdPath, caller: UserFeedRead) -> UserDetail:
         """The user's profile (null if they never set one) and controls. Audited."""
         guard.own(request, caller, user_id)
@@ -588,7 +602,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         )
         return detail
 
-    @app.post("/v1/users/{user_id}/controls", response_model=ControlsOut, tags=["users"])
+    @app.post(
+        "/v1/users/{user_id}/controls",
+        response_model=ControlsOut,
+        tags=["users"],
+        responses=NOT_KNOWN,
+    )
     async def set_controls(
         request: Request, user_id: IdPath, change: ControlsIn, caller: UserEventsWrite
     ) -> ControlsOut:
@@ -636,7 +655,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             signals=[Signal(name=n, weight=w) for n, w in imp.signals],
         )
 
-    @app.post("/v1/moderation", response_model=ModerationOut, tags=["moderation"])
+    @app.post(
+        "/v1/moderation",
+        response_model=ModerationOut,
+        tags=["moderation"],
+        responses={404: {"description": "unknown video"}},
+    )
     async def moderate(action: ModerationIn, caller: ModerationWrite) -> ModerationOut:
         """Set a video's state (``pending``, ``approved``, ``limited``, ``removed``) and/or
         its labels (the whole set: ``misinformation``, ``unverified_claim``, ``graphic``,
@@ -690,9 +714,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.get(
         "/v1/users/{user_id}/export",
         tags=["users"],
-        responses={200: {"description": "everything held about the user, as JSON"}},
+        responses={
+            200: {"description": "everything held about the user, as JSON"},
+            **NOT_KNOWN,
+        },
     )
-    async def export_user(request: Request, user_id: IdPath, caller: UserExport) -> Response:
+    async def export_user(request: Request, user_id: RightsUserId, caller: UserExport) -> Response:
         """Everything held about the user — profile, controls, events, impressions, the
         learned state and what it means (top creators, hashtags...), embedding rows — as
         JSON (the right of access). Audited. A user token exports its own user only."""
@@ -702,8 +729,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         doc = await asyncio.to_thread(eng().export_user, user_id, caller.actor)
         return Response(orjson.dumps(doc), media_type="application/json")
 
-    @app.delete("/v1/users/{user_id}", response_model=ErasureOut, tags=["users"])
-    async def erase_user(user_id: IdPath, caller: UsersAdmin) -> ErasureOut:
+    @app.delete(
+        "/v1/users/{user_id}", response_model=ErasureOut, tags=["users"], responses=NOT_KNOWN
+    )
+    async def erase_user(user_id: RightsUserId, caller: UsersAdmin) -> ErasureOut:
         """Erase the user (the right to erasure): events, impressions, profile,
         controls, learned state and embedding rows, their reports' weight, and the
         checkpoint, rewritten without them — done when this returns. Audited, without
@@ -736,6 +765,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         wanted = [i for i in ids.split(",") if i]
         if len(wanted) > 100:
             raise HTTPException(422, f"{len(wanted)} ids; at most 100 per request")
+        for i, video_id in enumerate(wanted):
+            problem = id_problem(video_id)
+            if problem is not None:
+                raise HTTPException(422, f"ids: id {i} {problem}")
         cat = eng().catalog
         out = []
         for video_id in dict.fromkeys(wanted):

@@ -1,5 +1,7 @@
-"""Storage faults as HTTP 503: a full disk, a read-only data directory or an I/O error is
-the operator's to fix and the client's to wait out, not a bug (500) in the request.
+"""Storage faults as HTTP 503: a full disk, a read-only or unwritable data directory, an
+I/O error of any kind is the operator's to fix and the client's to wait out, not a bug
+(500) in the request. Any ``OSError`` a request meets is one, whatever its errno (but
+network errors and timeouts), and so is SQLite's failure to read or write its files.
 
 Every store writes in SQLite transactions (or, for files, writes it undoes on failure:
 the audit log truncates a partial line, a checkpoint only replaces the old one once
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
+import json
 import logging
 import os
 import sqlite3
@@ -21,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from fyp.storage.sqlite import WalBusyError
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FULL = "the disk is full"
 READ_ONLY = "the data directory is read-only"
+DENIED = "permission denied in the data directory (not writable, or not readable)"
 IO_ERROR = "an I/O error"
 # Not a fault of the disk: a deletion was stored, but another process reading the database
 # kept its old pages in the write-ahead log (storage.sqlite.forget_wal); soon over.
@@ -44,6 +51,8 @@ _SQLITE_KINDS = {
     8: READ_ONLY,  # SQLITE_READONLY
     10: IO_ERROR,  # SQLITE_IOERR
     14: IO_ERROR,  # SQLITE_CANTOPEN: the data dir gone or unwritable (no journal file)
+    3: DENIED,  # SQLITE_PERM
+    22: IO_ERROR,  # SQLITE_NOLFS: a file past what the filesystem holds
 }
 # Where the code is missing (another driver, an older Python), the messages SQLite gives.
 _SQLITE_MESSAGES = (
@@ -56,8 +65,13 @@ _ERRNO_KINDS = {
     errno.ENOSPC: FULL,
     errno.EDQUOT: FULL,
     errno.EROFS: READ_ONLY,
+    errno.EACCES: DENIED,
+    errno.EPERM: DENIED,  # also what an immutable (chattr +i) directory answers
     errno.EIO: IO_ERROR,
 }
+# OSErrors that are not the disk's: a client gone, a wait that ran out, a file object
+# used the wrong way (a bug, also a ValueError).
+_NOT_STORAGE = (ConnectionError, TimeoutError, io.UnsupportedOperation)
 _INSTALLED = "fyp_storage_errors"  # on app.state: what makes installing idempotent
 
 
@@ -73,9 +87,18 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _errno_kind(err: OSError) -> str:
+    """The fault an OSError is: a named kind, else an I/O error with its errno's name."""
+    if err.errno in _ERRNO_KINDS:
+        return _ERRNO_KINDS[err.errno]
+    name = errno.errorcode.get(err.errno) if isinstance(err.errno, int) else None
+    return IO_ERROR if name is None else f"{IO_ERROR} ({name})"
+
+
 def storage_fault(exc: BaseException) -> str | None:
-    """Which storage fault ``exc`` is (:data:`FULL`, :data:`READ_ONLY`, :data:`IO_ERROR`,
-    :data:`BUSY`), or None if it is none of them."""
+    """Which storage fault ``exc`` is (:data:`FULL`, :data:`READ_ONLY`, :data:`DENIED`,
+    :data:`IO_ERROR`, possibly with an errno's name, :data:`BUSY`), or None if it is
+    none of them."""
     for e in _chain(exc):
         if isinstance(e, WalBusyError):
             return BUSY
@@ -87,14 +110,14 @@ def storage_fault(exc: BaseException) -> str | None:
             for text, kind in _SQLITE_MESSAGES:
                 if text in message:
                     return kind
-        elif isinstance(e, OSError) and e.errno in _ERRNO_KINDS:
-            return _ERRNO_KINDS[e.errno]
+        elif isinstance(e, OSError) and not isinstance(e, _NOT_STORAGE):
+            return _errno_kind(e)
     return None
 
 
 def probe(data_dir: Path) -> str | None:
     """What a one-byte durable write in ``data_dir`` meets now: :data:`FULL`,
-    :data:`READ_ONLY`, :data:`IO_ERROR`, or None (it succeeds, or fails otherwise).
+    :data:`READ_ONLY`, :data:`DENIED`, :data:`IO_ERROR`, or None (it succeeds).
 
     SQLite reports a write to an fd that the kernel refuses as SQLITE_IOERR ("disk I/O
     error") whatever the errno: a filesystem gone read-only under it (ext4's
@@ -104,12 +127,12 @@ def probe(data_dir: Path) -> str | None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as err:
-        return _ERRNO_KINDS.get(err.errno or 0)
+        return _errno_kind(err)
     try:
         os.write(fd, b"\0")
         os.fsync(fd)
     except OSError as err:
-        return _ERRNO_KINDS.get(err.errno or 0)
+        return _errno_kind(err)
     finally:
         # Created but not removable (or closable): the next probe truncates and reuses it.
         with contextlib.suppress(OSError):
@@ -119,16 +142,22 @@ def probe(data_dir: Path) -> str | None:
     return None
 
 
-def storage_message(kind: str, exc: BaseException) -> str:
+def route_of(request: Request) -> str:
+    """``METHOD /template``: the route's template, not the path, which can hold a user's
+    id (the log and the client's message must not)."""
+    return f"{request.method} {getattr(request.scope.get('route'), 'path', '?')}"
+
+
+def storage_message(kind: str, exc: BaseException, route: str = "the request") -> str:
     """What the client is told: true of every store (see the module's docstring)."""
     if kind == BUSY:
-        return f"storage busy: {exc}"
+        return f"storage busy: {route}: {exc}"
     undone = (
         "the transaction that failed was rolled back, so nothing of it was stored"
         if any(isinstance(e, sqlite3.DatabaseError) for e in _chain(exc))
         else "the write that failed was not completed"
     )
-    return f"storage unavailable: {kind}; {undone} — retry later"
+    return f"storage unavailable: {kind}; {route} failed: {undone} — retry later"
 
 
 class _RateLimitedLog:
@@ -155,11 +184,9 @@ class _RateLimitedLog:
         # buffer, pytest's capture) would otherwise keep its traceback, whose frames
         # hold the failed statement's cursor, which keeps the SQLite file open.
         log.warning(
-            "storage unavailable (%s): %s %s answered 503: %s%s",
+            "storage unavailable (%s): %s answered 503: %s%s",
             kind,
-            request.method,
-            # The route's template, not the path: a path can hold a user's id.
-            getattr(request.scope.get("route"), "path", "?"),
+            route_of(request),
             f"{type(exc).__name__}: {exc}",
             more,
         )
@@ -188,19 +215,43 @@ def install_storage_errors(app: FastAPI, data_dir: Path | None = None) -> None:
     state = _Installed(data_dir)
     setattr(app.state, _INSTALLED, state)
 
-    async def handler(request: Request, exc: Exception) -> Response:
-        kind = storage_fault(exc)
-        if kind is None:
-            raise exc  # not a storage fault: on to the server-error handling (a 500)
-        if kind == IO_ERROR and state.data_dir is not None:
-            kind = probe(state.data_dir) or kind
-        state.warnings.warn(kind, request, exc)
-        return JSONResponse(
-            {"detail": storage_message(kind, exc)},
-            status_code=503,
-            headers={"Retry-After": str(BUSY_RETRY_AFTER_S if kind == BUSY else RETRY_AFTER_S)},
-        )
-
     # sqlite3.OperationalError is a DatabaseError: one handler sees both.
-    app.add_exception_handler(sqlite3.DatabaseError, handler)
-    app.add_exception_handler(OSError, handler)
+    app.add_exception_handler(sqlite3.DatabaseError, storage_error_response)
+    app.add_exception_handler(OSError, storage_error_response)
+
+
+async def storage_error_response(request: Request, exc: Exception) -> Response:
+    """The 503 answering ``exc``, a storage fault; ``exc`` is raised again if it is none.
+    Another exception handler that writes (an audit record of a refusal) calls it with
+    what its write raised: Starlette does not pass a handler's own exception on to the
+    other handlers, so it would be a 500."""
+    kind = storage_fault(exc)
+    if kind is None:
+        raise exc  # not a storage fault: on to the server-error handling (a 500)
+    state = getattr(request.app.state, _INSTALLED, None)
+    if not isinstance(state, _Installed):
+        raise exc
+    if kind.startswith(IO_ERROR) and state.data_dir is not None:
+        kind = probe(state.data_dir) or kind
+    state.warnings.warn(kind, request, exc)
+    return JSONResponse(
+        {"detail": storage_message(kind, exc, route_of(request))},
+        status_code=503,
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_S if kind == BUSY else RETRY_AFTER_S)},
+    )
+
+
+async def validation_error_response(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for a request its validation refused, but one that can always be
+    written: the errors echo the input, and a lone surrogate (``"\\ud800"`` in a JSON
+    body) cannot be encoded as UTF-8, so FastAPI's own handler answered a 500. Such a
+    character is echoed as "?" (the message names it by its code point)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    body = json.dumps(
+        {"detail": jsonable_encoder(errors)}, ensure_ascii=False, separators=(",", ":")
+    )
+    return Response(body.encode("utf-8", "replace"), status_code=422, media_type="application/json")
+
+
+def install_validation_errors(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error_response)

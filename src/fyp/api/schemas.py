@@ -12,6 +12,25 @@ from fyp.safety.labels import ModerationState
 from fyp.validation import Id
 
 
+class ValidationIssue(BaseModel):
+    """One thing wrong with a request, as FastAPI's validation reports it."""
+
+    loc: list[str | int] = Field(description='Where: e.g. ["query", "user_id"].')
+    msg: str = Field(description="What is wrong, in words.")
+    type: str = Field(description="The kind of error, e.g. missing, id_invalid.")
+    input: Any = Field(None, description="The value refused, as received.")
+    ctx: dict[str, Any] | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error's body (4xx, 503): ``detail`` says what is wrong."""
+
+    detail: str | list[ValidationIssue] = Field(
+        description="A sentence, or (for a request FastAPI's validation refused: a bad "
+        "parameter or JSON body) one item per thing wrong."
+    )
+
+
 class EventBatch(BaseModel):
     events: list[EventIn] = Field(description="At most 5,000 events; each validated on its own.")
 

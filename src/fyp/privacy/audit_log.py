@@ -13,6 +13,7 @@ shared one), so a CLI process and the server can share a data dir.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -321,12 +322,18 @@ class AuditLog:
                     line = _line(record)
                     try:
                         _write_durably(self._file, line)
+                        # All or nothing: a record whose head cannot be written (an
+                        # unwritable data dir) is taken back, so that the action it
+                        # records, which its caller then does not carry out, is not in
+                        # the log either.
+                        _write_head(self._head_path, (record.seq, record.hash))
                     except BaseException:
                         self._file.truncate(self._size)  # no partial line mid-file
+                        with contextlib.suppress(OSError):
+                            os.fsync(self._file.fileno())
                         raise
                     self._size += len(line)
-                    self._head = (record.seq, record.hash)  # even if the head write fails
-                    _write_head(self._head_path, self._head)
+                    self._head = (record.seq, record.hash)
             return record
 
     def _next(

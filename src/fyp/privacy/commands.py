@@ -7,6 +7,7 @@ audit log; the token and its hash never do.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +67,8 @@ def create_audited(
     actor: str,
 ) -> tuple[ApiKey, str]:
     """Create a key and record it (never its token); a key the audit log could not
-    record is revoked again, so none works unrecorded."""
+    record is revoked again, so none works unrecorded (and its token, not yet shown to
+    anyone, is lost with it even if the revocation fails too)."""
     key, token = store.create(scopes, region, label, now_ms())
     try:
         audit.append(
@@ -86,10 +88,19 @@ def create_audited(
 
 
 def revoke_audited(store: SqliteKeyStore, audit: AuditLog, key_id: str, actor: str) -> bool:
-    """Revoke a key and record it; False (nothing recorded) if none was revoked."""
-    done = store.revoke(key_id, now_ms())
-    if done:
-        audit.append("key.revoke", actor, details={"key_id": key_id})
+    """Record the revocation of a key, then revoke it; False (nothing recorded) if there
+    is no such live key. The record comes first, so that a revocation the audit log
+    cannot hold is not carried out; one that then fails is recorded as failed."""
+    if not any(k.key_id == key_id and k.revoked_at is None for k in store.list()):
+        return False
+    audit.append("key.revoke", actor, details={"key_id": key_id})
+    done = False
+    try:
+        done = store.revoke(key_id, now_ms())
+    finally:
+        if not done:  # failed, or another process revoked it in between
+            with contextlib.suppress(Exception):
+                audit.append("key.revoke", actor, outcome="failed", details={"key_id": key_id})
     return done
 
 
