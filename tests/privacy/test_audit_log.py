@@ -9,6 +9,9 @@ import hashlib
 import itertools
 import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -342,6 +345,26 @@ def test_counted_records_are_written_when_their_window_ends(tmp_path: Path) -> N
     assert summary.details["count"] == 2
     log.close()
     assert verify(tmp_path).records == 2
+
+
+def test_a_crash_loses_only_the_counts_of_the_current_window(tmp_path: Path) -> None:
+    """kill -9 after more refusals than the cap: the first ones are on disk (fsynced before
+    they were answered), the chain verifies, and the log takes appends again."""
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from fyp.privacy.audit_log import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]))\n"
+        "for _ in range(25):\n"
+        "    log.append_repeated('residency.refused', 'k_1', outcome='refused')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert [r.details for r in logged(tmp_path)] == [{}] * REPEAT_CAP
+    with contextlib.closing(AuditLog(tmp_path)) as log:
+        log.append("key.revoke", "cli")
+    assert verify(tmp_path) == Verification(True, REPEAT_CAP + 1, None, None, None)
 
 
 def test_refusals_through_the_api_are_bounded(deployments: Any) -> None:

@@ -529,12 +529,12 @@ class AuditLog:
     def page(self, after_seq: int, limit: int) -> list[AuditRecord]:
         """Up to ``limit`` readable records with seq above ``after_seq``, in file order;
         reads the index's block and the page, not the whole file."""
-        with self._lock:
-            if self._path is None or self._index is None:
-                return [r for r in self._memory if r.seq > after_seq][: max(limit, 0)]
-            start = self._index.start(after_seq)
         if limit <= 0:
             return []
+        with self._lock:
+            if self._path is None:
+                return [r for r in self._memory if r.seq > after_seq][:limit]
+            start = self._index.start(after_seq) if self._index is not None else 0  # closed
         with self._path.open("rb", buffering=0) as f:  # its own: appends go on meanwhile
             return _read_page(f.fileno(), start, after_seq, limit)
 
