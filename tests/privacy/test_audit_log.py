@@ -515,6 +515,10 @@ def test_the_index_is_rebuilt_when_missing_torn_or_stale(tmp_path: Path) -> None
     (tmp_path / INDEX_FILE).write_bytes(built[:16] + bytes(range(16)) + built[32:])
     pages_are_right(tmp_path, records)
     assert index_bytes(tmp_path) == built
+    # Each entry true, but out of order (a page would bisect them wrongly): rebuilt.
+    (tmp_path / INDEX_FILE).write_bytes(built[16:32] + built[:16] + built[32:])
+    pages_are_right(tmp_path, records)
+    assert index_bytes(tmp_path) == built
     # The log cut back (a deleted tail, or a restore): entries past it dropped, rebuilt.
     kept = records[:2_000]
     (tmp_path / AUDIT_FILE).write_bytes(b"".join(map(encode, kept)))

@@ -16,6 +16,7 @@ writes the index, holding the log's exclusive lock.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import os
 import re
@@ -93,7 +94,11 @@ class SeqIndex:
         raw = self._file.read()
         whole = len(raw) - len(raw) % _ENTRY.size
         entries = [_ENTRY.unpack_from(raw, i) for i in range(0, whole, _ENTRY.size)]
-        stale = any(off >= size or seq_at(log_fd, off) != seq for seq, off in entries)
+        # Page reads bisect the seqs: they must grow with the offsets, as in the log.
+        ordered = all(a[0] <= b[0] and a[1] < b[1] for a, b in itertools.pairwise(entries))
+        stale = not ordered or any(
+            off >= size or seq_at(log_fd, off) != seq for seq, off in entries
+        )
         if stale or whole != len(raw):
             logger.info("audit index %s: %s", self.path, "rebuilt" if stale else "torn entry cut")
             entries = [] if stale else entries

@@ -131,11 +131,6 @@ class _Lines:
         self.rest = buf
 
 
-def _parse_lines(data: bytes) -> list[AuditRecord | str]:
-    """Every complete (newline-terminated) line, parsed."""
-    return [_parse(raw) for raw in data.split(b"\n")[:-1]]
-
-
 def _complete_end(fd: int, size: int) -> int:
     """The offset just after the last newline in the file's first ``size`` bytes (0 if
     none): where a partial last line starts, if there is one."""
@@ -543,7 +538,8 @@ class AuditLog:
         with self._lock:
             if self._path is None:
                 return list(self._memory)
-            return [r for r in _parse_lines(self._path.read_bytes()) if isinstance(r, AuditRecord)]
+            with self._path.open("rb") as f:
+                return [r for r in map(_parse, _Lines(f)) if isinstance(r, AuditRecord)]
 
     def close(self) -> None:
         """Write what was counted (:meth:`append_repeated`), then close."""
