@@ -9,6 +9,12 @@ every append.
 
 Writers hold an exclusive ``flock`` on the log while they append (and :func:`verify` a
 shared one), so a CLI process and the server can share a data dir.
+
+What a log of any size costs: opening it reads its end (the record the chain goes on
+from); :meth:`AuditLog.page` reads the block ``audit.idx`` points at (audit_index.py), not
+the file; only :func:`verify` reads it all, streaming. Records any caller can cause at
+will (a refused request) go through :meth:`AuditLog.append_repeated`, which bounds them
+per actor and window (audit_repeats.py).
 """
 
 from __future__ import annotations
