@@ -1,5 +1,6 @@
 """The hash-chained audit log: the chain across reopens, and tampering caught at the right
-line (a flipped byte, a deleted record, a deleted tail, a deleted head)."""
+line (a flipped byte, a deleted record, a deleted tail, a deleted head); repeated records
+bounded per key and window; pages read through the index, whatever the log's size."""
 
 from __future__ import annotations
 
@@ -8,23 +9,35 @@ import hashlib
 import itertools
 import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from fyp.audit.commands import audit_app
+from fyp.privacy.audit_index import STRIDE
 from fyp.privacy.audit_log import (
     AUDIT_FILE,
+    GENESIS,
     HEAD_FILE,
+    INDEX_FILE,
     AuditLog,
     AuditRecord,
     Verification,
+    encode,
+    seal,
     verify,
 )
+from fyp.privacy.audit_repeats import REPEAT_CAP, Repeats
 
 T0 = 1_750_000_000_000
 N = 5
@@ -264,3 +277,284 @@ def test_verify_command(tmp_path: Path) -> None:
     assert "line 3" in result.output and "hash does not match its contents" in result.output
     result = CliRunner().invoke(cli(), ["audit", "verify", "--data-dir", str(tmp_path / "no")])
     assert result.exit_code == 1 and "no data dir" in result.output
+
+
+# --------------------------------------------------------------------------- repeats
+
+
+def logged(data_dir: Path) -> list[AuditRecord]:
+    with contextlib.closing(AuditLog(data_dir)) as log:
+        return log.records()
+
+
+class Clock:
+    """A clock the test moves (ms)."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_repeated_records_are_bounded_per_actor_and_window(tmp_path: Path) -> None:
+    """Regression (issue 17): every refused request was one fsynced record, so any key
+    could grow the log without bound. Now a key's repeats past the cap are counted, and
+    each kind written once per window with its count; nothing counted is lost at close."""
+    at = Clock(60_000 * 1_000)  # the start of a window
+    log = AuditLog(tmp_path, clock=at, repeats=Repeats(window_ms=60_000, cap=3))
+    asked: Counter[tuple[str, str]] = Counter()
+    for window in range(2):
+        for i in range(1_000):
+            at.now = 60_000 * (1_000 + window) + i * 50  # 1,000 in 50 s
+            actor, route = f"k_{i % 2}", ("/v1/feed", "/v1/users/{user_id}")[i % 3 == 0]
+            log.append_repeated(
+                "residency.refused",
+                actor,
+                outcome="refused",
+                details={"method": "GET", "route": route},
+                counts={"events_refused": 2},
+            )
+            asked[actor, route] += 1
+    at.now += 60_000
+    log.close()
+    records = [r for r in logged(tmp_path) if r.action == "residency.refused"]
+    # Per window and actor: the cap written as they came, plus one per route counted.
+    assert len(records) == 2 * 2 * (3 + 2)
+    told: Counter[tuple[str, str]] = Counter()
+    for r in records:
+        n = r.details.get("count", 1)
+        told[r.actor, r.details["route"]] += n
+        assert r.details["events_refused"] == 2 * n
+        assert r.outcome == "refused" and r.subject is None
+        if n > 1:
+            assert r.details["first_ts"] <= r.details["last_ts"] <= r.ts
+    assert told == asked
+    assert verify(tmp_path) == Verification(True, len(records), None, None, None)
+
+
+def test_counted_records_are_written_when_their_window_ends(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, repeats=Repeats(window_ms=1_000, cap=1))
+    written = [log.append_repeated("residency.refused", "k_1", outcome="refused") for _ in "abc"]
+    assert written[0] is not None and written[1:] == [None, None]
+    deadline = time.monotonic() + 5.0
+    while verify(tmp_path).records < 2:  # the timer, not close, writes the count
+        assert time.monotonic() < deadline, "the counted records were not written"
+        time.sleep(0.05)
+    *_, summary = logged(tmp_path)
+    assert summary.details["count"] == 2
+    log.close()
+    assert verify(tmp_path).records == 2
+
+
+def test_a_crash_loses_only_the_counts_of_the_current_window(tmp_path: Path) -> None:
+    """kill -9 after more refusals than the cap: the first ones are on disk (fsynced before
+    they were answered), the chain verifies, and the log takes appends again."""
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from fyp.privacy.audit_log import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]))\n"
+        "for _ in range(25):\n"
+        "    log.append_repeated('residency.refused', 'k_1', outcome='refused')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert [r.details for r in logged(tmp_path)] == [{}] * REPEAT_CAP
+    with contextlib.closing(AuditLog(tmp_path)) as log:
+        log.append("key.revoke", "cli")
+    assert verify(tmp_path) == Verification(True, REPEAT_CAP + 1, None, None, None)
+
+
+def test_refusals_through_the_api_are_bounded(deployments: Any) -> None:
+    """Regression (issue 17): 20,000 feed requests for unknown ids added 6.1 MB."""
+    eu = deployments.start("eu")
+    for i in range(150):
+        resp = eu.client.get("/v1/feed", params={"user_id": f"nobody-{i}"})
+        assert resp.status_code == 421
+    for i in range(30):
+        events = eu.events(f"stranger-{i}", 1)
+        assert eu.client.post("/v1/events", json={"events": events}).status_code == 421
+    eu.close()
+    refused = [r for r in logged(eu.data_dir) if r.action == "residency.refused"]
+    # Two kinds of request; a run may straddle one window's end.
+    assert len(refused) <= 2 * (REPEAT_CAP + 2)
+    by_route = Counter[str]()
+    for r in refused:
+        by_route[r.details["route"]] += r.details.get("count", 1)
+    assert by_route == {"/v1/feed": 150, "/v1/events": 30}
+    assert sum(r.details.get("events_refused", 0) for r in refused) == 60  # a view, a like
+    assert verify(eu.data_dir).ok
+
+
+# --------------------------------------------------------------------------- index
+
+
+def bulk(data_dir: Path, n: int) -> list[AuditRecord]:
+    """A valid log of ``n`` records, written at once (no fsync per record)."""
+    records, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        record = seal(
+            {
+                "seq": seq,
+                "ts": T0 + seq,
+                "action": "residency.refused",
+                "actor": f"k_{seq % 7:08x}",
+                "outcome": "refused",
+                "subject": None,
+                "details": {"method": "GET", "route": "/v1/feed", "pad": "x" * (seq % 40)},
+                "prev": prev,
+            }
+        )
+        records.append(record)
+        prev = record.hash
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / AUDIT_FILE).write_bytes(b"".join(map(encode, records)))
+    (data_dir / HEAD_FILE).write_text(json.dumps({"seq": n, "hash": prev}))
+    return records
+
+
+def bytes_read() -> int:
+    """What this process has read so far, by any means (read, pread, mmap aside)."""
+    io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(io["rchar"])
+
+
+class Reads:
+    """Bytes this process reads while in a ``with`` block."""
+
+    def __enter__(self) -> Reads:
+        self.bytes, self._start = 0, bytes_read()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bytes = bytes_read() - self._start
+
+
+BIG = 20_000  # records: about 100 index blocks
+
+
+def test_a_page_reads_its_block_not_the_log(tmp_path: Path) -> None:
+    """Regression (issue 17): GET /v1/audit?limit=1 read the whole file."""
+    records = bulk(tmp_path, BIG)
+    size = (tmp_path / AUDIT_FILE).stat().st_size
+    assert size > 50 * STRIDE
+    with Reads() as opening:
+        log = AuditLog(tmp_path)  # no index yet: built from a few bytes per block
+    assert opening.bytes < size / 10
+    for after in (0, 1, BIG // 2, BIG // 2 + 1, BIG - 1, BIG, BIG + 5):
+        with Reads() as reads:
+            page = log.page(after, 1)
+        assert page == records[after : after + 1]
+        assert reads.bytes <= 2 * STRIDE + 1024, after
+    with Reads() as reads:
+        assert log.page(12_345, 100) == records[12_345:12_445]
+    assert reads.bytes <= 3 * STRIDE
+    log.append("key.revoke", "cli")  # the index follows appends
+    assert [r.seq for r in log.page(BIG, 10)] == [BIG + 1]
+    log.close()
+    with Reads() as reopening:
+        AuditLog(tmp_path).close()  # with its index: its entries and the end of the log
+    assert reopening.bytes < size / 10
+    assert verify(tmp_path) == Verification(True, BIG + 1, None, None, None)
+
+
+def test_get_audit_reads_the_page_not_the_log(deployments: Any) -> None:
+    """Regression (issue 17): the route read and parsed the whole file for any page."""
+    root = deployments.root / "data-eu"
+    records = bulk(root, BIG)
+    eu = deployments.start("eu")
+    size = (root / AUDIT_FILE).stat().st_size
+    for after in (0, BIG // 2, BIG - 1):
+        with Reads() as reads:
+            resp = eu.client.get("/v1/audit", params={"after_seq": after, "limit": 1})
+        assert resp.status_code == 200
+        assert [r["hash"] for r in resp.json()["records"]] == [records[after].hash]
+        assert reads.bytes < size / 10, after
+    with contextlib.closing(AuditLog(root)) as cli:  # another process appends
+        cli.append("key.revoke", "cli")
+    resp = eu.client.get("/v1/audit", params={"after_seq": BIG - 2, "limit": 3})
+    assert [r["seq"] for r in resp.json()["records"]] == [BIG - 1, BIG, BIG + 1]
+    assert resp.json()["records"][-1]["action"] == "key.revoke"
+
+
+def index_bytes(data_dir: Path) -> bytes:
+    return (data_dir / INDEX_FILE).read_bytes()
+
+
+def rebuilt(data_dir: Path) -> bytes:
+    """The index as it is built from the log alone."""
+    (data_dir / INDEX_FILE).unlink()
+    AuditLog(data_dir).close()
+    return index_bytes(data_dir)
+
+
+def pages_are_right(data_dir: Path, records: list[AuditRecord]) -> None:
+    with contextlib.closing(AuditLog(data_dir)) as log:
+        for after in (0, len(records) // 3, len(records) - 1):
+            assert log.page(after, 3) == records[after : after + 3]
+
+
+def test_the_index_is_rebuilt_when_missing_torn_or_stale(tmp_path: Path) -> None:
+    records = bulk(tmp_path, 5_000)
+    AuditLog(tmp_path).close()
+    built = index_bytes(tmp_path)
+    assert len(built) == 16 * len({o // STRIDE for o in offsets(tmp_path)})
+    # Deleted: built again, the same.
+    assert rebuilt(tmp_path) == built
+    # A torn last entry (a crash mid-write of the index): cut, then caught up.
+    (tmp_path / INDEX_FILE).write_bytes(built[:-7])
+    pages_are_right(tmp_path, records)
+    assert index_bytes(tmp_path) == built
+    # Behind the log (a crash between the log's fsync and the entry): caught up.
+    (tmp_path / INDEX_FILE).write_bytes(built[:16])
+    pages_are_right(tmp_path, records)
+    assert index_bytes(tmp_path) == built
+    # Entries the log does not bear out (garbage, or a log rewritten under it): rebuilt.
+    (tmp_path / INDEX_FILE).write_bytes(built[:16] + bytes(range(16)) + built[32:])
+    pages_are_right(tmp_path, records)
+    assert index_bytes(tmp_path) == built
+    # Each entry true, but out of order (a page would bisect them wrongly): rebuilt.
+    (tmp_path / INDEX_FILE).write_bytes(built[16:32] + built[:16] + built[32:])
+    pages_are_right(tmp_path, records)
+    assert index_bytes(tmp_path) == built
+    # The log cut back (a deleted tail, or a restore): entries past it dropped, rebuilt.
+    kept = records[:2_000]
+    (tmp_path / AUDIT_FILE).write_bytes(b"".join(map(encode, kept)))
+    pages_are_right(tmp_path, kept)
+    assert index_bytes(tmp_path) == rebuilt(tmp_path)
+    assert len(index_bytes(tmp_path)) < len(built)
+
+
+def offsets(data_dir: Path) -> list[int]:
+    """The offset of each line of the log."""
+    data, found = (data_dir / AUDIT_FILE).read_bytes(), [0]
+    found += [i + 1 for i, b in enumerate(data[:-1]) if b == 0x0A]
+    return found
+
+
+def test_a_torn_last_record_leaves_the_index_right(tmp_path: Path) -> None:
+    records = bulk(tmp_path, 3_000)
+    AuditLog(tmp_path).close()
+    built = index_bytes(tmp_path)
+    nxt = seal(
+        {
+            **{k: getattr(records[-1], k) for k in ("ts", "action", "actor", "outcome")},
+            "seq": 3_001,
+            "subject": None,
+            "details": {"pad": "y" * STRIDE},
+            "prev": records[-1].hash,
+        }
+    )
+    # A crash mid-append: a record long enough to start a block, torn in the next one.
+    with (tmp_path / AUDIT_FILE).open("ab") as f:
+        f.write(encode(nxt)[: STRIDE + 10])
+    with contextlib.closing(AuditLog(tmp_path)) as log:  # drops it
+        assert log.page(2_998, 10) == records[-2:]
+        assert index_bytes(tmp_path) == built
+        more = log.append("key.create", "cli", details={"pad": "z" * (2 * STRIDE)})
+        assert log.page(3_000, 10) == [more]
+        assert log.page(2_999, 1) == records[-1:]
+    assert index_bytes(tmp_path) == rebuilt(tmp_path)
+    assert verify(tmp_path) == Verification(True, 3_001, None, None, None)

@@ -345,32 +345,32 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def eng() -> Engine:
         return holder["engine"]
 
-    def refused(request: Request, what: dict[str, Any]) -> None:
+    def refused(request: Request, counts: dict[str, int]) -> None:
         """A cross-region request, into the audit log: what was asked, by which key,
-        never about whom (not even a pseudonym: the user is not this region's)."""
+        never about whom (not even a pseudonym: the user is not this region's). Any key
+        can ask as often as it likes, so past a few per key and minute they are counted,
+        not written one by one (AuditLog.append_repeated)."""
         caller = getattr(request.state, "caller", None)
         route = request.scope.get("route")
-        eng().audit.append(
+        eng().audit.append_repeated(
             "residency.refused",
             caller.actor if isinstance(caller, Caller) else "unknown",
             outcome="refused",
-            details={
-                "method": request.method,
-                "route": getattr(route, "path", "?"),
-                **what,
-            },
+            details={"method": request.method, "route": getattr(route, "path", "?")},
+            counts=counts,
         )
         metrics.residency_refused.inc()
 
     def token_refused(request: Request, caller: Caller, what: Mapping[str, Any]) -> None:
         """A request refused to a user token, into the audit log: the route, the key,
-        the token's user and the user asked for (by their audit references)."""
+        the token's user and the user asked for (by their audit references). A token's
+        holder can repeat it at will, so it is bounded per key and window like 421s."""
         e = eng()
         route = request.scope.get("route")
         details: dict[str, Any] = {"method": request.method, "route": getattr(route, "path", "?")}
         for name, value in what.items():
             details[name] = e.pseudonyms.audit_ref(value) if name == "asked_for" else value
-        e.audit.append(
+        e.audit.append_repeated(
             "token.refused",
             caller.actor,
             outcome="refused",
@@ -816,9 +816,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         after_seq: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
     ) -> AuditOut:
-        """The audit log's records after ``after_seq`` (to ship them elsewhere)."""
-        every = await asyncio.to_thread(eng().audit.records)  # reads the whole file
-        records = [r for r in every if r.seq > after_seq][:limit]
+        """The audit log's records after ``after_seq`` (to ship them elsewhere), at most
+        ``limit``, in order: the next page starts after the last seq of this one."""
+        records = await asyncio.to_thread(eng().audit.page, after_seq, limit)
         return AuditOut(
             records=[AuditRecordOut.model_validate(r, from_attributes=True) for r in records]
         )
