@@ -30,6 +30,7 @@ from fyp.pipeline import Feed, FeedPipeline, build_pipeline
 from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
 from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
+from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError, bind_data_dir, not_homed_here
 from fyp.rank.base import WarmOrFirst
 from fyp.retrieve.two_tower import TwoTowerSource
@@ -440,7 +441,7 @@ class Engine:
             if wait > 0:
                 return Refusal(
                     "rate_limited",
-                    f"user_id: over this user's rate limit; retry in {wait:.1f} s",
+                    f"user_id: over this user's rate limit; retry in {retry_after(wait)} s",
                 )
             return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
 

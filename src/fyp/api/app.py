@@ -50,12 +50,13 @@ from fyp.api.schemas import (
     VideosResponse,
     WhyOut,
 )
-from fyp.api.security import Caller, Guard, retry_after, too_many
+from fyp.api.security import Caller, Guard, too_many
 from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
 from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
+from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError
 from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
@@ -64,7 +65,6 @@ from fyp.web.routes import install_web
 
 IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 IdQuery = Annotated[str, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 STORAGE_RETRY_S = 1.0
 MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _steps)
@@ -347,11 +347,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/metrics",
         response_class=PlainTextResponse,
         tags=["operations"],
-        dependencies=[Depends(guard.metrics_access(settings.host in LOOPBACK))],
+        dependencies=[Depends(guard.metrics_access(settings.auth.metrics_public))],
     )
     async def prometheus() -> PlainTextResponse:
-        """Prometheus text: open when the server binds this machine only (127.0.0.1),
-        else for any valid API key."""
+        """Prometheus text, for any valid API key (whatever its scopes); open without
+        one only where ``auth.metrics_public`` is set."""
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
@@ -393,7 +393,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         items = _batch(
             await read_json(request, limits.max_body_bytes), "events", limits.max_batch_events
         )
-        result = eng().ingest(items, user_limit=guard.user_wait)
+        waits: list[float] = []
+
+        def user_limit(user_id: str) -> float:
+            wait = guard.user_wait(user_id)
+            waits.append(wait)
+            return wait
+
+        result = eng().ingest(items, user_limit=user_limit)
         if result.accepted:
             loops["learning"].wake()
             live.events_accepted(result.accepted, eng().event_log.last_offset())
@@ -422,7 +429,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         limited = [r for r in result.rejected if r.kind == "rate_limited"]
         if limited and len(limited) == len(items):
             response = _json(body, 429)
-            response.headers["Retry-After"] = str(retry_after(1 / settings.auth.user_rate_per_s))
+            # The longest of the waits the events' reasons name: then all may be retried.
+            response.headers["Retry-After"] = str(retry_after(max(waits)))
             return response
         return _json(body, 422 if result.rejected else 200)
 
@@ -492,8 +500,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         """Create or update a user: the fields given are set, the others kept. The
         region, if given, must be this deployment's (a user is homed where created:
         421 otherwise, nothing stored). Unknown fields (precise location, device ids,
-        contact data...) are rejected."""
+        contact data...) are rejected. A key creates at most
+        ``auth.user_creations_per_key`` users per window (429 past it)."""
+        if not eng().knows_user(user_id):
+            guard.check_creation(caller)
         saved, created = eng().put_user(user_id, profile)
+        if created:
+            guard.created_user(caller)
         return _json(_user_out(user_id, saved), 201 if created else 200)
 
     @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"])
