@@ -171,8 +171,9 @@ class AuthConfig(_Section):
     key_burst: float = Field(200.0, ge=1)
     user_rate_per_s: float = Field(20.0, gt=0)  # feed requests and events per user
     user_burst: float = Field(200.0, ge=1)
-    # Requests with a missing or invalid key, per client address: past the burst, every
-    # request from that address gets 429 before its key is even looked up.
+    # Requests with a missing or invalid key, per client address: past the burst, such a
+    # request gets 429, its key id answered from memory (SQLite not asked); a valid key
+    # from the same address (a proxy's, a NAT's) is still served.
     failed_auth_rate_per_s: float = Field(1.0, gt=0)
     failed_auth_burst: float = Field(20.0, ge=1)
     # Users one key may create (PUT /v1/users/{id} of a new id): this many at once, then
