@@ -363,7 +363,8 @@ def demo(
         f"Audit:   .venv/bin/fyp audit report --data-dir {settings.data_dir} --out audit.html\n"
         f"         .venv/bin/fyp audit verify --data-dir {settings.data_dir}"
     )
-    say(f"API:     {base}/docs   Metrics: {base}/metrics   Data: {settings.data_dir}")
+    say(f"Metrics: curl {h} '{base}/metrics'")
+    say(f"API:     {base}/docs   Data: {settings.data_dir}")
     if not stay:
         server.stop()
         return
