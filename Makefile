@@ -32,6 +32,7 @@ bench: venv
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/feed_latency.py
 	$(BIN)/python bench/erasure.py
+	$(BIN)/python bench/ratelimit.py
 
 bench-models: venv  # the learned models: memory, ANN choice, training throughput, freshness
 	$(BIN)/python bench/embedding_memory.py

@@ -213,7 +213,7 @@ def bench_http(
             ("HTTP GET /healthz", health, "/healthz"),
             ("HTTP GET /v1/feed", feed_jobs, "/v1/feed"),
         ):
-            before = scrape_route_seconds(server.base_url, route, "GET")
+            before = scrape_route_seconds(server.base_url, route, "GET", server.headers)
             cpu0 = server.cpu_s()
             (res,) = run_clients(
                 server.base_url,
@@ -222,7 +222,7 @@ def bench_http(
                 headers=server.headers,
             )
             cpu1 = server.cpu_s()
-            after = scrape_route_seconds(server.base_url, route, "GET")
+            after = scrape_route_seconds(server.base_url, route, "GET", server.headers)
             cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
             route_delta = (after[0] - before[0], after[1] - before[1])
             rows.append(_http_row(name, res, warmup, cpu, route_delta))

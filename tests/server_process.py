@@ -14,6 +14,7 @@ from typing import IO
 
 import httpx
 
+from fyp.config import LOAD_GENERATOR_AUTH
 from fyp.privacy.keys import bearer, create_key
 
 FYP = Path(sys.executable).parent / "fyp"
@@ -52,8 +53,8 @@ class Server:
         text = "" if config is None else config.read_text()
         if not registered_users and "[privacy]" not in text:
             text += "\n[privacy]\nrequire_registered_users = false\n"  # last: a table
-        if "[auth]" not in text:  # these tests send far more per user than a person does
-            text += "\n[auth]\nuser_rate_per_s = 1e9\nuser_burst = 1e9\n"
+        if "[auth]" not in text:  # these tests send far more than a person or a key does
+            text += "\n[auth]\n" + "".join(f"{k} = {v}\n" for k, v in LOAD_GENERATOR_AUTH.items())
         settings_file = log_path.with_name(log_path.name + ".toml")
         settings_file.write_text(text)
         extra = ["--config", str(settings_file)]

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from fyp.audit.commands import audit_app
-from fyp.config import Settings, load_settings
+from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
 from fyp.eval.commands import eval_app
 from fyp.privacy.commands import keys_app
 
@@ -271,9 +271,10 @@ def demo(
     from fyp.privacy.residency import DataDirError
 
     settings = _settings(data_dir or Path(".fyp-demo"), host, port)
-    # Simulated users act at the machine's pace, far past a person's rate limit.
+    # Simulated users act at the machine's pace, through one key: far past a person's
+    # rate limit and a deployment's key's (the limits are lifted for this run only).
     settings = settings.model_copy(
-        update={"auth": settings.auth.model_copy(update={"user_rate_per_s": 1e9})}
+        update={"auth": settings.auth.model_copy(update=LOAD_GENERATOR_AUTH)}
     )
     try:
         open_data_dir(settings)
@@ -378,7 +379,8 @@ def demo(
         f"Audit:   .venv/bin/fyp audit report --data-dir {settings.data_dir} --out audit.html\n"
         f"         .venv/bin/fyp audit verify --data-dir {settings.data_dir}"
     )
-    say(f"API:     {base}/docs   Metrics: {base}/metrics   Data: {settings.data_dir}")
+    say(f"Metrics: curl {h} '{base}/metrics'")
+    say(f"API:     {base}/docs   Data: {settings.data_dir}")
     if not stay:
         server.stop()
         return

@@ -158,11 +158,17 @@ class PrivacyConfig(_Section):
 
 
 class AuthConfig(_Section):
-    """API keys (``fyp keys create``) and rate limits, per key and per user."""
+    """API keys (``fyp keys create``) and rate limits: per key, per user, per client
+    address for failed authentication, and per key for users created.
+
+    A key's rate is set below what one server process serves, so that one key (a leaked
+    one, a runaway client) cannot take the whole server from the others; a deployment
+    whose one backend key carries all its traffic raises it (docs/privacy.md). Load
+    generators (benchmarks, simulations, the demo) set their own, higher limits."""
 
     required: bool = True  # False: no keys asked (a closed network, a test)
-    key_rate_per_s: float = Field(2_000.0, gt=0)  # requests per second per key
-    key_burst: float = Field(4_000.0, ge=1)
+    key_rate_per_s: float = Field(100.0, gt=0)  # requests per second per key
+    key_burst: float = Field(200.0, ge=1)
     user_rate_per_s: float = Field(20.0, gt=0)  # feed requests and events per user
     user_burst: float = Field(200.0, ge=1)
     # User tokens (POST /v1/tokens): how long one lasts unless the issuer asks for less
@@ -173,6 +179,31 @@ class AuthConfig(_Section):
     # How long from its issue a token may be renewed (POST /v1/tokens/renew) by the client
     # holding it: the longest a session goes without the issuer. 0: never renewed.
     token_session_s: int = Field(43_200, ge=0)
+    # Requests with a missing or invalid key, per client address: past the burst, such a
+    # request gets 429, its key id answered from memory (SQLite not asked); a valid key
+    # from the same address (a proxy's, a NAT's) is still served.
+    failed_auth_rate_per_s: float = Field(1.0, gt=0)
+    failed_auth_burst: float = Field(20.0, ge=1)
+    # Users one key may create (PUT /v1/users/{id} of a new id): this many at once, then
+    # this many per window. Each user costs memory for as long as it exists; updates of
+    # existing users are not counted.
+    user_creations_per_key: int = Field(1_000, ge=1)
+    user_creation_window_s: float = Field(3_600.0, gt=0)
+    # /metrics without a key. False: any valid key (whatever its scopes) is needed, even
+    # on a loopback bind, since a reverse proxy on the same host makes loopback public.
+    metrics_public: bool = False
+
+
+# The [auth] limits of a program that drives its own server at a machine's pace (the
+# demo, the simulations, the benchmarks, tests): the load is the point there, so the per
+# key, per user and user-creation limits are lifted (failed authentication is not).
+LOAD_GENERATOR_AUTH: dict[str, float] = {
+    "key_rate_per_s": 1e9,
+    "key_burst": 1e9,
+    "user_rate_per_s": 1e9,
+    "user_burst": 1e9,
+    "user_creations_per_key": 1_000_000_000,
+}
 
 
 class Settings(_Section):

@@ -12,7 +12,6 @@ import dataclasses
 import errno
 import gc
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,7 @@ from fyp.pipeline import Feed, FeedPipeline, build_pipeline
 from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
 from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
+from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError, bind_data_dir, not_homed_here
 from fyp.rank.base import WarmOrFirst
 from fyp.retrieve.two_tower import TwoTowerSource
@@ -439,10 +439,9 @@ class Engine:
                 return Refusal("residency", f"user_id: {refusal}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
-                tenths = math.ceil(wait * 10) / 10  # rounded up: 0.04 s is not "0.0 s"
                 return Refusal(
                     "rate_limited",
-                    f"user_id: over this user's rate limit; retry in {tenths:.1f} s",
+                    f"user_id: over this user's rate limit; retry in {retry_after(wait)} s",
                 )
             return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
 

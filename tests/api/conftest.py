@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fyp.api import create_app
-from fyp.config import Settings, load_settings
+from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
 from fyp.engine import Engine
 from fyp.privacy.keys import bearer, create_key
 from fyp.types import now_ms
@@ -116,10 +116,10 @@ def settings(tmp_path: Path) -> Settings:
         overrides={
             "data_dir": tmp_path / "data",
             "sources": {"budget_ms": SOURCE_BUDGET_MS},
-            # Users need not be created first, and may send more than a person does:
-            # residency and rate limits have tests of their own.
+            # Users need not be created first, and one key may send more than a person or
+            # a deployment's key does: residency and rate limits have tests of their own.
             "privacy": {"require_registered_users": False},
-            "auth": {"user_rate_per_s": 1e9, "user_burst": 1e9},
+            "auth": LOAD_GENERATOR_AUTH,
         },
         environ={},
     )

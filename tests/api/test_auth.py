@@ -76,19 +76,27 @@ def test_every_route_needs_a_valid_key_with_its_scope(
     assert resp.status_code not in (401, 403), resp.text
 
 
-def test_healthz_and_metrics_are_open_on_a_loopback_bind(bare: TestClient) -> None:
+def test_metrics_need_a_key_even_on_a_loopback_bind(bare: TestClient, settings: Settings) -> None:
+    """A reverse proxy on the same host makes a loopback bind public: binding 127.0.0.1
+    (the fixture's host) opens nothing. Any valid key will do, whatever its scopes."""
+    assert settings.host == "127.0.0.1"
     assert bare.get("/healthz").status_code == 200
-    assert bare.get("/metrics").status_code == 200
+    resp = bare.get("/metrics")
+    assert resp.status_code == 401 and "fyp keys create" in resp.json()["detail"]
+    bad = {"Authorization": "Bearer fyp_k_0123456789_not-a-key"}
+    assert bare.get("/metrics", headers=bad).status_code == 401
+    for scope in ("feed:read", "audit:read"):
+        assert bare.get("/metrics", headers=_key(settings, scope)).status_code == 200
 
 
-def test_metrics_need_a_key_when_bound_beyond_this_machine(
-    settings: Settings, engine: Engine
-) -> None:
-    public = settings.model_copy(update={"host": "0.0.0.0"})
+def test_metrics_are_open_only_where_configured_so(settings: Settings, engine: Engine) -> None:
+    public = settings.model_copy(
+        update={"auth": settings.auth.model_copy(update={"metrics_public": True})}
+    )
     with TestClient(create_app(public, engine=engine)) as c:
-        assert c.get("/metrics").status_code == 401
-        assert c.get("/metrics", headers=_key(settings, "audit:read")).status_code == 200
+        assert c.get("/metrics").status_code == 200
         assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/audit").status_code == 401  # nothing else opens with it
 
 
 def test_a_revoked_key_stops_working(bare: TestClient, settings: Settings) -> None:

@@ -631,16 +631,6 @@ def test_ff_and_fe_are_not_one_user(client: TestClient, engine: Engine) -> None:
     assert len(engine.users.profiles) == 1
 
 
-def test_a_rate_limited_event_says_a_wait_it_can_keep(
-    api: Api, engine: Engine, catalog: list[dict[str, Any]]
-) -> None:
-    """Issue 17: a wait under 50 ms was told as "retry in 0.0 s"; it is rounded up."""
-    result = engine.ingest([api.event("e1")], user_limit=lambda user_id: 0.04)
-    assert [r.reason for r in result.rejected] == [
-        "user_id: over this user's rate limit; retry in 0.1 s"
-    ]
-
-
 def test_a_user_an_older_version_let_in_with_a_bad_id_can_still_be_exported_and_erased(
     client: TestClient, engine: Engine, catalog: list[dict[str, Any]]
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fyp.api import create_app
-from fyp.config import load_settings
+from fyp.config import LOAD_GENERATOR_AUTH, load_settings
 from fyp.engine import Engine
 from fyp.eval.simulate import (
     EngineFeed,
@@ -69,7 +69,7 @@ def test_engine_feed_beats_random_order_in_the_closed_loop(tmp_path: Path) -> No
         overrides={
             "data_dir": tmp_path / "data",
             "sources": {"budget_ms": 1_000.0},
-            "auth": {"user_rate_per_s": 1e9, "user_burst": 1e9},  # a simulation's pace
+            "auth": LOAD_GENERATOR_AUTH,  # a simulation's pace
         },
         environ={},
     )

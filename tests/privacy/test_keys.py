@@ -95,6 +95,37 @@ def test_revocation_by_another_process_takes_effect(tmp_path: Path) -> None:
     server.close()
 
 
+def test_unknown_key_ids_are_answered_without_a_lookup(tmp_path: Path) -> None:
+    """Before: every unknown key id (a guess, a flood of them) read keys.db. Now only a
+    write by another process makes the store read the table again, and a key created
+    there still works at once."""
+    server = SqliteKeyStore(tmp_path / KEYS_FILE)
+    key, token = server.create(["feed:read"], None, "", NOW)
+    statements: list[str] = []
+    server._conn.set_trace_callback(statements.append)
+    secret = token.split("_", 3)[3]
+    for i in range(100):
+        assert server.authenticate(f"fyp_k_{i:010x}_{secret}") is None
+    assert server.authenticate(token) == key
+    assert not [s for s in statements if "api_keys" in s], statements[:3]
+    cli = SqliteKeyStore(tmp_path / KEYS_FILE)
+    made, made_token = cli.create(["audit:read"], None, "", NOW)
+    assert server.authenticate(made_token) == made
+    assert len([s for s in statements if "api_keys" in s]) == 1  # read once, for all
+    for i in range(100):
+        assert server.authenticate(f"fyp_k_{i:010x}_{secret}") is None
+    assert len([s for s in statements if "api_keys" in s]) == 1
+    # Told not to ask (the caller already failed too often): a new id is unknown, and
+    # SQLite is not even asked whether another process made it.
+    later, later_token = cli.create(["audit:read"], None, "", NOW)
+    statements.clear()
+    assert server.authenticate(later_token, ask_about_unknown=False) is None
+    assert statements == []
+    assert server.authenticate(later_token) == later
+    cli.close()
+    server.close()
+
+
 def test_token_is_never_stored(tmp_path: Path) -> None:
     store = SqliteKeyStore(tmp_path / KEYS_FILE)
     tokens = [store.create(SCOPES, "eu", f"label {i}", NOW + i)[1] for i in range(5)]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fyp.privacy.ratelimit import RateLimiter
+from fyp.privacy.ratelimit import RateLimiter, retry_after
 
 
 class FakeClock:
@@ -82,3 +82,22 @@ def test_bad_parameters() -> None:
     for rate, burst, max_keys in ((0, 1, 1), (1, 0, 1), (1, 1, 0), (math.nan, 1, 1)):
         with pytest.raises(ValueError):
             RateLimiter(rate, burst, max_keys)
+
+
+def test_wait_says_what_take_would_and_takes_nothing() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=2.0, burst=2.0, clock=clock)
+    assert limiter.wait("k") == 0.0 and len(limiter) == 0  # no bucket made for asking
+    limiter.take("k", 2)
+    assert limiter.wait("k") == pytest.approx(0.5)
+    assert limiter.wait("k") == pytest.approx(0.5)  # asking again took nothing
+    assert limiter.wait("k", 3) == math.inf
+    clock.t += 0.5
+    assert limiter.wait("k") == 0.0 and limiter.take("k") == 0.0
+    assert limiter.take("k") == pytest.approx(0.5)
+
+
+def test_retry_after_rounds_up_to_whole_seconds() -> None:
+    """A wait of 10 ms is "1" (never "0.0": a client told 0 retries at once)."""
+    assert [retry_after(w) for w in (0.0, 0.01, 0.049, 1.0, 1.2, 59.5)] == [1, 1, 1, 1, 2, 60]
+    assert retry_after(math.inf) == 3600

@@ -54,7 +54,7 @@ from fyp.api.schemas import (
     VideosResponse,
     WhyOut,
 )
-from fyp.api.security import Caller, Guard, retry_after, too_many
+from fyp.api.security import Caller, Guard, too_many
 from fyp.api.token_routes import install_tokens
 from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
@@ -62,6 +62,7 @@ from fyp.config import Settings
 from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
 from fyp.events.ingest import IngestResult, Rejected
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
+from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError
 from fyp.privacy.tokens import TokenSigner
 from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
@@ -72,7 +73,6 @@ from fyp.web.routes import install_web
 _ID = {"min_length": 1, "max_length": MAX_ID_CHARS, "pattern": ID_PATTERN, "description": ID_RULE}
 IdPath = Annotated[str, Path(**_ID), CheckedId]
 IdQuery = Annotated[str, Query(**_ID), CheckedId]
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 # The routes that look a user up (_known): their 404 (the body: fyp.api.openapi).
 NOT_KNOWN: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown user: create it with PUT /v1/users/{user_id} first"}
@@ -417,11 +417,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/metrics",
         response_class=PlainTextResponse,
         tags=["operations"],
-        dependencies=[Depends(guard.metrics_access(settings.host in LOOPBACK))],
+        dependencies=[Depends(guard.metrics_access(settings.auth.metrics_public))],
     )
     async def prometheus() -> PlainTextResponse:
-        """Prometheus text: open when the server binds this machine only (127.0.0.1),
-        else for any valid API key."""
+        """Prometheus text, for any valid API key (whatever its scopes); open without
+        one only where ``auth.metrics_public`` is set."""
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
@@ -473,8 +473,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         own, foreign = _own_events(items, caller.user)
         if foreign:
             guard.token_refused(request, caller, events_refused=len(foreign))
+        waits: list[float] = []
+
+        def user_limit(user_id: str) -> float:
+            wait = guard.user_wait(user_id)
+            waits.append(wait)
+            return wait
+
         result = _with_foreign(
-            eng().ingest([items[i] for i in own], user_limit=guard.user_wait), own, foreign
+            eng().ingest([items[i] for i in own], user_limit=user_limit), own, foreign
         )
         if result.accepted:
             loops["learning"].wake()
@@ -507,7 +514,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         limited = [r for r in result.rejected if r.kind == "rate_limited"]
         if limited and len(limited) == len(items):
             response = _json(body, 429)
-            response.headers["Retry-After"] = str(retry_after(1 / settings.auth.user_rate_per_s))
+            # The longest of the waits the events' reasons name: then all may be retried.
+            response.headers["Retry-After"] = str(retry_after(max(waits)))
             return response
         return _json(body, 422 if result.rejected else 200)
 
@@ -579,8 +587,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         """Create or update a user: the fields given are set, the others kept. The
         region, if given, must be this deployment's (a user is homed where created:
         421 otherwise, nothing stored). Unknown fields (precise location, device ids,
-        contact data...) are rejected."""
+        contact data...) are rejected. A key creates at most
+        ``auth.user_creations_per_key`` users per window (429 past it)."""
+        if not eng().knows_user(user_id):
+            guard.check_creation(caller)
         saved, created = eng().put_user(user_id, profile)
+        if created:
+            guard.created_user(caller)
         return _json(_user_out(user_id, saved), 201 if created else 200)
 
     @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"], responses=NOT_KNOWN)

@@ -1,11 +1,12 @@
-"""Who may call what: API keys and their scopes, user tokens, per-key and per-user rate
-limits.
+"""Who may call what: API keys and their scopes, user tokens, and the rate limits (per
+key, per user, per client address for failed authentication, per key for users created).
 
 Each route declares its scope with ``Depends(guard.require("feed:read"))``; the
 dependency answers 401 without a valid key, 403 with a key lacking the scope (or issued
-for another region's users), and 429 with ``Retry-After`` past the key's rate. Keys are
-looked up in the data directory's ``keys.db`` (made with ``fyp keys create``), where
-only their hashes are kept.
+for another region's users), and 429 with ``Retry-After`` past the key's rate, or from an
+address past its failed authentications (checked first: such a request costs no key
+lookup). Keys are looked up in the data directory's ``keys.db`` (made with ``fyp keys
+create``), where only their hashes are kept.
 
 A user token (``fyp.privacy.tokens``) stands for its issuing key narrowed to one user: it
 is accepted only by the routes that declare ``require(scope, user_token=True)``, which
@@ -16,7 +17,6 @@ token never grants more than its key: the key must hold the route's scope too.
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency's signature.
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fyp.config import Settings
 from fyp.privacy.keys import ApiKey, SqliteKeyStore
-from fyp.privacy.ratelimit import RateLimiter
+from fyp.privacy.ratelimit import RateLimiter, retry_after
 from fyp.privacy.tokens import TokenError, TokenSigner, UserToken, check, is_user_token
 from fyp.types import now_ms
 
@@ -67,9 +67,11 @@ class Caller:
 TokenRefusal = Callable[[Request, Caller, Mapping[str, Any]], None]
 
 
-def retry_after(wait_s: float) -> int:
-    """Whole seconds to tell a rate-limited client to wait (at least 1)."""
-    return max(1, math.ceil(wait_s)) if math.isfinite(wait_s) else 3600
+def client_address(request: Request) -> str:
+    """The address failed authentications are counted against. Behind a reverse proxy,
+    uvicorn has already put the client's own address here, from ``X-Forwarded-For``, when
+    the proxy's address is trusted (``FORWARDED_ALLOW_IPS``; loopback by default)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def too_many(wait_s: float, what: str) -> HTTPException:
@@ -88,54 +90,76 @@ class Guard:
         auth = settings.auth
         self.per_key = RateLimiter(auth.key_rate_per_s, auth.key_burst)
         self.per_user = RateLimiter(auth.user_rate_per_s, auth.user_burst)
+        self.failed_auth = RateLimiter(auth.failed_auth_rate_per_s, auth.failed_auth_burst)
+        self.creations = RateLimiter(
+            auth.user_creations_per_key / auth.user_creation_window_s,
+            auth.user_creations_per_key,
+        )
         self.refused: dict[str, int] = {}  # why -> count, for /metrics
         # Set when the engine is open (its pseudonym secret): until then a token is 401.
         self.tokens: TokenSigner | None = None
         self.on_token_refused: TokenRefusal | None = None
 
-    def _refuse(self, status: int, why: str, detail: str) -> HTTPException:
+    def _count(self, why: str) -> None:
         self.refused[why] = self.refused.get(why, 0) + 1
+
+    def _refuse(self, status: int, why: str, detail: str) -> HTTPException:
+        self._count(why)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return HTTPException(status, detail, headers=headers)
 
-    def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> Caller:
-        """The caller, whatever the route's scope; raises 401 / 429."""
+    def _failed(self, address: str, why: str, detail: str) -> HTTPException:
+        self.failed_auth.take(address)
+        return self._refuse(401, why, detail)
+
+    def authenticate(
+        self, credentials: HTTPAuthorizationCredentials | None, address: str
+    ) -> Caller:
+        """The caller, whatever the route's scope; raises 401 / 429. ``address``: the
+        client's, which failed authentications (a bad key or a bad token alike) are
+        counted against."""
         if self.keys is None:
             return Caller(None)
-        if credentials is None:
-            raise self._refuse(
-                401,
-                "missing",
-                "an API key is required: send 'Authorization: Bearer <key>' "
-                "(an operator makes one with 'fyp keys create')",
-            )
-        token = None
-        if is_user_token(credentials.credentials):
-            key, token = self._token(credentials.credentials)
-        else:
-            found = self.keys.authenticate(credentials.credentials)
-            if found is None:
-                raise self._refuse(401, "invalid", "the API key is not valid (unknown or revoked)")
-            key = found
+        # Checked before the lookup: from an address past its failures, an unknown key id
+        # is refused from memory. A valid key is still served there: the address may be
+        # a proxy's or a NAT's, shared with the callers who fail.
+        wait = self.failed_auth.wait(address)
+        key: ApiKey | None = None
+        token: UserToken | None = None
+        why, detail = (
+            "missing",
+            "an API key is required: send 'Authorization: Bearer <key>' "
+            "(an operator makes one with 'fyp keys create')",
+        )
+        if credentials is not None and is_user_token(credentials.credentials):
+            try:
+                key, token = self._token(credentials.credentials)
+            except TokenError as err:
+                why, detail = "token", str(err)
+        elif credentials is not None:
+            key = self.keys.authenticate(credentials.credentials, ask_about_unknown=wait == 0)
+            why, detail = "invalid", "the API key is not valid (unknown or revoked)"
+        if key is None:
+            if wait > 0:
+                self._count("failed_auth_limited")
+                raise too_many(wait, f"requests without a valid API key from {address}")
+            raise self._failed(address, why, detail)
         # A token's requests count against its key's rate: the key's limit bounds what
         # one client (a backend and the users it issued tokens to) asks of the server.
         wait = self.per_key.take(key.key_id)
         if wait > 0:
-            self.refused["rate_limited"] = self.refused.get("rate_limited", 0) + 1
+            self._count("rate_limited")
             raise too_many(wait, f"key {key.key_id}")
         return Caller(key, token)
 
     def _token(self, credential: str) -> tuple[ApiKey, UserToken]:
-        """The issuing key and the claims of a good token; 401 saying why otherwise."""
+        """The issuing key and the claims of a good token; TokenError saying why not.
+        A forged token fails its signature before any key is looked up."""
         assert self.keys is not None
-        try:
-            if self.tokens is None:
-                raise TokenError("user tokens are not accepted yet (the server is starting)")
-            token = self.tokens.read(credential)
-            key = check(token, self.keys.lookup(token.key_id), now_ms())
-        except TokenError as err:
-            raise self._refuse(401, "token", str(err)) from None
-        return key, token
+        if self.tokens is None:
+            raise TokenError("user tokens are not accepted yet (the server is starting)")
+        token = self.tokens.read(credential)
+        return check(token, self.keys.lookup(token.key_id), now_ms()), token
 
     def token_refused(self, request: Request, caller: Caller, **facts: Any) -> None:
         """Count and audit something refused to a user token (a request, or some of the
@@ -161,15 +185,16 @@ class Guard:
                 asked_for=user_id,
             )
 
-    def metrics_access(self, loopback: bool):  # type: ignore[no-untyped-def]
-        """The dependency of ``/metrics``: open on a loopback bind, else any valid key."""
+    def metrics_access(self, public: bool):  # type: ignore[no-untyped-def]
+        """The dependency of ``/metrics``: open when configured so
+        (``auth.metrics_public``), else any valid key, whatever its scopes."""
 
         async def dependency(
             request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> None:
-            if not loopback:
-                caller = self.authenticate(credentials)
+            if not public:
+                caller = self.authenticate(credentials, client_address(request))
                 if caller.user is not None:
                     raise self.forbid(
                         request, caller, "a user token is not accepted on /metrics: it needs a key"
@@ -187,7 +212,7 @@ class Guard:
             request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Caller:
-            caller = self.authenticate(credentials)
+            caller = self.authenticate(credentials, client_address(request))
             request.state.caller = caller  # for the error handlers' audit records
             key = caller.key
             if key is None:
@@ -221,3 +246,24 @@ class Guard:
     def user_wait(self, user_id: str) -> float:
         """Seconds ``user_id`` must wait (0: go ahead): their feed requests and events."""
         return self.per_user.take(user_id)
+
+    def check_creation(self, caller: Caller) -> None:
+        """429 if ``caller`` may create no more users now. Checked before a ``PUT`` of an
+        unknown user; the token is spent only by :meth:`created_user`, once the user was
+        created, so an update (or a refused request) costs none."""
+        wait = self.creations.wait(caller.actor)
+        if wait > 0:
+            auth = self.settings.auth
+            self._count("user_creation_limited")
+            seconds = retry_after(wait)
+            raise HTTPException(
+                429,
+                f"{caller.actor} has created the users it may: at most "
+                f"{auth.user_creations_per_key:,} per {auth.user_creation_window_s:g} s "
+                f"(auth.user_creations_per_key); updates of existing users still work; "
+                f"retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+
+    def created_user(self, caller: Caller) -> None:
+        self.creations.take(caller.actor)

@@ -274,7 +274,7 @@ class _EngineMethod:
     def __init__(
         self, world: World, now: int, *, http: bool, learned: bool = False, seed: int = 0
     ) -> None:
-        from fyp.config import load_settings
+        from fyp.config import LOAD_GENERATOR_AUTH, load_settings
         from fyp.engine import Engine
         from fyp.privacy.pseudonym import Pseudonyms
 
@@ -293,7 +293,7 @@ class _EngineMethod:
                 "sources": {"budget_ms": ENGINE_SOURCE_BUDGET_MS},
                 "model": {"enabled": learned},
                 # The simulated audience is this deployment's: no PUT /v1/users first,
-                # and no per-user rate limit on a simulation's pace; a known secret, so
+                # and no rate limits on a simulation's pace; a known secret, so
                 # that a seed gives the same run whatever the process.
                 "privacy": {
                     "require_registered_users": False,
@@ -301,7 +301,7 @@ class _EngineMethod:
                         Path(self._tmp.name) / "secret", f"closed-loop-{seed}"
                     ),
                 },
-                "auth": {"user_rate_per_s": 1e9, "user_burst": 1e9},
+                "auth": LOAD_GENERATOR_AUTH,
             },
             environ={},
         )

@@ -138,10 +138,13 @@ class _Cached:
 class SqliteKeyStore:
     """Keys on disk, with every key also in memory so ``authenticate`` rarely reads SQLite.
 
-    Freshness against other processes: a cached key is re-read from its row when the
-    cache entry is older than ``recheck_s`` (so another process's revocation takes effect
-    within that), and a key id missing from the cache is looked up in SQLite (so a key
-    created by another process works at once). Both reads are one primary-key lookup.
+    Freshness against other processes: a cache entry older than ``recheck_s`` (so
+    another process's revocation takes effect within that), or a key id missing from the
+    cache (so a key created by another process works at once), makes the store ask
+    SQLite whether another connection has written since it last read the keys (``PRAGMA
+    data_version``: a counter, no page of the table read), and read them all again only
+    then. So no token, an unknown id least of all (a guess, a flood of them), costs a
+    lookup of its own.
     """
 
     def __init__(
@@ -161,12 +164,37 @@ class SqliteKeyStore:
         self._lock = threading.Lock()  # one connection; FastAPI may call from its threadpool
         self._recheck_s = recheck_s
         self._clock = clock
-        now = clock()
-        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
         self._cache: dict[str, _Cached] = {}
+        self._version = -1  # the data_version at the last full read
+        with self._lock:
+            self._read_all()
+
+    def _data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to the file;
+        our own commits do not change it, and they update the cache themselves."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _read_all(self) -> None:
+        """Every key into the cache (a few rows: keys are made by hand). The version is
+        read first: a commit racing the SELECT then only causes one more read later."""
+        self._version = self._data_version()
+        now = self._clock()
+        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
+        self._cache = {}
         for row in rows:
             token_hash, key = _from_row(row)
             self._cache[key.key_id] = _Cached(token_hash, key, now)
+
+    def _checked(self, key_id: str) -> _Cached | None:
+        """``key_id``'s entry, known to be current: the keys read again if another
+        connection has written since they were read, else the entry confirmed as is."""
+        with self._lock:
+            if self._data_version() != self._version:
+                self._read_all()
+            entry = self._cache.get(key_id)
+            if entry is not None:
+                entry.read_at = self._clock()
+            return entry
 
     def create(
         self, scopes: Iterable[str], region: str | None, label: str, now: int
@@ -190,23 +218,14 @@ class SqliteKeyStore:
             self._cache[key.key_id] = _Cached(token_hash, key, self._clock())
         return key, token
 
-    def _reload(self, key_id: str) -> _Cached | None:
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)
-            ).fetchone()
-            if row is None:
-                self._cache.pop(key_id, None)
-                return None
-            token_hash, key = _from_row(row)
-            entry = _Cached(token_hash, key, self._clock())
-            self._cache[key_id] = entry
-            return entry
-
-    def _entry(self, key_id: str) -> _Cached | None:
+    def _entry(self, key_id: str, ask_about_unknown: bool = True) -> _Cached | None:
+        """``key_id``'s cached entry, checked against the table when it is stale (or
+        missing, unless ``ask_about_unknown`` is False)."""
         entry = self._cache.get(key_id)
+        if entry is None and not ask_about_unknown:
+            return None
         if entry is None or self._clock() - entry.read_at > self._recheck_s:
-            entry = self._reload(key_id)
+            entry = self._checked(key_id)
         return entry
 
     def lookup(self, key_id: str) -> ApiKey | None:
@@ -215,12 +234,15 @@ class SqliteKeyStore:
         entry = self._entry(key_id) if _KEY_ID.fullmatch(key_id) else None
         return None if entry is None else entry.key
 
-    def authenticate(self, token: str) -> ApiKey | None:
-        """The live key ``token`` belongs to; None if it is malformed, unknown or revoked."""
+    def authenticate(self, token: str, *, ask_about_unknown: bool = True) -> ApiKey | None:
+        """The live key ``token`` belongs to; None if it is malformed, unknown or revoked.
+        ``ask_about_unknown=False``: an id missing from the cache is taken as unknown,
+        without asking SQLite whether another process made it (for a caller already
+        refused for failing too often, a key made a moment ago can wait)."""
         key_id = _key_id_of(token)
         if key_id is None:
             return None
-        entry = self._entry(key_id)
+        entry = self._entry(key_id, ask_about_unknown)
         if entry is None:
             return None
         # Constant-time: the time taken says nothing about how much of the hash matched.

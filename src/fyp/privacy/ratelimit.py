@@ -15,6 +15,14 @@ from collections.abc import Callable
 # A caller that waits exactly the returned delay must then be let through; without this
 # slack, float rounding in the refill can leave it a hair short and refuse it again.
 _EPSILON = 1e-9
+NEVER_S = 3600  # what to tell a caller whose request can never be let through
+
+
+def retry_after(wait_s: float) -> int:
+    """Whole seconds to tell a rate-limited client to wait: ``wait_s`` rounded up, and at
+    least 1 (a client told 0 would retry at once, and be refused again). Every message and
+    every ``Retry-After`` header uses this, so the two always agree."""
+    return max(1, math.ceil(wait_s)) if math.isfinite(wait_s) else NEVER_S
 
 
 class RateLimiter:
@@ -50,6 +58,26 @@ class RateLimiter:
         """Buckets kept now (never more than ``max_keys``)."""
         return len(self._buckets)
 
+    def _tokens(self, key: str, now: float) -> float | None:
+        """``key``'s tokens at ``now`` (None: no bucket, which counts as full)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return None
+        left, then = bucket
+        # max(0, ...): a clock that steps back must not drain the bucket.
+        return min(self.burst, left + max(0.0, now - then) * self.rate)
+
+    def wait(self, key: str, n: float = 1.0) -> float:
+        """What :meth:`take` would answer, taking nothing: for a limit checked before
+        work whose outcome decides whether a token is spent (a failed authentication,
+        a user created rather than updated)."""
+        if n > self.burst:
+            return math.inf
+        tokens = self._tokens(key, self._clock())
+        if tokens is None or tokens + _EPSILON >= n:
+            return 0.0
+        return (n - tokens) / self.rate
+
     def take(self, key: str, n: float = 1.0) -> float:
         """Take ``n`` tokens from ``key``'s bucket: 0.0 if they were there; otherwise nothing
         is taken and the result is the seconds until they will be (send it, rounded up, as
@@ -60,15 +88,13 @@ class RateLimiter:
             return math.inf
         now = self._clock()
         buckets = self._buckets
-        bucket = buckets.get(key)
-        if bucket is None:
+        known = self._tokens(key, now)
+        if known is None:
             tokens = self.burst
             if len(buckets) >= self.max_keys:
                 buckets.popitem(last=False)
         else:
-            left, then = bucket
-            # max(0, ...): a clock that steps back must not drain the bucket.
-            tokens = min(self.burst, left + max(0.0, now - then) * self.rate)
+            tokens = known
             buckets.move_to_end(key)
         if tokens + _EPSILON >= n:
             buckets[key] = (max(0.0, tokens - n), now)
