@@ -1013,11 +1013,11 @@ class Engine:
         now: int | None = None,
     ) -> Feed:
         n = self.settings.feed.default_count if count is None else count
-        pid = self.home(user_id)
         with self._lock:
-            # Again under the lock an erasure sets its tombstone under: no impression of
-            # the user is recorded after their erasure deleted them.
-            self._refuse_erasing(user_id, pid)
+            # Checked under the lock an erasure sets its tombstone and removes the
+            # profile under, with the impressions recorded in the same hold: a feed that
+            # waited out an erasure records nothing of the erased user.
+            pid = self.home(user_id)
             return self.pipeline.run(pid, n, surface, self.clock() if now is None else now)
 
     def close(self) -> None:

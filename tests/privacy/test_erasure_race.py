@@ -256,6 +256,54 @@ def test_every_user_request_is_refused_while_the_erasure_runs(tmp_path: Path) ->
         engine.close()
 
 
+def test_a_feed_that_waited_out_an_erasure_records_nothing_of_the_user(tmp_path: Path) -> None:
+    """A feed request that passed the user's checks just before an erasure, then waited
+    for the engine's lock through all of it, must not record impressions of the erased
+    user once it gets the lock.
+
+    Mutation: checking the user (``Engine.home``) before taking the lock in
+    ``Engine.feed``, not under it, serves that feed and leaves its impressions."""
+    engine = _prepare(tmp_path / "data", ["u1", "u2"], VIEWS)
+    pid = engine.pseudonym("u1")
+    lock = engine._lock
+    main = threading.current_thread()
+    waiting = threading.Event()
+
+    class Watched:
+        """The engine's lock, saying when another thread asks for it."""
+
+        def __enter__(self) -> bool:
+            if threading.current_thread() is not main:
+                waiting.set()
+            return lock.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            lock.__exit__(*exc)
+
+    outcome: list[object] = []
+
+    def feed() -> None:
+        try:
+            outcome.append(engine.feed("u1", 3))
+        except (ErasureInProgressError, ResidencyError) as err:
+            outcome.append(err)
+
+    try:
+        with lock:
+            engine._lock = Watched()  # type: ignore[assignment]
+            request = threading.Thread(target=feed)
+            request.start()
+            assert waiting.wait(30)  # past its checks (if any come first), at the lock
+            engine.erase_user("u1", "test")  # (this thread holds the lock: re-entered)
+        request.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], ResidencyError), outcome
+        assert engine.impressions.for_user(pid, 100) == []
+        assert pid not in engine.state.users
+    finally:
+        engine._lock = lock
+        engine.close()
+
+
 def test_an_erasure_carries_out_the_refresh_the_user_asked_for_never(
     tmp_path: Path, deployments: Any
 ) -> None:
