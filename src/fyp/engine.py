@@ -890,8 +890,9 @@ class Engine:
     def _complete_erasure(self, pid: str, actor: str) -> Erasure:
         """Carry out the erasure of a tombstoned user (again from the start if an earlier
         try failed or was killed: each step is idempotent): delete their rows and drop
-        their state; rewrite the checkpoint; audit the completion with the counts; last,
-        the profile, controls, refresh marks and tombstone, in one transaction."""
+        their state; rewrite the checkpoint; scrub the event and impression files;
+        audit the completion with the counts; last, the profile, controls, refresh marks
+        and tombstone, in one transaction (its file scrubbed too)."""
         ref = self._erasing[pid]
         checkpoint = self.settings.data_dir / CHECKPOINT_FILE
         writer: int | None = None
@@ -920,6 +921,11 @@ class Engine:
             self.erasure_step("rewriting")
             self._await_rewrite(writer, checkpoint)
         self.erasure_step("rewritten")
+        # Outside the engine's lock (a pass over each file; feeds go on): what SQLite
+        # left of the deleted rows outside their cells.
+        self.event_log.scrub()
+        self.impressions.scrub()
+        self.erasure_step("scrubbed")
         # The completion, audited before the tombstone goes: if it cannot be written, the
         # erasure is not complete, and asking again completes (and audits) it.
         self.audit.append(

@@ -330,7 +330,7 @@ def test_an_erasure_carries_out_the_refresh_the_user_asked_for_never(
 
 # -- kill -9 at each step of the erasure ------------------------------------------------
 
-_STEPS = ["requested", "tombstoned", "deleted", "rewriting", "rewritten", "audited"]
+_STEPS = ["requested", "tombstoned", "deleted", "rewriting", "rewritten", "scrubbed", "audited"]
 # Run by one interpreter (fyp imported once), which forks a process per step: each opens
 # the engine on its own copy of the data dir and erases the user, killed at that step.
 _CRASH = """

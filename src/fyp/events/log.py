@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fyp.storage.sqlite import connect, delete_where, transaction
+from fyp.storage.sqlite import connect, delete_where, scrub, transaction
 from fyp.types import Event, EventType, LoggedEvent
 
 
@@ -43,6 +43,11 @@ class EventLog(Protocol):
     def erase_user(self, user_id: str) -> int:
         """Delete every event of ``user_id``, leaving nothing of them in the files;
         returns how many. Offsets are never reused."""
+        ...
+
+    def scrub(self) -> None:
+        """Leave nothing of deleted events anywhere in the files (after an erasure: see
+        :func:`fyp.storage.sqlite.scrub`)."""
         ...
 
     def delete_before(self, ts: int) -> int:
@@ -187,6 +192,10 @@ class SqliteEventLog:
 
     def erase_user(self, user_id: str) -> int:
         return self._delete("user_id = ?", user_id)
+
+    def scrub(self) -> None:
+        with self._lock:
+            scrub(self._conn)
 
     def delete_before(self, ts: int) -> int:
         return self._delete("ts < ?", ts)

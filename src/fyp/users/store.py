@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fyp.storage.sqlite import connect, forget_wal, transaction
+from fyp.storage.sqlite import connect, scrub, transaction
 from fyp.types import UserProfile
 
 
@@ -171,7 +171,7 @@ class SqliteUserStore:
             with transaction(self._conn) as cur:
                 for table in ("profiles", "controls", "refreshes", "erasures"):
                     cur.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
-            forget_wal(self._conn)
+            scrub(self._conn)  # (a small file: profiles and settings)
 
     def close(self) -> None:
         with self._lock:
