@@ -23,7 +23,7 @@ from fyp.config import Settings, load_settings
 from fyp.engine import CHECKPOINT_FILE, RESUMED_ACTOR, Engine, ErasureInProgressError
 from fyp.privacy.residency import ResidencyError
 from fyp.storage.checkpoint import CAN_FORK
-from fyp.types import Video, now_ms
+from fyp.types import Impression, Video, now_ms
 from fyp.users.controls import ControlsIn, ProfileIn
 from server_process import Server
 
@@ -123,7 +123,7 @@ def test_writers_beside_twenty_erasures_leave_nothing_of_the_users(
     lock the erasure takes), a feed that records impressions without the check under
     the engine's lock, or a learning step that learns a tombstoned user's events, each
     leave rows written during an erasure in events.db, impressions.db or the checkpoint
-    (the code before the tombstone kept 1 to 6 events per erased user)."""
+    (as the code before the tombstone did, for most of the 20 users)."""
     data = tmp_path / "data"
     engine = _prepare(data, VICTIMS + KEPT)
     needles = _needles(engine, VICTIMS, deployments)
@@ -213,11 +213,11 @@ def test_writers_beside_twenty_erasures_leave_nothing_of_the_users(
 def test_every_user_request_is_refused_while_the_erasure_runs(tmp_path: Path) -> None:
     """Between the tombstone and the end of the erasure (here, while the checkpoint is
     rewritten), the user's events, feeds, profile, controls, why and export are refused,
-    and an import's impressions of them are not stored.
+    and an import's impressions and users of them are not stored.
 
     Mutation: dropping the tombstone check from any of ``Engine.ingest``'s gate,
-    ``Engine.feed``, ``Engine.put_user``, ``Engine.home`` or ``record_impressions``
-    fails this test."""
+    ``Engine.feed``, ``Engine.put_user``, ``Engine.home``, ``record_impressions`` or
+    ``register_users`` fails this test."""
     engine = _prepare(tmp_path / "data", ["u1", "u2"], VIEWS)
     seen: list[str] = []
 
@@ -230,6 +230,10 @@ def test_every_user_request_is_refused_while_the_erasure_runs(tmp_path: Path) ->
         assert result.accepted == 1
         assert [r.kind for r in result.rejected] == ["erasing"]
         assert "being erased" in result.rejected[0].reason
+        engine.record_impressions(
+            [Impression("imported-1", "u1", "v1", 0, "import", 0.0, "for_you", START)]
+        )
+        assert engine.register_users(["u1"]) == 0
         for call in (
             lambda: engine.feed("u1", 3),
             lambda: engine.put_user("u1", ProfileIn()),
