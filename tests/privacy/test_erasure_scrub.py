@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
+from fyp.events import log as event_log_module
 from fyp.events.impressions import SqliteImpressionLog
-from fyp.types import Impression
+from fyp.events.log import SqliteEventLog
+from fyp.storage.sqlite import scrub as sqlite_scrub
+from fyp.types import Event, EventType, Impression
 
 
 @pytest.mark.parametrize("seed", [1, 3])
@@ -65,3 +70,29 @@ def test_an_erased_users_impressions_leave_no_bytes_in_the_file(tmp_path: Path, 
     data = (tmp_path / "impressions.db").read_bytes()
     assert [u for u in users[:20] if u.encode() in data] == []
     assert all(u.encode() in data for u in users[20:])
+
+
+def test_the_event_log_is_read_while_it_is_scrubbed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learning step reads the event log while it holds the engine's lock: a scrub
+    (a VACUUM: seconds on a large log) must not hold those reads, or every feed waits.
+
+    Mutation: scrubbing on the log's shared connection, under its lock, makes the read
+    wait for the whole scrub (here, forever: the scrub waits for the read)."""
+    log = SqliteEventLog(tmp_path / "events.db")
+    log.append([Event(f"e{i}", "p1", "v1", EventType.VIEW, i, 1_000) for i in range(10)])
+    read: list[int] = []
+
+    def scrub_and_read_meanwhile(conn: sqlite3.Connection) -> None:
+        reader = threading.Thread(target=lambda: read.append(len(log.read(0, 100))))
+        reader.start()
+        reader.join(10)  # (a bound for the mutation: it never ends)
+        sqlite_scrub(conn)
+
+    monkeypatch.setattr(event_log_module, "scrub", scrub_and_read_meanwhile)
+    try:
+        log.scrub()
+        assert read == [10]
+    finally:
+        log.close()
