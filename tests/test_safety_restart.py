@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fyp.engine import Engine
+from fyp.model.embeddings import EmbeddingTable
 from fyp.users.controls import ControlsIn, ProfileIn
 from server_process import Server
 from test_checkpoint import NOW, _events, _fingerprint, _settings, _videos
@@ -16,19 +17,31 @@ def _history(engine: Engine, user_id: str) -> list[int]:
     return list(engine.state.users[engine.pseudonym(user_id)].history)
 
 
+def _user_tables(engine: Engine) -> list[EmbeddingTable]:
+    assert engine.models is not None
+    return [engine.models.ranker.tables["user"], engine.models.retrieval.tables["user"]]
+
+
 def test_refresh_forgets_at_its_log_offset_whatever_the_restart(tmp_path: Path) -> None:
+    """A refresh forgets the user's history and their rows in both models' embedding
+    tables (keyed by the pseudonym, never by the id).
+
+    Mutation: removing the row-forgetting from ``OnlineModels.forget_user`` (the two
+    ``tables["user"].forget`` calls) leaves u1's rows, and fails this test."""
     engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
     engine.upsert_videos(_videos())
     engine.ingest(_events(0, 2_000, seed=1), now=NOW)
     engine.learn()
     engine.checkpoint()
+    u1 = engine.pseudonym("u1")
+    assert all(u1 in table for table in _user_tables(engine))  # rows to forget
     # More events, not yet learned when u1 asks for a refresh: they are forgotten too.
     engine.ingest(_events(2_000, 500, seed=2), now=NOW)
     engine.put_user("u1", ProfileIn())
     engine.set_controls("u1", ControlsIn(refresh=True, mute_creators=["c3"]))
     engine.learn()
     assert _history(engine, "u1") == []
-    assert engine.models is not None and "u1" not in engine.models.ranker.tables["user"]
+    assert not any(u1 in table for table in _user_tables(engine))
     engine.ingest(_events(2_500, 800, seed=3), now=NOW)  # after the refresh: learned
     engine.learn()
     live, live_history = _fingerprint(engine), _history(engine, "u1")

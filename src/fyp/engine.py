@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import gc
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +52,7 @@ from fyp.types import (
     DEFAULT_SURFACE,
     Event,
     Impression,
+    LoggedEvent,
     ModerationAction,
     UserProfile,
     Video,
@@ -72,6 +74,7 @@ _SETTLE_POLL_S = 0.01  # how often a wait for a checkpoint child looks whether i
 IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps no file
 WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
 REPORTS_ACTOR = "reports"
+RESUMED_ACTOR = "erasure resumed"  # the audit's actor of an erasure completed at a start
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,22 @@ class UnknownVideoError(KeyError):
 
 class InvalidModerationError(ValueError):
     """A moderation action that names unknown labels, or changes nothing."""
+
+
+class ErasureInProgressError(Exception):
+    """A request about a user whose erasure was accepted and is not complete: nothing of
+    theirs is read, stored or served until it is (the API's 409)."""
+
+
+def _erasing_message(user_id: str) -> str:
+    return (
+        f"user {user_id!r} is being erased: nothing of theirs is read or stored until the "
+        f"erasure completes (if it failed, DELETE /v1/users/{{id}} again completes it)"
+    )
+
+
+def _no_step(step: str) -> None:
+    """The default :attr:`Engine.erasure_step`: nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,15 +215,27 @@ class Engine:
         self.checkpoint_error: str | None = None
         # Checkpoint children an erasure waits for: pid -> written (None: not reaped yet).
         self._awaited: dict[int, bool | None] = {}
+        # Erasures accepted and not complete (pseudonym -> audit reference), from their
+        # durable tombstones: nothing of these users is stored, learned or served.
+        self._erasing: dict[str, str] = self.user_store.tombstones()
+        self._erasing_now: set[str] = set()  # carried out by a request now (under _lock)
+        # Taken by every durable write about a user (ingest's gate and append, profiles,
+        # controls, imported impressions), and by an erasure to set its tombstone: a write
+        # that passed the tombstone check has landed before the erasure deletes.
+        self._user_writes = threading.Lock()
+        # Called with the name of each step of an erasure as it is reached (a test's
+        # crash point: a kill there must leave an erasure the next start completes).
+        self.erasure_step: Callable[[str], None] = _no_step
         self._apply_user_settings()
 
     def _apply_user_settings(self) -> None:
         """Profiles' regions and pending refreshes, into the (new or restored) state."""
         for user_id, profile in self.users.profiles.items():
-            if profile.region is not None:
+            if profile.region is not None and user_id not in self._erasing:
                 self.state.user(user_id).region = profile.region
         for user_id, offset, _ in self.user_store.refreshes():
-            if offset > self.state.applied_offset:  # else in the state already
+            # (a mark applied already is in the state; one of a user being erased, never)
+            if offset > self.state.applied_offset and user_id not in self._erasing:
                 self.state.schedule_refresh(user_id, offset)
 
     def _build_pipeline(self) -> FeedPipeline:
@@ -250,12 +281,15 @@ class Engine:
             log.info("removed a partial checkpoint left by a killed writer")
         if from_checkpoint:
             engine._restore(read_checkpoint(data / CHECKPOINT_FILE))
+        for pid in engine._erasing:  # a checkpoint older than their tombstone holds them
+            engine.state.erase_user(pid)
         if replay:
-            engine.learn()
+            engine.learn()  # (which skips the events of users being erased)
             # The replayed state is a great many long-lived objects; a full collection
             # walking them pauses whatever runs next (a feed request) for hundreds of ms.
             gc.collect()
             gc.freeze()
+        engine._resume_erasures()
         return engine
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -437,6 +471,8 @@ class Engine:
             refusal = self.residency_refusal(e.user_id)
             if refusal is not None:
                 return Refusal("residency", f"user_id: {refusal}")
+            if pseudonym(e.user_id) in self._erasing:
+                return Refusal("erasing", f"user_id: {_erasing_message(e.user_id)}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
                 return Refusal(
@@ -445,14 +481,17 @@ class Engine:
                 )
             return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
 
-        return ingest(
-            raw_events,
-            self.catalog,
-            self.event_log,
-            self.settings.limits,
-            self.clock() if now is None else now,
-            gate,
-        )
+        # The gate and the append under one lock that an erasure takes to set its
+        # tombstone: an event let in before it is in the log when the erasure deletes.
+        with self._user_writes:
+            return ingest(
+                raw_events,
+                self.catalog,
+                self.event_log,
+                self.settings.limits,
+                self.clock() if now is None else now,
+                gate,
+            )
 
     def record_impressions(self, impressions: Sequence[Impression]) -> None:
         """Record impressions served elsewhere (an imported log); ones already recorded
@@ -460,7 +499,9 @@ class Engine:
         impressions = [
             dataclasses.replace(i, user_id=self.pseudonyms.of(i.user_id)) for i in impressions
         ]
-        new = self.impressions.record(impressions)
+        with self._user_writes:  # (none of a user being erased)
+            impressions = [i for i in impressions if i.user_id not in self._erasing]
+            new = self.impressions.record(impressions)
         by_user: dict[str, list[int]] = {}
         for imp, is_new in zip(impressions, new, strict=True):
             if not is_new:
@@ -506,7 +547,7 @@ class Engine:
                         self.state.apply([], through=end)
                     self._review_reported()  # any a failed write left due
                     break
-                self.state.apply(batch)
+                self.state.apply(self._learnable(batch), through=batch[-1].offset)
                 if train and self.models is not None:
                     self.models.drain(settle=False)
                 self._review_reported()
@@ -521,6 +562,15 @@ class Engine:
             gc.collect()
             gc.freeze()
         return done
+
+    def _learnable(self, batch: list[LoggedEvent]) -> list[LoggedEvent]:
+        """The events of ``batch`` the learning step may learn from: not those of a user
+        being erased (deleted from the log by the erasure, but a replay at a start that
+        resumes one, or a step between its tombstone and its deletion, would see them)."""
+        erasing = self._erasing
+        if not erasing:
+            return batch
+        return [x for x in batch if x.event.user_id not in erasing]
 
     def training_due(self) -> bool:
         """Whether :meth:`train_step` has work (the learned models' queues, the index)."""
@@ -675,11 +725,22 @@ class Engine:
         return profile is not None and profile.region == self.settings.region
 
     def home(self, user_id: str) -> str:
-        """The user's pseudonym, if their data may be touched here; else ResidencyError."""
+        """The user's pseudonym, if their data may be touched here; else ResidencyError,
+        or ErasureInProgressError for a user being erased."""
         refusal = self.residency_refusal(user_id)
         if refusal is not None:
             raise ResidencyError(refusal)
-        return self.pseudonyms.of(user_id)
+        pid = self.pseudonyms.of(user_id)
+        self._refuse_erasing(user_id, pid)
+        return pid
+
+    def _refuse_erasing(self, user_id: str, pid: str) -> None:
+        if pid in self._erasing:
+            raise ErasureInProgressError(_erasing_message(user_id))
+
+    def erasing(self, user_id: str) -> bool:
+        """Whether the user's erasure was accepted and is not complete."""
+        return self.pseudonyms.of(user_id) in self._erasing
 
     def knows_user(self, user_id: str) -> bool:
         pid = self.pseudonyms.of(user_id)
@@ -695,24 +756,26 @@ class Engine:
         """Create, homed in this region, the users not known yet (a trusted import: its
         users are this deployment's); returns how many were new. One durable write."""
         now = self.clock()
-        new = {
-            pid: UserProfile(pid, region=self.settings.region, created_at=now, updated_at=now)
-            for pid in map(self.pseudonyms.of, user_ids)
-            if pid not in self.users.profiles
-        }
-        if new:
-            self.user_store.put_profiles(list(new.values()))
-            with self._lock:
-                self.users.profiles.update(new)
-                for pid in new:
-                    self.state.user(pid).region = self.settings.region
+        with self._user_writes:  # (users being erased are not created again until erased)
+            new = {
+                pid: UserProfile(pid, region=self.settings.region, created_at=now, updated_at=now)
+                for pid in map(self.pseudonyms.of, user_ids)
+                if pid not in self.users.profiles and pid not in self._erasing
+            }
+            if new:
+                self.user_store.put_profiles(list(new.values()))
+                with self._lock:
+                    self.users.profiles.update(new)
+                    for pid in new:
+                        self.state.user(pid).region = self.settings.region
         return len(new)
 
     def put_user(self, user_id: str, change: ProfileIn) -> tuple[UserProfile, bool]:
         """Create or update a profile (the fields given); returns it (its ``user_id``
         the pseudonym) and whether it is new. The region is this deployment's (given or
         not): a user of another region is refused (ResidencyError), and nothing written.
-        Durable before it returns."""
+        Durable before it returns. ErasureInProgressError while the user is being erased:
+        once erased, the id is created anew, empty."""
         given = change.model_dump(exclude_unset=True)
         region = self.settings.region
         if (given.get("region") or region) != region:
@@ -722,37 +785,40 @@ class Engine:
             )
         now = self.clock()
         pid = self.pseudonyms.of(user_id)
-        old = self.users.profiles.get(pid)
-        base = old or UserProfile(pid, created_at=now)
-        profile = UserProfile(
-            pid,
-            given.get("age_band", base.age_band),
-            given.get("language", base.language),
-            region,
-            base.created_at,
-            now,
-        )
-        self.user_store.put_profile(profile)
-        with self._lock:
-            self.users.profiles[pid] = profile
-            self.state.user(pid).region = profile.region
+        with self._user_writes:
+            self._refuse_erasing(user_id, pid)
+            old = self.users.profiles.get(pid)
+            base = old or UserProfile(pid, created_at=now)
+            profile = UserProfile(
+                pid,
+                given.get("age_band", base.age_band),
+                given.get("language", base.language),
+                region,
+                base.created_at,
+                now,
+            )
+            self.user_store.put_profile(profile)
+            with self._lock:
+                self.users.profiles[pid] = profile
+                self.state.user(pid).region = profile.region
         return profile, old is None
 
     def set_controls(self, user_id: str, change: ControlsIn) -> UserControls:
         """Apply a controls change (durable before it returns). ``refresh`` forgets the
         user's learned personalisation as of every event logged so far: the learning step
         does it, at its next :meth:`learn` (the server's learning loop is woken)."""
-        user_id = self.home(user_id)
-        now = self.clock()
-        controls = self.users.controls_of(user_id).updated(change)
-        self.user_store.put_controls(user_id, controls.to_json(), now)
-        mark = self.event_log.last_offset() if change.refresh else None
-        if mark is not None:
-            self.user_store.add_refresh(user_id, mark, now)
-        with self._lock:
-            self.users.set_controls(user_id, controls)
+        with self._user_writes:  # checked and written before any erasure of the user
+            user_id = self.home(user_id)
+            now = self.clock()
+            controls = self.users.controls_of(user_id).updated(change)
+            self.user_store.put_controls(user_id, controls.to_json(), now)
+            mark = self.event_log.last_offset() if change.refresh else None
             if mark is not None:
-                self.state.schedule_refresh(user_id, mark)
+                self.user_store.add_refresh(user_id, mark, now)
+            with self._lock:
+                self.users.set_controls(user_id, controls)
+                if mark is not None:
+                    self.state.schedule_refresh(user_id, mark)
         return controls
 
     def why(self, user_id: str, video_id: str) -> Impression | None:
@@ -791,20 +857,67 @@ class Engine:
         return doc
 
     def erase_user(self, user_id: str, actor: str) -> Erasure:
-        """Erase the user: events, impressions, profile, controls, learned state and
-        embedding rows, their reports' weight, and the checkpoint (rewritten without
-        them); the stores overwrite what they delete. Audited without the erased data."""
-        pid = self.home(user_id)
+        """Erase the user: events, impressions, profile, controls, refresh marks, learned
+        state and embedding rows, their reports' weight, and the checkpoint (rewritten
+        without them); the stores overwrite what they delete.
+
+        In steps, each durable before the next: the request is audited (an erasure that
+        cannot be audited is not carried out); the user's tombstone is written, from when
+        nothing of theirs is stored, learned or served (ingest, feeds, profiles, controls
+        and the learning step refuse or skip them); then :meth:`_complete_erasure`. A
+        failure or a kill at any step after the tombstone leaves it: asking again, or the
+        next start, completes the erasure. ErasureInProgressError while another request
+        carries out this user's erasure."""
+        pid = self.pseudonyms.of(user_id)
+        with self._lock:
+            if pid in self._erasing_now:
+                raise ErasureInProgressError(
+                    f"user {user_id!r} is being erased by another request; ask again once "
+                    f"it has answered"
+                )
+            self._erasing_now.add(pid)
+        try:
+            if pid not in self._erasing:
+                self._accept_erasure(user_id, pid, actor)
+            return self._complete_erasure(pid, actor)
+        finally:
+            with self._lock:
+                self._erasing_now.discard(pid)
+            self.pseudonyms.of.cache_clear()  # (it held the raw id)
+
+    def _accept_erasure(self, user_id: str, pid: str, actor: str) -> None:
+        """Audit the request, then write the tombstone (durably, then in memory)."""
+        self.home(user_id)  # a user of another region: ResidencyError, nothing done
+        ref = self.pseudonyms.audit_ref(user_id)
+        # Before anything is done: an erasure whose record cannot be written is not
+        # carried out (the caller gets the storage fault, and nothing changed).
+        self.audit.append("user.erase.requested", actor, subject=ref)
+        self.erasure_step("requested")
+        self.user_store.add_tombstone(pid, ref, self.clock())
+        self.erasure_step("tombstoned")
+        # Under the lock of user writes: an event or a controls change checked before
+        # this is stored before the rows are deleted; one checked after is refused.
+        with self._user_writes, self._lock:
+            self._erasing[pid] = ref
+
+    def _complete_erasure(self, pid: str, actor: str) -> Erasure:
+        """Carry out the erasure of a tombstoned user (again from the start if an earlier
+        try failed or was killed: each step is idempotent): delete their rows and drop
+        their state; rewrite the checkpoint; scrub the event and impression files;
+        audit the completion with the counts; last, the profile, controls, refresh marks
+        and tombstone, in one transaction (its file scrubbed too)."""
+        ref = self._erasing[pid]
         checkpoint = self.settings.data_dir / CHECKPOINT_FILE
         writer: int | None = None
         with self._lock:
             # A checkpoint being written holds the user: it lands first, then the rewrite.
             self.settle_checkpoint()
-            # The files first, the profile last of them: until it goes the user is still
-            # homed here, so an erasure a failed write cut short can simply be asked again.
             events = self.event_log.erase_user(pid)
+            # (the write-behind buffer is written first: a feed served before the
+            # tombstone has its impressions deleted here; none is served after it)
             impressions = self.impressions.erase_user(pid)
             self.state.erase_user(pid)
+            self.erasure_step("deleted")
             rewrite = self.checkpoint_offset > 0 or checkpoint.exists()
             if rewrite:
                 # Written by a child from a snapshot of the state without the user, so
@@ -818,18 +931,38 @@ class Engine:
                 else:
                     self._awaited[writer] = None
         if writer is not None:
+            self.erasure_step("rewriting")
             self._await_rewrite(writer, checkpoint)
-        with self._lock:
-            self.user_store.erase(pid)
-            self.users.forget(pid)
-        self.pseudonyms.of.cache_clear()
+        self.erasure_step("rewritten")
+        # Outside the engine's lock (a pass over each file; feeds go on): what SQLite
+        # left of the deleted rows outside their cells.
+        self.event_log.scrub()
+        self.impressions.scrub()
+        self.erasure_step("scrubbed")
+        # The completion, audited before the tombstone goes: if it cannot be written, the
+        # erasure is not complete, and asking again completes (and audits) it.
         self.audit.append(
             "user.erase",
             actor,
-            subject=self.pseudonyms.audit_ref(user_id),
+            subject=ref,
             details={"events": events, "impressions": impressions},
         )
+        self.erasure_step("audited")
+        with self._user_writes, self._lock:
+            self.user_store.erase(pid)
+            self.users.forget(pid)
+            del self._erasing[pid]
         return Erasure(events, impressions, rewrite)
+
+    def _resume_erasures(self) -> None:
+        """Complete the erasures a killed (or failed) process accepted and did not
+        complete. One that fails again (a full disk) keeps its tombstone: the user stays
+        refused, and asking again completes it."""
+        for pid in list(self._erasing):
+            try:
+                self._complete_erasure(pid, RESUMED_ACTOR)
+            except (OSError, sqlite3.Error) as err:
+                log.warning("an interrupted erasure could not be completed (%s); ask again", err)
 
     @contextlib.contextmanager
     def _dropping_checkpoint_on_failure(self, checkpoint: Path) -> Iterator[None]:
@@ -899,8 +1032,11 @@ class Engine:
         now: int | None = None,
     ) -> Feed:
         n = self.settings.feed.default_count if count is None else count
-        pid = self.home(user_id)
         with self._lock:
+            # Checked under the lock an erasure sets its tombstone and removes the
+            # profile under, with the impressions recorded in the same hold: a feed that
+            # waited out an erasure records nothing of the erased user.
+            pid = self.home(user_id)
             return self.pipeline.run(pid, n, surface, self.clock() if now is None else now)
 
     def close(self) -> None:

@@ -5,10 +5,11 @@ through the ``deployments`` fixture (see tests/conftest.py for why not ``import`
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -21,15 +22,27 @@ from fyp.types import now_ms
 N_VIDEOS = 40
 
 
-def scan(root: Path, needles: list[str]) -> dict[str, list[str]]:
-    """Each needle found in the bytes of any file under ``root`` -> the files."""
-    found: dict[str, list[str]] = {}
+def scan(root: Path, needles: Sequence[str | bytes]) -> dict[str | bytes, list[str]]:
+    """Each needle (text, as UTF-8, or raw bytes: a learned vector's) found in the bytes
+    of any file under ``root`` -> the files."""
+    found: dict[str | bytes, list[str]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
         for needle in needles:
-            if needle.encode() in data:
+            if (needle.encode() if isinstance(needle, str) else needle) in data:
                 found.setdefault(needle, []).append(str(path.relative_to(root)))
     return found
+
+
+def vector_bytes(engine: Engine, pseudonym: str) -> list[bytes]:
+    """The bytes of the user's learned embedding rows (float32, as the tables hold and a
+    checkpoint pickles them), for a byte scan; one per model with a row for the user."""
+    assert engine.models is not None
+    return [
+        np.asarray(vector, dtype=np.float32).tobytes()
+        for vector in engine.models.user_vectors(pseudonym).values()
+        if vector is not None
+    ]
 
 
 class Deployment:
@@ -122,6 +135,7 @@ class Deployments:
         return d
 
     scan = staticmethod(scan)
+    vector_bytes = staticmethod(vector_bytes)
 
 
 @pytest.fixture

@@ -76,6 +76,13 @@ def test_export_holds_everything_about_the_user_and_is_audited(deployments: Any)
 
 
 def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> None:
+    """Nothing of the user in any file: not their id, not their pseudonym, and not the
+    bytes of their learned embedding rows (the scan of the checkpoint finds a freed row
+    that was not zeroed).
+
+    Mutation: deleting the zeroing of freed rows in ``EmbeddingTable._release``
+    (``model/embeddings.py``) leaves the user's vector in the checkpoint rewritten
+    without them, and fails this test."""
     d = deployments.start("eu", model=MODEL, checkpoint_every_events=0)
     for user in [*KEPT, GONE]:
         _activity(d, user)
@@ -85,7 +92,10 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
     kept = [d.engine.pseudonym(u) for u in KEPT]
     assert d.engine.models is not None
     assert d.engine.models.ranker.tables["user"].row_of(pseudonym) >= 0  # a learned row
-    before = deployments.scan(d.data_dir, [pseudonym])
+    vectors = deployments.vector_bytes(d.engine, pseudonym)
+    assert vectors  # the rows whose bytes the scan looks for
+    before = deployments.scan(d.data_dir, [pseudonym, *vectors])
+    assert set(vectors) <= set(before), "the scan finds the vectors in the checkpoint"
     assert {"events.db", "users.db", "checkpoint.pkl"} <= {
         f.removesuffix("-wal") for f in before[pseudonym]
     }, before
@@ -97,7 +107,7 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
     assert body["checkpoint_rewritten"]
 
     # While the server runs (databases, WALs, checkpoint, audit log, keys): nothing.
-    assert deployments.scan(d.data_dir, [GONE, pseudonym]) == {}
+    assert deployments.scan(d.data_dir, [GONE, pseudonym, *vectors]) == {}
     # The others are untouched.
     assert set(deployments.scan(d.data_dir, kept)) == set(kept)
     e = d.engine
@@ -118,7 +128,8 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
     assert e.state.users[pseudonym].views == 0 and not e.state.users[pseudonym].follows
     # A restart (from the rewritten checkpoint, or replaying the log) knows nothing more.
     d.close()
-    assert deployments.scan(d.data_dir, [GONE]) == {}
+    # (the pseudonym is back: the user was created again; their old vectors are not)
+    assert deployments.scan(d.data_dir, [GONE, *vectors]) == {}
     assert verify(d.data_dir).ok
     for from_checkpoint in (True, False):
         again = Engine.open(d.settings, from_checkpoint=from_checkpoint)

@@ -59,7 +59,7 @@ from fyp.api.token_routes import install_tokens
 from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
-from fyp.engine import Engine, InvalidModerationError, UnknownVideoError
+from fyp.engine import Engine, ErasureInProgressError, InvalidModerationError, UnknownVideoError
 from fyp.events.ingest import IngestResult, Rejected
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.ratelimit import retry_after
@@ -388,6 +388,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             return await storage_error_response(request, exc)
         return JSONResponse({"detail": str(err)}, status_code=421)
 
+    @app.exception_handler(ErasureInProgressError)
+    async def erasure_in_progress(request: Request, err: ErasureInProgressError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=409)
+
     @app.get(
         "/healthz",
         response_model=Health,
@@ -581,14 +585,19 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "/v1/users/{user_id}",
         response_model=UserOut,
         tags=["users"],
-        responses={201: {"model": UserOut, "description": "created"}},
+        responses={
+            201: {"model": UserOut, "description": "created"},
+            409: {"description": "the user is being erased; created anew once erased"},
+        },
     )
     async def put_user(user_id: IdPath, profile: ProfileIn, caller: EventsWrite) -> Response:
         """Create or update a user: the fields given are set, the others kept. The
         region, if given, must be this deployment's (a user is homed where created:
         421 otherwise, nothing stored). Unknown fields (precise location, device ids,
         contact data...) are rejected. A key creates at most
-        ``auth.user_creations_per_key`` users per window (429 past it)."""
+        ``auth.user_creations_per_key`` users per window (429 past it). A user whose
+        erasure was accepted and is not complete is refused (409); once erased, the id
+        is a new, empty user."""
         if not eng().knows_user(user_id):
             guard.check_creation(caller)
         saved, created = eng().put_user(user_id, profile)
@@ -743,16 +752,34 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return Response(orjson.dumps(doc), media_type="application/json")
 
     @app.delete(
-        "/v1/users/{user_id}", response_model=ErasureOut, tags=["users"], responses=NOT_KNOWN
+        "/v1/users/{user_id}",
+        response_model=ErasureOut,
+        tags=["users"],
+        responses={
+            404: {"description": "no such user here (never created, or erased already)"},
+            409: {"description": "another request is erasing this user now"},
+            421: {"description": "the user is not homed in this deployment"},
+            503: {
+                "description": "a storage fault stopped the erasure; if it was accepted, "
+                "nothing more of the user is stored, and asking again (or the next "
+                "start) completes it"
+            },
+        },
     )
     async def erase_user(user_id: RightsUserId, caller: UsersAdmin) -> ErasureOut:
         """Erase the user (the right to erasure): events, impressions, profile,
         controls, learned state and embedding rows, their reports' weight, and the
-        checkpoint, rewritten without them — done when this returns. Audited, without
-        the erased data. Their next feed, once created again, is a new user's."""
-        _known(user_id)
+        checkpoint, rewritten without them — done when this returns. From the moment
+        it is accepted nothing new of the user is stored or learned (their events,
+        feeds, controls and profile changes are refused with 409 until it completes).
+        Audited (the request, then the completion), without the erased data. Asking
+        again completes an erasure a failure cut short. Created again, the id is a new,
+        empty user."""
+        e = eng()
+        if not e.erasing(user_id):  # (one accepted earlier is completed, not refused)
+            _known(user_id)
         # Off the event loop: the checkpoint rewrite takes seconds, and feeds go on.
-        done = await asyncio.to_thread(eng().erase_user, user_id, caller.actor)
+        done = await asyncio.to_thread(e.erase_user, user_id, caller.actor)
         return ErasureOut(
             user_id=user_id,
             erased=True,

@@ -68,6 +68,11 @@ ERRORS: dict[int, ErrorStatus] = {
     403: ErrorStatus("The key lacks the route's scope, or is for another region's users.", _scoped),
     404: ErrorStatus("Not found (the route says what).", _declared),
     413: ErrorStatus("The body or the batch is over its limit; nothing was stored.", _declared),
+    409: ErrorStatus(
+        "The user's erasure was accepted and is not complete: nothing of theirs is read or "
+        "stored until it is (then the id is a new, empty user).",
+        _names_a_user,
+    ),
     421: ErrorStatus(
         "The user is not homed in this deployment (another region's): nothing was stored.",
         _names_a_user,

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fyp.storage.sqlite import connect, delete_where, transaction
+from fyp.storage.sqlite import connect, delete_where, scrub, transaction
 from fyp.types import DAY_MS, FilterCount, Impression
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,11 @@ class ImpressionLog(Protocol):
 
     def erase_user(self, user_id: str) -> int:
         """Delete every impression of ``user_id``, leaving nothing of them in the files."""
+        ...
+
+    def scrub(self) -> None:
+        """Leave nothing of deleted impressions anywhere in the files (after an erasure:
+        see :func:`fyp.storage.sqlite.scrub`)."""
         ...
 
     def delete_before(self, ts: int) -> int:
@@ -365,6 +370,11 @@ class SqliteImpressionLog:
 
     def erase_user(self, user_id: str) -> int:
         return self._delete("user_id = ?", user_id)
+
+    def scrub(self) -> None:
+        with self._lock:
+            self._flush()
+            scrub(self._conn)
 
     def delete_before(self, ts: int) -> int:
         return self._delete("ts < ?", ts)

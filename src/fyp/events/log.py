@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fyp.storage.sqlite import connect, delete_where, transaction
+from fyp.storage.sqlite import connect, delete_where, scrub, transaction
 from fyp.types import Event, EventType, LoggedEvent
 
 
@@ -43,6 +43,11 @@ class EventLog(Protocol):
     def erase_user(self, user_id: str) -> int:
         """Delete every event of ``user_id``, leaving nothing of them in the files;
         returns how many. Offsets are never reused."""
+        ...
+
+    def scrub(self) -> None:
+        """Leave nothing of deleted events anywhere in the files (after an erasure: see
+        :func:`fyp.storage.sqlite.scrub`)."""
         ...
 
     def delete_before(self, ts: int) -> int:
@@ -88,9 +93,13 @@ class SqliteEventLog:
     """The embedded event log: one SQLite table, fsynced on every append (WAL, FULL)."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        # Held by every write (before the connection's lock), and by a scrub, which
+        # writes on a connection of its own: reads go on meanwhile.
+        self._writing = threading.Lock()
         # The log's end, kept here: it is asked for by every learning step and health
         # check, and only this object's appends move it (one writer per log).
         self._last = self._sequence()
@@ -111,7 +120,7 @@ class SqliteEventLog:
                 duplicates.append(i)
             else:
                 first[e.event_id] = i
-        with self._lock:
+        with self._writing, self._lock:
             known = self._existing(list(first))
             fresh = [i for eid, i in first.items() if eid not in known]
             duplicates.extend(first[eid] for eid in known)
@@ -182,11 +191,22 @@ class SqliteEventLog:
         ]
 
     def _delete(self, where: str, arg: object) -> int:
-        with self._lock:
+        with self._writing, self._lock:
             return delete_where(self._conn, "events", where, arg)
 
     def erase_user(self, user_id: str) -> int:
         return self._delete("user_id = ?", user_id)
+
+    def scrub(self) -> None:
+        # Not on the shared connection, which the learning step reads through while it
+        # holds the engine's lock: a VACUUM of seconds there would stop every feed.
+        # (WAL: the reads see the log as it was until the rewrite commits.)
+        with self._writing:
+            conn = connect(self._path, "fsync")
+            try:
+                scrub(conn)
+            finally:
+                conn.close()
 
     def delete_before(self, ts: int) -> int:
         return self._delete("ts < ?", ts)

@@ -123,12 +123,15 @@ class OnlineModels:
             if e.labels[_POSITIVE].any():
                 self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
 
-    def forget_user(self, user_id: str) -> None:
+    def forget_user(self, user_id: str, erase: bool = False) -> None:
         """On "refresh", the user's embedding rows go (they start again from the shared
         fallback vector, as a new user does), and so do their examples still queued, so
         training does not bring the old tastes back. Full batches are trained first: what
-        is dropped is then only the remainder, the same whatever the cut of the calls."""
-        self.drain()
+        is dropped is then only the remainder, the same whatever the cut of the calls.
+        ``erase``: not on an erasure, whose examples must not be learned from at all (the
+        batches are trained without them)."""
+        if not erase:
+            self.drain()
         self._rank_queue = [x for x in self._rank_queue if x.user_id != user_id]
         self._retrieval_queue = [x for x in self._retrieval_queue if x.user_id != user_id]
         self.ranker.tables["user"].forget([user_id])

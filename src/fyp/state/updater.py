@@ -61,8 +61,9 @@ class Example:
 
 # What the learned models are told of each closed example, in log order.
 ExampleListener = Callable[[Sequence[Example]], None]
-# Told of each user whose personalisation is forgotten ("refresh"), at that log point.
-ForgetListener = Callable[[str], None]
+# Told of each user whose personalisation is forgotten ("refresh", at that log point) or
+# who is erased (the flag: then nothing of theirs may be learned first).
+ForgetListener = Callable[[str, bool], None]
 _HISTORY_IN_EXAMPLE = 20
 
 
@@ -133,24 +134,24 @@ class FeedState:
         if user is not None:
             forget_personalisation(user, len(LABELS))
         self._train()
-        self._drop_examples(user_id)
+        self._drop_examples(user_id, erase=False)
         self.refreshes_done += 1
 
-    def _drop_examples(self, user_id: str) -> None:
+    def _drop_examples(self, user_id: str, erase: bool) -> None:
         """The user's open, closed and queued examples, and the learned models' (the
         listeners'). The open one's heap entry goes stale: its seq no longer matches."""
         self._pending.pop(user_id, None)
         self._closed.pop(user_id, None)
         self._examples = [x for x in self._examples if x.user_id != user_id]
         for listener in self.forget_listeners:
-            listener(user_id)
+            listener(user_id, erase)
 
     def erase_user(self, user_id: str) -> None:
         """Erasure: everything held of the user goes — their state, their open and queued
         examples, their reports' weight, the learned models' rows (the listeners) — as
         if they had never been here. Aggregates that are not kept per user (a video's
         view counts, its co-engagement neighbours, the ranker's weights) stay."""
-        self._drop_examples(user_id)  # not trained on first: nothing of theirs is learned now
+        self._drop_examples(user_id, erase=True)  # not trained on first: nothing is learned now
         self.users.pop(user_id, None)
         self._by_time = [x for x in self._by_time if x[2] != user_id]
         heapq.heapify(self._by_time)

@@ -62,6 +62,17 @@ def delete_where(conn: sqlite3.Connection, table: str, where: str, arg: object) 
     return cur.rowcount
 
 
+def scrub(conn: sqlite3.Connection) -> None:
+    """Rewrite the database whole (``VACUUM``), then truncate the WAL that carried the
+    rewrite: after an erasure, the bytes of deleted rows can outlive ``secure_delete``.
+    It overwrites a row where it is deleted, but a row's cell that SQLite moved between
+    pages earlier (a rebalance after other rows came or went) leaves its old copy in the
+    unallocated space of the page it left, which nothing overwrites; VACUUM builds every
+    page anew from the rows that remain. It costs a pass over the file."""
+    conn.execute("VACUUM")
+    forget_wal(conn)
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Cursor]:
     """One transaction (``BEGIN IMMEDIATE``: the write lock at once), committed when the

@@ -2,7 +2,12 @@
 
 Every write is fsynced before the API answers. A refresh is kept as the event-log offset
 it was asked at: the learning step forgets the user's personalisation when it passes that
-offset, so a replay of the log after a restart forgets at the same point."""
+offset, so a replay of the log after a restart forgets at the same point.
+
+An erasure is kept here too, from the moment it is accepted until it is complete: its
+tombstone (the user's pseudonym and audit reference) is written first and deleted last,
+with the profile, so a process killed in between finishes the erasure when it starts
+again (:meth:`fyp.engine.Engine.open`)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fyp.storage.sqlite import connect, forget_wal, transaction
+from fyp.storage.sqlite import connect, scrub, transaction
 from fyp.types import UserProfile
 
 
@@ -33,8 +38,17 @@ class UserStore(Protocol):
         """(user_id, log offset, ts) of every refresh, oldest first."""
         ...
 
+    def add_tombstone(self, user_id: str, audit_ref: str, ts: int) -> None:
+        """Record (durably) that the user's erasure was accepted; again changes nothing."""
+        ...
+
+    def tombstones(self) -> dict[str, str]:
+        """The users whose erasure was accepted and is not complete -> audit reference."""
+        ...
+
     def erase(self, user_id: str) -> None:
-        """Delete the user's profile, controls and refreshes, leaving nothing of them."""
+        """Delete the user's profile, controls, refreshes and tombstone in one
+        transaction, leaving nothing of them."""
         ...
 
     def close(self) -> None: ...
@@ -58,6 +72,11 @@ CREATE TABLE IF NOT EXISTS refreshes (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id    TEXT NOT NULL,
     log_offset INTEGER NOT NULL,
+    ts         INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erasures (
+    user_id    TEXT PRIMARY KEY,
+    audit_ref  TEXT NOT NULL,
     ts         INTEGER NOT NULL
 );
 """
@@ -135,12 +154,24 @@ class SqliteUserStore:
             ).fetchall()
         return [(str(u), int(o), int(t)) for u, o, t in rows]
 
+    def add_tombstone(self, user_id: str, audit_ref: str, ts: int) -> None:
+        self._write(
+            "INSERT INTO erasures (user_id, audit_ref, ts) VALUES (?,?,?)"
+            " ON CONFLICT (user_id) DO NOTHING",
+            (user_id, audit_ref, ts),
+        )
+
+    def tombstones(self) -> dict[str, str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT user_id, audit_ref FROM erasures").fetchall()
+        return {str(u): str(r) for u, r in rows}
+
     def erase(self, user_id: str) -> None:
         with self._lock:
             with transaction(self._conn) as cur:
-                for table in ("profiles", "controls", "refreshes"):
+                for table in ("profiles", "controls", "refreshes", "erasures"):
                     cur.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
-            forget_wal(self._conn)
+            scrub(self._conn)  # (a small file: profiles and settings)
 
     def close(self) -> None:
         with self._lock:
