@@ -4,6 +4,7 @@ after ``kill -9`` in the middle of ingestion and training."""
 
 from __future__ import annotations
 
+import heapq
 import os
 import socket
 import threading
@@ -13,9 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from fyp.config import Settings, load_settings
 from fyp.engine import CHECKPOINT_FILE, Engine
+from fyp.state.updater import Example
 from fyp.storage import checkpoint as checkpoint_module
 from fyp.storage.checkpoint import CAN_FORK, read_checkpoint
 from fyp.types import Video
@@ -127,6 +130,149 @@ def test_restart_from_a_checkpoint_equals_a_full_replay(tmp_path: Path) -> None:
         # The index is rebuilt from the restored towers, and it serves.
         assert len(restored.models.index) == 300
         assert len(restored.feed("u1", count=10, now=NOW).items) == 10
+    finally:
+        restored.close()
+        replayed.close()
+
+
+# Late actions: a like or share arrives DELAYS_S seconds after its view (as many log
+# positions later, one view a second): at once; within the label window; after it, when
+# the example has closed and a corrected copy is learned; past the late window, when the
+# action opens an example of its own (never learned: it has no view).
+LATE_RANKER = {"label_window_s": 60.0, "late_window_s": 300.0}
+DELAYS_S = (0, 20, 120, 400)
+
+
+def _late_settings(data: Path) -> Settings:
+    return load_settings(
+        overrides={
+            "data_dir": data,
+            "model": MODEL,
+            "ranker": LATE_RANKER,
+            "privacy": {"require_registered_users": False},
+        },
+        environ={},
+    )
+
+
+def _late_stream(n: int, seed: int) -> list[dict[str, object]]:
+    """``n`` views of 50 users, and likes and shares arriving after their views (see
+    DELAYS_S), in log order."""
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, object]] = []
+    later: list[tuple[int, int, dict[str, object]]] = []  # (log position, tiebreak, event)
+    for k in range(n):
+        u, v = int(rng.integers(0, 50)), int(rng.integers(0, 300))
+        ts = NOW - 7_200_000 + k * 1_000
+        liked = (v % 15) % 2 == u % 2
+        out.append(
+            {
+                "event_id": f"e{k}",
+                "user_id": f"u{u}",
+                "video_id": f"v{v}",
+                "type": "view",
+                "ts": ts,
+                "watch_ms": 20_000 if liked else 400,
+            }
+        )
+        if liked and rng.random() < 0.5:
+            delay = int(rng.choice(DELAYS_S))
+            action = str(rng.choice(["like", "share"]))
+            late = {
+                **out[-1],
+                "event_id": f"e{k}-{action}",
+                "type": action,
+                "ts": ts + delay * 1_000,
+            }
+            del late["watch_ms"]
+            heapq.heappush(later, (k + delay, k, late))
+        while later and later[0][0] <= k:
+            out.append(heapq.heappop(later)[2])
+    out.extend(e for _, _, e in sorted(later))
+    return out
+
+
+def _plain(value: object) -> object:
+    """Tensors, arrays and containers of them as lists and dicts, to compare with ==."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().numpy().tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _example(e: Example) -> tuple[object, ...]:
+    return (e.user_id, e.row, e.ts, e.seq, e.labels.tolist(), e.viewed, e.late)
+
+
+def _whole(engine: Engine) -> dict[str, object]:
+    """Everything learning and serving keep in memory, to compare a restart with a full
+    replay: the state, the examples open, closed and queued, the models' parameters,
+    optimizers and queues, the exposures and what each user was served."""
+    state, models = engine.state, engine.models
+    assert models is not None
+    return {
+        **_fingerprint(engine),
+        "late_corrections": state.late_corrections,
+        "pending": sorted((u, *_example(e)) for u, e in state._pending.items()),
+        "closed": [(u, *_example(e)) for u, e in state._closed.items()],
+        "examples": [_example(e) for e in state._examples],
+        "rank_queue": [
+            (x.user_id, x.video_id, x.ts, x.labels.tolist()) for x in models._rank_queue
+        ],
+        "retrieval_queue": [(x.user_id, x.row, x.ts) for x in models._retrieval_queue],
+        "ranker": _plain(models.ranker.state_dict()),
+        "retrieval": _plain(models.retrieval.state_dict()),
+        "exposures": state.stats.exposures[: len(engine.catalog)].tolist(),
+        "served": {u: list(user.served) for u, user in sorted(state.users.items())},
+    }
+
+
+def test_restart_mid_queue_with_late_actions_equals_a_full_replay(tmp_path: Path) -> None:
+    """The checkpoint is taken with the models' batches queued, examples open and closed
+    ones remembered, and late likes and shares after it correct examples closed before
+    it; feeds are served before and after it. Restarting from it and replaying the rest
+    must give what a replay of the whole log gives.
+
+    Mutations it catches (each passes every other checkpoint test): ``Engine._restore`` clearing
+    the closed-example memory (``state._closed.clear()``: the late corrections after the
+    checkpoint are lost), or not rebuilding the exposures from the impressions (dropping
+    its ``_restore_serving_memory()``: what was served before the restart is forgotten).
+    It found a defect: a late correction set its label on the closed example itself, which
+    a full replay had not learned yet where the live engine had (see FeedState)."""
+    stream = _late_stream(2_400, seed=7)
+    cut = len(stream) // 2
+    engine = Engine.open(_late_settings(tmp_path), clock=lambda: NOW)
+    engine.upsert_videos(_videos())
+    assert not engine.ingest(stream[:cut], now=NOW).rejected
+    engine.learn(train=False)  # the models' batches stay queued, as the server leaves them
+    for u in range(0, 50, 5):
+        assert engine.feed(f"u{u}", count=10, now=NOW).items
+    models = engine.models
+    assert models is not None and len(models._rank_queue) >= MODEL["ranker_batch"]
+    assert engine.state._pending and engine.state._closed
+    corrections_before = engine.state.late_corrections
+    assert engine.checkpoint() > 0
+    assert not engine.ingest(stream[cut:], now=NOW).rejected
+    engine.learn()
+    for u in range(2, 50, 5):
+        assert engine.feed(f"u{u}", count=10, now=NOW).items
+    # Late corrections after the checkpoint, of examples closed before it.
+    assert engine.state.late_corrections > corrections_before
+    live = _whole(engine)
+    engine.close()
+
+    restored = Engine.open(_late_settings(tmp_path), clock=lambda: NOW)
+    replayed = Engine.open(_late_settings(tmp_path), clock=lambda: NOW, from_checkpoint=False)
+    try:
+        assert restored.checkpoint_offset > 0 and replayed.checkpoint_offset == 0
+        whole = _whole(restored)
+        assert whole == _whole(replayed)
+        assert whole == live
     finally:
         restored.close()
         replayed.close()

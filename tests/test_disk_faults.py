@@ -5,13 +5,14 @@ directory finds every acknowledged event, nothing of the refused ones, and SQLit
 that pass ``PRAGMA integrity_check``.
 
 The faults are real filesystems, not mocks, so these tests need root in a container
-that allows mounts; elsewhere they skip, saying so. A full disk is a small tmpfs filled
-with a filler file. A read-only one is ext4 on a loop device that is made to fail
-(``trigger_fs_error`` with ``errors=remount-ro``: what a production disk does on an
-error): ``mount -o remount,ro`` cannot be used while the engine runs, since Linux
-refuses it (EBUSY) while any file on the filesystem is open for writing, and SQLite
-keeps every database open read-write. Recovering from that state takes an unmount, an
-fsck and a fresh mount, so that test reopens the engine to check writes work again.
+that allows mounts; elsewhere they skip, saying so (under CI they fail: it has both). A
+full disk is a small tmpfs filled with a filler file. A read-only one is ext4 on a loop
+device that is made to fail (``trigger_fs_error`` with ``errors=remount-ro``: what a
+production disk does on an error): ``mount -o remount,ro`` cannot be used while the
+engine runs, since Linux refuses it (EBUSY) while any file on the filesystem is open for
+writing, and SQLite keeps every database open read-write. Recovering from that state
+takes an unmount, an fsck and a fresh mount, so that test reopens the engine to check
+writes work again.
 
 The first tests need no mount: how :func:`install_storage_errors` maps exceptions.
 """
@@ -28,10 +29,10 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from fastapi import FastAPI
@@ -207,20 +208,21 @@ def _unmount(mnt: Path) -> None:
         _run("umount", "-l", str(mnt))
 
 
-def _need_root() -> None:
+def _need_root(unavailable: Callable[[str], NoReturn]) -> None:
     if os.geteuid() != 0:
-        pytest.skip("disk-fault tests mount filesystems: they need root (in a container)")
+        unavailable("disk-fault tests mount filesystems: they need root (in a container)")
 
 
 @pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A small tmpfs, unmounted at teardown."""
-    _need_root()
+def tmpfs(tmp_path: Path, unavailable: Callable[[str], NoReturn]) -> Iterator[Path]:
+    """A small tmpfs, unmounted at teardown (skipped where mounts are not allowed, a
+    failure under CI, where they are)."""
+    _need_root(unavailable)
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
     done = _run("mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "fyp", str(mnt))
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (not permitted?): {done.stderr.strip()}")
+        unavailable(f"cannot mount a tmpfs here (not permitted?): {done.stderr.strip()}")
     try:
         yield mnt
     finally:
@@ -267,25 +269,25 @@ class Ext4:
 
 
 @pytest.fixture
-def ext4(tmp_path: Path) -> Iterator[Ext4]:
-    _need_root()
+def ext4(tmp_path: Path, unavailable: Callable[[str], NoReturn]) -> Iterator[Ext4]:
+    _need_root(unavailable)
     for tool in ("mkfs.ext4", "e2fsck", "findmnt", "mountpoint"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
+            unavailable(f"{tool} is not installed")
     fs = Ext4(tmp_path / "ext4.img", tmp_path / "ext4")
     fs.mnt.mkdir()
     with fs.image.open("wb") as f:
         f.truncate(EXT4_SIZE)
     made = _run("mkfs.ext4", "-q", "-F", str(fs.image))
     if made.returncode != 0:
-        pytest.skip(f"mkfs.ext4 failed: {made.stderr.strip()}")
+        unavailable(f"mkfs.ext4 failed: {made.stderr.strip()}")
     try:
         fs.mount()
     except RuntimeError as err:
-        pytest.skip(f"cannot mount a loop device here: {err}")
+        unavailable(f"cannot mount a loop device here: {err}")
     try:
         if not fs.trigger_file().exists():
-            pytest.skip("this kernel's ext4 has no trigger_fs_error")
+            unavailable("this kernel's ext4 has no trigger_fs_error")
         yield fs
     finally:
         _unmount(fs.mnt)

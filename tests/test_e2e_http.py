@@ -9,10 +9,10 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -43,9 +43,11 @@ KUAIRAND_USERS = 27_285  # KuaiRand-Pure's user ids are 0 .. 27284
 
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory: pytest.TempPathFactory) -> Imported:
+def imported(
+    tmp_path_factory: pytest.TempPathFactory, unavailable: Callable[[str], NoReturn]
+) -> Imported:
     if not DATA.is_dir():
-        pytest.skip(f"KuaiRand data not found at {DATA}; runs where ../shared/data is present")
+        unavailable(f"KuaiRand data not found at {DATA}; runs where ../shared/data is present")
     # The importer reads every log in the folder: give it the smoke sample only.
     source = tmp_path_factory.mktemp("kuairand-smoke")
     for name in (SMOKE, VIDEO_FEATURES):

@@ -310,21 +310,32 @@ class FeedPipeline:
         ago first; after those, viewed ones, most popular first. Either way the item says
         it is a repeat."""
         keep = self._keep(ctx)
-        on_page = {c.row for c in page}
         viewed = ctx.user.viewed
         need = ctx.count - len(page)
         served = [r for r in dict.fromkeys(ctx.user.served) if r not in viewed]
-        out = self.backfill.fetch_in_order(ctx, (r for r in served if r not in on_page), need, keep)
-        on_page.update(c.row for c in out)
-        if len(out) < need:
-            # Past the need: the sequence rules may pass over some.
-            out += self.backfill.fetch_in_order(
-                ctx, self.backfill.popular_rows(on_page), 2 * need - len(out), keep
-            )
-        if not out:
-            return []
         guard = self.rules.guard(ctx, [c.row for c in page])
-        return self.spacing.arrange(self._rank(ctx, out), need, guard)
+        # The sequence rules may pass over every candidate looked at (the one video
+        # left on a sensitive topic just served): look four times as far, until the
+        # page is full or there is nothing more to look at.
+        want = need
+        while True:
+            on_page = {c.row for c in page}
+            out = self.backfill.fetch_in_order(
+                ctx, (r for r in served if r not in on_page), want, keep
+            )
+            more = len(out) == want  # served ones left unlooked at
+            if not more:
+                on_page.update(c.row for c in out)
+                limit = 2 * want - len(out)  # past the need: for the sequence rules
+                popular = self.backfill.popular_rows(on_page)
+                out += self.backfill.fetch_in_order(ctx, popular, limit, keep)
+                more = len(out) == 2 * want
+            if not out:
+                return []
+            repeats = self.spacing.arrange(self._rank(ctx, out), need, guard)
+            if len(repeats) == need or not more:
+                return repeats
+            want *= 4
 
     def _rank(self, ctx: FeedContext, candidates: list[Candidate]) -> list[Candidate]:
         if not candidates:

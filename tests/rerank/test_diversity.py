@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -91,17 +92,76 @@ def test_with_two_creators_and_distinct_sounds_no_neighbours_clash(
         assert not clashes(keys[a], keys[b]), (keys[a], keys[b])
 
 
-@settings(max_examples=100, deadline=None)
-@given(keys=keys_strategy, count=st.integers(0, 35), max_per_creator=st.integers(1, 4))
-def test_arrange_returns_the_candidates_space_out_picks(
-    keys: list[Key], count: int, max_per_creator: int
-) -> None:
+def _arrange_case(
+    keys: list[Key], order: list[int]
+) -> tuple[CatalogIndex, list[Candidate], list[Key]]:
+    """A catalog whose row i has ``keys[i]``, candidates ranked in ``order`` (a
+    permutation of the rows, so that a candidate's place and its row differ), and the
+    keys in ranked order."""
     catalog = CatalogIndex()
     catalog.upsert([Video(f"v{i}", c, 1_000, s) for i, (c, s) in enumerate(keys)])
-    ranked = candidates(len(keys))
+    assert [catalog.row_of[f"v{i}"] for i in range(len(keys))] == list(range(len(keys)))
+    ranked = [Candidate(row, f"v{row}", "test", "") for row in order]
+    return catalog, ranked, [keys[row] for row in order]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    case=keys_strategy.flatmap(
+        lambda keys: st.tuples(st.just(keys), st.permutations(range(len(keys))))
+    ),
+    count=st.integers(0, 35),
+    max_per_creator=st.integers(1, 4),
+)
+def test_arrange_keeps_every_documented_guarantee_of_the_catalogs_rows(
+    case: tuple[list[Key], list[int]], count: int, max_per_creator: int
+) -> None:
+    """``arrange`` on candidates whose rows are not their places: each page keeps every
+    guarantee of ``check_page`` for the creators and sounds the catalog holds for the
+    candidates' rows, and returns the ranked objects themselves.
+
+    Mutations it catches (the test it replaces compared ``arrange`` with ``space_out``,
+    which ``arrange`` calls, so it passed both): ``arrange`` taking the keys of catalog
+    row ``i`` for the candidate in place ``i``, or a ``space_out`` that no longer spaces
+    (``pick = 0``)."""
+    keys, order = case
+    catalog, ranked, ranked_keys = _arrange_case(keys, order)
     page = CreatorSoundSpacing(catalog, max_per_creator).arrange(ranked, count)
-    assert [c.row for c in page] == space_out(ranked, keys, count, max_per_creator)
-    assert all(c is ranked[c.row] for c in page)  # the same objects, scores intact
+    place = {id(c): i for i, c in enumerate(ranked)}
+    assert all(id(c) in place for c in page), "not one of the ranked objects"
+    check_page(ranked_keys, count, max_per_creator, [place[id(c)] for c in page])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    case=keys_strategy.flatmap(
+        lambda keys: st.tuples(st.just(keys), st.permutations(range(len(keys))))
+    ),
+    count=st.integers(0, 35),
+    barred=st.sets(st.integers(0, 29)),
+    cap=st.integers(0, 2),
+)
+def test_arrange_never_breaks_its_guard_and_stops_only_when_nothing_else_fits(
+    case: tuple[list[Key], list[int]], count: int, barred: set[int], cap: int
+) -> None:
+    """The guard (a hard rule over catalog rows: here at most ``cap`` of the ``barred``
+    rows on a page) is asked with the rows on the page so far and holds on every page;
+    the page is short of ``count`` only when every candidate left is refused.
+
+    Mutation it catches: the guard asked with places in ``ranked`` instead of rows."""
+    keys, order = case
+    catalog, ranked, _ = _arrange_case(keys, order)
+
+    def guard(rows: Sequence[int], row: int) -> bool:
+        return row not in barred or sum(r in barred for r in rows) < cap
+
+    page = CreatorSoundSpacing(catalog, 2).arrange(ranked, count, guard)
+    rows = [c.row for c in page]
+    assert len(set(rows)) == len(rows)
+    assert sum(r in barred for r in rows) <= cap
+    if len(page) < min(count, len(ranked)):
+        left = {c.row for c in ranked} - set(rows)
+        assert left and all(not guard(rows, r) for r in left)
 
 
 def test_clashes_on_a_shared_creator_or_a_shared_sound_but_not_on_no_sound() -> None:

@@ -309,3 +309,29 @@ def test_a_late_like_corrects_the_closed_example_once(h: Harness) -> None:
     h.apply(view("u", "a1", T0 + 4 * MINUTE_MS), view("u", "a2", T0 + 5 * MINUTE_MS))
     h.apply(act("u", "a1", EventType.SHARE, T0 + 2 * DAY_MS))
     assert h.state.late_corrections == 1
+
+
+def test_a_late_like_leaves_the_example_waiting_for_its_micro_batch_as_it_closed(
+    h: Harness,
+) -> None:
+    """A late like whose example still waits in the queue for its micro-batch: that
+    example is learned as it closed (no like), then the corrected copy, as when it had
+    been learned already, so what is learned does not depend on how the log is cut into
+    calls of ``apply`` (a replay learns what the live engine learned).
+
+    Mutation it catches: the correction setting the like on the closed example itself
+    (it did: learned with the like when still queued, without when learned already)."""
+    h.state.micro_batch = 2
+    for cut in ([3], [1, 1, 1]):
+        h.learned.clear()
+        user = f"u{len(cut)}"
+        events = [
+            view(user, "a0", T0),
+            view(user, "b0", T0 + MINUTE_MS),
+            act(user, "a0", EventType.LIKE, T0 + 2 * MINUTE_MS),
+        ]
+        for n in cut:
+            h.apply(*events[:n])
+            del events[:n]
+        _, labels = h.examples()
+        assert labels[:, LIKE].tolist() == [0.0, 1.0], cut

@@ -297,14 +297,18 @@ class FeedState:
         if late is not None:
             if late.labels[k]:
                 return  # the same action twice on one video counts once
-            # Its example was learned already, as a negative for this label: learn a
-            # corrected copy too (the fake negative stays; the correction outweighs it as
-            # the same features come back with the positive).
-            late.labels[k] = 1.0
+            # Its example was learned, or is queued to be, as a negative for this label:
+            # learn a corrected copy too (the fake negative stays; the correction
+            # outweighs it as the same features come back with the positive). The copy
+            # only: the example may still wait in _examples for its micro-batch, and
+            # whether it does depends on how the log was cut into calls of apply, so
+            # changing it would make a replay learn other labels than the live engine.
+            labels = late.labels.copy()
+            labels[k] = 1.0
             self._seq += 1
-            self._examples.append(
-                dataclasses.replace(late, labels=late.labels.copy(), seq=self._seq, late=True)
-            )
+            corrected = dataclasses.replace(late, labels=labels, seq=self._seq, late=True)
+            self._examples.append(corrected)
+            self._closed[user_id] = corrected  # what a further late action corrects
             self.late_corrections += 1
         else:
             pending = self._example_for(user_id, user, row, ts, surface)
