@@ -548,7 +548,7 @@ def test_the_automatic_review_is_not_lost_to_a_full_disk(tmpfs: Path) -> None:
 
 
 @contextlib.contextmanager
-def unwritable(directory: Path) -> Iterator[None]:
+def unwritable(directory: Path, unavailable: Callable[[str], NoReturn]) -> Iterator[None]:
     """``directory`` made unwritable for this process, its files as they were (open ones
     stay writable, as when an operator's chmod or a volume's permissions change under a
     running server): no file can be created, renamed or removed in it. Root ignores
@@ -561,10 +561,10 @@ def unwritable(directory: Path) -> Iterator[None]:
             directory.chmod(0o755)
         return
     if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed (root ignores chmod)")
+        unavailable("chattr is not installed (root ignores chmod)")
     done = _run("chattr", "+i", str(directory))
     if done.returncode != 0:
-        pytest.skip(f"cannot make a directory immutable here: {done.stderr.strip()}")
+        unavailable(f"cannot make a directory immutable here: {done.stderr.strip()}")
     try:
         yield
     finally:
@@ -580,7 +580,7 @@ def assert_503(resp: Any, route: str) -> None:
 
 
 def test_an_unwritable_data_dir_refuses_each_audited_action_and_carries_out_none(
-    tmp_path: Path,
+    tmp_path: Path, unavailable: Callable[[str], NoReturn]
 ) -> None:
     """Issue 17: a data dir that became unwritable (no ``audit.head.tmp`` can be made)
     answered 500 on every audited route, and the moderation decision was taken, and
@@ -601,7 +601,7 @@ def test_an_unwritable_data_dir_refuses_each_audited_action_and_carries_out_none
             assert client.put("/v1/users/alice", json=profile).status_code == 201
             log = settings.data_dir / "audit.log"
             before = log.read_bytes()
-            with unwritable(settings.data_dir):
+            with unwritable(settings.data_dir, unavailable):
                 assert_503(client.post("/v1/moderation", json=removal), "POST /v1/moderation")
                 assert_503(client.get("/v1/users/alice"), "GET /v1/users/{user_id}")
                 assert_503(client.get("/v1/users/alice/export"), "GET /v1/users/{user_id}/export")
@@ -625,7 +625,9 @@ def test_an_unwritable_data_dir_refuses_each_audited_action_and_carries_out_none
     assert verify(settings.data_dir).ok
 
 
-def test_key_operations_the_audit_log_cannot_hold_are_not_carried_out(tmp_path: Path) -> None:
+def test_key_operations_the_audit_log_cannot_hold_are_not_carried_out(
+    tmp_path: Path, unavailable: Callable[[str], NoReturn]
+) -> None:
     """A revocation is recorded before it is made, a creation undone if its record fails:
     with an unwritable data dir neither changes which keys work."""
     data = tmp_path / "data"
@@ -634,7 +636,7 @@ def test_key_operations_the_audit_log_cannot_hold_are_not_carried_out(tmp_path: 
     try:
         live, token = store.create(["feed:read"], None, "app", now_ms())
         before = (data / "audit.log").read_bytes()
-        with unwritable(data):
+        with unwritable(data, unavailable):
             with pytest.raises(OSError):
                 revoke_audited(store, audit, live.key_id, "cli")
             with pytest.raises(OSError):

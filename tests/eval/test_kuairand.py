@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import polars as pl
 import pytest
@@ -49,9 +50,9 @@ ORIGINAL_LOG_COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def data() -> Path:
+def data(unavailable: Callable[[str], NoReturn]) -> Path:
     if not DATA.is_dir():
-        pytest.skip(
+        unavailable(
             f"KuaiRand data not found at {DATA}; these tests run where ../shared/data is present"
         )
     return DATA
