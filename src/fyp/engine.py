@@ -746,6 +746,16 @@ class Engine:
         pid = self.pseudonyms.of(user_id)
         return pid in self.users.profiles or pid in self.state.users
 
+    def born(self, user_id: str) -> int | None:
+        """When the user's profile was created (Unix ms; 0 for a user without one), None
+        while they are being erased: what a user token is bound to, so that it dies with
+        its user and never serves the new user an erased id is created as again."""
+        pid = self.pseudonyms.of(user_id)
+        if pid in self._erasing:
+            return None
+        profile = self.users.profiles.get(pid)
+        return 0 if profile is None else profile.created_at
+
     def profile_of(self, user_id: str) -> UserProfile | None:
         return self.users.profiles.get(self.home(user_id))
 

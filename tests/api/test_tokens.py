@@ -206,10 +206,12 @@ def test_tampered_forged_and_expired_tokens_are_401(
         keys.close()
     # Signed with another deployment's secret: 401.
     later = now_ms() + 60_000
-    forged = TokenSigner(b"another deployment's secret!").issue(key, "alice", later, later)
+    forged = TokenSigner(b"another deployment's secret!").issue(key, "alice", 0, later, later)
     assert client.get("/v1/feed?user_id=alice", headers=bearer(forged)).status_code == 401
     # Genuine, but expired: 401, saying so; and it cannot be renewed.
-    expired = bearer(TokenSigner.of(engine.pseudonyms).issue(key, "alice", now_ms() - 1, later))
+    signer, born = TokenSigner.of(engine.pseudonyms), engine.born("alice")
+    assert born is not None
+    expired = bearer(signer.issue(key, "alice", born, now_ms() - 1, later))
     resp = client.get("/v1/feed?user_id=alice", headers=expired)
     assert resp.status_code == 401 and "expired" in resp.json()["detail"]
     assert client.post("/v1/tokens/renew", headers=expired).status_code == 401
@@ -237,7 +239,10 @@ def test_a_token_is_renewed_by_its_holder_within_its_session(
         key = next(k for k in keys.list() if k.label == "tests")
     finally:
         keys.close()
-    ended = TokenSigner.of(engine.pseudonyms).issue(key, "alice", now_ms() + 60_000, now_ms())
+    born = engine.born("alice")
+    assert born is not None
+    signer = TokenSigner.of(engine.pseudonyms)
+    ended = signer.issue(key, "alice", born, now_ms() + 60_000, now_ms())
     resp = client.post("/v1/tokens/renew", headers=bearer(ended))
     assert resp.status_code == 403 and "new one" in resp.json()["detail"]
 
@@ -255,6 +260,28 @@ def test_revoking_its_keys_tokens_stops_them_and_the_key_goes_on(
     assert client.get("/v1/feed?user_id=alice", headers=fresh).status_code == 200
     record = [r for r in engine.audit.records() if r.action == "key.revoke_tokens"][-1]
     assert record.details["epoch"] == 1
+
+
+def test_a_token_dies_with_its_user_and_never_serves_a_user_made_again(
+    client: TestClient, engine: Engine, alice: dict[str, str]
+) -> None:
+    """A token is bound to its user as they were when it was issued (their profile's
+    creation), not to the id alone. Mutation it catches: without that binding, a token
+    of a user since erased, its 15 minutes (or its renewals, for hours) not up, reads and
+    writes the history of the user the app creates again under the same id, who must
+    start empty."""
+    assert client.get("/v1/feed?user_id=alice", headers=alice).status_code == 200
+    assert client.delete("/v1/users/alice").status_code == 200
+    resp = client.get("/v1/feed?user_id=alice", headers=alice)
+    assert resp.status_code == 401 and "no longer" in resp.json()["detail"], resp.text
+    time.sleep(0.002)  # a creation in another millisecond, as any real one is
+    assert client.put("/v1/users/alice", json={}).status_code == 201
+    for method, path in (("GET", "/v1/feed?user_id=alice"), ("POST", "/v1/tokens/renew")):
+        resp = client.request(method, path, headers=alice)
+        assert resp.status_code == 401 and "no longer" in resp.json()["detail"], resp.text
+    assert _impressions(client, "alice") == 0
+    fresh = bearer(_issue(client, "alice")["token"])
+    assert client.get("/v1/feed?user_id=alice", headers=fresh).status_code == 200
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ def test_a_token_says_what_it_was_issued_for_and_is_checked(tmp_path: Path) -> N
     keys = SqliteKeyStore(tmp_path / KEYS_FILE)
     key, _ = keys.create(["tokens:issue", "feed:read"], None, "", NOW)
     signer = TokenSigner.of(Pseudonyms(b"0123456789abcdef"))
-    token = signer.read(signer.issue(key, "ü/ser 1", NOW + 1000, NOW + 5000))
-    assert token == UserToken(key.key_id, "ü/ser 1", 0, NOW + 1000, NOW + 5000)
+    token = signer.read(signer.issue(key, "ü/ser 1", NOW - 7, NOW + 1000, NOW + 5000))
+    assert token == UserToken(key.key_id, "ü/ser 1", 0, NOW - 7, NOW + 1000, NOW + 5000)
     assert check(token, keys.lookup(key.key_id), NOW + 999) == key
     with pytest.raises(TokenError, match="expired"):
         check(token, key, NOW + 1000)

@@ -379,6 +379,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         )
 
     guard.on_token_refused = token_refused
+    guard.user_born = lambda user_id: eng().born(user_id)
 
     @app.exception_handler(ResidencyError)
     async def residency_error(request: Request, err: ResidencyError) -> Response:

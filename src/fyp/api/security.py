@@ -99,6 +99,9 @@ class Guard:
         # Set when the engine is open (its pseudonym secret): until then a token is 401.
         self.tokens: TokenSigner | None = None
         self.on_token_refused: TokenRefusal | None = None
+        # When a user's profile was created (None: no such user, or being erased), from
+        # the engine: a token of an erased user stops, even if the id is created again.
+        self.user_born: Callable[[str], int | None] | None = None
 
     def _count(self, why: str) -> None:
         self.refused[why] = self.refused.get(why, 0) + 1
@@ -159,7 +162,13 @@ class Guard:
         if self.tokens is None:
             raise TokenError("user tokens are not accepted yet (the server is starting)")
         token = self.tokens.read(credential)
-        return check(token, self.keys.lookup(token.key_id), now_ms()), token
+        key = check(token, self.keys.lookup(token.key_id), now_ms())
+        if self.user_born is not None and self.user_born(token.user_id) != token.born:
+            raise TokenError(
+                "the user this token was issued for no longer exists (erased, or created "
+                "again since): ask the app for a new one"
+            )
+        return key, token
 
     def token_refused(self, request: Request, caller: Caller, **facts: Any) -> None:
         """Count and audit something refused to a user token (a request, or some of the

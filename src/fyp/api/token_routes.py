@@ -69,7 +69,10 @@ def install_tokens(
 
     def token_out(key: ApiKey, user_id: str, expires_at: int, renewable_until: int) -> TokenOut:
         assert guard.tokens is not None  # set when the engine opened, before serving
-        token = guard.tokens.issue(key, user_id, expires_at, renewable_until)
+        born = eng().born(user_id)
+        if born is None:  # erased since it was checked (or renewed): none for it
+            raise HTTPException(409, f"user {user_id!r} is being erased")
+        token = guard.tokens.issue(key, user_id, born, expires_at, renewable_until)
         return TokenOut(
             token=token, user_id=user_id, expires_at=expires_at, renewable_until=renewable_until
         )

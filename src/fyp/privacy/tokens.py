@@ -6,9 +6,10 @@ user, and hands it to that user's client, which sends it as ``Authorization: Bea
 fyt_...``. The token is accepted on that user's routes only (``fyp.api.security``).
 
 Nothing is stored per token: a token carries what it grants (the issuing key, the user,
-the key's token epoch, the expiry), signed with HMAC-SHA256 under a secret derived from
-the pseudonym secret, which is kept outside the data directory, so a copy of the data
-cannot mint tokens. A token stops working when it expires, when its key is revoked, or
+the key's token epoch, when the user was created, the expiry), signed with HMAC-SHA256
+under a secret derived from the pseudonym secret, which is kept outside the data
+directory, so a copy of the data cannot mint tokens. A token stops working when it
+expires, when its user is erased (even if created again), when its key is revoked, or
 when its key's token epoch moves past the one it carries (``DELETE /v1/tokens``, ``fyp
 keys revoke-tokens``): one row changes, whatever the number of tokens out there.
 
@@ -42,6 +43,9 @@ class UserToken:
     key_id: str  # the key that issued it
     user_id: str
     epoch: int  # the key's token epoch when it was issued
+    # When the user's profile was created (Unix ms): the token is theirs, not the id's,
+    # and dies with them (an erased user's id created again is a new, empty user).
+    born: int
     expires_at: int  # Unix ms
     # Until when it may be exchanged for a fresh token (POST /v1/tokens/renew), Unix ms:
     # a client renews its short-lived token, for a session no longer than this.
@@ -66,10 +70,9 @@ def _utc(ms: int) -> str:
 
 class TokenSigner:
     """Makes and reads tokens under one secret: ``fyt_<payload>.<signature>``, the payload
-    a base64url JSON array ``[key_id, user_id, epoch, expires_at, renewable_until]``
-    (readable by the
-    client, which learns its user and expiry from it; it is not secret), the signature
-    base64url HMAC-SHA256 over the payload's text."""
+    a base64url JSON array ``[key_id, user_id, epoch, born, expires_at, renewable_until]``
+    (readable by the client, which learns its user and expiry from it; it is not secret),
+    the signature base64url HMAC-SHA256 over the payload's text."""
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
@@ -84,8 +87,10 @@ class TokenSigner:
     def _signature(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode("ascii"), "sha256").digest())
 
-    def issue(self, key: ApiKey, user_id: str, expires_at: int, renewable_until: int) -> str:
-        claims = [key.key_id, user_id, key.token_epoch, expires_at, renewable_until]
+    def issue(
+        self, key: ApiKey, user_id: str, born: int, expires_at: int, renewable_until: int
+    ) -> str:
+        claims = [key.key_id, user_id, key.token_epoch, born, expires_at, renewable_until]
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
         return f"{TOKEN_PREFIX}{payload}.{self._signature(payload)}"
 
@@ -105,7 +110,7 @@ class TokenSigner:
             raise TokenError("the user token is not valid (its signature does not match)")
         try:
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            key_id, user_id, epoch, expires_at, renewable_until = claims
+            key_id, user_id, epoch, born, expires_at, renewable_until = claims
         except (binascii.Error, ValueError, TypeError):
             # Signed by us, so only a bug or a changed format gets here.
             raise TokenError("the user token is malformed") from None
@@ -113,11 +118,12 @@ class TokenSigner:
             isinstance(key_id, str)
             and isinstance(user_id, str)
             and type(epoch) is int
+            and type(born) is int
             and type(expires_at) is int
             and type(renewable_until) is int
         ):
             raise TokenError("the user token is malformed")
-        return UserToken(key_id, user_id, epoch, expires_at, renewable_until)
+        return UserToken(key_id, user_id, epoch, born, expires_at, renewable_until)
 
 
 def check(token: UserToken, key: ApiKey | None, now: int) -> ApiKey:

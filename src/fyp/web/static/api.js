@@ -47,7 +47,7 @@ export function tokenClaims(token) {
   try {
     const b64 = token.slice(4).split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
     const json = new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
-    const [, user, , expiresAt, renewableUntil] = JSON.parse(json);
+    const [, user, , , expiresAt, renewableUntil] = JSON.parse(json); // (key, user, epoch, born, …)
     if (typeof user !== "string") return null;
     return { token, user, expiresAt, renewableUntil };
   } catch {
