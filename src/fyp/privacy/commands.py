@@ -8,7 +8,7 @@ audit log; the token and its hash never do.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -180,26 +180,35 @@ def list_keys(data_dir: DataDir = None) -> None:
     console.print(table)
 
 
-@keys_app.command("revoke")
-def revoke(
-    key_id: Annotated[str, typer.Argument(help="The key's id (k_...), as `fyp keys list` shows.")],
-    data_dir: DataDir = None,
-) -> None:
-    """Revoke a key for good; the server refuses it within a few seconds."""
+@contextlib.contextmanager
+def _keys_and_audit(
+    data_dir: Path | None, key_id: str
+) -> Iterator[tuple[SqliteKeyStore, AuditLog]]:
+    """The data dir's key store and audit log, for a change to ``key_id``, closed after.
+    The audit log is opened first: if it cannot be, no key is changed unrecorded."""
     from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
 
     root = _data_dir(data_dir)
     path = root / KEYS_FILE
     if not path.is_file():  # opening the store would create it
         raise _fail(f"no key {key_id} (no keys in {root})", 1)
-    # The audit log is opened first: if it cannot be, nothing is revoked unrecorded.
     audit = AuditLog(root / AUDIT_FILE)
     store = SqliteKeyStore(path)
     try:
-        done = revoke_audited(store, audit, key_id, ACTOR)
+        yield store, audit
     finally:
         store.close()
         audit.close()
+
+
+@keys_app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (k_...), as `fyp keys list` shows.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a key for good; the server refuses it within a few seconds."""
+    with _keys_and_audit(data_dir, key_id) as (store, audit):
+        done = revoke_audited(store, audit, key_id, ACTOR)
     if not done:
         raise _fail(f"no key {key_id}, or it is already revoked", 1)
     typer.echo(f"revoked {key_id}")
@@ -212,22 +221,11 @@ def revoke_tokens(
 ) -> None:
     """Revoke every user token the key has issued so far; the key itself keeps working.
     The server refuses them within a few seconds."""
-    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
-
-    root = _data_dir(data_dir)
-    path = root / KEYS_FILE
-    if not path.is_file():  # opening the store would create it
-        raise _fail(f"no key {key_id} (no keys in {root})", 1)
-    audit = AuditLog(root / AUDIT_FILE)
-    store = SqliteKeyStore(path)
-    try:
+    with _keys_and_audit(data_dir, key_id) as (store, audit):
         # Revoked, then recorded: a revocation the audit log failed to record still holds.
         epoch = store.revoke_tokens(key_id)
         if epoch is not None:
             audit.append("key.revoke_tokens", ACTOR, details={"key_id": key_id, "epoch": epoch})
-    finally:
-        store.close()
-        audit.close()
     if epoch is None:
         raise _fail(f"no key {key_id}, or it is revoked", 1)
     typer.echo(f"revoked the user tokens of {key_id} (issued before epoch {epoch})")
