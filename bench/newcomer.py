@@ -263,11 +263,17 @@ def bounds(world: World, topics: list[int], seed: int) -> list[dict[str, Any]]:
 
 
 def run_code(
-    label: str, src: Path, seed_dir: Path, root: Path, world: World, topics: list[int]
+    label: str,
+    src: Path,
+    seed_dir: Path,
+    root: Path,
+    world: World,
+    topics: list[int],
+    modes: list[str],
 ) -> list[dict[str, Any]]:
     page, prefetch_at = player_pattern(src)
     out: list[dict[str, Any]] = []
-    for mode in ("player", "page"):
+    for mode in modes:
         data_dir = root / f"data-{label}-{mode}"
         shutil.copytree(seed_dir, data_dir)
         secret = seed_dir.with_name(seed_dir.name + ".secret")  # beside, never inside
@@ -308,9 +314,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller run")
     ap.add_argument("--newcomers", type=int, default=None)
     ap.add_argument("--src", type=Path, action="append", default=[], help="another src tree")
+    ap.add_argument("--modes", default="player,page", help="fetch patterns: player, page")
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
     args = ap.parse_args()
     exit_on_sigterm()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip() in ("player", "page")]
     n_videos, n_users, views = 5_000, 300, 40
     newcomers = args.newcomers or (6 if args.quick else 12)
     root = Path(tempfile.mkdtemp(prefix="fyp-bench-newcomer-", dir=args.data_root))
@@ -345,7 +353,7 @@ def main() -> None:
             (f"src{i + 1}", p.resolve()) for i, p in enumerate(args.src)
         ]
         for label, src in codes:
-            payload["results"] += run_code(label, src, seed_dir, root, world, topics)
+            payload["results"] += run_code(label, src, seed_dir, root, world, topics, modes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     path = write_json("newcomer_quick" if args.quick else "newcomer", payload)

@@ -204,14 +204,15 @@ class FeedPipeline:
         if len(candidates) < 3 * count:
             # Too few to choose from (ranking and spacing need room): top up.
             candidates = candidates + self._top_up(ctx, candidates)
-        ranked = self.exploration.prioritise(self._rank(ctx, candidates), count)
+        ranked = self.exploration.prioritise(self._rank(ctx, candidates), count, ctx.request_id)
         # Spacing looks at the best few times a page: far enough down to find a
         # non-clashing item, without building keys for hundreds of candidates. Past
         # that, only if the sequence rules (caps, sensitive topics) left the page short.
         guard = self.rules.guard(ctx)
-        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count, guard)
+        before = self._served_before(ctx)
+        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count, guard, before)
         if len(page) < count and guard is not None and len(ranked) > max(4 * count, 40):
-            page = self.spacing.arrange(ranked, count, guard)
+            page = self.spacing.arrange(ranked, count, guard, before)
         if len(page) < count:
             page = page + self._repeats(ctx, page)
         return page
@@ -233,10 +234,20 @@ class FeedPipeline:
             return self._repeats(ctx, [])
         popularity = np.array([c.source_score for c in candidates], dtype=np.float64)
         ranked = self._order(ctx, candidates, popularity)
-        page = self.spacing.arrange(ranked, ctx.count, self.rules.guard(ctx))
+        page = self.spacing.arrange(
+            ranked, ctx.count, self.rules.guard(ctx), self._served_before(ctx)
+        )
         if len(page) < ctx.count:  # everything served in this mode: repeats, oldest first
             page = page + self._repeats(ctx, page)
         return page
+
+    def _served_before(self, ctx: FeedContext) -> list[int]:
+        """The rows served to the person just before this page that spacing reaches back
+        over: the last one (no clash across pages), and enough that the creator cap holds
+        over a default page's length of the sequence whatever the page size."""
+        served = ctx.owner.served
+        n = max(1, self.state.settings.feed.default_count - ctx.count)
+        return [served[i] for i in range(max(len(served) - n, 0), len(served))]
 
     def _last_gate(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
         """Every rule checked once more on the finished page: whatever scored or
