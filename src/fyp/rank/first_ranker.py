@@ -9,7 +9,8 @@ with features x_k:
     video_rate   logit of v's smoothed rate of label k (shrunk towards the global rate,
                  so for an unknown video and user P_k starts at the global rate)
     user_lift    logit of u's smoothed rate of label k minus the global logit
-    creator      u's long-view lift on v's creator (log-odds, decayed, shrunk to 0)
+    creator      u's long-view lift on v's creator (log-odds, decayed, shrunk to 0), plus
+                 the session's dwell evidence on it (finishes for, quick skips against)
     sound        the same for v's sound
     hashtags     the mean of the same over v's hashtags
     follows      1 if u follows v's creator
@@ -35,7 +36,13 @@ from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
 from fyp.state.surfaces import SurfaceStats
-from fyp.state.users import AFFINITY_PRIOR, UserState, affinity_lift
+from fyp.state.users import (
+    AFFINITY_PRIOR,
+    SESSION_HALF_LIFE_MS,
+    SESSION_WEIGHT,
+    UserState,
+    affinity_lift,
+)
 from fyp.state.videos import VideoStats
 from fyp.types import DAY_MS, DEFAULT_SURFACE
 
@@ -87,9 +94,10 @@ class ExampleInputs:
     user_views: float
     video_counts: F64  # (L,) a copy of the video's label counts
     video_views: float
-    # (kind, views, positives, last update ms) of each of the user's affinities the
-    # video touches: kind 0 its creator, 1 its sound, 2 one of its shown hashtags
-    affinities: tuple[tuple[int, float, float, int], ...]
+    # (kind, views, positives, last update ms, session evidence) of each of the user's
+    # affinities the video touches: kind 0 its creator, 1 its sound, 2 one of its shown
+    # hashtags
+    affinities: tuple[tuple[int, float, float, int, float], ...]
     shown_tags: int  # hashtags the mean runs over (unknown ones count as 0)
     follows: bool
     created_at: int
@@ -178,20 +186,20 @@ class FirstRanker:
         copied: the learning step takes these for every view, before the view changes
         anything."""
         video = self.catalog.videos[row]
-        found: list[tuple[int, float, float, int]] = []
+        found: list[tuple[int, float, float, int, float]] = []
         shown_tags = 0
         follows = False
         if user.creators or user.follows:  # else every affinity is 0 (as in features)
             if (a := user.creators.get(video.creator_id)) is not None:
-                found.append((0, a.views, a.positives, a.ts))
+                found.append((0, a.views, a.positives, a.ts, a.session))
             if video.sound_id is not None and (a := user.sounds.get(video.sound_id)) is not None:
-                found.append((1, a.views, a.positives, a.ts))
+                found.append((1, a.views, a.positives, a.ts, a.session))
             shown = video.hashtags[:TAGS_PER_VIDEO]
             shown_tags = len(shown)
             hashtags = user.hashtags
             for h in shown:
                 if (a := hashtags.get(h)) is not None:
-                    found.append((2, a.views, a.positives, a.ts))
+                    found.append((2, a.views, a.positives, a.ts, a.session))
             follows = video.creator_id in user.follows
         return ExampleInputs(
             now,
@@ -232,7 +240,9 @@ class FirstRanker:
             base = user_rates[at, LABEL_INDEX["long_view"]]
             decay = 0.5 ** (np.maximum(now[at] - a[:, 4], 0.0) / self.half_life_ms)
             p = (a[:, 3] * decay + AFFINITY_PRIOR * base) / (a[:, 2] * decay + AFFINITY_PRIOR)
-            np.add.at(affinity, (at, a[:, 1].astype(np.intp)), _logit(p) - _logit(base))
+            session = a[:, 5] * 0.5 ** (np.maximum(now[at] - a[:, 4], 0.0) / SESSION_HALF_LIFE_MS)
+            lift = _logit(p) - _logit(base) + SESSION_WEIGHT * session
+            np.add.at(affinity, (at, a[:, 1].astype(np.intp)), lift)
         affinity[:, 2] /= np.maximum(np.array([e.shown_tags for e in inputs]), 1)
         affinity[:, 3] = [e.follows for e in inputs]
         x[:, :, 2:6] = affinity[:, None, :]
@@ -298,14 +308,14 @@ class FirstRanker:
         table (keys sorted, values): :func:`affinity_lift` of each known entity computed
         all at once, and 1.0 for each followed creator. A key is kind x _KIND + code."""
         cat = self.catalog
-        known: list[tuple[int, float, float, int]] = []
+        known: list[tuple[int, float, float, int, float]] = []
         for kind, entities, codes in (
             (0, user.creators, cat.creators.of),
             (_KIND, user.sounds, cat.sounds.of),
             (2 * _KIND, user.hashtags, cat.hashtags.of),
         ):
             known += [
-                (kind + c, a.views, a.positives, a.ts)
+                (kind + c, a.views, a.positives, a.ts, a.session)
                 for key, a in entities.items()
                 if (c := codes.get(key)) is not None
             ]
@@ -318,9 +328,12 @@ class FirstRanker:
             k = np.array(known, dtype=np.float64)  # keys and ms times are exact in float64
             keys[: len(known)] = k[:, 0]
             views, positives, ts = k[:, 1], k[:, 2], k[:, 3]
-            decay = 0.5 ** (np.maximum(now - ts, 0.0) / self.half_life_ms)
+            age = np.maximum(now - ts, 0.0)
+            decay = 0.5 ** (age / self.half_life_ms)
             p = (positives * decay + AFFINITY_PRIOR * base) / (views * decay + AFFINITY_PRIOR)
-            values[: len(known)] = _logit(p) - _logit(np.array([base]))[0]
+            session = k[:, 4] * 0.5 ** (age / SESSION_HALF_LIFE_MS)
+            lift = _logit(p) - _logit(np.array([base]))[0]
+            values[: len(known)] = lift + SESSION_WEIGHT * session
         keys[len(known) :] = followed
         order = np.argsort(keys)
         return keys[order], values[order]

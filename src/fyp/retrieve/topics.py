@@ -35,8 +35,9 @@ class TopicSource:
 
     def seed_topics(self, ctx: FeedContext) -> list[tuple[str, str]]:
         """(folded topic, reason) to draw from: the topics asked for more of, then the
-        user's best-liked hashtags (decayed positives, shrunk towards their views);
-        never one asked for less of."""
+        user's best-liked hashtags (decayed positives, shrunk towards their views, and
+        the session's dwell evidence first: what was just finished leads); never one
+        asked for less of, nor one skipped more than finished this session."""
         prefs = ctx.controls.topic_weights
         out = [(t, f"More #{t}, as you asked") for t, p in sorted(prefs.items()) if p == "more"]
         liked: list[tuple[float, str]] = []
@@ -44,8 +45,10 @@ class TopicSource:
             if aff.positives < MIN_POSITIVES:
                 continue  # decay only lowers it
             views, positives = aff.decayed(ctx.now, self._half_life_ms)
-            if positives >= MIN_POSITIVES:
-                liked.append((positives * positives / (views + 3.0), tag))
+            session = aff.session_evidence(ctx.now)
+            # Skipped more than finished this session: not now (it fades, and comes back).
+            if positives >= MIN_POSITIVES and session >= 0:
+                liked.append((positives * positives / (views + 3.0) + session, tag))
         taken = {t for t, _ in out}
         for _, tag in heapq.nlargest(self.seeds, liked):
             topic = normal_tag(tag)

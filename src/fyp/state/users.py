@@ -7,34 +7,54 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+# Dwell evidence of the session: a finished view counts +1 for its creator, sound and
+# hashtags, a quick skip -1, fading with this half-life, so that what a person did in
+# the last minutes steers the next cards from their first event, and one bad card stops
+# counting against a topic within the session. Capped, so a run of skips lowers a topic
+# without burying it for the rest of the session.
+SESSION_HALF_LIFE_MS = 10 * 60_000
+SESSION_CAP = 3.0
+# Log-odds of lift per unit of session evidence (the long-term rate's lift adds to it).
+SESSION_WEIGHT = 1.0
+
 
 @dataclass(slots=True)
 class Affinity:
-    """Time-decayed views and positives of one user on one creator / sound / hashtag."""
+    """Time-decayed views and positives of one user on one creator / sound / hashtag,
+    and the session's signed dwell evidence on it (fading within minutes)."""
 
     views: float = 0.0
     positives: float = 0.0
     ts: int = 0  # Unix ms of the last update
+    session: float = 0.0  # +1 per finished view, -1 per quick skip, as of ``ts``
 
-    def __reduce__(self) -> tuple[type[Affinity], tuple[float, float, int]]:
+    def __reduce__(self) -> tuple[type[Affinity], tuple[float, float, int, float]]:
         # A checkpoint pickles hundreds of thousands of these (every user's creators,
         # sounds and hashtags): by their fields it takes a third of the default's time.
-        return (Affinity, (self.views, self.positives, self.ts))
+        return (Affinity, (self.views, self.positives, self.ts, self.session))
 
     def decayed(self, now: int, half_life_ms: float) -> tuple[float, float]:
         f = 0.5 ** (max(now - self.ts, 0) / half_life_ms)
         return self.views * f, self.positives * f
 
-    def add(self, positive: bool, ts: int, half_life_ms: float) -> None:
+    def session_evidence(self, now: int) -> float:
+        """The session's dwell evidence at ``now`` (0 once the session is long past)."""
+        fade: float = 0.5 ** (max(now - self.ts, 0) / SESSION_HALF_LIFE_MS)
+        return self.session * fade
+
+    def add(self, positive: bool, ts: int, half_life_ms: float, evidence: float = 0.0) -> None:
         # :meth:`decayed` inlined: several of these per view, on the learning step's path.
         if ts > self.ts:
             f = 0.5 ** ((ts - self.ts) / half_life_ms)
             self.views = self.views * f + 1.0
             self.positives = self.positives * f + (1.0 if positive else 0.0)
+            self.session *= 0.5 ** ((ts - self.ts) / SESSION_HALF_LIFE_MS)
             self.ts = ts
         else:
             self.views += 1.0
             self.positives += 1.0 if positive else 0.0
+        if evidence:
+            self.session = min(max(self.session + evidence, -SESSION_CAP), SESSION_CAP)
 
 
 @dataclass(slots=True)
@@ -107,12 +127,13 @@ def affinity_lift(
     prior: float = AFFINITY_PRIOR,
 ) -> float:
     """Log-odds lift of this user's positive rate on one entity over their overall rate,
-    shrunk by ``prior`` pseudo-views: 0 when nothing is known."""
+    shrunk by ``prior`` pseudo-views, plus the session's dwell evidence on it: 0 when
+    nothing is known."""
     if aff is None:
         return 0.0
     views, positives = aff.decayed(now, half_life_ms)
     p = (positives + prior * base_rate) / (views + prior)
-    return _logit(p) - _logit(base_rate)
+    return _logit(p) - _logit(base_rate) + SESSION_WEIGHT * aff.session_evidence(now)
 
 
 def _logit(p: float) -> float:
