@@ -1,6 +1,7 @@
 """Watch time as evidence from a person's first view: a quick skip counts against the
-skipped video's creator, sound and hashtags, a finished view for them, and both fade
-within the session (one bad card does not bury a topic)."""
+skipped video's creator, sound and hashtags, a finished view for them, against the
+person's own finish rate this session, and both fade within the session (one bad card
+does not bury a topic)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fyp.catalog.index import CatalogIndex
 from fyp.config import load_settings
 from fyp.rank.first_ranker import FEATURES
 from fyp.state.updater import FeedState
-from fyp.state.users import SESSION_HALF_LIFE_MS, Affinity
+from fyp.state.users import SESSION_CAP, SESSION_HALF_LIFE_MS, Affinity, session_lift
 from fyp.types import Event, EventType, LoggedEvent, Video
 
 T0 = 1_750_000_000_000
@@ -70,17 +71,37 @@ def test_a_card_lifted_by_a_finish_outranks_one_lowered_by_a_skip() -> None:
     assert scored.values[0] > scored.values[1]
 
 
-def test_the_session_evidence_fades_within_the_session() -> None:
-    a = Affinity()
-    a.add(False, T0, 7 * 86_400_000, -1.0)
-    assert a.session_evidence(T0) == -1.0
-    assert a.session_evidence(T0 + SESSION_HALF_LIFE_MS) == -0.5
-    assert abs(a.session_evidence(T0 + 10 * SESSION_HALF_LIFE_MS)) < 1e-3
-    for _ in range(10):  # a run of skips is capped: the topic comes back within the session
-        a.add(False, T0, 7 * 86_400_000, -1.0)
-    assert a.session_evidence(T0) == -3.0
+def test_the_session_evidence_fades_within_the_session_and_is_capped() -> None:
+    assert session_lift(0.0, 1.0, 1.0, 0.5) < -0.5
+    assert abs(session_lift(0.0, 1.0, 0.5**10, 0.5)) < 0.01  # ten half-lives on
+    assert session_lift(0.0, 100.0, 1.0, 0.5) == -SESSION_CAP  # lowered, not buried
+    assert session_lift(100.0, 100.0, 1.0, 0.5) == SESSION_CAP
+    assert session_lift(0.0, 0.0, 1.0, 0.5) == 0.0
+
+
+def test_a_hashtag_on_everything_tells_nothing_the_topic_tells_a_lot() -> None:
+    catalog = CatalogIndex()
+    catalog.upsert(
+        [Video(f"x{i}", f"c{i}", DURATION_MS, hashtags=(f"#x{i}", "#fyp")) for i in range(6)]
+        + [Video(f"d{i}", "dancer", DURATION_MS, hashtags=("#dance", "#fyp")) for i in range(2)]
+    )
+    s = FeedState(load_settings(environ={}), catalog)
+    for i in range(5):  # five quick skips, one finish: #fyp was on all six
+        watch(s, f"x{i}", T0 + i * 2_000, 1_000)
+    watch(s, "d0", T0 + 10_000, DURATION_MS)
+    user, now = s.user("u"), T0 + 12_000
+    rate = user.session_rate(now)
+
+    def lift(tag: str) -> float:
+        a = user.hashtags[tag]
+        fade = 0.5 ** ((now - a.ts) / SESSION_HALF_LIFE_MS)
+        return session_lift(a.session_finishes, a.session_views, fade, rate)
+
+    assert abs(lift("#fyp")) < 0.3
+    assert lift("#dance") > 1.0
+    assert lift("#x0") < -0.5
 
 
 def test_the_session_evidence_survives_a_checkpoint() -> None:
-    a = Affinity(2.0, 1.0, T0, -1.5)
+    a = Affinity(2.0, 1.0, T0, 1.0, 2.0)
     assert pickle.loads(pickle.dumps(a)) == a

@@ -229,7 +229,9 @@ class FeedState:
         hl = self._half_life_ms
         # Watch time as evidence from the first view: for what was finished, against
         # what was skipped (fading within the session: fyp.state.users).
-        ev = 1.0 if finish else -1.0 if skip else 0.0
+        ev = True if finish else False if skip else None
+        if ev is not None:
+            user.add_session_view(ev, ts)
         _affinity(user.creators, video.creator_id).add(long_view, ts, hl, ev)
         if video.sound_id:
             _affinity(user.sounds, video.sound_id).add(long_view, ts, hl, ev)
