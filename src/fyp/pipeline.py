@@ -43,6 +43,7 @@ from fyp.rerank.sequence import SequenceRules
 from fyp.retrieve.backfill import BackfillSource
 from fyp.retrieve.base import CandidateSource, FeedContext
 from fyp.retrieve.coengagement import CoEngagementSource
+from fyp.retrieve.discover import DiscoverSource, discover_share
 from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
 from fyp.retrieve.non_personalised import NonPersonalisedSource
@@ -204,7 +205,10 @@ class FeedPipeline:
         if len(candidates) < 3 * count:
             # Too few to choose from (ranking and spacing need room): top up.
             candidates = candidates + self._top_up(ctx, candidates)
-        ranked = self.exploration.prioritise(self._rank(ctx, candidates), count, ctx.request_id)
+        discovery = (DiscoverSource.name, discover_share(ctx.user))
+        ranked = self.exploration.prioritise(
+            self._rank(ctx, candidates), count, ctx.request_id, discovery
+        )
         # Spacing looks at the best few times a page: far enough down to find a
         # non-clashing item, without building keys for hundreds of candidates. Past
         # that, only if the sequence rules (caps, sensitive topics) left the page short.
@@ -380,6 +384,7 @@ def build_pipeline(
             FollowedCreatorsSource(state, src.followed_candidates),
             CoEngagementSource(state, src.coengagement_seeds, src.coengagement_candidates),
             TopicSource(state, src.topic_seeds, src.topic_candidates),
+            DiscoverSource(state, src.discover_candidates),
             TrendingSource(state, src.trending_candidates),
             FreshSource(
                 state,

@@ -35,13 +35,23 @@ class ExplorationSlots:
         self.source = source
         self.share = share
 
-    def prioritise(self, ranked: list[Candidate], count: int, request_id: str) -> list[Candidate]:
+    def prioritise(
+        self,
+        ranked: list[Candidate],
+        count: int,
+        request_id: str,
+        also: tuple[str, float] | None = None,
+    ) -> list[Candidate]:
         """``ranked`` (best first), reordered so the best ``slots`` candidates of the
-        exploring source sit at the end of the first ``count``."""
-        slots = slots_for(self.share, count, request_id)
-        if slots == 0:
-            return ranked
-        chosen = [c for c in ranked if c.source == self.source][:slots]
+        exploring source sit at the end of the first ``count``; ``also``: another
+        (source, share) given its slots the same way, before this one's."""
+        chosen: list[Candidate] = []
+        if also is not None:
+            other = slots_for(also[1], count, f"{request_id}:{also[0]}")
+            chosen = [c for c in ranked if c.source == also[0]][:other]
+        slots = min(slots_for(self.share, count, request_id), count - len(chosen))
+        if slots > 0:
+            chosen += [c for c in ranked if c.source == self.source][:slots]
         if not chosen:
             return ranked
         picked = {id(c) for c in chosen}
