@@ -21,7 +21,7 @@ from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.updater import FeedState
-from fyp.state.users import SESSION_HALF_LIFE_MS, UserState
+from fyp.state.users import SESSION_HALF_LIFE_MS, UserState, session_lift
 from fyp.types import Candidate
 
 SHARE = 0.5  # of a page, for a person with no long view yet
@@ -29,6 +29,7 @@ HALF_AT_LONG_VIEWS = 5.0  # long views at which the share is halved
 MIN_SHARE = 0.05  # below this, none
 TOPICS = 60  # the commonest topics drawn from
 PRIOR = 2.0  # pseudo-views of an unknown topic, at the person's session finish rate
+AGAINST = -0.5  # session lift (log-odds) under which a hashtag's videos are not looked for
 SCAN = 64  # unseen rows of a topic looked at for its most watched one
 
 
@@ -63,6 +64,15 @@ class DiscoverSource:
         draws = rng.beta(PRIOR * rate + finishes, PRIOR * (1.0 - rate) + skips)
         catalog, views = self.state.catalog, self.state.stats.views
         seen, served = ctx.user.viewed, ctx.user.served_set
+        # A video that also carries a hashtag the person skips (as against their own
+        # rate) is not looked for: a topic has several hashtags, and one of them skipped
+        # says as much about its videos under the others.
+        against = {
+            topics[j]
+            for j in np.flatnonzero(skips > 0).tolist()
+            if session_lift(finishes[j], finishes[j] + skips[j], 1.0, rate) < AGAINST
+        }
+        text = catalog.text
         out: list[Candidate] = []
         creators: set[str] = set()
         proposed: set[int] = set()
@@ -72,7 +82,11 @@ class DiscoverSource:
                 for r in catalog.rows_by_topic.get(topics[i], [])[: SCAN * 4]
                 if r not in seen and r not in served and r not in proposed
             ][:SCAN]
-            unseen = [r for r in unseen if catalog.videos[r].creator_id not in creators]
+            unseen = [
+                r
+                for r in unseen
+                if catalog.videos[r].creator_id not in creators and not (text[r].tags & against)
+            ]
             if not unseen:
                 continue
             row = max(unseen, key=lambda r: views[r])
