@@ -45,6 +45,7 @@ from _common import (
     console,
     exit_on_sigterm,
     machine_info,
+    percentiles,
     print_table,
     utc_now_iso,
     write_json,
@@ -57,9 +58,11 @@ from fyp.types import now_ms
 SKIP_MS = 1_000  # a newcomer's skip of an off-taste card
 CARDS = 40  # cards each newcomer sees: 30 for the shares, 10 more for "half of the next ten"
 PAGE_MODE_COUNT = 10
-# A person needs at least this long per card; the server's learning loop runs behind the
-# acknowledgement of an event, so the bench gives it this long too before moving on.
-LEARN_PAUSE_S = 0.05
+# A person spends a second or more on a card; the server learns an event milliseconds
+# after acknowledging it (more on a loaded machine). So after each view the bench waits
+# until /healthz says every logged event is learned (at most this long): what a person's
+# next feed would see, whatever the machine's load.
+LEARN_WAIT_S = 2.0
 WINDOWS = ((0, 10), (10, 20), (20, 30))
 
 
@@ -146,6 +149,7 @@ class Newcomer:
         self.reasons: list[str] = []
         self._request: list[str | None] = []
         self._n = 0
+        self.learned_wait_s: list[float] = []
 
     def fetch(self, count: int) -> int:
         resp = self.client.get("/v1/feed", params={"user_id": self.user_id, "count": count})
@@ -178,7 +182,15 @@ class Newcomer:
         resp.raise_for_status()
         if resp.json().get("accepted") != 1:
             raise RuntimeError(f"view not accepted: {resp.text}")
-        time.sleep(LEARN_PAUSE_S)
+        self.learned_wait_s.append(self._wait_learned())
+
+    def _wait_learned(self) -> float:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < LEARN_WAIT_S:
+            if self.client.get("/healthz").json().get("learning_lag", 0) == 0:
+                break
+            time.sleep(0.005)
+        return time.perf_counter() - t0
 
     def run_player(self, page: int, prefetch_at: int) -> None:
         """The web player's loop: the first page; then, per swipe, the view of the card
@@ -281,6 +293,7 @@ def run_code(
         env = {"PYTHONPATH": str(src)}
         sessions: list[list[bool]] = []
         reasons: list[list[str]] = []
+        waits: list[float] = []
         with (
             Server(data_dir, root / f"server-{label}-{mode}.log", env=env) as server,
             server.client(30.0) as client,
@@ -295,6 +308,7 @@ def run_code(
                     n.run_pages()
                 sessions.append(on_taste(n.cards, topic))
                 reasons.append(n.reasons[:CARDS])
+                waits += n.learned_wait_s
         s = summarise(f"{label} {mode}", sessions)
         s.update(
             code=label,
@@ -302,6 +316,7 @@ def run_code(
             mode=mode,
             player_page=page,
             player_prefetch_at=prefetch_at,
+            learned_wait_ms=percentiles([w * 1e3 for w in waits]),
             reasons=reasons,
         )
         out.append(s)
@@ -340,7 +355,7 @@ def main() -> None:
             "cards": CARDS,
             "skip_ms": SKIP_MS,
             "page_mode_count": PAGE_MODE_COUNT,
-            "learn_pause_s": LEARN_PAUSE_S,
+            "learn_wait_max_s": LEARN_WAIT_S,
         },
         "results": [],
     }
