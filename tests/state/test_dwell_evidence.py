@@ -8,12 +8,16 @@ from __future__ import annotations
 import itertools
 import pickle
 
+import pytest
+
 from fyp.catalog.index import CatalogIndex
 from fyp.config import load_settings
+from fyp.privacy.export import build_export
 from fyp.rank.first_ranker import FEATURES
 from fyp.state.updater import FeedState
 from fyp.state.users import SESSION_CAP, SESSION_HALF_LIFE_MS, Affinity, session_lift
 from fyp.types import Event, EventType, LoggedEvent, Video
+from fyp.users.controls import NO_CONTROLS
 
 T0 = 1_750_000_000_000
 DURATION_MS = 20_000
@@ -105,3 +109,16 @@ def test_a_hashtag_on_everything_tells_nothing_the_topic_tells_a_lot() -> None:
 def test_the_session_evidence_survives_a_checkpoint() -> None:
     a = Affinity(2.0, 1.0, T0, 1.0, 2.0)
     assert pickle.loads(pickle.dumps(a)) == a
+
+
+def test_the_export_shows_the_session_evidence() -> None:
+    s = state()
+    watch(s, "a0", T0, 1_000)
+    watch(s, "b0", T0 + 1_000, DURATION_MS)
+    doc = build_export("u", None, NO_CONTROLS, [], [], s.user("u"), s.catalog, {}, T0 + 1_000)
+    tags = {t["id"]: t for t in doc["learned"]["top_hashtags"]}
+    # A second's fading of a skip: still a view, no finish.
+    assert tags["#a"]["session_views"] == pytest.approx(1.0, abs=0.01)
+    assert tags["#a"]["session_finishes"] == 0.0
+    assert tags["#b"]["session_finishes"] == 1.0
+    assert doc["learned"]["session_finish_rate"] == 0.5
