@@ -238,9 +238,9 @@ class FeedPipeline:
             return self._repeats(ctx, [])
         popularity = np.array([c.source_score for c in candidates], dtype=np.float64)
         ranked = self._order(ctx, candidates, popularity)
-        page = self.spacing.arrange(
-            ranked, ctx.count, self.rules.guard(ctx), self._served_before(ctx)
-        )
+        # Spaced within the page only: the person's own earlier cards would make this
+        # feed differ from one person to the next, which it must not.
+        page = self.spacing.arrange(ranked, ctx.count, self.rules.guard(ctx))
         if len(page) < ctx.count:  # everything served in this mode: repeats, oldest first
             page = page + self._repeats(ctx, page)
         return page
