@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python bench/feed_latency.py
 	$(BIN)/python bench/erasure.py
 	$(BIN)/python bench/ratelimit.py
+	$(BIN)/python bench/newcomer.py
 
 bench-models: venv  # the learned models: memory, ANN choice, training throughput, freshness
 	$(BIN)/python bench/embedding_memory.py

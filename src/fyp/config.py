@@ -61,6 +61,8 @@ class SourcesConfig(_Section):
     followed_candidates: int = Field(30, ge=0)
     topic_seeds: int = Field(5, ge=0)  # the user's best-liked hashtags the topics source reads
     topic_candidates: int = Field(40, ge=0)
+    # a newcomer's cards across topics, to find their taste (fyp.retrieve.discover)
+    discover_candidates: int = Field(10, ge=0)
     backfill_candidates: int = Field(50, ge=0)
 
 

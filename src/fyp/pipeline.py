@@ -43,6 +43,7 @@ from fyp.rerank.sequence import SequenceRules
 from fyp.retrieve.backfill import BackfillSource
 from fyp.retrieve.base import CandidateSource, FeedContext
 from fyp.retrieve.coengagement import CoEngagementSource
+from fyp.retrieve.discover import DiscoverSource, discover_share
 from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
 from fyp.retrieve.non_personalised import NonPersonalisedSource
@@ -204,14 +205,18 @@ class FeedPipeline:
         if len(candidates) < 3 * count:
             # Too few to choose from (ranking and spacing need room): top up.
             candidates = candidates + self._top_up(ctx, candidates)
-        ranked = self.exploration.prioritise(self._rank(ctx, candidates), count)
+        discovery = (DiscoverSource.name, discover_share(ctx.user))
+        ranked = self.exploration.prioritise(
+            self._rank(ctx, candidates), count, ctx.request_id, discovery
+        )
         # Spacing looks at the best few times a page: far enough down to find a
         # non-clashing item, without building keys for hundreds of candidates. Past
         # that, only if the sequence rules (caps, sensitive topics) left the page short.
         guard = self.rules.guard(ctx)
-        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count, guard)
+        before = self._served_before(ctx)
+        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count, guard, before)
         if len(page) < count and guard is not None and len(ranked) > max(4 * count, 40):
-            page = self.spacing.arrange(ranked, count, guard)
+            page = self.spacing.arrange(ranked, count, guard, before)
         if len(page) < count:
             page = page + self._repeats(ctx, page)
         return page
@@ -233,10 +238,20 @@ class FeedPipeline:
             return self._repeats(ctx, [])
         popularity = np.array([c.source_score for c in candidates], dtype=np.float64)
         ranked = self._order(ctx, candidates, popularity)
+        # Spaced within the page only: the person's own earlier cards would make this
+        # feed differ from one person to the next, which it must not.
         page = self.spacing.arrange(ranked, ctx.count, self.rules.guard(ctx))
         if len(page) < ctx.count:  # everything served in this mode: repeats, oldest first
             page = page + self._repeats(ctx, page)
         return page
+
+    def _served_before(self, ctx: FeedContext) -> list[int]:
+        """The rows served to the person just before this page that spacing reaches back
+        over: the last one (no clash across pages), and enough that the creator cap holds
+        over a default page's length of the sequence whatever the page size."""
+        served = ctx.owner.served
+        n = max(1, self.state.settings.feed.default_count - ctx.count)
+        return [served[i] for i in range(max(len(served) - n, 0), len(served))]
 
     def _last_gate(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
         """Every rule checked once more on the finished page: whatever scored or
@@ -380,6 +395,7 @@ def build_pipeline(
             FollowedCreatorsSource(state, src.followed_candidates),
             CoEngagementSource(state, src.coengagement_seeds, src.coengagement_candidates),
             TopicSource(state, src.topic_seeds, src.topic_candidates),
+            DiscoverSource(state, src.discover_candidates),
             TrendingSource(state, src.trending_candidates),
             FreshSource(
                 state,

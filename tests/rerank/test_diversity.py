@@ -186,3 +186,32 @@ def test_a_favourite_creator_is_capped_while_others_remain() -> None:
 def test_a_single_creator_still_fills_the_page() -> None:
     keys: list[Key] = [("a", f"s{i}") for i in range(4)]
     assert space_out(candidates(4), keys, 3) == [0, 1, 2]
+
+
+def test_the_first_pick_is_spaced_from_the_item_served_before_the_page() -> None:
+    keys: list[Key] = [("a", None), ("b", None), ("a", "s1")]
+    assert space_out(candidates(3), keys, 1, before=[("a", "s9")]) == [1]
+    assert space_out(candidates(3), keys, 1, before=[("c", None)]) == [0]
+
+
+def test_the_creator_cap_counts_the_items_served_before_the_page() -> None:
+    keys: list[Key] = [("a", None), ("b", None), ("c", None)]
+    # a served just before c, with a cap of one: b (not a, though it ranks first) comes next.
+    before: list[Key] = [("a", None), ("c", None)]
+    assert space_out(candidates(3), keys, 1, max_per_creator=1, before=before) == [1]
+
+
+def test_pages_of_one_never_put_a_creator_on_consecutive_cards() -> None:
+    # The sequence a client asking for one card at a time sees: each page spaced from
+    # the cards before it, as one page of the same length would be.
+    keys: list[Key] = [(c, None) for c in "aaaabbbbcccc"]
+    shown: list[int] = []
+    left = list(range(len(keys)))
+    while left:
+        ranked_keys = [keys[i] for i in left]
+        pick = space_out(
+            candidates(len(left)), ranked_keys, 1, before=[keys[i] for i in shown[-9:]]
+        )[0]
+        shown.append(left.pop(pick))
+    creators = [keys[i][0] for i in shown]
+    assert all(x != y for x, y in itertools.pairwise(creators)), creators

@@ -86,11 +86,12 @@ KNOWN_SOURCES: tuple[str, ...] = (
     "trending",
     "fresh",
     "explore",
+    "discover",
     "repeat",
     "two_tower",
     "non_personalised",
 )
-EXPLORATION_SOURCES: frozenset[str] = frozenset({"fresh", "explore"})
+EXPLORATION_SOURCES: frozenset[str] = frozenset({"fresh", "explore", "discover"})
 NON_PERSONALISED_SOURCE = "non_personalised"
 AGE_BANDS: tuple[str, ...] = ("13-15", "16-17", "18+", "unknown")
 ACTIVITY_COHORTS: tuple[str, ...] = ("new", "established")

@@ -31,6 +31,7 @@ the evaluation's requests carry times, users and pages, never outcomes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -211,9 +212,15 @@ class FypPipeline(_EngineMethod):
     def pipeline(self) -> FeedPipeline:
         if self._pipeline is None:
             # The engine's own pipeline (its ranker and sources), minus side effects:
-            # asking must not change what is asked.
+            # asking must not change what is asked. Request ids numbered, not random:
+            # they seed the exploration draws (fresh, discover, their slots), and the
+            # same questions must get the same answers.
+            ids = itertools.count()
             self._pipeline = dataclasses.replace(
-                self.engine.pipeline, side_effects=[], counters=PipelineCounters()
+                self.engine.pipeline,
+                side_effects=[],
+                counters=PipelineCounters(),
+                new_request_id=lambda: f"eval-{next(ids):010d}",
             )
         return self._pipeline
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from fyp.catalog.index import CatalogIndex
 from fyp.state.feedback import LABELS
-from fyp.state.users import Affinity, UserState
+from fyp.state.users import SESSION_HALF_LIFE_MS, Affinity, UserState
 from fyp.types import Impression, LoggedEvent, UserProfile
 from fyp.users.controls import UserControls
 
@@ -26,10 +26,20 @@ def _top(affinities: dict[str, Affinity], now: int, half_life_ms: float) -> list
         ((key, *aff.decayed(now, half_life_ms)) for key, aff in affinities.items()),
         key=lambda r: (-r[2], -r[1], r[0]),
     )
-    return [
-        {"id": key, "views": round(views, 3), "positives": round(positives, 3)}
-        for key, views, positives in decayed[:TOP]
-    ]
+    out = []
+    for key, views, positives in decayed[:TOP]:
+        aff = affinities[key]
+        fade = 0.5 ** (max(now - aff.ts, 0) / SESSION_HALF_LIFE_MS)
+        out.append(
+            {
+                "id": key,
+                "views": round(views, 3),
+                "positives": round(positives, 3),
+                "session_finishes": round(aff.session_finishes * fade, 3),
+                "session_views": round(aff.session_views * fade, 3),
+            }
+        )
+    return out
 
 
 def _learned(
@@ -45,8 +55,10 @@ def _learned(
     return {
         "meaning": (
             "what the feed learned from your activity: your recent views, the creators, "
-            "hashtags and sounds you engage with most (time-decayed counts), and how "
-            "often you like, share, finish... what you watch"
+            "hashtags and sounds you engage with most (time-decayed counts; "
+            "session_finishes and session_views: this session's finished views and quick "
+            "skips of each, fading within minutes), and how often you like, share, "
+            "finish... what you watch"
         ),
         "top_creators": _top(state.creators, now, half_life_ms),
         "top_hashtags": _top(state.hashtags, now, half_life_ms),
@@ -55,6 +67,7 @@ def _learned(
             label: round(n, 3) for label, n in zip(LABELS, state.label_counts, strict=False)
         },
         "views_counted": round(state.views, 3),
+        "session_finish_rate": round(state.session_rate(now), 3),
         "recent_views": ids(list(state.history)),
         "recent_positives": ids(list(state.recent_positives)),
         "follows": sorted(state.follows),

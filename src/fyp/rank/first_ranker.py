@@ -9,7 +9,9 @@ with features x_k:
     video_rate   logit of v's smoothed rate of label k (shrunk towards the global rate,
                  so for an unknown video and user P_k starts at the global rate)
     user_lift    logit of u's smoothed rate of label k minus the global logit
-    creator      u's long-view lift on v's creator (log-odds, decayed, shrunk to 0)
+    creator      u's long-view lift on v's creator (log-odds, decayed, shrunk to 0), plus
+                 the lift of its finish rate this session over u's (finishes for, quick
+                 skips against, fading within minutes: fyp.state.users)
     sound        the same for v's sound
     hashtags     the mean of the same over v's hashtags
     follows      1 if u follows v's creator
@@ -35,7 +37,15 @@ from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
 from fyp.state.surfaces import SurfaceStats
-from fyp.state.users import AFFINITY_PRIOR, UserState, affinity_lift
+from fyp.state.users import (
+    AFFINITY_PRIOR,
+    SESSION_CAP,
+    SESSION_HALF_LIFE_MS,
+    SESSION_PRIOR,
+    Affinity,
+    UserState,
+    affinity_lift,
+)
 from fyp.state.videos import VideoStats
 from fyp.types import DAY_MS, DEFAULT_SURFACE
 
@@ -73,6 +83,18 @@ def _lookup(
     return np.where(keys[i] == codes, values[i], 0.0)
 
 
+def _session(a: Affinity) -> tuple[float, float]:
+    return a.session_finishes, a.session_views
+
+
+def _session_lifts(finishes: F64, views: F64, fade: F64, rate: F64) -> F64:
+    """:func:`fyp.state.users.session_lift` of many entities at once."""
+    p = (finishes * fade + SESSION_PRIOR * rate) / (views * fade + SESSION_PRIOR)
+    lift = np.clip(_logit(p) - _logit(rate), -SESSION_CAP, SESSION_CAP)
+    out: F64 = np.where(views > 0, lift, 0.0)
+    return out
+
+
 @dataclass(slots=True)
 class ExampleInputs:
     """What the features of one training example read, copied when the example opens:
@@ -87,14 +109,16 @@ class ExampleInputs:
     user_views: float
     video_counts: F64  # (L,) a copy of the video's label counts
     video_views: float
-    # (kind, views, positives, last update ms) of each of the user's affinities the
-    # video touches: kind 0 its creator, 1 its sound, 2 one of its shown hashtags
-    affinities: tuple[tuple[int, float, float, int], ...]
+    # (kind, views, positives, last update ms, session finishes, session views) of each
+    # of the user's affinities the video touches: kind 0 its creator, 1 its sound, 2 one
+    # of its shown hashtags
+    affinities: tuple[tuple[int, float, float, int, float, float], ...]
     shown_tags: int  # hashtags the mean runs over (unknown ones count as 0)
     follows: bool
     created_at: int
     surface_lift: F64  # (L,)
     rates: tuple[F64, F64]  # global rates and their logits
+    session_rate: float = 0.5  # the user's finish rate this session
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,20 +202,20 @@ class FirstRanker:
         copied: the learning step takes these for every view, before the view changes
         anything."""
         video = self.catalog.videos[row]
-        found: list[tuple[int, float, float, int]] = []
+        found: list[tuple[int, float, float, int, float, float]] = []
         shown_tags = 0
         follows = False
         if user.creators or user.follows:  # else every affinity is 0 (as in features)
             if (a := user.creators.get(video.creator_id)) is not None:
-                found.append((0, a.views, a.positives, a.ts))
+                found.append((0, a.views, a.positives, a.ts, *_session(a)))
             if video.sound_id is not None and (a := user.sounds.get(video.sound_id)) is not None:
-                found.append((1, a.views, a.positives, a.ts))
+                found.append((1, a.views, a.positives, a.ts, *_session(a)))
             shown = video.hashtags[:TAGS_PER_VIDEO]
             shown_tags = len(shown)
             hashtags = user.hashtags
             for h in shown:
                 if (a := hashtags.get(h)) is not None:
-                    found.append((2, a.views, a.positives, a.ts))
+                    found.append((2, a.views, a.positives, a.ts, *_session(a)))
             follows = video.creator_id in user.follows
         return ExampleInputs(
             now,
@@ -205,6 +229,7 @@ class FirstRanker:
             int(self.catalog.created_at[row]),
             self.surfaces.lift(surface),
             self._global,
+            user.session_rate(now),
         )
 
     def example_batch_features(self, inputs: Sequence[ExampleInputs]) -> F64:
@@ -232,7 +257,11 @@ class FirstRanker:
             base = user_rates[at, LABEL_INDEX["long_view"]]
             decay = 0.5 ** (np.maximum(now[at] - a[:, 4], 0.0) / self.half_life_ms)
             p = (a[:, 3] * decay + AFFINITY_PRIOR * base) / (a[:, 2] * decay + AFFINITY_PRIOR)
-            np.add.at(affinity, (at, a[:, 1].astype(np.intp)), _logit(p) - _logit(base))
+            fade = 0.5 ** (np.maximum(now[at] - a[:, 4], 0.0) / SESSION_HALF_LIFE_MS)
+            rate = np.array([e.session_rate for e in inputs])[at]
+            session = _session_lifts(a[:, 5], a[:, 6], fade, rate)
+            lift = _logit(p) - _logit(base) + session
+            np.add.at(affinity, (at, a[:, 1].astype(np.intp)), lift)
         affinity[:, 2] /= np.maximum(np.array([e.shown_tags for e in inputs]), 1)
         affinity[:, 3] = [e.follows for e in inputs]
         x[:, :, 2:6] = affinity[:, None, :]
@@ -298,14 +327,14 @@ class FirstRanker:
         table (keys sorted, values): :func:`affinity_lift` of each known entity computed
         all at once, and 1.0 for each followed creator. A key is kind x _KIND + code."""
         cat = self.catalog
-        known: list[tuple[int, float, float, int]] = []
+        known: list[tuple[int, float, float, int, float, float]] = []
         for kind, entities, codes in (
             (0, user.creators, cat.creators.of),
             (_KIND, user.sounds, cat.sounds.of),
             (2 * _KIND, user.hashtags, cat.hashtags.of),
         ):
             known += [
-                (kind + c, a.views, a.positives, a.ts)
+                (kind + c, a.views, a.positives, a.ts, a.session_finishes, a.session_views)
                 for key, a in entities.items()
                 if (c := codes.get(key)) is not None
             ]
@@ -318,9 +347,13 @@ class FirstRanker:
             k = np.array(known, dtype=np.float64)  # keys and ms times are exact in float64
             keys[: len(known)] = k[:, 0]
             views, positives, ts = k[:, 1], k[:, 2], k[:, 3]
-            decay = 0.5 ** (np.maximum(now - ts, 0.0) / self.half_life_ms)
+            age = np.maximum(now - ts, 0.0)
+            decay = 0.5 ** (age / self.half_life_ms)
             p = (positives * decay + AFFINITY_PRIOR * base) / (views * decay + AFFINITY_PRIOR)
-            values[: len(known)] = _logit(p) - _logit(np.array([base]))[0]
+            fade = 0.5 ** (age / SESSION_HALF_LIFE_MS)
+            rate = np.full(len(known), user.session_rate(now))
+            lift = _logit(p) - _logit(np.array([base]))[0]
+            values[: len(known)] = lift + _session_lifts(k[:, 4], k[:, 5], fade, rate)
         keys[len(known) :] = followed
         order = np.argsort(keys)
         return keys[order], values[order]
@@ -332,15 +365,18 @@ class FirstRanker:
         hl = self.half_life_ms
         videos = self.catalog.videos
         creators, sounds, hashtags = user.creators, user.sounds, user.hashtags
+        rate = user.session_rate(now)
         for i, r in enumerate(idx.tolist()):
             v = videos[r]
             if (a := creators.get(v.creator_id)) is not None:
-                out[i, 0] = affinity_lift(a, base, now, hl)
+                out[i, 0] = affinity_lift(a, base, now, hl, session_rate=rate)
             if v.sound_id is not None and (a := sounds.get(v.sound_id)) is not None:
-                out[i, 1] = affinity_lift(a, base, now, hl)
+                out[i, 1] = affinity_lift(a, base, now, hl, session_rate=rate)
             if v.hashtags:
                 shown = v.hashtags[:TAGS_PER_VIDEO]
-                lifts = [affinity_lift(hashtags.get(h), base, now, hl) for h in shown]
+                lifts = [
+                    affinity_lift(hashtags.get(h), base, now, hl, session_rate=rate) for h in shown
+                ]
                 out[i, 2] = sum(lifts) / len(shown)
             if v.creator_id in user.follows:
                 out[i, 3] = 1.0

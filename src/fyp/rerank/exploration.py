@@ -3,14 +3,29 @@
 A video with no audience yet is scored at the average rates, so the ranker alone would
 rarely let it past proven videos, and it would never get the audience that could prove
 it. While fresh candidates are available (the fresh source hands out each new video's
-exposure budget), up to ``ceil(share × count)`` of them are moved up the ranking to just
-inside the page; the rest of the page is the ranker's choice."""
+exposure budget), about ``share × count`` of them are moved up the ranking to just
+inside the page; the rest of the page is the ranker's choice.
+
+The slots are ``share × count`` rounded up or down at random (up with the fraction's
+probability, drawn from the request id), so the share holds over a session whatever the
+page size: a client that asks for small pages, to let each swipe shape the next cards,
+would otherwise get one slot in every page (half of pages of two, all of pages of one)."""
 
 from __future__ import annotations
 
 import math
+import zlib
 
 from fyp.types import Candidate
+
+
+def slots_for(share: float, count: int, request_id: str) -> int:
+    """``share × count`` rounded up with the probability of its fraction, the draw a
+    function of ``request_id`` (a replay with the same ids serves the same pages)."""
+    exact = share * count
+    whole = math.floor(exact)
+    draw = zlib.crc32(request_id.encode()) / 2**32  # uniform in [0, 1)
+    return min(whole + (1 if draw < exact - whole else 0), count)
 
 
 class ExplorationSlots:
@@ -20,13 +35,23 @@ class ExplorationSlots:
         self.source = source
         self.share = share
 
-    def prioritise(self, ranked: list[Candidate], count: int) -> list[Candidate]:
+    def prioritise(
+        self,
+        ranked: list[Candidate],
+        count: int,
+        request_id: str,
+        also: tuple[str, float] | None = None,
+    ) -> list[Candidate]:
         """``ranked`` (best first), reordered so the best ``slots`` candidates of the
-        exploring source sit at the end of the first ``count``."""
-        slots = min(math.ceil(self.share * count), count)
-        if slots == 0:
-            return ranked
-        chosen = [c for c in ranked if c.source == self.source][:slots]
+        exploring source sit at the end of the first ``count``; ``also``: another
+        (source, share) given its slots the same way, before this one's."""
+        chosen: list[Candidate] = []
+        if also is not None:
+            other = slots_for(also[1], count, f"{request_id}:{also[0]}")
+            chosen = [c for c in ranked if c.source == also[0]][:other]
+        slots = min(slots_for(self.share, count, request_id), count - len(chosen))
+        if slots > 0:
+            chosen += [c for c in ranked if c.source == self.source][:slots]
         if not chosen:
             return ranked
         picked = {id(c) for c in chosen}

@@ -17,6 +17,7 @@ import zlib
 from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
 from fyp.state.updater import FeedState
+from fyp.state.users import SESSION_HALF_LIFE_MS, session_lift
 from fyp.types import DAY_MS, Candidate
 
 # A hashtag counts once the user has enjoyed at least this much of it (decayed positives).
@@ -35,17 +36,24 @@ class TopicSource:
 
     def seed_topics(self, ctx: FeedContext) -> list[tuple[str, str]]:
         """(folded topic, reason) to draw from: the topics asked for more of, then the
-        user's best-liked hashtags (decayed positives, shrunk towards their views);
-        never one asked for less of."""
+        user's best-liked hashtags (decayed positives, shrunk towards their views, and
+        the session's dwell evidence first: what was just finished leads); never one
+        asked for less of, nor one finished less than the person's other cards this
+        session."""
         prefs = ctx.controls.topic_weights
         out = [(t, f"More #{t}, as you asked") for t, p in sorted(prefs.items()) if p == "more"]
         liked: list[tuple[float, str]] = []
+        rate = ctx.user.session_rate(ctx.now)
         for tag, aff in ctx.user.hashtags.items():
             if aff.positives < MIN_POSITIVES:
                 continue  # decay only lowers it
             views, positives = aff.decayed(ctx.now, self._half_life_ms)
-            if positives >= MIN_POSITIVES:
-                liked.append((positives * positives / (views + 3.0), tag))
+            fade = 0.5 ** (max(ctx.now - aff.ts, 0) / SESSION_HALF_LIFE_MS)
+            session = session_lift(aff.session_finishes, aff.session_views, fade, rate)
+            # Finished less than the person's other cards this session: not now (the
+            # evidence fades, and the topic comes back).
+            if positives >= MIN_POSITIVES and session >= 0:
+                liked.append((positives * positives / (views + 3.0) + session, tag))
         taken = {t for t, _ in out}
         for _, tag in heapq.nlargest(self.seeds, liked):
             topic = normal_tag(tag)

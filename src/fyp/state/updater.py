@@ -228,11 +228,16 @@ class FeedState:
         user.viewed.add(row)
         video = self.catalog.videos[row]
         hl = self._half_life_ms
-        _affinity(user.creators, video.creator_id).add(long_view, ts, hl)
+        # Watch time as evidence from the first view: for what was finished, against
+        # what was skipped (fading within the session: fyp.state.users).
+        ev = True if finish else False if skip else None
+        if ev is not None:
+            user.add_session_view(ev, ts)
+        _affinity(user.creators, video.creator_id).add(long_view, ts, hl, ev)
         if video.sound_id:
-            _affinity(user.sounds, video.sound_id).add(long_view, ts, hl)
+            _affinity(user.sounds, video.sound_id).add(long_view, ts, hl, ev)
         for tag in video.hashtags:
-            _affinity(user.hashtags, tag).add(long_view, ts, hl)
+            _affinity(user.hashtags, tag).add(long_view, ts, hl, ev)
         if long_view:
             self._positive(user, row, ts, ENGAGEMENT_WEIGHT["long_view"])
 

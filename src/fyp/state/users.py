@@ -7,34 +7,73 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+# Dwell evidence of the session: finished views and quick skips of each creator, sound
+# and hashtag, fading with this half-life. Their finish rate, against the person's own
+# finish rate over the same minutes, adds a lift from the first view: what a newcomer
+# skips comes less, what they finish comes more, and one bad card stops counting against
+# a topic within the session. Against their own rate, so that a hashtag on everything
+# (#fyp), skipped as often as the rest, tells nothing.
+SESSION_HALF_LIFE_MS = 10 * 60_000
+SESSION_PRIOR = 1.0  # pseudo-views at the person's session rate: one view is a hint
+SESSION_CAP = 3.0  # log-odds either way, so a run of skips lowers a topic, not buries it
+
 
 @dataclass(slots=True)
 class Affinity:
-    """Time-decayed views and positives of one user on one creator / sound / hashtag."""
+    """Time-decayed views and positives of one user on one creator / sound / hashtag,
+    and the session's finished views and quick skips of it (fading within minutes)."""
 
     views: float = 0.0
     positives: float = 0.0
     ts: int = 0  # Unix ms of the last update
+    session_finishes: float = 0.0  # as of ``ts``
+    session_views: float = 0.0  # finished views and quick skips, as of ``ts``
 
-    def __reduce__(self) -> tuple[type[Affinity], tuple[float, float, int]]:
+    def __reduce__(
+        self,
+    ) -> tuple[type[Affinity], tuple[float, float, int, float, float]]:
         # A checkpoint pickles hundreds of thousands of these (every user's creators,
         # sounds and hashtags): by their fields it takes a third of the default's time.
-        return (Affinity, (self.views, self.positives, self.ts))
+        return (
+            Affinity,
+            (self.views, self.positives, self.ts, self.session_finishes, self.session_views),
+        )
 
     def decayed(self, now: int, half_life_ms: float) -> tuple[float, float]:
         f = 0.5 ** (max(now - self.ts, 0) / half_life_ms)
         return self.views * f, self.positives * f
 
-    def add(self, positive: bool, ts: int, half_life_ms: float) -> None:
+    def add(
+        self, positive: bool, ts: int, half_life_ms: float, finished: bool | None = None
+    ) -> None:
+        """One view (``positive``: a long one); ``finished``: True for a finished view,
+        False for a quick skip, None for neither (it adds no session evidence)."""
         # :meth:`decayed` inlined: several of these per view, on the learning step's path.
         if ts > self.ts:
             f = 0.5 ** ((ts - self.ts) / half_life_ms)
             self.views = self.views * f + 1.0
             self.positives = self.positives * f + (1.0 if positive else 0.0)
+            if self.session_views:
+                g = 0.5 ** ((ts - self.ts) / SESSION_HALF_LIFE_MS)
+                self.session_finishes *= g
+                self.session_views *= g
             self.ts = ts
         else:
             self.views += 1.0
             self.positives += 1.0 if positive else 0.0
+        if finished is not None:
+            self.session_views += 1.0
+            self.session_finishes += 1.0 if finished else 0.0
+
+
+def session_lift(finishes: float, views: float, fade: float, user_rate: float) -> float:
+    """Log-odds lift of an entity's session finish rate (``finishes`` of ``views``, each
+    times ``fade``) over the person's ``user_rate``, shrunk by :data:`SESSION_PRIOR`
+    pseudo-views and capped at :data:`SESSION_CAP`: 0 when nothing is known."""
+    if not views:
+        return 0.0
+    p = (finishes * fade + SESSION_PRIOR * user_rate) / (views * fade + SESSION_PRIOR)
+    return min(max(_logit(p) - _logit(user_rate), -SESSION_CAP), SESSION_CAP)
 
 
 @dataclass(slots=True)
@@ -56,6 +95,26 @@ class UserState:
     label_counts: list[float] = field(default_factory=list)
     region: str | None = None
     first_seen: int | None = None  # Unix ms of the user's first event
+    # The session's finished views and quick skips over everything, as of ``session_ts``
+    # (fading as each affinity's do): the rate each entity's session evidence is against.
+    session_finishes: float = 0.0
+    session_views: float = 0.0
+    session_ts: int = 0
+
+    def add_session_view(self, finished: bool, ts: int) -> None:
+        if ts > self.session_ts:
+            g = 0.5 ** ((ts - self.session_ts) / SESSION_HALF_LIFE_MS)
+            self.session_finishes *= g
+            self.session_views *= g
+            self.session_ts = ts
+        self.session_views += 1.0
+        self.session_finishes += 1.0 if finished else 0.0
+
+    def session_rate(self, now: int) -> float:
+        """The person's finish rate over the session's finished views and skips at
+        ``now`` (half a pseudo-view each way: a half when nothing is known)."""
+        g: float = 0.5 ** (max(now - self.session_ts, 0) / SESSION_HALF_LIFE_MS)
+        return (self.session_finishes * g + 0.5) / (self.session_views * g + 1.0)
 
     def remember_served(self, rows: list[int], capacity: int) -> None:
         for row in rows:
@@ -92,6 +151,7 @@ def forget_personalisation(user: UserState, n_labels: int) -> None:
     user.hashtags.clear()
     user.views = 0.0
     user.label_counts = [0.0] * n_labels
+    user.session_finishes = user.session_views = 0.0
 
 
 # Pseudo-views that shrink a user's rate on one creator / sound / hashtag to their
@@ -105,14 +165,18 @@ def affinity_lift(
     now: int,
     half_life_ms: float,
     prior: float = AFFINITY_PRIOR,
+    session_rate: float = 0.5,
 ) -> float:
     """Log-odds lift of this user's positive rate on one entity over their overall rate,
-    shrunk by ``prior`` pseudo-views: 0 when nothing is known."""
+    shrunk by ``prior`` pseudo-views, plus :func:`session_lift` of the session's dwell
+    evidence on it against their ``session_rate``: 0 when nothing is known."""
     if aff is None:
         return 0.0
     views, positives = aff.decayed(now, half_life_ms)
     p = (positives + prior * base_rate) / (views + prior)
-    return _logit(p) - _logit(base_rate)
+    fade = 0.5 ** (max(now - aff.ts, 0) / SESSION_HALF_LIFE_MS)
+    session = session_lift(aff.session_finishes, aff.session_views, fade, session_rate)
+    return _logit(p) - _logit(base_rate) + session
 
 
 def _logit(p: float) -> float:

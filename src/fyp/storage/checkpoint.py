@@ -29,7 +29,9 @@ _PR_SET_PDEATHSIG = 1
 # the parent may have held at the fork.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 
-FORMAT = 3  # 2: the first ranker reads the surface; 3: examples keep their inputs
+# 2: the first ranker reads the surface; 3: examples keep their inputs; 4: affinities,
+# users and examples keep the session's dwell evidence
+FORMAT = 4
 
 
 def partial_path(path: Path) -> Path:

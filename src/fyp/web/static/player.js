@@ -3,8 +3,12 @@ import {
   api as request, ApiError, readAuth, newUser, noKeyHelp, el, toaster, setToken, tokenClaims,
 } from "/static/api.js";
 
-const PAGE = 10; // videos per feed request
-const PREFETCH_AT = 3; // fetch the next page when this many cards remain
+// Small pages, fetched late: what a person does on a card shapes the cards a couple of
+// swipes later. A page of ten fetched three cards before its end committed them to
+// cards chosen before most of their last page's views were known.
+const PAGE = 2; // videos per feed request
+const PREFETCH_AT = 1; // fetch the next page when this many cards remain
+const EVENTS_WAIT_MS = 300; // a page waits this long at most for the views sent before it
 const SURFACE = "for_you";
 const DEFAULT_DURATION_MS = 15000; // when the catalog entry is missing
 const MAX_BATCH = 200;
@@ -269,6 +273,9 @@ function loadMore() {
   if (loading) return loading;
   const gen = generation;
   const request = (async () => {
+    // The views just sent first (they are what the page should learn from), unless
+    // they are slow: a feed never waits long on them.
+    if (sending) await Promise.race([sending, new Promise((r) => setTimeout(r, EVENTS_WAIT_MS))]);
     const feed = await api(`/v1/feed?user_id=${enc(user)}&count=${PAGE}&surface=${SURFACE}`);
     const fresh = feed.items || [];
     const meta = fresh.length ? await videosOf(fresh.map((i) => i.video_id)) : new Map();

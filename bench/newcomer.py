@@ -1,0 +1,411 @@
+"""How fast a newcomer's feed learns them, from watch time alone, through the HTTP API.
+
+The world is the demo's (``fyp.eval.simulate.build_world``): videos over topics, with
+creators, sounds and hashtags that lean to a topic. Background users of that world give
+the engine a history (their views, likes and follows, drawn from their hidden tastes and
+ingested before the server starts). Then newcomers arrive, each with one dominant topic:
+they watch every video of it to the end and skip every other card after 1 s; no likes,
+no follows. They fetch in two ways:
+
+- ``player``: exactly as the shipped web player fetches (its page size and prefetch
+  point are read from the ``player.js`` of the code under test): a first page; on each
+  swipe the view of the card just left is posted and acknowledged, then, when no more
+  than the prefetch point's cards remain after the new current one, the next page is
+  asked for;
+- ``page``: a page of 10, asked for after the last event of the previous page.
+
+Reported per mode: the on-taste share of cards 1-10, 11-20 and 21-30 (median over
+newcomers), and "swipes until half of the next ten are on-taste" (median and p90; a
+newcomer who never gets there counts as never). An oracle (every card on-taste) and a
+random feed are the bounds. ``--src PATH`` runs the same newcomers against another
+checkout's ``src`` (e.g. a ``git worktree`` of the code before a change) in the same run.
+
+    python bench/newcomer.py [--quick] [--newcomers 12] [--src ../base/src]
+
+Prints a table and writes ``bench/results/newcomer.json`` (``newcomer_quick`` for
+``--quick``). Nothing here asserts on timings or shares: it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import (
+    REPO_ROOT,
+    Server,
+    batches,
+    console,
+    exit_on_sigterm,
+    machine_info,
+    percentiles,
+    print_table,
+    utc_now_iso,
+    write_json,
+)
+from fyp.config import Settings
+from fyp.engine import Engine
+from fyp.eval.simulate import SimVideo, UserState, World, build_world, reaction_events
+from fyp.types import now_ms
+
+SKIP_MS = 1_000  # a newcomer's skip of an off-taste card
+CARDS = 40  # cards each newcomer sees: 30 for the shares, 10 more for "half of the next ten"
+PAGE_MODE_COUNT = 10
+# A person spends a second or more on a card; the server learns an event milliseconds
+# after acknowledging it (more on a loaded machine). So after each view the bench waits
+# until /healthz says every logged event is learned (at most this long): what a person's
+# next feed would see, whatever the machine's load.
+LEARN_WAIT_S = 2.0
+WINDOWS = ((0, 10), (10, 20), (20, 30))
+
+
+# --------------------------------------------------------------------------- the world
+
+
+def background_events(world: World, views: int, now: int, seed: int) -> list[dict[str, object]]:
+    """``views`` views per background user, 70% from their favourite topics and 30% from
+    anywhere (both favouring better videos), with the reactions their hidden tastes give
+    (likes, follows and all), spread over the three days before ``now``."""
+    rng = np.random.default_rng(seed)
+    by_topic = [np.flatnonzero(world.video_topic == t) for t in range(world.n_topics)]
+    weight = np.exp(world.video_quality)
+    out: list[dict[str, object]] = []
+    n = 0
+    for user in world.users:
+        state = UserState()
+        ts = now - 3 * 86_400_000 + int(rng.integers(0, 2 * 86_400_000))
+        for _ in range(views):
+            if rng.random() < 0.7:
+                pool = by_topic[int(rng.choice(user.favourite_topics))]
+            else:
+                pool = np.arange(len(world.videos))
+            if len(pool) == 0:
+                continue
+            p = weight[pool] / weight[pool].sum()
+            video = world.videos[int(rng.choice(pool, p=p))]
+            reaction = user.react(video, rng, state)
+            state.record(video, reaction)
+            ts += reaction.watch_ms + int(rng.integers(300, 1_500))
+            for event in reaction_events(reaction, user.user_id, video.video_id, ts, None):
+                n += 1
+                out.append({"event_id": f"bg-{n:08d}", **event})
+    return out
+
+
+def build_data_dir(data_dir: Path, world: World, views: int, now: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    engine = Engine.open(Settings(data_dir=data_dir), replay=False)
+    try:
+        engine.upsert_videos([v.as_video() for v in world.videos])
+        events = background_events(world, views, now, seed=world.seed + 1)
+        engine.register_users(sorted({str(e["user_id"]) for e in events}))
+        for chunk in batches(events, 5_000):
+            result = engine.ingest(chunk, now=now)
+            if result.rejected:
+                raise RuntimeError(f"background events rejected: {result.rejected[:3]}")
+    finally:
+        engine.close()
+    return {"events": len(events), "build_s": time.perf_counter() - t0}
+
+
+def newcomer_topics(world: World, n: int, seed: int, min_videos: int) -> list[int]:
+    """``n`` dominant topics, spread over the topics with at least ``min_videos``
+    videos (round-robin over a seeded shuffle)."""
+    counts = np.bincount(world.video_topic, minlength=world.n_topics)
+    eligible = [int(t) for t in np.flatnonzero(counts >= min_videos)]
+    order = list(np.random.default_rng(seed).permutation(eligible))
+    return [int(order[i % len(order)]) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- fetch patterns
+
+
+def player_pattern(src: Path) -> tuple[int, int]:
+    """(page size, prefetch point) of the web player shipped in ``src``."""
+    js = (src / "fyp" / "web" / "static" / "player.js").read_text()
+    page = re.search(r"const PAGE = (\d+);", js)
+    prefetch = re.search(r"const PREFETCH_AT = (\d+);", js)
+    if page is None or prefetch is None:
+        raise RuntimeError(f"PAGE / PREFETCH_AT not found in {src}'s player.js")
+    return int(page.group(1)), int(prefetch.group(1))
+
+
+class Newcomer:
+    """One newcomer's session against a server: cards seen, events posted."""
+
+    def __init__(self, client: Any, world: World, user_id: str, topic: int) -> None:
+        self.client = client
+        self.world = world
+        self.user_id = user_id
+        self.topic = topic
+        self.cards: list[SimVideo] = []
+        self.reasons: list[str] = []
+        self._request: list[str | None] = []
+        self._n = 0
+        self.learned_wait_s: list[float] = []
+
+    def fetch(self, count: int) -> int:
+        resp = self.client.get("/v1/feed", params={"user_id": self.user_id, "count": count})
+        resp.raise_for_status()
+        body = resp.json()
+        for item in body["items"]:
+            self.cards.append(self.world.video(item["video_id"]))
+            self.reasons.append(str(item.get("reason", "")))
+            self._request.append(body.get("request_id"))
+        return len(body["items"])
+
+    def watch(self, i: int) -> None:
+        """Watch card ``i`` (to the end if on-taste, else 1 s) and post its view."""
+        video = self.cards[i]
+        on = video.topic == self.topic
+        watch_ms = video.duration_ms if on else min(SKIP_MS, video.duration_ms)
+        self._n += 1
+        event = {
+            "event_id": f"{self.user_id}-{self._n}",
+            "user_id": self.user_id,
+            "video_id": video.video_id,
+            "type": "view",
+            "ts": now_ms(),
+            "watch_ms": watch_ms,
+            "surface": "for_you",
+        }
+        if self._request[i] is not None:
+            event["request_id"] = self._request[i]
+        resp = self.client.post("/v1/events", json={"events": [event]})
+        resp.raise_for_status()
+        if resp.json().get("accepted") != 1:
+            raise RuntimeError(f"view not accepted: {resp.text}")
+        self.learned_wait_s.append(self._wait_learned())
+
+    def _wait_learned(self) -> float:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < LEARN_WAIT_S:
+            if self.client.get("/healthz").json().get("learning_lag", 0) == 0:
+                break
+            time.sleep(0.005)
+        return time.perf_counter() - t0
+
+    def run_player(self, page: int, prefetch_at: int) -> None:
+        """The web player's loop: the first page; then, per swipe, the view of the card
+        left is posted (and acknowledged), and the next page is asked for once at most
+        ``prefetch_at`` cards remain after the new current card."""
+        self.fetch(page)
+        index = 0
+        if len(self.cards) - 1 - index <= prefetch_at:
+            self.fetch(page)
+        while index + 1 < CARDS:
+            self.watch(index)
+            if index + 1 >= len(self.cards) and not self.fetch(page):
+                break
+            index += 1
+            if len(self.cards) - 1 - index <= prefetch_at:
+                self.fetch(page)
+        self.cards = self.cards[:CARDS]
+
+    def run_pages(self) -> None:
+        """Page by page: the next page is asked for after the last card's view."""
+        while len(self.cards) < CARDS:
+            start = len(self.cards)
+            if not self.fetch(PAGE_MODE_COUNT):
+                break
+            for i in range(start, len(self.cards)):
+                self.watch(i)
+        self.cards = self.cards[:CARDS]
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def on_taste(cards: list[SimVideo], topic: int) -> list[bool]:
+    return [v.topic == topic for v in cards]
+
+
+def swipes_to_half(hits: list[bool]) -> float:
+    """Fewest swipes after which at least half of the next ten cards are on-taste
+    (inf if never within the cards seen)."""
+    for s in range(len(hits) - 9):
+        if sum(hits[s : s + 10]) >= 5:
+            return float(s)
+    return float("inf")
+
+
+def summarise(name: str, sessions: list[list[bool]]) -> dict[str, Any]:
+    shares = {
+        f"cards_{a + 1}_{b}": float(np.median([np.mean(h[a:b]) for h in sessions]))
+        for a, b in WINDOWS
+    }
+    swipes = [swipes_to_half(h) for h in sessions]
+    finite = np.isfinite(swipes)
+    return {
+        "name": name,
+        "newcomers": len(sessions),
+        "median_on_taste_share": shares,
+        "swipes_to_half": {
+            "median": _pct(swipes, 50),
+            "p90": _pct(swipes, 90),
+            "never": int((~finite).sum()),
+        },
+        "per_newcomer_hits": [[int(x) for x in h] for h in sessions],
+    }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    v = float(np.percentile(values, q, method="inverted_cdf"))
+    return v if np.isfinite(v) else None
+
+
+def bounds(world: World, topics: list[int], seed: int) -> list[dict[str, Any]]:
+    oracle = [[True] * CARDS for _ in topics]
+    rng = np.random.default_rng(seed)
+    random = [
+        [int(world.video_topic[r]) == t for r in rng.permutation(len(world.videos))[:CARDS]]
+        for t in topics
+    ]
+    return [summarise("oracle", oracle), summarise("random", random)]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run_code(
+    label: str,
+    src: Path,
+    seed_dir: Path,
+    root: Path,
+    world: World,
+    topics: list[int],
+    modes: list[str],
+) -> list[dict[str, Any]]:
+    page, prefetch_at = player_pattern(src)
+    out: list[dict[str, Any]] = []
+    for mode in modes:
+        data_dir = root / f"data-{label}-{mode}"
+        shutil.copytree(seed_dir, data_dir)
+        secret = seed_dir.with_name(seed_dir.name + ".secret")  # beside, never inside
+        shutil.copy(secret, data_dir.with_name(data_dir.name + ".secret"))
+        env = {"PYTHONPATH": str(src)}
+        sessions: list[list[bool]] = []
+        reasons: list[list[str]] = []
+        waits: list[float] = []
+        with (
+            Server(data_dir, root / f"server-{label}-{mode}.log", env=env) as server,
+            server.client(30.0) as client,
+        ):
+            for i, topic in enumerate(topics):
+                user = f"new-{label}-{mode}-{i:03d}"
+                client.put(f"/v1/users/{user}", json={}).raise_for_status()
+                n = Newcomer(client, world, user, topic)
+                if mode == "player":
+                    n.run_player(page, prefetch_at)
+                else:
+                    n.run_pages()
+                sessions.append(on_taste(n.cards, topic))
+                reasons.append(n.reasons[:CARDS])
+                waits += n.learned_wait_s
+        s = summarise(f"{label} {mode}", sessions)
+        s.update(
+            code=label,
+            src=str(src),
+            mode=mode,
+            player_page=page,
+            player_prefetch_at=prefetch_at,
+            learned_wait_ms=percentiles([w * 1e3 for w in waits]),
+            reasons=reasons,
+        )
+        out.append(s)
+        console.print(f"  {s['name']}: {s['median_on_taste_share']} {s['swipes_to_half']}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a smaller run")
+    ap.add_argument("--newcomers", type=int, default=None)
+    ap.add_argument("--src", type=Path, action="append", default=[], help="another src tree")
+    ap.add_argument("--modes", default="player,page", help="fetch patterns: player, page")
+    ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
+    args = ap.parse_args()
+    exit_on_sigterm()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip() in ("player", "page")]
+    n_videos, n_users, views = 5_000, 300, 40
+    newcomers = args.newcomers or (6 if args.quick else 12)
+    root = Path(tempfile.mkdtemp(prefix="fyp-bench-newcomer-", dir=args.data_root))
+    now = now_ms()
+    world = build_world(seed=20, n_videos=n_videos, n_topics=20, n_users=n_users, now_ms=now)
+    topics = newcomer_topics(world, newcomers, seed=20, min_videos=100)
+    payload: dict[str, Any] = {
+        "benchmark": "newcomer",
+        "quick": args.quick,
+        "started_at": utc_now_iso(),
+        "machine": machine_info(root),
+        "params": {
+            "videos": n_videos,
+            "topics": world.n_topics,
+            "background_users": n_users,
+            "background_views_per_user": views,
+            "newcomers": newcomers,
+            "newcomer_topics": [world.topic_names[t] for t in topics],
+            "cards": CARDS,
+            "skip_ms": SKIP_MS,
+            "page_mode_count": PAGE_MODE_COUNT,
+            "learn_wait_max_s": LEARN_WAIT_S,
+        },
+        "results": [],
+    }
+    try:
+        seed_dir = root / "seed"
+        console.print(f"[bold]{n_videos:,} videos[/], {n_users} users x {views} views: building")
+        payload["setup"] = build_data_dir(seed_dir, world, views, now)
+        payload["results"] += bounds(world, topics, seed=21)
+        codes = [("this", REPO_ROOT / "src")] + [
+            (f"src{i + 1}", p.resolve()) for i, p in enumerate(args.src)
+        ]
+        for label, src in codes:
+            payload["results"] += run_code(label, src, seed_dir, root, world, topics, modes)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    path = write_json("newcomer_quick" if args.quick else "newcomer", payload)
+    rows = []
+    for r in payload["results"]:
+        sh, sw = r["median_on_taste_share"], r["swipes_to_half"]
+        fetch = f"{r['player_page']}/{r['player_prefetch_at']}" if r.get("mode") == "player" else ""
+        rows.append(
+            [
+                r["name"],
+                fetch,
+                *(f"{100 * sh[k]:.0f}%" for k in ("cards_1_10", "cards_11_20", "cards_21_30")),
+                _fmt(sw["median"]),
+                _fmt(sw["p90"]),
+                str(sw["never"]),
+            ]
+        )
+    print_table(
+        "A newcomer's feed: on-taste share (median over newcomers)",
+        [
+            "feed",
+            "page/prefetch",
+            "cards 1-10",
+            "11-20",
+            "21-30",
+            "swipes to half (p50)",
+            "p90",
+            "never",
+        ],
+        rows,
+        caption=f"{newcomers} newcomers, one dominant topic each; written to {path}",
+    )
+
+
+def _fmt(x: float | None) -> str:
+    return "never" if x is None else f"{x:.0f}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Exploration slots: new uploads' share of what a person is served holds whatever the
+page size (small pages are how a client lets each swipe shape the next cards)."""
+
+from __future__ import annotations
+
+from fyp.rerank.exploration import ExplorationSlots, slots_for
+from fyp.types import Candidate
+
+
+def ranked() -> list[Candidate]:
+    """Ten ranked candidates, the fresh source's at the bottom."""
+    return [Candidate(i, f"v{i}", "fresh" if i >= 7 else "trending", "") for i in range(10)]
+
+
+def test_pages_of_one_or_two_get_the_share_not_a_slot_each() -> None:
+    slots = ExplorationSlots("fresh", 0.2)
+    for count in (1, 2, 3):
+        pages = [slots.prioritise(ranked(), count, f"req-{i}")[:count] for i in range(2_000)]
+        share = sum(c.source == "fresh" for p in pages for c in p) / (count * len(pages))
+        # ceil(0.2 x count) slots would be 1/count of every page: 100%, 50%, 33%.
+        assert 0.17 < share < 0.23, (count, share)
+
+
+def test_a_page_of_ten_keeps_exactly_its_two_slots() -> None:
+    for i in range(50):
+        assert slots_for(0.2, 10, f"req-{i}") == 2
+        page = ExplorationSlots("fresh", 0.2).prioritise(ranked(), 10, f"req-{i}")
+        assert [c.row for c in page][8:10] == [7, 8]
+
+
+def test_the_draw_is_a_function_of_the_request_id() -> None:
+    assert {slots_for(0.5, 1, "same") for _ in range(10)} in ({0}, {1})
