@@ -525,6 +525,19 @@ def register_users(engine: Any, events: Sequence[Mapping[str, Any]]) -> int:
     return int(engine.register_users(sorted({str(e["user_id"]) for e in events})))
 
 
+def ingest_all(engine: Any, events: Sequence[Mapping[str, Any]], now: int) -> int:
+    """Create the users of ``events`` and ingest them in chunks; returns how many were
+    accepted. A rejected event is the benchmark's own bug: raised, never skipped."""
+    register_users(engine, events)
+    accepted = 0
+    for chunk in batches(events, 5_000):
+        result = engine.ingest(chunk, now=now)
+        if result.rejected:
+            raise RuntimeError(f"synthetic events rejected: {result.rejected[:3]}")
+        accepted += int(result.accepted)
+    return accepted
+
+
 def scrape_route_seconds(
     base_url: str, route: str, method: str, headers: Mapping[str, str]
 ) -> tuple[float, float]:

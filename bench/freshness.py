@@ -64,13 +64,13 @@ from _common import (
     batches,
     console,
     exit_on_sigterm,
+    ingest_all,
     machine_info,
     make_catalog,
     make_history,
     ms,
     percentiles,
     print_table,
-    register_users,
     utc_now_iso,
     write_json,
 )
@@ -96,11 +96,7 @@ def build_data_dir(
         for chunk in batches(cat.videos, 5_000):
             engine.upsert_videos(chunk)
         history = make_history(cat, n_users, views, now, seed=len(cat.videos) + 1)
-        register_users(engine, history)
-        for chunk in batches(history, 5_000):
-            result = engine.ingest(chunk, now=now)
-            if result.rejected:
-                raise RuntimeError(f"synthetic events rejected: {result.rejected[:3]}")
+        ingest_all(engine, history, now)
     finally:
         engine.close()
     return {"events": len(history), "build_s": time.perf_counter() - t0}

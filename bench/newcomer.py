@@ -41,9 +41,9 @@ import numpy as np
 from _common import (
     REPO_ROOT,
     Server,
-    batches,
     console,
     exit_on_sigterm,
+    ingest_all,
     machine_info,
     percentiles,
     print_table,
@@ -105,11 +105,7 @@ def build_data_dir(data_dir: Path, world: World, views: int, now: int) -> dict[s
     try:
         engine.upsert_videos([v.as_video() for v in world.videos])
         events = background_events(world, views, now, seed=world.seed + 1)
-        engine.register_users(sorted({str(e["user_id"]) for e in events}))
-        for chunk in batches(events, 5_000):
-            result = engine.ingest(chunk, now=now)
-            if result.rejected:
-                raise RuntimeError(f"background events rejected: {result.rejected[:3]}")
+        ingest_all(engine, events, now)
     finally:
         engine.close()
     return {"events": len(events), "build_s": time.perf_counter() - t0}

@@ -26,6 +26,7 @@ from fyp import __version__
 from fyp.api.errors import (
     install_storage_errors,
     install_validation_errors,
+    route_template,
     storage_error_response,
 )
 from fyp.api.live import LiveStats
@@ -130,6 +131,12 @@ def _batch(body: Any, key: str, limit: int) -> list[object]:
 
 def _json(body: BaseModel, status: int) -> Response:
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _asked(request: Request) -> dict[str, Any]:
+    """What a refused request asked, for its audit record: the method and the route's
+    template."""
+    return {"method": request.method, "route": route_template(request)}
 
 
 def _own_events(items: list[object], user: str | None) -> tuple[list[int], list[Rejected]]:
@@ -351,12 +358,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         can ask as often as it likes, so past a few per key and minute they are counted,
         not written one by one (AuditLog.append_repeated)."""
         caller = getattr(request.state, "caller", None)
-        route = request.scope.get("route")
         eng().audit.append_repeated(
             "residency.refused",
             caller.actor if isinstance(caller, Caller) else "unknown",
             outcome="refused",
-            details={"method": request.method, "route": getattr(route, "path", "?")},
+            details=_asked(request),
             counts=counts,
         )
         metrics.residency_refused.inc()
@@ -366,8 +372,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         the token's user and the user asked for (by their audit references). A token's
         holder can repeat it at will, so it is bounded per key and window like 421s."""
         e = eng()
-        route = request.scope.get("route")
-        details: dict[str, Any] = {"method": request.method, "route": getattr(route, "path", "?")}
+        details = _asked(request)
         for name, value in what.items():
             details[name] = e.pseudonyms.audit_ref(value) if name == "asked_for" else value
         e.audit.append_repeated(

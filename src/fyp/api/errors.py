@@ -142,10 +142,15 @@ def probe(data_dir: Path) -> str | None:
     return None
 
 
+def route_template(request: Request) -> str:
+    """The route's template (``/v1/users/{user_id}``), not the path, which can hold a
+    user's id (the logs, the audit log and the client's message must not)."""
+    return str(getattr(request.scope.get("route"), "path", "?"))
+
+
 def route_of(request: Request) -> str:
-    """``METHOD /template``: the route's template, not the path, which can hold a user's
-    id (the log and the client's message must not)."""
-    return f"{request.method} {getattr(request.scope.get('route'), 'path', '?')}"
+    """``METHOD /template``: the request as logs and messages name it."""
+    return f"{request.method} {route_template(request)}"
 
 
 def storage_message(kind: str, exc: BaseException, route: str = "the request") -> str:

@@ -74,11 +74,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def too_many(wait_s: float, what: str) -> HTTPException:
+def too_many(wait_s: float, what: str, detail: str | None = None) -> HTTPException:
+    """429 with ``Retry-After``; ``detail`` (default: the limit of ``what`` exceeded) is
+    followed by the wait it names."""
     seconds = retry_after(wait_s)
     return HTTPException(
         429,
-        f"rate limit of {what} exceeded; retry in {seconds} s",
+        f"{detail or f'rate limit of {what} exceeded'}; retry in {seconds} s",
         headers={"Retry-After": str(seconds)},
     )
 
@@ -264,14 +266,12 @@ class Guard:
         if wait > 0:
             auth = self.settings.auth
             self._count("user_creation_limited")
-            seconds = retry_after(wait)
-            raise HTTPException(
-                429,
+            raise too_many(
+                wait,
+                "user creation",
                 f"{caller.actor} has created the users it may: at most "
                 f"{auth.user_creations_per_key:,} per {auth.user_creation_window_s:g} s "
-                f"(auth.user_creations_per_key); updates of existing users still work; "
-                f"retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
+                f"(auth.user_creations_per_key); updates of existing users still work",
             )
 
     def created_user(self, caller: Caller) -> None:
