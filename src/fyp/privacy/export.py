@@ -13,7 +13,7 @@ from typing import Any
 
 from fyp.catalog.index import CatalogIndex
 from fyp.state.feedback import LABELS
-from fyp.state.users import SESSION_HALF_LIFE_MS, Affinity, UserState
+from fyp.state.users import Affinity, UserState
 from fyp.types import Impression, LoggedEvent, UserProfile
 from fyp.users.controls import UserControls
 
@@ -29,7 +29,7 @@ def _top(affinities: dict[str, Affinity], now: int, half_life_ms: float) -> list
     out = []
     for key, views, positives in decayed[:TOP]:
         aff = affinities[key]
-        fade = 0.5 ** (max(now - aff.ts, 0) / SESSION_HALF_LIFE_MS)
+        fade = aff.session_fade(now)
         out.append(
             {
                 "id": key,

@@ -21,7 +21,7 @@ from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.updater import FeedState
-from fyp.state.users import SESSION_HALF_LIFE_MS, UserState, session_lift
+from fyp.state.users import UserState, session_lift
 from fyp.types import Candidate
 
 SHARE = 0.5  # of a page, for a person with no long view yet
@@ -105,7 +105,7 @@ class DiscoverSource:
             i = index.get(normal_tag(tag))
             if i is None or not a.session_views:
                 continue
-            fade = 0.5 ** (max(ctx.now - a.ts, 0) / SESSION_HALF_LIFE_MS)
+            fade = a.session_fade(ctx.now)
             finishes[i] += a.session_finishes * fade
             skips[i] += (a.session_views - a.session_finishes) * fade
         return finishes, skips

@@ -17,7 +17,6 @@ import zlib
 from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
 from fyp.state.updater import FeedState
-from fyp.state.users import SESSION_HALF_LIFE_MS, session_lift
 from fyp.types import DAY_MS, Candidate
 
 # A hashtag counts once the user has enjoyed at least this much of it (decayed positives).
@@ -48,8 +47,7 @@ class TopicSource:
             if aff.positives < MIN_POSITIVES:
                 continue  # decay only lowers it
             views, positives = aff.decayed(ctx.now, self._half_life_ms)
-            fade = 0.5 ** (max(ctx.now - aff.ts, 0) / SESSION_HALF_LIFE_MS)
-            session = session_lift(aff.session_finishes, aff.session_views, fade, rate)
+            session = aff.session_lift(ctx.now, rate)
             # Finished less than the person's other cards this session: not now (the
             # evidence fades, and the topic comes back).
             if positives >= MIN_POSITIVES and session >= 0:

@@ -43,6 +43,16 @@ class Affinity:
         f = 0.5 ** (max(now - self.ts, 0) / half_life_ms)
         return self.views * f, self.positives * f
 
+    def session_fade(self, now: int) -> float:
+        """How much of the session evidence (as of ``ts``) is left at ``now``."""
+        return float(0.5 ** (max(now - self.ts, 0) / SESSION_HALF_LIFE_MS))
+
+    def session_lift(self, now: int, user_rate: float) -> float:
+        """:func:`session_lift` of this entity's session evidence at ``now``."""
+        return session_lift(
+            self.session_finishes, self.session_views, self.session_fade(now), user_rate
+        )
+
     def add(
         self, positive: bool, ts: int, half_life_ms: float, finished: bool | None = None
     ) -> None:
@@ -174,9 +184,7 @@ def affinity_lift(
         return 0.0
     views, positives = aff.decayed(now, half_life_ms)
     p = (positives + prior * base_rate) / (views + prior)
-    fade = 0.5 ** (max(now - aff.ts, 0) / SESSION_HALF_LIFE_MS)
-    session = session_lift(aff.session_finishes, aff.session_views, fade, session_rate)
-    return _logit(p) - _logit(base_rate) + session
+    return _logit(p) - _logit(base_rate) + aff.session_lift(now, session_rate)
 
 
 def _logit(p: float) -> float:
