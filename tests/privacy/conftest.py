@@ -27,7 +27,13 @@ def scan(root: Path, needles: Sequence[str | bytes]) -> dict[str | bytes, list[s
     of any file under ``root`` -> the files."""
     found: dict[str | bytes, list[str]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # A temporary file renamed or removed since the listing (a checkpoint being
+            # written while the engine runs): what it became is read where it landed, or
+            # by the scan the tests make after a clean stop.
+            continue
         for needle in needles:
             if (needle.encode() if isinstance(needle, str) else needle) in data:
                 found.setdefault(needle, []).append(str(path.relative_to(root)))
