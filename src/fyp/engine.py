@@ -24,9 +24,10 @@ from fyp.catalog.index import CatalogIndex
 from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.config import Settings
+from fyp.events.backends import open_event_log
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
 from fyp.events.ingest import IngestResult, Refusal, ingest
-from fyp.events.log import EventLog, SqliteEventLog
+from fyp.events.log import EventLog
 from fyp.pipeline import Feed, FeedPipeline, build_pipeline
 from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
 from fyp.privacy.export import build_export
@@ -267,7 +268,7 @@ class Engine:
         engine = cls(
             settings,
             SqliteCatalogStore(data / "catalog.db"),
-            SqliteEventLog(data / "events.db"),
+            open_event_log(settings.event_log, data),
             SqliteImpressionLog(data / "impressions.db"),
             clock,
             SqliteModerationStore(data / "moderation.db"),
