@@ -61,29 +61,77 @@ _TYPES = {t.value: t for t in EventType}
 _CHUNK = 1_000  # events one deleting script handles: Redis serves nobody else meanwhile
 _POLL_S = 0.05
 
+# Commands with many arguments, in slices: Lua's unpack is bounded (by its C stack).
+_BULK = """
+local function bulk(cmd, key, args)
+  local out = {}
+  for i = 1, #args, 1000 do
+    local last = math.min(i + 999, #args)
+    local r
+    if key then
+      r = redis.call(cmd, key, unpack(args, i, last))
+    else
+      r = redis.call(cmd, unpack(args, i, last))
+    end
+    if type(r) == 'table' then
+      for _, v in ipairs(r) do out[#out + 1] = v end
+    end
+  end
+  return out
+end
+"""
+
 # KEYS: ids, log, seq, ts. ARGV: the key prefix, then per event: id, user, ts, JSON.
 # Returns a flag per event: 1 appended, 0 a duplicate (of the log or of this batch).
-_APPEND = """#!lua
+# The writes are grouped into a few commands of many arguments (a HSET, a MSET, a ZADD
+# per key): the script runs on the one thread every process's requests wait for.
+_APPEND = (
+    "#!lua\n"
+    + _BULK
+    + """
 local ids, log, seqkey, bytime = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
+local wanted = {}
+for i = 2, #ARGV, 4 do wanted[#wanted + 1] = ARGV[i] end
+local known = bulk('HMGET', ids, wanted)
 local seq = tonumber(redis.call('GET', seqkey) or '0')
-local flags = {}
-for i = 2, #ARGV, 4 do
-  local offset = string.format('%d', seq + 1)
-  if redis.call('HSETNX', ids, ARGV[i], offset) == 1 then
-    seq = seq + 1
-    redis.call('XADD', log, '0-' .. offset, 'o', '')
-    redis.call('SET', prefix .. 'e:' .. offset, ARGV[i + 3])
-    redis.call('ZADD', prefix .. 'u:' .. ARGV[i + 1], offset, ARGV[i])
-    redis.call('ZADD', bytime, ARGV[i + 2], offset)
-    flags[#flags + 1] = 1
+local seen, flags, idrows, blobs, times, users = {}, {}, {}, {}, {}, {}
+for k = 1, #wanted do
+  local b = 4 * k - 2
+  local eid = ARGV[b]
+  if known[k] or seen[eid] then
+    flags[k] = 0
   else
-    flags[#flags + 1] = 0
+    seen[eid] = true
+    seq = seq + 1
+    local offset = string.format('%d', seq)
+    redis.call('XADD', log, '0-' .. offset, 'o', '')
+    idrows[#idrows + 1] = eid
+    idrows[#idrows + 1] = offset
+    blobs[#blobs + 1] = prefix .. 'e:' .. offset
+    blobs[#blobs + 1] = ARGV[b + 3]
+    times[#times + 1] = ARGV[b + 2]
+    times[#times + 1] = offset
+    local rows = users[ARGV[b + 1]]
+    if not rows then
+      rows = {}
+      users[ARGV[b + 1]] = rows
+    end
+    rows[#rows + 1] = offset
+    rows[#rows + 1] = eid
+    flags[k] = 1
   end
 end
-redis.call('SET', seqkey, string.format('%d', seq))
+if #idrows > 0 then
+  bulk('HSET', ids, idrows)
+  bulk('MSET', false, blobs)
+  bulk('ZADD', bytime, times)
+  for uid, rows in pairs(users) do bulk('ZADD', prefix .. 'u:' .. uid, rows) end
+  redis.call('SET', seqkey, string.format('%d', seq))
+end
 return flags
 """
+)
 
 # KEYS: log. ARGV: prefix, after, limit. Returns offset, JSON, offset, JSON, ...
 _READ = """#!lua flags=no-writes
