@@ -78,6 +78,12 @@ def test_appendfsync_everysec_is_refused_where_always_is_asked(
     RedisEventLog.from_url(servers(**DURABLE).url).close()
 
 
+def test_a_server_that_may_evict_keys_is_refused(servers: Callable[..., RedisServer]) -> None:
+    server = servers(**DURABLE, **{"maxmemory-policy": "allkeys-lru"})
+    with pytest.raises(RedisDurabilityError, match="evict"):
+        RedisEventLog.from_url(server.url)
+
+
 def test_an_acknowledged_append_survives_kill_9_of_the_server(
     servers: Callable[..., RedisServer],
 ) -> None:

@@ -296,6 +296,12 @@ class RedisEventLog:
                 f"cannot ask the Redis server how it persists ({err}); if it runs with "
                 "appendonly yes and appendfsync always, say so with durability=none"
             ) from None
+        policy = self._config("maxmemory-policy")
+        if policy.startswith("allkeys"):  # (volatile-*: only keys with a TTL; these have none)
+            raise RedisDurabilityError(
+                f"the Redis server runs with maxmemory-policy {policy}: at its memory limit it "
+                "would evict acknowledged events; set maxmemory-policy noeviction"
+            )
         fix = "set appendonly yes and appendfsync always in its redis.conf"
         if appendonly != "yes":
             raise RedisDurabilityError(
