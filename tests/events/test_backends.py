@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from pydantic import ValidationError
 
 from fyp.config import load_settings
-from fyp.events.backends import check_event_log_url, open_event_log
+from fyp.events.backends import check_event_log_url, event_log_identity, open_event_log
 from fyp.events.log import SqliteEventLog
 from fyp.events.redis_log import RedisEventLog
 from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
@@ -73,3 +73,27 @@ def test_the_environment_sets_the_event_log() -> None:
     url = "redis://127.0.0.1:6379/3?prefix=p"
     assert load_settings(environ={"FYP_EVENT_LOG": url}).event_log == url
     assert load_settings(environ={}).event_log is None
+
+
+def test_the_identity_a_checkpoint_records_has_no_password() -> None:
+    assert event_log_identity(None) is None
+    assert event_log_identity("redis://h:6379/0?prefix=p") == "redis://h:6379/0?prefix=p"
+    assert (
+        event_log_identity("redis://app:s3cret@h:6379/0?prefix=p")
+        == "redis://app@h:6379/0?prefix=p"
+    )
+    assert "s3cret" not in str(event_log_identity("rediss://:s3cret@h/0"))
+
+
+def test_a_checkpoint_is_restored_only_over_the_log_it_was_made_from(kit: Any) -> None:
+    engine = kit.open_engine(videos=kit.catalog())
+    kit.run(engine, [kit.view("u1", "c0-v0"), kit.view("u1", "c0-v1")])
+    engine.checkpoint()
+    assert engine.checkpoint_offset == 2
+
+    elsewhere = kit.settings(event_log=f"sqlite://{kit.tmp_path}/another/events.db")
+    other = kit.open_engine(elsewhere)  # an empty log: its offsets count other events
+    assert other.checkpoint_offset == 0
+    assert other.state.applied_offset == 0
+    again = kit.open_engine()
+    assert again.checkpoint_offset == 2

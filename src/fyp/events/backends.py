@@ -46,6 +46,20 @@ def _sqlite_path(url: str) -> Path:
     return Path(parts.path)
 
 
+def event_log_identity(url: str | None) -> str | None:
+    """``url`` without a password (None stays None): what a checkpoint records of the log
+    it was made from, so that a checkpoint is not applied to another log (its offsets
+    would skip that log's events) and no credential is written into it."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
 def open_event_log(url: str | None, data_dir: Path) -> EventLog:
     """The event log at ``url`` (None: the embedded one in ``data_dir``)."""
     if url is None:
