@@ -250,7 +250,10 @@ class RedisEventLog:
     Any number of processes may append to and read the same log at once. A Redis that
     cannot be reached (down, restarting, loading its AOF) is a
     :class:`fyp.storage.errors.StorageUnavailableError`: an append that meets it may have been
-    stored or not, and is safe to send again (idempotent by ``event_id``)."""
+    stored or not, and is safe to send again (idempotent by ``event_id``). redis-py itself
+    sends a command again after a connection error (its retry policy): an append whose
+    reply was lost and that went through twice stores its events once, and reports them
+    as duplicates (the learning loop reads the log, not these counts)."""
 
     def __init__(
         self,
