@@ -55,7 +55,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from _common import (
@@ -74,6 +73,7 @@ from _common import (
     utc_now_iso,
     write_json,
 )
+from fyp.client import NO_RETRIES, FypClient
 from fyp.config import Settings
 from fyp.engine import Engine, serving_gc
 from fyp.types import now_ms
@@ -175,11 +175,8 @@ def signal_events(user: str, videos: list[Any], now: int, trial: str) -> list[di
     return out
 
 
-def get_feed(client: httpx.Client, user: str) -> list[dict[str, Any]]:
-    resp = client.get("/v1/feed", params={"user_id": user, "count": COUNT})
-    resp.raise_for_status()
-    items: list[dict[str, Any]] = resp.json()["items"]
-    return items
+def get_feed(fyp: FypClient, user: str) -> list[dict[str, Any]]:
+    return [item.model_dump() for item in fyp.feed(user, count=COUNT).items]
 
 
 def run_trials(
@@ -194,10 +191,11 @@ def run_trials(
     for v in cat.videos:
         by_creator.setdefault(v.creator_id, []).append(v)
     trials: list[dict[str, Any]] = []
-    with server.client(30.0) as client:
+    # No retries: a refusal is a finding here, and a retry would hide it in the timings.
+    with server.client(30.0) as http, FypClient(http=http, retries=NO_RETRIES) as client:
 
         def sign_up(user: str) -> None:  # residency: a user is created before acting
-            client.put(f"/v1/users/{user}", json={}).raise_for_status()
+            client.put_user(user)
 
         for i in range(10):  # warm the connection and the request path
             sign_up(f"warm-{mode}-{i}")
@@ -212,13 +210,12 @@ def run_trials(
             tags = frozenset(t for v in signal for t in v.hashtags if t != "#fyp")
             ids = frozenset(v.video_id for v in signal)
             baseline = judge.counts(get_feed(client, user), creator, tags, ids)
-            body = {"events": signal_events(user, signal, now_ms(), f"{mode}-{i}")}
+            events = signal_events(user, signal, now_ms(), f"{mode}-{i}")
             t_post = time.perf_counter()
-            resp = client.post("/v1/events", json=body)
+            sent = client.send_events(events, batch_size=len(events))
             t_ack = time.perf_counter()
-            resp.raise_for_status()
-            if resp.json()["accepted"] != len(body["events"]):
-                raise RuntimeError(f"signal not accepted: {resp.text}")
+            if sent.accepted != len(events):
+                raise RuntimeError(f"signal not accepted: {sent}")
             polls: list[dict[str, Any]] = []
             reflected_s: float | None = None
             while True:

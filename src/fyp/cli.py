@@ -37,6 +37,14 @@ Host = Annotated[str | None, typer.Option(help="Address to bind (127.0.0.1: this
 Port = Annotated[int | None, typer.Option(help="TCP port.")]
 Region = Annotated[str | None, typer.Option(help="The region this deployment serves.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="A TOML settings file.")]
+EventLogUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--event-log",
+        help="Where the event log is: redis://host:port/db (shared by several processes; "
+        "docs/cluster.md) or sqlite:///path. Default: events.db in the data dir.",
+    ),
+]
 
 
 def _settings(
@@ -45,9 +53,17 @@ def _settings(
     port: int | None = None,
     region: str | None = None,
     config: Path | None = None,
+    event_log: str | None = None,
 ) -> Settings:
     return load_settings(
-        config, {"data_dir": data_dir, "host": host, "port": port, "region": region}
+        config,
+        {
+            "data_dir": data_dir,
+            "host": host,
+            "port": port,
+            "region": region,
+            "event_log": event_log,
+        },
     )
 
 
@@ -58,11 +74,12 @@ def serve(
     port: Port = None,
     region: Region = None,
     config: ConfigFile = None,
+    event_log: EventLogUrl = None,
 ) -> None:
     """Run the HTTP API (feed, events, catalog) until interrupted."""
     from fyp.api import create_app
 
-    settings = _settings(data_dir, host, port, region, config)
+    settings = _settings(data_dir, host, port, region, config, event_log)
     console.print(
         f"fyp serving {settings.data_dir} (region {settings.region}) on "
         f"http://{settings.host}:{settings.port} (docs: /docs)"
@@ -92,13 +109,15 @@ def serve(
 
 
 @app.command()
-def train(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+def train(
+    data_dir: DataDir = None, config: ConfigFile = None, event_log: EventLogUrl = None
+) -> None:
     """Replay the event log through the learning loop (the learned models too, when
     enabled) and write a checkpoint, so the next start replays nothing: for example after
     ``fyp import kuairand``."""
     from fyp.engine import Engine
 
-    settings = _settings(data_dir, config=config)
+    settings = _settings(data_dir, config=config, event_log=event_log)
     started = time.perf_counter()
     with console.status("replaying the event log"):
         engine = Engine.open(settings)

@@ -222,6 +222,9 @@ class Settings(_Section):
     policy: PolicyConfig = PolicyConfig()  # eligibility, age, reports, strikes (fyp.safety)
     privacy: PrivacyConfig = PrivacyConfig()
     auth: AuthConfig = AuthConfig()
+    # Where the event log is (fyp.events.backends): None, the embedded SQLite file in the
+    # data dir; or a URL, such as redis://127.0.0.1:6379/0, shared by several processes.
+    event_log: str | None = None
     # The server writes a checkpoint of the learning state every this many events (and
     # at a clean shutdown): a restart loads it and replays only the rest. 0: never.
     checkpoint_every_events: int = Field(100_000, ge=0)
@@ -230,12 +233,20 @@ class Settings(_Section):
     # keep every later checkpoint, and an erasure waiting for it, waiting forever.
     checkpoint_timeout_s: float = Field(600.0, gt=0)
 
+    @field_validator("event_log")
+    @classmethod
+    def _known_backend(cls, url: str | None) -> str | None:
+        from fyp.events.backends import check_event_log_url
+
+        return None if url is None else check_event_log_url(url)
+
 
 _ENV_KEYS = {
     "data_dir": "FYP_DATA_DIR",
     "region": "FYP_REGION",
     "host": "FYP_HOST",
     "port": "FYP_PORT",
+    "event_log": "FYP_EVENT_LOG",
 }
 
 

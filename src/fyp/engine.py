@@ -24,9 +24,10 @@ from fyp.catalog.index import CatalogIndex
 from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.config import Settings
+from fyp.events.backends import event_log_identity, open_event_log
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
 from fyp.events.ingest import IngestResult, Refusal, ingest
-from fyp.events.log import EventLog, SqliteEventLog
+from fyp.events.log import EventLog
 from fyp.pipeline import Feed, FeedPipeline, build_pipeline
 from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
 from fyp.privacy.export import build_export
@@ -134,11 +135,12 @@ def serving_gc() -> None:
 def _learning_settings(settings: Settings) -> str:
     """The settings a learned state depends on (not where it runs: data dir, host,
     port, keys), as a string to compare a checkpoint's against."""
-    return settings.model_dump_json(
+    learned = settings.model_dump_json(
         exclude={
             "data_dir": True,
             "host": True,
             "port": True,
+            "event_log": True,  # (below, without a password)
             "auth": True,
             "privacy": {"secret_file", "require_registered_users", "retention_days"},
             # How the server paces and protects its work, not what it learns.
@@ -146,6 +148,10 @@ def _learning_settings(settings: Settings) -> str:
             "model": {"max_queued_batches"},
         }
     )
+    # The log's offsets are what a checkpoint counts in: one made from another log is not
+    # restored (the embedded default adds nothing, so its checkpoints stay valid).
+    where = event_log_identity(settings.event_log)
+    return learned if where is None else f"{learned} event_log={where}"
 
 
 def open_data_dir(settings: Settings) -> Pseudonyms:
@@ -267,7 +273,7 @@ class Engine:
         engine = cls(
             settings,
             SqliteCatalogStore(data / "catalog.db"),
-            SqliteEventLog(data / "events.db"),
+            open_event_log(settings.event_log, data),
             SqliteImpressionLog(data / "impressions.db"),
             clock,
             SqliteModerationStore(data / "moderation.db"),

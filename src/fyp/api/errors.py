@@ -29,6 +29,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from fyp.storage.errors import StorageUnavailableError
 from fyp.storage.sqlite import WalBusyError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ IO_ERROR = "an I/O error"
 # Not a fault of the disk: a deletion was stored, but another process reading the database
 # kept its old pages in the write-ahead log (storage.sqlite.forget_wal); soon over.
 BUSY = "another process is reading the database"
+# A store on a server (the event log on Redis) that cannot be reached: down, restarting.
+UNREACHABLE = "a storage server cannot be reached"
 
 RETRY_AFTER_S = 30  # long enough not to hammer a full disk, short enough to recover soon
 BUSY_RETRY_AFTER_S = 5
@@ -102,6 +105,8 @@ def storage_fault(exc: BaseException) -> str | None:
     for e in _chain(exc):
         if isinstance(e, WalBusyError):
             return BUSY
+        if isinstance(e, StorageUnavailableError):
+            return UNREACHABLE
         if isinstance(e, sqlite3.DatabaseError):
             code = getattr(e, "sqlite_errorcode", None)
             if isinstance(code, int) and (code & 0xFF) in _SQLITE_KINDS:
@@ -157,6 +162,11 @@ def storage_message(kind: str, exc: BaseException, route: str = "the request") -
     """What the client is told: true of every store (see the module's docstring)."""
     if kind == BUSY:
         return f"storage busy: {route}: {exc}"
+    if kind == UNREACHABLE:  # (what the server said is logged, not told: it names hosts)
+        return (
+            f"storage unavailable: {kind}; {route} failed and may not have been stored "
+            "— retry later (events are idempotent by event_id)"
+        )
     undone = (
         "the transaction that failed was rolled back, so nothing of it was stored"
         if any(isinstance(e, sqlite3.DatabaseError) for e in _chain(exc))
@@ -242,7 +252,9 @@ async def storage_error_response(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"detail": storage_message(kind, exc, route_of(request))},
         status_code=503,
-        headers={"Retry-After": str(BUSY_RETRY_AFTER_S if kind == BUSY else RETRY_AFTER_S)},
+        headers={
+            "Retry-After": str(BUSY_RETRY_AFTER_S if kind in (BUSY, UNREACHABLE) else RETRY_AFTER_S)
+        },
     )
 
 

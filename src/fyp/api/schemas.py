@@ -194,3 +194,29 @@ class VideoOut(BaseModel):
 
 class VideosOut(BaseModel):
     videos: list[VideoOut]
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id = Field(description="The user the token acts for; created beforehand.")
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds the token lasts: at most `auth.token_max_ttl_s` (default "
+        "1 day); unset: `auth.token_ttl_s` (default 15 minutes).",
+    )
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`.")
+    user_id: str
+    expires_at: int = Field(description="Unix ms; refused (401) from then on.")
+    renewable_until: int = Field(
+        description="Unix ms: until then the token's holder may renew it before it expires."
+    )
+
+
+class TokensRevokedOut(BaseModel):
+    key_id: str
+    token_epoch: int = Field(description="Tokens issued before this epoch are refused.")

@@ -1,0 +1,446 @@
+"""The event log on a Redis server (Streams), for deployments of several processes.
+
+Keys, all under one hash tag (``{fyp}`` by default, so a Redis Cluster would keep them in
+one slot, as the scripts need):
+
+- ``{fyp}:log``: a stream with one entry per event, its id ``0-<offset>``, its only field
+  empty. The stream is the order (read after an offset, and the tail that learners may
+  follow with XREAD), not the store: **XDEL only marks an entry deleted inside its
+  listpack node, whose bytes stay in memory and in every RDB file (and the RDB preamble
+  of the AOF) until every entry of that node is gone.** An erased user's events kept in
+  the stream would outlive their erasure, so the stream holds nothing of them.
+- ``{fyp}:e:<offset>``: the event itself (JSON), one string key each, which DEL frees.
+- ``{fyp}:ids``: ``event_id`` → offset, the idempotency check.
+- ``{fyp}:u:<user_id>``: that user's event ids scored by offset (export and erasure).
+- ``{fyp}:ts``: offsets scored by event time (retention).
+- ``{fyp}:seq``: the last offset given.
+
+Offsets come from the counter, not from Redis's own stream ids: the engine does
+arithmetic on offsets (lag = end - applied), which needs dense integers, while a stream's
+own ids are ``<ms>-<seq>`` of the server's clock. The counter only grows, so an offset is
+never given twice, and the stream refuses an id at or below its last one whatever happens
+to the entries (a deletion of the newest events moves neither back).
+
+Each write is one Lua script, which Redis runs atomically and writes to the AOF as one
+MULTI/EXEC: the duplicate check (HSETNX on the id) and the append cannot be split by
+another process's append, nor by a crash (a transaction cut short in the AOF is dropped
+on load). Scripts carry a ``#!lua`` shebang, so under ``maxmemory`` Redis refuses a
+writing script before its first write rather than partway.
+
+Durability is the server's: an append is acknowledged when Redis has answered the
+script, which with ``appendonly yes`` and ``appendfsync always`` is after the AOF was
+fsynced (Redis writes and fsyncs the AOF before it sends the replies of the commands it
+holds). ``durability=always`` (the default) checks the server runs so at open and refuses
+to start otherwise; ``everysec`` accepts ``appendfsync everysec`` (the last second or two
+lost to a crash of the machine; nothing to a ``kill -9`` of redis-server, the AOF being
+written before the reply); ``none`` checks nothing (tests, or a server known durable
+whose CONFIG command is disabled). See docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import redis
+from redis.commands.core import Script
+
+from fyp.events.log import AppendResult
+from fyp.storage.errors import StorageUnavailableError
+from fyp.types import Event, EventType, LoggedEvent
+
+Durability = Literal["always", "everysec", "none"]
+DURABILITIES: tuple[Durability, ...] = ("always", "everysec", "none")
+DEFAULT_PREFIX = "fyp"
+
+_TYPES = {t.value: t for t in EventType}
+_CHUNK = 1_000  # events one deleting script handles: Redis serves nobody else meanwhile
+_POLL_S = 0.05
+
+# Commands with many arguments, in slices: Lua's unpack is bounded (by its C stack).
+_BULK = """
+local function bulk(cmd, key, args)
+  local out = {}
+  for i = 1, #args, 1000 do
+    local last = math.min(i + 999, #args)
+    local r
+    if key then
+      r = redis.call(cmd, key, unpack(args, i, last))
+    else
+      r = redis.call(cmd, unpack(args, i, last))
+    end
+    if type(r) == 'table' then
+      for _, v in ipairs(r) do out[#out + 1] = v end
+    end
+  end
+  return out
+end
+"""
+
+# KEYS: ids, log, seq, ts. ARGV: the key prefix, then per event: id, user, ts, JSON.
+# Returns a flag per event: 1 appended, 0 a duplicate (of the log or of this batch).
+# The writes are grouped into a few commands of many arguments (a HSET, a MSET, a ZADD
+# per key): the script runs on the one thread every process's requests wait for.
+_APPEND = (
+    "#!lua\n"
+    + _BULK
+    + """
+local ids, log, seqkey, bytime = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix = ARGV[1]
+local wanted = {}
+for i = 2, #ARGV, 4 do wanted[#wanted + 1] = ARGV[i] end
+local known = bulk('HMGET', ids, wanted)
+local seq = tonumber(redis.call('GET', seqkey) or '0')
+local seen, flags, idrows, blobs, times, users = {}, {}, {}, {}, {}, {}
+for k = 1, #wanted do
+  local b = 4 * k - 2
+  local eid = ARGV[b]
+  if known[k] or seen[eid] then
+    flags[k] = 0
+  else
+    seen[eid] = true
+    seq = seq + 1
+    local offset = string.format('%d', seq)
+    redis.call('XADD', log, '0-' .. offset, 'o', '')
+    idrows[#idrows + 1] = eid
+    idrows[#idrows + 1] = offset
+    blobs[#blobs + 1] = prefix .. 'e:' .. offset
+    blobs[#blobs + 1] = ARGV[b + 3]
+    times[#times + 1] = ARGV[b + 2]
+    times[#times + 1] = offset
+    local rows = users[ARGV[b + 1]]
+    if not rows then
+      rows = {}
+      users[ARGV[b + 1]] = rows
+    end
+    rows[#rows + 1] = offset
+    rows[#rows + 1] = eid
+    flags[k] = 1
+  end
+end
+if #idrows > 0 then
+  bulk('HSET', ids, idrows)
+  bulk('MSET', false, blobs)
+  bulk('ZADD', bytime, times)
+  for uid, rows in pairs(users) do bulk('ZADD', prefix .. 'u:' .. uid, rows) end
+  redis.call('SET', seqkey, string.format('%d', seq))
+end
+return flags
+"""
+)
+
+# KEYS: log. ARGV: prefix, after, limit. Returns offset, JSON, offset, JSON, ...
+_READ = """#!lua flags=no-writes
+local entries = redis.call('XRANGE', KEYS[1], '(0-' .. ARGV[2], '+', 'COUNT', ARGV[3])
+local out = {}
+for _, entry in ipairs(entries) do
+  local offset = string.sub(entry[1], 3)
+  out[#out + 1] = offset
+  out[#out + 1] = redis.call('GET', ARGV[1] .. 'e:' .. offset)
+end
+return out
+"""
+
+# ARGV: prefix, user. Returns offset, JSON, ... in offset order.
+_FOR_USER = """#!lua flags=no-writes
+local rows = redis.call('ZRANGE', ARGV[1] .. 'u:' .. ARGV[2], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 2, #rows, 2 do
+  out[#out + 1] = rows[i]
+  out[#out + 1] = redis.call('GET', ARGV[1] .. 'e:' .. rows[i])
+end
+return out
+"""
+
+# KEYS: ids, log, ts. ARGV: prefix, user, chunk. Deletes up to chunk of the user's
+# events; returns how many.
+_ERASE = """#!lua
+local ukey = ARGV[1] .. 'u:' .. ARGV[2]
+local rows = redis.call('ZRANGE', ukey, 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
+for i = 1, #rows, 2 do
+  local eid, offset = rows[i], rows[i + 1]
+  redis.call('XDEL', KEYS[2], '0-' .. offset)
+  redis.call('DEL', ARGV[1] .. 'e:' .. offset)
+  redis.call('HDEL', KEYS[1], eid)
+  redis.call('ZREM', KEYS[3], offset)
+  redis.call('ZREM', ukey, eid)
+end
+return #rows / 2
+"""
+
+# KEYS: ids, log, ts. ARGV: prefix, cutoff (ms), chunk. Deletes up to chunk events that
+# happened before the cutoff; returns how many.
+_DELETE_BEFORE = """#!lua
+local offsets = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2],
+                           'LIMIT', 0, tonumber(ARGV[3]))
+for _, offset in ipairs(offsets) do
+  local key = ARGV[1] .. 'e:' .. offset
+  local blob = redis.call('GET', key)
+  if blob then
+    local e = cjson.decode(blob)
+    redis.call('HDEL', KEYS[1], e[1])
+    redis.call('ZREM', ARGV[1] .. 'u:' .. e[2], e[1])
+    redis.call('DEL', key)
+  end
+  redis.call('XDEL', KEYS[2], '0-' .. offset)
+  redis.call('ZREM', KEYS[3], offset)
+end
+return #offsets
+"""
+
+
+@contextlib.contextmanager
+def _reaching() -> Iterator[None]:
+    """Redis's connection faults (down, restarting, loading its data, a timeout, a
+    replica that became read-only) as :class:`StorageUnavailableError`, which the API answers
+    with 503 and a Retry-After."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as err:
+        raise StorageUnavailableError(f"the event log's Redis server: {err}") from err
+    except redis.ResponseError as err:
+        if not str(err).startswith(("LOADING", "BUSY", "MASTERDOWN")):
+            raise
+        raise StorageUnavailableError(f"the event log's Redis server: {err}") from err
+
+
+class RedisDurabilityError(RuntimeError):
+    """The server does not keep what it acknowledges as the log's ``durability`` asks."""
+
+
+def _encode(e: Event) -> bytes:
+    return orjson.dumps(
+        [e.event_id, e.user_id, e.video_id, e.type.value, e.ts, e.watch_ms, e.request_id, e.surface]
+    )
+
+
+def _decode(offset: bytes, blob: bytes) -> LoggedEvent:
+    f = orjson.loads(blob)
+    return LoggedEvent(int(offset), Event(f[0], f[1], f[2], _TYPES[f[3]], f[4], f[5], f[6], f[7]))
+
+
+def _pairs(reply: list[bytes]) -> list[LoggedEvent]:
+    return [_decode(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+
+
+def split_url(url: str) -> tuple[str, str, Durability]:
+    """``redis://…?prefix=p&durability=d`` → (the URL redis-py is given, without those
+    two, the prefix, the durability)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    prefix = query.pop("prefix", DEFAULT_PREFIX)
+    durability = query.pop("durability", "always")
+    if not prefix or any(c in prefix for c in "{}"):
+        raise ValueError(f"the event log's prefix {prefix!r} must be non-empty, without braces")
+    if durability not in DURABILITIES:
+        raise ValueError(
+            f"the event log's durability {durability!r} is not one of {', '.join(DURABILITIES)}"
+        )
+    rest = urlunsplit(parts._replace(query=urlencode(query)))
+    return rest, prefix, durability
+
+
+class RedisEventLog:
+    """:class:`fyp.events.log.EventLog` on a Redis server: see the module's docstring.
+
+    Any number of processes may append to and read the same log at once. A Redis that
+    cannot be reached (down, restarting, loading its AOF) is a
+    :class:`fyp.storage.errors.StorageUnavailableError`: an append that meets it may have been
+    stored or not, and is safe to send again (idempotent by ``event_id``). redis-py itself
+    sends a command again after a connection error (its retry policy): an append whose
+    reply was lost and that went through twice stores its events once, and reports them
+    as duplicates (the learning loop reads the log, not these counts)."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        durability: Durability = "always",
+        timeout_s: float = 5.0,
+    ) -> None:
+        self._r = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        tag = f"{{{prefix}}}:"
+        self._prefix = tag
+        self._ids, self._log, self._seq, self._ts = (
+            f"{tag}{k}" for k in ("ids", "log", "seq", "ts")
+        )
+        self._append = self._r.register_script(_APPEND)
+        self._read = self._r.register_script(_READ)
+        self._for_user = self._r.register_script(_FOR_USER)
+        self._erase = self._r.register_script(_ERASE)
+        self._delete_before = self._r.register_script(_DELETE_BEFORE)
+        self.durability = durability
+        with _reaching():
+            self._check_durability()
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisEventLog:
+        rest, prefix, durability = split_url(url)
+        return cls(rest, prefix, durability)
+
+    # -- the server ---------------------------------------------------------------------
+
+    def _config(self, name: str) -> str:
+        return str(self._r.config_get(name).get(name, ""))
+
+    def _check_durability(self) -> None:
+        if self.durability == "none":
+            return
+        try:
+            appendonly, fsync = self._config("appendonly"), self._config("appendfsync")
+        except redis.ResponseError as err:  # CONFIG renamed or refused (a managed server)
+            raise RedisDurabilityError(
+                f"cannot ask the Redis server how it persists ({err}); if it runs with "
+                "appendonly yes and appendfsync always, say so with durability=none"
+            ) from None
+        policy = self._config("maxmemory-policy")
+        if policy.startswith("allkeys"):  # (volatile-*: only keys with a TTL; these have none)
+            raise RedisDurabilityError(
+                f"the Redis server runs with maxmemory-policy {policy}: at its memory limit it "
+                "would evict acknowledged events; set maxmemory-policy noeviction"
+            )
+        fix = "set appendonly yes and appendfsync always in its redis.conf"
+        if appendonly != "yes":
+            raise RedisDurabilityError(
+                "the Redis server runs with appendonly no: acknowledged events would be "
+                f"lost when it restarts; {fix} (or accept the loss: durability=none)"
+            )
+        if self.durability == "always" and fsync != "always":
+            raise RedisDurabilityError(
+                f"the Redis server runs with appendfsync {fsync}: an acknowledged event "
+                f"could be lost to a crash of its machine; {fix} (or accept the last "
+                "second's loss: durability=everysec)"
+            )
+
+    def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        with _reaching():
+            return script(keys=keys, args=args)
+
+    # -- the EventLog protocol ------------------------------------------------------------
+
+    def append(self, events: Sequence[Event]) -> AppendResult:
+        if not events:
+            return AppendResult([], [])
+        args: list[Any] = [self._prefix]
+        for e in events:
+            args += (e.event_id, e.user_id, e.ts, _encode(e))
+        flags = self._run(self._append, [self._ids, self._log, self._seq, self._ts], args)
+        accepted = [i for i, f in enumerate(flags) if f]
+        duplicates = [i for i, f in enumerate(flags) if not f]
+        return AppendResult(accepted, duplicates)
+
+    def read(self, after_offset: int, limit: int) -> list[LoggedEvent]:
+        if limit <= 0:
+            return []
+        reply = self._run(self._read, [self._log], [self._prefix, max(after_offset, 0), limit])
+        return _pairs(reply)
+
+    def last_offset(self) -> int:
+        with _reaching():
+            value = self._r.get(self._seq)
+        return 0 if value is None else int(cast(bytes, value))
+
+    def count(self) -> int:
+        with _reaching():
+            return int(self._r.xlen(self._log))
+
+    def contains(self, event_id: str) -> bool:
+        with _reaching():
+            return bool(self._r.hexists(self._ids, event_id))
+
+    def for_user(self, user_id: str) -> list[LoggedEvent]:
+        return _pairs(self._run(self._for_user, [], [self._prefix, user_id]))
+
+    def _delete_chunks(self, script: Script, arg: object) -> int:
+        total = 0
+        while True:
+            n = int(
+                self._run(script, [self._ids, self._log, self._ts], [self._prefix, arg, _CHUNK])
+            )
+            total += n
+            if n < _CHUNK:
+                return total
+
+    def erase_user(self, user_id: str) -> int:
+        return self._delete_chunks(self._erase, user_id)
+
+    def delete_before(self, ts: int) -> int:
+        return self._delete_chunks(self._delete_before, ts)
+
+    def scrub(self, timeout_s: float = 600.0) -> None:
+        """Rewrite the server's files from what it holds now, so that nothing of deleted
+        events is left in them: the AOF (BGREWRITEAOF: a new base file, the old base and
+        incremental files deleted), when AOF is on; the RDB file (BGSAVE), when the
+        server saves snapshots (``save`` set). Returns once both are written, or raises.
+        What it cannot reach: replicas' files (each needs the same), backups copied
+        off the server, and an RDB file left from before snapshots were turned off."""
+        deadline = time.monotonic() + timeout_s
+        with _reaching():
+            if int(self._persistence()["aof_enabled"]):
+                self._background(
+                    "BGREWRITEAOF", "aof_rewrites", "aof_rewrite", "aof_last_bgrewrite_status",
+                    deadline,
+                )  # fmt: skip
+            if self._config("save").strip():
+                self._background(
+                    "BGSAVE", "rdb_saves", "rdb_bgsave", "rdb_last_bgsave_status", deadline
+                )
+
+    def _persistence(self) -> dict[str, Any]:
+        return self._r.info("persistence")
+
+    def _background(
+        self, command: str, counter: str, state: str, status: str, deadline: float
+    ) -> None:
+        """Run ``command`` (a forked rewrite) to its end: started after this call (one
+        already running may have started before the deletions, so it is waited out and
+        another started), and successful."""
+        while True:
+            before = int(self._persistence()[counter])
+            try:
+                if command == "BGSAVE":
+                    self._r.bgsave(schedule=True)
+                else:
+                    self._r.bgrewriteaof()
+                break
+            except redis.ResponseError as err:
+                if "in progress" not in str(err):
+                    raise
+                self._wait(lambda info: not self._busy(info, state), deadline, command)
+        info = self._wait(
+            lambda info: int(info[counter]) > before and not self._busy(info, state),
+            deadline,
+            command,
+        )
+        if info[status] != "ok":
+            raise StorageUnavailableError(
+                f"the Redis server's {command} failed: {status}={info[status]}"
+            )
+
+    @staticmethod
+    def _busy(info: dict[str, Any], state: str) -> bool:
+        in_progress = int(info.get(f"{state}_in_progress", 0))
+        scheduled = int(info.get(f"{state}_scheduled", 0))
+        return bool(in_progress or scheduled)
+
+    def _wait(
+        self, done: Callable[[dict[str, Any]], bool], deadline: float, command: str
+    ) -> dict[str, Any]:
+        while True:
+            info = self._persistence()
+            if done(info):
+                return info
+            if time.monotonic() > deadline:
+                raise StorageUnavailableError(
+                    f"the Redis server's {command} did not finish in time"
+                )
+            time.sleep(_POLL_S)
+
+    def close(self) -> None:
+        self._r.close()
