@@ -388,12 +388,25 @@ def _category(expr: pl.Expr, name: str) -> pl.Expr:
     )
 
 
-def _attributes(names: Sequence[str], values: Sequence[str | None]) -> tuple[Attributes, int]:
+def _attributes(
+    names: Sequence[str], values: Sequence[str | None], refused: dict[str, bool]
+) -> tuple[Attributes, int]:
     """The attributes of one row (nulls left out), and how many values the attribute
-    policy refused (left out too)."""
-    given = {n: v for n, v in zip(names, values, strict=True) if v is not None}
-    kept = {n: v for n, v in given.items() if value_problem(v) is None}
-    return as_attributes(kept), len(given) - len(kept)
+    policy refused (left out too). ``refused``: value -> whether the policy refuses it,
+    filled as values come (a feature file repeats a few values over many rows)."""
+    kept: dict[str, str] = {}
+    n_refused = 0
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            continue
+        bad = refused.get(value)
+        if bad is None:
+            bad = refused[value] = value_problem(value) is not None
+        if bad:
+            n_refused += 1
+        else:
+            kept[name] = value
+    return as_attributes(kept), n_refused
 
 
 def read_user_attributes(data: Path) -> tuple[dict[str, Attributes], int]:
@@ -417,8 +430,9 @@ def read_user_attributes(data: Path) -> tuple[dict[str, Attributes], int]:
     )
     out: dict[str, Attributes] = {}
     refused = 0
+    checked: dict[str, bool] = {}
     for user_id, *values in frame.iter_rows():
-        out[str(user_id)], n = _attributes(columns, values)
+        out[str(user_id)], n = _attributes(columns, values, checked)
         refused += n
     return out, refused
 
@@ -492,11 +506,12 @@ def _read_videos_counted(data: Path, logs: pl.DataFrame | None) -> tuple[list[Vi
         )
     cache: dict[str, tuple[str, ...]] = {}
     attribute_names = (*VIDEO_ATTRIBUTE_COLUMNS, "orientation")
+    checked: dict[str, bool] = {}
     videos = []
     for vid, author, duration, music, tag, created, *values in usable.select(
         "video_id", "author_id", "duration", "music_id", "tag", "created_at", *attribute_names
     ).iter_rows():
-        attributes, _ = _attributes(attribute_names, values)  # (all pass: fixed vocabularies)
+        attributes, _ = _attributes(attribute_names, values, checked)  # (all pass)
         videos.append(
             Video(
                 video_id=str(vid),
