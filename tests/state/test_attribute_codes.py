@@ -42,6 +42,15 @@ def test_a_value_no_one_holds_any_more_is_forgotten_and_its_code_never_reused() 
     again = vocab.encode((("band", "rare"),))
     assert vocab.value_code(again, "band") == 2
     assert vocab.value_code(vocab.encode((("band", "new"),)), "band") == 3
+    # A name none of whose values anyone holds goes too, and comes back as a new name.
+    only = vocab.encode((("made_up_by_one", "x"),))
+    vocab.hold(only)
+    vocab.release(only)
+    assert "made_up_by_one" not in vocab.names.of
+    assert vocab.cardinality("made_up_by_one") == 0
+    assert vocab.value_code(only, "made_up_by_one") == NO_VALUE
+    back = vocab.encode((("made_up_by_one", "x"),))
+    assert back != only and vocab.value_code(back, "made_up_by_one") == 0
 
 
 def test_a_catalog_column_follows_later_upserts_and_growth() -> None:

@@ -9,7 +9,8 @@ is checkpointed with it), so what a model learned under it stays meaningful.
 
 The users' vocabulary counts who holds each value (:meth:`hold`, :meth:`release`): when
 the last holder goes (an erasure, a changed profile), the value's text leaves the
-vocabulary, and the checkpoints with it, though its code is never given again. A value
+vocabulary, and the checkpoints with it, though its code is never given again (so does
+a name once none of its values is held). A value
 is meant to be a category many share (fyp.attributes); one only an erased user had must
 not outlive them all the same.
 """
@@ -62,7 +63,8 @@ class AttributeVocabulary:
 
     def release(self, codes: AttributeCodes) -> None:
         """Count one holder fewer of each of ``codes`` (held before); a value no one
-        holds any more is forgotten (its code stays given: a new one comes back anew)."""
+        holds any more is forgotten, and a name none of whose values is held (their codes
+        stay given: one that comes back is coded anew)."""
         for pair in codes:
             left = self._holders[pair] - 1
             if left:
@@ -71,11 +73,13 @@ class AttributeVocabulary:
             del self._holders[pair]
             values = self._values[pair[0]]
             key = values.key_of(pair[1])
-            if key is not None:
-                values.forget(key)
-                name = self.names.key_of(pair[0])
-                assert name is not None
-                del self._pairs[name, key]
+            name = self.names.key_of(pair[0])
+            if key is None or name is None:
+                continue
+            values.forget(key)
+            del self._pairs[name, key]
+            if not values.of:  # (a name is the app's, but one only they had goes too)
+                self.names.forget(name)
 
     def value_code(self, codes: AttributeCodes, name: str) -> int:
         """The code of ``name``'s value among ``codes`` (one user's or video's), or
