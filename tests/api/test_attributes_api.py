@@ -96,3 +96,18 @@ def test_videos_carry_attributes_and_a_bad_one_rejects_only_its_video(
     codes = {v: int(column[cat.row_of[v]]) for v in ("v1", "v3")}
     assert codes["v1"] != codes["v3"] and NO_VALUE not in codes.values()
     assert cat.attributes.value_of("video_type", codes["v1"]) == "ad"
+
+
+def test_a_refresh_forgets_what_was_learned_not_what_the_app_told(
+    client: TestClient, engine: Engine
+) -> None:
+    assert client.put("/v1/users/cy", json={"attributes": DEVICE}).status_code == 201
+    r = client.post("/v1/users/cy/controls", json={"refresh": True})
+    assert r.status_code == 200 and r.json()["refreshed"], r.text
+    engine.learn()  # the refresh happens in the learning step
+    assert engine.state.refreshes_done == 1
+    assert client.get("/v1/users/cy").json()["profile"]["attributes"] == DEVICE
+    user = engine.state.users[engine.pseudonym("cy")]
+    assert engine.state.user_attribute(user, "activity") != NO_VALUE
+    # Non-personalised mode serves from a blank state: nothing of the user's, nor these.
+    assert engine.users.blank_state(engine.pseudonym("cy"), "local").attributes == ()
