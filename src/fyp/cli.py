@@ -151,8 +151,10 @@ def import_kuairand_cmd(
     ] = None,
     config: ConfigFile = None,
 ) -> None:
-    """Load KuaiRand videos and logs: each log row becomes the impression it was and the
-    events that followed it, through the same ingestion as the API."""
+    """Load KuaiRand videos (with their type, upload type, music type and orientation as
+    attributes), users (their features file as attributes) and logs: each log row
+    becomes the impression it was and the events that followed it, through the same
+    ingestion as the API."""
     from fyp.engine import Engine
     from fyp.eval.kuairand import import_kuairand
 
@@ -183,6 +185,8 @@ def import_kuairand_cmd(
     for name in (
         "videos",
         "videos_skipped",
+        "users_with_attributes",
+        "attributes_refused",
         "rows",
         "events_accepted",
         "events_duplicate",

@@ -15,11 +15,12 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fyp.attributes import as_attributes
 from fyp.catalog.index import CatalogIndex
 from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
@@ -51,6 +52,7 @@ from fyp.storage.checkpoint import (
 from fyp.types import (
     DAY_MS,
     DEFAULT_SURFACE,
+    Attributes,
     Event,
     Impression,
     LoggedEvent,
@@ -237,8 +239,13 @@ class Engine:
     def _apply_user_settings(self) -> None:
         """Profiles' regions and pending refreshes, into the (new or restored) state."""
         for user_id, profile in self.users.profiles.items():
-            if profile.region is not None and user_id not in self._erasing:
+            if user_id in self._erasing:
+                continue
+            if profile.region is not None:
                 self.state.user(user_id).region = profile.region
+            # (a restored user's codes may predate a change of the profile: set again)
+            if profile.attributes or user_id in self.state.users:
+                self.state.set_user_attributes(user_id, profile.attributes)
         for user_id, offset, _ in self.user_store.refreshes():
             # (a mark applied already is in the state; one of a user being erased, never)
             if offset > self.state.applied_offset and user_id not in self._erasing:
@@ -786,6 +793,34 @@ class Engine:
                         self.state.user(pid).region = self.settings.region
         return len(new)
 
+    def put_user_attributes(self, attributes: Mapping[str, Attributes]) -> int:
+        """Set these users' attributes (user id -> all their attributes, as checked by
+        :func:`fyp.attributes.attributes_problem`), creating the users not known yet,
+        homed in this region (a trusted import, like :meth:`register_users`); returns how
+        many profiles were written. Users being erased are left out. One durable write."""
+        now = self.clock()
+        with self._user_writes:
+            changed: dict[str, UserProfile] = {}
+            for user_id, attrs in attributes.items():
+                pid = self.pseudonyms.of(user_id)
+                if pid in self._erasing:
+                    continue
+                old = self.users.profiles.get(pid)
+                if old is None:
+                    old = UserProfile(pid, region=self.settings.region, created_at=now)
+                elif old.attributes == attrs:
+                    continue
+                changed[pid] = dataclasses.replace(old, attributes=attrs, updated_at=now)
+            if changed:
+                self.user_store.put_profiles(list(changed.values()))
+                with self._lock:
+                    self.users.profiles.update(changed)
+                    for pid, profile in changed.items():
+                        if profile.region is not None:
+                            self.state.user(pid).region = profile.region
+                        self.state.set_user_attributes(pid, profile.attributes)
+        return len(changed)
+
     def put_user(self, user_id: str, change: ProfileIn) -> tuple[UserProfile, bool]:
         """Create or update a profile (the fields given); returns it (its ``user_id``
         the pseudonym) and whether it is new. The region is this deployment's (given or
@@ -805,6 +840,9 @@ class Engine:
             self._refuse_erasing(user_id, pid)
             old = self.users.profiles.get(pid)
             base = old or UserProfile(pid, created_at=now)
+            attributes = (
+                as_attributes(change.attributes or {}) if "attributes" in given else base.attributes
+            )
             profile = UserProfile(
                 pid,
                 given.get("age_band", base.age_band),
@@ -812,11 +850,13 @@ class Engine:
                 region,
                 base.created_at,
                 now,
+                attributes,
             )
             self.user_store.put_profile(profile)
             with self._lock:
                 self.users.profiles[pid] = profile
                 self.state.user(pid).region = profile.region
+                self.state.set_user_attributes(pid, profile.attributes)
         return profile, old is None
 
     def set_controls(self, user_id: str, change: ControlsIn) -> UserControls:

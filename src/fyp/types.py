@@ -32,6 +32,10 @@ class EventType(StrEnum):
 DEFAULT_SURFACE = "for_you"
 DAY_MS = 86_400_000
 
+Attributes = tuple[tuple[str, str], ...]
+"""Categorical attributes the app sent (:mod:`fyp.attributes`): (name, value) pairs,
+sorted by name."""
+
 
 @dataclass(frozen=True, slots=True)
 class Video:
@@ -47,6 +51,7 @@ class Video:
     regions: tuple[str, ...] = ()  # empty: may be shown everywhere
     created_at: int | None = None
     labels: tuple[str, ...] = ()
+    attributes: Attributes = ()
 
     def __reduce__(self) -> tuple[type[Video], tuple[object, ...]]:
         # A checkpoint pickles every video of the catalog: by its fields, which is
@@ -64,6 +69,7 @@ class Video:
                 self.regions,
                 self.created_at,
                 self.labels,
+                self.attributes,
             ),
         )
 
@@ -166,3 +172,4 @@ class UserProfile:
     region: str | None = None
     created_at: int = 0  # Unix ms
     updated_at: int = 0
+    attributes: Attributes = ()

@@ -21,6 +21,7 @@ def test_videos_by_id_give_the_public_card_data(api: Any, catalog: Any) -> None:
         "hashtags": ["#tag1"],
         "caption": "video 1",
         "created_at": catalog[1]["created_at"],
+        "attributes": {},
     }
     many = ",".join(f"v{i:03d}" for i in range(101))
     assert api.client.get("/v1/videos", params={"ids": many}).status_code == 422

@@ -57,6 +57,7 @@ FULL = Video(
     regions=("br", "pt"),
     created_at=1_750_000_000_000,
     labels=("sensitive",),
+    attributes=(("upload_type", "duet"), ("video_type", "ad")),
 )
 BARE = Video("bare", "c2", 1)
 
@@ -129,3 +130,27 @@ class TestCatalogStoreContract:
         assert by_id(reopened) == {"full": FULL, "bare": BARE, "v3": video(3, duration_ms=99)}
         reopened.upsert([video(4)])
         assert reopened.count() == 4
+
+
+def test_a_catalog_made_before_attributes_opens_with_its_videos_and_none(tmp_path: Path) -> None:
+    """Migration: the videos table of a data dir made before videos kept attributes."""
+    import sqlite3
+
+    path = tmp_path / "catalog.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE videos (video_id TEXT PRIMARY KEY, creator_id TEXT NOT NULL,"
+        " duration_ms INTEGER NOT NULL, sound_id TEXT, hashtags TEXT NOT NULL,"
+        " caption TEXT NOT NULL, language TEXT, regions TEXT NOT NULL, created_at INTEGER,"
+        " labels TEXT NOT NULL)"
+    )
+    old.execute("INSERT INTO videos VALUES ('v1','c1',1000,NULL,'[]','',NULL,'[]',NULL,'[]')")
+    old.commit()
+    old.close()
+    store = SqliteCatalogStore(path)
+    try:
+        assert list(store.all()) == [Video("v1", "c1", 1000)]
+        store.upsert([Video("v1", "c1", 1000, attributes=(("video_type", "ad"),))])
+        assert store.get("v1") == Video("v1", "c1", 1000, attributes=(("video_type", "ad"),))
+    finally:
+        store.close()

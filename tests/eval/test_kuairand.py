@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -16,14 +16,16 @@ from fyp.eval.kuairand import (
     find_log_files,
     import_kuairand,
     read_logs,
+    read_user_attributes,
     read_videos,
     rows_to_records,
 )
-from fyp.types import DEFAULT_SURFACE, Impression, Video
+from fyp.types import DEFAULT_SURFACE, Attributes, Impression, Video
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kuairand-pure"
 SMOKE = "smoke_2000.parquet"
 VIDEO_FEATURES = "video_features_basic_pure.csv"
+USER_FEATURES = "user_features_pure.csv"
 
 # The columns of the original KuaiRand-Pure log_standard_*.csv files.
 ORIGINAL_LOG_COLUMNS = [
@@ -68,10 +70,14 @@ def smoke_records(smoke_logs: pl.DataFrame) -> list[KuaiRandRow]:
     return list(rows_to_records(smoke_logs))
 
 
-def _smoke_only_dir(data: Path, target: Path) -> Path:
+def _smoke_only_dir(data: Path, target: Path, users: bool = False) -> Path:
+    """The smoke log and the video features; ``users``: the user features too (27,285
+    users to create: an engine takes seconds)."""
     target.mkdir()
     (target / SMOKE).symlink_to(data / SMOKE)
     (target / VIDEO_FEATURES).symlink_to(data / VIDEO_FEATURES)
+    if users:
+        (target / USER_FEATURES).symlink_to(data / USER_FEATURES)
     return target
 
 
@@ -117,6 +123,12 @@ def test_read_videos_maps_the_feature_file(data: Path) -> None:
         caption="",
         created_at=1_649_548_800_000,  # 2022-04-10T00:00:00Z
         labels=(),
+        attributes=(
+            ("music_type", "9"),
+            ("orientation", "portrait"),  # 720 x 1280
+            ("upload_type", "LongImport"),
+            ("video_type", "NORMAL"),
+        ),
     )
     multi = features.filter(pl.col("tag").str.contains(",")).row(0, named=True)
     assert by_id[str(multi["video_id"])].hashtags == tuple(multi["tag"].split(","))
@@ -316,6 +328,7 @@ class FakeEngine:
     videos: dict[str, Video] = field(default_factory=dict)
     impressions: list[Impression] = field(default_factory=list)
     event_ids: set[str] = field(default_factory=set)
+    attributes: dict[str, Attributes] = field(default_factory=dict)
     pending: int = 0
 
     def upsert_videos(self, videos: Sequence[Video]) -> int:
@@ -330,6 +343,11 @@ class FakeEngine:
     def register_users(self, user_ids: Sequence[str]) -> int:
         self.calls.append(("register_users", len(user_ids)))
         return len(user_ids)
+
+    def put_user_attributes(self, attributes: Mapping[str, Attributes]) -> int:
+        self.calls.append(("put_user_attributes", len(attributes)))
+        self.attributes.update(attributes)
+        return len(attributes)
 
     def record_impressions(self, impressions: Sequence[Impression]) -> None:
         self.calls.append(("record_impressions", len(impressions)))
@@ -358,7 +376,7 @@ class FakeEngine:
 
 @pytest.mark.kuairand
 def test_import_kuairand(data: Path, tmp_path: Path, smoke_records: list[KuaiRandRow]) -> None:
-    folder = _smoke_only_dir(data, tmp_path / "smoke")
+    folder = _smoke_only_dir(data, tmp_path / "smoke", users=True)
     engine = FakeEngine()
     progress: list[tuple[int, int]] = []
     summary = import_kuairand(
@@ -368,7 +386,8 @@ def test_import_kuairand(data: Path, tmp_path: Path, smoke_records: list[KuaiRan
     names = [name for name, _ in engine.calls]
     upserts = names.count("upsert_videos")
     assert upserts >= 1 and names[:upserts] == ["upsert_videos"] * upserts
-    assert names[upserts:] == ["register_users", "record_impressions", "ingest", "learn"] * 4
+    assert names[upserts] == "put_user_attributes"
+    assert names[upserts + 1 :] == ["register_users", "record_impressions", "ingest", "learn"] * 4
     assert [n for name, n in engine.calls if name == "record_impressions"] == [600, 600, 600, 200]
     assert progress == [(600, 2000), (1200, 2000), (1800, 2000), (2000, 2000)]
 
@@ -387,8 +406,11 @@ def test_import_kuairand(data: Path, tmp_path: Path, smoke_records: list[KuaiRan
         events_rejected=len(unknown),
         videos_skipped=7583 - len(engine.videos),
         rejected_reasons={"unknown_video": len(unknown)},
+        users_with_attributes=27_285,  # every user of the features file
+        attributes_refused=0,
     )
     assert engine.impressions == [r.impression for r in smoke_records]
+    assert {r.impression.user_id for r in smoke_records} <= set(engine.attributes)
 
     again = import_kuairand(engine, folder, chunk_rows=5000)
     assert again.events_accepted == 0
@@ -430,3 +452,70 @@ def test_find_log_files_leaves_out_the_random_exposure_log(tmp_path: Path) -> No
     for name in ("log_standard_4_08_to_4_21_pure.csv", "log_random_4_22_to_5_08_pure.csv"):
         (tmp_path / name).write_text("user_id,video_id,time_ms,play_time_ms\n")
     assert [p.name for p in find_log_files(tmp_path)] == ["log_standard_4_08_to_4_21_pure.csv"]
+
+
+def test_user_features_become_attributes_categories_only(tmp_path: Path) -> None:
+    (tmp_path / USER_FEATURES).write_text(
+        "user_id,user_active_degree,follow_user_num,follow_user_num_range,onehot_feat4,"
+        "onehot_feat12,is_live_streamer\n"
+        "7,full_active,514,500+,4.0,,-124\n"
+        '8,high_active,3,"(0,10]",,1.0,1\n'
+        "9,i was told to write a sentence here,0,0,0.0,0.0,1\n"
+    )
+    users, refused = read_user_attributes(tmp_path)
+    assert users["7"] == (
+        ("follow_user_num_range", "500+"),  # the band, not the exact count
+        ("is_live_streamer", "-124"),
+        ("onehot_feat4", "4"),  # a whole number, not "4.0"
+        ("user_active_degree", "full_active"),
+    )
+    assert dict(users["8"]) == {
+        "follow_user_num_range": "(0,10]",
+        "is_live_streamer": "1",
+        "onehot_feat12": "1",
+        "user_active_degree": "high_active",
+    }
+    assert "user_active_degree" not in dict(users["9"]) and refused == 1  # free text
+    assert read_user_attributes(tmp_path / "absent") == ({}, 0)
+
+
+@pytest.mark.kuairand
+def test_the_import_gives_users_and_videos_their_attributes(data: Path, tmp_path: Path) -> None:
+    from fyp.config import load_settings
+    from fyp.engine import Engine
+
+    source = _smoke_only_dir(data, tmp_path / "src")
+    # The features of the smoke log's users and of user 0, who is not in it (a user the
+    # app knows before they act): the whole file would take an engine seconds.
+    wanted = {*read_logs(source)["user_id"].cast(pl.String).to_list(), "0"}
+    features = pl.read_csv(data / USER_FEATURES, infer_schema=False)
+    features.filter(pl.col("user_id").is_in(wanted)).write_csv(source / USER_FEATURES)
+    settings = load_settings(overrides={"data_dir": tmp_path / "d"}, environ={})
+    engine = Engine.open(settings)
+    try:
+        summary = import_kuairand(engine, source)
+        assert summary.users_with_attributes == len(wanted) and summary.attributes_refused == 0
+        again = read_user_attributes(source)[0]
+        assert engine.put_user_attributes(again) == 0  # nothing changed: nothing written
+    finally:
+        engine.close()
+    engine = Engine.open(settings)  # from the stores
+    try:
+        profile = engine.profile_of("0")
+        assert profile is not None and profile.region == settings.region
+        attributes = dict(profile.attributes)
+        assert len(attributes) == 26
+        assert attributes["user_active_degree"] == "full_active"
+        assert attributes["fans_user_num_range"] == "[100,1k)"
+        assert attributes["register_days_range"] == "730+"
+        user = engine.state.users[engine.pseudonym("0")]
+        code = engine.state.user_attribute(user, "user_active_degree")
+        assert engine.state.user_attributes.value_of("user_active_degree", code) == "full_active"
+        assert dict(engine.catalog.videos[engine.catalog.row_of["1"]].attributes) == {
+            "music_type": "9",
+            "orientation": "portrait",
+            "upload_type": "Kmovie",
+            "video_type": "NORMAL",
+        }
+    finally:
+        engine.close()

@@ -26,7 +26,10 @@ def _activity(d: Any, user: str) -> list[str]:
     """Everything a user can leave behind: profile, controls, events (views, likes, a
     follow, a report, not interested), feeds and their impressions, a why."""
     c = d.client
-    assert c.put(f"/v1/users/{user}", json={"age_band": "18+", "language": "en"}).status_code == 201
+    # An attribute value only this user has (against the policy's spirit, not its
+    # letter): it must go with them, from the models' vocabulary and its checkpoint too.
+    profile = {"age_band": "18+", "language": "en", "attributes": {"cohort": user, "tier": "a"}}
+    assert c.put(f"/v1/users/{user}", json=profile).status_code == 201
     events = d.events(user, 30)
     events.append({**events[0], "event_id": f"{user}-follow", "type": "follow"})
     events.append({**events[0], "event_id": f"{user}-report", "type": "report"})
@@ -54,6 +57,7 @@ def test_export_holds_everything_about_the_user_and_is_audited(deployments: Any)
     doc = resp.json()
     assert doc["user_id"] == GONE
     assert doc["profile"]["age_band"] == "18+" and doc["profile"]["region"] == "eu"
+    assert doc["profile"]["attributes"] == {"cohort": GONE, "tier": "a"}
     assert doc["controls"]["mute_keywords"] == ["spoilers"]
     assert len(doc["events"]) == 43 and {e["type"] for e in doc["events"]} >= {
         "view",
@@ -82,7 +86,9 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
 
     Mutation: deleting the zeroing of freed rows in ``EmbeddingTable._release``
     (``model/embeddings.py``) leaves the user's vector in the checkpoint rewritten
-    without them, and fails this test."""
+    without them, and fails this test; so does deleting the release of the user's
+    attribute codes in ``FeedState.erase_user`` (``state/updater.py``): a value only they
+    had stays in the vocabulary the checkpoint holds."""
     d = deployments.start("eu", model=MODEL, checkpoint_every_events=0)
     for user in [*KEPT, GONE]:
         _activity(d, user)
@@ -94,6 +100,9 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
     assert d.engine.models.ranker.tables["user"].row_of(pseudonym) >= 0  # a learned row
     vectors = deployments.vector_bytes(d.engine, pseudonym)
     assert vectors  # the rows whose bytes the scan looks for
+    gone_user = d.engine.state.users[pseudonym]
+    cohort = d.engine.state.user_attribute(gone_user, "cohort")
+    tier = d.engine.state.user_attribute(gone_user, "tier")
     before = deployments.scan(d.data_dir, [pseudonym, *vectors])
     assert set(vectors) <= set(before), "the scan finds the vectors in the checkpoint"
     assert {"events.db", "users.db", "checkpoint.pkl"} <= {
@@ -112,6 +121,9 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
     assert set(deployments.scan(d.data_dir, kept)) == set(kept)
     e = d.engine
     assert pseudonym not in e.state.users and pseudonym not in e.users.profiles
+    vocab = e.state.user_attributes
+    assert vocab.value_of("cohort", cohort) is None  # the models' vocabulary forgot it
+    assert vocab.value_of("tier", tier) == "a"  # the others still hold "a"
     assert e.models is not None and e.models.ranker.tables["user"].row_of(pseudonym) < 0
     assert all(pseudonym not in seen for seen in e.state.reports.reporters.values())
     # The erasure is audited, without the erased data.

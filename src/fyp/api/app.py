@@ -575,6 +575,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             region=p.region,
             created_at=p.created_at,
             updated_at=p.updated_at,
+            attributes=dict(p.attributes),
         )
 
     def _controls_out(user_id: str, c: UserControls, refreshed: bool = False) -> ControlsOut:
@@ -820,7 +821,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         for video_id in dict.fromkeys(wanted):
             v = cat.get(video_id)
             if v is not None:
-                out.append(VideoOut.model_validate(v, from_attributes=True))
+                out.append(
+                    VideoOut(
+                        video_id=v.video_id,
+                        creator_id=v.creator_id,
+                        duration_ms=v.duration_ms,
+                        sound_id=v.sound_id,
+                        hashtags=list(v.hashtags),
+                        caption=v.caption,
+                        created_at=v.created_at,
+                        attributes=dict(v.attributes),
+                    )
+                )
         return VideosOut(videos=out)
 
     @app.get("/v1/stats", tags=["operations"])

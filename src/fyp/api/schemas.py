@@ -93,6 +93,7 @@ class UserOut(BaseModel):
     region: str | None
     created_at: int
     updated_at: int
+    attributes: dict[str, str] = Field(description="Categories the app sent, name -> value.")
 
 
 class ControlsOut(BaseModel):
@@ -190,6 +191,7 @@ class VideoOut(BaseModel):
     hashtags: list[str]
     caption: str
     created_at: int | None
+    attributes: dict[str, str] = Field(description="Categories the app sent, name -> value.")
 
 
 class VideosOut(BaseModel):

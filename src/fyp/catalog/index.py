@@ -18,30 +18,16 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from fyp.catalog.codes import Codes
 from fyp.safety.labels import ModerationState, sensitive_topic
 from fyp.safety.policy import PolicyConfig
 from fyp.safety.text import VideoText
+from fyp.state.attribute_codes import NO_VALUE, AttributeCodes, AttributeVocabulary
 from fyp.types import ModerationAction, Video
 
 _NO_TIME = np.iinfo(np.int64).min
 # Hashtags per video that ranking features look at (the first ones given).
 TAGS_PER_VIDEO = 8
-
-
-class Codes:
-    """A growing str -> int code table."""
-
-    def __init__(self) -> None:
-        self.of: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.of)
-
-    def code(self, key: str) -> int:
-        c = self.of.get(key)
-        if c is None:
-            c = self.of[key] = len(self.of)
-        return c
 
 
 class CatalogIndex:
@@ -67,6 +53,11 @@ class CatalogIndex:
         self.creator_code = np.zeros(0, dtype=np.int32)
         self.sound_code = np.zeros(0, dtype=np.int32)  # -1: no sound
         self.tag_codes = np.zeros((0, TAGS_PER_VIDEO), dtype=np.int32)  # -1 padded
+        # The videos' attributes, interned; a column per attribute a ranker asked for
+        # (attribute_column), kept up from then on: not one per name any client sent.
+        self.attributes = AttributeVocabulary()
+        self.attribute_codes: list[AttributeCodes] = []
+        self._attribute_columns: dict[str, npt.NDArray[np.int32]] = {}
         # -- moderation and the policy, per row --------------------------------------
         # video_id -> (state, labels or None: the uploaded ones): the moderation overlay,
         # kept by id so a video moderated before (re)upload gets it too
@@ -118,6 +109,7 @@ class CatalogIndex:
                 self.text.append(VideoText("", ()))
                 self.sensitive_sets.append(frozenset())
                 self.topic_keys.append(frozenset())
+                self.attribute_codes.append(())
             else:
                 old = self.videos[row]
                 if strike_label in self.labels[row]:
@@ -136,6 +128,9 @@ class CatalogIndex:
             tags = [self.hashtags.code(h) for h in v.hashtags[:TAGS_PER_VIDEO]]
             self.tag_codes[row] = -1
             self.tag_codes[row, : len(tags)] = tags
+            codes = self.attribute_codes[row] = self.attributes.encode(v.attributes)
+            for name, column in self._attribute_columns.items():
+                column[row] = self.attributes.value_code(codes, name)
             # Only the topics that changed move: a re-upsert (every video, when a
             # checkpoint's catalog catches up) must not rescan each topic's list per row.
             was, text = self.text[row].tags, VideoText(v.caption, v.hashtags)
@@ -154,6 +149,19 @@ class CatalogIndex:
         for creator in strikes_to_check:
             self._update_strikes(creator)
         return rows
+
+    def attribute_column(self, name: str) -> npt.NDArray[np.int32]:
+        """Per row, the code of the video's value of attribute ``name``
+        (:data:`~fyp.state.attribute_codes.NO_VALUE` where it has none): index it by
+        candidate rows. Kept up from the first call on; the array is replaced when the
+        catalog grows, so read it anew per request rather than keeping it."""
+        column = self._attribute_columns.get(name)
+        if column is None:
+            column = np.full(self._capacity, NO_VALUE, dtype=np.int32)
+            for row, codes in enumerate(self.attribute_codes):
+                column[row] = self.attributes.value_code(codes, name)
+            self._attribute_columns[name] = column
+        return column
 
     def moderate(self, actions: Sequence[ModerationAction]) -> list[int]:
         """Apply moderation actions (in order); returns the rows they changed (a video
@@ -250,6 +258,10 @@ class CatalogIndex:
         self.creator_code = grow(self.creator_code, -1)  # type: ignore[assignment]
         self.sound_code = grow(self.sound_code, -1)  # type: ignore[assignment]
         self.tag_codes = grow(self.tag_codes, -1)  # type: ignore[assignment]
+        self._attribute_columns = {
+            name: grow(a, NO_VALUE)  # type: ignore[misc]
+            for name, a in self._attribute_columns.items()
+        }
         self.eligible = {s: grow(a, False) for s, a in self.eligible.items()}
         self.demote = {s: grow(a, 1.0) for s, a in self.demote.items()}  # type: ignore[misc]
         self.capped = {s: grow(a, False) for s, a in self.capped.items()}

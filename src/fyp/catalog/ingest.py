@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fyp.attributes import MAX_ATTRIBUTES, AttributesIn, as_attributes
 from fyp.types import Video
 from fyp.validation import Id, describe
 
@@ -31,6 +32,13 @@ class VideoIn(BaseModel):
         None, strict=True, ge=0, le=2**53, description="Upload time, Unix ms."
     )
     labels: list[Id] = Field(default_factory=list, max_length=64)
+    attributes: AttributesIn = Field(
+        default_factory=dict,
+        description=(
+            f'Categories the app knows of the video, name -> short value (e.g. {{"type": '
+            f'"ad", "upload_type": "duet"}}): at most {MAX_ATTRIBUTES}, as for a user\'s.'
+        ),
+    )
 
     def to_video(self) -> Video:
         return Video(
@@ -44,6 +52,7 @@ class VideoIn(BaseModel):
             tuple(self.regions),
             self.created_at,
             tuple(self.labels),
+            as_attributes(self.attributes),
         )
 
 

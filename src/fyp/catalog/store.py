@@ -4,6 +4,7 @@ loaded from it at start and kept in step on every upsert."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,13 +39,14 @@ CREATE TABLE IF NOT EXISTS videos (
     language    TEXT,
     regions     TEXT NOT NULL,
     created_at  INTEGER,
-    labels      TEXT NOT NULL
+    labels      TEXT NOT NULL,
+    attributes  TEXT NOT NULL DEFAULT '{}'
 );
 """
 
 _COLUMNS = (
     "video_id, creator_id, duration_ms, sound_id, hashtags, caption, language, regions, "
-    "created_at, labels"
+    "created_at, labels, attributes"
 )
 
 
@@ -65,6 +67,7 @@ def _to_row(v: Video) -> tuple[object, ...]:
         json.dumps(v.regions),
         v.created_at,
         json.dumps(v.labels),
+        json.dumps(dict(v.attributes), sort_keys=True),
     )
 
 
@@ -80,13 +83,22 @@ def _from_row(r: Any) -> Video:  # a sqlite3 row
         regions=tuple(json.loads(str(r[7]))),
         created_at=None if r[8] is None else int(r[8]),
         labels=tuple(json.loads(str(r[9]))),
+        attributes=tuple(json.loads(str(r[10])).items()),  # (stored sorted by name)
     )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A catalog.db made before videos kept attributes: its videos have none."""
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(videos)")}
+    if "attributes" not in columns:
+        conn.execute("ALTER TABLE videos ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'")
 
 
 class SqliteCatalogStore:
     def __init__(self, path: Path) -> None:
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
+        _migrate(self._conn)
         self._lock = threading.Lock()
 
     def upsert(self, videos: Sequence[Video]) -> None:
@@ -96,7 +108,7 @@ class SqliteCatalogStore:
             # An update keeps the video's rowid (INSERT OR REPLACE would move it to the
             # end), so a restart loads the catalog in the order it was first built.
             cur.executemany(
-                f"INSERT INTO videos ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                f"INSERT INTO videos ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                 f"ON CONFLICT(video_id) DO UPDATE SET {_UPDATES}",
                 [_to_row(v) for v in videos],
             )

@@ -23,7 +23,8 @@ from typing import Protocol
 
 import polars as pl
 
-from fyp.types import DAY_MS, DEFAULT_SURFACE, EventType, Impression, Video
+from fyp.attributes import as_attributes, value_problem
+from fyp.types import DAY_MS, DEFAULT_SURFACE, Attributes, EventType, Impression, Video
 
 __all__ = [
     "ImportSummary",
@@ -34,6 +35,7 @@ __all__ = [
     "find_log_files",
     "import_kuairand",
     "read_logs",
+    "read_user_attributes",
     "read_videos",
     "replay_rows",
     "rows_to_records",
@@ -42,6 +44,24 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VIDEO_FEATURES_FILE = "video_features_basic_pure.csv"
+USER_FEATURES_FILE = "user_features_pure.csv"
+
+# The user features that become user attributes: the categorical ones (the exact counts,
+# follow_user_num and the like, come as their ``_range`` bands), and the anonymous
+# one-hot features, categories too.
+USER_ATTRIBUTE_COLUMNS: tuple[str, ...] = (
+    "user_active_degree",
+    "is_lowactive_period",
+    "is_live_streamer",
+    "is_video_author",
+    "follow_user_num_range",
+    "fans_user_num_range",
+    "friend_user_num_range",
+    "register_days_range",
+    *(f"onehot_feat{i}" for i in range(18)),
+)
+# The video features that become video attributes (and ``orientation``, from the size).
+VIDEO_ATTRIBUTE_COLUMNS: tuple[str, ...] = ("video_type", "upload_type", "music_type")
 
 
 # A parquet file is a log when it has these; every row needs them to become an impression.
@@ -144,6 +164,10 @@ class ImportTarget(Protocol):
         """Create the users not known yet, homed in the deployment's region."""
         ...
 
+    def put_user_attributes(self, attributes: Mapping[str, Attributes]) -> int:
+        """Set users' attributes (by user id), creating the users not known yet."""
+        ...
+
     def pseudonym(self, user_id: str) -> str:
         """How the engine files ``user_id`` (what the import's ids may name)."""
         ...
@@ -168,7 +192,9 @@ class ImportSummary:
     ``videos``: upserted; ``rows``: log rows (impressions) imported; ``events_*``: what
     ingest accepted, found already logged, or refused; ``videos_skipped``: videos with no
     usable duration (or creator) anywhere, left out of the catalog; ``rejected_reasons``:
-    refused events counted by reason.
+    refused events counted by reason; ``users_with_attributes``: users whose attributes
+    (from ``user_features_pure.csv``) were set or changed; ``attributes_refused``: values
+    of that file or of the videos' the attribute policy refused (left out).
     """
 
     videos: int
@@ -178,6 +204,8 @@ class ImportSummary:
     events_rejected: int
     videos_skipped: int
     rejected_reasons: dict[str, int]
+    users_with_attributes: int = 0
+    attributes_refused: int = 0
 
 
 # --------------------------------------------------------------------------- files
@@ -323,6 +351,7 @@ def _read_video_features(data: Path) -> pl.DataFrame:
         return pl.lit(None, dtype=dtype).alias(name)
 
     duration = col("video_duration", pl.Float64()).round(0).cast(pl.Int64)
+    width, height = col("server_width", pl.Float64()), col("server_height", pl.Float64())
     return (
         lf.select(
             col("video_id", pl.Int64()),
@@ -331,11 +360,81 @@ def _read_video_features(data: Path) -> pl.DataFrame:
             col("music_id", pl.Int64()),
             col("tag", pl.String()),
             col("upload_dt", pl.String()),
+            *(_category(col(c, pl.String()), c) for c in VIDEO_ATTRIBUTE_COLUMNS),
+            pl.when((width > 0) & (height > 0))
+            .then(
+                pl.when(height > width)
+                .then(pl.lit("portrait"))
+                .when(width > height)
+                .then(pl.lit("landscape"))
+                .otherwise(pl.lit("square"))
+            )
+            .alias("orientation"),
         )
         .drop_nulls("video_id")
         .unique("video_id", keep="first", maintain_order=True)
         .collect()
     )
+
+
+def _category(expr: pl.Expr, name: str) -> pl.Expr:
+    """A feature column as attribute values: text, whole numbers without the ``.0`` a
+    float column gives them, blanks and nulls as null."""
+    text = expr.cast(pl.String).str.strip_chars()
+    return (
+        pl.when(text.str.len_chars() > 0)
+        .then(text.str.replace(r"^(-?\d+)\.0+$", "${1}"))
+        .alias(name)
+    )
+
+
+def _attributes(
+    names: Sequence[str], values: Sequence[str | None], refused: dict[str, bool]
+) -> tuple[Attributes, int]:
+    """The attributes of one row (nulls left out), and how many values the attribute
+    policy refused (left out too). ``refused``: value -> whether the policy refuses it,
+    filled as values come (a feature file repeats a few values over many rows)."""
+    kept: dict[str, str] = {}
+    n_refused = 0
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            continue
+        bad = refused.get(value)
+        if bad is None:
+            bad = refused[value] = value_problem(value) is not None
+        if bad:
+            n_refused += 1
+        else:
+            kept[name] = value
+    return as_attributes(kept), n_refused
+
+
+def read_user_attributes(data: Path) -> tuple[dict[str, Attributes], int]:
+    """User id -> attributes from ``user_features_pure.csv`` (the columns of
+    ``USER_ATTRIBUTE_COLUMNS`` it has), and how many values the attribute policy refused;
+    empty when the file is not there (the project's extracts may lack it)."""
+    path = data / USER_FEATURES_FILE
+    if not path.is_file():
+        log.info("KuaiRand: no %s in %s, users get no attributes", USER_FEATURES_FILE, data)
+        return {}, 0
+    lf = pl.scan_csv(path, infer_schema=False)  # every column as text, as it is written
+    names = set(lf.collect_schema().names())
+    if "user_id" not in names:
+        raise ValueError(f"{path}: missing column user_id")
+    columns = [c for c in USER_ATTRIBUTE_COLUMNS if c in names]
+    frame = (
+        lf.select(pl.col("user_id").str.strip_chars(), *(_category(pl.col(c), c) for c in columns))
+        .drop_nulls("user_id")
+        .unique("user_id", keep="first", maintain_order=True)
+        .collect()
+    )
+    out: dict[str, Attributes] = {}
+    refused = 0
+    checked: dict[str, bool] = {}
+    for user_id, *values in frame.iter_rows():
+        out[str(user_id)], n = _attributes(columns, values, checked)
+        refused += n
+    return out, refused
 
 
 def _videos_from_logs(logs: pl.DataFrame) -> pl.DataFrame:
@@ -383,6 +482,8 @@ def _read_videos_counted(data: Path, logs: pl.DataFrame | None) -> tuple[list[Vi
             "music_id",
             pl.coalesce("tag", "log_tag").alias("tag"),
             pl.coalesce("upload_dt", "log_upload_dt").alias("upload_dt"),
+            *VIDEO_ATTRIBUTE_COLUMNS,
+            "orientation",
         )
     else:
         merged = feats
@@ -404,21 +505,26 @@ def _read_videos_counted(data: Path, logs: pl.DataFrame | None) -> tuple[list[Vi
             merged.height,
         )
     cache: dict[str, tuple[str, ...]] = {}
-    videos = [
-        Video(
-            video_id=str(vid),
-            creator_id=str(author),
-            duration_ms=duration,
-            sound_id=None if music is None else str(music),
-            hashtags=_parse_tags(tag, cache),
-            caption="",
-            created_at=created,
-            labels=(),
+    attribute_names = (*VIDEO_ATTRIBUTE_COLUMNS, "orientation")
+    checked: dict[str, bool] = {}
+    videos = []
+    for vid, author, duration, music, tag, created, *values in usable.select(
+        "video_id", "author_id", "duration", "music_id", "tag", "created_at", *attribute_names
+    ).iter_rows():
+        attributes, _ = _attributes(attribute_names, values, checked)  # (all pass)
+        videos.append(
+            Video(
+                video_id=str(vid),
+                creator_id=str(author),
+                duration_ms=duration,
+                sound_id=None if music is None else str(music),
+                hashtags=_parse_tags(tag, cache),
+                caption="",
+                created_at=created,
+                labels=(),
+                attributes=attributes,
+            )
         )
-        for vid, author, duration, music, tag, created in usable.select(
-            "video_id", "author_id", "duration", "music_id", "tag", "created_at"
-        ).iter_rows()
-    ]
     return videos, skipped
 
 
@@ -427,7 +533,10 @@ def read_videos(data: Path, logs: pl.DataFrame | None = None) -> list[Video]:
 
     video_id = str(video_id), creator_id = str(author_id), duration_ms = video_duration,
     sound_id = str(music_id) (None if null), hashtags = the ``tag`` ids (null, empty and
-    "unknown" skipped), created_at = ``upload_dt`` at 00:00 UTC in Unix ms (None if null).
+    "unknown" skipped), created_at = ``upload_dt`` at 00:00 UTC in Unix ms (None if null),
+    attributes = ``video_type``, ``upload_type``, ``music_type`` and ``orientation``
+    (portrait, landscape or square, from ``server_width`` and ``server_height``), each
+    where known.
     Videos in ``logs`` but not in the file, or with a null duration there, are filled in
     from the log columns (author_id, duration_ms, tag, upload_dt). Videos with no positive
     duration (or no creator) anywhere are skipped and logged.
@@ -602,9 +711,12 @@ def import_kuairand(
     videos: list[Video] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportSummary:
-    """Load KuaiRand into ``engine``: the catalog, then the logs in time order.
+    """Load KuaiRand into ``engine``: the catalog, the users' attributes, then the logs
+    in time order.
 
-    Upserts every video first (in batches of ``chunk_rows``), then for each chunk of
+    Upserts every video first (in batches of ``chunk_rows``), sets the attributes of
+    every user of ``user_features_pure.csv`` (creating them: the app knows its users
+    before they act, newcomers included), then for each chunk of
     ``chunk_rows`` log rows: ``record_impressions`` (so the events can be joined to what
     was served), ``ingest`` of all the chunk's events, ``learn``; then
     ``progress(rows_done, rows_total)``. ``files`` and ``until_ms`` (exclusive) select the
@@ -625,6 +737,8 @@ def import_kuairand(
     upserted = 0
     for start in range(0, len(videos), chunk_rows):
         upserted += engine.upsert_videos(videos[start : start + chunk_rows])
+    user_attributes, attributes_refused = read_user_attributes(data)
+    users_with_attributes = engine.put_user_attributes(user_attributes)
 
     accepted = duplicates = rejected = 0
     reasons: dict[str, int] = {}
@@ -651,4 +765,6 @@ def import_kuairand(
         events_rejected=rejected,
         videos_skipped=videos_skipped,
         rejected_reasons=reasons,
+        users_with_attributes=users_with_attributes,
+        attributes_refused=attributes_refused,
     )

@@ -101,7 +101,13 @@ def build_export(
         "exported_at": now,
         "profile": None
         if profile is None
-        else own({**dataclasses.asdict(profile), "user_id": None}),
+        else own(
+            {
+                **dataclasses.asdict(profile),
+                "user_id": None,
+                "attributes": dict(profile.attributes),
+            }
+        ),
         "controls": controls.to_json(),
         "events": [
             own({**dataclasses.asdict(e.event), "type": e.event.type.value, "offset": e.offset})

@@ -29,12 +29,13 @@ from fyp.config import Settings
 from fyp.privacy.fraud import FraudGuard
 from fyp.rank.first_ranker import ExampleInputs, FirstRanker
 from fyp.safety.reports import ReportCounter
+from fyp.state.attribute_codes import AttributeVocabulary
 from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
 from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import Affinity, UserState, forget_personalisation, new_user
 from fyp.state.videos import Trending, VideoStats
-from fyp.types import DAY_MS, DEFAULT_SURFACE, EventType, LoggedEvent
+from fyp.types import DAY_MS, DEFAULT_SURFACE, Attributes, EventType, LoggedEvent
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class FeedState:
         self.trending = Trending(settings.sources.trending_half_life_hours * 3_600_000)
         self.coengagement = CoEngagement(settings.sources.coengagement_neighbours)
         self.users: dict[str, UserState] = {}
+        self.user_attributes = AttributeVocabulary()  # codes of the users' attributes
         self.ranker = FirstRanker(settings.ranker, catalog, self.stats, self.surfaces)
         self.applied_offset = 0
         self.skipped_events = 0  # events of videos this catalog does not hold (a foreign log)
@@ -112,6 +114,19 @@ class FeedState:
             u = new_user(self.settings.feed.history_size, len(LABELS))
             self.users[user_id] = u
         return u
+
+    def set_user_attributes(self, user_id: str, attributes: Attributes) -> None:
+        """The user's profile attributes, as the models read them."""
+        user = self.user(user_id)
+        codes = self.user_attributes.encode(attributes)
+        self.user_attributes.hold(codes)
+        self.user_attributes.release(user.attributes)
+        user.attributes = codes
+
+    def user_attribute(self, user: UserState, name: str) -> int:
+        """The code of ``user``'s value of attribute ``name``
+        (:data:`~fyp.state.attribute_codes.NO_VALUE` where they have none)."""
+        return self.user_attributes.value_code(user.attributes, name)
 
     def region_of(self, user: UserState) -> str:
         return user.region or self.settings.region
@@ -152,7 +167,9 @@ class FeedState:
         if they had never been here. Aggregates that are not kept per user (a video's
         view counts, its co-engagement neighbours, the ranker's weights) stay."""
         self._drop_examples(user_id, erase=True)  # not trained on first: nothing is learned now
-        self.users.pop(user_id, None)
+        user = self.users.pop(user_id, None)
+        if user is not None:
+            self.user_attributes.release(user.attributes)
         self._by_time = [x for x in self._by_time if x[2] != user_id]
         heapq.heapify(self._by_time)
         self._refresh_marks = [x for x in self._refresh_marks if x[1] != user_id]

@@ -7,6 +7,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from fyp.state.attribute_codes import AttributeCodes
+
 # Dwell evidence of the session: finished views and quick skips of each creator, sound
 # and hashtag, fading with this half-life. Their finish rate, against the person's own
 # finish rate over the same minutes, adds a lift from the first view: what a newcomer
@@ -110,6 +112,9 @@ class UserState:
     session_finishes: float = 0.0
     session_views: float = 0.0
     session_ts: int = 0
+    # The profile's attributes (what the app told of the user, kept by a refresh), coded
+    # by FeedState.user_attributes: read them through FeedState.user_attribute.
+    attributes: AttributeCodes = ()
 
     def add_session_view(self, finished: bool, ts: int) -> None:
         if ts > self.session_ts:

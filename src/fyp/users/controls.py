@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
+from fyp.attributes import MAX_ATTRIBUTES, AttributesIn
 from fyp.safety.policy import AgeBand
 from fyp.safety.text import normal_phrase, normal_tag
 from fyp.validation import Id
@@ -34,6 +35,15 @@ class ProfileIn(BaseModel):
     )
     language: Id | None = Field(None, max_length=35, description="e.g. en, pt-BR")
     region: Id | None = Field(None, description="The user's home region, e.g. us, eu.")
+    attributes: AttributesIn | None = Field(
+        None,
+        description=(
+            f"Categories the app knows of the user, name -> short value (e.g. "
+            f'{{"activity": "high", "account_age": "1y+"}}): at most {MAX_ATTRIBUTES}, '
+            "names lowercase identifiers, values short labels; ids, emails, phone numbers, "
+            "URLs and free text are refused. Replaces the user's attributes ({} clears them)."
+        ),
+    )
 
 
 class ControlsIn(BaseModel):

@@ -12,6 +12,7 @@ again (:meth:`fyp.engine.Engine.open`)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS profiles (
     language   TEXT,
     region     TEXT,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    attributes TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS controls (
     user_id    TEXT PRIMARY KEY,
@@ -80,12 +82,21 @@ CREATE TABLE IF NOT EXISTS erasures (
     ts         INTEGER NOT NULL
 );
 """
+_PROFILE_COLUMNS = "user_id, age_band, language, region, created_at, updated_at, attributes"
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A users.db made before profiles kept attributes: its profiles have none."""
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(profiles)")}
+    if "attributes" not in columns:
+        conn.execute("ALTER TABLE profiles ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'")
 
 
 class SqliteUserStore:
     def __init__(self, path: Path) -> None:
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
+        _migrate(self._conn)
         self._lock = threading.Lock()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
@@ -99,13 +110,21 @@ class SqliteUserStore:
         """Insert or update these profiles in one fsynced transaction."""
         with self._lock, transaction(self._conn) as cur:
             cur.executemany(
-                "INSERT INTO profiles"
-                " (user_id, age_band, language, region, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET"
+                f"INSERT INTO profiles ({_PROFILE_COLUMNS})"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET"
                 " age_band = excluded.age_band, language = excluded.language,"
-                " region = excluded.region, updated_at = excluded.updated_at",
+                " region = excluded.region, updated_at = excluded.updated_at,"
+                " attributes = excluded.attributes",
                 [
-                    (p.user_id, p.age_band, p.language, p.region, p.created_at, p.updated_at)
+                    (
+                        p.user_id,
+                        p.age_band,
+                        p.language,
+                        p.region,
+                        p.created_at,
+                        p.updated_at,
+                        json.dumps(dict(p.attributes), sort_keys=True),
+                    )
                     for p in profiles
                 ],
             )
@@ -113,8 +132,7 @@ class SqliteUserStore:
     def profiles(self) -> dict[str, UserProfile]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT user_id, age_band, language, region, created_at, updated_at"
-                " FROM profiles ORDER BY rowid"
+                f"SELECT {_PROFILE_COLUMNS} FROM profiles ORDER BY rowid"
             ).fetchall()
         return {
             str(u): UserProfile(
@@ -124,8 +142,9 @@ class SqliteUserStore:
                 None if r is None else str(r),
                 int(c),
                 int(up),
+                tuple(json.loads(str(attrs)).items()),  # (stored sorted by name)
             )
-            for u, a, lang, r, c, up in rows
+            for u, a, lang, r, c, up, attrs in rows
         }
 
     def put_controls(self, user_id: str, controls: dict[str, Any], ts: int) -> None:
