@@ -30,8 +30,9 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 
 # 2: the first ranker reads the surface; 3: examples keep their inputs; 4: affinities,
-# users and examples keep the session's dwell evidence
-FORMAT = 4
+# users and examples keep the session's dwell evidence; 5: embedding tables keep what
+# changed since their last publish
+FORMAT = 5
 
 
 def partial_path(path: Path) -> Path:
