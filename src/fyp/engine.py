@@ -1020,7 +1020,7 @@ class Engine:
         if self.learner is not None:
             # The learner process's state, checkpoint and published models, without the
             # user (it follows the tombstone; done here if it is not running).
-            self.learner.erase(pid)
+            self.learner.erase(pid, ref)
             self.erasure_step("learner")
         # The completion, audited before the tombstone goes: if it cannot be written, the
         # erasure is not complete, and asking again completes (and audits) it.

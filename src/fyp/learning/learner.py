@@ -140,7 +140,7 @@ class Learner:
             self._forget_at_rest(new)
         for pid in [p for p in engine._erasing if p not in tombstones]:  # completed
             del engine._erasing[pid]
-        self.status.erased = sorted(engine._erasing)
+        self.status.erased = sorted(engine._erasing.values())  # (their audit references)
         if new:
             self.write_status()
         for user_id, offset, _ in engine.user_store.refreshes():
@@ -151,7 +151,7 @@ class Learner:
     def _forget_at_rest(self, users: list[str]) -> None:
         if users:
             self.channel.forget({name: set(users) for name in USER_TABLES})
-        self.status.erased = sorted(self.engine._erasing)
+        self.status.erased = sorted(self.engine._erasing.values())
 
     def write_status(self, log_end: int | None = None) -> None:
         s, engine = self.status, self.engine
@@ -172,12 +172,20 @@ class Learner:
         self.engine.close()
 
 
-def run(settings: Settings, stop: threading.Event, parent: int | None = None) -> None:
+def run(
+    settings: Settings,
+    stop: threading.Event,
+    parent: int | None = None,
+    on_start: Callable[[Learner], None] | None = None,
+) -> None:
     """The learner until ``stop`` is set (or, with ``parent``, until that process is
     gone): waits for the learner's lock first (another learner, or a server carrying out
-    an erasure for a learner not running, holds it)."""
+    an erasure for a learner not running, holds it). ``on_start``: told of the learner
+    once it is ready (a test's look inside)."""
     with learner_lock(settings.data_dir, wait=True):
         learner = Learner(settings)
+        if on_start is not None:
+            on_start(learner)
         try:
             while not stop.is_set():
                 if parent is not None and os.getppid() != parent:

@@ -43,7 +43,8 @@ class LearnerStatus:
     examples: int = 0  # examples the ranker has learned from
     examples_per_s: float = 0.0  # over the last interval
     # Users whose erasure it has carried out (state, checkpoint, published files), while
-    # their tombstone lasts: an erasure in the server waits to see its user here.
+    # their tombstone lasts, by their audit references (no file keeps a pseudonym of an
+    # erased user): an erasure in the server waits to see its user's here.
     erased: list[str] = field(default_factory=list)
 
 
@@ -118,7 +119,7 @@ class LearnerLink:
         with learner_lock(self.data_dir, wait=False) as free:
             return not free
 
-    def erase(self, user_id: str) -> None:
+    def erase(self, user_id: str, audit_ref: str) -> None:
         """Return once no learner state, checkpoint or published file holds the user
         (their tombstone is written and their events deleted): the running learner
         carries it out (it follows the tombstones), else this does, under its lock.
@@ -131,7 +132,7 @@ class LearnerLink:
                     erase_at_rest(self.settings, user_id)
                     return
             status = self.status()
-            if status is not None and user_id in status.erased:
+            if status is not None and audit_ref in status.erased:
                 return
             if time.monotonic() >= deadline:
                 raise OSError(

@@ -72,25 +72,27 @@ class ModelUpdate:
     dense: dict[str, F32] | None  # every dense parameter by name; None: unchanged
 
     def without(self, ids: Mapping[str, Collection[str]]) -> ModelUpdate:
-        """This update without the rows of ``ids`` (table name -> ids), which it lists as
-        removed instead: an erased user's rows."""
+        """This update with no trace of ``ids`` (table name -> ids; an erased user's):
+        neither their rows nor their removal. (Each server drops an erased user's rows
+        itself, when it sees their tombstone: a removal need not travel.)"""
         tables = dict(self.tables)
         for name, gone in ids.items():
             t = tables.get(name)
             if t is None or not gone:
                 continue
             keep = [k for k, i in enumerate(t.ids) if i not in gone]
-            removed = sorted(set(t.removed) | set(gone))
+            removed = [i for i in t.removed if i not in gone]
             ids_kept = [t.ids[k] for k in keep]
             tables[name] = TableChanges(ids_kept, t.vectors[keep], removed, t.fallback)
         return replace(self, tables=tables)
 
     def holds(self, ids: Mapping[str, Collection[str]]) -> bool:
-        """Whether any of these ids has a row in this update."""
-        return any(
-            name in self.tables and not set(gone).isdisjoint(self.tables[name].ids)
-            for name, gone in ids.items()
-        )
+        """Whether any of these ids is in this update (a row, or a removal)."""
+        for name, gone in ids.items():
+            t = self.tables.get(name)
+            if t is not None and not set(gone).isdisjoint([*t.ids, *t.removed]):
+                return True
+        return False
 
 
 def _strs(values: list[str]) -> npt.NDArray[np.str_]:
