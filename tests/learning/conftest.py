@@ -162,9 +162,10 @@ class Learning:
         self.procs.append(proc)
         return proc
 
-    def wait_settled(self, server: Engine, timeout_s: float = 60.0) -> None:
+    def wait_settled(self, server: Engine, timeout_s: float = 60.0, apply: bool = True) -> None:
         """Until the running learner has learned the whole log and published all of it
-        (its version unchanged for a while), and ``server`` has applied it."""
+        (its version unchanged for a while), and ``server`` has applied it (``apply``:
+        applied here; else by the app's own poller, waited for)."""
         deadline = time.monotonic() + timeout_s
         end = server.event_log.follow()
         last, since = -1, time.monotonic()
@@ -174,9 +175,11 @@ class Learning:
                 if status.version != last:
                     last, since = status.version, time.monotonic()
                 elif time.monotonic() - since > 0.6:
-                    self.sync(server)
-                    assert server.replica is not None and server.replica.version == last
-                    return
+                    assert server.replica is not None
+                    if apply:
+                        self.sync(server)
+                    if server.replica.version == last:
+                        return
             time.sleep(0.05)
         raise AssertionError(f"the learner did not settle: {read_status(self.data)}")
 

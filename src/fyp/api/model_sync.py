@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class ModelSync:
         self.latest = 0  # the newest version published, as of the last poll
         self.error: str | None = None
         self.restarts: Callable[[], int] = lambda: 0  # (the supervisor's count, if one runs)
+        self.supervised_alive: Callable[[], bool] = lambda: True  # (the supervisor's child)
         self._task: asyncio.Task[None] | None = None
 
     def catch_up(self) -> int:
@@ -112,7 +114,12 @@ class ModelSync:
 
     def health(self, learner: LearnerStatus | None, log_end: int) -> ModelHealth:
         s = self.replica.status
-        up = learner is not None and now_ms() - learner.heartbeat_ms < _LEARNER_STALE_MS
+        up = (
+            learner is not None
+            and now_ms() - learner.heartbeat_ms < _LEARNER_STALE_MS
+            and _alive(learner.pid)  # (a killed one's last status is fresh for a while)
+            and self.supervised_alive()
+        )
         latest = max(self.latest, learner.version if learner is not None else 0)
         return ModelHealth(
             version=s.version,
@@ -124,6 +131,17 @@ class ModelSync:
             restarts=self.restarts(),
             sync_error=self.error,
         )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (the learner runs on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (another user's: it exists)
+        return True
+    return True
 
 
 class ModelSyncCollector(Collector):
