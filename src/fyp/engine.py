@@ -1020,7 +1020,10 @@ class Engine:
         if self.learner is not None:
             # The learner process's state, checkpoint and published models, without the
             # user (it follows the tombstone; done here if it is not running).
-            self.learner.erase(pid, ref)
+            through = self.learner.erase(pid, ref)
+            if self.replica is not None:
+                with self._lock:  # (updates after ``through`` may hold the user anew)
+                    self.replica.forget_user(pid, through)
             self.erasure_step("learner")
         # The completion, audited before the tombstone goes: if it cannot be written, the
         # erasure is not complete, and asking again completes (and audits) it.

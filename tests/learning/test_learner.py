@@ -110,7 +110,7 @@ def test_a_server_killed_mid_apply_serves_the_learned_models_once_started_again(
             pass
         learner.publish()
         delta = channel_of(learning.settings).read_after(server.replica.version)[0]
-        steps = server.replica.apply_steps(delta, time.monotonic())
+        steps = server.replica.apply_steps(delta)
         next(steps)  # (a first chunk applied; then the process is gone)
         assert server.replica.version == 1
         again = learning.server()
@@ -222,3 +222,33 @@ def test_the_supervisor_restarts_a_learner_that_died(learning: Any) -> None:
     finally:
         supervisor.stop()
     assert not supervisor.alive
+
+
+def test_an_update_published_before_the_learner_dropped_a_user_does_not_bring_them_back(
+    learning: Any,
+) -> None:
+    server = learning.server()
+    learning.catalog(server)
+    learning.ingest(server, 0, 1_500)
+    for learner in learning.learner_here():
+        learning.sync(server)
+        pid = server.pseudonym("u7")
+        assert server.replica.holds_user(pid)
+        # The server erases them; the learner has not seen it yet and publishes rows.
+        server.replica.forget_user(pid)
+        learning.ingest(server, 1_500, 1_000, seed=1)
+        while learner.step():
+            pass
+        learner.publish()
+        before = learner.publisher.version
+        assert learning.sync(server) >= 1 and server.replica.version == before
+        assert learner.models.user_vectors(pid)["ranker"] is not None  # (it published them)
+        assert not server.replica.holds_user(pid)
+        # Once the learner has dropped them (at ``before``), a later row is a new one's.
+        server.replica.forget_user(pid, through=before)
+        learning.ingest(server, 2_500, 1_000, seed=2)
+        while learner.step():
+            pass
+        learner.publish()
+        learning.sync(server)
+        assert server.replica.holds_user(pid)

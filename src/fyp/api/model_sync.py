@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -89,7 +88,6 @@ class ModelSync:
     async def sync(self) -> int:
         """One poll: what was published since, applied; how many updates."""
         replica, lock = self.replica, self.engine.lock
-        read_at = time.monotonic()
         updates = await asyncio.to_thread(self.channel.read_after, replica.version)
         applied = 0
         for update in updates:
@@ -99,9 +97,9 @@ class ModelSync:
             if update.full:
                 parts = await asyncio.to_thread(replica.build, update)
                 with lock:
-                    applied += replica.install(parts, read_at)
+                    applied += replica.install(parts)
                 continue
-            steps = replica.apply_steps(update, read_at)
+            steps = replica.apply_steps(update)
             while True:
                 with lock:
                     if next(steps, None) is None:

@@ -88,10 +88,11 @@ def learner_lock(data_dir: Path, wait: bool) -> Iterator[bool]:
         os.close(fd)
 
 
-def erase_at_rest(settings: Settings, user_id: str) -> None:
+def erase_at_rest(settings: Settings, user_id: str) -> int:
     """Carry out an erasure for a learner that is not running (the caller holds its
     lock): its checkpoint rewritten without the user, every published update rewritten
-    without their rows. The learner then starts from files that never held them."""
+    without their rows. The learner then starts from files that never held them. Returns
+    the last version published (every one is now without the user)."""
     from fyp.engine import LEARNER_CHECKPOINT_FILE
 
     path = settings.data_dir / LEARNER_CHECKPOINT_FILE
@@ -101,7 +102,9 @@ def erase_at_rest(settings: Settings, user_id: str) -> None:
         checkpoint["state"].erase_user(user_id)  # (its models' rows too: a listener)
         checkpoint.pop("format", None)
         write_checkpoint(path, checkpoint)
-    channel_of(settings).forget({name: {user_id} for name in USER_TABLES})
+    channel = channel_of(settings)
+    channel.forget({name: {user_id} for name in USER_TABLES})
+    return channel.latest()
 
 
 class LearnerLink:
@@ -119,21 +122,22 @@ class LearnerLink:
         with learner_lock(self.data_dir, wait=False) as free:
             return not free
 
-    def erase(self, user_id: str, audit_ref: str) -> None:
+    def erase(self, user_id: str, audit_ref: str) -> int:
         """Return once no learner state, checkpoint or published file holds the user
         (their tombstone is written and their events deleted): the running learner
         carries it out (it follows the tombstones), else this does, under its lock.
+        Returns the last model version that may hold the user's rows (none published
+        after it does).
         OSError (EBUSY) if the running learner has not within
         ``model.learner_erase_timeout_s``: the tombstone stays, asking again completes."""
         deadline = time.monotonic() + self.settings.model.learner_erase_timeout_s
         while True:
             with learner_lock(self.data_dir, wait=False) as held:
                 if held:
-                    erase_at_rest(self.settings, user_id)
-                    return
+                    return erase_at_rest(self.settings, user_id)
             status = self.status()
             if status is not None and audit_ref in status.erased:
-                return
+                return status.version
             if time.monotonic() >= deadline:
                 raise OSError(
                     errno.EBUSY,

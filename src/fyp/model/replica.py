@@ -17,6 +17,7 @@ serving state (:meth:`ModelReplica.build`, in a worker thread) and swapped in at
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,6 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 _CHUNK = 2_048  # rows written per step of a delta: a pause of a few ms between requests
-_FORGOTTEN_KEPT_S = 600.0  # how long an erased id is kept out of updates read before it
 
 
 class ReplicaTable:
@@ -163,7 +163,9 @@ class ModelReplica:
             self.value_weights[LABELS.index(name)] = w
         self.ranker = ReplicaRanker(self)
         self.retrieval = ReplicaRetrieval(self)
-        # Erased users' ids (monotonic time): kept out of what was read before.
+        # Erased users -> the last version that may hold their rows (inf until the learner
+        # has dropped them): kept out of every update up to it (read before the learner
+        # rewrote the files, or published before it saw the erasure).
         self._forgotten: dict[str, float] = {}
 
     @property
@@ -189,13 +191,13 @@ class ModelReplica:
             index.settle()
         return _Parts(tables, dict(update.dense or {}), index, update)
 
-    def install(self, parts: _Parts, read_at: float) -> bool:
-        """Swap a built snapshot in (on the serving thread; nothing to wait for). The
-        ids erased since ``read_at`` (monotonic s, when it was read) are dropped."""
+    def install(self, parts: _Parts) -> bool:
+        """Swap a built snapshot in (on the serving thread; nothing to wait for), without
+        the rows of users erased since it was published."""
         if not self.accepts(parts.update):
             self.status.ignored += 1
             return False
-        gone = self._forgotten_since(read_at)
+        gone = self._erased_in(parts.update)
         for name in USER_TABLES:
             if name in parts.tables:
                 parts.tables[name].drop(gone)
@@ -203,7 +205,7 @@ class ModelReplica:
         self._done(parts.update)
         return True
 
-    def apply_steps(self, update: ModelUpdate, read_at: float) -> Iterator[float]:
+    def apply_steps(self, update: ModelUpdate) -> Iterator[float]:
         """Apply a delta (or a snapshot, in place: a test's or a start's) in chunks of at
         most a few thousand rows, yielding after each the ms it took (the serving loop
         serves requests in between). Nothing if it does not apply."""
@@ -212,12 +214,12 @@ class ModelReplica:
             return
         if update.full:
             start = time.perf_counter()
-            self.install(self.build(update), read_at)
+            self.install(self.build(update))
             yield (time.perf_counter() - start) * 1000
             return
-        gone = {name: self._forgotten_since(read_at) for name in USER_TABLES}
-        if any(gone.values()):
-            update = update.without(gone)
+        erased = self._erased_in(update)
+        if erased:
+            update = update.without({name: erased for name in USER_TABLES})
         for name, changes in update.tables.items():
             table = self.tables.get(name)
             if table is None:
@@ -241,10 +243,10 @@ class ModelReplica:
             self.dense = dict(update.dense)  # one reference: a request sees old or new
         self._done(update)
 
-    def apply(self, update: ModelUpdate, read_at: float | None = None) -> bool:
+    def apply(self, update: ModelUpdate) -> bool:
         """:meth:`apply_steps` at once; whether it applied."""
         before = self.version
-        for _ in self.apply_steps(update, time.monotonic() if read_at is None else read_at):
+        for _ in self.apply_steps(update):
             pass
         return self.version != before
 
@@ -262,19 +264,22 @@ class ModelReplica:
 
     # -- erasure -----------------------------------------------------------------------
 
-    def forget_user(self, user_id: str) -> None:
-        """Drop the user's rows now (an erasure), and keep them out of updates read
-        before this (their files are rewritten without them by the learner)."""
-        now = time.monotonic()
-        self._forgotten = {k: t for k, t in self._forgotten.items() if now - t < _FORGOTTEN_KEPT_S}
-        self._forgotten[user_id] = now
+    def forget_user(self, user_id: str, through: float = math.inf) -> None:
+        """Drop the user's rows now (an erasure), and keep them out of every update of
+        version ``through`` or older (the learner's version once it has dropped them and
+        rewritten its files: :meth:`fyp.learning.link.LearnerLink.erase`; until then,
+        every update)."""
+        self._forgotten[user_id] = through
         for name in USER_TABLES:
             table = self.tables.get(name)
             if table is not None:
                 table.drop([user_id])
 
-    def _forgotten_since(self, read_at: float) -> set[str]:
-        return {k for k, t in self._forgotten.items() if t >= read_at}
+    def _erased_in(self, update: ModelUpdate) -> set[str]:
+        """The erased users whose rows ``update`` may hold (and is not to bring back)."""
+        # (an entry the replica has passed can no longer matter: older updates never apply)
+        self._forgotten = {k: v for k, v in self._forgotten.items() if v >= self.version}
+        return {k for k, v in self._forgotten.items() if update.version <= v}
 
     def user_vectors(self, user_id: str) -> dict[str, list[float] | None]:
         """The user's rows served here (None: none, the shared fallback), for an export."""
