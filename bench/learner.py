@@ -327,9 +327,54 @@ def measure_fold(data_dir: Path) -> dict[str, float]:
     return {"events": events, "open_and_fold_s": wall, "us_per_event": wall / events * 1e6}
 
 
+def serving_cost(data_dir: Path, users: list[str]) -> dict[str, Any]:
+    """A feed's cost in process (no HTTP), models trained in the server (role "all")
+    against a replica of the same models (role "serving"), on the same state: the CPU
+    time of the serving thread per feed (what the neighbours on a shared machine do not
+    change much) and the wall-clock percentiles."""
+    from fyp.api.model_sync import ModelSync
+    from fyp.config import ModelSettings, Settings
+    from fyp.engine import Engine, serving_gc
+    from fyp.model.channel import FileModelChannel
+    from fyp.model.publisher import Publisher
+
+    serving_gc()
+    out: dict[str, Any] = {}
+    settings = Settings(data_dir=data_dir, model=ModelSettings(enabled=True))
+    in_process = ModelSettings(enabled=True, learner="in_process")
+    full = Engine.open(settings.model_copy(update={"model": in_process}))
+    channel = FileModelChannel(data_dir.parent / "serving-cost-models")
+    assert full.models is not None
+    Publisher(full.models, channel).publish(full.state.applied_offset)
+    out["all"] = _feeds(full, users)
+    full.close()
+    replica = Engine.open(settings, role="serving")
+    ModelSync(replica, channel).catch_up()
+    out["serving"] = _feeds(replica, users)
+    replica.close()
+    return out
+
+
+def _feeds(engine: Any, users: list[str]) -> dict[str, Any]:
+    for u in users[:50]:  # warm-up
+        engine.feed(u, count=COUNT)
+    wall: list[float] = []
+    cpu0 = time.thread_time()
+    for u in users[50:]:
+        t0 = time.perf_counter()
+        engine.feed(u, count=COUNT)
+        wall.append((time.perf_counter() - t0) * 1000)
+    cpu = time.thread_time() - cpu0
+    return {
+        "ranker": engine.pipeline.ranker.active(),
+        "cpu_ms_per_feed": cpu / len(wall) * 1000,
+        "latency_ms": percentiles(wall),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="10k videos, 500 users, short phases")
+    ap.add_argument("--quick", action="store_true", help="10k videos, 1,500 users, short phases")
     ap.add_argument("--videos", type=int, default=100_000)
     ap.add_argument("--users", type=int, default=2_000)
     ap.add_argument("--seconds", type=float, default=10.0, help="each open-loop phase")
@@ -341,7 +386,7 @@ def main() -> None:
     args = ap.parse_args()
     exit_on_sigterm()
     if args.quick:
-        args.videos, args.users, args.seconds = 10_000, 500, 5.0
+        args.videos, args.users, args.seconds = 10_000, 1_500, 5.0
     args.ladder = [float(r) for r in args.ladder.split(",")]
     modes = [m for m in args.modes.split(",") if m]
     views = 20
@@ -391,6 +436,12 @@ def main() -> None:
         write_checkpoint(base / LEARNER_CHECKPOINT_FILE, engine._payload())
         engine.close()
         setup["fold"] = measure_fold(base)
+        setup["serving_cost"] = serving_cost(base, users["idle"][:600])
+        for role, row in setup["serving_cost"].items():
+            console.print(
+                f"  in process, {role}: {row['cpu_ms_per_feed']:.2f} ms CPU per feed "
+                f"({row['ranker']}), p99 {row['latency_ms']['p99']:.1f} ms"
+            )
         payload["setup"] = setup
         results = []
         for mode in modes:

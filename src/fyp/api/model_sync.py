@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -131,6 +131,11 @@ class ModelSync:
         )
 
 
+def _p95(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("nan")
+
+
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists (the learner runs on this machine)."""
     try:
@@ -177,6 +182,11 @@ class ModelSyncCollector(Collector):
                 "fyp_learner_lag_events",
                 "Events in the log the learner has not learned from",
                 h.learner_lag,
+            ),
+            (
+                "fyp_model_publish_to_apply_p95_seconds",
+                "From the learner's publish to this server's apply, p95 of the last 1,000",
+                _p95(status.delays_ms) / 1000,
             ),
             (
                 "fyp_model_apply_max_pause_seconds",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -142,7 +143,8 @@ class ReplicaStatus:
     updates: int = 0  # updates applied
     ignored: int = 0  # updates read and not applied (applied already, or out of order)
     max_pause_ms: float = 0.0  # the longest step of an apply (feeds waited that long)
-    pauses_ms: list[float] = field(default_factory=list)
+    # From each recent update's publish to its apply here (ms): the lag across processes.
+    delays_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
 
 
 class ModelReplica:
@@ -259,6 +261,7 @@ class ModelReplica:
         s = self.status
         s.version, s.published_ms, s.offset = update.version, update.published_ms, update.offset
         s.applied_ms = now_ms()
+        s.delays_ms.append(float(s.applied_ms - update.published_ms))
         s.updates += 1
         self.examples, self.positives = update.ranker_examples, update.retrieval_positives
 
