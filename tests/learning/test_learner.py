@@ -16,6 +16,7 @@ import pytest
 from fyp.learning.link import channel_of, read_status
 from fyp.learning.supervisor import Supervisor
 from fyp.model.replica import ModelReplica
+from fyp.users.controls import ControlsIn
 
 
 def test_the_served_models_are_what_a_replay_of_the_log_learns(learning: Any, lkit: Any) -> None:
@@ -252,3 +253,20 @@ def test_an_update_published_before_the_learner_dropped_a_user_does_not_bring_th
         learner.publish()
         learning.sync(server)
         assert server.replica.holds_user(pid)
+
+
+def test_a_refresh_reaches_the_learner_and_the_served_rows(learning: Any) -> None:
+    server = learning.server()
+    learning.catalog(server)
+    learning.ingest(server, 0, 1_500)
+    for learner in learning.learner_here():
+        learning.sync(server)
+        pid = server.pseudonym("u5")
+        assert server.replica.holds_user(pid)
+        server.set_controls("u5", ControlsIn(refresh=True))
+        learner._stores_at = 0.0  # (it looks at the stores at its next step)
+        learner.step()
+        learner.publish()
+        learning.sync(server)
+        assert learner.models.user_vectors(pid) == {"ranker": None, "retrieval": None}
+        assert not server.replica.holds_user(pid)  # (the delta removed their rows)
