@@ -63,6 +63,7 @@ class Learner:
         self._snapshot_at = 0.0
         self._status_at = 0.0
         self._stores_at = 0.0
+        self._end = 0  # the log's end when the catalog was last followed
         self._counted = (time.monotonic(), models.ranker.examples_seen)
         # Tombstoned at the start: dropped from the state by the open; from the files here.
         self._forget_at_rest(list(self.engine._erasing))
@@ -78,15 +79,15 @@ class Learner:
         engine, now = self.engine, time.monotonic()
         if now - self._stores_at >= _STORES_EVERY_S:
             self._stores_at = now
+            self._end = engine.event_log.follow()
+            self.follow_catalog()  # (after reading the end: every video of those events)
             self.follow_stores()
-        end = engine.event_log.follow()
-        self.follow_catalog()  # (after reading the end: every video of those events)
+        end = self._end  # (not past it: an event logged since may be of a video not seen)
         worked = False
         pending = end - engine.state.applied_offset
         if engine.training_backlogged():
             pass  # (the events wait in the log, not as examples in memory)
         elif pending > 0:
-            # Not past ``end``: an event logged since may be of a video not followed yet.
             engine.learn(max_events=min(_SLICE_EVENTS, pending), train=False)
             worked = True
         elif engine.state.refresh_due():
