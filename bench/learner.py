@@ -12,11 +12,11 @@ Per mode, ``fyp serve`` in a subprocess and, from a separate client process, fee
 ``GET /v1/feed?count=10`` *open loop*: requests sent on a schedule at a fixed rate,
 latency counted from the scheduled time (so a server that falls behind shows it):
 
-1. *idle*: 100 feeds/s;
-2. *learning*: 100 feeds/s while a thread posts the stream at ``--learn-rate`` events/s
+1. *idle*: ``--base-rate`` feeds/s (100);
+2. *learning*: as many while a thread posts the stream at ``--learn-rate`` events/s
    (the learner trains flat out); the learner's examples/s and its lag at the end;
 3. *ladder*: feeds at rising rates, no stream: the highest rate whose p99 is <= 30 ms;
-4. *keep up*: ``--keep-up-rate`` events/s posted with 100 feeds/s; the learning lag
+4. *keep up*: ``--keep-up-rate`` events/s posted beside the base rate of feeds; the learning lag
    at the end, and how long it takes to catch up after.
 
 Also the memory (RSS) of the server and of the learner. Prints a table and writes
@@ -53,13 +53,12 @@ from _common import (
     write_json,
 )
 from feed_latency import COUNT, build_state, request_users
-from fyp.engine import LEARNER_CHECKPOINT_FILE
+from fyp.engine import LEARNER_CHECKPOINT_FILE, Engine
 from fyp.storage.checkpoint import write_checkpoint
 from fyp.types import now_ms
 from serve_learning import Poster
 
 SLO_P99_MS = 30.0
-BASE_RATE = 100.0
 WORKERS = 48  # client threads: enough that a slow answer does not delay the schedule
 
 
@@ -224,12 +223,13 @@ def run_mode(
             while (health(server)["learned_models"] or {}).get("version", 0) == 0:
                 time.sleep(0.1)
             out["learner_ready_s"] = time.perf_counter() - t0
-        n = int(BASE_RATE * args.seconds)
+        n = int(args.base_rate * args.seconds)
         cpu0 = server.cpu_s()
-        (idle,) = open_loop(server, [(BASE_RATE, _paths(users["idle"][:n]))])
+        (idle,) = open_loop(server, [(args.base_rate, _paths(users["idle"][:n]))])
         idle["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
         out["idle"] = idle
-        console.print(f"  [{mode}] idle {BASE_RATE:.0f}/s: p99 {idle['latency_ms']['p99']:.1f} ms")
+        p99 = idle["latency_ms"]["p99"]
+        console.print(f"  [{mode}] idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
 
         poster = Poster(server, stream[offset:], args.learn_rate)
         poster.start()
@@ -247,7 +247,7 @@ def run_mode(
         sampler.start()
         learner0 = learner_progress(data_dir) if split else None
         cpu0 = server.cpu_s()
-        (learning,) = open_loop(server, [(BASE_RATE, _paths(users["learning"][:n]))])
+        (learning,) = open_loop(server, [(args.base_rate, _paths(users["learning"][:n]))])
         learning["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
         learner1 = learner_progress(data_dir) if split else None
         if learner0 is not None and learner1 is not None:
@@ -293,7 +293,7 @@ def run_mode(
         if args.keep_up_rate:
             poster = Poster(server, stream[offset:], args.keep_up_rate)
             poster.start()
-            (keep,) = open_loop(server, [(BASE_RATE, _paths(users["keep"][:n]))])
+            (keep,) = open_loop(server, [(args.base_rate, _paths(users["keep"][:n]))])
             poster.stop_flag.set()
             poster.join()
             offset += poster.posted
@@ -310,29 +310,34 @@ def run_mode(
     return out
 
 
-def measure_fold(data_dir: Path) -> dict[str, float]:
+def measure_fold(data_dir: Path) -> dict[str, dict[str, float]]:
     """What folding the log costs a server without the models (what it does instead of
-    reading the first ranker's and sources' state from the learner): a replay of the
-    whole log, timed, per event."""
+    reading the first ranker's and sources' state from the learner), against the whole
+    path with the models (what the learner does): a replay of the whole log each, timed
+    (wall and this thread's CPU) per event."""
     from fyp.config import ModelSettings, Settings
-    from fyp.engine import Engine
 
-    engine = Engine.open(
-        Settings(data_dir=data_dir, model=ModelSettings(enabled=False)),
-        from_checkpoint=False,
-        replay=False,
-    )
-    t0, cpu0 = time.perf_counter(), time.thread_time()
-    events = engine.learn()
-    wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
-    engine.close()
-    n = max(events, 1)
-    return {
-        "events": events,
-        "fold_s": wall,
-        "us_per_event": wall / n * 1e6,
-        "cpu_us_per_event": cpu / n * 1e6,
+    out = {}
+    paths = {
+        "fold": ModelSettings(enabled=False),
+        "whole_path": ModelSettings(enabled=True, learner="in_process"),
     }
+    for name, model in paths.items():
+        engine = Engine.open(
+            Settings(data_dir=data_dir, model=model), from_checkpoint=False, replay=False
+        )
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        events = engine.learn()
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+        engine.close()
+        n = max(events, 1)
+        out[name] = {
+            "events": events,
+            "wall_s": wall,
+            "us_per_event": wall / n * 1e6,
+            "cpu_us_per_event": cpu / n * 1e6,
+        }
+    return out
 
 
 def serving_cost(data_dir: Path, users: list[str]) -> dict[str, Any]:
@@ -342,7 +347,7 @@ def serving_cost(data_dir: Path, users: list[str]) -> dict[str, Any]:
     change much) and the wall-clock percentiles."""
     from fyp.api.model_sync import ModelSync
     from fyp.config import ModelSettings, Settings
-    from fyp.engine import Engine, serving_gc
+    from fyp.engine import serving_gc
     from fyp.model.channel import FileModelChannel
     from fyp.model.publisher import Publisher
 
@@ -386,6 +391,7 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=100_000)
     ap.add_argument("--users", type=int, default=2_000)
     ap.add_argument("--seconds", type=float, default=10.0, help="each open-loop phase")
+    ap.add_argument("--base-rate", type=float, default=100.0, help="feeds/s beside learning")
     ap.add_argument("--learn-rate", type=float, default=2_000.0)
     ap.add_argument("--keep-up-rate", type=float, default=5_000.0)
     ap.add_argument("--ladder", default="200,300,400,500,600,800")
@@ -410,7 +416,7 @@ def main() -> None:
             "views_per_user": views,
             "count": COUNT,
             "phase_s": args.seconds,
-            "base_rate": BASE_RATE,
+            "base_rate": args.base_rate,
             "learn_rate": args.learn_rate,
             "keep_up_rate": args.keep_up_rate,
             "ladder": args.ladder,
@@ -444,6 +450,11 @@ def main() -> None:
         write_checkpoint(base / LEARNER_CHECKPOINT_FILE, engine._payload())
         engine.close()
         setup["fold"] = measure_fold(base)
+        for name, row in setup["fold"].items():
+            console.print(
+                f"  replay, {name}: {row['cpu_us_per_event']:.0f} µs CPU per event "
+                f"({row['events']:,} events)"
+            )
         setup["serving_cost"] = serving_cost(base, users["idle"][:600])
         for role, row in setup["serving_cost"].items():
             console.print(
