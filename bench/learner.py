@@ -172,6 +172,14 @@ def learner_progress(data_dir: Path) -> tuple[float, float] | None:
     return None if status is None or cpu is None else (float(status["examples"]), cpu)
 
 
+def _gauge(server: Server, name: str) -> float | None:
+    with server.client() as client:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
 def health(server: Server) -> dict[str, Any]:
     with server.client() as client:
         body: dict[str, Any] = client.get("/healthz").json()
@@ -266,6 +274,10 @@ def run_mode(
         learning["learner_lag_at_end"] = (h["learned_models"] or {}).get("learner_lag")
         learning["learner_examples_per_s"] = samples
         learning["p99_ratio_vs_idle"] = learning["latency_ms"]["p99"] / idle["latency_ms"]["p99"]
+        if split:
+            learning["publish_to_apply_p95_s"] = _gauge(
+                server, "fyp_model_publish_to_apply_p95_seconds"
+            )
         out["learning"] = learning
         out["rss_mb_while_learning"] = {
             "server": rss_mb(server.proc.pid if server.proc else None),
