@@ -48,6 +48,20 @@ def test_the_served_models_are_what_a_replay_of_the_log_learns(learning: Any, lk
             pid, learner.engine.state.users[pid], rows, lkit.NOW, "for_you"
         )
         np.testing.assert_array_equal(mine[1], theirs[1])
+        # The user tower in numpy (serving) as in torch (training).
+        history = learner.models.retrieval.pooled(server.state.users[pid].history)
+        np.testing.assert_allclose(
+            server.replica.retrieval.user_vector(pid, history, lkit.NOW),
+            learner.models.retrieval.user_vector(pid, history, lkit.NOW),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        np.testing.assert_allclose(
+            server.replica.retrieval.user_vector("never-seen", [], lkit.NOW),
+            learner.models.retrieval.user_vector("never-seen", [], lkit.NOW),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_a_delta_applied_twice_or_out_of_order_changes_nothing(learning: Any, lkit: Any) -> None:
