@@ -799,6 +799,26 @@ class Engine:
         if pid in self._erasing:
             raise ErasureInProgressError(_erasing_message(user_id))
 
+    def follow_tombstones(self) -> list[str]:
+        """A learner's (role "learner"): the server's tombstones as stored now. Users
+        newly tombstoned are dropped from the state (their models' rows too) and their
+        events skipped from now on; users whose erasure the server completed are let go.
+        Returns the pseudonyms of the new ones."""
+        tombstones = self.user_store.tombstones()
+        new = [pid for pid in tombstones if pid not in self._erasing]
+        with self._lock:
+            for pid in new:
+                self._erasing[pid] = tombstones[pid]
+                self.state.erase_user(pid)
+            for pid in [p for p in self._erasing if p not in tombstones]:
+                del self._erasing[pid]
+        return new
+
+    def erasures_pending(self) -> dict[str, str]:
+        """Users whose erasure was accepted and is not complete: pseudonym -> the
+        erasure's audit reference."""
+        return dict(self._erasing)
+
     def erasing(self, user_id: str) -> bool:
         """Whether the user's erasure was accepted and is not complete."""
         return self.pseudonyms.of(user_id) in self._erasing

@@ -66,7 +66,7 @@ class Learner:
         self._end = 0  # the log's end when the catalog was last followed
         self._counted = (time.monotonic(), models.ranker.examples_seen)
         # Tombstoned at the start: dropped from the state by the open; from the files here.
-        self._forget_at_rest(list(self.engine._erasing))
+        self._forget_at_rest(list(self.engine.erasures_pending()))
         self.publish(snapshot=True)
         self.status.ready = True
         self.write_status()
@@ -128,31 +128,24 @@ class Learner:
     def follow_stores(self) -> None:
         """The server's tombstones (erasures) and refresh marks since the last look."""
         engine = self.engine
-        tombstones = engine.user_store.tombstones()
-        new = [pid for pid in tombstones if pid not in engine._erasing]
-        for pid in new:
-            with engine.lock:
-                engine._erasing[pid] = tombstones[pid]
-                engine.state.erase_user(pid)  # (and the models' rows: a listener)
+        new = engine.follow_tombstones()
         if new:
             self.publish()  # the removals, to every server
-            engine.settle_checkpoint()
             engine.checkpoint()  # the learner's checkpoint without them
             self._forget_at_rest(new)
-        for pid in [p for p in engine._erasing if p not in tombstones]:  # completed
-            del engine._erasing[pid]
-        self.status.erased = sorted(engine._erasing.values())  # (their audit references)
-        if new:
-            self.write_status()
+            self.write_status()  # (the server's erasure waits for this)
+        pending = engine.erasures_pending()
+        self.status.erased = sorted(pending.values())
         for user_id, offset, _ in engine.user_store.refreshes():
-            if (user_id, offset) not in self._refreshes and user_id not in engine._erasing:
+            if (user_id, offset) not in self._refreshes and user_id not in pending:
                 self._refreshes.add((user_id, offset))
                 engine.state.schedule_refresh(user_id, offset)
 
     def _forget_at_rest(self, users: list[str]) -> None:
         if users:
             self.channel.forget({name: set(users) for name in USER_TABLES})
-        self.status.erased = sorted(self.engine._erasing.values())
+        # (by their audit references: no file keeps an erased user's pseudonym)
+        self.status.erased = sorted(self.engine.erasures_pending().values())
 
     def write_status(self, log_end: int | None = None) -> None:
         s, engine = self.status, self.engine
