@@ -257,7 +257,9 @@ def create_app(
                 supervisor = Supervisor(settings, settings.data_dir / "learner.log")
                 supervisor.start()
                 sync.restarts = lambda: supervisor.restarts if supervisor is not None else 0
-                sync.supervised_alive = lambda: supervisor is not None and supervisor.alive
+                sync.supervised_pid = lambda: (
+                    supervisor.pid if supervisor is not None and supervisor.alive else None
+                )
             sync.start()
             collector = model_metrics.get("collector")
             if collector is None:

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -54,7 +55,8 @@ class ModelSync:
         self.latest = 0  # the newest version published, as of the last poll
         self.error: str | None = None
         self.restarts: Callable[[], int] = lambda: 0  # (the supervisor's count, if one runs)
-        self.supervised_alive: Callable[[], bool] = lambda: True  # (the supervisor's child)
+        # The learner this server runs, while it runs (None: not supervised here).
+        self.supervised_pid: Callable[[], int | None] = lambda: None
         self._task: asyncio.Task[None] | None = None
 
     def catch_up(self) -> int:
@@ -112,11 +114,12 @@ class ModelSync:
 
     def health(self, learner: LearnerStatus | None, log_end: int) -> ModelHealth:
         s = self.replica.status
+        supervised = self.supervised_pid()
         up = (
             learner is not None
             and now_ms() - learner.heartbeat_ms < _LEARNER_STALE_MS
-            and _alive(learner.pid)  # (a killed one's last status is fresh for a while)
-            and self.supervised_alive()
+            # (a killed one's last status is fresh for a while)
+            and (_alive(learner.pid) if supervised is None else learner.pid == supervised)
         )
         latest = max(self.latest, learner.version if learner is not None else 0)
         return ModelHealth(
@@ -137,14 +140,19 @@ def _p95(values: Iterable[float]) -> float:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (the learner runs on this machine)."""
+    """Whether process ``pid`` runs (the learner runs on this machine): it exists and has
+    not exited (a zombie, not yet reaped by its parent, has)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # (another user's: it exists)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)  # (no /proc: whether it exists at all)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    return state not in ("Z", "X")
 
 
 class ModelSyncCollector(Collector):
