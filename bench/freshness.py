@@ -5,7 +5,10 @@ Setup: a synthetic catalog (100k videos) and history (5k users x 20 views plus a
 ``--quick``: 10k videos, 500 users) stored in a data dir in process; then ``fyp serve``
 on a copy of it (it replays the log on start), once with the learned models off (the
 default) and once on (``[model] enabled = true``, warm after the replay; ``--quick``
-lowers the warm-ups to fit its smaller history).
+lowers the warm-ups to fit its smaller history): trained by a learner process whose
+published models the server applies (``on``: what ``fyp serve`` runs; the trials start
+once its first snapshot is served), or in the server's own process (``--modes
+in_process``), so a signal crosses the process boundary to reach the learned models.
 
 Each trial, on the warm server, with a single client:
 
@@ -313,12 +316,28 @@ def summarise(mode: str, trials: list[dict[str, Any]], startup_s: float) -> dict
     }
 
 
+def _wait_for_learner(server: Server, timeout_s: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            models = client.get("/healthz").json().get("learned_models") or {}
+            if models.get("version", 0) > 0 and models.get("learner") == "up":
+                return
+            time.sleep(0.2)
+    raise RuntimeError("the learner published nothing")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smaller run")
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds before giving up")
-    ap.add_argument("--modes", default="off,on", help="learned models: off, on or both")
+    ap.add_argument(
+        "--modes",
+        default="off,on",
+        help="learned models: off; on (trained by a learner process, the default); "
+        "in_process (trained in the server's own process)",
+    )
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
     args = ap.parse_args()
     exit_on_sigterm()
@@ -376,8 +395,9 @@ def main() -> None:
             # Polling a feed every POLL_MS is past a person's rate limit: lifted here (and
             # the key's, as for every benchmark: bench/_common.py's Server).
             config = root / f"models-{mode}.toml"
+            learner = '\nlearner = "in_process"\n' if mode == "in_process" else ""
             config.write_text(
-                (model_toml if mode == "on" else "")
+                (model_toml + learner if mode != "off" else "")
                 + "\n[auth]\nuser_rate_per_s = 1000.0\nuser_burst = 10000.0\n"
                 + "key_rate_per_s = 1e9\nkey_burst = 1e9\nuser_creations_per_key = 1000000000\n"
             )
@@ -385,6 +405,8 @@ def main() -> None:
             creators = list(rng.choice(eligible, size=args.trials, replace=False))
             with Server(data_dir, root / f"server-{mode}.log", env=env) as server:
                 console.print(f"  models {mode}: server up in {server.startup_s:.1f} s")
+                if mode == "on":  # the learner's first snapshot served before the trials
+                    _wait_for_learner(server)
                 trials = run_trials(server, cat, judge, creators, mode, args.timeout)
             s = summarise(mode, trials, server.startup_s)
             payload["modes"].append(s)

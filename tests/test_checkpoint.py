@@ -301,8 +301,10 @@ def test_kill_9_mid_training_then_restart_learns_every_event_once(tmp_path: Path
     data = tmp_path / "data"
     config = tmp_path / "fyp.toml"
     model = "\n".join(f"{k} = {str(v).lower()}" for k, v in MODEL.items())
+    # The server that trains in process (a learner process's kill -9:
+    # tests/learning/test_learner.py).
     config.write_text(
-        f"checkpoint_every_events = 700\n[model]\n{model}\n"
+        f"checkpoint_every_events = 700\n[model]\n{model}\nlearner = 'in_process'\n"
         "[privacy]\nrequire_registered_users = false\n"
     )
     engine = Engine.open(load_settings(config, {"data_dir": data}, environ={}))

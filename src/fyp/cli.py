@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections import deque
@@ -76,7 +77,8 @@ def serve(
     config: ConfigFile = None,
     event_log: EventLogUrl = None,
 ) -> None:
-    """Run the HTTP API (feed, events, catalog) until interrupted."""
+    """Run the HTTP API (feed, events, catalog) until interrupted; with the learned models
+    on, also the learner process (``fyp learn``), supervised."""
     from fyp.api import create_app
 
     settings = _settings(data_dir, host, port, region, config, event_log)
@@ -100,7 +102,7 @@ def serve(
         )
     serving_gc()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, supervise_learner=True),
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -114,13 +116,23 @@ def train(
 ) -> None:
     """Replay the event log through the learning loop (the learned models too, when
     enabled) and write a checkpoint, so the next start replays nothing: for example after
-    ``fyp import kuairand``."""
-    from fyp.engine import Engine
+    ``fyp import kuairand``. Where a learner process trains the models (the default),
+    the learner's checkpoint and published snapshot, and the server's checkpoint."""
+    from fyp.engine import Engine, serving_role
 
     settings = _settings(data_dir, config=config, event_log=event_log)
     started = time.perf_counter()
+    split = serving_role(settings) == "serving"
     with console.status("replaying the event log"):
-        engine = Engine.open(settings)
+        if split:
+            from fyp.learning.link import learner_lock
+
+            with learner_lock(settings.data_dir, wait=False) as free:
+                if not free:
+                    console.print("[red]error:[/red] a learner runs on this data dir")
+                    raise typer.Exit(code=2)
+                _train_learner(settings)
+        engine = Engine.open(settings, role=serving_role(settings))
     try:
         replayed = time.perf_counter() - started
         size = engine.checkpoint()
@@ -140,6 +152,40 @@ def train(
         console.print(table)
     finally:
         engine.close()
+
+
+def _train_learner(settings: Settings) -> None:
+    """The learner's replay, checkpoint and snapshot (the caller holds its lock)."""
+    from fyp.learning.learner import Learner
+
+    learner = Learner(settings)  # (it publishes a snapshot once caught up)
+    try:
+        learner.engine.checkpoint()
+        models = learner.models
+        console.print(
+            f"learner: {models.ranker.examples_seen:,} ranker examples, "
+            f"{models.retrieval.positives_seen:,} retrieval positives, model version "
+            f"{learner.publisher.version}"
+        )
+    finally:
+        learner.close()
+
+
+@app.command()
+def learn(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Run the learner alone until interrupted: it trains the learned models from the
+    event log and publishes them to the servers of this data dir (``fyp serve`` starts
+    one itself)."""
+    from fyp.engine import open_data_dir
+    from fyp.learning.learner import main
+
+    settings = _settings(data_dir, config=config)
+    if not settings.model.enabled:
+        console.print("[red]error:[/red] the learned models are off ([model] enabled = false)")
+        raise typer.Exit(code=2)
+    open_data_dir(settings)
+    console.print(f"fyp learner on {settings.data_dir} (pid {os.getpid()})")
+    main(settings, supervised=False)
 
 
 @import_app.command("kuairand")

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -141,6 +141,17 @@ class ModelSettings(_Section):
     # batches queued: under a stream faster than training, the lag then waits in the
     # durable log instead of as examples in memory (which would grow without bound).
     max_queued_batches: int = Field(64, ge=1)
+    # Where the models train when the server runs them: "process", a learner process of
+    # its own that ``fyp serve`` starts and supervises (fyp.learning), whose published
+    # models the server reads as a replica; "in_process", the server's own learning loop.
+    learner: Literal["process", "in_process"] = "process"
+    publish_interval_s: float = Field(0.25, gt=0)  # the learner publishes deltas this often
+    poll_interval_s: float = Field(0.1, gt=0)  # the server looks for them this often
+    snapshot_every_s: float = Field(60.0, gt=0)  # a whole snapshot (new servers start from it)
+    learner_nice: int = Field(10, ge=0, le=19)  # the learner's scheduling priority, lowered
+    # How long an erasure waits for the running learner to drop the user (then it fails,
+    # and asking again completes it).
+    learner_erase_timeout_s: float = Field(60.0, gt=0)
 
 
 class PrivacyConfig(_Section):

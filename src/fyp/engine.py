@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fyp.attributes import as_attributes
 from fyp.catalog.index import CatalogIndex
@@ -67,11 +67,20 @@ from fyp.users.store import SqliteUserStore, UserStore
 
 if TYPE_CHECKING:
     from fyp.audit.report import AuditReport
+    from fyp.learning.link import LearnerLink
     from fyp.model.online import OnlineModels
+    from fyp.model.replica import ModelReplica
 
 Clock = Callable[[], int]
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pkl"
+LEARNER_CHECKPOINT_FILE = "learner-checkpoint.pkl"  # the learner process's (fyp.learning)
+# Who drives the engine: "all", one process that serves and trains (tests, the evaluation,
+# ``fyp train``, ``model.learner = "in_process"``); "serving", a server whose learned
+# models are a replica of what a learner process publishes (it folds the log for its own
+# first ranker and sources, and never trains); "learner", that learner process (it
+# folds and trains, and writes nothing the server owns: no moderation, no erasure).
+Role = Literal["all", "serving", "learner"]
 CHECKPOINT_RETRY_S = 5.0  # after a background checkpoint failed (a full disk, say)
 _SETTLE_POLL_S = 0.01  # how often a wait for a checkpoint child looks whether it ended
 IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps no file
@@ -147,13 +156,28 @@ def _learning_settings(settings: Settings) -> str:
             "privacy": {"secret_file", "require_registered_users", "retention_days"},
             # How the server paces and protects its work, not what it learns.
             "checkpoint_timeout_s": True,
-            "model": {"max_queued_batches"},
+            "model": {
+                "max_queued_batches",
+                "learner",
+                "publish_interval_s",
+                "poll_interval_s",
+                "snapshot_every_s",
+                "learner_nice",
+                "learner_erase_timeout_s",
+            },
         }
     )
     # The log's offsets are what a checkpoint counts in: one made from another log is not
     # restored (the embedded default adds nothing, so its checkpoints stay valid).
     where = event_log_identity(settings.event_log)
     return learned if where is None else f"{learned} event_log={where}"
+
+
+def serving_role(settings: Settings) -> Role:
+    """The role of a server under these settings: "serving" where a learner process
+    trains the learned models, else "all"."""
+    m = settings.model
+    return "serving" if m.enabled and m.learner == "process" else "all"
 
 
 def open_data_dir(settings: Settings) -> Pseudonyms:
@@ -178,8 +202,12 @@ class Engine:
         user_store: UserStore | None = None,
         pseudonyms: Pseudonyms | None = None,
         audit: AuditLog | None = None,
+        role: Role = "all",
     ) -> None:
         self.settings = settings
+        self.role: Role = role
+        name = LEARNER_CHECKPOINT_FILE if role == "learner" else CHECKPOINT_FILE
+        self.checkpoint_path = settings.data_dir / name
         self.clock = clock
         # User ids are replaced by their pseudonyms where they enter (every method that
         # takes one): nothing below this class, in memory or on disk, holds a raw id.
@@ -204,7 +232,17 @@ class Engine:
             self.users.set_controls(user_id, UserControls.from_json(data))
         # The learned models train from the learning step's examples (fyp.model.online).
         self.models: OnlineModels | None = None
-        if settings.model.enabled:
+        # A serving process's read-only copy of what the learner process publishes.
+        self.replica: ModelReplica | None = None
+        # The learner process, as the serving process reaches it (an erasure waits for it).
+        self.learner: LearnerLink | None = None
+        if settings.model.enabled and role == "serving":
+            from fyp.learning.link import LearnerLink
+            from fyp.model.replica import ModelReplica
+
+            self.replica = ModelReplica(settings, self.state)
+            self.learner = LearnerLink(settings)
+        elif settings.model.enabled:
             from fyp.model.online import OnlineModels
 
             self.models = OnlineModels(settings, self.state)
@@ -236,6 +274,12 @@ class Engine:
         self.erasure_step: Callable[[str], None] = _no_step
         self._apply_user_settings()
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock of the in-memory state: feeds, learning steps and a replica's
+        applies each hold it (for milliseconds)."""
+        return self._lock
+
     def _apply_user_settings(self) -> None:
         """Profiles' regions and pending refreshes, into the (new or restored) state."""
         for user_id, profile in self.users.profiles.items():
@@ -252,15 +296,21 @@ class Engine:
                 self.state.schedule_refresh(user_id, offset)
 
     def _build_pipeline(self) -> FeedPipeline:
-        settings, models = self.settings, self.models
+        settings = self.settings
+        learned: OnlineModels | ModelReplica | None = self.models
+        if self.replica is not None:
+            self.replica.state = self.state  # (a restored state replaces the constructor's)
+            learned = self.replica
         return build_pipeline(
             settings,
             self.state,
             self.impressions,
             None
-            if models is None
-            else WarmOrFirst(models.ranker, self.state.ranker, settings.model.rerank_top),
-            [] if models is None else [TwoTowerSource(models, settings.model.retrieval_candidates)],
+            if learned is None
+            else WarmOrFirst(learned.ranker, self.state.ranker, settings.model.rerank_top),
+            []
+            if learned is None
+            else [TwoTowerSource(learned, settings.model.retrieval_candidates)],
             self.users,
         )
 
@@ -271,10 +321,12 @@ class Engine:
         clock: Clock = now_ms,
         replay: bool = True,
         from_checkpoint: bool = True,
+        role: Role = "all",
     ) -> Engine:
         """The embedded engine over SQLite files in ``settings.data_dir``: its state
         from the last checkpoint (when there is one, made under the same settings, and
-        ``from_checkpoint``), then the rest of the log replayed."""
+        ``from_checkpoint``), then the rest of the log replayed. ``role``: see
+        :data:`Role`."""
         data: Path = settings.data_dir
         pseudonyms = open_data_dir(settings)
         engine = cls(
@@ -287,13 +339,14 @@ class Engine:
             SqliteUserStore(data / "users.db"),
             pseudonyms,
             AuditLog(data / AUDIT_FILE, clock),
+            role,
         )
         # A checkpoint the last process was writing when it died (its child dies with it)
         # never landed; what it had written holds user data, erased or not since.
-        if discard_partial(data / CHECKPOINT_FILE):
+        if discard_partial(engine.checkpoint_path):
             log.info("removed a partial checkpoint left by a killed writer")
         if from_checkpoint:
-            engine._restore(read_checkpoint(data / CHECKPOINT_FILE))
+            engine._restore(read_checkpoint(engine.checkpoint_path))
         for pid in engine._erasing:  # a checkpoint older than their tombstone holds them
             engine.state.erase_user(pid)
         if replay:
@@ -302,7 +355,8 @@ class Engine:
             # walking them pauses whatever runs next (a feed request) for hundreds of ms.
             gc.collect()
             gc.freeze()
-        engine._resume_erasures()
+        if role != "learner":  # (the server completes erasures; the learner follows them)
+            engine._resume_erasures()
         return engine
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -316,7 +370,7 @@ class Engine:
             self.settle_checkpoint()
             offset = self.state.applied_offset
             try:
-                size = write_checkpoint(self.settings.data_dir / CHECKPOINT_FILE, self._payload())
+                size = write_checkpoint(self.checkpoint_path, self._payload())
             except OSError as err:
                 self.checkpoint_error = f"the checkpoint could not be written ({err})"
                 raise
@@ -345,7 +399,7 @@ class Engine:
         no writer running); its pid, or None when the fork failed (retried later)."""
         offset = self.state.applied_offset
         try:
-            pid = fork_write(self.settings.data_dir / CHECKPOINT_FILE, self._payload())
+            pid = fork_write(self.checkpoint_path, self._payload())
         except OSError as err:  # no memory or processes left to fork: wait, then again
             log.warning("could not fork the checkpoint writer (%s)", err)
             self.checkpoint_error = f"could not fork the checkpoint writer ({err})"
@@ -381,7 +435,7 @@ class Engine:
                 self.checkpoint_error = f"the background checkpoint {why}"
                 log.warning("%s", self.checkpoint_error)
                 # What a killed child had written holds user data: not left on disk.
-                discard_partial(self.settings.data_dir / CHECKPOINT_FILE)
+                discard_partial(self.checkpoint_path)
                 self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
                 return False
             self.checkpoint_offset = max(self.checkpoint_offset, offset)
@@ -423,6 +477,10 @@ class Engine:
             return
         if checkpoint["settings"] != _learning_settings(self.settings):
             log.warning("checkpoint made under other settings: replaying the log instead")
+            return
+        if (checkpoint["models"] is None) != (self.models is None):
+            # (a serving process's, without the models, or one that trained them)
+            log.warning("checkpoint made by another role: replaying the log instead")
             return
         state: FeedState = checkpoint["state"]
         state.settings = self.settings
@@ -670,8 +728,11 @@ class Engine:
 
     def _review_reported(self) -> None:
         """Videos whose reports crossed the policy's threshold go to review (``pending``),
-        once each: a moderator's later decision is not undone by a replay."""
+        once each: a moderator's later decision is not undone by a replay. (Not by a
+        learner process: the server it learns beside folds the same reports.)"""
         due = self.state.reports.take_due()
+        if self.role == "learner":
+            return
         for i, row in enumerate(due):
             video_id = self.catalog.videos[row].video_id
             if video_id in self._auto_reviewed:
@@ -750,6 +811,26 @@ class Engine:
     def _refuse_erasing(self, user_id: str, pid: str) -> None:
         if pid in self._erasing:
             raise ErasureInProgressError(_erasing_message(user_id))
+
+    def follow_tombstones(self) -> list[str]:
+        """A learner's (role "learner"): the server's tombstones as stored now. Users
+        newly tombstoned are dropped from the state (their models' rows too) and their
+        events skipped from now on; users whose erasure the server completed are let go.
+        Returns the pseudonyms of the new ones."""
+        tombstones = self.user_store.tombstones()
+        new = [pid for pid in tombstones if pid not in self._erasing]
+        with self._lock:
+            for pid in new:
+                self._erasing[pid] = tombstones[pid]
+                self.state.erase_user(pid)
+            for pid in [p for p in self._erasing if p not in tombstones]:
+                del self._erasing[pid]
+        return new
+
+    def erasures_pending(self) -> dict[str, str]:
+        """Users whose erasure was accepted and is not complete: pseudonym -> the
+        erasure's audit reference."""
+        return dict(self._erasing)
 
     def erasing(self, user_id: str) -> bool:
         """Whether the user's erasure was accepted and is not complete."""
@@ -900,7 +981,7 @@ class Engine:
                 self.impressions.for_user(pid, 10**9),
                 self.state.users.get(pid),
                 self.catalog,
-                self.models.user_vectors(pid) if self.models is not None else {},
+                self._user_vectors(pid),
                 self.clock(),
                 self.settings.ranker.affinity_half_life_days * DAY_MS,
             )
@@ -911,6 +992,11 @@ class Engine:
             details={"events": len(doc["events"]), "impressions": len(doc["impressions"])},
         )
         return doc
+
+    def _user_vectors(self, pid: str) -> dict[str, list[float] | None]:
+        if self.models is not None:
+            return self.models.user_vectors(pid)
+        return {} if self.replica is None else self.replica.user_vectors(pid)
 
     def erase_user(self, user_id: str, actor: str) -> Erasure:
         """Erase the user: events, impressions, profile, controls, refresh marks, learned
@@ -963,7 +1049,7 @@ class Engine:
         audit the completion with the counts; last, the profile, controls, refresh marks
         and tombstone, in one transaction (its file scrubbed too)."""
         ref = self._erasing[pid]
-        checkpoint = self.settings.data_dir / CHECKPOINT_FILE
+        checkpoint = self.checkpoint_path
         writer: int | None = None
         with self._lock:
             # A checkpoint being written holds the user: it lands first, then the rewrite.
@@ -973,6 +1059,8 @@ class Engine:
             # tombstone has its impressions deleted here; none is served after it)
             impressions = self.impressions.erase_user(pid)
             self.state.erase_user(pid)
+            if self.replica is not None:
+                self.replica.forget_user(pid)
             self.erasure_step("deleted")
             rewrite = self.checkpoint_offset > 0 or checkpoint.exists()
             if rewrite:
@@ -995,6 +1083,14 @@ class Engine:
         self.event_log.scrub()
         self.impressions.scrub()
         self.erasure_step("scrubbed")
+        if self.learner is not None:
+            # The learner process's state, checkpoint and published models, without the
+            # user (it follows the tombstone; done here if it is not running).
+            through = self.learner.erase(pid, ref)
+            if self.replica is not None:
+                with self._lock:  # (updates after ``through`` may hold the user anew)
+                    self.replica.forget_user(pid, through)
+            self.erasure_step("learner")
         # The completion, audited before the tombstone goes: if it cannot be written, the
         # erasure is not complete, and asking again completes (and audits) it.
         self.audit.append(

@@ -43,6 +43,7 @@ def test_healthz_on_an_empty_engine(client: TestClient) -> None:
         "videos": 0,
         "events": 0,
         "learning_lag": 0,
+        "learned_models": None,  # (the learned models are off)
     }
 
 

@@ -4,6 +4,9 @@ Routes are ``async`` and call the engine inline: its calls take milliseconds, an
 event loop with one engine needs no thread hand-offs. The learning loop runs as a task
 of the same loop, woken by every accepted event batch.
 """
+
+__all__ = ["MIN_STEPS_PER_SLICE", "LearningLoop", "create_app"]
+
 # No ``from __future__ import annotations`` here: FastAPI reads the route signatures,
 # which refer to this module's closures (the settings' limits).
 
@@ -29,8 +32,10 @@ from fyp.api.errors import (
     route_template,
     storage_error_response,
 )
+from fyp.api.learning_loop import MIN_STEPS_PER_SLICE, LearningLoop
 from fyp.api.live import LiveStats
 from fyp.api.metrics import Metrics, MetricsMiddleware
+from fyp.api.model_sync import ModelSync, ModelSyncCollector
 from fyp.api.openapi import install_openapi, json_body
 from fyp.api.schemas import (
     AuditOut,
@@ -41,6 +46,7 @@ from fyp.api.schemas import (
     EventsResponse,
     FeedResponse,
     Health,
+    LearnedModelsHealth,
     ModerationIn,
     ModerationOut,
     QueueItem,
@@ -60,8 +66,16 @@ from fyp.api.token_routes import install_tokens
 from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
-from fyp.engine import Engine, ErasureInProgressError, InvalidModerationError, UnknownVideoError
+from fyp.engine import (
+    Engine,
+    ErasureInProgressError,
+    InvalidModerationError,
+    UnknownVideoError,
+    serving_role,
+)
 from fyp.events.ingest import IngestResult, Rejected
+from fyp.learning.link import channel_of
+from fyp.learning.supervisor import Supervisor
 from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError
@@ -78,9 +92,6 @@ IdQuery = Annotated[str, Query(**_ID), CheckedId]
 NOT_KNOWN: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown user: create it with PUT /v1/users/{user_id} first"}
 }
-RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
-STORAGE_RETRY_S = 1.0
-MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _steps)
 
 log = logging.getLogger(__name__)
 
@@ -174,108 +185,21 @@ def _reason_kind(reason: str) -> str:
     return head if len(head) <= 32 and head.replace("_", "").isalnum() else "other"
 
 
-class LearningLoop:
-    """The learning loop as a task of the server's event loop: woken by every accepted
-    batch, it applies the log in small slices, yielding between them so feeds are
-    served while a backlog drains. If it dies, ``failure`` says why (``/healthz``)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
-        self._slice_error: str | None = None  # the last slice's, until one goes through
-        self._expired_at = -RETENTION_EVERY_S
-        self._task = asyncio.create_task(self._run())
-        self._wake.set()  # catch up with anything logged before the start
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def storage_error(self) -> str | None:
-        """A storage failure the loop is retrying (a slice's write), else the last
-        checkpoint's, until a checkpoint is written: a slice that goes through says
-        nothing about the checkpoint file."""
-        return self._slice_error or self.engine.checkpoint_error
-
-    @property
-    def failure(self) -> str | None:
-        if not self._task.done() or self._task.cancelled():
-            return None
-        exc = self._task.exception()
-        return None if exc is None else f"{type(exc).__name__}: {exc}"
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._steps()
-            except (sqlite3.Error, OSError) as err:
-                # The disk (full, read-only, failing). Nothing is lost: the next step
-                # redoes the writes that failed (a review is due again, a checkpoint
-                # is written again), so wait and try again.
-                self._slice_error = f"{type(err).__name__}: {err}"
-                log.warning("the learning loop hit a storage error (%s); retrying", err)
-                await asyncio.sleep(STORAGE_RETRY_S)
-                self._wake.set()
-            except Exception:
-                log.exception("the learning loop stopped; feeds are served from the last state")
-                raise
-
-    async def _steps(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if loop.time() - self._expired_at >= RETENTION_EVERY_S:
-                self._expired_at = loop.time()
-                self.engine.expire()
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
-            # that arrives as the event is set (it returns the result), and stop() then
-            # waited for the next wake, up to an hour (tests/api/test_learning_loop.py).
-            # While a checkpoint child writes, look every second whether it is done.
-            idle_s = 1.0 if self.engine.checkpoint_writing else RETENTION_EVERY_S
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            self.engine.poll_checkpoint()  # a failure stays in engine.checkpoint_error
-            while self.engine.learning_due() or self.engine.training_due():
-                # Not while training is far behind (a stream faster than it): the events
-                # wait in the log, durable, rather than as examples in memory.
-                if self.engine.learning_due() and not self.engine.training_backlogged():
-                    self.engine.learn(max_events=256, train=False)
-                    self._slice_error = None
-                    await asyncio.sleep(0)
-                # The learned models' steps one at a time, feeds served in between. New
-                # events go first (what a user just did shows in their next feed, not
-                # after a backlog of training: a whole-catalog index refresh is ~200
-                # steps), but not before MIN_STEPS_PER_SLICE steps, so that training
-                # keeps up with a steady stream (a slice makes about 1.7 steps due).
-                steps = 0
-                while self.engine.train_step():
-                    steps += 1
-                    await asyncio.sleep(0)
-                    if (
-                        steps >= MIN_STEPS_PER_SLICE
-                        and self.engine.pending() > 0
-                        and not self.engine.training_backlogged()
-                    ):
-                        break
-                self.engine.poll_checkpoint()
-                if self.engine.checkpoint_due():
-                    self.engine.start_checkpoint()  # written by a child; feeds go on
-                    await asyncio.sleep(0)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-
-
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """The API over ``engine`` (opened from ``settings`` at startup when not given)."""
+def create_app(
+    settings: Settings, engine: Engine | None = None, supervise_learner: bool = False
+) -> FastAPI:
+    """The API over ``engine`` (opened from ``settings`` at startup when not given).
+    Where a learner process trains the learned models (``model.learner = "process"``),
+    the served models are a replica of what it publishes, kept up to date here, and
+    ``supervise_learner`` (``fyp serve``) starts it as a child process and keeps it
+    running."""
     metrics = Metrics()
     live = LiveStats()  # the console's figures (GET /v1/stats)
     limits = settings.limits
     holder: dict[str, Engine] = {}
     loops: dict[str, LearningLoop] = {}
+    syncs: dict[str, ModelSync] = {}
+    model_metrics: dict[str, ModelSyncCollector] = {}
     keys = SqliteKeyStore(settings.data_dir / KEYS_FILE) if settings.auth.required else None
     guard = Guard(settings, keys)
     metrics.watch_guard(guard)
@@ -310,7 +234,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        eng = engine if engine is not None else Engine.open(settings)
+        eng = engine if engine is not None else Engine.open(settings, role=serving_role(settings))
         if eng.checkpoint_due():
             # A start that replayed more of the log than a checkpoint covers writes one
             # now, before serving: else the loop's first slice would, holding the lock
@@ -325,10 +249,31 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         holder["engine"] = eng
         guard.tokens = TokenSigner.of(eng.pseudonyms)
         loops["learning"] = learning = LearningLoop(eng)
+        supervisor: Supervisor | None = None
+        if eng.replica is not None:
+            syncs["models"] = sync = ModelSync(eng, channel_of(settings))
+            await asyncio.to_thread(sync.catch_up)  # the last published models, first
+            if supervise_learner:
+                supervisor = Supervisor(settings, settings.data_dir / "learner.log")
+                supervisor.start()
+                sync.restarts = lambda: supervisor.restarts if supervisor is not None else 0
+                sync.supervised_pid = lambda: (
+                    supervisor.pid if supervisor is not None and supervisor.alive else None
+                )
+            sync.start()
+            collector = model_metrics.get("collector")
+            if collector is None:
+                model_metrics["collector"] = collector = ModelSyncCollector(sync, eng)
+                metrics.registry.register(collector)
+            collector.sync, collector.engine = sync, eng
         try:
             yield
         finally:
             await learning.stop()
+            if "models" in syncs:
+                await syncs.pop("models").stop()
+            if supervisor is not None:
+                await asyncio.to_thread(supervisor.stop)
             if engine is None:
                 if settings.checkpoint_every_events and eng.pending() == 0:
                     eng.checkpoint()  # a clean shutdown: the next start replays nothing
@@ -414,12 +359,28 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         status = "ok" if failure is None else f"degraded: learning stopped ({failure})"
         if failure is None and learning.storage_error is not None:
             status = f"degraded: storage ({learning.storage_error}); retrying"
+        learned = None
+        sync = syncs.get("models")
+        if sync is not None and e.learner is not None:
+            h = sync.health(e.learner.status(), e.event_log.last_offset())
+            learned = LearnedModelsHealth(
+                version=h.version,
+                age_s=h.age_s,
+                versions_behind=h.versions_behind,
+                learner="up" if h.learner_up else "down",
+                learner_offset=h.learner_offset,
+                learner_lag=h.learner_lag,
+                learner_restarts=h.restarts,
+            )
+            if failure is None and not h.learner_up:
+                status = "degraded: the learner is not running; the last published models serve"
         body = Health(
             status=status,
             region=settings.region,
             videos=len(e.catalog),
             events=e.state.applied_offset + lag,
             learning_lag=lag,
+            learned_models=learned,
         )
         return _json(body, 200 if failure is None else 503)
 

@@ -78,12 +78,25 @@ class FeedResponse(BaseModel):
     items: list[FeedItemOut]
 
 
+class LearnedModelsHealth(BaseModel):
+    """The learned models this server serves, as published by the learner process."""
+
+    version: int = Field(description="The model version served (0: none yet).")
+    age_s: float | None = Field(description="Seconds since the learner published it.")
+    versions_behind: int = Field(description="Versions published and not applied yet.")
+    learner: str = Field(description='"up", or "down" (the last models are served).')
+    learner_offset: int = Field(description="Events the learner has learned from.")
+    learner_lag: int = Field(description="Events in the log the learner has not learned from.")
+    learner_restarts: int
+
+
 class Health(BaseModel):
     status: str
     region: str
     videos: int
     events: int
     learning_lag: int = Field(description="Events in the log not yet learned from.")
+    learned_models: LearnedModelsHealth | None = None
 
 
 class UserOut(BaseModel):

@@ -32,6 +32,11 @@ class EventLog(Protocol):
 
     def last_offset(self) -> int: ...
 
+    def follow(self) -> int:
+        """The log's end as stored now, read again: what another process appended (a
+        learner process follows the server's log). :meth:`last_offset` is then it."""
+        ...
+
     def count(self) -> int: ...
 
     def contains(self, event_id: str) -> bool: ...
@@ -166,6 +171,11 @@ class SqliteEventLog:
             offset = rows[-1].offset
 
     def last_offset(self) -> int:
+        return self._last
+
+    def follow(self) -> int:
+        with self._lock:
+            self._last = max(self._last, self._sequence())
         return self._last
 
     def count(self) -> int:

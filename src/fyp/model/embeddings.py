@@ -34,7 +34,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,6 +84,28 @@ class TableConfig:
 _DEFAULT_CFG = TableConfig()
 
 
+class TableReader(Protocol):
+    """What serving reads of a table: rows by id (-1: none, the fallback) and vectors by
+    row. An :class:`EmbeddingTable`, or a replica of one (``fyp.model.replica``)."""
+
+    def lookup(
+        self, ids: Sequence[str], now_ms: int, *, admit: bool = False, touch: bool = False
+    ) -> NDArray[np.int64]: ...
+
+    def vectors(self, rows: NDArray[np.int64]) -> NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class TableChanges:
+    """Rows of one table to set (``ids`` with their ``vectors``), ids to remove, and the
+    shared fallback vector: a published piece of what the table learned."""
+
+    ids: list[str]
+    vectors: NDArray[np.float32]  # (len(ids), dim)
+    removed: list[str]
+    fallback: NDArray[np.float32]  # (dim,)
+
+
 def _obj_bytes(n: int) -> int:
     """What pymalloc really allocates for a small object of ``n`` bytes (16-byte classes)."""
     return (n + 15) & ~15 if n <= 512 else n
@@ -115,6 +137,11 @@ class EmbeddingTable:
         self._pending: OrderedDict[str, int] = OrderedDict()  # id -> count, oldest first
         self._key_bytes = 0  # allocated size of the id strings of rows
         self._pending_key_bytes = 0
+        # What changed since the last :meth:`take_changes`, while a publisher reads them
+        # (``track_changes``): rows whose vector was set or moved, ids whose row went.
+        self.track_changes = False
+        self._dirty: set[int] = set()
+        self._removed: set[str] = set()
 
     # ------------------------------------------------------------------ lookups
 
@@ -208,6 +235,8 @@ class EmbeddingTable:
         self._vec[rows] = init.astype(np.float32)
         self._acc[rows] = self.cfg.initial_accumulator
         self._last_used[rows] = now_ms
+        if self.track_changes:
+            self._dirty.update(rows.tolist())
 
     def vectors(self, rows: NDArray[np.int64]) -> NDArray[np.float32]:
         """(n, dim) vectors of ``rows``; -1 gives the fallback vector. A copy: callers may
@@ -256,6 +285,8 @@ class EmbeddingTable:
             acc = self._acc[uniq] + summed * summed
             self._acc[uniq] = acc
             self._vec[uniq] -= lr * summed / (np.sqrt(acc) + eps)
+            if self.track_changes:
+                self._dirty.update(uniq.tolist())
 
     # ------------------------------------------------------------------ eviction
 
@@ -296,6 +327,42 @@ class EmbeddingTable:
         self._vec[row] = 0.0
         self._acc[row] = 0.0
         self._free.append(row)
+        if self.track_changes:
+            self._dirty.discard(row)
+            self._removed.add(id_)
+
+    # ------------------------------------------------------------------ publishing
+
+    # What changed is not part of a checkpoint (it may name an id erased since, and a
+    # restarted learner publishes everything first anyway).
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["track_changes"] = False
+        state["_dirty"], state["_removed"] = set(), set()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def take_changes(self) -> TableChanges:
+        """The rows set or moved and the ids removed since the last call (and the
+        fallback vector, which moves with every batch that reads it), then forgets them:
+        what a reader holding the table as of the last call needs to hold it as of now."""
+        rows = np.fromiter(sorted(self._dirty), dtype=np.int64, count=len(self._dirty))
+        ids = [self._id_of[r] for r in rows.tolist()]
+        removed = sorted(i for i in self._removed if i not in self._row_of)  # (or back)
+        self._dirty, self._removed = set(), set()
+        return TableChanges(
+            [i for i in ids if i is not None], self._vec[rows].copy(), removed, self.fallback()
+        )
+
+    def snapshot(self) -> TableChanges:
+        """Every row (as :meth:`take_changes` would give a reader that holds nothing), and
+        the change sets forgotten: what a new reader starts from."""
+        self._dirty, self._removed = set(), set()
+        ids = list(self._row_of)
+        rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(ids))
+        return TableChanges(ids, self._vec[rows].copy(), [], self.fallback())
 
     # ------------------------------------------------------------------ inspection
 
@@ -515,7 +582,7 @@ MAX_TAGS = 8  # hashtags of a video pooled into its representation (the first on
 
 
 def lookup_optional(
-    table: EmbeddingTable,
+    table: TableReader,
     ids: Sequence[str | None],
     now_ms: int,
     *,
@@ -530,7 +597,7 @@ def lookup_optional(
 
 
 def lookup_padded(
-    table: EmbeddingTable,
+    table: TableReader,
     lists: Sequence[Sequence[str]],
     width: int,
     now_ms: int,

@@ -26,6 +26,7 @@ import torch
 
 from fyp.config import Settings
 from fyp.model.ann import ItemIndex
+from fyp.model.channel import IndexChanges
 from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_examples
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
 from fyp.state.feedback import LABEL_INDEX
@@ -82,6 +83,10 @@ class OnlineModels:
         self._batch_rows: list[int] = []
         self._rank_queue: list[RankExample] = []
         self._retrieval_queue: list[RetrievalExample] = []
+        # The index's changes since the last publish (fyp.model.publisher): the ids whose
+        # vectors were set, and whether its lists were re-clustered.
+        self._index_dirty: set[str] = set()
+        self._index_reclustered = False
         state.example_listeners.append(self.on_examples)
         state.forget_listeners.append(self.forget_user)
 
@@ -156,6 +161,7 @@ class OnlineModels:
         state["index"] = None
         state["_refresh_rows"] = []
         state["_batch_rows"] = []
+        state["_index_dirty"] = set()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -165,6 +171,7 @@ class OnlineModels:
         faiss.omp_set_num_threads(m.threads)
         self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
         self._index_stale = True
+        self._index_dirty, self._index_reclustered = set(), False
 
     def _schedule_stale_refresh(self) -> None:
         if getattr(self, "_index_stale", False) and self.retrieval.warm:
@@ -248,6 +255,7 @@ class OnlineModels:
         self.refresh_index(chunk, lists=False)
         if not self._refresh_rows:
             self.index.recluster()
+            self._index_reclustered = True
 
     def refresh_index(self, rows: Sequence[int], lists: bool = True) -> None:
         """Recompute the item vectors of catalog ``rows`` into the index (a serving-side
@@ -255,9 +263,18 @@ class OnlineModels:
         ``lists``: as :meth:`ItemIndex.upsert`'s."""
         videos = self.state.catalog.videos
         rows = list(rows)
-        self.index.upsert(
-            [videos[r].video_id for r in rows], self.retrieval.item_vectors(rows, 0), lists=lists
-        )
+        ids = [videos[r].video_id for r in rows]
+        self.index.upsert(ids, self.retrieval.item_vectors(rows, 0), lists=lists)
+        self._index_dirty.update(ids)
+
+    def take_index_changes(self, everything: bool) -> IndexChanges:
+        """The item vectors set since the last call (``everything``: all of them), and
+        whether the lists were re-clustered meanwhile; forgets them."""
+        ids = self.index.ids() if everything else sorted(self._index_dirty)
+        recluster = self._index_reclustered or everything
+        self._index_dirty, self._index_reclustered = set(), False
+        vectors, _ = self.index.vectors_of(ids)
+        return IndexChanges(ids, vectors, [], recluster)
 
 
 def _new_index(dim: int, seed: int) -> ItemIndex:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,9 +43,14 @@ from fyp.model.embeddings import (
     EmbeddingTable,
     TableConfig,
     gather,
-    lookup_optional,
-    lookup_padded,
     scatter_gradients,
+)
+from fyp.model.serving import (
+    RankBatch,
+    mmoe_forward,
+    rank_inputs,
+    rank_predict,
+    rank_rows,
 )
 from fyp.rank.first_ranker import FEATURES, FirstRanker
 from fyp.state.feedback import LABELS
@@ -162,11 +167,6 @@ class RankExample:
     weight: float = 1.0
 
 
-def _relu(a: F32) -> F32:
-    out: F32 = np.maximum(a, 0.0, out=a)
-    return out
-
-
 class MMoE(nn.Module):
     """Experts and towers as batched tensors (einsum), not module lists: at these sizes
     the per-module Python overhead would cost more than the arithmetic."""
@@ -208,29 +208,9 @@ class MMoE(nn.Module):
             return {name: p.detach().numpy().copy() for name, p in self.named_parameters()}
 
     def forward_numpy(self, w: dict[str, F32], x: F32) -> F32:
-        """:meth:`forward` in numpy on a copy of the weights: serving scores a few dozen
-        candidates per request, where torch's per-operation overhead (tens of
-        microseconds, some forty operations) would cost more than the arithmetic. Tested
-        equal to :meth:`forward`."""
-        n, e, t = len(x), self.n_experts, N_LABELS
-        hidden = _relu(x @ w["w1"] + w["b1"]).reshape(n, e, -1).transpose(1, 0, 2)
-        experts = _relu(np.matmul(hidden, w["w2"]) + w["b2"][:, None, :])  # (e, n, d)
-        g = (x @ w["gates.weight"].T + w["gates.bias"]).reshape(n, t, e)
-        g = np.exp(g - g.max(axis=2, keepdims=True))
-        g /= g.sum(axis=2, keepdims=True)
-        mixed = np.matmul(g, experts.transpose(1, 0, 2))  # (n, t, d)
-        tower = _relu(np.matmul(mixed.transpose(1, 0, 2), w["t1"]) + w["tb1"][:, None, :])
-        deep = np.einsum("tnh,th->nt", tower, w["t2"]) + w["tb2"]
-        wide = x[:, : self.dense_dim] @ w["wide.weight"].T + w["wide.bias"]
-        out: F32 = (deep + wide).astype(np.float32)
-        return out
-
-
-@dataclass
-class _Batch:
-    rows: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
-    tag_rows: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 0), np.int64))
-    tag_mask: F32 = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+        """:meth:`forward` in numpy on a copy of the weights (the serving path,
+        :func:`fyp.model.serving.mmoe_forward`). Tested equal to :meth:`forward`."""
+        return mmoe_forward(w, x)
 
 
 class MultiTaskRanker:
@@ -303,53 +283,17 @@ class MultiTaskRanker:
         surfaces: Sequence[str],
         now: int,
         train: bool,
-    ) -> _Batch:
-        t = self.tables
-        kw: dict[str, Any] = {"admit": train, "touch": train}
-        rows = {
-            "user": t["user"].lookup(users, now, **kw),
-            "video": t["video"].lookup(videos, now, **kw),
-            "creator": t["creator"].lookup(creators, now, **kw),
-            "surface": t["surface"].lookup(surfaces, now, **kw),
-        }
-        rows["sound"] = lookup_optional(t["sound"], sounds, now, **kw)
-        tag_rows, counts = lookup_padded(
-            t["hashtag"], [tags[:MAX_TAGS] for tags in hashtags], MAX_TAGS, now, **kw
+    ) -> RankBatch:
+        return rank_rows(
+            self.tables, users, videos, creators, sounds, hashtags, surfaces, now, train
         )
-        # Every tag slot a video fills counts in its mean (an unknown tag as the fallback).
-        tag_mask = (np.arange(MAX_TAGS) < counts[:, None]).astype(np.float32)
-        return _Batch(rows, tag_rows, tag_mask)
 
-    def _inputs_numpy(self, batch: _Batch, dense: F32) -> F32:
+    def _inputs_numpy(self, batch: RankBatch, dense: F32) -> F32:
         """The network's input for serving, in numpy (what :meth:`_inputs` builds)."""
-        t = self.tables
-        tags = t["hashtag"].vectors(batch.tag_rows.reshape(-1)).reshape(len(dense), MAX_TAGS, -1)
-        mask = batch.tag_mask
-        tag_mean = (tags * mask[:, :, None]).sum(axis=1) / np.maximum(
-            mask.sum(axis=1, keepdims=True), 1.0
-        )
-        user = t["user"].vectors(batch.rows["user"])
-        video = t["video"].vectors(batch.rows["video"])
-        creator = t["creator"].vectors(batch.rows["creator"])
-        x: F32 = np.concatenate(
-            [
-                dense,
-                user,
-                video,
-                creator,
-                t["sound"].vectors(batch.rows["sound"]),
-                tag_mean,
-                t["surface"].vectors(batch.rows["surface"]),
-                (user * video).sum(axis=1, keepdims=True),
-                (user * creator).sum(axis=1, keepdims=True),
-            ],
-            axis=1,
-            dtype=np.float32,
-        )
-        return x
+        return rank_inputs(self.tables, batch, dense)
 
     def _inputs(
-        self, batch: _Batch, dense: F32
+        self, batch: RankBatch, dense: F32
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         leaves = {kind: gather(self.tables[kind], r) for kind, r in batch.rows.items()}
         tag_leaf = gather(self.tables["hashtag"], batch.tag_rows.reshape(-1))
@@ -426,33 +370,26 @@ class MultiTaskRanker:
         first_features: F64 | None = None,
     ) -> tuple[F32, F32]:
         """(probabilities (n, N_LABELS), value scores (n,)) for catalog ``rows``."""
-        if len(rows) == 0:
-            return np.zeros((0, N_LABELS), np.float32), np.zeros(0, np.float32)
-        videos = [self.catalog.videos[r] for r in rows]
-        batch = self._lookup(
-            [user_id] * len(rows),
-            [v.video_id for v in videos],
-            [v.creator_id for v in videos],
-            [v.sound_id for v in videos],
-            [v.hashtags for v in videos],
-            [surface] * len(rows),
+        return rank_predict(
+            self.tables,
+            self.serving_weights(),
+            self.first,
+            self.value_weights,
+            self.cfg.residual,
+            user_id,
+            user,
+            rows,
             now,
-            train=False,
+            surface,
+            first_features,
         )
-        x = (
-            self.first.features(user, rows, now, surface)
-            if first_features is None
-            else first_features
-        )
-        dense = dense_features(self.first, user, rows, now, surface, x)
+
+    def serving_weights(self) -> dict[str, F32]:
+        """The dense weights as arrays (a copy, refreshed after each optimisation step)."""
         if self._weights_at != self._steps:
             self._weights = self.net.numpy_weights()
             self._weights_at = self._steps
-        logits = self.net.forward_numpy(self._weights, self._inputs_numpy(batch, dense))
-        if self.cfg.residual:
-            logits += self.first.logits(x).astype(np.float32)
-        p: F32 = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-        return p, p @ self.value_weights
+        return self._weights
 
     def memory_bytes(self) -> dict[str, int]:
         out = {kind: t.memory_bytes() for kind, t in self.tables.items()}

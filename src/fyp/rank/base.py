@@ -3,6 +3,7 @@ context. The first ranker always answers; a learned ranker answers once it is wa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -12,9 +13,29 @@ from fyp.rank.first_ranker import FirstRanker
 from fyp.retrieve.base import FeedContext
 
 if TYPE_CHECKING:
-    from fyp.model.ranker import MultiTaskRanker
+    from fyp.state.users import UserState
 
+F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+
+
+class LearnedRanker(Protocol):
+    """The learned multi-task ranker as serving reads it: the learner's own
+    (``fyp.model.ranker.MultiTaskRanker``) or a serving process's replica of it
+    (``fyp.model.replica.ReplicaRanker``)."""
+
+    @property
+    def warm(self) -> bool: ...
+
+    def predict(
+        self,
+        user_id: str,
+        user: UserState,
+        rows: Sequence[int],
+        now: int,
+        surface: str,
+        first_features: F64 | None = None,
+    ) -> tuple[F32, F32]: ...
 
 
 class Ranker(Protocol):
@@ -54,7 +75,7 @@ class WarmOrFirst:
     request bounded whatever the number of candidates. Until it is warm (a new
     deployment, or a model that was reset), the first ranker alone."""
 
-    def __init__(self, learned: MultiTaskRanker, first: FirstRanker, rerank_top: int) -> None:
+    def __init__(self, learned: LearnedRanker, first: FirstRanker, rerank_top: int) -> None:
         self.learned = learned
         self.first = first
         self.rerank_top = rerank_top

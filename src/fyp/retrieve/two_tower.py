@@ -5,22 +5,51 @@ up to date. Joins the sources once the model is warm; contributes nothing before
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from fyp.retrieve.base import FeedContext
 from fyp.types import Candidate
 
 if TYPE_CHECKING:
-    from fyp.model.online import OnlineModels
+    from fyp.model.ann import ItemIndex
+    from fyp.state.updater import FeedState
+
+
+class UserTower(Protocol):
+    @property
+    def warm(self) -> bool: ...
+
+    def pooled(self, history: Sequence[int]) -> list[int]: ...
+
+    def user_vector(
+        self, user_id: str, history: Sequence[int], now: int
+    ) -> npt.NDArray[np.float32]: ...
+
+
+class LearnedRetrieval(Protocol):
+    """Two-tower retrieval as this source reads it: the learner's own models
+    (``fyp.model.online.OnlineModels``) or a serving process's replica of what it
+    published (``fyp.model.replica.ModelReplica``)."""
+
+    @property
+    def retrieval(self) -> UserTower: ...
+
+    @property
+    def index(self) -> ItemIndex: ...
+
+    @property
+    def state(self) -> FeedState: ...
 
 
 class TwoTowerSource:
     name = "two_tower"
     reason = "Similar to what you watch"  # a user without history in the index
 
-    def __init__(self, models: OnlineModels, limit: int) -> None:
+    def __init__(self, models: LearnedRetrieval, limit: int) -> None:
         self.models = models
         self.limit = limit
 

@@ -1,0 +1,547 @@
+"""The learned models on, trained in the server's own process (``model.learner =
+"in_process"``, the old way) against a learner process of its own (``"process"``, what
+``fyp serve`` runs by default): both measured in the same run, on the same data.
+
+Setup (untimed): the state of ``bench/feed_latency.py`` with the learned models on
+(``--videos`` videos, ``--users`` users with 20 views each), learned in process, so both
+models are warm; its checkpoint as the in-process server's and as the learner's (the
+split server folds the log itself at its start: its fold has no models); a synthetic
+stream of new users for the learning phases. Each mode gets a copy of the data dir.
+
+Per mode, ``fyp serve`` in a subprocess and, from a separate client process, feeds
+``GET /v1/feed?count=10`` *open loop*: requests sent on a schedule at a fixed rate,
+latency counted from the scheduled time (so a server that falls behind shows it):
+
+1. *idle*: ``--base-rate`` feeds/s (100);
+2. *learning*: as many while a thread posts the stream at ``--learn-rate`` events/s
+   (the learner trains flat out); the learner's examples/s and its lag at the end;
+3. *ladder*: feeds at rising rates, no stream: the highest rate whose p99 is <= 30 ms;
+4. *keep up*: ``--keep-up-rate`` events/s posted beside the base rate of feeds; the learning lag
+   at the end, and how long it takes to catch up after.
+
+Also the memory (RSS) of the server and of the learner. Prints a table and writes
+``bench/results/learner.json`` (``_quick``). Nothing here asserts on timings; the machine
+is shared, so compare the two modes of one run only.
+
+    python bench/learner.py [--quick] [--videos 100000 --users 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    Server,
+    console,
+    exit_on_sigterm,
+    machine_info,
+    make_catalog,
+    make_history,
+    percentiles,
+    print_table,
+    proc_cpu_s,
+    register_users,
+    utc_now_iso,
+    write_json,
+)
+from feed_latency import COUNT, build_state, request_users
+from fyp.engine import LEARNER_CHECKPOINT_FILE, Engine
+from fyp.storage.checkpoint import write_checkpoint
+from fyp.types import now_ms
+from serve_learning import Poster
+
+SLO_P99_MS = 30.0
+WORKERS = 48  # client threads: enough that a slow answer does not delay the schedule
+
+
+# --------------------------------------------------------------------------- open loop
+
+
+def _open_loop(
+    base_url: str, headers: dict[str, str], rate: float, paths: list[str]
+) -> dict[str, Any]:
+    """Send ``paths`` at ``rate`` per second on a fixed schedule; the latency of each is
+    from its scheduled time to its answer."""
+    import httpx
+
+    jobs: queue.SimpleQueue[tuple[float, str] | None] = queue.SimpleQueue()
+    lock = threading.Lock()
+    lat: list[float] = []
+    bad = [0]
+
+    def worker() -> None:
+        with httpx.Client(base_url=base_url, headers=headers, timeout=30.0) as client:
+            while (job := jobs.get()) is not None:
+                due, path = job
+                try:
+                    ok = client.get(path).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                done = time.perf_counter()
+                with lock:
+                    if ok:
+                        lat.append((done - due) * 1000)
+                    else:
+                        bad[0] += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(WORKERS)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter() + 0.2
+    for i, path in enumerate(paths):
+        due = t0 + i / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        jobs.put((due, path))
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join()
+    return {"rate": rate, "sent": len(paths), "failed": bad[0], "latency_ms": percentiles(lat)}
+
+
+def _client_main(conn: Any) -> None:
+    try:
+        base_url, headers, phases = conn.recv()
+        out = [_open_loop(base_url, headers, rate, paths) for rate, paths in phases]
+        conn.send(("ok", out))
+    except BaseException as exc:
+        conn.send(("error", repr(exc)))
+    finally:
+        conn.close()
+
+
+def open_loop(server: Server, phases: list[tuple[float, list[str]]]) -> list[dict[str, Any]]:
+    """The phases (rate, paths) one after another, from a client process of its own."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=_client_main, args=(child,), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        parent.send((server.base_url, server.headers, phases))
+        while not parent.poll(1.0):
+            if not proc.is_alive():
+                raise RuntimeError(f"client process exited with code {proc.exitcode}")
+        status, payload = parent.recv()
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    if status != "ok":
+        raise RuntimeError(payload)
+    return list(payload)
+
+
+def _paths(users: list[str]) -> list[str]:
+    return [f"/v1/feed?user_id={u}&count={COUNT}" for u in users]
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _per(after: float | None, before: float | None, n: int) -> float:
+    return float("nan") if after is None or before is None else (after - before) / n
+
+
+def learner_progress(data_dir: Path) -> tuple[float, float] | None:
+    """(examples the learner's ranker has learned from, its CPU seconds so far)."""
+    status = learner_status(data_dir)
+    cpu = None if status is None else proc_cpu_s(int(status["pid"]))
+    return None if status is None or cpu is None else (float(status["examples"]), cpu)
+
+
+def _gauge(server: Server, name: str) -> float | None:
+    with server.client() as client:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def health(server: Server) -> dict[str, Any]:
+    with server.client() as client:
+        body: dict[str, Any] = client.get("/healthz").json()
+    return body
+
+
+def learner_status(data_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        status: dict[str, Any] = json.loads((data_dir / "learner-status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return status
+
+
+def wait_caught_up(server: Server, data_dir: Path, split: bool, timeout_s: float) -> float:
+    """Until everything logged is learned (the learner's, where it runs apart); seconds."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        h = health(server)
+        lag = h["learning_lag"]
+        if split:
+            models = h["learned_models"] or {}
+            lag += models.get("learner_lag", 1) + (models.get("learner") != "up")
+        if lag == 0:
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+def run_mode(
+    mode: str,
+    data_dir: Path,
+    root: Path,
+    users: dict[str, list[str]],
+    stream: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    split = mode == "process"
+    config = root / f"{mode}.toml"
+    config.write_text(f'[model]\nenabled = true\nlearner = "{mode}"\n')
+    out: dict[str, Any] = {"mode": mode}
+    offset = 0
+    with Server(data_dir, root / f"server-{mode}.log", env={"FYP_CONFIG": str(config)}) as server:
+        out["server_startup_s"] = server.startup_s
+        if split:  # the learner's start: its checkpoint read, a snapshot published
+            t0 = time.perf_counter()
+            while (health(server)["learned_models"] or {}).get("version", 0) == 0:
+                time.sleep(0.1)
+            out["learner_ready_s"] = time.perf_counter() - t0
+        n = int(args.base_rate * args.seconds)
+        cpu0 = server.cpu_s()
+        (idle,) = open_loop(server, [(args.base_rate, _paths(users["idle"][:n]))])
+        idle["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
+        out["idle"] = idle
+        p99 = idle["latency_ms"]["p99"]
+        console.print(f"  [{mode}] idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
+
+        poster = Poster(server, stream[offset:], args.learn_rate)
+        poster.start()
+        time.sleep(1.0)
+        samples: list[float] = []
+        sampler_stop = threading.Event()
+
+        def sample() -> None:
+            while not sampler_stop.wait(1.0):
+                status = learner_status(data_dir) if split else None
+                if status is not None:
+                    samples.append(float(status["examples_per_s"]))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        learner0 = learner_progress(data_dir) if split else None
+        cpu0 = server.cpu_s()
+        (learning,) = open_loop(server, [(args.base_rate, _paths(users["learning"][:n]))])
+        learning["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
+        learner1 = learner_progress(data_dir) if split else None
+        if learner0 is not None and learner1 is not None:
+            # Per CPU-second of the learner: what it does with a core of its own (the
+            # machine is shared, so its wall-clock rate says more about the neighbours).
+            learning["learner_examples_per_cpu_s"] = _per(learner1[0], learner0[0], 1) / max(
+                learner1[1] - learner0[1], 1e-9
+            )
+        poster.stop_flag.set()
+        poster.join()
+        sampler_stop.set()
+        offset += poster.posted
+        h = health(server)
+        learning["posted_per_s"] = poster.acknowledged / poster.wall_s
+        learning["server_lag_at_end"] = h["learning_lag"]
+        learning["learner_lag_at_end"] = (h["learned_models"] or {}).get("learner_lag")
+        learning["learner_examples_per_s"] = samples
+        learning["p99_ratio_vs_idle"] = learning["latency_ms"]["p99"] / idle["latency_ms"]["p99"]
+        if split:
+            learning["publish_to_apply_p95_s"] = _gauge(
+                server, "fyp_model_publish_to_apply_p95_seconds"
+            )
+        out["learning"] = learning
+        out["rss_mb_while_learning"] = {
+            "server": rss_mb(server.proc.pid if server.proc else None),
+            "learner": rss_mb((learner_status(data_dir) or {}).get("pid")) if split else None,
+        }
+        console.print(
+            f"  [{mode}] learning {args.learn_rate:,.0f} events/s: p99 "
+            f"{learning['latency_ms']['p99']:.1f} ms ({learning['p99_ratio_vs_idle']:.2f}x idle)"
+        )
+        out["catch_up_after_learning_s"] = wait_caught_up(server, data_dir, split, 600)
+
+        ladder = []
+        for rate in args.ladder:
+            m = int(rate * args.seconds)
+            paths = _paths(users["ladder"][:m])
+            (row,) = open_loop(server, [(rate, paths)])
+            ladder.append(row)
+            console.print(f"  [{mode}] {rate:,.0f} feeds/s: p99 {row['latency_ms']['p99']:.1f} ms")
+            if row["latency_ms"]["p99"] > 4 * SLO_P99_MS:
+                break  # (far past it: higher rates only queue more)
+        out["ladder"] = ladder
+        within = [r["rate"] for r in ladder if r["latency_ms"]["p99"] <= SLO_P99_MS]
+        out["max_rate_at_slo"] = max(within, default=0.0)
+
+        if args.keep_up_rate:
+            poster = Poster(server, stream[offset:], args.keep_up_rate)
+            poster.start()
+            (keep,) = open_loop(server, [(args.base_rate, _paths(users["keep"][:n]))])
+            poster.stop_flag.set()
+            poster.join()
+            offset += poster.posted
+            h = health(server)
+            keep["posted_per_s"] = poster.acknowledged / poster.wall_s
+            keep["server_lag_at_end"] = h["learning_lag"]
+            keep["learner_lag_at_end"] = (h["learned_models"] or {}).get("learner_lag")
+            keep["catch_up_s"] = wait_caught_up(server, data_dir, split, 600)
+            out["keep_up"] = keep
+        out["rss_mb_end"] = {
+            "server": rss_mb(server.proc.pid if server.proc else None),
+            "learner": rss_mb((learner_status(data_dir) or {}).get("pid")) if split else None,
+        }
+    return out
+
+
+def measure_fold(data_dir: Path) -> dict[str, dict[str, float]]:
+    """What folding the log costs a server without the models (what it does instead of
+    reading the first ranker's and sources' state from the learner), against the whole
+    path with the models (what the learner does): a replay of the whole log each, timed
+    (wall and this thread's CPU) per event."""
+    from fyp.config import ModelSettings, Settings
+
+    out = {}
+    paths = {
+        "fold": ModelSettings(enabled=False),
+        "whole_path": ModelSettings(enabled=True, learner="in_process"),
+    }
+    for name, model in paths.items():
+        engine = Engine.open(
+            Settings(data_dir=data_dir, model=model), from_checkpoint=False, replay=False
+        )
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        events = engine.learn()
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+        engine.close()
+        n = max(events, 1)
+        out[name] = {
+            "events": events,
+            "wall_s": wall,
+            "us_per_event": wall / n * 1e6,
+            "cpu_us_per_event": cpu / n * 1e6,
+        }
+    return out
+
+
+def serving_cost(data_dir: Path, users: list[str]) -> dict[str, Any]:
+    """A feed's cost in process (no HTTP), models trained in the server (role "all")
+    against a replica of the same models (role "serving"), on the same state: the CPU
+    time of the serving thread per feed (what the neighbours on a shared machine do not
+    change much) and the wall-clock percentiles."""
+    from fyp.api.model_sync import ModelSync
+    from fyp.config import ModelSettings, Settings
+    from fyp.engine import serving_gc
+    from fyp.model.channel import FileModelChannel
+    from fyp.model.publisher import Publisher
+
+    serving_gc()
+    out: dict[str, Any] = {}
+    settings = Settings(data_dir=data_dir, model=ModelSettings(enabled=True))
+    in_process = ModelSettings(enabled=True, learner="in_process")
+    full = Engine.open(settings.model_copy(update={"model": in_process}))
+    channel = FileModelChannel(data_dir.parent / "serving-cost-models")
+    assert full.models is not None
+    Publisher(full.models, channel).publish(full.state.applied_offset)
+    out["all"] = _feeds(full, users)
+    full.close()
+    replica = Engine.open(settings, role="serving")
+    ModelSync(replica, channel).catch_up()
+    out["serving"] = _feeds(replica, users)
+    replica.close()
+    return out
+
+
+def _feeds(engine: Any, users: list[str]) -> dict[str, Any]:
+    for u in users[:50]:  # warm-up
+        engine.feed(u, count=COUNT)
+    wall: list[float] = []
+    cpu0 = time.thread_time()
+    for u in users[50:]:
+        t0 = time.perf_counter()
+        engine.feed(u, count=COUNT)
+        wall.append((time.perf_counter() - t0) * 1000)
+    cpu = time.thread_time() - cpu0
+    return {
+        "ranker": engine.pipeline.ranker.active(),
+        "cpu_ms_per_feed": cpu / len(wall) * 1000,
+        "latency_ms": percentiles(wall),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="10k videos, 1,500 users, short phases")
+    ap.add_argument("--videos", type=int, default=100_000)
+    ap.add_argument("--users", type=int, default=2_000)
+    ap.add_argument("--seconds", type=float, default=10.0, help="each open-loop phase")
+    ap.add_argument("--base-rate", type=float, default=100.0, help="feeds/s beside learning")
+    ap.add_argument("--learn-rate", type=float, default=2_000.0)
+    ap.add_argument("--keep-up-rate", type=float, default=5_000.0)
+    ap.add_argument("--ladder", default="200,300,400,500,600,800")
+    ap.add_argument("--modes", default="in_process,process")
+    ap.add_argument("--data-root", type=Path, default=None)
+    args = ap.parse_args()
+    exit_on_sigterm()
+    if args.quick:
+        args.videos, args.users, args.seconds = 10_000, 1_500, 5.0
+    args.ladder = [float(r) for r in args.ladder.split(",")]
+    modes = [m for m in args.modes.split(",") if m]
+    views = 20
+    root = Path(tempfile.mkdtemp(prefix="fyp-bench-learner-", dir=args.data_root))
+    payload: dict[str, Any] = {
+        "benchmark": "learner",
+        "quick": args.quick,
+        "started_at": utc_now_iso(),
+        "machine": machine_info(root),
+        "params": {
+            "videos": args.videos,
+            "users_with_history": args.users,
+            "views_per_user": views,
+            "count": COUNT,
+            "phase_s": args.seconds,
+            "base_rate": args.base_rate,
+            "learn_rate": args.learn_rate,
+            "keep_up_rate": args.keep_up_rate,
+            "ladder": args.ladder,
+            "slo_p99_ms": SLO_P99_MS,
+        },
+    }
+    try:
+        now = now_ms()
+        base = root / "base"
+        console.print(f"[bold]{args.videos:,} videos[/]: building the state (learned models on)")
+        engine, setup = build_state(base, args.videos, args.users, views, now, model=True)
+        stream_users = int(
+            (args.learn_rate + args.keep_up_rate) * (args.seconds + 3) / (views * 1.1)
+        )
+        catalog = make_catalog(args.videos, now, seed=args.videos)
+        stream = make_history(
+            catalog, stream_users, views, now, seed=args.videos + 3, user_prefix="L"
+        )
+        for e in stream:
+            e["event_id"] = f"L-{e['event_id']}"
+        del catalog
+        n = int(max(args.ladder) * args.seconds)
+        users = {
+            name: request_users(args.users, n, seed=args.videos + 10 + i, tag=f"p{i}")
+            for i, name in enumerate(("idle", "learning", "ladder", "keep"))
+        }
+        register_users(engine, stream)
+        register_users(engine, [{"user_id": u} for us in users.values() for u in us])
+        setup["checkpoint_bytes"] = engine.checkpoint()
+        # The same state as the learner's checkpoint (what the learner process restores).
+        write_checkpoint(base / LEARNER_CHECKPOINT_FILE, engine._payload())
+        engine.close()
+        setup["fold"] = measure_fold(base)
+        for name, row in setup["fold"].items():
+            console.print(
+                f"  replay, {name}: {row['cpu_us_per_event']:.0f} µs CPU per event "
+                f"({row['events']:,} events)"
+            )
+        setup["serving_cost"] = serving_cost(base, users["idle"][:600])
+        for role, row in setup["serving_cost"].items():
+            console.print(
+                f"  in process, {role}: {row['cpu_ms_per_feed']:.2f} ms CPU per feed "
+                f"({row['ranker']}), p99 {row['latency_ms']['p99']:.1f} ms"
+            )
+        payload["setup"] = setup
+        results = []
+        for mode in modes:
+            data = root / mode
+            shutil.copytree(base, data)
+            shutil.copy(base.with_name("base.secret"), data.with_name(f"{mode}.secret"))
+            if mode == "process":
+                (data / "checkpoint.pkl").unlink()  # (the server's fold: without the models)
+            results.append(run_mode(mode, data, root, users, stream, args))
+            shutil.rmtree(data, ignore_errors=True)
+        payload["results"] = results
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    payload["finished_at"] = utc_now_iso()
+    _print(payload)
+    path = write_json("learner_quick" if args.quick else "learner", payload)
+    console.print(f"Wrote {path}")
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _print(payload: dict[str, Any]) -> None:
+    rows = []
+    for r in payload["results"]:
+        keep = r.get("keep_up", {})
+        ex = r["learning"]["learner_examples_per_s"]
+        lag = keep.get("learner_lag_at_end")
+        lag = keep.get("server_lag_at_end") if lag is None else lag
+        rows.append(
+            [
+                r["mode"],
+                _f(r["idle"]["server_cpu_ms_per_feed"], 2),
+                _f(r["idle"]["latency_ms"]["p99"]),
+                _f(r["learning"]["latency_ms"]["p99"]),
+                _f(r["learning"]["p99_ratio_vs_idle"], 2),
+                _f(r["max_rate_at_slo"], 0),
+                _f(max(ex) if ex else None, 0),
+                _f(r["learning"].get("learner_examples_per_cpu_s"), 0),
+                _f(keep.get("posted_per_s"), 0),
+                "-" if lag is None else f"{lag:,}",
+                _f(keep.get("catch_up_s")),
+                _f(r["rss_mb_end"]["server"], 0),
+                _f(r["rss_mb_end"]["learner"], 0),
+            ]
+        )
+    p = payload["params"]
+    print_table(
+        f"Learned models on: in the server's process vs a learner process "
+        f"({p['videos']:,} videos, {p['users_with_history']:,} users; shared machine)",
+        [
+            "mode",
+            "server CPU ms/feed",
+            "p99 idle ms",
+            f"p99 learning {p['learn_rate']:,.0f}/s ms",
+            "ratio",
+            "max feeds/s at p99<=30ms",
+            "learner examples/s (max)",
+            "learner examples/CPU-s",
+            "keep-up posted/s",
+            "lag at end",
+            "catch-up s",
+            "server RSS MB",
+            "learner RSS MB",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The server's learning loop: a task of its event loop, woken by every accepted event
+batch, that folds the log into the in-memory state in small slices and (where the
+server trains the learned models itself, ``model.learner = "in_process"``) interleaves
+training steps, yielding between them so feeds are served while a backlog drains. Where
+a learner process trains (:mod:`fyp.learning`), the slices only fold, and
+:mod:`fyp.api.model_sync` keeps the served models up to date."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+
+from fyp.engine import Engine
+
+RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
+STORAGE_RETRY_S = 1.0
+MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _steps)
+
+log = logging.getLogger(__name__)
+
+
+class LearningLoop:
+    """The learning loop as a task of the server's event loop: woken by every accepted
+    batch, it applies the log in small slices, yielding between them so feeds are
+    served while a backlog drains. If it dies, ``failure`` says why (``/healthz``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
+        self._slice_error: str | None = None  # the last slice's, until one goes through
+        self._expired_at = -RETENTION_EVERY_S
+        self._task = asyncio.create_task(self._run())
+        self._wake.set()  # catch up with anything logged before the start
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def storage_error(self) -> str | None:
+        """A storage failure the loop is retrying (a slice's write), else the last
+        checkpoint's, until a checkpoint is written: a slice that goes through says
+        nothing about the checkpoint file."""
+        return self._slice_error or self.engine.checkpoint_error
+
+    @property
+    def failure(self) -> str | None:
+        if not self._task.done() or self._task.cancelled():
+            return None
+        exc = self._task.exception()
+        return None if exc is None else f"{type(exc).__name__}: {exc}"
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._steps()
+            except (sqlite3.Error, OSError) as err:
+                # The disk (full, read-only, failing). Nothing is lost: the next step
+                # redoes the writes that failed (a review is due again, a checkpoint
+                # is written again), so wait and try again.
+                self._slice_error = f"{type(err).__name__}: {err}"
+                log.warning("the learning loop hit a storage error (%s); retrying", err)
+                await asyncio.sleep(STORAGE_RETRY_S)
+                self._wake.set()
+            except Exception:
+                log.exception("the learning loop stopped; feeds are served from the last state")
+                raise
+
+    async def _steps(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if loop.time() - self._expired_at >= RETENTION_EVERY_S:
+                self._expired_at = loop.time()
+                self.engine.expire()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that arrives as the event is set (it returns the result), and stop() then
+            # waited for the next wake, up to an hour (tests/api/test_learning_loop.py).
+            # While a checkpoint child writes, look every second whether it is done.
+            idle_s = 1.0 if self.engine.checkpoint_writing else RETENTION_EVERY_S
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(idle_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            self.engine.poll_checkpoint()  # a failure stays in engine.checkpoint_error
+            while self.engine.learning_due() or self.engine.training_due():
+                # Not while training is far behind (a stream faster than it): the events
+                # wait in the log, durable, rather than as examples in memory.
+                if self.engine.learning_due() and not self.engine.training_backlogged():
+                    self.engine.learn(max_events=256, train=False)
+                    self._slice_error = None
+                    await asyncio.sleep(0)
+                # The learned models' steps one at a time, feeds served in between. New
+                # events go first (what a user just did shows in their next feed, not
+                # after a backlog of training: a whole-catalog index refresh is ~200
+                # steps), but not before MIN_STEPS_PER_SLICE steps, so that training
+                # keeps up with a steady stream (a slice makes about 1.7 steps due).
+                steps = 0
+                while self.engine.train_step():
+                    steps += 1
+                    await asyncio.sleep(0)
+                    if (
+                        steps >= MIN_STEPS_PER_SLICE
+                        and self.engine.pending() > 0
+                        and not self.engine.training_backlogged()
+                    ):
+                        break
+                self.engine.poll_checkpoint()
+                if self.engine.checkpoint_due():
+                    self.engine.start_checkpoint()  # written by a child; feeds go on
+                    await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task

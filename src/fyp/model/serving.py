@@ -1,0 +1,196 @@
+"""The learned models' serving math, in numpy, written once for every holder of the
+parameters: the learner's own models (in process) and a serving process's read-only
+replica of what the learner published (:mod:`fyp.model.replica`).
+
+Serving scores a few dozen candidates per request, where torch's per-operation overhead
+would cost more than the arithmetic, so the forward passes here are numpy over plain
+arrays: embedding rows read through :class:`~fyp.model.embeddings.TableReader` and the
+dense weights as a dict of arrays named as the ``nn.Module``'s parameters. The torch
+modules (``fyp.model.ranker``, ``fyp.model.two_tower``) train; tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fyp.catalog.index import CatalogIndex
+from fyp.model.embeddings import MAX_TAGS, TableReader, lookup_optional, lookup_padded
+from fyp.rank.first_ranker import FirstRanker
+from fyp.state.feedback import LABELS
+from fyp.state.users import UserState
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+Weights = Mapping[str, F32]
+
+N_LABELS = len(LABELS)
+
+
+@dataclass
+class RankBatch:
+    """The embedding rows of a batch of (user, video, surface) triples."""
+
+    rows: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    tag_rows: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    tag_mask: F32 = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+
+def rank_rows(
+    tables: Mapping[str, TableReader],
+    users: Sequence[str],
+    videos: Sequence[str],
+    creators: Sequence[str],
+    sounds: Sequence[str | None],
+    hashtags: Sequence[tuple[str, ...]],
+    surfaces: Sequence[str],
+    now: int,
+    train: bool,
+) -> RankBatch:
+    """The ranker's rows for each triple (``train``: admitting and touching ids, as a
+    training step does; serving only reads)."""
+    t = tables
+    rows = {
+        "user": t["user"].lookup(users, now, admit=train, touch=train),
+        "video": t["video"].lookup(videos, now, admit=train, touch=train),
+        "creator": t["creator"].lookup(creators, now, admit=train, touch=train),
+        "surface": t["surface"].lookup(surfaces, now, admit=train, touch=train),
+    }
+    rows["sound"] = lookup_optional(t["sound"], sounds, now, admit=train, touch=train)
+    first_tags = [t_[:MAX_TAGS] for t_ in hashtags]
+    tag_rows, counts = lookup_padded(
+        t["hashtag"], first_tags, MAX_TAGS, now, admit=train, touch=train
+    )
+    # Every tag slot a video fills counts in its mean (an unknown tag as the fallback).
+    tag_mask = (np.arange(MAX_TAGS) < counts[:, None]).astype(np.float32)
+    return RankBatch(rows, tag_rows, tag_mask)
+
+
+def rank_inputs(tables: Mapping[str, TableReader], batch: RankBatch, dense: F32) -> F32:
+    """The ranker network's input (what its training builds in torch, tested equal)."""
+    t = tables
+    tags = t["hashtag"].vectors(batch.tag_rows.reshape(-1)).reshape(len(dense), MAX_TAGS, -1)
+    mask = batch.tag_mask
+    tag_mean = (tags * mask[:, :, None]).sum(axis=1) / np.maximum(
+        mask.sum(axis=1, keepdims=True), 1.0
+    )
+    user = t["user"].vectors(batch.rows["user"])
+    video = t["video"].vectors(batch.rows["video"])
+    creator = t["creator"].vectors(batch.rows["creator"])
+    x: F32 = np.concatenate(
+        [
+            dense,
+            user,
+            video,
+            creator,
+            t["sound"].vectors(batch.rows["sound"]),
+            tag_mean,
+            t["surface"].vectors(batch.rows["surface"]),
+            (user * video).sum(axis=1, keepdims=True),
+            (user * creator).sum(axis=1, keepdims=True),
+        ],
+        axis=1,
+        dtype=np.float32,
+    )
+    return x
+
+
+def _relu(a: F32) -> F32:
+    out: F32 = np.maximum(a, 0.0, out=a)
+    return out
+
+
+def mmoe_forward(w: Weights, x: F32) -> F32:
+    """The MMoE's forward pass (``fyp.model.ranker.MMoE.forward``) on its parameters as
+    arrays: (n, in_dim) with the dense features first -> (n, N_LABELS) logits."""
+    e = int(w["w2"].shape[0])
+    dense_dim = int(w["wide.weight"].shape[1])
+    n, t = len(x), N_LABELS
+    hidden = _relu(x @ w["w1"] + w["b1"]).reshape(n, e, -1).transpose(1, 0, 2)
+    experts = _relu(np.matmul(hidden, w["w2"]) + w["b2"][:, None, :])  # (e, n, d)
+    g = (x @ w["gates.weight"].T + w["gates.bias"]).reshape(n, t, e)
+    g = np.exp(g - g.max(axis=2, keepdims=True))
+    g /= g.sum(axis=2, keepdims=True)
+    mixed = np.matmul(g, experts.transpose(1, 0, 2))  # (n, t, d)
+    tower = _relu(np.matmul(mixed.transpose(1, 0, 2), w["t1"]) + w["tb1"][:, None, :])
+    deep = np.einsum("tnh,th->nt", tower, w["t2"]) + w["tb2"]
+    wide = x[:, :dense_dim] @ w["wide.weight"].T + w["wide.bias"]
+    out: F32 = (deep + wide).astype(np.float32)
+    return out
+
+
+def rank_predict(
+    tables: Mapping[str, TableReader],
+    weights: Weights,
+    first: FirstRanker,
+    value_weights: F32,
+    residual: bool,
+    user_id: str,
+    user: UserState,
+    rows: Sequence[int],
+    now: int,
+    surface: str,
+    first_features: F64 | None = None,
+) -> tuple[F32, F32]:
+    """(probabilities (n, N_LABELS), value scores (n,)) of catalog ``rows`` for the
+    user: the learned ranker's scores, from whichever holder's tables and weights."""
+    from fyp.model.ranker import dense_features  # (ranker imports this module)
+
+    if len(rows) == 0:
+        return np.zeros((0, N_LABELS), np.float32), np.zeros(0, np.float32)
+    catalog: CatalogIndex = first.catalog
+    videos = [catalog.videos[r] for r in rows]
+    batch = rank_rows(
+        tables,
+        [user_id] * len(rows),
+        [v.video_id for v in videos],
+        [v.creator_id for v in videos],
+        [v.sound_id for v in videos],
+        [v.hashtags for v in videos],
+        [surface] * len(rows),
+        now,
+        train=False,
+    )
+    x = first.features(user, rows, now, surface) if first_features is None else first_features
+    dense = dense_features(first, user, rows, now, surface, x)
+    logits = mmoe_forward(weights, rank_inputs(tables, batch, dense))
+    if residual:
+        logits += first.logits(x).astype(np.float32)
+    p: F32 = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return p, p @ value_weights
+
+
+def tower_forward(w: Weights, prefix: str, x: F32) -> F32:
+    """A two-tower tower (Linear, ReLU, Linear; its parameters under ``prefix``), its
+    output L2-normalised as the model's."""
+    h = _relu(x @ w[f"{prefix}.net.0.weight"].T + w[f"{prefix}.net.0.bias"])
+    out = h @ w[f"{prefix}.net.2.weight"].T + w[f"{prefix}.net.2.bias"]
+    norm = np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    normed: F32 = (out / norm).astype(np.float32)
+    return normed
+
+
+def user_vector(
+    tables: Mapping[str, TableReader],
+    weights: Weights,
+    catalog: CatalogIndex,
+    user_id: str,
+    pooled: Sequence[int],
+    now: int,
+) -> F32:
+    """The user tower's vector for ``user_id`` with the pooled history (catalog rows,
+    oldest first): their row (or the fallback) beside the mean of the history's video
+    rows, as the two-tower model's training reads them."""
+    user = tables["user"].vectors(tables["user"].lookup([user_id], now))
+    videos = catalog.videos
+    hist = tables["video"].lookup([videos[r].video_id for r in pooled], now)
+    if len(hist):
+        mean = tables["video"].vectors(hist).mean(axis=0, keepdims=True)
+    else:
+        mean = np.zeros_like(user)
+    x = np.concatenate([user, mean], axis=1, dtype=np.float32)
+    out: F32 = tower_forward(weights, "user_tower", x)[0]
+    return out
