@@ -143,6 +143,7 @@ class Newcomer:
         self.topic = topic
         self.cards: list[SimVideo] = []
         self.reasons: list[str] = []
+        self.sources: list[str] = []
         self._request: list[str | None] = []
         self._n = 0
         self.learned_wait_s: list[float] = []
@@ -154,6 +155,7 @@ class Newcomer:
         for item in body["items"]:
             self.cards.append(self.world.video(item["video_id"]))
             self.reasons.append(str(item.get("reason", "")))
+            self.sources.append(str(item.get("source", "")))
             self._request.append(body.get("request_id"))
         return len(body["items"])
 
@@ -289,6 +291,8 @@ def run_code(
         env = {"PYTHONPATH": str(src)}
         sessions: list[list[bool]] = []
         reasons: list[list[str]] = []
+        sources: list[list[str]] = []
+        card_topics: list[list[int]] = []
         waits: list[float] = []
         with (
             Server(data_dir, root / f"server-{label}-{mode}.log", env=env) as server,
@@ -304,6 +308,8 @@ def run_code(
                     n.run_pages()
                 sessions.append(on_taste(n.cards, topic))
                 reasons.append(n.reasons[:CARDS])
+                sources.append(n.sources[:CARDS])
+                card_topics.append([v.topic for v in n.cards])
                 waits += n.learned_wait_s
         s = summarise(f"{label} {mode}", sessions)
         s.update(
@@ -314,6 +320,9 @@ def run_code(
             player_prefetch_at=prefetch_at,
             learned_wait_ms=percentiles([w * 1e3 for w in waits]),
             reasons=reasons,
+            sources=sources,
+            card_topics=card_topics,
+            newcomer_topics=topics,
         )
         out.append(s)
         console.print(f"  {s['name']}: {s['median_on_taste_share']} {s['swipes_to_half']}")

@@ -205,7 +205,7 @@ class FeedPipeline:
         if len(candidates) < 3 * count:
             # Too few to choose from (ranking and spacing need room): top up.
             candidates = candidates + self._top_up(ctx, candidates)
-        discovery = (DiscoverSource.name, discover_share(ctx.user))
+        discovery = (DiscoverSource.name, discover_share(ctx.user, ctx.now))
         ranked = self.exploration.prioritise(
             self._rank(ctx, candidates), count, ctx.request_id, discovery
         )

@@ -126,6 +126,19 @@ class UserState:
         g: float = 0.5 ** (max(now - self.session_ts, 0) / SESSION_HALF_LIFE_MS)
         return (self.session_finishes * g + 0.5) / (self.session_views * g + 1.0)
 
+    def standout_hashtags(self, now: int, min_lift: float = 1.0) -> list[str]:
+        """The hashtags finished this session (half a finish left, at least) whose
+        session lift is at least ``min_lift``, the highest first: what the person is
+        watching to the end right now."""
+        rate = self.session_rate(now)
+        lifted = [
+            (lift, tag)
+            for tag, a in self.hashtags.items()
+            if a.session_finishes * a.session_fade(now) >= 0.5
+            and (lift := a.session_lift(now, rate)) >= min_lift
+        ]
+        return [tag for _, tag in sorted(lifted, reverse=True)]
+
     def remember_served(self, rows: list[int], capacity: int) -> None:
         for row in rows:
             self.served.append(row)
