@@ -90,6 +90,20 @@ def test_every_served_video_is_recorded_as_an_impression(kit: Any, engine: Engin
     assert [item.position for item in feed.items] == list(range(5))
 
 
+def test_no_reason_names_a_video_by_its_id(kit: Any, engine: Engine) -> None:
+    """Others who enjoyed c0-v0 enjoyed c0-v1..c0-v5 (and skipped c1's videos); u1
+    enjoyed c0-v0: co-engagement proposes the rest, and its reason names the watch by
+    creator and hashtag."""
+    kit.run(engine, [kit.view(f"o{k}", f"c0-v{i}") for k in range(3) for i in range(6)])
+    kit.run(engine, [kit.view(f"o{k}", f"c1-v{i}", 500) for k in range(3) for i in range(10)])
+    kit.run(engine, [kit.view("u1", "c0-v0")])
+    items = engine.feed("u1", count=10, now=kit.NOW).items
+    cited = [i for i in items if i.source == "co_engagement"]
+    assert cited and all("@c0's #tag-c0 video" in i.reason for i in cited)
+    for item in items:
+        assert not [v for v in ALL_IDS if v in item.reason], item.reason
+
+
 def test_each_request_gets_its_own_request_id(kit: Any, engine: Engine) -> None:
     ids = {engine.feed("u1", count=2, now=kit.NOW).request_id for _ in range(3)}
     assert len(ids) == 3

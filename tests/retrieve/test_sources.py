@@ -102,7 +102,11 @@ def test_co_engagement_proposes_neighbours_of_the_users_recent_positives(
     assert ids(got) == ["a1", "b0"]
     assert got[0].source_score > got[1].source_score
     assert {c.source for c in got} == {"co_engagement"}
-    assert "(a0)" in got[0].reason
+    # The watch that led to it, named for a person: its creator and hashtag, not its id.
+    assert (
+        got[0].reason
+        == "Because you enjoyed @a's #a video: people who enjoyed it also enjoyed this"
+    )
 
 
 def test_co_engagement_uses_only_the_most_recent_seeds(state: FeedState) -> None:

@@ -62,7 +62,7 @@ def _found(user: UserState, now: int) -> bool:
         return True
     rate = user.session_rate(now)
     return any(
-        a.positives >= 1.0 and a.session_lift(now, rate) >= 0.0 for a in user.hashtags.values()
+        a.positives >= 1.0 and a.session_lift(now, rate) > AGAINST for a in user.hashtags.values()
     )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fyp.catalog.names import video_name
 from fyp.retrieve.base import FeedContext
 from fyp.types import Candidate
 
@@ -61,6 +62,8 @@ class TwoTowerSource:
         # The newest of equals (argmax takes the first: the history reversed).
         nearest = len(seen_ids) - 1 - np.argmax(sims[:, ::-1], axis=1)
         return [
-            dataclasses.replace(c, reason=f"Similar to a video you watched ({seen_ids[k]})")
+            dataclasses.replace(
+                c, reason=f"Like {video_name(videos[history[k]])}, which you watched"
+            )
             for c, k in zip(found, nearest.tolist(), strict=True)
         ]
