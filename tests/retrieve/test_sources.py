@@ -102,10 +102,10 @@ def test_co_engagement_proposes_neighbours_of_the_users_recent_positives(
     assert ids(got) == ["a1", "b0"]
     assert got[0].source_score > got[1].source_score
     assert {c.source for c in got} == {"co_engagement"}
-    # The watch that led to it, named for a person: its creator and hashtag, not its id.
+    # The watch that led to it, named for a person (a0 has no caption nor hashtag), not by id.
     assert (
         got[0].reason
-        == "Because you enjoyed @a's #a video: people who enjoyed it also enjoyed this"
+        == "Because you enjoyed a video by @a: people who enjoyed it also enjoyed this"
     )
 
 

@@ -28,7 +28,7 @@ from fyp.catalog.index import CatalogIndex
 TAGS = 300  # the commonest hashtags grouped; rarer ones belong to no topic
 MIN_VIDEOS = 5  # a hashtag on fewer videos belongs to no topic
 LINK = 0.2  # share of a hashtag's videos that carry the commoner one it joins
-LIFT = 3.0  # ... at least this many times the share of all videos that carry it
+LIFT = 2.0  # ... at least this many times the share of all videos that carry it
 # A generic hashtag is used alongside more groups' worth than this (and than this share
 # of all the groups): the exponential of the entropy of its partners' groups.
 GENERIC_SPREAD = 3.0
@@ -49,6 +49,18 @@ class HashtagTopics:
 
     def topics_of_tags(self, tags: frozenset[str]) -> set[str]:
         return {t for t in (self.topic_of.get(tag) for tag in tags) if t is not None}
+
+    def topic_of_video(self, tags: frozenset[str]) -> str | None:
+        """The topic most of a video's (folded) hashtags belong to; of equals, the one
+        with more videos; None if none does."""
+        counts: dict[str, int] = {}
+        for tag in tags:
+            t = self.topic_of.get(tag)
+            if t is not None:
+                counts[t] = counts.get(t, 0) + 1
+        if not counts:
+            return None
+        return max(counts, key=lambda t: (counts[t], self.videos[t], t))
 
 
 def build_topics(catalog: CatalogIndex) -> HashtagTopics:

@@ -70,10 +70,10 @@ class DiscoverSource:
     name = "discover"
     reason = "Something new, to learn what you like"
 
-    def __init__(self, state: FeedState, limit: int) -> None:
+    def __init__(self, state: FeedState, limit: int, topics: TopicsCache | None = None) -> None:
         self.state = state
         self.limit = limit
-        self.topics = TopicsCache(state.catalog)
+        self.topics = TopicsCache(state.catalog) if topics is None else topics
         if len(state.catalog):
             self.topics.get()  # built now rather than in a request, where it may be over budget
 
