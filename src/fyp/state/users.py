@@ -139,6 +139,25 @@ class UserState:
         ]
         return [tag for _, tag in sorted(lifted, reverse=True)]
 
+    def forget_served(self, rows: list[int]) -> None:
+        """Take the last time each of ``rows`` was served out of the served memory (cards
+        a client never showed: they may be served again)."""
+        drop: dict[int, int] = {}
+        for row in rows:
+            drop[row] = drop.get(row, 0) + 1
+        kept: deque[int] = deque()
+        for row in reversed(self.served):
+            if drop.get(row, 0) > 0:
+                drop[row] -= 1
+                n = self.served_set[row] - 1
+                if n:
+                    self.served_set[row] = n
+                else:
+                    del self.served_set[row]
+            else:
+                kept.appendleft(row)
+        self.served = kept
+
     def remember_served(self, rows: list[int], capacity: int) -> None:
         for row in rows:
             self.served.append(row)
