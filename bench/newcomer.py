@@ -21,9 +21,11 @@ of each ten cards (the median of cards 21-30, and the lowest window after card 1
 variety floor as measured). In player mode, ``--several`` more newcomers have two or
 three tastes, each a share of their attention (a card of a taste is finished with
 probability share / the largest share): each taste's share of cards 21-40 against its
-share of the watch time they gave, and the gap. An oracle (every card on-taste) and a
-random feed are the bounds. ``--src PATH`` runs the same newcomers against another
-checkout's ``src`` (e.g. a ``git worktree`` of the code before a change) in the same run.
+share of the watch time they gave (which follows what they were shown as much as what
+they want) and against its share of their attention, and the gaps. An oracle (every
+card on-taste) and a random feed are the bounds. ``--src PATH`` runs the same newcomers
+against another checkout's ``src`` (e.g. a ``git worktree`` of the code before a change)
+in the same run.
 
     python bench/newcomer.py [--quick] [--newcomers 12] [--src ../base/src]
 
@@ -274,6 +276,10 @@ def taste_shares(n: Newcomer, tastes: dict[int, float]) -> dict[str, Any]:
     }
 
 
+def _gaps(several: list[dict[str, Any]], against: str) -> list[float]:
+    return [abs(x["card_share"][t] - x[against][t]) for x in several for t in x["card_share"]]
+
+
 def swipes_to_half(hits: list[bool]) -> float:
     """Fewest swipes after which at least half of the next ten cards are on-taste
     (inf if never within the cards seen)."""
@@ -327,13 +333,18 @@ def bounds(world: World, topics: list[int], seed: int) -> list[dict[str, Any]]:
 
 
 def summarise_tastes(several: list[dict[str, Any]]) -> dict[str, Any]:
-    """How close each taste's share of cards 21-40 is to its share of the watch time:
-    the mean and largest gap (share points) over tastes and newcomers."""
-    gaps = [abs(x["card_share"][t] - x["time_share"][t]) for x in several for t in x["card_share"]]
+    """How close each taste's share of cards 21-40 is to its share of the watch time
+    (which follows what was shown as much as the person), and to its share of their
+    attention (``tastes``, what they came with): the mean and largest gaps (share points)
+    over tastes and newcomers."""
+    gaps = _gaps(several, "time_share")
+    intended = _gaps(several, "tastes")
     return {
         "newcomers": len(several),
         "mean_gap": float(np.mean(gaps)),
         "max_gap": float(np.max(gaps)),
+        "mean_gap_to_attention": float(np.mean(intended)),
+        "max_gap_to_attention": float(np.max(intended)),
         "median_on_taste_21_40": float(np.median([x["on_taste_21_40"] for x in several])),
         "per_newcomer": several,
     }
@@ -501,6 +512,8 @@ def main() -> None:
                     f"{100 * t['median_on_taste_21_40']:.0f}%",
                     f"{100 * t['mean_gap']:.0f}",
                     f"{100 * t['max_gap']:.0f}",
+                    f"{100 * t['mean_gap_to_attention']:.0f}",
+                    f"{100 * t['max_gap_to_attention']:.0f}",
                 ]
             )
     print_table(
@@ -526,7 +539,15 @@ def main() -> None:
         print_table(
             "Newcomers of two or three tastes (player): each taste's share of cards 21-40 "
             "against its share of the watch time",
-            ["feed", "newcomers", "on a taste, 21-40", "mean gap (points)", "largest gap"],
+            [
+                "feed",
+                "newcomers",
+                "on a taste, 21-40",
+                "gap to time: mean (points)",
+                "largest",
+                "gap to attention: mean",
+                "largest",
+            ],
             taste_rows,
         )
 

@@ -31,7 +31,7 @@ from fyp.events.impressions import ImpressionLog
 from fyp.rank.base import FirstRankerValues, Ranker
 from fyp.rank.explain import Explainer
 from fyp.rerank.adjustments import ValueAdjustments
-from fyp.rerank.diversity import CreatorSoundSpacing
+from fyp.rerank.diversity import SPARE_OTHERS, CreatorSoundSpacing
 from fyp.rerank.exploration import ExplorationSlots
 from fyp.rerank.filters import (
     EligibilityFilter,
@@ -218,7 +218,9 @@ class FeedPipeline:
         looked_at, one_topic = self.spacing.looked_at(ranked, max(4 * count, 40), count)
         if one_topic is not None:
             # All the sources proposed is one topic: a few from elsewhere, for the cap.
-            looked_at += self._rank(ctx, self._elsewhere(ctx, candidates, one_topic, count))
+            looked_at += self._rank(
+                ctx, self._elsewhere(ctx, candidates, one_topic, count + SPARE_OTHERS)
+            )
         page = self.spacing.arrange(looked_at, count, guard, before)
         if len(page) < count and guard is not None and len(ranked) > max(4 * count, 40):
             page = self.spacing.arrange(ranked, count, guard, before)

@@ -30,6 +30,7 @@ from fyp.catalog.hashtag_topics import TopicsCache
 from fyp.catalog.index import CatalogIndex
 from fyp.types import Candidate
 
+SPARE_OTHERS = 4  # candidates of other topics looked at past the page's count (for the cap)
 # (indices on the page so far, candidate index) -> may it come next (a hard rule)
 Admits = Callable[[list[int], int], bool]
 
@@ -128,11 +129,12 @@ class CreatorSoundSpacing:
     def looked_at(
         self, ranked: list[Candidate], look: int, count: int
     ) -> tuple[list[Candidate], str | None]:
-        """The candidates spacing looks at: the best ``look``, and, with a topic cap, the
-        best ``count`` further down of topics other than the commonest among those (the
-        best few dozen are often all one topic once a taste is found: without these the
-        cap would have nothing to pass over to). Also that topic, if fewer than ``count``
-        of others were found (the caller may look for some elsewhere), else None."""
+        """The candidates spacing looks at: the best ``look``, and, with a topic cap, at
+        least ``count`` + :data:`SPARE_OTHERS` of topics other than the commonest among
+        those, from further down (the best few dozen are often all one topic once a taste
+        is found: without these the cap would have nothing to pass over to; the spare
+        ones for when some clash with the card before by creator or sound). Also that
+        topic, if fewer were found (the caller may look for some elsewhere), else None."""
         head = ranked[:look]
         if self.topics is None or not self.max_per_topic:
             return head, None
@@ -143,14 +145,15 @@ class CreatorSoundSpacing:
         top = max(counts, key=lambda t: counts[t], default=None)
         if top is None or counts[top] < self.max_per_topic:
             return head, None
+        want = count + SPARE_OTHERS
         others = [c for c in head if self.topic_of(c.row) != top]
         for c in ranked[look:]:
-            if len(others) >= count:
+            if len(others) >= want:
                 break
             if self.topic_of(c.row) != top:
                 others.append(c)
                 head.append(c)
-        return head, (top if len(others) < count else None)
+        return head, (top if len(others) < want else None)
 
     def arrange(
         self,
