@@ -80,22 +80,18 @@ def build_topics(catalog: CatalogIndex) -> HashtagTopics:
         if len(known) > 1:
             for a in known:
                 together[a].update(b for b in known if b != a)
-    root: dict[str, str] = {}
-    for _, tag in common:  # commonest first: a tag's partner is settled before it
-        n = carried[tag]
-        partners = [
-            (c, b)
-            for b, c in together[tag].items()
-            if rank[b] < rank[tag] and c >= LINK * n and c * len(sample) >= LIFT * n * carried[b]
-        ]
-        root[tag] = root[max(partners)[1]] if partners else tag
-    groups = len(set(root.values()))
-    generic = {
-        tag
-        for tag in rank
-        if root[tag] == tag
-        and _spread(together[tag], root) > max(GENERIC_SPREAD, GENERIC_SHARE * groups)
-    }
+    # Twice: a topic's hashtag may join a generic one the first time (used with it on
+    # a share of its videos by chance); the second grouping leaves the generic ones out.
+    generic: set[str] = set()
+    for _ in range(2):
+        root = _group(common, rank, together, carried, len(sample), generic)
+        groups = len(set(root.values()))
+        generic |= {
+            tag
+            for tag in rank
+            if root.get(tag) == tag
+            and _spread(together[tag], root) > max(GENERIC_SPREAD, GENERIC_SHARE * groups)
+        }
     topic_of = {tag: r for tag, r in root.items() if r not in generic}
     members: dict[str, list[str]] = {}
     videos: Counter[str] = Counter()
@@ -105,6 +101,32 @@ def build_topics(catalog: CatalogIndex) -> HashtagTopics:
             members.setdefault(r, []).append(tag)
             videos[r] += n
     return HashtagTopics(topic_of, {r: tuple(m) for r, m in members.items()}, dict(videos))
+
+
+def _group(
+    common: list[tuple[int, str]],
+    rank: dict[str, int],
+    together: dict[str, Counter[str]],
+    carried: Counter[str],
+    sampled: int,
+    generic: set[str],
+) -> dict[str, str]:
+    """Each hashtag (but the ``generic`` ones) -> its group's root (see the module)."""
+    root: dict[str, str] = {}
+    for _, tag in common:  # commonest first: a tag's partner is settled before it
+        if tag in generic:
+            continue
+        n = carried[tag]
+        partners = [
+            (c, b)
+            for b, c in together[tag].items()
+            if rank[b] < rank[tag]
+            and b not in generic
+            and c >= LINK * n
+            and c * sampled >= LIFT * n * carried[b]
+        ]
+        root[tag] = root[max(partners)[1]] if partners else tag
+    return root
 
 
 def _spread(partners: Counter[str], root: dict[str, str]) -> float:

@@ -5,17 +5,18 @@ feed only what they do not want. This source offers cards across the catalog's t
 (hashtags grouped by use: :mod:`fyp.catalog.hashtag_topics`), one card per topic and
 creator, the topics drawn in turn by sampling the topic the person is looking for: each
 with a probability proportional to a prior (its number of videos: a big topic is
-likelier to be someone's) times
-the odds of their session finish rate on it against their own (finishes for, quick
-skips against: the session evidence of :mod:`fyp.state.users`). A topic skipped more
+likelier to be someone's) times the odds ratio of their session finish rate on it
+against their own (finishes for, quick skips against: the session evidence of
+:mod:`fyp.state.users`). A topic skipped more
 than its share is not looked for at all (until the evidence fades), nor are videos that
 carry one of its hashtags: the search goes through the topics instead of coming back to
 the popular ones. The draws are the candidates' scores, and the page takes the
 discover slots in that order, not the ranker's (which would prefer the popular topics).
 
 The share of the page it gets (:func:`discover_share`) is all of it while nothing the
-person finished stands out, a quarter once something does, and shrinks with the person's
-long views, to nothing for an established user, whose feed it leaves as it was."""
+person watches stands out, a tenth once something does (the rest of the page follows
+it), either shrinking with the person's long views, to nothing for an established user,
+whose feed it leaves as it was."""
 
 from __future__ import annotations
 
