@@ -66,7 +66,7 @@ run('player-lean', async (page) => {
   log(`control, every card skipped after ${SKIP_AFTER_MS / 2} ms:               ${strip(control)}`);
 
   // The lean: at least half of cards 11-20 carry the hashtag (the catalog: one in
-  // twelve), three more than the control's cards 11-20.
+  // eight), three more than the control's cards 11-20.
   const late = count(hits, 10, 20);
   log(`cards 11-20 on #${HASHTAG}: ${late} of 10 (cards 1-10: ${count(hits, 0, 10)}; control: ` +
     `${count(control, 10, 20)}; the catalog: ${(10 * chance).toFixed(1)} of 10)`);
