@@ -27,11 +27,11 @@ Each trial, on the warm server, with a single client:
    ``U`` was (baseline included): how often would the same test pass by chance?
 
 "Reflects the signal" (the primary definition): at least one of the 10 items is there
-*because of* it: its reason cites one of the signal's videos (co-engagement: "People who
-enjoyed a video you enjoyed (v…) also enjoyed this"; with the models on, two-tower
-retrieval too: "Similar to a video you watched (v…)", the watch of the history its user
-vector pooled that the item is most like — a new user's only watches are the signal's).
-A user without the signal cannot pass this test, so it cannot pass by chance (the
+*because of* it: its reason names one of the signal's videos (co-engagement: "Because
+you enjoyed @C's “video 12”: people who enjoyed it also enjoyed this"; with the models
+on, two-tower retrieval too: "Like @C's “video 12”, which you watched", the watch of the
+history its user vector pooled that the item is most like — a new user's only watches
+are the signal's). A user without the signal cannot pass this test, so it cannot pass by chance (the
 baselines and the control users check that). The signal's videos are the creator's most
 watched ones, which have co-engagement to recall from. Beside it, a content test is
 reported for the first feed after the signal and the control's second feed (both a new
@@ -76,6 +76,7 @@ from _common import (
     utc_now_iso,
     write_json,
 )
+from fyp.catalog.names import video_name
 from fyp.client import NO_RETRIES, FypClient
 from fyp.config import Settings
 from fyp.engine import Engine, serving_gc
@@ -110,6 +111,7 @@ class Judge:
 
     def __init__(self, cat: Catalog) -> None:
         self.creator = {v.video_id: v.creator_id for v in cat.videos}
+        self.names = {v.video_id: video_name(v) for v in cat.videos}
         self.tags = {
             v.video_id: frozenset(t for t in v.hashtags if t != "#fyp") for v in cat.videos
         }
@@ -123,20 +125,18 @@ class Judge:
     ) -> dict[str, Any]:
         ids = [i["video_id"] for i in items]
         return {
-            "citing_signal": sum(_cites(i["reason"], signal) for i in items),
+            "citing_signal": sum(_cites(i["reason"], signal, self.names) for i in items),
             "by_creator": sum(self.creator[v] == creator for v in ids),
             "sharing_tags": sum(bool(self.tags[v] & tags) for v in ids),
             "sources": [i["source"] for i in items],
         }
 
 
-def _cites(reason: str, signal: frozenset[str]) -> bool:
+def _cites(reason: str, signal: frozenset[str], names: dict[str, str]) -> bool:
     """Whether an item's explanation names one of the signal's videos (co-engagement's
-    "People who enjoyed a video you enjoyed (v…) also enjoyed this", two-tower's "Similar
-    to a video you watched (v…)")."""
-    start = reason.find("(")
-    end = reason.find(")", start + 1)
-    return start >= 0 and end > start and reason[start + 1 : end] in signal
+    "Because you enjoyed @C's “video 12”: ...", two-tower's "Like @C's “video 12”, which
+    you watched": :func:`fyp.catalog.names.video_name`; the bench's captions are unique)."""
+    return any(names[v] in reason for v in signal)
 
 
 def reflects(c: dict[str, Any]) -> bool:

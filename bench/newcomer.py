@@ -15,10 +15,17 @@ no follows. They fetch in two ways:
 - ``page``: a page of 10, asked for after the last event of the previous page.
 
 Reported per mode: the on-taste share of cards 1-10, 11-20 and 21-30 (median over
-newcomers), and "swipes until half of the next ten are on-taste" (median and p90; a
-newcomer who never gets there counts as never). An oracle (every card on-taste) and a
-random feed are the bounds. ``--src PATH`` runs the same newcomers against another
-checkout's ``src`` (e.g. a ``git worktree`` of the code before a change) in the same run.
+newcomers; the mean of 11-20 too), "swipes until half of the next ten are on-taste"
+(median and p90; a newcomer who never gets there counts as never), and the topic entropy
+of each ten cards (the median of cards 21-30, and the lowest window after card 10: the
+variety floor as measured). In player mode, ``--several`` more newcomers have two or
+three tastes, each a share of their attention (a card of a taste is finished with
+probability share / the largest share): each taste's share of cards 21-40 against its
+share of the watch time they gave (which follows what they were shown as much as what
+they want) and against its share of their attention, and the gaps. An oracle (every
+card on-taste) and a random feed are the bounds. ``--src PATH`` runs the same newcomers
+against another checkout's ``src`` (e.g. a ``git worktree`` of the code before a change)
+in the same run.
 
     python bench/newcomer.py [--quick] [--newcomers 12] [--src ../base/src]
 
@@ -136,13 +143,21 @@ def player_pattern(src: Path) -> tuple[int, int]:
 class Newcomer:
     """One newcomer's session against a server: cards seen, events posted."""
 
-    def __init__(self, client: Any, world: World, user_id: str, topic: int) -> None:
+    def __init__(
+        self, client: Any, world: World, user_id: str, tastes: dict[int, float], seed: int
+    ) -> None:
+        """``tastes``: topic -> share of the person's attention; a card of a taste is
+        watched to the end with probability share / the largest share, else skipped."""
         self.client = client
         self.world = world
         self.user_id = user_id
-        self.topic = topic
+        top = max(tastes.values())
+        self.finish_p = {t: w / top for t, w in tastes.items()}
+        self.rng = np.random.default_rng(seed)
+        self.watched_ms: list[int] = []
         self.cards: list[SimVideo] = []
         self.reasons: list[str] = []
+        self.sources: list[str] = []
         self._request: list[str | None] = []
         self._n = 0
         self.learned_wait_s: list[float] = []
@@ -154,14 +169,17 @@ class Newcomer:
         for item in body["items"]:
             self.cards.append(self.world.video(item["video_id"]))
             self.reasons.append(str(item.get("reason", "")))
+            self.sources.append(str(item.get("source", "")))
             self._request.append(body.get("request_id"))
         return len(body["items"])
 
     def watch(self, i: int) -> None:
         """Watch card ``i`` (to the end if on-taste, else 1 s) and post its view."""
         video = self.cards[i]
-        on = video.topic == self.topic
+        p = self.finish_p.get(video.topic, 0.0)
+        on = p >= 1.0 or (p > 0.0 and self.rng.random() < p)
         watch_ms = video.duration_ms if on else min(SKIP_MS, video.duration_ms)
+        self.watched_ms.append(watch_ms)
         self._n += 1
         event = {
             "event_id": f"{self.user_id}-{self._n}",
@@ -223,6 +241,45 @@ def on_taste(cards: list[SimVideo], topic: int) -> list[bool]:
     return [v.topic == topic for v in cards]
 
 
+def topic_entropy(topics: list[int]) -> float:
+    """Shannon entropy (nats) of the topics of a window of cards."""
+    _, counts = np.unique(topics, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def entropy_windows(sessions: list[list[int]]) -> dict[str, Any]:
+    """Each window of ten cards' topic entropy: the median over newcomers, and the
+    lowest of any newcomer's window after the first (the floor as measured)."""
+    per = [[topic_entropy(t[a : a + 10]) for a in range(0, CARDS, 10)] for t in sessions]
+    windows = {
+        f"cards_{a + 1}_{a + 10}": float(np.median([w[k] for w in per]))
+        for k, a in enumerate(range(0, CARDS, 10))
+    }
+    return {"median": windows, "min_after_first_10": float(min(min(w[1:]) for w in per))}
+
+
+def taste_shares(n: Newcomer, tastes: dict[int, float]) -> dict[str, Any]:
+    """A newcomer of several tastes: each taste's share of the on-taste cards among
+    cards 21-40, against its share of the watch time given to the tastes (cards 1-40)."""
+    time = {t: 0.0 for t in tastes}
+    for v, ms in zip(n.cards, n.watched_ms, strict=False):
+        if v.topic in time:
+            time[v.topic] += ms
+    late = [v.topic for v in n.cards[20:40] if v.topic in tastes]
+    total_time = sum(time.values()) or 1.0
+    return {
+        "tastes": {str(t): w for t, w in tastes.items()},
+        "on_taste_21_40": len(late) / 20,
+        "card_share": {str(t): (late.count(t) / len(late) if late else 0.0) for t in tastes},
+        "time_share": {str(t): time[t] / total_time for t in tastes},
+    }
+
+
+def _gaps(several: list[dict[str, Any]], against: str) -> list[float]:
+    return [abs(x["card_share"][t] - x[against][t]) for x in several for t in x["card_share"]]
+
+
 def swipes_to_half(hits: list[bool]) -> float:
     """Fewest swipes after which at least half of the next ten cards are on-taste
     (inf if never within the cards seen)."""
@@ -237,12 +294,17 @@ def summarise(name: str, sessions: list[list[bool]]) -> dict[str, Any]:
         f"cards_{a + 1}_{b}": float(np.median([np.mean(h[a:b]) for h in sessions]))
         for a, b in WINDOWS
     }
+    means = {
+        f"cards_{a + 1}_{b}": float(np.mean([np.mean(h[a:b]) for h in sessions]))
+        for a, b in WINDOWS
+    }
     swipes = [swipes_to_half(h) for h in sessions]
     finite = np.isfinite(swipes)
     return {
         "name": name,
         "newcomers": len(sessions),
         "median_on_taste_share": shares,
+        "mean_on_taste_share": means,
         "swipes_to_half": {
             "median": _pct(swipes, 50),
             "p90": _pct(swipes, 90),
@@ -270,6 +332,38 @@ def bounds(world: World, topics: list[int], seed: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- main
 
 
+def summarise_tastes(several: list[dict[str, Any]]) -> dict[str, Any]:
+    """How close each taste's share of cards 21-40 is to its share of the watch time
+    (which follows what was shown as much as the person), and to its share of their
+    attention (``tastes``, what they came with): the mean and largest gaps (share points)
+    over tastes and newcomers."""
+    gaps = _gaps(several, "time_share")
+    intended = _gaps(several, "tastes")
+    return {
+        "newcomers": len(several),
+        "mean_gap": float(np.mean(gaps)),
+        "max_gap": float(np.max(gaps)),
+        "mean_gap_to_attention": float(np.mean(intended)),
+        "max_gap_to_attention": float(np.max(intended)),
+        "median_on_taste_21_40": float(np.median([x["on_taste_21_40"] for x in several])),
+        "per_newcomer": several,
+    }
+
+
+def several_tastes(world: World, n: int, seed: int, min_videos: int) -> list[dict[int, float]]:
+    """``n`` newcomers of two or three tastes (alternately), each a share of attention:
+    (0.6, 0.4) or (0.5, 0.3, 0.2), over distinct topics with at least ``min_videos``."""
+    counts = np.bincount(world.video_topic, minlength=world.n_topics)
+    eligible = [int(t) for t in np.flatnonzero(counts >= min_videos)]
+    rng = np.random.default_rng(seed)
+    out: list[dict[int, float]] = []
+    for i in range(n):
+        shares = (0.6, 0.4) if i % 2 == 0 else (0.5, 0.3, 0.2)
+        picked = rng.choice(eligible, size=len(shares), replace=False)
+        out.append({int(t): w for t, w in zip(picked, shares, strict=True)})
+    return out
+
+
 def run_code(
     label: str,
     src: Path,
@@ -278,6 +372,7 @@ def run_code(
     world: World,
     topics: list[int],
     modes: list[str],
+    multi: list[dict[int, float]],
 ) -> list[dict[str, Any]]:
     page, prefetch_at = player_pattern(src)
     out: list[dict[str, Any]] = []
@@ -289,6 +384,8 @@ def run_code(
         env = {"PYTHONPATH": str(src)}
         sessions: list[list[bool]] = []
         reasons: list[list[str]] = []
+        sources: list[list[str]] = []
+        card_topics: list[list[int]] = []
         waits: list[float] = []
         with (
             Server(data_dir, root / f"server-{label}-{mode}.log", env=env) as server,
@@ -297,15 +394,27 @@ def run_code(
             for i, topic in enumerate(topics):
                 user = f"new-{label}-{mode}-{i:03d}"
                 client.put(f"/v1/users/{user}", json={}).raise_for_status()
-                n = Newcomer(client, world, user, topic)
+                n = Newcomer(client, world, user, {topic: 1.0}, seed=i)
                 if mode == "player":
                     n.run_player(page, prefetch_at)
                 else:
                     n.run_pages()
                 sessions.append(on_taste(n.cards, topic))
                 reasons.append(n.reasons[:CARDS])
+                sources.append(n.sources[:CARDS])
+                card_topics.append([v.topic for v in n.cards])
                 waits += n.learned_wait_s
+            several: list[dict[str, Any]] = []
+            for i, tastes in enumerate(multi if mode == "player" else []):
+                user = f"multi-{label}-{i:03d}"
+                client.put(f"/v1/users/{user}", json={}).raise_for_status()
+                n = Newcomer(client, world, user, tastes, seed=1_000 + i)
+                n.run_player(page, prefetch_at)
+                several.append(taste_shares(n, tastes))
         s = summarise(f"{label} {mode}", sessions)
+        s["topic_entropy"] = entropy_windows(card_topics)
+        if several:
+            s["several_tastes"] = summarise_tastes(several)
         s.update(
             code=label,
             src=str(src),
@@ -314,6 +423,9 @@ def run_code(
             player_prefetch_at=prefetch_at,
             learned_wait_ms=percentiles([w * 1e3 for w in waits]),
             reasons=reasons,
+            sources=sources,
+            card_topics=card_topics,
+            newcomer_topics=topics,
         )
         out.append(s)
         console.print(f"  {s['name']}: {s['median_on_taste_share']} {s['swipes_to_half']}")
@@ -327,6 +439,9 @@ def main() -> None:
     ap.add_argument("--src", type=Path, action="append", default=[], help="another src tree")
     ap.add_argument("--modes", default="player,page", help="fetch patterns: player, page")
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
+    ap.add_argument(
+        "--several", type=int, default=8, help="newcomers of two or three tastes (player mode)"
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     modes = [m.strip() for m in args.modes.split(",") if m.strip() in ("player", "page")]
@@ -336,6 +451,7 @@ def main() -> None:
     now = now_ms()
     world = build_world(seed=20, n_videos=n_videos, n_topics=20, n_users=n_users, now_ms=now)
     topics = newcomer_topics(world, newcomers, seed=20, min_videos=100)
+    multi = several_tastes(world, args.several, seed=22, min_videos=100)
     payload: dict[str, Any] = {
         "benchmark": "newcomer",
         "quick": args.quick,
@@ -348,6 +464,7 @@ def main() -> None:
             "background_views_per_user": views,
             "newcomers": newcomers,
             "newcomer_topics": [world.topic_names[t] for t in topics],
+            "several_tastes": [{world.topic_names[t]: w for t, w in m.items()} for m in multi],
             "cards": CARDS,
             "skip_ms": SKIP_MS,
             "page_mode_count": PAGE_MODE_COUNT,
@@ -364,24 +481,41 @@ def main() -> None:
             (f"src{i + 1}", p.resolve()) for i, p in enumerate(args.src)
         ]
         for label, src in codes:
-            payload["results"] += run_code(label, src, seed_dir, root, world, topics, modes)
+            payload["results"] += run_code(label, src, seed_dir, root, world, topics, modes, multi)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     path = write_json("newcomer_quick" if args.quick else "newcomer", payload)
-    rows = []
+    rows, taste_rows = [], []
     for r in payload["results"]:
         sh, sw = r["median_on_taste_share"], r["swipes_to_half"]
         fetch = f"{r['player_page']}/{r['player_prefetch_at']}" if r.get("mode") == "player" else ""
+        entropy = r.get("topic_entropy")
         rows.append(
             [
                 r["name"],
                 fetch,
                 *(f"{100 * sh[k]:.0f}%" for k in ("cards_1_10", "cards_11_20", "cards_21_30")),
+                f"{100 * r['mean_on_taste_share']['cards_11_20']:.0f}%",
                 _fmt(sw["median"]),
                 _fmt(sw["p90"]),
                 str(sw["never"]),
+                "" if entropy is None else f"{entropy['median']['cards_21_30']:.2f}",
+                "" if entropy is None else f"{entropy['min_after_first_10']:.2f}",
             ]
         )
+        if "several_tastes" in r:
+            t = r["several_tastes"]
+            taste_rows.append(
+                [
+                    r["name"],
+                    str(t["newcomers"]),
+                    f"{100 * t['median_on_taste_21_40']:.0f}%",
+                    f"{100 * t['mean_gap']:.0f}",
+                    f"{100 * t['max_gap']:.0f}",
+                    f"{100 * t['mean_gap_to_attention']:.0f}",
+                    f"{100 * t['max_gap_to_attention']:.0f}",
+                ]
+            )
     print_table(
         "A newcomer's feed: on-taste share (median over newcomers)",
         [
@@ -390,13 +524,32 @@ def main() -> None:
             "cards 1-10",
             "11-20",
             "21-30",
+            "11-20 mean",
             "swipes to half (p50)",
             "p90",
             "never",
+            "entropy 21-30",
+            "entropy min",
         ],
         rows,
-        caption=f"{newcomers} newcomers, one dominant topic each; written to {path}",
+        caption=f"{newcomers} newcomers, one dominant topic each; topic entropy (nats) per ten "
+        f"cards: the median of cards 21-30, the lowest window after card 10; written to {path}",
     )
+    if taste_rows:
+        print_table(
+            "Newcomers of two or three tastes (player): each taste's share of cards 21-40 "
+            "against its share of the watch time",
+            [
+                "feed",
+                "newcomers",
+                "on a taste, 21-40",
+                "gap to time: mean (points)",
+                "largest",
+                "gap to attention: mean",
+                "largest",
+            ],
+            taste_rows,
+        )
 
 
 def _fmt(x: float | None) -> str:

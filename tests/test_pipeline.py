@@ -90,6 +90,52 @@ def test_every_served_video_is_recorded_as_an_impression(kit: Any, engine: Engin
     assert [item.position for item in feed.items] == list(range(5))
 
 
+def test_no_reason_names_a_video_by_its_id(kit: Any, engine: Engine) -> None:
+    """Others who enjoyed c0-v0 enjoyed c0-v1..c0-v5 (and skipped c1's videos); u1
+    enjoyed c0-v0: co-engagement proposes the rest, and its reason names the watch by
+    creator and hashtag."""
+    kit.run(engine, [kit.view(f"o{k}", f"c0-v{i}") for k in range(3) for i in range(6)])
+    kit.run(engine, [kit.view(f"o{k}", f"c1-v{i}", 500) for k in range(3) for i in range(10)])
+    kit.run(engine, [kit.view("u1", "c0-v0")])
+    items = engine.feed("u1", count=10, now=kit.NOW).items
+    cited = [i for i in items if i.source == "co_engagement"]
+    assert cited and all("@c0's #tag-c0 video" in i.reason for i in cited)
+    for item in items:
+        assert not [v for v in ALL_IDS if v in item.reason], item.reason
+
+
+def test_a_session_that_finishes_one_topic_keeps_two_cards_in_ten_from_elsewhere(
+    kit: Any,
+) -> None:
+    """Sixty #dance videos (six creators) and ten of each of ten other topics; a newcomer
+    finishes every #dance card and skips the rest, asking for pages of two: once the feed
+    leans, no run of ten cards holds more than eight #dance ones (feed.max_per_topic)."""
+    videos = [
+        kit.video(f"d{c}-{i}", f"d{c}", hashtags=("#dance", "#dancetok"))
+        for c in range(6)
+        for i in range(10)
+    ] + [
+        kit.video(f"o{t}-{i}", f"o{t}-{i % 3}", hashtags=(f"#other{t}",))
+        for t in range(10)
+        for i in range(10)
+    ]
+    engine = kit.open_engine(kit.settings(), videos)
+    served: list[str] = []
+    ts = kit.NOW - 60_000
+    for _ in range(20):
+        items = engine.feed("new", count=2, now=ts).items
+        for item in items:
+            served.append(item.video_id)
+            ts += 1_500
+            on = item.video_id.startswith("d")
+            kit.run(engine, [kit.view("new", item.video_id, 20_000 if on else 800, ts=ts)])
+    dance = [v.startswith("d") for v in served]
+    assert sum(dance[20:]) >= 12  # it leans
+    assert all(sum(dance[s : s + 10]) <= 8 for s in range(len(dance) - 9)), "".join(
+        "D" if d else "o" for d in dance
+    )
+
+
 def test_each_request_gets_its_own_request_id(kit: Any, engine: Engine) -> None:
     ids = {engine.feed("u1", count=2, now=kit.NOW).request_id for _ in range(3)}
     assert len(ids) == 3

@@ -113,6 +113,10 @@ class FeedConfig(_Section):
     not_interested_days: float = Field(30.0, ge=0)  # creator / sound suppression
     fresh_share: float = Field(0.2, ge=0, le=1)  # of each page, for new uploads' first audience
     max_per_creator: int = Field(2, ge=1)  # per page, while other candidates remain
+    # Of a page and the cards just before it (a default page's length in all), from one
+    # topic (hashtags grouped by use), while other candidates remain: the floor of a
+    # session's variety however fast it leans (0: no cap). fyp.rerank.diversity
+    max_per_topic: int = Field(8, ge=0)
     # Videos carrying any of these labels are never served on any surface.
     excluded_labels: tuple[str, ...] = ("removed", "ineligible", "misinformation")
 

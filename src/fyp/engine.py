@@ -109,6 +109,11 @@ class InvalidModerationError(ValueError):
     """A moderation action that names unknown labels, or changes nothing."""
 
 
+class UnknownPageError(LookupError):
+    """``after`` names no response served to this user (or one whose impressions are
+    gone: retention, erasure)."""
+
+
 class ErasureInProgressError(Exception):
     """A request about a user whose erasure was accepted and is not complete: nothing of
     theirs is read, stored or served until it is (the API's 409)."""
@@ -1182,13 +1187,31 @@ class Engine:
         count: int | None = None,
         surface: str = DEFAULT_SURFACE,
         now: int | None = None,
+        after: str | None = None,
+        shown: int = 0,
     ) -> Feed:
-        n = self.settings.feed.default_count if count is None else count
+        """The next ``count`` items (a default page without). ``after``: the request id
+        of a page served to the user of which only the first ``shown`` cards were shown
+        (0 <= shown): the rest is withdrawn (its impressions deleted, its videos no
+        longer served, so they may come again) and the new page takes its place, ranked
+        with all that was learned since; ``count`` defaults to the cards withdrawn."""
+        if shown < 0:
+            raise ValueError(f"shown must be 0 or more, got {shown}")
         with self._lock:
             # Checked under the lock an erasure sets its tombstone and removes the
             # profile under, with the impressions recorded in the same hold: a feed that
             # waited out an erasure records nothing of the erased user.
             pid = self.home(user_id)
+            n = self.settings.feed.default_count if count is None else count
+            if after is not None:
+                withdrawn = self.impressions.withdraw(pid, after, shown)
+                if withdrawn is None:
+                    raise UnknownPageError(f"after: no page {after!r} was served to this user")
+                row_of = self.catalog.row_of
+                rows = [row_of[v] for v in withdrawn if v in row_of]
+                self.state.withdraw_served(self.state.user(pid), rows)
+                if count is None:
+                    n = max(len(withdrawn), 1)
             return self.pipeline.run(pid, n, surface, self.clock() if now is None else now)
 
     def close(self) -> None:

@@ -25,12 +25,13 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from fyp.catalog.hashtag_topics import TopicsCache
 from fyp.config import Settings
 from fyp.events.impressions import ImpressionLog
 from fyp.rank.base import FirstRankerValues, Ranker
 from fyp.rank.explain import Explainer
 from fyp.rerank.adjustments import ValueAdjustments
-from fyp.rerank.diversity import CreatorSoundSpacing
+from fyp.rerank.diversity import SPARE_OTHERS, CreatorSoundSpacing
 from fyp.rerank.exploration import ExplorationSlots
 from fyp.rerank.filters import (
     EligibilityFilter,
@@ -205,7 +206,7 @@ class FeedPipeline:
         if len(candidates) < 3 * count:
             # Too few to choose from (ranking and spacing need room): top up.
             candidates = candidates + self._top_up(ctx, candidates)
-        discovery = (DiscoverSource.name, discover_share(ctx.user))
+        discovery = (DiscoverSource.name, discover_share(ctx.user, ctx.now))
         ranked = self.exploration.prioritise(
             self._rank(ctx, candidates), count, ctx.request_id, discovery
         )
@@ -214,7 +215,13 @@ class FeedPipeline:
         # that, only if the sequence rules (caps, sensitive topics) left the page short.
         guard = self.rules.guard(ctx)
         before = self._served_before(ctx)
-        page = self.spacing.arrange(ranked[: max(4 * count, 40)], count, guard, before)
+        looked_at, one_topic = self.spacing.looked_at(ranked, max(4 * count, 40), count)
+        if one_topic is not None:
+            # All the sources proposed is one topic: a few from elsewhere, for the cap.
+            looked_at += self._rank(
+                ctx, self._elsewhere(ctx, candidates, one_topic, count + SPARE_OTHERS)
+            )
+        page = self.spacing.arrange(looked_at, count, guard, before)
         if len(page) < count and guard is not None and len(ranked) > max(4 * count, 40):
             page = self.spacing.arrange(ranked, count, guard, before)
         if len(page) < count:
@@ -247,10 +254,10 @@ class FeedPipeline:
 
     def _served_before(self, ctx: FeedContext) -> list[int]:
         """The rows served to the person just before this page that spacing reaches back
-        over: the last one (no clash across pages), and enough that the creator cap holds
-        over a default page's length of the sequence whatever the page size."""
+        over: the last one (no clash across pages), and enough that the creator and topic
+        caps hold over a default page's length of the sequence whatever the page size."""
         served = ctx.owner.served
-        n = max(1, self.state.settings.feed.default_count - ctx.count)
+        n = max(1, self.state.settings.feed.default_count - 1)
         return [served[i] for i in range(max(len(served) - n, 0), len(served))]
 
     def _last_gate(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
@@ -319,6 +326,18 @@ class FeedPipeline:
         excluded = {c.row for c in candidates} | ctx.user.viewed | set(ctx.user.served_set)
         want = max(3 * ctx.count - len(candidates), self.backfill.limit)
         return self.backfill.fetch_excluding(ctx, excluded, want, self._keep(ctx))
+
+    def _elsewhere(
+        self, ctx: FeedContext, candidates: list[Candidate], topic: str, count: int
+    ) -> list[Candidate]:
+        """Up to ``count`` unseen, unserved videos of topics other than ``topic`` from the
+        whole catalog, most viewed first, through the same filters as a top-up."""
+        excluded = {c.row for c in candidates} | ctx.user.viewed | set(ctx.user.served_set)
+        keep = self._keep(ctx)
+        topic_of = self.spacing.topic_of
+        return self.backfill.fetch_excluding(
+            ctx, excluded, count, lambda c: topic_of(c.row) != topic and keep(c)
+        )
 
     def _repeats(self, ctx: FeedContext, page: list[Candidate]) -> list[Candidate]:
         """Only when nothing unseen is left: videos served but never viewed, the longest
@@ -389,13 +408,14 @@ def build_pipeline(
     not_interested = NotInterestedFilter(catalog)
     eligibility = EligibilityFilter(catalog, state.stats)
     muted = MutedFilter(catalog)
+    topics = TopicsCache(catalog)  # hashtags grouped by use: discovery's arms, spacing's topics
     return FeedPipeline(
         state=state,
         sources=[
             FollowedCreatorsSource(state, src.followed_candidates),
             CoEngagementSource(state, src.coengagement_seeds, src.coengagement_candidates),
             TopicSource(state, src.topic_seeds, src.topic_candidates),
-            DiscoverSource(state, src.discover_candidates),
+            DiscoverSource(state, src.discover_candidates, topics),
             TrendingSource(state, src.trending_candidates),
             FreshSource(
                 state,
@@ -409,7 +429,13 @@ def build_pipeline(
         backfill=backfill,
         ranker=ranker or FirstRankerValues(state.ranker),
         exploration=ExplorationSlots(FreshSource.name, settings.feed.fresh_share),
-        spacing=CreatorSoundSpacing(catalog, settings.feed.max_per_creator),
+        spacing=CreatorSoundSpacing(
+            catalog,
+            settings.feed.max_per_creator,
+            topics,
+            settings.feed.max_per_topic,
+            settings.feed.default_count,
+        ),
         adjustments=adjustments,
         rules=SequenceRules(catalog),
         last_gate=[eligibility, muted, not_interested],

@@ -331,6 +331,56 @@ def test_feed_surface_is_recorded_in_impressions(
     assert engine.impressions.count() == 6
 
 
+def test_the_rest_of_a_page_is_replaced_ranked_with_what_was_just_learned(
+    api: Api, client: TestClient, engine: Engine, catalog: list[dict[str, Any]]
+) -> None:
+    """A page of ten; the person watches its first three (finishing the #tag1 one,
+    skipping the others) and the client asks for the rest again: the seven cards not
+    shown are withdrawn (no impression, no "why", servable again), and the new page (seven
+    cards by default) is ranked with those three views."""
+    first = api.feed("u-after", count=10)
+    shown = [i["video_id"] for i in first["items"][:3]]
+    rest = {i["video_id"] for i in first["items"][3:]}
+    tag1 = [v["video_id"] for v in catalog if v["hashtags"] == ["#tag1"]]
+    views = [
+        api.event(f"after-{k}", "u-after", v, watch_ms=10_000 if k == 0 else 500)
+        for k, v in enumerate([tag1[0], *[v for v in shown if v != tag1[0]][:2]])
+    ]
+    assert client.post("/v1/events", json={"events": views}).status_code == 200
+    api.wait_until_learned()
+    pid = engine.pseudonym("u-after")
+    again = api.feed("u-after", after=first["request_id"], shown=3)
+    assert len(again["items"]) == 7 and again["request_id"] != first["request_id"]
+    recorded = engine.impressions.for_user(pid, 100)
+    assert {i.video_id for i in recorded if i.request_id == first["request_id"]} == set(shown)
+    assert {i.video_id for i in recorded if i.request_id == again["request_id"]} == {
+        i["video_id"] for i in again["items"]
+    }
+    for v in rest - {i["video_id"] for i in again["items"]}:
+        assert client.get(f"/v1/users/u-after/why/{v}").status_code == 404
+    # Led by a video of what was just finished (its hashtag or its creator, c1).
+    liked = set(tag1) | {v["video_id"] for v in catalog if v["creator_id"] == "c1"}
+    new = [i["video_id"] for i in again["items"]]
+    assert new[0] in liked, again["items"]
+    assert not set(new) & set(shown)
+
+
+def test_after_needs_shown_and_a_page_of_this_user(
+    api: Api, client: TestClient, catalog: list[dict[str, Any]]
+) -> None:
+    page = api.feed("u-a", count=3)
+    resp = client.get("/v1/feed", params={"user_id": "u-a", "after": page["request_id"]})
+    assert resp.status_code == 422 and "after and shown go together" in resp.text
+    resp = client.get(
+        "/v1/feed", params={"user_id": "u-b", "after": page["request_id"], "shown": 1}
+    )
+    assert resp.status_code == 404 and "no page" in resp.text
+    resp = client.get(
+        "/v1/feed", params={"user_id": "u-a", "after": page["request_id"], "shown": -1}
+    )
+    assert resp.status_code == 422
+
+
 # ------------------------------------------------------------------------ OpenAPI
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from fyp.audit.report import KNOWN_SOURCES
+from fyp.catalog.names import video_name
 from fyp.config import load_settings
 from fyp.engine import Engine
 from fyp.eval.simulate import SimulatedUser, UserState, World, build_world, reaction_events
@@ -220,7 +221,7 @@ def test_not_interested_keeps_the_creator_out_for_the_whole_suppression_period(
 # -- a taste, and refresh -----------------------------------------------------------------
 
 # What a reason says when it cites the user's history (fyp.rank.explain, co-engagement).
-HISTORY_PHRASES = ("You watched", "You often enjoy", "People who enjoyed")
+HISTORY_PHRASES = ("You watched", "You often enjoy", "Because you enjoyed", "which you watched")
 
 
 def cites_history(item: FeedItem) -> bool:
@@ -489,8 +490,9 @@ def test_every_items_source_and_reason_are_true_and_why_repeats_them(
             if source == "followed":
                 assert creator in followed, item
             if source == "co_engagement":
-                cited = re.search(r"\(([^)]+)\)", item.reason)
-                assert cited is not None and cited.group(1) in positives_of(sent, world), item
+                # It names (creator and caption, not id) a video the user enjoyed.
+                named = {video_name(world.video(p).as_video()) for p in positives_of(sent, world)}
+                assert any(f"Because you enjoyed {n}:" in item.reason for n in named), item
             watched = re.search(r"You watched (\d+) videos? by @(\S+) this week", item.reason)
             if watched:
                 n, who = int(watched.group(1)), watched.group(2)

@@ -215,3 +215,31 @@ def test_pages_of_one_never_put_a_creator_on_consecutive_cards() -> None:
         shown.append(left.pop(pick))
     creators = [keys[i][0] for i in shown]
     assert all(x != y for x, y in itertools.pairwise(creators)), creators
+
+
+def test_a_topic_is_capped_in_every_run_of_ten_while_others_remain() -> None:
+    keys: list[Key] = [(f"c{i}", None) for i in range(30)]
+    topics = ["a"] * 24 + ["b"] * 6  # the best 24 of one topic
+    page = space_out(candidates(30), keys, 20, topics=topics, max_per_topic=8)
+    served = [topics[i] for i in page]
+    assert all(served[s : s + 10].count("a") <= 8 for s in range(len(served) - 9)), served
+    # Without the cap, the page would be the best 20: all of one topic.
+    assert space_out(candidates(30), keys, 20) == list(range(20))
+
+
+def test_the_topic_cap_counts_the_cards_served_before_and_yields_when_nothing_else_fits() -> None:
+    keys: list[Key] = [("c0", None), ("c1", None), ("c2", None)]
+    topics = ["a", "a", "b"]
+    before = ["a"] * 8 + [None]
+    # Eight of the last nine were "a": b comes first; then only "a" is left, and it fills.
+    assert space_out(
+        candidates(3), keys, 2, topics=topics, max_per_topic=8, before_topics=before
+    ) == [2, 0]
+    # The run of ten slides: an "a" ten cards back no longer counts.
+    older = ["a"] * 8 + [None]
+    assert space_out(
+        candidates(3), keys, 1, topics=topics, max_per_topic=8, before_topics=older
+    ) == [2]
+    assert space_out(
+        candidates(3), keys, 1, topics=topics, max_per_topic=8, before_topics=[*older[1:], None]
+    ) == [0]

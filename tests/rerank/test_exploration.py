@@ -30,3 +30,15 @@ def test_a_page_of_ten_keeps_exactly_its_two_slots() -> None:
 
 def test_the_draw_is_a_function_of_the_request_id() -> None:
     assert {slots_for(0.5, 1, "same") for _ in range(10)} in ({0}, {1})
+
+
+def test_the_other_source_is_taken_in_its_own_order_not_the_rankers() -> None:
+    # Ranked: the discover source's weaker draw first.
+    cands = [
+        Candidate(1, "v1", "ranked", ""),
+        Candidate(0, "v0", "discover", "", source_score=0.1),
+        Candidate(2, "v2", "discover", "", source_score=0.9),
+        Candidate(3, "v3", "ranked", ""),
+    ]
+    page = ExplorationSlots("fresh", 0.0).prioritise(cands, 2, "r", ("discover", 0.5))
+    assert [c.video_id for c in page[:2]] == ["v1", "v2"]

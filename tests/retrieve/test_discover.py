@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from fyp.engine import Engine
 from fyp.retrieve.base import FeedContext
-from fyp.retrieve.discover import DiscoverSource, discover_share
+from fyp.retrieve.discover import FOUND_SHARE, DiscoverSource, discover_share
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.users import new_user
 
@@ -63,13 +65,50 @@ def test_the_search_narrows_to_what_was_finished(kit: Any) -> None:
     assert firsts.count("t1") < firsts.count("t4")
 
 
-def test_the_share_shrinks_with_long_views_to_nothing() -> None:
+def test_the_share_is_the_page_while_searching_and_shrinks_with_what_stands_out(kit: Any) -> None:
+    engine = world(kit)
+    now = kit.ts + 1_000
     user = new_user(history_size=10, n_labels=len(LABEL_INDEX))
-    assert discover_share(user) == 0.5
-    user.label_counts[LABEL_INDEX["long_view"]] = 5
-    assert discover_share(user) == 0.25
+    assert discover_share(user, now) == 1.0  # nothing known: the whole page searches
+    kit.run(engine, [kit.view("new", "t1-c0-v0", watch_ms=800)])
+    user = kit.state_of(engine, "new")
+    assert discover_share(user, kit.ts + 1_000) == 1.0  # a skip finds nothing
+    kit.run(engine, [kit.view("new", "t3-c0-v0")])
+    user = kit.state_of(engine, "new")
+    # A finish against a skip stands out: the rest of the page follows it.
+    assert discover_share(user, kit.ts + 1_000) == pytest.approx(FOUND_SHARE / 1.2)
     user.label_counts[LABEL_INDEX["long_view"]] = 200
-    assert discover_share(user) == 0.0
+    assert discover_share(user, kit.ts + 1_000) == 0.0  # an established user: none
+
+
+def test_a_returning_person_does_not_search_from_scratch(kit: Any) -> None:
+    engine = world(kit)
+    kit.run(engine, [kit.view("back", f"t2-c0-v{i}") for i in range(3)])
+    # A day later the session's evidence has faded; their long views have not.
+    user = kit.state_of(engine, "back")
+    assert discover_share(user, kit.ts + kit.DAY_MS) == pytest.approx(FOUND_SHARE / 1.6)
+
+
+def test_topics_waiting_for_a_verdict_are_not_drawn_again(kit: Any) -> None:
+    engine = world(kit)
+    first = engine.feed("new", count=2, now=kit.NOW).items
+    assert [i.source for i in first] == [DiscoverSource.name] * 2
+    # Neither card viewed yet (a client fetching ahead): the next page tries others.
+    for _ in range(2):
+        waiting = {topic(i.video_id) for i in first}
+        items = engine.feed("new", count=2, now=kit.NOW).items
+        assert not waiting & {topic(i.video_id) for i in items}
+        first = items
+
+
+def test_one_card_per_topic_scored_by_its_draw(kit: Any) -> None:
+    engine = world(kit)
+    user = new_user(history_size=10, n_labels=len(LABEL_INDEX))
+    ctx = FeedContext("req", "x", user, 10, "for_you", "ZZ", kit.NOW)
+    got = DiscoverSource(engine.state, limit=10).fetch(ctx)
+    assert sorted(topic(c.video_id) for c in got) == [f"t{t}" for t in range(TOPICS)]
+    scores = [c.source_score for c in got]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_a_skipped_hashtag_is_not_looked_for_under_another(kit: Any) -> None:
@@ -88,6 +127,6 @@ def test_a_skipped_hashtag_is_not_looked_for_under_another(kit: Any) -> None:
     for i in range(200):
         ctx = FeedContext(f"req-{i}", "new", user, 10, "for_you", "ZZ", kit.ts + 1_000)
         proposed |= {c.video_id for c in source.fetch(ctx)}
-    # #other is unknown and drawn, but each of its videos carries the skipped #topic1.
+    # #other is used with #topic1 (one topic), and each of its videos carries #topic1 too.
     assert not {v for v in proposed if v.startswith(("x-", "t1-"))}
     assert {topic(v) for v in proposed} >= {"t3", "t4"}

@@ -13,7 +13,7 @@ from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
 from fyp.retrieve.trending import TrendingSource
 from fyp.state.updater import FeedState
-from fyp.state.users import UserState
+from fyp.state.users import Affinity, UserState
 from fyp.types import Candidate, Video
 
 NOW = 1_750_000_000_000
@@ -102,7 +102,11 @@ def test_co_engagement_proposes_neighbours_of_the_users_recent_positives(
     assert ids(got) == ["a1", "b0"]
     assert got[0].source_score > got[1].source_score
     assert {c.source for c in got} == {"co_engagement"}
-    assert "(a0)" in got[0].reason
+    # The watch that led to it, named for a person (a0 has no caption nor hashtag), not by id.
+    assert (
+        got[0].reason
+        == "Because you enjoyed a video by @a: people who enjoyed it also enjoyed this"
+    )
 
 
 def test_co_engagement_uses_only_the_most_recent_seeds(state: FeedState) -> None:
@@ -180,6 +184,34 @@ def test_fresh_draws_a_limited_sample_the_same_way_for_the_same_request(
     assert ids(source.fetch(ctx(state, request_id="r-1"))) == first
     draws = {tuple(sorted(ids(source.fetch(ctx(state, request_id=f"r-{i}"))))) for i in range(30)}
     assert len(draws) > 1  # different requests share the exposure around
+
+
+def test_fresh_adds_new_uploads_of_what_the_person_is_finishing(state: FeedState) -> None:
+    """Forty new uploads of other hashtags and one of #dance: a draw of three rarely holds
+    it; a person finishing #dance (and skipping #cats) is offered it every time."""
+    new = [
+        Video(f"n{i}", f"n{i}", 10_000, hashtags=("#cats",), created_at=NOW - HOUR_MS)
+        for i in range(40)
+    ]
+    new.append(Video("dance-new", "d", 10_000, hashtags=("#dance",), created_at=NOW - HOUR_MS))
+    new.append(Video("dance-old", "d", 10_000, hashtags=("#dance",), created_at=NOW - 9 * DAY_MS))
+    state.catalog.upsert(new)
+    state.stats.ensure(len(state.catalog))
+    source = FreshSource(state, limit=3, window_ms=2 * DAY_MS, exposure_budget=5)
+    before = [ids(source.fetch(ctx(state, request_id=f"r-{i}"))) for i in range(20)]
+    assert sum("dance-new" in got for got in before) < 10
+    person = user(state)
+    for i in range(3):
+        state.user("u1").hashtags.setdefault("#cats", Affinity()).add(
+            False, NOW - 9_000 + i, DAY_MS, False
+        )
+        person.add_session_view(False, NOW - 9_000 + i)
+    person.hashtags.setdefault("#dance", Affinity()).add(True, NOW - 1_000, DAY_MS, True)
+    person.add_session_view(True, NOW - 1_000)
+    assert person.standout_hashtags(NOW) == ["#dance"]
+    after = [ids(source.fetch(ctx(state, request_id=f"r-{i}"))) for i in range(20)]
+    assert all("dance-new" in got for got in after)
+    assert not any("dance-old" in got for got in after)  # outside the window
 
 
 # -- backfill ------------------------------------------------------------------------------

@@ -100,3 +100,13 @@ def test_zero_served_memory_remembers_nothing() -> None:
     user.remember_served([1, 2], capacity=0)
     assert not user.served
     assert user.served_set == {}
+
+
+def test_forgetting_cards_never_shown_takes_out_their_last_serving_only() -> None:
+    user = new_user(history_size=10, n_labels=3)
+    user.remember_served([1, 2, 3, 2], capacity=100)
+    user.forget_served([2, 3])
+    assert list(user.served) == [1, 2]
+    assert user.served_set == {1: 1, 2: 1}
+    user.forget_served([9])  # never served: nothing to take out
+    assert list(user.served) == [1, 2]

@@ -61,11 +61,16 @@ class Site:
     videos: dict[str, dict[str, Any]]
 
 
-def _catalog(now: int) -> list[dict[str, Any]]:
+def _catalog(
+    now: int,
+    topics: tuple[str, ...] = TOPICS,
+    creators_per_topic: int = CREATORS_PER_TOPIC,
+    videos_per_creator: int = VIDEOS_PER_CREATOR,
+) -> list[dict[str, Any]]:
     videos = []
-    for k in range(len(TOPICS) * CREATORS_PER_TOPIC):
-        topic = TOPICS[k % len(TOPICS)]
-        for i in range(VIDEOS_PER_CREATOR):
+    for k in range(len(topics) * creators_per_topic):
+        topic = topics[k % len(topics)]
+        for i in range(videos_per_creator):
             vid = f"c{k}-v{i}"
             videos.append(
                 {
@@ -82,14 +87,16 @@ def _catalog(now: int) -> list[dict[str, Any]]:
     return videos
 
 
-def _background(videos: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
+def _background(
+    videos: list[dict[str, Any]], now: int, topics: tuple[str, ...] = TOPICS
+) -> list[dict[str, Any]]:
     """Each fan watches most videos of their topic to the end (liking some) and a few of
     the others, to the end or not: trending and co-engagement to draw on, with no topic
     ahead of the others by construction (a fixed seed: the same events every run)."""
     rng = random.Random(7)
     events: list[dict[str, Any]] = []
     ts = now - 2 * 3_600_000
-    for topic in TOPICS:
+    for topic in topics:
         for f in range(FANS_PER_TOPIC):
             user = f"fan-{topic}-{f}"
             for v in videos:
@@ -164,6 +171,49 @@ def site(
         server.stop()
 
 
+# A wider world for the newcomer's lean: eight topics of four creators (the per-creator
+# cap lets a topic fill eight cards in ten), so that finding the person's topic is a
+# search, which ends within ten cards (more topics and a newcomer whose topic comes last
+# would fail a lean within twenty cards by chance).
+WIDE_TOPICS = (*TOPICS, "jazz", "pottery")
+
+
+@pytest.fixture(scope="module")
+def wide_site(
+    tmp_path_factory: pytest.TempPathFactory, unavailable: Callable[[str], NoReturn]
+) -> Iterator[Site]:
+    missing = _missing()
+    if missing is not None:
+        unavailable(f"browser tests need Chromium, Node and playwright-core: {missing}")
+    root = tmp_path_factory.mktemp("web-wide")
+    server = Server(root / "data", root / "serve.log", registered_users=True)
+    try:
+        server.wait_ready()
+        now = int(time.time() * 1000)
+        videos = _catalog(now, WIDE_TOPICS, creators_per_topic=4, videos_per_creator=5)
+        events = _background(videos, now, WIDE_TOPICS)
+        with server.client() as http:
+            resp = http.post("/v1/videos", json={"videos": videos})
+            assert resp.status_code == 200, resp.text
+            for user in sorted({e["user_id"] for e in events}):
+                assert http.put(f"/v1/users/{user}", json={}).status_code == 201
+            for start in range(0, len(events), 500):
+                resp = http.post("/v1/events", json={"events": events[start : start + 500]})
+                assert resp.status_code == 200, resp.text
+            deadline = time.monotonic() + 30
+            while http.get("/healthz").json()["learning_lag"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+        catalog_file = root / "catalog.json"
+        by_id = {
+            v["video_id"]: {k: v[k] for k in ("creator_id", "hashtags", "duration_ms")}
+            for v in videos
+        }
+        catalog_file.write_text(json.dumps({"videos": by_id}))
+        yield Site(server, catalog_file, by_id)
+    finally:
+        server.stop()
+
+
 def _run_node(site: Site, script: str, shots: Path, **extra: str) -> None:
     key = site.server.headers["Authorization"].removeprefix("Bearer ")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FYP_")}
@@ -221,6 +271,22 @@ def test_player_in_a_browser(site: Site, tmp_path: Path) -> None:
     """The DOM contract, a feed that leans to what was watched to the end, the why sheet,
     keyboard-only use, watch time that stops while the tab is hidden, accessibility."""
     _run_node(site, "player.spec.mjs", _shots(tmp_path), FYP_USER="web-test-1")
+
+
+def test_a_newcomer_in_the_player_leans_to_one_hashtag_within_twenty_cards(
+    wide_site: Site, tmp_path: Path
+) -> None:
+    """Issue 20's scenario by a scripted person: a new user watches every #chess card to
+    the end and skips the rest after ~1 s, liking nothing; at least half of cards 11-20
+    are #chess (an eighth of the catalog), three more than of a control newcomer's who
+    skips everything."""
+    _run_node(
+        wide_site,
+        "player-lean.spec.mjs",
+        _shots(tmp_path),
+        FYP_USER="web-lean-1",
+        FYP_HASHTAG="chess",
+    )
 
 
 def test_console_in_a_browser(site: Site, tmp_path: Path) -> None:

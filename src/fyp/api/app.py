@@ -70,6 +70,7 @@ from fyp.engine import (
     Engine,
     ErasureInProgressError,
     InvalidModerationError,
+    UnknownPageError,
     UnknownVideoError,
     serving_role,
 )
@@ -490,7 +491,12 @@ def create_app(
             return response
         return _json(body, 422 if result.rejected else 200)
 
-    @app.get("/v1/feed", response_model=FeedResponse, tags=["feed"])
+    @app.get(
+        "/v1/feed",
+        response_model=FeedResponse,
+        tags=["feed"],
+        responses={404: {"description": "after: no such page was served to this user"}},
+    )
     async def feed(
         request: Request,
         caller: UserFeedRead,
@@ -499,15 +505,46 @@ def create_app(
             settings.feed.default_count
         ),
         surface: IdQuery = DEFAULT_SURFACE,
+        after: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=128,
+                description="The request_id of a page of which only the first `shown` cards "
+                "were shown: the rest is withdrawn and this page takes its place, ranked "
+                "with what was learned since (`count` defaults to the cards withdrawn).",
+            ),
+        ] = None,
+        shown: Annotated[
+            int | None,
+            Query(ge=0, description="With `after`: how many of that page's cards were shown."),
+        ] = None,
     ) -> Response:
         """The next ``count`` videos for ``user_id``, each with its source, reason and
-        score. Served items are recorded as impressions under ``request_id``."""
+        score. Served items are recorded as impressions under ``request_id``. With
+        ``after`` and ``shown``: the rest of an earlier page, re-ranked (and replaced where
+        something better now fits), the cards not shown no longer recorded as served."""
         guard.own(request, caller, user_id)
+        if (after is None) != (shown is None):
+            raise HTTPException(
+                422,
+                "after and shown go together: the page to replace the rest of, and how "
+                "many of its cards were shown",
+            )
         wait = guard.user_wait(user_id)
         if wait > 0:
             raise too_many(wait, "feed requests for this user")
         t0 = time.perf_counter()
-        f = eng().feed(user_id, count, surface)
+        try:
+            f = eng().feed(
+                user_id,
+                count if after is None or "count" in request.query_params else None,
+                surface,
+                after=after,
+                shown=shown or 0,
+            )
+        except UnknownPageError as err:
+            raise HTTPException(404, str(err)) from None
         live.feed_served((time.perf_counter() - t0) * 1000.0, (i.source for i in f.items))
         # Serialised straight from the domain objects: the response model documents the
         # shape, and re-validating what the engine just built would only cost time.

@@ -76,6 +76,13 @@ class ImpressionLog(Protocol):
 
     def count(self) -> int: ...
 
+    def withdraw(self, user_id: str, request_id: str, from_position: int) -> list[str] | None:
+        """Delete the impressions of ``user_id``'s response ``request_id`` at positions
+        ``from_position`` and after (cards a client never showed: it asked for a page in
+        their place); returns their video ids in position order, or None if that
+        response was not served to ``user_id``."""
+        ...
+
     def erase_user(self, user_id: str) -> int:
         """Delete every impression of ``user_id``, leaving nothing of them in the files."""
         ...
@@ -305,6 +312,24 @@ class SqliteImpressionLog:
                 (user_id, limit),
             ).fetchall()
         return [_from_row(r) for r in rows]
+
+    def withdraw(self, user_id: str, request_id: str, from_position: int) -> list[str] | None:
+        with self._lock:
+            self._flush()
+            with self._transaction() as cur:
+                rows = cur.execute(
+                    "SELECT position, video_id FROM impressions "
+                    "WHERE request_id = ? AND user_id = ? ORDER BY position",
+                    (request_id, user_id),
+                ).fetchall()
+                if not rows:
+                    return None
+                cur.execute(
+                    "DELETE FROM impressions "
+                    "WHERE request_id = ? AND user_id = ? AND position >= ?",
+                    (request_id, user_id, from_position),
+                )
+        return [str(v) for p, v in rows if p >= from_position]
 
     def find(self, user_id: str, video_id: str) -> Impression | None:
         with self._lock:

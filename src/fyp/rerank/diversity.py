@@ -10,18 +10,27 @@ Within that rule, a creator already on the page ``max_per_creator`` times is pas
 over while another non-clashing candidate remains, so one favourite creator does not
 fill the page.
 
-Both rules reach back over the items served just before the page (``before``): a client
+Below both, a topic (hashtags grouped: :mod:`fyp.catalog.hashtag_topics`) already
+``max_per_topic`` times on the page and the cards before it is passed over the same way
+while another candidate fits: however fast the feed leans to a taste, a window of cards
+keeps a floor of variety (two in ten from elsewhere by default), and a taste does not
+become a rabbit hole.
+
+All three rules reach back over the items served just before the page (``before``): a client
 that asks for small pages, so that each swipe shapes the next cards, gets the same
 spacing as one that asks for ten at a time (a page of one would otherwise never be
 spaced at all)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
+from fyp.catalog.hashtag_topics import TopicsCache
 from fyp.catalog.index import CatalogIndex
 from fyp.types import Candidate
 
+SPARE_OTHERS = 4  # candidates of other topics looked at past the page's count (for the cap)
 # (indices on the page so far, candidate index) -> may it come next (a hard rule)
 Admits = Callable[[list[int], int], bool]
 
@@ -38,48 +47,113 @@ def space_out(
     max_per_creator: int = 2,
     admits: Admits | None = None,
     before: Sequence[tuple[str, str | None]] = (),
+    topics: Sequence[str | None] = (),
+    max_per_topic: int = 0,
+    before_topics: Sequence[str | None] = (),
+    topic_window: int = 10,
 ) -> list[int]:
     """Indices into ``ranked`` (sorted best first) for a page of ``count`` items.
     ``admits``: a hard rule (label caps, sensitive-topic dispersal) no pick may break,
     even when that leaves the page short. ``before``: the (creator, sound) of the items
     served just before this page, oldest first: the first pick is spaced from the last
-    of them, and each counts towards its creator's cap."""
+    of them, and each counts towards its creator's cap. ``topics``: each candidate's
+    topic (None: none), capped at ``max_per_topic`` (0: no cap) in every run of
+    ``topic_window`` cards (``before_topics``, the topics of the cards served before,
+    then the page), below the creator cap."""
     remaining = list(range(len(ranked)))
     page: list[int] = []
     on_page: dict[str, int] = {}
     for creator, _ in before:
         on_page[creator] = on_page.get(creator, 0) + 1
+    # The topics of the last window - 1 cards: a pick makes a run of ``topic_window``.
+    recent: deque[str | None] = deque(before_topics, maxlen=max(topic_window - 1, 1))
+
+    def under_topic_cap(i: int) -> bool:
+        topic = topics[i] if max_per_topic and topics else None
+        return topic is None or recent.count(topic) < max_per_topic
+
     while remaining and len(page) < count:
         # Only the candidates the hard rule lets come next (one barred now may fit later).
         allowed = remaining if admits is None else [i for i in remaining if admits(page, i)]
         if not allowed:
             break
         pick = 0
-        if page or before:
-            prev = keys[page[-1]] if page else before[-1]
-            first_fit = -1
+        if page or before or (max_per_topic and recent):
+            prev = keys[page[-1]] if page else before[-1] if before else None
+            first_fit = creator_fit = -1
             for j, i in enumerate(allowed):
-                if clashes(keys[i], prev):
+                if prev is not None and clashes(keys[i], prev):
                     continue
                 if first_fit < 0:
                     first_fit = j
                 if on_page.get(keys[i][0], 0) < max_per_creator:
-                    first_fit = j
-                    break
-            pick = max(first_fit, 0)
+                    if under_topic_cap(i):
+                        creator_fit = j
+                        break
+                    if creator_fit < 0:
+                        creator_fit = j
+            pick = creator_fit if creator_fit >= 0 else max(first_fit, 0)
         i = allowed[pick]
         remaining.remove(i)
         page.append(i)
         on_page[keys[i][0]] = on_page.get(keys[i][0], 0) + 1
+        if topics:
+            recent.append(topics[i])
     return page
 
 
 class CreatorSoundSpacing:
     name = "creator_sound_spacing"
 
-    def __init__(self, catalog: CatalogIndex, max_per_creator: int = 2) -> None:
+    def __init__(
+        self,
+        catalog: CatalogIndex,
+        max_per_creator: int = 2,
+        topics: TopicsCache | None = None,
+        max_per_topic: int = 0,
+        window: int = 10,
+    ) -> None:
+        """``window``: the run of cards the caps hold over (a default page's length)."""
         self.catalog = catalog
         self.max_per_creator = max_per_creator
+        self.topics = topics
+        self.max_per_topic = max_per_topic
+        self.window = window
+
+    def topic_of(self, row: int) -> str | None:
+        """The row's topic, as the topic cap counts it (None without a cap)."""
+        if self.topics is None or not self.max_per_topic:
+            return None
+        return self.topics.get().topic_of_video(self.catalog.text[row].tags)
+
+    def looked_at(
+        self, ranked: list[Candidate], look: int, count: int
+    ) -> tuple[list[Candidate], str | None]:
+        """The candidates spacing looks at: the best ``look``, and, with a topic cap, at
+        least ``count`` + :data:`SPARE_OTHERS` of topics other than the commonest among
+        those, from further down (the best few dozen are often all one topic once a taste
+        is found: without these the cap would have nothing to pass over to; the spare
+        ones for when some clash with the card before by creator or sound). Also that
+        topic, if fewer were found (the caller may look for some elsewhere), else None."""
+        head = ranked[:look]
+        if self.topics is None or not self.max_per_topic:
+            return head, None
+        counts: dict[str | None, int] = {}
+        for c in head:
+            t = self.topic_of(c.row)
+            counts[t] = counts.get(t, 0) + 1
+        top = max(counts, key=lambda t: counts[t], default=None)
+        if top is None or counts[top] < self.max_per_topic:
+            return head, None
+        want = count + SPARE_OTHERS
+        others = [c for c in head if self.topic_of(c.row) != top]
+        for c in ranked[look:]:
+            if len(others) >= want:
+                break
+            if self.topic_of(c.row) != top:
+                others.append(c)
+                head.append(c)
+        return head, (top if len(others) < want else None)
 
     def arrange(
         self,
@@ -89,10 +163,14 @@ class CreatorSoundSpacing:
         before: Sequence[int] = (),
     ) -> list[Candidate]:
         """The page; ``guard(rows on the page so far, row)``: a hard rule over rows;
-        ``before``: the rows served just before the page, oldest first."""
+        ``before``: the rows served just before the page, oldest first: the creator cap
+        counts the last ``window - count`` of them (at least one, for the spacing), so it
+        holds over a window's length whatever the page size, and the topic cap the last
+        ``window - 1``, so it holds over every run of ``window`` cards."""
         videos = self.catalog.videos
         keys = [(videos[c.row].creator_id, videos[c.row].sound_id) for c in ranked]
-        earlier = [(videos[r].creator_id, videos[r].sound_id) for r in before]
+        reach = max(self.window - count, 1)
+        earlier = [(videos[r].creator_id, videos[r].sound_id) for r in before[-reach:]]
         admits: Admits | None = None
         if guard is not None:
             g = guard
@@ -100,5 +178,21 @@ class CreatorSoundSpacing:
             def admits(page: list[int], i: int) -> bool:
                 return g([ranked[j].row for j in page], ranked[i].row)
 
-        picks = space_out(ranked, keys, count, self.max_per_creator, admits, earlier)
+        topics: list[str | None] = []
+        before_topics: list[str | None] = []
+        if self.topics is not None and self.max_per_topic:
+            topics = [self.topic_of(c.row) for c in ranked]
+            before_topics = [self.topic_of(r) for r in before[-(self.window - 1) :]]
+        picks = space_out(
+            ranked,
+            keys,
+            count,
+            self.max_per_creator,
+            admits,
+            earlier,
+            topics,
+            self.max_per_topic,
+            before_topics,
+            self.window,
+        )
         return [ranked[i] for i in picks]

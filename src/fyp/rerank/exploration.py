@@ -44,11 +44,14 @@ class ExplorationSlots:
     ) -> list[Candidate]:
         """``ranked`` (best first), reordered so the best ``slots`` candidates of the
         exploring source sit at the end of the first ``count``; ``also``: another
-        (source, share) given its slots the same way, before this one's."""
+        (source, share) given its slots the same way, before this one's, taking that
+        source's candidates best first by their source scores."""
         chosen: list[Candidate] = []
         if also is not None:
             other = slots_for(also[1], count, f"{request_id}:{also[0]}")
-            chosen = [c for c in ranked if c.source == also[0]][:other]
+            # In the source's own order (its draws), not the ranker's.
+            own = [c for c in ranked if c.source == also[0]]
+            chosen = sorted(own, key=lambda c: -c.source_score)[:other]
         slots = min(slots_for(self.share, count, request_id), count - len(chosen))
         if slots > 0:
             chosen += [c for c in ranked if c.source == self.source][:slots]

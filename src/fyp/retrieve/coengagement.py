@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from operator import itemgetter
 
+from fyp.catalog.names import video_name
 from fyp.retrieve.base import FeedContext
 from fyp.state.updater import FeedState
 from fyp.types import Candidate
@@ -42,7 +43,7 @@ class CoEngagementSource:
                 row,
                 videos[row].video_id,
                 self.name,
-                f"People who enjoyed a video you enjoyed ({videos[via[row]].video_id}) "
+                f"Because you enjoyed {video_name(videos[via[row]])}: people who enjoyed it "
                 "also enjoyed this",
                 score,
             )

@@ -1,22 +1,31 @@
 """Discover: a new (or refreshed) person's first cards look for their taste on purpose.
 
 Popularity alone shows a newcomer the few biggest topics, and a skip of them teaches the
-feed only what they do not want. This source offers cards across many topics (the
-catalog's hashtags, as uploaders tag them) chosen by Thompson sampling on the person's
-session evidence: each topic's finish rate is drawn from a Beta of its finishes and quick
-skips (plus a prior at the person's own finish rate), and the topics with the highest
-draws each give one of their most watched unseen videos, one per creator. Unknown topics
-are drawn often, skipped ones less, finished ones more: the search narrows as evidence
-comes in. The share of the page it gets
-(:func:`discover_share`) shrinks with the person's long views, to nothing for an
-established user, whose feed it leaves as it was."""
+feed only what they do not want. This source offers cards across the catalog's topics
+(hashtags grouped by use: :mod:`fyp.catalog.hashtag_topics`), one card per topic and
+creator, the topics drawn in turn by sampling the topic the person is looking for: each
+with a probability proportional to a prior (its number of videos: a big topic is
+likelier to be someone's) times the odds ratio of their session finish rate on it
+against their own (finishes for, quick skips against: the session evidence of
+:mod:`fyp.state.users`). A topic skipped more
+than its share is not looked for at all (until the evidence fades), nor are videos that
+carry one of its hashtags: the search goes through the topics instead of coming back to
+the popular ones. The draws are the candidates' scores, and the page takes the
+discover slots in that order, not the ranker's (which would prefer the popular topics).
+
+The share of the page it gets (:func:`discover_share`) is all of it while nothing the
+person watches stands out, a tenth once something does (the rest of the page follows
+it), either shrinking with the person's long views, to nothing for an established user,
+whose feed it leaves as it was."""
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
 
+from fyp.catalog.hashtag_topics import HashtagTopics, TopicsCache
 from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
 from fyp.state.feedback import LABEL_INDEX
@@ -24,100 +33,124 @@ from fyp.state.updater import FeedState
 from fyp.state.users import UserState, session_lift
 from fyp.types import Candidate
 
-SHARE = 0.5  # of a page, for a person with no long view yet
+SEARCH_SHARE = 1.0  # of a page, while nothing the person finished stands out
+FOUND_SHARE = 0.1  # once something does: the rest of the page follows it
+FOUND_LIFT = 1.0  # session lift (log-odds over their own rate) at which something stands out
 HALF_AT_LONG_VIEWS = 5.0  # long views at which the share is halved
 MIN_SHARE = 0.05  # below this, none
-TOPICS = 60  # the commonest topics drawn from
-PRIOR = 2.0  # pseudo-views of an unknown topic, at the person's session finish rate
-AGAINST = -0.5  # session lift (log-odds) under which a hashtag's videos are not looked for
-SCAN = 64  # unseen rows of a topic looked at for its most watched one
+AGAINST = -0.5  # session lift under which a topic (and its hashtags' videos) is not looked for
+PENDING = 10  # cards served last whose topics wait for a verdict when not viewed yet
+SCAN = 16  # unseen rows of a topic looked at for its most watched one
 
 
-def discover_share(user: UserState) -> float:
-    """The page share for discovery: :data:`SHARE`, halved at every
-    :data:`HALF_AT_LONG_VIEWS` long views' worth (hyperbolically), 0 under MIN_SHARE."""
-    share = SHARE / (1.0 + user.label_counts[LABEL_INDEX["long_view"]] / HALF_AT_LONG_VIEWS)
-    return share if share >= MIN_SHARE else 0.0
+def discover_share(user: UserState, now: int) -> float:
+    """The page share for discovery: :data:`SEARCH_SHARE` while nothing the person
+    watches stands out (:func:`_found`), else :data:`FOUND_SHARE`;
+    halved at every :data:`HALF_AT_LONG_VIEWS` long views' worth (hyperbolically), 0
+    under :data:`MIN_SHARE`."""
+    shrink = 1.0 / (1.0 + user.label_counts[LABEL_INDEX["long_view"]] / HALF_AT_LONG_VIEWS)
+    if SEARCH_SHARE * shrink < MIN_SHARE:
+        return 0.0  # an established user: no need to read their session
+    base = FOUND_SHARE if _found(user, now) else SEARCH_SHARE
+    return base * shrink if base * shrink >= MIN_SHARE else 0.0
+
+
+def _found(user: UserState, now: int) -> bool:
+    """Whether something the person watches stands out: a hashtag finished this session
+    well above their own rate, or one they watched long before (a returning person)
+    that they are not skipping now."""
+    if user.standout_hashtags(now, FOUND_LIFT):
+        return True
+    rate = user.session_rate(now)
+    return any(
+        a.positives >= 1.0 and a.session_lift(now, rate) > AGAINST for a in user.hashtags.values()
+    )
 
 
 class DiscoverSource:
     name = "discover"
     reason = "Something new, to learn what you like"
 
-    def __init__(self, state: FeedState, limit: int) -> None:
+    def __init__(self, state: FeedState, limit: int, topics: TopicsCache | None = None) -> None:
         self.state = state
         self.limit = limit
-        self._topics: tuple[int, list[str]] | None = None  # (catalog size, topics)
+        self.topics = TopicsCache(state.catalog) if topics is None else topics
+        if len(state.catalog):
+            self.topics.get()  # built now rather than in a request, where it may be over budget
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
-        if self.limit <= 0 or discover_share(ctx.user) == 0.0:
+        if self.limit <= 0 or discover_share(ctx.user, ctx.now) == 0.0:
             return []
-        topics = self._topic_list()
-        if not topics:
+        topics = self.topics.get()
+        if not topics.members:
             return []
-        finishes, skips = self._evidence(ctx, topics)
-        # Seeded by the request: a replay with the same request ids serves the same pages.
+        lifts = self._lifts(ctx, topics.topic_of)
+        against = {t for t, lift in lifts.items() if lift < AGAINST}
+        # Sampling without replacement, in proportion to the weights (Gumbel keys), seeded
+        # by the request: a replay with the same request ids serves the same pages.
         rng = np.random.default_rng(zlib.crc32(ctx.request_id.encode()))
-        # The prior: PRIOR views at the person's own finish rate this session, so an
-        # unknown topic is drawn as likely as their average card, not as a coin flip.
-        rate = ctx.user.session_rate(ctx.now)
-        draws = rng.beta(PRIOR * rate + finishes, PRIOR * (1.0 - rate) + skips)
+        # Topics of cards served but not viewed yet (a client fetching ahead) wait for
+        # their verdict: drawing them again would test one topic twice.
+        pending = self._pending(ctx, topics)
+        names = [t for t in topics.members if t not in against and t not in pending] or [
+            t for t in topics.members if t not in against
+        ]
+        gumbel = rng.gumbel(size=len(names)).tolist()
+        keys = {
+            t: math.log(topics.videos[t]) + lifts.get(t, 0.0) + g
+            for t, g in zip(names, gumbel, strict=True)
+        }
         catalog, views = self.state.catalog, self.state.stats.views
         seen, served = ctx.user.viewed, ctx.user.served_set
-        # A video that also carries a hashtag the person skips (as against their own
-        # rate) is not looked for: a topic has several hashtags, and one of them skipped
-        # says as much about its videos under the others.
-        against = {
-            topics[j]
-            for j in np.flatnonzero(skips > 0).tolist()
-            if session_lift(finishes[j], finishes[j] + skips[j], 1.0, rate) < AGAINST
-        }
-        text = catalog.text
+        text, videos = catalog.text, catalog.videos
+        against_tags = {tag for t in against for tag in topics.members[t]}
         out: list[Candidate] = []
         creators: set[str] = set()
-        proposed: set[int] = set()
-        for i in np.argsort(-draws).tolist():
-            unseen = [
-                r
-                for r in catalog.rows_by_topic.get(topics[i], [])[: SCAN * 4]
-                if r not in seen and r not in served and r not in proposed
-            ][:SCAN]
-            unseen = [
-                r
-                for r in unseen
-                if catalog.videos[r].creator_id not in creators and not (text[r].tags & against)
-            ]
+        for topic in sorted(names, key=lambda t: -keys[t]):
+            unseen: list[int] = []
+            for tag in topics.members[topic]:
+                for r in catalog.rows_by_topic.get(tag, [])[: SCAN * 4]:
+                    if (
+                        r not in seen
+                        and r not in served
+                        and videos[r].creator_id not in creators
+                        and text[r].tags.isdisjoint(against_tags)
+                    ):
+                        unseen.append(r)
+                        if len(unseen) >= SCAN:
+                            break
+                if len(unseen) >= SCAN:
+                    break
             if not unseen:
                 continue
             row = max(unseen, key=lambda r: views[r])
-            proposed.add(row)
-            creators.add(catalog.videos[row].creator_id)
-            out.append(Candidate(row, catalog.videos[row].video_id, self.name, self.reason))
+            creators.add(videos[row].creator_id)
+            out.append(Candidate(row, videos[row].video_id, self.name, self.reason, keys[topic]))
             if len(out) >= self.limit:
                 break
         return out
 
-    def _evidence(self, ctx: FeedContext, topics: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Each topic's session finishes and quick skips (faded to now) for the person."""
-        index = {t: i for i, t in enumerate(topics)}
-        finishes, skips = np.zeros(len(topics)), np.zeros(len(topics))
+    def _pending(self, ctx: FeedContext, topics: HashtagTopics) -> set[str]:
+        """The topics of the last :data:`PENDING` cards served that are not viewed yet."""
+        served, viewed, text = ctx.user.served, ctx.user.viewed, self.state.catalog.text
+        out: set[str] = set()
+        for i in range(max(len(served) - PENDING, 0), len(served)):
+            if served[i] not in viewed:
+                out |= topics.topics_of_tags(text[served[i]].tags)
+        return out
+
+    @staticmethod
+    def _lifts(ctx: FeedContext, topic_of: dict[str, str]) -> dict[str, float]:
+        """Each topic's session lift for the person: of the topic's hashtag with the most
+        session views (a video carries several of a topic's hashtags: not summed)."""
+        best: dict[str, tuple[float, float]] = {}  # topic -> (finishes, views), faded
         for tag, a in ctx.user.hashtags.items():
-            i = index.get(normal_tag(tag))
-            if i is None or not a.session_views:
+            topic = topic_of.get(normal_tag(tag))
+            if topic is None or not a.session_views:
                 continue
             fade = a.session_fade(ctx.now)
-            finishes[i] += a.session_finishes * fade
-            skips[i] += (a.session_views - a.session_finishes) * fade
-        return finishes, skips
-
-    def _topic_list(self) -> list[str]:
-        """The commonest topics of the catalog, recomputed when the catalog grows. A
-        hashtag on everything (#fyp) is one too: its draws fall as it is skipped with the
-        rest."""
-        catalog = self.state.catalog
-        n = len(catalog)
-        if self._topics is None or self._topics[0] != n:
-            sized = [(len(rows), t) for t, rows in catalog.rows_by_topic.items() if rows]
-            topics = [t for _, t in sorted(sized, reverse=True)][:TOPICS]
-            self._topics = (n, topics)
-        return self._topics[1]
+            views = a.session_views * fade
+            if views > best.get(topic, (0.0, 0.0))[1]:
+                best[topic] = (a.session_finishes * fade, views)
+        rate = ctx.user.session_rate(ctx.now)
+        return {t: session_lift(f, v, 1.0, rate) for t, (f, v) in best.items()}

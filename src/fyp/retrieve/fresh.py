@@ -12,8 +12,12 @@ import numpy as np
 import numpy.typing as npt
 
 from fyp.retrieve.base import FeedContext
+from fyp.safety.text import normal_tag
 from fyp.state.updater import FeedState
 from fyp.types import Candidate
+
+TOPICAL = 4  # hashtags the person is finishing whose newest upload is proposed
+TOPICAL_SCAN = 200  # of a hashtag's last videos looked at for one
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -75,9 +79,38 @@ class FreshSource:
             rng = _rng(zlib.crc32(ctx.request_id.encode()) + 1)
             keys = rng.random(len(rows)) ** (1.0 / need)  # Efraimidis-Spirakis draw
             rows = rows[np.argpartition(-keys, self.limit - 1)[: self.limit]]
+        picked = rows.tolist()
+        picked += [r for r in self._topical(ctx) if r not in set(picked)]
         videos = catalog.videos
         budget = max(self.exposure_budget, 1)
         return [
             Candidate(r, videos[r].video_id, self.name, self.reason, source_score=1.0 - e / budget)
-            for r, e in zip(rows.tolist(), exposures[rows].tolist(), strict=True)
+            for r, e in zip(picked, exposures[picked].tolist(), strict=True)
         ]
+
+    def _topical(self, ctx: FeedContext) -> list[int]:
+        """New uploads of the hashtags the person is finishing this session (the newest
+        of each, :data:`TOPICAL` in all): a first audience likely to want them, which
+        also tells more about a new video than anyone's."""
+        tags = ctx.user.standout_hashtags(ctx.now)[:TOPICAL]
+        if not tags:
+            return []
+        catalog, exposures = self.state.catalog, self.state.stats.exposures
+        seen, served = ctx.user.viewed, ctx.user.served_set
+        since = ctx.now - self.window_ms
+        out: list[int] = []
+        for tag in tags:
+            rows = catalog.rows_by_topic.get(normal_tag(tag), [])
+            # Newest uploads last, mostly (rows are in the order videos were first upserted).
+            for r in rows[: -TOPICAL_SCAN - 1 : -1]:
+                created = int(catalog.created_at[r])
+                if (
+                    since <= created <= ctx.now
+                    and exposures[r] < self.exposure_budget
+                    and r not in seen
+                    and r not in served
+                    and r not in out
+                ):
+                    out.append(r)
+                    break
+        return out

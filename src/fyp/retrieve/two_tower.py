@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from fyp.catalog.names import video_name
 from fyp.retrieve.base import FeedContext
 from fyp.types import Candidate
 
@@ -90,6 +91,8 @@ class TwoTowerSource:
         # The newest of equals (argmax takes the first: the history reversed).
         nearest = len(seen_ids) - 1 - np.argmax(sims[:, ::-1], axis=1)
         return [
-            dataclasses.replace(c, reason=f"Similar to a video you watched ({seen_ids[k]})")
+            dataclasses.replace(
+                c, reason=f"Like {video_name(videos[history[k]])}, which you watched"
+            )
             for c, k in zip(found, nearest.tolist(), strict=True)
         ]

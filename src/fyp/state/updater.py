@@ -427,6 +427,13 @@ class FeedState:
         for row in rows:
             self.stats.exposures[row] += 1
 
+    def withdraw_served(self, user: UserState, rows: list[int]) -> None:
+        """Undo :meth:`record_served_to` for ``rows`` a client never showed."""
+        user.forget_served(rows)
+        for row in rows:
+            if self.stats.exposures[row] > 0:
+                self.stats.exposures[row] -= 1
+
 
 def _affinity(table: dict[str, Affinity], key: str) -> Affinity:
     a = table.get(key)

@@ -131,6 +131,38 @@ class UserState:
         g: float = 0.5 ** (max(now - self.session_ts, 0) / SESSION_HALF_LIFE_MS)
         return (self.session_finishes * g + 0.5) / (self.session_views * g + 1.0)
 
+    def standout_hashtags(self, now: int, min_lift: float = 1.0) -> list[str]:
+        """The hashtags finished this session (half a finish left, at least) whose
+        session lift is at least ``min_lift``, the highest first: what the person is
+        watching to the end right now."""
+        rate = self.session_rate(now)
+        lifted = [
+            (lift, tag)
+            for tag, a in self.hashtags.items()
+            if a.session_finishes * a.session_fade(now) >= 0.5
+            and (lift := a.session_lift(now, rate)) >= min_lift
+        ]
+        return [tag for _, tag in sorted(lifted, reverse=True)]
+
+    def forget_served(self, rows: list[int]) -> None:
+        """Take the last time each of ``rows`` was served out of the served memory (cards
+        a client never showed: they may be served again)."""
+        drop: dict[int, int] = {}
+        for row in rows:
+            drop[row] = drop.get(row, 0) + 1
+        kept: deque[int] = deque()
+        for row in reversed(self.served):
+            if drop.get(row, 0) > 0:
+                drop[row] -= 1
+                n = self.served_set[row] - 1
+                if n:
+                    self.served_set[row] = n
+                else:
+                    del self.served_set[row]
+            else:
+                kept.appendleft(row)
+        self.served = kept
+
     def remember_served(self, rows: list[int], capacity: int) -> None:
         for row in rows:
             self.served.append(row)
