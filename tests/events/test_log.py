@@ -208,6 +208,17 @@ class TestEventLogContract:
         assert reopened.last_offset() == before[-1].offset
         assert reopened.contains("e3")
 
+    def test_a_reader_follows_what_another_handle_appends(self, open_log: OpenLog) -> None:
+        """A learner process reads the log that a server process appends to: follow()
+        brings its end up to what the other handle wrote, and read() gets the events."""
+        writer, reader = open_log(), open_log()
+        writer.append([event(1)])
+        assert reader.follow() == writer.last_offset()
+        writer.append([event(2), event(3)])
+        assert reader.follow() == writer.last_offset()
+        assert reader.last_offset() == writer.last_offset()
+        assert [x.event.event_id for x in reader.read(0, 10)] == ["e1", "e2", "e3"]
+
     def test_after_reopen_ids_are_still_deduplicated_and_offsets_keep_growing(
         self, open_log: OpenLog
     ) -> None:

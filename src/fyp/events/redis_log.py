@@ -346,6 +346,11 @@ class RedisEventLog:
             value = self._r.get(self._seq)
         return 0 if value is None else int(cast(bytes, value))
 
+    def follow(self) -> int:
+        # The counter is read from the server every time: another process's appends are
+        # always seen.
+        return self.last_offset()
+
     def count(self) -> int:
         with _reaching():
             return int(self._r.xlen(self._log))
