@@ -38,8 +38,10 @@ __all__ = [
     "Requests",
     "Split",
     "Train",
+    "WalkDay",
     "impression_sessions",
     "load_eval_data",
+    "load_walk_data",
     "parse_day",
 ]
 
@@ -72,6 +74,10 @@ def parse_day(text: str) -> date:
 
 def _day_number(day: date) -> int:
     return day.year * 10_000 + day.month * 100 + day.day
+
+
+def _day_of(number: int) -> date:
+    return date(number // 10_000, number // 100 % 100, number % 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +305,101 @@ def load_eval_data(
     if max_users is not None:
         protocol["max_users"] = max_users
     return EvalData(data, split, catalog, train, requests, outcomes, protocol)
+
+
+@dataclass(frozen=True)
+class WalkDay:
+    """One day of the daily walk (:mod:`fyp.eval.walk`).
+
+    ``data`` asks the day's questions (its requests; its outcomes for the scorer) of
+    methods whose :class:`Train` is every row before the day: the training rows, then
+    the walk's earlier days. ``rows``: every log row of the day, every user's (a
+    ``--quick`` sample asks only some users, but everyone's rows are learned), in time
+    order: what the methods learn once they have answered the day."""
+
+    day: date
+    data: EvalData
+    rows: pl.DataFrame
+
+
+def load_walk_data(
+    data: Path,
+    split: Split,
+    *,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> list[WalkDay]:
+    """The logs in ``data`` as a walk over the test days of ``split``, one
+    :class:`WalkDay` per test day that has rows.
+
+    Day ``d``'s training side is the rows dated up to ``split.train_until`` plus those of
+    the test days before ``d``; its test side is the rows of ``d``. The catalog is the one
+    of the first day (the feature file and the videos the training logs know) for every
+    day: a video only later logs know is outside it, its rows dropped and counted, as in
+    :func:`load_eval_data`. ``max_users`` keeps a random sample (``seed``) of the users of
+    any test day, asked on each day they have rows. Raises ValueError when the training
+    or the test side is empty."""
+    logs = _with_day(read_logs(data))
+    train_frame = logs.filter(pl.col("day") <= _day_number(split.train_until))
+    test_filter = pl.col("day") >= _day_number(split.test_from)
+    if split.test_until is not None:
+        test_filter &= pl.col("day") <= _day_number(split.test_until)
+    test_frame = logs.filter(test_filter)
+    if train_frame.height == 0:
+        raise ValueError(f"no log rows dated on or before {split.train_until} in {data}")
+    if test_frame.height == 0:
+        raise ValueError(f"no log rows in the test period {split.as_dict()} in {data}")
+
+    catalog = Catalog.of(read_videos(data, train_frame))
+    known = pl.col("video_id").cast(pl.String).is_in(list(catalog.row_of))
+    learned = _with_labels(train_frame, catalog).filter(known)
+    train_dropped = train_frame.height - learned.height
+    test_frame = _with_labels(test_frame, catalog)
+    user = pl.col("user_id").cast(pl.String)
+
+    test_users_all = sorted(
+        set(test_frame.filter(known)["user_id"].cast(pl.String).to_list()), key=int
+    )
+    sample: list[str] | None = None
+    if max_users is not None and max_users < len(test_users_all):
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(test_users_all), size=max_users, replace=False)
+        sample = sorted((test_users_all[i] for i in picked), key=int)
+
+    days: list[WalkDay] = []
+    last_learned = split.train_until
+    for number in sorted(set(test_frame["day"].to_list())):
+        day = _day_of(int(number))
+        of_day = test_frame.filter(pl.col("day") == number)
+        rows = of_day.filter(known)  # time-ordered, as read_logs returns them
+        if rows.height == 0:
+            continue  # nothing anyone could be asked or learn
+        asked = rows if sample is None else rows.filter(user.is_in(sample))
+        train = _train(learned, catalog)
+        requests, outcomes = _test(asked, catalog, train.seen)
+        split_of_day = Split(last_learned, day, day)
+        protocol: dict[str, object] = {
+            **split_of_day.as_dict(),
+            "data": str(data),
+            "train_rows": learned.height,
+            "train_rows_dropped_unknown_video": train_dropped,
+            "train_users": len(train.seen),
+            "test_rows": asked.height,
+            "test_rows_dropped_unknown_video": of_day.height - rows.height,
+            "test_users": len(set(requests.imp_user.tolist())),
+            "test_users_sampled_from": rows["user_id"].n_unique(),
+            "ranking_users": len(requests.users),
+            "ranking_users_without_training": sum(1 for u in requests.users if u not in train.seen),
+            "catalog_videos": len(catalog),
+            "sample_seed": seed,
+        }
+        if max_users is not None:
+            protocol["max_users"] = max_users
+        data_of_day = EvalData(data, split_of_day, catalog, train, requests, outcomes, protocol)
+        days.append(WalkDay(day, data_of_day, rows))
+        learned = pl.concat([learned, rows], how="vertical_relaxed")
+        last_learned = day
+    return days
 
 
 def _rows(frame: pl.DataFrame, catalog: Catalog) -> IntArray:
