@@ -35,7 +35,10 @@ def kuairand(
     ] = None,
     methods: Annotated[
         list[str] | None,
-        typer.Option(help="Methods to compare, comma-separated (default: all)."),
+        typer.Option(
+            help="Methods to compare, comma-separated (default: all but the served page's "
+            "ablations fyp_no_explore, fyp_no_spacing, fyp_no_explore_no_spacing)."
+        ),
     ] = None,
     quick: Annotated[
         bool, typer.Option(help="A sample of test users and fewer resamples (about a minute).")
@@ -73,7 +76,7 @@ def kuairand(
     """Train every method on the days up to --train-until (the engine through its own
     ingestion and learning path), then rank for the test days without letting any test
     outcome in; print the table, write the JSON and the HTML report."""
-    from fyp.eval.offline import evaluate_kuairand, method_names
+    from fyp.eval.offline import default_methods, evaluate_kuairand, method_names
     from fyp.eval.protocol import Split, parse_day
     from fyp.eval.report import (
         KUAIRAND_CREDIT,
@@ -101,7 +104,7 @@ def kuairand(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     started = time.perf_counter()
-    names = chosen or list(method_names())
+    names = chosen or list(default_methods())
     total = len(names) if walk is None else len(walk_rows(names))
     with Progress(
         TextColumn("[progress.description]{task.description}"),

@@ -63,7 +63,14 @@ from fyp.types import DEFAULT_SURFACE, Candidate
 if TYPE_CHECKING:
     from fyp.model.online import OnlineModels
 
-__all__ = ["ENGINE_METHODS", "EngineModel", "FypFirstRanker", "FypPipeline", "FypTwoTower"]
+__all__ = [
+    "ABLATIONS",
+    "ENGINE_METHODS",
+    "EngineModel",
+    "FypFirstRanker",
+    "FypPipeline",
+    "FypTwoTower",
+]
 
 ENGINE_METHODS: tuple[str, ...] = (
     "fyp",
@@ -74,6 +81,8 @@ ENGINE_METHODS: tuple[str, ...] = (
     "fyp_mmoe",
     "fyp_two_tower",
 )
+# The served page with what makes it responsible turned off: run when named.
+ABLATIONS: tuple[str, ...] = ("fyp_no_explore", "fyp_no_spacing", "fyp_no_explore_no_spacing")
 SHORTLIST = 1_000  # fyp_mmoe's first stage
 
 # Sources are timed against a budget and fail open when over it; on a busy machine that

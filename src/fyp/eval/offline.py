@@ -54,6 +54,7 @@ __all__ = [
     "KS",
     "Answers",
     "ask",
+    "default_methods",
     "evaluate_kuairand",
     "evaluate_method",
     "method_names",
@@ -343,10 +344,20 @@ QUICK_BOOTSTRAP = 200
 
 
 def method_names() -> tuple[str, ...]:
+    """Every method ``--methods`` may name."""
     from fyp.eval.engine_methods import ENGINE_METHODS
     from fyp.eval.methods import BASELINES
 
     return (*BASELINES, *ENGINE_METHODS)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The methods run when none are named: all but the ablations of the served page
+    (``fyp_no_explore`` ...), each as costly as ``fyp`` itself; name them to see what
+    exploration and spacing cost."""
+    from fyp.eval.engine_methods import ABLATIONS
+
+    return tuple(n for n in method_names() if n not in ABLATIONS)
 
 
 def evaluate_kuairand(
@@ -366,7 +377,7 @@ def evaluate_kuairand(
     done: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The whole offline run on KuaiRand logs in ``data_dir``: load and split, fit and ask
-    every method in ``methods`` (default: all), score. ``quick`` samples
+    every method in ``methods`` (default: :func:`default_methods`), score. ``quick`` samples
     ``QUICK_USERS`` test users (or ``max_users``) and uses fewer bootstrap resamples.
     ``online`` adds the prequential rows of :data:`fyp.eval.prequential.ONLINE_ROWS`: the
     engine's rankers learning during the test day, each impression scored before its
@@ -375,7 +386,7 @@ def evaluate_kuairand(
     from fyp.eval.engine_methods import ENGINE_METHODS, EngineModel, make_engine_method
     from fyp.eval.methods import make_baseline
 
-    names = list(methods if methods else method_names())
+    names = list(methods if methods else default_methods())
     unknown = [n for n in names if n not in method_names()]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(method_names())}")

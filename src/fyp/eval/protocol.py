@@ -242,19 +242,20 @@ def _surface(tab: int | None) -> str:
     return DEFAULT_SURFACE if tab is None else f"tab{tab}"
 
 
-def load_eval_data(
-    data: Path,
-    split: Split,
-    *,
-    max_users: int | None = None,
-    seed: int = 0,
-) -> EvalData:
-    """Read the logs in ``data`` and split them.
+@dataclass(frozen=True)
+class _SplitLogs:
+    """The logs on either side of a split, labelled. Rows of a video outside the
+    catalog (one only the test logs know: no method can rank it) are dropped, and
+    counted in the protocol."""
 
-    ``max_users`` (``--quick``) keeps a random sample (``seed``) of the test users, with
-    only their test impressions; training keeps every row (methods learn from everyone).
-    Raises ValueError when either side of the split is empty.
-    """
+    catalog: Catalog
+    train: pl.DataFrame
+    train_dropped: int
+    test: pl.DataFrame
+    test_dropped: pl.DataFrame  # the test rows dropped
+
+
+def _split_logs(data: Path, split: Split) -> _SplitLogs:
     logs = _with_day(read_logs(data))
     train_frame = logs.filter(pl.col("day") <= _day_number(split.train_until))
     test_filter = pl.col("day") >= _day_number(split.test_from)
@@ -269,21 +270,48 @@ def load_eval_data(
     catalog = Catalog.of(read_videos(data, train_frame))
     train_frame = _with_labels(train_frame, catalog)
     test_frame = _with_labels(test_frame, catalog)
-    # A video only the test logs know is outside every method's catalog: its rows cannot
-    # be ranked by anyone; they are dropped (and counted in the protocol).
     known = pl.col("video_id").cast(pl.String).is_in(list(catalog.row_of))
-    test_total = test_frame.height
-    test_frame = test_frame.filter(known)
-    dropped = test_total - test_frame.height
-    train_total = train_frame.height
-    train_frame = train_frame.filter(known)
+    kept = train_frame.filter(known)
+    return _SplitLogs(
+        catalog,
+        kept,
+        train_frame.height - kept.height,
+        test_frame.filter(known),
+        test_frame.filter(~known),
+    )
 
-    test_users_all = sorted(set(test_frame["user_id"].cast(pl.String).to_list()), key=int)
-    if max_users is not None and max_users < len(test_users_all):
-        rng = np.random.default_rng(seed)
-        picked = rng.choice(len(test_users_all), size=max_users, replace=False)
-        sample = {test_users_all[i] for i in picked}
-        test_frame = test_frame.filter(pl.col("user_id").cast(pl.String).is_in(list(sample)))
+
+def _users_of(frame: pl.DataFrame) -> list[str]:
+    return sorted(set(frame["user_id"].cast(pl.String).to_list()), key=int)
+
+
+def _sample(users: list[str], max_users: int | None, seed: int) -> list[str] | None:
+    """A random sample (``seed``) of ``max_users`` of ``users``; None to keep them all."""
+    if max_users is None or max_users >= len(users):
+        return None
+    picked = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
+    return sorted((users[i] for i in picked), key=int)
+
+
+def load_eval_data(
+    data: Path,
+    split: Split,
+    *,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> EvalData:
+    """Read the logs in ``data`` and split them.
+
+    ``max_users`` (``--quick``) keeps a random sample (``seed``) of the test users, with
+    only their test impressions; training keeps every row (methods learn from everyone).
+    Raises ValueError when either side of the split is empty.
+    """
+    logs = _split_logs(data, split)
+    catalog, train_frame, test_frame = logs.catalog, logs.train, logs.test
+    test_users_all = _users_of(test_frame)
+    sample = _sample(test_users_all, max_users, seed)
+    if sample is not None:
+        test_frame = test_frame.filter(pl.col("user_id").cast(pl.String).is_in(sample))
 
     train = _train(train_frame, catalog)
     requests, outcomes = _test(test_frame, catalog, train.seen)
@@ -291,10 +319,10 @@ def load_eval_data(
         **split.as_dict(),
         "data": str(data),
         "train_rows": train_frame.height,
-        "train_rows_dropped_unknown_video": train_total - train_frame.height,
+        "train_rows_dropped_unknown_video": logs.train_dropped,
         "train_users": len(train.seen),
         "test_rows": test_frame.height,
-        "test_rows_dropped_unknown_video": dropped,
+        "test_rows_dropped_unknown_video": logs.test_dropped.height,
         "test_users": len(set(requests.imp_user.tolist())),
         "test_users_sampled_from": len(test_users_all),
         "ranking_users": len(requests.users),
@@ -339,41 +367,16 @@ def load_walk_data(
     :func:`load_eval_data`. ``max_users`` keeps a random sample (``seed``) of the users of
     any test day, asked on each day they have rows. Raises ValueError when the training
     or the test side is empty."""
-    logs = _with_day(read_logs(data))
-    train_frame = logs.filter(pl.col("day") <= _day_number(split.train_until))
-    test_filter = pl.col("day") >= _day_number(split.test_from)
-    if split.test_until is not None:
-        test_filter &= pl.col("day") <= _day_number(split.test_until)
-    test_frame = logs.filter(test_filter)
-    if train_frame.height == 0:
-        raise ValueError(f"no log rows dated on or before {split.train_until} in {data}")
-    if test_frame.height == 0:
-        raise ValueError(f"no log rows in the test period {split.as_dict()} in {data}")
-
-    catalog = Catalog.of(read_videos(data, train_frame))
-    known = pl.col("video_id").cast(pl.String).is_in(list(catalog.row_of))
-    learned = _with_labels(train_frame, catalog).filter(known)
-    train_dropped = train_frame.height - learned.height
-    test_frame = _with_labels(test_frame, catalog)
+    logs = _split_logs(data, split)
+    catalog, learned = logs.catalog, logs.train
+    sample = _sample(_users_of(logs.test), max_users, seed)
     user = pl.col("user_id").cast(pl.String)
-
-    test_users_all = sorted(
-        set(test_frame.filter(known)["user_id"].cast(pl.String).to_list()), key=int
-    )
-    sample: list[str] | None = None
-    if max_users is not None and max_users < len(test_users_all):
-        rng = np.random.default_rng(seed)
-        picked = rng.choice(len(test_users_all), size=max_users, replace=False)
-        sample = sorted((test_users_all[i] for i in picked), key=int)
 
     days: list[WalkDay] = []
     last_learned = split.train_until
-    for number in sorted(set(test_frame["day"].to_list())):
+    for number in sorted(set(logs.test["day"].to_list())):
         day = _day_of(int(number))
-        of_day = test_frame.filter(pl.col("day") == number)
-        rows = of_day.filter(known)  # time-ordered, as read_logs returns them
-        if rows.height == 0:
-            continue  # nothing anyone could be asked or learn
+        rows = logs.test.filter(pl.col("day") == number)  # time-ordered, as read_logs
         asked = rows if sample is None else rows.filter(user.is_in(sample))
         train = _train(learned, catalog)
         requests, outcomes = _test(asked, catalog, train.seen)
@@ -382,10 +385,12 @@ def load_walk_data(
             **split_of_day.as_dict(),
             "data": str(data),
             "train_rows": learned.height,
-            "train_rows_dropped_unknown_video": train_dropped,
+            "train_rows_dropped_unknown_video": logs.train_dropped,
             "train_users": len(train.seen),
             "test_rows": asked.height,
-            "test_rows_dropped_unknown_video": of_day.height - rows.height,
+            "test_rows_dropped_unknown_video": logs.test_dropped.filter(
+                pl.col("day") == number
+            ).height,
             "test_users": len(set(requests.imp_user.tolist())),
             "test_users_sampled_from": rows["user_id"].n_unique(),
             "ranking_users": len(requests.users),
