@@ -112,8 +112,9 @@ def run_walk(
             got = ask(_method(name, model, seed), day.data)
             answers[name].append(got)
             if i == 0 and name in FROZEN:
-                # Nothing learned yet: the frozen engine is this engine.
-                answers[name + FROZEN_SUFFIX].insert(0, got)
+                # Nothing learned yet: the frozen engine is this engine (its timings are
+                # the online row's: the frozen row's count only what it cost besides).
+                answers[name + FROZEN_SUFFIX].insert(0, dataclasses.replace(got, timings={}))
         if engine is not None and i + 1 < len(days):
             note(f"{day.day}: the engine learns the day ({day.rows.height:,} rows)")
             import_kuairand(
