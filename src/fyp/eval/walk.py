@@ -45,7 +45,16 @@ from fyp.eval.methods import Method, make_baseline
 from fyp.eval.offline import Answers, Step, ask, score_answers
 from fyp.eval.protocol import EvalData, Outcomes, Requests, WalkDay
 
-__all__ = ["FROZEN", "FROZEN_SUFFIX", "WALKS", "pooled", "run_walk", "walk_rows"]
+__all__ = [
+    "FROZEN",
+    "FROZEN_SUFFIX",
+    "WALKS",
+    "evaluate_walk",
+    "pooled",
+    "run_walk",
+    "score_walk",
+    "walk_rows",
+]
 
 WALKS: tuple[str, ...] = ("daily",)
 FROZEN_SUFFIX = "_frozen"
@@ -85,7 +94,6 @@ def run_walk(
     *,
     seed: int = 0,
     step: Step | None = None,
-    learned: Callable[[WalkDay], None] | None = None,
 ) -> dict[str, list[Answers]]:
     """Every method's answers to every day, in ``walk_rows(names)`` order: for each row,
     one :class:`Answers` per day. ``model``: an engine not yet trained (it is trained on
@@ -120,8 +128,6 @@ def run_walk(
             import_kuairand(
                 engine, model.kuairand_dir, logs=day.rows, videos=[], progress=model.progress
             )
-        if learned is not None:
-            learned(day)
     return answers
 
 
@@ -216,13 +222,12 @@ def evaluate_walk(
     seed: int,
     step: Step | None = None,
     import_progress: Callable[[int, int], None] | None = None,
-    learned: Callable[[WalkDay], None] | None = None,
     done: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_walk` then :func:`score_walk`, with a fresh engine for ``data_dir``."""
     model = EngineModel(data_dir, config=config, progress=import_progress)
     try:
-        answers = run_walk(days, names, model, seed=seed, step=step, learned=learned)
+        answers = run_walk(days, names, model, seed=seed, step=step)
         result = score_walk(days, answers, n_boot=n_boot, seed=seed, done=done)
         if model.summary is not None:
             result["engine_import"] = {
