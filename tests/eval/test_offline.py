@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fyp.cli import app
 from fyp.eval.engine_methods import EngineModel, make_engine_method
 from fyp.eval.methods import BASELINES, Method, make_baseline
-from fyp.eval.offline import evaluate_kuairand, method_names, run_offline
+from fyp.eval.offline import default_methods, evaluate_kuairand, method_names, run_offline
 from fyp.eval.protocol import (
     EvalData,
     Requests,
@@ -154,7 +154,12 @@ def test_shifting_the_split_moves_rows_between_train_and_test(smoke_dir: Path) -
 
 def test_quick_run_on_the_sample_has_every_method_and_the_json_shape(smoke_dir: Path) -> None:
     result = evaluate_kuairand(smoke_dir, SPLIT, quick=True, n_boot=50)
-    assert set(result["methods"]) == set(method_names())
+    assert set(result["methods"]) == set(default_methods())
+    assert set(method_names()) - set(default_methods()) == {
+        "fyp_no_explore",
+        "fyp_no_spacing",
+        "fyp_no_explore_no_spacing",
+    }
     assert {"train_until", "test_from", "train_rows", "test_rows", "seed"} <= set(
         result["protocol"]
     )

@@ -35,7 +35,10 @@ def kuairand(
     ] = None,
     methods: Annotated[
         list[str] | None,
-        typer.Option(help="Methods to compare, comma-separated (default: all)."),
+        typer.Option(
+            help="Methods to compare, comma-separated (default: all but the served page's "
+            "ablations fyp_no_explore, fyp_no_spacing, fyp_no_explore_no_spacing)."
+        ),
     ] = None,
     quick: Annotated[
         bool, typer.Option(help="A sample of test users and fewer resamples (about a minute).")
@@ -56,6 +59,15 @@ def kuairand(
             "user's own state held as training left it."
         ),
     ] = False,
+    walk: Annotated[
+        str | None,
+        typer.Option(
+            help="'daily': walk the test days one at a time; each method answers a day "
+            "with what it knew at its start, then learns it (the engine online, the "
+            "baselines refitted), with a frozen row for the engine. Per-day and pooled "
+            "figures."
+        ),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write an HTML report with plots here.")
@@ -64,9 +76,16 @@ def kuairand(
     """Train every method on the days up to --train-until (the engine through its own
     ingestion and learning path), then rank for the test days without letting any test
     outcome in; print the table, write the JSON and the HTML report."""
-    from fyp.eval.offline import evaluate_kuairand, method_names
+    from fyp.eval.offline import default_methods, evaluate_kuairand, method_names
     from fyp.eval.protocol import Split, parse_day
-    from fyp.eval.report import KUAIRAND_CREDIT, metrics_table, write_html, write_json
+    from fyp.eval.report import (
+        KUAIRAND_CREDIT,
+        metrics_table,
+        walk_table,
+        write_html,
+        write_json,
+    )
+    from fyp.eval.walk import WALKS, walk_rows
 
     try:
         split = Split(
@@ -78,10 +97,15 @@ def kuairand(
         unknown = [m for m in chosen or [] if m not in method_names()]
         if unknown:
             raise ValueError(f"unknown methods {unknown}; known: {', '.join(method_names())}")
+        if walk is not None and walk not in WALKS:
+            raise ValueError(f"unknown walk {walk!r}; known: {', '.join(WALKS)}")
+        if walk is not None and online:
+            raise ValueError("--online and --walk: one or the other (see docs/evaluation.md)")
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     started = time.perf_counter()
-    total = len(chosen or method_names())
+    names = chosen or list(default_methods())
+    total = len(names) if walk is None else len(walk_rows(names))
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -109,6 +133,7 @@ def kuairand(
                 n_boot=bootstrap,
                 config=config,
                 online=online,
+                walk=walk,
                 step=step,
                 import_progress=imported,
                 done=lambda _: bar.advance(overall),
@@ -120,13 +145,18 @@ def kuairand(
     command = shlex.join(["fyp", *sys.argv[1:]])
     result["protocol"]["command"] = command
     p = result["protocol"]
+    who = "users" if walk is None else "user-days"
     console.print(
         f"train ≤ {p['train_until']}: {p['train_rows']:,} rows, {p['train_users']:,} users · "
         f"test {p['test_from']}…{p['test_until'] or 'end'}: {p['test_rows']:,} impressions "
-        f"of {p['test_users']:,} users; {p['ranking_users']:,} users rank the catalog of "
+        f"of {p['test_users']:,} {who}; {p['ranking_users']:,} {who} rank the catalog of "
         f"{p['catalog_videos']:,} videos · seed {seed} · {p['wall_s']} s"
     )
-    console.print(metrics_table(result))
+    if walk is not None:
+        for metric in ("recall@50", "ndcg@50"):  # each day's other figures: JSON, report
+            console.print(walk_table(result, metric))
+    title = None if walk is None else "Pooled over the walk's days"
+    console.print(metrics_table(result, title=title))
     if json_out is not None:
         write_json(result, json_out)
         console.print(f"JSON: {json_out}")

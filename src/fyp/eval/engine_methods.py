@@ -13,6 +13,14 @@ One trained engine answers as several methods, each a row of the report:
 * ``fyp_mmoe``: the learned multi-task ranker (``fyp.model``), trained online during the
   replay; it re-ranks the first ranker's best thousand videos, and on impressions answers
   with its head for each label.
+* ``fyp_no_explore``, ``fyp_no_spacing``, ``fyp_no_explore_no_spacing``: the serving
+  pipeline with its exploration slots (new uploads' and a newcomer's discovery cards
+  moved into the page) and/or its spacing rules (no two consecutive videos from one
+  creator or with one sound; at most ``max_per_creator`` of a creator per page) turned
+  off: the price of a responsible feed, on the same metrics. Without slots, the fresh
+  and discover candidates stay in the pool and compete on the ranker's score; without
+  spacing, the page is the ranked pool in order (the sequence rules, a safety
+  guarantee, still hold).
 * ``fyp_two_tower``: the learned two-tower retrieval alone, trained online during the
   replay: every video by its item vector's inner product with the user's vector (exact,
   not through the ANN index); on impressions, that inner product. Retrieval learns which
@@ -33,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,16 +54,35 @@ from fyp.eval.methods import FloatArray, IntArray, Method, _impression_groups, t
 from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train
 from fyp.pipeline import FeedPipeline, PipelineCounters
 from fyp.privacy.pseudonym import Pseudonyms
+from fyp.rerank.diversity import CreatorSoundSpacing
+from fyp.rerank.exploration import ExplorationSlots
 from fyp.retrieve.base import FeedContext
 from fyp.state.feedback import LABEL_INDEX
-from fyp.types import DEFAULT_SURFACE
+from fyp.types import DEFAULT_SURFACE, Candidate
 
 if TYPE_CHECKING:
     from fyp.model.online import OnlineModels
 
-__all__ = ["ENGINE_METHODS", "EngineModel", "FypFirstRanker", "FypPipeline", "FypTwoTower"]
+__all__ = [
+    "ABLATIONS",
+    "ENGINE_METHODS",
+    "EngineModel",
+    "FypFirstRanker",
+    "FypPipeline",
+    "FypTwoTower",
+]
 
-ENGINE_METHODS: tuple[str, ...] = ("fyp", "fyp_first_ranker", "fyp_mmoe", "fyp_two_tower")
+ENGINE_METHODS: tuple[str, ...] = (
+    "fyp",
+    "fyp_no_explore",
+    "fyp_no_spacing",
+    "fyp_no_explore_no_spacing",
+    "fyp_first_ranker",
+    "fyp_mmoe",
+    "fyp_two_tower",
+)
+# The served page with what makes it responsible turned off: run when named.
+ABLATIONS: tuple[str, ...] = ("fyp_no_explore", "fyp_no_spacing", "fyp_no_explore_no_spacing")
 SHORTLIST = 1_000  # fyp_mmoe's first stage
 
 # Sources are timed against a budget and fail open when over it; on a busy machine that
@@ -202,11 +229,59 @@ class FypFirstRanker(_EngineMethod):
         }
 
 
-class FypPipeline(_EngineMethod):
-    name = "fyp"
+class _NoSlots(ExplorationSlots):
+    """No exploration slots: the ranker's order as it is."""
 
-    def __init__(self, model: EngineModel) -> None:
+    def __init__(self) -> None:
+        super().__init__("", 0.0)
+
+    def prioritise(
+        self,
+        ranked: list[Candidate],
+        count: int,
+        request_id: str,
+        also: tuple[str, float] | None = None,
+    ) -> list[Candidate]:
+        return ranked
+
+
+class _Unspaced(CreatorSoundSpacing):
+    """No spacing: the ranked candidates in order, each admitted by the sequence rules'
+    guard (a hard safety rule, not a spacing one) while the page has room."""
+
+    def arrange(
+        self,
+        ranked: list[Candidate],
+        count: int,
+        guard: Callable[[Sequence[int], int], bool] | None = None,
+        before: Sequence[int] = (),
+    ) -> list[Candidate]:
+        page: list[Candidate] = []
+        rows: list[int] = []
+        for candidate in ranked:
+            if len(page) == count:
+                break
+            if guard is None or guard(rows, candidate.row):
+                page.append(candidate)
+                rows.append(candidate.row)
+        return page
+
+
+class FypPipeline(_EngineMethod):
+    """The serving pipeline (see the module docstring); ``explore`` and ``spacing``
+    False turn its exploration slots and its spacing off.
+
+    ``extra[user]``: ask for that many more than ``k`` and keep the first ``k`` the
+    protocol allows. An engine that has not learned what the user was shown since it
+    was trained (frozen, in the daily walk) would otherwise spend slots of the page on
+    videos the protocol rules out, and be judged on a shorter list."""
+
+    def __init__(self, model: EngineModel, *, explore: bool = True, spacing: bool = True) -> None:
         super().__init__(model)
+        self.explore = explore
+        self.spacing = spacing
+        self.name = "fyp" + ("" if explore else "_no_explore") + ("" if spacing else "_no_spacing")
+        self.extra: dict[str, int] = {}
         self._pipeline: FeedPipeline | None = None
 
     def pipeline(self) -> FeedPipeline:
@@ -216,11 +291,18 @@ class FypPipeline(_EngineMethod):
             # they seed the exploration draws (fresh, discover, their slots), and the
             # same questions must get the same answers.
             ids = itertools.count()
+            served = self.engine.pipeline
             self._pipeline = dataclasses.replace(
-                self.engine.pipeline,
+                served,
                 side_effects=[],
                 counters=PipelineCounters(),
                 new_request_id=lambda: f"eval-{next(ids):010d}",
+                exploration=served.exploration if self.explore else _NoSlots(),
+                spacing=(
+                    served.spacing
+                    if self.spacing
+                    else _Unspaced(served.spacing.catalog, served.spacing.max_per_creator)
+                ),
             )
         return self._pipeline
 
@@ -231,12 +313,13 @@ class FypPipeline(_EngineMethod):
         for u, at, surface in zip(
             requests.users, requests.at_ms.tolist(), requests.surface, strict=True
         ):
-            feed = pipeline.run(self.engine.pseudonym(u), k, surface, int(at))
+            ask = k + self.extra.get(u, 0)
+            feed = pipeline.run(self.engine.pseudonym(u), ask, surface, int(at))
             seen = self.seen.get(u, set())
             rows = [row_of[item.video_id] for item in feed.items]
             # The protocol excludes training videos; the pipeline's own filters already
             # do, but a "repeat" item (nothing unseen left) would not.
-            out.append(np.array([r for r in rows if r not in seen], dtype=np.int64))
+            out.append(np.array([r for r in rows if r not in seen][:k], dtype=np.int64))
         return out
 
     def score_impressions(self, requests: Requests) -> dict[str, FloatArray]:
@@ -348,6 +431,12 @@ class FypTwoTower(_EngineMethod):
 def make_engine_method(name: str, model: EngineModel) -> Method:
     if name == "fyp":
         return FypPipeline(model)
+    if name == "fyp_no_explore":
+        return FypPipeline(model, explore=False)
+    if name == "fyp_no_spacing":
+        return FypPipeline(model, spacing=False)
+    if name == "fyp_no_explore_no_spacing":
+        return FypPipeline(model, explore=False, spacing=False)
     if name == "fyp_mmoe":
         return FypMMoE(model)
     if name == "fyp_first_ranker":

@@ -49,7 +49,18 @@ from fyp.eval.protocol import (
 )
 from fyp.types import DAY_MS
 
-__all__ = ["CURVE_KS", "KS", "evaluate_kuairand", "evaluate_method", "method_names", "run_offline"]
+__all__ = [
+    "CURVE_KS",
+    "KS",
+    "Answers",
+    "ask",
+    "default_methods",
+    "evaluate_kuairand",
+    "evaluate_method",
+    "method_names",
+    "run_offline",
+    "score_answers",
+]
 
 KS: tuple[int, ...] = (10, 50, 100)
 CURVE_KS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 50, 75, 100)
@@ -117,7 +128,9 @@ def _beyond_accuracy(data: EvalData, tops: _Tops, n_boot: int, seed: int) -> dic
 
     def coverage_of(rows: IntArray) -> float:
         shown = page[rows]
-        return len(np.unique(shown[shown >= 0])) / len(catalog)
+        # Distinct rows by counting, not sorting: a thousand resamples of every user's page.
+        counts = np.bincount(shown[shown >= 0], minlength=len(catalog))
+        return int(np.count_nonzero(counts)) / len(catalog)
 
     def creator_gini_of(rows: IntArray) -> float:
         shown = page[rows]
@@ -166,7 +179,10 @@ def _impression_metrics(
         s = scores[label]
         if y.all() or not y.any():
             continue  # one class only (a tiny sample): AUC undefined
-        out[f"auc_{label}"] = _ci(*auc_ci(users, s, y, n_boot=n_boot, seed=seed))
+        try:
+            out[f"auc_{label}"] = _ci(*auc_ci(users, s, y, n_boot=n_boot, seed=seed))
+        except ValueError:
+            continue  # one class in most resamples (a day of a small sample): no AUC
         try:
             mean, lo, hi, n_users = gauc_ci(users, s, y, n_boot=n_boot, seed=seed)
         except ValueError:
@@ -218,11 +234,20 @@ def _calibration(
     return out
 
 
-def evaluate_method(
-    method: Method, data: EvalData, *, n_boot: int, seed: int, step: Step | None = None
-) -> dict[str, Any]:
-    """Fit ``method`` on the training side, then score its answers. Returns the method's
-    metrics, recall curve, calibration and timings."""
+@dataclass
+class Answers:
+    """What one method answered about one :class:`EvalData`'s requests: each ranking
+    user's top rows (None for a method that cannot rank the catalog), a score per
+    impression and label, which output scored each label, and the seconds it took."""
+
+    tops: list[IntArray] | None
+    scores: dict[str, FloatArray]
+    used: dict[str, str]
+    timings: dict[str, float]
+
+
+def ask(method: Method, data: EvalData, *, step: Step | None = None) -> Answers:
+    """Fit ``method`` on ``data``'s training side, then ask it ``data``'s requests."""
     note = step or (lambda _: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -230,33 +255,47 @@ def evaluate_method(
     method.fit(data.catalog, data.train)
     timings["fit"] = time.perf_counter() - start
 
-    metrics: dict[str, Metric] = {}
-    curve: dict[str, float] = {}
+    tops: list[IntArray] | None = None
     if data.requests.users:
         start = time.perf_counter()
         note(f"{method.name}: rank the catalog for {len(data.requests.users):,} users")
-        lists = method.top_k(data.requests, max(KS))
+        tops = method.top_k(data.requests, max(KS))
         timings["rank"] = time.perf_counter() - start
-        if lists is not None:
-            tops = _Tops(lists)
-            metrics.update(_ranking_metrics(data, tops, n_boot, seed))
-            curve = _recall_curve(data, tops)
 
     start = time.perf_counter()
     note(f"{method.name}: score {len(data.requests.imp_row):,} impressions")
     scores = method.score_impressions(data.requests)
     timings["impressions"] = time.perf_counter() - start
-    impression_metrics, gauc_users = _impression_metrics(data, scores, n_boot, seed)
+    return Answers(tops, scores, method.scores_used(), timings)
+
+
+def score_answers(data: EvalData, answers: Answers, *, n_boot: int, seed: int) -> dict[str, Any]:
+    """``answers`` scored against ``data``'s outcomes: the metrics, recall curve,
+    calibration, timings and which users the GAUCs counted."""
+    metrics: dict[str, Metric] = {}
+    curve: dict[str, float] = {}
+    if answers.tops is not None:
+        tops = _Tops(answers.tops)
+        metrics.update(_ranking_metrics(data, tops, n_boot, seed))
+        curve = _recall_curve(data, tops)
+    impression_metrics, gauc_users = _impression_metrics(data, answers.scores, n_boot, seed)
     metrics.update(impression_metrics)
-    used = method.scores_used()
     return {
         "metrics": metrics,
         "recall_curve": curve,
-        "calibration": _calibration(data, scores, used),
-        "timings_s": timings,
-        "scores_used": used,
+        "calibration": _calibration(data, answers.scores, answers.used),
+        "timings_s": answers.timings,
+        "scores_used": answers.used,
         "gauc_users": gauc_users,
     }
+
+
+def evaluate_method(
+    method: Method, data: EvalData, *, n_boot: int, seed: int, step: Step | None = None
+) -> dict[str, Any]:
+    """Fit ``method`` on the training side, then score its answers. Returns the method's
+    metrics, recall curve, calibration and timings."""
+    return score_answers(data, ask(method, data, step=step), n_boot=n_boot, seed=seed)
 
 
 def run_offline(
@@ -307,10 +346,20 @@ QUICK_BOOTSTRAP = 200
 
 
 def method_names() -> tuple[str, ...]:
+    """Every method ``--methods`` may name."""
     from fyp.eval.engine_methods import ENGINE_METHODS
     from fyp.eval.methods import BASELINES
 
     return (*BASELINES, *ENGINE_METHODS)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The methods run when none are named: all but the ablations of the served page
+    (``fyp_no_explore`` ...), each as costly as ``fyp`` itself; name them to see what
+    exploration and spacing cost."""
+    from fyp.eval.engine_methods import ABLATIONS
+
+    return tuple(n for n in method_names() if n not in ABLATIONS)
 
 
 def evaluate_kuairand(
@@ -324,25 +373,42 @@ def evaluate_kuairand(
     n_boot: int | None = None,
     config: Path | None = None,
     online: bool = False,
+    walk: str | None = None,
     step: Step | None = None,
     import_progress: Callable[[int, int], None] | None = None,
     done: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The whole offline run on KuaiRand logs in ``data_dir``: load and split, fit and ask
-    every method in ``methods`` (default: all), score. ``quick`` samples
+    every method in ``methods`` (default: :func:`default_methods`), score. ``quick`` samples
     ``QUICK_USERS`` test users (or ``max_users``) and uses fewer bootstrap resamples.
     ``online`` adds the prequential rows of :data:`fyp.eval.prequential.ONLINE_ROWS`: the
     engine's rankers learning during the test day, each impression scored before its
-    outcome is learned."""
+    outcome is learned. ``walk="daily"``: the daily walk instead of one split
+    (:mod:`fyp.eval.walk`)."""
     from fyp.eval.engine_methods import ENGINE_METHODS, EngineModel, make_engine_method
     from fyp.eval.methods import make_baseline
 
-    names = list(methods if methods else method_names())
+    names = list(methods if methods else default_methods())
     unknown = [n for n in names if n not in method_names()]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(method_names())}")
     users = max_users if max_users is not None else (QUICK_USERS if quick else None)
     boots = n_boot if n_boot is not None else (QUICK_BOOTSTRAP if quick else 1000)
+    if walk is not None:
+        return _walk_kuairand(
+            data_dir,
+            split,
+            names,
+            walk=walk,
+            online=online,
+            max_users=users,
+            seed=seed,
+            n_boot=boots,
+            config=config,
+            step=step,
+            import_progress=import_progress,
+            done=done,
+        )
     if step is not None:
         step("reading and splitting the logs")
     data = load_eval_data(data_dir, split, max_users=users, seed=seed)
@@ -377,3 +443,87 @@ def evaluate_kuairand(
         return result
     finally:
         model.close()
+
+
+def _walk_kuairand(
+    data_dir: Path,
+    split: Split,
+    names: Sequence[str],
+    *,
+    walk: str,
+    online: bool,
+    max_users: int | None,
+    seed: int,
+    n_boot: int,
+    config: Path | None,
+    step: Step | None,
+    import_progress: Callable[[int, int], None] | None,
+    done: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    from fyp.eval.protocol import load_walk_data
+    from fyp.eval.walk import WALKS, evaluate_walk
+
+    if walk not in WALKS:
+        raise ValueError(f"unknown walk {walk!r}; known: {', '.join(WALKS)}")
+    if online:
+        raise ValueError(
+            "--online scores within one test day; the daily walk learns between days: "
+            "use one or the other"
+        )
+    if step is not None:
+        step("reading and splitting the logs")
+    days = load_walk_data(data_dir, split, max_users=max_users, seed=seed)
+    result = evaluate_walk(
+        data_dir,
+        days,
+        names,
+        config=config,
+        n_boot=n_boot,
+        seed=seed,
+        step=step,
+        import_progress=import_progress,
+        done=done,
+    )
+    first = days[0].data.protocol
+    per_day = [d.data.protocol for d in days]
+
+    def total(key: str) -> int:
+        return sum(int(str(p[key])) for p in per_day)
+
+    protocol: dict[str, Any] = {
+        **split.as_dict(),
+        "walk": walk,
+        "days": [d.day.isoformat() for d in days],
+        "data": str(data_dir),
+        "train_rows": first["train_rows"],
+        "train_rows_dropped_unknown_video": first["train_rows_dropped_unknown_video"],
+        "train_users": first["train_users"],
+        # Over the walk's days: rows, user-days and ranking user-days.
+        "test_rows": total("test_rows"),
+        "test_rows_dropped_unknown_video": total("test_rows_dropped_unknown_video"),
+        "test_users": total("test_users"),
+        "ranking_users": total("ranking_users"),
+        "ranking_users_without_training": total("ranking_users_without_training"),
+        "catalog_videos": first["catalog_videos"],
+        "sample_seed": seed,
+        "bootstrap_resamples": n_boot,
+        "seed": seed,
+        "positive": "long_view or like or follow or comment or share",
+        "ranking": (
+            "each user with a positive on a day, on a video they did not have before the "
+            "day, ranks every catalog video except those, as of their first impression "
+            "of the day"
+        ),
+        "learning": (
+            "each day answered with what each method knew at the day's start; then the "
+            "engine learns the day's rows through its ingestion and learning path, and "
+            "each baseline is refitted on every row up to the day's end"
+        ),
+        "pooled": "user-days as units; intervals resample user-days",
+        "gauc_users": result.pop("gauc_users"),
+    }
+    if max_users is not None:
+        protocol["max_users"] = max_users
+    if "engine_import" in result:
+        protocol["engine_import"] = result.pop("engine_import")
+    return {"protocol": protocol, **result}

@@ -38,8 +38,10 @@ __all__ = [
     "Requests",
     "Split",
     "Train",
+    "WalkDay",
     "impression_sessions",
     "load_eval_data",
+    "load_walk_data",
     "parse_day",
 ]
 
@@ -72,6 +74,10 @@ def parse_day(text: str) -> date:
 
 def _day_number(day: date) -> int:
     return day.year * 10_000 + day.month * 100 + day.day
+
+
+def _day_of(number: int) -> date:
+    return date(number // 10_000, number // 100 % 100, number % 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,19 +242,20 @@ def _surface(tab: int | None) -> str:
     return DEFAULT_SURFACE if tab is None else f"tab{tab}"
 
 
-def load_eval_data(
-    data: Path,
-    split: Split,
-    *,
-    max_users: int | None = None,
-    seed: int = 0,
-) -> EvalData:
-    """Read the logs in ``data`` and split them.
+@dataclass(frozen=True)
+class _SplitLogs:
+    """The logs on either side of a split, labelled. Rows of a video outside the
+    catalog (one only the test logs know: no method can rank it) are dropped, and
+    counted in the protocol."""
 
-    ``max_users`` (``--quick``) keeps a random sample (``seed``) of the test users, with
-    only their test impressions; training keeps every row (methods learn from everyone).
-    Raises ValueError when either side of the split is empty.
-    """
+    catalog: Catalog
+    train: pl.DataFrame
+    train_dropped: int
+    test: pl.DataFrame
+    test_dropped: pl.DataFrame  # the test rows dropped
+
+
+def _split_logs(data: Path, split: Split) -> _SplitLogs:
     logs = _with_day(read_logs(data))
     train_frame = logs.filter(pl.col("day") <= _day_number(split.train_until))
     test_filter = pl.col("day") >= _day_number(split.test_from)
@@ -263,21 +270,48 @@ def load_eval_data(
     catalog = Catalog.of(read_videos(data, train_frame))
     train_frame = _with_labels(train_frame, catalog)
     test_frame = _with_labels(test_frame, catalog)
-    # A video only the test logs know is outside every method's catalog: its rows cannot
-    # be ranked by anyone; they are dropped (and counted in the protocol).
     known = pl.col("video_id").cast(pl.String).is_in(list(catalog.row_of))
-    test_total = test_frame.height
-    test_frame = test_frame.filter(known)
-    dropped = test_total - test_frame.height
-    train_total = train_frame.height
-    train_frame = train_frame.filter(known)
+    kept = train_frame.filter(known)
+    return _SplitLogs(
+        catalog,
+        kept,
+        train_frame.height - kept.height,
+        test_frame.filter(known),
+        test_frame.filter(~known),
+    )
 
-    test_users_all = sorted(set(test_frame["user_id"].cast(pl.String).to_list()), key=int)
-    if max_users is not None and max_users < len(test_users_all):
-        rng = np.random.default_rng(seed)
-        picked = rng.choice(len(test_users_all), size=max_users, replace=False)
-        sample = {test_users_all[i] for i in picked}
-        test_frame = test_frame.filter(pl.col("user_id").cast(pl.String).is_in(list(sample)))
+
+def _users_of(frame: pl.DataFrame) -> list[str]:
+    return sorted(set(frame["user_id"].cast(pl.String).to_list()), key=int)
+
+
+def _sample(users: list[str], max_users: int | None, seed: int) -> list[str] | None:
+    """A random sample (``seed``) of ``max_users`` of ``users``; None to keep them all."""
+    if max_users is None or max_users >= len(users):
+        return None
+    picked = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
+    return sorted((users[i] for i in picked), key=int)
+
+
+def load_eval_data(
+    data: Path,
+    split: Split,
+    *,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> EvalData:
+    """Read the logs in ``data`` and split them.
+
+    ``max_users`` (``--quick``) keeps a random sample (``seed``) of the test users, with
+    only their test impressions; training keeps every row (methods learn from everyone).
+    Raises ValueError when either side of the split is empty.
+    """
+    logs = _split_logs(data, split)
+    catalog, train_frame, test_frame = logs.catalog, logs.train, logs.test
+    test_users_all = _users_of(test_frame)
+    sample = _sample(test_users_all, max_users, seed)
+    if sample is not None:
+        test_frame = test_frame.filter(pl.col("user_id").cast(pl.String).is_in(sample))
 
     train = _train(train_frame, catalog)
     requests, outcomes = _test(test_frame, catalog, train.seen)
@@ -285,10 +319,10 @@ def load_eval_data(
         **split.as_dict(),
         "data": str(data),
         "train_rows": train_frame.height,
-        "train_rows_dropped_unknown_video": train_total - train_frame.height,
+        "train_rows_dropped_unknown_video": logs.train_dropped,
         "train_users": len(train.seen),
         "test_rows": test_frame.height,
-        "test_rows_dropped_unknown_video": dropped,
+        "test_rows_dropped_unknown_video": logs.test_dropped.height,
         "test_users": len(set(requests.imp_user.tolist())),
         "test_users_sampled_from": len(test_users_all),
         "ranking_users": len(requests.users),
@@ -299,6 +333,78 @@ def load_eval_data(
     if max_users is not None:
         protocol["max_users"] = max_users
     return EvalData(data, split, catalog, train, requests, outcomes, protocol)
+
+
+@dataclass(frozen=True)
+class WalkDay:
+    """One day of the daily walk (:mod:`fyp.eval.walk`).
+
+    ``data`` asks the day's questions (its requests; its outcomes for the scorer) of
+    methods whose :class:`Train` is every row before the day: the training rows, then
+    the walk's earlier days. ``rows``: every log row of the day, every user's (a
+    ``--quick`` sample asks only some users, but everyone's rows are learned), in time
+    order: what the methods learn once they have answered the day."""
+
+    day: date
+    data: EvalData
+    rows: pl.DataFrame
+
+
+def load_walk_data(
+    data: Path,
+    split: Split,
+    *,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> list[WalkDay]:
+    """The logs in ``data`` as a walk over the test days of ``split``, one
+    :class:`WalkDay` per test day that has rows.
+
+    Day ``d``'s training side is the rows dated up to ``split.train_until`` plus those of
+    the test days before ``d``; its test side is the rows of ``d``. The catalog is the one
+    of the first day (the feature file and the videos the training logs know) for every
+    day: a video only later logs know is outside it, its rows dropped and counted, as in
+    :func:`load_eval_data`. ``max_users`` keeps a random sample (``seed``) of the users of
+    any test day, asked on each day they have rows. Raises ValueError when the training
+    or the test side is empty."""
+    logs = _split_logs(data, split)
+    catalog, learned = logs.catalog, logs.train
+    sample = _sample(_users_of(logs.test), max_users, seed)
+    user = pl.col("user_id").cast(pl.String)
+
+    days: list[WalkDay] = []
+    last_learned = split.train_until
+    for number in sorted(set(logs.test["day"].to_list())):
+        day = _day_of(int(number))
+        rows = logs.test.filter(pl.col("day") == number)  # time-ordered, as read_logs
+        asked = rows if sample is None else rows.filter(user.is_in(sample))
+        train = _train(learned, catalog)
+        requests, outcomes = _test(asked, catalog, train.seen)
+        split_of_day = Split(last_learned, day, day)
+        protocol: dict[str, object] = {
+            **split_of_day.as_dict(),
+            "data": str(data),
+            "train_rows": learned.height,
+            "train_rows_dropped_unknown_video": logs.train_dropped,
+            "train_users": len(train.seen),
+            "test_rows": asked.height,
+            "test_rows_dropped_unknown_video": logs.test_dropped.filter(
+                pl.col("day") == number
+            ).height,
+            "test_users": len(set(requests.imp_user.tolist())),
+            "test_users_sampled_from": rows["user_id"].n_unique(),
+            "ranking_users": len(requests.users),
+            "ranking_users_without_training": sum(1 for u in requests.users if u not in train.seen),
+            "catalog_videos": len(catalog),
+            "sample_seed": seed,
+        }
+        if max_users is not None:
+            protocol["max_users"] = max_users
+        data_of_day = EvalData(data, split_of_day, catalog, train, requests, outcomes, protocol)
+        days.append(WalkDay(day, data_of_day, rows))
+        learned = pl.concat([learned, rows], how="vertical_relaxed")
+        last_learned = day
+    return days
 
 
 def _rows(frame: pl.DataFrame, catalog: Catalog) -> IntArray:

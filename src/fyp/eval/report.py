@@ -17,7 +17,14 @@ from rich.table import Table
 
 from fyp.report_page import BASE_CSS, png_data_uri
 
-__all__ = ["KUAIRAND_CREDIT", "best_by_metric", "metrics_table", "write_html", "write_json"]
+__all__ = [
+    "KUAIRAND_CREDIT",
+    "best_by_metric",
+    "metrics_table",
+    "walk_table",
+    "write_html",
+    "write_json",
+]
 
 KUAIRAND_CREDIT = (
     "Data: KuaiRand-Pure, Gao et al., “KuaiRand: An Unbiased Sequential Recommendation "
@@ -101,13 +108,15 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def metrics_table(result: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS) -> Table:
+def metrics_table(
+    result: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS, title: str | None = None
+) -> Table:
     """Metrics as rows, methods as columns (a narrow terminal still fits): each cell the
     mean, with ± half the 95% interval's width below; the best of each row in green."""
     methods: dict[str, dict[str, Any]] = result["methods"]
     shown = [m for m in metrics if any(m in v for v in methods.values())]
     best = best_by_metric(result)
-    table = Table(title="Offline evaluation: mean, ± half the 95% bootstrap interval")
+    table = Table(title=f"{title or 'Offline evaluation'}: mean, ± half the 95% bootstrap interval")
     table.add_column("metric", style="bold", no_wrap=True)
     for name in methods:
         table.add_column(name.replace("_", " "), justify="right")
@@ -124,6 +133,30 @@ def metrics_table(result: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS
                 mean = f"[bold green]{mean}[/bold green]"
             cells.append(f"{mean}\n[dim]±{(hi - lo) / 2:.3f}[/dim]")
         table.add_row(metric, *cells)
+    return table
+
+
+def walk_table(result: dict[str, Any], metric: str = "recall@50") -> Table:
+    """One metric of a daily walk: methods as rows; each day's mean, the pooled mean and
+    its 95% interval as columns (the best of a column in green)."""
+    days: dict[str, dict[str, Any]] = result["days"]
+    columns = [*days.items(), ("pooled", result)]
+    table = Table(title=f"Daily walk: {metric} per day and pooled over the days")
+    table.add_column("method", style="bold", no_wrap=True)
+    for day, _ in columns:
+        table.add_column(day[5:] if day != "pooled" else day, justify="right")
+    table.add_column("pooled 95%", justify="right")
+    best = {day: best_by_metric(of).get(metric, [None])[0] for day, of in columns}
+    for name, pooled in result["methods"].items():
+        if metric not in pooled:
+            continue
+        cells = []
+        for day, of_day in columns:
+            v = of_day["methods"].get(name, {}).get(metric)
+            mean = "—" if v is None else _fmt(v["mean"])
+            cells.append(f"[bold green]{mean}[/]" if best[day] == name else mean)
+        lo, hi = pooled[metric]["ci95"]
+        table.add_row(name, *cells, f"{_fmt(lo)}–{_fmt(hi)}")
     return table
 
 
@@ -218,30 +251,17 @@ td.best { font-weight: 700; color: #2b8a3e; }
 )
 
 
-def write_html(result: dict[str, Any], path: Path, command: str | None = None) -> None:
+def _results_html(result: dict[str, Any], heading: str, unit: str) -> str:
+    """The metrics × methods table of ``result["methods"]``, under ``heading``."""
     esc = html.escape
     methods: dict[str, dict[str, Any]] = result["methods"]
-    metrics = _all_metrics(result)
     best = best_by_metric(result)
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>fyp offline evaluation</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>fyp offline evaluation</h1>",
-    ]
-    if command:
-        parts.append(f"<p>Command: <code>{esc(command)}</code></p>")
-    parts.append("<h2>Protocol</h2><table>")
-    for key, value in result["protocol"].items():
-        parts.append(f"<tr><td>{esc(str(key))}</td><td>{esc(json.dumps(value))}</td></tr>")
-    parts.append("</table>")
-
-    parts.append("<h2>Results</h2><p>Mean over users, 95% bootstrap interval below. Bold: ")
-    parts.append("the best mean of the row (lower is better for creator_gini and ")
+    parts = [f"<h2>{esc(heading)}</h2><p>Mean over {unit}, 95% bootstrap interval below. "]
+    parts.append("Bold: the best mean of the row (lower is better for creator_gini and ")
     parts.append("freshness_days).</p><table><tr><th>metric</th>")
     parts.extend(f"<th>{esc(name)}</th>" for name in methods)
     parts.append("</tr>")
-    for metric in metrics:
+    for metric in _all_metrics(result):
         parts.append(f"<tr><td>{esc(metric)}</td>")
         winner = best.get(metric, [None])[0]
         for name, values in methods.items():
@@ -256,6 +276,30 @@ def write_html(result: dict[str, Any], path: Path, command: str | None = None) -
             )
         parts.append("</tr>")
     parts.append("</table>")
+    return "".join(parts)
+
+
+def write_html(result: dict[str, Any], path: Path, command: str | None = None) -> None:
+    esc = html.escape
+    best = best_by_metric(result)
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>fyp offline evaluation</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>fyp offline evaluation</h1>",
+    ]
+    if command:
+        parts.append(f"<p>Command: <code>{esc(command)}</code></p>")
+    parts.append("<h2>Protocol</h2><table>")
+    for key, value in result["protocol"].items():
+        parts.append(f"<tr><td>{esc(str(key))}</td><td>{esc(json.dumps(value))}</td></tr>")
+    parts.append("</table>")
+
+    days: dict[str, dict[str, Any]] = result.get("days", {})
+    unit = "user-days" if days else "users"
+    parts.append(_results_html(result, "Pooled over the walk's days" if days else "Results", unit))
+    for day, of_day in days.items():
+        parts.append(_results_html(of_day, f"{day} (walk day)", "users"))
 
     parts.append("<h2>Who wins each metric</h2><table><tr><th>metric</th><th>best</th>")
     parts.append("<th>within its interval</th></tr>")
