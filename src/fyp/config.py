@@ -166,10 +166,12 @@ class ScorerConfig(_Section):
     keep_periods: int = Field(3, ge=1)
     min_groups: int = Field(100, ge=1)  # labelled pools (with a positive) to train on
     negatives_per_group: int = Field(150, ge=1)  # sampled from each pool's non-positives
-    trees: int = Field(200, ge=1)
-    leaves: int = Field(15, ge=2)
+    # Small trees, many examples per leaf: chosen on the validation split (see
+    # docs/evaluation.md); larger ones learned the few days' pools and ranked worse.
+    trees: int = Field(100, ge=1)
+    leaves: int = Field(3, ge=2)
     learning_rate: float = Field(0.05, gt=0)
-    min_data_in_leaf: int = Field(50, ge=1)
+    min_data_in_leaf: int = Field(300, ge=1)
     seed: int = 0
 
 

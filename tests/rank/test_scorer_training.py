@@ -4,6 +4,7 @@ the pipeline's rules whole: eligibility, mutes, spacing, exploration slots."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from fyp.engine import Engine
@@ -38,7 +39,10 @@ def _two_days(kit: Any, engine: Engine) -> int:
     second = []
     for i, u in enumerate(USERS):
         ts = day + DAY_MS + 3_600_000 + 60_000 * i
-        second += [kit.view(u, f"c3-v{i % 10}", ts=ts), kit.act(u, f"c3-v{i % 10}", "like", ts=ts + 1)]
+        second += [
+            kit.view(u, f"c3-v{i % 10}", ts=ts),
+            kit.act(u, f"c3-v{i % 10}", "like", ts=ts + 1),
+        ]
     kit.run(engine, second)  # the first of these reaches the boundary: pools are taken
     return day + 2 * DAY_MS
 
@@ -94,7 +98,7 @@ def test_with_the_scorer_serving_the_rules_still_hold(kit: Any) -> None:
         served += [i.video_id for i in feed.items]
         sources += [i.source for i in feed.items]
         page = [kit.creator_of(i.video_id) for i in feed.items]
-        assert all(a != b for a, b in zip(page, page[1:], strict=False)), page  # spacing
+        assert all(a != b for a, b in itertools.pairwise(page)), page  # spacing
         assert max(page.count(c) for c in set(page)) <= 2, page  # the creator cap
         creators += page
     assert "banned" not in served  # eligibility

@@ -164,12 +164,10 @@ class PageScorer:
             "objective": "lambdarank",
             "metric": "ndcg",
             "eval_at": [50],
+            "lambdarank_truncation_level": 50,  # a page's worth of positions
             "num_leaves": cfg.leaves,
             "learning_rate": cfg.learning_rate,
             "min_data_in_leaf": cfg.min_data_in_leaf,
-            "feature_fraction": 0.9,
-            "bagging_fraction": 0.8,
-            "bagging_freq": 1,
             "seed": cfg.seed,
             "deterministic": True,
             "force_row_wise": True,

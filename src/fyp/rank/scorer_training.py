@@ -8,6 +8,8 @@ since the epoch), at a *boundary*:
    its user went on to engage with it (a long view, like, share, follow or comment: the
    state's record of the user's positives, less those they had when the pool was taken);
    pools with a positive are kept, each with its positives and a sample of the rest;
+   users who arrived during the period label the pool a newcomer got on their surface
+   (a blank state's, taken at the same boundary), so the scorer learns for them too;
 2. the scorer is retrained on the labelled pools of the last ``keep_periods`` periods
    (once there are ``min_groups``) and swapped in;
 3. new pools are taken: the candidate pool the pipeline builds for each of up to
@@ -34,7 +36,10 @@ import numpy.typing as npt
 
 from fyp.config import ScorerConfig
 from fyp.rank.page_scorer import PageScoredRanker, PageScorer
+from fyp.retrieve.base import FeedContext
+from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
+from fyp.state.users import new_user
 from fyp.types import LoggedEvent
 
 if TYPE_CHECKING:
@@ -82,6 +87,10 @@ class PageScorerTrainer:
         self.offset_ms = int(cfg.offset_hours * _HOUR_MS) % self.period_ms
         self.next_at: int | None = None
         self.pending: dict[str, _Pool] = {}
+        # A newcomer's pool on each surface (a blank state's), for those who arrive
+        # during the period: what they engage with labels it for them.
+        self.newcomer_pools: dict[str, _Pool] = {}
+        self.pending_at: int | None = None
         self.periods: deque[_Labelled] = deque(maxlen=cfg.keep_periods)
         self.retrains: deque[Retrain] = deque(maxlen=20)
 
@@ -128,27 +137,39 @@ class PageScorerTrainer:
         out = _Labelled()
         for uid, pool in self.pending.items():
             user = state.users.get(uid)
-            if user is None:
-                continue
-            new = set(user.recent_positives) - pool.positives_before
-            if not new:
-                continue
-            y = np.fromiter(
-                (r in new for r in pool.rows.tolist()), dtype=bool, count=len(pool.rows)
-            )
-            if not y.any():
-                continue
-            neg = np.flatnonzero(~y)
-            if len(neg) > self.cfg.negatives_per_group:
-                neg = rng.choice(neg, self.cfg.negatives_per_group, replace=False)
-            keep = np.concatenate([np.flatnonzero(y), np.sort(neg)])
-            out.user_ids.append(uid)
-            out.sizes.append(len(keep))
-            out.xs.append(pool.x[keep])
-            out.ys.append(y[keep].astype(np.float32))
+            if user is not None:
+                self._add(out, uid, pool, set(user.recent_positives) - pool.positives_before, rng)
+        since = self.pending_at
+        if since is not None and self.newcomer_pools:
+            for uid, user in state.users.items():
+                first = user.first_seen
+                blank = self.newcomer_pools.get(user.last_surface)
+                if first is not None and first >= since and blank is not None:
+                    self._add(out, uid, blank, set(user.recent_positives), rng)
         self.pending = {}
+        self.newcomer_pools = {}
         self.periods.append(out)
         return len(out.sizes)
+
+    def _add(
+        self, out: _Labelled, uid: str, pool: _Pool, new: set[int], rng: np.random.Generator
+    ) -> None:
+        """The pool as a training group if the user engaged with any of it: its positives
+        and a sample of the rest, shuffled (lambdarank breaks ties by position, so
+        positives first would teach it the order of the rows)."""
+        if not new:
+            return
+        y = np.fromiter((r in new for r in pool.rows.tolist()), dtype=bool, count=len(pool.rows))
+        if not y.any():
+            return
+        neg = np.flatnonzero(~y)
+        if len(neg) > self.cfg.negatives_per_group:
+            neg = rng.choice(neg, self.cfg.negatives_per_group, replace=False)
+        keep = rng.permutation(np.concatenate([np.flatnonzero(y), neg]))
+        out.user_ids.append(uid)
+        out.sizes.append(len(keep))
+        out.xs.append(pool.x[keep])
+        out.ys.append(y[keep].astype(np.float32))
 
     def fit(self, at_ms: int) -> int:
         """Retrain on the kept periods' pools, if there are enough; returns how many."""
@@ -189,6 +210,7 @@ class PageScorerTrainer:
         """Take the pools of ``users`` as the pipeline builds them now, with their
         features (personalised users only: the others' feed is not ranked)."""
         count = self.cfg.pool_count
+        self.pending_at = now
         for uid in users:
             user = pipeline.state.users.get(uid)
             if user is None:
@@ -203,6 +225,32 @@ class PageScorerTrainer:
             self.pending[uid] = _Pool(
                 uid, np.asarray(rows, dtype=np.int64), x, frozenset(user.recent_positives)
             )
+
+    def snapshot_newcomers(
+        self, pipeline: FeedPipeline, ranker: PageScoredRanker, now: int
+    ) -> None:
+        """A blank state's pool on each surface seen so far, with its features."""
+        state = pipeline.state
+        region = state.settings.region
+        for surface in sorted(state.surface_trending.scores):
+            user = new_user(state.settings.feed.history_size, len(LABELS))
+            user.region = region
+            ctx = FeedContext(
+                f"scorer-newcomer-{surface}",
+                "",
+                user,
+                self.cfg.pool_count,
+                surface,
+                region,
+                now,
+                state.settings.policy.surface_policy(surface),
+            )
+            rows = [c.row for c in pipeline.candidates(ctx)]
+            if rows:
+                x = ranker.features_of(ctx, rows).astype(np.float32)
+                self.newcomer_pools[surface] = _Pool(
+                    "", np.asarray(rows, dtype=np.int64), x, frozenset()
+                )
 
     def boundary(
         self,
@@ -222,6 +270,7 @@ class PageScorerTrainer:
         start = time.perf_counter()
         with locked:
             users = self.choose_users(state, now)
+            self.snapshot_newcomers(pipeline, ranker, now)
         for i in range(0, len(users), chunk):
             with locked:
                 self.snapshot(pipeline, ranker, users[i : i + chunk], now)
