@@ -69,7 +69,7 @@ class _Labelled:
 
 @dataclass(frozen=True, slots=True)
 class Retrain:
-    """What one boundary did (``/metrics``, the evaluation's report)."""
+    """What one boundary did (logged by the engine; the last twenty kept here)."""
 
     at_ms: int
     labelled_pools: int  # pools of the period just ended with a positive
