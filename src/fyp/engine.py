@@ -29,13 +29,15 @@ from fyp.events.backends import event_log_identity, open_event_log
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
 from fyp.events.ingest import IngestResult, Refusal, ingest
 from fyp.events.log import EventLog
-from fyp.pipeline import Feed, FeedPipeline, build_pipeline
+from fyp.pipeline import Feed, FeedPipeline, PipelineCounters, build_pipeline
 from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
 from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
 from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError, bind_data_dir, not_homed_here
-from fyp.rank.base import WarmOrFirst
+from fyp.rank.base import FirstRankerValues, Ranker, WarmOrFirst
+from fyp.rank.page_scorer import PageFeatures, PageScoredRanker, PageScorer
+from fyp.rank.scorer_training import PageScorerTrainer, Retrain
 from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.safety.labels import ModerationState, unknown_labels
 from fyp.state.feedback import LABELS
@@ -251,6 +253,8 @@ class Engine:
             from fyp.model.online import OnlineModels
 
             self.models = OnlineModels(settings, self.state)
+        # The page scorer, trained from the log at each period's boundary (fyp.rank).
+        self.page_scorer: PageScorerTrainer | None = self._new_page_scorer()
         self.pipeline: FeedPipeline = self._build_pipeline()
         # One lock for the in-memory state: the learning step and a feed request never
         # interleave (each holds it for milliseconds).
@@ -300,19 +304,33 @@ class Engine:
             if offset > self.state.applied_offset and user_id not in self._erasing:
                 self.state.schedule_refresh(user_id, offset)
 
+    def _new_page_scorer(self) -> PageScorerTrainer | None:
+        if not self.settings.scorer.enabled:
+            return None
+        trainer = PageScorerTrainer(self.settings.scorer, PageScorer())
+        self.state.forget_listeners.append(trainer.forget)  # refreshes and erasures
+        return trainer
+
     def _build_pipeline(self) -> FeedPipeline:
         settings = self.settings
         learned: OnlineModels | ModelReplica | None = self.models
         if self.replica is not None:
             self.replica.state = self.state  # (a restored state replaces the constructor's)
             learned = self.replica
+        ranker: Ranker = (
+            FirstRankerValues(self.state.ranker)
+            if learned is None
+            else WarmOrFirst(learned.ranker, self.state.ranker, settings.model.rerank_top)
+        )
+        if self.page_scorer is not None:
+            ranker = PageScoredRanker(
+                ranker, self.page_scorer.scorer, PageFeatures(self.state, learned)
+            )
         return build_pipeline(
             settings,
             self.state,
             self.impressions,
-            None
-            if learned is None
-            else WarmOrFirst(learned.ranker, self.state.ranker, settings.model.rerank_top),
+            ranker,
             []
             if learned is None
             else [TwoTowerSource(learned, settings.model.retrieval_candidates)],
@@ -459,6 +477,7 @@ class Engine:
             "settings": _learning_settings(self.settings),
             "state": self.state,
             "models": self.models,
+            "page_scorer": self.page_scorer,
         }
 
     def checkpoint_due(self) -> bool:
@@ -497,6 +516,10 @@ class Engine:
         self.models = checkpoint["models"]
         if self.models is not None:
             self.models.settings = self.settings
+        # (the checkpoint's trainer is the forget listener of the checkpoint's state)
+        self.page_scorer = checkpoint.get("page_scorer")
+        if self.page_scorer is None:
+            self.page_scorer = self._new_page_scorer()
         state.stats.ensure(len(self.catalog))
         # What was served is not in the event log: rebuilt from the impressions, as at
         # any start.
@@ -623,10 +646,18 @@ class Engine:
                         self.state.apply([], through=end)
                     self._review_reported()  # any a failed write left due
                     break
-                self.state.apply(self._learnable(batch), through=batch[-1].offset)
-                if train and self.models is not None:
-                    self.models.drain(settle=False)
-                self._review_reported()
+                # The page scorer's boundary: events before it are applied first, the
+                # boundary's work done (outside the lock), then the rest.
+                before = len(batch) if self.page_scorer is None else self.page_scorer.before(batch)
+                if before:
+                    batch = batch[:before]
+                    self.state.apply(self._learnable(batch), through=batch[-1].offset)
+                    if train and self.models is not None:
+                        self.models.drain(settle=False)
+                    self._review_reported()
+            if not before:
+                self.train_page_scorer(batch[0].event.ts)
+                continue
             done += len(batch)
         if train and self.models is not None:
             # What is still due (e.g. the index to rebuild after a restart from a
@@ -637,6 +668,32 @@ class Engine:
             gc.unfreeze()
             gc.collect()
             gc.freeze()
+        return done
+
+    def train_page_scorer(self, now: int) -> Retrain | None:
+        """The page scorer's work at a period's boundary, if ``now`` (event time, Unix ms)
+        has reached one: label the last period's pools, retrain, take new pools
+        (fyp.rank.scorer_training). The learning step calls it with the time of the
+        first event past a boundary, before applying that event; an evaluation, at the
+        end of its training days. None if not due."""
+        trainer = self.page_scorer
+        if trainer is None or not trainer.due(now):
+            return None
+        ranker = self.pipeline.ranker
+        if not isinstance(ranker, PageScoredRanker):  # replaced (a test's ranker)
+            trainer.skip(now)
+            return None
+        # Asking for pools must not change what is served: no side effects, own counters.
+        pipeline = dataclasses.replace(self.pipeline, side_effects=[], counters=PipelineCounters())
+        done = trainer.boundary(self.state, pipeline, ranker, now, self._lock)
+        log.info(
+            "page scorer: %d pools labelled, trained on %d (%.1f s), %d new pools (%.1f s)",
+            done.labelled_pools,
+            done.trained_groups,
+            done.fit_s,
+            done.snapshot_users,
+            done.snapshot_s,
+        )
         return done
 
     def _learnable(self, batch: list[LoggedEvent]) -> list[LoggedEvent]:

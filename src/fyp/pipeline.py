@@ -163,13 +163,17 @@ class FeedPipeline:
     # must replay identically sets a seeded factory.
     new_request_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
 
-    def run(self, user_id: str, count: int, surface: str, now: int) -> Feed:
+    def context(
+        self, user_id: str, count: int, surface: str, now: int, request_id: str | None = None
+    ) -> FeedContext:
+        """One request's context: the user's state (a blank one in non-personalised
+        mode), region, policy surface, age band and controls."""
         controls = self.users.controls_of(user_id)
         person = self.state.user(user_id)
         region = self.state.region_of(person)
         user = person if controls.personalized else self.users.blank_state(user_id, region)
-        ctx = FeedContext(
-            self.new_request_id(),
+        return FeedContext(
+            self.new_request_id() if request_id is None else request_id,
             user_id,
             user,
             count,
@@ -181,6 +185,10 @@ class FeedPipeline:
             controls,
             None if user is person else person,
         )
+
+    def run(self, user_id: str, count: int, surface: str, now: int) -> Feed:
+        ctx = self.context(user_id, count, surface, now)
+        controls = ctx.controls
         removed: Counter[tuple[str, str]] = Counter()
         if controls.personalized:
             page = self._personalised(ctx, removed)
@@ -200,12 +208,22 @@ class FeedPipeline:
             ],
         )
 
-    def _personalised(self, ctx: FeedContext, removed: Counter[tuple[str, str]]) -> list[Candidate]:
-        count = ctx.count
-        candidates = self._filter(ctx, self._merge(self._retrieve(ctx)), removed)
-        if len(candidates) < 3 * count:
+    def candidates(
+        self, ctx: FeedContext, removed: Counter[tuple[str, str]] | None = None
+    ) -> list[Candidate]:
+        """The personalised pool a page is chosen from: every source's candidates,
+        merged, filtered, topped up from the catalog if too few to choose from."""
+        candidates = self._filter(
+            ctx, self._merge(self._retrieve(ctx)), Counter() if removed is None else removed
+        )
+        if len(candidates) < 3 * ctx.count:
             # Too few to choose from (ranking and spacing need room): top up.
             candidates = candidates + self._top_up(ctx, candidates)
+        return candidates
+
+    def _personalised(self, ctx: FeedContext, removed: Counter[tuple[str, str]]) -> list[Candidate]:
+        count = ctx.count
+        candidates = self.candidates(ctx, removed)
         discovery = (DiscoverSource.name, discover_share(ctx.user, ctx.now))
         ranked = self.exploration.prioritise(
             self._rank(ctx, candidates), count, ctx.request_id, discovery

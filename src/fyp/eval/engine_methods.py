@@ -51,7 +51,7 @@ from fyp.config import Settings, load_settings
 from fyp.engine import Engine
 from fyp.eval.kuairand import ImportSummary, import_kuairand
 from fyp.eval.methods import FloatArray, IntArray, Method, _impression_groups, top_rows
-from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train
+from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train, end_of_local_day
 from fyp.pipeline import FeedPipeline, PipelineCounters
 from fyp.privacy.pseudonym import Pseudonyms
 from fyp.rerank.diversity import CreatorSoundSpacing
@@ -123,8 +123,13 @@ class EngineModel:
         }
         settings = load_settings(self.config, overrides, environ={})
         # Every model the engine has is evaluated, whether or not it serves by default.
+        # The page scorer's boundaries at the app's local midnight (UTC+8), where the
+        # evaluation's days begin.
         return settings.model_copy(
-            update={"model": settings.model.model_copy(update={"enabled": True})}
+            update={
+                "model": settings.model.model_copy(update={"enabled": True}),
+                "scorer": settings.scorer.model_copy(update={"offset_hours": 16.0}),
+            }
         )
 
     def fit(self, catalog: Catalog, train: Train) -> Engine:
@@ -139,6 +144,9 @@ class EngineModel:
             videos=catalog.videos,
             progress=self.progress,
         )
+        # The clock reaches the end of the last training day (no test row is read): the
+        # page scorer's nightly work at that midnight is done, as it would be in service.
+        engine.train_page_scorer(end_of_local_day(train.end_ms))
         self.to_engine = np.array(
             [engine.catalog.row_of[v.video_id] for v in catalog.videos], dtype=np.intp
         )

@@ -72,6 +72,12 @@ def parse_day(text: str) -> date:
         raise ValueError(f"not a day (want YYYY-MM-DD): {text!r}") from None
 
 
+def end_of_local_day(ms: int) -> int:
+    """The first Unix ms of the local day after the one ``ms`` falls in (midnight)."""
+    day = 86_400_000
+    return ((ms + _LOCAL_OFFSET_MS) // day + 1) * day - _LOCAL_OFFSET_MS
+
+
 def _day_number(day: date) -> int:
     return day.year * 10_000 + day.month * 100 + day.day
 

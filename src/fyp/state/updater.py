@@ -77,6 +77,8 @@ class FeedState:
         self.stats = VideoStats()
         self.surfaces = SurfaceStats()
         self.trending = Trending(settings.sources.trending_half_life_hours * 3_600_000)
+        # The same per surface (where in the app: a tab, a page), all regions together.
+        self.surface_trending = Trending(settings.sources.trending_half_life_hours * 3_600_000)
         self.coengagement = CoEngagement(settings.sources.coengagement_neighbours)
         self.users: dict[str, UserState] = {}
         self.user_attributes = AttributeVocabulary()  # codes of the users' attributes
@@ -255,8 +257,9 @@ class FeedState:
             _affinity(user.sounds, video.sound_id).add(long_view, ts, hl, ev)
         for tag in video.hashtags:
             _affinity(user.hashtags, tag).add(long_view, ts, hl, ev)
+        user.last_surface = surface
         if long_view:
-            self._positive(user, row, ts, ENGAGEMENT_WEIGHT["long_view"])
+            self._positive(user, row, ts, ENGAGEMENT_WEIGHT["long_view"], surface)
 
     def _example_for(
         self, user_id: str, user: UserState, row: int, ts: int, surface: str
@@ -362,11 +365,12 @@ class FeedState:
         # following after one view must not read as five positives out of one).
         aff = _affinity(user.creators, video.creator_id)
         aff.positives = min(aff.positives + 1.0, aff.views)
-        self._positive(user, row, ts, ENGAGEMENT_WEIGHT[label])
+        self._positive(user, row, ts, ENGAGEMENT_WEIGHT[label], surface)
 
-    def _positive(self, user: UserState, row: int, ts: int, weight: float) -> None:
+    def _positive(self, user: UserState, row: int, ts: int, weight: float, surface: str) -> None:
         region = self.region_of(user)
         self.trending.add(region, row, weight, ts, len(self.catalog))
+        self.surface_trending.add(surface, row, weight, ts, len(self.catalog))
         if row not in user.recent_positives:
             n = self.settings.sources.coengagement_seeds
             seeds = list(user.recent_positives)[-n:] if n > 0 else []

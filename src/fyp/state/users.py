@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from fyp.state.attribute_codes import AttributeCodes
+from fyp.types import DEFAULT_SURFACE
 
 # Dwell evidence of the session: finished views and quick skips of each creator, sound
 # and hashtag, fading with this half-life. Their finish rate, against the person's own
@@ -107,6 +108,7 @@ class UserState:
     label_counts: list[float] = field(default_factory=list)
     region: str | None = None
     first_seen: int | None = None  # Unix ms of the user's first event
+    last_surface: str = DEFAULT_SURFACE  # where in the app their last view was
     # The session's finished views and quick skips over everything, as of ``session_ts``
     # (fading as each affinity's do): the rate each entity's session evidence is against.
     session_finishes: float = 0.0

@@ -107,6 +107,15 @@ class Trending:
             kept.rows.add(row)
             kept.ordered = None
 
+    def at(self, region: str, rows: npt.NDArray[np.intp], now: int) -> F64:
+        """The decayed scores of ``rows`` in ``region`` as of ``now`` (0 where none)."""
+        arr = self.scores.get(region)
+        if arr is None or self.t_ref is None:
+            return np.zeros(len(rows))
+        known = rows < len(arr)
+        out: F64 = np.where(known, arr[np.minimum(rows, len(arr) - 1)], 0.0)
+        return out * math.exp(max(-(now - self.t_ref) / self.tau, -700.0))
+
     def top(self, region: str, k: int) -> list[int]:
         """Rows of the ``k`` highest-scoring videos in ``region`` (score > 0), best first."""
         arr = self.scores.get(region)
