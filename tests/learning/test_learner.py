@@ -278,7 +278,7 @@ def test_a_refresh_reaches_the_learner_and_the_served_rows(learning: Any) -> Non
         pid = server.pseudonym("u5")
         assert server.replica.holds_user(pid)
         server.set_controls("u5", ControlsIn(refresh=True))
-        learner._stores_at = 0.0  # (it looks at the stores at its next step)
+        learner.look()
         learner.step()
         learner.publish()
         learning.sync(server)

@@ -77,11 +77,14 @@ class Learner:
         """One pass: the stores looked at, a slice of the log folded, training steps for
         a short while, a publish, a checkpoint when due. Whether there was work."""
         engine, now = self.engine, time.monotonic()
-        if now - self._stores_at >= _STORES_EVERY_S:
-            self._stores_at = now
-            self._end = engine.event_log.follow()
-            self.follow_catalog()  # (after reading the end: every video of those events)
-            self.follow_stores()
+        # Also at once when the log grew past all it had read and learned: an idle learner
+        # reads the log's end at every step (cheap; a step that finds nothing is followed
+        # by a pause), the catalog and the stores only when that moved or as often as
+        # _STORES_EVERY_S.
+        if now - self._stores_at >= _STORES_EVERY_S or (
+            self._end <= engine.state.applied_offset and engine.event_log.follow() > self._end
+        ):
+            self.look()
         end = self._end  # (not past it: an event logged since may be of a video not seen)
         worked = False
         pending = end - engine.state.applied_offset
@@ -106,6 +109,14 @@ class Learner:
         if now - self._status_at >= _STATUS_EVERY_S:
             self.write_status(end)
         return worked
+
+    def look(self) -> None:
+        """Read the log's end, the videos the server stored, its tombstones and refresh
+        marks, now."""
+        self._stores_at = time.monotonic()
+        self._end = self.engine.event_log.follow()
+        self.follow_catalog()  # (after reading the end: every video of those events)
+        self.follow_stores()
 
     def publish(self, snapshot: bool = False) -> None:
         now = time.monotonic()
