@@ -180,6 +180,9 @@ def _gauge(server: Server, name: str) -> float | None:
     return None
 
 
+_SETTLE_S = 3.0  # after catching up, before the idle phase
+
+
 def health(server: Server) -> dict[str, Any]:
     with server.client() as client:
         body: dict[str, Any] = client.get("/healthz").json()
@@ -231,6 +234,11 @@ def run_mode(
             while (health(server)["learned_models"] or {}).get("version", 0) == 0:
                 time.sleep(0.1)
             out["learner_ready_s"] = time.perf_counter() - t0
+        # The idle phase is with learning idle: everything logged learned (by the learner,
+        # where it runs apart: its start replays what its checkpoint lacks), then a pause
+        # for what follows a catch-up (a publish, an index re-clustering) to pass.
+        out["caught_up_before_idle_s"] = wait_caught_up(server, data_dir, split, 600)
+        time.sleep(_SETTLE_S)
         n = int(args.base_rate * args.seconds)
         cpu0 = server.cpu_s()
         (idle,) = open_loop(server, [(args.base_rate, _paths(users["idle"][:n]))])
