@@ -24,7 +24,7 @@ from fyp.eval.protocol import (
     parse_day,
 )
 
-from .conftest import SMOKE, VIDEO_FEATURES
+from .conftest import SMOKE, VIDEO_FEATURES, with_changed_outcomes
 
 pytestmark = pytest.mark.kuairand
 
@@ -78,21 +78,7 @@ def test_the_split_keeps_outcomes_away_from_requests(smoke_dir: Path) -> None:
 
 def _with_changed_test_outcomes(smoke_dir: Path, target: Path) -> Path:
     """A copy of the sample whose test-period outcomes are all different."""
-    target.mkdir()
-    logs = pl.read_parquet(smoke_dir / SMOKE)
-    test = pl.col("date") >= 20220501
-    flip = ("is_click", "is_like", "is_follow", "is_comment", "is_forward", "long_view", "finish")
-    changed = logs.with_columns(
-        *(pl.when(test).then(1 - pl.col(c)).otherwise(pl.col(c)).alias(c) for c in flip),
-        pl.when(test)
-        .then(pl.col("duration_ms") - pl.col("play_time_ms").clip(0, None))
-        .otherwise(pl.col("play_time_ms"))
-        .alias("play_time_ms"),
-        pl.when(test).then(4.0 - pl.col("watch_ratio")).otherwise(pl.col("watch_ratio")),
-    )
-    changed.write_parquet(target / SMOKE)
-    (target / VIDEO_FEATURES).symlink_to(smoke_dir / VIDEO_FEATURES)
-    return target
+    return with_changed_outcomes(smoke_dir, target, pl.col("date") >= 20220501)
 
 
 def _fitted_answers(

@@ -19,7 +19,7 @@ from fyp.eval.protocol import Split, WalkDay, load_walk_data, parse_day
 from fyp.eval.walk import pooled, run_walk, walk_rows
 from fyp.types import Candidate
 
-from .conftest import SMOKE, VIDEO_FEATURES
+from .conftest import with_changed_outcomes
 
 pytestmark = pytest.mark.kuairand
 
@@ -27,26 +27,11 @@ pytestmark = pytest.mark.kuairand
 SPLIT = Split(parse_day("2022-04-30"), parse_day("2022-05-01"), parse_day("2022-05-02"))
 FIRST, SECOND = 20220501, 20220502
 METHODS = ("popular", "itemknn", "fyp", "fyp_first_ranker")
-FLIPPED = ("is_click", "is_like", "is_follow", "is_comment", "is_forward", "long_view", "finish")
 
 
 def _with_changed_day(smoke_dir: Path, target: Path, day: int) -> Path:
-    """A copy of the sample in which every outcome of ``day`` is different (who was
-    shown what, and when, stays)."""
-    target.mkdir()
-    logs = pl.read_parquet(smoke_dir / SMOKE)
-    on_day = pl.col("date") == day
-    changed = logs.with_columns(
-        *(pl.when(on_day).then(1 - pl.col(c)).otherwise(pl.col(c)).alias(c) for c in FLIPPED),
-        pl.when(on_day)
-        .then(pl.col("duration_ms") - pl.col("play_time_ms").clip(0, None))
-        .otherwise(pl.col("play_time_ms"))
-        .alias("play_time_ms"),
-        pl.when(on_day).then(4.0 - pl.col("watch_ratio")).otherwise(pl.col("watch_ratio")),
-    )
-    changed.write_parquet(target / SMOKE)
-    (target / VIDEO_FEATURES).symlink_to(smoke_dir / VIDEO_FEATURES)
-    return target
+    """A copy of the sample in which every outcome of ``day`` is different."""
+    return with_changed_outcomes(smoke_dir, target, pl.col("date") == day)
 
 
 def _walk(

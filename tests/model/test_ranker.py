@@ -17,6 +17,7 @@ from fyp.model.ranker import (
     RankExample,
     dense_features,
 )
+from fyp.model.serving import rank_inputs, rank_rows
 from fyp.rank.first_ranker import FirstRanker
 from fyp.state.feedback import LABEL_INDEX, LABELS
 from fyp.state.surfaces import SurfaceStats
@@ -71,7 +72,8 @@ def test_serving_inputs_equal_training_inputs() -> None:
     ranker = _ranker(catalog)
     ranker.learn(_planted_examples(catalog, 128, seed=7))  # some ids get rows
     tags = [("t0",), ("t1", "never-seen"), tuple(f"t{i % 5}" for i in range(11))]
-    batch = ranker._lookup(
+    batch = rank_rows(
+        ranker.tables,
         ["u0", "nobody", "u1"],
         ["v0", "v1", "unknown"],
         ["c0", "c1", "c9"],
@@ -84,7 +86,7 @@ def test_serving_inputs_equal_training_inputs() -> None:
     dense = np.random.default_rng(0).standard_normal((3, DENSE_DIM)).astype(np.float32)
     trained, _, _ = ranker._inputs(batch, dense)
     np.testing.assert_allclose(
-        ranker._inputs_numpy(batch, dense), trained.detach().numpy(), rtol=1e-6, atol=1e-8
+        rank_inputs(ranker.tables, batch, dense), trained.detach().numpy(), rtol=1e-6, atol=1e-8
     )
 
 

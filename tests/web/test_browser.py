@@ -12,6 +12,7 @@ to ``tests/web/output/`` (git-ignored) for a developer to look at."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -127,39 +128,34 @@ def _event(
     return e
 
 
-@pytest.fixture(scope="module")
-def site(
-    tmp_path_factory: pytest.TempPathFactory, unavailable: Callable[[str], NoReturn]
+@contextlib.contextmanager
+def _served(
+    root: Path,
+    videos: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    unavailable: Callable[[str], NoReturn],
 ) -> Iterator[Site]:
+    """``fyp serve`` with residency as deployed (events only for users created first, as
+    the player does), ``videos`` stored, the users of ``events`` created and their events
+    learned; the catalog as the scripts read it."""
     missing = _missing()
     if missing is not None:
         unavailable(f"browser tests need Chromium, Node and playwright-core: {missing}")
-    root = tmp_path_factory.mktemp("web")
-    # Residency as deployed: events only for users created first (the player does).
     server = Server(root / "data", root / "serve.log", registered_users=True)
     try:
         server.wait_ready()
-        now = int(time.time() * 1000)
-        videos = _catalog(now)
-        events = _background(videos, now)
-        reports = [_event(f"fan-cooking-{f}", REPORTED, "report", now - 60_000) for f in (0, 1)]
-        reports.append(_event("fan-skate-0", REPORTED, "report", now - 50_000))
         with server.client() as http:
             resp = http.post("/v1/videos", json={"videos": videos})
             assert resp.status_code == 200, resp.text
-            for user in sorted({e["user_id"] for e in events}):
+            for user in sorted({e["user_id"] for e in events if e["type"] != "report"}):
                 resp = http.put(f"/v1/users/{user}", json={})
                 assert resp.status_code == 201, resp.text
             for start in range(0, len(events), 500):
                 resp = http.post("/v1/events", json={"events": events[start : start + 500]})
                 assert resp.status_code == 200, resp.text
-            resp = http.post("/v1/events", json={"events": reports})
-            assert resp.status_code == 200, resp.text
             deadline = time.monotonic() + 30
             while http.get("/healthz").json()["learning_lag"] and time.monotonic() < deadline:
                 time.sleep(0.1)
-            queue = http.get("/v1/moderation/queue").json()["items"]
-            assert REPORTED in [i["video_id"] for i in queue], queue
         catalog_file = root / "catalog.json"
         by_id = {
             v["video_id"]: {k: v[k] for k in ("creator_id", "hashtags", "duration_ms")}
@@ -169,6 +165,22 @@ def site(
         yield Site(server, catalog_file, by_id)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, unavailable: Callable[[str], NoReturn]
+) -> Iterator[Site]:
+    now = int(time.time() * 1000)
+    videos = _catalog(now)
+    events = _background(videos, now)
+    events += [_event(f"fan-cooking-{f}", REPORTED, "report", now - 60_000) for f in (0, 1)]
+    events.append(_event("fan-skate-0", REPORTED, "report", now - 50_000))
+    with _served(tmp_path_factory.mktemp("web"), videos, events, unavailable) as served:
+        with served.server.client() as http:
+            queue = http.get("/v1/moderation/queue").json()["items"]
+        assert REPORTED in [i["video_id"] for i in queue], queue
+        yield served
 
 
 # A wider world for the newcomer's lean: eight topics of four creators (the per-creator
@@ -182,36 +194,11 @@ WIDE_TOPICS = (*TOPICS, "jazz", "pottery")
 def wide_site(
     tmp_path_factory: pytest.TempPathFactory, unavailable: Callable[[str], NoReturn]
 ) -> Iterator[Site]:
-    missing = _missing()
-    if missing is not None:
-        unavailable(f"browser tests need Chromium, Node and playwright-core: {missing}")
-    root = tmp_path_factory.mktemp("web-wide")
-    server = Server(root / "data", root / "serve.log", registered_users=True)
-    try:
-        server.wait_ready()
-        now = int(time.time() * 1000)
-        videos = _catalog(now, WIDE_TOPICS, creators_per_topic=4, videos_per_creator=5)
-        events = _background(videos, now, WIDE_TOPICS)
-        with server.client() as http:
-            resp = http.post("/v1/videos", json={"videos": videos})
-            assert resp.status_code == 200, resp.text
-            for user in sorted({e["user_id"] for e in events}):
-                assert http.put(f"/v1/users/{user}", json={}).status_code == 201
-            for start in range(0, len(events), 500):
-                resp = http.post("/v1/events", json={"events": events[start : start + 500]})
-                assert resp.status_code == 200, resp.text
-            deadline = time.monotonic() + 30
-            while http.get("/healthz").json()["learning_lag"] and time.monotonic() < deadline:
-                time.sleep(0.1)
-        catalog_file = root / "catalog.json"
-        by_id = {
-            v["video_id"]: {k: v[k] for k in ("creator_id", "hashtags", "duration_ms")}
-            for v in videos
-        }
-        catalog_file.write_text(json.dumps({"videos": by_id}))
-        yield Site(server, catalog_file, by_id)
-    finally:
-        server.stop()
+    now = int(time.time() * 1000)
+    videos = _catalog(now, WIDE_TOPICS, creators_per_topic=4, videos_per_creator=5)
+    events = _background(videos, now, WIDE_TOPICS)
+    with _served(tmp_path_factory.mktemp("web-wide"), videos, events, unavailable) as served:
+        yield served
 
 
 def _run_node(site: Site, script: str, shots: Path, **extra: str) -> None:

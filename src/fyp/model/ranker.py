@@ -48,7 +48,6 @@ from fyp.model.embeddings import (
 from fyp.model.serving import (
     RankBatch,
     mmoe_forward,
-    rank_inputs,
     rank_predict,
     rank_rows,
 )
@@ -273,25 +272,6 @@ class MultiTaskRanker:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def _lookup(
-        self,
-        users: Sequence[str],
-        videos: Sequence[str],
-        creators: Sequence[str],
-        sounds: Sequence[str | None],
-        hashtags: Sequence[tuple[str, ...]],
-        surfaces: Sequence[str],
-        now: int,
-        train: bool,
-    ) -> RankBatch:
-        return rank_rows(
-            self.tables, users, videos, creators, sounds, hashtags, surfaces, now, train
-        )
-
-    def _inputs_numpy(self, batch: RankBatch, dense: F32) -> F32:
-        """The network's input for serving, in numpy (what :meth:`_inputs` builds)."""
-        return rank_inputs(self.tables, batch, dense)
-
     def _inputs(
         self, batch: RankBatch, dense: F32
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -326,7 +306,8 @@ class MultiTaskRanker:
         if not examples:
             return math.nan
         now = max(e.ts for e in examples)
-        batch = self._lookup(
+        batch = rank_rows(
+            self.tables,
             [e.user_id for e in examples],
             [e.video_id for e in examples],
             [e.creator_id for e in examples],
