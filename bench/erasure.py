@@ -4,7 +4,7 @@ Setup: a synthetic catalog and history (users with 20 views each, plus their act
 ingested and learned in process, impressions recorded for every view, a checkpoint
 written. Then, for several users: ``Engine.erase_user`` (what the route does: delete the
 user's events and impressions with overwriting and WAL truncation, drop their state,
-rewrite the checkpoint), timed end to end, with an in-place checkpoint (``Engine.checkpoint``)
+rewrite the checkpoint), timed end to end, with an in-place checkpoint (``Engine.checkpoints.write``)
 timed on its own as the baseline in the same run. The promise is "within 60 s"; the
 answer comes only once it is done.
 
@@ -73,7 +73,7 @@ def build(data_dir: Path, n_videos: int, n_users: int, now: int) -> tuple[Engine
                 for i, e in enumerate(chunk)
             ]
         )  # fmt: skip
-    checkpoint_bytes = engine.checkpoint()
+    checkpoint_bytes = engine.checkpoints.write()
     setup.update(
         {
             "events": engine.event_log.count(),
@@ -147,7 +147,7 @@ def main() -> None:
             deleted: list[dict[str, int]] = []
             feeding = users[1]  # never erased (those are users[i * 97])
             for i in range(ERASED):
-                _, took, longest = while_feeding(engine, feeding, engine.checkpoint)
+                _, took, longest = while_feeding(engine, feeding, engine.checkpoints.write)
                 checkpoint_ms.append(took)
                 checkpoint_feed_ms.append(longest)
                 user = users[i * 97]

@@ -465,7 +465,7 @@ def main() -> None:
         }
         register_users(engine, stream)
         register_users(engine, [{"user_id": u} for us in users.values() for u in us])
-        setup["checkpoint_bytes"] = engine.checkpoint()
+        setup["checkpoint_bytes"] = engine.checkpoints.write()
         # The same state as the learner's checkpoint (what the learner process restores).
         write_checkpoint(base / LEARNER_CHECKPOINT_FILE, engine._payload())
         engine.close()

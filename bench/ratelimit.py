@@ -255,7 +255,7 @@ def main() -> None:
             "flood": request_users(n_users, 2_000, seed=12, tag="flood"),
         }
         register_users(engine, [{"user_id": u} for us in users.values() for u in us])
-        engine.checkpoint()  # each server starts without a replay
+        engine.checkpoints.write()  # each server starts without a replay
         engine.close()
         payload["setup"] = setup
         for r in range(rounds):

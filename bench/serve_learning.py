@@ -162,7 +162,7 @@ def main() -> None:
         }
         register_users(engine, stream)
         register_users(engine, [{"user_id": u} for us in users.values() for u in us])
-        setup["checkpoint_bytes"] = engine.checkpoint()  # the server starts without a replay
+        setup["checkpoint_bytes"] = engine.checkpoints.write()  # the server starts without a replay
         engine.close()
         console.print(
             f"  {setup['events']:,} events learned in {setup['learn_s']:.1f} s; ranker warm "

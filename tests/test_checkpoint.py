@@ -113,8 +113,8 @@ def test_restart_from_a_checkpoint_equals_a_full_replay(tmp_path: Path) -> None:
     engine.upsert_videos(_videos())
     assert not engine.ingest(_events(0, 2_000, seed=1), now=NOW).rejected
     engine.learn()
-    assert engine.checkpoint() > 0
-    assert engine.checkpoint_offset == engine.state.applied_offset
+    assert engine.checkpoints.write() > 0
+    assert engine.checkpoints.offset == engine.state.applied_offset
     # More events after the checkpoint, learned by the live engine too.
     engine.ingest(_events(2_000, 1_500, seed=2), now=NOW)
     engine.learn()
@@ -124,7 +124,7 @@ def test_restart_from_a_checkpoint_equals_a_full_replay(tmp_path: Path) -> None:
     restored = Engine.open(_settings(tmp_path), clock=lambda: NOW)
     replayed = Engine.open(_settings(tmp_path), clock=lambda: NOW, from_checkpoint=False)
     try:
-        assert restored.checkpoint_offset > 0 and replayed.checkpoint_offset == 0
+        assert restored.checkpoints.offset > 0 and replayed.checkpoints.offset == 0
         assert restored.models is not None and restored.models.ranker.warm
         assert _fingerprint(restored) == _fingerprint(replayed) == live
         # The index is rebuilt from the restored towers, and it serves.
@@ -256,7 +256,7 @@ def test_restart_mid_queue_with_late_actions_equals_a_full_replay(tmp_path: Path
     assert models is not None and len(models._rank_queue) >= MODEL["ranker_batch"]
     assert engine.state._pending and engine.state._closed
     corrections_before = engine.state.late_corrections
-    assert engine.checkpoint() > 0
+    assert engine.checkpoints.write() > 0
     assert not engine.ingest(stream[cut:], now=NOW).rejected
     engine.learn()
     for u in range(2, 50, 5):
@@ -269,7 +269,7 @@ def test_restart_mid_queue_with_late_actions_equals_a_full_replay(tmp_path: Path
     restored = Engine.open(_late_settings(tmp_path), clock=lambda: NOW)
     replayed = Engine.open(_late_settings(tmp_path), clock=lambda: NOW, from_checkpoint=False)
     try:
-        assert restored.checkpoint_offset > 0 and replayed.checkpoint_offset == 0
+        assert restored.checkpoints.offset > 0 and replayed.checkpoints.offset == 0
         whole = _whole(restored)
         assert whole == _whole(replayed)
         assert whole == live
@@ -283,14 +283,14 @@ def test_a_checkpoint_of_other_settings_is_not_used(tmp_path: Path) -> None:
     engine.upsert_videos(_videos())
     engine.ingest(_events(0, 500, seed=3), now=NOW)
     engine.learn()
-    engine.checkpoint()
+    engine.checkpoints.write()
     engine.close()
     other = load_settings(
         overrides={"data_dir": tmp_path, "model": {**MODEL, "ranker_batch": 32}}, environ={}
     )
     reopened = Engine.open(other, clock=lambda: NOW)
     try:
-        assert reopened.checkpoint_offset == 0  # replayed from the start instead
+        assert reopened.checkpoints.offset == 0  # replayed from the start instead
         assert reopened.state.applied_offset == engine.state.applied_offset
     finally:
         reopened.close()
@@ -348,7 +348,7 @@ def test_kill_9_mid_training_then_restart_learns_every_event_once(tmp_path: Path
     restarted = Engine.open(settings)
     from_scratch = Engine.open(settings, from_checkpoint=False)
     try:
-        assert restarted.checkpoint_offset > 0
+        assert restarted.checkpoints.offset > 0
         assert restarted.state.applied_offset == restarted.event_log.last_offset()
         assert restarted.event_log.count() >= acknowledged
         assert _fingerprint(restarted) == _fingerprint(from_scratch)
@@ -395,22 +395,22 @@ def test_a_background_checkpoint_holds_the_state_as_of_its_start(tmp_path: Path)
     assert not engine.ingest(_events(0, 2_000, seed=1), now=NOW).rejected
     engine.learn()
     at_fork = engine.state.applied_offset
-    assert engine.start_checkpoint()
-    assert engine.checkpoint_writing and not engine.start_checkpoint()  # one at a time
+    assert engine.checkpoints.start()
+    assert engine.checkpoints.writing and not engine.checkpoints.start()  # one at a time
     # The engine goes on learning while the child writes; none of that is in the file.
     engine.ingest(_events(2_000, 1_500, seed=2), now=NOW)
     engine.learn()
     assert engine.state.applied_offset > at_fork
-    engine.settle_checkpoint()
-    assert not engine.checkpoint_writing and engine.checkpoint_offset == at_fork
-    assert engine.poll_checkpoint() is None  # nothing left to reap
+    engine.checkpoints.settle()
+    assert not engine.checkpoints.writing and engine.checkpoints.offset == at_fork
+    assert engine.checkpoints.poll() is None  # nothing left to reap
     live = _fingerprint(engine)
     engine.close()
 
     restored = Engine.open(_settings(tmp_path), clock=lambda: NOW)
     replayed = Engine.open(_settings(tmp_path), clock=lambda: NOW, from_checkpoint=False)
     try:
-        assert restored.checkpoint_offset == at_fork  # restored from it, then replayed
+        assert restored.checkpoints.offset == at_fork  # restored from it, then replayed
         assert _fingerprint(restored) == _fingerprint(replayed) == live
     finally:
         restored.close()
@@ -424,23 +424,23 @@ def test_a_failed_background_checkpoint_keeps_the_old_one_and_is_retried(
     settings = _settings(tmp_path).model_copy(update={"checkpoint_every_events": 100})
     engine = _learned(settings, 500, 3)
     try:
-        engine.checkpoint()
-        first = engine.checkpoint_offset
+        engine.checkpoints.write()
+        first = engine.checkpoints.offset
         engine.ingest(_events(500, 500, seed=4), now=NOW)
         engine.learn()
 
         # The child's write fails (it runs the module's write_checkpoint).
         monkeypatch.setattr(checkpoint_module, "write_checkpoint", _full_disk)
-        assert engine.start_checkpoint()
-        assert engine.poll_checkpoint(wait=True) is False
-        assert engine.checkpoint_offset == first  # the old checkpoint stands
+        assert engine.checkpoints.start()
+        assert engine.checkpoints.poll(wait=True) is False
+        assert engine.checkpoints.offset == first  # the old checkpoint stands
         assert read_checkpoint(tmp_path / CHECKPOINT_FILE)["offset"] == first  # type: ignore[index]
-        assert not engine.checkpoint_due()  # not at once again: a short wait first
-        monkeypatch.setattr(engine, "_checkpoint_retry_at", 0.0)
-        assert engine.checkpoint_due()
+        assert not engine.checkpoints.due()  # not at once again: a short wait first
+        monkeypatch.setattr(engine.checkpoints, "retry_at", 0.0)
+        assert engine.checkpoints.due()
         monkeypatch.undo()
-        assert engine.start_checkpoint() and engine.poll_checkpoint(wait=True) is True
-        assert engine.checkpoint_offset == engine.state.applied_offset > first
+        assert engine.checkpoints.start() and engine.checkpoints.poll(wait=True) is True
+        assert engine.checkpoints.offset == engine.state.applied_offset > first
     finally:
         engine.close()
 
@@ -449,11 +449,11 @@ def test_a_synchronous_checkpoint_waits_for_a_background_one(tmp_path: Path) -> 
     """Else the child's older snapshot could land after the newer one (an erasure's)."""
     engine = _learned(_settings(tmp_path), 500, 5)
     try:
-        engine.start_checkpoint()
+        engine.checkpoints.start()
         engine.ingest(_events(500, 300, seed=6), now=NOW)
         engine.learn()
-        engine.checkpoint()
-        assert not engine.checkpoint_writing
+        engine.checkpoints.write()
+        assert not engine.checkpoints.writing
         on_disk = read_checkpoint(tmp_path / CHECKPOINT_FILE)
         assert on_disk is not None and on_disk["offset"] == engine.state.applied_offset
     finally:
@@ -466,11 +466,11 @@ def test_a_checkpoint_child_reaped_elsewhere_counts_as_failed(tmp_path: Path) ->
     (else no checkpoint would ever start again) and the next one retries."""
     engine = _learned(_settings(tmp_path), 300, 7)
     try:
-        assert engine.start_checkpoint()
-        assert engine._writer is not None
-        os.waitpid(engine._writer[0], 0)  # someone else reaps it
-        assert engine.poll_checkpoint() is False
-        assert not engine.checkpoint_writing and engine.checkpoint_offset == 0
+        assert engine.checkpoints.start()
+        assert engine.checkpoints.writer_pid is not None
+        os.waitpid(engine.checkpoints.writer_pid, 0)  # someone else reaps it
+        assert engine.checkpoints.poll() is False
+        assert not engine.checkpoints.writing and engine.checkpoints.offset == 0
     finally:
         engine.close()
 
@@ -487,13 +487,13 @@ def test_a_fork_that_fails_is_retried_later_not_at_every_slice(
             raise OSError(12, "Cannot allocate memory")
 
         monkeypatch.setattr(os, "fork", no_memory)
-        assert engine.checkpoint_due()
-        assert engine.start_checkpoint() is False  # reported, not raised into the loop
-        assert not engine.checkpoint_writing and not engine.checkpoint_due()  # backs off
+        assert engine.checkpoints.due()
+        assert engine.checkpoints.start() is False  # reported, not raised into the loop
+        assert not engine.checkpoints.writing and not engine.checkpoints.due()  # backs off
         monkeypatch.undo()
-        monkeypatch.setattr(engine, "_checkpoint_retry_at", 0.0)
-        assert engine.checkpoint_due() and engine.start_checkpoint()
-        assert engine.poll_checkpoint(wait=True) is True
+        monkeypatch.setattr(engine.checkpoints, "retry_at", 0.0)
+        assert engine.checkpoints.due() and engine.checkpoints.start()
+        assert engine.checkpoints.poll(wait=True) is True
     finally:
         engine.close()
 
@@ -516,22 +516,22 @@ def test_a_checkpoint_child_past_its_time_is_killed_and_its_partial_file_removed
             return 0
 
         monkeypatch.setattr(checkpoint_module, "write_checkpoint", hangs)
-        assert engine.start_checkpoint()
-        assert engine.poll_checkpoint() is None  # running, within its time
+        assert engine.checkpoints.start()
+        assert engine.checkpoints.poll() is None  # running, within its time
         for _ in range(100):  # the child has begun writing
             if partial.exists():
                 break
             time.sleep(0.01)
         assert partial.exists()
-        assert engine.poll_checkpoint(wait=True) is False  # killed at its deadline
-        assert not engine.checkpoint_writing and engine.checkpoint_offset == 0
-        assert engine.checkpoint_error is not None and "killed" in engine.checkpoint_error
+        assert engine.checkpoints.poll(wait=True) is False  # killed at its deadline
+        assert not engine.checkpoints.writing and engine.checkpoints.offset == 0
+        assert engine.checkpoints.error is not None and "killed" in engine.checkpoints.error
         assert not partial.exists()
         monkeypatch.undo()
         # The next ones work, and an erasure goes through.
-        monkeypatch.setattr(engine, "_checkpoint_retry_at", 0.0)
-        assert engine.start_checkpoint() and engine.poll_checkpoint(wait=True) is True
-        assert engine.checkpoint_error is None
+        monkeypatch.setattr(engine.checkpoints, "retry_at", 0.0)
+        assert engine.checkpoints.start() and engine.checkpoints.poll(wait=True) is True
+        assert engine.checkpoints.error is None
         assert engine.erase_user("u1", "test").checkpoint_rewritten
     finally:
         engine.close()
@@ -539,15 +539,15 @@ def test_a_checkpoint_child_past_its_time_is_killed_and_its_partial_file_removed
 
 def test_open_removes_a_partial_checkpoint_a_killed_writer_left(tmp_path: Path) -> None:
     engine = _learned(_settings(tmp_path), 300, 10)
-    engine.checkpoint()
-    offset = engine.checkpoint_offset
+    engine.checkpoints.write()
+    offset = engine.checkpoints.offset
     engine.close()
     partial = tmp_path / (CHECKPOINT_FILE + ".tmp")
     partial.write_bytes(b"a snapshot that never landed")
     reopened = Engine.open(_settings(tmp_path), clock=lambda: NOW)
     try:
         assert not partial.exists()
-        assert reopened.checkpoint_offset == offset  # the landed one is used
+        assert reopened.checkpoints.offset == offset  # the landed one is used
     finally:
         reopened.close()
 
@@ -560,7 +560,7 @@ def test_feeds_are_served_while_an_erasure_rewrites_the_checkpoint(
     pickled under the engine's lock (which stopped every feed for the whole rewrite);
     the erasure still answers only once the rewritten checkpoint has landed."""
     engine = _learned(_settings(tmp_path), 800, 11)
-    engine.checkpoint()
+    engine.checkpoints.write()
     gone = engine.pseudonym("u3")
     assert gone in read_checkpoint(tmp_path / CHECKPOINT_FILE)["state"].users  # type: ignore[index]
     release = tmp_path / "release"
@@ -575,7 +575,7 @@ def test_feeds_are_served_while_an_erasure_rewrites_the_checkpoint(
     erasure = threading.Thread(target=engine.erase_user, args=("u3", "test"))
     try:
         erasure.start()
-        while not engine.checkpoint_writing:  # the child is forked: the rewrite is on
+        while not engine.checkpoints.writing:  # the child is forked: the rewrite is on
             assert erasure.is_alive()
             time.sleep(0.01)
         # A feed is served now, while the erasure waits for its checkpoint.
@@ -586,7 +586,7 @@ def test_feeds_are_served_while_an_erasure_rewrites_the_checkpoint(
         assert not erasure.is_alive()
         on_disk = read_checkpoint(tmp_path / CHECKPOINT_FILE)
         assert on_disk is not None and gone not in on_disk["state"].users
-        assert not engine.checkpoint_writing and engine.checkpoint_error is None
+        assert not engine.checkpoints.writing and engine.checkpoints.error is None
     finally:
         release.touch()
         erasure.join(timeout=60)
@@ -598,14 +598,14 @@ def test_an_erasure_whose_rewrite_fails_deletes_the_old_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = _learned(_settings(tmp_path), 500, 12)
-    engine.checkpoint()
+    engine.checkpoints.write()
 
     monkeypatch.setattr(checkpoint_module, "write_checkpoint", _full_disk)
     try:
         with pytest.raises(OSError, match="could not be written"):
             engine.erase_user("u3", "test")
         # The old checkpoint held the user: gone, and a restart replays the log instead.
-        assert not (tmp_path / CHECKPOINT_FILE).exists() and engine.checkpoint_offset == 0
+        assert not (tmp_path / CHECKPOINT_FILE).exists() and engine.checkpoints.offset == 0
         monkeypatch.undo()
         # Asked again, it goes through (nothing left to rewrite).
         assert not engine.erase_user("u3", "test").checkpoint_rewritten
@@ -630,7 +630,7 @@ def test_a_checkpoint_child_holds_none_of_the_servers_sockets(
     monkeypatch.setattr(checkpoint_module, "write_checkpoint", listed)
     with socket.create_server(("127.0.0.1", 0)) as server:
         try:
-            assert engine.start_checkpoint() and engine.poll_checkpoint(wait=True) is True
+            assert engine.checkpoints.start() and engine.checkpoints.poll(wait=True) is True
             # The listing's own descriptor and the one write_text opened are all it had.
             in_child = {int(fd) for fd in listing.read_text().split()}
             assert server.fileno() not in in_child

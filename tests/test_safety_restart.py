@@ -32,7 +32,7 @@ def test_refresh_forgets_at_its_log_offset_whatever_the_restart(tmp_path: Path) 
     engine.upsert_videos(_videos())
     engine.ingest(_events(0, 2_000, seed=1), now=NOW)
     engine.learn()
-    engine.checkpoint()
+    engine.checkpoints.write()
     u1 = engine.pseudonym("u1")
     assert all(u1 in table for table in _user_tables(engine))  # rows to forget
     # More events, not yet learned when u1 asks for a refresh: they are forgotten too.

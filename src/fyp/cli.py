@@ -135,7 +135,7 @@ def train(
         engine = Engine.open(settings, role=serving_role(settings))
     try:
         replayed = time.perf_counter() - started
-        size = engine.checkpoint()
+        size = engine.checkpoints.write()
         table = Table(title=f"fyp train: {settings.data_dir}")
         table.add_column("what")
         table.add_column("value", justify="right")
@@ -160,7 +160,7 @@ def _train_learner(settings: Settings) -> None:
 
     learner = Learner(settings)  # (it publishes a snapshot once caught up)
     try:
-        learner.engine.checkpoint()
+        learner.engine.checkpoints.write()
         models = learner.models
         console.print(
             f"learner: {models.ranker.examples_seen:,} ranker examples, "

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import gc
 import logging
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,15 +40,8 @@ from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.safety.labels import ModerationState, unknown_labels
 from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
-from fyp.storage.checkpoint import (
-    CAN_FORK,
-    discard_partial,
-    fork_write,
-    kill,
-    read_checkpoint,
-    reap,
-    write_checkpoint,
-)
+from fyp.storage.checkpoint import discard_partial, read_checkpoint
+from fyp.storage.checkpointer import Checkpointer
 from fyp.types import (
     DAY_MS,
     DEFAULT_SURFACE,
@@ -83,8 +74,6 @@ LEARNER_CHECKPOINT_FILE = "learner-checkpoint.pkl"  # the learner process's (fyp
 # first ranker and sources, and never trains); "learner", that learner process (it
 # folds and trains, and writes nothing the server owns: no moderation, no erasure).
 Role = Literal["all", "serving", "learner"]
-CHECKPOINT_RETRY_S = 5.0  # after a background checkpoint failed (a full disk, say)
-_SETTLE_POLL_S = 0.01  # how often a wait for a checkpoint child looks whether it ended
 IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps no file
 WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
 REPORTS_ACTOR = "reports"
@@ -214,7 +203,6 @@ class Engine:
         self.settings = settings
         self.role: Role = role
         name = LEARNER_CHECKPOINT_FILE if role == "learner" else CHECKPOINT_FILE
-        self.checkpoint_path = settings.data_dir / name
         self.clock = clock
         # User ids are replaced by their pseudonyms where they enter (every method that
         # takes one): nothing below this class, in memory or on disk, holds a raw id.
@@ -262,14 +250,14 @@ class Engine:
         self.catalog.upsert(list(catalog_store.all()))
         self.state.stats.ensure(len(self.catalog))
         self._restore_serving_memory()
-        self.checkpoint_offset = 0  # the log offset of the last checkpoint written or read
-        # A checkpoint child: (pid, its offset, when it is killed: monotonic s).
-        self._writer: tuple[int, int, float] | None = None
-        self._checkpoint_retry_at = 0.0  # after a failed one: not again before (monotonic s)
-        # Why the last checkpoint failed, until one is written (``/healthz`` reports it).
-        self.checkpoint_error: str | None = None
-        # Checkpoint children an erasure waits for: pid -> written (None: not reaped yet).
-        self._awaited: dict[int, bool | None] = {}
+        self.checkpoints = Checkpointer(
+            settings.data_dir / name,
+            self._payload,
+            lambda: self.state.applied_offset,
+            self._lock,
+            settings.checkpoint_every_events,
+            settings.checkpoint_timeout_s,
+        )
         # Erasures accepted and not complete (pseudonym -> audit reference), from their
         # durable tombstones: nothing of these users is stored, learned or served.
         self._erasing: dict[str, str] = self.user_store.tombstones()
@@ -366,10 +354,10 @@ class Engine:
         )
         # A checkpoint the last process was writing when it died (its child dies with it)
         # never landed; what it had written holds user data, erased or not since.
-        if discard_partial(engine.checkpoint_path):
+        if discard_partial(engine.checkpoints.path):
             log.info("removed a partial checkpoint left by a killed writer")
         if from_checkpoint:
-            engine._restore(read_checkpoint(engine.checkpoint_path))
+            engine._restore(read_checkpoint(engine.checkpoints.path))
         for pid in engine._erasing:  # a checkpoint older than their tombstone holds them
             engine.state.erase_user(pid)
         if replay:
@@ -384,93 +372,6 @@ class Engine:
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def checkpoint(self) -> int:
-        """Write the learning state (and the learned models) as of the applied offset,
-        atomically, here and now (after a checkpoint being written in the background, if
-        one is); returns the bytes written. Restart = this + the rest of the log, so
-        every event is learned exactly once."""
-        with self._lock:
-            self.settle_checkpoint()
-            offset = self.state.applied_offset
-            try:
-                size = write_checkpoint(self.checkpoint_path, self._payload())
-            except OSError as err:
-                self.checkpoint_error = f"the checkpoint could not be written ({err})"
-                raise
-            self.checkpoint_offset = offset
-            self.checkpoint_error = None
-            return size
-
-    def start_checkpoint(self) -> bool:
-        """Begin a checkpoint of the state as of now, written by a forked child while
-        this process goes on serving and learning (pickling the state holds the
-        interpreter for seconds at scale: 1.75 s at 100k videos, in place). Where the
-        platform cannot fork it is written here instead. False when one is being
-        written already. :meth:`poll_checkpoint` (the learning loop's) or
-        :meth:`settle_checkpoint` takes its result."""
-        if not CAN_FORK:
-            self.checkpoint()
-            return True
-        with self._lock:  # the snapshot is the state between two learning steps
-            self.poll_checkpoint()
-            if self._writer is not None:
-                return False
-            return self._fork_writer() is not None
-
-    def _fork_writer(self) -> int | None:
-        """Fork the child that writes a checkpoint of the state as of now (under the lock,
-        no writer running); its pid, or None when the fork failed (retried later)."""
-        offset = self.state.applied_offset
-        try:
-            pid = fork_write(self.checkpoint_path, self._payload())
-        except OSError as err:  # no memory or processes left to fork: wait, then again
-            log.warning("could not fork the checkpoint writer (%s)", err)
-            self.checkpoint_error = f"could not fork the checkpoint writer ({err})"
-            self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
-            return None
-        self._writer = (pid, offset, time.monotonic() + self.settings.checkpoint_timeout_s)
-        return pid
-
-    def poll_checkpoint(self, wait: bool = False) -> bool | None:
-        """Reap a background checkpoint: True once it is written (``checkpoint_offset``
-        moves to its offset), False when its child failed or ran past
-        ``checkpoint_timeout_s`` and was killed (the next one retries), None while it
-        runs or when there is none. ``wait``: until it ends (or its time is up)."""
-        with self._lock:
-            if self._writer is None:
-                return None
-            pid, offset, deadline = self._writer
-            code = reap(pid, wait=False)
-            while code is None and wait and time.monotonic() < deadline:
-                time.sleep(min(_SETTLE_POLL_S, max(0.0, deadline - time.monotonic())))
-                code = reap(pid, wait=False)
-            if code is None:
-                if time.monotonic() < deadline:
-                    return None
-                code = kill(pid)
-                why = f"ran past {self.settings.checkpoint_timeout_s:g} s (killed)"
-            else:
-                why = f"failed (exit code {code})"
-            self._writer = None
-            if pid in self._awaited:  # an erasure waits for this one
-                self._awaited[pid] = code == 0
-            if code != 0:
-                self.checkpoint_error = f"the background checkpoint {why}"
-                log.warning("%s", self.checkpoint_error)
-                # What a killed child had written holds user data: not left on disk.
-                discard_partial(self.checkpoint_path)
-                self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
-                return False
-            self.checkpoint_offset = max(self.checkpoint_offset, offset)
-            self.checkpoint_error = None
-            return True
-
-    def settle_checkpoint(self) -> None:
-        """Wait for a background checkpoint, if one is being written (before anything
-        else writes the file: an older snapshot must not land after a newer one); one
-        past its time is killed."""
-        self.poll_checkpoint(wait=True)
-
     def _payload(self) -> dict[str, Any]:
         return {
             "offset": self.state.applied_offset,
@@ -479,22 +380,6 @@ class Engine:
             "models": self.models,
             "page_scorer": self.page_scorer,
         }
-
-    def checkpoint_due(self) -> bool:
-        """Whether ``checkpoint_every_events`` events were applied since the last one (and
-        none is being written)."""
-        every = self.settings.checkpoint_every_events
-        return (
-            bool(every)
-            and self._writer is None
-            and time.monotonic() >= self._checkpoint_retry_at
-            and self.state.applied_offset - self.checkpoint_offset >= every
-        )
-
-    @property
-    def checkpoint_writing(self) -> bool:
-        """Whether a background checkpoint is being written (or waits to be reaped)."""
-        return self._writer is not None
 
     def _restore(self, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is None:
@@ -529,7 +414,7 @@ class Engine:
             user.served_set.clear()
         self._restore_serving_memory()
         self.pipeline = self._build_pipeline()
-        self.checkpoint_offset = int(checkpoint["offset"])
+        self.checkpoints.offset = int(checkpoint["offset"])
         self._apply_user_settings()
 
     def _restore_serving_memory(self) -> None:
@@ -1111,11 +996,10 @@ class Engine:
         audit the completion with the counts; last, the profile, controls, refresh marks
         and tombstone, in one transaction (its file scrubbed too)."""
         ref = self._erasing[pid]
-        checkpoint = self.checkpoint_path
         writer: int | None = None
         with self._lock:
             # A checkpoint being written holds the user: it lands first, then the rewrite.
-            self.settle_checkpoint()
+            self.checkpoints.settle()
             events = self.event_log.erase_user(pid)
             # (the write-behind buffer is written first: a feed served before the
             # tombstone has its impressions deleted here; none is served after it)
@@ -1124,21 +1008,15 @@ class Engine:
             if self.replica is not None:
                 self.replica.forget_user(pid)
             self.erasure_step("deleted")
-            rewrite = self.checkpoint_offset > 0 or checkpoint.exists()
+            rewrite = self.checkpoints.held()
             if rewrite:
                 # Written by a child from a snapshot of the state without the user, so
-                # feeds go on while it writes: in place, pickling held the lock for the
-                # whole rewrite (20 s at 561k events, bench/erasure.py). In place where
-                # the platform cannot fork, or the fork failed.
-                writer = self._fork_writer() if CAN_FORK else None
-                if writer is None:
-                    with self._dropping_checkpoint_on_failure(checkpoint):
-                        self.checkpoint()
-                else:
-                    self._awaited[writer] = None
+                # feeds go on while it writes (in place, pickling would hold the lock for
+                # the whole rewrite); in place where the platform cannot fork.
+                writer = self.checkpoints.begin_rewrite()
         if writer is not None:
             self.erasure_step("rewriting")
-            self._await_rewrite(writer, checkpoint)
+            self.checkpoints.await_rewrite(writer)
         self.erasure_step("rewritten")
         # Outside the engine's lock (a pass over each file; feeds go on): what SQLite
         # left of the deleted rows outside their cells.
@@ -1177,36 +1055,6 @@ class Engine:
                 self._complete_erasure(pid, RESUMED_ACTOR)
             except (OSError, sqlite3.Error) as err:
                 log.warning("an interrupted erasure could not be completed (%s); ask again", err)
-
-    @contextlib.contextmanager
-    def _dropping_checkpoint_on_failure(self, checkpoint: Path) -> Iterator[None]:
-        """A rewrite that fails leaves the old checkpoint, which still holds the erased
-        user: it goes too (a restart then replays the log, which no longer has them)."""
-        try:
-            yield
-        except BaseException:
-            checkpoint.unlink(missing_ok=True)
-            self.checkpoint_offset = 0
-            raise
-
-    def _await_rewrite(self, writer: int, checkpoint: Path) -> None:
-        """Wait, without the lock, for an erasure's checkpoint child (reaped here or by
-        the learning loop, whichever looks first); raises OSError if it failed."""
-        while True:
-            with self._lock:
-                if self._awaited[writer] is None:
-                    self.poll_checkpoint()  # reaps it once ended (kills it past its time)
-                if self._awaited[writer] is not None:
-                    written = self._awaited.pop(writer)
-                    if not written:
-                        with self._dropping_checkpoint_on_failure(checkpoint):
-                            raise OSError(
-                                errno.EIO,
-                                "the checkpoint without the erased user could not be "
-                                "written (see the log); the old one is deleted",
-                            )
-                    return
-            time.sleep(_SETTLE_POLL_S)
 
     def expire(self, now: int | None = None) -> tuple[int, int]:
         """Retention: delete events and impressions older than ``privacy.retention_days``
@@ -1274,7 +1122,7 @@ class Engine:
     def close(self) -> None:
         """Close every store, even when one fails to (its last write on a full disk)."""
         with contextlib.ExitStack() as stack:
-            stack.callback(self.settle_checkpoint)  # (callbacks run last first: this last)
+            stack.callback(self.checkpoints.settle)  # (callbacks run last first: this last)
             for store in (
                 self.audit,
                 self.user_store,

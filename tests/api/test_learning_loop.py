@@ -157,13 +157,13 @@ def test_a_start_that_replayed_past_a_checkpoint_writes_one_before_serving(
     engine.upsert_videos([Video(f"v{i}", "c", 20_000, created_at=NOW) for i in range(20)])
     engine.ingest([view(n, f"u{n}", n) for n in range(8)], now=NOW)
     engine.learn()  # as a start's replay: 8 events applied, none checkpointed
-    assert engine.checkpoint_due() and engine.checkpoint_offset == 0
+    assert engine.checkpoints.due() and engine.checkpoints.offset == 0
     try:
         with TestClient(create_app(settings, engine)):
             # Written during start-up, before any request (not by the loop's first slice).
-            assert engine.checkpoint_offset == engine.state.applied_offset
+            assert engine.checkpoints.offset == engine.state.applied_offset
             assert (tmp_path / CHECKPOINT_FILE).is_file()
-            assert not engine.checkpoint_due()
+            assert not engine.checkpoints.due()
     finally:
         engine.close()
 
@@ -279,10 +279,10 @@ def test_healthz_reports_a_failed_checkpoint_until_one_is_written(
                 time.sleep(0.02)
             assert health["status"].startswith("degraded: storage")
             monkeypatch.undo()
-            engine._checkpoint_retry_at = 0.0
+            engine.checkpoints.retry_at = 0.0
             events = [view(n, f"u{n}", n) for n in range(11, 13)]
             assert client.post("/v1/events", json={"events": events}).status_code == 200
             status_becomes(client, "ok")
-            assert engine.checkpoint_offset == engine.state.applied_offset
+            assert engine.checkpoints.offset == engine.state.applied_offset
     finally:
         engine.close()

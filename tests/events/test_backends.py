@@ -88,12 +88,12 @@ def test_the_identity_a_checkpoint_records_has_no_password() -> None:
 def test_a_checkpoint_is_restored_only_over_the_log_it_was_made_from(kit: Any) -> None:
     engine = kit.open_engine(videos=kit.catalog())
     kit.run(engine, [kit.view("u1", "c0-v0"), kit.view("u1", "c0-v1")])
-    engine.checkpoint()
-    assert engine.checkpoint_offset == 2
+    engine.checkpoints.write()
+    assert engine.checkpoints.offset == 2
 
     elsewhere = kit.settings(event_log=f"sqlite://{kit.tmp_path}/another/events.db")
     other = kit.open_engine(elsewhere)  # an empty log: its offsets count other events
-    assert other.checkpoint_offset == 0
+    assert other.checkpoints.offset == 0
     assert other.state.applied_offset == 0
     again = kit.open_engine()
-    assert again.checkpoint_offset == 2
+    assert again.checkpoints.offset == 2

@@ -202,7 +202,7 @@ def test_an_erasure_while_the_learner_is_down_rewrites_its_files(learning: Any, 
     learning.ingest(server, 0, 2_000)
     for learner in learning.learner_here():
         learning.sync(server)
-        learner.engine.checkpoint()
+        learner.engine.checkpoints.write()
     pid = server.pseudonym("u8")
     rows = _rows_of(server, pid)
     assert rows and "learner-checkpoint.pkl" in str(lkit.scan(learning.data, rows))

@@ -93,7 +93,7 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
     for user in [*KEPT, GONE]:
         _activity(d, user)
     d.wait_until_learned()
-    d.engine.checkpoint()
+    d.engine.checkpoints.write()
     pseudonym = d.engine.pseudonym(GONE)
     kept = [d.engine.pseudonym(u) for u in KEPT]
     assert d.engine.models is not None

@@ -84,7 +84,7 @@ def _prepare(data: Path, users: list[str], views: int = 30) -> Engine:
     engine.learn()
     for user in users:
         assert engine.feed(user, 5).items
-    engine.checkpoint()
+    engine.checkpoints.write()
     return engine
 
 
@@ -159,9 +159,9 @@ def test_writers_beside_twenty_erasures_leave_nothing_of_the_users(
         while not stop.is_set():
             engine.learn(max_events=100, train=False)
             engine.train_step()
-            engine.poll_checkpoint()
-            if engine.checkpoint_due():
-                engine.start_checkpoint()
+            engine.checkpoints.poll()
+            if engine.checkpoints.due():
+                engine.checkpoints.start()
 
     erased: list[str] = []
 
@@ -194,8 +194,8 @@ def test_writers_beside_twenty_erasures_leave_nothing_of_the_users(
     # Each file while the engine runs, then after a clean stop (a last checkpoint).
     assert deployments.scan(data, needles) == {}
     engine.learn()
-    engine.settle_checkpoint()
-    engine.checkpoint()
+    engine.checkpoints.settle()
+    engine.checkpoints.write()
     engine.close()
     assert deployments.scan(data, needles) == {}
     assert set(deployments.scan(data, kept)) == set(kept)

@@ -69,8 +69,8 @@ def test_a_users_data_stays_in_their_regions_data_dir(deployments: Any) -> None:
             assert d.client.get(f"/v1/users/{user}/export").status_code == 200
             r = d.client.post(f"/v1/users/{user}/controls", json={"mute_keywords": ["x"]})
             assert r.status_code == 200
-    us.engine.checkpoint()
-    eu.engine.checkpoint()
+    us.engine.checkpoints.write()
+    eu.engine.checkpoints.write()
     us_pseudonyms = [us.engine.pseudonym(u) for u in US_USERS]
     eu_pseudonyms = [eu.engine.pseudonym(u) for u in EU_USERS]
     us.close()

@@ -78,7 +78,7 @@ def test_codes_are_the_same_after_a_restart(tmp_path: Path, from_checkpoint: boo
         engine.put_user("ana", ProfileIn(attributes={"activity": "low"}))
         engine.put_user("bo", ProfileIn(attributes={"activity": "high", "device": "tv"}))
         engine.upsert_videos([Video("v1", "c", 1000, attributes=(("video_type", "ad"),))])
-        engine.checkpoint()
+        engine.checkpoints.write()
         bo = engine.state.users[engine.pseudonym("bo")]
         before = engine.state.user_attribute(bo, "activity")
     finally:

@@ -236,13 +236,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine if engine is not None else Engine.open(settings, role=serving_role(settings))
-        if eng.checkpoint_due():
+        if eng.checkpoints.due():
             # A start that replayed more of the log than a checkpoint covers writes one
             # now, before serving: else the loop's first slice would, holding the lock
             # (1.7 s at 100k videos, bench/freshness.py's first trial), and every feed
             # and POST waited for it.
             try:
-                await asyncio.to_thread(eng.checkpoint)
+                await asyncio.to_thread(eng.checkpoints.write)
             except (sqlite3.Error, OSError) as err:  # the loop tries again
                 log.warning("could not write the start-up checkpoint (%s)", err)
         if holder.get("engine") is not eng:
@@ -277,7 +277,7 @@ def create_app(
                 await asyncio.to_thread(supervisor.stop)
             if engine is None:
                 if settings.checkpoint_every_events and eng.pending() == 0:
-                    eng.checkpoint()  # a clean shutdown: the next start replays nothing
+                    eng.checkpoints.write()  # a clean shutdown: the next start replays nothing
                 eng.close()
             if keys is not None:
                 keys.close()

@@ -42,7 +42,7 @@ class LearningLoop:
         """A storage failure the loop is retrying (a slice's write), else the last
         checkpoint's, until a checkpoint is written: a slice that goes through says
         nothing about the checkpoint file."""
-        return self._slice_error or self.engine.checkpoint_error
+        return self._slice_error or self.engine.checkpoints.error
 
     @property
     def failure(self) -> str | None:
@@ -77,12 +77,12 @@ class LearningLoop:
             # that arrives as the event is set (it returns the result), and stop() then
             # waited for the next wake, up to an hour (tests/api/test_learning_loop.py).
             # While a checkpoint child writes, look every second whether it is done.
-            idle_s = 1.0 if self.engine.checkpoint_writing else RETENTION_EVERY_S
+            idle_s = 1.0 if self.engine.checkpoints.writing else RETENTION_EVERY_S
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(idle_s):
                     await self._wake.wait()
             self._wake.clear()
-            self.engine.poll_checkpoint()  # a failure stays in engine.checkpoint_error
+            self.engine.checkpoints.poll()  # a failure stays in engine.checkpoints.error
             while self.engine.learning_due() or self.engine.training_due():
                 # Not while training is far behind (a stream faster than it): the events
                 # wait in the log, durable, rather than as examples in memory.
@@ -105,9 +105,9 @@ class LearningLoop:
                         and not self.engine.training_backlogged()
                     ):
                         break
-                self.engine.poll_checkpoint()
-                if self.engine.checkpoint_due():
-                    self.engine.start_checkpoint()  # written by a child; feeds go on
+                self.engine.checkpoints.poll()
+                if self.engine.checkpoints.due():
+                    self.engine.checkpoints.start()  # written by a child; feeds go on
                     await asyncio.sleep(0)
 
     async def stop(self) -> None:

@@ -103,9 +103,9 @@ class Learner:
         now = time.monotonic()
         if now - self._published_at >= self.settings.model.publish_interval_s:
             self.publish(snapshot=now - self._snapshot_at >= self.settings.model.snapshot_every_s)
-        engine.poll_checkpoint()
-        if engine.checkpoint_due():
-            engine.start_checkpoint()
+        engine.checkpoints.poll()
+        if engine.checkpoints.due():
+            engine.checkpoints.start()
         if now - self._status_at >= _STATUS_EVERY_S:
             self.write_status(end)
         return worked
@@ -142,7 +142,7 @@ class Learner:
         new = engine.follow_tombstones()
         if new:
             self.publish()  # the removals, to every server
-            engine.checkpoint()  # the learner's checkpoint without them
+            engine.checkpoints.write()  # the learner's checkpoint without them
             self._forget_at_rest(new)
             self.write_status()  # (the server's erasure waits for this)
         pending = engine.erasures_pending()
@@ -198,7 +198,7 @@ def run(
                     break
                 if not learner.step():
                     stop.wait(_IDLE_S)
-            learner.engine.settle_checkpoint()
+            learner.engine.checkpoints.settle()
         finally:
             learner.close()
 
