@@ -4,9 +4,9 @@ Setup: a synthetic catalog and history (users with 20 views each, plus their act
 ingested and learned in process, impressions recorded for every view, a checkpoint
 written. Then, for several users: ``Engine.erase_user`` (what the route does: delete the
 user's events and impressions with overwriting and WAL truncation, drop their state,
-rewrite the checkpoint), timed end to end, with an in-place checkpoint (``Engine.checkpoints.write``)
-timed on its own as the baseline in the same run. The promise is "within 60 s"; the
-answer comes only once it is done.
+rewrite the checkpoint), timed end to end, with an in-place checkpoint
+(``Engine.checkpoints.write``) timed on its own as the baseline in the same run. The
+promise is "within 60 s"; the answer comes only once it is done.
 
 Meanwhile a thread asks for feeds (``Engine.feed``, count=10, one user not erased) one
 after another: the longest of them during each erasure, and during each in-place

@@ -37,7 +37,7 @@ from fyp.rank.base import FirstRankerValues, Ranker, WarmOrFirst
 from fyp.rank.page_scorer import PageFeatures, PageScoredRanker, PageScorer
 from fyp.rank.scorer_training import PageScorerTrainer, Retrain
 from fyp.retrieve.two_tower import TwoTowerSource
-from fyp.safety.labels import ModerationState, unknown_labels
+from fyp.safety.moderator import Moderator
 from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
 from fyp.storage.checkpoint import discard_partial, read_checkpoint
@@ -49,7 +49,6 @@ from fyp.types import (
     Event,
     Impression,
     LoggedEvent,
-    ModerationAction,
     UserProfile,
     Video,
     now_ms,
@@ -76,28 +75,7 @@ LEARNER_CHECKPOINT_FILE = "learner-checkpoint.pkl"  # the learner process's (fyp
 Role = Literal["all", "serving", "learner"]
 IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps no file
 WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
-REPORTS_ACTOR = "reports"
 RESUMED_ACTOR = "erasure resumed"  # the audit's actor of an erasure completed at a start
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewItem:
-    """A video in the moderation queue."""
-
-    video: Video
-    state: ModerationState
-    labels: tuple[str, ...]
-    reporters: int
-    report_weight: float
-    last_reason: str | None = None
-
-
-class UnknownVideoError(KeyError):
-    """A moderation action for a video the catalog does not hold."""
-
-
-class InvalidModerationError(ValueError):
-    """A moderation action that names unknown labels, or changes nothing."""
 
 
 class UnknownPageError(LookupError):
@@ -220,7 +198,6 @@ class Engine:
         self.state = FeedState(settings, self.catalog)
         self.users = UserDirectory(settings.feed.history_size, len(LABELS))
         history = self.moderation_store.history()
-        self._auto_reviewed = {a.video_id for a in history if a.actor == REPORTS_ACTOR}
         self.catalog.moderate(history)
         self.users.profiles.update(self.user_store.profiles())
         for user_id, data in self.user_store.controls().items():
@@ -247,6 +224,16 @@ class Engine:
         # One lock for the in-memory state: the learning step and a feed request never
         # interleave (each holds it for milliseconds).
         self._lock = threading.RLock()
+        self.moderator = Moderator(
+            lambda: self.state,
+            self.moderation_store,
+            self.audit,
+            clock,
+            settings.policy.extra_labels,
+            self._lock,
+            history,
+            reviews=role != "learner",
+        )
         self.catalog.upsert(list(catalog_store.all()))
         self.state.stats.ensure(len(self.catalog))
         self._restore_serving_memory()
@@ -529,7 +516,7 @@ class Engine:
                     # are passed over, refreshes due by then carried out.
                     if self.state.refresh_due() or end > self.state.applied_offset:
                         self.state.apply([], through=end)
-                    self._review_reported()  # any a failed write left due
+                    self.moderator.review_reported()  # any a failed write left due
                     break
                 # The page scorer's boundary: events before it are applied first, the
                 # boundary's work done (outside the lock), then the rest.
@@ -539,7 +526,7 @@ class Engine:
                     self.state.apply(self._learnable(batch), through=batch[-1].offset)
                     if train and self.models is not None:
                         self.models.drain(settle=False)
-                    self._review_reported()
+                    self.moderator.review_reported()
             if not before:
                 self.train_page_scorer(batch[0].event.ts)
                 continue
@@ -611,119 +598,6 @@ class Engine:
             return False
         with self._lock:
             return self.models.step()
-
-    # -- moderation ------------------------------------------------------------------------
-
-    def moderate(
-        self,
-        video_id: str,
-        state: str | None,
-        labels: Sequence[str] | None,
-        reason: str,
-        actor: str = "api",
-    ) -> ModerationAction:
-        """Set a video's state and/or labels (``labels``: its whole set from now on);
-        durable before it returns, in force for the very next feed."""
-        if video_id not in self.catalog.row_of:
-            raise UnknownVideoError(video_id)
-        if state is None and labels is None:
-            raise InvalidModerationError("give a state, labels, or both")
-        if state is not None and state not in set(ModerationState):
-            raise InvalidModerationError(
-                f"unknown state {state!r}; one of {[s.value for s in ModerationState]}"
-            )
-        if labels is not None:
-            unknown = unknown_labels(labels, self.settings.policy.extra_labels)
-            if unknown:
-                raise InvalidModerationError(f"unknown labels {unknown}")
-        action = ModerationAction(
-            video_id,
-            state,
-            None if labels is None else tuple(dict.fromkeys(labels)),
-            reason,
-            actor,
-            self.clock(),
-        )
-        # Recorded first: a decision the audit log cannot hold is not taken (a 503).
-        audited = self.audit.append(
-            "moderation",
-            actor,
-            details={
-                "video_id": video_id,
-                "state": state,
-                "labels": None if labels is None else list(action.labels or ()),
-                "reason": reason,
-            },
-        )
-        try:
-            self.moderation_store.add([action])
-        except BaseException:
-            # Not taken after all: said so next to the record (if the log takes it).
-            with contextlib.suppress(Exception):
-                self.audit.append(
-                    "moderation",
-                    actor,
-                    outcome="failed",
-                    details={"video_id": video_id, "seq": audited.seq},
-                )
-            raise
-        with self._lock:
-            self.catalog.moderate([action])
-            if actor == REPORTS_ACTOR:
-                self._auto_reviewed.add(video_id)
-        return action
-
-    def _review_reported(self) -> None:
-        """Videos whose reports crossed the policy's threshold go to review (``pending``),
-        once each: a moderator's later decision is not undone by a replay. (Not by a
-        learner process: the server it learns beside folds the same reports.)"""
-        due = self.state.reports.take_due()
-        if self.role == "learner":
-            return
-        for i, row in enumerate(due):
-            video_id = self.catalog.videos[row].video_id
-            if video_id in self._auto_reviewed:
-                continue
-            if self.catalog.states[row] is not ModerationState.APPROVED:
-                continue
-            reporters = len(self.state.reports.reporters.get(row, ()))
-            weight = self.state.reports.weight.get(row, 0.0)
-            try:
-                self.moderate(
-                    video_id,
-                    ModerationState.PENDING.value,
-                    None,
-                    f"automatic: reported by {reporters} users (weighted {weight:.2f})",
-                    REPORTS_ACTOR,
-                )
-            except BaseException:
-                # Not stored (a full disk, say): due again, for the next learning step.
-                self.state.reports.due[:0] = due[i:]
-                raise
-
-    def review_queue(self, limit: int) -> list[ReviewItem]:
-        """Videos waiting for review (``pending``) and reported videos, most reported
-        first, each with the reason of its last moderation action."""
-        cat, reports = self.catalog, self.state.reports
-        with self._lock:
-            rows = {r for r, s in enumerate(cat.states) if s is ModerationState.PENDING}
-            rows |= set(reports.reporters)
-            ordered = sorted(rows, key=lambda r: (-reports.weight.get(r, 0.0), r))[:limit]
-            items = [
-                ReviewItem(
-                    cat.videos[r],
-                    cat.states[r],
-                    cat.labels[r],
-                    len(reports.reporters.get(r, ())),
-                    reports.weight.get(r, 0.0),
-                )
-                for r in ordered
-            ]
-        wanted = {i.video.video_id for i in items}
-        last = {
-            a.video_id: a.reason for a in self.moderation_store.history() if a.video_id in wanted
-        }
-        return [dataclasses.replace(i, last_reason=last.get(i.video.video_id)) for i in items]
 
     # -- users ------------------------------------------------------------------------------
 

@@ -432,7 +432,7 @@ class Runner:
             user.less_of.update(x for x in (spec.creator, spec.sound) if x is not None)
 
     def moderate(self, step: ModerateStep) -> None:
-        self.engine.moderate(video_id(step.video), step.state, step.labels, "test")
+        self.engine.moderator.moderate(video_id(step.video), step.state, step.labels, "test")
         v = self.videos[video_id(step.video)]
         if step.state is not None:
             v.state = step.state
@@ -595,7 +595,7 @@ def test_a_moderation_label_or_state_takes_effect_on_the_very_next_feed(
 
     first = kit.feed_ids(engine, "a")
     x = first[0]
-    engine.moderate(x, None, ["misinformation"], "fact-check")
+    engine.moderator.moderate(x, None, ["misinformation"], "fact-check")
     # A new user's first page would have held it (the catalog is 41 videos): now it is
     # everything else.
     assert set(kit.feed_ids(engine, "b", count=50)) == everything - {x}
@@ -614,7 +614,7 @@ def test_a_moderation_label_or_state_takes_effect_on_the_very_next_feed(
         follow += [kit.view(f, "c2-v0"), kit.act(f, "c2-v0", "follow")]
     kit.run(engine, follow)
     assert "c2-new" in kit.feed_ids(engine, "f0", count=50)  # before: on For You
-    engine.moderate("c2-new", "limited", None, "borderline")
+    engine.moderator.moderate("c2-new", "limited", None, "borderline")
     on_following = [i.video_id for i in engine.feed("f1", 50, "following", kit.NOW).items]
     assert "c2-new" in on_following
     on_for_you = kit.feed_ids(engine, "f2", count=50)

@@ -66,14 +66,7 @@ from fyp.api.token_routes import install_tokens
 from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
 from fyp.config import Settings
-from fyp.engine import (
-    Engine,
-    ErasureInProgressError,
-    InvalidModerationError,
-    UnknownPageError,
-    UnknownVideoError,
-    serving_role,
-)
+from fyp.engine import Engine, ErasureInProgressError, UnknownPageError, serving_role
 from fyp.events.ingest import IngestResult, Rejected
 from fyp.learning.link import channel_of
 from fyp.learning.supervisor import Supervisor
@@ -81,6 +74,7 @@ from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError
 from fyp.privacy.tokens import TokenSigner
+from fyp.safety.moderator import InvalidModerationError, UnknownVideoError
 from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.validation import ID_PATTERN, ID_RULE, MAX_ID_CHARS, CheckedId, id_problem, utf8_problem
@@ -695,7 +689,7 @@ def create_app(
         which is kept. In force for the very next feed request."""
         e = eng()
         try:
-            done = e.moderate(
+            done = e.moderator.moderate(
                 action.video_id,
                 None if action.state is None else action.state.value,
                 action.labels,
@@ -734,7 +728,7 @@ def create_app(
                     report_weight=round(i.report_weight, 4),
                     last_reason=i.last_reason,
                 )
-                for i in eng().review_queue(limit)
+                for i in eng().moderator.queue(limit)
             ]
         )
 

@@ -1,0 +1,186 @@
+"""Moderation as the engine takes it: a moderator's decision (audited, stored durably,
+in force for the very next feed), the automatic review of videos whose reports crossed
+the policy's threshold, and the queue a moderator works through.
+
+The decisions' history is the :class:`~fyp.catalog.moderation.ModerationStore`'s; what a
+decision does to the feed is the catalog's (:meth:`fyp.catalog.index.CatalogIndex.moderate`)
+and the policy's. The engine's state is read through ``state()``: a restore from a
+checkpoint replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fyp.catalog.moderation import ModerationStore
+from fyp.privacy.audit_log import AuditLog
+from fyp.safety.labels import ModerationState, unknown_labels
+from fyp.state.updater import FeedState
+from fyp.types import ModerationAction, Video
+
+REPORTS_ACTOR = "reports"  # the actor of an automatic review
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """A video in the moderation queue."""
+
+    video: Video
+    state: ModerationState
+    labels: tuple[str, ...]
+    reporters: int
+    report_weight: float
+    last_reason: str | None = None
+
+
+class UnknownVideoError(KeyError):
+    """A moderation action for a video the catalog does not hold."""
+
+
+class InvalidModerationError(ValueError):
+    """A moderation action that names unknown labels, or changes nothing."""
+
+
+class Moderator:
+    """``state()``: the engine's state now; ``extra_labels``: the policy's labels besides
+    the built-in ones; ``lock``: the engine's; ``history``: the store's, as the engine
+    read it at its start; ``reviews``: whether this process sends
+    reported videos to review (a learner process does not: the server it learns beside
+    folds the same reports)."""
+
+    def __init__(
+        self,
+        state: Callable[[], FeedState],
+        store: ModerationStore,
+        audit: AuditLog,
+        clock: Callable[[], int],
+        extra_labels: Sequence[str],
+        lock: threading.RLock,
+        history: Sequence[ModerationAction],
+        reviews: bool = True,
+    ) -> None:
+        self._state = state
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+        self.extra_labels = extra_labels
+        self._lock = lock
+        self.reviews = reviews
+        # Videos sent to review once: a moderator's later decision is not undone by a replay.
+        self._auto_reviewed = {a.video_id for a in history if a.actor == REPORTS_ACTOR}
+
+    def moderate(
+        self,
+        video_id: str,
+        state: str | None,
+        labels: Sequence[str] | None,
+        reason: str,
+        actor: str = "api",
+    ) -> ModerationAction:
+        """Set a video's state and/or labels (``labels``: its whole set from now on);
+        durable before it returns, in force for the very next feed."""
+        catalog = self._state().catalog
+        if video_id not in catalog.row_of:
+            raise UnknownVideoError(video_id)
+        if state is None and labels is None:
+            raise InvalidModerationError("give a state, labels, or both")
+        if state is not None and state not in set(ModerationState):
+            raise InvalidModerationError(
+                f"unknown state {state!r}; one of {[s.value for s in ModerationState]}"
+            )
+        if labels is not None:
+            unknown = unknown_labels(labels, self.extra_labels)
+            if unknown:
+                raise InvalidModerationError(f"unknown labels {unknown}")
+        action = ModerationAction(
+            video_id,
+            state,
+            None if labels is None else tuple(dict.fromkeys(labels)),
+            reason,
+            actor,
+            self.clock(),
+        )
+        # Recorded first: a decision the audit log cannot hold is not taken (a 503).
+        audited = self.audit.append(
+            "moderation",
+            actor,
+            details={
+                "video_id": video_id,
+                "state": state,
+                "labels": None if labels is None else list(action.labels or ()),
+                "reason": reason,
+            },
+        )
+        try:
+            self.store.add([action])
+        except BaseException:
+            # Not taken after all: said so next to the record (if the log takes it).
+            with contextlib.suppress(Exception):
+                self.audit.append(
+                    "moderation",
+                    actor,
+                    outcome="failed",
+                    details={"video_id": video_id, "seq": audited.seq},
+                )
+            raise
+        with self._lock:
+            self._state().catalog.moderate([action])
+            if actor == REPORTS_ACTOR:
+                self._auto_reviewed.add(video_id)
+        return action
+
+    def review_reported(self) -> None:
+        """Videos whose reports crossed the policy's threshold go to review (``pending``),
+        once each. Called after each learning step, which folds the reports."""
+        state = self._state()
+        due = state.reports.take_due()
+        if not self.reviews:
+            return
+        catalog = state.catalog
+        for i, row in enumerate(due):
+            video_id = catalog.videos[row].video_id
+            if video_id in self._auto_reviewed:
+                continue
+            if catalog.states[row] is not ModerationState.APPROVED:
+                continue
+            reporters = len(state.reports.reporters.get(row, ()))
+            weight = state.reports.weight.get(row, 0.0)
+            try:
+                self.moderate(
+                    video_id,
+                    ModerationState.PENDING.value,
+                    None,
+                    f"automatic: reported by {reporters} users (weighted {weight:.2f})",
+                    REPORTS_ACTOR,
+                )
+            except BaseException:
+                # Not stored (a full disk, say): due again, for the next learning step.
+                state.reports.due[:0] = due[i:]
+                raise
+
+    def queue(self, limit: int) -> list[ReviewItem]:
+        """Videos waiting for review (``pending``) and reported videos, most reported
+        first, each with the reason of its last moderation action."""
+        with self._lock:
+            state = self._state()
+            cat, reports = state.catalog, state.reports
+            rows = {r for r, s in enumerate(cat.states) if s is ModerationState.PENDING}
+            rows |= set(reports.reporters)
+            ordered = sorted(rows, key=lambda r: (-reports.weight.get(r, 0.0), r))[:limit]
+            items = [
+                ReviewItem(
+                    cat.videos[r],
+                    cat.states[r],
+                    cat.labels[r],
+                    len(reports.reporters.get(r, ())),
+                    reports.weight.get(r, 0.0),
+                )
+                for r in ordered
+            ]
+        wanted = {i.video.video_id for i in items}
+        last = {a.video_id: a.reason for a in self.store.history() if a.video_id in wanted}
+        return [dataclasses.replace(i, last_reason=last.get(i.video.video_id)) for i in items]
