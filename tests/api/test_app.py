@@ -334,22 +334,22 @@ def test_feed_surface_is_recorded_in_impressions(
 def test_the_rest_of_a_page_is_replaced_ranked_with_what_was_just_learned(
     api: Api, client: TestClient, engine: Engine, catalog: list[dict[str, Any]]
 ) -> None:
-    """A page of ten; the person watches its first three (finishing the #tag1 one,
-    skipping the others) and the client asks for the rest again: the seven cards not
-    shown are withdrawn (no impression, no "why", servable again), and the new page (seven
-    cards by default) is ranked with those three views."""
+    """A page of ten; the person watches its first three (finishing one video, skipping
+    the others) and the client asks for the rest again: the seven cards not shown are
+    withdrawn (no impression, no "why", servable again), and the new page (seven cards by
+    default) is ranked with those three views."""
     first = api.feed("u-after", count=10)
     shown = [i["video_id"] for i in first["items"][:3]]
     rest = {i["video_id"] for i in first["items"][3:]}
     creator = {v["video_id"]: v["creator_id"] for v in catalog}
-    tag1 = [v["video_id"] for v in catalog if v["hashtags"] == ["#tag1"]]
-    # Finished: a #tag1 video by a creator none of the shown cards has (the creator cap
-    # and the no-clash-across-pages rule count the shown cards: they would hold back
-    # that creator's cards, which the page should lead with, by spacing, not by ranking).
-    finished = next(v for v in tag1 if creator[v] not in {creator[s] for s in shown})
-    liked = set(tag1) | {v for v, c in creator.items() if c == creator[finished]}
-    # Skipped: two cards of neither (a skipped #tag1 card would make the evidence mixed),
-    # the shown ones where the first page has them.
+    tag = {v["video_id"]: v["hashtags"][0] for v in catalog}
+    # Finished: a video by a creator none of the shown cards has (the creator cap and the
+    # no-clash-across-pages rule count the shown cards: they would hold that creator's
+    # cards back from the page's head, by spacing, not by ranking).
+    finished = next(v for v in creator if creator[v] not in {creator[s] for s in shown})
+    liked = {v for v in creator if tag[v] == tag[finished] or creator[v] == creator[finished]}
+    # Skipped: two cards of neither (a skipped card of the finished one's hashtag would
+    # make the evidence mixed), the shown ones where the first page has them.
     others = [v for v in creator if v not in liked and v not in shown]
     skipped = [v for v in shown if v not in liked] + others
     views = [
