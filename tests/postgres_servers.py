@@ -45,3 +45,15 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if "postgresql" in request.node.callspec.id.split("-"):
         return request.getfixturevalue("postgres_url")
     return tmp_path
+
+
+def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """``sql`` run in the schema of the store URL ``url``."""
+    import psycopg
+
+    from fyp.storage.postgres.url import split_url
+
+    parts = split_url(url)
+    with psycopg.connect(parts.conninfo, options=f"-c search_path={parts.schema}") as conn:
+        cur = conn.execute(sql.encode(), args)
+        return cur.fetchall() if cur.description else []

@@ -16,7 +16,7 @@ import pytest
 
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
 from fyp.types import DAY_MS, FilterCount, Impression
-from postgres_servers import location
+from postgres_servers import location, query
 
 OpenLog = Callable[[], ImpressionLog]
 
@@ -278,3 +278,25 @@ def sqlite3_count(path: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
     finally:
         conn.close()
+
+
+def test_appended_impressions_reach_postgresql_soon_without_a_read(postgres_url: str) -> None:
+    """Write-behind on PostgreSQL too: another connection sees them within a moment."""
+    log = pg_impressions_every(postgres_url, 0.01)
+    try:
+        log.append(page("u1", ["v1", "v2"], "r1"))
+        deadline = time.monotonic() + 5.0
+        seen = 0
+        while time.monotonic() < deadline and seen < 2:
+            seen = int(query(postgres_url, "SELECT COUNT(*) FROM impressions")[0][0])
+            time.sleep(0.01)
+        assert seen == 2
+    finally:
+        log.close()
+
+
+def pg_impressions_every(url: str, write_behind_s: float) -> ImpressionLog:
+    from fyp.storage.postgres.database import Database
+    from fyp.storage.postgres.impressions import PgImpressionLog
+
+    return PgImpressionLog(Database(url), write_behind_s=write_behind_s)

@@ -14,18 +14,7 @@ from pydantic import ValidationError
 
 from fyp.config import load_settings
 from fyp.users.controls import ControlsIn, ProfileIn
-
-
-def rows(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    """``query`` run in the schema of the store URL ``url``."""
-    import psycopg
-
-    from fyp.storage.postgres.database import split_url
-
-    parts = split_url(url)
-    with psycopg.connect(parts.conninfo, options=f"-c search_path={parts.schema}") as conn:
-        cur = conn.execute(query.encode(), args)
-        return cur.fetchall() if cur.description else []
+from postgres_servers import query as rows
 
 
 @pytest.mark.parametrize(
@@ -127,3 +116,15 @@ def test_an_engine_on_postgresql_serves_and_keeps_its_stores_across_a_reopen(
         assert rows(postgres_url, f"SELECT count(*) FROM {table} WHERE user_id = %s", pid) == [
             (0,)
         ], table
+
+
+def test_a_server_that_does_not_answer_is_a_storage_fault() -> None:
+    """(The API answers StorageUnavailableError with 503 and a Retry-After.)"""
+    pytest.importorskip("psycopg")
+    from fyp.storage.errors import StorageUnavailableError
+    from fyp.storage.postgres.database import Database
+    from server_process import free_port
+
+    url = f"postgresql://root@127.0.0.1:{free_port()}/test?connect_timeout=1"
+    with pytest.raises(StorageUnavailableError, match="PostgreSQL server"):
+        Database(url)

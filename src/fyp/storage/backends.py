@@ -19,9 +19,8 @@ from urllib.parse import urlsplit
 from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
+from fyp.storage.postgres.url import SCHEMES, split_url
 from fyp.users.store import SqliteUserStore, UserStore
-
-SCHEMES = ("postgresql", "postgres")
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,6 @@ def check_store_url(url: str) -> str:
             "(for example postgresql://fyp@127.0.0.1:5432/fyp); leave it unset for the "
             "embedded SQLite files"
         )
-    from fyp.storage.postgres.database import split_url  # psycopg only when asked for
-
     split_url(url)
     return url
 

@@ -2,11 +2,7 @@
 every store of a process shares, the schema's migrations, and the server's faults told
 apart from bugs (:class:`~fyp.storage.errors.StorageUnavailableError`).
 
-The URL is libpq's, ``postgresql://user[:password]@host:port/database``, with two
-options of ours in the query: ``schema`` (where the tables are, ``fyp`` by default:
-deployments sharing a database need one each) and ``durability`` (``always``, the
-default: the server must fsync its commits; ``none``: not checked). Other query options
-(``sslmode``, ``connect_timeout``…) go to libpq as they are.
+The URL: :mod:`fyp.storage.postgres.url`.
 
 Every write is a transaction committed before the store returns. Sessions run with
 ``synchronous_commit=on``, so a commit returns once the server has flushed it to its
@@ -19,60 +15,24 @@ import contextlib
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fyp.storage.errors import StorageUnavailableError
+from fyp.storage.postgres.url import split_url
 
-SCHEMES = ("postgresql", "postgres")
-DEFAULT_SCHEMA = "fyp"
 MIGRATIONS = Path(__file__).parent / "migrations"
 POOL_SIZE = 8  # connections a process holds at most (a request holds one for one statement)
 POOL_TIMEOUT_S = 5.0  # a store waiting longer for a connection (server down): 503
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql\Z")
-
-Durability = Literal["always", "none"]
 
 
 class PgDurabilityError(RuntimeError):
     """The server does not keep what it acknowledges (``fsync = off``)."""
-
-
-@dataclass(frozen=True)
-class PgUrl:
-    conninfo: str  # the URL without our options: what libpq is given
-    schema: str
-    durability: Durability
-
-
-def split_url(url: str) -> PgUrl:
-    """``url``'s parts, or a ValueError saying what is wrong with it."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        raise ValueError(f"a PostgreSQL URL starts postgresql://, not {url!r}")
-    if not parts.path.strip("/"):
-        raise ValueError(f"the PostgreSQL URL {url!r} names no database (…/DATABASE)")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in ("schema", "durability")}
-    schema = ours.get("schema", DEFAULT_SCHEMA)
-    if not _SCHEMA_NAME.match(schema):
-        raise ValueError(
-            f"the PostgreSQL schema {schema!r} is not a plain lower-case name "
-            "(letters, digits and _, at most 63)"
-        )
-    durability = ours.get("durability", "always")
-    if durability not in ("always", "none"):
-        raise ValueError(f"durability={durability!r}: always or none")
-    rest = [(k, v) for k, v in query if k not in ours]
-    conninfo = parts._replace(query=urlencode(rest)).geturl()
-    return PgUrl(conninfo, schema, "always" if durability == "always" else "none")
 
 
 @contextlib.contextmanager
