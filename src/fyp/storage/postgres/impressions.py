@@ -92,7 +92,7 @@ class PgImpressionLog:
             self._relaxed(cur)
             if pending:
                 cur.executemany(_INSERT, pending)
-            if counts:
+            if counts:  # (in key order: processes adding to the same rows cannot deadlock)
                 cur.executemany(_ADD_FILTER_COUNT, [(*k, n) for k, n in sorted(counts.items())])
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
