@@ -183,3 +183,13 @@ def skip_or_fail_under_ci(reason: str) -> NoReturn:
 def unavailable() -> Callable[[str], NoReturn]:
     """:func:`skip_or_fail_under_ci`, for test modules and fixtures of any scope."""
     return skip_or_fail_under_ci
+
+
+@pytest.fixture
+def postgres_url(unavailable: Callable[[str], NoReturn]) -> Iterator[str]:
+    """A PostgreSQL store URL on a schema of this test's own, dropped after it
+    (tests/postgres_servers.py)."""
+    from postgres_servers import fresh_schema
+
+    with fresh_schema(unavailable) as url:
+        yield url

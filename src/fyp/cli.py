@@ -46,6 +46,15 @@ EventLogUrl = Annotated[
         "docs/cluster.md) or sqlite:///path. Default: events.db in the data dir.",
     ),
 ]
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Where the catalog, moderation, users and impressions are: "
+        "postgresql://user@host:port/db[?schema=NAME] (shared by several processes; "
+        "docs/cluster.md). Default: SQLite files in the data dir.",
+    ),
+]
 
 
 def _settings(
@@ -55,6 +64,7 @@ def _settings(
     region: str | None = None,
     config: Path | None = None,
     event_log: str | None = None,
+    store: str | None = None,
 ) -> Settings:
     return load_settings(
         config,
@@ -64,6 +74,7 @@ def _settings(
             "port": port,
             "region": region,
             "event_log": event_log,
+            "store": store,
         },
     )
 
@@ -76,12 +87,13 @@ def serve(
     region: Region = None,
     config: ConfigFile = None,
     event_log: EventLogUrl = None,
+    store: StoreUrl = None,
 ) -> None:
     """Run the HTTP API (feed, events, catalog) until interrupted; with the learned models
     on, also the learner process (``fyp learn``), supervised."""
     from fyp.api import create_app
 
-    settings = _settings(data_dir, host, port, region, config, event_log)
+    settings = _settings(data_dir, host, port, region, config, event_log, store)
     console.print(
         f"fyp serving {settings.data_dir} (region {settings.region}) on "
         f"http://{settings.host}:{settings.port} (docs: /docs)"
@@ -112,7 +124,10 @@ def serve(
 
 @app.command()
 def train(
-    data_dir: DataDir = None, config: ConfigFile = None, event_log: EventLogUrl = None
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    event_log: EventLogUrl = None,
+    store: StoreUrl = None,
 ) -> None:
     """Replay the event log through the learning loop (the learned models too, when
     enabled) and write a checkpoint, so the next start replays nothing: for example after
@@ -120,7 +135,7 @@ def train(
     the learner's checkpoint and published snapshot, and the server's checkpoint."""
     from fyp.engine import Engine, serving_role
 
-    settings = _settings(data_dir, config=config, event_log=event_log)
+    settings = _settings(data_dir, config=config, event_log=event_log, store=store)
     started = time.perf_counter()
     split = serving_role(settings) == "serving"
     with console.status("replaying the event log"):

@@ -275,6 +275,10 @@ class Settings(_Section):
     # Where the event log is (fyp.events.backends): None, the embedded SQLite file in the
     # data dir; or a URL, such as redis://127.0.0.1:6379/0, shared by several processes.
     event_log: str | None = None
+    # Where the catalog, moderation, users and impressions are (fyp.storage.backends):
+    # None, the embedded SQLite files in the data dir; or a URL, such as
+    # postgresql://fyp@127.0.0.1:5432/fyp, shared by several processes.
+    store: str | None = None
     # The server writes a checkpoint of the learning state every this many events (and
     # at a clean shutdown): a restart loads it and replays only the rest. 0: never.
     checkpoint_every_events: int = Field(100_000, ge=0)
@@ -290,6 +294,13 @@ class Settings(_Section):
 
         return None if url is None else check_event_log_url(url)
 
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, url: str | None) -> str | None:
+        from fyp.storage.backends import check_store_url
+
+        return None if url is None else check_store_url(url)
+
 
 _ENV_KEYS = {
     "data_dir": "FYP_DATA_DIR",
@@ -297,6 +308,7 @@ _ENV_KEYS = {
     "host": "FYP_HOST",
     "port": "FYP_PORT",
     "event_log": "FYP_EVENT_LOG",
+    "store": "FYP_STORE",
 }
 
 

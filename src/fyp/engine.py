@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from fyp.attributes import as_attributes
 from fyp.catalog.index import CatalogIndex
 from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
-from fyp.catalog.store import CatalogStore, SqliteCatalogStore
+from fyp.catalog.store import CatalogStore
 from fyp.config import Settings
 from fyp.events.backends import event_log_identity, open_event_log
-from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
+from fyp.events.impressions import ImpressionLog
 from fyp.events.ingest import IngestResult, Refusal, ingest
 from fyp.events.log import EventLog
 from fyp.pipeline import Feed, FeedPipeline, PipelineCounters, build_pipeline
@@ -40,6 +40,7 @@ from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.safety.moderator import Moderator
 from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
+from fyp.storage.backends import open_stores
 from fyp.storage.checkpoint import discard_partial, read_checkpoint
 from fyp.storage.checkpointer import Checkpointer
 from fyp.types import (
@@ -321,20 +322,22 @@ class Engine:
         from_checkpoint: bool = True,
         role: Role = "all",
     ) -> Engine:
-        """The embedded engine over SQLite files in ``settings.data_dir``: its state
+        """The engine over the stores of ``settings.store`` (SQLite files in
+        ``settings.data_dir`` by default) and its event log: its state
         from the last checkpoint (when there is one, made under the same settings, and
         ``from_checkpoint``), then the rest of the log replayed. ``role``: see
         :data:`Role`."""
         data: Path = settings.data_dir
         pseudonyms = open_data_dir(settings)
+        stores = open_stores(settings.store, data)
         engine = cls(
             settings,
-            SqliteCatalogStore(data / "catalog.db"),
+            stores.catalog,
             open_event_log(settings.event_log, data),
-            SqliteImpressionLog(data / "impressions.db"),
+            stores.impressions,
             clock,
-            SqliteModerationStore(data / "moderation.db"),
-            SqliteUserStore(data / "users.db"),
+            stores.moderation,
+            stores.users,
             pseudonyms,
             AuditLog(data / AUDIT_FILE, clock),
             role,

@@ -1,33 +1,45 @@
 """The CatalogStore contract, run against every implementation.
 
 A new backend is one more entry in ``IMPLEMENTATIONS``: a callable that opens the store
-kept at a location, so that calling it again on the same location reopens it. The order
-of ``all()`` is not part of the contract (the in-memory index assigns its own rows)."""
+kept at a location (a directory, or a PostgreSQL URL on a schema of the test's own), so
+that calling it again on the same location reopens it. The order of ``all()`` is not
+part of the contract (the in-memory index assigns its own rows)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.types import Video
+from postgres_servers import location
 
 OpenStore = Callable[[], CatalogStore]
 
 IMPLEMENTATIONS = [
     pytest.param(lambda where: SqliteCatalogStore(where / "catalog.db"), id="sqlite"),
+    pytest.param(lambda url: pg_catalog(url), id="postgresql"),
 ]
+
+
+def pg_catalog(url: str) -> CatalogStore:
+    from fyp.storage.postgres.catalog import PgCatalogStore  # (psycopg: a skip if absent)
+    from fyp.storage.postgres.database import Database
+
+    return PgCatalogStore(Database(url))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
-    factory: Callable[[Path], CatalogStore] = request.param
+    factory: Callable[[Any], CatalogStore] = request.param
+    where = location(request, tmp_path)
     opened: list[CatalogStore] = []
 
     def open_() -> CatalogStore:
-        store = factory(tmp_path)
+        store = factory(where)
         opened.append(store)
         return store
 

@@ -10,16 +10,27 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
-from fyp.types import Impression
+from fyp.types import DAY_MS, FilterCount, Impression
+from postgres_servers import location, query
 
 OpenLog = Callable[[], ImpressionLog]
 
+
+def pg_impressions(url: str) -> ImpressionLog:
+    from fyp.storage.postgres.database import Database  # (psycopg: a skip if absent)
+    from fyp.storage.postgres.impressions import PgImpressionLog
+
+    return PgImpressionLog(Database(url))
+
+
 IMPLEMENTATIONS = [
     pytest.param(lambda where: SqliteImpressionLog(where / "impressions.db"), id="sqlite"),
+    pytest.param(pg_impressions, id="postgresql"),
 ]
 
 _clock = iter(range(10**6))
@@ -27,11 +38,12 @@ _clock = iter(range(10**6))
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def open_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLog]:
-    factory: Callable[[Path], ImpressionLog] = request.param
+    factory: Callable[[Any], ImpressionLog] = request.param
+    where = location(request, tmp_path)
     opened: list[ImpressionLog] = []
 
     def open_() -> ImpressionLog:
-        log = factory(tmp_path)
+        log = factory(where)
         opened.append(log)
         return log
 
@@ -165,6 +177,67 @@ class TestImpressionLogContract:
         log.append([])
         assert log.count() == 0
 
+    def test_recording_again_changes_nothing_and_says_which_were_new(
+        self, open_log: OpenLog
+    ) -> None:
+        log = open_log()
+        first = page("u1", ["v1", "v2"], "r1")
+        assert log.record(first) == [True, True]
+        again = [*first, imp("u1", "v3", "r1", 2)]
+        assert log.record(again) == [False, False, True]
+        assert log.count() == 3
+
+    def test_signals_round_trip(self, open_log: OpenLog) -> None:
+        log = open_log()
+        signed = Impression("r1", "u1", "v1", 0, "trending", 0.5, "for_you", 7, "", (("a", 0.25),))
+        log.append([signed])
+        assert log.find("u1", "v1") == signed
+
+    def test_between_is_half_open_in_the_order_served(self, open_log: OpenLog) -> None:
+        log = open_log()
+        served = page("u1", ["a", "b", "c"], "r1")
+        log.record(served)
+        ts = [i.ts for i in served]
+        assert list(log.between(ts[0], ts[2])) == served[:2]
+        assert list(log.between(ts[2] + 1, ts[2] + 2)) == []
+
+    def test_filter_counts_add_up_by_day_surface_filter_and_rule(self, open_log: OpenLog) -> None:
+        log = open_log()
+        day = 20_000 * DAY_MS
+        log.append(page("u1", ["a"], "r1"), {("muted", "creator"): 2}, "for_you", day + 5)
+        log.append([], {("muted", "creator"): 3, ("age", "mature"): 1}, "for_you", day + 9)
+        log.append([], {("muted", "creator"): 4}, "for_you", day + DAY_MS)
+        assert log.filter_counts(day, day + DAY_MS) == [
+            FilterCount(day, "for_you", "age", "mature", 1),
+            FilterCount(day, "for_you", "muted", "creator", 5),
+        ]
+        assert log.filter_counts(day, day + 2 * DAY_MS)[-1].count == 4
+
+    def test_withdraw_deletes_the_unshown_rest_of_a_users_response(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.append(page("u1", ["a", "b", "c", "d"], "r1"))
+        assert log.withdraw("u2", "r1", 1) is None  # not served to u2
+        assert log.withdraw("u1", "r9", 1) is None
+        assert log.withdraw("u1", "r1", 2) == ["c", "d"]
+        assert [i.video_id for i in log.for_user("u1", 10)] == ["b", "a"]
+
+    def test_erase_user_and_delete_before_leave_the_rest(self, open_log: OpenLog) -> None:
+        log = open_log()
+        log.record(page("u1", ["a", "b"], "r1"))
+        kept = page("u2", ["c"], "r2")
+        log.record(kept)
+        log.append(page("u1", ["d"], "r3"))  # pending: erased too
+        assert log.erase_user("u1") == 3
+        log.scrub()
+        assert log.count() == 1
+        assert log.for_user("u1", 10) == []
+        assert log.recent_by_user(5) == {"u2": ["c"]}
+        later = page("u3", ["e"], "r4")
+        log.record(later)
+        assert log.delete_before(later[0].ts) == 1
+        assert log.for_user("u3", 1) == later
+        assert log.count() == 1
+
 
 def test_appended_impressions_are_written_soon_without_a_read(tmp_path: Path) -> None:
     """Write-behind: with no further request or read, the writer thread commits them
@@ -205,3 +278,25 @@ def sqlite3_count(path: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
     finally:
         conn.close()
+
+
+def test_appended_impressions_reach_postgresql_soon_without_a_read(postgres_url: str) -> None:
+    """Write-behind on PostgreSQL too: another connection sees them within a moment."""
+    log = pg_impressions_every(postgres_url, 0.01)
+    try:
+        log.append(page("u1", ["v1", "v2"], "r1"))
+        deadline = time.monotonic() + 5.0
+        seen = 0
+        while time.monotonic() < deadline and seen < 2:
+            seen = int(query(postgres_url, "SELECT COUNT(*) FROM impressions")[0][0])
+            time.sleep(0.01)
+        assert seen == 2
+    finally:
+        log.close()
+
+
+def pg_impressions_every(url: str, write_behind_s: float) -> ImpressionLog:
+    from fyp.storage.postgres.database import Database
+    from fyp.storage.postgres.impressions import PgImpressionLog
+
+    return PgImpressionLog(Database(url), write_behind_s=write_behind_s)

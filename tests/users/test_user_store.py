@@ -1,30 +1,102 @@
-"""The user store: profiles (with their attributes) kept, and read back after a restart;
-a data dir made before profiles kept attributes opens with its profiles intact."""
+"""The UserStore contract, run against every implementation (as
+tests/catalog/test_store.py: one entry in ``IMPLEMENTATIONS`` a backend): profiles (with
+their attributes), controls, refreshes and tombstones kept and read back after a
+restart, and an erasure leaving nothing of the user; and a users.db made before profiles
+kept attributes opening with its profiles intact."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from fyp.types import UserProfile
-from fyp.users.store import SqliteUserStore
+from fyp.users.store import SqliteUserStore, UserStore
+from postgres_servers import location
 
 PROFILE = UserProfile("p1", "18+", "en", "eu", 1, 2, (("activity", "high"), ("device_class", "tv")))
 
+OpenStore = Callable[[], UserStore]
 
-def test_profiles_round_trip_with_their_attributes(tmp_path: Path) -> None:
-    store = SqliteUserStore(tmp_path / "users.db")
+
+def pg_users(url: str) -> UserStore:
+    from fyp.storage.postgres.database import Database  # (psycopg: a skip if absent)
+    from fyp.storage.postgres.users import PgUserStore
+
+    return PgUserStore(Database(url))
+
+
+IMPLEMENTATIONS = [
+    pytest.param(lambda where: SqliteUserStore(where / "users.db"), id="sqlite"),
+    pytest.param(pg_users, id="postgresql"),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    factory: Callable[[Any], UserStore] = request.param
+    where = location(request, tmp_path)
+    opened: list[UserStore] = []
+
+    def open_() -> UserStore:
+        store = factory(where)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def test_profiles_round_trip_with_their_attributes(open_store: OpenStore) -> None:
+    store = open_store()
     store.put_profiles([PROFILE, UserProfile("p2", created_at=3, updated_at=3)])
     store.close()
-    again = SqliteUserStore(tmp_path / "users.db")
-    try:
-        assert again.profiles() == {"p1": PROFILE, "p2": UserProfile("p2", None, None, None, 3, 3)}
-        again.put_profile(UserProfile("p1", "18+", "en", "eu", 1, 5))
-        assert again.profiles()["p1"].attributes == ()  # the stored set is replaced
-        again.erase("p1")
-        assert "p1" not in again.profiles()
-    finally:
-        again.close()
+    again = open_store()
+    assert again.profiles() == {"p1": PROFILE, "p2": UserProfile("p2", None, None, None, 3, 3)}
+    assert list(again.profiles()) == ["p1", "p2"]  # in the order first stored
+    again.put_profile(UserProfile("p1", "18+", "en", "eu", 1, 5))
+    assert again.profiles()["p1"].attributes == ()  # the stored set is replaced
+    assert again.profiles()["p1"].created_at == 1
+    again.erase("p1")
+    assert "p1" not in again.profiles()
+
+
+def test_controls_refreshes_and_tombstones_survive_a_reopen(open_store: OpenStore) -> None:
+    store = open_store()
+    store.put_controls("p1", {"muted_creators": ["c1"], "pause": False}, 10)
+    store.put_controls("p1", {"muted_creators": ["c1", "c2"]}, 11)  # replaced whole
+    store.put_controls("p2", {}, 12)
+    store.add_refresh("p1", 40, 13)
+    store.add_refresh("p2", 41, 14)
+    store.add_refresh("p1", 45, 15)
+    store.add_tombstone("p3", "ref-3", 16)
+    store.add_tombstone("p3", "ref-other", 17)  # again: changes nothing
+    store.close()
+    again = open_store()
+    assert again.controls() == {"p1": {"muted_creators": ["c1", "c2"]}, "p2": {}}
+    assert again.refreshes() == [("p1", 40, 13), ("p2", 41, 14), ("p1", 45, 15)]
+    assert again.tombstones() == {"p3": "ref-3"}
+
+
+def test_erase_leaves_nothing_of_the_user_and_all_of_the_others(open_store: OpenStore) -> None:
+    store = open_store()
+    other = UserProfile("p2", created_at=3, updated_at=3)
+    store.put_profiles([PROFILE, other])
+    store.put_controls("p1", {"pause": True}, 10)
+    store.put_controls("p2", {"pause": False}, 10)
+    store.add_refresh("p1", 40, 13)
+    store.add_refresh("p2", 41, 14)
+    store.add_tombstone("p1", "ref-1", 16)
+    store.erase("p1")
+    store.erase("nobody")  # (nothing to erase: no error)
+    assert store.profiles() == {"p2": other}
+    assert store.controls() == {"p2": {"pause": False}}
+    assert store.refreshes() == [("p2", 41, 14)]
+    assert store.tombstones() == {}
 
 
 def test_a_users_db_made_before_attributes_opens_with_its_profiles(tmp_path: Path) -> None:

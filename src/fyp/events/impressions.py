@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
@@ -166,7 +166,7 @@ def _insert_sql(rows: int) -> str:
     )
 
 
-def _row(i: Impression) -> Row:
+def to_row(i: Impression) -> Row:
     return (
         i.request_id,
         i.user_id,
@@ -181,37 +181,122 @@ def _row(i: Impression) -> Row:
     )
 
 
-class SqliteImpressionLog:
-    """Impressions in SQLite. :meth:`record` commits before it returns, and commits reach
-    the OS (they survive a killed process); they are not fsynced one by one, since
-    serving must stay fast.
+class WriteBehind:
+    """What :meth:`ImpressionLog.append` gathers (rows and filter counts), written off the
+    request path by a thread of its own: every ``every_s`` it calls ``write(rows,
+    counts)`` holding ``lock`` (the store's connection) with what gathered. Every read
+    of the store, and its close, calls :meth:`flush` (holding ``lock``) first, so reads
+    see every append. What ``write`` fails to write stays pending, in order, and is
+    tried again, with backoff while it keeps failing."""
 
-    :meth:`append` (what serving uses) is written behind, off the request path: a writer
-    thread commits what gathered in the last ``write_behind_s`` in one transaction, with
-    multi-row statements (SQLite releases the GIL while it writes, and the WAL's
-    checkpoints and their syncs happen there too, not in a request). Every read, and
-    :meth:`close`, writes what is pending first; a killed process can lose the last
-    moment of impressions."""
-
-    def __init__(self, path: Path, write_behind_s: float = 0.05) -> None:
-        self._conn = connect(path, "os")
-        self._conn.executescript(_SCHEMA)
-        _migrate(self._conn)
-        self._lock = threading.Lock()  # the connection: held while pending rows are written
-        self._write_behind_s = write_behind_s
+    def __init__(
+        self,
+        write: Callable[[list[Row], Counter[FilterKey]], None],
+        lock: threading.Lock,
+        every_s: float,
+    ) -> None:
+        self._write = write
+        self._lock = lock
+        self._every_s = every_s
         self._pending: list[Row] = []
         self._pending_counts: Counter[FilterKey] = Counter()
         # Guards _pending and _closing (appends never wait for the connection); the
         # writer waits on it for a first pending row.
         self._wake = threading.Condition(threading.Lock())
         self._closing = False
-        self._writer = threading.Thread(target=self._write_behind, daemon=True, name="impressions")
+        self._writer = threading.Thread(target=self._run, daemon=True, name="impressions")
         self._writer.start()
+
+    def add(
+        self,
+        rows: list[Row],
+        removed: Mapping[tuple[str, str], int] | None,
+        surface: str,
+        ts: int,
+    ) -> None:
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the impression log is closed")
+            if not self._pending and not self._pending_counts:
+                self._wake.notify()
+            self._pending += rows
+            if removed:
+                day = ts // DAY_MS * DAY_MS
+                for (name, rule), n in removed.items():
+                    self._pending_counts[(day, surface, name, rule)] += n
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._wake:
+                while not self._pending and not self._pending_counts and not self._closing:
+                    self._wake.wait()
+                if not self._closing:
+                    self._wake.wait(self._every_s)  # let a batch gather
+                if self._closing:
+                    return  # close() writes what is left
+            try:
+                with self._lock:
+                    self.flush()
+                failures = 0
+            except Exception as err:  # kept pending: the next flush (or a read) tries again
+                # A full or failing disk (or a server down) lasts: back off (up to
+                # MAX_BACKOFF_S) and say so once per run of failures, not ten times a second.
+                if failures == 0:
+                    log.warning("writing impressions failed (%s); retrying with backoff", err)
+                failures += 1
+                with self._wake:  # woken early by stop()
+                    if not self._closing:
+                        self._wake.wait(min(self._every_s * 2**failures, MAX_BACKOFF_S))
+
+    def flush(self) -> None:
+        """Write the pending rows, in append order (hold ``lock``)."""
+        with self._wake:
+            pending, self._pending = self._pending, []
+            counts, self._pending_counts = self._pending_counts, Counter()
+        if not pending and not counts:
+            return
+        try:
+            self._write(pending, counts)
+        except BaseException:
+            with self._wake:
+                self._pending = pending + self._pending
+                self._pending_counts.update(counts)
+            raise
+
+    def stop(self) -> None:
+        """Refuse further appends and end the writer thread; the caller flushes what is
+        left (holding ``lock``)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._writer is not threading.current_thread():
+            self._writer.join()
+
+
+class SqliteImpressionLog:
+    """Impressions in SQLite. :meth:`record` commits before it returns, and commits reach
+    the OS (they survive a killed process); they are not fsynced one by one, since
+    serving must stay fast.
+
+    :meth:`append` (what serving uses) is written behind, off the request path
+    (:class:`WriteBehind`): its thread commits what gathered in the last
+    ``write_behind_s`` in one transaction, with multi-row statements (SQLite releases
+    the GIL while it writes, and the WAL's checkpoints and their syncs happen there too,
+    not in a request). Every read, and :meth:`close`, writes what is pending first; a
+    killed process can lose the last moment of impressions."""
+
+    def __init__(self, path: Path, write_behind_s: float = 0.05) -> None:
+        self._conn = connect(path, "os")
+        self._conn.executescript(_SCHEMA)
+        _migrate(self._conn)
+        self._lock = threading.Lock()  # the connection: held while pending rows are written
+        self._behind = WriteBehind(self._write, self._lock, write_behind_s)
 
     def record(self, impressions: Sequence[Impression]) -> list[bool]:
         if not impressions:
             return []
-        rows = [_row(i) for i in impressions]
+        rows = [to_row(i) for i in impressions]
         with self._lock:
             self._flush()
             return self._insert(rows)
@@ -228,60 +313,17 @@ class SqliteImpressionLog:
         # Rows are made here, not by the writer: Python work in that thread would hold
         # the GIL against the requests (up to a switch interval, 5 ms, at a time), while
         # its SQLite writes release it.
-        rows = [_row(i) for i in impressions]
-        with self._wake:
-            if self._closing:
-                raise sqlite3.ProgrammingError("the impression log is closed")
-            if not self._pending and not self._pending_counts:
-                self._wake.notify()
-            self._pending += rows
-            if removed:
-                day = ts // DAY_MS * DAY_MS
-                for (name, rule), n in removed.items():
-                    self._pending_counts[(day, surface, name, rule)] += n
-
-    def _write_behind(self) -> None:
-        failures = 0
-        while True:
-            with self._wake:
-                while not self._pending and not self._pending_counts and not self._closing:
-                    self._wake.wait()
-                if not self._closing:
-                    self._wake.wait(self._write_behind_s)  # let a batch gather
-                if self._closing:
-                    return  # close() writes what is left
-            try:
-                with self._lock:
-                    self._flush()
-                failures = 0
-            except Exception as err:  # kept pending: the next flush (or a read) tries again
-                # A full or failing disk lasts: back off (up to MAX_BACKOFF_S) and say so
-                # once per run of failures, not ten times a second.
-                if failures == 0:
-                    log.warning("writing impressions failed (%s); retrying with backoff", err)
-                failures += 1
-                with self._wake:  # woken early by close()
-                    if not self._closing:
-                        self._wake.wait(min(self._write_behind_s * 2**failures, MAX_BACKOFF_S))
+        self._behind.add([to_row(i) for i in impressions], removed, surface, ts)
 
     def _flush(self) -> None:
-        """Write the pending rows, in append order (hold ``_lock``)."""
-        with self._wake:
-            pending, self._pending = self._pending, []
-            counts, self._pending_counts = self._pending_counts, Counter()
-        if not pending and not counts:
-            return
-        try:
-            if pending:
-                self._insert(pending)
-            if counts:
-                with self._transaction() as cur:
-                    cur.executemany(_ADD_FILTER_COUNT, [(*k, n) for k, n in counts.items()])
-        except BaseException:
-            with self._wake:
-                self._pending = pending + self._pending
-                self._pending_counts.update(counts)
-            raise
+        self._behind.flush()
+
+    def _write(self, pending: list[Row], counts: Counter[FilterKey]) -> None:
+        if pending:
+            self._insert(pending)
+        if counts:
+            with self._transaction() as cur:
+                cur.executemany(_ADD_FILTER_COUNT, [(*k, n) for k, n in counts.items()])
 
     def _insert(self, rows: list[Row]) -> list[bool]:
         try:
@@ -405,11 +447,7 @@ class SqliteImpressionLog:
         return self._delete("ts < ?", ts)
 
     def close(self) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        if self._writer is not threading.current_thread():
-            self._writer.join()
+        self._behind.stop()
         with self._lock:
             try:
                 self._flush()

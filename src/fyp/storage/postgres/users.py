@@ -1,0 +1,110 @@
+"""Users' profiles, controls, refresh marks and erasure tombstones in PostgreSQL: the
+:class:`~fyp.users.store.UserStore` contract, each write committed (and flushed to the
+server's WAL) before it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from fyp.storage.postgres.database import Database
+from fyp.types import UserProfile
+
+_PROFILE_COLUMNS = "user_id, age_band, language, region, created_at, updated_at, attributes"
+USER_TABLES = ("profiles", "controls", "refreshes", "erasures")
+
+
+class PgUserStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db.attach()
+
+    def _write(self, query: str, args: tuple[Any, ...]) -> None:
+        with self._db.transaction() as cur:
+            cur.execute(query.encode(), args)
+
+    def put_profile(self, profile: UserProfile) -> None:
+        self.put_profiles([profile])
+
+    def put_profiles(self, profiles: Sequence[UserProfile]) -> None:
+        """Insert or update these profiles in one transaction."""
+        if not profiles:
+            return
+        with self._db.transaction() as cur:
+            cur.executemany(
+                f"INSERT INTO profiles ({_PROFILE_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)"
+                " ON CONFLICT (user_id) DO UPDATE SET age_band = excluded.age_band,"
+                " language = excluded.language, region = excluded.region,"
+                " updated_at = excluded.updated_at, attributes = excluded.attributes",
+                [
+                    (
+                        p.user_id,
+                        p.age_band,
+                        p.language,
+                        p.region,
+                        p.created_at,
+                        p.updated_at,
+                        Jsonb(dict(p.attributes)),
+                    )
+                    for p in profiles
+                ],
+            )
+
+    def profiles(self) -> dict[str, UserProfile]:
+        with self._db.transaction() as cur:
+            rows = cur.execute(f"SELECT {_PROFILE_COLUMNS} FROM profiles ORDER BY seq").fetchall()
+        return {
+            u: UserProfile(u, a, lang, r, int(c), int(up), tuple(sorted(attrs.items())))
+            for u, a, lang, r, c, up, attrs in rows
+        }
+
+    def put_controls(self, user_id: str, controls: dict[str, Any], ts: int) -> None:
+        self._write(
+            "INSERT INTO controls (user_id, settings, updated_at) VALUES (%s,%s,%s)"
+            " ON CONFLICT (user_id) DO UPDATE SET settings = excluded.settings,"
+            " updated_at = excluded.updated_at",
+            (user_id, Jsonb(controls), ts),
+        )
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        with self._db.transaction() as cur:
+            rows = cur.execute("SELECT user_id, settings FROM controls").fetchall()
+        return {str(u): dict(s) for u, s in rows}
+
+    def add_refresh(self, user_id: str, log_offset: int, ts: int) -> None:
+        self._write(
+            "INSERT INTO refreshes (user_id, log_offset, ts) VALUES (%s,%s,%s)",
+            (user_id, log_offset, ts),
+        )
+
+    def refreshes(self) -> list[tuple[str, int, int]]:
+        with self._db.transaction() as cur:
+            rows = cur.execute(
+                "SELECT user_id, log_offset, ts FROM refreshes ORDER BY id"
+            ).fetchall()
+        return [(str(u), int(o), int(t)) for u, o, t in rows]
+
+    def add_tombstone(self, user_id: str, audit_ref: str, ts: int) -> None:
+        self._write(
+            "INSERT INTO erasures (user_id, audit_ref, ts) VALUES (%s,%s,%s)"
+            " ON CONFLICT (user_id) DO NOTHING",
+            (user_id, audit_ref, ts),
+        )
+
+    def tombstones(self) -> dict[str, str]:
+        with self._db.transaction() as cur:
+            rows = cur.execute("SELECT user_id, audit_ref FROM erasures").fetchall()
+        return {str(u): str(r) for u, r in rows}
+
+    def erase(self, user_id: str) -> None:
+        with self._db.transaction() as cur:
+            for table in USER_TABLES:
+                cur.execute(f"DELETE FROM {table} WHERE user_id = %s".encode(), (user_id,))
+        # The deleted rows' tuples stay in the tables' pages until they are rewritten:
+        # VACUUM FULL writes each table anew from the rows that remain (small tables).
+        with self._db.autocommit() as conn:
+            conn.execute(f"VACUUM FULL {', '.join(USER_TABLES)}".encode())
+
+    def close(self) -> None:
+        self._db.release()
