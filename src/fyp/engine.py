@@ -255,12 +255,14 @@ class Engine:
             self.models = OnlineModels(settings, self.state)
         # The page scorer, trained from the log at each period's boundary (fyp.rank).
         self.page_scorer: PageScorerTrainer | None = self._new_page_scorer()
+        # The catalog before the pipeline: its sources build what they derive from it
+        # (discover's topics) now, not in a first request that would run over budget.
+        self.catalog.upsert(list(catalog_store.all()))
+        self.state.stats.ensure(len(self.catalog))
         self.pipeline: FeedPipeline = self._build_pipeline()
         # One lock for the in-memory state: the learning step and a feed request never
         # interleave (each holds it for milliseconds).
         self._lock = threading.RLock()
-        self.catalog.upsert(list(catalog_store.all()))
-        self.state.stats.ensure(len(self.catalog))
         self._restore_serving_memory()
         self.checkpoint_offset = 0  # the log offset of the last checkpoint written or read
         # A checkpoint child: (pid, its offset, when it is killed: monotonic s).
