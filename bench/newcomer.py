@@ -7,11 +7,12 @@ ingested before the server starts). Then newcomers arrive, each with one dominan
 they watch every video of it to the end and skip every other card after 1 s; no likes,
 no follows. They fetch in two ways:
 
-- ``player``: exactly as the shipped web player fetches (its page size and prefetch
-  point are read from the ``player.js`` of the code under test): a first page; on each
-  swipe the view of the card just left is posted and acknowledged, then, when no more
-  than the prefetch point's cards remain after the new current one, the next page is
-  asked for;
+- ``player``: exactly as the shipped web player fetches (read from the ``player.js`` of
+  the code under test): a first page of its ``PAGE``; on each swipe the view of the card
+  just left is posted and acknowledged, then the cards after the new current one are
+  asked for again (``after=`` the last page, ``shown=`` its cards shown so far), or, for
+  a player without ``after`` (before issue 20's third step), the next page once no more
+  than its ``PREFETCH_AT`` cards remain after the new current one;
 - ``page``: a page of 10, asked for after the last event of the previous page.
 
 Reported per mode: the on-taste share of cards 1-10, 11-20 and 21-30 (median over
@@ -130,13 +131,19 @@ def newcomer_topics(world: World, n: int, seed: int, min_videos: int) -> list[in
 # --------------------------------------------------------------------------- fetch patterns
 
 
-def player_pattern(src: Path) -> tuple[int, int]:
-    """(page size, prefetch point) of the web player shipped in ``src``."""
+def player_pattern(src: Path) -> tuple[int, int | None]:
+    """(page size, prefetch point) of the web player shipped in ``src``; the prefetch
+    point is None for a player that asks for the rest of its last page again on every
+    new card (``after=``): ``PAGE`` is then the cards it keeps ready."""
     js = (src / "fyp" / "web" / "static" / "player.js").read_text()
     page = re.search(r"const PAGE = (\d+);", js)
+    if page is None:
+        raise RuntimeError(f"PAGE not found in {src}'s player.js")
+    if "&after=" in js:
+        return int(page.group(1)), None
     prefetch = re.search(r"const PREFETCH_AT = (\d+);", js)
-    if page is None or prefetch is None:
-        raise RuntimeError(f"PAGE / PREFETCH_AT not found in {src}'s player.js")
+    if prefetch is None:
+        raise RuntimeError(f"PREFETCH_AT not found in {src}'s player.js")
     return int(page.group(1)), int(prefetch.group(1))
 
 
@@ -159,13 +166,23 @@ class Newcomer:
         self.reasons: list[str] = []
         self.sources: list[str] = []
         self._request: list[str | None] = []
+        self._page_len = 0  # cards of the last page, at the end of ``cards``
         self._n = 0
         self.learned_wait_s: list[float] = []
 
-    def fetch(self, count: int) -> int:
-        resp = self.client.get("/v1/feed", params={"user_id": self.user_id, "count": count})
+    def fetch(self, count: int, after: tuple[str, int] | None = None) -> int:
+        """A page of ``count`` appended; ``after``: (request id, cards of it shown): the
+        cards after those are withdrawn and the page takes their place."""
+        params: dict[str, object] = {"user_id": self.user_id, "count": count}
+        if after is not None:
+            params.update(after=after[0], shown=after[1])
+        resp = self.client.get("/v1/feed", params=params)
         resp.raise_for_status()
         body = resp.json()
+        if after is not None:
+            keep = len(self.cards) - self._page_len + after[1]
+            del self.cards[keep:], self.reasons[keep:], self.sources[keep:], self._request[keep:]
+        self._page_len = len(body["items"])
         for item in body["items"]:
             self.cards.append(self.world.video(item["video_id"]))
             self.reasons.append(str(item.get("reason", "")))
@@ -206,10 +223,15 @@ class Newcomer:
             time.sleep(0.005)
         return time.perf_counter() - t0
 
-    def run_player(self, page: int, prefetch_at: int) -> None:
+    def run_player(self, page: int, prefetch_at: int | None) -> None:
         """The web player's loop: the first page; then, per swipe, the view of the card
         left is posted (and acknowledged), and the next page is asked for once at most
-        ``prefetch_at`` cards remain after the new current card."""
+        ``prefetch_at`` cards remain after the new current card; with ``prefetch_at``
+        None, the rest of the last page is asked for again on every new card (``after``:
+        its request id and its cards shown so far, ``count`` the page)."""
+        if prefetch_at is None:
+            self._run_rerank(page)
+            return
         self.fetch(page)
         index = 0
         if len(self.cards) - 1 - index <= prefetch_at:
@@ -221,6 +243,22 @@ class Newcomer:
             index += 1
             if len(self.cards) - 1 - index <= prefetch_at:
                 self.fetch(page)
+        self.cards = self.cards[:CARDS]
+
+    def _run_rerank(self, page: int) -> None:
+        """player.js's refill: a first page of ``page``; on each new card, once its
+        predecessor's view is acknowledged, the cards after it are asked for again."""
+        if not self.fetch(page):
+            return
+        index = 0
+        while index + 1 < CARDS:
+            self.watch(index)
+            last = (self._request[-1] or "", self._page_len)
+            if index + 1 >= len(self.cards) and not self.fetch(page, last):
+                break  # (after a short page the player asks again; nothing came)
+            index += 1
+            first = len(self.cards) - self._page_len
+            self.fetch(page, (self._request[-1] or "", index + 1 - first))
         self.cards = self.cards[:CARDS]
 
     def run_pages(self) -> None:
@@ -488,7 +526,9 @@ def main() -> None:
     rows, taste_rows = [], []
     for r in payload["results"]:
         sh, sw = r["median_on_taste_share"], r["swipes_to_half"]
-        fetch = f"{r['player_page']}/{r['player_prefetch_at']}" if r.get("mode") == "player" else ""
+        fetch = ""
+        if r.get("mode") == "player":
+            fetch = f"{r['player_page']}/{r['player_prefetch_at'] or 'after'}"
         entropy = r.get("topic_entropy")
         rows.append(
             [

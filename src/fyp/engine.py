@@ -221,6 +221,10 @@ class Engine:
             self.models = OnlineModels(settings, self.state)
         # The page scorer, trained from the log at each period's boundary (fyp.rank).
         self.page_scorer: PageScorerTrainer | None = self._new_page_scorer()
+        # The catalog before the pipeline: its sources build what they derive from it
+        # (discover's topics) now, not in a first request that would run over budget.
+        self.catalog.upsert(list(catalog_store.all()))
+        self.state.stats.ensure(len(self.catalog))
         self.pipeline: FeedPipeline = self._build_pipeline()
         # One lock for the in-memory state: the learning step and a feed request never
         # interleave (each holds it for milliseconds).
@@ -235,8 +239,6 @@ class Engine:
             history,
             reviews=role != "learner",
         )
-        self.catalog.upsert(list(catalog_store.all()))
-        self.state.stats.ensure(len(self.catalog))
         self._restore_serving_memory()
         self.checkpoints = Checkpointer(
             settings.data_dir / name,

@@ -130,11 +130,12 @@ class CreatorSoundSpacing:
         self, ranked: list[Candidate], look: int, count: int
     ) -> tuple[list[Candidate], str | None]:
         """The candidates spacing looks at: the best ``look``, and, with a topic cap, at
-        least ``count`` + :data:`SPARE_OTHERS` of topics other than the commonest among
-        those, from further down (the best few dozen are often all one topic once a taste
-        is found: without these the cap would have nothing to pass over to; the spare
-        ones for when some clash with the card before by creator or sound). Also that
-        topic, if fewer were found (the caller may look for some elsewhere), else None."""
+        least ``count`` (a window's length at least) + :data:`SPARE_OTHERS` of topics
+        other than the commonest among those, from further down (the best few dozen are
+        often all one topic once a taste is found: without these the cap would have
+        nothing to pass over to; the spare ones for when some clash with the card before
+        by creator or sound). Also that topic, if fewer were found (the caller may look
+        for some elsewhere), else None."""
         head = ranked[:look]
         if self.topics is None or not self.max_per_topic:
             return head, None
@@ -145,7 +146,10 @@ class CreatorSoundSpacing:
         top = max(counts, key=lambda t: counts[t], default=None)
         if top is None or counts[top] < self.max_per_topic:
             return head, None
-        want = count + SPARE_OTHERS
+        # As many for a small page as for a window's (a client re-ranking after every
+        # card asks for a few): the same few others, blocked by the creator cap or a
+        # clash, let a run of one topic through in pages of four.
+        want = max(count, self.window) + SPARE_OTHERS
         others = [c for c in head if self.topic_of(c.row) != top]
         for c in ranked[look:]:
             if len(others) >= want:

@@ -3,11 +3,13 @@ import {
   api as request, ApiError, readAuth, newUser, noKeyHelp, el, toaster, setToken, tokenClaims,
 } from "/static/api.js";
 
-// Small pages, fetched late: what a person does on a card shapes the cards a couple of
-// swipes later. A page of ten fetched three cards before its end committed them to
-// cards chosen before most of their last page's views were known.
-const PAGE = 2; // videos per feed request
-const PREFETCH_AT = 1; // fetch the next page when this many cards remain
+// A few cards are kept ready after the current one (a swipe never waits on a request),
+// and on every new card the rest is asked for again with what was just learned:
+// GET /v1/feed?after=<the last page's request_id>&shown=<its cards shown> withdraws the
+// cards not shown yet and answers better ones, so the view of card n shapes card n+2. A
+// page of ten fetched three cards before its end committed a person to cards chosen
+// before most of their last page's views were known.
+const PAGE = 4; // cards kept ready after the current one
 const EVENTS_WAIT_MS = 300; // a page waits this long at most for the views sent before it
 const SURFACE = "for_you";
 const DEFAULT_DURATION_MS = 15000; // when the catalog entry is missing
@@ -25,7 +27,10 @@ let ended = false; // the token expired or was revoked: nothing more is asked
 let items = []; // feed items, each {…feed item, request_id, video, card, liked…}
 let index = -1; // the current card
 let loading = null; // the feed request in flight (a promise)
-let generation = 0; // bumped when upcoming cards are dropped: late pages are ignored
+let generation = 0; // bumped when the user changes: pages asked for before are ignored
+let page = null; // the last page served: {request_id, first: its first card's index}
+let furthest = -1; // the furthest card shown: the cards after it are not shown yet
+let unlearned = 0; // events tracked since the last feed request
 
 // ------------------------------------------------------------------------ the token
 // A user token lasts minutes: it is renewed halfway to its expiry, for as long as its
@@ -103,6 +108,7 @@ function uuid() {
 }
 
 function track(type, item, extra = {}) {
+  unlearned++;
   queue.push({
     event_id: uuid(),
     user_id: user,
@@ -268,22 +274,41 @@ function status(message, retry) {
     el("p", { text: message }), again));
 }
 
-/** Fetch and append the next page; resolves to how many cards were added. */
-function loadMore() {
+/** The cards after the furthest one shown, asked for again (the first time: a first
+ * page): with `after`, the server withdraws the last page's cards not shown yet and
+ * answers PAGE cards in their place. Resolves to how many cards there are now after
+ * the furthest one. */
+function refill() {
   if (loading) return loading;
   const gen = generation;
+  const at = furthest;
+  const last = page;
+  unlearned = 0;
   const request = (async () => {
     // The views just sent first (they are what the page should learn from), unless
     // they are slow: a feed never waits long on them.
     if (sending) await Promise.race([sending, new Promise((r) => setTimeout(r, EVENTS_WAIT_MS))]);
-    const feed = await api(`/v1/feed?user_id=${enc(user)}&count=${PAGE}&surface=${SURFACE}`);
+    const path = `/v1/feed?user_id=${enc(user)}&count=${PAGE}&surface=${SURFACE}`;
+    let feed;
+    try {
+      feed = await api(last ? `${path}&after=${enc(last.request_id)}&shown=${at + 1 - last.first}` : path);
+    } catch (err) {
+      // That page is unknown now (its impressions expired): a page of its own.
+      if (!last || err.status !== 404) throw err;
+      feed = await api(path);
+    }
     const fresh = feed.items || [];
-    const meta = fresh.length ? await videosOf(fresh.map((i) => i.video_id)) : new Map();
+    // Details of the cards already known are kept; only the new ones are looked up.
+    const known = new Map(items.map((it) => [it.video_id, it.video]));
+    const missing = fresh.map((i) => i.video_id).filter((v) => !known.has(v));
+    const meta = missing.length ? await videosOf(missing) : new Map();
     if (gen !== generation) return 0;
     if (index < 0) feedEl.replaceChildren(); // the loading message
+    for (const it of items.splice(at + 1)) it.card.remove(); // withdrawn by this page
+    page = { request_id: feed.request_id, first: items.length };
     for (const it of fresh) {
       const item = { ...it, request_id: feed.request_id };
-      item.video = meta.get(it.video_id) || { video_id: it.video_id };
+      item.video = meta.get(it.video_id) || known.get(it.video_id) || { video_id: it.video_id };
       item.card = buildCard(item, items.length);
       items.push(item);
       feedEl.append(item.card);
@@ -298,6 +323,11 @@ function loadMore() {
     .finally(() => loading === request && (loading = null));
   loading = request;
   return request;
+}
+
+/** Wait out the feed request in flight, if any (it may replace the next cards). */
+async function settled() {
+  while (loading) await loading;
 }
 
 /** Make card i the current one; `from` ("below"/"above") picks the slide-in direction. */
@@ -323,13 +353,21 @@ function showCard(i, from) {
   }
   held = false;
   flush();
-  if (items.length - 1 - index <= PREFETCH_AT) loadMore();
+  // A new card, and something learned since the cards after it were chosen: they are
+  // chosen again (the view just ended is sent first).
+  if (i > furthest) {
+    furthest = i;
+    if (unlearned > 0 || furthest + 1 >= items.length) refill();
+  }
   document.body.dataset.ready = "true";
 }
 
 async function next() {
+  // A swipe made while the next cards are being chosen again waits for them: the ones
+  // on screen now are withdrawn by that request (their impressions deleted).
+  await settled();
   if (index + 1 < items.length) return showCard(index + 1, "below");
-  if (await loadMore()) showCard(index + 1, "below");
+  if ((await refill()) && index + 1 < items.length) showCard(index + 1, "below");
   else toast("No more videos right now.");
 }
 
@@ -338,12 +376,11 @@ function prev() {
   else toast("This is the first video.");
 }
 
-/** Drop the cards after the current one (settings changed) and fetch new ones. */
-function dropUpcoming() {
-  generation++;
-  loading = null; // a page asked for under the old settings is ignored when it comes
-  for (const it of items.splice(index + 1)) it.card.remove();
-  loadMore();
+/** Choose the cards not shown yet again (settings changed), once the request in
+ * flight, asked for under the old settings, is answered. */
+async function dropUpcoming() {
+  await settled();
+  await refill();
 }
 
 // ------------------------------------------------------------------------ actions
@@ -606,6 +643,8 @@ $("delete-confirm").addEventListener("click", async () => {
   loading = null;
   items = [];
   index = -1;
+  page = null;
+  furthest = -1;
   delete document.body.dataset.ready;
   status("Your data was deleted. Starting over as a new user…");
   toast("Your data was deleted. You are starting over as a new user.");
@@ -641,7 +680,7 @@ async function start() {
     }
     toast(err.message, true); // the feed may still work
   }
-  if ((await loadMore()) > 0) showCard(0);
+  if ((await refill()) > 0) showCard(0);
   else if (index < 0 && !feedEl.querySelector("button"))
     status("No videos to show yet. Add some to the catalog (POST /v1/videos).", start);
 }
