@@ -47,6 +47,16 @@ EventLogUrl = Annotated[
     ),
 ]
 
+ModelChannelUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--model-channel",
+        help="Where the learner publishes the models and servers read them: "
+        "redis://host:port/db (servers on several machines; docs/cluster.md). "
+        "Default: files in the data dir.",
+    ),
+]
+
 
 def _settings(
     data_dir: Path | None,
@@ -55,6 +65,7 @@ def _settings(
     region: str | None = None,
     config: Path | None = None,
     event_log: str | None = None,
+    model_channel: str | None = None,
 ) -> Settings:
     return load_settings(
         config,
@@ -64,6 +75,7 @@ def _settings(
             "port": port,
             "region": region,
             "event_log": event_log,
+            "model": {"channel": model_channel},
         },
     )
 
@@ -76,12 +88,13 @@ def serve(
     region: Region = None,
     config: ConfigFile = None,
     event_log: EventLogUrl = None,
+    model_channel: ModelChannelUrl = None,
 ) -> None:
     """Run the HTTP API (feed, events, catalog) until interrupted; with the learned models
     on, also the learner process (``fyp learn``), supervised."""
     from fyp.api import create_app
 
-    settings = _settings(data_dir, host, port, region, config, event_log)
+    settings = _settings(data_dir, host, port, region, config, event_log, model_channel)
     console.print(
         f"fyp serving {settings.data_dir} (region {settings.region}) on "
         f"http://{settings.host}:{settings.port} (docs: /docs)"
@@ -112,7 +125,10 @@ def serve(
 
 @app.command()
 def train(
-    data_dir: DataDir = None, config: ConfigFile = None, event_log: EventLogUrl = None
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    event_log: EventLogUrl = None,
+    model_channel: ModelChannelUrl = None,
 ) -> None:
     """Replay the event log through the learning loop (the learned models too, when
     enabled) and write a checkpoint, so the next start replays nothing: for example after
@@ -120,7 +136,7 @@ def train(
     the learner's checkpoint and published snapshot, and the server's checkpoint."""
     from fyp.engine import Engine, serving_role
 
-    settings = _settings(data_dir, config=config, event_log=event_log)
+    settings = _settings(data_dir, config=config, event_log=event_log, model_channel=model_channel)
     started = time.perf_counter()
     split = serving_role(settings) == "serving"
     with console.status("replaying the event log"):
@@ -172,14 +188,19 @@ def _train_learner(settings: Settings) -> None:
 
 
 @app.command()
-def learn(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+def learn(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    event_log: EventLogUrl = None,
+    model_channel: ModelChannelUrl = None,
+) -> None:
     """Run the learner alone until interrupted: it trains the learned models from the
     event log and publishes them to the servers of this data dir (``fyp serve`` starts
     one itself)."""
     from fyp.engine import open_data_dir
     from fyp.learning.learner import main
 
-    settings = _settings(data_dir, config=config)
+    settings = _settings(data_dir, config=config, event_log=event_log, model_channel=model_channel)
     if not settings.model.enabled:
         console.print("[red]error:[/red] the learned models are off ([model] enabled = false)")
         raise typer.Exit(code=2)

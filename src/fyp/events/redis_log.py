@@ -40,8 +40,7 @@ whose CONFIG command is disabled). See docs/cluster.md.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -50,7 +49,7 @@ import redis
 from redis.commands.core import Script
 
 from fyp.events.log import AppendResult
-from fyp.storage.errors import StorageUnavailableError
+from fyp.storage.redis_server import config, reaching, scrub
 from fyp.types import Event, EventType, LoggedEvent
 
 Durability = Literal["always", "everysec", "none"]
@@ -59,7 +58,6 @@ DEFAULT_PREFIX = "fyp"
 
 _TYPES = {t.value: t for t in EventType}
 _CHUNK = 1_000  # events one deleting script handles: Redis serves nobody else meanwhile
-_POLL_S = 0.05
 
 # Commands with many arguments, in slices: Lua's unpack is bounded (by its C stack).
 _BULK = """
@@ -193,19 +191,8 @@ return #offsets
 """
 
 
-@contextlib.contextmanager
-def _reaching() -> Iterator[None]:
-    """Redis's connection faults (down, restarting, loading its data, a timeout, a
-    replica that became read-only) as :class:`StorageUnavailableError`, which the API answers
-    with 503 and a Retry-After."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as err:
-        raise StorageUnavailableError(f"the event log's Redis server: {err}") from err
-    except redis.ResponseError as err:
-        if not str(err).startswith(("LOADING", "BUSY", "MASTERDOWN")):
-            raise
-        raise StorageUnavailableError(f"the event log's Redis server: {err}") from err
+def _reaching() -> contextlib.AbstractContextManager[None]:
+    return reaching("the event log")
 
 
 class RedisDurabilityError(RuntimeError):
@@ -287,7 +274,7 @@ class RedisEventLog:
     # -- the server ---------------------------------------------------------------------
 
     def _config(self, name: str) -> str:
-        return str(self._r.config_get(name).get(name, ""))
+        return config(self._r, name)
 
     def _check_durability(self) -> None:
         if self.durability == "none":
@@ -379,73 +366,10 @@ class RedisEventLog:
         return self._delete_chunks(self._delete_before, ts)
 
     def scrub(self, timeout_s: float = 600.0) -> None:
-        """Rewrite the server's files from what it holds now, so that nothing of deleted
-        events is left in them: the AOF (BGREWRITEAOF: a new base file, the old base and
-        incremental files deleted), when AOF is on; the RDB file (BGSAVE), when the
-        server saves snapshots (``save`` set). Returns once both are written, or raises.
-        What it cannot reach: replicas' files (each needs the same), backups copied
-        off the server, and an RDB file left from before snapshots were turned off."""
-        deadline = time.monotonic() + timeout_s
+        """Nothing of deleted events left in the server's files: see
+        :func:`fyp.storage.redis_server.scrub`."""
         with _reaching():
-            if int(self._persistence()["aof_enabled"]):
-                self._background(
-                    "BGREWRITEAOF", "aof_rewrites", "aof_rewrite", "aof_last_bgrewrite_status",
-                    deadline,
-                )  # fmt: skip
-            if self._config("save").strip():
-                self._background(
-                    "BGSAVE", "rdb_saves", "rdb_bgsave", "rdb_last_bgsave_status", deadline
-                )
-
-    def _persistence(self) -> dict[str, Any]:
-        return self._r.info("persistence")
-
-    def _background(
-        self, command: str, counter: str, state: str, status: str, deadline: float
-    ) -> None:
-        """Run ``command`` (a forked rewrite) to its end: started after this call (one
-        already running may have started before the deletions, so it is waited out and
-        another started), and successful."""
-        while True:
-            before = int(self._persistence()[counter])
-            try:
-                if command == "BGSAVE":
-                    self._r.bgsave(schedule=True)
-                else:
-                    self._r.bgrewriteaof()
-                break
-            except redis.ResponseError as err:
-                if "in progress" not in str(err):
-                    raise
-                self._wait(lambda info: not self._busy(info, state), deadline, command)
-        info = self._wait(
-            lambda info: int(info[counter]) > before and not self._busy(info, state),
-            deadline,
-            command,
-        )
-        if info[status] != "ok":
-            raise StorageUnavailableError(
-                f"the Redis server's {command} failed: {status}={info[status]}"
-            )
-
-    @staticmethod
-    def _busy(info: dict[str, Any], state: str) -> bool:
-        in_progress = int(info.get(f"{state}_in_progress", 0))
-        scheduled = int(info.get(f"{state}_scheduled", 0))
-        return bool(in_progress or scheduled)
-
-    def _wait(
-        self, done: Callable[[dict[str, Any]], bool], deadline: float, command: str
-    ) -> dict[str, Any]:
-        while True:
-            info = self._persistence()
-            if done(info):
-                return info
-            if time.monotonic() > deadline:
-                raise StorageUnavailableError(
-                    f"the Redis server's {command} did not finish in time"
-                )
-            time.sleep(_POLL_S)
+            scrub(self._r, timeout_s)
 
     def close(self) -> None:
         self._r.close()
