@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import gc
 import logging
+import socket
 import sqlite3
 import threading
 import time
@@ -397,7 +398,7 @@ class Engine:
             except OSError as err:
                 self.checkpoint_error = f"the checkpoint could not be written ({err})"
                 raise
-            self.checkpoint_offset = offset
+            self._checkpointed(offset)
             self.checkpoint_error = None
             return size
 
@@ -461,9 +462,19 @@ class Engine:
                 discard_partial(self.checkpoint_path)
                 self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_S
                 return False
-            self.checkpoint_offset = max(self.checkpoint_offset, offset)
+            self._checkpointed(max(self.checkpoint_offset, offset))
             self.checkpoint_error = None
             return True
+
+    def _checkpointed(self, offset: int) -> None:
+        """A checkpoint holds the log through ``offset``: told to the log too (one that
+        trims, the Redis log, keeps what this process would replay after it)."""
+        self.checkpoint_offset = offset
+        reader = f"{self.role}@{socket.gethostname()}:{self.settings.data_dir.resolve()}"
+        try:
+            self.event_log.commit(reader, offset)
+        except OSError as err:  # (its server unreachable: the next checkpoint tells it)
+            log.warning("could not record the checkpoint's offset in the event log (%s)", err)
 
     def settle_checkpoint(self) -> None:
         """Wait for a background checkpoint, if one is being written (before anything
@@ -529,7 +540,7 @@ class Engine:
             user.served_set.clear()
         self._restore_serving_memory()
         self.pipeline = self._build_pipeline()
-        self.checkpoint_offset = int(checkpoint["offset"])
+        self._checkpointed(int(checkpoint["offset"]))
         self._apply_user_settings()
 
     def _restore_serving_memory(self) -> None:

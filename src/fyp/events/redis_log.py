@@ -191,8 +191,45 @@ return #offsets
 """
 
 
+# KEYS: ids, log, ts. ARGV: prefix, through (an offset), chunk. Deletes up to chunk of
+# the oldest events at or below the offset (each with its id, user index entry and time),
+# then trims the stream below the next: XTRIM MINID frees whole listpack nodes, which
+# XDEL does not. Returns how many.
+_TRIM = """#!lua
+local entries = redis.call('XRANGE', KEYS[2], '-', '0-' .. ARGV[2], 'COUNT', tonumber(ARGV[3]))
+for _, entry in ipairs(entries) do
+  local offset = string.sub(entry[1], 3)
+  local key = ARGV[1] .. 'e:' .. offset
+  local blob = redis.call('GET', key)
+  if blob then
+    local e = cjson.decode(blob)
+    redis.call('HDEL', KEYS[1], e[1])
+    redis.call('ZREM', ARGV[1] .. 'u:' .. e[2], e[1])
+    redis.call('DEL', key)
+  end
+  redis.call('ZREM', KEYS[3], offset)
+end
+if #entries > 0 then
+  local last = tonumber(string.sub(entries[#entries][1], 3))
+  redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. string.format('%d', last + 1))
+end
+return #entries
+"""
+
+
 def _reaching() -> contextlib.AbstractContextManager[None]:
     return reaching("the event log")
+
+
+def stream_id(offset: int) -> str:
+    """The stream entry id of an offset."""
+    return f"0-{offset}"
+
+
+def stream_offset(entry_id: bytes | str) -> int:
+    """The offset of a stream entry id (``0-<offset>``)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[2])
 
 
 class RedisDurabilityError(RuntimeError):
@@ -262,6 +299,8 @@ class RedisEventLog:
         self._for_user = self._r.register_script(_FOR_USER)
         self._erase = self._r.register_script(_ERASE)
         self._delete_before = self._r.register_script(_DELETE_BEFORE)
+        self._trim = self._r.register_script(_TRIM)
+        self._readers = f"{tag}readers"
         self.durability = durability
         with _reaching():
             self._check_durability()
@@ -370,6 +409,84 @@ class RedisEventLog:
         :func:`fyp.storage.redis_server.scrub`."""
         with _reaching():
             scrub(self._r, timeout_s)
+
+    # -- what consumer groups (fyp.events.redis_groups) build on ---------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._r
+
+    @property
+    def stream(self) -> str:
+        """The stream's key."""
+        return self._log
+
+    def reaching(self) -> contextlib.AbstractContextManager[None]:
+        """Redis's faults as :class:`StorageUnavailableError`, for the block."""
+        return _reaching()
+
+    def events_at(self, offsets: Sequence[int]) -> list[LoggedEvent | None]:
+        """The events at these offsets (None: deleted)."""
+        if not offsets:
+            return []
+        with _reaching():
+            blobs = cast(
+                list[bytes | None], self._r.mget([f"{self._prefix}e:{o}" for o in offsets])
+            )
+        return [
+            None if blob is None else _decode(str(o).encode(), blob)
+            for o, blob in zip(offsets, blobs, strict=True)
+        ]
+
+    # -- trimming -------------------------------------------------------------------------
+
+    def commit(self, reader: str, offset: int) -> None:
+        """``reader`` (a process that folds the log from its checkpoint: a learner, a
+        server) holds every event through ``offset`` in a checkpoint: :meth:`trim` keeps
+        every event after it. Kept until :meth:`forget_reader`."""
+        with _reaching():
+            self._r.hset(self._readers, reader, offset)
+
+    def readers(self) -> dict[str, int]:
+        """Every reader's committed offset."""
+        with _reaching():
+            raw = cast(dict[bytes, bytes], self._r.hgetall(self._readers))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def forget_reader(self, reader: str) -> bool:
+        """Stop holding trimming back for ``reader`` (gone for good)."""
+        with _reaching():
+            return bool(self._r.hdel(self._readers, reader))
+
+    def trim_bound(self) -> int:
+        """The highest offset :meth:`trim` may delete through: the lowest of every
+        reader's committed offset and every consumer group's done offset (handed out
+        and acknowledged: :attr:`GroupInfo.done_through`); 0 (nothing) when there is
+        neither, as a log that nobody has said they hold is not trimmed."""
+        from fyp.events.redis_groups import groups
+
+        bounds = list(self.readers().values())
+        bounds += [g.done_through for g in groups(self)]
+        return max(0, min(bounds, default=0))
+
+    def trim(self, through_offset: int) -> int:
+        """Delete the events at or below ``through_offset`` and no further than
+        :meth:`trim_bound` (every key of theirs, the stream trimmed with XTRIM MINID);
+        returns how many. Offsets are not reused; the deleted events' ids leave the
+        idempotency check (an event sent again after its trim is stored again)."""
+        through = min(through_offset, self.trim_bound())
+        if through <= 0:
+            return 0
+        total = 0
+        while True:
+            n = int(
+                self._run(
+                    self._trim, [self._ids, self._log, self._ts], [self._prefix, through, _CHUNK]
+                )
+            )
+            total += n
+            if n < _CHUNK:
+                return total
 
     def close(self) -> None:
         self._r.close()
