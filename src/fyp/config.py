@@ -4,7 +4,8 @@ Precedence: ``FYP_*`` environment variables > ``--config`` / ``FYP_CONFIG`` TOML
 the defaults below. Nested sections are set in the file (``[feedback]``, ``[ranker]``,
 ...); the environment sets the top-level scalars (``FYP_DATA_DIR``, ``FYP_REGION``,
 ``FYP_HOST``, ``FYP_PORT``, ``FYP_EVENT_LOG``) and a few of a section's
-(``FYP_MODEL_CHANNEL``: ``[model] channel``).
+(``FYP_MODEL_CHANNEL``: ``[model] channel``; ``FYP_RATE_LIMITS``: ``[auth]
+rate_limits``).
 """
 
 from __future__ import annotations
@@ -255,6 +256,22 @@ class AuthConfig(_Section):
     # /metrics without a key. False: any valid key (whatever its scopes) is needed, even
     # on a loopback bind, since a reverse proxy on the same host makes loopback public.
     metrics_public: bool = False
+    # Where the rate limits' buckets are (fyp.privacy.ratelimit.limiters): None, on
+    # the event log's Redis server when the log is on one (every API process sharing
+    # the log shares the limits), else in this process; "memory", in this process
+    # always (each process lets a key through at the full rate); a redis:// URL, that
+    # server (docs/cluster.md).
+    rate_limits: str | None = None
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_store(cls, url: str | None) -> str | None:
+        if url is None or url == "memory":
+            return url
+        from fyp.storage.redis_server import split_url
+
+        split_url(url, "the rate limits'")
+        return url
 
 
 # The [auth] limits of a program that drives its own server at a machine's pace (the
@@ -311,7 +328,10 @@ _ENV_KEYS = {
     "event_log": "FYP_EVENT_LOG",
 }
 # Settings of a section that the environment sets too: (section, name) -> variable.
-_SECTION_ENV_KEYS = {("model", "channel"): "FYP_MODEL_CHANNEL"}
+_SECTION_ENV_KEYS = {
+    ("model", "channel"): "FYP_MODEL_CHANNEL",
+    ("auth", "rate_limits"): "FYP_RATE_LIMITS",
+}
 
 
 def load_settings(

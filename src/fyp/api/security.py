@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fyp.config import Settings
 from fyp.privacy.keys import ApiKey, SqliteKeyStore
-from fyp.privacy.ratelimit import RateLimiter, retry_after
+from fyp.privacy.ratelimit import limiters, limits_store, retry_after
 from fyp.privacy.tokens import TokenError, TokenSigner, UserToken, check, is_user_token
 from fyp.types import now_ms
 
@@ -90,10 +90,15 @@ class Guard:
         self.settings = settings
         self.keys = keys
         auth = settings.auth
-        self.per_key = RateLimiter(auth.key_rate_per_s, auth.key_burst)
-        self.per_user = RateLimiter(auth.user_rate_per_s, auth.user_burst)
-        self.failed_auth = RateLimiter(auth.failed_auth_rate_per_s, auth.failed_auth_burst)
-        self.creations = RateLimiter(
+        # In this process, or shared by every API process on a Redis server.
+        limiter = limiters(limits_store(auth.rate_limits, settings.event_log))
+        self.per_key = limiter("key", auth.key_rate_per_s, auth.key_burst)
+        self.per_user = limiter("user", auth.user_rate_per_s, auth.user_burst)
+        self.failed_auth = limiter(
+            "failed_auth", auth.failed_auth_rate_per_s, auth.failed_auth_burst
+        )
+        self.creations = limiter(
+            "creations",
             auth.user_creations_per_key / auth.user_creation_window_s,
             auth.user_creations_per_key,
         )

@@ -29,18 +29,16 @@ import contextlib
 import uuid
 from collections.abc import Collection, Mapping
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
 from fyp.model.channel import ModelUpdate, decode, encode
-from fyp.storage.redis_server import reaching, scrub
+from fyp.storage import redis_server
+from fyp.storage.redis_server import DEFAULT_PREFIX, reaching, scrub
 
 __all__ = ["CHUNK_BYTES", "DEFAULT_PREFIX", "RedisModelChannel", "split_url"]
 
-DEFAULT_PREFIX = "fyp"
 CHUNK_BYTES = 8 << 20
-SCHEMES = ("redis", "rediss", "unix")
 _TMP_TTL_MS = 3_600_000  # a publish cut short leaves its temporary key this long at most
 
 # KEYS: versions, tmp, final. ARGV: version, kind, the update keys' prefix.
@@ -81,20 +79,7 @@ return 0
 def split_url(url: str) -> tuple[str, str]:
     """``redis://…?prefix=p`` → (the URL redis-py is given, without ``prefix``; the
     prefix). ValueError for a URL that names no Redis server or a bad prefix."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        raise ValueError(
-            f"the model channel URL's scheme {parts.scheme!r} is none of "
-            f"{', '.join(SCHEMES)} (for example redis://127.0.0.1:6379/0)"
-        )
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    prefix = query.pop("prefix", DEFAULT_PREFIX)
-    if not prefix or any(c in prefix for c in "{}"):
-        raise ValueError(f"the model channel's prefix {prefix!r} must be non-empty, without braces")
-    rest = urlunsplit(parts._replace(query=urlencode(query)))
-    if not parts.netloc:  # (unix:///path: urlunsplit writes unix:/path)
-        rest = rest.replace(":", "://", 1)
-    return rest, prefix
+    return redis_server.split_url(url, "the model channel")
 
 
 def _reaching() -> contextlib.AbstractContextManager[None]:

@@ -7,12 +7,35 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
 from fyp.storage.errors import StorageUnavailableError
 
 _POLL_S = 0.05
+SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_PREFIX = "fyp"
+
+
+def split_url(url: str, what: str) -> tuple[str, str]:
+    """``redis://…?prefix=p`` → (the URL redis-py is given, without ``prefix``; the
+    prefix, ``fyp`` unless given). ValueError, naming ``what`` (the store), for a URL
+    that names no Redis server or a bad prefix."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(
+            f"{what} URL's scheme {parts.scheme!r} is none of "
+            f"{', '.join(SCHEMES)} (for example redis://127.0.0.1:6379/0)"
+        )
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    prefix = query.pop("prefix", DEFAULT_PREFIX)
+    if not prefix or any(c in prefix for c in "{}"):
+        raise ValueError(f"{what}'s prefix {prefix!r} must be non-empty, without braces")
+    rest = urlunsplit(parts._replace(query=urlencode(query)))
+    if not parts.netloc:  # (unix:///path: urlunsplit writes unix:/path)
+        rest = rest.replace(":", "://", 1)
+    return rest, prefix
 
 
 @contextlib.contextmanager
