@@ -115,6 +115,8 @@ def test_memory_is_bounded_lru() -> None:
 def test_more_than_burst_is_never_allowed(make: Make) -> None:
     limiter = make(rate=10.0, burst=3.0, clock=FakeClock())
     assert limiter.take("k", 4) == math.inf
+    waits = limiter.take_each(["j"] * 4)
+    assert waits[:3] == [0.0] * 3 and waits[3] > 0
     assert limiter.take("k", 3) == 0.0  # the refused request took nothing
 
 
@@ -141,6 +143,18 @@ def test_retry_after_rounds_up_to_whole_seconds() -> None:
     """A wait of 10 ms is "1" (never "0.0": a client told 0 retries at once)."""
     assert [retry_after(w) for w in (0.0, 0.01, 0.049, 1.0, 1.2, 59.5)] == [1, 1, 1, 1, 2, 60]
     assert retry_after(math.inf) == 3600
+
+
+def test_take_each_is_one_take_per_key_in_turn(make: Make) -> None:
+    clock = FakeClock()
+    batch, one_by_one = make(rate=2.0, burst=3.0, clock=clock), RateLimiter(2.0, 3.0, clock=clock)
+    keys = ["a", "a", "b", "a", "a", "b", "c"]
+    expected = [one_by_one.take(k) for k in keys]
+    assert expected[:4] == [0.0] * 4 and expected[4] == pytest.approx(0.5)
+    assert batch.take_each(keys) == pytest.approx(expected)
+    clock.t += 0.5  # the buckets were written back: one token of "a" since
+    assert batch.take_each(["a", "a"]) == pytest.approx([0.0, 0.5])
+    assert batch.take_each([]) == []
 
 
 def test_asking_makes_no_bucket() -> None:
@@ -201,3 +215,5 @@ def test_an_unreachable_server_falls_back_to_the_processs_own_buckets() -> None:
     assert [limiter.take("k") for _ in range(3)] == [0.0] * 3  # the burst, here
     assert limiter.take("k") > 0 and limiter.wait("k") > 0  # then the rate, here
     assert limiter.take("k", 4) == math.inf
+    waits = limiter.take_each(["j"] * 4)
+    assert waits[:3] == [0.0] * 3 and waits[3] > 0

@@ -17,7 +17,7 @@ token never grants more than its key: the key must hold the route's scope too.
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency's signature.
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -262,6 +262,11 @@ class Guard:
     def user_wait(self, user_id: str) -> float:
         """Seconds ``user_id`` must wait (0: go ahead): their feed requests and events."""
         return self.per_user.take(user_id)
+
+    def user_waits(self, user_ids: Sequence[str]) -> list[float]:
+        """:meth:`user_wait` for each in turn (a user may come again: an event batch),
+        at once (one round trip where the limits are on Redis)."""
+        return self.per_user.take_each(user_ids)
 
     def check_creation(self, caller: Caller) -> None:
         """429 if ``caller`` may create no more users now. Checked before a ``PUT`` of an

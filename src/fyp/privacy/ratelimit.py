@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -107,6 +107,11 @@ class RateLimiter:
         buckets[key] = (tokens, now)
         return (n - tokens) / self.rate
 
+    def take_each(self, keys: Sequence[str]) -> list[float]:
+        """:meth:`take` of one token for each key in turn (a key may come again): what
+        each was answered."""
+        return [self.take(k) for k in keys]
+
 
 class Limiter(Protocol):
     """What the API asks of a rate limiter (:class:`RateLimiter` or a Redis one)."""
@@ -114,6 +119,8 @@ class Limiter(Protocol):
     def take(self, key: str, n: float = 1.0) -> float: ...
 
     def wait(self, key: str, n: float = 1.0) -> float: ...
+
+    def take_each(self, keys: Sequence[str]) -> list[float]: ...
 
 
 def limits_store(rate_limits: str | None, event_log: str | None) -> str | None:

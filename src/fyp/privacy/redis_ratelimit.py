@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 
@@ -67,6 +67,48 @@ return string.format('%.17g', wait)
 """
 
 
+# KEYS: the buckets, one per take (a bucket may come again). ARGV: rate, burst, now
+# ('' = the server's TIME), expiry in ms. One token taken from each in turn; returns the
+# waits, as strings. Each bucket is read once and written once.
+_TAKE_EACH = """#!lua
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[3])
+end
+local tokens, out = {}, {}
+for i, key in ipairs(KEYS) do
+  local have = tokens[key]
+  if have == nil then
+    have = burst
+    local b = redis.call('HMGET', key, 't', 'at')
+    if b[1] then
+      have = math.min(burst, tonumber(b[1]) + math.max(0, now - tonumber(b[2])) * rate)
+    end
+  end
+  if have + 1e-9 >= 1 then
+    have = math.max(0, have - 1)
+    out[i] = '0'
+  else
+    out[i] = string.format('%.17g', (1 - have) / rate)
+  end
+  tokens[key] = have
+end
+for key, have in pairs(tokens) do
+  redis.call('HSET', key, 't', string.format('%.17g', have), 'at', string.format('%.17g', now))
+  redis.call('PEXPIRE', key, ARGV[4])
+end
+return out
+"""
+
+
+# (ResponseError: loading, busy, a read-only replica: a server not serving)
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
+
+
 class RedisRateLimiter:
     """Token buckets named ``name`` (``key``, ``user``: one limit each) on the server at
     ``client``, under ``{prefix}:rl:<name>:``; the interface of
@@ -88,6 +130,7 @@ class RedisRateLimiter:
         self._key = f"{{{prefix}}}:rl:{name}:"
         self._clock = clock
         self._script = client.register_script(_TAKE)
+        self._script_each = client.register_script(_TAKE_EACH)
         # Long enough for an untouched bucket to have refilled, and then some.
         self._expiry_ms = math.ceil(burst / rate * 1000) + 1000
         self._down_until = 0.0  # monotonic: Redis not asked before then
@@ -97,27 +140,48 @@ class RedisRateLimiter:
         """A client for ``url`` with the short timeouts a limiter needs."""
         return redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
 
+    def _down(self, err: Exception) -> None:
+        log.warning(
+            "rate limits: Redis not reachable (%s); this process's own buckets for %g s",
+            err,
+            RETRY_S,
+        )
+        self._down_until = time.monotonic() + RETRY_S
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
+
     def _ask(self, key: str, n: float, take: bool) -> float:
         if n > self.burst:
             return math.inf
         if time.monotonic() < self._down_until:
             return self._local.take(key, n) if take else self._local.wait(key, n)
-        now = "" if self._clock is None else repr(self._clock())
         try:
             wait = self._script(
                 keys=[self._key + key],
-                args=[self.rate, self.burst, n, now, int(take), self._expiry_ms],
+                args=[self.rate, self.burst, n, self._now(), int(take), self._expiry_ms],
             )
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
-            # (ResponseError: loading, busy, a read-only replica: a server not serving)
-            log.warning(
-                "rate limits: Redis not reachable (%s); this process's own buckets for %g s",
-                err,
-                RETRY_S,
-            )
-            self._down_until = time.monotonic() + RETRY_S
+        except _UNAVAILABLE as err:
+            self._down(err)
             return self._local.take(key, n) if take else self._local.wait(key, n)
         return float(wait)
+
+    def take_each(self, keys: Sequence[str]) -> list[float]:
+        """:meth:`take` of one token for each key in turn (a key may come again), in one
+        round trip: an event batch's users."""
+        if not keys:
+            return []
+        if time.monotonic() < self._down_until:
+            return self._local.take_each(keys)
+        try:
+            waits = self._script_each(
+                keys=[self._key + k for k in keys],
+                args=[self.rate, self.burst, self._now(), self._expiry_ms],
+            )
+        except _UNAVAILABLE as err:
+            self._down(err)
+            return self._local.take_each(keys)
+        return [float(w) for w in waits]
 
     def take(self, key: str, n: float = 1.0) -> float:
         """As :meth:`RateLimiter.take`, the bucket shared by every process."""
