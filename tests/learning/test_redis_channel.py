@@ -5,16 +5,20 @@ data dir and no file of the Redis server (its AOF and RDB files scrubbed)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from fyp.api import create_app
 from fyp.learning.link import channel_of
 from fyp.model.publisher import USER_TABLES
 from fyp.model.redis_channel import RedisModelChannel
+from fyp.privacy.keys import bearer, create_key
 from redis_servers import RedisServer, unique_prefix
 
 
@@ -83,3 +87,25 @@ def test_an_erased_users_rows_are_in_no_process_and_no_file_of_the_redis_server(
     assert not server.replica.holds_user(pid)
     published = channel_of(learning.settings).read_after(0)
     assert published and not [u for u in published if u.holds({t: {pid} for t in USER_TABLES})]
+
+
+def test_a_server_whose_channel_is_down_at_its_start_serves_and_catches_up(
+    on_redis: Any, redis_server: RedisServer
+) -> None:
+    learning = on_redis
+    server = learning.server()
+    learning.catalog(server)
+    learning.ingest(server, 0, 1_500)
+    _, token = create_key(learning.data, label="tests")
+    redis_server.kill()
+    with TestClient(create_app(learning.settings, server), headers=bearer(token)) as client:
+        assert client.get("/healthz").json()["learned_models"]["version"] == 0
+        feed = client.get("/v1/feed", params={"user_id": "u1"})
+        assert feed.status_code == 200 and feed.json()["items"]  # the first ranker serves
+        redis_server.start()
+        learning.learner_thread()  # (it publishes a snapshot at its start)
+        deadline = time.monotonic() + 60
+        while (body := client.get("/healthz").json())["learned_models"]["version"] == 0:
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
+        assert server.replica.version >= 1

@@ -254,7 +254,11 @@ def create_app(
         supervisor: Supervisor | None = None
         if eng.replica is not None:
             syncs["models"] = sync = ModelSync(eng, channel_of(settings))
-            await asyncio.to_thread(sync.catch_up)  # the last published models, first
+            try:
+                await asyncio.to_thread(sync.catch_up)  # the last published models, first
+            except OSError as err:  # (a channel's server down: serve, and the poller retries)
+                sync.error = f"{type(err).__name__}: {err}"
+                log.warning("could not read the published models at the start (%s)", err)
             if supervise_learner:
                 supervisor = Supervisor(settings, settings.data_dir / "learner.log")
                 supervisor.start()
@@ -376,6 +380,8 @@ def create_app(
             )
             if failure is None and not h.learner_up:
                 status = "degraded: the learner is not running; the last published models serve"
+            elif failure is None and h.sync_error is not None:
+                status = "degraded: the published models cannot be read; the last applied serve"
         body = Health(
             status=status,
             region=settings.region,
