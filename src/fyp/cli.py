@@ -21,6 +21,7 @@ from rich.table import Table
 from fyp.audit.commands import audit_app
 from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
 from fyp.eval.commands import eval_app
+from fyp.events.commands import log_app
 from fyp.privacy.commands import keys_app
 
 app = typer.Typer(help="fyp: an open, self-hostable For You feed engine.", no_args_is_help=True)
@@ -29,6 +30,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(log_app, name="log")
 console = Console()
 
 DataDir = Annotated[
