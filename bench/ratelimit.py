@@ -17,12 +17,15 @@ defaults, ``AuthConfig()``), ``fyp serve`` runs and:
 3. *bad-key flood*: the same, while 8 threads send requests with an invalid key.
 
 The configurations alternate for ``--rounds`` rounds (a shared machine's load drifts;
-alternating spreads it over both). Reports, per configuration and phase, the victim's
+alternating spreads it over both). A third configuration, ``new defaults, Redis``, has
+this version's limits with their buckets on a Redis server (``--redis``; ``[auth]
+rate_limits``), as several API processes share them: what a Redis round trip per limit
+costs the victim. Reports, per configuration and phase, the victim's
 p50/p99/max and failures (the median over rounds, and each round's p99), the flood's
 requests/s and statuses (200, 401, 429), the server's CPU share, and the refusals the
 server counted (``fyp_auth_refused``).
 
-    python bench/ratelimit.py [--quick] [--rate 20] [--rounds 3]
+    python bench/ratelimit.py [--quick] [--rate 20] [--rounds 3] [--redis URL]
 
 Prints a table and writes ``bench/results/ratelimit.json`` (``_quick``). Nothing here
 asserts on timings.
@@ -31,16 +34,19 @@ asserts on timings.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from _common import (
     Job,
@@ -74,7 +80,10 @@ VICTIM_CONNECTIONS = 8  # enough that a slow answer does not delay the next send
 
 
 def _auth_toml(auth: dict[str, Any]) -> str:
-    return "[auth]\n" + "".join(f"{k} = {str(v).lower()}\n" for k, v in auth.items())
+    def value(v: Any) -> str:
+        return json.dumps(v) if isinstance(v, str) else str(v).lower()
+
+    return "[auth]\n" + "".join(f"{k} = {value(v)}\n" for k, v in auth.items())
 
 
 class Victim(threading.Thread):
@@ -216,6 +225,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20.0, help="the victim's feed requests/s")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 3; --quick: 1)")
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
+    ap.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="the server of the 'new defaults, Redis' row ('' to leave the row out)",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     n_videos, n_users, views = 10_000, 1_000, 20
@@ -225,6 +239,10 @@ def main() -> None:
         k: v for k, v in AuthConfig().model_dump().items() if k.startswith(("key_", "failed_auth_"))
     }
     configs = [("old defaults", OLD_AUTH), ("new defaults", new_auth)]
+    prefix = f"fyp-bench-rl-{uuid.uuid4().hex[:8]}"
+    if args.redis:  # the same limits, their buckets on Redis (as API processes share them)
+        store = f"{args.redis}?prefix={prefix}"
+        configs.append(("new defaults, Redis", {**new_auth, "rate_limits": store}))
 
     root = Path(tempfile.mkdtemp(prefix="fyp-bench-ratelimit-", dir=args.data_root))
     payload: dict[str, Any] = {
@@ -269,6 +287,12 @@ def main() -> None:
                 shutil.rmtree(data_dir, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if args.redis:
+            client = redis.Redis.from_url(args.redis)
+            keys = list(client.scan_iter(match=f"{{{prefix}}}:*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
     payload["finished_at"] = utc_now_iso()
     payload["summary"] = summarise(payload["runs"])
     _print(payload)

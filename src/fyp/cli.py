@@ -21,6 +21,7 @@ from rich.table import Table
 from fyp.audit.commands import audit_app
 from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
 from fyp.eval.commands import eval_app
+from fyp.events.commands import log_app
 from fyp.privacy.commands import keys_app
 
 app = typer.Typer(help="fyp: an open, self-hostable For You feed engine.", no_args_is_help=True)
@@ -29,6 +30,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(log_app, name="log")
 console = Console()
 
 DataDir = Annotated[
@@ -56,6 +58,16 @@ StoreUrl = Annotated[
     ),
 ]
 
+ModelChannelUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--model-channel",
+        help="Where the learner publishes the models and servers read them: "
+        "redis://host:port/db (servers on several machines; docs/cluster.md). "
+        "Default: files in the data dir.",
+    ),
+]
+
 
 def _settings(
     data_dir: Path | None,
@@ -65,6 +77,7 @@ def _settings(
     config: Path | None = None,
     event_log: str | None = None,
     store: str | None = None,
+    model_channel: str | None = None,
 ) -> Settings:
     return load_settings(
         config,
@@ -75,6 +88,7 @@ def _settings(
             "region": region,
             "event_log": event_log,
             "store": store,
+            "model": {"channel": model_channel},
         },
     )
 
@@ -88,12 +102,13 @@ def serve(
     config: ConfigFile = None,
     event_log: EventLogUrl = None,
     store: StoreUrl = None,
+    model_channel: ModelChannelUrl = None,
 ) -> None:
     """Run the HTTP API (feed, events, catalog) until interrupted; with the learned models
     on, also the learner process (``fyp learn``), supervised."""
     from fyp.api import create_app
 
-    settings = _settings(data_dir, host, port, region, config, event_log, store)
+    settings = _settings(data_dir, host, port, region, config, event_log, store, model_channel)
     console.print(
         f"fyp serving {settings.data_dir} (region {settings.region}) on "
         f"http://{settings.host}:{settings.port} (docs: /docs)"
@@ -128,6 +143,7 @@ def train(
     config: ConfigFile = None,
     event_log: EventLogUrl = None,
     store: StoreUrl = None,
+    model_channel: ModelChannelUrl = None,
 ) -> None:
     """Replay the event log through the learning loop (the learned models too, when
     enabled) and write a checkpoint, so the next start replays nothing: for example after
@@ -135,7 +151,9 @@ def train(
     the learner's checkpoint and published snapshot, and the server's checkpoint."""
     from fyp.engine import Engine, serving_role
 
-    settings = _settings(data_dir, config=config, event_log=event_log, store=store)
+    settings = _settings(
+        data_dir, config=config, event_log=event_log, store=store, model_channel=model_channel
+    )
     started = time.perf_counter()
     split = serving_role(settings) == "serving"
     with console.status("replaying the event log"):
@@ -187,14 +205,22 @@ def _train_learner(settings: Settings) -> None:
 
 
 @app.command()
-def learn(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+def learn(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    event_log: EventLogUrl = None,
+    store: StoreUrl = None,
+    model_channel: ModelChannelUrl = None,
+) -> None:
     """Run the learner alone until interrupted: it trains the learned models from the
     event log and publishes them to the servers of this data dir (``fyp serve`` starts
     one itself)."""
     from fyp.engine import open_data_dir
     from fyp.learning.learner import main
 
-    settings = _settings(data_dir, config=config)
+    settings = _settings(
+        data_dir, config=config, event_log=event_log, store=store, model_channel=model_channel
+    )
     if not settings.model.enabled:
         console.print("[red]error:[/red] the learned models are off ([model] enabled = false)")
         raise typer.Exit(code=2)

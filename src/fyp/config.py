@@ -3,7 +3,9 @@
 Precedence: ``FYP_*`` environment variables > ``--config`` / ``FYP_CONFIG`` TOML file >
 the defaults below. Nested sections are set in the file (``[feedback]``, ``[ranker]``,
 ...); the environment sets the top-level scalars (``FYP_DATA_DIR``, ``FYP_REGION``,
-``FYP_HOST``, ``FYP_PORT``).
+``FYP_HOST``, ``FYP_PORT``, ``FYP_EVENT_LOG``) and a few of a section's
+(``FYP_MODEL_CHANNEL``: ``[model] channel``; ``FYP_RATE_LIMITS``: ``[auth]
+rate_limits``).
 """
 
 from __future__ import annotations
@@ -156,6 +158,17 @@ class ModelSettings(_Section):
     # How long an erasure waits for the running learner to drop the user (then it fails,
     # and asking again completes it).
     learner_erase_timeout_s: float = Field(60.0, gt=0)
+    # Where the learner publishes and serving reads (fyp.model.channel): None, files in
+    # the data dir (one machine); redis://host:port/db?prefix=p, a Redis server that
+    # serving processes on other machines read too (docs/cluster.md).
+    channel: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, url: str | None) -> str | None:
+        from fyp.model.channel import check_channel_url
+
+        return None if url is None else check_channel_url(url)
 
 
 class ScorerConfig(_Section):
@@ -243,6 +256,22 @@ class AuthConfig(_Section):
     # /metrics without a key. False: any valid key (whatever its scopes) is needed, even
     # on a loopback bind, since a reverse proxy on the same host makes loopback public.
     metrics_public: bool = False
+    # Where the rate limits' buckets are (fyp.privacy.ratelimit.limiters): None, on
+    # the event log's Redis server when the log is on one (every API process sharing
+    # the log shares the limits), else in this process; "memory", in this process
+    # always (each process lets a key through at the full rate); a redis:// URL, that
+    # server (docs/cluster.md).
+    rate_limits: str | None = None
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_store(cls, url: str | None) -> str | None:
+        if url is None or url == "memory":
+            return url
+        from fyp.storage.redis_server import split_url
+
+        split_url(url, "the rate limits'")
+        return url
 
 
 # The [auth] limits of a program that drives its own server at a machine's pace (the
@@ -310,6 +339,11 @@ _ENV_KEYS = {
     "event_log": "FYP_EVENT_LOG",
     "store": "FYP_STORE",
 }
+# Settings of a section that the environment sets too: (section, name) -> variable.
+_SECTION_ENV_KEYS = {
+    ("model", "channel"): "FYP_MODEL_CHANNEL",
+    ("auth", "rate_limits"): "FYP_RATE_LIMITS",
+}
 
 
 def load_settings(
@@ -327,6 +361,14 @@ def load_settings(
     for key, var in _ENV_KEYS.items():
         if var in env:
             values[key] = env[var]
-    if overrides:
-        values.update({k: v for k, v in overrides.items() if v is not None})
+    for (section, key), var in _SECTION_ENV_KEYS.items():
+        if var in env:
+            values[section] = {**values.get(section, {}), key: env[var]}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping):  # a section's settings: merged into the file's
+            value = {k: v for k, v in value.items() if v is not None}
+            if value:
+                values[key] = {**values.get(key, {}), **value}
+        elif value is not None:
+            values[key] = value
     return Settings.model_validate(values)

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -247,6 +248,7 @@ class Engine:
             self._lock,
             settings.checkpoint_every_events,
             settings.checkpoint_timeout_s,
+            landed=self._checkpointed,
         )
         # Erasures accepted and not complete (pseudonym -> audit reference), from their
         # durable tombstones: nothing of these users is stored, learned or served.
@@ -364,6 +366,15 @@ class Engine:
 
     # -- checkpoints ------------------------------------------------------------------------
 
+    def _checkpointed(self, offset: int) -> None:
+        """A checkpoint holds the log through ``offset``: told to the log too (one that
+        trims, the Redis log, keeps what this process would replay after it)."""
+        reader = f"{self.role}@{socket.gethostname()}:{self.settings.data_dir.resolve()}"
+        try:
+            self.event_log.commit(reader, offset)
+        except OSError as err:  # (its server unreachable: the next checkpoint tells it)
+            log.warning("could not record the checkpoint's offset in the event log (%s)", err)
+
     def _payload(self) -> dict[str, Any]:
         return {
             "offset": self.state.applied_offset,
@@ -407,6 +418,7 @@ class Engine:
         self._restore_serving_memory()
         self.pipeline = self._build_pipeline()
         self.checkpoints.offset = int(checkpoint["offset"])
+        self._checkpointed(self.checkpoints.offset)
         self._apply_user_settings()
 
     def _restore_serving_memory(self) -> None:

@@ -1,13 +1,13 @@
 """The limits engage: a key at the default limits, failed authentication per client
 address (before any key lookup), users created per key, and what a rate-limited event
-is told (issue 17, item 3 and item 6's "retry in 0.0 s")."""
+is told (issue 17, item 3 and item 6's "retry in 0.0 s"). The tests with a ``clock`` run
+with the buckets in the process and on Redis (the shared server, a prefix of their own)."""
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +16,9 @@ from fyp.api import create_app, security
 from fyp.config import AuthConfig, Settings
 from fyp.engine import Engine
 from fyp.privacy.keys import SqliteKeyStore, bearer, create_key
-from fyp.privacy.ratelimit import RateLimiter
+from fyp.privacy.ratelimit import Limiter, RateLimiter, limits_store
+from fyp.privacy.redis_ratelimit import RedisRateLimiter
+from redis_servers import delete_prefix, shared_redis, unique_prefix
 
 BAD_KEY = {"Authorization": "Bearer fyp_k_0123456789_not-a-key"}
 
@@ -41,13 +43,52 @@ class FakeClock:
         return self.t
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+@pytest.fixture(params=["memory", "redis"])
+def clock(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    unavailable: Callable[[str], NoReturn],
+) -> Iterator[FakeClock]:
     """The clock of every rate limit of the apps made from here on: it moves only when
-    the test moves it, so no test depends on how fast this machine answers."""
+    the test moves it, so no test depends on how fast this machine answers. The limits
+    are kept in the process, or on Redis (as several API processes keep them)."""
     fake = FakeClock()
-    monkeypatch.setattr(security, "RateLimiter", functools.partial(RateLimiter, clock=fake))
-    return fake
+    if request.param == "memory":
+
+        def make(name: str, rate: float, burst: float) -> Limiter:
+            return RateLimiter(rate, burst, clock=fake)
+
+        monkeypatch.setattr(security, "limiters", lambda store: make)
+        yield fake
+        return
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+
+    def make_redis(name: str, rate: float, burst: float) -> Limiter:
+        return RedisRateLimiter(client, name, rate, burst, prefix, clock=fake)
+
+    monkeypatch.setattr(security, "limiters", lambda store: make_redis)
+    try:
+        yield fake
+    finally:
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def test_the_limits_are_kept_on_the_event_logs_redis_unless_told_otherwise(
+    settings: Settings,
+) -> None:
+    log = "redis://127.0.0.1:6379/0?prefix=p&durability=everysec"
+    assert limits_store(None, None) is None
+    assert limits_store(None, "sqlite:///x/events.db") is None
+    assert limits_store(None, log) == "redis://127.0.0.1:6379/0?prefix=p"
+    assert limits_store("memory", log) is None
+    assert limits_store("redis://h:1/2", log) == "redis://h:1/2"
+    guard = security.Guard(_limited(settings, rate_limits="redis://127.0.0.1:6379/0"), None)
+    assert isinstance(guard.per_key, RedisRateLimiter)
+    assert isinstance(security.Guard(settings, None).per_key, RateLimiter)
+    with pytest.raises(ValueError, match="scheme"):
+        AuthConfig(rate_limits="memcached://h/0")
 
 
 @pytest.fixture

@@ -1,12 +1,21 @@
-"""Token buckets: a burst, then the rate; bounded memory."""
+"""Token buckets: a burst, then the rate; bounded memory. The behaviour tests run on the
+in-process limiter and on the Redis one (the shared server, a prefix of their own); then
+what only the Redis one does: one bucket for every process, atomically, bounded by
+expiry, and the process's own buckets while the server cannot be reached."""
 
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+from collections.abc import Callable, Iterator
+from typing import NoReturn, Protocol
 
 import pytest
+import redis
 
-from fyp.privacy.ratelimit import RateLimiter, retry_after
+from fyp.privacy.ratelimit import Limiter, RateLimiter, limiters, retry_after
+from fyp.privacy.redis_ratelimit import RedisRateLimiter
+from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
 
 
 class FakeClock:
@@ -17,9 +26,40 @@ class FakeClock:
         return self.t
 
 
-def test_burst_then_refused_with_retry_after() -> None:
+class Make(Protocol):
+    def __call__(self, rate: float, burst: float, clock: FakeClock) -> Limiter: ...
+
+
+@pytest.fixture
+def redis_prefix(unavailable: Callable[[str], NoReturn]) -> Iterator[tuple[redis.Redis, str]]:
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+    try:
+        yield client, prefix
+    finally:
+        delete_prefix(client, prefix)
+        client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make(request: pytest.FixtureRequest, unavailable: Callable[[str], NoReturn]) -> Iterator[Make]:
+    if request.param == "memory":
+        yield lambda rate, burst, clock: RateLimiter(rate, burst, clock=clock)
+        return
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+    try:
+        yield lambda rate, burst, clock: RedisRateLimiter(
+            client, "test", rate, burst, prefix, clock=clock
+        )
+    finally:
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def test_burst_then_refused_with_retry_after(make: Make) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rate=2.0, burst=5.0, clock=clock)
+    limiter = make(rate=2.0, burst=5.0, clock=clock)
     assert [limiter.take("k") for _ in range(5)] == [0.0] * 5
     assert limiter.take("k") == pytest.approx(0.5)  # one token at 2/s
     assert limiter.take("k", 3) == pytest.approx(1.5)
@@ -27,9 +67,9 @@ def test_burst_then_refused_with_retry_after() -> None:
     assert limiter.take("k") == pytest.approx(0.25)  # refused calls take nothing
 
 
-def test_refills_over_time_up_to_burst() -> None:
+def test_refills_over_time_up_to_burst(make: Make) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rate=2.0, burst=5.0, clock=clock)
+    limiter = make(rate=2.0, burst=5.0, clock=clock)
     for _ in range(5):
         limiter.take("k")
     retry = limiter.take("k")
@@ -44,9 +84,9 @@ def test_refills_over_time_up_to_burst() -> None:
     assert limiter.take("k") > 0
 
 
-def test_keys_are_independent() -> None:
+def test_keys_are_independent(make: Make) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rate=1.0, burst=2.0, clock=clock)
+    limiter = make(rate=1.0, burst=2.0, clock=clock)
     assert limiter.take("a", 2) == 0.0
     assert limiter.take("a") > 0
     assert limiter.take("b") == 0.0 and limiter.take("b") == 0.0
@@ -72,9 +112,11 @@ def test_memory_is_bounded_lru() -> None:
     assert limiter2.take("b") == 0.0  # forgotten: a missing bucket is a full one
 
 
-def test_more_than_burst_is_never_allowed() -> None:
-    limiter = RateLimiter(rate=10.0, burst=3.0, clock=FakeClock())
+def test_more_than_burst_is_never_allowed(make: Make) -> None:
+    limiter = make(rate=10.0, burst=3.0, clock=FakeClock())
     assert limiter.take("k", 4) == math.inf
+    waits = limiter.take_each(["j"] * 4)
+    assert waits[:3] == [0.0] * 3 and waits[3] > 0
     assert limiter.take("k", 3) == 0.0  # the refused request took nothing
 
 
@@ -84,10 +126,10 @@ def test_bad_parameters() -> None:
             RateLimiter(rate, burst, max_keys)
 
 
-def test_wait_says_what_take_would_and_takes_nothing() -> None:
+def test_wait_says_what_take_would_and_takes_nothing(make: Make) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rate=2.0, burst=2.0, clock=clock)
-    assert limiter.wait("k") == 0.0 and len(limiter) == 0  # no bucket made for asking
+    limiter = make(rate=2.0, burst=2.0, clock=clock)
+    assert limiter.wait("k") == 0.0  # (and no bucket made for asking: below)
     limiter.take("k", 2)
     assert limiter.wait("k") == pytest.approx(0.5)
     assert limiter.wait("k") == pytest.approx(0.5)  # asking again took nothing
@@ -101,3 +143,77 @@ def test_retry_after_rounds_up_to_whole_seconds() -> None:
     """A wait of 10 ms is "1" (never "0.0": a client told 0 retries at once)."""
     assert [retry_after(w) for w in (0.0, 0.01, 0.049, 1.0, 1.2, 59.5)] == [1, 1, 1, 1, 2, 60]
     assert retry_after(math.inf) == 3600
+
+
+def test_take_each_is_one_take_per_key_in_turn(make: Make) -> None:
+    clock = FakeClock()
+    batch, one_by_one = make(rate=2.0, burst=3.0, clock=clock), RateLimiter(2.0, 3.0, clock=clock)
+    keys = ["a", "a", "b", "a", "a", "b", "c"]
+    expected = [one_by_one.take(k) for k in keys]
+    assert expected[:4] == [0.0] * 4 and expected[4] == pytest.approx(0.5)
+    assert batch.take_each(keys) == pytest.approx(expected)
+    clock.t += 0.5  # the buckets were written back: one token of "a" since
+    assert batch.take_each(["a", "a"]) == pytest.approx([0.0, 0.5])
+    assert batch.take_each([]) == []
+
+
+def test_asking_makes_no_bucket() -> None:
+    limiter = RateLimiter(rate=2.0, burst=2.0, clock=FakeClock())
+    assert limiter.wait("k") == 0.0 and len(limiter) == 0
+
+
+def test_every_process_takes_from_one_bucket_on_redis(
+    redis_prefix: tuple[redis.Redis, str],
+) -> None:
+    client, prefix = redis_prefix
+    clock = FakeClock()
+    other = redis.Redis.from_url(SHARED_URL)  # another process's connection
+    a = RedisRateLimiter(client, "key", 2.0, 5.0, prefix, clock=clock)
+    b = RedisRateLimiter(other, "key", 2.0, 5.0, prefix, clock=clock)
+    try:
+        assert [a.take("k"), b.take("k"), a.take("k", 2), b.take("k")] == [0.0] * 4
+        assert b.take("k") == pytest.approx(0.5) and a.wait("k") == pytest.approx(0.5)
+        clock.t += 0.5
+        assert b.take("k") == 0.0 and a.take("k") > 0
+        # Another limit's buckets are its own, as another prefix's are.
+        assert RedisRateLimiter(client, "user", 2.0, 5.0, prefix, clock=clock).take("k") == 0.0
+        # A bucket lasts as long as it takes to refill (then it counts as full), no longer.
+        ttl = client.pttl(f"{{{prefix}}}:rl:key:k")
+        assert 2_500 - 100 < ttl <= 2_500 + 1_000
+    finally:
+        other.close()
+
+
+def _spend(url: str, prefix: str, attempts: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    client = redis.Redis.from_url(url)
+    limiter = RedisRateLimiter(client, "key", 1e-6, 100.0, prefix)  # (the server's clock)
+    out.put(sum(limiter.take("shared") == 0.0 for _ in range(attempts)))
+    client.close()
+
+
+def test_processes_racing_for_one_bucket_get_exactly_its_tokens(
+    redis_prefix: tuple[redis.Redis, str],
+) -> None:
+    _, prefix = redis_prefix
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_spend, args=(SHARED_URL, prefix, 60, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    granted = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert sum(granted) == 100  # of 240 asked: the burst, once, however they interleave
+
+
+def test_an_unreachable_server_falls_back_to_the_processs_own_buckets() -> None:
+    from server_process import free_port
+
+    store = f"redis://127.0.0.1:{free_port()}/0?prefix=p"  # nobody listens there
+    limiter = limiters(store)("key", 1.0, 3.0)
+    assert isinstance(limiter, RedisRateLimiter)
+    assert [limiter.take("k") for _ in range(3)] == [0.0] * 3  # the burst, here
+    assert limiter.take("k") > 0 and limiter.wait("k") > 0  # then the rate, here
+    assert limiter.take("k", 4) == math.inf
+    waits = limiter.take_each(["j"] * 4)
+    assert waits[:3] == [0.0] * 3 and waits[3] > 0

@@ -87,7 +87,7 @@ def test_an_engine_on_postgresql_serves_and_keeps_its_stores_across_a_reopen(
 ) -> None:
     settings = kit.settings(store=postgres_url)
     engine = kit.open_engine(settings, videos=kit.catalog())
-    engine.moderate("c0-v0", "removed", None, "spam")
+    engine.moderator.moderate("c0-v0", "removed", None, "spam")
     engine.put_user("u1", ProfileIn(age_band="18+", language="en"))
     engine.set_controls("u1", ControlsIn(mute_creators=["c1"]))
     kit.run(engine, [kit.view("u1", f"c0-v{i}") for i in range(1, 6)])

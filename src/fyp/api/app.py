@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
@@ -247,7 +248,11 @@ def create_app(
         supervisor: Supervisor | None = None
         if eng.replica is not None:
             syncs["models"] = sync = ModelSync(eng, channel_of(settings))
-            await asyncio.to_thread(sync.catch_up)  # the last published models, first
+            try:
+                await asyncio.to_thread(sync.catch_up)  # the last published models, first
+            except OSError as err:  # (a channel's server down: serve, and the poller retries)
+                sync.error = f"{type(err).__name__}: {err}"
+                log.warning("could not read the published models at the start (%s)", err)
             if supervise_learner:
                 supervisor = Supervisor(settings, settings.data_dir / "learner.log")
                 supervisor.start()
@@ -369,6 +374,8 @@ def create_app(
             )
             if failure is None and not h.learner_up:
                 status = "degraded: the learner is not running; the last published models serve"
+            elif failure is None and h.sync_error is not None:
+                status = "degraded: the published models cannot be read; the last applied serve"
         body = Health(
             status=status,
             region=settings.region,
@@ -440,9 +447,22 @@ def create_app(
         if foreign:
             guard.token_refused(request, caller, events_refused=len(foreign))
         waits: list[float] = []
+        # Each event counts one against its user's limit: taken for the whole batch at
+        # once (one round trip where the limits are on Redis), in order, then handed out
+        # per event as validation lets each through.
+        senders: list[str] = []
+        for i in own:
+            item = items[i]
+            sender = item.get("user_id") if isinstance(item, dict) else None
+            if isinstance(sender, str):
+                senders.append(sender)
+        taken: dict[str, deque[float]] = {}
+        for user_id, wait in zip(senders, guard.user_waits(senders), strict=True):
+            taken.setdefault(user_id, deque()).append(wait)
 
         def user_limit(user_id: str) -> float:
-            wait = guard.user_wait(user_id)
+            queue = taken.get(user_id)
+            wait = queue.popleft() if queue else guard.user_wait(user_id)
             waits.append(wait)
             return wait
 

@@ -17,7 +17,7 @@ token never grants more than its key: the key must hold the route's scope too.
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency's signature.
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fyp.config import Settings
 from fyp.privacy.keys import ApiKey, SqliteKeyStore
-from fyp.privacy.ratelimit import RateLimiter, retry_after
+from fyp.privacy.ratelimit import limiters, limits_store, retry_after
 from fyp.privacy.tokens import TokenError, TokenSigner, UserToken, check, is_user_token
 from fyp.types import now_ms
 
@@ -90,10 +90,15 @@ class Guard:
         self.settings = settings
         self.keys = keys
         auth = settings.auth
-        self.per_key = RateLimiter(auth.key_rate_per_s, auth.key_burst)
-        self.per_user = RateLimiter(auth.user_rate_per_s, auth.user_burst)
-        self.failed_auth = RateLimiter(auth.failed_auth_rate_per_s, auth.failed_auth_burst)
-        self.creations = RateLimiter(
+        # In this process, or shared by every API process on a Redis server.
+        limiter = limiters(limits_store(auth.rate_limits, settings.event_log))
+        self.per_key = limiter("key", auth.key_rate_per_s, auth.key_burst)
+        self.per_user = limiter("user", auth.user_rate_per_s, auth.user_burst)
+        self.failed_auth = limiter(
+            "failed_auth", auth.failed_auth_rate_per_s, auth.failed_auth_burst
+        )
+        self.creations = limiter(
+            "creations",
             auth.user_creations_per_key / auth.user_creation_window_s,
             auth.user_creations_per_key,
         )
@@ -257,6 +262,11 @@ class Guard:
     def user_wait(self, user_id: str) -> float:
         """Seconds ``user_id`` must wait (0: go ahead): their feed requests and events."""
         return self.per_user.take(user_id)
+
+    def user_waits(self, user_ids: Sequence[str]) -> list[float]:
+        """:meth:`user_wait` for each in turn (a user may come again: an event batch),
+        at once (one round trip where the limits are on Redis)."""
+        return self.per_user.take_each(user_ids)
 
     def check_creation(self, caller: Caller) -> None:
         """429 if ``caller`` may create no more users now. Checked before a ``PUT`` of an

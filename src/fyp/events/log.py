@@ -59,6 +59,13 @@ class EventLog(Protocol):
         """Delete events that happened before ``ts`` (retention); returns how many."""
         ...
 
+    def commit(self, reader: str, offset: int) -> None:
+        """``reader`` (a process folding the log from its checkpoint) holds every event
+        through ``offset`` in a checkpoint: a log that trims keeps what it would replay
+        (the Redis log: docs/cluster.md). The embedded log is trimmed only by retention,
+        and ignores it."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -220,6 +227,9 @@ class SqliteEventLog:
 
     def delete_before(self, ts: int) -> int:
         return self._delete("ts < ?", ts)
+
+    def commit(self, reader: str, offset: int) -> None:
+        pass  # (never trimmed but by retention: see EventLog.commit)
 
     def close(self) -> None:
         with self._lock:

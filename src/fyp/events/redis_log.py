@@ -40,8 +40,7 @@ whose CONFIG command is disabled). See docs/cluster.md.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -50,7 +49,7 @@ import redis
 from redis.commands.core import Script
 
 from fyp.events.log import AppendResult
-from fyp.storage.errors import StorageUnavailableError
+from fyp.storage.redis_server import config, reaching, scrub
 from fyp.types import Event, EventType, LoggedEvent
 
 Durability = Literal["always", "everysec", "none"]
@@ -59,7 +58,6 @@ DEFAULT_PREFIX = "fyp"
 
 _TYPES = {t.value: t for t in EventType}
 _CHUNK = 1_000  # events one deleting script handles: Redis serves nobody else meanwhile
-_POLL_S = 0.05
 
 # Commands with many arguments, in slices: Lua's unpack is bounded (by its C stack).
 _BULK = """
@@ -193,19 +191,45 @@ return #offsets
 """
 
 
-@contextlib.contextmanager
-def _reaching() -> Iterator[None]:
-    """Redis's connection faults (down, restarting, loading its data, a timeout, a
-    replica that became read-only) as :class:`StorageUnavailableError`, which the API answers
-    with 503 and a Retry-After."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as err:
-        raise StorageUnavailableError(f"the event log's Redis server: {err}") from err
-    except redis.ResponseError as err:
-        if not str(err).startswith(("LOADING", "BUSY", "MASTERDOWN")):
-            raise
-        raise StorageUnavailableError(f"the event log's Redis server: {err}") from err
+# KEYS: ids, log, ts. ARGV: prefix, through (an offset), chunk. Deletes up to chunk of
+# the oldest events at or below the offset (each with its id, user index entry and time),
+# then trims the stream below the next: XTRIM MINID frees whole listpack nodes, which
+# XDEL does not. Returns how many.
+_TRIM = """#!lua
+local entries = redis.call('XRANGE', KEYS[2], '-', '0-' .. ARGV[2], 'COUNT', tonumber(ARGV[3]))
+for _, entry in ipairs(entries) do
+  local offset = string.sub(entry[1], 3)
+  local key = ARGV[1] .. 'e:' .. offset
+  local blob = redis.call('GET', key)
+  if blob then
+    local e = cjson.decode(blob)
+    redis.call('HDEL', KEYS[1], e[1])
+    redis.call('ZREM', ARGV[1] .. 'u:' .. e[2], e[1])
+    redis.call('DEL', key)
+  end
+  redis.call('ZREM', KEYS[3], offset)
+end
+if #entries > 0 then
+  local last = tonumber(string.sub(entries[#entries][1], 3))
+  redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. string.format('%d', last + 1))
+end
+return #entries
+"""
+
+
+def _reaching() -> contextlib.AbstractContextManager[None]:
+    return reaching("the event log")
+
+
+def stream_id(offset: int) -> str:
+    """The stream entry id of an offset."""
+    return f"0-{offset}"
+
+
+def stream_offset(entry_id: bytes | str) -> int:
+    """The offset of a stream entry id (``0-<offset>``)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[2])
 
 
 class RedisDurabilityError(RuntimeError):
@@ -275,6 +299,8 @@ class RedisEventLog:
         self._for_user = self._r.register_script(_FOR_USER)
         self._erase = self._r.register_script(_ERASE)
         self._delete_before = self._r.register_script(_DELETE_BEFORE)
+        self._trim = self._r.register_script(_TRIM)
+        self._readers = f"{tag}readers"
         self.durability = durability
         with _reaching():
             self._check_durability()
@@ -287,7 +313,7 @@ class RedisEventLog:
     # -- the server ---------------------------------------------------------------------
 
     def _config(self, name: str) -> str:
-        return str(self._r.config_get(name).get(name, ""))
+        return config(self._r, name)
 
     def _check_durability(self) -> None:
         if self.durability == "none":
@@ -379,73 +405,88 @@ class RedisEventLog:
         return self._delete_chunks(self._delete_before, ts)
 
     def scrub(self, timeout_s: float = 600.0) -> None:
-        """Rewrite the server's files from what it holds now, so that nothing of deleted
-        events is left in them: the AOF (BGREWRITEAOF: a new base file, the old base and
-        incremental files deleted), when AOF is on; the RDB file (BGSAVE), when the
-        server saves snapshots (``save`` set). Returns once both are written, or raises.
-        What it cannot reach: replicas' files (each needs the same), backups copied
-        off the server, and an RDB file left from before snapshots were turned off."""
-        deadline = time.monotonic() + timeout_s
+        """Nothing of deleted events left in the server's files: see
+        :func:`fyp.storage.redis_server.scrub`."""
         with _reaching():
-            if int(self._persistence()["aof_enabled"]):
-                self._background(
-                    "BGREWRITEAOF", "aof_rewrites", "aof_rewrite", "aof_last_bgrewrite_status",
-                    deadline,
-                )  # fmt: skip
-            if self._config("save").strip():
-                self._background(
-                    "BGSAVE", "rdb_saves", "rdb_bgsave", "rdb_last_bgsave_status", deadline
-                )
+            scrub(self._r, timeout_s)
 
-    def _persistence(self) -> dict[str, Any]:
-        return self._r.info("persistence")
+    # -- what consumer groups (fyp.events.redis_groups) build on ---------------------------
 
-    def _background(
-        self, command: str, counter: str, state: str, status: str, deadline: float
-    ) -> None:
-        """Run ``command`` (a forked rewrite) to its end: started after this call (one
-        already running may have started before the deletions, so it is waited out and
-        another started), and successful."""
-        while True:
-            before = int(self._persistence()[counter])
-            try:
-                if command == "BGSAVE":
-                    self._r.bgsave(schedule=True)
-                else:
-                    self._r.bgrewriteaof()
-                break
-            except redis.ResponseError as err:
-                if "in progress" not in str(err):
-                    raise
-                self._wait(lambda info: not self._busy(info, state), deadline, command)
-        info = self._wait(
-            lambda info: int(info[counter]) > before and not self._busy(info, state),
-            deadline,
-            command,
-        )
-        if info[status] != "ok":
-            raise StorageUnavailableError(
-                f"the Redis server's {command} failed: {status}={info[status]}"
+    @property
+    def client(self) -> redis.Redis:
+        return self._r
+
+    @property
+    def stream(self) -> str:
+        """The stream's key."""
+        return self._log
+
+    def reaching(self) -> contextlib.AbstractContextManager[None]:
+        """Redis's faults as :class:`StorageUnavailableError`, for the block."""
+        return _reaching()
+
+    def events_at(self, offsets: Sequence[int]) -> list[LoggedEvent | None]:
+        """The events at these offsets (None: deleted)."""
+        if not offsets:
+            return []
+        with _reaching():
+            blobs = cast(
+                list[bytes | None], self._r.mget([f"{self._prefix}e:{o}" for o in offsets])
             )
+        return [
+            None if blob is None else _decode(str(o).encode(), blob)
+            for o, blob in zip(offsets, blobs, strict=True)
+        ]
 
-    @staticmethod
-    def _busy(info: dict[str, Any], state: str) -> bool:
-        in_progress = int(info.get(f"{state}_in_progress", 0))
-        scheduled = int(info.get(f"{state}_scheduled", 0))
-        return bool(in_progress or scheduled)
+    # -- trimming -------------------------------------------------------------------------
 
-    def _wait(
-        self, done: Callable[[dict[str, Any]], bool], deadline: float, command: str
-    ) -> dict[str, Any]:
+    def commit(self, reader: str, offset: int) -> None:
+        """``reader`` (a process that folds the log from its checkpoint: a learner, a
+        server) holds every event through ``offset`` in a checkpoint: :meth:`trim` keeps
+        every event after it. Kept until :meth:`forget_reader`."""
+        with _reaching():
+            self._r.hset(self._readers, reader, offset)
+
+    def readers(self) -> dict[str, int]:
+        """Every reader's committed offset."""
+        with _reaching():
+            raw = cast(dict[bytes, bytes], self._r.hgetall(self._readers))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def forget_reader(self, reader: str) -> bool:
+        """Stop holding trimming back for ``reader`` (gone for good)."""
+        with _reaching():
+            return bool(self._r.hdel(self._readers, reader))
+
+    def trim_bound(self) -> int:
+        """The highest offset :meth:`trim` may delete through: the lowest of every
+        reader's committed offset and every consumer group's done offset (handed out
+        and acknowledged: :attr:`GroupInfo.done_through`); 0 (nothing) when there is
+        neither, as a log that nobody has said they hold is not trimmed."""
+        from fyp.events.redis_groups import groups
+
+        bounds = list(self.readers().values())
+        bounds += [g.done_through for g in groups(self)]
+        return max(0, min(bounds, default=0))
+
+    def trim(self, through_offset: int) -> int:
+        """Delete the events at or below ``through_offset`` and no further than
+        :meth:`trim_bound` (every key of theirs, the stream trimmed with XTRIM MINID);
+        returns how many. Offsets are not reused; the deleted events' ids leave the
+        idempotency check (an event sent again after its trim is stored again)."""
+        through = min(through_offset, self.trim_bound())
+        if through <= 0:
+            return 0
+        total = 0
         while True:
-            info = self._persistence()
-            if done(info):
-                return info
-            if time.monotonic() > deadline:
-                raise StorageUnavailableError(
-                    f"the Redis server's {command} did not finish in time"
+            n = int(
+                self._run(
+                    self._trim, [self._ids, self._log, self._ts], [self._prefix, through, _CHUNK]
                 )
-            time.sleep(_POLL_S)
+            )
+            total += n
+            if n < _CHUNK:
+                return total
 
     def close(self) -> None:
         self._r.close()

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fyp.config import Settings
-from fyp.model.channel import CHANNEL_DIR, FileModelChannel
+from fyp.model.channel import ModelChannel, open_channel
 from fyp.model.publisher import USER_TABLES
 from fyp.storage.checkpoint import discard_partial, read_checkpoint, write_checkpoint
 
@@ -48,8 +48,9 @@ class LearnerStatus:
     erased: list[str] = field(default_factory=list)
 
 
-def channel_of(settings: Settings) -> FileModelChannel:
-    return FileModelChannel(settings.data_dir / CHANNEL_DIR)
+def channel_of(settings: Settings) -> ModelChannel:
+    """The model channel ``model.channel`` names (None: the files in the data dir)."""
+    return open_channel(settings.model.channel, settings.data_dir)
 
 
 def read_status(data_dir: Path) -> LearnerStatus | None:

@@ -12,7 +12,9 @@ that, then the deltas after it in order.
 Updates travel as bytes in the ``.npz`` format (numpy arrays; ids as unicode arrays; read
 with ``allow_pickle=False``, so a file can hold nothing but data), which any channel can
 store: :class:`FileModelChannel` here keeps them as files in the data dir (the embedded
-deployment: one machine), a Redis channel keeps the same bytes under keys.
+deployment: one machine), :class:`fyp.model.redis_channel.RedisModelChannel` the same
+bytes under keys of a Redis server (several machines). :func:`open_channel` chooses by
+URL (``model.channel``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ __all__ = [
     "IndexChanges",
     "ModelChannel",
     "ModelUpdate",
+    "check_channel_url",
     "decode",
     "encode",
+    "open_channel",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -270,3 +274,22 @@ class FileModelChannel:
             "files": len(files),
             "bytes": sum(p.stat().st_size for _, _, p in files if p.exists()),
         }
+
+
+def check_channel_url(url: str) -> str:
+    """``url`` if it names a channel this engine has (a Redis server), else a ValueError
+    saying what is wrong; nothing is opened."""
+    from fyp.model.redis_channel import split_url
+
+    split_url(url)
+    return url
+
+
+def open_channel(url: str | None, data_dir: Path) -> ModelChannel:
+    """The model channel at ``url``: None, the files in ``data_dir`` (one machine);
+    ``redis://host:port/db?prefix=p``, a Redis server shared by several."""
+    if url is None:
+        return FileModelChannel(data_dir / CHANNEL_DIR)
+    from fyp.model.redis_channel import RedisModelChannel  # redis only when asked for
+
+    return RedisModelChannel.from_url(url)

@@ -3,6 +3,9 @@
 Called on every request, so ``take`` is a dict lookup and a little arithmetic. There is no
 lock: the API calls it from its one asyncio event loop, where nothing runs between the
 read and the write of a bucket. Share one limiter between threads and you need a lock.
+
+Several API processes share limits through a Redis server instead
+(:class:`fyp.privacy.redis_ratelimit.RedisRateLimiter`): :func:`limiters` chooses.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # A caller that waits exactly the returned delay must then be let through; without this
 # slack, float rounding in the refill can leave it a hair short and refuse it again.
@@ -101,3 +106,50 @@ class RateLimiter:
             return 0.0
         buckets[key] = (tokens, now)
         return (n - tokens) / self.rate
+
+    def take_each(self, keys: Sequence[str]) -> list[float]:
+        """:meth:`take` of one token for each key in turn (a key may come again): what
+        each was answered."""
+        return [self.take(k) for k in keys]
+
+
+class Limiter(Protocol):
+    """What the API asks of a rate limiter (:class:`RateLimiter` or a Redis one)."""
+
+    def take(self, key: str, n: float = 1.0) -> float: ...
+
+    def wait(self, key: str, n: float = 1.0) -> float: ...
+
+    def take_each(self, keys: Sequence[str]) -> list[float]: ...
+
+
+def limits_store(rate_limits: str | None, event_log: str | None) -> str | None:
+    """The Redis URL the buckets are kept on (None: in this process), from the settings
+    ``auth.rate_limits`` and ``event_log``: see :class:`fyp.config.AuthConfig`."""
+    if rate_limits == "memory":
+        return None
+    if rate_limits is not None:
+        return rate_limits
+    if event_log is None or event_log.startswith("sqlite:"):
+        return None
+    # The event log's server and prefix; its durability option is the log's own.
+    parts = urlsplit(event_log)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode([q for q in query if q[0] != "durability"])))
+
+
+Limiters = Callable[[str, float, float], Limiter]
+
+
+def limiters(store: str | None) -> Limiters:
+    """What makes the API's limiters (each from a name, one limit: ``key``, ``user``;
+    a rate per second; a burst): in this process (``store`` None), or on the Redis
+    server at ``store``, all of them through one client."""
+    if store is None:
+        return lambda name, rate, burst: RateLimiter(rate, burst)
+    from fyp.privacy.redis_ratelimit import RedisRateLimiter  # redis only when asked for
+    from fyp.storage.redis_server import split_url
+
+    url, prefix = split_url(store, "the rate limits'")
+    client = RedisRateLimiter.connect(url)
+    return lambda name, rate, burst: RedisRateLimiter(client, name, rate, burst, prefix)

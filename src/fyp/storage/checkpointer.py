@@ -30,7 +30,8 @@ _POLL_S = 0.01  # how often a wait for a checkpoint child looks whether it ended
 class Checkpointer:
     """The checkpoints of one engine, at ``path``: ``payload()`` is the state to write,
     ``applied()`` the log offset it is as of; ``lock`` is the engine's (a snapshot is
-    the state between two learning steps)."""
+    the state between two learning steps); ``landed(offset)`` is told of each checkpoint
+    written, with the offset it holds the log through."""
 
     def __init__(
         self,
@@ -40,6 +41,7 @@ class Checkpointer:
         lock: threading.RLock,
         every_events: int,
         timeout_s: float,
+        landed: Callable[[int], None] | None = None,
     ) -> None:
         self.path = path
         self._payload = payload
@@ -47,6 +49,7 @@ class Checkpointer:
         self._lock = lock
         self.every_events = every_events
         self.timeout_s = timeout_s
+        self._landed = landed
         self.offset = 0  # the log offset of the last checkpoint written or read
         # Why the last checkpoint failed, until one is written (``/healthz`` reports it).
         self.error: str | None = None
@@ -68,8 +71,7 @@ class Checkpointer:
             except OSError as err:
                 self.error = f"the checkpoint could not be written ({err})"
                 raise
-            self.offset = offset
-            self.error = None
+            self._land(offset)
             return size
 
     def start(self) -> bool:
@@ -130,9 +132,14 @@ class Checkpointer:
                 discard_partial(self.path)
                 self.retry_at = time.monotonic() + RETRY_S
                 return False
-            self.offset = max(self.offset, offset)
-            self.error = None
+            self._land(max(self.offset, offset))
             return True
+
+    def _land(self, offset: int) -> None:
+        self.offset = offset
+        self.error = None
+        if self._landed is not None:
+            self._landed(offset)
 
     def settle(self) -> None:
         """Wait for a background checkpoint, if one is being written (before anything
