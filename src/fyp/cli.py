@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -79,18 +80,26 @@ def _settings(
     store: str | None = None,
     model_channel: str | None = None,
 ) -> Settings:
-    return load_settings(
-        config,
-        {
-            "data_dir": data_dir,
-            "host": host,
-            "port": port,
-            "region": region,
-            "event_log": event_log,
-            "store": store,
-            "model": {"channel": model_channel},
-        },
-    )
+    """The settings from the flags, the environment and the file; a value that is wrong
+    (a URL of no backend, say) is said in a line each and the command exits 2."""
+    try:
+        return load_settings(
+            config,
+            {
+                "data_dir": data_dir,
+                "host": host,
+                "port": port,
+                "region": region,
+                "event_log": event_log,
+                "store": store,
+                "model": {"channel": model_channel},
+            },
+        )
+    except ValidationError as err:
+        for e in err.errors():
+            where = ".".join(str(part) for part in e["loc"])
+            console.print(f"[red]error:[/red] {where}: {e['msg']}")
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -122,6 +131,7 @@ def serve(
     except (DataDirError, SecretError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
+    _reach_backends(settings)
     if settings.auth.required and not _has_keys(settings.data_dir):
         console.print(
             "No API keys yet: every request but /healthz gets a 401. Make one with\n"
@@ -202,6 +212,25 @@ def _train_learner(settings: Settings) -> None:
         )
     finally:
         learner.close()
+
+
+def _reach_backends(settings: Settings) -> None:
+    """Open and close the event log and the stores where their URLs name servers: one
+    that does not answer (or refuses the URL's options) is said in a line, before a
+    server starts, rather than as the trace of a failed start-up."""
+    if settings.event_log is None and settings.store is None:
+        return
+    from fyp.events.backends import open_event_log
+    from fyp.storage.backends import open_stores
+
+    try:
+        open_event_log(settings.event_log, settings.data_dir).close()
+        stores = open_stores(settings.store, settings.data_dir)
+    except (OSError, ValueError, RuntimeError) as err:  # (unreachable; durability refused)
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
+    for store in (stores.catalog, stores.moderation, stores.users, stores.impressions):
+        store.close()
 
 
 @app.command()
