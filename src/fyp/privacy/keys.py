@@ -341,12 +341,19 @@ class SqliteKeyStore(KeyStore):
 
 
 def create_key(
-    data_dir: Path, scopes: Iterable[str] = SCOPES, region: str | None = None, label: str = ""
+    data_dir: Path,
+    scopes: Iterable[str] = SCOPES,
+    region: str | None = None,
+    label: str = "",
+    store_url: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key in ``data_dir``'s key store, opened and closed here: for programs that
-    drive their own server (the simulations, the benchmarks, tests). Not audited: an
-    operator's keys are made with ``fyp keys create``."""
-    store = SqliteKeyStore(data_dir / KEYS_FILE)
+    """A new key in the key store (``data_dir``'s, or the one at ``store_url``), opened
+    and closed here: for programs that drive their own server (the simulations, the
+    benchmarks, tests). Not audited: an operator's keys are made with ``fyp keys
+    create``."""
+    from fyp.storage.backends import open_key_store  # (which imports this module)
+
+    store = open_key_store(store_url, data_dir)
     try:
         return store.create(scopes, region, label, now_ms())
     finally:
