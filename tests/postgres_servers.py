@@ -1,10 +1,15 @@
 """PostgreSQL for the tests: the shared server (``FYP_TEST_POSTGRES_URL``, by default the
 one on 127.0.0.1:5432, database ``test``), used in a schema of each test's own that is
-dropped after it. Not a test module."""
+dropped after it; and a server of a test's own (:class:`PostgresServer`) for the tests
+that stop and start one. Not a test module."""
 
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,3 +62,67 @@ def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(parts.conninfo, options=f"-c search_path={parts.schema}") as conn:
         cur = conn.execute(sql.encode(), args)
         return cur.fetchall() if cur.description else []
+
+
+PG_BIN = Path(os.environ.get("FYP_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PostgresServer:
+    """A PostgreSQL server of the test's own (never the machine's shared one, which other
+    work uses): ``initdb`` into a new temporary directory, ``pg_ctl`` on 127.0.0.1 and a
+    free port; :meth:`stop` (immediate: no checkpoint, as a crash) and :meth:`start`
+    again; :meth:`close` stops it and deletes its files. Run as ``postgres`` when the
+    tests run as root (initdb refuses root), so the directory is not pytest's (0700)."""
+
+    def __init__(self, unavailable: Callable[[str], NoReturn]) -> None:
+        from server_process import free_port
+
+        if not (PG_BIN / "initdb").is_file():
+            unavailable(f"no PostgreSQL server binaries in {PG_BIN} (set FYP_TEST_PG_BIN)")
+        self.dir = Path(tempfile.mkdtemp(prefix="fyp-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                user = pwd.getpwnam("postgres")
+            except KeyError:
+                shutil.rmtree(self.dir)
+                unavailable("running as root and there is no postgres user to run initdb as")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+        init = self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "root", "--no-sync")
+        if init.returncode != 0:
+            shutil.rmtree(self.dir)
+            unavailable(f"initdb failed: {init.stdout[-500:]}")
+        self.start()
+
+    @property
+    def url(self) -> str:
+        """The store URL of a schema in it (connect_timeout short: a test waits on it)."""
+        return f"postgresql://root@127.0.0.1:{self.port}/postgres?schema=fyp&connect_timeout=2"
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self._as, str(PG_BIN / tool), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        log = str(self.dir / "server.log")
+        done = self._run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", options, "start")
+        assert done.returncode == 0, done.stdout + (self.dir / "server.log").read_text()
+
+    def stop(self) -> None:
+        done = self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        assert done.returncode == 0, done.stdout
+
+    def close(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -132,7 +132,7 @@ def serve(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
     _reach_backends(settings)
-    if settings.auth.required and not _has_keys(settings.data_dir):
+    if settings.auth.required and not _has_keys(settings):
         console.print(
             "No API keys yet: every request but /healthz gets a 401. Make one with\n"
             f"  fyp keys create --data-dir {settings.data_dir} --scopes all"
@@ -315,12 +315,12 @@ def import_kuairand_cmd(
     console.print("KuaiRand: Gao et al., CIKM 2022, CC BY-SA 4.0.")
 
 
-def _has_keys(data_dir: Path) -> bool:
-    from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
+def _has_keys(settings: Settings) -> bool:
+    from fyp.storage.backends import has_keys_store, open_key_store
 
-    if not (data_dir / KEYS_FILE).exists():
+    if not has_keys_store(settings.store, settings.data_dir):
         return False
-    keys = SqliteKeyStore(data_dir / KEYS_FILE)
+    keys = open_key_store(settings.store, settings.data_dir)
     try:
         return any(k.revoked_at is None for k in keys.list())
     finally:
@@ -330,13 +330,13 @@ def _has_keys(data_dir: Path) -> bool:
 def _demo_key(settings: Settings) -> str:
     """A fresh key with every scope for this demo run (the last run's are revoked, so
     demo keys do not pile up); recorded in the audit log like any other."""
-    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
     from fyp.privacy.commands import create_audited, revoke_audited
-    from fyp.privacy.keys import KEYS_FILE, SCOPES, SqliteKeyStore
+    from fyp.privacy.keys import SCOPES
+    from fyp.storage.backends import open_audit_log, open_key_store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE)
-    audit = AuditLog(settings.data_dir / AUDIT_FILE)
+    keys = open_key_store(settings.store, settings.data_dir)
+    audit = open_audit_log(settings.store, settings.data_dir)
     try:
         for old in keys.list():
             if old.label == "demo" and old.revoked_at is None:

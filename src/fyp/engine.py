@@ -29,7 +29,7 @@ from fyp.events.impressions import ImpressionLog
 from fyp.events.ingest import IngestResult, Refusal, ingest
 from fyp.events.log import EventLog
 from fyp.pipeline import Feed, FeedPipeline, PipelineCounters, build_pipeline
-from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+from fyp.privacy.audit_log import AuditLog
 from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
 from fyp.privacy.ratelimit import retry_after
@@ -333,7 +333,7 @@ class Engine:
         :data:`Role`."""
         data: Path = settings.data_dir
         pseudonyms = open_data_dir(settings)
-        stores = open_stores(settings.store, data)
+        stores = open_stores(settings.store, data, clock)
         engine = cls(
             settings,
             stores.catalog,
@@ -343,7 +343,7 @@ class Engine:
             stores.moderation,
             stores.users,
             pseudonyms,
-            AuditLog(data / AUDIT_FILE, clock),
+            stores.audit,
             role,
         )
         # A checkpoint the last process was writing when it died (its child dies with it)

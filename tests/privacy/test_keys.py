@@ -1,12 +1,27 @@
-"""API keys: tokens authenticate only while live, and are never written down."""
+"""API keys: tokens authenticate only while live, and are never written down.
+
+The contract runs on every backend (``IMPLEMENTATIONS``: keys.db, and a PostgreSQL schema
+of the test's own); what only a file has (its bytes, SQLite's statements) is tested on
+SQLite alone."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fyp.privacy.keys import KEYS_FILE, SCOPES, ApiKey, SqliteKeyStore, UnknownScopeError
+from fyp.privacy.keys import (
+    KEYS_FILE,
+    SCOPES,
+    ApiKey,
+    KeyStore,
+    SqliteKeyStore,
+    UnknownScopeError,
+)
+from postgres_servers import location
 
 NOW = 1_750_000_000_000
 
@@ -19,12 +34,46 @@ class FakeClock:
         return self.t
 
 
+def pg_keys(url: str, **options: Any) -> KeyStore:
+    from fyp.storage.postgres.database import Database
+    from fyp.storage.postgres.keys import PgKeyStore
+
+    db = Database(url, pool_size=2).attach()  # a pool of its own: another process's
+    try:
+        return PgKeyStore(db, **options)
+    finally:
+        db.release()
+
+
+IMPLEMENTATIONS = [
+    pytest.param(lambda where, **o: SqliteKeyStore(where / KEYS_FILE, **o), id="sqlite"),
+    pytest.param(pg_keys, id="postgresql"),
+]
+OpenKeys = Callable[..., KeyStore]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def open_keys(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenKeys]:
+    """Opens the store kept at this test's location (again: as another process would)."""
+    factory = request.param
+    where = location(request, tmp_path)
+    opened: list[KeyStore] = []
+
+    def open_(**options: Any) -> KeyStore:
+        opened.append(factory(where, **options))
+        return opened[-1]
+
+    yield open_
+    for keys in opened:
+        keys.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteKeyStore:
-    return SqliteKeyStore(tmp_path / KEYS_FILE)
+def store(open_keys: OpenKeys) -> KeyStore:
+    return open_keys()
 
 
-def test_created_key_authenticates(store: SqliteKeyStore) -> None:
+def test_created_key_authenticates(store: KeyStore) -> None:
     key, token = store.create(["feed:read", "events:write"], "eu", "app", NOW)
     assert token.startswith(f"fyp_{key.key_id}_")
     assert key.key_id.startswith("k_") and len(key.key_id) == 12
@@ -35,16 +84,14 @@ def test_created_key_authenticates(store: SqliteKeyStore) -> None:
     assert key.allows("feed:read") and not key.allows("users:admin")
 
 
-def test_authenticates_after_reopen(tmp_path: Path) -> None:
-    first = SqliteKeyStore(tmp_path / KEYS_FILE)
+def test_authenticates_after_reopen(open_keys: OpenKeys) -> None:
+    first = open_keys()
     key, token = first.create(SCOPES, None, "", NOW)
     first.close()
-    second = SqliteKeyStore(tmp_path / KEYS_FILE)
-    assert second.authenticate(token) == key
-    second.close()
+    assert open_keys().authenticate(token) == key
 
 
-def test_wrong_tokens_are_refused(store: SqliteKeyStore) -> None:
+def test_wrong_tokens_are_refused(store: KeyStore) -> None:
     key, token = store.create(["feed:read"], None, "", NOW)
     other, _ = store.create(["feed:read"], None, "", NOW)
     for i in range(len(token)):
@@ -71,7 +118,7 @@ def test_wrong_tokens_are_refused(store: SqliteKeyStore) -> None:
         assert store.authenticate(bad) is None, bad
 
 
-def test_revoked_key_is_refused(store: SqliteKeyStore) -> None:
+def test_revoked_key_is_refused(store: KeyStore) -> None:
     key, token = store.create(["feed:read"], None, "", NOW)
     assert store.revoke(key.key_id, NOW + 1)
     assert store.authenticate(token) is None
@@ -81,18 +128,61 @@ def test_revoked_key_is_refused(store: SqliteKeyStore) -> None:
     assert listed.revoked_at == NOW + 1 and not listed.allows("feed:read")
 
 
-def test_revocation_by_another_process_takes_effect(tmp_path: Path) -> None:
+def test_revocation_by_another_process_takes_effect_within_the_recheck(
+    open_keys: OpenKeys,
+) -> None:
+    """How quickly: a process trusts a key it has cached for ``recheck_s`` (2 s on
+    SQLite, 1 s on PostgreSQL) and then asks whether the keys changed, so every process
+    refuses a key revoked elsewhere within that."""
     clock = FakeClock()
-    server = SqliteKeyStore(tmp_path / KEYS_FILE, clock=clock)
-    cli = SqliteKeyStore(tmp_path / KEYS_FILE)
-    # A key the CLI creates while the server runs works at once (a cache miss reads it).
+    servers = [open_keys(clock=clock, recheck_s=1.0) for _ in range(2)]
+    cli = open_keys()
+    # A key the CLI creates while the servers run works at once (a cache miss reads it).
     key, token = cli.create(["feed:read"], None, "", NOW)
-    assert server.authenticate(token) == key
+    other, other_token = cli.create(["feed:read"], None, "", NOW)
+    assert all(s.authenticate(token) == key for s in servers)
     assert cli.revoke(key.key_id, NOW + 1)
-    clock.t += 2.5  # past the store's re-check interval
-    assert server.authenticate(token) is None
-    cli.close()
-    server.close()
+    clock.t += 0.5  # within the re-check interval: the cached key still answers
+    assert all(s.authenticate(token) == key for s in servers)
+    clock.t += 0.6  # past it
+    assert all(s.authenticate(token) is None for s in servers)
+    assert all(s.authenticate(other_token) == other for s in servers)
+    epoch = cli.revoke_tokens(other.key_id)
+    clock.t += 1.1
+    assert epoch == 1 and all(
+        s.lookup(other.key_id) == replace(other, token_epoch=1) for s in servers
+    )
+
+
+def test_unknown_key_ids_read_the_keys_only_after_another_process_wrote(
+    open_keys: OpenKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown id costs a look at the backend's version (on PostgreSQL one row), not
+    a read of the keys; those are read again once, after another process wrote."""
+    server = open_keys()
+    key, token = server.create(["feed:read"], None, "", NOW)
+    full_reads: list[int] = []
+    real = type(server)._rows
+
+    def counted(self: KeyStore, ordered: bool = False) -> Any:
+        full_reads.append(1)
+        return real(self, ordered)
+
+    monkeypatch.setattr(type(server), "_rows", counted)
+    secret = token.split("_", 3)[3]
+    server.authenticate(f"fyp_k_{0:010x}_{secret}")  # (our own create may count as a change)
+    full_reads.clear()
+    for i in range(1, 50):
+        assert server.authenticate(f"fyp_k_{i:010x}_{secret}") is None
+    assert server.authenticate(token) == key
+    assert full_reads == []
+    cli = open_keys()
+    made, made_token = cli.create(["audit:read"], None, "", NOW)
+    full_reads.clear()
+    assert server.authenticate(made_token) == made
+    for i in range(1, 50):
+        assert server.authenticate(f"fyp_k_{i:010x}_{secret}") is None
+    assert full_reads == [1]
 
 
 def test_unknown_key_ids_are_answered_without_a_lookup(tmp_path: Path) -> None:
@@ -143,7 +233,7 @@ def test_token_is_never_stored(tmp_path: Path) -> None:
         assert token.split("_", 3)[3].encode() not in data
 
 
-def test_unknown_or_no_scopes_are_rejected(store: SqliteKeyStore) -> None:
+def test_unknown_or_no_scopes_are_rejected(store: KeyStore) -> None:
     with pytest.raises(UnknownScopeError, match="feed:write") as e:
         store.create(["feed:read", "feed:write"], None, "", NOW)
     for scope in SCOPES:
@@ -153,7 +243,7 @@ def test_unknown_or_no_scopes_are_rejected(store: SqliteKeyStore) -> None:
     assert store.list() == []
 
 
-def test_list_is_oldest_first(store: SqliteKeyStore) -> None:
+def test_list_is_oldest_first(store: KeyStore) -> None:
     made = [store.create(["feed:read"], None, str(i), NOW + i)[0] for i in (0, 1, 2)]
     same_ms = [store.create(["feed:read"], None, s, NOW + 5)[0] for s in "ab"]
     store.revoke(made[1].key_id, NOW + 10)

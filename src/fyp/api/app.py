@@ -71,11 +71,12 @@ from fyp.engine import Engine, ErasureInProgressError, UnknownPageError, serving
 from fyp.events.ingest import IngestResult, Rejected
 from fyp.learning.link import channel_of
 from fyp.learning.supervisor import Supervisor
-from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
+from fyp.privacy.keys import KeyStore
 from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError
 from fyp.privacy.tokens import TokenSigner
 from fyp.safety.moderator import InvalidModerationError, UnknownVideoError
+from fyp.storage.backends import open_key_store
 from fyp.types import DAY_MS, DEFAULT_SURFACE, UserProfile
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.validation import ID_PATTERN, ID_RULE, MAX_ID_CHARS, CheckedId, id_problem, utf8_problem
@@ -196,7 +197,9 @@ def create_app(
     loops: dict[str, LearningLoop] = {}
     syncs: dict[str, ModelSync] = {}
     model_metrics: dict[str, ModelSyncCollector] = {}
-    keys = SqliteKeyStore(settings.data_dir / KEYS_FILE) if settings.auth.required else None
+    keys: KeyStore | None = None
+    if settings.auth.required:
+        keys = open_key_store(settings.store, settings.data_dir)
     guard = Guard(settings, keys)
     metrics.watch_guard(guard)
     # The scope each route needs (../API.md): 401 without a valid key, 403 without it.

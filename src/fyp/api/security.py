@@ -25,7 +25,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fyp.config import Settings
-from fyp.privacy.keys import ApiKey, SqliteKeyStore
+from fyp.privacy.keys import ApiKey, KeyStore
 from fyp.privacy.ratelimit import limiters, limits_store, retry_after
 from fyp.privacy.tokens import TokenError, TokenSigner, UserToken, check, is_user_token
 from fyp.types import now_ms
@@ -86,7 +86,7 @@ def too_many(wait_s: float, what: str, detail: str | None = None) -> HTTPExcepti
 
 
 class Guard:
-    def __init__(self, settings: Settings, keys: SqliteKeyStore | None) -> None:
+    def __init__(self, settings: Settings, keys: KeyStore | None) -> None:
         self.settings = settings
         self.keys = keys
         auth = settings.auth

@@ -1,8 +1,9 @@
 """``fyp audit ...``: the algorithm audit report from the command line.
 
-The stores are read through their own classes (no SQL here). A store whose file is
-missing is read as empty rather than opened, since opening one creates it: an audit
-leaves the data dir as it found it.
+The stores are read through their own classes (no SQL here): the data dir's SQLite
+files, or the store URL's PostgreSQL schema (``--store``, ``FYP_STORE``). A SQLite store
+whose file is missing is read as empty rather than opened, since opening one creates
+it: an audit leaves the data dir as it found it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ audit_app = typer.Typer(help="What the feed did: reports for outside review.", n
 console = Console()
 
 DEFAULT_WINDOW_DAYS = 30
+
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="The stores' URL (postgresql://…) when they are not the data dir's files. "
+        "Default: FYP_STORE, if set.",
+    ),
+]
+
+
+def _store_url(store: str | None) -> str | None:
+    from fyp.config import load_settings
+
+    return store if store is not None else load_settings().store
 
 
 class _Closable(Protocol):
@@ -103,6 +119,37 @@ def _moderation(data_dir: Path) -> list[ModerationAction]:
     )
 
 
+def _sqlite_audit(data_dir: Path, since_ms: int, until_ms: int) -> AuditReport:
+    """The audit of the data dir's SQLite stores (an error exit when it has no
+    impression log)."""
+    from fyp.audit.report import build_audit
+    from fyp.events.impressions import SqliteImpressionLog
+
+    impressions_db = data_dir / "impressions.db"
+    if not data_dir.is_dir():
+        console.print(f"[red]error:[/red] no data dir at {data_dir}")
+        raise typer.Exit(1)
+    if not impressions_db.is_file():
+        console.print(f"[red]error:[/red] no impression log in {data_dir} (impressions.db)")
+        raise typer.Exit(1)
+    videos = _videos(data_dir)
+    profiles = _profiles(data_dir)
+    moderation = _moderation(data_dir)
+    log = SqliteImpressionLog(impressions_db)
+    try:
+        return build_audit(
+            log.between(since_ms, until_ms),
+            videos,
+            profiles,
+            log.filter_counts(since_ms, until_ms),
+            moderation,
+            since_ms,
+            until_ms,
+        )
+    finally:
+        log.close()
+
+
 def headline_table(report: AuditReport) -> Table:
     """The report's headline numbers, for the terminal."""
     t, c = report.totals, report.concentration
@@ -152,6 +199,7 @@ def report(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the report's numbers as JSON here.")
     ] = None,
+    store: StoreUrl = None,
 ) -> None:
     """Audit what the feed served over a period: source mix, exploration, concentration
     by cohort, top creators, what the filters removed and moderation; write one
@@ -165,32 +213,25 @@ def report(
         since_ms = parse_time_ms(since, "--since")
     if since_ms >= until_ms:
         raise typer.BadParameter("must be before --until", param_hint="--since")
-    impressions_db = data_dir / "impressions.db"
-    if not data_dir.is_dir():
-        console.print(f"[red]error:[/red] no data dir at {data_dir}")
-        raise typer.Exit(1)
-    if not impressions_db.is_file():
-        console.print(f"[red]error:[/red] no impression log in {data_dir} (impressions.db)")
-        raise typer.Exit(1)
+    url = _store_url(store)
+    if url is not None:
+        from fyp.storage.backends import open_stores
 
-    from fyp.events.impressions import SqliteImpressionLog
-
-    videos = _videos(data_dir)
-    profiles = _profiles(data_dir)
-    moderation = _moderation(data_dir)
-    log = SqliteImpressionLog(impressions_db)
-    try:
-        audit = build_audit(
-            log.between(since_ms, until_ms),
-            videos,
-            profiles,
-            log.filter_counts(since_ms, until_ms),
-            moderation,
-            since_ms,
-            until_ms,
-        )
-    finally:
-        log.close()
+        stores = open_stores(url, data_dir)
+        try:
+            audit = build_audit(
+                stores.impressions.between(since_ms, until_ms),
+                {v.video_id: v for v in stores.catalog.all()},
+                stores.users.profiles(),
+                stores.impressions.filter_counts(since_ms, until_ms),
+                stores.moderation.history(),
+                since_ms,
+                until_ms,
+            )
+        finally:
+            stores.close()
+    else:
+        audit = _sqlite_audit(data_dir, since_ms, until_ms)
     write_html(audit, out)
     console.print(f"HTML: {out}")
     if json_out is not None:
@@ -202,15 +243,18 @@ def report(
 @audit_app.command("verify")
 def verify_log(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the engine keeps its data.")],
+    store: StoreUrl = None,
 ) -> None:
-    """Check the hash-chained audit log (audit.log): every record intact and none missing,
-    from the first to the one audit.head last recorded. Exits 1 at the first bad record."""
-    from fyp.privacy.audit_log import verify
+    """Check the hash-chained audit log (audit.log, or the store URL's audit_log table):
+    every record intact and none missing, from the first to the one its head last
+    recorded. Exits 1 at the first bad record."""
+    from fyp.storage.backends import verify_audit_log
 
-    if not data_dir.is_dir():
+    url = _store_url(store)
+    if url is None and not data_dir.is_dir():
         console.print(f"[red]error:[/red] no data dir at {data_dir}")
         raise typer.Exit(1)
-    result = verify(data_dir)
+    result = verify_audit_log(url, data_dir)
     if result.ok:
         console.print(f"audit log OK: {result.records} records, chain intact")
         return

@@ -26,11 +26,11 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from fyp.privacy.audit_index import SeqIndex, line_seq
 from fyp.privacy.audit_repeats import Repeats, Tally
@@ -83,6 +83,22 @@ class Verification:
     bad_line: int | None
     bad_seq: int | None
     reason: str | None
+
+
+class AuditChain(Protocol):
+    """Where the records of an :class:`AuditLog` are kept when not in its file (the
+    PostgreSQL table, ``fyp.storage.postgres.audit``): each append chained on the last
+    record, whichever process wrote it, and durable before it returns."""
+
+    def append(self, make: Callable[[tuple[int, str]], AuditRecord]) -> AuditRecord:
+        """Store ``make((seq, hash))`` of the last record, appenders taking turns."""
+        ...
+
+    def page(self, after_seq: int, limit: int) -> list[AuditRecord]: ...
+
+    def records(self) -> list[AuditRecord]: ...
+
+    def close(self) -> None: ...
 
 
 def _digest(fields: Mapping[str, Any]) -> str:
@@ -261,6 +277,23 @@ def _flock(fd: int, operation: int) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+class _Given(_Lines):
+    """Lines already split (a table's rows), nothing after the last."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        super().__init__(None)
+        self._given = lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._given
+
+
+def verify_lines(lines: Iterable[bytes], head: tuple[int, str] | None) -> Verification:
+    """Check records' lines (without their newlines), in seq order, against themselves
+    and the head (the last record's seq and hash, as recorded apart from them)."""
+    return _evaluate(_Given(lines), head)
+
+
 def verify(data_dir: Path) -> Verification:
     """Check ``audit.log`` in ``data_dir`` against itself and ``audit.head``."""
     path, head_path = data_dir / AUDIT_FILE, data_dir / HEAD_FILE
@@ -344,7 +377,13 @@ class AuditLog:
         path: Path | None,
         clock: Callable[[], int] = now_ms,
         repeats: Repeats | None = None,
+        *,
+        chain: AuditChain | None = None,
     ) -> None:
+        """``chain``: the records kept there instead (``path`` must then be None)."""
+        if chain is not None and path is not None:
+            raise ValueError("an audit log is a file or a chain elsewhere, not both")
+        self._chain = chain
         self._clock = clock
         self._lock = threading.Lock()
         self._memory: list[AuditRecord] = []
@@ -489,15 +528,21 @@ class AuditLog:
         self, action: str, actor: str, outcome: str, subject: str | None, facts: dict[str, Any]
     ) -> AuditRecord:
         """Write one record (holding ``self._lock``)."""
+        if self._chain is not None:
+            record = self._chain.append(
+                lambda head: self._next(head, action, actor, outcome, subject, facts)
+            )
+            self._head = (record.seq, record.hash)
+            return record
         if self._path is None or self._file is None or self._index is None:
-            record = self._next(action, actor, outcome, subject, facts)
+            record = self._next(self._head, action, actor, outcome, subject, facts)
             self._memory.append(record)
             self._head = (record.seq, record.hash)
             return record
         with _flock(self._file.fileno(), fcntl.LOCK_EX):
             if os.fstat(self._file.fileno()).st_size != self._size:
                 self._sync()  # another process appended
-            record = self._next(action, actor, outcome, subject, facts)
+            record = self._next(self._head, action, actor, outcome, subject, facts)
             line, offset = _line(record), self._size
             try:
                 _write_durably(self._file, line)
@@ -519,17 +564,23 @@ class AuditLog:
         return record
 
     def _next(
-        self, action: str, actor: str, outcome: str, subject: str | None, details: dict[str, Any]
+        self,
+        head: _Head,
+        action: str,
+        actor: str,
+        outcome: str,
+        subject: str | None,
+        details: dict[str, Any],
     ) -> AuditRecord:
         fields: dict[str, Any] = {
-            "seq": self._head[0] + 1,
+            "seq": head[0] + 1,
             "ts": self._clock(),
             "action": action,
             "actor": actor,
             "outcome": outcome,
             "subject": subject,
             "details": details,
-            "prev": self._head[1],
+            "prev": head[1],
         }
         return seal(fields)
 
@@ -538,6 +589,8 @@ class AuditLog:
         reads the index's block and the page, not the whole file."""
         if limit <= 0:
             return []
+        if self._chain is not None:
+            return self._chain.page(after_seq, limit)
         with self._lock:
             if self._path is None:
                 return [r for r in self._memory if r.seq > after_seq][:limit]
@@ -547,6 +600,8 @@ class AuditLog:
 
     def records(self) -> list[AuditRecord]:
         """Every readable record, in file order (a broken line is left to :func:`verify`)."""
+        if self._chain is not None:
+            return self._chain.records()
         with self._lock:
             if self._path is None:
                 return list(self._memory)
@@ -564,6 +619,9 @@ class AuditLog:
                     self._write_tallies(self._repeats.pending())
             finally:
                 self._closed = True
+                if self._chain is not None:
+                    self._chain.close()
+                    self._chain = None
                 for f in (self._file, self._reader, self._index):
                     if f is not None:
                         f.close()
@@ -575,6 +633,11 @@ def seal(fields: Mapping[str, Any]) -> AuditRecord:
     record = AuditRecord(**fields, hash=_digest(fields))
     _line(record)  # refuse what cannot be written (a lone surrogate) in memory mode too
     return record
+
+
+def parse(line: bytes) -> AuditRecord | str:
+    """The record on one line (without its newline), or why it is not one."""
+    return _parse(line)
 
 
 def encode(record: AuditRecord) -> bytes:

@@ -1,8 +1,9 @@
 """``fyp keys ...``: create, list and revoke the API keys clients send.
 
 Safe to run while the server is up: the server sees a new key at once and a revocation
-within a couple of seconds (see ``SqliteKeyStore``). Creation and revocation go to the
-audit log; the token and its hash never do.
+within a couple of seconds (see ``KeyStore``). Creation and revocation go to the
+audit log; the token and its hash never do. The keys and the audit log are the data
+dir's files, or the store URL's PostgreSQL schema (``--store``, ``FYP_STORE``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from rich.table import Table
 
 from fyp.config import load_settings
 from fyp.privacy.keys import (
-    KEYS_FILE,
     SCOPES,
     ApiKey,
-    SqliteKeyStore,
+    KeyStore,
     UnknownScopeError,
     validate_scopes,
 )
@@ -40,11 +40,33 @@ console = Console()
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Where the engine keeps its data.")
 ]
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="The stores' URL (postgresql://…): the keys and the audit log are there. "
+        "Default: FYP_STORE, else the data dir's files.",
+    ),
+]
 ACTOR = "cli"  # who the audit log says acted: a person at this machine's command line
 
 
-def _data_dir(data_dir: Path | None) -> Path:
-    return data_dir if data_dir is not None else load_settings().data_dir
+def _where(data_dir: Path | None, store: str | None) -> tuple[Path, str | None]:
+    """The data dir and the store URL: as given, else from the settings."""
+    if data_dir is not None and store is not None:
+        return data_dir, store
+    settings = load_settings(overrides={"data_dir": data_dir, "store": store})
+    return settings.data_dir, settings.store
+
+
+def _name(root: Path, store: str | None) -> str:
+    """Where the keys are, for people (a URL without its password)."""
+    if store is None:
+        return str(root)
+    from fyp.storage.postgres.url import split_url
+
+    parts = split_url(store)
+    return f"{parts.conninfo.split('@')[-1]} schema {parts.schema}"
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -59,7 +81,7 @@ def _utc(ms: int | None) -> str:
 
 
 def create_audited(
-    store: SqliteKeyStore,
+    store: KeyStore,
     audit: AuditLog,
     scopes: Iterable[str],
     region: str | None,
@@ -87,7 +109,7 @@ def create_audited(
     return key, token
 
 
-def revoke_audited(store: SqliteKeyStore, audit: AuditLog, key_id: str, actor: str) -> bool:
+def revoke_audited(store: KeyStore, audit: AuditLog, key_id: str, actor: str) -> bool:
     """Record the revocation of a key, then revoke it; False (nothing recorded) if there
     is no such live key. The record comes first, so that a revocation the audit log
     cannot hold is not carried out; one that then fails is recorded as failed."""
@@ -119,11 +141,12 @@ def create(
         typer.Option(help="The region whose users the key may touch (default: the deployment's)."),
     ] = None,
     label: Annotated[str, typer.Option(help="What the key is for, for people.")] = "",
+    store_url: StoreUrl = None,
 ) -> None:
     """Create a key and print its token, once."""
     # Imported when used, like the other commands' heavier modules: `fyp --help` and the
     # other subcommands do not pay for it.
-    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+    from fyp.storage.backends import open_audit_log, open_key_store
 
     names = {s.strip() for arg in scopes for s in arg.split(",") if s.strip()}
     try:
@@ -131,9 +154,13 @@ def create(
         granted = validate_scopes(SCOPES if "all" in names else names)
     except UnknownScopeError as e:
         raise _fail(str(e), 2) from None
-    root = _data_dir(data_dir)
-    audit = AuditLog(root / AUDIT_FILE)
-    store = SqliteKeyStore(root / KEYS_FILE)
+    root, url = _where(data_dir, store_url)
+    audit = open_audit_log(url, root)
+    try:
+        store = open_key_store(url, root)
+    except BaseException:
+        audit.close()
+        raise
     try:
         key, token = create_audited(store, audit, granted, region, label, ACTOR)
     finally:
@@ -147,19 +174,21 @@ def create(
 
 
 @keys_app.command("list")
-def list_keys(data_dir: DataDir = None) -> None:
+def list_keys(data_dir: DataDir = None, store_url: StoreUrl = None) -> None:
     """Every key, revoked ones included (never their tokens)."""
-    path = _data_dir(data_dir) / KEYS_FILE
-    if not path.is_file():  # opening the store would create it
-        console.print(f"no keys in {path.parent}")
+    from fyp.storage.backends import has_keys_store, open_key_store
+
+    root, url = _where(data_dir, store_url)
+    if not has_keys_store(url, root):  # opening the store would create it
+        console.print(f"no keys in {root}")
         return
-    store = SqliteKeyStore(path)
+    store = open_key_store(url, root)
     try:
         keys = store.list()
     finally:
         store.close()
     # No outer frame: six columns fit 80 characters only when none is spent on borders.
-    table = Table(title=f"API keys: {path.parent}", box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=f"API keys: {_name(root, url)}", box=box.SIMPLE_HEAD, show_edge=False)
     # Ids and scopes are never broken inside a word (a folded id cannot be copied); on a
     # narrow terminal the times wrap between date and time and the label folds.
     table.add_column("id", no_wrap=True)
@@ -182,18 +211,21 @@ def list_keys(data_dir: DataDir = None) -> None:
 
 @contextlib.contextmanager
 def _keys_and_audit(
-    data_dir: Path | None, key_id: str
-) -> Iterator[tuple[SqliteKeyStore, AuditLog]]:
-    """The data dir's key store and audit log, for a change to ``key_id``, closed after.
-    The audit log is opened first: if it cannot be, no key is changed unrecorded."""
-    from fyp.privacy.audit_log import AUDIT_FILE, AuditLog
+    data_dir: Path | None, store_url: str | None, key_id: str
+) -> Iterator[tuple[KeyStore, AuditLog]]:
+    """The key store and audit log, for a change to ``key_id``, closed after. The audit
+    log is opened first: if it cannot be, no key is changed unrecorded."""
+    from fyp.storage.backends import has_keys_store, open_audit_log, open_key_store
 
-    root = _data_dir(data_dir)
-    path = root / KEYS_FILE
-    if not path.is_file():  # opening the store would create it
+    root, url = _where(data_dir, store_url)
+    if not has_keys_store(url, root):  # opening the store would create it
         raise _fail(f"no key {key_id} (no keys in {root})", 1)
-    audit = AuditLog(root / AUDIT_FILE)
-    store = SqliteKeyStore(path)
+    audit = open_audit_log(url, root)
+    try:
+        store = open_key_store(url, root)
+    except BaseException:
+        audit.close()
+        raise
     try:
         yield store, audit
     finally:
@@ -205,9 +237,10 @@ def _keys_and_audit(
 def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (k_...), as `fyp keys list` shows.")],
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
 ) -> None:
     """Revoke a key for good; the server refuses it within a few seconds."""
-    with _keys_and_audit(data_dir, key_id) as (store, audit):
+    with _keys_and_audit(data_dir, store_url, key_id) as (store, audit):
         done = revoke_audited(store, audit, key_id, ACTOR)
     if not done:
         raise _fail(f"no key {key_id}, or it is already revoked", 1)
@@ -218,10 +251,11 @@ def revoke(
 def revoke_tokens(
     key_id: Annotated[str, typer.Argument(help="The key's id (k_...), as `fyp keys list` shows.")],
     data_dir: DataDir = None,
+    store_url: StoreUrl = None,
 ) -> None:
     """Revoke every user token the key has issued so far; the key itself keeps working.
     The server refuses them within a few seconds."""
-    with _keys_and_audit(data_dir, key_id) as (store, audit):
+    with _keys_and_audit(data_dir, store_url, key_id) as (store, audit):
         # Revoked, then recorded: a revocation the audit log failed to record still holds.
         epoch = store.revoke_tokens(key_id)
         if epoch is not None:

@@ -109,12 +109,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 # A keys.db made before user tokens: its keys start at epoch 0.
 _ADD_EPOCH = "ALTER TABLE api_keys ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0"
-_COLUMNS = "key_id, token_hash, scopes, region, label, created_at, revoked_at, token_epoch"
+KEY_COLUMNS = "key_id, token_hash, scopes, region, label, created_at, revoked_at, token_epoch"
 
-_Row = tuple[Any, ...]
+KeyRow = tuple[Any, ...]  # KEY_COLUMNS, in order
+_MARKS = ",".join("?" * len(KEY_COLUMNS.split(",")))
 
 
-def _from_row(row: _Row) -> tuple[str, ApiKey]:
+def _from_row(row: KeyRow) -> tuple[str, ApiKey]:
     key_id, token_hash, scopes, region, label, created_at, revoked_at, token_epoch = row
     key = ApiKey(
         str(key_id),
@@ -135,59 +136,67 @@ class _Cached:
     read_at: float  # monotonic seconds
 
 
-class SqliteKeyStore:
-    """Keys on disk, with every key also in memory so ``authenticate`` rarely reads SQLite.
+class KeyStore:
+    """The keys, every one also in memory so that ``authenticate`` rarely asks the
+    store's backend; a backend (:class:`SqliteKeyStore`, the PostgreSQL
+    ``fyp.storage.postgres.keys.PgKeyStore``) supplies the table's reads and writes and a
+    version that changes when another process writes.
 
     Freshness against other processes: a cache entry older than ``recheck_s`` (so
     another process's revocation takes effect within that), or a key id missing from the
-    cache (so a key created by another process works at once), makes the store ask
-    SQLite whether another connection has written since it last read the keys (``PRAGMA
-    data_version``: a counter, no page of the table read), and read them all again only
-    then. So no token, an unknown id least of all (a guess, a flood of them), costs a
-    lookup of its own.
+    cache (so a key created by another process works at once), makes the store ask the
+    backend whether another process has written since it last read the keys (a version
+    number, no row of the table read), and read them all again only then. So no token,
+    an unknown id least of all (a guess, a flood of them), costs a lookup of its own.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        recheck_s: float = RECHECK_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._conn = connect(path, "fsync")  # Path(":memory:") opens a private in-memory db
-        self._conn.executescript(_SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
-        if "token_epoch" not in columns:
-            # Another process (the server, the CLI) may have added it meanwhile.
-            with contextlib.suppress(sqlite3.OperationalError):
-                self._conn.execute(_ADD_EPOCH)
-        self._lock = threading.Lock()  # one connection; FastAPI may call from its threadpool
+    def __init__(self, recheck_s: float, clock: Callable[[], float]) -> None:
+        self._lock = threading.Lock()  # FastAPI may call from its threadpool
         self._recheck_s = recheck_s
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
-        self._version = -1  # the data_version at the last full read
-        with self._lock:
-            self._read_all()
+        self._version = -1  # the backend's version at the last full read
+
+    # -- the backend's part ------------------------------------------------------------
 
     def _data_version(self) -> int:
-        """Changes whenever another connection (another process) commits to the file;
-        our own commits do not change it, and they update the cache themselves."""
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        """A number that changes whenever another process has written the keys."""
+        raise NotImplementedError
+
+    def _rows(self, ordered: bool = False) -> builtins.list[KeyRow]:
+        """Every row (``KEY_COLUMNS``); oldest first when ``ordered``."""
+        raise NotImplementedError
+
+    def _insert(self, row: KeyRow) -> bool:
+        """Store a new key's row; False if its id is taken."""
+        raise NotImplementedError
+
+    def _set_revoked(self, key_id: str, now: int) -> bool:
+        """Mark a live key revoked; False if there is no such live key."""
+        raise NotImplementedError
+
+    def _next_epoch(self, key_id: str) -> int | None:
+        """Bump a live key's token epoch; the new epoch, None if no such live key."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- the cache ---------------------------------------------------------------------
 
     def _read_all(self) -> None:
         """Every key into the cache (a few rows: keys are made by hand). The version is
         read first: a commit racing the SELECT then only causes one more read later."""
         self._version = self._data_version()
         now = self._clock()
-        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM api_keys").fetchall()
         self._cache = {}
-        for row in rows:
+        for row in self._rows():
             token_hash, key = _from_row(row)
             self._cache[key.key_id] = _Cached(token_hash, key, now)
 
     def _checked(self, key_id: str) -> _Cached | None:
         """``key_id``'s entry, known to be current: the keys read again if another
-        connection has written since they were read, else the entry confirmed as is."""
+        process has written since they were read, else the entry confirmed as is."""
         with self._lock:
             if self._data_version() != self._version:
                 self._read_all()
@@ -207,14 +216,9 @@ class SqliteKeyStore:
                 key = ApiKey("k_" + secrets.token_hex(5), granted, region, label, now)
                 token = f"{_TOKEN_PREFIX}{key.key_id}_{secrets.token_urlsafe(32)}"
                 token_hash = _hash(token)
-                try:
-                    self._conn.execute(
-                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-                        (key.key_id, token_hash, stored_scopes, region, label, now, None, 0),
-                    )
-                except sqlite3.IntegrityError:
-                    continue  # a 40-bit id collided with an existing one: draw another
-                break
+                row = (key.key_id, token_hash, stored_scopes, region, label, now, None, 0)
+                if self._insert(row):
+                    break  # (else a 40-bit id collided with an existing one: draw another)
             self._cache[key.key_id] = _Cached(token_hash, key, self._clock())
         return key, token
 
@@ -237,7 +241,7 @@ class SqliteKeyStore:
     def authenticate(self, token: str, *, ask_about_unknown: bool = True) -> ApiKey | None:
         """The live key ``token`` belongs to; None if it is malformed, unknown or revoked.
         ``ask_about_unknown=False``: an id missing from the cache is taken as unknown,
-        without asking SQLite whether another process made it (for a caller already
+        without asking the backend whether another process made it (for a caller already
         refused for failing too often, a key made a moment ago can wait)."""
         key_id = _key_id_of(token)
         if key_id is None:
@@ -253,19 +257,13 @@ class SqliteKeyStore:
     def list(self) -> builtins.list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, rowid"
-            ).fetchall()
+            rows = self._rows(ordered=True)
         return [_from_row(row)[1] for row in rows]
 
     def revoke(self, key_id: str, now: int) -> bool:
         """Revoke ``key_id`` for good; False if there is no such key or it already was."""
         with self._lock:
-            cur = self._conn.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                (now, key_id),
-            )
-            done = cur.rowcount == 1
+            done = self._set_revoked(key_id, now)
             entry = self._cache.get(key_id)
             if done and entry is not None:
                 entry.key = replace(entry.key, revoked_at=now)
@@ -276,18 +274,66 @@ class SqliteKeyStore:
         its token epoch goes up by one, and a token carries the epoch it was issued in.
         The new epoch; None if there is no such live key."""
         with self._lock:
-            rows = self._conn.execute(
-                "UPDATE api_keys SET token_epoch = token_epoch + 1 "
-                "WHERE key_id = ? AND revoked_at IS NULL RETURNING token_epoch",
-                (key_id,),
-            ).fetchall()  # all: the statement, and so its commit, completes
-            if not rows:
+            epoch = self._next_epoch(key_id)
+            if epoch is None:
                 return None
-            epoch = int(rows[0][0])
             entry = self._cache.get(key_id)
             if entry is not None:
                 entry.key = replace(entry.key, token_epoch=epoch)
         return epoch
+
+
+class SqliteKeyStore(KeyStore):
+    """Keys in ``keys.db``; the version is SQLite's ``PRAGMA data_version``, which
+    changes when another connection commits to the file (our own commits do not change
+    it, and they update the cache themselves)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        recheck_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(recheck_s, clock)
+        self._conn = connect(path, "fsync")  # Path(":memory:") opens a private in-memory db
+        self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
+        if "token_epoch" not in columns:
+            # Another process (the server, the CLI) may have added it meanwhile.
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._conn.execute(_ADD_EPOCH)
+        with self._lock:
+            self._read_all()
+
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _rows(self, ordered: bool = False) -> builtins.list[KeyRow]:
+        order = " ORDER BY created_at, rowid" if ordered else ""
+        return self._conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys{order}").fetchall()
+
+    def _insert(self, row: KeyRow) -> bool:
+        try:
+            self._conn.execute(f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({_MARKS})", row)
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def _set_revoked(self, key_id: str, now: int) -> bool:
+        cur = self._conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+            (now, key_id),
+        )
+        return cur.rowcount == 1
+
+    def _next_epoch(self, key_id: str) -> int | None:
+        rows = self._conn.execute(
+            "UPDATE api_keys SET token_epoch = token_epoch + 1 "
+            "WHERE key_id = ? AND revoked_at IS NULL RETURNING token_epoch",
+            (key_id,),
+        ).fetchall()  # all: the statement, and so its commit, completes
+        return int(rows[0][0]) if rows else None
 
     def close(self) -> None:
         with self._lock:
@@ -295,12 +341,19 @@ class SqliteKeyStore:
 
 
 def create_key(
-    data_dir: Path, scopes: Iterable[str] = SCOPES, region: str | None = None, label: str = ""
+    data_dir: Path,
+    scopes: Iterable[str] = SCOPES,
+    region: str | None = None,
+    label: str = "",
+    store_url: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key in ``data_dir``'s key store, opened and closed here: for programs that
-    drive their own server (the simulations, the benchmarks, tests). Not audited: an
-    operator's keys are made with ``fyp keys create``."""
-    store = SqliteKeyStore(data_dir / KEYS_FILE)
+    """A new key in the key store (``data_dir``'s, or the one at ``store_url``), opened
+    and closed here: for programs that drive their own server (the simulations, the
+    benchmarks, tests). Not audited: an operator's keys are made with ``fyp keys
+    create``."""
+    from fyp.storage.backends import open_key_store  # (which imports this module)
+
+    store = open_key_store(store_url, data_dir)
     try:
         return store.create(scopes, region, label, now_ms())
     finally:

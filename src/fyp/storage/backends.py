@@ -1,6 +1,7 @@
 """The stores a deployment uses, chosen by URL (``Settings.store``): the catalog, the
-moderation history, the users (profiles, controls, refreshes, erasure tombstones) and
-the impression log. (The event log has its own URL: :mod:`fyp.events.backends`.)
+moderation history, the users (profiles, controls, refreshes, erasure tombstones), the
+impression log, the audit log and the API keys. (The event log has its own URL:
+:mod:`fyp.events.backends`.)
 
 - None (the default): the embedded SQLite files in the data directory.
 - ``postgresql://user[:password]@host:port/database[?schema=NAME]``: every store in
@@ -12,6 +13,7 @@ Only this module and the store modules it opens know the backends."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +21,10 @@ from urllib.parse import urlsplit
 from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
+from fyp.privacy.audit_log import AUDIT_FILE, AuditLog, Verification, verify
+from fyp.privacy.keys import KEYS_FILE, KeyStore, SqliteKeyStore
 from fyp.storage.postgres.url import SCHEMES, split_url
+from fyp.types import now_ms
 from fyp.users.store import SqliteUserStore, UserStore
 
 
@@ -29,6 +34,18 @@ class Stores:
     moderation: ModerationStore
     users: UserStore
     impressions: ImpressionLog
+    audit: AuditLog
+
+    def close(self) -> None:
+        """Close every store (the audit log first: it may write what it counted)."""
+        for store in (
+            self.audit,
+            self.impressions,
+            self.users,
+            self.moderation,
+            self.catalog,
+        ):
+            store.close()
 
 
 def check_store_url(url: str) -> str:
@@ -45,16 +62,19 @@ def check_store_url(url: str) -> str:
     return url
 
 
-def open_stores(url: str | None, data_dir: Path) -> Stores:
-    """The stores at ``url`` (None: the embedded ones in ``data_dir``)."""
+def open_stores(url: str | None, data_dir: Path, clock: Callable[[], int] = now_ms) -> Stores:
+    """The stores at ``url`` (None: the embedded ones in ``data_dir``); ``clock`` times
+    the audit log's records."""
     if url is None:
         return Stores(
             SqliteCatalogStore(data_dir / "catalog.db"),
             SqliteModerationStore(data_dir / "moderation.db"),
             SqliteUserStore(data_dir / "users.db"),
             SqliteImpressionLog(data_dir / "impressions.db"),
+            AuditLog(data_dir / AUDIT_FILE, clock),
         )
     check_store_url(url)
+    from fyp.storage.postgres.audit import PgAuditChain
     from fyp.storage.postgres.catalog import PgCatalogStore, PgModerationStore
     from fyp.storage.postgres.database import Database
     from fyp.storage.postgres.impressions import PgImpressionLog
@@ -70,6 +90,64 @@ def open_stores(url: str | None, data_dir: Path) -> Stores:
         users = PgUserStore(db)
         undo.callback(users.close)
         impressions = PgImpressionLog(db)
+        undo.callback(impressions.close)
+        audit = AuditLog(None, clock, chain=PgAuditChain(db))
         undo.pop_all()
     db.release()  # (the stores hold it now)
-    return Stores(catalog, moderation, users, impressions)
+    return Stores(catalog, moderation, users, impressions, audit)
+
+
+def has_keys_store(url: str | None, data_dir: Path) -> bool:
+    """Whether there is a key store to open (opening the SQLite one creates its file;
+    a PostgreSQL schema is created and migrated by whichever store opens it first)."""
+    return url is not None or (data_dir / KEYS_FILE).is_file()
+
+
+def open_key_store(url: str | None, data_dir: Path) -> KeyStore:
+    """The API keys at ``url`` (None: ``keys.db`` in ``data_dir``)."""
+    if url is None:
+        return SqliteKeyStore(data_dir / KEYS_FILE)
+    check_store_url(url)
+    from fyp.storage.postgres.database import Database
+    from fyp.storage.postgres.keys import PgKeyStore
+
+    db = Database(url, pool_size=2).attach()  # (keys are read rarely: cached)
+    try:
+        return PgKeyStore(db)
+    finally:
+        db.release()  # (the store holds it, or it failed to open: the pool closes)
+
+
+def open_audit_log(url: str | None, data_dir: Path) -> AuditLog:
+    """The audit log alone (for the commands that record what they change), at ``url``
+    (None: ``audit.log`` in ``data_dir``)."""
+    if url is None:
+        return AuditLog(data_dir / AUDIT_FILE)
+    check_store_url(url)
+    from fyp.storage.postgres.audit import PgAuditChain
+    from fyp.storage.postgres.database import Database
+
+    db = Database(url, pool_size=2).attach()
+    try:
+        return AuditLog(None, chain=PgAuditChain(db))
+    finally:
+        db.release()
+
+
+def verify_audit_log(url: str | None, data_dir: Path) -> Verification:
+    """The audit log's chain checked whole (``fyp audit verify``)."""
+    if url is None:
+        return verify(data_dir)
+    check_store_url(url)
+    from fyp.storage.postgres.audit import PgAuditChain
+    from fyp.storage.postgres.database import Database
+
+    db = Database(url, pool_size=1).attach()
+    try:
+        chain = PgAuditChain(db)
+        try:
+            return chain.verify()
+        finally:
+            chain.close()
+    finally:
+        db.release()
