@@ -199,7 +199,7 @@ def test_each_error_status_is_answered_as_documented(
         event = {"event_id": "e2", "user_id": "u1", "video_id": "v1", "type": "like", "ts": 1}
         yield 429, "POST", "/v1/events", c.post("/v1/events", json={"events": [event]})
         monkeypatch.setattr(engine, "put_user", unwritable)
-        monkeypatch.setattr(engine, "moderate", unwritable)
+        monkeypatch.setattr(engine.moderator, "moderate", unwritable)
         yield 503, "PUT", "/v1/users/{user_id}", c.put("/v1/users/u3", json={})
         moderation = {"video_id": "v1", "state": "removed", "reason": "r"}
         yield 503, "POST", "/v1/moderation", c.post("/v1/moderation", json=moderation)
