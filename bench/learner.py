@@ -260,7 +260,7 @@ def run_mode(
         idle["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
         out["idle"] = idle
         p99 = idle["latency_ms"]["p99"]
-        console.print(f"  [{label}] idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
+        console.print(f"  {label}: idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
 
         poster = Poster(server, stream[offset:], args.learn_rate)
         poster.start()
@@ -307,7 +307,7 @@ def run_mode(
             "learner": rss_mb((learner_status(data_dir) or {}).get("pid")) if split else None,
         }
         console.print(
-            f"  [{label}] learning {args.learn_rate:,.0f} events/s: p99 "
+            f"  {label}: learning {args.learn_rate:,.0f} events/s: p99 "
             f"{learning['latency_ms']['p99']:.1f} ms ({learning['p99_ratio_vs_idle']:.2f}x idle)"
         )
         out["catch_up_after_learning_s"] = wait_caught_up(server, data_dir, split, 600)
@@ -318,7 +318,7 @@ def run_mode(
             paths = _paths(users["ladder"][:m])
             (row,) = open_loop(server, [(rate, paths)])
             ladder.append(row)
-            console.print(f"  [{label}] {rate:,.0f} feeds/s: p99 {row['latency_ms']['p99']:.1f} ms")
+            console.print(f"  {label}: {rate:,.0f} feeds/s: p99 {row['latency_ms']['p99']:.1f} ms")
             if row["latency_ms"]["p99"] > 4 * SLO_P99_MS:
                 break  # (far past it: higher rates only queue more)
         out["ladder"] = ladder
