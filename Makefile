@@ -41,6 +41,7 @@ bench-models: venv  # the learned models: memory, ANN choice, training throughpu
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/serve_learning.py
 	$(BIN)/python bench/learner.py
+	$(BIN)/python bench/feed_profile.py
 	$(BIN)/python bench/freshness.py
 
 clean:

@@ -19,6 +19,11 @@ latency counted from the scheduled time (so a server that falls behind shows it)
 4. *keep up*: ``--keep-up-rate`` events/s posted beside the base rate of feeds; the learning lag
    at the end, and how long it takes to catch up after.
 
+``--modes`` may also name ``off`` (the learned models off: the first ranker serves), and
+``--baseline-src DIR`` runs each mode twice, first with the ``fyp`` package of ``DIR``
+(``git archive <commit> src | tar -x -C /tmp/before``: an earlier commit's) and then with
+this checkout's, so that a change is measured against what it changed in one run.
+
 Also the memory (RSS) of the server and of the learner. Prints a table and writes
 ``bench/results/learner.json`` (``_quick``). Nothing here asserts on timings; the machine
 is shared, so compare the two modes of one run only.
@@ -221,13 +226,23 @@ def run_mode(
     users: dict[str, list[str]],
     stream: list[dict[str, Any]],
     args: argparse.Namespace,
+    src: Path | None = None,
 ) -> dict[str, Any]:
+    """One mode: "in_process", "process" or "off" (the learned models off); with ``src``,
+    the server runs the ``fyp`` package found there (an earlier commit's, for a baseline)."""
     split = mode == "process"
-    config = root / f"{mode}.toml"
-    config.write_text(f'[model]\nenabled = true\nlearner = "{mode}"\n')
-    out: dict[str, Any] = {"mode": mode}
+    label = mode if src is None else f"{mode}@baseline"
+    config = root / f"{label}.toml"
+    if mode == "off":
+        config.write_text("[model]\nenabled = false\n")
+    else:
+        config.write_text(f'[model]\nenabled = true\nlearner = "{mode}"\n')
+    out: dict[str, Any] = {"mode": label, "src": None if src is None else str(src)}
     offset = 0
-    with Server(data_dir, root / f"server-{mode}.log", env={"FYP_CONFIG": str(config)}) as server:
+    env = {"FYP_CONFIG": str(config)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    with Server(data_dir, root / f"server-{label}.log", env=env) as server:
         out["server_startup_s"] = server.startup_s
         if split:  # the learner's start: its checkpoint read, a snapshot published
             t0 = time.perf_counter()
@@ -245,7 +260,7 @@ def run_mode(
         idle["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
         out["idle"] = idle
         p99 = idle["latency_ms"]["p99"]
-        console.print(f"  [{mode}] idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
+        console.print(f"  {label}: idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
 
         poster = Poster(server, stream[offset:], args.learn_rate)
         poster.start()
@@ -292,7 +307,7 @@ def run_mode(
             "learner": rss_mb((learner_status(data_dir) or {}).get("pid")) if split else None,
         }
         console.print(
-            f"  [{mode}] learning {args.learn_rate:,.0f} events/s: p99 "
+            f"  {label}: learning {args.learn_rate:,.0f} events/s: p99 "
             f"{learning['latency_ms']['p99']:.1f} ms ({learning['p99_ratio_vs_idle']:.2f}x idle)"
         )
         out["catch_up_after_learning_s"] = wait_caught_up(server, data_dir, split, 600)
@@ -303,7 +318,7 @@ def run_mode(
             paths = _paths(users["ladder"][:m])
             (row,) = open_loop(server, [(rate, paths)])
             ladder.append(row)
-            console.print(f"  [{mode}] {rate:,.0f} feeds/s: p99 {row['latency_ms']['p99']:.1f} ms")
+            console.print(f"  {label}: {rate:,.0f} feeds/s: p99 {row['latency_ms']['p99']:.1f} ms")
             if row["latency_ms"]["p99"] > 4 * SLO_P99_MS:
                 break  # (far past it: higher rates only queue more)
         out["ladder"] = ladder
@@ -363,8 +378,9 @@ def measure_fold(data_dir: Path) -> dict[str, dict[str, float]]:
 def serving_cost(data_dir: Path, users: list[str]) -> dict[str, Any]:
     """A feed's cost in process (no HTTP), models trained in the server (role "all")
     against a replica of the same models (role "serving"), on the same state: the CPU
-    time of the serving thread per feed (what the neighbours on a shared machine do not
-    change much) and the wall-clock percentiles."""
+    time of this process per feed (what the neighbours on a shared machine do not change
+    much; all its threads, as a server's is counted over HTTP: a BLAS pool's helper
+    threads spin on their own) and the wall-clock percentiles."""
     from fyp.api.model_sync import ModelSync
     from fyp.config import ModelSettings, Settings
     from fyp.engine import serving_gc
@@ -392,12 +408,12 @@ def _feeds(engine: Any, users: list[str]) -> dict[str, Any]:
     for u in users[:50]:  # warm-up
         engine.feed(u, count=COUNT)
     wall: list[float] = []
-    cpu0 = time.thread_time()
+    cpu0 = time.process_time()
     for u in users[50:]:
         t0 = time.perf_counter()
         engine.feed(u, count=COUNT)
         wall.append((time.perf_counter() - t0) * 1000)
-    cpu = time.thread_time() - cpu0
+    cpu = time.process_time() - cpu0
     return {
         "ranker": engine.pipeline.ranker.active(),
         "cpu_ms_per_feed": cpu / len(wall) * 1000,
@@ -415,7 +431,16 @@ def main() -> None:
     ap.add_argument("--learn-rate", type=float, default=2_000.0)
     ap.add_argument("--keep-up-rate", type=float, default=5_000.0)
     ap.add_argument("--ladder", default="200,300,400,500,600,800")
-    ap.add_argument("--modes", default="in_process,process")
+    ap.add_argument(
+        "--modes", default="in_process,process", help="of in_process, process, off (models off)"
+    )
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also run each mode with the fyp package of this src/ directory (an earlier "
+        "commit's, from git archive), just before the current code's run",
+    )
     ap.add_argument("--data-root", type=Path, default=None)
     args = ap.parse_args()
     exit_on_sigterm()
@@ -483,13 +508,15 @@ def main() -> None:
             )
         payload["setup"] = setup
         results = []
-        for mode in modes:
-            data = root / mode
+        srcs = ([args.baseline_src] if args.baseline_src else []) + [None]
+        runs = [(m, src) for m in modes for src in srcs]
+        for mode, src in runs:
+            data = root / (mode if src is None else f"{mode}-baseline")
             shutil.copytree(base, data)
-            shutil.copy(base.with_name("base.secret"), data.with_name(f"{mode}.secret"))
+            shutil.copy(base.with_name("base.secret"), data.with_name(f"{data.name}.secret"))
             if mode == "process":
                 (data / "checkpoint.pkl").unlink()  # (the server's fold: without the models)
-            results.append(run_mode(mode, data, root, users, stream, args))
+            results.append(run_mode(mode, data, root, users, stream, args, src))
             shutil.rmtree(data, ignore_errors=True)
         payload["results"] = results
     finally:

@@ -142,7 +142,7 @@ class ModelSettings(_Section):
     retrieval_candidates: int = Field(100, ge=0)
     rerank_top: int = Field(64, ge=1)  # candidates the learned ranker re-orders per request
     seed: int = 0
-    threads: int = Field(1, ge=1)  # torch threads: one leaves the other core to serving
+    threads: int = Field(1, ge=1)  # BLAS, torch, faiss threads (fyp.model.threads)
     # The server's learning loop reads no new events while either model has this many
     # batches queued: under a stream faster than training, the lag then waits in the
     # durable log instead of as examples in memory (which would grow without bound).

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fyp.catalog.index import CatalogIndex
 
@@ -46,6 +46,11 @@ class HashtagTopics:
     topic_of: dict[str, str]
     members: dict[str, tuple[str, ...]]
     videos: dict[str, int]
+    # topic_of_video's answers by tag set: a feed asks for those of about ninety
+    # candidates (the diversity caps), the same videos from one request to the next.
+    _of_tags: dict[frozenset[str], str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def topics_of_tags(self, tags: frozenset[str]) -> set[str]:
         return {t for t in (self.topic_of.get(tag) for tag in tags) if t is not None}
@@ -53,6 +58,13 @@ class HashtagTopics:
     def topic_of_video(self, tags: frozenset[str]) -> str | None:
         """The topic most of a video's (folded) hashtags belong to; of equals, the one
         with more videos; None if none does."""
+        try:
+            return self._of_tags[tags]
+        except KeyError:
+            topic = self._of_tags[tags] = self._topic_of_video(tags)
+            return topic
+
+    def _topic_of_video(self, tags: frozenset[str]) -> str | None:
         counts: dict[str, int] = {}
         for tag in tags:
             t = self.topic_of.get(tag)

@@ -20,14 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import faiss
 import numpy as np
-import torch
 
 from fyp.config import Settings
 from fyp.model.ann import ItemIndex
 from fyp.model.channel import IndexChanges
 from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_examples
+from fyp.model.threads import limit_threads
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.updater import Example, FeedState
@@ -47,8 +46,7 @@ class OnlineModels:
         m = settings.model
         # One thread each: a feed request asks for one user at a time, where thread
         # pools only spin (and steal the core the server needs).
-        torch.set_num_threads(m.threads)
-        faiss.omp_set_num_threads(m.threads)
+        limit_threads(m.threads)
         self.settings = settings
         self.state = state
         self.ranker = MultiTaskRanker(
@@ -167,8 +165,7 @@ class OnlineModels:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         m = self.settings.model
-        torch.set_num_threads(m.threads)
-        faiss.omp_set_num_threads(m.threads)
+        limit_threads(m.threads)
         self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
         self._index_stale = True
         self._index_dirty, self._index_reclustered = set(), False

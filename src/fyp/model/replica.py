@@ -32,6 +32,7 @@ from fyp.model.channel import ModelUpdate
 from fyp.model.embeddings import TableChanges
 from fyp.model.publisher import USER_TABLES
 from fyp.model.serving import rank_predict, user_vector
+from fyp.model.threads import limit_threads
 from fyp.model.two_tower import TwoTowerConfig
 from fyp.state.feedback import LABELS
 from fyp.state.updater import FeedState
@@ -152,6 +153,7 @@ class ModelReplica:
     first ranker the learned ranker refines, the users' histories, the catalog)."""
 
     def __init__(self, settings: Settings, state: FeedState) -> None:
+        limit_threads(settings.model.threads)  # (see fyp.model.threads)
         self.settings = settings
         self.state = state
         self.tables: dict[str, ReplicaTable] = {}

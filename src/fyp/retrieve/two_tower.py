@@ -4,7 +4,6 @@ up to date. Joins the sources once the model is warm; contributes nothing before
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -90,9 +89,12 @@ class TwoTowerSource:
         sims[:, ~in_index] = -np.inf
         # The newest of equals (argmax takes the first: the history reversed).
         nearest = len(seen_ids) - 1 - np.argmax(sims[:, ::-1], axis=1)
-        return [
-            dataclasses.replace(
-                c, reason=f"Like {video_name(videos[history[k]])}, which you watched"
-            )
-            for c, k in zip(found, nearest.tolist(), strict=True)
-        ]
+        # In place (fetch made them), and each watch named once, not once per candidate:
+        # this runs for every feed, over a hundred candidates.
+        reasons: dict[int, str] = {}
+        for c, k in zip(found, nearest.tolist(), strict=True):
+            reason = reasons.get(k)
+            if reason is None:
+                reason = reasons[k] = f"Like {video_name(videos[history[k]])}, which you watched"
+            c.reason = reason
+        return found
