@@ -464,14 +464,18 @@ def create_app(
             taken.setdefault(user_id, deque()).append(wait)
 
         def user_limit(user_id: str) -> float:
+            # Called from the ingest thread: only this request's tokens, taken above for
+            # every event with a user id (the limiter itself is the event loop's). None
+            # left would break that count: refused then, never let through unlimited.
             queue = taken.get(user_id)
-            wait = queue.popleft() if queue else guard.user_wait(user_id)
+            wait = queue.popleft() if queue else 1.0
             waits.append(wait)
             return wait
 
-        result = _with_foreign(
-            eng().ingest([items[i] for i in own], user_limit=user_limit), own, foreign
-        )
+        # Validation and the append (an fsync) off the event loop: feeds go on meanwhile.
+        batch = [items[i] for i in own]
+        ingested = await asyncio.to_thread(eng().ingest, batch, user_limit=user_limit)
+        result = _with_foreign(ingested, own, foreign)
         if result.accepted:
             loops["learning"].wake()
             live.events_accepted(result.accepted, eng().event_log.last_offset())

@@ -109,6 +109,11 @@ class SqliteEventLog:
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()  # the connection
+        # Reads on a connection of their own (WAL: they see what was committed when they
+        # start): a learning step's read does not wait for an append's fsync, which the
+        # server makes off its event loop while that loop folds the log.
+        self._reader = connect(path, "fsync")
+        self._reading = threading.Lock()
         # Held by every write (before the connection's lock), and by a scrub, which
         # writes on a connection of its own: reads go on meanwhile.
         self._writing = threading.Lock()
@@ -161,8 +166,8 @@ class SqliteEventLog:
         return found
 
     def read(self, after_offset: int, limit: int) -> list[LoggedEvent]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._reading:
+            rows = self._reader.execute(
                 f"SELECT offset, {_COLUMNS} FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
                 (after_offset, limit),
             ).fetchall()
@@ -181,24 +186,27 @@ class SqliteEventLog:
         return self._last
 
     def follow(self) -> int:
-        with self._lock:
-            self._last = max(self._last, self._sequence())
+        with self._reading:
+            row = self._reader.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()
+        self._last = max(self._last, 0 if row is None else int(row[0]))
         return self._last
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        with self._reading:
+            return int(self._reader.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def contains(self, event_id: str) -> bool:
-        with self._lock:
-            row = self._conn.execute(
+        with self._reading:
+            row = self._reader.execute(
                 "SELECT 1 FROM events WHERE event_id = ?", (event_id,)
             ).fetchone()
         return row is not None
 
     def for_user(self, user_id: str) -> list[LoggedEvent]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._reading:
+            rows = self._reader.execute(
                 f"SELECT offset, {_COLUMNS} FROM events WHERE user_id = ? ORDER BY offset",
                 (user_id,),
             ).fetchall()
@@ -232,5 +240,7 @@ class SqliteEventLog:
         pass  # (never trimmed but by retention: see EventLog.commit)
 
     def close(self) -> None:
+        with self._reading:
+            self._reader.close()
         with self._lock:
             self._conn.close()
