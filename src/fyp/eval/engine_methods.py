@@ -107,6 +107,8 @@ class EngineModel:
         self.engine: Engine | None = None
         self.summary: ImportSummary | None = None
         self.to_engine = np.zeros(0, dtype=np.intp)
+        # The page scorer's boundaries during training (when it is on): for the report.
+        self.scorer_retrains: list[dict[str, Any]] = []
 
     def settings(self, store: Path) -> Settings:
         overrides: dict[str, Any] = {
@@ -147,6 +149,8 @@ class EngineModel:
         # The clock reaches the end of the last training day (no test row is read): the
         # page scorer's nightly work at that midnight is done, as it would be in service.
         engine.train_page_scorer(end_of_local_day(train.end_ms))
+        if engine.page_scorer is not None:
+            self.scorer_retrains = [dataclasses.asdict(r) for r in engine.page_scorer.retrains]
         self.to_engine = np.array(
             [engine.catalog.row_of[v.video_id] for v in catalog.videos], dtype=np.intp
         )
