@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import pickle
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,6 +110,7 @@ class EngineModel:
         self.to_engine = np.zeros(0, dtype=np.intp)
         # The page scorer's boundaries during training (when it is on): for the report.
         self.scorer_retrains: list[dict[str, Any]] = []
+        self.scorer_bytes = 0
 
     def settings(self, store: Path) -> Settings:
         overrides: dict[str, Any] = {
@@ -151,6 +153,8 @@ class EngineModel:
         engine.train_page_scorer(end_of_local_day(train.end_ms))
         if engine.page_scorer is not None:
             self.scorer_retrains = [dataclasses.asdict(r) for r in engine.page_scorer.retrains]
+            # What the scorer adds to every checkpoint (its pools, mostly).
+            self.scorer_bytes = len(pickle.dumps(engine.page_scorer))
         self.to_engine = np.array(
             [engine.catalog.row_of[v.video_id] for v in catalog.videos], dtype=np.intp
         )

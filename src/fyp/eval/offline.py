@@ -435,6 +435,7 @@ def evaluate_kuairand(
             )
         if model.scorer_retrains:
             result["protocol"]["page_scorer_retrains"] = model.scorer_retrains
+            result["protocol"]["page_scorer_checkpoint_bytes"] = model.scorer_bytes
         if model.summary is not None:
             result["protocol"]["engine_import"] = {
                 "rows": model.summary.rows,
