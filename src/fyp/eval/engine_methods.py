@@ -55,6 +55,7 @@ from fyp.eval.methods import FloatArray, IntArray, Method, _impression_groups, t
 from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train, end_of_local_day
 from fyp.pipeline import FeedPipeline, PipelineCounters
 from fyp.privacy.pseudonym import Pseudonyms
+from fyp.rank.page_scorer import PageScoredRanker
 from fyp.rerank.diversity import CreatorSoundSpacing
 from fyp.rerank.exploration import ExplorationSlots
 from fyp.retrieve.base import FeedContext
@@ -78,12 +79,18 @@ ENGINE_METHODS: tuple[str, ...] = (
     "fyp_no_explore",
     "fyp_no_spacing",
     "fyp_no_explore_no_spacing",
+    "fyp_no_scorer",
     "fyp_first_ranker",
     "fyp_mmoe",
     "fyp_two_tower",
 )
 # The served page with what makes it responsible turned off: run when named.
-ABLATIONS: tuple[str, ...] = ("fyp_no_explore", "fyp_no_spacing", "fyp_no_explore_no_spacing")
+ABLATIONS: tuple[str, ...] = (
+    "fyp_no_explore",
+    "fyp_no_spacing",
+    "fyp_no_explore_no_spacing",
+    "fyp_no_scorer",
+)
 SHORTLIST = 1_000  # fyp_mmoe's first stage
 
 # Sources are timed against a budget and fail open when over it; on a busy machine that
@@ -132,7 +139,9 @@ class EngineModel:
         return settings.model_copy(
             update={
                 "model": settings.model.model_copy(update={"enabled": True}),
-                "scorer": settings.scorer.model_copy(update={"offset_hours": 16.0}),
+                "scorer": settings.scorer.model_copy(
+                    update={"enabled": True, "offset_hours": 16.0}
+                ),
             }
         )
 
@@ -292,11 +301,24 @@ class FypPipeline(_EngineMethod):
     was trained (frozen, in the daily walk) would otherwise spend slots of the page on
     videos the protocol rules out, and be judged on a shorter list."""
 
-    def __init__(self, model: EngineModel, *, explore: bool = True, spacing: bool = True) -> None:
+    def __init__(
+        self,
+        model: EngineModel,
+        *,
+        explore: bool = True,
+        spacing: bool = True,
+        scorer: bool = True,
+    ) -> None:
         super().__init__(model)
         self.explore = explore
         self.spacing = spacing
-        self.name = "fyp" + ("" if explore else "_no_explore") + ("" if spacing else "_no_spacing")
+        self.scorer = scorer
+        self.name = (
+            "fyp"
+            + ("" if explore else "_no_explore")
+            + ("" if spacing else "_no_spacing")
+            + ("" if scorer else "_no_scorer")
+        )
         self.extra: dict[str, int] = {}
         self._pipeline: FeedPipeline | None = None
 
@@ -308,8 +330,12 @@ class FypPipeline(_EngineMethod):
             # same questions must get the same answers.
             ids = itertools.count()
             served = self.engine.pipeline
+            ranker = served.ranker
+            if not self.scorer and isinstance(ranker, PageScoredRanker):
+                ranker = ranker.inner  # the ranker the page scorer re-orders
             self._pipeline = dataclasses.replace(
                 served,
+                ranker=ranker,
                 side_effects=[],
                 counters=PipelineCounters(),
                 new_request_id=lambda: f"eval-{next(ids):010d}",
@@ -453,6 +479,8 @@ def make_engine_method(name: str, model: EngineModel) -> Method:
         return FypPipeline(model, spacing=False)
     if name == "fyp_no_explore_no_spacing":
         return FypPipeline(model, explore=False, spacing=False)
+    if name == "fyp_no_scorer":
+        return FypPipeline(model, scorer=False)
     if name == "fyp_mmoe":
         return FypMMoE(model)
     if name == "fyp_first_ranker":
