@@ -28,9 +28,11 @@ One trained engine answers as several methods, each a row of the report:
   rankers learn a rate given an impression: this row shows what the candidate source
   knows before any ranker reorders it.
 
-``fyp`` runs the engine with its learned models on (``[model] enabled``, whatever the
-configuration says): the pipeline's ranker is the learned cascade once warm, and
-two-tower retrieval is among its sources.
+``fyp`` runs the engine with its learned models and its page scorer on (``[model]
+enabled``, ``[scorer] enabled``, whatever the configuration says): the pipeline's ranker
+is the learned cascade once warm, two-tower retrieval is among its sources, and the page
+scorer orders the page once it has trained. ``fyp_no_scorer`` is the page ordered by the
+cascade underneath the scorer.
 
 Nothing from the test period reaches the engine: it ingests only :class:`Train` rows, and
 the evaluation's requests carry times, users and pages, never outcomes.
@@ -84,7 +86,8 @@ ENGINE_METHODS: tuple[str, ...] = (
     "fyp_mmoe",
     "fyp_two_tower",
 )
-# The served page with what makes it responsible turned off: run when named.
+# The served page with what makes it responsible, or its page scorer, turned off: run
+# when named.
 ABLATIONS: tuple[str, ...] = (
     "fyp_no_explore",
     "fyp_no_spacing",
