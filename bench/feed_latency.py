@@ -57,7 +57,7 @@ from _common import (
     utc_now_iso,
     write_json,
 )
-from fyp.config import ModelSettings, Settings
+from fyp.config import ModelSettings, ScorerConfig, Settings
 from fyp.engine import Engine, serving_gc
 from fyp.types import now_ms
 
@@ -84,8 +84,15 @@ def build_state(
     views_per_user: int,
     now: int,
     model: bool = False,
+    scorer: bool = False,
 ) -> tuple[Engine, dict[str, Any]]:
-    engine = Engine.open(Settings(data_dir=data_dir, model=ModelSettings(enabled=model)))
+    engine = Engine.open(
+        Settings(
+            data_dir=data_dir,
+            model=ModelSettings(enabled=model),
+            scorer=ScorerConfig(enabled=scorer),
+        )
+    )
     setup: dict[str, Any] = {"videos": n_videos, "users": n_users, "views_per_user": views_per_user}
     t0 = time.perf_counter()
     catalog = make_catalog(n_videos, now, seed=n_videos)
@@ -142,6 +149,39 @@ def bench_in_process(engine: Engine, users: list[str], warmup: int) -> dict[str,
         "empty_feeds": empty,
         "gc_during_timed_loop": gcw.summary(),
     }
+
+
+# The weights the page scorer chose on KuaiRand's validation split (docs/evaluation.md);
+# what a request costs does not depend on their values, only on the scorer serving.
+PAGE_SCORER_WEIGHTS = (1.0, 0.3, 4.0, 0.0, 1e-3)
+
+
+def bench_page_scorer(engine: Engine, users: list[str], warmup: int) -> list[dict[str, Any]]:
+    """``Engine.feed`` with the page scorer serving and without, request by request in
+    turn on the same engine (a paired comparison: a busy machine slows both alike). The
+    synthetic history has no day boundaries to train on, so the weights are set."""
+    trainer = engine.page_scorer
+    if trainer is None:
+        raise RuntimeError("--page-scorer: the engine runs without the page scorer")
+    weights = np.array(PAGE_SCORER_WEIGHTS)
+    lat: dict[bool, list[float]] = {False: [], True: []}
+    for i, uid in enumerate(users):
+        on = i % 2 == 1
+        trainer.scorer.weights = weights if on else None
+        t0 = time.perf_counter()
+        engine.feed(uid, COUNT)
+        if i >= warmup:
+            lat[on].append((time.perf_counter() - t0) * 1000.0)
+    trainer.scorer.weights = None
+    return [
+        {
+            "path": f"in-process Engine.feed, page scorer {'serving' if on else 'untrained'}",
+            "warmup": warmup // 2,
+            "latency_ms": percentiles(lat[on]),
+            "throughput_rps": len(lat[on]) / (sum(lat[on]) / 1000.0),
+        }
+        for on in (False, True)
+    ]
 
 
 def profile_in_process(engine: Engine, users: list[str], top: int = 25) -> str:
@@ -240,6 +280,12 @@ def main() -> None:
         action="store_true",
         help="serve with the learned models on ([model] enabled = true; off by default)",
     )
+    ap.add_argument(
+        "--page-scorer",
+        action="store_true",
+        help="also time the page scorer in process: requests alternate between the scorer "
+        "with weights and without (it fails open to the ranker), on the same engine",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     serving_gc()  # as `fyp serve` runs
@@ -286,7 +332,13 @@ def main() -> None:
             )
             now = now_ms()
             engine, setup = build_state(
-                data_dir, n_videos, n_users, views, now, model=args.learned_models
+                data_dir,
+                n_videos,
+                n_users,
+                views,
+                now,
+                model=args.learned_models,
+                scorer=args.page_scorer,
             )
             if engine.models is not None:
                 setup["ranker"] = engine.pipeline.ranker.active()
@@ -301,6 +353,11 @@ def main() -> None:
                 new = [{"user_id": u} for u in users + http_users if u.startswith("new-")]
                 register_users(engine, new)
                 inproc = bench_in_process(engine, users, warmup)
+                scored: list[dict[str, Any]] = []
+                if args.page_scorer:
+                    su = request_users(n_users, inproc_n + warmup, seed=n_videos + 10, tag="ps")
+                    register_users(engine, [{"user_id": u} for u in su if u.startswith("new-")])
+                    scored = bench_page_scorer(engine, su, warmup)
                 g2 = inproc["gc_during_timed_loop"]["gen2"]
                 console.print(
                     f"  in process: p99 {inproc['latency_ms']['p99']:.2f} ms; full GCs during "
@@ -327,7 +384,7 @@ def main() -> None:
                 f"{http_rows[-1]['latency_ms']['p99']:.2f} ms"
             )
             payload["catalogs"].append(
-                {"videos": n_videos, "setup": setup, "results": [inproc, *http_rows]}
+                {"videos": n_videos, "setup": setup, "results": [inproc, *scored, *http_rows]}
             )
     finally:
         if not args.keep_data:
@@ -335,8 +392,10 @@ def main() -> None:
     payload["finished_at"] = utc_now_iso()
 
     _print(payload)
-    name = ("feed_latency_quick" if args.quick else "feed_latency") + (
-        "_learned_models" if args.learned_models else ""
+    name = (
+        ("feed_latency_quick" if args.quick else "feed_latency")
+        + ("_learned_models" if args.learned_models else "")
+        + ("_page_scorer" if args.page_scorer else "")
     )
     if profile_text:
         payload["profile"] = profile_text

@@ -172,19 +172,16 @@ class ModelSettings(_Section):
 
 
 class ScorerConfig(_Section):
-    """The page scorer (``fyp.rank.page_scorer``): a learning-to-rank model (LightGBM
-    lambdarank) that orders the candidate pool by whether the person engages with each
-    video next, over features of the pool (popularity globally and on the surface, the
-    rankers' scores, co-engagement, the two-tower logit, the video's age, the user's
-    activity).
+    """The page scorer (``fyp.rank.page_scorer``): orders the candidate pool by whether
+    the person engages with each video next, a weighted sum of popularity on the surface
+    and in the region, the two-tower cosine and the ranker's value, the weights
+    chosen on the engine's own log.
 
-    It learns from the engine's own log: every ``retrain_hours`` of event time it takes
-    the candidate pools of up to ``snapshot_users`` recently active users with their
-    features, and at the next one labels them with what those users went on to engage
-    with and retrains on the last ``keep_periods`` such periods. Until trained (a new
-    deployment, too few labelled pools), the ranker's order serves. Off by default until
-    its cost (the fit, the pools in every checkpoint) is measured on an idle machine and
-    it beats popularity on the dev split (docs/evaluation.md)."""
+    Every ``retrain_hours`` of event time it takes the candidate pools of up to
+    ``snapshot_users`` recently active users with their features, and at the next one
+    labels them with what those users went on to engage with and chooses the weights on
+    the last ``keep_periods`` such periods. Until trained (a new deployment, too few
+    labelled pools), the ranker's order serves."""
 
     enabled: bool = False
     retrain_hours: float = Field(24.0, gt=0)
@@ -192,16 +189,12 @@ class ScorerConfig(_Section):
     # Unix epoch (UTC): 0 with 24 is at midnight UTC; a deployment picks its quiet hour.
     offset_hours: float = Field(0.0, ge=0)
     pool_count: int = Field(50, ge=1)  # the page size a pool is taken for (top-ups: 3×)
-    snapshot_users: int = Field(3_000, ge=1)
+    # Each pool is a pipeline request with its features: the boundary's main cost. A few
+    # weights need hundreds of labelled pools, not thousands (docs/evaluation.md).
+    snapshot_users: int = Field(1_000, ge=1)
     keep_periods: int = Field(3, ge=1)
     min_groups: int = Field(100, ge=1)  # labelled pools (with a positive) to train on
     negatives_per_group: int = Field(150, ge=1)  # sampled from each pool's non-positives
-    # Small trees, many examples per leaf: chosen on the validation split (see
-    # docs/evaluation.md); larger ones learned the few days' pools and ranked worse.
-    trees: int = Field(100, ge=1)
-    leaves: int = Field(3, ge=2)
-    learning_rate: float = Field(0.05, gt=0)
-    min_data_in_leaf: int = Field(300, ge=1)
     seed: int = 0
 
 

@@ -576,10 +576,12 @@ class Engine:
         pipeline = dataclasses.replace(self.pipeline, side_effects=[], counters=PipelineCounters())
         done = trainer.boundary(self.state, pipeline, ranker, now, self._lock)
         log.info(
-            "page scorer: %d pools labelled, trained on %d (%.1f s), %d new pools (%.1f s)",
+            "page scorer: %d pools labelled, trained on %d (%.1f s, weights %s), "
+            "%d new pools (%.1f s)",
             done.labelled_pools,
             done.trained_groups,
             done.fit_s,
+            done.weights,
             done.snapshot_users,
             done.snapshot_s,
         )

@@ -145,6 +145,7 @@ def test_quick_run_on_the_sample_has_every_method_and_the_json_shape(smoke_dir: 
         "fyp_no_explore",
         "fyp_no_spacing",
         "fyp_no_explore_no_spacing",
+        "fyp_no_scorer",
     }
     assert {"train_until", "test_from", "train_rows", "test_rows", "seed"} <= set(
         result["protocol"]

@@ -6,31 +6,19 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from fyp.config import ScorerConfig
-from fyp.rank.page_scorer import PAGE_FEATURES, PageScorer
+from fyp.rank.page_scorer import PAGE_FEATURES, PageScorer, mean_ndcg
 
 F64 = npt.NDArray[np.float64]
 _COL = {name: i for i, name in enumerate(PAGE_FEATURES)}
 
 
-def _ndcg_at(scores: F64, labels: F64, k: int) -> float:
-    order = np.argsort(-scores, kind="stable")[:k]
-    gains = labels[order] / np.log2(np.arange(2, len(order) + 2))
-    ideal = np.sort(labels)[::-1][:k] / np.log2(np.arange(2, min(k, len(labels)) + 2))
-    return float(gains.sum() / ideal.sum()) if ideal.sum() > 0 else 0.0
-
-
 def _planted_pools(n_pools: int, size: int, seed: int) -> tuple[F64, F64, list[int]]:
-    """Pools where what the user engages with next is popular *on the surface* and new
-    to the app (few exposures), whatever its global popularity or the ranker's value:
-    a rule no single feature orders by."""
+    """Pools where what the user engages with next is popular on the surface *and* close
+    to their taste (the two-tower cosine), whatever its popularity in the region or the
+    ranker's value: surface popularity alone gets part of the way."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n_pools * size, len(PAGE_FEATURES)))
-    want = (
-        2.0 * x[:, _COL["trending_surface"]]
-        - 1.5 * x[:, _COL["exposures"]]
-        + 1.0 * x[:, _COL["trending_surface"]] * (x[:, _COL["user_views"]] > 0)
-    )
+    want = x[:, _COL["trending_surface"]] + 2.0 * x[:, _COL["two_tower"]]
     y = np.zeros(len(x))
     for g in range(n_pools):
         lo = g * size
@@ -39,24 +27,49 @@ def _planted_pools(n_pools: int, size: int, seed: int) -> tuple[F64, F64, list[i
     return x, y, [size] * n_pools
 
 
-def test_a_scorer_trained_on_planted_pools_orders_held_out_pools_by_the_planted_rule() -> None:
+def test_a_scorer_trained_on_planted_pools_finds_the_planted_weights() -> None:
     size = 60
     x, y, sizes = _planted_pools(300, size, seed=0)
     scorer = PageScorer()
-    scorer.fit(x.astype(np.float32), y.astype(np.float32), sizes, ScorerConfig(trees=100), 0)
-    assert scorer.trained and scorer.groups == 300
+    scorer.fit(x.astype(np.float32), y.astype(np.float32), sizes, 0)
+    assert scorer.trained and scorer.groups == 300 and scorer.examples == len(y)
+    w = scorer.weights
+    assert w is not None
+    assert w[_COL["trending_surface"]] == 1.0 and w[_COL["two_tower"]] == 2.0
+    # (the noise features get nothing, or the grid's smallest step)
+    assert w[_COL["trending_region"]] == 0.0 and w[_COL["value"]] <= 0.1
     hx, hy, hsizes = _planted_pools(200, size, seed=1)  # pools it never saw
-    learned = scorer.predict(hx)
-    ours, by_value, by_popularity = [], [], []
-    for g in range(len(hsizes)):
-        s = slice(g * size, (g + 1) * size)
-        ours.append(_ndcg_at(learned[s], hy[s], 10))
-        by_value.append(_ndcg_at(hx[s, _COL["value"]], hy[s], 10))
-        by_popularity.append(_ndcg_at(hx[s, _COL["trending_surface"]], hy[s], 10))
-    # The best single feature (surface popularity) gets part of the way; the scorer,
-    # which also learned the exposures' and the interaction's part, further.
-    assert np.mean(ours) > np.mean(by_popularity) + 0.05
-    assert np.mean(by_popularity) > np.mean(by_value) + 0.1
+    shape = (len(hsizes), size)
+    ours = mean_ndcg(scorer.predict(hx).reshape(shape), hy.reshape(shape))
+    by_popularity = mean_ndcg(hx[:, _COL["trending_surface"]].reshape(shape), hy.reshape(shape))
+    by_value = mean_ndcg(hx[:, _COL["value"]].reshape(shape), hy.reshape(shape))
+    assert ours > by_popularity + 0.05
+    assert by_popularity > by_value + 0.05
+
+
+def test_a_deployment_whose_users_follow_the_ranker_gets_the_rankers_order() -> None:
+    """Where the ranker's value is what predicts engagement (a feed of personal tastes),
+    the search puts its weight there, not on popularity."""
+    rng = np.random.default_rng(2)
+    size, n = 50, 200
+    x = rng.normal(size=(n * size, len(PAGE_FEATURES)))
+    y = np.zeros(len(x))
+    for g in range(n):
+        lo = g * size
+        y[lo + np.argsort(-(3.0 * x[lo : lo + size, _COL["value"]]))[:2]] = 1.0
+    scorer = PageScorer()
+    scorer.fit(x.astype(np.float32), y.astype(np.float32), [size] * n, 0)
+    w = scorer.weights
+    assert w is not None and w[_COL["value"]] > 0
+    assert w[_COL["trending_surface"]] == 0.0
+
+
+def test_mean_ndcg_of_known_orders() -> None:
+    gains = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    perfect = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    assert mean_ndcg(perfect, gains) == 1.0  # the group without a positive is left out
+    worst = -perfect
+    assert abs(mean_ndcg(worst, gains) - 0.5) < 1e-12  # third place: 1 / log2(4)
 
 
 def test_an_untrained_scorer_says_so() -> None:

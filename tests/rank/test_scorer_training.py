@@ -20,8 +20,6 @@ def _scorer_settings(kit: Any) -> Any:
             "enabled": True,
             "min_groups": 1,
             "pool_count": 5,
-            "trees": 10,
-            "min_data_in_leaf": 1,
             "negatives_per_group": 20,
         }
     )

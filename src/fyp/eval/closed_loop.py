@@ -31,6 +31,8 @@ Methods (:data:`METHODS`):
   ``TestClient``), waiting after each event batch until the learning loop has applied it.
 * ``fyp-learned``: ``fyp`` with its learned models on (``[model] enabled``): the
   multi-task ranker and two-tower retrieval take over once warm.
+* ``fyp-scorer``: ``fyp-learned`` with the page scorer on (``[scorer] enabled``): once
+  it has labelled pools from a simulated day, it orders the page.
 * ``random``: uniformly random videos the user has not been served yet.
 * ``popular``: the videos with most watched (not skipped) views so far, counted online
   from the events of this run, no personalisation (ties in a fixed random order).
@@ -102,7 +104,15 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 HOUR_MS = 3_600_000
-METHODS: tuple[str, ...] = ("fyp", "fyp-http", "fyp-learned", "random", "popular", "oracle")
+METHODS: tuple[str, ...] = (
+    "fyp",
+    "fyp-http",
+    "fyp-learned",
+    "fyp-scorer",
+    "random",
+    "popular",
+    "oracle",
+)
 DEFAULT_NOW_MS = 1_750_000_000_000  # the world's "now" (2025-06-15): results do not
 # depend on the day they are computed
 DIVERSITY_WINDOW = 10  # items per window for distinct creators / topics
@@ -272,13 +282,22 @@ class _EngineMethod:
     (``fyp``) or through the HTTP app in-process (``fyp-http``)."""
 
     def __init__(
-        self, world: World, now: int, *, http: bool, learned: bool = False, seed: int = 0
+        self,
+        world: World,
+        now: int,
+        *,
+        http: bool,
+        learned: bool = False,
+        scorer: bool = False,
+        seed: int = 0,
     ) -> None:
         from fyp.config import LOAD_GENERATOR_AUTH, load_settings
         from fyp.engine import Engine
         from fyp.privacy.pseudonym import Pseudonyms
 
-        self.name = "fyp-http" if http else "fyp-learned" if learned else "fyp"
+        self.name = (
+            "fyp-http" if http else "fyp-scorer" if scorer else "fyp-learned" if learned else "fyp"
+        )
         self.world = world
         self.now = now
         self._n_events = 0
@@ -291,7 +310,8 @@ class _EngineMethod:
             overrides={
                 "data_dir": Path(self._tmp.name) / "data",
                 "sources": {"budget_ms": ENGINE_SOURCE_BUDGET_MS},
-                "model": {"enabled": learned},
+                "model": {"enabled": learned or scorer},
+                "scorer": {"enabled": scorer},
                 # The simulated audience is this deployment's: no PUT /v1/users first,
                 # and no rate limits on a simulation's pace; a known secret, so
                 # that a seed gives the same run whatever the process.
@@ -391,9 +411,14 @@ class _EngineMethod:
 
 
 def _make_method(name: str, world: World, seed: int, start_ms: int) -> _Method:
-    if name in ("fyp", "fyp-http", "fyp-learned"):
+    if name in ("fyp", "fyp-http", "fyp-learned", "fyp-scorer"):
         return _EngineMethod(
-            world, start_ms, http=name == "fyp-http", learned=name == "fyp-learned", seed=seed
+            world,
+            start_ms,
+            http=name == "fyp-http",
+            learned=name == "fyp-learned",
+            scorer=name == "fyp-scorer",
+            seed=seed,
         )
     if name == "random":
         return _RandomMethod(world, seed)

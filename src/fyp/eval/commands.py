@@ -37,7 +37,8 @@ def kuairand(
         list[str] | None,
         typer.Option(
             help="Methods to compare, comma-separated (default: all but the served page's "
-            "ablations fyp_no_explore, fyp_no_spacing, fyp_no_explore_no_spacing)."
+            "ablations fyp_no_explore, fyp_no_spacing, fyp_no_explore_no_spacing, "
+            "fyp_no_scorer)."
         ),
     ] = None,
     quick: Annotated[
@@ -171,7 +172,8 @@ def simulate(
     methods: Annotated[
         list[str] | None,
         typer.Option(
-            help="Methods, comma-separated: fyp, fyp-http, fyp-learned, random, popular, oracle "
+            help="Methods, comma-separated: fyp, fyp-http, fyp-learned, fyp-scorer, random, "
+            "popular, oracle "
             "(default: fyp, random, popular, oracle)."
         ),
     ] = None,

@@ -28,9 +28,11 @@ One trained engine answers as several methods, each a row of the report:
   rankers learn a rate given an impression: this row shows what the candidate source
   knows before any ranker reorders it.
 
-``fyp`` runs the engine with its learned models on (``[model] enabled``, whatever the
-configuration says): the pipeline's ranker is the learned cascade once warm, and
-two-tower retrieval is among its sources.
+``fyp`` runs the engine with its learned models and its page scorer on (``[model]
+enabled``, ``[scorer] enabled``, whatever the configuration says): the pipeline's ranker
+is the learned cascade once warm, two-tower retrieval is among its sources, and the page
+scorer orders the page once it has trained. ``fyp_no_scorer`` is the page ordered by the
+cascade underneath the scorer.
 
 Nothing from the test period reaches the engine: it ingests only :class:`Train` rows, and
 the evaluation's requests carry times, users and pages, never outcomes.
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import pickle
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,6 +57,7 @@ from fyp.eval.methods import FloatArray, IntArray, Method, _impression_groups, t
 from fyp.eval.protocol import IMPRESSION_LABELS, Catalog, Requests, Train, end_of_local_day
 from fyp.pipeline import FeedPipeline, PipelineCounters
 from fyp.privacy.pseudonym import Pseudonyms
+from fyp.rank.page_scorer import PageScoredRanker
 from fyp.rerank.diversity import CreatorSoundSpacing
 from fyp.rerank.exploration import ExplorationSlots
 from fyp.retrieve.base import FeedContext
@@ -77,12 +81,19 @@ ENGINE_METHODS: tuple[str, ...] = (
     "fyp_no_explore",
     "fyp_no_spacing",
     "fyp_no_explore_no_spacing",
+    "fyp_no_scorer",
     "fyp_first_ranker",
     "fyp_mmoe",
     "fyp_two_tower",
 )
-# The served page with what makes it responsible turned off: run when named.
-ABLATIONS: tuple[str, ...] = ("fyp_no_explore", "fyp_no_spacing", "fyp_no_explore_no_spacing")
+# The served page with what makes it responsible, or its page scorer, turned off: run
+# when named.
+ABLATIONS: tuple[str, ...] = (
+    "fyp_no_explore",
+    "fyp_no_spacing",
+    "fyp_no_explore_no_spacing",
+    "fyp_no_scorer",
+)
 SHORTLIST = 1_000  # fyp_mmoe's first stage
 
 # Sources are timed against a budget and fail open when over it; on a busy machine that
@@ -107,6 +118,9 @@ class EngineModel:
         self.engine: Engine | None = None
         self.summary: ImportSummary | None = None
         self.to_engine = np.zeros(0, dtype=np.intp)
+        # The page scorer's boundaries during training (when it is on): for the report.
+        self.scorer_retrains: list[dict[str, Any]] = []
+        self.scorer_bytes = 0
 
     def settings(self, store: Path) -> Settings:
         overrides: dict[str, Any] = {
@@ -128,7 +142,9 @@ class EngineModel:
         return settings.model_copy(
             update={
                 "model": settings.model.model_copy(update={"enabled": True}),
-                "scorer": settings.scorer.model_copy(update={"offset_hours": 16.0}),
+                "scorer": settings.scorer.model_copy(
+                    update={"enabled": True, "offset_hours": 16.0}
+                ),
             }
         )
 
@@ -147,6 +163,10 @@ class EngineModel:
         # The clock reaches the end of the last training day (no test row is read): the
         # page scorer's nightly work at that midnight is done, as it would be in service.
         engine.train_page_scorer(end_of_local_day(train.end_ms))
+        if engine.page_scorer is not None:
+            self.scorer_retrains = [dataclasses.asdict(r) for r in engine.page_scorer.retrains]
+            # What the scorer adds to every checkpoint (its pools, mostly).
+            self.scorer_bytes = len(pickle.dumps(engine.page_scorer))
         self.to_engine = np.array(
             [engine.catalog.row_of[v.video_id] for v in catalog.videos], dtype=np.intp
         )
@@ -284,11 +304,24 @@ class FypPipeline(_EngineMethod):
     was trained (frozen, in the daily walk) would otherwise spend slots of the page on
     videos the protocol rules out, and be judged on a shorter list."""
 
-    def __init__(self, model: EngineModel, *, explore: bool = True, spacing: bool = True) -> None:
+    def __init__(
+        self,
+        model: EngineModel,
+        *,
+        explore: bool = True,
+        spacing: bool = True,
+        scorer: bool = True,
+    ) -> None:
         super().__init__(model)
         self.explore = explore
         self.spacing = spacing
-        self.name = "fyp" + ("" if explore else "_no_explore") + ("" if spacing else "_no_spacing")
+        self.scorer = scorer
+        self.name = (
+            "fyp"
+            + ("" if explore else "_no_explore")
+            + ("" if spacing else "_no_spacing")
+            + ("" if scorer else "_no_scorer")
+        )
         self.extra: dict[str, int] = {}
         self._pipeline: FeedPipeline | None = None
 
@@ -300,8 +333,12 @@ class FypPipeline(_EngineMethod):
             # same questions must get the same answers.
             ids = itertools.count()
             served = self.engine.pipeline
+            ranker = served.ranker
+            if not self.scorer and isinstance(ranker, PageScoredRanker):
+                ranker = ranker.inner  # the ranker the page scorer re-orders
             self._pipeline = dataclasses.replace(
                 served,
+                ranker=ranker,
                 side_effects=[],
                 counters=PipelineCounters(),
                 new_request_id=lambda: f"eval-{next(ids):010d}",
@@ -445,6 +482,8 @@ def make_engine_method(name: str, model: EngineModel) -> Method:
         return FypPipeline(model, spacing=False)
     if name == "fyp_no_explore_no_spacing":
         return FypPipeline(model, explore=False, spacing=False)
+    if name == "fyp_no_scorer":
+        return FypPipeline(model, scorer=False)
     if name == "fyp_mmoe":
         return FypMMoE(model)
     if name == "fyp_first_ranker":

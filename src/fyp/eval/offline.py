@@ -433,6 +433,9 @@ def evaluate_kuairand(
                 f"prequential: test impressions in windows of {WINDOW_MS // 1000} s, each "
                 "scored before the engine learns from its window's log rows"
             )
+        if model.scorer_retrains:
+            result["protocol"]["page_scorer_retrains"] = model.scorer_retrains
+            result["protocol"]["page_scorer_checkpoint_bytes"] = model.scorer_bytes
         if model.summary is not None:
             result["protocol"]["engine_import"] = {
                 "rows": model.summary.rows,

@@ -3,12 +3,18 @@ what a page is for — will this person engage with this video next — where th
 learn a rate given an impression (which, on logged data, penalises exactly the videos an
 app showed most).
 
-A LightGBM lambdarank model over features of each candidate (:data:`PAGE_FEATURES`):
-the serving ranker's value score and the first ranker's heads and features, popularity
-(views, positives, time-decayed engagement in the user's region and on the surface the
-feed runs on, times served), co-engagement with the user's recent positives, the
-two-tower logit when the learned models run, the video's age and the user's activity.
-:mod:`fyp.rank.scorer_training` trains it from the engine's own log.
+The score is a weighted sum of a few log-scale signals (:data:`PAGE_FEATURES`): the
+candidate's time-decayed engagement on the surface the feed runs on (what people here
+engage with now, the strongest prior of what a person engages with next), its
+engagement in the user's region, the two-tower retrieval's cosine of the user and the
+video (what this person likes), and the serving ranker's value score (what they watch
+once shown). :mod:`fyp.rank.scorer_training` chooses the weights on the
+engine's own log: the combination of a small grid whose order puts the most of what
+users went on to engage with near the top of their pools (mean NDCG@50). A handful of
+weights learned from thousands of pools cannot over-fit them, which a gradient-boosted
+ranker over two dozen features did (docs/evaluation.md), and a deployment whose users
+follow their tastes more than the crowd gets a larger weight on the ranker's value from
+the same search.
 
 Until it is trained, or if its features do not match (a model from another version),
 :class:`PageScoredRanker` gives the ranker's own values: it fails open to the ranking
@@ -18,20 +24,17 @@ in the pipeline, as after any ranker.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from fyp.config import ScorerConfig
 from fyp.rank.base import Ranker
-from fyp.rank.first_ranker import FEATURES as FIRST_FEATURES
 from fyp.retrieve.base import FeedContext
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.updater import FeedState
-from fyp.types import DAY_MS
 
 if TYPE_CHECKING:
     from fyp.retrieve.two_tower import LearnedRetrieval
@@ -39,31 +42,26 @@ if TYPE_CHECKING:
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 
-_HEADS = ("long_view", "finish", "skip", "like")  # the first ranker's heads read
-# The first ranker's per-video features of its long-view head (not those that are the
-# same for every candidate of a request: the user's and the surface's lifts, the bias).
-_FIRST = ("video_rate", "creator", "sound", "hashtags", "follows", "fresh")
 _POSITIVES = ("long_view", "like", "share", "follow", "comment")
+_POSITIVE_IDX = [LABEL_INDEX[p] for p in _POSITIVES]
 
 PAGE_FEATURES: tuple[str, ...] = (
-    "value",
-    "first_value",
-    *(f"p_{h}" for h in _HEADS),
-    *(f"first_{f}" for f in _FIRST),
-    "video_views",
-    "video_positives",
-    "trending_region",
-    "trending_surface",
-    "exposures",
-    "coengagement",
-    "two_tower",
-    "age_days",
-    "user_views",
-    "user_positives",
+    "trending_surface",  # log(1 + decayed engagement on the request's surface)
+    "trending_region",  # log(1 + decayed engagement in the user's region)
+    "two_tower",  # cosine of the user's and the video's retrieval vectors (0: none)
+    "value",  # the serving ranker's value score (Σ weight × P(label): may be negative)
+    "video_positives",  # log(1 + positives ever): only breaks ties (fixed small weight)
 )
-_HEAD_IDX = [LABEL_INDEX[h] for h in _HEADS]
-_FIRST_IDX = [FIRST_FEATURES.index(f) for f in _FIRST]
-_POSITIVE_IDX = [LABEL_INDEX[p] for p in _POSITIVES]
+# The weights searched, per feature (surface popularity's is 0 or 1: an order does not
+# change with the scale of every weight). The value's reach up to where it orders alone.
+WEIGHT_GRID: tuple[tuple[float, ...], ...] = (
+    (0.0, 1.0),
+    (0.0, 0.3, 1.0),
+    (0.0, 1.0, 2.0, 4.0, 8.0),
+    (0.0, 0.1, 0.3, 1.0, 3.0, 10.0),
+)
+_TIE_BREAK = 1e-3  # video_positives' weight
+NDCG_AT = 50  # a page's worth of positions: what the search maximises
 
 
 class PageFeatures:
@@ -73,60 +71,24 @@ class PageFeatures:
         self.state = state
         self.models = models
 
-    def matrix(self, ctx: FeedContext, rows: list[int], values: F64, first: F64) -> F64:
-        """``values``: the serving ranker's value scores of ``rows``; ``first``: the first
-        ranker's (n, L, F) features of them."""
+    def matrix(self, ctx: FeedContext, rows: list[int], values: F64) -> F64:
+        """``values``: the serving ranker's value scores of ``rows``."""
         state = self.state
         idx = np.asarray(rows, dtype=np.intp)
-        n = len(rows)
-        x = np.empty((n, len(PAGE_FEATURES)))
-        ranker = state.ranker
-        p = 1.0 / (1.0 + np.exp(-ranker.logits(first)))
-        x[:, 0] = values
-        x[:, 1] = p @ ranker.value_weights
-        col = 2
-        x[:, col : col + len(_HEADS)] = p[:, _HEAD_IDX]
-        col += len(_HEADS)
-        x[:, col : col + len(_FIRST)] = first[:, LABEL_INDEX["long_view"], :][:, _FIRST_IDX]
-        col += len(_FIRST)
-        stats = state.stats
-        x[:, col] = np.log1p(stats.views[idx])
-        x[:, col + 1] = np.log1p(stats.label_counts[idx][:, _POSITIVE_IDX].sum(axis=1))
-        x[:, col + 2] = np.log1p(state.trending.at(ctx.region, idx, ctx.now))
-        x[:, col + 3] = np.log1p(state.surface_trending.at(ctx.surface, idx, ctx.now))
-        x[:, col + 4] = np.log1p(stats.exposures[idx])
-        x[:, col + 5] = self._coengagement(ctx, rows)
-        x[:, col + 6] = self._two_tower(ctx, rows)
-        created = state.catalog.created_at[idx]  # (a minimum for "unknown")
-        known = created > 0
-        age = np.maximum(ctx.now - np.where(known, created, 0), 0) / DAY_MS
-        x[:, col + 7] = np.where(known, np.log1p(age), np.nan)
-        x[:, col + 8] = np.log1p(ctx.user.views)
-        x[:, col + 9] = np.log1p(len(ctx.user.recent_positives))
+        x = np.empty((len(rows), len(PAGE_FEATURES)))
+        x[:, 0] = np.log1p(state.surface_trending.at(ctx.surface, idx, ctx.now))
+        x[:, 1] = np.log1p(state.trending.at(ctx.region, idx, ctx.now))
+        x[:, 2] = self._two_tower(ctx, rows)
+        x[:, 3] = values
+        positives = state.stats.label_counts[idx][:, _POSITIVE_IDX].sum(axis=1)
+        x[:, 4] = np.log1p(positives)
         return x
 
-    def _coengagement(self, ctx: FeedContext, rows: list[int]) -> F64:
-        """Summed similarity to the user's recent positives, newer ones weighing more
-        (what the co-engagement source ranks by), for every row."""
-        n = self.state.settings.sources.coengagement_seeds
-        seeds = list(ctx.user.recent_positives)[-n:][::-1] if n > 0 else []
-        out = np.zeros(len(rows))
-        if not seeds:
-            return out
-        scores: dict[int, float] = {}
-        each = self.state.coengagement.neighbours_of_each(seeds)
-        for age, neighbours in enumerate(each):
-            recency = 0.9**age
-            for row, sim in neighbours:
-                scores[row] = scores.get(row, 0.0) + recency * sim
-        for i, row in enumerate(rows):
-            out[i] = scores.get(row, 0.0)
-        return out
-
     def _two_tower(self, ctx: FeedContext, rows: list[int]) -> F64:
-        """The user's and each video's retrieval vectors' inner product; NaN where there
-        is none (no learned models, not warm, a video not in the index)."""
-        out = np.full(len(rows), np.nan)
+        """The user's and each video's retrieval vectors' inner product (unit vectors:
+        a cosine); 0 where there is none (no learned models, not warm, a video not in
+        the index), which is what a user with no taste known yet gets from every video."""
+        out = np.zeros(len(rows))
         models = self.models
         if models is None or not models.retrieval.warm or len(models.index) == 0:
             return out
@@ -140,51 +102,79 @@ class PageFeatures:
         return out
 
 
+def _padded(x: F32, y: F32, sizes: list[int]) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
+    """The pools as (groups, longest, features) and (groups, longest) arrays, and which
+    of their places are padding (no gain; ranked last)."""
+    n, width = len(sizes), max(sizes)
+    xs = np.zeros((n, width, x.shape[1]))
+    ys = np.zeros((n, width))
+    pad = np.ones((n, width), dtype=bool)
+    start = 0
+    for g, size in enumerate(sizes):
+        xs[g, :size] = x[start : start + size]
+        ys[g, :size] = y[start : start + size]
+        pad[g, :size] = False
+        start += size
+    return xs, ys, pad
+
+
+def mean_ndcg(scores: F64, gains: F64, k: int = NDCG_AT) -> float:
+    """Mean NDCG@k (binary gain) of (groups, n) ``scores`` against ``gains``, over the
+    groups with a positive; ties keep the pools' (shuffled) order."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(gains, order, axis=1)
+    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+    dcg = top @ discount
+    positives = np.minimum(gains.sum(axis=1), top.shape[1]).astype(np.intp)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])[positives]
+    has = ideal > 0
+    return float(np.mean(dcg[has] / ideal[has])) if has.any() else 0.0
+
+
 class PageScorer:
-    """The learned model (a LightGBM booster), or none yet; swapped whole on retraining,
-    so a request reads either the old model or the new one."""
+    """The learned weights, or none yet; swapped whole on retraining, so a request reads
+    either the old weights or the new ones."""
 
     def __init__(self) -> None:
-        self.booster: lgb.Booster | None = None
+        self.weights: F64 | None = None
         self.trained_at: int | None = None  # event time (Unix ms) of the last fit
         self.groups = 0  # pools it was trained on
         self.examples = 0
+        self.fit_ndcg = 0.0  # the chosen weights' mean NDCG@50 on those pools
         self.fit_seconds = 0.0
 
     @property
     def trained(self) -> bool:
-        b = self.booster
-        return b is not None and b.num_feature() == len(PAGE_FEATURES)
+        w = self.weights
+        return w is not None and len(w) == len(PAGE_FEATURES)
 
-    def fit(self, x: F32, y: F32, sizes: list[int], cfg: ScorerConfig, at_ms: int) -> None:
-        """Lambdarank on pools (``sizes``: each pool's consecutive rows of ``x``), graded
-        1 for what the user engaged with, 0 otherwise."""
+    def fit(self, x: F32, y: F32, sizes: list[int], at_ms: int) -> None:
+        """Choose the weights of :data:`WEIGHT_GRID` that order pools (``sizes``: each
+        pool's consecutive rows of ``x``, ``y`` 1 for what the user engaged with) best
+        by mean NDCG@50; on a tie, the earlier in the grid (the simpler: zeros first)."""
         start = time.perf_counter()
-        params = {
-            "objective": "lambdarank",
-            "metric": "ndcg",
-            "eval_at": [50],
-            "lambdarank_truncation_level": 50,  # a page's worth of positions
-            "num_leaves": cfg.leaves,
-            "learning_rate": cfg.learning_rate,
-            "min_data_in_leaf": cfg.min_data_in_leaf,
-            "seed": cfg.seed,
-            "deterministic": True,
-            "force_row_wise": True,
-            "num_threads": 1,  # the other core serves
-            "verbosity": -1,
-        }
-        data = lgb.Dataset(x, y, group=sizes, feature_name=list(PAGE_FEATURES), free_raw_data=True)
-        self.booster = lgb.train(params, data, num_boost_round=cfg.trees)
+        xs, ys, pad = _padded(x, y, sizes)
+        best: tuple[float, F64] | None = None
+        for combo in itertools.product(*WEIGHT_GRID):
+            if not any(combo):
+                continue
+            w = np.array([*combo, _TIE_BREAK])
+            scores = xs @ w
+            scores[pad] = -np.inf
+            got = mean_ndcg(scores, ys)
+            if best is None or got > best[0]:
+                best = (got, w)
+        assert best is not None
+        self.fit_ndcg, self.weights = best
         self.trained_at = at_ms
         self.groups = len(sizes)
         self.examples = len(y)
         self.fit_seconds = time.perf_counter() - start
 
     def predict(self, x: F64) -> F64:
-        booster = self.booster
-        assert booster is not None
-        out = np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
+        w = self.weights
+        assert w is not None
+        out: F64 = x @ w
         return out
 
 
@@ -200,8 +190,8 @@ class PageScoredRanker:
 
     def features_of(self, ctx: FeedContext, rows: list[int]) -> F64:
         """The scorer's features of ``rows`` for this request (what training stores)."""
-        values, first = self.inner.values_and_features(ctx, rows)
-        return self.features.matrix(ctx, rows, values, first)
+        values, _ = self.inner.values_and_features(ctx, rows)
+        return self.features.matrix(ctx, rows, values)
 
     def values(self, ctx: FeedContext, rows: list[int]) -> F64:
         return self.values_and_features(ctx, rows)[0]
@@ -210,7 +200,7 @@ class PageScoredRanker:
         values, first = self.inner.values_and_features(ctx, rows)
         if not rows or not self.scorer.trained:
             return values, first
-        return self.scorer.predict(self.features.matrix(ctx, rows, values, first)), first
+        return self.scorer.predict(self.features.matrix(ctx, rows, values)), first
 
     def active(self) -> str:
         return "page_scorer" if self.scorer.trained else self.inner.active()

@@ -75,6 +75,7 @@ class Retrain:
     labelled_pools: int  # pools of the period just ended with a positive
     trained_groups: int  # pools the scorer was trained on (0: not retrained)
     fit_s: float
+    weights: tuple[float, ...]  # the scorer's weights after it (empty: untrained)
     snapshot_users: int
     snapshot_s: float
 
@@ -155,8 +156,8 @@ class PageScorerTrainer:
         self, out: _Labelled, uid: str, pool: _Pool, new: set[int], rng: np.random.Generator
     ) -> None:
         """The pool as a training group if the user engaged with any of it: its positives
-        and a sample of the rest, shuffled (lambdarank breaks ties by position, so
-        positives first would teach it the order of the rows)."""
+        and a sample of the rest, shuffled (ties keep the pool's order when the weights
+        are chosen, so positives first would reward weights that leave them tied)."""
         if not new:
             return
         y = np.fromiter((r in new for r in pool.rows.tolist()), dtype=bool, count=len(pool.rows))
@@ -179,12 +180,12 @@ class PageScorerTrainer:
         x = np.concatenate([x for p in self.periods for x in p.xs])
         y = np.concatenate([y for p in self.periods for y in p.ys])
         fresh = PageScorer()
-        fresh.fit(x, y, sizes, self.cfg, at_ms)
-        # Swapped whole: a request reads the old model or the new one.
+        fresh.fit(x, y, sizes, at_ms)
+        # Swapped whole: a request reads the old weights or the new ones.
         scorer = self.scorer
-        scorer.booster, scorer.trained_at = fresh.booster, fresh.trained_at
+        scorer.weights, scorer.trained_at = fresh.weights, fresh.trained_at
         scorer.groups, scorer.examples = fresh.groups, fresh.examples
-        scorer.fit_seconds = fresh.fit_seconds
+        scorer.fit_ndcg, scorer.fit_seconds = fresh.fit_ndcg, fresh.fit_seconds
         return len(sizes)
 
     def choose_users(self, state: FeedState, now: int) -> list[str]:
@@ -280,6 +281,7 @@ class PageScorerTrainer:
             labelled,
             trained,
             self.scorer.fit_seconds if trained else 0.0,
+            () if self.scorer.weights is None else tuple(self.scorer.weights.tolist()),
             len(self.pending),
             time.perf_counter() - start,
         )
