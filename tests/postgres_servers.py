@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import pytest
 
@@ -50,6 +50,27 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if "postgresql" in request.node.callspec.id.split("-"):
         return request.getfixturevalue("postgres_url")
     return tmp_path
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """The body of a contract suite's fixture parametrised by backend (``request.param``:
+    a factory of a store at a :func:`location`): yields a function that opens (or
+    reopens, as another process would) the store there; closes all it opened after."""
+    factory: Callable[[Any], Closable] = request.param
+    where = location(request, tmp_path)
+    opened: list[Closable] = []
+
+    def open_() -> Any:
+        opened.append(factory(where))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        store.close()
 
 
 def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:

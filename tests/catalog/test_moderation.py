@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fyp.catalog.moderation import ModerationStore, SqliteModerationStore
 from fyp.types import ModerationAction
-from postgres_servers import location
+from postgres_servers import opener
 
 OpenStore = Callable[[], ModerationStore]
 
@@ -31,18 +30,7 @@ IMPLEMENTATIONS = [
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
-    factory: Callable[[Any], ModerationStore] = request.param
-    where = location(request, tmp_path)
-    opened: list[ModerationStore] = []
-
-    def open_() -> ModerationStore:
-        store = factory(where)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
+    yield from opener(request, tmp_path)
 
 
 REMOVE = ModerationAction("v1", "removed", None, "spam", "api", 10)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fyp.catalog.store import CatalogStore, SqliteCatalogStore
 from fyp.types import Video
-from postgres_servers import location
+from postgres_servers import opener
 
 OpenStore = Callable[[], CatalogStore]
 
@@ -34,18 +33,7 @@ def pg_catalog(url: str) -> CatalogStore:
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
-    factory: Callable[[Any], CatalogStore] = request.param
-    where = location(request, tmp_path)
-    opened: list[CatalogStore] = []
-
-    def open_() -> CatalogStore:
-        store = factory(where)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
+    yield from opener(request, tmp_path)
 
 
 def video(i: int, **changes: object) -> Video:

@@ -10,13 +10,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fyp.events.impressions import ImpressionLog, SqliteImpressionLog
 from fyp.types import DAY_MS, FilterCount, Impression
-from postgres_servers import location, query
+from postgres_servers import opener, query
 
 OpenLog = Callable[[], ImpressionLog]
 
@@ -38,18 +37,7 @@ _clock = iter(range(10**6))
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def open_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLog]:
-    factory: Callable[[Any], ImpressionLog] = request.param
-    where = location(request, tmp_path)
-    opened: list[ImpressionLog] = []
-
-    def open_() -> ImpressionLog:
-        log = factory(where)
-        opened.append(log)
-        return log
-
-    yield open_
-    for log in opened:
-        log.close()
+    yield from opener(request, tmp_path)
 
 
 def imp(user: str, video: str, request_id: str = "r1", position: int = 0) -> Impression:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fyp.types import UserProfile
 from fyp.users.store import SqliteUserStore, UserStore
-from postgres_servers import location
+from postgres_servers import opener
 
 PROFILE = UserProfile("p1", "18+", "en", "eu", 1, 2, (("activity", "high"), ("device_class", "tv")))
 
@@ -37,18 +36,7 @@ IMPLEMENTATIONS = [
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
-    factory: Callable[[Any], UserStore] = request.param
-    where = location(request, tmp_path)
-    opened: list[UserStore] = []
-
-    def open_() -> UserStore:
-        store = factory(where)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
+    yield from opener(request, tmp_path)
 
 
 def test_profiles_round_trip_with_their_attributes(open_store: OpenStore) -> None:
