@@ -269,7 +269,7 @@ class Engine:
         # store, applied here), before it is acknowledged: (kind, key), see
         # fyp.cluster.changes, which sets it where there are other processes to tell.
         self.changed: Callable[[str, str], None] = _no_notice
-        self.moderator.changed = lambda video_id: self.changed("video", video_id)
+        self.moderator.changed = lambda video_id: self.changed("moderation", video_id)
         self._refresh_marks_known: set[tuple[str, int]] = set()  # (pid, offset) applied
         self._apply_user_settings()
 
@@ -451,8 +451,8 @@ class Engine:
         with self._lock:
             self.catalog.upsert(videos)
             self.state.stats.ensure(len(self.catalog))
-        for video_id in dict.fromkeys(v.video_id for v in videos):
-            self.changed("video", video_id)
+        if videos:  # one notice for the batch (ids hold no control characters)
+            self.changed("video", "\n".join(dict.fromkeys(v.video_id for v in videos)))
         return len(videos)
 
     def ingest(
@@ -1002,16 +1002,18 @@ class Engine:
     def apply_change(self, kind: str, key: str) -> None:
         """Put in force here a change another serving process committed to the shared
         stores, re-read from them (the store is the truth, not the notice): ``video`` (an
-        upload or a moderation decision; ``key`` its id), ``user`` (a profile, controls,
+        upload or an update; ``key`` a batch's ids, a line each), ``moderation`` (a
+        decision; ``key`` the video's id), ``user`` (a profile, controls,
         a refresh; ``key`` the user's handle, :meth:`fyp.users.store.UserStore.handle`),
         ``erasure`` (``key`` the erasure's audit reference: every tombstone is looked at
         again)."""
         if kind == "video":
-            video = self.catalog_store.get(key)
-            if video is not None:
-                with self._lock:
-                    self.catalog.upsert([video])
-                    self.state.stats.ensure(len(self.catalog))
+            # (a video's moderation survives its re-upload: only the video is read)
+            videos = [v for v in map(self.catalog_store.get, key.split("\n")) if v is not None]
+            with self._lock:
+                self.catalog.upsert(videos)
+                self.state.stats.ensure(len(self.catalog))
+        elif kind == "moderation":
             self.moderator.apply_history(key)
         elif kind == "user":
             pid = self.user_store.user_of_handle(key)

@@ -210,7 +210,7 @@ def test_changes_made_through_a_are_in_force_in_b(pair: tuple[Process, Process])
     finally:
         stream.close()
     kinds = {n.kind for n in notices}
-    assert kinds == {"video", "user", "erasure"}, kinds
+    assert kinds == {"video", "moderation", "user", "erasure"}, kinds
     users = [n.key for n in notices if n.kind == "user"]
     assert users and pid not in users  # (handles, deleted with the user)
     assert all(b.engine.user_store.user_of_handle(h) is None for h in users)

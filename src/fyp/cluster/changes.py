@@ -4,10 +4,11 @@ event log's Redis, which every process appends to and tails.
 After a change is committed to its store and applied in the process that made it, that
 process appends a notice ``(kind, key)`` to ``{prefix}:changes`` before it answers, so
 an acknowledged change has its notice. The kinds are the engine's
-(:meth:`fyp.engine.Engine.apply_change`): ``video`` (an upload, a moderation decision),
-``user`` (a profile, controls, a refresh; the pseudonym) and ``erasure`` (the erasure's
-audit reference: no notice keeps a pseudonym of an erased user; one when it is
-accepted, one when it is complete).
+(:meth:`fyp.engine.Engine.apply_change`): ``video`` (an upload or an update, one
+notice a batch), ``moderation`` (a decision), ``user`` (a profile, controls, a
+refresh: the user's random handle, deleted with them, not their pseudonym) and
+``erasure`` (the erasure's audit reference; one when it is accepted, one when it is
+complete): no notice names an erased user.
 
 Every process tails the stream from a thread of its own (``XREAD BLOCK``) from the last
 id it read, and re-reads each changed thing from its store (never from the notice)
@@ -40,7 +41,7 @@ from fyp.storage.redis_server import reaching, split_url
 
 log = logging.getLogger(__name__)
 
-KINDS = ("video", "user", "erasure")
+KINDS = ("video", "moderation", "user", "erasure")
 MAX_LEN = 100_000  # notices kept (about: MAXLEN ~ trims whole nodes)
 BLOCK_MS = 1_000  # how long one XREAD waits for a notice
 BATCH = 500  # notices one XREAD returns at most
