@@ -17,12 +17,12 @@ import redis
 from fastapi.testclient import TestClient
 
 from fyp.api import create_app
-from fyp.cluster.changes import ChangeStream, changes_url
+from fyp.cluster.changes import ChangeFollower, ChangeStream, changes_url
 from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
 from fyp.engine import Engine
 from fyp.privacy.keys import bearer, create_key
 from fyp.safety.labels import ModerationState
-from fyp.types import now_ms
+from fyp.types import Video, now_ms
 from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
 
 DEADLINE_S = 5.0  # generous: the target is 1 s (bench/cluster_changes.py measures it)
@@ -250,7 +250,7 @@ def test_a_follower_cut_off_from_redis_says_so_and_catches_up(
 
     original = changes.ChangeStream.read
 
-    def broken(self: changes.ChangeStream, after: str, **kw: Any) -> Any:
+    def broken(self: changes.ChangeStream, *args: Any, **kw: Any) -> Any:
         raise redis.ConnectionError("cut off (the test)")
 
     changes.ChangeStream.read = broken  # type: ignore[method-assign]
@@ -264,3 +264,34 @@ def test_a_follower_cut_off_from_redis_says_so_and_catches_up(
         changes.ChangeStream.read = original  # type: ignore[method-assign]
     eventually("caught up", lambda: "v007" in b.engine.catalog.row_of)
     eventually("healthy", lambda: b.ok("GET", "/healthz")["status"] == "ok")
+
+
+def test_a_follower_the_stream_was_trimmed_past_reconciles(
+    tmp_path: Path, shared: tuple[str, str]
+) -> None:
+    """B away while A made two changes and the stream was trimmed to the last notice:
+    B's next read finds the stream no longer holds its last notice, and reconciles
+    with the stores, so the change whose notice was trimmed is in force too."""
+    store, log = shared
+    a = Engine.open(_settings(tmp_path / "a", store, log))
+    b = Engine.open(_settings(tmp_path / "b", store, log))
+    url = changes_url(a.settings)
+    assert url is not None
+    writer, reader = ChangeFollower(a, ChangeStream(url)), ChangeFollower(b, ChangeStream(url))
+    try:
+        a.upsert_videos([Video("v1", "c1", duration_ms=10_000)])
+        assert reader.step(block_ms=100) == 1
+        assert "v1" in b.catalog.row_of and reader.gaps == 0
+        a.upsert_videos([Video("v2", "c1", duration_ms=10_000)])
+        a.upsert_videos([Video("v3", "c2", duration_ms=10_000)])
+        client = redis.Redis.from_url(SHARED_URL)
+        client.xtrim(reader.stream.key, maxlen=1, approximate=False)  # (only v3's kept)
+        client.close()
+        assert reader.step(block_ms=100) == 1  # (v3's notice)
+        assert reader.gaps == 1
+        assert "v2" in b.catalog.row_of and "v3" in b.catalog.row_of
+    finally:
+        writer.stop()
+        reader.stop()
+        b.close()
+        a.close()

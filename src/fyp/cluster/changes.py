@@ -160,6 +160,7 @@ class ChangeFollower:
         self.error: str | None = None
         self.applied = 0  # notices of others applied
         self.reconciled = 0  # reconciles that found something to change
+        self.gaps = 0  # reads that found the stream trimmed past the last notice read
         # Where to read from: after the last notice now (what came before is in the
         # stores the engine read at its start); None until Redis answers.
         self.last: str | None = None
@@ -181,7 +182,8 @@ class ChangeFollower:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=BLOCK_MS / 1000 + TIMEOUT_S + 1)
+        if self._thread.is_alive():
+            self._thread.join(timeout=BLOCK_MS / 1000 + TIMEOUT_S + 1)
         self.engine.changed = lambda kind, key: None
         self.stream.close()
 
@@ -194,31 +196,33 @@ class ChangeFollower:
         return 0.0 if quiet <= BLOCK_MS / 1000 + 1.0 and self.error is None else quiet
 
     def _run(self) -> None:
-        behind = False  # after a fault: the stream may have been trimmed past self.last
         while not self._stop.is_set():
             try:
-                if self.last is None:  # (Redis was down at the start: changes missed)
-                    self.last = self.stream.last_id()
-                    self.reconcile()
-                if behind:
-                    self._check_gap()
-                    behind = False
-                notices = self.stream.read(self.last or "0-0")
-                self._apply(notices)
-                if len(notices) == BATCH:
-                    self._check_gap()  # (a backlog: the head may have moved past us)
-                self._ok_at = time.monotonic()
-                self.error = None
-                if time.monotonic() - self._reconciled_at >= self.reconcile_every_s:
-                    self.reconcile()
+                self.step()
             except Exception as err:  # Redis or a store down: said in /healthz, retried
                 if self.error is None:
                     log.warning("cannot follow other processes' changes (%s); retrying", err)
                 self.error = f"{type(err).__name__}: {err}"
-                behind = True
                 self._stop.wait(RETRY_S)
 
-    def _apply(self, notices: list[Notice]) -> None:
+    def step(self, block_ms: int = BLOCK_MS) -> int:
+        """One read of the stream (waiting up to ``block_ms`` for a notice), what it
+        returned applied, and the reconcile if one is due; returns the notices of others
+        applied. Raises what a read or an apply raised (the thread retries)."""
+        if self.last is None:  # (Redis was down at the start: changes may be missed)
+            self.last = self.stream.last_id()
+            self.reconcile()
+        notices = self.stream.read(self.last, block_ms)
+        if notices:
+            self._check_gap()  # (XREAD past a trimmed id returns from the first kept)
+        applied = self._apply(notices)
+        self._ok_at = time.monotonic()
+        self.error = None
+        if time.monotonic() - self._reconciled_at >= self.reconcile_every_s:
+            self.reconcile()
+        return applied
+
+    def _apply(self, notices: list[Notice]) -> int:
         mine = self.stream.origin
         others = [n for n in notices if n.by != mine]
         for n in others:
@@ -229,13 +233,16 @@ class ChangeFollower:
         if others:
             self.applied += len(others)
             self.applied_hook()
+        return len(others)
 
     def _check_gap(self) -> None:
+        """Reconcile if the stream no longer holds the last notice read: those after it
+        may have been trimmed away unread (what they said is in the stores)."""
         first = self.stream.first_id()
         last = self.last or "0-0"
         if first is not None and last != "0-0" and _older(last, first):
-            # Notices between were trimmed away: what they said is in the stores.
             log.info("change notices were trimmed past this process's last; reconciling")
+            self.gaps += 1
             self.reconcile()
 
     def reconcile(self) -> int:
