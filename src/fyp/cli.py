@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from fyp.audit.commands import audit_app
+from fyp.cluster.commands import cluster_app
 from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
 from fyp.eval.commands import eval_app
 from fyp.events.commands import log_app
@@ -32,6 +34,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(log_app, name="log")
+app.add_typer(cluster_app, name="cluster")
 console = Console()
 
 DataDir = Annotated[
@@ -115,9 +118,38 @@ def serve(
 ) -> None:
     """Run the HTTP API (feed, events, catalog) until interrupted; with the learned models
     on, also the learner process (``fyp learn``), supervised."""
+    settings = _settings(data_dir, host, port, region, config, event_log, store, model_channel)
+    _serve_api(settings, supervise_learner=True, reuse_port=False)
+
+
+@app.command()
+def api(
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
+    region: Region = None,
+    config: ConfigFile = None,
+    event_log: EventLogUrl = None,
+    store: StoreUrl = None,
+    model_channel: ModelChannelUrl = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-port",
+            help="Bind with SO_REUSEPORT: several API processes on one port, the kernel "
+            "sharing the connections among them (Linux).",
+        ),
+    ] = False,
+) -> None:
+    """Run one API process, without a learner (run one with ``fyp learn``): one of
+    several serving the same stores (docs/cluster.md; ``fyp cluster up``)."""
+    settings = _settings(data_dir, host, port, region, config, event_log, store, model_channel)
+    _serve_api(settings, supervise_learner=False, reuse_port=reuse_port)
+
+
+def _serve_api(settings: Settings, supervise_learner: bool, reuse_port: bool) -> None:
     from fyp.api import create_app
 
-    settings = _settings(data_dir, host, port, region, config, event_log, store, model_channel)
     console.print(
         f"fyp serving {settings.data_dir} (region {settings.region}) on "
         f"http://{settings.host}:{settings.port} (docs: /docs)"
@@ -138,13 +170,19 @@ def serve(
             f"  fyp keys create --data-dir {settings.data_dir} --scopes all"
         )
     serving_gc()
-    uvicorn.run(
-        create_app(settings, supervise_learner=True),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-    )
+    asgi = create_app(settings, supervise_learner=supervise_learner)
+    if not reuse_port:
+        uvicorn.run(
+            asgi, host=settings.host, port=settings.port, log_level="warning", access_log=False
+        )
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.host, settings.port))
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
 
 
 @app.command()

@@ -5,7 +5,7 @@ the defaults below. Nested sections are set in the file (``[feedback]``, ``[rank
 ...); the environment sets the top-level scalars (``FYP_DATA_DIR``, ``FYP_REGION``,
 ``FYP_HOST``, ``FYP_PORT``, ``FYP_EVENT_LOG``) and a few of a section's
 (``FYP_MODEL_CHANNEL``: ``[model] channel``; ``FYP_RATE_LIMITS``: ``[auth]
-rate_limits``).
+rate_limits``; ``FYP_SECRET_FILE``: ``[privacy] secret_file``).
 """
 
 from __future__ import annotations
@@ -336,6 +336,7 @@ _ENV_KEYS = {
 _SECTION_ENV_KEYS = {
     ("model", "channel"): "FYP_MODEL_CHANNEL",
     ("auth", "rate_limits"): "FYP_RATE_LIMITS",
+    ("privacy", "secret_file"): "FYP_SECRET_FILE",
 }
 
 

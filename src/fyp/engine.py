@@ -57,7 +57,7 @@ from fyp.types import (
 )
 from fyp.users.controls import ControlsIn, ProfileIn, UserControls
 from fyp.users.directory import UserDirectory
-from fyp.users.store import SqliteUserStore, UserStore
+from fyp.users.store import SqliteUserStore, StoredUser, UserStore
 
 if TYPE_CHECKING:
     from fyp.audit.report import AuditReport
@@ -99,6 +99,10 @@ def _erasing_message(user_id: str) -> str:
 
 def _no_step(step: str) -> None:
     """The default :attr:`Engine.erasure_step`: nothing."""
+
+
+def _no_notice(kind: str, key: str) -> None:
+    """The default :attr:`Engine.changed`: nothing (one process: nobody to tell)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +265,12 @@ class Engine:
         # Called with the name of each step of an erasure as it is reached (a test's
         # crash point: a kill there must leave an erasure the next start completes).
         self.erasure_step: Callable[[str], None] = _no_step
+        # Called after each change other serving processes must apply (committed to its
+        # store, applied here), before it is acknowledged: (kind, key), see
+        # fyp.cluster.changes, which sets it where there are other processes to tell.
+        self.changed: Callable[[str, str], None] = _no_notice
+        self.moderator.changed = lambda video_id: self.changed("moderation", video_id)
+        self._refresh_marks_known: set[tuple[str, int]] = set()  # (pid, offset) applied
         self._apply_user_settings()
 
     @property
@@ -280,6 +290,7 @@ class Engine:
             if profile.attributes or user_id in self.state.users:
                 self.state.set_user_attributes(user_id, profile.attributes)
         for user_id, offset, _ in self.user_store.refreshes():
+            self._refresh_marks_known.add((user_id, offset))
             # (a mark applied already is in the state; one of a user being erased, never)
             if offset > self.state.applied_offset and user_id not in self._erasing:
                 self.state.schedule_refresh(user_id, offset)
@@ -440,6 +451,8 @@ class Engine:
         with self._lock:
             self.catalog.upsert(videos)
             self.state.stats.ensure(len(self.catalog))
+        if videos:  # one notice for the batch (ids hold no control characters)
+            self.changed("video", "\n".join(dict.fromkeys(v.video_id for v in videos)))
         return len(videos)
 
     def ingest(
@@ -778,6 +791,7 @@ class Engine:
                 self.users.profiles[pid] = profile
                 self.state.user(pid).region = profile.region
                 self.state.set_user_attributes(pid, profile.attributes)
+        self._user_changed(pid)
         return profile, old is None
 
     def set_controls(self, user_id: str, change: ControlsIn) -> UserControls:
@@ -795,7 +809,9 @@ class Engine:
             with self._lock:
                 self.users.set_controls(user_id, controls)
                 if mark is not None:
+                    self._refresh_marks_known.add((user_id, mark))
                     self.state.schedule_refresh(user_id, mark)
+        self._user_changed(user_id)
         return controls
 
     def why(self, user_id: str, video_id: str) -> Impression | None:
@@ -881,6 +897,7 @@ class Engine:
         # this is stored before the rows are deleted; one checked after is refused.
         with self._user_writes, self._lock:
             self._erasing[pid] = ref
+        self.changed("erasure", ref)
 
     def _complete_erasure(self, pid: str, actor: str) -> Erasure:
         """Carry out the erasure of a tombstoned user (again from the start if an earlier
@@ -937,6 +954,7 @@ class Engine:
             self.user_store.erase(pid)
             self.users.forget(pid)
             del self._erasing[pid]
+        self.changed("erasure", ref)
         return Erasure(events, impressions, rewrite)
 
     def _resume_erasures(self) -> None:
@@ -976,6 +994,136 @@ class Engine:
             since_ms,
             until_ms,
         )
+
+    # -- changes other serving processes made (fyp.cluster.changes) -------------------------
+
+    def _user_changed(self, pid: str) -> None:
+        if self.changed is not _no_notice:  # (one process: no handle made)
+            self.changed("user", self.user_store.handle(pid))
+
+    def apply_change(self, kind: str, key: str) -> None:
+        """Put in force here a change another serving process committed to the shared
+        stores, re-read from them (the store is the truth, not the notice): ``video`` (an
+        upload or an update; ``key`` a batch's ids, a line each), ``moderation`` (a
+        decision; ``key`` the video's id), ``user`` (a profile, controls,
+        a refresh; ``key`` the user's handle, :meth:`fyp.users.store.UserStore.handle`),
+        ``erasure`` (``key`` the erasure's audit reference: every tombstone is looked at
+        again)."""
+        if kind == "video":
+            # (a video's moderation survives its re-upload: only the video is read)
+            videos = [v for v in map(self.catalog_store.get, key.split("\n")) if v is not None]
+            with self._lock:
+                self.catalog.upsert(videos)
+                self.state.stats.ensure(len(self.catalog))
+        elif kind == "moderation":
+            self.moderator.apply_history(key)
+        elif kind == "user":
+            pid = self.user_store.user_of_handle(key)
+            if pid is not None:  # (else erased since)
+                self._apply_stored_user(pid, self.user_store.user(pid))
+        elif kind == "erasure":
+            self.follow_erasures()
+        else:
+            log.warning("a change notice of an unknown kind (%r) ignored", kind)
+
+    def _apply_stored_user(self, pid: str, stored: StoredUser) -> bool:
+        """The user's profile, controls and refresh marks as stored, in force here;
+        whether anything changed."""
+        changed = False
+        with self._user_writes, self._lock:
+            if pid in self._erasing or stored.tombstone is not None:
+                return False  # (the erasure's notices drop them)
+            p = stored.profile
+            if p is not None and self.users.profiles.get(pid) != p:
+                self.users.profiles[pid] = p
+                if p.region is not None:
+                    self.state.user(pid).region = p.region
+                self.state.set_user_attributes(pid, p.attributes)
+                changed = True
+            if stored.controls is not None:
+                controls = UserControls.from_json(stored.controls)
+                if controls != self.users.controls_of(pid):
+                    self.users.set_controls(pid, controls)
+                    changed = True
+            for offset in stored.refreshes:
+                if (pid, offset) not in self._refresh_marks_known:
+                    self._refresh_marks_known.add((pid, offset))
+                    self.state.schedule_refresh(pid, offset)
+                    changed = True
+        return changed
+
+    def follow_erasures(self) -> int:
+        """Erasures other processes accepted or completed, from the tombstones as stored
+        now: a user newly tombstoned is refused from now on and their state dropped (and
+        what this process buffered of their impressions); one whose tombstone is gone
+        was erased (profile, controls and state dropped). The checkpoint is rewritten
+        without them. Returns how many users changed."""
+        tombstones = self.user_store.tombstones()
+        with self._user_writes, self._lock:
+            begun = [pid for pid in tombstones if pid not in self._erasing]
+            done = [
+                pid
+                for pid in self._erasing
+                if pid not in tombstones and pid not in self._erasing_now
+            ]
+            for pid in begun:
+                self._erasing[pid] = tombstones[pid]
+            for pid in [*begun, *done]:
+                self.state.erase_user(pid)
+                if self.replica is not None:
+                    self.replica.forget_user(pid)
+            for pid in done:
+                self.users.forget(pid)
+                del self._erasing[pid]
+        for pid in begun:
+            self.impressions.erase_user(pid)
+        if (begun or done) and self.checkpoints.held():
+            with self._lock:
+                self.checkpoints.settle()
+                writer = self.checkpoints.begin_rewrite()
+            if writer is not None:
+                self.checkpoints.await_rewrite(writer)
+        return len(begun) + len(done)
+
+    def reconcile_changes(self) -> int:
+        """Everything the shared stores hold that this process could have missed
+        (its notices trimmed away, or a writer killed between its commit and its
+        notice), compared with what is in force here, the differences applied. Returns
+        how many videos and users changed."""
+        changed = 0
+        catalog = list(self.catalog_store.all())
+        with self._lock:
+            videos = [v for v in catalog if self._video_differs(v)]
+            if videos:
+                self.catalog.upsert(videos)
+                self.state.stats.ensure(len(self.catalog))
+        changed += len(videos)
+        folded: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
+        for a in self.moderation_store.history():
+            state, labels = folded.get(a.video_id, (None, None))
+            folded[a.video_id] = (
+                state if a.state is None else a.state,
+                labels if a.labels is None else a.labels,
+            )
+        here = self.catalog.moderation
+        for video_id, (state, labels) in folded.items():
+            now_state, now_labels = here.get(video_id, (None, None))
+            if (None if now_state is None else now_state.value, now_labels) != (state, labels):
+                self.moderator.apply_history(video_id)
+                changed += 1
+        changed += self.follow_erasures()
+        profiles, controls = self.user_store.profiles(), self.user_store.controls()
+        marks: dict[str, list[int]] = {}
+        for pid, offset, _ in self.user_store.refreshes():
+            marks.setdefault(pid, []).append(offset)
+        for pid in profiles.keys() | controls.keys() | marks.keys():
+            user = StoredUser(profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), None)
+            changed += self._apply_stored_user(pid, user)
+        return changed
+
+    def _video_differs(self, video: Video) -> bool:
+        row = self.catalog.row_of.get(video.video_id)
+        return row is None or self.catalog.videos[row] != video
 
     # -- the serving loop ------------------------------------------------------------------
 

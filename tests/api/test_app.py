@@ -44,6 +44,7 @@ def test_healthz_on_an_empty_engine(client: TestClient) -> None:
         "events": 0,
         "learning_lag": 0,
         "learned_models": None,  # (the learned models are off)
+        "changes_lag_s": None,  # (one process: no other's changes to follow)
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fyp.types import UserProfile
-from fyp.users.store import SqliteUserStore, UserStore
+from fyp.users.store import SqliteUserStore, StoredUser, UserStore
 from postgres_servers import opener
 
 PROFILE = UserProfile("p1", "18+", "en", "eu", 1, 2, (("activity", "high"), ("device_class", "tv")))
@@ -104,3 +104,29 @@ def test_a_users_db_made_before_attributes_opens_with_its_profiles(tmp_path: Pat
         assert store.profiles() == {"p1": PROFILE}
     finally:
         store.close()
+
+
+def test_one_user_read_whole_and_their_handle_gone_with_them(open_store: OpenStore) -> None:
+    """What another process re-reads on a notice (fyp.cluster.changes): one user's
+    profile, controls, refresh marks and tombstone; and the handle their notices carry,
+    the same every time it is asked, another user's another, deleted by the erasure."""
+    store = open_store()
+    assert store.user("p1") == StoredUser(None, None, (), None)
+    store.put_profile(PROFILE)
+    store.put_controls("p1", {"mute_creators": ["c1"]}, 10)
+    store.add_refresh("p1", 40, 11)
+    store.add_refresh("p1", 45, 12)
+    store.add_refresh("p2", 41, 13)
+    handle = store.handle("p1")
+    assert store.handle("p1") == handle != store.handle("p2")
+    assert len(handle) == 32 and "p1" not in handle
+    store.close()
+    again = open_store()
+    assert again.user("p1") == StoredUser(PROFILE, {"mute_creators": ["c1"]}, (40, 45), None)
+    assert again.user_of_handle(handle) == "p1"
+    again.add_tombstone("p1", "ref-1", 14)
+    assert again.user("p1").tombstone == "ref-1"
+    again.erase("p1")
+    assert again.user("p1") == StoredUser(None, None, (), None)
+    assert again.user_of_handle(handle) is None
+    assert again.handle("p1") != handle  # (a user created anew under the id: a new one)

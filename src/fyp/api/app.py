@@ -66,6 +66,7 @@ from fyp.api.security import Caller, Guard, too_many
 from fyp.api.token_routes import install_tokens
 from fyp.audit.commands import DEFAULT_WINDOW_DAYS
 from fyp.catalog.ingest import validate_videos
+from fyp.cluster.changes import ChangeFollower, follow_changes
 from fyp.config import Settings
 from fyp.engine import Engine, ErasureInProgressError, UnknownPageError, serving_role
 from fyp.events.ingest import IngestResult, Rejected
@@ -197,6 +198,7 @@ def create_app(
     loops: dict[str, LearningLoop] = {}
     syncs: dict[str, ModelSync] = {}
     model_metrics: dict[str, ModelSyncCollector] = {}
+    followers: dict[str, ChangeFollower] = {}  # other processes' changes (fyp.cluster)
     keys: KeyStore | None = None
     if settings.auth.required:
         keys = open_key_store(settings.store, settings.data_dir)
@@ -248,6 +250,14 @@ def create_app(
         holder["engine"] = eng
         guard.tokens = TokenSigner.of(eng.pseudonyms)
         loops["learning"] = learning = LearningLoop(eng)
+        running = asyncio.get_running_loop()
+
+        def wake() -> None:  # (from the follower's thread: a refresh is the loop's to do)
+            running.call_soon_threadsafe(learning.wake)
+
+        follower = follow_changes(eng, settings, wake)
+        if follower is not None:
+            followers["changes"] = follower
         supervisor: Supervisor | None = None
         if eng.replica is not None:
             syncs["models"] = sync = ModelSync(eng, channel_of(settings))
@@ -272,6 +282,8 @@ def create_app(
         try:
             yield
         finally:
+            if follower is not None:
+                await asyncio.to_thread(followers.pop("changes").stop)
             await learning.stop()
             if "models" in syncs:
                 await syncs.pop("models").stop()
@@ -379,6 +391,9 @@ def create_app(
                 status = "degraded: the learner is not running; the last published models serve"
             elif failure is None and h.sync_error is not None:
                 status = "degraded: the published models cannot be read; the last applied serve"
+        follower = followers.get("changes")
+        if failure is None and follower is not None and follower.error is not None:
+            status = f"degraded: other processes' changes cannot be read ({follower.error})"
         body = Health(
             status=status,
             region=settings.region,
@@ -386,6 +401,7 @@ def create_app(
             events=e.state.applied_offset + lag,
             learning_lag=lag,
             learned_models=learned,
+            changes_lag_s=None if follower is None else round(follower.lag_s, 3),
         )
         return _json(body, 200 if failure is None else 503)
 

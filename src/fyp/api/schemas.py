@@ -97,6 +97,11 @@ class Health(BaseModel):
     events: int
     learning_lag: int = Field(description="Events in the log not yet learned from.")
     learned_models: LearnedModelsHealth | None = None
+    changes_lag_s: float | None = Field(
+        None,
+        description="Seconds for which other processes' changes may not be in force here "
+        "(0 while their notices are read; absent where there is one process).",
+    )
 
 
 class UserOut(BaseModel):

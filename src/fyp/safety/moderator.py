@@ -72,6 +72,9 @@ class Moderator:
         self.reviews = reviews
         # Videos sent to review once: a moderator's later decision is not undone by a replay.
         self._auto_reviewed = {a.video_id for a in history if a.actor == REPORTS_ACTOR}
+        # Told each decision's video once it is in force here (the engine tells the
+        # other serving processes: fyp.cluster.changes).
+        self.changed: Callable[[str], None] = lambda video_id: None
 
     def moderate(
         self,
@@ -131,7 +134,18 @@ class Moderator:
             self._state().catalog.moderate([action])
             if actor == REPORTS_ACTOR:
                 self._auto_reviewed.add(video_id)
+        self.changed(video_id)
         return action
+
+    def apply_history(self, video_id: str) -> None:
+        """A decision another process took: the video's history as stored now, in force
+        here (the catalog's overlay is the fold of the history, so applying it whole again
+        is the same as applying its last action)."""
+        history = self.store.history(video_id)
+        with self._lock:
+            self._state().catalog.moderate(history)
+            if any(a.actor == REPORTS_ACTOR for a in history):
+                self._auto_reviewed.add(video_id)
 
     def review_reported(self) -> None:
         """Videos whose reports crossed the policy's threshold go to review (``pending``),

@@ -12,14 +12,27 @@ again (:meth:`fyp.engine.Engine.open`)."""
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from fyp.storage.sqlite import connect, scrub, transaction
 from fyp.types import UserProfile
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    """All a user store holds of one user: what another process re-reads when told the
+    user changed (fyp.cluster.changes)."""
+
+    profile: UserProfile | None
+    controls: dict[str, Any] | None
+    refreshes: tuple[int, ...]  # the log offsets of their refresh marks, oldest first
+    tombstone: str | None  # the erasure's audit reference, while one is under way
 
 
 class UserStore(Protocol):
@@ -45,6 +58,20 @@ class UserStore(Protocol):
 
     def tombstones(self) -> dict[str, str]:
         """The users whose erasure was accepted and is not complete -> audit reference."""
+        ...
+
+    def user(self, user_id: str) -> StoredUser:
+        """Everything held of one user, read in one transaction."""
+        ...
+
+    def handle(self, user_id: str) -> str:
+        """The user's handle: a random name, made (durably) at the first ask, that the
+        notices of their changes carry instead of their pseudonym, and that is deleted
+        with them, so a notice outliving an erasure names no one."""
+        ...
+
+    def user_of_handle(self, handle: str) -> str | None:
+        """The user whose handle this is (None: none, or erased since)."""
         ...
 
     def erase(self, user_id: str) -> None:
@@ -81,8 +108,26 @@ CREATE TABLE IF NOT EXISTS erasures (
     audit_ref  TEXT NOT NULL,
     ts         INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS user_handles (
+    user_id    TEXT PRIMARY KEY,
+    handle     TEXT NOT NULL UNIQUE
+);
 """
+USER_TABLES = ("profiles", "controls", "refreshes", "erasures", "user_handles")
 _PROFILE_COLUMNS = "user_id, age_band, language, region, created_at, updated_at, attributes"
+
+
+def _profile(row: Sequence[Any]) -> UserProfile:
+    u, a, lang, r, c, up, attrs = row
+    return UserProfile(
+        str(u),
+        None if a is None else str(a),
+        None if lang is None else str(lang),
+        None if r is None else str(r),
+        int(c),
+        int(up),
+        tuple(json.loads(str(attrs)).items()),  # (stored sorted by name)
+    )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -134,18 +179,7 @@ class SqliteUserStore:
             rows = self._conn.execute(
                 f"SELECT {_PROFILE_COLUMNS} FROM profiles ORDER BY rowid"
             ).fetchall()
-        return {
-            str(u): UserProfile(
-                str(u),
-                None if a is None else str(a),
-                None if lang is None else str(lang),
-                None if r is None else str(r),
-                int(c),
-                int(up),
-                tuple(json.loads(str(attrs)).items()),  # (stored sorted by name)
-            )
-            for u, a, lang, r, c, up, attrs in rows
-        }
+        return {str(row[0]): _profile(row) for row in rows}
 
     def put_controls(self, user_id: str, controls: dict[str, Any], ts: int) -> None:
         self._write(
@@ -185,10 +219,50 @@ class SqliteUserStore:
             rows = self._conn.execute("SELECT user_id, audit_ref FROM erasures").fetchall()
         return {str(u): str(r) for u, r in rows}
 
+    def user(self, user_id: str) -> StoredUser:
+        with self._lock, transaction(self._conn, immediate=False) as cur:
+            profile = cur.execute(
+                f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            controls = cur.execute(
+                "SELECT settings FROM controls WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            marks = cur.execute(
+                "SELECT log_offset FROM refreshes WHERE user_id = ? ORDER BY id", (user_id,)
+            ).fetchall()
+            ref = cur.execute(
+                "SELECT audit_ref FROM erasures WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        return StoredUser(
+            None if profile is None else _profile(profile),
+            None if controls is None else json.loads(str(controls[0])),
+            tuple(int(m[0]) for m in marks),
+            None if ref is None else str(ref[0]),
+        )
+
+    def handle(self, user_id: str) -> str:
+        with self._lock, transaction(self._conn) as cur:
+            cur.execute(
+                "INSERT INTO user_handles (user_id, handle) VALUES (?, ?)"
+                " ON CONFLICT (user_id) DO NOTHING",
+                (user_id, secrets.token_hex(16)),
+            )
+            row = cur.execute(
+                "SELECT handle FROM user_handles WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        return str(row[0])
+
+    def user_of_handle(self, handle: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT user_id FROM user_handles WHERE handle = ?", (handle,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def erase(self, user_id: str) -> None:
         with self._lock:
             with transaction(self._conn) as cur:
-                for table in ("profiles", "controls", "refreshes", "erasures"):
+                for table in USER_TABLES:
                     cur.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             scrub(self._conn)  # (a small file: profiles and settings)
 

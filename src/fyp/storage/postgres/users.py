@@ -4,6 +4,7 @@ server's WAL) before it returns."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,9 +12,15 @@ from psycopg.types.json import Jsonb
 
 from fyp.storage.postgres.database import Database
 from fyp.types import UserProfile
+from fyp.users.store import StoredUser
 
 _PROFILE_COLUMNS = "user_id, age_band, language, region, created_at, updated_at, attributes"
-USER_TABLES = ("profiles", "controls", "refreshes", "erasures")
+USER_TABLES = ("profiles", "controls", "refreshes", "erasures", "user_handles")
+
+
+def _profile(row: tuple[Any, ...]) -> UserProfile:
+    u, a, lang, r, c, up, attrs = row
+    return UserProfile(u, a, lang, r, int(c), int(up), tuple(sorted(attrs.items())))
 
 
 class PgUserStore:
@@ -54,10 +61,7 @@ class PgUserStore:
     def profiles(self) -> dict[str, UserProfile]:
         with self._db.transaction() as cur:
             rows = cur.execute(f"SELECT {_PROFILE_COLUMNS} FROM profiles ORDER BY seq").fetchall()
-        return {
-            u: UserProfile(u, a, lang, r, int(c), int(up), tuple(sorted(attrs.items())))
-            for u, a, lang, r, c, up, attrs in rows
-        }
+        return {str(row[0]): _profile(row) for row in rows}
 
     def put_controls(self, user_id: str, controls: dict[str, Any], ts: int) -> None:
         self._write(
@@ -96,6 +100,47 @@ class PgUserStore:
         with self._db.transaction() as cur:
             rows = cur.execute("SELECT user_id, audit_ref FROM erasures").fetchall()
         return {str(u): str(r) for u, r in rows}
+
+    def user(self, user_id: str) -> StoredUser:
+        with self._db.transaction() as cur:
+            profile = cur.execute(
+                f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE user_id = %s", (user_id,)
+            ).fetchone()
+            controls = cur.execute(
+                "SELECT settings FROM controls WHERE user_id = %s", (user_id,)
+            ).fetchone()
+            marks = cur.execute(
+                "SELECT log_offset FROM refreshes WHERE user_id = %s ORDER BY id", (user_id,)
+            ).fetchall()
+            ref = cur.execute(
+                "SELECT audit_ref FROM erasures WHERE user_id = %s", (user_id,)
+            ).fetchone()
+        return StoredUser(
+            None if profile is None else _profile(profile),
+            None if controls is None else dict(controls[0]),
+            tuple(int(m[0]) for m in marks),
+            None if ref is None else str(ref[0]),
+        )
+
+    def handle(self, user_id: str) -> str:
+        with self._db.transaction() as cur:
+            cur.execute(
+                "INSERT INTO user_handles (user_id, handle) VALUES (%s, %s)"
+                " ON CONFLICT (user_id) DO NOTHING",
+                (user_id, secrets.token_hex(16)),
+            )
+            row = cur.execute(
+                "SELECT handle FROM user_handles WHERE user_id = %s", (user_id,)
+            ).fetchone()
+        assert row is not None  # (inserted above, or there before)
+        return str(row[0])
+
+    def user_of_handle(self, handle: str) -> str | None:
+        with self._db.transaction() as cur:
+            row = cur.execute(
+                "SELECT user_id FROM user_handles WHERE handle = %s", (handle,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def erase(self, user_id: str) -> None:
         with self._db.transaction() as cur:

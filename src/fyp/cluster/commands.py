@@ -1,0 +1,172 @@
+"""``fyp cluster up``: a local cluster on one machine — N API processes (``fyp api``)
+sharing one port (SO_REUSEPORT), and a learner (``fyp learn``) where the learned models
+are on — over a Redis and a PostgreSQL already running. See docs/cluster.md.
+
+Each API process has a data dir of its own (``ROOT/api-<i>``: its checkpoint, its audit
+log); what they must share is shared: the stores and the event log (the URLs), the
+pseudonym secret (``ROOT/pseudonym.secret``, through ``FYP_SECRET_FILE``) and the API
+keys (``ROOT/keys.db``, which each data dir's ``keys.db`` links to: SQLite tells each
+process of another's writes, so a key made or revoked with ``fyp keys ... --data-dir
+ROOT`` holds in every process within the key cache's recheck time). A process that exits
+is started again; Ctrl-C (or SIGTERM) stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+
+from fyp.config import load_settings
+from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
+
+cluster_app = typer.Typer(help="A local cluster on one machine.", no_args_is_help=True)
+console = Console()
+FYP = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "fyp" else None
+SECRET_FILE = "pseudonym.secret"
+RESTART_DELAY_S = 1.0
+
+
+def _fyp() -> list[str]:
+    """How to run fyp again: the same entry point, or the module under this Python."""
+    return [str(FYP)] if FYP is not None else [sys.executable, "-m", "fyp.cli"]
+
+
+class Child:
+    """One process of the cluster, its output appended to ``log``."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self._log: IO[bytes] = log.open("ab")
+        self.starts = 0
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        return subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def check(self) -> None:
+        """Start it again if it exited (it resumes from its checkpoint)."""
+        code = self.proc.poll()
+        if code is not None:
+            console.print(f"{self.name} exited ({code}); starting it again")
+            time.sleep(RESTART_DELAY_S)
+            self.proc = self._start()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def prepare(root: Path, n_api: int) -> list[Path]:
+    """The cluster's directory: the shared keys file, and a data dir per API process
+    whose ``keys.db`` links to it. Returns the data dirs."""
+    root.mkdir(parents=True, exist_ok=True)
+    SqliteKeyStore(root / KEYS_FILE).close()  # (made if absent)
+    dirs = []
+    for i in range(n_api):
+        d = root / f"api-{i}"
+        d.mkdir(exist_ok=True)
+        link = d / KEYS_FILE
+        if not link.is_symlink():
+            if link.exists():
+                raise typer.BadParameter(f"{link} is a keys file of its own; remove it")
+            link.symlink_to(root / KEYS_FILE)
+        dirs.append(d)
+    return dirs
+
+
+@cluster_app.command("up")
+def up(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="The cluster's directory (made if absent).")
+    ],
+    event_log: Annotated[
+        str, typer.Option("--event-log", help="The shared event log: redis://host:port/db.")
+    ],
+    store: Annotated[
+        str, typer.Option("--store", help="The shared stores: postgresql://user@host/db.")
+    ],
+    api: Annotated[int, typer.Option("--api", min=1, help="API processes.")] = 2,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port every API process shares.")] = 8000,
+    model_channel: Annotated[
+        str | None,
+        typer.Option("--model-channel", help="redis://…: needed with the learned models on."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A TOML settings file.")] = None,
+) -> None:
+    """Start N API processes on one port and, with the learned models on, a learner;
+    keep them running until interrupted."""
+    root = data_dir.resolve()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FYP_")}
+    env |= {"FYP_EVENT_LOG": event_log, "FYP_STORE": store}
+    env["FYP_SECRET_FILE"] = str(root / SECRET_FILE)
+    if model_channel is not None:
+        env["FYP_MODEL_CHANNEL"] = model_channel
+    if not event_log.startswith(("redis://", "rediss://", "unix://")):
+        raise typer.BadParameter("the API processes share the event log: give a redis:// URL")
+    settings = load_settings(config, {"data_dir": root / "api-0"}, environ=env)
+    models = settings.model.enabled and settings.model.learner == "process"
+    if models and model_channel is None:
+        raise typer.BadParameter(
+            "with the learned models on, the API processes read them from one channel: "
+            "give --model-channel redis://…"
+        )
+    dirs = prepare(root, api)
+    extra = [] if config is None else ["--config", str(config.resolve())]
+    bind = ["--host", host, "--port", str(port)]
+    children = [
+        Child(
+            f"api-{i}",
+            [*_fyp(), "api", "--data-dir", str(d), "--reuse-port", *bind, *extra],
+            env,
+            root / f"api-{i}.log",
+        )
+        for i, d in enumerate(dirs)
+    ]
+    if models:  # (beside api-0: the learner's lock and status are in its data dir)
+        children.append(
+            Child(
+                "learner",
+                [*_fyp(), "learn", "--data-dir", str(dirs[0]), *extra],
+                env,
+                root / "learner.log",
+            )
+        )
+    console.print(
+        f"fyp cluster: {api} API processes on http://{host}:{port}"
+        + (" and a learner" if models else "")
+        + f"; logs in {root}; make a key with\n"
+        f"  fyp keys create --data-dir {root} --scopes all"
+    )
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for child in children:
+                child.check()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            child.stop()

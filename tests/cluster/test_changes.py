@@ -1,0 +1,297 @@
+"""Changes made through one API process are in force in another within a second: two
+apps in this test process, each with a data dir of its own, over one PostgreSQL schema
+and one event log on Redis (a prefix of this test's own). A moderation, a new video, a
+controls change, a refresh and an erasure made through A show in B's next feed (or B's
+state), polled against a deadline; and the stream's notices hold no pseudonym of an
+erased user."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from fyp.api import create_app
+from fyp.cluster.changes import ChangeFollower, ChangeStream, changes_url
+from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
+from fyp.engine import Engine
+from fyp.privacy.keys import bearer, create_key
+from fyp.safety.labels import ModerationState
+from fyp.types import Video, now_ms
+from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
+
+DEADLINE_S = 5.0  # generous: the target is 1 s (bench/cluster_changes.py measures it)
+N_VIDEOS = 40
+
+
+@pytest.fixture
+def shared(unavailable: Callable[[str], NoReturn], postgres_url: str) -> Iterator[tuple[str, str]]:
+    """(the store URL, the event log URL) both processes are given."""
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+    try:
+        yield postgres_url, f"{SHARED_URL}?prefix={prefix}&durability=none"
+    finally:
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def _settings(data_dir: Path, store: str, log: str) -> Settings:
+    return load_settings(
+        overrides={
+            "data_dir": data_dir,
+            "store": store,
+            "event_log": log,
+            "sources": {"budget_ms": 100.0},
+            # One pseudonym secret for every process: the stores hold users by it.
+            "privacy": {
+                "require_registered_users": False,
+                "secret_file": data_dir.with_name("shared.secret"),
+            },
+            "auth": LOAD_GENERATOR_AUTH,
+        },
+        environ={},
+    )
+
+
+class Process:
+    """One API process: its engine and its app, served by TestClient."""
+
+    def __init__(self, data_dir: Path, store: str, log: str) -> None:
+        self.settings = _settings(data_dir, store, log)
+        self.engine = Engine.open(self.settings)
+        headers = bearer(create_key(data_dir, label="tests")[1])
+        self.client = TestClient(create_app(self.settings, engine=self.engine), headers=headers)
+        self.client.__enter__()
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+        self.engine.close()
+
+    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.client.request(method, path, **kwargs)
+        assert resp.status_code in (200, 201), resp.text
+        return resp.json()
+
+    def feed(self, user_id: str, count: int = 20) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.ok(
+            "GET", "/v1/feed", params={"user_id": user_id, "count": count}
+        )["items"]
+        return items
+
+
+def video(i: int, creator: str | None = None) -> dict[str, Any]:
+    return {
+        "video_id": f"v{i:03d}",
+        "creator_id": creator or f"c{i % 4}",
+        "duration_ms": 10_000,
+        "hashtags": [f"#tag{i % 4}"],
+        "caption": f"video {i}",
+        "created_at": now_ms() - 3_600_000,
+    }
+
+
+def eventually(what: str, check: Callable[[], bool]) -> float:
+    """Seconds until ``check()`` held; fails the test past the deadline."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > DEADLINE_S:
+            pytest.fail(f"not in force in the other process after {DEADLINE_S} s: {what}")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def pair(tmp_path: Path, shared: tuple[str, str]) -> Iterator[tuple[Process, Process]]:
+    store, log = shared
+    a = Process(tmp_path / "a", store, log)
+    try:
+        b = Process(tmp_path / "b", store, log)
+    except BaseException:
+        a.close()
+        raise
+    try:
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+def test_changes_made_through_a_are_in_force_in_b(pair: tuple[Process, Process]) -> None:
+    a, b = pair
+    health = b.ok("GET", "/healthz")
+    assert health["changes_lag_s"] == 0.0, health
+
+    # New videos (POST /v1/videos through A): in B's catalog and feeds.
+    a.ok("POST", "/v1/videos", json={"videos": [video(i) for i in range(N_VIDEOS)]})
+    eventually("new videos", lambda: len(b.engine.catalog) == N_VIDEOS)
+    assert {i["video_id"] for i in b.feed("u-new", 10)} <= {f"v{i:03d}" for i in range(N_VIDEOS)}
+
+    # A moderation decision: the video removed leaves B's feeds.
+    shown = b.feed("u-mod", N_VIDEOS)
+    target = shown[0]["video_id"]
+    a.ok(
+        "POST",
+        "/v1/moderation",
+        json={"video_id": target, "state": "removed", "reason": "test"},
+    )
+    row = b.engine.catalog.row_of[target]
+    eventually("moderation", lambda: b.engine.catalog.states[row] is ModerationState.REMOVED)
+    assert target not in {i["video_id"] for i in b.feed("u-mod-2", N_VIDEOS)}
+
+    # A video updated through A (a new caption): B serves the new version.
+    a.ok("POST", "/v1/videos", json={"videos": [{**video(1), "caption": "renamed"}]})
+    eventually(
+        "an updated video",
+        lambda: b.engine.catalog.videos[b.engine.catalog.row_of["v001"]].caption == "renamed",
+    )
+
+    # A profile created through A, then controls: a creator muted through A is muted in
+    # B's next feed.
+    pid = b.engine.pseudonym("u1")
+    a.ok("PUT", "/v1/users/u1", json={"language": "en"})
+    eventually("a profile", lambda: pid in b.engine.users.profiles)
+    assert b.engine.users.profiles[pid].language == "en"
+    b.feed("u1", 10)
+    a.ok("POST", "/v1/users/u1/controls", json={"mute_creators": ["c2"]})
+    eventually("controls", lambda: b.engine.controls_of("u1").mute_creators == ("c2",))
+    served = [int(i["video_id"][1:]) for i in b.feed("u1", 20)]
+    assert served, "an empty feed shows nothing"
+    assert all(i % 4 != 2 for i in served), served
+
+    # A refresh asked through A: B forgets the user's personalisation (its learning
+    # loop, woken by the notice, carries it out).
+    a.ok(
+        "POST",
+        "/v1/events",
+        json={
+            "events": [
+                {
+                    "event_id": f"e{i}",
+                    "user_id": "u1",
+                    "video_id": f"v{4 * i + 3:03d}",
+                    "type": "like",
+                    "ts": now_ms(),
+                }
+                for i in range(5)
+            ]
+        },
+    )
+    done = b.engine.state.refreshes_done
+    a.ok("POST", "/v1/users/u1/controls", json={"refresh": True})
+    eventually("refresh", lambda: b.engine.state.refreshes_done > done)
+    assert b.engine.state.applied_offset >= 5  # (B folded A's events up to the mark)
+    assert not b.engine.state.users[pid].creators, "personalisation kept"
+
+    # An erasure through A: B holds nothing of the user, and serves the id anew.
+    a.ok("DELETE", "/v1/users/u1")
+    eventually(
+        "erasure",
+        lambda: (
+            pid not in b.engine.users.profiles
+            and pid not in b.engine.state.users
+            and not b.engine.erasing("u1")
+        ),
+    )
+    assert b.engine.controls_of("u1").mute_creators == ()
+    b.feed("u1", 5)
+
+    # The stream: no pseudonym of the erased user, and B's health still current.
+    url = changes_url(a.settings)
+    assert url is not None
+    stream = ChangeStream(url)
+    try:
+        notices = stream.read("0-0", block_ms=1, count=10_000)
+    finally:
+        stream.close()
+    kinds = {n.kind for n in notices}
+    assert kinds == {"video", "moderation", "user", "erasure"}, kinds
+    users = [n.key for n in notices if n.kind == "user"]
+    assert users and pid not in users  # (handles, deleted with the user)
+    assert all(b.engine.user_store.user_of_handle(h) is None for h in users)
+    assert b.ok("GET", "/healthz")["changes_lag_s"] == 0.0
+
+
+def test_a_change_whose_notice_was_lost_is_reconciled(pair: tuple[Process, Process]) -> None:
+    """A writer killed between its commit and its notice: B's periodic reconcile finds
+    the change in the stores (here the notice is simply not sent)."""
+    a, b = pair
+    a.ok("POST", "/v1/videos", json={"videos": [video(i) for i in range(4)]})
+    eventually("new videos", lambda: len(b.engine.catalog) == 4)
+    a.engine.changed = lambda kind, key: None  # (A dies before each notice)
+    a.ok("POST", "/v1/videos", json={"videos": [video(9)]})
+    a.ok("POST", "/v1/moderation", json={"video_id": "v000", "state": "removed", "reason": "t"})
+    a.ok("PUT", "/v1/users/u7", json={})
+    a.ok("POST", "/v1/users/u7/controls", json={"mute_hashtags": ["#tag1"]})
+    time.sleep(0.3)
+    assert len(b.engine.catalog) == 4  # (no notice: not yet)
+    assert b.engine.reconcile_changes() == 3
+    assert "v009" in b.engine.catalog.row_of
+    assert b.engine.catalog.states[b.engine.catalog.row_of["v000"]] is ModerationState.REMOVED
+    assert b.engine.controls_of("u7").mute_hashtags == ("#tag1",)
+    assert b.engine.reconcile_changes() == 0  # (nothing left to change)
+
+
+def test_a_follower_cut_off_from_redis_says_so_and_catches_up(
+    pair: tuple[Process, Process],
+) -> None:
+    """B's tail connection broken: /healthz degrades while it cannot read, and once it
+    reads again the change made meanwhile is in force."""
+    a, b = pair
+    a.ok("POST", "/v1/videos", json={"videos": [video(i) for i in range(4)]})
+    eventually("new videos", lambda: len(b.engine.catalog) == 4)
+    # Every process's tail cut off: the next reads fail, and each retries.
+    from fyp.cluster import changes
+
+    original = changes.ChangeStream.read
+
+    def broken(self: changes.ChangeStream, *args: Any, **kw: Any) -> Any:
+        raise redis.ConnectionError("cut off (the test)")
+
+    changes.ChangeStream.read = broken  # type: ignore[method-assign]
+    try:
+        eventually("degraded health", lambda: "degraded" in b.ok("GET", "/healthz")["status"])
+        assert b.ok("GET", "/healthz")["changes_lag_s"] > 0
+        a.ok("POST", "/v1/videos", json={"videos": [video(7)]})  # (its notice: appended)
+        time.sleep(0.3)
+        assert "v007" not in b.engine.catalog.row_of
+    finally:
+        changes.ChangeStream.read = original  # type: ignore[method-assign]
+    eventually("caught up", lambda: "v007" in b.engine.catalog.row_of)
+    eventually("healthy", lambda: b.ok("GET", "/healthz")["status"] == "ok")
+
+
+def test_a_follower_the_stream_was_trimmed_past_reconciles(
+    tmp_path: Path, shared: tuple[str, str]
+) -> None:
+    """B away while A made two changes and the stream was trimmed to the last notice:
+    B's next read finds the stream no longer holds its last notice, and reconciles
+    with the stores, so the change whose notice was trimmed is in force too."""
+    store, log = shared
+    a = Engine.open(_settings(tmp_path / "a", store, log))
+    b = Engine.open(_settings(tmp_path / "b", store, log))
+    url = changes_url(a.settings)
+    assert url is not None
+    writer, reader = ChangeFollower(a, ChangeStream(url)), ChangeFollower(b, ChangeStream(url))
+    try:
+        a.upsert_videos([Video("v1", "c1", duration_ms=10_000)])
+        assert reader.step(block_ms=100) == 1
+        assert "v1" in b.catalog.row_of and reader.gaps == 0
+        a.upsert_videos([Video("v2", "c1", duration_ms=10_000)])
+        a.upsert_videos([Video("v3", "c2", duration_ms=10_000)])
+        client = redis.Redis.from_url(SHARED_URL)
+        client.xtrim(reader.stream.key, maxlen=1, approximate=False)  # (only v3's kept)
+        client.close()
+        assert reader.step(block_ms=100) == 1  # (v3's notice)
+        assert reader.gaps == 1
+        assert "v2" in b.catalog.row_of and "v3" in b.catalog.row_of
+    finally:
+        writer.stop()
+        reader.stop()
+        b.close()
+        a.close()

@@ -1,0 +1,96 @@
+"""``fyp cluster up``: two API processes on one port over the machine's PostgreSQL and
+Redis. One key (made in the cluster's directory) works whichever process a connection
+reaches; videos posted through one are served by every one; one killed -9, the other
+serves and it is started again; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+import pytest
+
+from fyp.privacy.keys import bearer, create_key
+from fyp.types import now_ms
+from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
+from server_process import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_cluster_up_serves_two_api_processes_on_one_port(
+    tmp_path: Path, unavailable: Callable[[str], NoReturn], postgres_url: str
+) -> None:
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+    root, port = tmp_path / "cluster", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FYP_")}
+    argv = [sys.executable, "-m", "fyp.cli", "cluster", "up", "--data-dir", str(root)]
+    argv += ["--event-log", f"{SHARED_URL}?prefix={prefix}&durability=none"]
+    argv += ["--store", postgres_url, "--api", "2", "--port", str(port)]
+    out = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def said() -> str:
+        return (tmp_path / "up.log").read_text()
+
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / "keys.db").exists():
+            assert up.poll() is None, said()
+            assert time.monotonic() < deadline, "no cluster directory"
+            time.sleep(0.1)
+        headers = bearer(create_key(root, label="tests")[1])
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:  # (both processes: their logs say they started)
+            try:
+                up_now = httpx.get(url + "/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+            logs = [root / f"api-{i}.log" for i in range(2)]
+            return up_now and all(p.exists() and "fyp serving" in p.read_text() for p in logs)
+
+        while not ready():
+            assert up.poll() is None, said()
+            assert time.monotonic() < deadline, "the cluster did not start"
+            time.sleep(0.2)
+        time.sleep(1.0)  # (the second process's routes, once its log says it serves)
+        video = {"video_id": "v1", "creator_id": "c1", "duration_ms": 10_000}
+        video["created_at"] = now_ms()
+        resp = httpx.post(url + "/v1/videos", json={"videos": [video]}, headers=headers)
+        assert resp.status_code == 200, resp.text
+        time.sleep(1.0)  # (the target: in force in every process within 1 s)
+        # A connection each: the kernel spreads them over both processes.
+        for _ in range(40):
+            got = httpx.get(url + "/v1/videos", params={"ids": "v1"}, headers=headers)
+            assert got.status_code == 200, got.text  # (the key: known to both)
+            assert [v["video_id"] for v in got.json()["videos"]] == ["v1"]
+        # kill -9 of one API process: the other keeps serving, and it is started again.
+        children = Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()
+        assert len(children) == 2, children
+        os.kill(int(children[0]), signal.SIGKILL)
+        for _ in range(20):
+            got = httpx.get(url + "/v1/videos", params={"ids": "v1"}, headers=headers)
+            assert got.status_code == 200, got.text
+        while "exited (-9); starting it again" not in said():
+            assert time.monotonic() < deadline + 60, said()
+            time.sleep(0.1)
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "/healthz", timeout=2)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        out.close()
+        delete_prefix(client, prefix)
+        client.close()
