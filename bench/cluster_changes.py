@@ -65,9 +65,9 @@ TIMEOUT_S = 10.0  # a change not seen by B in this long is counted as missed
 class Api:
     """``fyp serve`` in a subprocess."""
 
-    def __init__(self, data_dir: Path, config: Path) -> None:
+    def __init__(self, data_dir: Path, config: Path, store: str) -> None:
         self.port = free_port()
-        self.headers = bearer(create_key(data_dir, label="bench")[1])
+        self.headers = bearer(create_key(data_dir, label="bench", store_url=store)[1])
         self.log = (data_dir.parent / f"{data_dir.name}.log").open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FYP_")}
         self.proc = subprocess.Popen(
@@ -198,10 +198,11 @@ def main() -> None:
     prefix = f"fyp-bench-{uuid.uuid4().hex[:8]}"
     schema = f"fyp_bench_{uuid.uuid4().hex[:8]}"
     sep = "&" if "?" in args.store else "?"
+    store = f"{args.store}{sep}schema={schema}"
     config = tmp / "cluster.toml"
     config.write_text(
         f'event_log = "{args.redis}?prefix={prefix}&durability=none"\n'
-        f'store = "{args.store}{sep}schema={schema}"\n'
+        f'store = "{store}"\n'
         "[privacy]\nrequire_registered_users = false\n"
         f'secret_file = "{tmp / "shared.secret"}"\n'
         "[auth]\n" + "".join(f"{k} = {v}\n" for k, v in LOAD_GENERATOR_AUTH.items())
@@ -209,7 +210,7 @@ def main() -> None:
     apis: list[Api] = []
     try:
         for name in ("a", "b"):
-            api = Api(tmp / name, config)
+            api = Api(tmp / name, config, store)
             apis.append(api)
             api.wait_ready()
         a, b = apis

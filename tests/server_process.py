@@ -41,15 +41,17 @@ class Server:
         log_path: Path,
         config: Path | None = None,
         registered_users: bool = False,
+        store: str | None = None,
     ) -> None:
         """``registered_users``: residency as deployed (events only for users created
         with PUT /v1/users); off by default, as these tests are about other things. The
-        server's key (every scope) is in :attr:`headers`."""
+        server's key (every scope) is in :attr:`headers`, made in ``store`` (the store
+        URL the config names, where it names one: the keys are there)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
-        self.headers = bearer(create_key(data_dir, label="tests")[1])
+        self.headers = bearer(create_key(data_dir, label="tests", store_url=store)[1])
         text = "" if config is None else config.read_text()
         if not registered_users and "[privacy]" not in text:
             text += "\n[privacy]\nrequire_registered_users = false\n"  # last: a table

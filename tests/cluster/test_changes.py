@@ -65,7 +65,7 @@ class Process:
     def __init__(self, data_dir: Path, store: str, log: str) -> None:
         self.settings = _settings(data_dir, store, log)
         self.engine = Engine.open(self.settings)
-        headers = bearer(create_key(data_dir, label="tests")[1])
+        headers = bearer(create_key(data_dir, label="tests", store_url=store)[1])
         self.client = TestClient(create_app(self.settings, engine=self.engine), headers=headers)
         self.client.__enter__()
 

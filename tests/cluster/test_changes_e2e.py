@@ -39,7 +39,9 @@ def servers(
     started: list[Server] = []
     try:
         for name in ("a", "b"):
-            server = Server(tmp_path / name, tmp_path / f"{name}.log", config=config)
+            server = Server(
+                tmp_path / name, tmp_path / f"{name}.log", config=config, store=postgres_url
+            )
             started.append(server)
             server.wait_ready()
         yield started[0], started[1]

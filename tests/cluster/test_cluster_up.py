@@ -43,11 +43,11 @@ def test_cluster_up_serves_two_api_processes_on_one_port(
 
     try:
         deadline = time.monotonic() + 60
-        while not (root / "keys.db").exists():
+        while not (root / "api-0").exists():
             assert up.poll() is None, said()
             assert time.monotonic() < deadline, "no cluster directory"
             time.sleep(0.1)
-        headers = bearer(create_key(root, label="tests")[1])
+        headers = bearer(create_key(root, label="tests", store_url=postgres_url)[1])
         url = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:  # (both processes: their logs say they started)

@@ -2,13 +2,12 @@
 sharing one port (SO_REUSEPORT), and a learner (``fyp learn``) where the learned models
 are on — over a Redis and a PostgreSQL already running. See docs/cluster.md.
 
-Each API process has a data dir of its own (``ROOT/api-<i>``: its checkpoint, its audit
-log); what they must share is shared: the stores and the event log (the URLs), the
-pseudonym secret (``ROOT/pseudonym.secret``, through ``FYP_SECRET_FILE``) and the API
-keys (``ROOT/keys.db``, which each data dir's ``keys.db`` links to: SQLite tells each
-process of another's writes, so a key made or revoked with ``fyp keys ... --data-dir
-ROOT`` holds in every process within the key cache's recheck time). A process that exits
-is started again; Ctrl-C (or SIGTERM) stops them all.
+Each API process has a data dir of its own (``ROOT/api-<i>``: its checkpoint); what they
+must share is shared: the stores (the API keys and the audit log among them) and the
+event log (the URLs), and the pseudonym secret (``ROOT/pseudonym.secret``, through
+``FYP_SECRET_FILE``). A key made or revoked with ``fyp keys ... --store URL`` holds in
+every process within the key cache's recheck time. A process that exits is started
+again; Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import typer
 from rich.console import Console
 
 from fyp.config import load_settings
-from fyp.privacy.keys import KEYS_FILE, SqliteKeyStore
 
 cluster_app = typer.Typer(help="A local cluster on one machine.", no_args_is_help=True)
 console = Console()
@@ -72,20 +70,10 @@ class Child:
 
 
 def prepare(root: Path, n_api: int) -> list[Path]:
-    """The cluster's directory: the shared keys file, and a data dir per API process
-    whose ``keys.db`` links to it. Returns the data dirs."""
-    root.mkdir(parents=True, exist_ok=True)
-    SqliteKeyStore(root / KEYS_FILE).close()  # (made if absent)
-    dirs = []
-    for i in range(n_api):
-        d = root / f"api-{i}"
-        d.mkdir(exist_ok=True)
-        link = d / KEYS_FILE
-        if not link.is_symlink():
-            if link.exists():
-                raise typer.BadParameter(f"{link} is a keys file of its own; remove it")
-            link.symlink_to(root / KEYS_FILE)
-        dirs.append(d)
+    """The cluster's directory and a data dir per API process in it (made if absent)."""
+    dirs = [root / f"api-{i}" for i in range(n_api)]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
     return dirs
 
 
@@ -151,7 +139,7 @@ def up(
         f"fyp cluster: {api} API processes on http://{host}:{port}"
         + (" and a learner" if models else "")
         + f"; logs in {root}; make a key with\n"
-        f"  fyp keys create --data-dir {root} --scopes all"
+        f"  fyp keys create --store '{store}' --scopes all"
     )
     stopping = False
 
