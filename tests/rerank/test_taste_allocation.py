@@ -71,3 +71,10 @@ def test_discovers_own_order_not_the_rankers() -> None:
     look[0].source_score, look[1].source_score = 1.0, 2.0
     page = search_elsewhere(ranked + look, {"a"}, topic_of, "discover")
     assert [c.video_id for c in page] == ["a0", "c50", "b50", "c0"]
+
+
+def test_the_rankers_own_page_stays() -> None:
+    ranked = cands("acac") + cands("b", source="discover", start=50)
+    page = search_elsewhere(ranked, {"a"}, topic_of, "discover", keep=2)
+    # The first two are the ranker's page; past it, #c's position looks for more.
+    assert [c.video_id for c in page] == ["a0", "c0", "a1", "b50", "c1"]

@@ -78,11 +78,12 @@ class TasteAllocation:
         now: int,
         before: Sequence[int] = (),
         searching: str | None = None,
+        count: int = 0,
     ) -> list[Candidate]:
         """``ranked`` allocated over the person's tastes (two or more); ``searching``:
         the source still looking for their taste (while it has a share of the page), whose
         candidates then come first in the positions of other topics once a taste is
-        found (see :func:`search_elsewhere`)."""
+        found, past the first ``count`` (see :func:`search_elsewhere`)."""
         topics = self.topics.get()
         shares = standout_topics(user, now, topics)
         if not shares:
@@ -94,7 +95,7 @@ class TasteAllocation:
 
         ranked = allocate(ranked, shares, topic_of, before)
         if searching is not None:
-            ranked = search_elsewhere(ranked, set(shares), topic_of, searching)
+            ranked = search_elsewhere(ranked, set(shares), topic_of, searching, count)
         return ranked
 
 
@@ -103,17 +104,21 @@ def search_elsewhere(
     tastes: set[str],
     topic_of: Callable[[int], str | None],
     source: str,
+    keep: int = 0,
 ) -> list[Candidate]:
-    """``ranked`` with the positions held by candidates of other topics than ``tastes``
-    (of a known topic) given first to ``source``'s candidates of such topics, in their
-    own order (best source score first), then to the rest in the ranker's.
+    """``ranked`` with the positions past the first ``keep`` held by candidates of other
+    topics than ``tastes`` (of a known topic) given first to ``source``'s candidates of
+    such topics, in their own order (best source score first), then to the rest in the
+    ranker's.
 
     Once one taste is found the ranker fills a page with it, and the few cards of other
-    topics that the topic cap keeps are the ranker's best of them: popular cards, which
-    teach nothing. A person may have a second taste the search had not reached; those
-    positions are where to look for it, at no cost to the first."""
+    topics that the topic cap then reaches down for are the ranker's next best of them:
+    popular cards, which teach nothing. A person may have a second taste the search had
+    not reached; those positions are where to look for it, at no cost to the first. The
+    first ``keep`` (a page's) stay the ranker's: other topics it ranks that high are
+    its own choice, not the cap's."""
     topics = [topic_of(c.row) for c in ranked]
-    elsewhere = [t is not None and t not in tastes for t in topics]
+    elsewhere = [i >= keep and t is not None and t not in tastes for i, t in enumerate(topics)]
     looking = [c for c, e in zip(ranked, elsewhere, strict=True) if e and c.source == source]
     if not looking:
         return ranked
