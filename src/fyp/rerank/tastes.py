@@ -8,8 +8,11 @@ counting the cards served just before the page, so that the shares hold over a
 sequence of small pages (a client that asks again after every card shows each page's
 first card only) as over one page of ten — and takes that taste's best-ranked
 candidate. So the tastes are interleaved in proportion rather than the first found
-taking the page. Nothing else moves: the ranker's other cards, the exploration slots,
-and, after this, the spacing, the caps and the sequence rules, as for any page."""
+taking the page. The ranker's other cards stay, but for one thing: while the search for
+the person's tastes goes on, the positions of other topics past the ranker's own page
+(those the topic cap reaches down for) take the search's cards first
+(:func:`search_elsewhere`). The exploration slots, and, after this, the spacing, the
+caps and the sequence rules hold as for any page."""
 
 from __future__ import annotations
 
@@ -81,9 +84,9 @@ class TasteAllocation:
         count: int = 0,
     ) -> list[Candidate]:
         """``ranked`` allocated over the person's tastes (two or more); ``searching``:
-        the source still looking for their taste (while it has a share of the page), whose
-        candidates then come first in the positions of other topics once a taste is
-        found, past the first ``count`` (see :func:`search_elsewhere`)."""
+        the source still looking for their tastes (:func:`fyp.retrieve.discover.searching`),
+        whose candidates then come first in the positions of other topics once a taste
+        is found, past the first ``count`` (see :func:`search_elsewhere`)."""
         topics = self.topics.get()
         shares = standout_topics(user, now, topics)
         if not shares:
