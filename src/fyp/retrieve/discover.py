@@ -94,6 +94,10 @@ class DiscoverSource:
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
         if self.limit <= 0 or not searching(ctx.user):
             return []
+        if discover_share(ctx.user, ctx.now) == 0.0 and not ctx.user.standout_hashtags(
+            ctx.now, FOUND_LIFT
+        ):
+            return []  # no page share, and no taste this session to look past
         topics = self.topics.get()
         if not topics.members:
             return []
