@@ -45,7 +45,7 @@ from fyp.rerank.tastes import TasteAllocation
 from fyp.retrieve.backfill import BackfillSource
 from fyp.retrieve.base import CandidateSource, FeedContext
 from fyp.retrieve.coengagement import CoEngagementSource
-from fyp.retrieve.discover import DiscoverSource, discover_share, searching
+from fyp.retrieve.discover import DiscoverSource, discover_share
 from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
 from fyp.retrieve.non_personalised import NonPersonalisedSource
@@ -229,12 +229,8 @@ class FeedPipeline:
         candidates = self.candidates(ctx, removed)
         before = self._served_before(ctx)
         discovery = (DiscoverSource.name, discover_share(ctx.user, ctx.now))
-        # Two or more tastes: the ranker's taste positions shared by their shares; while
-        # the search goes on, the other topics' positions past the page look for more.
-        looking = DiscoverSource.name if searching(ctx.user) else None
-        ranked = self.tastes.apply(
-            self._rank(ctx, candidates), ctx.user, ctx.now, before, looking, count
-        )
+        # Two or more tastes: the ranker's taste positions shared by their shares.
+        ranked = self.tastes.apply(self._rank(ctx, candidates), ctx.user, ctx.now, before)
         ranked = self.exploration.prioritise(ranked, count, ctx.request_id, discovery)
         # Spacing looks at the best few times a page: far enough down to find a
         # non-clashing item, without building keys for hundreds of candidates. Past

@@ -1,12 +1,9 @@
-"""Several tastes in proportion: a page's taste positions shared by the tastes' shares
-(over the cards served just before, too), and, while the search goes on, the other
-topics' positions given to it."""
+"""Several tastes in proportion: a page's taste positions shared by the tastes' shares,
+over the cards served just before, too."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from fyp.rerank.tastes import allocate, search_elsewhere
+from fyp.rerank.tastes import allocate
 from fyp.types import Candidate
 
 TOPIC = {0: "a", 1: "b", 2: "c", 3: None}  # row // 100 -> topic
@@ -54,27 +51,3 @@ def test_a_taste_with_nothing_left_yields_and_one_taste_changes_nothing() -> Non
     ranked = cands("aaaaa") + cands("b")
     assert topics(allocate(ranked, {"a": 0.5, "b": 0.5}, topic_of)) == "abaaaa"
     assert allocate(ranked, {"a": 1.0}, topic_of) == ranked
-
-
-def test_other_topics_positions_look_for_more_first() -> None:
-    ranked = cands("aacaxa") + cands("bc", source="discover", start=50)
-    page = search_elsewhere(ranked, {"a"}, topic_of, "discover")
-    # The positions of #c (a known topic, not a taste) go to discover's cards first; the
-    # taste's and the topicless card's stay where the ranker put them.
-    assert [c.video_id for c in page] == ["a0", "a1", "b50", "a2", "x0", "a3", "c50", "c0"]
-    assert [c.source for c in page][2] == "discover"
-
-
-def test_discovers_own_order_not_the_rankers() -> None:
-    ranked: list[Any] = cands("ac")
-    look = cands("bc", source="discover", start=50)
-    look[0].source_score, look[1].source_score = 1.0, 2.0
-    page = search_elsewhere(ranked + look, {"a"}, topic_of, "discover")
-    assert [c.video_id for c in page] == ["a0", "c50", "b50", "c0"]
-
-
-def test_the_rankers_own_page_stays() -> None:
-    ranked = cands("acac") + cands("b", source="discover", start=50)
-    page = search_elsewhere(ranked, {"a"}, topic_of, "discover", keep=2)
-    # The first two are the ranker's page; past it, #c's position looks for more.
-    assert [c.video_id for c in page] == ["a0", "c0", "a1", "b50", "c1"]

@@ -9,7 +9,7 @@ import pytest
 
 from fyp.engine import Engine
 from fyp.retrieve.base import FeedContext
-from fyp.retrieve.discover import FOUND_SHARE, DiscoverSource, discover_share, searching
+from fyp.retrieve.discover import FOUND_SHARE, DiscoverSource, discover_share
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.users import new_user
 
@@ -130,20 +130,3 @@ def test_a_skipped_hashtag_is_not_looked_for_under_another(kit: Any) -> None:
     # #other is used with #topic1 (one topic), and each of its videos carries #topic1 too.
     assert not {v for v in proposed if v.startswith(("x-", "t1-"))}
     assert {topic(v) for v in proposed} >= {"t3", "t4"}
-
-
-def test_the_search_goes_on_past_its_share_until_the_person_is_established(kit: Any) -> None:
-    engine = world(kit)
-    kit.run(engine, [kit.view("new", "t1-c0-v0", watch_ms=800), kit.view("new", "t3-c0-v0")])
-    user = kit.state_of(engine, "new")
-    now = kit.ts + 1_000
-    user.label_counts[LABEL_INDEX["long_view"]] = 20
-    # Something stands out and long views took its page share to nothing: it still
-    # proposes, for the other topics' positions past the page (fyp.rerank.tastes).
-    assert discover_share(user, now) == 0.0
-    assert searching(user)
-    ctx = FeedContext("req", "new", user, 10, "for_you", "ZZ", now)
-    assert DiscoverSource(engine.state, limit=3).fetch(ctx)
-    user.label_counts[LABEL_INDEX["long_view"]] = 200
-    assert not searching(user)
-    assert DiscoverSource(engine.state, limit=3).fetch(ctx) == []

@@ -8,11 +8,8 @@ counting the cards served just before the page, so that the shares hold over a
 sequence of small pages (a client that asks again after every card shows each page's
 first card only) as over one page of ten — and takes that taste's best-ranked
 candidate. So the tastes are interleaved in proportion rather than the first found
-taking the page. The ranker's other cards stay, but for one thing: while the search for
-the person's tastes goes on, the positions of other topics past the ranker's own page
-(those the topic cap reaches down for) take the search's cards first
-(:func:`search_elsewhere`). The exploration slots, and, after this, the spacing, the
-caps and the sequence rules hold as for any page."""
+taking the page. Nothing else moves: the ranker's other cards, the exploration slots,
+and, after this, the spacing, the caps and the sequence rules, as for any page."""
 
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from fyp.catalog.hashtag_topics import TopicsCache
 from fyp.catalog.index import CatalogIndex
-from fyp.retrieve.tastes import standout_topics
+from fyp.retrieve.tastes import session_tastes
 from fyp.state.users import UserState
 from fyp.types import Candidate
 
@@ -75,57 +72,12 @@ class TasteAllocation:
         self.topics = topics
 
     def apply(
-        self,
-        ranked: list[Candidate],
-        user: UserState,
-        now: int,
-        before: Sequence[int] = (),
-        searching: str | None = None,
-        count: int = 0,
+        self, ranked: list[Candidate], user: UserState, now: int, before: Sequence[int] = ()
     ) -> list[Candidate]:
-        """``ranked`` allocated over the person's tastes (two or more); ``searching``:
-        the source still looking for their tastes (:func:`fyp.retrieve.discover.searching`),
-        whose candidates then come first in the positions of other topics once a taste
-        is found, past the first ``count`` (see :func:`search_elsewhere`)."""
+        """``ranked`` allocated over the person's session tastes (two or more)."""
         topics = self.topics.get()
-        shares = standout_topics(user, now, topics)
+        shares = session_tastes(user, now, topics)
         if not shares:
             return ranked
         text = self.catalog.text
-
-        def topic_of(row: int) -> str | None:
-            return topics.topic_of_video(text[row].tags)
-
-        ranked = allocate(ranked, shares, topic_of, before)
-        if searching is not None:
-            ranked = search_elsewhere(ranked, set(shares), topic_of, searching, count)
-        return ranked
-
-
-def search_elsewhere(
-    ranked: list[Candidate],
-    tastes: set[str],
-    topic_of: Callable[[int], str | None],
-    source: str,
-    keep: int = 0,
-) -> list[Candidate]:
-    """``ranked`` with the positions past the first ``keep`` held by candidates of other
-    topics than ``tastes`` (of a known topic) given first to ``source``'s candidates of
-    such topics, in their own order (best source score first), then to the rest in the
-    ranker's.
-
-    Once one taste is found the ranker fills a page with it, and the few cards of other
-    topics that the topic cap then reaches down for are the ranker's next best of them:
-    popular cards, which teach nothing. A person may have a second taste the search had
-    not reached; those positions are where to look for it, at no cost to the first. The
-    first ``keep`` (a page's) stay the ranker's: other topics it ranks that high are
-    its own choice, not the cap's."""
-    topics = [topic_of(c.row) for c in ranked]
-    elsewhere = [i >= keep and t is not None and t not in tastes for i, t in enumerate(topics)]
-    looking = [c for c, e in zip(ranked, elsewhere, strict=True) if e and c.source == source]
-    if not looking:
-        return ranked
-    looking.sort(key=lambda c: -c.source_score)
-    rest = (c for c, e in zip(ranked, elsewhere, strict=True) if e and c.source != source)
-    fill = iter([*looking, *rest])
-    return [next(fill) if e else c for c, e in zip(ranked, elsewhere, strict=True)]
+        return allocate(ranked, shares, lambda r: topics.topic_of_video(text[r].tags), before)

@@ -16,10 +16,7 @@ discover slots in that order, not the ranker's (which would prefer the popular t
 The share of the page it gets (:func:`discover_share`) is all of it while nothing the
 person watches stands out, a tenth once something does (the rest of the page follows
 it), either shrinking with the person's long views, to nothing for an established user,
-whose feed it leaves as it was. Its candidates are offered a while longer than its
-share lasts (:func:`searching`): past the page, a person with one taste found has the
-cards of other topics the topic cap reaches down for taken from them
-(:mod:`fyp.rerank.tastes`), to find a second."""
+whose feed it leaves as it was."""
 
 from __future__ import annotations
 
@@ -58,16 +55,6 @@ def discover_share(user: UserState, now: int) -> float:
     return base * shrink if base * shrink >= MIN_SHARE else 0.0
 
 
-def searching(user: UserState) -> bool:
-    """Whether the search for the person's tastes goes on at all: while its share would
-    be :data:`MIN_SHARE` or more had nothing stood out. Past the first taste found it has
-    a tenth of the page, which long views soon take to nothing; a person may have a
-    second taste it had not reached, looked for (while this holds) in the cards of
-    other topics the topic cap reaches down for (:mod:`fyp.rerank.tastes`)."""
-    shrink = 1.0 / (1.0 + user.label_counts[LABEL_INDEX["long_view"]] / HALF_AT_LONG_VIEWS)
-    return SEARCH_SHARE * shrink >= MIN_SHARE
-
-
 def _found(user: UserState, now: int) -> bool:
     """Whether something the person watches stands out: a hashtag finished this session
     well above their own rate, or one they watched long before (a returning person)
@@ -92,12 +79,8 @@ class DiscoverSource:
             self.topics.get()  # built now rather than in a request, where it may be over budget
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
-        if self.limit <= 0 or not searching(ctx.user):
+        if self.limit <= 0 or discover_share(ctx.user, ctx.now) == 0.0:
             return []
-        if discover_share(ctx.user, ctx.now) == 0.0 and not ctx.user.standout_hashtags(
-            ctx.now, FOUND_LIFT
-        ):
-            return []  # no page share, and no taste this session to look past
         topics = self.topics.get()
         if not topics.members:
             return []
