@@ -21,9 +21,15 @@ newcomers; the mean of 11-20 too), "swipes until half of the next ten are on-tas
 of each ten cards (the median of cards 21-30, and the lowest window after card 10: the
 variety floor as measured). In player mode, ``--several`` more newcomers have two or
 three tastes, each a share of their attention (a card of a taste is finished with
-probability share / the largest share): each taste's share of cards 21-40 against its
-share of the watch time they gave (which follows what they were shown as much as what
-they want) and against its share of their attention, and the gaps. An oracle (every
+probability share / the largest share, so shown each taste alike, they give each time in
+these proportions): each taste's share of the taste cards among cards 21-40 against its
+share of their attention, the issue's "time given to it", and the gaps (mean and largest,
+share points); the tastes represented at all in cards 21-40; and the same gaps over
+the tastes found only (for a newcomer with two or more in 21-40, their attention
+renormalised over those): the sharing apart from the search. Also reported, and not
+the target: the gap to each taste's share of the watch time they actually gave over
+cards 1-40, which follows what they were shown (a feed showing one taste only has a gap
+of 0 to it) and so cannot tell a proportional feed from one that is not. An oracle (every
 card on-taste) and a random feed are the bounds. ``--src PATH`` runs the same newcomers
 against another checkout's ``src`` (e.g. a ``git worktree`` of the code before a change)
 in the same run.
@@ -309,13 +315,29 @@ def taste_shares(n: Newcomer, tastes: dict[int, float]) -> dict[str, Any]:
     return {
         "tastes": {str(t): w for t, w in tastes.items()},
         "on_taste_21_40": len(late) / 20,
+        "represented_21_40": sum(t in late for t in tastes) / len(tastes),
         "card_share": {str(t): (late.count(t) / len(late) if late else 0.0) for t in tastes},
+        "card_topics": [v.topic for v in n.cards[:CARDS]],
+        "sources": n.sources[:CARDS],
         "time_share": {str(t): time[t] / total_time for t in tastes},
     }
 
 
 def _gaps(several: list[dict[str, Any]], against: str) -> list[float]:
     return [abs(x["card_share"][t] - x[against][t]) for x in several for t in x["card_share"]]
+
+
+def _gaps_among_found(several: list[dict[str, Any]]) -> list[float]:
+    """The gaps to attention of the newcomers with two or more tastes in cards 21-40,
+    over those tastes, their attention renormalised over them: how the feed shares a
+    page between tastes it has found, apart from whether it found them."""
+    out: list[float] = []
+    for x in several:
+        found = [t for t, share in x["card_share"].items() if share > 0]
+        if len(found) >= 2:
+            total = sum(x["tastes"][t] for t in found)
+            out += [abs(x["card_share"][t] - x["tastes"][t] / total) for t in found]
+    return out
 
 
 def swipes_to_half(hits: list[bool]) -> float:
@@ -371,18 +393,23 @@ def bounds(world: World, topics: list[int], seed: int) -> list[dict[str, Any]]:
 
 
 def summarise_tastes(several: list[dict[str, Any]]) -> dict[str, Any]:
-    """How close each taste's share of cards 21-40 is to its share of the watch time
-    (which follows what was shown as much as the person), and to its share of their
-    attention (``tastes``, what they came with): the mean and largest gaps (share points)
-    over tastes and newcomers."""
+    """How close each taste's share of the taste cards among cards 21-40 is to its share
+    of the person's attention (``tastes``: the time they give it, shown each taste alike;
+    the target), and to its share of the watch time they gave over cards 1-40 (which
+    follows what they were shown: not the target); the mean and largest gaps (share
+    points) over tastes and newcomers, and the share of tastes with a card in 21-40."""
     gaps = _gaps(several, "time_share")
     intended = _gaps(several, "tastes")
+    found = _gaps_among_found(several)
     return {
         "newcomers": len(several),
-        "mean_gap": float(np.mean(gaps)),
-        "max_gap": float(np.max(gaps)),
+        "mean_gap_to_watch_time": float(np.mean(gaps)),
+        "max_gap_to_watch_time": float(np.max(gaps)),
         "mean_gap_to_attention": float(np.mean(intended)),
         "max_gap_to_attention": float(np.max(intended)),
+        "represented_21_40": float(np.mean([x["represented_21_40"] for x in several])),
+        "mean_gap_among_found": float(np.mean(found)) if found else None,
+        "max_gap_among_found": float(np.max(found)) if found else None,
         "median_on_taste_21_40": float(np.median([x["on_taste_21_40"] for x in several])),
         "per_newcomer": several,
     }
@@ -550,10 +577,13 @@ def main() -> None:
                     r["name"],
                     str(t["newcomers"]),
                     f"{100 * t['median_on_taste_21_40']:.0f}%",
-                    f"{100 * t['mean_gap']:.0f}",
-                    f"{100 * t['max_gap']:.0f}",
+                    f"{100 * t['represented_21_40']:.0f}%",
                     f"{100 * t['mean_gap_to_attention']:.0f}",
                     f"{100 * t['max_gap_to_attention']:.0f}",
+                    _points(t["mean_gap_among_found"]),
+                    _points(t["max_gap_among_found"]),
+                    f"{100 * t['mean_gap_to_watch_time']:.0f}",
+                    f"{100 * t['max_gap_to_watch_time']:.0f}",
                 ]
             )
     print_table(
@@ -577,19 +607,26 @@ def main() -> None:
     )
     if taste_rows:
         print_table(
-            "Newcomers of two or three tastes (player): each taste's share of cards 21-40 "
-            "against its share of the watch time",
+            "Newcomers of two or three tastes (player): each taste's share of the taste "
+            "cards among cards 21-40 against its share of their attention",
             [
                 "feed",
                 "newcomers",
                 "on a taste, 21-40",
-                "gap to time: mean (points)",
+                "tastes represented",
+                "gap to attention: mean (points)",
                 "largest",
-                "gap to attention: mean",
+                "among tastes found: mean",
                 "largest",
+                "(gap to watch time given: mean",
+                "largest)",
             ],
             taste_rows,
         )
+
+
+def _points(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.0f}"
 
 
 def _fmt(x: float | None) -> str:

@@ -65,6 +65,8 @@ class SourcesConfig(_Section):
     topic_candidates: int = Field(40, ge=0)
     # a newcomer's cards across topics, to find their taste (fyp.retrieve.discover)
     discover_candidates: int = Field(10, ge=0)
+    # unseen videos of a person's two or more session tastes, in all (fyp.retrieve.tastes)
+    taste_candidates: int = Field(30, ge=0)
     backfill_candidates: int = Field(50, ge=0)
 
 

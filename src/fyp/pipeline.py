@@ -41,6 +41,7 @@ from fyp.rerank.filters import (
     SeenOrServedFilter,
 )
 from fyp.rerank.sequence import SequenceRules
+from fyp.rerank.tastes import TasteAllocation
 from fyp.retrieve.backfill import BackfillSource
 from fyp.retrieve.base import CandidateSource, FeedContext
 from fyp.retrieve.coengagement import CoEngagementSource
@@ -48,6 +49,7 @@ from fyp.retrieve.discover import DiscoverSource, discover_share
 from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
 from fyp.retrieve.non_personalised import NonPersonalisedSource
+from fyp.retrieve.tastes import TasteSource
 from fyp.retrieve.topics import TopicSource
 from fyp.retrieve.trending import TrendingSource
 from fyp.state.feedback import LABELS
@@ -149,6 +151,7 @@ class FeedPipeline:
     backfill: BackfillSource
     ranker: Ranker
     exploration: ExplorationSlots
+    tastes: TasteAllocation
     spacing: CreatorSoundSpacing
     adjustments: ValueAdjustments
     rules: SequenceRules
@@ -224,15 +227,15 @@ class FeedPipeline:
     def _personalised(self, ctx: FeedContext, removed: Counter[tuple[str, str]]) -> list[Candidate]:
         count = ctx.count
         candidates = self.candidates(ctx, removed)
+        before = self._served_before(ctx)
         discovery = (DiscoverSource.name, discover_share(ctx.user, ctx.now))
-        ranked = self.exploration.prioritise(
-            self._rank(ctx, candidates), count, ctx.request_id, discovery
-        )
+        # Two or more tastes: the ranker's taste positions shared by their shares.
+        ranked = self.tastes.apply(self._rank(ctx, candidates), ctx.user, ctx.now, before)
+        ranked = self.exploration.prioritise(ranked, count, ctx.request_id, discovery)
         # Spacing looks at the best few times a page: far enough down to find a
         # non-clashing item, without building keys for hundreds of candidates. Past
         # that, only if the sequence rules (caps, sensitive topics) left the page short.
         guard = self.rules.guard(ctx)
-        before = self._served_before(ctx)
         looked_at, one_topic = self.spacing.looked_at(ranked, max(4 * count, 40), count)
         if one_topic is not None:
             # All the sources proposed is one topic: a few from elsewhere, for the cap.
@@ -434,6 +437,7 @@ def build_pipeline(
             CoEngagementSource(state, src.coengagement_seeds, src.coengagement_candidates),
             TopicSource(state, src.topic_seeds, src.topic_candidates),
             DiscoverSource(state, src.discover_candidates, topics),
+            TasteSource(state, src.taste_candidates, topics),
             TrendingSource(state, src.trending_candidates),
             FreshSource(
                 state,
@@ -447,6 +451,7 @@ def build_pipeline(
         backfill=backfill,
         ranker=ranker or FirstRankerValues(state.ranker),
         exploration=ExplorationSlots(FreshSource.name, settings.feed.fresh_share),
+        tastes=TasteAllocation(catalog, topics),
         spacing=CreatorSoundSpacing(
             catalog,
             settings.feed.max_per_creator,
