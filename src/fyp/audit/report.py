@@ -83,6 +83,7 @@ KNOWN_SOURCES: tuple[str, ...] = (
     "followed",
     "co_engagement",
     "topics",
+    "tastes",
     "trending",
     "fresh",
     "explore",

@@ -8,9 +8,9 @@ const LABELS = ["misinformation", "unverified_claim", "graphic", "mature", "crea
 const STATES = { approve: "approved", limit: "limited", remove: "removed" };
 // The report's source order (fyp.audit.report.KNOWN_SOURCES), each with its colour.
 const SOURCE_COLOURS = {
-  followed: "#4e79a7", co_engagement: "#f28e2b", topics: "#59a14f", trending: "#e15759",
-  fresh: "#76b7b2", explore: "#edc948", repeat: "#b07aa1", two_tower: "#ff9da7",
-  non_personalised: "#9c755f",
+  followed: "#4e79a7", co_engagement: "#f28e2b", topics: "#59a14f", tastes: "#d4a6c8",
+  trending: "#e15759", fresh: "#76b7b2", explore: "#edc948", discover: "#fabfd2",
+  repeat: "#b07aa1", two_tower: "#ff9da7", non_personalised: "#9c755f",
 };
 const EXTRA_COLOURS = ["#bab0ac", "#86bcb6", "#d37295", "#a0cbe8", "#8cd17d"];
 
