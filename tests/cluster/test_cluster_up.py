@@ -88,9 +88,59 @@ def test_cluster_up_serves_two_api_processes_on_one_port(
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/healthz", timeout=2)
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        if up.poll() is None:  # (a failure above: its children are stopped with it)
+            up.terminate()
+            try:
+                up.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                up.wait()
         out.close()
         delete_prefix(client, prefix)
         client.close()
+
+
+def test_a_killed_cluster_up_takes_its_api_processes_with_it(
+    tmp_path: Path, unavailable: Callable[[str], NoReturn], postgres_url: str
+) -> None:
+    """``fyp cluster up`` killed with SIGKILL (it cannot stop them itself): its API
+    process stops too, rather than hold the port unsupervised."""
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+    root, port = tmp_path / "cluster", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FYP_")}
+    argv = [sys.executable, "-m", "fyp.cli", "cluster", "up", "--data-dir", str(root)]
+    argv += ["--event-log", f"{SHARED_URL}?prefix={prefix}&durability=none"]
+    argv += ["--store", postgres_url, "--api", "1", "--port", str(port)]
+    up = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not children:
+            assert up.poll() is None and time.monotonic() < deadline, "no API process"
+            children = Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()
+            time.sleep(0.1)
+        child = int(children[0])
+        up.kill()
+        up.wait()
+        while _alive(child):
+            assert time.monotonic() < deadline + 30, "the API process outlived cluster up"
+            time.sleep(0.1)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in map(int, children):  # (on a failure: not left behind)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def _alive(pid: int) -> bool:
+    """Not a zombie (reaped by init once it exits)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

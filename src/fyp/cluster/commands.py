@@ -12,6 +12,7 @@ again; Ctrl-C (or SIGTERM) stops them all.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -32,6 +33,18 @@ SECRET_FILE = "pseudonym.secret"
 RESTART_DELAY_S = 1.0
 
 
+# Resolved here, not in a child between fork and exec (dlopen takes the loader's lock).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _stopped_with_parent() -> None:
+    """In a child before its exec: SIGTERM when ``fyp cluster up`` dies, however it dies
+    (killed with SIGKILL, its children would go on holding the port, unsupervised)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _fyp() -> list[str]:
     """How to run fyp again: the same entry point, or the module under this Python."""
     return [str(FYP)] if FYP is not None else [sys.executable, "-m", "fyp.cli"]
@@ -48,7 +61,13 @@ class Child:
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.starts += 1
-        return subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_stopped_with_parent if _prctl is not None else None,
+        )
 
     def check(self) -> None:
         """Start it again if it exited (it resumes from its checkpoint)."""
