@@ -209,11 +209,18 @@ class WriteBehind:
 
     def add(
         self,
-        rows: list[Row],
+        impressions: Sequence[Impression],
         removed: Mapping[tuple[str, str], int] | None,
         surface: str,
         ts: int,
     ) -> None:
+        """What :meth:`ImpressionLog.append` is given, to be written behind."""
+        if not impressions and not removed:
+            return
+        # Rows are made here, not by the writer: Python work in that thread would hold
+        # the GIL against the requests (up to a switch interval, 5 ms, at a time), while
+        # its database writes release it.
+        rows = [to_row(i) for i in impressions]
         with self._wake:
             if self._closing:
                 raise RuntimeError("the impression log is closed")
@@ -308,12 +315,7 @@ class SqliteImpressionLog:
         surface: str = "",
         ts: int = 0,
     ) -> None:
-        if not impressions and not removed:
-            return
-        # Rows are made here, not by the writer: Python work in that thread would hold
-        # the GIL against the requests (up to a switch interval, 5 ms, at a time), while
-        # its SQLite writes release it.
-        self._behind.add([to_row(i) for i in impressions], removed, surface, ts)
+        self._behind.add(impressions, removed, surface, ts)
 
     def _flush(self) -> None:
         self._behind.flush()

@@ -81,9 +81,7 @@ class PgImpressionLog:
         surface: str = "",
         ts: int = 0,
     ) -> None:
-        if not impressions and not removed:
-            return
-        self._behind.add([to_row(i) for i in impressions], removed, surface, ts)
+        self._behind.add(impressions, removed, surface, ts)
 
     def _write(self, pending: list[Row], counts: Counter[FilterKey]) -> None:
         # (ON CONFLICT DO NOTHING: a write cut off by a fault after the server committed
