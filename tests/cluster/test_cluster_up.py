@@ -77,6 +77,8 @@ def test_cluster_up_serves_two_api_processes_on_one_port(
         children = Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()
         assert len(children) == 2, children
         os.kill(int(children[0]), signal.SIGKILL)
+        while _alive(int(children[0])):  # (its socket leaves the port once it has exited)
+            time.sleep(0.01)
         for _ in range(20):
             got = httpx.get(url + "/v1/videos", params={"ids": "v1"}, headers=headers)
             assert got.status_code == 200, got.text
