@@ -79,9 +79,18 @@ def test_cluster_up_serves_two_api_processes_on_one_port(
         os.kill(int(children[0]), signal.SIGKILL)
         while _alive(int(children[0])):  # (its socket leaves the port once it has exited)
             time.sleep(0.01)
+        # The other keeps serving. (Known weak: a connection the kernel hands the killed
+        # process's socket, or its replacement's while it starts, may be reset: up to a
+        # few of these 20, in runs on this machine; none answers anything but 200.)
+        reset = 0
         for _ in range(20):
-            got = httpx.get(url + "/v1/videos", params={"ids": "v1"}, headers=headers)
+            try:
+                got = httpx.get(url + "/v1/videos", params={"ids": "v1"}, headers=headers)
+            except httpx.TransportError:
+                reset += 1
+                continue
             assert got.status_code == 200, got.text
+        assert reset <= 5, reset
         while "exited (-9); starting it again" not in said():
             assert time.monotonic() < deadline + 60, said()
             time.sleep(0.1)
