@@ -41,7 +41,7 @@ def test_an_unknown_label_in_value_weights_is_rejected_by_name() -> None:
         RankerConfig(value_weights={"likes": 1.0})
 
 
-def test_a_new_user_on_unseen_videos_has_only_freshness_and_bias() -> None:
+def test_a_new_user_on_unseen_videos_has_only_freshness_duration_and_bias() -> None:
     state = small_state()
     x = state.ranker.features(new_user(10, len(LABELS)), [0, 1, 2], NOW)
     assert x.shape == (3, len(LABELS), N_FEATURES)
@@ -49,7 +49,60 @@ def test_a_new_user_on_unseen_videos_has_only_freshness_and_bias() -> None:
     for name in names:
         assert x[:, :, F[name]] == pytest.approx(np.zeros((3, len(LABELS))), abs=1e-9), name
     assert x[:, 0, F["fresh"]] == pytest.approx([1.0, math.exp(-1.0), 0.0])
+    ten_seconds = math.log1p(10.0) - math.log1p(60.0)  # log length, centred on a minute
+    assert x[:, 0, F["duration"]] == pytest.approx([ten_seconds] * 3)
+    assert x[:, 0, F["duration_sq"]] == pytest.approx([ten_seconds**2] * 3)
     assert (x[:, :, F["bias"]] == 1).all()
+
+
+def test_an_unknown_duration_gives_no_duration_feature() -> None:
+    state = small_state()
+    state.catalog.duration_ms[0] = 0
+    x = state.ranker.features(new_user(10, len(LABELS)), [0], NOW)
+    assert x[0, :, F["duration"]].tolist() == [0.0] * len(LABELS)
+    assert x[0, :, F["duration_sq"]].tolist() == [0.0] * len(LABELS)
+
+
+def test_a_planted_duration_effect_is_learned_and_reaches_unseen_videos() -> None:
+    """People watch one-minute videos to the end and skip five-second and ten-minute
+    ones: the long-view head learns a curve over the length (a bump, not a slope), so
+    among videos nobody has seen yet the one-minute one gets the highest P(long view)."""
+    from fyp.types import Event, EventType, LoggedEvent
+
+    lengths = {"short": 5_000, "minute": 60_000, "long": 600_000}
+    catalog = CatalogIndex()
+    catalog.upsert(
+        [
+            Video(f"{kind}{i}", f"c{kind}{i}", ms, None, (), created_at=NOW)
+            for i in range(40)
+            for kind, ms in lengths.items()
+        ]
+        + [
+            Video(f"unseen-{kind}", "c-unseen", ms, None, (), created_at=NOW)
+            for kind, ms in lengths.items()
+        ]
+    )
+    state = FeedState(load_settings(environ={}), catalog)
+    state.stats.ensure(len(catalog))
+    events = []
+    ts = NOW
+    for i in range(40):
+        for kind, ms in lengths.items():
+            for u in range(4):
+                ts += 1_000
+                watch = ms if kind == "minute" else 1_000  # a long view, or a skip
+                e = Event(f"e{ts}", f"u{u}", f"{kind}{i}", EventType.VIEW, ts, watch, None, "feed")
+                events.append(LoggedEvent(len(events) + 1, e))
+    state.apply(events)
+    state.flush_all()
+    k = LABEL_INDEX["long_view"]
+    w = state.ranker.weights[k]
+    assert w[F["duration_sq"]] < 0  # the curve bends down on both sides of its peak
+    user = new_user(10, len(LABELS))
+    unseen = [catalog.row_of[f"unseen-{kind}"] for kind in lengths]
+    p = dict(zip(lengths, state.ranker.score(user, unseen, ts).probabilities[:, k], strict=True))
+    assert p["minute"] > p["short"] + 0.05
+    assert p["minute"] > p["long"] + 0.05
 
 
 def test_the_surface_feature_is_the_surfaces_lift_and_moves_predictions() -> None:

@@ -18,11 +18,17 @@ with features x_k:
     fresh        exp(-age / 3 days)
     surface      logit of label k's smoothed rate on the surface the feed runs on, minus
                  the global logit (where in the app: :mod:`fyp.state.surfaces`)
+    duration     log(1 + v's length in seconds) minus that of a minute (0 when unknown)
+    duration_sq  its square: how long people watch is not monotone in a video's length
+                 (on KuaiRand the long-view rate peaks for videos of one to two minutes,
+                 finishing falls with length), and a video's own rates say little until
+                 it has views
     bias         1
 
-The weights start where the model is "video rate times user and surface lift" and move
-by Adagrad on every labelled view. The value score is Σ_k value_weight_k × P_k (weights in config).
-Every number is inspectable: :meth:`FirstRanker.explain` gives each feature's share.
+The weights start where the model is "video rate times user and surface lift" (the
+duration's at 0) and move by Adagrad on every labelled view. The value score is
+Σ_k value_weight_k × P_k (weights in config). Every number is inspectable:
+:meth:`FirstRanker.explain` gives each feature's share.
 """
 
 from __future__ import annotations
@@ -59,11 +65,14 @@ FEATURES: tuple[str, ...] = (
     "follows",
     "fresh",
     "surface",
+    "duration",
+    "duration_sq",
     "bias",
 )
 N_FEATURES = len(FEATURES)
 _FRESH_MS = 3 * 86_400_000
 _KIND = 1 << 32  # key offset between kinds of entity in one lookup table
+_MINUTE_LOG = float(np.log1p(60.0))  # the duration features are centred on a minute
 
 
 def _logit(p: F64) -> F64:
@@ -81,6 +90,14 @@ def _lookup(
         return np.zeros(codes.shape)
     i = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
     return np.where(keys[i] == codes, values[i], 0.0)
+
+
+def _duration_features(duration_ms: F64) -> tuple[F64, F64]:
+    """(duration, duration_sq) of videos ``duration_ms`` long; both 0 for an unknown
+    length (0 or less), which leaves such a video's score to its other features."""
+    known = duration_ms > 0
+    centred = np.where(known, np.log1p(np.maximum(duration_ms, 0.0) / 1000.0) - _MINUTE_LOG, 0.0)
+    return centred, centred * centred
 
 
 def _session(a: Affinity) -> tuple[float, float]:
@@ -119,6 +136,7 @@ class ExampleInputs:
     surface_lift: F64  # (L,)
     rates: tuple[F64, F64]  # global rates and their logits
     session_rate: float = 0.5  # the user's finish rate this session
+    duration_ms: float = 0.0  # the video's length (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +210,10 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = self.surfaces.lift(surface)[None, :]
-        x[:, :, 8] = 1.0
+        duration, duration_sq = _duration_features(self.catalog.duration_ms[idx].astype(np.float64))
+        x[:, :, 8] = duration[:, None]
+        x[:, :, 9] = duration_sq[:, None]
+        x[:, :, 10] = 1.0
         return x
 
     def example_inputs(
@@ -230,6 +251,7 @@ class FirstRanker:
             self.surfaces.lift(surface),
             self._global,
             user.session_rate(now),
+            float(self.catalog.duration_ms[row]),
         )
 
     def example_batch_features(self, inputs: Sequence[ExampleInputs]) -> F64:
@@ -269,7 +291,10 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-np.maximum(now - created, 0.0) / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = np.array([e.surface_lift for e in inputs]).reshape(n, n_labels)
-        x[:, :, 8] = 1.0
+        duration, duration_sq = _duration_features(np.array([e.duration_ms for e in inputs]))
+        x[:, :, 8] = duration[:, None]
+        x[:, :, 9] = duration_sq[:, None]
+        x[:, :, 10] = 1.0
         return x
 
     def example_features(

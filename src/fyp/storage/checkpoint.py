@@ -31,8 +31,9 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 
 # 2: the first ranker reads the surface; 3: examples keep their inputs; 4: affinities,
 # users and examples keep the session's dwell evidence; 5: users and videos carry their
-# attributes' codes; 6: embedding tables keep what changed since their last publish
-FORMAT = 6
+# attributes' codes; 6: embedding tables keep what changed since their last publish;
+# 7: the first ranker reads the video's duration (two more weights per head)
+FORMAT = 7
 
 
 def partial_path(path: Path) -> Path:
