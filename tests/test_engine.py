@@ -53,7 +53,7 @@ def test_a_video_often_enjoyed_together_with_one_the_user_liked_comes_from_co_en
 def test_a_brand_new_user_sees_fresh_uploads_until_their_exposure_budget_is_spent(
     kit: Any,
 ) -> None:
-    settings = kit.settings(sources={"fresh_exposure_budget": 3})
+    settings = kit.settings(sources={"fresh_exposure_budget": 3, "budget_ms": 10_000.0})
     fresh = [
         kit.video(f"new-{i}", f"newcomer-creator-{i}", created_at=kit.NOW - kit.HOUR_MS)
         for i in range(3)
