@@ -14,7 +14,7 @@ the popular ones. The draws are the candidates' scores, and the page takes the
 discover slots in that order, not the ranker's (which would prefer the popular topics).
 
 The share of the page it gets (:func:`discover_share`) is all of it while nothing the
-person watches stands out, a fifth once something does (the rest of the page follows
+person watches stands out, a tenth once something does (the rest of the page follows
 it: :mod:`fyp.rerank.tastes`; a topic that stands out is not drawn here, the search goes
 on elsewhere), either shrinking with the person's long views, to nothing for an
 established user, whose feed it leaves as it was."""
@@ -35,11 +35,10 @@ from fyp.state.users import UserState, session_lift
 from fyp.types import Candidate
 
 SEARCH_SHARE = 1.0  # of a page, while nothing the person finished stands out
-# Once something does: the rest of the page follows it, all but the share of every run of
-# cards the topic cap (feed.max_per_topic: 8 in 10 by default) keeps for other topics
-# anyway. The search takes that share, to find a second or third taste; the person's
-# first one loses nothing to it.
-FOUND_SHARE = 0.2
+# Once something does: the rest of the page follows it. (The cards the topic cap keeps for
+# other topics go on searching too: :mod:`fyp.rerank.tastes`. A fifth here, on top of
+# those, cost a person re-ranking after every card several of their taste's cards.)
+FOUND_SHARE = 0.1
 FOUND_LIFT = 1.0  # session lift (log-odds over their own rate) at which something stands out
 HALF_AT_LONG_VIEWS = 5.0  # long views at which the share is halved
 MIN_SHARE = 0.05  # below this, none
