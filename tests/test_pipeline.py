@@ -136,6 +136,40 @@ def test_a_session_that_finishes_one_topic_keeps_two_cards_in_ten_from_elsewhere
     )
 
 
+def test_a_newcomer_who_finished_one_card_gets_most_of_the_next_page_from_its_topic(
+    kit: Any,
+) -> None:
+    """Sixty #dance videos (six creators) and ten of each of twelve other topics, the
+    others the popular ones; a newcomer skipped nine other topics' cards and finished one
+    #dance card: their next page of ten is #dance but for the floor the topic cap keeps
+    (feed.max_per_topic), and that floor goes on looking (topics not shown yet), not
+    back to what they skipped."""
+    videos = [
+        kit.video(f"d{c}-{i}", f"d{c}", hashtags=("#dance", "#dancetok"))
+        for c in range(6)
+        for i in range(10)
+    ] + [
+        kit.video(f"o{t}-{i}", f"o{t}-{i % 3}", hashtags=(f"#other{t}",))
+        for t in range(12)
+        for i in range(10)
+    ]
+    engine = kit.open_engine(kit.settings(), videos)
+    kit.run(
+        engine,
+        [kit.view(f"bg{u}", f"o{t}-{i}") for u in range(3) for t in range(12) for i in range(10)],
+    )
+    ts = kit.NOW - 60_000
+    first = [f"o{t}-0" for t in range(9)] + ["d0-0"]
+    for k, video_id in enumerate(first):
+        watch = 20_000 if video_id.startswith("d") else 800
+        kit.run(engine, [kit.view("new", video_id, watch, ts=ts + 1_500 * k)])
+    items = engine.feed("new", count=10, now=ts + 20_000).items
+    dance = [i.video_id for i in items if i.video_id.startswith("d")]
+    others = {i.video_id.split("-")[0] for i in items if not i.video_id.startswith("d")}
+    assert len(dance) >= 7, [i.video_id for i in items]
+    assert others and others <= {"o9", "o10", "o11"}, [i.video_id for i in items]
+
+
 def test_each_request_gets_its_own_request_id(kit: Any, engine: Engine) -> None:
     ids = {engine.feed("u1", count=2, now=kit.NOW).request_id for _ in range(3)}
     assert len(ids) == 3

@@ -229,8 +229,11 @@ class FeedPipeline:
         candidates = self.candidates(ctx, removed)
         before = self._served_before(ctx)
         discovery = (DiscoverSource.name, discover_share(ctx.user, ctx.now))
-        # Two or more tastes: the ranker's taste positions shared by their shares.
-        ranked = self.tastes.apply(self._rank(ctx, candidates), ctx.user, ctx.now, before)
+        # Two or more tastes: the ranker's taste positions shared by their shares; while
+        # discovery still searches (a newcomer), what they are finishing leads.
+        ranked = self.tastes.apply(
+            self._rank(ctx, candidates), ctx.user, ctx.now, before, searching=discovery[1] > 0
+        )
         ranked = self.exploration.prioritise(ranked, count, ctx.request_id, discovery)
         # Spacing looks at the best few times a page: far enough down to find a
         # non-clashing item, without building keys for hundreds of candidates. Past
@@ -451,7 +454,7 @@ def build_pipeline(
         backfill=backfill,
         ranker=ranker or FirstRankerValues(state.ranker),
         exploration=ExplorationSlots(FreshSource.name, settings.feed.fresh_share),
-        tastes=TasteAllocation(catalog, topics),
+        tastes=TasteAllocation(catalog, topics, DiscoverSource.name),
         spacing=CreatorSoundSpacing(
             catalog,
             settings.feed.max_per_creator,

@@ -3,7 +3,7 @@ over the cards served just before, too."""
 
 from __future__ import annotations
 
-from fyp.rerank.tastes import allocate
+from fyp.rerank.tastes import allocate, lead
 from fyp.types import Candidate
 
 TOPIC = {0: "a", 1: "b", 2: "c", 3: None}  # row // 100 -> topic
@@ -51,3 +51,19 @@ def test_a_taste_with_nothing_left_yields_and_one_taste_changes_nothing() -> Non
     ranked = cands("aaaaa") + cands("b")
     assert topics(allocate(ranked, {"a": 0.5, "b": 0.5}, topic_of)) == "abaaaa"
     assert allocate(ranked, {"a": 1.0}, topic_of) == ranked
+
+
+def test_while_searching_the_found_taste_leads_then_the_search_then_the_rest() -> None:
+    # The ranker still prefers the popular cards (x) and other topics (c) after one
+    # finish of #a; discovery proposed a #b card and a #c card (scored by its draws).
+    ranked = cands("xxa") + cands("c", "discover") + cands("xa", start=5) + cands("b", "discover")
+    ranked[3].source_score, ranked[6].source_score = 0.2, 0.9
+    page = lead(ranked, {"a"}, topic_of, then="discover")
+    # Each group in its order: the taste's and the rest's the ranker's, the search's its
+    # draws'.
+    assert [c.video_id for c in page] == ["a0", "a5", "b0", "c0", "x0", "x1", "x5"]
+
+
+def test_nothing_found_nothing_moves() -> None:
+    ranked = cands("xxc") + cands("b", "discover")
+    assert lead(ranked, {"a"}, topic_of, then="discover") == ranked

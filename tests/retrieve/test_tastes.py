@@ -11,6 +11,7 @@ import pytest
 from fyp.engine import Engine
 from fyp.retrieve.base import FeedContext
 from fyp.retrieve.tastes import TasteSource, session_tastes
+from fyp.state.feedback import LABEL_INDEX
 
 TOPICS = 8
 SKIP_MS = 800
@@ -91,9 +92,15 @@ def test_the_source_offers_unseen_videos_of_each_taste(kit: Any) -> None:
         "Because you have been watching #topic1",
         "Because you have been watching #topic2",
     }
-    # One taste: nothing to share, nothing proposed.
+    # One taste of a newcomer (discovery still searching): its videos, for the page to
+    # follow it (fyp.rerank.tastes.lead).
     kit.run(engine, skips(kit, "one", range(3, 8)) + watch(kit, "one", 1, [True] * 4))
-    ctx = FeedContext("req", "one", kit.state_of(engine, "one"), 10, "for_you", "ZZ", kit.ts)
+    one = kit.state_of(engine, "one")
+    ctx = FeedContext("req", "one", one, 10, "for_you", "ZZ", kit.ts)
+    got = TasteSource(engine.state, limit=10).fetch(ctx)
+    assert got and {c.video_id.split("-")[0] for c in got} == {"t1"}
+    # One taste of an established user: nothing to share, nothing proposed.
+    one.label_counts[LABEL_INDEX["long_view"]] = 200
     assert TasteSource(engine.state, limit=10).fetch(ctx) == []
 
 

@@ -15,8 +15,9 @@ discover slots in that order, not the ranker's (which would prefer the popular t
 
 The share of the page it gets (:func:`discover_share`) is all of it while nothing the
 person watches stands out, a tenth once something does (the rest of the page follows
-it), either shrinking with the person's long views, to nothing for an established user,
-whose feed it leaves as it was."""
+it: :mod:`fyp.rerank.tastes`; a topic that stands out is not drawn here, the search goes
+on elsewhere), either shrinking with the person's long views, to nothing for an
+established user, whose feed it leaves as it was."""
 
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ from fyp.state.users import UserState, session_lift
 from fyp.types import Candidate
 
 SEARCH_SHARE = 1.0  # of a page, while nothing the person finished stands out
-FOUND_SHARE = 0.1  # once something does: the rest of the page follows it
+# Once something does: the rest of the page follows it. (The cards the topic cap keeps for
+# other topics go on searching too: :mod:`fyp.rerank.tastes`. A fifth here, on top of
+# those, cost a person re-ranking after every card several of their taste's cards.)
+FOUND_SHARE = 0.1
 FOUND_LIFT = 1.0  # session lift (log-odds over their own rate) at which something stands out
 HALF_AT_LONG_VIEWS = 5.0  # long views at which the share is halved
 MIN_SHARE = 0.05  # below this, none
@@ -86,15 +90,17 @@ class DiscoverSource:
             return []
         lifts = self._lifts(ctx, topics.topic_of)
         against = {t for t, lift in lifts.items() if lift < AGAINST}
+        # A topic that stands out is followed by the rest of the page (the ranked list's
+        # lead: :mod:`fyp.rerank.tastes`): the search goes on elsewhere, for another.
+        found = {t for t, lift in lifts.items() if lift >= FOUND_LIFT}
         # Sampling without replacement, in proportion to the weights (Gumbel keys), seeded
         # by the request: a replay with the same request ids serves the same pages.
         rng = np.random.default_rng(zlib.crc32(ctx.request_id.encode()))
         # Topics of cards served but not viewed yet (a client fetching ahead) wait for
         # their verdict: drawing them again would test one topic twice.
         pending = self._pending(ctx, topics)
-        names = [t for t in topics.members if t not in against and t not in pending] or [
-            t for t in topics.members if t not in against
-        ]
+        looked_for = [t for t in topics.members if t not in against and t not in found]
+        names = [t for t in looked_for if t not in pending] or looked_for
         gumbel = rng.gumbel(size=len(names)).tolist()
         keys = {
             t: math.log(topics.videos[t]) + lifts.get(t, 0.0) + g

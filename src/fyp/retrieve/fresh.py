@@ -16,7 +16,7 @@ from fyp.safety.text import normal_tag
 from fyp.state.updater import FeedState
 from fyp.types import Candidate
 
-TOPICAL = 4  # hashtags the person is finishing whose newest upload is proposed
+TOPICAL = 4  # newest uploads of the hashtags the person is finishing proposed, at most
 TOPICAL_SCAN = 200  # of a hashtag's last videos looked at for one
 
 
@@ -90,17 +90,21 @@ class FreshSource:
 
     def _topical(self, ctx: FeedContext) -> list[int]:
         """New uploads of the hashtags the person is finishing this session (the newest
-        of each, :data:`TOPICAL` in all): a first audience likely to want them, which
-        also tells more about a new video than anyone's."""
+        of each, then the next newest, :data:`TOPICAL` in all): a first audience likely
+        to want them, which also tells more about a new video than anyone's. (Several of
+        one hashtag when few stand out: after one finished card, one or two do, and a
+        page's fresh slots would otherwise go to uploads of what they skip.)"""
         tags = ctx.user.standout_hashtags(ctx.now)[:TOPICAL]
         if not tags:
             return []
         catalog, exposures = self.state.catalog, self.state.stats.exposures
         seen, served = ctx.user.viewed, ctx.user.served_set
         since = ctx.now - self.window_ms
-        out: list[int] = []
+        per_tag = -(-TOPICAL // len(tags))
+        found: list[list[int]] = []
         for tag in tags:
             rows = catalog.rows_by_topic.get(normal_tag(tag), [])
+            mine: list[int] = []
             # Newest uploads last, mostly (rows are in the order videos were first upserted).
             for r in rows[: -TOPICAL_SCAN - 1 : -1]:
                 created = int(catalog.created_at[r])
@@ -109,8 +113,14 @@ class FreshSource:
                     and exposures[r] < self.exposure_budget
                     and r not in seen
                     and r not in served
-                    and r not in out
                 ):
-                    out.append(r)
-                    break
+                    mine.append(r)
+                    if len(mine) >= per_tag:
+                        break
+            found.append(mine)
+        out: list[int] = []
+        for k in range(per_tag):  # each hashtag's newest first, then the next newest
+            for mine in found:
+                if k < len(mine) and mine[k] not in out and len(out) < TOPICAL:
+                    out.append(mine[k])
         return out

@@ -10,7 +10,14 @@ finished well above that rate is a taste, and its share is its excess finish rat
 that rate, relative to the other tastes'. A rate, not a count: the count of finishes
 follows what the feed showed, and a share by count would keep the first taste first.
 :mod:`fyp.rerank.tastes` allocates a page's taste positions by these shares; this
-module's source makes sure each taste has candidates to fill them with."""
+module's source makes sure each taste has candidates to fill them with.
+
+While the feed is still looking for a newcomer's taste (discovery has a share of their
+page), one taste is enough, and one finish, however faded, can make it (as for the
+standout hashtags): the source then proposes the one topic they have just finished
+too, which :mod:`fyp.rerank.tastes` puts first. A single finish is otherwise below
+:data:`MIN_FINISHES` a moment later (it fades), and only co-engagement, where others'
+views happen to cluster, would offer more of it."""
 
 from __future__ import annotations
 
@@ -18,28 +25,39 @@ import math
 
 from fyp.catalog.hashtag_topics import HashtagTopics, TopicsCache
 from fyp.retrieve.base import FeedContext
+from fyp.retrieve.discover import discover_share
 from fyp.safety.text import normal_tag
 from fyp.state.updater import FeedState
 from fyp.state.users import SESSION_HALF_LIFE_MS, UserState
 from fyp.types import Candidate
 
 MIN_FINISHES = 1.0  # faded session finishes of a topic before it can be a taste
+SEARCH_FINISHES = 0.5  # ... while searching for a newcomer's taste: one finish, faded
 TASTE_LIFT = 1.0  # log-odds of its finish rate over the rate elsewhere, at least
 MIN_EXCESS = 0.2  # ... and this much more of it finished (log-odds run away near 1)
 PRIOR = 1.0  # pseudo-views at the rate elsewhere: one finish of one view is a hint
 SCAN_PER_TAKEN = 4  # unseen rows read per candidate wanted, at most
 
 
-def session_tastes(user: UserState, now: int, topics: HashtagTopics) -> dict[str, float]:
+def session_tastes(
+    user: UserState, now: int, topics: HashtagTopics, searching: bool = False
+) -> dict[str, float]:
     """:func:`standout_topics`, if two or more (one taste needs no sharing: the ranker
-    follows it), else none."""
+    follows it), else none; ``searching`` (the feed is still looking for a newcomer's
+    taste): one or more, from :data:`SEARCH_FINISHES`."""
+    if not user.hashtags:
+        return {}  # no evidence at all: nothing stands out
+    if searching:
+        return standout_topics(user, now, topics, SEARCH_FINISHES)
     out = standout_topics(user, now, topics)
     return out if len(out) >= 2 else {}
 
 
-def standout_topics(user: UserState, now: int, topics: HashtagTopics) -> dict[str, float]:
+def standout_topics(
+    user: UserState, now: int, topics: HashtagTopics, min_finishes: float = MIN_FINISHES
+) -> dict[str, float]:
     """Topic -> share (summing to 1) of the topics the person is finishing this session
-    well above their finish rate elsewhere."""
+    (``min_finishes`` faded finishes at least) well above their finish rate elsewhere."""
     evidence: dict[str, tuple[float, float]] = {}  # topic -> (finishes, views), faded
     for tag, a in user.hashtags.items():
         if not a.session_views:
@@ -52,7 +70,7 @@ def standout_topics(user: UserState, now: int, topics: HashtagTopics) -> dict[st
         # A video carries several of a topic's hashtags: the most viewed one, not summed.
         if views > evidence.get(topic, (0.0, 0.0))[1]:
             evidence[topic] = (a.session_finishes * fade, views)
-    finished = {t: fv for t, fv in evidence.items() if fv[0] >= MIN_FINISHES}
+    finished = {t: fv for t, fv in evidence.items() if fv[0] >= min_finishes}
     if not finished:
         return {}
     g = 0.5 ** (max(now - user.session_ts, 0) / SESSION_HALF_LIFE_MS)
@@ -76,9 +94,9 @@ def _logit(p: float) -> float:
 
 
 class TasteSource:
-    """Unseen, unserved videos of each of the person's session tastes (two or more),
-    most viewed first: the ranker orders them, :mod:`fyp.rerank.tastes` gives each
-    taste its share of the page."""
+    """Unseen, unserved videos of each of the person's session tastes (two or more; one
+    or more while discovery searches), most viewed first: the ranker orders them,
+    :mod:`fyp.rerank.tastes` gives each taste its share of the page."""
 
     name = "tastes"
 
@@ -91,7 +109,8 @@ class TasteSource:
         if self.limit <= 0 or not ctx.user.hashtags:
             return []
         topics = self.topics.get()
-        tastes = session_tastes(ctx.user, ctx.now, topics)
+        searching = discover_share(ctx.user, ctx.now) > 0
+        tastes = session_tastes(ctx.user, ctx.now, topics, searching)
         if not tastes:
             return []
         catalog, views = self.state.catalog, self.state.stats.views
