@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from fyp.config import Settings
 from fyp.model.ann import ItemIndex
+from fyp.model.catalog_rows import CatalogRankRows
 from fyp.model.channel import ModelUpdate
 from fyp.model.embeddings import TableChanges
 from fyp.model.publisher import USER_TABLES
@@ -57,6 +58,10 @@ class ReplicaTable:
         self._free: list[int] = []
         self._vec = np.zeros((16, dim), dtype=np.float32)
         self._fallback = np.zeros(dim, dtype=np.float32)
+        # How often ids were added and removed: what a cache of rows by id checks
+        # (fyp.model.catalog_rows).
+        self.ids_added = 0
+        self.ids_removed = 0
 
     def lookup(
         self, ids: Sequence[str], now_ms: int, *, admit: bool = False, touch: bool = False
@@ -95,6 +100,8 @@ class ReplicaTable:
                 self._vec[row] = 0.0  # (an erased user's vector does not linger)
                 self._free.append(row)
                 n += 1
+        if n:
+            self.ids_removed += 1
         return n
 
     def set(self, changes: TableChanges, start: int = 0, stop: int | None = None) -> None:
@@ -104,6 +111,7 @@ class ReplicaTable:
             self._fallback = changes.fallback.astype(np.float32, copy=True)
         ids = changes.ids[start:stop]
         rows = np.empty(len(ids), dtype=np.int64)
+        added = False
         for k, i in enumerate(ids):
             row = self._row_of.get(i)
             if row is None:
@@ -113,7 +121,10 @@ class ReplicaTable:
                     grown[: len(self._vec)] = self._vec
                     self._vec = grown
                 self._row_of[i] = row
+                added = True
             rows[k] = row
+        if added:
+            self.ids_added += 1
         self._vec[rows] = changes.vectors[start:stop]
 
     @classmethod
@@ -304,6 +315,7 @@ class ReplicaRanker:
 
     def __init__(self, replica: ModelReplica) -> None:
         self.replica = replica
+        self.catalog_rows = CatalogRankRows()
 
     @property
     def warm(self) -> bool:
@@ -322,6 +334,7 @@ class ReplicaRanker:
         r = self.replica
         tables = {k.removeprefix("ranker."): t for k, t in r.tables.items() if k[:7] == "ranker."}
         weights = {k.removeprefix("ranker."): w for k, w in r.dense.items() if k[:7] == "ranker."}
+        batch = self.catalog_rows.rank_batch(tables, r.state.catalog, rows, user_id, surface, now)
         return rank_predict(
             tables,
             weights,
@@ -334,6 +347,7 @@ class ReplicaRanker:
             now,
             surface,
             first_features,
+            batch,
         )
 
 

@@ -134,26 +134,30 @@ def rank_predict(
     now: int,
     surface: str,
     first_features: F64 | None = None,
+    batch: RankBatch | None = None,
 ) -> tuple[F32, F32]:
     """(probabilities (n, N_LABELS), value scores (n,)) of catalog ``rows`` for the
-    user: the learned ranker's scores, from whichever holder's tables and weights."""
+    user: the learned ranker's scores, from whichever holder's tables and weights.
+    ``batch``: the rows' :func:`rank_rows` when the caller keeps them (a replica does:
+    :mod:`fyp.model.catalog_rows`)."""
     from fyp.model.ranker import dense_features  # (ranker imports this module)
 
     if len(rows) == 0:
         return np.zeros((0, N_LABELS), np.float32), np.zeros(0, np.float32)
-    catalog: CatalogIndex = first.catalog
-    videos = [catalog.videos[r] for r in rows]
-    batch = rank_rows(
-        tables,
-        [user_id] * len(rows),
-        [v.video_id for v in videos],
-        [v.creator_id for v in videos],
-        [v.sound_id for v in videos],
-        [v.hashtags for v in videos],
-        [surface] * len(rows),
-        now,
-        train=False,
-    )
+    if batch is None:
+        catalog: CatalogIndex = first.catalog
+        videos = [catalog.videos[r] for r in rows]
+        batch = rank_rows(
+            tables,
+            [user_id] * len(rows),
+            [v.video_id for v in videos],
+            [v.creator_id for v in videos],
+            [v.sound_id for v in videos],
+            [v.hashtags for v in videos],
+            [surface] * len(rows),
+            now,
+            train=False,
+        )
     x = first.features(user, rows, now, surface) if first_features is None else first_features
     dense = dense_features(first, user, rows, now, surface, x)
     logits = mmoe_forward(weights, rank_inputs(tables, batch, dense))

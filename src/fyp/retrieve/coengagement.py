@@ -38,14 +38,16 @@ class CoEngagementSource:
         # Best first; ties in the order the rows were first met (a stable sort).
         best = sorted(scores.items(), key=itemgetter(1), reverse=True)[: self.limit]
         videos = self.state.catalog.videos
-        return [
-            Candidate(
-                row,
-                videos[row].video_id,
-                self.name,
-                f"Because you enjoyed {video_name(videos[via[row]])}: people who enjoyed it "
-                "also enjoyed this",
-                score,
-            )
-            for row, score in best
-        ]
+        # One sentence per seed, shared by its candidates (a hundred of them, a few seeds).
+        reasons: dict[int, str] = {}
+        out: list[Candidate] = []
+        for row, score in best:
+            seed = via[row]
+            reason = reasons.get(seed)
+            if reason is None:
+                reason = reasons[seed] = (
+                    f"Because you enjoyed {video_name(videos[seed])}: people who enjoyed it "
+                    "also enjoyed this"
+                )
+            out.append(Candidate(row, videos[row].video_id, self.name, reason, score))
+        return out

@@ -81,10 +81,12 @@ class TwoTowerSource:
             return found
         index, videos = self.models.index, self.models.state.catalog.videos
         seen_ids = [videos[r].video_id for r in history]
-        seen, in_index = index.vectors_of(seen_ids)
+        # The watches' and the candidates' vectors in one read (each read has a fixed cost).
+        vectors, found_in = index.vectors_of(seen_ids + [c.video_id for c in found])
+        in_index = found_in[: len(seen_ids)]
         if not in_index.any():
             return found
-        cands, _ = index.vectors_of([c.video_id for c in found])
+        seen, cands = vectors[: len(seen_ids)], vectors[len(seen_ids) :]
         sims = cands @ seen.T
         sims[:, ~in_index] = -np.inf
         # The newest of equals (argmax takes the first: the history reversed).
