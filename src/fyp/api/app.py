@@ -40,11 +40,12 @@ from fyp.api.running import Running
 from fyp.api.security import Guard
 from fyp.cluster.changes import follow_changes
 from fyp.config import Settings
-from fyp.engine import Engine, ErasureInProgressError, serving_role
+from fyp.engine import Engine, serving_role
 from fyp.learning.link import channel_of
 from fyp.learning.supervisor import Supervisor
 from fyp.privacy.keys import KeyStore
 from fyp.privacy.residency import ResidencyError
+from fyp.privacy.rights import ErasureInProgressError
 from fyp.privacy.tokens import TokenSigner
 from fyp.storage.backends import open_key_store
 from fyp.web.routes import install_web

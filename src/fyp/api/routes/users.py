@@ -176,7 +176,7 @@ def users_router(guard: Guard, running: Running) -> APIRouter:
         guard.own(request, caller, user_id)
         running.known(user_id)
         # Off the event loop: it reads every event and impression of the user.
-        doc = await asyncio.to_thread(eng().export_user, user_id, caller.actor)
+        doc = await asyncio.to_thread(eng().rights.export_user, user_id, caller.actor)
         return Response(orjson.dumps(doc), media_type="application/json")
 
     @router.delete(
@@ -204,10 +204,10 @@ def users_router(guard: Guard, running: Running) -> APIRouter:
         again completes an erasure a failure cut short. Created again, the id is a new,
         empty user."""
         e = eng()
-        if not e.erasing(user_id):  # (one accepted earlier is completed, not refused)
+        if not e.rights.erasing(user_id):  # (one accepted earlier is completed, not refused)
             running.known(user_id)
         # Off the event loop: the checkpoint rewrite takes seconds, and feeds go on.
-        done = await asyncio.to_thread(e.erase_user, user_id, caller.actor)
+        done = await asyncio.to_thread(e.rights.erase_user, user_id, caller.actor)
         return ErasureOut(
             user_id=user_id,
             erased=True,
