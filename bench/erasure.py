@@ -2,9 +2,9 @@
 
 Setup: a synthetic catalog and history (users with 20 views each, plus their actions),
 ingested and learned in process, impressions recorded for every view, a checkpoint
-written. Then, for several users: ``Engine.erase_user`` (what the route does: delete the
-user's events and impressions with overwriting and WAL truncation, drop their state,
-rewrite the checkpoint), timed end to end, with an in-place checkpoint
+written. Then, for several users: ``engine.rights.erase_user`` (what the route does:
+delete the user's events and impressions with overwriting and WAL truncation, drop their
+state, rewrite the checkpoint), timed end to end, with an in-place checkpoint
 (``Engine.checkpoints.write``) timed on its own as the baseline in the same run. The
 promise is "within 60 s"; the answer comes only once it is done.
 
@@ -152,7 +152,7 @@ def main() -> None:
                 checkpoint_feed_ms.append(longest)
                 user = users[i * 97]
                 done, took, longest = while_feeding(
-                    engine, feeding, lambda u=user: engine.erase_user(u, "bench")
+                    engine, feeding, lambda u=user: engine.rights.erase_user(u, "bench")
                 )
                 erase_ms.append(took)
                 erase_feed_ms.append(longest)

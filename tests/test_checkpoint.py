@@ -532,7 +532,7 @@ def test_a_checkpoint_child_past_its_time_is_killed_and_its_partial_file_removed
         monkeypatch.setattr(engine.checkpoints, "retry_at", 0.0)
         assert engine.checkpoints.start() and engine.checkpoints.poll(wait=True) is True
         assert engine.checkpoints.error is None
-        assert engine.erase_user("u1", "test").checkpoint_rewritten
+        assert engine.rights.erase_user("u1", "test").checkpoint_rewritten
     finally:
         engine.close()
 
@@ -572,7 +572,7 @@ def test_feeds_are_served_while_an_erasure_rewrites_the_checkpoint(
         return write(path, payload)
 
     monkeypatch.setattr(checkpoint_module, "write_checkpoint", held)
-    erasure = threading.Thread(target=engine.erase_user, args=("u3", "test"))
+    erasure = threading.Thread(target=engine.rights.erase_user, args=("u3", "test"))
     try:
         erasure.start()
         while not engine.checkpoints.writing:  # the child is forked: the rewrite is on
@@ -603,12 +603,12 @@ def test_an_erasure_whose_rewrite_fails_deletes_the_old_checkpoint(
     monkeypatch.setattr(checkpoint_module, "write_checkpoint", _full_disk)
     try:
         with pytest.raises(OSError, match="could not be written"):
-            engine.erase_user("u3", "test")
+            engine.rights.erase_user("u3", "test")
         # The old checkpoint held the user: gone, and a restart replays the log instead.
         assert not (tmp_path / CHECKPOINT_FILE).exists() and engine.checkpoints.offset == 0
         monkeypatch.undo()
         # Asked again, it goes through (nothing left to rewrite).
-        assert not engine.erase_user("u3", "test").checkpoint_rewritten
+        assert not engine.rights.erase_user("u3", "test").checkpoint_rewritten
     finally:
         engine.close()
 

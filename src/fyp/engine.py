@@ -12,10 +12,8 @@ import dataclasses
 import gc
 import logging
 import socket
-import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,10 +28,10 @@ from fyp.events.ingest import IngestResult, Refusal, ingest
 from fyp.events.log import EventLog
 from fyp.pipeline import Feed, FeedPipeline, PipelineCounters, build_pipeline
 from fyp.privacy.audit_log import AuditLog
-from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
 from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError, bind_data_dir, not_homed_here
+from fyp.privacy.rights import UserRights, erasing_message
 from fyp.rank.base import FirstRankerValues, Ranker, WarmOrFirst
 from fyp.rank.page_scorer import PageFeatures, PageScoredRanker, PageScorer
 from fyp.rank.scorer_training import PageScorerTrainer, Retrain
@@ -77,7 +75,6 @@ LEARNER_CHECKPOINT_FILE = "learner-checkpoint.pkl"  # the learner process's (fyp
 Role = Literal["all", "serving", "learner"]
 IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps no file
 WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
-RESUMED_ACTOR = "erasure resumed"  # the audit's actor of an erasure completed at a start
 
 
 class UnknownPageError(LookupError):
@@ -85,33 +82,8 @@ class UnknownPageError(LookupError):
     gone: retention, erasure)."""
 
 
-class ErasureInProgressError(Exception):
-    """A request about a user whose erasure was accepted and is not complete: nothing of
-    theirs is read, stored or served until it is (the API's 409)."""
-
-
-def _erasing_message(user_id: str) -> str:
-    return (
-        f"user {user_id!r} is being erased: nothing of theirs is read or stored until the "
-        f"erasure completes (if it failed, DELETE /v1/users/{{id}} again completes it)"
-    )
-
-
-def _no_step(step: str) -> None:
-    """The default :attr:`Engine.erasure_step`: nothing."""
-
-
 def _no_notice(kind: str, key: str) -> None:
     """The default :attr:`Engine.changed`: nothing (one process: nobody to tell)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Erasure:
-    """What an erasure deleted."""
-
-    events: int
-    impressions: int
-    checkpoint_rewritten: bool
 
 
 def serving_gc() -> None:
@@ -254,22 +226,36 @@ class Engine:
             settings.checkpoint_timeout_s,
             landed=self._checkpointed,
         )
-        # Erasures accepted and not complete (pseudonym -> audit reference), from their
-        # durable tombstones: nothing of these users is stored, learned or served.
-        self._erasing: dict[str, str] = self.user_store.tombstones()
-        self._erasing_now: set[str] = set()  # carried out by a request now (under _lock)
         # Taken by every durable write about a user (ingest's gate and append, profiles,
         # controls, imported impressions), and by an erasure to set its tombstone: a write
         # that passed the tombstone check has landed before the erasure deletes.
         self._user_writes = threading.Lock()
-        # Called with the name of each step of an erasure as it is reached (a test's
-        # crash point: a kill there must leave an erasure the next start completes).
-        self.erasure_step: Callable[[str], None] = _no_step
+        # Export and erasure, with the erasures accepted and not complete: nothing of
+        # those users is stored, learned or served.
+        self.rights = UserRights(
+            settings,
+            self.pseudonyms,
+            self.audit,
+            self.user_store,
+            self.users,
+            event_log,
+            impression_log,
+            self.checkpoints,
+            lambda: self.state,
+            lambda: self.models,
+            self.replica,
+            self.learner,
+            self.home,
+            clock,
+            self._lock,
+            self._user_writes,
+        )
         # Called after each change other serving processes must apply (committed to its
         # store, applied here), before it is acknowledged: (kind, key), see
         # fyp.cluster.changes, which sets it where there are other processes to tell.
         self.changed: Callable[[str, str], None] = _no_notice
         self.moderator.changed = lambda video_id: self.changed("moderation", video_id)
+        self.rights.changed = lambda ref: self.changed("erasure", ref)
         self._refresh_marks_known: set[tuple[str, int]] = set()  # (pid, offset) applied
         self._apply_user_settings()
 
@@ -282,7 +268,7 @@ class Engine:
     def _apply_user_settings(self) -> None:
         """Profiles' regions and pending refreshes, into the (new or restored) state."""
         for user_id, profile in self.users.profiles.items():
-            if user_id in self._erasing:
+            if user_id in self.rights.tombstoned:
                 continue
             if profile.region is not None:
                 self.state.user(user_id).region = profile.region
@@ -292,7 +278,7 @@ class Engine:
         for user_id, offset, _ in self.user_store.refreshes():
             self._refresh_marks_known.add((user_id, offset))
             # (a mark applied already is in the state; one of a user being erased, never)
-            if offset > self.state.applied_offset and user_id not in self._erasing:
+            if offset > self.state.applied_offset and user_id not in self.rights.tombstoned:
                 self.state.schedule_refresh(user_id, offset)
 
     def _new_page_scorer(self) -> PageScorerTrainer | None:
@@ -363,7 +349,7 @@ class Engine:
             log.info("removed a partial checkpoint left by a killed writer")
         if from_checkpoint:
             engine._restore(read_checkpoint(engine.checkpoints.path))
-        for pid in engine._erasing:  # a checkpoint older than their tombstone holds them
+        for pid in engine.rights.tombstoned:  # a checkpoint older than their tombstone holds them
             engine.state.erase_user(pid)
         if replay:
             engine.learn()  # (which skips the events of users being erased)
@@ -372,7 +358,7 @@ class Engine:
             gc.collect()
             gc.freeze()
         if role != "learner":  # (the server completes erasures; the learner follows them)
-            engine._resume_erasures()
+            engine.rights.resume_erasures()
         return engine
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -472,8 +458,8 @@ class Engine:
             refusal = self.residency_refusal(e.user_id)
             if refusal is not None:
                 return Refusal("residency", f"user_id: {refusal}")
-            if pseudonym(e.user_id) in self._erasing:
-                return Refusal("erasing", f"user_id: {_erasing_message(e.user_id)}")
+            if pseudonym(e.user_id) in self.rights.tombstoned:
+                return Refusal("erasing", f"user_id: {erasing_message(e.user_id)}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
                 return Refusal(
@@ -501,7 +487,7 @@ class Engine:
             dataclasses.replace(i, user_id=self.pseudonyms.of(i.user_id)) for i in impressions
         ]
         with self._user_writes:  # (none of a user being erased)
-            impressions = [i for i in impressions if i.user_id not in self._erasing]
+            impressions = [i for i in impressions if i.user_id not in self.rights.tombstoned]
             new = self.impressions.record(impressions)
         by_user: dict[str, list[int]] = {}
         for imp, is_new in zip(impressions, new, strict=True):
@@ -604,7 +590,7 @@ class Engine:
         """The events of ``batch`` the learning step may learn from: not those of a user
         being erased (deleted from the log by the erasure, but a replay at a start that
         resumes one, or a step between its tombstone and its deletion, would see them)."""
-        erasing = self._erasing
+        erasing = self.rights.tombstoned
         if not erasing:
             return batch
         return [x for x in batch if x.event.user_id not in erasing]
@@ -658,36 +644,8 @@ class Engine:
         if refusal is not None:
             raise ResidencyError(refusal)
         pid = self.pseudonyms.of(user_id)
-        self._refuse_erasing(user_id, pid)
+        self.rights.refuse_erasing(user_id, pid)
         return pid
-
-    def _refuse_erasing(self, user_id: str, pid: str) -> None:
-        if pid in self._erasing:
-            raise ErasureInProgressError(_erasing_message(user_id))
-
-    def follow_tombstones(self) -> list[str]:
-        """A learner's (role "learner"): the server's tombstones as stored now. Users
-        newly tombstoned are dropped from the state (their models' rows too) and their
-        events skipped from now on; users whose erasure the server completed are let go.
-        Returns the pseudonyms of the new ones."""
-        tombstones = self.user_store.tombstones()
-        new = [pid for pid in tombstones if pid not in self._erasing]
-        with self._lock:
-            for pid in new:
-                self._erasing[pid] = tombstones[pid]
-                self.state.erase_user(pid)
-            for pid in [p for p in self._erasing if p not in tombstones]:
-                del self._erasing[pid]
-        return new
-
-    def erasures_pending(self) -> dict[str, str]:
-        """Users whose erasure was accepted and is not complete: pseudonym -> the
-        erasure's audit reference."""
-        return dict(self._erasing)
-
-    def erasing(self, user_id: str) -> bool:
-        """Whether the user's erasure was accepted and is not complete."""
-        return self.pseudonyms.of(user_id) in self._erasing
 
     def knows_user(self, user_id: str) -> bool:
         pid = self.pseudonyms.of(user_id)
@@ -698,7 +656,7 @@ class Engine:
         while they are being erased: what a user token is bound to, so that it dies with
         its user and never serves the new user an erased id is created as again."""
         pid = self.pseudonyms.of(user_id)
-        if pid in self._erasing:
+        if pid in self.rights.tombstoned:
             return None
         profile = self.users.profiles.get(pid)
         return 0 if profile is None else profile.created_at
@@ -717,7 +675,7 @@ class Engine:
             new = {
                 pid: UserProfile(pid, region=self.settings.region, created_at=now, updated_at=now)
                 for pid in map(self.pseudonyms.of, user_ids)
-                if pid not in self.users.profiles and pid not in self._erasing
+                if pid not in self.users.profiles and pid not in self.rights.tombstoned
             }
             if new:
                 self.user_store.put_profiles(list(new.values()))
@@ -737,7 +695,7 @@ class Engine:
             changed: dict[str, UserProfile] = {}
             for user_id, attrs in attributes.items():
                 pid = self.pseudonyms.of(user_id)
-                if pid in self._erasing:
+                if pid in self.rights.tombstoned:
                     continue
                 old = self.users.profiles.get(pid)
                 if old is None:
@@ -771,7 +729,7 @@ class Engine:
         now = self.clock()
         pid = self.pseudonyms.of(user_id)
         with self._user_writes:
-            self._refuse_erasing(user_id, pid)
+            self.rights.refuse_erasing(user_id, pid)
             old = self.users.profiles.get(pid)
             base = old or UserProfile(pid, created_at=now)
             attributes = (
@@ -821,151 +779,6 @@ class Engine:
         if imp is None or imp.ts < self.clock() - WHY_WINDOW_MS:
             return None
         return imp
-
-    # -- the user's rights -----------------------------------------------------------------
-
-    def export_user(self, user_id: str, actor: str) -> dict[str, Any]:
-        """Everything held about the user, as JSON-able data (audited)."""
-        pid = self.home(user_id)
-        self.impressions.for_user(pid, 1)  # the write-behind buffer, flushed
-        with self._lock:
-            doc = build_export(
-                user_id,
-                self.users.profiles.get(pid),
-                self.users.controls_of(pid),
-                self.event_log.for_user(pid),
-                self.impressions.for_user(pid, 10**9),
-                self.state.users.get(pid),
-                self.catalog,
-                self._user_vectors(pid),
-                self.clock(),
-                self.settings.ranker.affinity_half_life_days * DAY_MS,
-            )
-        self.audit.append(
-            "user.export",
-            actor,
-            subject=self.pseudonyms.audit_ref(user_id),
-            details={"events": len(doc["events"]), "impressions": len(doc["impressions"])},
-        )
-        return doc
-
-    def _user_vectors(self, pid: str) -> dict[str, list[float] | None]:
-        if self.models is not None:
-            return self.models.user_vectors(pid)
-        return {} if self.replica is None else self.replica.user_vectors(pid)
-
-    def erase_user(self, user_id: str, actor: str) -> Erasure:
-        """Erase the user: events, impressions, profile, controls, refresh marks, learned
-        state and embedding rows, their reports' weight, and the checkpoint (rewritten
-        without them); the stores overwrite what they delete.
-
-        In steps, each durable before the next: the request is audited (an erasure that
-        cannot be audited is not carried out); the user's tombstone is written, from when
-        nothing of theirs is stored, learned or served (ingest, feeds, profiles, controls
-        and the learning step refuse or skip them); then :meth:`_complete_erasure`. A
-        failure or a kill at any step after the tombstone leaves it: asking again, or the
-        next start, completes the erasure. ErasureInProgressError while another request
-        carries out this user's erasure."""
-        pid = self.pseudonyms.of(user_id)
-        with self._lock:
-            if pid in self._erasing_now:
-                raise ErasureInProgressError(
-                    f"user {user_id!r} is being erased by another request; ask again once "
-                    f"it has answered"
-                )
-            self._erasing_now.add(pid)
-        try:
-            if pid not in self._erasing:
-                self._accept_erasure(user_id, pid, actor)
-            return self._complete_erasure(pid, actor)
-        finally:
-            with self._lock:
-                self._erasing_now.discard(pid)
-            self.pseudonyms.of.cache_clear()  # (it held the raw id)
-
-    def _accept_erasure(self, user_id: str, pid: str, actor: str) -> None:
-        """Audit the request, then write the tombstone (durably, then in memory)."""
-        self.home(user_id)  # a user of another region: ResidencyError, nothing done
-        ref = self.pseudonyms.audit_ref(user_id)
-        # Before anything is done: an erasure whose record cannot be written is not
-        # carried out (the caller gets the storage fault, and nothing changed).
-        self.audit.append("user.erase.requested", actor, subject=ref)
-        self.erasure_step("requested")
-        self.user_store.add_tombstone(pid, ref, self.clock())
-        self.erasure_step("tombstoned")
-        # Under the lock of user writes: an event or a controls change checked before
-        # this is stored before the rows are deleted; one checked after is refused.
-        with self._user_writes, self._lock:
-            self._erasing[pid] = ref
-        self.changed("erasure", ref)
-
-    def _complete_erasure(self, pid: str, actor: str) -> Erasure:
-        """Carry out the erasure of a tombstoned user (again from the start if an earlier
-        try failed or was killed: each step is idempotent): delete their rows and drop
-        their state; rewrite the checkpoint; scrub the event and impression files;
-        audit the completion with the counts; last, the profile, controls, refresh marks
-        and tombstone, in one transaction (its file scrubbed too)."""
-        ref = self._erasing[pid]
-        writer: int | None = None
-        with self._lock:
-            # A checkpoint being written holds the user: it lands first, then the rewrite.
-            self.checkpoints.settle()
-            events = self.event_log.erase_user(pid)
-            # (the write-behind buffer is written first: a feed served before the
-            # tombstone has its impressions deleted here; none is served after it)
-            impressions = self.impressions.erase_user(pid)
-            self.state.erase_user(pid)
-            if self.replica is not None:
-                self.replica.forget_user(pid)
-            self.erasure_step("deleted")
-            rewrite = self.checkpoints.held()
-            if rewrite:
-                # Written by a child from a snapshot of the state without the user, so
-                # feeds go on while it writes (in place, pickling would hold the lock for
-                # the whole rewrite); in place where the platform cannot fork.
-                writer = self.checkpoints.begin_rewrite()
-        if writer is not None:
-            self.erasure_step("rewriting")
-            self.checkpoints.await_rewrite(writer)
-        self.erasure_step("rewritten")
-        # Outside the engine's lock (a pass over each file; feeds go on): what SQLite
-        # left of the deleted rows outside their cells.
-        self.event_log.scrub()
-        self.impressions.scrub()
-        self.erasure_step("scrubbed")
-        if self.learner is not None:
-            # The learner process's state, checkpoint and published models, without the
-            # user (it follows the tombstone; done here if it is not running).
-            through = self.learner.erase(pid, ref)
-            if self.replica is not None:
-                with self._lock:  # (updates after ``through`` may hold the user anew)
-                    self.replica.forget_user(pid, through)
-            self.erasure_step("learner")
-        # The completion, audited before the tombstone goes: if it cannot be written, the
-        # erasure is not complete, and asking again completes (and audits) it.
-        self.audit.append(
-            "user.erase",
-            actor,
-            subject=ref,
-            details={"events": events, "impressions": impressions},
-        )
-        self.erasure_step("audited")
-        with self._user_writes, self._lock:
-            self.user_store.erase(pid)
-            self.users.forget(pid)
-            del self._erasing[pid]
-        self.changed("erasure", ref)
-        return Erasure(events, impressions, rewrite)
-
-    def _resume_erasures(self) -> None:
-        """Complete the erasures a killed (or failed) process accepted and did not
-        complete. One that fails again (a full disk) keeps its tombstone: the user stays
-        refused, and asking again completes it."""
-        for pid in list(self._erasing):
-            try:
-                self._complete_erasure(pid, RESUMED_ACTOR)
-            except (OSError, sqlite3.Error) as err:
-                log.warning("an interrupted erasure could not be completed (%s); ask again", err)
 
     def expire(self, now: int | None = None) -> tuple[int, int]:
         """Retention: delete events and impressions older than ``privacy.retention_days``
@@ -1022,7 +835,7 @@ class Engine:
             if pid is not None:  # (else erased since)
                 self._apply_stored_user(pid, self.user_store.user(pid))
         elif kind == "erasure":
-            self.follow_erasures()
+            self.rights.follow_erasures()
         else:
             log.warning("a change notice of an unknown kind (%r) ignored", kind)
 
@@ -1031,7 +844,7 @@ class Engine:
         whether anything changed."""
         changed = False
         with self._user_writes, self._lock:
-            if pid in self._erasing or stored.tombstone is not None:
+            if pid in self.rights.tombstoned or stored.tombstone is not None:
                 return False  # (the erasure's notices drop them)
             p = stored.profile
             if p is not None and self.users.profiles.get(pid) != p:
@@ -1051,39 +864,6 @@ class Engine:
                     self.state.schedule_refresh(pid, offset)
                     changed = True
         return changed
-
-    def follow_erasures(self) -> int:
-        """Erasures other processes accepted or completed, from the tombstones as stored
-        now: a user newly tombstoned is refused from now on and their state dropped (and
-        what this process buffered of their impressions); one whose tombstone is gone
-        was erased (profile, controls and state dropped). The checkpoint is rewritten
-        without them. Returns how many users changed."""
-        tombstones = self.user_store.tombstones()
-        with self._user_writes, self._lock:
-            begun = [pid for pid in tombstones if pid not in self._erasing]
-            done = [
-                pid
-                for pid in self._erasing
-                if pid not in tombstones and pid not in self._erasing_now
-            ]
-            for pid in begun:
-                self._erasing[pid] = tombstones[pid]
-            for pid in [*begun, *done]:
-                self.state.erase_user(pid)
-                if self.replica is not None:
-                    self.replica.forget_user(pid)
-            for pid in done:
-                self.users.forget(pid)
-                del self._erasing[pid]
-        for pid in begun:
-            self.impressions.erase_user(pid)
-        if (begun or done) and self.checkpoints.held():
-            with self._lock:
-                self.checkpoints.settle()
-                writer = self.checkpoints.begin_rewrite()
-            if writer is not None:
-                self.checkpoints.await_rewrite(writer)
-        return len(begun) + len(done)
 
     def reconcile_changes(self) -> int:
         """Everything the shared stores hold that this process could have missed
@@ -1111,7 +891,7 @@ class Engine:
             if (None if now_state is None else now_state.value, now_labels) != (state, labels):
                 self.moderator.apply_history(video_id)
                 changed += 1
-        changed += self.follow_erasures()
+        changed += self.rights.follow_erasures()
         profiles, controls = self.user_store.profiles(), self.user_store.controls()
         marks: dict[str, list[int]] = {}
         for pid, offset, _ in self.user_store.refreshes():

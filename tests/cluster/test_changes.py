@@ -195,7 +195,7 @@ def test_changes_made_through_a_are_in_force_in_b(pair: tuple[Process, Process])
         lambda: (
             pid not in b.engine.users.profiles
             and pid not in b.engine.state.users
-            and not b.engine.erasing("u1")
+            and not b.engine.rights.erasing("u1")
         ),
     )
     assert b.engine.controls_of("u1").mute_creators == ()

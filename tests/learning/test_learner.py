@@ -186,7 +186,7 @@ def test_an_erased_users_rows_are_in_no_process_and_no_file(learning: Any, lkit:
     rows = _rows_of(server, pid)
     assert len(rows) == 2  # both models learned a row for them
     assert lkit.scan(learning.data, rows)  # in the published files and the checkpoints
-    assert server.erase_user("u7", "test").events > 0  # (it waited for the learner)
+    assert server.rights.erase_user("u7", "test").events > 0  # (it waited for the learner)
     assert not server.replica.holds_user(pid)
     learner = learning.running_learner()
     assert learner.models.user_vectors(pid) == {"ranker": None, "retrieval": None}
@@ -206,7 +206,7 @@ def test_an_erasure_while_the_learner_is_down_rewrites_its_files(learning: Any, 
     pid = server.pseudonym("u8")
     rows = _rows_of(server, pid)
     assert rows and "learner-checkpoint.pkl" in str(lkit.scan(learning.data, rows))
-    server.erase_user("u8", "test")  # (no learner holds its lock: done here)
+    server.rights.erase_user("u8", "test")  # (no learner holds its lock: done here)
     assert lkit.scan(learning.data, _traces(pid, rows)) == {}
     assert not server.replica.holds_user(pid)
     for learner in learning.learner_here():  # its next start holds none of it

@@ -79,7 +79,7 @@ def test_an_erased_users_rows_are_in_no_process_and_no_file_of_the_redis_server(
     traces = [*rows, pid.encode(), pid.encode("utf-32-le")]
     learning.wait_settled(server)
     assert lkit.scan(redis_server.dir, rows)
-    assert server.erase_user("u7", "test").events > 0  # (it waited for the learner)
+    assert server.rights.erase_user("u7", "test").events > 0  # (it waited for the learner)
     assert not server.replica.holds_user(pid)
     assert lkit.scan(redis_server.dir, traces) == {}
     assert lkit.scan(learning.data, traces) == {}

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from fyp.config import Settings, load_settings
-from fyp.engine import CHECKPOINT_FILE, RESUMED_ACTOR, Engine, ErasureInProgressError
+from fyp.engine import CHECKPOINT_FILE, Engine
 from fyp.privacy.residency import ResidencyError
+from fyp.privacy.rights import RESUMED_ACTOR, ErasureInProgressError
 from fyp.storage.checkpoint import CAN_FORK
 from fyp.types import Impression, Video, now_ms
 from fyp.users.controls import ControlsIn, ProfileIn
@@ -104,7 +105,7 @@ def _assert_new_and_empty(engine: Engine, user: str) -> None:
     """Created again, the id is a new user: nothing of the old one comes with it."""
     _, created = engine.put_user(user, ProfileIn())
     assert created
-    doc = engine.export_user(user, "test")
+    doc = engine.rights.export_user(user, "test")
     assert doc["events"] == [] and doc["impressions"] == []
     assert doc["controls"]["mute_keywords"] == []
     assert doc["learned_vectors"]["ranker"] is None
@@ -168,7 +169,7 @@ def test_writers_beside_twenty_erasures_leave_nothing_of_the_users(
     def eraser(k: int) -> None:
         for user in VICTIMS[k::4]:
             time.sleep(0.05)
-            done = engine.erase_user(user, "test")
+            done = engine.rights.erase_user(user, "test")
             assert done.events > 0 and done.impressions > 0
             erased.append(user)
 
@@ -205,7 +206,7 @@ def test_writers_beside_twenty_erasures_leave_nothing_of_the_users(
         for user in VICTIMS[:3]:
             _assert_new_and_empty(again, user)
         for user in KEPT:
-            assert again.export_user(user, "test")["events"]
+            assert again.rights.export_user(user, "test")["events"]
     finally:
         again.close()
 
@@ -225,7 +226,7 @@ def test_every_user_request_is_refused_while_the_erasure_runs(tmp_path: Path) ->
         seen.append(step)
         if step != "rewritten":
             return
-        assert engine.erasing("u1") and not engine.erasing("u2")
+        assert engine.rights.erasing("u1") and not engine.rights.erasing("u2")
         result = engine.ingest([_view("u1", "late-1", 1), _view("u2", "late-2", 2)])
         assert result.accepted == 1
         assert [r.kind for r in result.rejected] == ["erasing"]
@@ -239,16 +240,16 @@ def test_every_user_request_is_refused_while_the_erasure_runs(tmp_path: Path) ->
             lambda: engine.put_user("u1", ProfileIn()),
             lambda: engine.set_controls("u1", ControlsIn(mute_keywords=["x"])),
             lambda: engine.why("u1", "v1"),
-            lambda: engine.export_user("u1", "test"),
-            lambda: engine.erase_user("u1", "test"),  # a second request, meanwhile
+            lambda: engine.rights.export_user("u1", "test"),
+            lambda: engine.rights.erase_user("u1", "test"),  # a second request, meanwhile
         ):
             with pytest.raises(ErasureInProgressError, match="u1"):
                 call()
         assert engine.feed("u2", 3).items  # the others are served as ever
 
-    engine.erasure_step = during
+    engine.rights.erasure_step = during
     try:
-        assert engine.erase_user("u1", "test").checkpoint_rewritten
+        assert engine.rights.erase_user("u1", "test").checkpoint_rewritten
         assert "rewritten" in seen
         assert engine.event_log.for_user(engine.pseudonym("u1")) == []
         assert engine.impressions.for_user(engine.pseudonym("u1"), 100) == []
@@ -298,7 +299,7 @@ def test_a_feed_that_waited_out_an_erasure_records_nothing_of_the_user(tmp_path:
             request = threading.Thread(target=feed)
             request.start()
             assert waiting.wait(30)  # past its checks (if any come first), at the lock
-            engine.erase_user("u1", "test")  # (this thread holds the lock: re-entered)
+            engine.rights.erase_user("u1", "test")  # (this thread holds the lock: re-entered)
         request.join(30)
         assert len(outcome) == 1 and isinstance(outcome[0], ResidencyError), outcome
         assert engine.impressions.for_user(pid, 100) == []
@@ -323,7 +324,7 @@ def test_an_erasure_carries_out_the_refresh_the_user_asked_for_never(
         pid = engine.pseudonym("u1")
         engine.set_controls("u1", ControlsIn(refresh=True))
         assert engine.state.refresh_due()
-        engine.erase_user("u1", "test")
+        engine.rights.erase_user("u1", "test")
         assert deployments.scan(data, [pid]) == {}
         assert not engine.state.refresh_due()
         engine.learn()
@@ -357,8 +358,8 @@ for step in sys.argv[4:]:
             if at == step:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        engine.erasure_step = crash
-        engine.erase_user(user, "test")
+        engine.rights.erasure_step = crash
+        engine.rights.erase_user(user, "test")
         os._exit(3)  # not reached: the kill comes first
     children[step] = pid
 for step, pid in children.items():
@@ -397,9 +398,9 @@ def test_kill_9_at_each_step_of_an_erasure_leaves_it_completed_after_a_restart(
         again = Engine.open(_settings(data))
         try:
             if step == "requested":  # not accepted yet: asking again erases
-                assert not again.erasing(ONE) and again.knows_user(ONE)
-                again.erase_user(ONE, "test")
-            assert not again.erasing(ONE), step
+                assert not again.rights.erasing(ONE) and again.knows_user(ONE)
+                again.rights.erase_user(ONE, "test")
+            assert not again.rights.erasing(ONE), step
             assert deployments.scan(data, needles) == {}, step
             assert kept in deployments.scan(data, [kept]), step
             # Requested, then completed (by the start, for an accepted one). Killed after

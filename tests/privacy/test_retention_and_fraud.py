@@ -60,7 +60,7 @@ def test_erasing_the_unlearned_end_of_the_log_leaves_learning_caught_up(kit: Any
     engine = kit.open_engine(kit.settings(), kit.catalog())
     kit.run(engine, [kit.view("bob", "c0-v0")])
     assert not engine.ingest([kit.view("alice", f"c1-v{i}") for i in range(3)]).rejected
-    engine.erase_user("alice", "test")  # before the learning step saw her events
+    engine.rights.erase_user("alice", "test")  # before the learning step saw her events
     engine.learn()
     assert engine.pending() == 0 and not engine.learning_due()
     assert engine.pseudonym("alice") not in engine.state.users

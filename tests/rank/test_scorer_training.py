@@ -73,7 +73,7 @@ def test_pools_of_an_erased_user_are_dropped(kit: Any) -> None:
     assert trainer is not None
     pid = engine.pseudonym("u3")
     assert pid in trainer.pending
-    engine.erase_user("u3", actor="test")
+    engine.rights.erase_user("u3", actor="test")
     assert pid not in trainer.pending
 
 

@@ -110,7 +110,7 @@ def test_an_engine_on_postgresql_serves_and_keeps_its_stores_across_a_reopen(
     assert after and "c0-v0" not in after and not any(v.startswith("c1-") for v in after)
 
     pid = again.pseudonym("u1")
-    erased = again.erase_user("u1", "test")
+    erased = again.rights.erase_user("u1", "test")
     assert erased.impressions == len(served) + len(after)
     for table in ("profiles", "controls", "refreshes", "erasures", "impressions"):
         assert rows(postgres_url, f"SELECT count(*) FROM {table} WHERE user_id = %s", pid) == [

@@ -66,7 +66,7 @@ class Learner:
         self._end = 0  # the log's end when the catalog was last followed
         self._counted = (time.monotonic(), models.ranker.examples_seen)
         # Tombstoned at the start: dropped from the state by the open; from the files here.
-        self._forget_at_rest(list(self.engine.erasures_pending()))
+        self._forget_at_rest(list(self.engine.rights.erasures_pending()))
         self.publish(snapshot=True)
         self.status.ready = True
         self.write_status()
@@ -139,13 +139,13 @@ class Learner:
     def follow_stores(self) -> None:
         """The server's tombstones (erasures) and refresh marks since the last look."""
         engine = self.engine
-        new = engine.follow_tombstones()
+        new = engine.rights.follow_tombstones()
         if new:
             self.publish()  # the removals, to every server
             engine.checkpoints.write()  # the learner's checkpoint without them
             self._forget_at_rest(new)
             self.write_status()  # (the server's erasure waits for this)
-        pending = engine.erasures_pending()
+        pending = engine.rights.erasures_pending()
         self.status.erased = sorted(pending.values())
         for user_id, offset, _ in engine.user_store.refreshes():
             if (user_id, offset) not in self._refreshes and user_id not in pending:
@@ -156,7 +156,7 @@ class Learner:
         if users:
             self.channel.forget({name: set(users) for name in USER_TABLES})
         # (by their audit references: no file keeps an erased user's pseudonym)
-        self.status.erased = sorted(self.engine.erasures_pending().values())
+        self.status.erased = sorted(self.engine.rights.erasures_pending().values())
 
     def write_status(self, log_end: int | None = None) -> None:
         s, engine = self.status, self.engine

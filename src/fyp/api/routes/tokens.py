@@ -4,15 +4,14 @@ issued and revoked by a service key with the scope ``tokens:issue``; ``POST
 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures.
 
-from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
+from fyp.api.running import Running
 from fyp.api.schemas import TokenIn, TokenOut, TokensRevokedOut
 from fyp.api.security import Caller, Guard
 from fyp.config import Settings
-from fyp.engine import Engine
 from fyp.privacy.keys import ApiKey
 from fyp.types import now_ms
 
@@ -27,18 +26,13 @@ def _issuer(caller: Caller) -> ApiKey:
     return caller.key
 
 
-def install_tokens(
-    app: FastAPI,
-    settings: Settings,
-    guard: Guard,
-    eng: Callable[[], Engine],
-    known: Callable[[str], None],
-) -> None:
-    """Add the token routes; ``known(user_id)`` raises the 421/404 of a user that may not
-    be served here or does not exist."""
+def tokens_router(settings: Settings, guard: Guard, running: Running) -> APIRouter:
+    """The token routes, over ``running``'s engine."""
+    router = APIRouter()
     issues = Annotated[Caller, Depends(guard.require("tokens:issue"))]
     renews = Annotated[Caller, Depends(guard.require("tokens:issue", user_token=True))]
     auth = settings.auth
+    eng = running.eng
 
     def token_out(key: ApiKey, user_id: str, expires_at: int, renewable_until: int) -> TokenOut:
         assert guard.tokens is not None  # set when the engine opened, before serving
@@ -50,7 +44,7 @@ def install_tokens(
             token=token, user_id=user_id, expires_at=expires_at, renewable_until=renewable_until
         )
 
-    @app.post(
+    @router.post(
         "/v1/tokens",
         response_model=TokenOut,
         tags=["tokens"],
@@ -62,7 +56,7 @@ def install_tokens(
         nothing else, with at most the issuing key's scopes. Signed, not stored; refused
         once expired, or once its key is revoked or revokes its tokens (``DELETE``)."""
         key = _issuer(caller)
-        known(body.user_id)
+        running.known(body.user_id)
         ttl_s = auth.token_ttl_s if body.ttl_s is None else body.ttl_s
         if ttl_s > auth.token_max_ttl_s:
             raise HTTPException(
@@ -72,7 +66,7 @@ def install_tokens(
         now = now_ms()
         return token_out(key, body.user_id, now + ttl_s * 1000, now + auth.token_session_s * 1000)
 
-    @app.post(
+    @router.post(
         "/v1/tokens/renew",
         response_model=TokenOut,
         tags=["tokens"],
@@ -99,7 +93,7 @@ def install_tokens(
         )
         return token_out(key, token.user_id, expires_at, token.renewable_until)
 
-    @app.delete("/v1/tokens", response_model=TokensRevokedOut, tags=["tokens"])
+    @router.delete("/v1/tokens", response_model=TokensRevokedOut, tags=["tokens"])
     async def revoke_tokens(caller: issues) -> TokensRevokedOut:
         """Revoke every token this key has issued so far (the key itself keeps working,
         and issues new ones): at once in this process, within seconds in others. Audited."""
@@ -114,3 +108,5 @@ def install_tokens(
             "key.revoke_tokens", caller.actor, details={"key_id": key.key_id, "epoch": epoch}
         )
         return TokensRevokedOut(key_id=key.key_id, token_epoch=epoch)
+
+    return router
