@@ -6,7 +6,7 @@ shares, follows, comments, "not interested"; ``--quick``: 10k videos, 1k users) 
 fresh data dir, ingested (``Engine.ingest``, untimed) into an engine with the learned
 models on (``[model] enabled = true``, default batch sizes and warm-ups).
 
-1. **Whole path**: ``Engine.learn()`` over the whole log, i.e. ``FeedState.apply`` with
+1. **Whole path**: ``Engine.learn()`` over the whole log, i.e. ``LogState.apply`` with
    ``OnlineModels`` attached: the joiner (examples opened and closed, features taken),
    the first ranker's step, and both models' steps (plus the two-tower item index kept
    current). Examples = joined views (what the ranker trains on). The time inside each
@@ -169,7 +169,7 @@ def bench_whole_path(engine: Engine) -> tuple[dict[str, Any], list[Any], list[An
     return (
         {
             "timers": timers,
-            "stage": "whole path: Engine.learn (FeedState.apply + OnlineModels)",
+            "stage": "whole path: Engine.learn (LogState.apply + OnlineModels)",
             "events": events,
             "examples": examples,
             "positives": positives,

@@ -243,7 +243,7 @@ def test_restart_mid_queue_with_late_actions_equals_a_full_replay(tmp_path: Path
     checkpoint are lost), or not rebuilding the exposures from the impressions (dropping
     its ``_restore_serving_memory()``: what was served before the restart is forgotten).
     It found a defect: a late correction set its label on the closed example itself, which
-    a full replay had not learned yet where the live engine had (see FeedState)."""
+    a full replay had not learned yet where the live engine had (see LogState)."""
     stream = _late_stream(2_400, seed=7)
     cut = len(stream) // 2
     engine = Engine.open(_late_settings(tmp_path), clock=lambda: NOW)

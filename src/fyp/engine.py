@@ -38,7 +38,7 @@ from fyp.rank.scorer_training import PageScorerTrainer, Retrain
 from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.safety.moderator import Moderator
 from fyp.state.feedback import LABELS
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.storage.backends import open_stores
 from fyp.storage.checkpoint import discard_partial, read_checkpoint
 from fyp.storage.checkpointer import Checkpointer
@@ -173,7 +173,7 @@ class Engine:
         )
         self.user_store: UserStore = user_store or SqliteUserStore(IN_MEMORY)
         self.catalog = CatalogIndex(settings.feed.excluded_labels, settings.policy)
-        self.state = FeedState(settings, self.catalog)
+        self.state = LogState(settings, self.catalog)
         self.users = UserDirectory(settings.feed.history_size, len(LABELS))
         history = self.moderation_store.history()
         self.catalog.moderate(history)
@@ -391,7 +391,7 @@ class Engine:
             # (a serving process's, without the models, or one that trained them)
             log.warning("checkpoint made by another role: replaying the log instead")
             return
-        state: FeedState = checkpoint["state"]
+        state: LogState = checkpoint["state"]
         state.settings = self.settings
         # Videos and moderation since the checkpoint: the catalog the constructor read
         # from the stores (rows of known videos are kept).

@@ -53,7 +53,7 @@ from fyp.retrieve.tastes import TasteSource
 from fyp.retrieve.topics import TopicSource
 from fyp.retrieve.trending import TrendingSource
 from fyp.state.feedback import LABELS
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Candidate, Impression
 from fyp.users.directory import UserDirectory
 
@@ -109,7 +109,7 @@ class RecordImpressions:
     (written behind: see :meth:`ImpressionLog.append`), and remembers it in the state
     the page was served from."""
 
-    def __init__(self, log: ImpressionLog, state: FeedState) -> None:
+    def __init__(self, log: ImpressionLog, state: LogState) -> None:
         self.log = log
         self.state = state
 
@@ -145,7 +145,7 @@ class RecordImpressions:
 
 @dataclass
 class FeedPipeline:
-    state: FeedState
+    state: LogState
     sources: list[CandidateSource]
     filters: list[Filter]
     backfill: BackfillSource
@@ -414,7 +414,7 @@ class FeedPipeline:
 
 def build_pipeline(
     settings: Settings,
-    state: FeedState,
+    state: LogState,
     impressions: ImpressionLog,
     ranker: Ranker | None = None,
     extra_sources: Sequence[CandidateSource] = (),

@@ -15,7 +15,7 @@ from fyp.catalog.index import CatalogIndex
 from fyp.config import load_settings
 from fyp.model.online import OnlineModels
 from fyp.model.replica import ModelReplica
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 
 
 def _blas_threads() -> set[int]:
@@ -39,7 +39,7 @@ def test_a_models_holder_limits_the_thread_pools(
         try:
             assert _blas_threads() == {3}
             catalog = CatalogIndex(settings.feed.excluded_labels, settings.policy)
-            holder(settings, FeedState(settings, catalog))
+            holder(settings, LogState(settings, catalog))
             assert _blas_threads() == {1}
             assert torch.get_num_threads() == 1
             assert faiss.omp_get_max_threads() == 1

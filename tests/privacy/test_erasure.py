@@ -87,7 +87,7 @@ def test_erasure_leaves_nothing_of_the_user_in_any_file(deployments: Any) -> Non
     Mutation: deleting the zeroing of freed rows in ``EmbeddingTable._release``
     (``model/embeddings.py``) leaves the user's vector in the checkpoint rewritten
     without them, and fails this test; so does deleting the release of the user's
-    attribute codes in ``FeedState.erase_user`` (``state/updater.py``): a value only they
+    attribute codes in ``LogState.erase_user`` (``state/updater.py``): a value only they
     had stays in the vocabulary the checkpoint holds."""
     d = deployments.start("eu", model=MODEL, checkpoint_every_events=0)
     for user in [*KEPT, GONE]:

@@ -316,7 +316,7 @@ def test_an_erasure_carries_out_the_refresh_the_user_asked_for_never(
     learning step) goes with the user: not in the state, the checkpoint or users.db.
 
     Mutation: removing the dropping of the user's refresh marks from
-    ``FeedState.erase_user`` (``state/updater.py``) leaves the mark, and with it the
+    ``LogState.erase_user`` (``state/updater.py``) leaves the mark, and with it the
     pseudonym, in the rewritten checkpoint, and fails this test."""
     data = tmp_path / "data"
     engine = _prepare(data, ["u1", "u2"], VIEWS)

@@ -12,7 +12,7 @@ from fyp.catalog.index import CatalogIndex
 from fyp.config import RankerConfig, load_settings
 from fyp.rank.first_ranker import FEATURES, N_FEATURES
 from fyp.state.feedback import LABEL_INDEX, LABELS
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.state.users import new_user
 from fyp.types import Video
 
@@ -21,7 +21,7 @@ DAY_MS = 86_400_000
 F = {name: i for i, name in enumerate(FEATURES)}
 
 
-def small_state(**ranker: Any) -> FeedState:
+def small_state(**ranker: Any) -> LogState:
     catalog = CatalogIndex()
     catalog.upsert(
         [
@@ -31,7 +31,7 @@ def small_state(**ranker: Any) -> FeedState:
         ]
     )
     settings = load_settings(overrides={"ranker": ranker} if ranker else None, environ={})
-    state = FeedState(settings, catalog)
+    state = LogState(settings, catalog)
     state.stats.ensure(len(catalog))  # as the engine does on every upsert
     return state
 
@@ -82,7 +82,7 @@ def test_a_planted_duration_effect_is_learned_and_reaches_unseen_videos() -> Non
             for kind, ms in lengths.items()
         ]
     )
-    state = FeedState(load_settings(environ={}), catalog)
+    state = LogState(load_settings(environ={}), catalog)
     state.stats.ensure(len(catalog))
     events = []
     ts = NOW

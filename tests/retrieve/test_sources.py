@@ -12,7 +12,7 @@ from fyp.retrieve.coengagement import CoEngagementSource
 from fyp.retrieve.followed import FollowedCreatorsSource
 from fyp.retrieve.fresh import FreshSource
 from fyp.retrieve.trending import TrendingSource
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.state.users import Affinity, UserState
 from fyp.types import Candidate, Video
 
@@ -22,7 +22,7 @@ DAY_MS = 24 * HOUR_MS
 
 
 @pytest.fixture
-def state() -> FeedState:
+def state() -> LogState:
     """Creators a (4 videos, a3 newest) and b (3 videos), and three special ones."""
     catalog = CatalogIndex(excluded_labels=("removed",))
     videos = [Video(f"a{i}", "a", 10_000, created_at=NOW - (10 - i) * DAY_MS) for i in range(4)]
@@ -33,17 +33,17 @@ def state() -> FeedState:
         Video("undated", "c", 10_000),
     ]
     catalog.upsert(videos)
-    s = FeedState(load_settings(environ={}), catalog)
+    s = LogState(load_settings(environ={}), catalog)
     s.stats.ensure(len(catalog))
     return s
 
 
-def ctx(state: FeedState, user_id: str = "u1", request_id: str = "req-1") -> FeedContext:
+def ctx(state: LogState, user_id: str = "u1", request_id: str = "req-1") -> FeedContext:
     user = state.user(user_id)
     return FeedContext(request_id, user_id, user, 10, "for_you", "local", NOW)
 
 
-def row(state: FeedState, video_id: str) -> int:
+def row(state: LogState, video_id: str) -> int:
     return state.catalog.row_of[video_id]
 
 
@@ -51,7 +51,7 @@ def ids(cands: list[Candidate]) -> list[str]:
     return [c.video_id for c in cands]
 
 
-def user(state: FeedState) -> UserState:
+def user(state: LogState) -> UserState:
     return state.user("u1")
 
 
@@ -59,7 +59,7 @@ def user(state: FeedState) -> UserState:
 
 
 def test_followed_proposes_each_followed_creators_newest_unviewed_videos(
-    state: FeedState,
+    state: LogState,
 ) -> None:
     user(state).follows.update({"a", "b"})
     user(state).viewed.add(row(state, "a3"))
@@ -70,7 +70,7 @@ def test_followed_proposes_each_followed_creators_newest_unviewed_videos(
     assert got[0].reason == "From @a, whom you follow"
 
 
-def test_followed_respects_the_per_creator_cap_and_the_limit(state: FeedState) -> None:
+def test_followed_respects_the_per_creator_cap_and_the_limit(state: LogState) -> None:
     user(state).follows.update({"a", "b"})
     assert ids(FollowedCreatorsSource(state, limit=100, per_creator=2).fetch(ctx(state))) == [
         "removed",
@@ -81,7 +81,7 @@ def test_followed_respects_the_per_creator_cap_and_the_limit(state: FeedState) -
     assert len(FollowedCreatorsSource(state, limit=3).fetch(ctx(state))) == 3
 
 
-def test_followed_proposes_nothing_without_follows(state: FeedState) -> None:
+def test_followed_proposes_nothing_without_follows(state: LogState) -> None:
     assert FollowedCreatorsSource(state, limit=10).fetch(ctx(state)) == []
 
 
@@ -89,7 +89,7 @@ def test_followed_proposes_nothing_without_follows(state: FeedState) -> None:
 
 
 def test_co_engagement_proposes_neighbours_of_the_users_recent_positives(
-    state: FeedState,
+    state: LogState,
 ) -> None:
     a0, a1, b0, b1 = (row(state, v) for v in ("a0", "a1", "b0", "b1"))
     for _ in range(3):  # others enjoyed a0 with a1 three times, with b0 once
@@ -109,7 +109,7 @@ def test_co_engagement_proposes_neighbours_of_the_users_recent_positives(
     )
 
 
-def test_co_engagement_uses_only_the_most_recent_seeds(state: FeedState) -> None:
+def test_co_engagement_uses_only_the_most_recent_seeds(state: LogState) -> None:
     a0, a1, b0, b1 = (row(state, v) for v in ("a0", "a1", "b0", "b1"))
     state.coengagement.add_positive(a0, [])
     state.coengagement.add_positive(a1, [a0])
@@ -120,14 +120,14 @@ def test_co_engagement_uses_only_the_most_recent_seeds(state: FeedState) -> None
     assert ids(CoEngagementSource(state, seeds=2, limit=1).fetch(ctx(state))) == ["b1"]
 
 
-def test_co_engagement_proposes_nothing_without_positives(state: FeedState) -> None:
+def test_co_engagement_proposes_nothing_without_positives(state: LogState) -> None:
     assert CoEngagementSource(state, seeds=20, limit=10).fetch(ctx(state)) == []
 
 
 # -- trending ------------------------------------------------------------------------------
 
 
-def test_trending_proposes_the_regions_most_engaged_videos_best_first(state: FeedState) -> None:
+def test_trending_proposes_the_regions_most_engaged_videos_best_first(state: LogState) -> None:
     n = len(state.catalog)
     state.trending.add("local", row(state, "b1"), 1.0, NOW, n)
     state.trending.add("local", row(state, "a2"), 3.0, NOW, n)
@@ -146,7 +146,7 @@ def test_trending_proposes_the_regions_most_engaged_videos_best_first(state: Fee
 
 
 def test_fresh_proposes_recent_uploads_that_have_not_had_their_exposure(
-    state: FeedState,
+    state: LogState,
 ) -> None:
     source = FreshSource(state, limit=10, window_ms=2 * DAY_MS, exposure_budget=3)
     assert sorted(ids(source.fetch(ctx(state)))) == ["br-only", "removed"]
@@ -159,7 +159,7 @@ def test_fresh_proposes_recent_uploads_that_have_not_had_their_exposure(
 
 
 def test_fresh_ignores_uploads_outside_the_window_or_dated_in_the_future(
-    state: FeedState,
+    state: LogState,
 ) -> None:
     state.catalog.upsert([Video("tomorrow", "c", 10_000, created_at=NOW + DAY_MS)])
     state.stats.ensure(len(state.catalog))
@@ -176,7 +176,7 @@ def test_fresh_ignores_uploads_outside_the_window_or_dated_in_the_future(
 
 
 def test_fresh_draws_a_limited_sample_the_same_way_for_the_same_request(
-    state: FeedState,
+    state: LogState,
 ) -> None:
     source = FreshSource(state, limit=3, window_ms=30 * DAY_MS, exposure_budget=5)
     first = ids(source.fetch(ctx(state, request_id="r-1")))
@@ -186,7 +186,7 @@ def test_fresh_draws_a_limited_sample_the_same_way_for_the_same_request(
     assert len(draws) > 1  # different requests share the exposure around
 
 
-def test_fresh_adds_new_uploads_of_what_the_person_is_finishing(state: FeedState) -> None:
+def test_fresh_adds_new_uploads_of_what_the_person_is_finishing(state: LogState) -> None:
     """Forty new uploads of other hashtags and three of #dance: a draw of three rarely
     holds the newest; a person finishing #dance (and skipping #cats) is offered it every
     time, and the next newest too (one hashtag stands out: the fresh slots of their page
@@ -224,7 +224,7 @@ def test_fresh_adds_new_uploads_of_what_the_person_is_finishing(state: FeedState
 
 
 def test_backfill_walks_the_catalog_most_viewed_first_skipping_the_ineligible(
-    state: FeedState,
+    state: LogState,
 ) -> None:
     state.stats.views[row(state, "b0")] = 50
     state.stats.views[row(state, "a3")] = 20
@@ -239,7 +239,7 @@ def test_backfill_walks_the_catalog_most_viewed_first_skipping_the_ineligible(
 
 
 def test_backfill_skips_what_the_user_viewed_or_was_served_and_honours_the_limit(
-    state: FeedState,
+    state: LogState,
 ) -> None:
     user(state).viewed.add(row(state, "a0"))
     user(state).remember_served([row(state, "a1")], capacity=10)
@@ -266,7 +266,7 @@ def test_topics_reaches_the_unviewed_videos_of_the_hashtags_a_user_enjoys() -> N
         + [Video(f"skate{i}", "s", 10_000, hashtags=("#skate",)) for i in range(3)]
         + [Video(f"news{i}", "n", 10_000, hashtags=("#news",)) for i in range(3)]
     )
-    s = FeedState(load_settings(environ={}), catalog)
+    s = LogState(load_settings(environ={}), catalog)
     u = s.user("u1")
     u.hashtags["#Cooking"] = Affinity(views=3.0, positives=3.0, ts=NOW)
     u.hashtags["#news"] = Affinity(views=3.0, positives=0.0, ts=NOW)  # watched, not enjoyed

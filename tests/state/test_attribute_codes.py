@@ -1,5 +1,5 @@
 """Attributes as the models read them: dense codes per name and value, on users
-(``FeedState.user_attribute``) and catalog rows (``CatalogIndex.attribute_column``),
+(``LogState.user_attribute``) and catalog rows (``CatalogIndex.attribute_column``),
 the same after a restart."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from fyp.catalog.index import CatalogIndex
 from fyp.config import load_settings
 from fyp.privacy.export import build_export
 from fyp.rank.first_ranker import FEATURES
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.state.users import SESSION_CAP, SESSION_HALF_LIFE_MS, Affinity, session_lift
 from fyp.types import Event, EventType, LoggedEvent, Video
 from fyp.users.controls import NO_CONTROLS
@@ -25,7 +25,7 @@ CREATOR, SOUND, HASHTAGS = (FEATURES.index(k) for k in ("creator", "sound", "has
 _ids = itertools.count()
 
 
-def state() -> FeedState:
+def state() -> LogState:
     catalog = CatalogIndex()
     catalog.upsert(
         [
@@ -34,16 +34,16 @@ def state() -> FeedState:
             for i in range(4)
         ]
     )
-    return FeedState(load_settings(environ={}), catalog)
+    return LogState(load_settings(environ={}), catalog)
 
 
-def watch(s: FeedState, video: str, ts: int, watch_ms: int) -> None:
+def watch(s: LogState, video: str, ts: int, watch_ms: int) -> None:
     offset = next(_ids)
     event = Event(f"e{offset}", "u", video, EventType.VIEW, ts, watch_ms)
     s.apply([LoggedEvent(s.applied_offset + 1, event)])
 
 
-def affinity_features(s: FeedState, video: str, now: int) -> tuple[float, float, float]:
+def affinity_features(s: LogState, video: str, now: int) -> tuple[float, float, float]:
     x = s.ranker.features(s.user("u"), [s.catalog.row_of[video]], now)[0, 0]
     return float(x[CREATOR]), float(x[SOUND]), float(x[HASHTAGS])
 
@@ -89,7 +89,7 @@ def test_a_hashtag_on_everything_tells_nothing_the_topic_tells_a_lot() -> None:
         [Video(f"x{i}", f"c{i}", DURATION_MS, hashtags=(f"#x{i}", "#fyp")) for i in range(6)]
         + [Video(f"d{i}", "dancer", DURATION_MS, hashtags=("#dance", "#fyp")) for i in range(2)]
     )
-    s = FeedState(load_settings(environ={}), catalog)
+    s = LogState(load_settings(environ={}), catalog)
     for i in range(5):  # five quick skips, one finish: #fyp was on all six
         watch(s, f"x{i}", T0 + i * 2_000, 1_000)
     watch(s, "d0", T0 + 10_000, DURATION_MS)

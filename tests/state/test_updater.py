@@ -4,6 +4,7 @@ co-engagement, and the ranker's training examples."""
 from __future__ import annotations
 
 import itertools
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,7 @@ from fyp.catalog.index import CatalogIndex
 from fyp.config import load_settings
 from fyp.rank.first_ranker import FEATURES
 from fyp.state.feedback import LABEL_INDEX
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Event, EventType, LoggedEvent, Video
 
 T0 = 1_750_000_000_000
@@ -27,10 +28,10 @@ LV, LIKE, SKIP, FINISH = (LABEL_INDEX[k] for k in ("long_view", "like", "skip", 
 
 @dataclass
 class Harness:
-    """A FeedState over six videos (creators a and b, sounds per video), fed LoggedEvents
+    """A LogState over six videos (creators a and b, sounds per video), fed LoggedEvents
     with consecutive offsets; every micro-batch the ranker learns from is kept."""
 
-    state: FeedState
+    state: LogState
     learned: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = field(
         default_factory=list
     )
@@ -71,7 +72,7 @@ def h(monkeypatch: pytest.MonkeyPatch) -> Harness:
             for i in range(3)
         ]
     )
-    state = FeedState(load_settings(environ={}), catalog)
+    state = LogState(load_settings(environ={}), catalog)
     state.micro_batch = 1  # learn from each example as soon as it closes, to inspect it
     harness = Harness(state)
     learn = state.ranker.learn
@@ -335,3 +336,22 @@ def test_a_late_like_leaves_the_example_waiting_for_its_micro_batch_as_it_closed
             del events[:n]
         _, labels = h.examples()
         assert labels[:, LIKE].tolist() == [0.0, 1.0], cut
+
+
+def test_a_state_pickled_under_its_old_name_loads() -> None:
+    """Regression: checkpoints written before the rename pickled the class as
+    ``fyp.state.updater.FeedState``; without that name an upgraded server failed to start
+    on them (pickle's AttributeError) instead of restoring them."""
+    catalog = CatalogIndex()
+    catalog.upsert([Video("a0", "a", DURATION_MS)])
+    state = LogState(load_settings(environ={}), catalog)
+    state.apply([LoggedEvent(1, view("u1", "a0", T0))])
+    LogState.__qualname__ = "FeedState"  # as an older version wrote it
+    try:
+        old = pickle.dumps(state, protocol=5)
+    finally:
+        LogState.__qualname__ = "LogState"
+    assert b"FeedState" in old and b"LogState" not in old
+    restored = pickle.loads(old)
+    assert type(restored) is LogState
+    assert restored.applied_offset == 1 and set(restored.users) == {"u1"}

@@ -1,6 +1,6 @@
 """The learned models, trained online from the learning loop's joined examples.
 
-The learning step (:class:`fyp.state.updater.FeedState`) is the joiner: it opens an
+The learning step (:class:`fyp.state.updater.LogState`) is the joiner: it opens an
 example when a user's view (or action) of a video arrives, with the context as it was
 before that event, completes its labels with the actions that follow, and closes it after
 the label window. Each closed micro-batch reaches :meth:`OnlineModels.on_examples`, which
@@ -29,7 +29,7 @@ from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_fr
 from fyp.model.threads import limit_threads
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
 from fyp.state.feedback import LABEL_INDEX
-from fyp.state.updater import Example, FeedState
+from fyp.state.updater import Example, LogState
 
 __all__ = ["OnlineModels"]
 
@@ -42,7 +42,7 @@ _POSITIVE = np.array(
 
 
 class OnlineModels:
-    def __init__(self, settings: Settings, state: FeedState) -> None:
+    def __init__(self, settings: Settings, state: LogState) -> None:
         m = settings.model
         # One thread each: a feed request asks for one user at a time, where thread
         # pools only spin (and steal the core the server needs).

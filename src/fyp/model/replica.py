@@ -36,7 +36,7 @@ from fyp.model.serving import rank_predict, user_vector
 from fyp.model.threads import limit_threads
 from fyp.model.two_tower import TwoTowerConfig
 from fyp.state.feedback import LABELS
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.state.users import UserState
 from fyp.types import now_ms
 
@@ -163,7 +163,7 @@ class ModelReplica:
     """See the module's doc. ``state``: the serving process's own fold of the log (the
     first ranker the learned ranker refines, the users' histories, the catalog)."""
 
-    def __init__(self, settings: Settings, state: FeedState) -> None:
+    def __init__(self, settings: Settings, state: LogState) -> None:
         limit_threads(settings.model.threads)  # (see fyp.model.threads)
         self.settings = settings
         self.state = state

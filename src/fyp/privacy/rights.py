@@ -28,7 +28,7 @@ from fyp.events.log import EventLog
 from fyp.privacy.audit_log import AuditLog
 from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.storage.checkpointer import Checkpointer
 from fyp.types import DAY_MS
 from fyp.users.directory import UserDirectory
@@ -88,7 +88,7 @@ class UserRights:
         event_log: EventLog,
         impressions: ImpressionLog,
         checkpoints: Checkpointer,
-        state: Callable[[], FeedState],
+        state: Callable[[], LogState],
         models: Callable[[], OnlineModels | None],
         replica: ModelReplica | None,
         learner: LearnerLink | None,

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from fyp.rank.base import Ranker
 from fyp.retrieve.base import FeedContext
 from fyp.state.feedback import LABEL_INDEX
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 
 if TYPE_CHECKING:
     from fyp.retrieve.two_tower import LearnedRetrieval
@@ -67,7 +67,7 @@ NDCG_AT = 50  # a page's worth of positions: what the search maximises
 class PageFeatures:
     """The (n, len(PAGE_FEATURES)) features of a request's candidate rows."""
 
-    def __init__(self, state: FeedState, models: LearnedRetrieval | None = None) -> None:
+    def __init__(self, state: LogState, models: LearnedRetrieval | None = None) -> None:
         self.state = state
         self.models = models
 

@@ -38,7 +38,7 @@ from fyp.config import ScorerConfig
 from fyp.rank.page_scorer import PageScoredRanker, PageScorer
 from fyp.retrieve.base import FeedContext
 from fyp.state.feedback import LABELS
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.state.users import new_user
 from fyp.types import LoggedEvent
 
@@ -131,7 +131,7 @@ class PageScorerTrainer:
 
     # -- a boundary --------------------------------------------------------------------
 
-    def label(self, state: FeedState) -> int:
+    def label(self, state: LogState) -> int:
         """Label the pending pools with what their users engaged with since; keep those
         with a positive (with a seeded sample of the rest). Returns how many."""
         rng = np.random.default_rng([self.cfg.seed, self.next_at or 0])
@@ -188,7 +188,7 @@ class PageScorerTrainer:
         scorer.fit_ndcg, scorer.fit_seconds = fresh.fit_ndcg, fresh.fit_seconds
         return len(sizes)
 
-    def choose_users(self, state: FeedState, now: int) -> list[str]:
+    def choose_users(self, state: LogState, now: int) -> list[str]:
         """Up to ``snapshot_users`` users with a view in the last period, a seeded draw
         (the same users for the same log)."""
         since = now - self.period_ms
@@ -255,7 +255,7 @@ class PageScorerTrainer:
 
     def boundary(
         self,
-        state: FeedState,
+        state: LogState,
         pipeline: FeedPipeline,
         ranker: PageScoredRanker,
         now: int,

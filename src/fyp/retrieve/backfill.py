@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fyp.retrieve.base import FeedContext
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Candidate
 
 Keep = Callable[[Candidate], bool]
@@ -24,7 +24,7 @@ class BackfillSource:
     repeat_name = "repeat"
     repeat_reason = "Shown again: you have seen everything else available"
 
-    def __init__(self, state: FeedState, limit: int) -> None:
+    def __init__(self, state: LogState, limit: int) -> None:
         self.state = state
         self.limit = limit
         self._order: tuple[tuple[int, int], npt.NDArray[np.intp]] | None = None  # (key, rows)

@@ -6,14 +6,14 @@ from operator import itemgetter
 
 from fyp.catalog.names import video_name
 from fyp.retrieve.base import FeedContext
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Candidate
 
 
 class CoEngagementSource:
     name = "co_engagement"
 
-    def __init__(self, state: FeedState, seeds: int, limit: int) -> None:
+    def __init__(self, state: LogState, seeds: int, limit: int) -> None:
         self.state = state
         self.seeds = seeds
         self.limit = limit

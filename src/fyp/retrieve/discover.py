@@ -30,7 +30,7 @@ from fyp.catalog.hashtag_topics import HashtagTopics, TopicsCache
 from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
 from fyp.state.feedback import LABEL_INDEX
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.state.users import UserState, session_lift
 from fyp.types import Candidate
 
@@ -75,7 +75,7 @@ class DiscoverSource:
     name = "discover"
     reason = "Something new, to learn what you like"
 
-    def __init__(self, state: FeedState, limit: int, topics: TopicsCache | None = None) -> None:
+    def __init__(self, state: LogState, limit: int, topics: TopicsCache | None = None) -> None:
         self.state = state
         self.limit = limit
         self.topics = TopicsCache(state.catalog) if topics is None else topics

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from fyp.retrieve.base import FeedContext
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Candidate
 
 
 class FollowedCreatorsSource:
     name = "followed"
 
-    def __init__(self, state: FeedState, limit: int, per_creator: int = 10) -> None:
+    def __init__(self, state: LogState, limit: int, per_creator: int = 10) -> None:
         self.state = state
         self.limit = limit
         self.per_creator = per_creator

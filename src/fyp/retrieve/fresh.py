@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Candidate
 
 TOPICAL = 4  # newest uploads of the hashtags the person is finishing proposed, at most
@@ -29,7 +29,7 @@ class FreshSource:
     name = "fresh"
     reason = "New video, shown to help it find its audience"
 
-    def __init__(self, state: FeedState, limit: int, window_ms: int, exposure_budget: int) -> None:
+    def __init__(self, state: LogState, limit: int, window_ms: int, exposure_budget: int) -> None:
         self.state = state
         self.limit = limit
         self.window_ms = window_ms

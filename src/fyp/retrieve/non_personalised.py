@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fyp.retrieve.backfill import BackfillSource
 from fyp.retrieve.base import FeedContext
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Candidate
 
 
@@ -15,7 +15,7 @@ class NonPersonalisedSource:
     reason = "Popular in your region (your feed is not personalised)"
     popular_reason = "Widely watched on this app (your feed is not personalised)"
 
-    def __init__(self, state: FeedState, backfill: BackfillSource) -> None:
+    def __init__(self, state: LogState, backfill: BackfillSource) -> None:
         self.state = state
         self.backfill = backfill
 

@@ -27,7 +27,7 @@ from fyp.catalog.hashtag_topics import HashtagTopics, TopicsCache
 from fyp.retrieve.base import FeedContext
 from fyp.retrieve.discover import discover_share
 from fyp.safety.text import normal_tag
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.state.users import SESSION_HALF_LIFE_MS, UserState
 from fyp.types import Candidate
 
@@ -100,7 +100,7 @@ class TasteSource:
 
     name = "tastes"
 
-    def __init__(self, state: FeedState, limit: int, topics: TopicsCache | None = None) -> None:
+    def __init__(self, state: LogState, limit: int, topics: TopicsCache | None = None) -> None:
         self.state = state
         self.limit = limit
         self.topics = TopicsCache(state.catalog) if topics is None else topics

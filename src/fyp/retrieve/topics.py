@@ -16,7 +16,7 @@ import zlib
 
 from fyp.retrieve.base import FeedContext
 from fyp.safety.text import normal_tag
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import DAY_MS, Candidate
 
 # A hashtag counts once the user has enjoyed at least this much of it (decayed positives).
@@ -27,7 +27,7 @@ SCAN_PER_TAKEN = 8  # rows read per candidate wanted, at most (seen ones are ski
 class TopicSource:
     name = "topics"
 
-    def __init__(self, state: FeedState, seeds: int, limit: int) -> None:
+    def __init__(self, state: LogState, seeds: int, limit: int) -> None:
         self.state = state
         self.seeds = seeds
         self.limit = limit

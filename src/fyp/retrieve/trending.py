@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fyp.retrieve.base import FeedContext
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import Candidate
 
 
@@ -11,7 +11,7 @@ class TrendingSource:
     name = "trending"
     reason = "Popular in your region"
 
-    def __init__(self, state: FeedState, limit: int) -> None:
+    def __init__(self, state: LogState, limit: int) -> None:
         self.state = state
         self.limit = limit
 

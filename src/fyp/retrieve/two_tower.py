@@ -16,7 +16,7 @@ from fyp.types import Candidate
 
 if TYPE_CHECKING:
     from fyp.model.ann import ItemIndex
-    from fyp.state.updater import FeedState
+    from fyp.state.updater import LogState
 
 
 class UserTower(Protocol):
@@ -42,7 +42,7 @@ class LearnedRetrieval(Protocol):
     def index(self) -> ItemIndex: ...
 
     @property
-    def state(self) -> FeedState: ...
+    def state(self) -> LogState: ...
 
 
 class TwoTowerSource:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fyp.catalog.moderation import ModerationStore
 from fyp.privacy.audit_log import AuditLog
 from fyp.safety.labels import ModerationState, unknown_labels
-from fyp.state.updater import FeedState
+from fyp.state.updater import LogState
 from fyp.types import ModerationAction, Video
 
 REPORTS_ACTOR = "reports"  # the actor of an automatic review
@@ -54,7 +54,7 @@ class Moderator:
 
     def __init__(
         self,
-        state: Callable[[], FeedState],
+        state: Callable[[], LogState],
         store: ModerationStore,
         audit: AuditLog,
         clock: Callable[[], int],

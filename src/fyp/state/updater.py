@@ -8,7 +8,7 @@ comes later still (within ``late_window_ms``) on the video of the user's last cl
 example is a late outcome: a corrected copy of that example is learned too.
 
 Everything here depends on the order of the log only, never on how it was cut into
-calls of :meth:`FeedState.apply`: examples close event by event and the ranker learns in
+calls of :meth:`LogState.apply`: examples close event by event and the ranker learns in
 fixed micro-batches carried across calls, so a restart that replays the log rebuilds
 exactly the state the live engine had.
 """
@@ -68,8 +68,13 @@ ForgetListener = Callable[[str, bool], None]
 _HISTORY_IN_EXAMPLE = 20
 
 
-class FeedState:
-    """Everything the serving loop reads, and the learning step that updates it."""
+class LogState:
+    """The state the event log builds, applied in offset order (:meth:`apply`, through
+    ``applied_offset``): the videos' statistics and trending, co-engagement, each user's
+    state, the first ranker and the joiner of its examples, reports and the fraud guard.
+    The same log gives the same state, however it was cut into calls, so a replay (or a
+    checkpoint plus the rest of the log) rebuilds it, and every process that folds the log
+    (a server, a learner) holds an equal one. The serving loop reads it."""
 
     def __init__(self, settings: Settings, catalog: CatalogIndex) -> None:
         self.settings = settings
@@ -444,3 +449,8 @@ def _affinity(table: dict[str, Affinity], key: str) -> Affinity:
     if a is None:
         a = table[key] = Affinity()
     return a
+
+
+# Checkpoints written before this class was named LogState pickled it as FeedState: the
+# name still resolves, so such a checkpoint loads instead of failing the start.
+FeedState = LogState

@@ -115,7 +115,7 @@ class UserState:
     session_views: float = 0.0
     session_ts: int = 0
     # The profile's attributes (what the app told of the user, kept by a refresh), coded
-    # by FeedState.user_attributes: read them through FeedState.user_attribute.
+    # by LogState.user_attributes: read them through LogState.user_attribute.
     attributes: AttributeCodes = ()
 
     def add_session_view(self, finished: bool, ts: int) -> None:
