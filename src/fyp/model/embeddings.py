@@ -34,6 +34,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -160,17 +161,19 @@ class EmbeddingTable:
         """
         get = self._row_of.get
         if not admit:
-            out = np.fromiter((get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+            # (map runs the dict's get without a Python frame per id)
+            out = np.fromiter(map(get, ids, repeat(-1, len(ids))), dtype=np.int64, count=len(ids))
         else:
             new_rows: list[int] = []
-            rows: list[int] = []
-            append = rows.append
-            for i in ids:
-                r = get(i)
-                if r is None:
-                    r = self._count(i, new_rows)
-                append(r)
-            out = np.asarray(rows, dtype=np.int64).reshape(len(rows))
+            found: list[int | None] = list(map(get, ids))
+            if None in found:
+                # The ids without a row counted in order; an id this call admits has its
+                # row at its later entries (so it is looked up again).
+                for k in [k for k, r in enumerate(found) if r is None]:
+                    i = ids[k]
+                    r = get(i)
+                    found[k] = self._count(i, new_rows) if r is None else r
+            out = np.array(found, dtype=np.int64).reshape(len(found))
             if new_rows:
                 self._init_rows(np.asarray(new_rows, dtype=np.int64), now_ms)
                 missing = np.flatnonzero(out < 0)

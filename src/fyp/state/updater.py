@@ -20,6 +20,7 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +67,7 @@ ExampleListener = Callable[[Sequence[Example]], None]
 # who is erased (the flag: then nothing of theirs may be learned first).
 ForgetListener = Callable[[str, bool], None]
 _HISTORY_IN_EXAMPLE = 20
+_LONG_VIEW, _FINISH, _SKIP = (LABEL_INDEX[n] for n in ("long_view", "finish", "skip"))
 
 
 class LogState:
@@ -233,18 +235,19 @@ class LogState:
         long_view, finish, skip = view_labels(
             watch_ms, int(self.catalog.duration_ms[row]), self.settings.feedback
         )
-        for name, on in (("long_view", long_view), ("finish", finish), ("skip", skip)):
-            if on:
-                k = LABEL_INDEX[name]
-                pending.labels[k] = 1.0
-                self.stats.label_counts[row, k] += 1
-                self.stats.total_labels[k] += 1
-                self.surfaces.add_label(surface, k)
-                user.label_counts[k] += 1
-        self.stats.views[row] += 1
+        stats = self.stats
+        if long_view or finish or skip:
+            for k, on in ((_LONG_VIEW, long_view), (_FINISH, finish), (_SKIP, skip)):
+                if on:
+                    pending.labels[k] = 1.0
+                    stats.label_counts[row, k] += 1
+                    stats.total_labels[k] += 1
+                    self.surfaces.add_label(surface, k)
+                    user.label_counts[k] += 1
+        stats.views[row] += 1
         self.surfaces.add_view(surface)
-        self.stats.total_views += 1
-        if self.stats.total_views <= 256 or self.stats.total_views % 256 == 0:
+        stats.total_views += 1
+        if stats.total_views <= 256 or stats.total_views % 256 == 0:
             self.ranker.refresh_global_rates()
         user.views += 1
         user.history.append(row)
@@ -260,8 +263,12 @@ class LogState:
         _affinity(user.creators, video.creator_id).add(long_view, ts, hl, ev)
         if video.sound_id:
             _affinity(user.sounds, video.sound_id).add(long_view, ts, hl, ev)
+        hashtags = user.hashtags
         for tag in video.hashtags:
-            _affinity(user.hashtags, tag).add(long_view, ts, hl, ev)
+            a = hashtags.get(tag)
+            if a is None:
+                a = hashtags[tag] = Affinity()
+            a.add(long_view, ts, hl, ev)
         user.last_surface = surface
         if long_view:
             self._positive(user, row, ts, ENGAGEMENT_WEIGHT["long_view"], surface)
@@ -280,7 +287,15 @@ class LogState:
             self._close(user_id)
         self._seq += 1
         x = self.ranker.example_inputs(user, row, ts, surface)
-        history = tuple(user.history)[-_HISTORY_IN_EXAMPLE:] if self.example_listeners else ()
+        history: tuple[int, ...] = ()
+        if self.example_listeners:
+            h = user.history
+            # A long history (up to feed.history_size) is read from its end.
+            history = (
+                tuple(h)[-_HISTORY_IN_EXAMPLE:]
+                if len(h) <= 2 * _HISTORY_IN_EXAMPLE
+                else tuple(islice(reversed(h), _HISTORY_IN_EXAMPLE))[::-1]
+            )
         pending = Example(
             user_id,
             row,
