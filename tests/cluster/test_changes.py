@@ -217,6 +217,33 @@ def test_changes_made_through_a_are_in_force_in_b(pair: tuple[Process, Process])
     assert b.ok("GET", "/healthz")["changes_lag_s"] == 0.0
 
 
+def test_events_accepted_by_a_are_folded_by_b_unasked(pair: tuple[Process, Process]) -> None:
+    """Events posted only through A reach B's state, and B's feeds, with no request to B
+    and no change notice: B's tail of the log wakes its learning loop."""
+    a, b = pair
+    a.ok("POST", "/v1/videos", json={"videos": [video(i) for i in range(N_VIDEOS)]})
+    eventually("new videos", lambda: len(b.engine.catalog) == N_VIDEOS)
+    eventually("the notice's fold", lambda: b.engine.pending() == 0)
+    watched = [f"v{i:03d}" for i in range(0, N_VIDEOS, 2)]
+    events = [
+        {
+            "event_id": f"w-{vid}",
+            "user_id": "w1",
+            "video_id": vid,
+            "type": "view",
+            "ts": now_ms(),
+            "watch_ms": 10_000,  # (the whole video: seen, and a long view)
+        }
+        for vid in watched
+    ]
+    a.ok("POST", "/v1/events", json={"events": events})
+    end = a.engine.event_log.last_offset()
+    eventually("A's events in B's state", lambda: b.engine.state.applied_offset >= end)
+    served = {i["video_id"] for i in b.feed("w1", 10)}  # (20 unwatched to choose from)
+    assert served, "an empty feed shows nothing"
+    assert not served & set(watched), "B serves again what the user watched through A"
+
+
 def test_a_change_whose_notice_was_lost_is_reconciled(pair: tuple[Process, Process]) -> None:
     """A writer killed between its commit and its notice: B's periodic reconcile finds
     the change in the stores (here the notice is simply not sent)."""
