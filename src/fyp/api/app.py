@@ -295,6 +295,7 @@ def create_app(
                 eng.close()
             if keys is not None:
                 keys.close()
+            await guard.close()
 
     app = FastAPI(
         title="fyp",
@@ -476,7 +477,7 @@ def create_app(
             if isinstance(sender, str):
                 senders.append(sender)
         taken: dict[str, deque[float]] = {}
-        for user_id, wait in zip(senders, guard.user_waits(senders), strict=True):
+        for user_id, wait in zip(senders, await guard.user_waits(senders), strict=True):
             taken.setdefault(user_id, deque()).append(wait)
 
         def user_limit(user_id: str) -> float:
@@ -568,7 +569,7 @@ def create_app(
                 "after and shown go together: the page to replace the rest of, and how "
                 "many of its cards were shown",
             )
-        wait = guard.user_wait(user_id)
+        wait = await guard.user_wait(user_id)
         if wait > 0:
             raise too_many(wait, "feed requests for this user")
         t0 = time.perf_counter()
@@ -641,10 +642,10 @@ def create_app(
         erasure was accepted and is not complete is refused (409); once erased, the id
         is a new, empty user."""
         if not eng().knows_user(user_id):
-            guard.check_creation(caller)
+            await guard.check_creation(caller)
         saved, created = eng().put_user(user_id, profile)
         if created:
-            guard.created_user(caller)
+            await guard.created_user(caller)
         return _json(_user_out(user_id, saved), 201 if created else 200)
 
     @app.get("/v1/users/{user_id}", response_model=UserDetail, tags=["users"], responses=NOT_KNOWN)
