@@ -1112,6 +1112,7 @@ class Engine:
                 self.moderator.apply_history(video_id)
                 changed += 1
         changed += self.follow_erasures()
+        changed += self.drop_erased_elsewhere()
         profiles, controls = self.user_store.profiles(), self.user_store.controls()
         marks: dict[str, list[int]] = {}
         for pid, offset, _ in self.user_store.refreshes():
@@ -1120,6 +1121,40 @@ class Engine:
             user = StoredUser(profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), None)
             changed += self._apply_stored_user(pid, user)
         return changed
+
+    def drop_erased_elsewhere(self) -> int:
+        """Users another process erased while this one missed the whole erasure (down,
+        or cut off from the notices from its tombstone to its completion, so the
+        tombstone was gone when it looked): where every user is registered
+        (``privacy.require_registered_users``), a user this process holds (learned
+        state, a profile) whose profile the shared store no longer has was erased, as
+        only an erasure deletes a profile. Their state, profile and controls are dropped
+        here and the checkpoint rewritten without them. Returns how many."""
+        if not self.settings.privacy.require_registered_users:
+            return 0  # (a user may be held without a profile: nothing tells erased ones)
+        with self._lock:  # (what is held, read before the store: see below)
+            held = (self.state.users.keys() | self.users.profiles.keys()) - self._erasing.keys()
+        # Read after: a user held before this read had their profile stored before
+        # (registered first), so a profile missing now was deleted since, by an erasure.
+        stored = self.user_store.profiles()
+        gone = [pid for pid in held if pid not in stored]
+        if not gone:
+            return 0
+        with self._user_writes, self._lock:
+            gone = [pid for pid in gone if pid not in self._erasing]
+            for pid in gone:
+                self.state.erase_user(pid)
+                if self.replica is not None:
+                    self.replica.forget_user(pid)
+                self.users.forget(pid)
+        log.info("dropped %d users erased by another process while this one was away", len(gone))
+        if gone and self.checkpoints.held():
+            with self._lock:
+                self.checkpoints.settle()
+                writer = self.checkpoints.begin_rewrite()
+            if writer is not None:
+                self.checkpoints.await_rewrite(writer)
+        return len(gone)
 
     def _video_differs(self, video: Video) -> bool:
         row = self.catalog.row_of.get(video.video_id)

@@ -41,7 +41,7 @@ def shared(unavailable: Callable[[str], NoReturn], postgres_url: str) -> Iterato
         client.close()
 
 
-def _settings(data_dir: Path, store: str, log: str) -> Settings:
+def _settings(data_dir: Path, store: str, log: str, registered: bool = False) -> Settings:
     return load_settings(
         overrides={
             "data_dir": data_dir,
@@ -50,7 +50,7 @@ def _settings(data_dir: Path, store: str, log: str) -> Settings:
             "sources": {"budget_ms": 100.0},
             # One pseudonym secret for every process: the stores hold users by it.
             "privacy": {
-                "require_registered_users": False,
+                "require_registered_users": registered,
                 "secret_file": data_dir.with_name("shared.secret"),
             },
             "auth": LOAD_GENERATOR_AUTH,
@@ -321,4 +321,58 @@ def test_a_follower_the_stream_was_trimmed_past_reconciles(
         writer.stop()
         reader.stop()
         b.close()
+        a.close()
+
+
+def test_a_process_away_for_a_whole_erasure_drops_the_user_when_back(
+    tmp_path: Path, shared: tuple[str, str]
+) -> None:
+    """B holds a user (learned state, profile, in its checkpoint too) and is down while
+    A erases them from tombstone to completion: B, started again from its checkpoint,
+    holds them until its follower's first reconcile, which finds their profile gone
+    from the store (users are registered: only an erasure deletes a profile) and drops
+    them; the checkpoint it rewrites holds them no more. Another user is kept."""
+    store, log = shared
+    a = Engine.open(_settings(tmp_path / "a", store, log, registered=True))
+    b_settings = _settings(tmp_path / "b", store, log, registered=True)
+    try:
+        a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
+        a.register_users(["gone", "kept"])
+        events = [
+            {
+                "event_id": f"{u}-{i}",
+                "user_id": u,
+                "video_id": f"v{i}",
+                "type": "like",
+                "ts": now_ms(),
+            }
+            for u in ("gone", "kept")
+            for i in range(3)
+        ]
+        assert a.ingest(events).accepted == 6
+        b = Engine.open(b_settings)  # (replays the log: holds both users)
+        gone, kept = b.pseudonym("gone"), b.pseudonym("kept")
+        assert {gone, kept} <= b.state.users.keys() and gone in b.users.profiles
+        b.checkpoints.write()
+        b.close()  # (down)
+
+        a.erase_user("gone", actor="test")  # (its notices: B reads none of them)
+
+        b = Engine.open(b_settings)  # (back, from its checkpoint)
+        assert gone in b.state.users, "the checkpoint held the user (else nothing to test)"
+        url = changes_url(b.settings)
+        assert url is not None
+        follower = ChangeFollower(b, ChangeStream(url))
+        try:
+            follower.step(block_ms=10)  # (its first step reconciles)
+        finally:
+            follower.stop()
+        assert gone not in b.state.users and gone not in b.users.profiles
+        assert kept in b.state.users and kept in b.users.profiles
+        b.close()
+        b = Engine.open(b_settings)  # (from the checkpoint the drop rewrote)
+        assert gone not in b.state.users and kept in b.state.users
+        assert b.drop_erased_elsewhere() == 0
+        b.close()
+    finally:
         a.close()

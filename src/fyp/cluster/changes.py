@@ -15,8 +15,10 @@ id it read, and re-reads each changed thing from its store (never from the notic
 before applying it under the engine's lock. A stream rather than pub/sub: a process
 that was disconnected resumes from its last id and misses nothing, unless the stream
 was trimmed past it meanwhile (``MAXLEN ~``), which it notices and answers by
-reconciling everything with the stores. It also reconciles every ``reconcile_every_s``,
-which covers a change whose process died between its commit and its notice.
+reconciling everything with the stores. It also reconciles at its start and every
+``reconcile_every_s``, which covers a change whose process died between its commit and
+its notice, and erasures this process missed whole (down, or cut off, from the user's
+tombstone to its completion).
 
 The follower also starts the tail of the event log (:mod:`fyp.cluster.event_tail`): the
 events other processes accept reach this one's learning loop as their changes do.
@@ -27,6 +29,7 @@ Where the event log is not on Redis there is one process, and nothing here runs.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -177,7 +180,9 @@ class ChangeFollower:
         except OSError as err:
             self.error = f"{type(err).__name__}: {err}"
         self._ok_at = time.monotonic()  # when a read last returned (all read applied)
-        self._reconciled_at = time.monotonic()
+        # Due at the first step: a process started from its checkpoint may hold users
+        # erased while it was down (Engine.drop_erased_elsewhere).
+        self._reconciled_at = -math.inf
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fyp-changes", daemon=True)
         engine.changed = self._publish
