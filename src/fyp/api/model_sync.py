@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fyp.engine import Engine
-from fyp.learning.link import LearnerStatus
+from fyp.learning.link import HOST, LearnerStatus
 from fyp.model.channel import ModelChannel
 from fyp.model.replica import ModelReplica
 from fyp.types import now_ms
@@ -119,7 +119,12 @@ class ModelSync:
             learner is not None
             and now_ms() - learner.heartbeat_ms < _LEARNER_STALE_MS
             # (a killed one's last status is fresh for a while)
-            and (_alive(learner.pid) if supervised is None else learner.pid == supervised)
+            and (
+                learner.pid == supervised
+                if supervised is not None
+                # (its pid is looked up only on its own machine: elsewhere, the heartbeat)
+                else learner.host not in ("", HOST) or _alive(learner.pid)
+            )
         )
         latest = max(self.latest, learner.version if learner is not None else 0)
         return ModelHealth(
