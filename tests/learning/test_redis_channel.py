@@ -126,15 +126,15 @@ def test_a_server_with_another_data_dir_sees_the_learner_and_waits_for_its_erasu
         tmp_path / "api-1", model=learning.settings.model.model_dump()
     )
     link = link_module.LearnerLink(elsewhere)
-    assert link.status() is None  # (no learner yet)
+    assert link.remote_status() is None and link.status() is None  # (no learner yet)
 
     def at_rest(settings: Any, user_id: str) -> int:
         raise AssertionError("carried out at rest while a learner runs elsewhere")
 
     monkeypatch.setattr(link_module, "erase_at_rest", at_rest)
     for learner in learning.learner_here():
-        status = link.status()
-        assert status is not None and status.ready
+        status = link.remote_status()  # (what the server's model poller reads)
+        assert status is not None and status.ready and link.status() == status
         assert status.host == link_module.HOST and status.version == learner.publisher.version
         assert not (elsewhere.data_dir / link_module.STATUS_FILE).exists()
 
@@ -157,3 +157,28 @@ def test_a_server_with_another_data_dir_sees_the_learner_and_waits_for_its_erasu
     learner_channel.put_learner_status(link_module.encode_status(stale))
     monkeypatch.setattr(link_module, "erase_at_rest", lambda settings, user_id: 7)
     assert link.erase("u2", "ref-2") == 7
+
+
+def test_healthz_of_a_server_with_another_data_dir_says_the_learner_runs(
+    on_redis: Any, tmp_path: Path
+) -> None:
+    """Its model poller reads the learner's status from the channel: "up" while the
+    learner runs elsewhere (before, such a server said "down" and "degraded" always)."""
+    learning = on_redis
+    elsewhere = learning.settings_for(
+        tmp_path / "api-1", model=learning.settings.model.model_dump()
+    )
+    server = learning.server(elsewhere)
+    _, token = create_key(elsewhere.data_dir, label="tests")
+    with TestClient(create_app(elsewhere, server), headers=bearer(token)) as client:
+        assert client.get("/healthz").json()["learned_models"]["learner"] == "down"
+        stop = learning.learner_thread()
+        try:
+            deadline = time.monotonic() + 60
+            while (body := client.get("/healthz").json())["learned_models"]["learner"] != "up":
+                assert time.monotonic() < deadline, body
+                time.sleep(0.05)
+            assert body["learned_models"]["version"] >= 1
+            assert not body["status"].startswith("degraded: the learner")
+        finally:
+            stop.set()

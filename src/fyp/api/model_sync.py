@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from fyp.types import now_ms
 
 log = logging.getLogger(__name__)
 _LEARNER_STALE_MS = 5_000  # a status older than this: the learner is not running
+_STATUS_EVERY_S = 0.5  # how often the learner's status on the channel is read
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,17 @@ class ModelSync:
 
     async def _run(self) -> None:
         every = self.engine.settings.model.poll_interval_s
+        status_at = -math.inf
+        link = self.engine.learner
         while True:
             try:
                 await self.sync()
                 self.error = None
+                if link is not None and time.monotonic() - status_at >= _STATUS_EVERY_S:
+                    # (the learner's status on the channel, for /healthz: read here, in a
+                    # thread, as a Redis read on the event loop would hold every request)
+                    status_at = time.monotonic()
+                    await asyncio.to_thread(link.remote_status)
             except Exception as err:  # a torn read, a full disk: the next poll retries
                 self.error = f"{type(err).__name__}: {err}"
                 log.warning("could not apply the published models (%s); retrying", err)

@@ -147,26 +147,29 @@ class LearnerLink:
         self.settings = settings
         self.data_dir = settings.data_dir
         self._channel: ModelChannel | None = None  # opened when first read
+        self._remote: LearnerStatus | None = None  # the channel's, as last read
 
     def status(self) -> LearnerStatus | None:
         """The learner's status file in this data dir; without one, the status it keeps
-        on the channel (where that is on Redis); None if neither (or the channel cannot
-        be reached: said as the learner not running)."""
+        on the channel as :meth:`remote_status` last read it (the server's model poller
+        reads it, off the event loop that answers ``/healthz``); None if neither."""
         here = read_status(self.data_dir)
-        return here if here is not None else self.remote_status()
+        return here if here is not None else self._remote
 
     def remote_status(self) -> LearnerStatus | None:
-        """The status the learner keeps on the channel (None: none, the channel's files
-        are in the learner's data dir, or it cannot be reached)."""
+        """The status the learner keeps on the channel, read now (None: none, the
+        channel's files are in the learner's data dir, or it cannot be reached: said as
+        the learner not running)."""
         if self.settings.model.channel is None:
             return None
         try:
             if self._channel is None:
                 self._channel = channel_of(self.settings)
-            return decode_status(self._channel.learner_status())
+            self._remote = decode_status(self._channel.learner_status())
         except OSError as err:  # (StorageUnavailableError: Redis down)
             log.debug("cannot read the learner's status from the channel (%s)", err)
-            return None
+            self._remote = None
+        return self._remote
 
     def _learner_elsewhere(self) -> bool:
         """Whether a learner with another data dir runs: no status file here, and a
@@ -196,7 +199,7 @@ class LearnerLink:
                 with learner_lock(self.data_dir, wait=False) as held:
                     if held:
                         return erase_at_rest(self.settings, user_id)
-            status = self.status()
+            status = read_status(self.data_dir) or self.remote_status()
             if status is not None and audit_ref in status.erased:
                 return status.version
             if time.monotonic() >= deadline:
