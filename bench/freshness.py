@@ -260,6 +260,11 @@ def run_trials(
                 pause = t_send + POLL_MS / 1e3 - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
+            # Across processes, whether B had folded everything by then (a miss with no
+            # lag is the reflection test's, not the fold's).
+            lag_after = (
+                None if feeds_from is None else int(http_b.get("/healthz").json()["learning_lag"])
+            )
             # The control user: as many feeds as U got (baseline included), no signal.
             control_polls = [
                 judge.counts(get_feed(reader, control), creator, tags, ids)
@@ -273,6 +278,7 @@ def run_trials(
                     "post_ms": (t_ack - t_post) * 1e3,
                     "baseline": baseline,
                     "reflected_s": reflected_s,
+                    "feeds_learning_lag_after": lag_after,
                     "polls": polls,
                     "control": control_polls,
                     "control_reflected": any(reflects(c) for c in control_polls),
@@ -393,6 +399,11 @@ def summarise(mode: str, trials: list[dict[str, Any]], startup_s: float) -> dict
         "poll_request_ms": percentiles([p["request_ms"] for t in trials for p in t["polls"]]),
         "post_ms": percentiles([t["post_ms"] for t in trials]),
         "baseline_reflects": sum(reflects(t["baseline"]) for t in trials),
+        # (cross: of the trials never reflected, how many had B folded everything by the
+        # end of its polls)
+        "never_reflected_yet_folded": sum(
+            t["reflected_s"] is None and t.get("feeds_learning_lag_after") == 0 for t in trials
+        ),
         "control_reflects": sum(t["control_reflected"] for t in trials),
         "first_poll": {
             "mean_citing_signal": float(np.mean([p["citing_signal"] for p in first_poll])),
