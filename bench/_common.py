@@ -425,7 +425,10 @@ class Server:
         log_path: Path,
         timeout_s: float = 900.0,
         env: dict[str, str] | None = None,
+        store: str | None = None,
     ) -> None:
+        """``store``: the store URL the server's config names, where it names one (its
+        key is made there, where the server looks keys up)."""
         self.data_dir = data_dir
         self.log_path = log_path
         self.timeout_s = timeout_s
@@ -437,7 +440,7 @@ class Server:
         # request pays for authentication, as in production.
         from fyp.privacy.keys import bearer, create_key
 
-        self.headers = bearer(create_key(data_dir, label="bench")[1])
+        self.headers = bearer(create_key(data_dir, label="bench", store_url=store)[1])
 
     def client(self, timeout_s: float = 30.0) -> Any:
         """An ``httpx.Client`` of this server, with its key."""

@@ -10,6 +10,14 @@ published models the server applies (``on``: what ``fyp serve`` runs; the trials
 once its first snapshot is served), or in the server's own process (``--modes
 in_process``), so a signal crosses the process boundary to reach the learned models.
 
+``--modes cross``: across API processes (issue 21). The same catalog and history in a
+PostgreSQL schema and an event log on Redis (``--store``, ``--redis``; this run's own
+schema and prefix, deleted after), two ``fyp serve`` processes over them (learned
+models off, each with a data dir of its own, one pseudonym secret), each trial's user
+created and its signal sent through A, its feeds (baseline, polls, control) asked of B.
+``--baseline-src DIR`` runs it first with the ``fyp`` package of ``DIR`` (an earlier
+commit's ``src``), over the same log, in the same run.
+
 Each trial, on the warm server, with a single client:
 
 1. a brand-new user ``U`` asks for a first feed (``GET /v1/feed?count=10``): the
@@ -43,6 +51,7 @@ videos), which is why every trial uses new users. Each poll's counts are kept in
 JSON, so another definition can be checked afterwards.
 
     python bench/freshness.py [--quick] [--trials 50] [--modes off,on]
+    python bench/freshness.py --modes cross [--baseline-src DIR] [--redis URL] [--store URL]
 
 Prints a table and writes ``bench/results/freshness.json`` (``freshness_quick`` for
 ``--quick``). Nothing here asserts on timings.
@@ -54,11 +63,14 @@ import argparse
 import shutil
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
+import redis
 
 from _common import (
     Catalog,
@@ -78,7 +90,7 @@ from _common import (
 )
 from fyp.catalog.names import video_name
 from fyp.client import NO_RETRIES, FypClient
-from fyp.config import Settings
+from fyp.config import Settings, load_settings
 from fyp.engine import Engine, serving_gc
 from fyp.types import now_ms
 
@@ -92,10 +104,12 @@ TARGET_P95_S = 1.0
 
 
 def build_data_dir(
-    data_dir: Path, cat: Catalog, n_users: int, views: int, now: int
+    settings: Settings, cat: Catalog, n_users: int, views: int, now: int
 ) -> dict[str, Any]:
+    """The catalog and the history in the stores ``settings`` name (a data dir's, or a
+    cluster's: PostgreSQL and the Redis event log)."""
     t0 = time.perf_counter()
-    engine = Engine.open(Settings(data_dir=data_dir), replay=False)
+    engine = Engine.open(settings, replay=False)
     try:
         for chunk in batches(cat.videos, 5_000):
             engine.upsert_videos(chunk)
@@ -189,20 +203,29 @@ def run_trials(
     creators: list[str],
     mode: str,
     timeout_s: float,
+    feeds_from: Server | None = None,
 ) -> list[dict[str, Any]]:
+    """The trials; users are created and signals sent through ``server``, feeds asked of
+    ``feeds_from`` (another API process of the same cluster; default: ``server``)."""
     by_creator: dict[str, list[Any]] = {}
     for v in cat.videos:
         by_creator.setdefault(v.creator_id, []).append(v)
     trials: list[dict[str, Any]] = []
+    reading = feeds_from or server
     # No retries: a refusal is a finding here, and a retry would hide it in the timings.
-    with server.client(30.0) as http, FypClient(http=http, retries=NO_RETRIES) as client:
+    with (
+        server.client(30.0) as http,
+        FypClient(http=http, retries=NO_RETRIES) as client,
+        reading.client(30.0) as http_b,
+        FypClient(http=http_b, retries=NO_RETRIES) as reader,
+    ):
 
         def sign_up(user: str) -> None:  # residency: a user is created before acting
             client.put_user(user)
 
         for i in range(10):  # warm the connection and the request path
             sign_up(f"warm-{mode}-{i}")
-            get_feed(client, f"warm-{mode}-{i}")
+            get_feed(reader, f"warm-{mode}-{i}")
         for i, creator in enumerate(creators):
             user, control = f"fresh-{mode}-{i}", f"control-{mode}-{i}"
             sign_up(user)
@@ -212,7 +235,7 @@ def run_trials(
             signal = sorted(by_creator[creator], key=lambda v: v.video_id)[:SIGNAL_VIDEOS]
             tags = frozenset(t for v in signal for t in v.hashtags if t != "#fyp")
             ids = frozenset(v.video_id for v in signal)
-            baseline = judge.counts(get_feed(client, user), creator, tags, ids)
+            baseline = judge.counts(get_feed(reader, user), creator, tags, ids)
             events = signal_events(user, signal, now_ms(), f"{mode}-{i}")
             t_post = time.perf_counter()
             sent = client.send_events(events, batch_size=len(events))
@@ -223,7 +246,7 @@ def run_trials(
             reflected_s: float | None = None
             while True:
                 t_send = time.perf_counter()
-                items = get_feed(client, user)
+                items = get_feed(reader, user)
                 t_recv = time.perf_counter()
                 c = judge.counts(items, creator, tags, ids)
                 c["t_ms"] = (t_recv - t_ack) * 1e3
@@ -237,9 +260,14 @@ def run_trials(
                 pause = t_send + POLL_MS / 1e3 - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
+            # Across processes, whether B had folded everything by then (a miss with no
+            # lag is the reflection test's, not the fold's).
+            lag_after = (
+                None if feeds_from is None else int(http_b.get("/healthz").json()["learning_lag"])
+            )
             # The control user: as many feeds as U got (baseline included), no signal.
             control_polls = [
-                judge.counts(get_feed(client, control), creator, tags, ids)
+                judge.counts(get_feed(reader, control), creator, tags, ids)
                 for _ in range(min(1 + len(polls), MAX_CONTROL_POLLS))
             ]
             trials.append(
@@ -250,6 +278,7 @@ def run_trials(
                     "post_ms": (t_ack - t_post) * 1e3,
                     "baseline": baseline,
                     "reflected_s": reflected_s,
+                    "feeds_learning_lag_after": lag_after,
                     "polls": polls,
                     "control": control_polls,
                     "control_reflected": any(reflects(c) for c in control_polls),
@@ -262,6 +291,84 @@ def run_trials(
                 }
             )
     return trials
+
+
+# Polling a feed every POLL_MS is past a person's rate limit: lifted here (and the key's,
+# as for every benchmark: bench/_common.py's Server).
+POLLING_AUTH = (
+    "\n[auth]\nuser_rate_per_s = 1000.0\nuser_burst = 10000.0\n"
+    "key_rate_per_s = 1e9\nkey_burst = 1e9\nuser_creations_per_key = 1000000000\n"
+)
+
+
+def run_cross(
+    root: Path,
+    args: argparse.Namespace,
+    cat: Catalog,
+    judge: Judge,
+    creators: list[str],
+    history: tuple[int, int, int],
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The ``cross`` mode: two API processes (``fyp serve``, learned models off, each with
+    a data dir of its own) over one event log on Redis and one PostgreSQL schema (this
+    run's own prefix and schema, deleted after); each trial's user is created and its
+    signal sent through A, its feeds asked of B. With ``--baseline-src``, the same first
+    with that source's ``fyp`` (two other processes, the same log). Appends each run's
+    summary to ``results``; returns the setup's figures."""
+    prefix = f"fyp-bench-fresh-{uuid.uuid4().hex[:8]}"
+    schema = f"fyp_bench_{uuid.uuid4().hex[:8]}"
+    sep = "&" if "?" in args.store else "?"
+    store = f"{args.store}{sep}schema={schema}"
+    event_log = f"{args.redis}?prefix={prefix}&durability=none"
+    secret = root / "cross.secret"
+    config = root / "cross.toml"
+    config.write_text(
+        f'event_log = "{event_log}"\nstore = "{store}"\n'
+        "[privacy]\nrequire_registered_users = false\n"
+        f'secret_file = "{secret}"\n' + POLLING_AUTH
+    )
+    settings = load_settings(
+        overrides={
+            "data_dir": root / "cross-seed",
+            "event_log": event_log,
+            "store": store,
+            "privacy": {"secret_file": secret},
+        },
+        environ={},
+    )
+    try:
+        setup = build_data_dir(settings, cat, *history)
+        setup.update(event_log=f"{args.redis} (durability=none)", store=args.store)
+        runs = ([("cross-baseline", args.baseline_src)] if args.baseline_src else []) + [
+            ("cross", None)
+        ]
+        for label, src in runs:
+            env = {"FYP_CONFIG": str(config)}
+            if src is not None:
+                env["PYTHONPATH"] = str(src)
+            with (
+                Server(root / f"{label}-a", root / f"{label}-a.log", env=env, store=store) as a,
+                Server(root / f"{label}-b", root / f"{label}-b.log", env=env, store=store) as b,
+            ):
+                console.print(f"  {label}: A up in {a.startup_s:.1f} s, B in {b.startup_s:.1f} s")
+                trials = run_trials(a, cat, judge, creators, label, args.timeout, feeds_from=b)
+            s = summarise(label, trials, max(a.startup_s, b.startup_s))
+            s["source"] = str(src) if src is not None else "this checkout"
+            results.append(s)
+            console.print(
+                f"  {label}: reflected {s['reflected']}/{s['trials']}, p95 "
+                f"{ms(s['time_to_reflect_ms'].get('p95'))} ms"
+            )
+    finally:
+        client = redis.Redis.from_url(args.redis)
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        with psycopg.connect(args.store, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+    return setup
 
 
 def summarise(mode: str, trials: list[dict[str, Any]], startup_s: float) -> dict[str, Any]:
@@ -292,6 +399,11 @@ def summarise(mode: str, trials: list[dict[str, Any]], startup_s: float) -> dict
         "poll_request_ms": percentiles([p["request_ms"] for t in trials for p in t["polls"]]),
         "post_ms": percentiles([t["post_ms"] for t in trials]),
         "baseline_reflects": sum(reflects(t["baseline"]) for t in trials),
+        # (cross: of the trials never reflected, how many had B folded everything by the
+        # end of its polls)
+        "never_reflected_yet_folded": sum(
+            t["reflected_s"] is None and t.get("feeds_learning_lag_after") == 0 for t in trials
+        ),
         "control_reflects": sum(t["control_reflected"] for t in trials),
         "first_poll": {
             "mean_citing_signal": float(np.mean([p["citing_signal"] for p in first_poll])),
@@ -336,9 +448,20 @@ def main() -> None:
         "--modes",
         default="off,on",
         help="learned models: off; on (trained by a learner process, the default); "
-        "in_process (trained in the server's own process)",
+        "in_process (trained in the server's own process); cross (models off, two API "
+        "processes on Redis and PostgreSQL: the signal sent to A, the feeds asked of B)",
     )
     ap.add_argument("--data-root", type=Path, default=None, help="where to put the data dirs")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="cross: the event log's")
+    ap.add_argument(
+        "--store", default="postgresql://root@127.0.0.1:5432/test", help="cross: the stores'"
+    )
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="cross: also run it first with the fyp package of this src dir (an earlier commit's)",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     serving_gc()  # as `fyp serve` runs
@@ -382,12 +505,19 @@ def main() -> None:
         cat = make_catalog(n_videos, now, seed=n_videos)
         seed_dir = root / "seed"
         console.print(f"[bold]{n_videos:,} videos[/], {n_users:,} users x {views} views: building")
-        payload["setup"] = build_data_dir(seed_dir, cat, n_users, views, now)
+        if set(modes) - {"cross"}:
+            payload["setup"] = build_data_dir(Settings(data_dir=seed_dir), cat, n_users, views, now)
         judge = Judge(cat)
         counts = Counter(v.creator_id for v in cat.videos)
         eligible = sorted(c for c, k in counts.items() if k >= MIN_CREATOR_VIDEOS)
         rng = np.random.default_rng(7)
         for mode in modes:
+            if mode == "cross":
+                creators = list(rng.choice(eligible, size=args.trials, replace=False))
+                payload["cross_setup"] = run_cross(
+                    root, args, cat, judge, creators, (n_users, views, now), payload["modes"]
+                )
+                continue
             data_dir = root / f"data-{mode}"
             shutil.copytree(seed_dir, data_dir)
             secret = seed_dir.with_name(seed_dir.name + ".secret")  # beside, never inside
@@ -396,11 +526,7 @@ def main() -> None:
             # the key's, as for every benchmark: bench/_common.py's Server).
             config = root / f"models-{mode}.toml"
             learner = '\nlearner = "in_process"\n' if mode == "in_process" else ""
-            config.write_text(
-                (model_toml + learner if mode != "off" else "")
-                + "\n[auth]\nuser_rate_per_s = 1000.0\nuser_burst = 10000.0\n"
-                + "key_rate_per_s = 1e9\nkey_burst = 1e9\nuser_creations_per_key = 1000000000\n"
-            )
+            config.write_text((model_toml + learner if mode != "off" else "") + POLLING_AUTH)
             env = {"FYP_CONFIG": str(config)}
             creators = list(rng.choice(eligible, size=args.trials, replace=False))
             with Server(data_dir, root / f"server-{mode}.log", env=env) as server:
@@ -429,7 +555,9 @@ def _print(payload: dict[str, Any]) -> None:
         p95 = s["p95_all_trials_ms"]
         rows.append(
             [
-                f"learned models {s['mode']}",
+                f"learned models {s['mode']}"
+                if not s["mode"].startswith("cross")
+                else f"{s['mode']}: A → B",
                 f"{s['reflected']}/{s['trials']}",
                 ms(t.get("p50")),
                 ms(t.get("p95")),

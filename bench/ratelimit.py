@@ -26,6 +26,10 @@ requests/s and statuses (200, 401, 429), the server's CPU share, and the refusal
 server counted (``fyp_auth_refused``).
 
     python bench/ratelimit.py [--quick] [--rate 20] [--rounds 3] [--redis URL]
+        [--baseline-src DIR] [--configs "new defaults;new defaults, Redis"]
+
+``--baseline-src DIR`` adds the Redis row once more, its server running the ``fyp``
+package of ``DIR`` (an earlier commit's ``src``): before and after in the same run.
 
 Prints a table and writes ``bench/results/ratelimit.json`` (``_quick``). Nothing here
 asserts on timings.
@@ -159,12 +163,17 @@ def run_config(
     users: dict[str, list[str]],
     rate: float,
     seconds: float,
+    src: Path | None = None,
 ) -> dict[str, Any]:
+    """One configuration's phases; ``src``: the server runs the ``fyp`` package there."""
     config = root / f"{name}.toml"
     config.write_text(_auth_toml(auth))
     victim_key = bearer(create_key(data_dir, ["feed:read"], label="victim")[1])
     phases: list[dict[str, Any]] = []
-    with Server(data_dir, root / f"{name}.log", env={"FYP_CONFIG": str(config)}) as server:
+    env = {"FYP_CONFIG": str(config)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    with Server(data_dir, root / f"{name}.log", env=env) as server:
         for phase, flood_headers in (
             ("alone", None),
             ("key flood", server.headers),
@@ -230,6 +239,15 @@ def main() -> None:
         default="redis://127.0.0.1:6379/0",
         help="the server of the 'new defaults, Redis' row ('' to leave the row out)",
     )
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also the Redis row with the fyp package of this src dir (an earlier commit's)",
+    )
+    ap.add_argument(
+        "--configs", default=None, help="only these configurations (names, separated by ;)"
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     n_videos, n_users, views = 10_000, 1_000, 20
@@ -243,6 +261,14 @@ def main() -> None:
     if args.redis:  # the same limits, their buckets on Redis (as API processes share them)
         store = f"{args.redis}?prefix={prefix}"
         configs.append(("new defaults, Redis", {**new_auth, "rate_limits": store}))
+    sources: dict[str, Path] = {}
+    if args.redis and args.baseline_src is not None:
+        name = "new defaults, Redis, baseline"
+        configs.append((name, {**new_auth, "rate_limits": store}))
+        sources[name] = args.baseline_src
+    if args.configs:
+        wanted = [c.strip() for c in args.configs.split(";")]
+        configs = [c for c in configs if c[0] in wanted]
 
     root = Path(tempfile.mkdtemp(prefix="fyp-bench-ratelimit-", dir=args.data_root))
     payload: dict[str, Any] = {
@@ -282,7 +308,9 @@ def main() -> None:
                 shutil.copytree(seed_dir, data_dir)
                 secret = seed_dir.with_name(seed_dir.name + ".secret")  # beside, never inside
                 shutil.copy(secret, data_dir.with_name(data_dir.name + ".secret"))
-                run = run_config(name, auth, data_dir, root, users, args.rate, seconds)
+                run = run_config(
+                    name, auth, data_dir, root, users, args.rate, seconds, sources.get(name)
+                )
                 payload["runs"].append({"round": r, **run})
                 shutil.rmtree(data_dir, ignore_errors=True)
     finally:

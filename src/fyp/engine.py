@@ -892,6 +892,7 @@ class Engine:
                 self.moderator.apply_history(video_id)
                 changed += 1
         changed += self.rights.follow_erasures()
+        changed += self.rights.drop_erased_elsewhere()
         profiles, controls = self.user_store.profiles(), self.user_store.controls()
         marks: dict[str, list[int]] = {}
         for pid, offset, _ in self.user_store.refreshes():

@@ -16,9 +16,9 @@ from fyp.api import create_app, security
 from fyp.config import AuthConfig, Settings
 from fyp.engine import Engine
 from fyp.privacy.keys import SqliteKeyStore, bearer, create_key
-from fyp.privacy.ratelimit import Limiter, RateLimiter, limits_store
-from fyp.privacy.redis_ratelimit import RedisRateLimiter
-from redis_servers import delete_prefix, shared_redis, unique_prefix
+from fyp.privacy.ratelimit import InProcessLimiter, Limiter, RateLimiter, limits_store
+from fyp.privacy.redis_ratelimit import RedisConnection, RedisRateLimiter
+from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
 
 BAD_KEY = {"Authorization": "Bearer fyp_k_0123456789_not-a-key"}
 
@@ -56,16 +56,17 @@ def clock(
     if request.param == "memory":
 
         def make(name: str, rate: float, burst: float) -> Limiter:
-            return RateLimiter(rate, burst, clock=fake)
+            return InProcessLimiter(RateLimiter(rate, burst, clock=fake))
 
         monkeypatch.setattr(security, "limiters", lambda store: make)
         yield fake
         return
     client = shared_redis(unavailable)
     prefix = unique_prefix()
+    connection = RedisConnection(SHARED_URL)  # (each app's loop makes its client)
 
     def make_redis(name: str, rate: float, burst: float) -> Limiter:
-        return RedisRateLimiter(client, name, rate, burst, prefix, clock=fake)
+        return RedisRateLimiter(connection, name, rate, burst, prefix, clock=fake)
 
     monkeypatch.setattr(security, "limiters", lambda store: make_redis)
     try:
@@ -86,7 +87,7 @@ def test_the_limits_are_kept_on_the_event_logs_redis_unless_told_otherwise(
     assert limits_store("redis://h:1/2", log) == "redis://h:1/2"
     guard = security.Guard(_limited(settings, rate_limits="redis://127.0.0.1:6379/0"), None)
     assert isinstance(guard.per_key, RedisRateLimiter)
-    assert isinstance(security.Guard(settings, None).per_key, RateLimiter)
+    assert isinstance(security.Guard(settings, None).per_key, InProcessLimiter)
     with pytest.raises(ValueError, match="scheme"):
         AuthConfig(rate_limits="memcached://h/0")
 

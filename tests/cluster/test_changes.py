@@ -41,7 +41,7 @@ def shared(unavailable: Callable[[str], NoReturn], postgres_url: str) -> Iterato
         client.close()
 
 
-def _settings(data_dir: Path, store: str, log: str) -> Settings:
+def _settings(data_dir: Path, store: str, log: str, registered: bool = False) -> Settings:
     return load_settings(
         overrides={
             "data_dir": data_dir,
@@ -50,7 +50,7 @@ def _settings(data_dir: Path, store: str, log: str) -> Settings:
             "sources": {"budget_ms": 100.0},
             # One pseudonym secret for every process: the stores hold users by it.
             "privacy": {
-                "require_registered_users": False,
+                "require_registered_users": registered,
                 "secret_file": data_dir.with_name("shared.secret"),
             },
             "auth": LOAD_GENERATOR_AUTH,
@@ -217,6 +217,33 @@ def test_changes_made_through_a_are_in_force_in_b(pair: tuple[Process, Process])
     assert b.ok("GET", "/healthz")["changes_lag_s"] == 0.0
 
 
+def test_events_accepted_by_a_are_folded_by_b_unasked(pair: tuple[Process, Process]) -> None:
+    """Events posted only through A reach B's state, and B's feeds, with no request to B
+    and no change notice: B's tail of the log wakes its learning loop."""
+    a, b = pair
+    a.ok("POST", "/v1/videos", json={"videos": [video(i) for i in range(N_VIDEOS)]})
+    eventually("new videos", lambda: len(b.engine.catalog) == N_VIDEOS)
+    eventually("the notice's fold", lambda: b.engine.pending() == 0)
+    watched = [f"v{i:03d}" for i in range(0, N_VIDEOS, 2)]
+    events = [
+        {
+            "event_id": f"w-{vid}",
+            "user_id": "w1",
+            "video_id": vid,
+            "type": "view",
+            "ts": now_ms(),
+            "watch_ms": 10_000,  # (the whole video: seen, and a long view)
+        }
+        for vid in watched
+    ]
+    a.ok("POST", "/v1/events", json={"events": events})
+    end = a.engine.event_log.last_offset()
+    eventually("A's events in B's state", lambda: b.engine.state.applied_offset >= end)
+    served = {i["video_id"] for i in b.feed("w1", 10)}  # (20 unwatched to choose from)
+    assert served, "an empty feed shows nothing"
+    assert not served & set(watched), "B serves again what the user watched through A"
+
+
 def test_a_change_whose_notice_was_lost_is_reconciled(pair: tuple[Process, Process]) -> None:
     """A writer killed between its commit and its notice: B's periodic reconcile finds
     the change in the stores (here the notice is simply not sent)."""
@@ -294,4 +321,58 @@ def test_a_follower_the_stream_was_trimmed_past_reconciles(
         writer.stop()
         reader.stop()
         b.close()
+        a.close()
+
+
+def test_a_process_away_for_a_whole_erasure_drops_the_user_when_back(
+    tmp_path: Path, shared: tuple[str, str]
+) -> None:
+    """B holds a user (learned state, profile, in its checkpoint too) and is down while
+    A erases them from tombstone to completion: B, started again from its checkpoint,
+    holds them until its follower's first reconcile, which finds their profile gone
+    from the store (users are registered: only an erasure deletes a profile) and drops
+    them; the checkpoint it rewrites holds them no more. Another user is kept."""
+    store, log = shared
+    a = Engine.open(_settings(tmp_path / "a", store, log, registered=True))
+    b_settings = _settings(tmp_path / "b", store, log, registered=True)
+    try:
+        a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
+        a.register_users(["gone", "kept"])
+        events = [
+            {
+                "event_id": f"{u}-{i}",
+                "user_id": u,
+                "video_id": f"v{i}",
+                "type": "like",
+                "ts": now_ms(),
+            }
+            for u in ("gone", "kept")
+            for i in range(3)
+        ]
+        assert a.ingest(events).accepted == 6
+        b = Engine.open(b_settings)  # (replays the log: holds both users)
+        gone, kept = b.pseudonym("gone"), b.pseudonym("kept")
+        assert {gone, kept} <= b.state.users.keys() and gone in b.users.profiles
+        b.checkpoints.write()
+        b.close()  # (down)
+
+        a.rights.erase_user("gone", actor="test")  # (its notices: B reads none of them)
+
+        b = Engine.open(b_settings)  # (back, from its checkpoint)
+        assert gone in b.state.users, "the checkpoint held the user (else nothing to test)"
+        url = changes_url(b.settings)
+        assert url is not None
+        follower = ChangeFollower(b, ChangeStream(url))
+        try:
+            follower.step(block_ms=10)  # (its first step reconciles)
+        finally:
+            follower.stop()
+        assert gone not in b.state.users and gone not in b.users.profiles
+        assert kept in b.state.users and kept in b.users.profiles
+        b.close()
+        b = Engine.open(b_settings)  # (from the checkpoint the drop rewrote)
+        assert gone not in b.state.users and kept in b.state.users
+        assert b.rights.drop_erased_elsewhere() == 0
+        b.close()
+    finally:
         a.close()

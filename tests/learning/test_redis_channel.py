@@ -5,6 +5,7 @@ data dir and no file of the Redis server (its AOF and RDB files scrubbed)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,3 +110,75 @@ def test_a_server_whose_channel_is_down_at_its_start_serves_and_catches_up(
             assert time.monotonic() < deadline, body
             time.sleep(0.05)
         assert server.replica.version >= 1
+
+
+def test_a_server_with_another_data_dir_sees_the_learner_and_waits_for_its_erasures(
+    on_redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serving process whose data dir is not the learner's (``fyp cluster up``'s api-1,
+    another machine) reads the learner's status from the channel: /healthz says whether
+    it runs, and an erasure through that process waits for the learner to drop the
+    user, rather than carrying it out at rest as if no learner ran."""
+    from fyp.learning import link as link_module
+
+    learning = on_redis
+    elsewhere = learning.settings_for(
+        tmp_path / "api-1", model=learning.settings.model.model_dump()
+    )
+    link = link_module.LearnerLink(elsewhere)
+    assert link.remote_status() is None and link.status() is None  # (no learner yet)
+
+    def at_rest(settings: Any, user_id: str) -> int:
+        raise AssertionError("carried out at rest while a learner runs elsewhere")
+
+    monkeypatch.setattr(link_module, "erase_at_rest", at_rest)
+    for learner in learning.learner_here():
+        status = link.remote_status()  # (what the server's model poller reads)
+        assert status is not None and status.ready and link.status() == status
+        assert status.host == link_module.HOST and status.version == learner.publisher.version
+        assert not (elsewhere.data_dir / link_module.STATUS_FILE).exists()
+
+        def carried_out(learner: Any) -> None:  # (the learner, following the tombstone)
+            time.sleep(0.3)
+            learner.status.erased.append("ref-1")
+            learner.write_status()
+
+        thread = threading.Thread(target=carried_out, args=(learner,))
+        thread.start()
+        t0 = time.monotonic()
+        assert link.erase("u1", "ref-1") == learner.publisher.version
+        assert time.monotonic() - t0 >= 0.25  # (it waited for the learner)
+        thread.join()
+    # The learner gone (its status stale), the erasure is carried out at rest again.
+    stale = link.remote_status()
+    assert stale is not None
+    stale.heartbeat_ms -= link_module.STALE_MS + 1
+    learner_channel = link_module.channel_of(elsewhere)
+    learner_channel.put_learner_status(link_module.encode_status(stale))
+    monkeypatch.setattr(link_module, "erase_at_rest", lambda settings, user_id: 7)
+    assert link.erase("u2", "ref-2") == 7
+
+
+def test_healthz_of_a_server_with_another_data_dir_says_the_learner_runs(
+    on_redis: Any, tmp_path: Path
+) -> None:
+    """Its model poller reads the learner's status from the channel: "up" while the
+    learner runs elsewhere (before, such a server said "down" and "degraded" always)."""
+    learning = on_redis
+    elsewhere = learning.settings_for(
+        tmp_path / "api-1", model=learning.settings.model.model_dump()
+    )
+    server = learning.server(elsewhere)
+    _, token = create_key(elsewhere.data_dir, label="tests")
+    with TestClient(create_app(elsewhere, server), headers=bearer(token)) as client:
+        assert client.get("/healthz").json()["learned_models"]["learner"] == "down"
+        stop = learning.learner_thread()
+        try:
+            deadline = time.monotonic() + 60
+            while (body := client.get("/healthz").json())["learned_models"]["learner"] != "up":
+                assert time.monotonic() < deadline, body
+                time.sleep(0.05)
+            assert body["learned_models"]["version"] >= 1
+            assert not body["status"].startswith("degraded: the learner")
+        finally:
+            stop.set()

@@ -5,16 +5,17 @@ expiry, and the process's own buckets while the server cannot be reached."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import multiprocessing as mp
-from collections.abc import Callable, Iterator
-from typing import NoReturn, Protocol
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import pytest
 import redis
 
 from fyp.privacy.ratelimit import Limiter, RateLimiter, limiters, retry_after
-from fyp.privacy.redis_ratelimit import RedisRateLimiter
+from fyp.privacy.redis_ratelimit import RedisConnection, RedisRateLimiter
 from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
 
 
@@ -26,8 +27,54 @@ class FakeClock:
         return self.t
 
 
+T = TypeVar("T")
+
+
+class Buckets(Protocol):
+    """A limiter asked from a test's own code, not an event loop's: the in-process
+    :class:`RateLimiter`, or a coroutine limiter through :class:`Blocking`."""
+
+    def take(self, key: str, n: float = 1.0) -> float: ...
+
+    def wait(self, key: str, n: float = 1.0) -> float: ...
+
+    def take_each(self, keys: Sequence[str]) -> list[float]: ...
+
+
+class Blocking:
+    """A :class:`Limiter` (coroutines) asked synchronously, each call run to its end on
+    ``loop`` (one loop for every call: an asyncio connection belongs to its loop)."""
+
+    def __init__(self, limiter: Limiter, loop: asyncio.AbstractEventLoop) -> None:
+        self.limiter, self.loop = limiter, loop
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def take(self, key: str, n: float = 1.0) -> float:
+        return self._run(self.limiter.take(key, n))
+
+    def wait(self, key: str, n: float = 1.0) -> float:
+        return self._run(self.limiter.wait(key, n))
+
+    def take_each(self, keys: Sequence[str]) -> list[float]:
+        return self._run(self.limiter.take_each(keys))
+
+    def close(self) -> None:
+        self._run(self.limiter.close())
+
+
 class Make(Protocol):
-    def __call__(self, rate: float, burst: float, clock: FakeClock) -> Limiter: ...
+    def __call__(self, rate: float, burst: float, clock: FakeClock) -> Buckets: ...
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop
+    finally:
+        loop.close()
 
 
 @pytest.fixture
@@ -42,17 +89,23 @@ def redis_prefix(unavailable: Callable[[str], NoReturn]) -> Iterator[tuple[redis
 
 
 @pytest.fixture(params=["memory", "redis"])
-def make(request: pytest.FixtureRequest, unavailable: Callable[[str], NoReturn]) -> Iterator[Make]:
+def make(
+    request: pytest.FixtureRequest,
+    unavailable: Callable[[str], NoReturn],
+    loop: asyncio.AbstractEventLoop,
+) -> Iterator[Make]:
     if request.param == "memory":
         yield lambda rate, burst, clock: RateLimiter(rate, burst, clock=clock)
         return
     client = shared_redis(unavailable)
     prefix = unique_prefix()
+    connection = RedisConnection(SHARED_URL)
     try:
-        yield lambda rate, burst, clock: RedisRateLimiter(
-            client, "test", rate, burst, prefix, clock=clock
+        yield lambda rate, burst, clock: Blocking(
+            RedisRateLimiter(connection, "test", rate, burst, prefix, clock=clock), loop
         )
     finally:
+        loop.run_until_complete(connection.close())
         delete_prefix(client, prefix)
         client.close()
 
@@ -163,32 +216,45 @@ def test_asking_makes_no_bucket() -> None:
 
 
 def test_every_process_takes_from_one_bucket_on_redis(
-    redis_prefix: tuple[redis.Redis, str],
+    redis_prefix: tuple[redis.Redis, str], loop: asyncio.AbstractEventLoop
 ) -> None:
     client, prefix = redis_prefix
     clock = FakeClock()
-    other = redis.Redis.from_url(SHARED_URL)  # another process's connection
-    a = RedisRateLimiter(client, "key", 2.0, 5.0, prefix, clock=clock)
-    b = RedisRateLimiter(other, "key", 2.0, 5.0, prefix, clock=clock)
+    mine, other = RedisConnection(SHARED_URL), RedisConnection(SHARED_URL)  # (two processes')
+    a = Blocking(RedisRateLimiter(mine, "key", 2.0, 5.0, prefix, clock=clock), loop)
+    b = Blocking(RedisRateLimiter(other, "key", 2.0, 5.0, prefix, clock=clock), loop)
     try:
         assert [a.take("k"), b.take("k"), a.take("k", 2), b.take("k")] == [0.0] * 4
         assert b.take("k") == pytest.approx(0.5) and a.wait("k") == pytest.approx(0.5)
         clock.t += 0.5
         assert b.take("k") == 0.0 and a.take("k") > 0
         # Another limit's buckets are its own, as another prefix's are.
-        assert RedisRateLimiter(client, "user", 2.0, 5.0, prefix, clock=clock).take("k") == 0.0
+        user = Blocking(RedisRateLimiter(mine, "user", 2.0, 5.0, prefix, clock=clock), loop)
+        assert user.take("k") == 0.0
         # A bucket lasts as long as it takes to refill (then it counts as full), no longer.
         ttl = client.pttl(f"{{{prefix}}}:rl:key:k")
         assert 2_500 - 100 < ttl <= 2_500 + 1_000
     finally:
-        other.close()
+        a.close()
+        b.close()
 
 
 def _spend(url: str, prefix: str, attempts: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    client = redis.Redis.from_url(url)
-    limiter = RedisRateLimiter(client, "key", 1e-6, 100.0, prefix)  # (the server's clock)
-    out.put(sum(limiter.take("shared") == 0.0 for _ in range(attempts)))
-    client.close()
+    """``attempts`` takes, as an API process makes them: coroutines on its event loop,
+    many in flight at once (each awaiting its round trip while the others are sent)."""
+
+    async def spend() -> int:
+        # (timeouts that a loaded machine does not reach: a timeout falls back to the
+        # process's own buckets, by design, which is not what this test is about)
+        connection = RedisConnection(url, timeout_s=10.0)
+        limiter = RedisRateLimiter(connection, "key", 1e-6, 100.0, prefix)  # (server's clock)
+        try:
+            waits = await asyncio.gather(*(limiter.take("shared") for _ in range(attempts)))
+        finally:
+            await connection.close()
+        return sum(w == 0.0 for w in waits)
+
+    out.put(asyncio.run(spend()))
 
 
 def test_processes_racing_for_one_bucket_get_exactly_its_tokens(
@@ -206,14 +272,18 @@ def test_processes_racing_for_one_bucket_get_exactly_its_tokens(
     assert sum(granted) == 100  # of 240 asked: the burst, once, however they interleave
 
 
-def test_an_unreachable_server_falls_back_to_the_processs_own_buckets() -> None:
+def test_an_unreachable_server_falls_back_to_the_processs_own_buckets(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     from server_process import free_port
 
     store = f"redis://127.0.0.1:{free_port()}/0?prefix=p"  # nobody listens there
-    limiter = limiters(store)("key", 1.0, 3.0)
-    assert isinstance(limiter, RedisRateLimiter)
+    made = limiters(store)("key", 1.0, 3.0)
+    assert isinstance(made, RedisRateLimiter)
+    limiter = Blocking(made, loop)
     assert [limiter.take("k") for _ in range(3)] == [0.0] * 3  # the burst, here
     assert limiter.take("k") > 0 and limiter.wait("k") > 0  # then the rate, here
     assert limiter.take("k", 4) == math.inf
     waits = limiter.take_each(["j"] * 4)
     assert waits[:3] == [0.0] * 3 and waits[3] > 0
+    limiter.close()

@@ -134,6 +134,7 @@ def create_app(
                 eng.close()
             if keys is not None:
                 keys.close()
+            await guard.close()
 
     app = FastAPI(
         title="fyp",

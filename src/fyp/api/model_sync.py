@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +25,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fyp.engine import Engine
-from fyp.learning.link import LearnerStatus
+from fyp.learning.link import HOST, LearnerStatus
 from fyp.model.channel import ModelChannel
 from fyp.model.replica import ModelReplica
 from fyp.types import now_ms
 
 log = logging.getLogger(__name__)
 _LEARNER_STALE_MS = 5_000  # a status older than this: the learner is not running
+_STATUS_EVERY_S = 0.5  # how often the learner's status on the channel is read
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,17 @@ class ModelSync:
 
     async def _run(self) -> None:
         every = self.engine.settings.model.poll_interval_s
+        status_at = -math.inf
+        link = self.engine.learner
         while True:
             try:
                 await self.sync()
                 self.error = None
+                if link is not None and time.monotonic() - status_at >= _STATUS_EVERY_S:
+                    # (the learner's status on the channel, for /healthz: read here, in a
+                    # thread, as a Redis read on the event loop would hold every request)
+                    status_at = time.monotonic()
+                    await asyncio.to_thread(link.remote_status)
             except Exception as err:  # a torn read, a full disk: the next poll retries
                 self.error = f"{type(err).__name__}: {err}"
                 log.warning("could not apply the published models (%s); retrying", err)
@@ -119,7 +129,12 @@ class ModelSync:
             learner is not None
             and now_ms() - learner.heartbeat_ms < _LEARNER_STALE_MS
             # (a killed one's last status is fresh for a while)
-            and (_alive(learner.pid) if supervised is None else learner.pid == supervised)
+            and (
+                learner.pid == supervised
+                if supervised is not None
+                # (its pid is looked up only on its own machine: elsewhere, the heartbeat)
+                else learner.host not in ("", HOST) or _alive(learner.pid)
+            )
         )
         latest = max(self.latest, learner.version if learner is not None else 0)
         return ModelHealth(

@@ -118,11 +118,16 @@ class Guard:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return HTTPException(status, detail, headers=headers)
 
-    def _failed(self, address: str, why: str, detail: str) -> HTTPException:
-        self.failed_auth.take(address)
+    async def _failed(self, address: str, why: str, detail: str) -> HTTPException:
+        await self.failed_auth.take(address)
         return self._refuse(401, why, detail)
 
-    def authenticate(
+    async def close(self) -> None:
+        """The limiters' connections closed (the server is stopping)."""
+        for limiter in (self.per_key, self.per_user, self.failed_auth, self.creations):
+            await limiter.close()
+
+    async def authenticate(
         self, credentials: HTTPAuthorizationCredentials | None, address: str
     ) -> Caller:
         """The caller, whatever the route's scope; raises 401 / 429. ``address``: the
@@ -133,7 +138,7 @@ class Guard:
         # Checked before the lookup: from an address past its failures, an unknown key id
         # is refused from memory. A valid key is still served there: the address may be
         # a proxy's or a NAT's, shared with the callers who fail.
-        wait = self.failed_auth.wait(address)
+        wait = await self.failed_auth.wait(address)
         key: ApiKey | None = None
         token: UserToken | None = None
         why, detail = (
@@ -153,10 +158,10 @@ class Guard:
             if wait > 0:
                 self._count("failed_auth_limited")
                 raise too_many(wait, f"requests without a valid API key from {address}")
-            raise self._failed(address, why, detail)
+            raise await self._failed(address, why, detail)
         # A token's requests count against its key's rate: the key's limit bounds what
         # one client (a backend and the users it issued tokens to) asks of the server.
-        wait = self.per_key.take(key.key_id)
+        wait = await self.per_key.take(key.key_id)
         if wait > 0:
             self._count("rate_limited")
             raise too_many(wait, f"key {key.key_id}")
@@ -210,7 +215,7 @@ class Guard:
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> None:
             if not public:
-                caller = self.authenticate(credentials, client_address(request))
+                caller = await self.authenticate(credentials, client_address(request))
                 if caller.user is not None:
                     raise self.forbid(
                         request, caller, "a user token is not accepted on /metrics: it needs a key"
@@ -228,7 +233,7 @@ class Guard:
             request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Caller:
-            caller = self.authenticate(credentials, client_address(request))
+            caller = await self.authenticate(credentials, client_address(request))
             request.state.caller = caller  # for the error handlers' audit records
             key = caller.key
             if key is None:
@@ -259,20 +264,20 @@ class Guard:
 
         return dependency
 
-    def user_wait(self, user_id: str) -> float:
+    async def user_wait(self, user_id: str) -> float:
         """Seconds ``user_id`` must wait (0: go ahead): their feed requests and events."""
-        return self.per_user.take(user_id)
+        return await self.per_user.take(user_id)
 
-    def user_waits(self, user_ids: Sequence[str]) -> list[float]:
+    async def user_waits(self, user_ids: Sequence[str]) -> list[float]:
         """:meth:`user_wait` for each in turn (a user may come again: an event batch),
         at once (one round trip where the limits are on Redis)."""
-        return self.per_user.take_each(user_ids)
+        return await self.per_user.take_each(user_ids)
 
-    def check_creation(self, caller: Caller) -> None:
+    async def check_creation(self, caller: Caller) -> None:
         """429 if ``caller`` may create no more users now. Checked before a ``PUT`` of an
         unknown user; the token is spent only by :meth:`created_user`, once the user was
         created, so an update (or a refused request) costs none."""
-        wait = self.creations.wait(caller.actor)
+        wait = await self.creations.wait(caller.actor)
         if wait > 0:
             auth = self.settings.auth
             self._count("user_creation_limited")
@@ -284,5 +289,5 @@ class Guard:
                 f"(auth.user_creations_per_key); updates of existing users still work",
             )
 
-    def created_user(self, caller: Caller) -> None:
-        self.creations.take(caller.actor)
+    async def created_user(self, caller: Caller) -> None:
+        await self.creations.take(caller.actor)

@@ -15,8 +15,13 @@ id it read, and re-reads each changed thing from its store (never from the notic
 before applying it under the engine's lock. A stream rather than pub/sub: a process
 that was disconnected resumes from its last id and misses nothing, unless the stream
 was trimmed past it meanwhile (``MAXLEN ~``), which it notices and answers by
-reconciling everything with the stores. It also reconciles every ``reconcile_every_s``,
-which covers a change whose process died between its commit and its notice.
+reconciling everything with the stores. It also reconciles at its start and every
+``reconcile_every_s``, which covers a change whose process died between its commit and
+its notice, and erasures this process missed whole (down, or cut off, from the user's
+tombstone to its completion).
+
+The follower also starts the tail of the event log (:mod:`fyp.cluster.event_tail`): the
+events other processes accept reach this one's learning loop as their changes do.
 
 Where the event log is not on Redis there is one process, and nothing here runs.
 """
@@ -24,6 +29,7 @@ Where the event log is not on Redis there is one process, and nothing here runs.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -34,6 +40,7 @@ from typing import Any, cast
 
 import redis
 
+from fyp.cluster.event_tail import EventTail
 from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.privacy.ratelimit import limits_store
@@ -144,7 +151,9 @@ class ChangeFollower:
     """A thread that tails the stream and applies other processes' notices to
     ``engine`` (see the module's docstring). ``applied`` is called after notices were
     applied (the server wakes its learning loop: a refresh is carried out by it);
-    ``lag_s`` and ``error`` are what ``/healthz`` says."""
+    ``lag_s`` and ``error`` are what ``/healthz`` says. ``tail``, if given, is started
+    and stopped with it: the events other processes append, as the notices are their
+    changes (:mod:`fyp.cluster.event_tail`)."""
 
     def __init__(
         self,
@@ -152,9 +161,11 @@ class ChangeFollower:
         stream: ChangeStream,
         applied: Callable[[], None] = lambda: None,
         reconcile_every_s: float = RECONCILE_EVERY_S,
+        tail: EventTail | None = None,
     ) -> None:
         self.engine = engine
         self.stream = stream
+        self.tail = tail
         self.applied_hook = applied
         self.reconcile_every_s = reconcile_every_s
         self.error: str | None = None
@@ -169,7 +180,9 @@ class ChangeFollower:
         except OSError as err:
             self.error = f"{type(err).__name__}: {err}"
         self._ok_at = time.monotonic()  # when a read last returned (all read applied)
-        self._reconciled_at = time.monotonic()
+        # Due at the first step: a process started from its checkpoint may hold users
+        # erased while it was down (UserRights.drop_erased_elsewhere).
+        self._reconciled_at = -math.inf
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fyp-changes", daemon=True)
         engine.changed = self._publish
@@ -179,9 +192,13 @@ class ChangeFollower:
 
     def start(self) -> None:
         self._thread.start()
+        if self.tail is not None:
+            self.tail.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.tail is not None:
+            self.tail.stop()
         if self._thread.is_alive():
             self._thread.join(timeout=BLOCK_MS / 1000 + TIMEOUT_S + 1)
         self.engine.changed = lambda kind, key: None
@@ -260,10 +277,13 @@ def follow_changes(
     engine: Engine, settings: Settings, applied: Callable[[], None]
 ) -> ChangeFollower | None:
     """A started follower of the notices where the event log is on Redis (several
-    processes may serve), with ``engine``'s changes published to them; else None."""
+    processes may serve), with ``engine``'s changes published to them, and a tail of the
+    log's events (both call ``applied``: the learning loop folds what they announce);
+    else None."""
     url = changes_url(settings)
-    if url is None:
+    if url is None or settings.event_log is None:
         return None
-    follower = ChangeFollower(engine, ChangeStream(url), applied)
+    tail = EventTail(settings.event_log, applied)
+    follower = ChangeFollower(engine, ChangeStream(url), applied, tail=tail)
     follower.start()
     return follower

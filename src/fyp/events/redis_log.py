@@ -221,6 +221,12 @@ def _reaching() -> contextlib.AbstractContextManager[None]:
     return reaching("the event log")
 
 
+def stream_key(prefix: str = DEFAULT_PREFIX) -> str:
+    """The key of the log's stream under ``prefix`` (what a process tails to learn that
+    others appended: :mod:`fyp.cluster.event_tail`)."""
+    return f"{{{prefix}}}:log"
+
+
 def stream_id(offset: int) -> str:
     """The stream entry id of an offset."""
     return f"0-{offset}"
@@ -291,9 +297,8 @@ class RedisEventLog:
         )
         tag = f"{{{prefix}}}:"
         self._prefix = tag
-        self._ids, self._log, self._seq, self._ts = (
-            f"{tag}{k}" for k in ("ids", "log", "seq", "ts")
-        )
+        self._ids, self._seq, self._ts = (f"{tag}{k}" for k in ("ids", "seq", "ts"))
+        self._log = stream_key(prefix)
         self._append = self._r.register_script(_APPEND)
         self._read = self._r.register_script(_READ)
         self._for_user = self._r.register_script(_FOR_USER)

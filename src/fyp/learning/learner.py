@@ -26,8 +26,10 @@ from collections.abc import Callable
 from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.learning.link import (
+    HOST,
     LearnerStatus,
     channel_of,
+    encode_status,
     learner_lock,
     write_status,
 )
@@ -57,7 +59,8 @@ class Learner:
         self.models = models
         self.channel = channel_of(settings)
         self.publisher = Publisher(models, self.channel, wall_clock)
-        self.status = LearnerStatus(pid=os.getpid(), started_ms=wall_clock())
+        self.status = LearnerStatus(pid=os.getpid(), host=HOST, started_ms=wall_clock())
+        self._status_error = False  # (the channel's copy: said once, retried)
         self._refreshes = {(u, o) for u, o, _ in self.engine.user_store.refreshes()}
         self._published_at = 0.0
         self._snapshot_at = 0.0
@@ -171,6 +174,13 @@ class Learner:
             s.examples_per_s = round((s.examples - before) / (now - then), 1)
             self._counted = (now, s.examples)
         write_status(self.settings.data_dir, s)
+        try:
+            self.channel.put_learner_status(encode_status(s))
+            self._status_error = False
+        except OSError as err:  # (Redis down: the next publish meets it too, and exits)
+            if not self._status_error:
+                log.warning("cannot keep the learner's status on the channel (%s)", err)
+            self._status_error = True
         self._status_at = now
 
     def close(self) -> None:

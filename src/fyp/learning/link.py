@@ -5,6 +5,12 @@ the learner's lock (one learner per data dir; held while it runs), its status fi
 The serving process reads the status for ``/healthz`` and ``/metrics`` and, through
 :meth:`LearnerLink.erase`, waits for the learner to carry out an erasure, or carries it
 out itself (under the lock) when no learner runs.
+
+Where the channel is on Redis, serving processes may have data dirs of their own
+(``fyp cluster up``, other machines): the learner also keeps its status on the channel
+(:meth:`~fyp.model.channel.ModelChannel.put_learner_status`), and a process without the
+learner's status file reads it there: every process's ``/healthz`` says whether the
+learner runs, and an erasure through any of them waits for it while it does.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,10 +31,15 @@ from fyp.config import Settings
 from fyp.model.channel import ModelChannel, open_channel
 from fyp.model.publisher import USER_TABLES
 from fyp.storage.checkpoint import discard_partial, read_checkpoint, write_checkpoint
+from fyp.types import now_ms
 
 LOCK_FILE = "learner.lock"
 STATUS_FILE = "learner-status.json"
 _POLL_S = 0.02
+STALE_MS = 5_000  # a status older than this: the learner is not running
+HOST = socket.gethostname()
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +47,7 @@ class LearnerStatus:
     """What the learner says of itself (written every few hundred ms)."""
 
     pid: int = 0
+    host: str = ""  # the machine it runs on (its pid means something there only)
     heartbeat_ms: int = 0  # wall clock of the last write
     started_ms: int = 0
     ready: bool = False  # caught up with the log at its start, and published a snapshot
@@ -66,6 +80,24 @@ def write_status(data_dir: Path, status: LearnerStatus) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(asdict(status)))
     os.replace(tmp, path)
+
+
+def encode_status(status: LearnerStatus) -> bytes:
+    return json.dumps(asdict(status)).encode()
+
+
+def decode_status(raw: bytes | None) -> LearnerStatus | None:
+    """A status kept on the channel (None: none, or not one this version reads)."""
+    if raw is None:
+        return None
+    try:
+        fields = json.loads(raw)
+        return LearnerStatus(**{k: v for k, v in fields.items() if k in _STATUS_FIELDS})
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+_STATUS_FIELDS = frozenset(LearnerStatus.__dataclass_fields__)
 
 
 @contextlib.contextmanager
@@ -114,9 +146,38 @@ class LearnerLink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
+        self._channel: ModelChannel | None = None  # opened when first read
+        self._remote: LearnerStatus | None = None  # the channel's, as last read
 
     def status(self) -> LearnerStatus | None:
-        return read_status(self.data_dir)
+        """The learner's status file in this data dir; without one, the status it keeps
+        on the channel as :meth:`remote_status` last read it (the server's model poller
+        reads it, off the event loop that answers ``/healthz``); None if neither."""
+        here = read_status(self.data_dir)
+        return here if here is not None else self._remote
+
+    def remote_status(self) -> LearnerStatus | None:
+        """The status the learner keeps on the channel, read now (None: none, the
+        channel's files are in the learner's data dir, or it cannot be reached: said as
+        the learner not running)."""
+        if self.settings.model.channel is None:
+            return None
+        try:
+            if self._channel is None:
+                self._channel = channel_of(self.settings)
+            self._remote = decode_status(self._channel.learner_status())
+        except OSError as err:  # (StorageUnavailableError: Redis down)
+            log.debug("cannot read the learner's status from the channel (%s)", err)
+            self._remote = None
+        return self._remote
+
+    def _learner_elsewhere(self) -> bool:
+        """Whether a learner with another data dir runs: no status file here, and a
+        fresh status on the channel."""
+        if (self.data_dir / STATUS_FILE).exists():
+            return False
+        status = self.remote_status()
+        return status is not None and now_ms() - status.heartbeat_ms < STALE_MS
 
     def running(self) -> bool:
         """Whether a learner holds its lock now."""
@@ -128,15 +189,17 @@ class LearnerLink:
         (their tombstone is written and their events deleted): the running learner
         carries it out (it follows the tombstones), else this does, under its lock.
         Returns the last model version that may hold the user's rows (none published
-        after it does).
+        after it does). A learner running with another data dir (its status fresh on the
+        channel) is waited for in the same way.
         OSError (EBUSY) if the running learner has not within
         ``model.learner_erase_timeout_s``: the tombstone stays, asking again completes."""
         deadline = time.monotonic() + self.settings.model.learner_erase_timeout_s
         while True:
-            with learner_lock(self.data_dir, wait=False) as held:
-                if held:
-                    return erase_at_rest(self.settings, user_id)
-            status = self.status()
+            if not self._learner_elsewhere():
+                with learner_lock(self.data_dir, wait=False) as held:
+                    if held:
+                        return erase_at_rest(self.settings, user_id)
+            status = read_status(self.data_dir) or self.remote_status()
             if status is not None and audit_ref in status.erased:
                 return status.version
             if time.monotonic() >= deadline:

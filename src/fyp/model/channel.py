@@ -186,6 +186,17 @@ class ModelChannel(Protocol):
         an erased user's): returns how many were rewritten."""
         ...
 
+    def put_learner_status(self, status: bytes) -> None:
+        """Keep the learner's status (JSON: :class:`fyp.learning.link.LearnerStatus`)
+        where every reader of the channel finds it, if readers may be on other data
+        dirs than the learner's; else nothing (they read its file)."""
+        ...
+
+    def learner_status(self) -> bytes | None:
+        """The last status :meth:`put_learner_status` kept (None: none, or kept in the
+        learner's data dir only)."""
+        ...
+
 
 class FileModelChannel:
     """A :class:`ModelChannel` as files in a directory: ``snapshot-<version>.npz`` and
@@ -267,6 +278,12 @@ class FileModelChannel:
         for tmp in self.directory.glob("*.tmp"):  # a write a kill cut short may hold them
             tmp.unlink(missing_ok=True)
         return n
+
+    def put_learner_status(self, status: bytes) -> None:
+        return None  # (its readers share the learner's data dir, and its status file)
+
+    def learner_status(self) -> bytes | None:
+        return None
 
     def status(self) -> dict[str, int]:
         files = self._files()

@@ -202,6 +202,17 @@ class RedisModelChannel:
                 scrub(self._r)
         return n
 
+    def put_learner_status(self, status: bytes) -> None:
+        """The learner's status, for serving processes on other data dirs and machines
+        (``/healthz``, an erasure waiting for the learner). Overwritten every few hundred
+        ms; it holds the audit references of erasures, never a pseudonym."""
+        with _reaching():
+            self._r.set(self._key + "learner-status", status)
+
+    def learner_status(self) -> bytes | None:
+        with _reaching():
+            return cast("bytes | None", self._r.get(self._key + "learner-status"))
+
     def status(self) -> dict[str, int]:
         with _reaching():
             stored = self._stored()

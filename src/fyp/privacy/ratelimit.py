@@ -1,8 +1,9 @@
 """Token-bucket rate limits, in bounded memory.
 
 Called on every request, so ``take`` is a dict lookup and a little arithmetic. There is no
-lock: the API calls it from its one asyncio event loop, where nothing runs between the
-read and the write of a bucket. Share one limiter between threads and you need a lock.
+lock: the API calls it from its one asyncio event loop (through :class:`InProcessLimiter`,
+which awaits nothing), where nothing runs between the read and the write of a bucket.
+Share one limiter between threads and you need a lock.
 
 Several API processes share limits through a Redis server instead
 (:class:`fyp.privacy.redis_ratelimit.RedisRateLimiter`): :func:`limiters` chooses.
@@ -114,13 +115,36 @@ class RateLimiter:
 
 
 class Limiter(Protocol):
-    """What the API asks of a rate limiter (:class:`RateLimiter` or a Redis one)."""
+    """What the API asks of a rate limiter, on its event loop: coroutines, as a limiter
+    on Redis waits for a round trip (:class:`InProcessLimiter` or a Redis one)."""
 
-    def take(self, key: str, n: float = 1.0) -> float: ...
+    async def take(self, key: str, n: float = 1.0) -> float: ...
 
-    def wait(self, key: str, n: float = 1.0) -> float: ...
+    async def wait(self, key: str, n: float = 1.0) -> float: ...
 
-    def take_each(self, keys: Sequence[str]) -> list[float]: ...
+    async def take_each(self, keys: Sequence[str]) -> list[float]: ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessLimiter:
+    """A :class:`RateLimiter` as a :class:`Limiter`: its answers, at once (nothing is
+    awaited, so a take is still one step of the event loop: no lock needed)."""
+
+    def __init__(self, buckets: RateLimiter) -> None:
+        self.buckets = buckets
+
+    async def take(self, key: str, n: float = 1.0) -> float:
+        return self.buckets.take(key, n)
+
+    async def wait(self, key: str, n: float = 1.0) -> float:
+        return self.buckets.wait(key, n)
+
+    async def take_each(self, keys: Sequence[str]) -> list[float]:
+        return self.buckets.take_each(keys)
+
+    async def close(self) -> None:
+        return None
 
 
 def limits_store(rate_limits: str | None, event_log: str | None) -> str | None:
@@ -144,12 +168,12 @@ Limiters = Callable[[str, float, float], Limiter]
 def limiters(store: str | None) -> Limiters:
     """What makes the API's limiters (each from a name, one limit: ``key``, ``user``;
     a rate per second; a burst): in this process (``store`` None), or on the Redis
-    server at ``store``, all of them through one client."""
+    server at ``store``, all of them through one connection."""
     if store is None:
-        return lambda name, rate, burst: RateLimiter(rate, burst)
+        return lambda name, rate, burst: InProcessLimiter(RateLimiter(rate, burst))
     from fyp.privacy.redis_ratelimit import RedisRateLimiter  # redis only when asked for
     from fyp.storage.redis_server import split_url
 
     url, prefix = split_url(store, "the rate limits'")
-    client = RedisRateLimiter.connect(url)
-    return lambda name, rate, burst: RedisRateLimiter(client, name, rate, burst, prefix)
+    connection = RedisRateLimiter.connect(url)
+    return lambda name, rate, burst: RedisRateLimiter(connection, name, rate, burst, prefix)

@@ -7,6 +7,12 @@ refuse, write it back with an expiry. The time is the server's (``TIME``), one c
 every process on every machine; a test passes a clock of its own. The arithmetic is
 :class:`~fyp.privacy.ratelimit.RateLimiter`'s, so the two answer alike.
 
+The calls are coroutines on an asyncio client (``redis.asyncio``): the API checks its
+limits on its event loop, and a blocking client there held every other request for the
+round trip (under a flood of one key, the server answered so slowly that it never
+reached the key's limit: docs/cluster.md). Awaiting the reply lets the loop serve other
+requests meanwhile.
+
 Memory is bounded by the expiry instead of an LRU: a bucket untouched for
 ``burst / rate`` seconds has refilled, and a missing bucket counts as full, so it is
 deleted then.
@@ -19,21 +25,32 @@ waits for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from fyp.privacy.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RETRY_S", "RedisRateLimiter"]
+__all__ = ["RETRY_S", "RedisConnection", "RedisRateLimiter"]
 
 TIMEOUT_S = 0.25  # connecting and each reply: a request waits this long at most, once
 RETRY_S = 1.0  # after a failure, the process's own buckets this long
+# Connections one process opens at most; a request that finds them all busy awaits one
+# (the loop serves others meanwhile), up to POOL_WAIT_S. A flood opening a connection
+# per request in flight spent the short connect timeout on connecting; and a busy pool
+# is this process's congestion, not Redis down, so it is waited out rather than met by
+# falling back to the process's own buckets (which would let the flood through).
+MAX_CONNECTIONS = 8
+POOL_WAIT_S = 5.0
 
 # KEYS: the bucket. ARGV: rate, burst, n, now ('' = the server's TIME), take (1/0),
 # expiry in ms. Returns the wait in seconds as a string (Lua numbers returned to Redis
@@ -106,17 +123,56 @@ return out
 
 
 # (ResponseError: loading, busy, a read-only replica: a server not serving)
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError)
+
+
+class RedisConnection:
+    """The asyncio client of a process's limiters on one server, made in the event loop
+    that first uses it: an asyncio connection belongs to its loop, and an app served
+    again (a test's second client) runs in another, which gets a client of its own.
+    :meth:`close` when the server stops."""
+
+    def __init__(self, url: str, timeout_s: float = TIMEOUT_S) -> None:
+        self.url = url
+        self.timeout_s = timeout_s  # connecting, and each reply
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def script(self, source: str) -> AsyncScript:
+        """``source`` registered on this loop's client (EVALSHA, EVAL the first time)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=POOL_WAIT_S,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+            )
+            self._client = aioredis.Redis.from_pool(pool)  # (closed with it)
+            self._loop, self._scripts = loop, {}
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._client.register_script(source)
+        return script
+
+    async def close(self) -> None:
+        """Close this loop's client (one of another loop is left to its loop's end)."""
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
 
 
 class RedisRateLimiter:
-    """Token buckets named ``name`` (``key``, ``user``: one limit each) on the server at
-    ``client``, under ``{prefix}:rl:<name>:``; the interface of
-    :class:`~fyp.privacy.ratelimit.RateLimiter` (``take``, ``wait``)."""
+    """Token buckets named ``name`` (``key``, ``user``: one limit each) on the server of
+    ``connection``, under ``{prefix}:rl:<name>:``; the interface of
+    :class:`~fyp.privacy.ratelimit.Limiter` (``take``, ``wait``, ``take_each``, each a
+    coroutine)."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        connection: RedisConnection,
         name: str,
         rate: float,
         burst: float,
@@ -126,21 +182,19 @@ class RedisRateLimiter:
         # (checks its arguments as the in-process one does: the same ValueError)
         self._local = RateLimiter(rate, burst)
         self.rate, self.burst = rate, burst
-        self._r = client
+        self._redis = connection
         self._key = f"{{{prefix}}}:rl:{name}:"
         self._clock = clock
-        self._script = client.register_script(_TAKE)
-        self._script_each = client.register_script(_TAKE_EACH)
         # Long enough for an untouched bucket to have refilled, and then some.
         self._expiry_ms = math.ceil(burst / rate * 1000) + 1000
         self._down_until = 0.0  # monotonic: Redis not asked before then
 
     @classmethod
-    def connect(cls, url: str) -> redis.Redis:
-        """A client for ``url`` with the short timeouts a limiter needs."""
-        return redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    def connect(cls, url: str) -> RedisConnection:
+        """A connection to ``url`` with the short timeouts a limiter needs."""
+        return RedisConnection(url)
 
-    def _down(self, err: Exception) -> None:
+    def _down(self, err: BaseException) -> None:
         log.warning(
             "rate limits: Redis not reachable (%s); this process's own buckets for %g s",
             err,
@@ -151,42 +205,49 @@ class RedisRateLimiter:
     def _now(self) -> str:
         return "" if self._clock is None else repr(self._clock())
 
-    def _ask(self, key: str, n: float, take: bool) -> float:
-        if n > self.burst:
-            return math.inf
-        if time.monotonic() < self._down_until:
-            return self._local.take(key, n) if take else self._local.wait(key, n)
+    async def _script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply; None when Redis cannot answer (the caller falls back)."""
         try:
-            wait = self._script(
-                keys=[self._key + key],
-                args=[self.rate, self.burst, n, self._now(), int(take), self._expiry_ms],
-            )
+            return await self._redis.script(source)(keys=keys, args=args)
         except _UNAVAILABLE as err:
             self._down(err)
-            return self._local.take(key, n) if take else self._local.wait(key, n)
-        return float(wait)
+            return None
 
-    def take_each(self, keys: Sequence[str]) -> list[float]:
+    async def _ask(self, key: str, n: float, take: bool) -> float:
+        if n > self.burst:
+            return math.inf
+        if time.monotonic() >= self._down_until:
+            wait = await self._script(
+                _TAKE,
+                [self._key + key],
+                [self.rate, self.burst, n, self._now(), int(take), self._expiry_ms],
+            )
+            if wait is not None:
+                return float(wait)
+        return self._local.take(key, n) if take else self._local.wait(key, n)
+
+    async def take_each(self, keys: Sequence[str]) -> list[float]:
         """:meth:`take` of one token for each key in turn (a key may come again), in one
         round trip: an event batch's users."""
         if not keys:
             return []
-        if time.monotonic() < self._down_until:
-            return self._local.take_each(keys)
-        try:
-            waits = self._script_each(
-                keys=[self._key + k for k in keys],
-                args=[self.rate, self.burst, self._now(), self._expiry_ms],
+        if time.monotonic() >= self._down_until:
+            waits = await self._script(
+                _TAKE_EACH,
+                [self._key + k for k in keys],
+                [self.rate, self.burst, self._now(), self._expiry_ms],
             )
-        except _UNAVAILABLE as err:
-            self._down(err)
-            return self._local.take_each(keys)
-        return [float(w) for w in waits]
+            if waits is not None:
+                return [float(w) for w in waits]
+        return self._local.take_each(keys)
 
-    def take(self, key: str, n: float = 1.0) -> float:
+    async def take(self, key: str, n: float = 1.0) -> float:
         """As :meth:`RateLimiter.take`, the bucket shared by every process."""
-        return self._ask(key, n, take=True)
+        return await self._ask(key, n, take=True)
 
-    def wait(self, key: str, n: float = 1.0) -> float:
+    async def wait(self, key: str, n: float = 1.0) -> float:
         """As :meth:`RateLimiter.wait`: what :meth:`take` would answer, taking nothing."""
-        return self._ask(key, n, take=False)
+        return await self._ask(key, n, take=False)
+
+    async def close(self) -> None:
+        await self._redis.close()

@@ -189,6 +189,42 @@ class UserRights:
                 self.checkpoints.await_rewrite(writer)
         return len(begun) + len(done)
 
+    def drop_erased_elsewhere(self) -> int:
+        """Users another process erased while this one missed the whole erasure (down,
+        or cut off from the notices from its tombstone to its completion, so the
+        tombstone was gone when it looked): where every user is registered
+        (``privacy.require_registered_users``), a user this process holds (learned
+        state, a profile) whose profile the shared store no longer has was erased, as
+        only an erasure deletes a profile. Their state, profile and controls are dropped
+        here and the checkpoint rewritten without them. Returns how many."""
+        if not self.settings.privacy.require_registered_users:
+            return 0  # (a user may be held without a profile: nothing tells erased ones)
+        with self._lock:  # (what is held, read before the store: see below)
+            held = (
+                self._state().users.keys() | self.users.profiles.keys()
+            ) - self.tombstoned.keys()
+        # Read after: a user held before this read had their profile stored before
+        # (registered first), so a profile missing now was deleted since, by an erasure.
+        stored = self.user_store.profiles()
+        gone = [pid for pid in held if pid not in stored]
+        if not gone:
+            return 0
+        with self._user_writes, self._lock:
+            gone = [pid for pid in gone if pid not in self.tombstoned]
+            for pid in gone:
+                self._state().erase_user(pid)
+                if self.replica is not None:
+                    self.replica.forget_user(pid)
+                self.users.forget(pid)
+        log.info("dropped %d users erased by another process while this one was away", len(gone))
+        if gone and self.checkpoints.held():
+            with self._lock:
+                self.checkpoints.settle()
+                writer = self.checkpoints.begin_rewrite()
+            if writer is not None:
+                self.checkpoints.await_rewrite(writer)
+        return len(gone)
+
     # -- the right of access --------------------------------------------------------------
 
     def export_user(self, user_id: str, actor: str) -> dict[str, Any]:

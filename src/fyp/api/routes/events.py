@@ -106,7 +106,7 @@ def events_router(settings: Settings, guard: Guard, running: Running, live: Live
             if isinstance(sender, str):
                 senders.append(sender)
         taken: dict[str, deque[float]] = {}
-        for user_id, wait in zip(senders, guard.user_waits(senders), strict=True):
+        for user_id, wait in zip(senders, await guard.user_waits(senders), strict=True):
             taken.setdefault(user_id, deque()).append(wait)
 
         def user_limit(user_id: str) -> float:

@@ -69,7 +69,7 @@ def feed_router(settings: Settings, guard: Guard, running: Running, live: LiveSt
                 "after and shown go together: the page to replace the rest of, and how "
                 "many of its cards were shown",
             )
-        wait = guard.user_wait(user_id)
+        wait = await guard.user_wait(user_id)
         if wait > 0:
             raise too_many(wait, "feed requests for this user")
         t0 = time.perf_counter()

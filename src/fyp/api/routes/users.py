@@ -81,10 +81,10 @@ def users_router(guard: Guard, running: Running) -> APIRouter:
         erasure was accepted and is not complete is refused (409); once erased, the id
         is a new, empty user."""
         if not eng().knows_user(user_id):
-            guard.check_creation(caller)
+            await guard.check_creation(caller)
         saved, created = eng().put_user(user_id, profile)
         if created:
-            guard.created_user(caller)
+            await guard.created_user(caller)
         return json_response(_user_out(user_id, saved), 201 if created else 200)
 
     @router.get(
