@@ -403,12 +403,15 @@ def test_kill_9_of_an_api_process_fails_only_its_connections(cluster: Cluster, l
     load.start()
     time.sleep(1.5)
     victim = cluster.children()["api-1"]
+    log = cluster.dir / "api-1.log"
+    starts = log.read_text().count("fyp serving")
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: not _alive(victim), 10, "the killed process did not exit")
-    log = cluster.dir / "api-1.log"
     wait_for(
-        lambda: log.read_text().count("fyp serving") >= 2, RECOVER_S, "api-1 was not restarted"
+        lambda: log.read_text().count("fyp serving") > starts,
+        RECOVER_S,
+        "api-1 was not started again",
     )
     back = time.monotonic()
     time.sleep(1.0)
