@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= .fyp-demo
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck bench bench-models clean venv
+.PHONY: run test test-faults lint typecheck bench bench-models clean venv
 
 venv: $(VENV)/.installed
 
@@ -21,7 +21,10 @@ run: venv
 test: venv
 	@if [ ! -d tests/web/node_modules ] && command -v npm >/dev/null; then \
 	  npm ci --prefix tests/web --no-audit --no-fund --loglevel=error; fi
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not faults"
+
+test-faults: venv  # the cluster's fault tests under load (tests/cluster/test_faults_under_load.py)
+	$(BIN)/pytest -q -m faults
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -16,6 +16,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import queue
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from rich.console import Console
@@ -732,4 +733,105 @@ def run_clients(
         parent.close()
     if status != "ok":
         raise RuntimeError(f"client process failed: {payload}")
+    return list(payload)
+
+
+# --------------------------------------------------------------------------- open loop
+
+SLO_P99_MS = 30.0  # the feed's target: p99 of an open-loop request rate
+FEED_COUNT = 10  # items a feed request asks for
+OPEN_LOOP_WORKERS = 48  # client threads: enough that a slow answer does not delay the schedule
+
+
+class Reachable(Protocol):
+    """A server the load can reach: ``Server`` here, or a cluster's shared port."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    headers: dict[str, str]
+
+
+def _open_loop_phase(
+    base_url: str, headers: dict[str, str], rate: float, users: Sequence[str], count: int
+) -> dict[str, Any]:
+    """A feed of each of ``users`` (``count`` items) at ``rate`` per second on a fixed
+    schedule, through ``fyp.client`` tried once; the latency of each is from its
+    scheduled time to its answer (a late answer delays no later request)."""
+    import httpx
+
+    from fyp.client import NO_RETRIES, FypClient, FypError
+
+    jobs: queue.SimpleQueue[tuple[float, str] | None] = queue.SimpleQueue()
+    lock = threading.Lock()
+    lat: list[float] = []
+    bad = [0]
+
+    def worker() -> None:
+        with httpx.Client(base_url=base_url, headers=headers, timeout=30.0) as http:
+            client = FypClient(http=http, retries=NO_RETRIES)
+            while (job := jobs.get()) is not None:
+                due, user = job
+                try:
+                    client.feed(user, count=count)
+                    ok = True
+                except FypError:
+                    ok = False
+                done = time.perf_counter()
+                with lock:
+                    if ok:
+                        lat.append((done - due) * 1000)
+                    else:
+                        bad[0] += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(OPEN_LOOP_WORKERS)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter() + 0.2
+    for i, user in enumerate(users):
+        due = t0 + i / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        jobs.put((due, user))
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join()
+    return {"rate": rate, "sent": len(users), "failed": bad[0], "latency_ms": percentiles(lat)}
+
+
+def _open_loop_main(conn: Any) -> None:
+    try:
+        base_url, headers, phases, count = conn.recv()
+        out = [_open_loop_phase(base_url, headers, rate, users, count) for rate, users in phases]
+        conn.send(("ok", out))
+    except BaseException as exc:
+        conn.send(("error", repr(exc)))
+    finally:
+        conn.close()
+
+
+def open_loop(
+    server: Reachable, phases: list[tuple[float, Sequence[str]]], count: int = FEED_COUNT
+) -> list[dict[str, Any]]:
+    """The phases (rate per second, users whose feeds to ask for) one after another,
+    from a client process of its own (so the client's CPU is not the server's)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=_open_loop_main, args=(child,), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        parent.send((server.base_url, server.headers, [(r, list(u)) for r, u in phases], count))
+        while not parent.poll(1.0):
+            if not proc.is_alive():
+                raise RuntimeError(f"client process exited with code {proc.exitcode}")
+        status, payload = parent.recv()
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    if status != "ok":
+        raise RuntimeError(payload)
     return list(payload)

@@ -43,6 +43,7 @@ from _common import (
     machine_info,
     make_catalog,
     make_history,
+    open_loop,
     print_table,
     register_users,
     utc_now_iso,
@@ -52,7 +53,7 @@ from feed_latency import build_state, request_users
 from fyp.engine import LEARNER_CHECKPOINT_FILE
 from fyp.storage.checkpoint import write_checkpoint
 from fyp.types import now_ms
-from learner import _paths, open_loop, wait_caught_up
+from learner import wait_caught_up
 from serve_learning import Poster
 
 
@@ -127,7 +128,7 @@ def run_mode(
         pid = server.proc.pid
         wait_caught_up(server, data, mode == "process", 600)
         time.sleep(3.0)
-        open_loop(server, [(args.rate, _paths(users[:200]))])  # warm-up
+        open_loop(server, [(args.rate, users[:200])])  # warm-up
         poster = None
         if args.post_rate:
             poster = Poster(server, stream, args.post_rate)
@@ -144,7 +145,7 @@ def run_mode(
             stderr=subprocess.PIPE,
         )
         threads0 = thread_cpu_s(pid)
-        (row,) = open_loop(server, [(args.rate, _paths(users[200 : 200 + n]))])
+        (row,) = open_loop(server, [(args.rate, users[200 : 200 + n])])
         threads1 = thread_cpu_s(pid)
         _, spy_err = spy.communicate(timeout=120)
         if poster is not None:

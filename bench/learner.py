@@ -34,8 +34,6 @@ is shared, so compare the two modes of one run only.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import queue
 import shutil
 import tempfile
 import threading
@@ -44,12 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    SLO_P99_MS,
     Server,
     console,
     exit_on_sigterm,
     machine_info,
     make_catalog,
     make_history,
+    open_loop,
     percentiles,
     print_table,
     proc_cpu_s,
@@ -62,94 +62,6 @@ from fyp.engine import LEARNER_CHECKPOINT_FILE, Engine
 from fyp.storage.checkpoint import write_checkpoint
 from fyp.types import now_ms
 from serve_learning import Poster
-
-SLO_P99_MS = 30.0
-WORKERS = 48  # client threads: enough that a slow answer does not delay the schedule
-
-
-# --------------------------------------------------------------------------- open loop
-
-
-def _open_loop(
-    base_url: str, headers: dict[str, str], rate: float, paths: list[str]
-) -> dict[str, Any]:
-    """Send ``paths`` at ``rate`` per second on a fixed schedule; the latency of each is
-    from its scheduled time to its answer."""
-    import httpx
-
-    jobs: queue.SimpleQueue[tuple[float, str] | None] = queue.SimpleQueue()
-    lock = threading.Lock()
-    lat: list[float] = []
-    bad = [0]
-
-    def worker() -> None:
-        with httpx.Client(base_url=base_url, headers=headers, timeout=30.0) as client:
-            while (job := jobs.get()) is not None:
-                due, path = job
-                try:
-                    ok = client.get(path).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                done = time.perf_counter()
-                with lock:
-                    if ok:
-                        lat.append((done - due) * 1000)
-                    else:
-                        bad[0] += 1
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(WORKERS)]
-    for t in threads:
-        t.start()
-    t0 = time.perf_counter() + 0.2
-    for i, path in enumerate(paths):
-        due = t0 + i / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        jobs.put((due, path))
-    for _ in threads:
-        jobs.put(None)
-    for t in threads:
-        t.join()
-    return {"rate": rate, "sent": len(paths), "failed": bad[0], "latency_ms": percentiles(lat)}
-
-
-def _client_main(conn: Any) -> None:
-    try:
-        base_url, headers, phases = conn.recv()
-        out = [_open_loop(base_url, headers, rate, paths) for rate, paths in phases]
-        conn.send(("ok", out))
-    except BaseException as exc:
-        conn.send(("error", repr(exc)))
-    finally:
-        conn.close()
-
-
-def open_loop(server: Server, phases: list[tuple[float, list[str]]]) -> list[dict[str, Any]]:
-    """The phases (rate, paths) one after another, from a client process of its own."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_client_main, args=(child,), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        parent.send((server.base_url, server.headers, phases))
-        while not parent.poll(1.0):
-            if not proc.is_alive():
-                raise RuntimeError(f"client process exited with code {proc.exitcode}")
-        status, payload = parent.recv()
-    finally:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
-    if status != "ok":
-        raise RuntimeError(payload)
-    return list(payload)
-
-
-def _paths(users: list[str]) -> list[str]:
-    return [f"/v1/feed?user_id={u}&count={COUNT}" for u in users]
-
 
 # --------------------------------------------------------------------------- the server
 
@@ -256,7 +168,7 @@ def run_mode(
         time.sleep(_SETTLE_S)
         n = int(args.base_rate * args.seconds)
         cpu0 = server.cpu_s()
-        (idle,) = open_loop(server, [(args.base_rate, _paths(users["idle"][:n]))])
+        (idle,) = open_loop(server, [(args.base_rate, users["idle"][:n])])
         idle["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
         out["idle"] = idle
         p99 = idle["latency_ms"]["p99"]
@@ -278,7 +190,7 @@ def run_mode(
         sampler.start()
         learner0 = learner_progress(data_dir) if split else None
         cpu0 = server.cpu_s()
-        (learning,) = open_loop(server, [(args.base_rate, _paths(users["learning"][:n]))])
+        (learning,) = open_loop(server, [(args.base_rate, users["learning"][:n])])
         learning["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
         learner1 = learner_progress(data_dir) if split else None
         if learner0 is not None and learner1 is not None:
@@ -315,8 +227,7 @@ def run_mode(
         ladder = []
         for rate in args.ladder:
             m = int(rate * args.seconds)
-            paths = _paths(users["ladder"][:m])
-            (row,) = open_loop(server, [(rate, paths)])
+            (row,) = open_loop(server, [(rate, users["ladder"][:m])])
             ladder.append(row)
             console.print(f"  {label}: {rate:,.0f} feeds/s: p99 {row['latency_ms']['p99']:.1f} ms")
             if row["latency_ms"]["p99"] > 4 * SLO_P99_MS:
@@ -328,7 +239,7 @@ def run_mode(
         if args.keep_up_rate:
             poster = Poster(server, stream[offset:], args.keep_up_rate)
             poster.start()
-            (keep,) = open_loop(server, [(args.base_rate, _paths(users["keep"][:n]))])
+            (keep,) = open_loop(server, [(args.base_rate, users["keep"][:n])])
             poster.stop_flag.set()
             poster.join()
             offset += poster.posted

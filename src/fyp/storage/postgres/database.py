@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ from fyp.storage.postgres.url import split_url
 MIGRATIONS = Path(__file__).parent / "migrations"
 POOL_SIZE = 8  # connections a process holds at most (a request holds one for one statement)
 POOL_TIMEOUT_S = 5.0  # a store waiting longer for a connection (server down): 503
+# Once the server could not be reached, the stores fail at once for this long rather than
+# wait the pool's timeout again: a request touching several stores (its key, then its
+# writes) would otherwise wait once for each, past a client's patience, while the server
+# is down. Short, since a pooled connection the server's restart cut fails this way too,
+# once the server is back.
+DOWN_HOLD_S = 1.0
 _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql\Z")
 
 
@@ -79,6 +86,7 @@ class Database:
         )
         self._users = 0
         self._lock = threading.Lock()
+        self._down_until = 0.0  # (time.monotonic): fail at once until then
         try:
             with reaching():
                 self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)
@@ -100,11 +108,29 @@ class Database:
             )
 
     @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """:func:`reaching`, failing at once for :data:`DOWN_HOLD_S` after the server
+        could not be reached (no connection in time, or a connection failing: an error
+        without a SQLSTATE, which only the server's own errors carry)."""
+        if time.monotonic() < self._down_until:
+            raise StorageUnavailableError("the PostgreSQL server could not be reached just now")
+        try:
+            with reaching():
+                yield
+        except StorageUnavailableError as err:
+            cause = err.__cause__
+            if isinstance(cause, PoolTimeout) or (
+                isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None
+            ):
+                self._down_until = time.monotonic() + DOWN_HOLD_S
+            raise
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor in one transaction, committed when the block ends (rolled back if it
         raises); the connection goes back to the pool after."""
         with (
-            reaching(),
+            self._reaching(),
             self.pool.connection() as conn,
             conn.transaction(),
             conn.cursor() as cur,
@@ -114,7 +140,7 @@ class Database:
     @contextlib.contextmanager
     def autocommit(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection outside any transaction (for VACUUM, which cannot run in one)."""
-        with reaching(), self.pool.connection() as conn:
+        with self._reaching(), self.pool.connection() as conn:
             yield conn
 
     def migrate(self) -> list[int]:

@@ -1,0 +1,563 @@
+"""The cluster's throughput (issue 21): the highest open-loop feed rate with p99 <= 30 ms
+(``count=10``, users with history) for 1, 2 and 4 API processes of ``fyp cluster up``
+with the learned models on and the learner learning from a stream of events meanwhile,
+and the embedded default (``fyp serve``, the same models and stream) in the same run;
+then ingest through the cluster's API (batches of 500, closed loop, events acknowledged
+per second) on a Redis of its own with ``appendfsync always`` against ``everysec``.
+
+The cluster runs on a redis-server started here (``appendonly yes``) and a schema of its
+own on the machine's PostgreSQL (``--postgres``), dropped after. The catalog and the
+users' history go in through the API (``fyp.client``), once per deployment. Every
+request of the load goes through ``fyp.client``. Also the CPU each role used per second
+of the ladder's steps (API processes, learner, redis-server), what a model of scaling
+needs. Prints a table and writes ``bench/results/cluster.json`` (``_quick``). Nothing
+here asserts on timings; the machine is shared, so compare the rows of one run.
+
+    python bench/cluster.py [--quick] [--videos 100000 --users 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from _common import (
+    SLO_P99_MS,
+    Server,
+    batches,
+    console,
+    exit_on_sigterm,
+    free_port,
+    machine_info,
+    make_catalog,
+    make_history,
+    open_loop,
+    print_table,
+    proc_cpu_s,
+    user_ids,
+    utc_now_iso,
+    with_load_generator_auth,
+    write_json,
+)
+from fyp.client import FypClient
+from fyp.learning.link import read_status
+from fyp.types import Video, now_ms
+
+MODELS = '[model]\nenabled = true\nlearner = "process"\n'
+OPEN = "[privacy]\nrequire_registered_users = false\n"  # (the events' users: not signed up)
+STREAM_PER_S = 200.0  # events/s posted while the ladder runs: the learner has work
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class RedisServer:
+    """A redis-server of this run on 127.0.0.1, its files in ``dir``; killed on exit."""
+
+    def __init__(self, dir: Path, **options: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+        dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(dir)]
+        args += ["--save", ""]
+        for k, v in options.items():
+            args += [f"--{k}", v]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        import redis
+
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def url(self, prefix: str) -> str:
+        return f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """The store URL of a new schema on ``url``'s server, dropped after."""
+    import psycopg
+
+    schema = f"fyp_bench_{uuid.uuid4().hex[:10]}"
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}schema={schema}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
+class Cluster:
+    """``fyp cluster up --api N`` on a free port, until :meth:`stop`; ``base_url`` and
+    ``headers`` as :class:`_common.Server`'s, so the same load reaches it."""
+
+    def __init__(
+        self,
+        root: Path,
+        n_api: int,
+        event_log: str,
+        store: str,
+        channel: str,
+        config: Path,
+        learner: bool = True,
+    ) -> None:
+        from fyp.privacy.keys import bearer, create_key
+
+        self.root, self.n_api, self.port = root, n_api, free_port()
+        self.learner = learner
+        argv = [sys.executable, "-m", "fyp.cli", "cluster", "up", "--data-dir", str(root)]
+        argv += ["--api", str(n_api), "--port", str(self.port), "--config", str(config)]
+        argv += ["--event-log", event_log, "--store", store, "--model-channel", channel]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FYP_")}
+        root.mkdir(parents=True, exist_ok=True)
+        self._log = (root / "up.log").open("ab")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            self.headers = bearer(create_key(root, label="bench", store_url=store)[1])
+            self._wait_up(t0 + 900)
+        except BaseException:  # (interrupted or failed while starting: not left running)
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - t0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, timeout_s: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout_s)
+
+    def _wait_up(self, deadline: float) -> None:
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fyp cluster up exited; see {self.root / 'up.log'}")
+            logs = [self.root / f"api-{i}.log" for i in range(self.n_api)]
+            status = read_status(self.root / "api-0")
+            learned = not self.learner or (status is not None and status.ready)
+            serving = all(p.exists() and "fyp serving" in p.read_text() for p in logs)
+            if serving and learned and self._answers():
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the cluster did not start")
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.base_url + "/healthz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def pids(self) -> dict[str, int]:
+        """``api`` (each), ``learner``: their process ids."""
+        out: dict[str, int] = {}
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for pid in path.read_text().split():
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            name = "learner" if b"learn" in argv else f"api-{sum(k != 'learner' for k in out)}"
+            out[name] = int(pid)
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+# --------------------------------------------------------------------------- load
+
+
+class Stream(threading.Thread):
+    """``events`` posted at ``rate`` per second (a batch every 0.1 s) through
+    ``fyp.client`` until stopped: the learner's work while the ladder runs."""
+
+    def __init__(self, server: Any, events: list[dict[str, Any]], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.server, self.events, self.rate = server, events, rate
+        self.stop_flag = threading.Event()
+        self.acknowledged = self.posted = 0
+
+    def run(self) -> None:
+        with self.server.client() as http:
+            client = FypClient(http=http)
+            t0 = time.perf_counter()
+            while not self.stop_flag.wait(0.1) and self.posted < len(self.events):
+                due = min(int(self.rate * (time.perf_counter() - t0)), len(self.events))
+                batch = self.events[self.posted : due]
+                self.posted = due
+                if batch:
+                    self.acknowledged += client.send_events(batch).accepted
+
+
+def video_json(v: Video) -> dict[str, Any]:
+    """A catalog video as the API takes it."""
+    out: dict[str, Any] = {"video_id": v.video_id, "creator_id": v.creator_id}
+    out |= {"duration_ms": v.duration_ms, "hashtags": list(v.hashtags), "caption": v.caption}
+    out |= {"created_at": v.created_at, "language": v.language}
+    if v.sound_id is not None:
+        out["sound_id"] = v.sound_id
+    return out
+
+
+def load_data(server: Any, cat: Any, history: list[dict[str, Any]]) -> float:
+    """The catalog and the history through the API; seconds."""
+    t0 = time.perf_counter()
+    with server.client(timeout_s=300.0) as http:
+        client = FypClient(http=http)
+        client.upsert_videos([video_json(v) for v in cat.videos])
+        for part in batches(history, 5_000):
+            result = client.send_events(list(part), batch_size=500)
+            if result.rejected:
+                raise RuntimeError(f"history rejected: {result.rejected[:3]}")
+    return time.perf_counter() - t0
+
+
+def wait_learned(data_dir: Path, timeout_s: float = 900.0) -> float:
+    """Until the learner (its status in ``data_dir``) has learned the whole log; s."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        status = read_status(data_dir)
+        if status is not None and status.ready and status.offset >= max(status.log_end, 1):
+            return time.perf_counter() - t0
+        time.sleep(0.5)
+    return float("nan")
+
+
+def cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {k: proc_cpu_s(p) or 0.0 for k, p in pids.items()}
+
+
+def ladder(
+    server: Any,
+    pids: dict[str, int],
+    users: list[str],
+    stream: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """A warm-up, then the ladder's rates with the stream flowing; each step's latency
+    and the CPU seconds per second of each role."""
+    open_loop(server, [(20.0, users[:100])])  # warm-up
+    poster = Stream(server, stream, STREAM_PER_S)
+    poster.start()
+    began = time.perf_counter()
+    rows = []
+    offset = 100
+    for rate in args.ladder:
+        n = int(rate * args.seconds)
+        picked = [users[(offset + i) % len(users)] for i in range(n)]
+        offset += n
+        before, t0 = cpu(pids), time.perf_counter()
+        (row,) = open_loop(server, [(rate, picked)])
+        wall = time.perf_counter() - t0
+        after = cpu(pids)
+        row["cpu_s_per_s"] = {k: (after[k] - before[k]) / wall for k in pids}
+        api = sum(after[k] - before[k] for k in pids if k.startswith(("api", "server")))
+        row["api_cpu_ms_per_feed"] = api / max(n, 1) * 1e3
+        rows.append(row)
+        console.print(
+            f"    {rate:,.0f} feeds/s: p99 {row['latency_ms'].get('p99', float('nan')):.1f} ms,"
+            f" failed {row['failed']}, API CPU {row['api_cpu_ms_per_feed']:.1f} ms/feed"
+        )
+        if row["latency_ms"].get("p99", float("inf")) > 4 * SLO_P99_MS or row["failed"]:
+            break  # (far past it: higher rates only queue more)
+    poster.stop_flag.set()
+    poster.join()
+    streamed_s = time.perf_counter() - began
+    within = [r["rate"] for r in rows if r["latency_ms"].get("p99", 1e9) <= SLO_P99_MS]
+    return {
+        "ladder": rows,
+        "max_rate_at_slo": max(within, default=0.0),
+        "stream_acknowledged_per_s": poster.acknowledged / streamed_s,
+    }
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def _ingest_main(base_url: str, headers: dict[str, str], seconds: float, seed: int, q: Any) -> None:
+    """One client process: batches of 500 new events, closed loop, for ``seconds``."""
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60.0) as http:
+        client = FypClient(http=http)
+        acked = batches_sent = 0
+        t0 = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t0 < seconds:
+            batch = []
+            for _ in range(500):
+                n += 1
+                batch.append(
+                    {
+                        "event_id": f"ingest-{seed}-{n}",
+                        "user_id": f"i{(seed * 7_919 + n) % 10_000:05d}",
+                        "video_id": f"v{(n * 31) % 1_000:07d}",
+                        "type": "view",
+                        "ts": now_ms(),
+                        "watch_ms": 5_000,
+                    }
+                )
+            acked += client.send_events(batch).accepted
+            batches_sent += 1
+        q.put((acked, batches_sent, time.perf_counter() - t0))
+
+
+def ingest(root: Path, store: str, fsync: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Events/s acknowledged through ``fyp cluster up --api 2`` (the learned models off)
+    on a Redis of its own with ``appendfsync`` ``fsync``; ``args.ingest_clients`` client
+    processes, each sending batches of 500 closed loop."""
+    redis = RedisServer(root / f"redis-{fsync}", appendonly="yes", appendfsync=fsync)
+    config = root / f"ingest-{fsync}.toml"
+    config.write_text("[model]\nenabled = false\n" + OPEN)
+    config = Path(with_load_generator_auth({"FYP_CONFIG": str(config)}, config)["FYP_CONFIG"])
+    log = redis.url("bench") + f"&durability={'always' if fsync == 'always' else 'everysec'}"
+    cluster = None
+    try:
+        cluster = Cluster(
+            root / f"ingest-{fsync}", 2, log, store, redis.url("bench-models"), config, False
+        )
+        cat = make_catalog(1_000, now_ms(), seed=3)
+        with cluster.client(timeout_s=300) as http:
+            FypClient(http=http).upsert_videos([video_json(v) for v in cat.videos])
+        time.sleep(1.5)  # (in force in both processes)
+        pids = {**cluster.pids(), "redis": redis.proc.pid}
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        before = cpu(pids)
+        procs = [
+            ctx.Process(
+                target=_ingest_main,
+                args=(cluster.base_url, cluster.headers, args.ingest_seconds, i, q),
+            )
+            for i in range(args.ingest_clients)
+        ]
+        for p in procs:
+            p.start()
+        got = [q.get(timeout=args.ingest_seconds + 300) for _ in procs]
+        for p in procs:
+            p.join()
+        after = cpu(pids)
+        acked = sum(g[0] for g in got)
+        wall = max(g[2] for g in got)
+        return {
+            "appendfsync": fsync,
+            "clients": args.ingest_clients,
+            "api_processes": 2,
+            "events_acknowledged": acked,
+            "seconds": wall,
+            "events_per_s": acked / wall,
+            "cpu_s_per_s": {k: (after[k] - before[k]) / wall for k in pids},
+        }
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        redis.stop()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--videos", type=int)
+    parser.add_argument("--users", type=int)
+    parser.add_argument("--apis", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--postgres", default="postgresql://root@127.0.0.1:5432/test")
+    parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-feeds", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the run's directory")
+    args = parser.parse_args()
+    exit_on_sigterm()
+    args.videos = args.videos or (10_000 if args.quick else 100_000)
+    args.users = args.users or (500 if args.quick else 2_000)
+    args.seconds = 5.0 if args.quick else 10.0
+    args.ladder = [10, 25, 50, 100, 150, 200]
+    if not args.quick:
+        args.ladder += [300, 400]
+    args.ingest_seconds = 8.0 if args.quick else 20.0
+    args.ingest_clients = 4
+    views = 20
+    now = now_ms()
+    cat = make_catalog(args.videos, now)
+    history = make_history(cat, args.users, views, now)
+    # A stream of its own for each deployment (the clusters share one log: events sent
+    # again would be stored once and learned from by no one).
+    per_user = int(STREAM_PER_S * args.seconds * len(args.ladder) / args.users) + 2
+
+    def streams(k: int) -> list[dict[str, Any]]:
+        return make_history(cat, args.users, per_user, now, seed=10 + k)
+
+    users = user_ids(args.users)
+    root = Path(tempfile.mkdtemp(prefix="fyp-bench-cluster-"))
+    out: dict[str, Any] = {
+        "bench": "cluster",
+        "when": utc_now_iso(),
+        "machine": machine_info(root),
+        "params": {
+            "videos": args.videos,
+            "users": args.users,
+            "history_events": len(history),
+            "ladder": args.ladder,
+            "seconds_per_step": args.seconds,
+            "slo_p99_ms": SLO_P99_MS,
+            "stream_events_per_s": STREAM_PER_S,
+            "quick": args.quick,
+        },
+        "feeds": [],
+        "ingest": [],
+    }
+    console.print(
+        f"cluster bench: {args.videos:,} videos, {args.users:,} users, "
+        f"{len(history):,} history events; load average {os.getloadavg()}"
+    )
+    try:
+        if not args.skip_feeds:
+            config = root / "models.toml"
+            config.write_text(MODELS + OPEN)
+            config = Path(
+                with_load_generator_auth({"FYP_CONFIG": str(config)}, config)["FYP_CONFIG"]
+            )
+            # The embedded default: fyp serve (its learner a process of its own).
+            data = root / "embedded"
+            data.mkdir()
+            with Server(data, root / "embedded.log", env={"FYP_CONFIG": str(config)}) as server:
+                loaded = load_data(server, cat, history)
+                caught = wait_learned(data)
+                console.print(f"  embedded: loaded in {loaded:.0f} s, learned in {caught:.0f} s")
+                assert server.proc is not None
+                pids = {"server": server.proc.pid}
+                status = read_status(data)
+                if status is not None:
+                    pids["learner"] = status.pid
+                row = {"deployment": "embedded (fyp serve)", "api_processes": 1}
+                row |= ladder(server, pids, users, streams(0), args)
+                out["feeds"].append(row)
+            redis = RedisServer(root / "redis-feeds", appendonly="yes", appendfsync="always")
+            try:
+                with postgres_schema(args.postgres) as store:
+                    for i, n_api in enumerate(args.apis):
+                        cluster = Cluster(
+                            root / f"cluster-{n_api}",
+                            n_api,
+                            redis.url("bench"),
+                            store,
+                            redis.url(f"bench-models-{n_api}"),
+                            config,
+                        )
+                        try:
+                            if i == 0:
+                                loaded = load_data(cluster, cat, history)
+                                console.print(f"  cluster: loaded in {loaded:.0f} s")
+                            caught = wait_learned(cluster.root / "api-0")
+                            console.print(
+                                f"  cluster, {n_api} API: started in {cluster.startup_s:.0f} s,"
+                                f" learned in {caught:.0f} s"
+                            )
+                            time.sleep(2.0)
+                            pids = {**cluster.pids(), "redis": redis.proc.pid}
+                            row = {"deployment": f"fyp cluster up --api {n_api}"}
+                            row |= {"api_processes": n_api, "startup_s": cluster.startup_s}
+                            row |= ladder(cluster, pids, users, streams(n_api), args)
+                            out["feeds"].append(row)
+                        finally:
+                            cluster.stop()
+            finally:
+                redis.stop()
+        if not args.skip_ingest:
+            with postgres_schema(args.postgres) as store:
+                for fsync in ("always", "everysec"):
+                    row = ingest(root, store, fsync, args)
+                    console.print(f"  ingest, appendfsync {fsync}: {row['events_per_s']:,.0f}/s")
+                    out["ingest"].append(row)
+    finally:
+        out["machine"]["loadavg_at_end"] = list(os.getloadavg())
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    report(out)
+    path = write_json("cluster_quick" if args.quick else "cluster", out)
+    console.print(f"wrote {path}")
+
+
+def report(out: dict[str, Any]) -> None:
+    rows = []
+    for r in out["feeds"]:
+        # The CPU of the highest rate within the SLO, else of the lowest rate tried.
+        best = next(
+            (s for s in r["ladder"] if s["rate"] == r["max_rate_at_slo"]),
+            r["ladder"][0] if r["ladder"] else None,
+        )
+        roles = (best or {}).get("cpu_s_per_s", {})
+        rows.append(
+            [
+                r["deployment"],
+                f"{r['max_rate_at_slo']:,.0f}",
+                " / ".join(
+                    f"{s['rate']:.0f}:{s['latency_ms'].get('p99', float('nan')):.0f}"
+                    for s in r["ladder"]
+                ),
+                "—" if best is None else f"{best['api_cpu_ms_per_feed']:.1f}",
+                ", ".join(f"{k} {v:.2f}" for k, v in sorted(roles.items())),
+            ]
+        )
+    print_table(
+        "Feeds at p99 <= 30 ms (count=10, the learner learning meanwhile)",
+        [
+            "deployment",
+            "feeds/s at SLO",
+            "rate:p99 ms per step",
+            "API CPU ms/feed",
+            "CPU s/s by role",
+        ],
+        rows,
+    )
+    print_table(
+        "Ingest through the cluster's API (2 API processes, batches of 500)",
+        ["appendfsync", "events/s acknowledged", "clients", "CPU s/s"],
+        [
+            [
+                r["appendfsync"],
+                f"{r['events_per_s']:,.0f}",
+                str(r["clients"]),
+                ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cpu_s_per_s"].items())),
+            ]
+            for r in out["ingest"]
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
