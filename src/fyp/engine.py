@@ -835,7 +835,10 @@ class Engine:
             if pid is not None:  # (else erased since)
                 self._apply_stored_user(pid, self.user_store.user(pid))
         elif kind == "erasure":
-            self.rights.follow_erasures()
+            if not self.rights.follow_erasures():
+                # Read after the erasure completed (this follower lagged, or reconnected):
+                # its tombstone is gone, so the tombstones say nothing; the profiles do.
+                self.rights.drop_erased_elsewhere()
         else:
             log.warning("a change notice of an unknown kind (%r) ignored", kind)
 

@@ -376,3 +376,43 @@ def test_a_process_away_for_a_whole_erasure_drops_the_user_when_back(
         b.close()
     finally:
         a.close()
+
+
+def test_an_erasure_notice_read_after_the_erasure_completed_drops_the_user(
+    tmp_path: Path, shared: tuple[str, str]
+) -> None:
+    """B's follower reads an erasure's notices only once the erasure has completed (it
+    lagged, or was reconnecting): the tombstone is gone when it looks, so following the
+    tombstones finds nothing; the notice still drops the user here at once (their profile
+    is gone from the store), not at the next periodic reconcile."""
+    store, log = shared
+    a = Engine.open(_settings(tmp_path / "a", store, log, registered=True))
+    b = Engine.open(_settings(tmp_path / "b", store, log, registered=True))
+    try:
+        a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
+        a.register_users(["gone", "kept"])
+        events = [
+            {
+                "event_id": f"{u}-{i}",
+                "user_id": u,
+                "video_id": f"v{i}",
+                "type": "like",
+                "ts": now_ms(),
+            }
+            for u in ("gone", "kept")
+            for i in range(3)
+        ]
+        assert a.ingest(events).accepted == 6
+        b.reconcile_changes()
+        b.learn()
+        gone, kept = b.pseudonym("gone"), b.pseudonym("kept")
+        assert {gone, kept} <= b.state.users.keys() and gone in b.users.profiles
+
+        a.rights.erase_user("gone", actor="test")  # (B reads its notices only now)
+        b.apply_change("erasure", a.pseudonyms.audit_ref("gone"))
+
+        assert gone not in b.state.users and gone not in b.users.profiles
+        assert kept in b.state.users and kept in b.users.profiles
+    finally:
+        b.close()
+        a.close()
