@@ -416,3 +416,47 @@ def test_an_erasure_notice_read_after_the_erasure_completed_drops_the_user(
     finally:
         b.close()
         a.close()
+
+
+def test_a_process_cut_off_for_an_erasure_drops_the_user_created_again_since(
+    tmp_path: Path, shared: tuple[str, str]
+) -> None:
+    """B reads no notice while A erases a user and the same id is then created anew (a
+    new profile, created later): B's reconcile finds a profile under the pseudonym, but
+    not the one it holds. What B learned of the erased user goes; the new profile is in
+    force."""
+    store, log = shared
+    a = Engine.open(_settings(tmp_path / "a", store, log, registered=True))
+    b = Engine.open(_settings(tmp_path / "b", store, log, registered=True))
+    try:
+        a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
+        a.register_users(["gone", "kept"])
+        events = [
+            {
+                "event_id": f"{u}-{i}",
+                "user_id": u,
+                "video_id": f"v{i}",
+                "type": "like",
+                "ts": now_ms(),
+            }
+            for u in ("gone", "kept")
+            for i in range(3)
+        ]
+        assert a.ingest(events).accepted == 6
+        b.reconcile_changes()
+        b.learn()
+        gone, kept = b.pseudonym("gone"), b.pseudonym("kept")
+        assert b.state.users[gone].creators, "B learned the user's likes"
+        born = b.users.profiles[gone].created_at
+
+        a.rights.erase_user("gone", actor="test")  # (B reads none of its notices)
+        time.sleep(0.005)  # (the new profile is created in a later ms)
+        assert a.register_users(["gone"]) == 1  # (the id is free again: a new user)
+
+        b.reconcile_changes()
+        assert gone not in b.state.users or not b.state.users[gone].creators
+        assert b.users.profiles[gone].created_at > born  # (the new user's profile)
+        assert b.state.users[kept].creators and kept in b.users.profiles
+    finally:
+        b.close()
+        a.close()

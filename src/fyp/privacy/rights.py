@@ -196,17 +196,25 @@ class UserRights:
         (``privacy.require_registered_users``), a user this process holds (learned
         state, a profile) whose profile the shared store no longer has was erased, as
         only an erasure deletes a profile. Their state, profile and controls are dropped
-        here and the checkpoint rewritten without them. Returns how many."""
+        here and the checkpoint rewritten without them. So is one whose id was created
+        anew since: the stored profile is newer than the one held (a store keeps a
+        profile's ``created_at`` over its updates; only an erasure deletes the row).
+        Returns how many."""
         if not self.settings.privacy.require_registered_users:
             return 0  # (a user may be held without a profile: nothing tells erased ones)
         with self._lock:  # (what is held, read before the store: see below)
             held = (
                 self._state().users.keys() | self.users.profiles.keys()
             ) - self.tombstoned.keys()
+            born = {pid: p.created_at for pid, p in self.users.profiles.items()}
         # Read after: a user held before this read had their profile stored before
         # (registered first), so a profile missing now was deleted since, by an erasure.
         stored = self.user_store.profiles()
-        gone = [pid for pid in held if pid not in stored]
+        gone = [
+            pid
+            for pid in held
+            if pid not in stored or stored[pid].created_at > born.get(pid, stored[pid].created_at)
+        ]
         if not gone:
             return 0
         with self._user_writes, self._lock:
