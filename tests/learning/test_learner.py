@@ -214,6 +214,35 @@ def test_an_erasure_while_the_learner_is_down_rewrites_its_files(learning: Any, 
         assert pid not in learner.engine.state.users
 
 
+def test_a_learner_down_for_an_erasure_carried_out_elsewhere_drops_the_user_at_its_start(
+    learning: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learner is down while a serving process whose data dir is not the learner's
+    (``fyp cluster up``'s api-1) erases a user: that process carries the erasure out at
+    rest in its own data dir and on the shared channel, not in the learner's checkpoint,
+    and the tombstone is gone when the learner starts again. Users are registered, so
+    the learner finds the user by their profile gone from the store, and drops them."""
+    from fyp.learning import link as link_module
+
+    learning.settings = learning.settings_for(
+        learning.data, privacy={"require_registered_users": True}
+    )
+    server = learning.server()
+    learning.catalog(server)
+    server.register_users([f"u{i}" for i in range(50)])
+    learning.ingest(server, 0, 2_000)
+    for learner in learning.learner_here():
+        learner.engine.checkpoints.write()
+    pid = server.pseudonym("u8")
+    # (carried out at rest in another data dir: nothing of the learner's touched)
+    monkeypatch.setattr(link_module, "erase_at_rest", lambda settings, user_id: 0)
+    server.rights.erase_user("u8", "test")
+    for learner in learning.learner_here():  # its next start holds none of it
+        assert learner.models.user_vectors(pid) == {"ranker": None, "retrieval": None}
+        assert pid not in learner.engine.state.users
+        assert server.pseudonym("u9") in learner.engine.state.users  # (others kept)
+
+
 @pytest.mark.slow  # (learner subprocesses)
 def test_the_supervisor_restarts_a_learner_that_died(learning: Any) -> None:
     server = learning.server()

@@ -68,6 +68,10 @@ class Learner:
         self._stores_at = 0.0
         self._end = 0  # the log's end when the catalog was last followed
         self._counted = (time.monotonic(), models.ranker.examples_seen)
+        # Erased whole while no learner ran, through a process whose data dir is not this
+        # one (it carried the erasure out at rest there and on the channel, not in this
+        # checkpoint): the tombstone is gone, the store's profiles tell them.
+        self.engine.rights.drop_erased_elsewhere()
         # Tombstoned at the start: dropped from the state by the open; from the files here.
         self._forget_at_rest(list(self.engine.rights.erasures_pending()))
         self.publish(snapshot=True)
