@@ -32,8 +32,7 @@ POOL_TIMEOUT_S = 5.0  # a store waiting longer for a connection (server down): 5
 # Once the server could not be reached, the stores fail at once for this long rather than
 # wait the pool's timeout again: a request touching several stores (its key, then its
 # writes) would otherwise wait once for each, past a client's patience, while the server
-# is down. Short, since a pooled connection the server's restart cut fails this way too,
-# once the server is back.
+# is down. Short: the server may be back sooner.
 DOWN_HOLD_S = 1.0
 _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql\Z")
 
@@ -110,18 +109,17 @@ class Database:
     @contextlib.contextmanager
     def _reaching(self) -> Iterator[None]:
         """:func:`reaching`, failing at once for :data:`DOWN_HOLD_S` after the server
-        could not be reached (no connection in time, or a connection failing: an error
-        without a SQLSTATE, which only the server's own errors carry)."""
+        could not be reached (no connection in time). Not after a pooled connection
+        failed (an error without a SQLSTATE): that failed at once, the pool discards it,
+        and after a restart the server is back: a hold per such connection answered 503
+        for as many seconds as the pool held connections."""
         if time.monotonic() < self._down_until:
             raise StorageUnavailableError("the PostgreSQL server could not be reached just now")
         try:
             with reaching():
                 yield
         except StorageUnavailableError as err:
-            cause = err.__cause__
-            if isinstance(cause, PoolTimeout) or (
-                isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None
-            ):
+            if isinstance(err.__cause__, PoolTimeout):
                 self._down_until = time.monotonic() + DOWN_HOLD_S
             raise
 
