@@ -287,3 +287,37 @@ def test_an_unreachable_server_falls_back_to_the_processs_own_buckets(
     waits = limiter.take_each(["j"] * 4)
     assert waits[:3] == [0.0] * 3 and waits[3] > 0
     limiter.close()
+
+
+def test_a_pool_busy_past_its_wait_refuses_rather_than_falling_back(
+    loop: asyncio.AbstractEventLoop,
+    redis_prefix: tuple[redis.Redis, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every connection busy for the pool's whole wait is this process flooded, not
+    Redis down: the request is refused for a while, and Redis is asked again at once
+    (falling back to the process's own, full buckets would let the flood through)."""
+    import fyp.privacy.redis_ratelimit as module
+
+    monkeypatch.setattr(module, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(module, "POOL_WAIT_S", 0.1)
+    _, prefix = redis_prefix
+    connection = RedisConnection(SHARED_URL)
+    limiter = RedisRateLimiter(connection, "key", 1.0, 3.0, prefix)
+
+    async def flooded() -> tuple[float, list[float], float]:
+        assert await limiter.take("k") == 0.0  # (the pool made, its one connection back)
+        pool = connection.script("return 1").registered_client.connection_pool
+        held = await pool.get_connection()  # the flood's request in flight
+        try:
+            refused = await limiter.take("k"), await limiter.take_each(["j", "j"])
+        finally:
+            await pool.release(held)
+        return refused[0], refused[1], await limiter.take("k")
+
+    try:
+        one, each, after = loop.run_until_complete(flooded())
+    finally:
+        loop.run_until_complete(connection.close())
+    assert one == module.RETRY_S and each == [module.RETRY_S] * 2
+    assert after == 0.0  # Redis asked again at once: the bucket's second token

@@ -40,7 +40,7 @@ from fyp.privacy.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RETRY_S", "RedisConnection", "RedisRateLimiter"]
+__all__ = ["RETRY_S", "PoolBusyError", "RedisConnection", "RedisRateLimiter"]
 
 TIMEOUT_S = 0.25  # connecting and each reply: a request waits this long at most, once
 RETRY_S = 1.0  # after a failure, the process's own buckets this long
@@ -126,6 +126,19 @@ return out
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError)
 
 
+class PoolBusyError(Exception):
+    """Every connection of this process's pool stayed busy for POOL_WAIT_S: this
+    process is flooded, Redis is not down. The request is refused (a wait of RETRY_S),
+    where falling back to the process's own buckets would let the flood through."""
+
+
+def _pool_busy(err: BaseException) -> bool:
+    # redis.asyncio's BlockingConnectionPool raises a bare ConnectionError with this
+    # message when its wait for a connection times out (its cause an asyncio timeout),
+    # the same type as a refused connect: the message is what tells them apart.
+    return isinstance(err, redis.ConnectionError) and str(err) == "No connection available."
+
+
 class RedisConnection:
     """The asyncio client of a process's limiters on one server, made in the event loop
     that first uses it: an asyncio connection belongs to its loop, and an app served
@@ -206,10 +219,13 @@ class RedisRateLimiter:
         return "" if self._clock is None else repr(self._clock())
 
     async def _script(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """The script's reply; None when Redis cannot answer (the caller falls back)."""
+        """The script's reply; None when Redis cannot answer (the caller falls back);
+        :class:`PoolBusyError` when this process's connections stayed busy for POOL_WAIT_S."""
         try:
             return await self._redis.script(source)(keys=keys, args=args)
         except _UNAVAILABLE as err:
+            if _pool_busy(err):
+                raise PoolBusyError from err
             self._down(err)
             return None
 
@@ -217,11 +233,14 @@ class RedisRateLimiter:
         if n > self.burst:
             return math.inf
         if time.monotonic() >= self._down_until:
-            wait = await self._script(
-                _TAKE,
-                [self._key + key],
-                [self.rate, self.burst, n, self._now(), int(take), self._expiry_ms],
-            )
+            try:
+                wait = await self._script(
+                    _TAKE,
+                    [self._key + key],
+                    [self.rate, self.burst, n, self._now(), int(take), self._expiry_ms],
+                )
+            except PoolBusyError:
+                return RETRY_S  # (refused: see PoolBusyError)
             if wait is not None:
                 return float(wait)
         return self._local.take(key, n) if take else self._local.wait(key, n)
@@ -232,11 +251,14 @@ class RedisRateLimiter:
         if not keys:
             return []
         if time.monotonic() >= self._down_until:
-            waits = await self._script(
-                _TAKE_EACH,
-                [self._key + k for k in keys],
-                [self.rate, self.burst, self._now(), self._expiry_ms],
-            )
+            try:
+                waits = await self._script(
+                    _TAKE_EACH,
+                    [self._key + k for k in keys],
+                    [self.rate, self.burst, self._now(), self._expiry_ms],
+                )
+            except PoolBusyError:
+                return [RETRY_S] * len(keys)
             if waits is not None:
                 return [float(w) for w in waits]
         return self._local.take_each(keys)
