@@ -34,6 +34,7 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 # attributes' codes; 6: embedding tables keep what changed since their last publish;
 # 7: the first ranker reads the video's duration (two more weights per head); 8: the
 # state keeps label counts per creator and per hashtag, two more first-ranker weights
+# and two more per-label blocks of the learned ranker's dense input
 FORMAT = 8
 
 
