@@ -222,15 +222,17 @@ def test_a_planted_creator_or_hashtag_effect_reaches_an_unseen_video_of_it(group
     state.apply(events)
     state.flush_all()
     k = LABEL_INDEX["long_view"]
-    assert state.ranker.weights[k, F[f"{group}_rate"]] > 0.1
+    assert state.ranker.weights[k, F[f"{group}_rate"]] > 0.05  # learned, the right way
     user = new_user(10, len(LABELS))
     liked, skipped = catalog.row_of["g0-unseen"], catalog.row_of["g1-unseen"]
     scored = state.ranker.score(user, [liked, skipped], ts)
     x = scored.features[:, k, F[f"{group}_rate"]]
     assert x[0] > 1.0 and x[1] < -1.0
-    assert scored.features[:, k, F["video_rate"]].tolist() == pytest.approx(
-        [scored.features[0, k, F["video_rate"]]] * 2
-    )  # the videos' own rates: both unseen, both the global rate
+    own = scored.features[:, k, F["video_rate"]]  # both unseen: each one's prior
+    if group == "creator":  # its creator's rate
+        assert own[0] > own[1] + 1.0
+    else:  # the global rate
+        assert own[0] == pytest.approx(own[1])
     p = scored.probabilities[:, k]
     assert p[0] > p[1] + 0.2
     assert state.ranker.explain(scored.features[0])[f"{group}_rate"] > 0

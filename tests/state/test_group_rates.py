@@ -100,7 +100,9 @@ def test_lifts_of_rows_read_zero_for_unknown_codes_and_average_the_hashtags() ->
     g_logit = np.log(g / (1 - g))
     # A video added since: a new creator and one new hashtag beside a known one.
     catalog.upsert([Video("v1", "c-new", DURATION_MS, hashtags=("#hot", "#new"))])
-    creator, hashtag = groups.lifts(np.array([0, 1]), g, g_logit, 20.0)
+    rows = np.array([0, 1])
+    creator = rate_lifts(groups.creator_counts(rows), g, g_logit, 20.0)
+    hashtag = groups.hashtag_lifts(rows, g, g_logit, 20.0)
     assert creator[0, LV] > 0.5 and creator[1].tolist() == [0.0] * len(LABELS)
     assert hashtag[1, LV] == np.float64(hashtag[0, LV] / 2)  # the new one counts as 0
     past = np.array([-1, len(groups.creators.counts) + 5])  # none, and past the table

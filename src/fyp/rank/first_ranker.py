@@ -6,8 +6,10 @@ For a candidate video v and user u, every head k (long view, finish, like, ...) 
     P_k = sigmoid( w_k · x_k(u, v) )
 
 with features x_k:
-    video_rate   logit of v's smoothed rate of label k (shrunk towards the global rate,
-                 so for an unknown video and user P_k starts at the global rate)
+    video_rate   logit of v's smoothed rate of label k, shrunk towards its creator's
+                 rate over everyone's views (itself shrunk towards the global rate): a
+                 video with few views is judged by its creator's others, and for an
+                 unknown video, creator and user P_k starts at the global rate
     user_lift    logit of u's smoothed rate of label k minus the global logit
     creator      u's long-view lift on v's creator (log-odds, decayed, shrunk to 0), plus
                  the lift of its finish rate this session over u's (finishes for, quick
@@ -18,9 +20,9 @@ with features x_k:
     fresh        exp(-age / 3 days)
     surface      logit of label k's smoothed rate on the surface the feed runs on, minus
                  the global logit (where in the app: :mod:`fyp.state.surfaces`)
-    creator_rate the same for label k's smoothed rate over all views of v's creator's
-                 videos, by everyone (:mod:`fyp.state.group_rates`): what a new video of
-                 a known creator is likely to get
+    creator_rate the same lift for label k's smoothed rate over all views of v's
+                 creator's videos, by everyone (:mod:`fyp.state.group_rates`): what a
+                 new video of a known creator is likely to get
     hashtag_rate the mean of the same over v's hashtags
     duration     log(1 + v's length in seconds) minus that of a minute (0 when unknown)
     duration_sq  its square: how long people watch is not monotone in a video's length
@@ -46,7 +48,7 @@ import numpy.typing as npt
 from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
-from fyp.state.group_rates import GroupRates, rate_lifts
+from fyp.state.group_rates import GroupRates, rate_lifts, smoothed_rates
 from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import (
     AFFINITY_PRIOR,
@@ -217,7 +219,8 @@ class FirstRanker:
         m = self.cfg.prior_strength
         stats = self.stats
         x = np.zeros((n, n_labels, N_FEATURES))
-        x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, g))
+        creator_counts = self.groups.creator_counts(idx)
+        x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, smoothed_rates(creator_counts, g, m)))
         x[:, :, 1] = self._user_lift(user, g, g_logit)[None, :]
         x[:, :, 2:6] = self._affinities(user, idx, now)[:, None, :]
         created = self.catalog.created_at[idx]
@@ -225,7 +228,8 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = self.surfaces.lift(surface)[None, :]
-        x[:, :, 8], x[:, :, 9] = self.groups.lifts(idx, g, g_logit, m)
+        x[:, :, 8] = rate_lifts(creator_counts, g, g_logit, m)
+        x[:, :, 9] = self.groups.hashtag_lifts(idx, g, g_logit, m)
         duration, duration_sq = _duration_features(self.catalog.duration_ms[idx].astype(np.float64))
         x[:, :, 10] = duration[:, None]
         x[:, :, 11] = duration_sq[:, None]
@@ -284,7 +288,9 @@ class FirstRanker:
         video_counts = np.array([e.video_counts for e in inputs]).reshape(n, n_labels)
         user_counts = np.array([e.user_counts for e in inputs]).reshape(n, n_labels)
         x = np.zeros((n, n_labels, N_FEATURES))
-        x[:, :, 0] = _logit((video_counts + m * g) / (video_views + m))
+        creator_counts = np.stack([e.creator_counts for e in inputs])
+        creator_rates = smoothed_rates(creator_counts, g, m)
+        x[:, :, 0] = _logit((video_counts + m * creator_rates) / (video_views + m))
         user_rates = (user_counts + m * g) / (user_views + m)
         x[:, :, 1] = _logit(user_rates) - g_logit
         affinity = np.zeros((n, 4))
@@ -308,7 +314,7 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-np.maximum(now - created, 0.0) / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = np.array([e.surface_lift for e in inputs]).reshape(n, n_labels)
-        x[:, :, 8] = rate_lifts(np.stack([e.creator_counts for e in inputs]), g, g_logit, m)
+        x[:, :, 8] = rate_lifts(creator_counts, g, g_logit, m)
         tags = np.stack([e.tag_counts for e in inputs])  # (n, T, L + 1)
         per_tag = rate_lifts(tags, g[:, None, :], g_logit[:, None, :], m)  # (n, T, L)
         n_tags = np.maximum([e.n_tags for e in inputs], 1)

@@ -24,14 +24,18 @@ F64 = npt.NDArray[np.float64]
 _VIEWS = len(LABELS)  # the column of the views, after the label counts
 
 
+def smoothed_rates(counts: F64, g: F64, prior_strength: float) -> F64:
+    """(..., L) rates from (..., L + 1) rows of label counts then views, shrunk towards
+    ``g`` by ``prior_strength`` pseudo-views (``g`` itself for a row with none)."""
+    out: F64 = (counts[..., :_VIEWS] + prior_strength * g) / (counts[..., _VIEWS:] + prior_strength)
+    return out
+
+
 def rate_lifts(counts: F64, g: F64, g_logit: F64, prior_strength: float) -> F64:
     """(..., L) lifts from (..., L + 1) rows of label counts then views: the logit of the
-    rate shrunk towards ``g`` by ``prior_strength`` pseudo-views, minus ``g_logit``; 0
-    where there are no views."""
-    views = counts[..., _VIEWS:]
-    p = (counts[..., :_VIEWS] + prior_strength * g) / (views + prior_strength)
-    p = np.minimum(np.maximum(p, 1e-4), 1 - 1e-4)
-    out: F64 = np.where(views > 0, np.log(p / (1 - p)) - g_logit, 0.0)
+    :func:`smoothed_rates` minus ``g_logit``; 0 where there are no views."""
+    p = np.minimum(np.maximum(smoothed_rates(counts, g, prior_strength), 1e-4), 1 - 1e-4)
+    out: F64 = np.where(counts[..., _VIEWS:] > 0, np.log(p / (1 - p)) - g_logit, 0.0)
     return out
 
 
@@ -93,16 +97,16 @@ class GroupRates:
         tags = self.hashtags.rows(cat.tag_codes[row])
         return creator, tags, min(len(cat.videos[row].hashtags), TAGS_PER_VIDEO)
 
-    def lifts(
+    def creator_counts(self, rows: npt.NDArray[np.intp]) -> F64:
+        """(n, L + 1) counts of ``rows``' creators (0 for one unknown)."""
+        return self.creators.rows(self.catalog.creator_code[rows])
+
+    def hashtag_lifts(
         self, rows: npt.NDArray[np.intp], g: F64, g_logit: F64, prior_strength: float
-    ) -> tuple[F64, F64]:
-        """(n, L) lifts of ``rows``' creators, and the mean over each row's hashtags
-        (0 for a video with none)."""
-        creator = rate_lifts(
-            self.creators.rows(self.catalog.creator_code[rows]), g, g_logit, prior_strength
-        )
+    ) -> F64:
+        """(n, L) the mean :func:`rate_lifts` over each row's hashtags (0 for none)."""
         tags = self.catalog.tag_codes[rows]  # (n, T), -1 padded
         per_tag = rate_lifts(self.hashtags.rows(tags), g, g_logit, prior_strength)  # (n, T, L)
         n_tags = np.maximum((tags >= 0).sum(axis=1), 1)[:, None]
-        hashtag: F64 = per_tag.sum(axis=1) / n_tags
-        return creator, hashtag
+        out: F64 = per_tag.sum(axis=1) / n_tags
+        return out
