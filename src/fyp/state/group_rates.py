@@ -104,9 +104,16 @@ class GroupRates:
     def hashtag_lifts(
         self, rows: npt.NDArray[np.intp], g: F64, g_logit: F64, prior_strength: float
     ) -> F64:
-        """(n, L) the mean :func:`rate_lifts` over each row's hashtags (0 for none)."""
+        """(n, L) the mean :func:`rate_lifts` over each row's hashtags (0 for none).
+        Computed for the hashtags there are, not for every padded slot: a request's
+        candidates have a few each."""
         tags = self.catalog.tag_codes[rows]  # (n, T), -1 padded
-        per_tag = rate_lifts(self.hashtags.rows(tags), g, g_logit, prior_strength)  # (n, T, L)
-        n_tags = np.maximum((tags >= 0).sum(axis=1), 1)[:, None]
-        out: F64 = per_tag.sum(axis=1) / n_tags
+        shown = tags >= 0
+        of_row = np.nonzero(shown)[0]
+        lifts = rate_lifts(self.hashtags.rows(tags[shown]), g, g_logit, prior_strength)
+        n = len(tags)
+        out = np.empty((n, _VIEWS))
+        for k in range(_VIEWS):
+            out[:, k] = np.bincount(of_row, lifts[:, k], minlength=n)
+        out /= np.maximum(shown.sum(axis=1), 1)[:, None]
         return out
