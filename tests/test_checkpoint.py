@@ -98,6 +98,10 @@ def _fingerprint(engine: Engine) -> dict[str, object]:
         "first_examples": engine.state.ranker.examples_seen,
         "users": sorted(engine.state.users),
         "views": engine.state.stats.views[: len(engine.catalog)].tolist(),
+        "creators_and_hashtags": [  # every counted row, by code
+            {code: row for code, row in enumerate(table.counts.tolist()) if any(row)}
+            for table in (engine.state.groups.creators, engine.state.groups.hashtags)
+        ],
         "ranker_examples": models.ranker.examples_seen,
         "ranker_net": [p.detach().numpy().tolist() for p in models.ranker.net.parameters()],
         "ranker_users": sorted(models.ranker.tables["user"].ids()),
@@ -119,6 +123,8 @@ def test_restart_from_a_checkpoint_equals_a_full_replay(tmp_path: Path) -> None:
     engine.ingest(_events(2_000, 1_500, seed=2), now=NOW)
     engine.learn()
     live = _fingerprint(engine)
+    groups = engine.state.groups
+    assert groups.creators.counts.any() and groups.hashtags.counts.any()  # compared below
     engine.close()
 
     restored = Engine.open(_settings(tmp_path), clock=lambda: NOW)

@@ -45,7 +45,17 @@ def test_a_new_user_on_unseen_videos_has_only_freshness_duration_and_bias() -> N
     state = small_state()
     x = state.ranker.features(new_user(10, len(LABELS)), [0, 1, 2], NOW)
     assert x.shape == (3, len(LABELS), N_FEATURES)
-    names = ("video_rate", "user_lift", "creator", "sound", "hashtags", "follows", "surface")
+    names = (
+        "video_rate",
+        "user_lift",
+        "creator",
+        "sound",
+        "hashtags",
+        "follows",
+        "surface",
+        "creator_rate",
+        "hashtag_rate",
+    )
     for name in names:
         assert x[:, :, F[name]] == pytest.approx(np.zeros((3, len(LABELS))), abs=1e-9), name
     assert x[:, 0, F["fresh"]] == pytest.approx([1.0, math.exp(-1.0), 0.0])
@@ -178,6 +188,56 @@ def test_learning_from_nothing_changes_nothing() -> None:
     assert state.ranker.examples_seen == 0
 
 
+@pytest.mark.parametrize("group", ["creator", "hashtag"])
+def test_a_planted_creator_or_hashtag_effect_reaches_an_unseen_video_of_it(group: str) -> None:
+    """Everyone long-views the videos of half the creators (hashtags) and skips the
+    others', each video seen by a few people: the long-view head learns the group's rate,
+    so of two videos nobody has seen yet, the one from a long-viewed creator (with a
+    long-viewed hashtag) gets the higher P(long view)."""
+    from fyp.types import Event, EventType, LoggedEvent
+
+    def video(video_id: str, g: int) -> Video:
+        # The other grouping distinct per video, so only ``group`` carries the effect.
+        creator = f"c{g}" if group == "creator" else f"c-{video_id}"
+        tags = (f"#t{g}",) if group == "hashtag" else (f"#{video_id}",)
+        return Video(video_id, creator, 20_000, None, tags, created_at=NOW)
+
+    groups, per_group = 10, 40
+    catalog = CatalogIndex()
+    catalog.upsert(
+        [video(f"g{g}-v{i}", g) for g in range(groups) for i in range(per_group)]
+        + [video(f"g{g}-unseen", g) for g in range(2)]
+    )
+    state = LogState(load_settings(environ={}), catalog)
+    state.stats.ensure(len(catalog))
+    events = []
+    ts = NOW
+    for i in range(per_group):
+        for g in range(groups):
+            for u in range(3):
+                ts += 1_000
+                watch = 20_000 if g % 2 == 0 else 500  # even groups long-viewed
+                e = Event(f"e{ts}", f"u{u}", f"g{g}-v{i}", EventType.VIEW, ts, watch, None, "feed")
+                events.append(LoggedEvent(len(events) + 1, e))
+    state.apply(events)
+    state.flush_all()
+    k = LABEL_INDEX["long_view"]
+    assert state.ranker.weights[k, F[f"{group}_rate"]] > 0.05  # learned, the right way
+    user = new_user(10, len(LABELS))
+    liked, skipped = catalog.row_of["g0-unseen"], catalog.row_of["g1-unseen"]
+    scored = state.ranker.score(user, [liked, skipped], ts)
+    x = scored.features[:, k, F[f"{group}_rate"]]
+    assert x[0] > 1.0 and x[1] < -1.0
+    own = scored.features[:, k, F["video_rate"]]  # both unseen: each one's prior
+    if group == "creator":  # its creator's rate
+        assert own[0] > own[1] + 1.0
+    else:  # the global rate
+        assert own[0] == pytest.approx(own[1])
+    p = scored.probabilities[:, k]
+    assert p[0] > p[1] + 0.2
+    assert state.ranker.explain(scored.features[0])[f"{group}_rate"] > 0
+
+
 # -- known answer, through the engine ------------------------------------------------------
 
 
@@ -234,8 +294,9 @@ def test_the_learning_path_computes_the_same_features_as_serving(kit: Any, taste
         batch = ranker.features(user, rows, kit.NOW)
         for r in rows:
             assert np.allclose(ranker.example_features(user, r, kit.NOW), batch[r])
-    known = state.user(taste.pseudonym("u"))
-    assert np.abs(ranker.features(known, rows, kit.NOW)[:, :, F["creator"]]).max() > 0.1
+    known = ranker.features(state.user(taste.pseudonym("u")), rows, kit.NOW)
+    for name in ("creator", "creator_rate", "hashtag_rate"):  # the check compares something
+        assert np.abs(known[:, :, F[name]]).max() > 0.1, name
 
 
 def test_an_examples_inputs_keep_its_features_as_they_were_when_it_opened(

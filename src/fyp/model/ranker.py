@@ -69,9 +69,10 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 N_LABELS = len(LABELS)
-# video rate logits (L), user lifts (L), surface lifts (L), creator / sound / hashtags
-# affinity, follows, fresh, log duration, hour sin, hour cos, log video views, log user views
-DENSE_DIM = 3 * N_LABELS + 5 + 5
+# video rate logits (L), user lifts (L), surface lifts (L), creator's and hashtags' rate
+# lifts (L each), creator / sound / hashtags affinity, follows, fresh, log duration, hour
+# sin, hour cos, log video views, log user views
+DENSE_DIM = 5 * N_LABELS + 5 + 5
 _HOUR_MS = 3_600_000
 _F = {name: i for i, name in enumerate(FEATURES)}  # the first ranker's feature columns
 _CLIP = 8.0
@@ -109,6 +110,8 @@ def dense_from_examples(
             x[:, :, _F["video_rate"]],  # per label
             x[:, :, _F["user_lift"]],  # per label
             x[:, :, _F["surface"]],  # per label
+            x[:, :, _F["creator_rate"]],  # per label
+            x[:, :, _F["hashtag_rate"]],  # per label
             x[:, 0, _F["creator"] : _F["fresh"] + 1],  # creator, sound, hashtags, follows, fresh
             np.column_stack(
                 [

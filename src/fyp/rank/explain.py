@@ -29,10 +29,18 @@ SIGNAL_NAMES: dict[str, str] = {
     "hashtags": "hashtag_affinity",
     "follows": "follows_creator",
     "fresh": "freshness",
+    "creator_rate": "creator_engagement",  # how the creator's videos do with everyone
+    "hashtag_rate": "hashtag_engagement",
+    "duration": "video_length",  # the length's two features are one signal
+    "duration_sq": "video_length",
 }
-# The first ranker's features that are signals (all but the bias), and their names.
-_SIGNAL_COLUMNS = [i for i, f in enumerate(FEATURES) if f in SIGNAL_NAMES]
-_SIGNALS = [SIGNAL_NAMES[FEATURES[i]] for i in _SIGNAL_COLUMNS]
+# The signals' names, and the (features, signals) 0/1 matrix that sums the first ranker's
+# per-feature shares into them (every feature but the bias and the surface: where in the
+# app the feed runs is no reason for one video over another).
+_SIGNALS = list(dict.fromkeys(SIGNAL_NAMES[f] for f in FEATURES if f in SIGNAL_NAMES))
+_TO_SIGNALS = np.array(
+    [[float(SIGNAL_NAMES.get(f) == s) for s in _SIGNALS] for f in FEATURES], dtype=np.float64
+)
 TOP_SIGNALS = 3
 _WEEK_MS = 7 * DAY_MS
 
@@ -62,7 +70,7 @@ class Explainer:
                 features = np.stack([f[0][f[1]] for f in scored if f is not None])
             else:
                 features = self.first.features(ctx.user, rows, ctx.now, ctx.surface)
-            shares = self.first.contributions(features)[:, _SIGNAL_COLUMNS]  # (n, S)
+            shares = self.first.contributions(features) @ _TO_SIGNALS  # (n, S)
             strongest = np.argsort(-np.abs(shares), axis=1)[:, :TOP_SIGNALS].tolist()
             values = shares.tolist()
             top = [

@@ -6,8 +6,10 @@ For a candidate video v and user u, every head k (long view, finish, like, ...) 
     P_k = sigmoid( w_k · x_k(u, v) )
 
 with features x_k:
-    video_rate   logit of v's smoothed rate of label k (shrunk towards the global rate,
-                 so for an unknown video and user P_k starts at the global rate)
+    video_rate   logit of v's smoothed rate of label k, shrunk towards its creator's
+                 rate over everyone's views (itself shrunk towards the global rate): a
+                 video with few views is judged by its creator's others, and for an
+                 unknown video, creator and user P_k starts at the global rate
     user_lift    logit of u's smoothed rate of label k minus the global logit
     creator      u's long-view lift on v's creator (log-odds, decayed, shrunk to 0), plus
                  the lift of its finish rate this session over u's (finishes for, quick
@@ -18,6 +20,10 @@ with features x_k:
     fresh        exp(-age / 3 days)
     surface      logit of label k's smoothed rate on the surface the feed runs on, minus
                  the global logit (where in the app: :mod:`fyp.state.surfaces`)
+    creator_rate the same lift for label k's smoothed rate over all views of v's
+                 creator's videos, by everyone (:mod:`fyp.state.group_rates`): what a
+                 new video of a known creator is likely to get
+    hashtag_rate the mean of the same over v's hashtags
     duration     log(1 + v's length in seconds) minus that of a minute (0 when unknown)
     duration_sq  its square: how long people watch is not monotone in a video's length
                  (on KuaiRand the long-view rate peaks for videos of one to two minutes,
@@ -26,15 +32,15 @@ with features x_k:
     bias         1
 
 The weights start where the model is "video rate times user and surface lift" (the
-duration's at 0) and move by Adagrad on every labelled view. The value score is
-Σ_k value_weight_k × P_k (weights in config). Every number is inspectable:
-:meth:`FirstRanker.explain` gives each feature's share.
+creator's and hashtags' rates and the duration's at 0) and move by Adagrad on every
+labelled view. The value score is Σ_k value_weight_k × P_k (weights in config). Every
+number is inspectable: :meth:`FirstRanker.explain` gives each feature's share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +48,7 @@ import numpy.typing as npt
 from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
+from fyp.state.group_rates import GroupRates, rate_lifts, smoothed_rates
 from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import (
     AFFINITY_PRIOR,
@@ -65,6 +72,8 @@ FEATURES: tuple[str, ...] = (
     "follows",
     "fresh",
     "surface",
+    "creator_rate",
+    "hashtag_rate",
     "duration",
     "duration_sq",
     "bias",
@@ -137,6 +146,12 @@ class ExampleInputs:
     rates: tuple[F64, F64]  # global rates and their logits
     session_rate: float = 0.5  # the user's finish rate this session
     duration_ms: float = 0.0  # the video's length (0: unknown)
+    # label counts then views of the video's creator (L + 1,) and of each of its
+    # hashtags (TAGS_PER_VIDEO, L + 1; zeros past the last), and how many hashtags it
+    # has: :class:`fyp.state.group_rates.GroupRates`
+    creator_counts: F64 = field(default_factory=lambda: np.zeros(len(LABELS) + 1))
+    tag_counts: F64 = field(default_factory=lambda: np.zeros((TAGS_PER_VIDEO, len(LABELS) + 1)))
+    n_tags: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +170,13 @@ class FirstRanker:
         catalog: CatalogIndex,
         stats: VideoStats,
         surfaces: SurfaceStats,
+        groups: GroupRates | None = None,
     ) -> None:
         self.cfg = cfg
         self.catalog = catalog
         self.stats = stats
         self.surfaces = surfaces
+        self.groups = GroupRates(catalog) if groups is None else groups
         self.half_life_ms = cfg.affinity_half_life_days * DAY_MS
         n_labels = len(LABELS)
         self.weights = np.zeros((n_labels, N_FEATURES))
@@ -202,7 +219,8 @@ class FirstRanker:
         m = self.cfg.prior_strength
         stats = self.stats
         x = np.zeros((n, n_labels, N_FEATURES))
-        x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, g))
+        creator_counts = self.groups.creator_counts(idx)
+        x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, smoothed_rates(creator_counts, g, m)))
         x[:, :, 1] = self._user_lift(user, g, g_logit)[None, :]
         x[:, :, 2:6] = self._affinities(user, idx, now)[:, None, :]
         created = self.catalog.created_at[idx]
@@ -210,10 +228,12 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = self.surfaces.lift(surface)[None, :]
+        x[:, :, 8] = rate_lifts(creator_counts, g, g_logit, m)
+        x[:, :, 9] = self.groups.hashtag_lifts(idx, g, g_logit, m)
         duration, duration_sq = _duration_features(self.catalog.duration_ms[idx].astype(np.float64))
-        x[:, :, 8] = duration[:, None]
-        x[:, :, 9] = duration_sq[:, None]
-        x[:, :, 10] = 1.0
+        x[:, :, 10] = duration[:, None]
+        x[:, :, 11] = duration_sq[:, None]
+        x[:, :, 12] = 1.0
         return x
 
     def example_inputs(
@@ -252,6 +272,7 @@ class FirstRanker:
             self._global,
             user.session_rate(now),
             float(self.catalog.duration_ms[row]),
+            *self.groups.of_row(row),
         )
 
     def example_batch_features(self, inputs: Sequence[ExampleInputs]) -> F64:
@@ -267,7 +288,9 @@ class FirstRanker:
         video_counts = np.array([e.video_counts for e in inputs]).reshape(n, n_labels)
         user_counts = np.array([e.user_counts for e in inputs]).reshape(n, n_labels)
         x = np.zeros((n, n_labels, N_FEATURES))
-        x[:, :, 0] = _logit((video_counts + m * g) / (video_views + m))
+        creator_counts = np.stack([e.creator_counts for e in inputs])
+        creator_rates = smoothed_rates(creator_counts, g, m)
+        x[:, :, 0] = _logit((video_counts + m * creator_rates) / (video_views + m))
         user_rates = (user_counts + m * g) / (user_views + m)
         x[:, :, 1] = _logit(user_rates) - g_logit
         affinity = np.zeros((n, 4))
@@ -291,10 +314,15 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-np.maximum(now - created, 0.0) / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = np.array([e.surface_lift for e in inputs]).reshape(n, n_labels)
+        x[:, :, 8] = rate_lifts(creator_counts, g, g_logit, m)
+        tags = np.stack([e.tag_counts for e in inputs])  # (n, T, L + 1)
+        per_tag = rate_lifts(tags, g[:, None, :], g_logit[:, None, :], m)  # (n, T, L)
+        n_tags = np.maximum([e.n_tags for e in inputs], 1)
+        x[:, :, 9] = per_tag.sum(axis=1) / n_tags[:, None]
         duration, duration_sq = _duration_features(np.array([e.duration_ms for e in inputs]))
-        x[:, :, 8] = duration[:, None]
-        x[:, :, 9] = duration_sq[:, None]
-        x[:, :, 10] = 1.0
+        x[:, :, 10] = duration[:, None]
+        x[:, :, 11] = duration_sq[:, None]
+        x[:, :, 12] = 1.0
         return x
 
     def example_features(

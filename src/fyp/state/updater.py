@@ -33,6 +33,7 @@ from fyp.safety.reports import ReportCounter
 from fyp.state.attribute_codes import AttributeVocabulary
 from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
+from fyp.state.group_rates import GroupRates
 from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import Affinity, UserState, forget_personalisation, new_user
 from fyp.state.videos import Trending, VideoStats
@@ -83,13 +84,14 @@ class LogState:
         self.catalog = catalog
         self.stats = VideoStats()
         self.surfaces = SurfaceStats()
+        self.groups = GroupRates(catalog)  # the same per creator and per hashtag
         self.trending = Trending(settings.sources.trending_half_life_hours * 3_600_000)
         # The same per surface (where in the app: a tab, a page), all regions together.
         self.surface_trending = Trending(settings.sources.trending_half_life_hours * 3_600_000)
         self.coengagement = CoEngagement(settings.sources.coengagement_neighbours)
         self.users: dict[str, UserState] = {}
         self.user_attributes = AttributeVocabulary()  # codes of the users' attributes
-        self.ranker = FirstRanker(settings.ranker, catalog, self.stats, self.surfaces)
+        self.ranker = FirstRanker(settings.ranker, catalog, self.stats, self.surfaces, self.groups)
         self.applied_offset = 0
         self.skipped_events = 0  # events of videos this catalog does not hold (a foreign log)
         self.label_window_ms = int(settings.ranker.label_window_s * 1000)
@@ -173,8 +175,9 @@ class LogState:
     def erase_user(self, user_id: str) -> None:
         """Erasure: everything held of the user goes — their state, their open and queued
         examples, their reports' weight, the learned models' rows (the listeners) — as
-        if they had never been here. Aggregates that are not kept per user (a video's
-        view counts, its co-engagement neighbours, the ranker's weights) stay."""
+        if they had never been here. Aggregates that are not kept per user (the view
+        counts of a video, its creator and its hashtags, its co-engagement neighbours, the
+        ranker's weights) stay."""
         self._drop_examples(user_id, erase=True)  # not trained on first: nothing is learned now
         user = self.users.pop(user_id, None)
         if user is not None:
@@ -236,15 +239,18 @@ class LogState:
             watch_ms, int(self.catalog.duration_ms[row]), self.settings.feedback
         )
         stats = self.stats
+        carried: list[int] = []
         if long_view or finish or skip:
             for k, on in ((_LONG_VIEW, long_view), (_FINISH, finish), (_SKIP, skip)):
                 if on:
+                    carried.append(k)
                     pending.labels[k] = 1.0
                     stats.label_counts[row, k] += 1
                     stats.total_labels[k] += 1
                     self.surfaces.add_label(surface, k)
                     user.label_counts[k] += 1
         stats.views[row] += 1
+        self.groups.add(row, carried, view=True)
         self.surfaces.add_view(surface)
         stats.total_views += 1
         if stats.total_views <= 256 or stats.total_views % 256 == 0:
@@ -363,6 +369,7 @@ class LogState:
         self.stats.label_counts[row, k] += 1
         self.stats.total_labels[k] += 1
         self.surfaces.add_label(surface, k)
+        self.groups.add(row, [k], view=False)
         user.label_counts[k] += 1
         video = self.catalog.videos[row]
         if label == "not_interested":

@@ -43,8 +43,9 @@ class VideoStats:
         self, rows: npt.NDArray[np.intp] | int, prior_strength: float, g: F64 | None = None
     ) -> F64:
         """(n, L) for an array of rows, (L,) for one row: each video's label rates shrunk
-        towards the global rates ``g`` (by default the current ones) by ``prior_strength``
-        pseudo-views, so a video with few views is judged by the average."""
+        towards ``g`` (by default the current global rates; or (n, L), a prior per row)
+        by ``prior_strength`` pseudo-views, so a video with few views is judged by its
+        prior."""
         g = self.global_rates() if g is None else g
         v = self.views[rows]
         v = v[:, None] if isinstance(v, np.ndarray) else v

@@ -32,8 +32,10 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 # 2: the first ranker reads the surface; 3: examples keep their inputs; 4: affinities,
 # users and examples keep the session's dwell evidence; 5: users and videos carry their
 # attributes' codes; 6: embedding tables keep what changed since their last publish;
-# 7: the first ranker reads the video's duration (two more weights per head)
-FORMAT = 7
+# 7: the first ranker reads the video's duration (two more weights per head); 8: the
+# state keeps label counts per creator and per hashtag, two more first-ranker weights
+# and two more per-label blocks of the learned ranker's dense input
+FORMAT = 8
 
 
 def partial_path(path: Path) -> Path:
