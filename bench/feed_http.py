@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -160,14 +161,25 @@ def _cpu_per_request(
     return [s / n * 1e6 for s in spent]
 
 
-def worker(out: Path, videos: int, requests: int) -> None:
+# The load generator of the over-HTTP figures, in a process of its own (its CPU is not the
+# server's): one keep-alive connection, one request after another.
+CLIENT = """
+import sys, httpx
+url, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with httpx.Client(headers={"Authorization": "Bearer " + key}, timeout=30) as c:
+    for i in range(n):
+        r = c.get(url, params={"user_id": f"u{i % 50}", "count": 10})
+        assert r.status_code == 200, r.text
+"""
+
+
+def _setup(root: Path, videos: int) -> tuple[Any, Any, str, Any]:
+    """Settings, an engine with a key, and the app over it."""
     from fyp.api import create_app
     from fyp.config import LOAD_GENERATOR_AUTH, load_settings
     from fyp.engine import Engine
     from fyp.privacy.keys import create_key
-    from fyp.types import DEFAULT_SURFACE, now_ms
 
-    root = Path(tempfile.mkdtemp(prefix="fyp-bench-feed-http-"))
     settings = load_settings(
         overrides={
             "data_dir": root / "data",
@@ -179,7 +191,65 @@ def worker(out: Path, videos: int, requests: int) -> None:
     )
     eng = Engine.open(settings)
     key = create_key(settings.data_dir, label="bench")[1]
-    app = create_app(settings, engine=eng)
+    return settings, eng, key, create_app(settings, engine=eng)
+
+
+def http_worker(out: Path, videos: int, requests: int) -> None:
+    """The server's CPU per request over a socket: uvicorn as ``fyp serve`` runs it (its
+    defaults: uvloop and httptools where installed, no access log), in a thread of this
+    process, and a client process sending the requests one after another on one
+    keep-alive connection (a CPU figure: no latency is taken from it)."""
+    import httpx
+    import uvicorn
+
+    from _common import free_port
+    from fyp.types import DEFAULT_SURFACE, now_ms
+
+    root = Path(tempfile.mkdtemp(prefix="fyp-bench-feed-http-"))
+    _settings, eng, key, app = _setup(root, videos)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    result: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        body = {"videos": [_video(i, now_ms()) for i in range(videos)]}
+        resp = httpx.post(
+            f"{base}/v1/videos", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert resp.status_code == 200, resp.text
+
+        def cpu_per_request() -> float:
+            client = [sys.executable, "-c", CLIENT, f"{base}/v1/feed", key]
+            subprocess.run([*client, str(WARMUP)], check=True)
+            t0 = time.process_time()
+            subprocess.run([*client, str(requests)], check=True)
+            return (time.process_time() - t0) / requests * 1e6
+
+        result["feed_over_http_us"] = cpu_per_request()
+        canned = eng.feed("u-canned", COUNT, DEFAULT_SURFACE)
+        eng.feed = lambda *a, **k: canned  # type: ignore[method-assign]
+        result["http_path_over_http_us"] = cpu_per_request()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        eng.close()
+        shutil.rmtree(root, ignore_errors=True)
+    out.write_text(json.dumps(result))
+
+
+def worker(out: Path, videos: int, requests: int) -> None:
+    from fyp.types import DEFAULT_SURFACE, now_ms
+
+    root = Path(tempfile.mkdtemp(prefix="fyp-bench-feed-http-"))
+    _settings, eng, key, app = _setup(root, videos)
     asgi = Asgi(app, key)
     loop = asyncio.new_event_loop()
     result: dict[str, Any] = {}
@@ -232,13 +302,15 @@ def worker(out: Path, videos: int, requests: int) -> None:
     out.write_text(json.dumps(result))
 
 
-def run_worker(src: Path, root: Path, videos: int, requests: int) -> dict[str, Any]:
-    out = root / f"result-{abs(hash(str(src)))}.json"
-    env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{BENCH_DIR}")
-    cmd = [sys.executable, str(BENCH_DIR / "feed_http.py"), "--worker", str(out)]
-    cmd += ["--videos", str(videos), "--requests", str(requests)]
-    subprocess.run(cmd, env=env, check=True)
-    result: dict[str, Any] = json.loads(out.read_text())
+def run_worker(src: Path, root: Path, videos: int, requests: int, http: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for flag in ["--worker", *(["--http-worker"] if http else [])]:
+        out = root / f"result-{abs(hash(str(src)))}.json"
+        env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{BENCH_DIR}")
+        cmd = [sys.executable, str(BENCH_DIR / "feed_http.py"), flag, str(out)]
+        cmd += ["--videos", str(videos), "--requests", str(requests)]
+        subprocess.run(cmd, env=env, check=True)
+        result.update(json.loads(out.read_text()))
     return result
 
 
@@ -248,10 +320,15 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3_000, help="timed requests per figure")
     ap.add_argument("--baseline-src", type=Path, default=None)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each code, alternating")
+    ap.add_argument("--no-http", action="store_true", help="only the in-process figures")
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--http-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
         worker(args.worker, args.videos, args.requests)
+        return
+    if args.http_worker is not None:
+        http_worker(args.http_worker, args.videos, args.requests)
         return
     exit_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="fyp-bench-feed-http-"))
@@ -269,11 +346,14 @@ def main() -> None:
     try:
         for _ in range(args.repeat):
             for name, src in codes:
-                runs[name].append(run_worker(src, root, args.videos, args.requests))
+                runs[name].append(
+                    run_worker(src, root, args.videos, args.requests, not args.no_http)
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     reference = runs[codes[0][0]][0]["answers"]
     figures = ["http_path_us", "feed_over_asgi_us", "feed_in_process_us"]
+    figures += [] if args.no_http else ["http_path_over_http_us", "feed_over_http_us"]
     results = []
     for name, _ in codes:
         answers = runs[name][0]["answers"]
@@ -298,15 +378,20 @@ def main() -> None:
     def med(xs: list[float]) -> str:
         return f"{statistics.median(xs):.1f} ({min(xs):.1f}–{max(xs):.1f})"
 
+    names = {
+        "http_path_us": "HTTP path, ASGI",
+        "feed_over_asgi_us": "feed over ASGI",
+        "feed_in_process_us": "feed in process",
+        "http_path_over_http_us": "HTTP path, socket",
+        "feed_over_http_us": "feed over a socket",
+    }
     print_table(
-        f"GET /v1/feed in process, µs of CPU per request, median (range) of {args.repeat} runs",
-        ["code", "http path", "feed over ASGI", "feed in process", "answers differ"],
+        f"GET /v1/feed, µs of the server's CPU per request, median (range) of {args.repeat} runs",
+        ["code", *(names[f] for f in figures), "answers differ"],
         [
             [
                 r["code"],
-                med(r["http_path_us"]),
-                med(r["feed_over_asgi_us"]),
-                med(r["feed_in_process_us"]),
+                *(med(r[f]) for f in figures),
                 ", ".join(r["answers_differ"]) or "none",
             ]
             for r in results
