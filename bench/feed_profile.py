@@ -218,7 +218,7 @@ def main() -> None:
             for e in stream:
                 e["event_id"] = f"L-{e['event_id']}"
             register_users(engine, stream)
-        engine.checkpoint()
+        engine.checkpoints.write()
         write_checkpoint(base / LEARNER_CHECKPOINT_FILE, engine._payload())
         engine.close()
         results = []

@@ -30,8 +30,8 @@ from fyp.engine import UnknownPageError
 from fyp.types import DEFAULT_SURFACE
 from fyp.validation import MAX_ID_CHARS
 
-# The parameters the hand-written handler reads; a request with any other of the
-# route's parameters (``after``, ``shown``) goes to FastAPI.
+# The parameters the hand-written handler reads; a request with any other parameter
+# (the route's ``after`` and ``shown``, or one FastAPI would ignore) goes to FastAPI.
 _PLAIN_PARAMS = frozenset({"user_id", "count", "surface"})
 _MAX_COUNT_DIGITS = 6  # past this, FastAPI's parser decides
 
