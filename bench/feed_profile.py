@@ -73,9 +73,13 @@ PARTS: list[tuple[str, Callable[[list[str]], bool]]] = [
     ("other sources", _has("FeedPipeline._retrieve", "FeedPipeline.candidates")),
     ("first ranker (the rank stage)", _has("FeedPipeline._rank")),
     ("filters, re-ranking, reasons", _has("FeedPipeline.run")),
-    ("the feed route's rest (JSON body)", _has("create_app.<locals>.feed")),
     ("response write (socket)", _has("Response.__call__")),
     ("authentication", _has("api/security.py")),
+    # (Before the router split the route was a closure of create_app.)
+    (
+        "the feed route's own work (parameters, JSON body)",
+        _has("api/routes/feed.py", "create_app.<locals>.feed"),
+    ),
     ("FastAPI parameters and dependencies", _has("solve_dependencies", "get_request_handler")),
     ("ASGI, middleware, uvicorn", _has("httptools_impl", "run_asgi")),
     ("event loop, other", lambda frames: True),
@@ -215,7 +219,7 @@ def main() -> None:
             for e in stream:
                 e["event_id"] = f"L-{e['event_id']}"
             register_users(engine, stream)
-        engine.checkpoint()
+        engine.checkpoints.write()
         write_checkpoint(base / LEARNER_CHECKPOINT_FILE, engine._payload())
         engine.close()
         results = []

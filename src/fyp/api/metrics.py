@@ -164,6 +164,11 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The labelled children, looked up once per label set: ``labels()`` takes a lock
+        # and builds its key on every call, on every request (the label sets are bounded:
+        # route templates, methods and statuses).
+        self._counted: dict[tuple[str, str, int], Counter] = {}
+        self._timed: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -184,5 +189,12 @@ class MetricsMiddleware:
             route = scope.get("route")
             name = getattr(route, "path", "unmatched")
             method = scope["method"]
-            self.metrics.requests.labels(name, method, str(status)).inc()
-            self.metrics.latency.labels(name, method).observe(time.perf_counter() - start)
+            counted = self._counted.get((name, method, status))
+            if counted is None:
+                counted = self.metrics.requests.labels(name, method, str(status))
+                self._counted[name, method, status] = counted
+            counted.inc()
+            timed = self._timed.get((name, method))
+            if timed is None:
+                timed = self._timed[name, method] = self.metrics.latency.labels(name, method)
+            timed.observe(time.perf_counter() - start)
