@@ -324,6 +324,19 @@ def test_a_follower_the_stream_was_trimmed_past_reconciles(
         a.close()
 
 
+def _two_users_like_three_videos(a: Engine) -> None:
+    """Through A: six videos, the users ``gone`` and ``kept`` registered, each liking
+    three of them (what the erasure tests' B must learn and then drop for one)."""
+    a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
+    a.register_users(["gone", "kept"])
+    events = [
+        {"event_id": f"{u}-{i}", "user_id": u, "video_id": f"v{i}", "type": "like", "ts": now_ms()}
+        for u in ("gone", "kept")
+        for i in range(3)
+    ]
+    assert a.ingest(events).accepted == 6
+
+
 def test_a_process_away_for_a_whole_erasure_drops_the_user_when_back(
     tmp_path: Path, shared: tuple[str, str]
 ) -> None:
@@ -336,20 +349,7 @@ def test_a_process_away_for_a_whole_erasure_drops_the_user_when_back(
     a = Engine.open(_settings(tmp_path / "a", store, log, registered=True))
     b_settings = _settings(tmp_path / "b", store, log, registered=True)
     try:
-        a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
-        a.register_users(["gone", "kept"])
-        events = [
-            {
-                "event_id": f"{u}-{i}",
-                "user_id": u,
-                "video_id": f"v{i}",
-                "type": "like",
-                "ts": now_ms(),
-            }
-            for u in ("gone", "kept")
-            for i in range(3)
-        ]
-        assert a.ingest(events).accepted == 6
+        _two_users_like_three_videos(a)
         b = Engine.open(b_settings)  # (replays the log: holds both users)
         gone, kept = b.pseudonym("gone"), b.pseudonym("kept")
         assert {gone, kept} <= b.state.users.keys() and gone in b.users.profiles
@@ -389,20 +389,7 @@ def test_an_erasure_notice_read_after_the_erasure_completed_drops_the_user(
     a = Engine.open(_settings(tmp_path / "a", store, log, registered=True))
     b = Engine.open(_settings(tmp_path / "b", store, log, registered=True))
     try:
-        a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
-        a.register_users(["gone", "kept"])
-        events = [
-            {
-                "event_id": f"{u}-{i}",
-                "user_id": u,
-                "video_id": f"v{i}",
-                "type": "like",
-                "ts": now_ms(),
-            }
-            for u in ("gone", "kept")
-            for i in range(3)
-        ]
-        assert a.ingest(events).accepted == 6
+        _two_users_like_three_videos(a)
         b.reconcile_changes()
         b.learn()
         gone, kept = b.pseudonym("gone"), b.pseudonym("kept")
@@ -429,20 +416,7 @@ def test_a_process_cut_off_for_an_erasure_drops_the_user_created_again_since(
     a = Engine.open(_settings(tmp_path / "a", store, log, registered=True))
     b = Engine.open(_settings(tmp_path / "b", store, log, registered=True))
     try:
-        a.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(6)])
-        a.register_users(["gone", "kept"])
-        events = [
-            {
-                "event_id": f"{u}-{i}",
-                "user_id": u,
-                "video_id": f"v{i}",
-                "type": "like",
-                "ts": now_ms(),
-            }
-            for u in ("gone", "kept")
-            for i in range(3)
-        ]
-        assert a.ingest(events).accepted == 6
+        _two_users_like_three_videos(a)
         b.reconcile_changes()
         b.learn()
         gone, kept = b.pseudonym("gone"), b.pseudonym("kept")

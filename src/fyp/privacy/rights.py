@@ -181,12 +181,8 @@ class UserRights:
                 del self.tombstoned[pid]
         for pid in begun:
             self.impressions.erase_user(pid)
-        if (begun or done) and self.checkpoints.held():
-            with self._lock:
-                self.checkpoints.settle()
-                writer = self.checkpoints.begin_rewrite()
-            if writer is not None:
-                self.checkpoints.await_rewrite(writer)
+        if begun or done:
+            self._rewrite_checkpoint()
         return len(begun) + len(done)
 
     def drop_erased_elsewhere(self) -> int:
@@ -225,13 +221,21 @@ class UserRights:
                     self.replica.forget_user(pid)
                 self.users.forget(pid)
         log.info("dropped %d users erased by another process while this one was away", len(gone))
-        if gone and self.checkpoints.held():
-            with self._lock:
-                self.checkpoints.settle()
-                writer = self.checkpoints.begin_rewrite()
-            if writer is not None:
-                self.checkpoints.await_rewrite(writer)
+        if gone:
+            self._rewrite_checkpoint()
         return len(gone)
+
+    def _rewrite_checkpoint(self) -> None:
+        """The checkpoint written again without the users just dropped (where this
+        process keeps one): settled and begun under the engine's lock, so the snapshot
+        is of the state without them; waited for outside it, so feeds go on."""
+        if not self.checkpoints.held():
+            return
+        with self._lock:
+            self.checkpoints.settle()
+            writer = self.checkpoints.begin_rewrite()
+        if writer is not None:
+            self.checkpoints.await_rewrite(writer)
 
     # -- the right of access --------------------------------------------------------------
 
