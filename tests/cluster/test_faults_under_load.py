@@ -59,6 +59,8 @@ FEEDS_PER_S = 20.0
 BATCHES_PER_S = 4.0
 BATCH = 50  # events a batch
 HANG_S = 10.0  # an answer slower than this is a hang (the pool's wait is 5 s)
+# A request is answered within this when nothing is down (the slowest seen: about 0.1 s).
+IN_FLIGHT_S = 0.5
 DOWN_S = 2.5  # a server's time down: past the key cache's 1 s recheck
 RECOVER_S = 30.0  # from a server back (or a process restarted) to answering again
 START_S = 120.0
@@ -509,7 +511,9 @@ def test_a_server_restarted_gets_503s_with_retry_after_then_recovery(
         f"{dict(load.counts(back, recovered))}; after {dict(load.counts(recovered))}; "
         f"slowest: {load.slowest()}; said: {DETAILS[-5:]}"
     )
-    assert load.outcomes(until=down) == {"200"}, (load.counts(until=down), DETAILS)
+    # (a request sent in the moment before the stop may meet it: it counts as during)
+    calm = down - IN_FLIGHT_S
+    assert load.outcomes(until=calm) == {"200"}, (load.counts(until=calm), DETAILS)
     assert load.outcomes() <= {"200", "503"}, load.counts()  # (no 500, no hang, no reset)
     # It did see the fault (a request sent while the server was down may be answered once
     # it is back: it waited for a connection).
