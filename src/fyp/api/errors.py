@@ -163,9 +163,11 @@ def storage_message(kind: str, exc: BaseException, route: str = "the request") -
     if kind == BUSY:
         return f"storage busy: {route}: {exc}"
     if kind == UNREACHABLE:  # (what the server said is logged, not told: it names hosts)
+        # Only a batch of events can promise that a retry is safe whatever was stored.
+        safe = " (events are idempotent by event_id)" if "/v1/events" in route else ""
         return (
             f"storage unavailable: {kind}; {route} failed and may not have been stored "
-            "— retry later (events are idempotent by event_id)"
+            f"— retry later{safe}"
         )
     undone = (
         "the transaction that failed was rolled back, so nothing of it was stored"
