@@ -957,3 +957,5 @@ class Engine:
                 self.event_log,
             ):
                 stack.callback(store.close)
+            if self.learner is not None:
+                stack.callback(self.learner.close)

@@ -78,6 +78,7 @@ class ModelSync:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await asyncio.to_thread(self.channel.close)
 
     async def _run(self) -> None:
         every = self.engine.settings.model.poll_interval_s

@@ -188,7 +188,10 @@ class Learner:
         self._status_at = now
 
     def close(self) -> None:
-        self.engine.close()
+        try:
+            self.engine.close()
+        finally:
+            self.channel.close()
 
 
 def run(

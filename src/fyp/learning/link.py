@@ -136,8 +136,11 @@ def erase_at_rest(settings: Settings, user_id: str) -> int:
         checkpoint.pop("format", None)
         write_checkpoint(path, checkpoint)
     channel = channel_of(settings)
-    channel.forget({name: {user_id} for name in USER_TABLES})
-    return channel.latest()
+    try:
+        channel.forget({name: {user_id} for name in USER_TABLES})
+        return channel.latest()
+    finally:
+        channel.close()
 
 
 class LearnerLink:
@@ -170,6 +173,11 @@ class LearnerLink:
             log.debug("cannot read the learner's status from the channel (%s)", err)
             self._remote = None
         return self._remote
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def _learner_elsewhere(self) -> bool:
         """Whether a learner with another data dir runs: no status file here, and a

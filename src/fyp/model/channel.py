@@ -197,6 +197,10 @@ class ModelChannel(Protocol):
         learner's data dir only)."""
         ...
 
+    def close(self) -> None:
+        """Let go of what reaching the channel holds (a server's connections)."""
+        ...
+
 
 class FileModelChannel:
     """A :class:`ModelChannel` as files in a directory: ``snapshot-<version>.npz`` and
@@ -284,6 +288,9 @@ class FileModelChannel:
 
     def learner_status(self) -> bytes | None:
         return None
+
+    def close(self) -> None:
+        return None  # (every call opens and closes its own files)
 
     def status(self) -> dict[str, int]:
         files = self._files()
