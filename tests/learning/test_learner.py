@@ -298,6 +298,39 @@ def test_an_update_published_before_the_learner_dropped_a_user_does_not_bring_th
         assert server.replica.holds_user(pid)
 
 
+def test_a_replica_following_an_erasure_completed_elsewhere_takes_the_id_created_anew(
+    learning: Any,
+) -> None:
+    """An erasure another process began and completed reaches this server as notices;
+    once complete, the rows the learner learns of the same id created anew are served
+    here (the replica kept them out for good until a restart)."""
+    server = learning.server()
+    learning.catalog(server)
+    learning.ingest(server, 0, 1_500)
+    for learner in learning.learner_here():
+        while learner.step():
+            pass
+        learner.publish()
+        learning.sync(server)
+        pid = server.pseudonym("u7")
+        assert server.replica.holds_user(pid)
+        server.user_store.add_tombstone(pid, "erasure-elsewhere", 0)  # (by another process)
+        assert server.rights.follow_erasures() == 1
+        assert not server.replica.holds_user(pid)
+        learner.look()  # the learner drops them, and says so
+        learner.publish()
+        learner.write_status()
+        server.user_store.erase(pid)  # the other process completes the erasure
+        assert server.rights.follow_erasures() == 1
+        learning.ingest(server, 1_500, 1_000, seed=2)  # u7 again: an id created anew
+        while learner.step():
+            pass
+        learner.publish()
+        learning.sync(server)
+        assert learner.models.user_vectors(pid)["ranker"] is not None
+        assert server.replica.holds_user(pid)
+
+
 def test_a_refresh_reaches_the_learner_and_the_served_rows(learning: Any) -> None:
     server = learning.server()
     learning.catalog(server)

@@ -174,8 +174,11 @@ class UserRights:
                 self.tombstoned[pid] = tombstones[pid]
             for pid in [*begun, *done]:
                 self._state().erase_user(pid)
-                if self.replica is not None:
+            if self.replica is not None:
+                for pid in begun:  # (until it completes, no update may bring them back)
                     self.replica.forget_user(pid)
+                for pid in done:
+                    self.replica.forget_user(pid, self._erased_through())
             for pid in done:
                 self.users.forget(pid)
                 del self.tombstoned[pid]
@@ -218,12 +221,22 @@ class UserRights:
             for pid in gone:
                 self._state().erase_user(pid)
                 if self.replica is not None:
-                    self.replica.forget_user(pid)
+                    self.replica.forget_user(pid, self._erased_through())
                 self.users.forget(pid)
         log.info("dropped %d users erased by another process while this one was away", len(gone))
         if gone:
             self._rewrite_checkpoint()
         return len(gone)
+
+    def _erased_through(self) -> int:
+        """For an erasure another process completed: the newest model version that may
+        still hold its user's rows. Completion waits for the learner to drop them and
+        rewrite what it published, so nothing after its version now does; an update
+        published later may hold the same id created anew, which this replica must then
+        apply (an unbounded block would keep it out until a restart)."""
+        assert self.replica is not None
+        status = self.learner.status() if self.learner is not None else None
+        return max(status.version if status is not None else 0, self.replica.version)
 
     def _rewrite_checkpoint(self) -> None:
         """The checkpoint written again without the users just dropped (where this
