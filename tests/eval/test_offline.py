@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fyp.cli import app
+from fyp.engine import Engine
 from fyp.eval.engine_methods import EngineModel, make_engine_method
 from fyp.eval.methods import BASELINES, Method, make_baseline
 from fyp.eval.offline import default_methods, evaluate_kuairand, method_names, run_offline
@@ -317,3 +318,24 @@ def test_the_two_tower_row_ranks_as_the_engines_own_retrieval_does(smoke_dir: Pa
         assert np.isfinite(scores["long_view"]).all()
     finally:
         model.close()
+
+
+def test_a_subscriber_of_the_engine_model_sees_every_training_example(smoke_dir: Path) -> None:
+    """``on_open`` gets the engine before it reads a training row: a listener it adds to
+    the learning step is told of the training examples (and of no test row's)."""
+    data = load_eval_data(smoke_dir, SPLIT)
+    seen: list[int] = []
+    offsets: list[int] = []
+
+    def subscribe(engine: Engine) -> None:
+        offsets.append(engine.state.applied_offset)
+        engine.state.example_listeners.append(lambda batch: seen.extend(e.ts for e in batch))
+
+    model = EngineModel(smoke_dir, on_open=subscribe)
+    try:
+        model.fit(data.catalog, data.train)
+    finally:
+        model.close()
+    assert offsets == [0]
+    assert len(seen) > 0.5 * len(data.train.frame)  # views close into examples as they go
+    assert max(seen) <= data.train.end_ms

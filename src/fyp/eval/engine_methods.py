@@ -110,10 +110,14 @@ class EngineModel:
         data_dir: Path,
         config: Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        on_open: Callable[[Engine], None] | None = None,
     ) -> None:
         self.kuairand_dir = data_dir
         self.config = config
         self.progress = progress
+        # Called with the new engine before it reads a training row: a benchmark that
+        # listens to the learning step (bench/tree_gauc.py) subscribes here.
+        self.on_open = on_open
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.engine: Engine | None = None
         self.summary: ImportSummary | None = None
@@ -153,6 +157,8 @@ class EngineModel:
             return self.engine
         self._tmp = tempfile.TemporaryDirectory(prefix="fyp-eval-")
         engine = Engine.open(self.settings(Path(self._tmp.name) / "store"))
+        if self.on_open is not None:
+            self.on_open(engine)
         self.summary = import_kuairand(
             engine,
             self.kuairand_dir,
