@@ -466,7 +466,16 @@ class Engine:
                     "rate_limited",
                     f"user_id: over this user's rate limit; retry in {retry_after(wait)} s",
                 )
-            return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
+            return Event(  # stored under the pseudonym (a constructor: replace() costs 3x)
+                e.event_id,
+                pseudonym(e.user_id),
+                e.video_id,
+                e.type,
+                e.ts,
+                e.watch_ms,
+                e.request_id,
+                e.surface,
+            )
 
         # The gate and the append under one lock that an erasure takes to set its
         # tombstone: an event let in before it is in the log when the erasure deletes.
