@@ -13,7 +13,14 @@ of the ladder's steps (API processes, learner, redis-server), what a model of sc
 needs. Prints a table and writes ``bench/results/cluster.json`` (``_quick``). Nothing
 here asserts on timings; the machine is shared, so compare the rows of one run.
 
+Ingest alone: ``--ingest-only`` (as ``--skip-feeds``), ``--ingest-apis N`` API processes
+(2), ``--ingest-seconds S``; ``--baseline-src DIR`` runs each ingest row once more with the
+``fyp`` package in ``DIR`` (``git archive main src | tar -x -C DIR/..``), alternated with
+this checkout's, so a change is compared within one run. Each row has the CPU the API
+processes and redis-server spent per acknowledged event.
+
     python bench/cluster.py [--quick] [--videos 100000 --users 2000]
+    python bench/cluster.py --ingest-only [--ingest-apis 1] [--baseline-src /tmp/before/src]
 """
 
 from __future__ import annotations
@@ -335,24 +342,39 @@ def _ingest_main(base_url: str, headers: dict[str, str], seconds: float, seed: i
         q.put((acked, batches_sent, time.perf_counter() - t0))
 
 
-def ingest(root: Path, store: str, fsync: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Events/s acknowledged through ``fyp cluster up --api 2`` (the learned models off)
-    on a Redis of its own with ``appendfsync`` ``fsync``; ``args.ingest_clients`` client
-    processes, each sending batches of 500 closed loop."""
-    redis = RedisServer(root / f"redis-{fsync}", appendonly="yes", appendfsync=fsync)
-    config = root / f"ingest-{fsync}.toml"
+def ingest(
+    root: Path, store: str, fsync: str, args: argparse.Namespace, src: Path | None = None
+) -> dict[str, Any]:
+    """Events/s acknowledged through ``fyp cluster up --api args.ingest_apis`` (the
+    learned models off) on a Redis of its own with ``appendfsync`` ``fsync``;
+    ``args.ingest_clients`` client processes, each sending batches of 500 closed loop.
+    Also the CPU each role spent per acknowledged event, which depends less than the
+    rate on the share of the machine the run got. ``src``: the ``fyp`` package the
+    cluster runs (an earlier commit's ``src``, for a before/after in the same run)."""
+    name = f"ingest-{fsync}" + ("" if src is None else "-baseline")
+    redis = RedisServer(root / f"redis-{name}", appendonly="yes", appendfsync=fsync)
+    config = root / f"{name}.toml"
     config.write_text("[model]\nenabled = false\n" + OPEN)
     config = Path(with_load_generator_auth({"FYP_CONFIG": str(config)}, config)["FYP_CONFIG"])
     log = redis.url("bench") + f"&durability={'always' if fsync == 'always' else 'everysec'}"
     cluster = None
+    saved = os.environ.get("PYTHONPATH")
     try:
-        cluster = Cluster(
-            root / f"ingest-{fsync}", 2, log, store, redis.url("bench-models"), config, False
-        )
+        if src is not None:  # (the cluster's processes inherit it)
+            os.environ["PYTHONPATH"] = str(src)
+        try:
+            cluster = Cluster(
+                root / name, args.ingest_apis, log, store, redis.url("bench-models"), config, False
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         cat = make_catalog(1_000, now_ms(), seed=3)
         with cluster.client(timeout_s=300) as http:
             FypClient(http=http).upsert_videos([video_json(v) for v in cat.videos])
-        time.sleep(1.5)  # (in force in both processes)
+        time.sleep(1.5)  # (in force in every process)
         pids = {**cluster.pids(), "redis": redis.proc.pid}
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
@@ -372,14 +394,22 @@ def ingest(root: Path, store: str, fsync: str, args: argparse.Namespace) -> dict
         after = cpu(pids)
         acked = sum(g[0] for g in got)
         wall = max(g[2] for g in got)
+        used = {k: after[k] - before[k] for k in pids}
+        api_s = sum(v for k, v in used.items() if k.startswith("api"))
         return {
             "appendfsync": fsync,
+            "src": "this checkout" if src is None else str(src),
             "clients": args.ingest_clients,
-            "api_processes": 2,
+            "api_processes": args.ingest_apis,
             "events_acknowledged": acked,
             "seconds": wall,
             "events_per_s": acked / wall,
-            "cpu_s_per_s": {k: (after[k] - before[k]) / wall for k in pids},
+            "cpu_s_per_s": {k: v / wall for k, v in used.items()},
+            # (the API processes fold the log as it grows: their folding during the run
+            # is in it, what was left to fold after it is not)
+            "api_cpu_us_per_event": 1e6 * api_s / max(acked, 1),
+            "redis_cpu_us_per_event": 1e6 * used["redis"] / max(acked, 1),
+            "loadavg_after": list(os.getloadavg()),
         }
     finally:
         if cluster is not None:
@@ -399,6 +429,14 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://root@127.0.0.1:5432/test")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-feeds", action="store_true")
+    parser.add_argument("--ingest-only", action="store_true", help="as --skip-feeds")
+    parser.add_argument("--ingest-apis", type=int, default=2, help="API processes for ingest")
+    parser.add_argument("--ingest-seconds", type=float, help="each ingest run's length")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also ingest with the fyp package in this src dir (git archive main src)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     args = parser.parse_args()
     exit_on_sigterm()
@@ -408,7 +446,8 @@ def main() -> None:
     args.ladder = [10, 25, 50, 100, 150, 200]
     if not args.quick:
         args.ladder += [300, 400]
-    args.ingest_seconds = 8.0 if args.quick else 20.0
+    args.ingest_seconds = args.ingest_seconds or (8.0 if args.quick else 20.0)
+    args.skip_feeds = args.skip_feeds or args.ingest_only
     args.ingest_clients = 4
     views = 20
     now = now_ms()
@@ -499,10 +538,19 @@ def main() -> None:
                 redis.stop()
         if not args.skip_ingest:
             with postgres_schema(args.postgres) as store:
+                srcs: list[Path | None] = [None]
+                if args.baseline_src is not None:
+                    srcs.append(args.baseline_src.resolve())
                 for fsync in ("always", "everysec"):
-                    row = ingest(root, store, fsync, args)
-                    console.print(f"  ingest, appendfsync {fsync}: {row['events_per_s']:,.0f}/s")
-                    out["ingest"].append(row)
+                    for src in srcs:  # (alternated: the load changes over a run)
+                        row = ingest(root, store, fsync, args, src)
+                        console.print(
+                            f"  ingest, appendfsync {fsync}, {row['src']}: "
+                            f"{row['events_per_s']:,.0f}/s, API "
+                            f"{row['api_cpu_us_per_event']:.1f} µs/event, redis "
+                            f"{row['redis_cpu_us_per_event']:.1f} µs/event"
+                        )
+                        out["ingest"].append(row)
     finally:
         out["machine"]["loadavg_at_end"] = list(os.getloadavg())
         if not args.keep:
@@ -545,12 +593,25 @@ def report(out: dict[str, Any]) -> None:
         rows,
     )
     print_table(
-        "Ingest through the cluster's API (2 API processes, batches of 500)",
-        ["appendfsync", "events/s acknowledged", "clients", "CPU s/s"],
+        "Ingest through the cluster's API (batches of 500)",
+        [
+            "appendfsync",
+            "fyp",
+            "API processes",
+            "events/s acknowledged",
+            "API CPU µs/event",
+            "redis CPU µs/event",
+            "clients",
+            "CPU s/s",
+        ],
         [
             [
                 r["appendfsync"],
+                r.get("src", "this checkout"),
+                str(r.get("api_processes", 2)),
                 f"{r['events_per_s']:,.0f}",
+                f"{r.get('api_cpu_us_per_event', float('nan')):.1f}",
+                f"{r.get('redis_cpu_us_per_event', float('nan')):.1f}",
                 str(r["clients"]),
                 ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cpu_s_per_s"].items())),
             ]
