@@ -17,7 +17,8 @@ Ingest alone: ``--ingest-only`` (as ``--skip-feeds``), ``--ingest-apis N`` API p
 (2), ``--ingest-seconds S``; ``--baseline-src DIR`` runs each ingest row once more with the
 ``fyp`` package in ``DIR`` (``git archive main src | tar -x -C DIR/..``), alternated with
 this checkout's, so a change is compared within one run. Each row has the CPU the API
-processes and redis-server spent per acknowledged event.
+processes and redis-server spent per acknowledged event, their idle CPU (measured for 3 s
+before) taken off.
 
     python bench/cluster.py [--quick] [--videos 100000 --users 2000]
     python bench/cluster.py --ingest-only [--ingest-apis 1] [--baseline-src /tmp/before/src]
@@ -67,6 +68,7 @@ from fyp.types import Video, now_ms
 
 MODELS = '[model]\nenabled = true\nlearner = "process"\n'
 OPEN = "[privacy]\nrequire_registered_users = false\n"  # (the events' users: not signed up)
+IDLE_S = 3.0  # how long ingest measures each process's CPU with no events coming
 STREAM_PER_S = 200.0  # events/s posted while the ladder runs: the learner has work
 
 
@@ -343,15 +345,20 @@ def _ingest_main(base_url: str, headers: dict[str, str], seconds: float, seed: i
 
 
 def ingest(
-    root: Path, store: str, fsync: str, args: argparse.Namespace, src: Path | None = None
+    root: Path,
+    store: str,
+    fsync: str,
+    args: argparse.Namespace,
+    src: Path | None = None,
+    n_api: int = 2,
 ) -> dict[str, Any]:
-    """Events/s acknowledged through ``fyp cluster up --api args.ingest_apis`` (the
+    """Events/s acknowledged through ``fyp cluster up --api n_api`` (the
     learned models off) on a Redis of its own with ``appendfsync`` ``fsync``;
     ``args.ingest_clients`` client processes, each sending batches of 500 closed loop.
     Also the CPU each role spent per acknowledged event, which depends less than the
     rate on the share of the machine the run got. ``src``: the ``fyp`` package the
     cluster runs (an earlier commit's ``src``, for a before/after in the same run)."""
-    name = f"ingest-{fsync}" + ("" if src is None else "-baseline")
+    name = f"ingest-{n_api}-{fsync}" + ("" if src is None else "-baseline")
     redis = RedisServer(root / f"redis-{name}", appendonly="yes", appendfsync=fsync)
     config = root / f"{name}.toml"
     config.write_text("[model]\nenabled = false\n" + OPEN)
@@ -364,7 +371,7 @@ def ingest(
             os.environ["PYTHONPATH"] = str(src)
         try:
             cluster = Cluster(
-                root / name, args.ingest_apis, log, store, redis.url("bench-models"), config, False
+                root / name, n_api, log, store, redis.url("bench-models"), config, False
             )
         finally:
             if saved is None:
@@ -378,7 +385,14 @@ def ingest(
         pids = {**cluster.pids(), "redis": redis.proc.pid}
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
+        # What each process spends with no events coming (its timers, polls and
+        # reconciliations), taken off what it spent under load: per event, that fixed
+        # cost would weigh more the slower the machine let the run go.
+        t_idle, idle_before = time.perf_counter(), cpu(pids)
+        time.sleep(IDLE_S)
         before = cpu(pids)
+        idle_wall = time.perf_counter() - t_idle
+        idle = {k: (before[k] - idle_before[k]) / idle_wall for k in pids}
         procs = [
             ctx.Process(
                 target=_ingest_main,
@@ -395,20 +409,22 @@ def ingest(
         acked = sum(g[0] for g in got)
         wall = max(g[2] for g in got)
         used = {k: after[k] - before[k] for k in pids}
-        api_s = sum(v for k, v in used.items() if k.startswith("api"))
+        busy = {k: max(0.0, used[k] - idle[k] * wall) for k in pids}
+        api_s = sum(v for k, v in busy.items() if k.startswith("api"))
         return {
             "appendfsync": fsync,
             "src": "this checkout" if src is None else str(src),
             "clients": args.ingest_clients,
-            "api_processes": args.ingest_apis,
+            "api_processes": n_api,
             "events_acknowledged": acked,
             "seconds": wall,
             "events_per_s": acked / wall,
             "cpu_s_per_s": {k: v / wall for k, v in used.items()},
-            # (the API processes fold the log as it grows: their folding during the run
-            # is in it, what was left to fold after it is not)
+            "idle_cpu_s_per_s": idle,
+            # Idle taken off. (The API processes fold the log as it grows: their folding
+            # during the run is in it, what was left to fold after it is not.)
             "api_cpu_us_per_event": 1e6 * api_s / max(acked, 1),
-            "redis_cpu_us_per_event": 1e6 * used["redis"] / max(acked, 1),
+            "redis_cpu_us_per_event": 1e6 * busy["redis"] / max(acked, 1),
             "loadavg_after": list(os.getloadavg()),
         }
     finally:
@@ -430,7 +446,9 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-feeds", action="store_true")
     parser.add_argument("--ingest-only", action="store_true", help="as --skip-feeds")
-    parser.add_argument("--ingest-apis", type=int, default=2, help="API processes for ingest")
+    parser.add_argument(
+        "--ingest-apis", type=int, nargs="+", default=[2], help="API processes for ingest"
+    )
     parser.add_argument("--ingest-seconds", type=float, help="each ingest run's length")
     parser.add_argument(
         "--baseline-src",
@@ -541,16 +559,21 @@ def main() -> None:
                 srcs: list[Path | None] = [None]
                 if args.baseline_src is not None:
                     srcs.append(args.baseline_src.resolve())
-                for fsync in ("always", "everysec"):
-                    for src in srcs:  # (alternated: the load changes over a run)
-                        row = ingest(root, store, fsync, args, src)
-                        console.print(
-                            f"  ingest, appendfsync {fsync}, {row['src']}: "
-                            f"{row['events_per_s']:,.0f}/s, API "
-                            f"{row['api_cpu_us_per_event']:.1f} µs/event, redis "
-                            f"{row['redis_cpu_us_per_event']:.1f} µs/event"
-                        )
-                        out["ingest"].append(row)
+                runs = [
+                    (n, fsync, src)
+                    for n in args.ingest_apis
+                    for fsync in ("always", "everysec")
+                    for src in srcs  # (alternated: the load changes over a run)
+                ]
+                for n_api, fsync, src in runs:
+                    row = ingest(root, store, fsync, args, src, n_api)
+                    console.print(
+                        f"  ingest, {n_api} API, appendfsync {fsync}, {row['src']}: "
+                        f"{row['events_per_s']:,.0f}/s, API "
+                        f"{row['api_cpu_us_per_event']:.1f} µs/event, redis "
+                        f"{row['redis_cpu_us_per_event']:.1f} µs/event"
+                    )
+                    out["ingest"].append(row)
     finally:
         out["machine"]["loadavg_at_end"] = list(os.getloadavg())
         if not args.keep:
