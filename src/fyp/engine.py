@@ -458,7 +458,8 @@ class Engine:
             refusal = self.residency_refusal(e.user_id)
             if refusal is not None:
                 return Refusal("residency", f"user_id: {refusal}")
-            if pseudonym(e.user_id) in self.rights.tombstoned:
+            pid = pseudonym(e.user_id)
+            if pid in self.rights.tombstoned:
                 return Refusal("erasing", f"user_id: {erasing_message(e.user_id)}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
@@ -468,7 +469,7 @@ class Engine:
                 )
             return Event(  # stored under the pseudonym (a constructor: replace() costs 3x)
                 e.event_id,
-                pseudonym(e.user_id),
+                pid,
                 e.video_id,
                 e.type,
                 e.ts,
