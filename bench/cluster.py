@@ -323,7 +323,7 @@ def _ingest_main(base_url: str, headers: dict[str, str], seconds: float, seed: i
     with httpx.Client(base_url=base_url, headers=headers, timeout=60.0) as http:
         client = FypClient(http=http)
         acked = batches_sent = 0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         n = 0
         while time.perf_counter() - t0 < seconds:
             batch = []
@@ -341,7 +341,7 @@ def _ingest_main(base_url: str, headers: dict[str, str], seconds: float, seed: i
                 )
             acked += client.send_events(batch).accepted
             batches_sent += 1
-        q.put((acked, batches_sent, time.perf_counter() - t0))
+        q.put((acked, batches_sent, time.perf_counter() - t0, time.process_time() - cpu0))
 
 
 def ingest(
@@ -425,6 +425,8 @@ def ingest(
             # during the run is in it, what was left to fold after it is not.)
             "api_cpu_us_per_event": 1e6 * api_s / max(acked, 1),
             "redis_cpu_us_per_event": 1e6 * busy["redis"] / max(acked, 1),
+            # (the load generator's share of the same cores: building, sending, parsing)
+            "clients_cpu_us_per_event": 1e6 * sum(g[3] for g in got) / max(acked, 1),
             "loadavg_after": list(os.getloadavg()),
         }
     finally:
@@ -571,7 +573,8 @@ def main() -> None:
                         f"  ingest, {n_api} API, appendfsync {fsync}, {row['src']}: "
                         f"{row['events_per_s']:,.0f}/s, API "
                         f"{row['api_cpu_us_per_event']:.1f} µs/event, redis "
-                        f"{row['redis_cpu_us_per_event']:.1f} µs/event"
+                        f"{row['redis_cpu_us_per_event']:.1f} µs/event, clients "
+                        f"{row['clients_cpu_us_per_event']:.1f} µs/event"
                     )
                     out["ingest"].append(row)
     finally:
