@@ -268,8 +268,9 @@ class RedisDurabilityError(RuntimeError):
 
 
 def _encode(e: Event) -> bytes:
+    # (orjson writes an enum member as its value, in C: ``.value`` is a Python property)
     return orjson.dumps(
-        [e.event_id, e.user_id, e.video_id, e.type.value, e.ts, e.watch_ms, e.request_id, e.surface]
+        [e.event_id, e.user_id, e.video_id, e.type, e.ts, e.watch_ms, e.request_id, e.surface]
     )
 
 
