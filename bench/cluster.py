@@ -13,7 +13,15 @@ of the ladder's steps (API processes, learner, redis-server), what a model of sc
 needs. Prints a table and writes ``bench/results/cluster.json`` (``_quick``). Nothing
 here asserts on timings; the machine is shared, so compare the rows of one run.
 
+Ingest alone: ``--ingest-only`` (as ``--skip-feeds``), ``--ingest-apis N`` API processes
+(2), ``--ingest-seconds S``; ``--baseline-src DIR`` runs each ingest row once more with the
+``fyp`` package in ``DIR`` (``git archive main src | tar -x -C DIR/..``), alternated with
+this checkout's, so a change is compared within one run. Each row has the CPU the API
+processes and redis-server spent per acknowledged event, their idle CPU (measured for 3 s
+before) taken off.
+
     python bench/cluster.py [--quick] [--videos 100000 --users 2000]
+    python bench/cluster.py --ingest-only [--ingest-apis 1] [--baseline-src /tmp/before/src]
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ from fyp.types import Video, now_ms
 
 MODELS = '[model]\nenabled = true\nlearner = "process"\n'
 OPEN = "[privacy]\nrequire_registered_users = false\n"  # (the events' users: not signed up)
+IDLE_S = 3.0  # how long ingest measures each process's CPU with no events coming
 STREAM_PER_S = 200.0  # events/s posted while the ladder runs: the learner has work
 
 
@@ -314,7 +323,7 @@ def _ingest_main(base_url: str, headers: dict[str, str], seconds: float, seed: i
     with httpx.Client(base_url=base_url, headers=headers, timeout=60.0) as http:
         client = FypClient(http=http)
         acked = batches_sent = 0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         n = 0
         while time.perf_counter() - t0 < seconds:
             batch = []
@@ -332,31 +341,58 @@ def _ingest_main(base_url: str, headers: dict[str, str], seconds: float, seed: i
                 )
             acked += client.send_events(batch).accepted
             batches_sent += 1
-        q.put((acked, batches_sent, time.perf_counter() - t0))
+        q.put((acked, batches_sent, time.perf_counter() - t0, time.process_time() - cpu0))
 
 
-def ingest(root: Path, store: str, fsync: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Events/s acknowledged through ``fyp cluster up --api 2`` (the learned models off)
-    on a Redis of its own with ``appendfsync`` ``fsync``; ``args.ingest_clients`` client
-    processes, each sending batches of 500 closed loop."""
-    redis = RedisServer(root / f"redis-{fsync}", appendonly="yes", appendfsync=fsync)
-    config = root / f"ingest-{fsync}.toml"
+def ingest(
+    root: Path,
+    store: str,
+    fsync: str,
+    args: argparse.Namespace,
+    src: Path | None = None,
+    n_api: int = 2,
+) -> dict[str, Any]:
+    """Events/s acknowledged through ``fyp cluster up --api n_api`` (the
+    learned models off) on a Redis of its own with ``appendfsync`` ``fsync``;
+    ``args.ingest_clients`` client processes, each sending batches of 500 closed loop.
+    Also the CPU each role spent per acknowledged event, which depends less than the
+    rate on the share of the machine the run got. ``src``: the ``fyp`` package the
+    cluster runs (an earlier commit's ``src``, for a before/after in the same run)."""
+    name = f"ingest-{n_api}-{fsync}" + ("" if src is None else "-baseline")
+    redis = RedisServer(root / f"redis-{name}", appendonly="yes", appendfsync=fsync)
+    config = root / f"{name}.toml"
     config.write_text("[model]\nenabled = false\n" + OPEN)
     config = Path(with_load_generator_auth({"FYP_CONFIG": str(config)}, config)["FYP_CONFIG"])
     log = redis.url("bench") + f"&durability={'always' if fsync == 'always' else 'everysec'}"
     cluster = None
+    saved = os.environ.get("PYTHONPATH")
     try:
-        cluster = Cluster(
-            root / f"ingest-{fsync}", 2, log, store, redis.url("bench-models"), config, False
-        )
+        if src is not None:  # (the cluster's processes inherit it)
+            os.environ["PYTHONPATH"] = str(src)
+        try:
+            cluster = Cluster(
+                root / name, n_api, log, store, redis.url("bench-models"), config, False
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         cat = make_catalog(1_000, now_ms(), seed=3)
         with cluster.client(timeout_s=300) as http:
             FypClient(http=http).upsert_videos([video_json(v) for v in cat.videos])
-        time.sleep(1.5)  # (in force in both processes)
+        time.sleep(1.5)  # (in force in every process)
         pids = {**cluster.pids(), "redis": redis.proc.pid}
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
+        # What each process spends with no events coming (its timers, polls and
+        # reconciliations), taken off what it spent under load: per event, that fixed
+        # cost would weigh more the slower the machine let the run go.
+        t_idle, idle_before = time.perf_counter(), cpu(pids)
+        time.sleep(IDLE_S)
         before = cpu(pids)
+        idle_wall = time.perf_counter() - t_idle
+        idle = {k: (before[k] - idle_before[k]) / idle_wall for k in pids}
         procs = [
             ctx.Process(
                 target=_ingest_main,
@@ -372,14 +408,26 @@ def ingest(root: Path, store: str, fsync: str, args: argparse.Namespace) -> dict
         after = cpu(pids)
         acked = sum(g[0] for g in got)
         wall = max(g[2] for g in got)
+        used = {k: after[k] - before[k] for k in pids}
+        busy = {k: max(0.0, used[k] - idle[k] * wall) for k in pids}
+        api_s = sum(v for k, v in busy.items() if k.startswith("api"))
         return {
             "appendfsync": fsync,
+            "src": "this checkout" if src is None else str(src),
             "clients": args.ingest_clients,
-            "api_processes": 2,
+            "api_processes": n_api,
             "events_acknowledged": acked,
             "seconds": wall,
             "events_per_s": acked / wall,
-            "cpu_s_per_s": {k: (after[k] - before[k]) / wall for k in pids},
+            "cpu_s_per_s": {k: v / wall for k, v in used.items()},
+            "idle_cpu_s_per_s": idle,
+            # Idle taken off. (The API processes fold the log as it grows: their folding
+            # during the run is in it, what was left to fold after it is not.)
+            "api_cpu_us_per_event": 1e6 * api_s / max(acked, 1),
+            "redis_cpu_us_per_event": 1e6 * busy["redis"] / max(acked, 1),
+            # (the load generator's share of the same cores: building, sending, parsing)
+            "clients_cpu_us_per_event": 1e6 * sum(g[3] for g in got) / max(acked, 1),
+            "loadavg_after": list(os.getloadavg()),
         }
     finally:
         if cluster is not None:
@@ -399,6 +447,16 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://root@127.0.0.1:5432/test")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-feeds", action="store_true")
+    parser.add_argument("--ingest-only", action="store_true", help="as --skip-feeds")
+    parser.add_argument(
+        "--ingest-apis", type=int, nargs="+", default=[2], help="API processes for ingest"
+    )
+    parser.add_argument("--ingest-seconds", type=float, help="each ingest run's length")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also ingest with the fyp package in this src dir (git archive main src)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     args = parser.parse_args()
     exit_on_sigterm()
@@ -408,7 +466,8 @@ def main() -> None:
     args.ladder = [10, 25, 50, 100, 150, 200]
     if not args.quick:
         args.ladder += [300, 400]
-    args.ingest_seconds = 8.0 if args.quick else 20.0
+    args.ingest_seconds = args.ingest_seconds or (8.0 if args.quick else 20.0)
+    args.skip_feeds = args.skip_feeds or args.ingest_only
     args.ingest_clients = 4
     views = 20
     now = now_ms()
@@ -499,9 +558,24 @@ def main() -> None:
                 redis.stop()
         if not args.skip_ingest:
             with postgres_schema(args.postgres) as store:
-                for fsync in ("always", "everysec"):
-                    row = ingest(root, store, fsync, args)
-                    console.print(f"  ingest, appendfsync {fsync}: {row['events_per_s']:,.0f}/s")
+                srcs: list[Path | None] = [None]
+                if args.baseline_src is not None:
+                    srcs.append(args.baseline_src.resolve())
+                runs = [
+                    (n, fsync, src)
+                    for n in args.ingest_apis
+                    for fsync in ("always", "everysec")
+                    for src in srcs  # (alternated: the load changes over a run)
+                ]
+                for n_api, fsync, src in runs:
+                    row = ingest(root, store, fsync, args, src, n_api)
+                    console.print(
+                        f"  ingest, {n_api} API, appendfsync {fsync}, {row['src']}: "
+                        f"{row['events_per_s']:,.0f}/s, API "
+                        f"{row['api_cpu_us_per_event']:.1f} µs/event, redis "
+                        f"{row['redis_cpu_us_per_event']:.1f} µs/event, clients "
+                        f"{row['clients_cpu_us_per_event']:.1f} µs/event"
+                    )
                     out["ingest"].append(row)
     finally:
         out["machine"]["loadavg_at_end"] = list(os.getloadavg())
@@ -545,12 +619,25 @@ def report(out: dict[str, Any]) -> None:
         rows,
     )
     print_table(
-        "Ingest through the cluster's API (2 API processes, batches of 500)",
-        ["appendfsync", "events/s acknowledged", "clients", "CPU s/s"],
+        "Ingest through the cluster's API (batches of 500)",
+        [
+            "appendfsync",
+            "fyp",
+            "API processes",
+            "events/s acknowledged",
+            "API CPU µs/event",
+            "redis CPU µs/event",
+            "clients",
+            "CPU s/s",
+        ],
         [
             [
                 r["appendfsync"],
+                r.get("src", "this checkout"),
+                str(r.get("api_processes", 2)),
                 f"{r['events_per_s']:,.0f}",
+                f"{r.get('api_cpu_us_per_event', float('nan')):.1f}",
+                f"{r.get('redis_cpu_us_per_event', float('nan')):.1f}",
                 str(r["clients"]),
                 ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cpu_s_per_s"].items())),
             ]

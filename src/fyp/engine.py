@@ -458,7 +458,8 @@ class Engine:
             refusal = self.residency_refusal(e.user_id)
             if refusal is not None:
                 return Refusal("residency", f"user_id: {refusal}")
-            if pseudonym(e.user_id) in self.rights.tombstoned:
+            pid = pseudonym(e.user_id)
+            if pid in self.rights.tombstoned:
                 return Refusal("erasing", f"user_id: {erasing_message(e.user_id)}")
             wait = 0.0 if user_limit is None else user_limit(e.user_id)
             if wait > 0:
@@ -466,7 +467,16 @@ class Engine:
                     "rate_limited",
                     f"user_id: over this user's rate limit; retry in {retry_after(wait)} s",
                 )
-            return dataclasses.replace(e, user_id=pseudonym(e.user_id))  # stored under it
+            return Event(  # stored under the pseudonym (a constructor: replace() costs 3x)
+                e.event_id,
+                pid,
+                e.video_id,
+                e.type,
+                e.ts,
+                e.watch_ms,
+                e.request_id,
+                e.surface,
+            )
 
         # The gate and the append under one lock that an erasure takes to set its
         # tombstone: an event let in before it is in the log when the erasure deletes.

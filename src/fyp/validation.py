@@ -46,6 +46,10 @@ _CATEGORIES = {
 
 def id_problem(value: str) -> str | None:
     """Why ``value`` is not an acceptable id (see the module's docstring), or None."""
+    # Every id of every event passes here: the whole string checked in C first, and
+    # walked character by character only to say what is wrong with it.
+    if value.isprintable() and (value.isascii() or unicodedata.is_normalized(ID_FORM, value)):
+        return None
     for i, ch in enumerate(value):
         if not ch.isprintable():  # exactly the categories above, but for U+0020
             what = _CATEGORIES.get(unicodedata.category(ch), "not printable")

@@ -64,3 +64,32 @@ def test_events_through_a_redis_event_log_and_503_while_redis_is_down(
     log = engine.event_log
     assert log.for_user(engine.pseudonym("ua")) == []
     assert [e.event.event_id for e in log.read(0, 100)] == ["b0", "b1"]
+
+
+def test_a_batch_of_500_with_bad_events_stores_the_others_once_and_a_retry_adds_nothing(
+    api: Any, engine: Engine, catalog: list[dict[str, Any]]
+) -> None:
+    videos = [v["video_id"] for v in catalog]
+    batch = [
+        api.event(f"n{i}", user_id=f"u{i % 37}", video_id=videos[i % len(videos)])
+        for i in range(500)
+    ]
+    batch[3] = {**batch[3], "watch_ms": -1}
+    batch[499] = {**batch[499], "video_id": "no-such-video"}
+    batch[250] = dict(batch[10])  # the same event twice in one batch
+    first = api.client.post("/v1/events", json={"events": batch})
+    assert first.status_code == 422, first.text
+    body = first.json()
+    assert (body["accepted"], body["duplicates"]) == (497, 1)
+    assert [(r["index"], r["id"]) for r in body["rejected"]] == [(3, "n3"), (499, "n499")]
+    retried = api.client.post("/v1/events", json={"events": batch})  # (a lost answer)
+    assert retried.status_code == 422, retried.text
+    assert (retried.json()["accepted"], retried.json()["duplicates"]) == (0, 498)
+    assert retried.json()["rejected"] == body["rejected"]
+    log = engine.event_log
+    stored = [e.event.event_id for e in log.read(0, 1_000)]
+    assert len(stored) == len(set(stored)) == 497
+    assert {"n3", "n499", "n250"}.isdisjoint(stored)
+    # Each event under its user's pseudonym, as one at a time would have stored it.
+    mine = [e.event.event_id for e in log.for_user(engine.pseudonym("u5"))]
+    assert mine == [f"n{i}" for i in range(5, 500, 37)]

@@ -11,7 +11,7 @@ import pytest
 
 from fyp.catalog.index import CatalogIndex
 from fyp.config import LimitsConfig
-from fyp.events.ingest import IngestResult, ingest, validate_event
+from fyp.events.ingest import IngestResult, ingest, validate_event, validate_events
 from fyp.events.log import SqliteEventLog
 from fyp.types import Event, EventType, Video
 
@@ -176,3 +176,32 @@ def test_a_rejected_event_does_not_reserve_its_id(
     ingest([good("e1", watch_ms=-1)], catalog, log, LIMITS, NOW)
     retry = ingest([good("e1")], catalog, log, LIMITS, NOW)
     assert retry.accepted == 1
+
+
+def test_a_batch_is_judged_exactly_as_each_of_its_events_alone(catalog: CatalogIndex) -> None:
+    # A batch is validated in one call, and again one event at a time only when that
+    # fails: both ways must give each event the result it gets on its own.
+    valid: list[object] = [good(f"ok{i}", watch_ms=100 * i) for i in range(50)]
+    valid.append(good("like", type="like", watch_ms=None, request_id="r", surface="s"))
+    valid.append(good("late", ts=NOW + 1, video_id="v2"))
+    mixed: list[object] = [*valid[:25], *(raw for _, raw, _ in BAD), "junk", *valid[25:]]
+    mixed.append(good("ok3"))  # (a repeated id is the log's to count, not validation's)
+    for batch in (valid, mixed):
+        alone = [validate_event(raw, catalog, LIMITS, NOW) for raw in batch]
+        assert validate_events(batch, catalog, LIMITS, NOW) == alone
+    assert all(isinstance(e, Event) for e in validate_events(valid, catalog, LIMITS, NOW))
+
+
+def test_a_batch_with_one_bad_event_stores_every_other_and_names_the_bad_one(
+    catalog: CatalogIndex, log: SqliteEventLog
+) -> None:
+    batch: list[object] = [good(f"e{i}") for i in range(500)]
+    batch[317] = good("e317", watch_ms="a lot")
+    result = ingest(batch, catalog, log, LIMITS, NOW)
+    assert (result.accepted, result.duplicates) == (499, 0)
+    assert [(r.index, r.event_id) for r in result.rejected] == [(317, "e317")]
+    assert result.rejected[0].reason.startswith("watch_ms:")
+    assert not log.contains("e317")
+    again = ingest(batch, catalog, log, LIMITS, NOW)  # a retry: nothing stored twice
+    assert (again.accepted, again.duplicates, len(again.rejected)) == (0, 499, 1)
+    assert log.count() == 499

@@ -163,6 +163,27 @@ class TestEventLogContract:
         assert len(again.duplicates) == 2_500
         assert log.count() == 2_500
 
+    def test_ids_and_fields_of_any_characters_round_trip_and_are_deduplicated(
+        self, open_log: OpenLog
+    ) -> None:
+        # The Redis log sends a batch as JSON and newline-joined JSON: no character of
+        # an event may split or merge events, or change an id.
+        odd = ["a\nb", 'q"uote', "back\\slash", "[1,2]", "ünï cödé 🎬", "tab\tnul\x00", "0"]
+        events = [
+            event(i, user=text, event_id=text, request_id=text, surface=f"{text}\n")
+            for i, text in enumerate(odd)
+        ]
+        events.append(event(99, ts=2**53, watch_ms=2**53))
+        log = open_log()
+        assert log.append(events).accepted == list(range(len(events)))
+        assert [g.event for g in log.read(0, 100)] == events
+        assert [g.event for g in log.for_user("a\nb")] == [events[0]]
+        assert all(log.contains(text) for text in odd)
+        again = log.append([*events, event(100)])
+        assert again.accepted == [len(events)]
+        assert again.duplicates == list(range(len(events)))
+        assert log.count() == len(events) + 1
+
     def test_contains_knows_exactly_the_appended_ids(self, open_log: OpenLog) -> None:
         log = open_log()
         log.append([event(1), event(2)])

@@ -86,7 +86,8 @@ return string.format('%.17g', wait)
 
 # KEYS: the buckets, one per take (a bucket may come again). ARGV: rate, burst, now
 # ('' = the server's TIME), expiry in ms. One token taken from each in turn; returns the
-# waits, as strings. Each bucket is read once and written once.
+# waits, as one string, space-separated (one reply to parse, not one per event of a
+# batch). Each bucket is read once and written once.
 _TAKE_EACH = """#!lua
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now
@@ -118,7 +119,7 @@ for key, have in pairs(tokens) do
   redis.call('HSET', key, 't', string.format('%.17g', have), 'at', string.format('%.17g', now))
   redis.call('PEXPIRE', key, ARGV[4])
 end
-return out
+return table.concat(out, ' ')
 """
 
 
@@ -260,7 +261,7 @@ class RedisRateLimiter:
             except PoolBusyError:
                 return [RETRY_S] * len(keys)
             if waits is not None:
-                return [float(w) for w in waits]
+                return [float(w) for w in waits.split()]
         return self._local.take_each(keys)
 
     async def take(self, key: str, n: float = 1.0) -> float:
