@@ -20,14 +20,20 @@ this checkout's, so a change is compared within one run. Each row has the CPU th
 processes and redis-server spent per acknowledged event, their idle CPU (measured for 3 s
 before) taken off.
 
-    python bench/cluster.py [--quick] [--videos 100000 --users 2000]
+    python bench/cluster.py [--quick] [--videos 100000 --users 2000] [--probe]
     python bench/cluster.py --ingest-only [--ingest-apis 1] [--baseline-src /tmp/before/src]
+
+``--probe`` puts ``bench/stall_probe`` in every API process (``fyp api``, ``fyp serve``):
+its event loop's stalls (the loop answering nothing for 10 ms or more: how much of it
+on a CPU, waiting for one, or blocked, and where) and the time of the rate limits'
+Redis calls and the key checks, summed up per step of the ladder.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from _common import (
     SLO_P99_MS,
@@ -143,6 +150,7 @@ class Cluster:
 
         self.root, self.n_api, self.port = root, n_api, free_port()
         self.learner = learner
+        self.probe_dir: Path | None = None  # (bench/stall_probe's folder, if probed)
         argv = [sys.executable, "-m", "fyp.cli", "cluster", "up", "--data-dir", str(root)]
         argv += ["--api", str(n_api), "--port", str(self.port), "--config", str(config)]
         argv += ["--event-log", event_log, "--store", store, "--model-channel", channel]
@@ -267,6 +275,67 @@ def wait_learned(data_dir: Path, timeout_s: float = 900.0) -> float:
     return float("nan")
 
 
+PROBE = Path(__file__).parent / "stall_probe"
+
+
+def probe_into(folder: Path | None) -> None:
+    """The API processes started from now on probed into ``folder`` (None: not)."""
+    if folder is None:
+        os.environ.pop("STALL_PROBE_DIR", None)
+        return
+    os.environ["STALL_PROBE_DIR"] = str(folder)
+    path = os.environ.get("PYTHONPATH", "")
+    if str(PROBE) not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(PROBE), *filter(None, [path])])
+
+
+def read_probes(folder: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(folder.glob("probe-*.json")):
+        with contextlib.suppress(ValueError, OSError):
+            out.append(json.loads(path.read_text()))
+    return out
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    a = np.asarray(values)
+    return {
+        "n": len(values),
+        "p50": float(np.percentile(a, 50)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+    }
+
+
+def probe_step(folder: Path, seen: dict[int, tuple[int, dict[str, int]]]) -> dict[str, Any]:
+    """What the probes recorded since ``seen`` (per process: stalls and calls already
+    counted, updated here): the stalls by kind, their commonest stacks, the calls' times."""
+    stalls: list[dict[str, Any]] = []
+    calls: dict[str, list[float]] = {}
+    for p in read_probes(folder):
+        n_stalls, n_calls = seen.get(p["pid"], (0, {}))
+        stalls += p["stalls"][n_stalls:]
+        for name, times in p["calls"].items():
+            calls.setdefault(name, []).extend(times[n_calls.get(name, 0) :])
+        seen[p["pid"]] = (len(p["stalls"]), {k: len(v) for k, v in p["calls"].items()})
+    stacks: dict[str, float] = {}
+    for s in stalls:
+        for stack, n in s["stacks"][:1]:
+            stacks[stack] = stacks.get(stack, 0.0) + s["wall_ms"] * n / max(n, 1)
+    return {
+        "stalls": len(stalls),
+        "stall_ms": {
+            k: round(sum(s[f"{k}_ms"] for s in stalls), 1)
+            for k in ("wall", "cpu", "runq", "blocked")
+        },
+        "longest_ms": max((s["wall_ms"] for s in stalls), default=0.0),
+        "top_stacks": sorted(stacks.items(), key=lambda kv: -kv[1])[:5],
+        "calls_ms": {k: _quantiles(v) for k, v in calls.items()},
+    }
+
+
 def cpu(pids: dict[str, int]) -> dict[str, float]:
     return {k: proc_cpu_s(p) or 0.0 for k, p in pids.items()}
 
@@ -281,6 +350,11 @@ def ladder(
     """A warm-up, then the ladder's rates with the stream flowing; each step's latency
     and the CPU seconds per second of each role."""
     open_loop(server, [(20.0, users[:100])])  # warm-up
+    probed: dict[int, tuple[int, dict[str, int]]] = {}
+    folder = getattr(server, "probe_dir", None)
+    if folder is not None:
+        time.sleep(2.5)  # (the probes' files rewritten: the warm-up's part set aside)
+        probe_step(folder, probed)
     poster = Stream(server, stream, STREAM_PER_S)
     poster.start()
     began = time.perf_counter()
@@ -297,11 +371,22 @@ def ladder(
         row["cpu_s_per_s"] = {k: (after[k] - before[k]) / wall for k in pids}
         api = sum(after[k] - before[k] for k in pids if k.startswith(("api", "server")))
         row["api_cpu_ms_per_feed"] = api / max(n, 1) * 1e3
+        row["load_average"] = list(os.getloadavg())
         rows.append(row)
         console.print(
-            f"    {rate:,.0f} feeds/s: p99 {row['latency_ms'].get('p99', float('nan')):.1f} ms,"
-            f" failed {row['failed']}, API CPU {row['api_cpu_ms_per_feed']:.1f} ms/feed"
+            f"    {rate:,.0f} feeds/s: p50 {row['latency_ms'].get('p50', float('nan')):.1f}"
+            f" p99 {row['latency_ms'].get('p99', float('nan')):.1f} ms,"
+            f" failed {row['failed']}, API CPU {row['api_cpu_ms_per_feed']:.1f} ms/feed,"
+            f" load {row['load_average'][0]:.1f}"
         )
+        if folder is not None:
+            time.sleep(2.5)
+            row["probe"] = probe = probe_step(folder, probed)
+            console.print(f"      stalls: {probe['stalls']} {probe['stall_ms']}")
+            for name, q in probe["calls_ms"].items():
+                console.print(f"      {name}: {q}")
+            for stack, ms in probe["top_stacks"][:3]:
+                console.print(f"      {ms:.0f} ms in {stack[:300]}")
         if row["latency_ms"].get("p99", float("inf")) > 4 * SLO_P99_MS or row["failed"]:
             break  # (far past it: higher rates only queue more)
     poster.stop_flag.set()
@@ -438,6 +523,35 @@ def ingest(
 # --------------------------------------------------------------------------- main
 
 
+def embedded(
+    root: Path,
+    config: Path,
+    cat: Any,
+    history: list[dict[str, Any]],
+    users: list[str],
+    stream: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The embedded default's row: ``fyp serve``, its learner a process of its own."""
+    data = root / "embedded"
+    data.mkdir()
+    folder = root / "probe-embedded" if args.probe else None
+    probe_into(folder)
+    with Server(data, root / "embedded.log", env={"FYP_CONFIG": str(config)}) as server:
+        server.probe_dir = folder  # type: ignore[attr-defined]
+        loaded = load_data(server, cat, history)
+        caught = wait_learned(data)
+        console.print(f"  embedded: loaded in {loaded:.0f} s, learned in {caught:.0f} s")
+        assert server.proc is not None
+        pids = {"server": server.proc.pid}
+        status = read_status(data)
+        if status is not None:
+            pids["learner"] = status.pid
+        row: dict[str, Any] = {"deployment": "embedded (fyp serve)", "api_processes": 1}
+        row |= ladder(server, pids, users, stream, args)
+        return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -458,14 +572,19 @@ def main() -> None:
         help="also ingest with the fyp package in this src dir (git archive main src)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
+    parser.add_argument("--probe", action="store_true", help="the API processes' stalls")
+    parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--ladder", type=float, nargs="+", help="the rates (feeds/s)")
+    parser.add_argument("--seconds", type=float, help="per rate")
     args = parser.parse_args()
     exit_on_sigterm()
     args.videos = args.videos or (10_000 if args.quick else 100_000)
     args.users = args.users or (500 if args.quick else 2_000)
-    args.seconds = 5.0 if args.quick else 10.0
-    args.ladder = [10, 25, 50, 100, 150, 200]
-    if not args.quick:
-        args.ladder += [300, 400]
+    args.seconds = args.seconds or (5.0 if args.quick else 10.0)
+    if not args.ladder:
+        args.ladder = [10, 25, 50, 100, 150, 200]
+        if not args.quick:
+            args.ladder += [300, 400]
     args.ingest_seconds = args.ingest_seconds or (8.0 if args.quick else 20.0)
     args.skip_feeds = args.skip_feeds or args.ingest_only
     args.ingest_clients = 4
@@ -510,25 +629,14 @@ def main() -> None:
             config = Path(
                 with_load_generator_auth({"FYP_CONFIG": str(config)}, config)["FYP_CONFIG"]
             )
-            # The embedded default: fyp serve (its learner a process of its own).
-            data = root / "embedded"
-            data.mkdir()
-            with Server(data, root / "embedded.log", env={"FYP_CONFIG": str(config)}) as server:
-                loaded = load_data(server, cat, history)
-                caught = wait_learned(data)
-                console.print(f"  embedded: loaded in {loaded:.0f} s, learned in {caught:.0f} s")
-                assert server.proc is not None
-                pids = {"server": server.proc.pid}
-                status = read_status(data)
-                if status is not None:
-                    pids["learner"] = status.pid
-                row = {"deployment": "embedded (fyp serve)", "api_processes": 1}
-                row |= ladder(server, pids, users, streams(0), args)
-                out["feeds"].append(row)
+            if not args.skip_embedded:
+                out["feeds"].append(embedded(root, config, cat, history, users, streams(0), args))
             redis = RedisServer(root / "redis-feeds", appendonly="yes", appendfsync="always")
             try:
                 with postgres_schema(args.postgres) as store:
                     for i, n_api in enumerate(args.apis):
+                        folder = root / f"probe-cluster-{n_api}" if args.probe else None
+                        probe_into(folder)
                         cluster = Cluster(
                             root / f"cluster-{n_api}",
                             n_api,
@@ -537,6 +645,7 @@ def main() -> None:
                             redis.url(f"bench-models-{n_api}"),
                             config,
                         )
+                        cluster.probe_dir = folder
                         try:
                             if i == 0:
                                 loaded = load_data(cluster, cat, history)

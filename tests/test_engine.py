@@ -231,3 +231,33 @@ def test_a_non_personalised_page_counts_each_video_served_once(kit: Any, engine:
     engine.close()
     reopened = kit.open_engine()
     np.testing.assert_array_equal(reopened.state.stats.exposures[: len(exposures)], exposures)
+
+
+# -- a fold read without the lock (the serving loop's, on a Redis log) ----------------------
+
+
+def test_a_fold_read_without_the_lock_applies_as_learn_does(kit: Any, engine: Engine) -> None:
+    events = [kit.view("u", "c1-v0"), kit.act("u", "c1-v0", "like"), kit.view("w", "c2-v1")]
+    assert engine.ingest(events).rejected == []
+    fold = engine.read_fold(2)
+    assert len(fold.batch) == 2 and fold.start == 0
+    assert engine.apply_fold(fold) == 2 and engine.state.applied_offset == fold.batch[-1].offset
+    assert engine.apply_fold(fold) == -1  # (the state has moved on since: read again)
+    assert engine.apply_fold(engine.read_fold(10)) == 1
+    assert engine.apply_fold(engine.read_fold(10)) is None  # the log's end
+    assert engine.pending() == 0 and kit.state_of(engine, "u").recent_positives
+
+
+def test_a_fold_read_before_an_erasure_is_not_applied_after_it(kit: Any, engine: Engine) -> None:
+    """Events read, then the user erased (the events deleted, the user dropped) before
+    they are applied: applied, they would bring the user back. They are read again."""
+    kit.run(engine, [kit.view("gone", "c1-v0")])
+    assert engine.ingest([kit.view("gone", "c1-v1"), kit.view("kept", "c2-v0")]).rejected == []
+    fold = engine.read_fold(10)
+    assert len(fold.batch) == 2
+    engine.rights.erase_user("gone", "test")
+    assert engine.pseudonym("gone") not in engine.state.users
+    assert engine.apply_fold(fold) == -1
+    engine.learn()
+    assert engine.pseudonym("gone") not in engine.state.users
+    assert engine.pseudonym("kept") in engine.state.users

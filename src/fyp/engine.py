@@ -77,6 +77,17 @@ IN_MEMORY = Path(":memory:")  # SQLite's in-memory database: a store that keeps 
 WHY_WINDOW_MS = 30 * DAY_MS  # "why this video" answers for what was served this long ago
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class FoldRead:
+    """Events :meth:`Engine.read_fold` read, and where the state was when it read them."""
+
+    state: LogState
+    start: int  # the state's offset
+    erasures: int  # users erased from the state by then
+    end: int  # the log's end, read before the events
+    batch: list[LoggedEvent]
+
+
 class UnknownPageError(LookupError):
     """``after`` names no response served to this user (or one whose impressions are
     gone: retention, erasure)."""
@@ -537,26 +548,10 @@ class Engine:
             with self._lock:  # read under it too: an erasure between would be undone
                 end = self.event_log.last_offset()
                 batch = self.event_log.read(self.state.applied_offset, limit)
-                if not batch:
-                    # Offsets up to the log's end that hold no event (erased, expired)
-                    # are passed over, refreshes due by then carried out.
-                    if self.state.refresh_due() or end > self.state.applied_offset:
-                        self.state.apply([], through=end)
-                    self.moderator.review_reported()  # any a failed write left due
-                    break
-                # The page scorer's boundary: events before it are applied first, the
-                # boundary's work done (outside the lock), then the rest.
-                before = len(batch) if self.page_scorer is None else self.page_scorer.before(batch)
-                if before:
-                    batch = batch[:before]
-                    self.state.apply(self._learnable(batch), through=batch[-1].offset)
-                    if train and self.models is not None:
-                        self.models.drain(settle=False)
-                    self.moderator.review_reported()
-            if not before:
-                self.train_page_scorer(batch[0].event.ts)
-                continue
-            done += len(batch)
+                applied = self._fold(batch, end, train)
+            if applied is None:
+                break
+            done += applied
         if train and self.models is not None:
             # What is still due (e.g. the index to rebuild after a restart from a
             # checkpoint), and the index's re-clustering, if one runs, swapped in.
@@ -567,6 +562,61 @@ class Engine:
             gc.collect()
             gc.freeze()
         return done
+
+    def _fold(self, batch: list[LoggedEvent], end: int, train: bool) -> int | None:
+        """One step of :meth:`learn` (hold the lock; it is let go for a page scorer's
+        boundary): ``batch``, the events read after the state's offset (the log's end
+        ``end`` read before them), applied up to the page scorer's next boundary. The
+        events applied; 0 where the boundary's work came first (read again); None where
+        there were none (the log's end reached)."""
+        if not batch:
+            # Offsets up to the log's end that hold no event (erased, expired) are
+            # passed over, refreshes due by then carried out.
+            if self.state.refresh_due() or end > self.state.applied_offset:
+                self.state.apply([], through=end)
+            self.moderator.review_reported()  # any a failed write left due
+            return None
+        # The page scorer's boundary: events before it are applied first, the boundary's
+        # work done (outside the lock), then the rest.
+        before = len(batch) if self.page_scorer is None else self.page_scorer.before(batch)
+        if not before:
+            self._lock.release()
+            try:
+                self.train_page_scorer(batch[0].event.ts)
+            finally:
+                self._lock.acquire()
+            return 0
+        batch = batch[:before]
+        self.state.apply(self._learnable(batch), through=batch[-1].offset)
+        if train and self.models is not None:
+            self.models.drain(settle=False)
+        self.moderator.review_reported()
+        return len(batch)
+
+    def read_fold(self, limit: int) -> FoldRead:
+        """The next ``limit`` events to fold, read without the lock, for
+        :meth:`apply_fold`: the server's learning loop reads them in a worker thread
+        where the log is on a server (Redis), so that the round trips hold neither the
+        lock nor its event loop (a read waits behind the server's fsyncs)."""
+        state = self.state
+        start, erasures = state.applied_offset, state.erasures
+        end = self.event_log.last_offset()
+        return FoldRead(state, start, erasures, end, self.event_log.read(start, limit))
+
+    def apply_fold(self, fold: FoldRead) -> int | None:
+        """What :meth:`learn` (one step, ``train=False``) does with the events it reads,
+        for events :meth:`read_fold` read: applied if the state is where they were read
+        from and no user was erased from it since (their events, read before the
+        erasure deleted them, would bring the user back); else not, and ``-1`` (read
+        again). Otherwise as :meth:`_fold`."""
+        with self._lock:
+            state = self.state
+            if fold.state is not state or (fold.start, fold.erasures) != (
+                state.applied_offset,
+                state.erasures,
+            ):
+                return -1
+            return self._fold(fold.batch, fold.end, train=False)
 
     def train_page_scorer(self, now: int) -> Retrain | None:
         """The page scorer's work at a period's boundary, if ``now`` (event time, Unix ms)

@@ -6,6 +6,7 @@ SQLite alone."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from fyp.privacy.keys import (
     KEYS_FILE,
     SCOPES,
     ApiKey,
+    KeyRefresher,
     KeyStore,
     SqliteKeyStore,
     UnknownScopeError,
@@ -258,3 +260,55 @@ def test_in_memory_store() -> None:
     assert store.authenticate(token) == key
     store.close()
     assert not Path(":memory:").exists()
+
+
+def test_a_refreshed_cache_answers_without_the_backend_and_still_sees_revocations(
+    open_keys: OpenKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """:meth:`KeyStore.refresh` (what :class:`KeyRefresher` runs off the request path)
+    keeps the entries fresh, so a request past ``recheck_s`` asks the backend nothing;
+    a revocation elsewhere is in force after the next refresh; and entries a refresh
+    could not confirm go stale, so a request checks them itself, as without it."""
+    clock = FakeClock()
+    server = open_keys(clock=clock, recheck_s=1.0)
+    cli = open_keys()
+    key, token = cli.create(["feed:read"], None, "", NOW)
+    assert server.authenticate(token) == key
+    asked: list[int] = []
+    real = type(server)._data_version
+
+    def counted(self: KeyStore) -> int:
+        asked.append(1)
+        return real(self)
+
+    monkeypatch.setattr(type(server), "_data_version", counted)
+    for _ in range(5):  # a refresh every half recheck, requests between
+        clock.t += 0.5
+        server.refresh()
+        assert server.authenticate(token) == key
+    assert len(asked) == 5  # the refreshes'; no request asked
+    assert cli.revoke(key.key_id, NOW + 1)
+    clock.t += 0.5
+    server.refresh()
+    assert server.authenticate(token) is None  # (the refresh read the keys again)
+
+    other, other_token = cli.create(["feed:read"], None, "", NOW)
+    assert server.authenticate(other_token) == other  # (a miss asks the backend)
+    refresher = KeyRefresher(server, every_s=0.01)
+
+    def down(self: KeyStore) -> int:
+        asked.append(1)
+        raise OSError("the backend is down")
+
+    monkeypatch.setattr(type(server), "_data_version", down)
+    refresher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while refresher.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert refresher.error is not None and "down" in refresher.error
+    finally:
+        refresher.stop()
+    clock.t += 1.1  # not confirmed since: the request asks itself (and meets the fault)
+    with pytest.raises(OSError):
+        server.authenticate(other_token)

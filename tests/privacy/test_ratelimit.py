@@ -9,6 +9,7 @@ import asyncio
 import math
 import multiprocessing as mp
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import pytest
@@ -16,7 +17,7 @@ import redis
 
 from fyp.privacy.ratelimit import Limiter, RateLimiter, limiters, retry_after
 from fyp.privacy.redis_ratelimit import RedisConnection, RedisRateLimiter
-from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
+from redis_servers import SHARED_URL, RedisServer, delete_prefix, shared_redis, unique_prefix
 
 
 class FakeClock:
@@ -321,3 +322,30 @@ def test_a_pool_busy_past_its_wait_refuses_rather_than_falling_back(
         loop.run_until_complete(connection.close())
     assert one == module.RETRY_S and each == [module.RETRY_S] * 2
     assert after == 0.0  # Redis asked again at once: the bucket's second token
+
+
+def test_buckets_stay_out_of_the_aof(
+    loop: asyncio.AbstractEventLoop,
+    tmp_path: Path,
+    unavailable: Callable[[str], NoReturn],
+) -> None:
+    """On a server that fsyncs every write to its AOF (the event log's), a bucket's
+    write reaches neither the AOF nor a replica: it would make every request wait for
+    the disk. The bucket still holds in memory (the limit applies), and the AOF still
+    takes what is written otherwise."""
+    server = RedisServer(tmp_path / "redis", unavailable, appendonly="yes", appendfsync="always")
+    client = server.client()
+    try:
+        limiter = Blocking(RedisRateLimiter(RedisConnection(server.url), "key", 1.0, 3.0), loop)
+        assert [limiter.take("bucket-k") for _ in range(3)] == [0.0] * 3
+        assert limiter.take("bucket-k") > 0  # (the bucket is kept: empty now)
+        assert limiter.take_each(["bucket-j"] * 4)[3] > 0
+        client.set("marker-written", "1")  # (an ordinary write goes to the AOF)
+        aof = b"".join(p.read_bytes() for p in server.files())
+        assert b"marker-written" in aof
+        assert b"bucket-" not in aof and b":rl:" not in aof
+        assert client.exists("{fyp}:rl:key:bucket-k") == 1
+        limiter.close()
+    finally:
+        client.close()
+        server.stop()

@@ -43,7 +43,7 @@ from fyp.config import Settings
 from fyp.engine import Engine, serving_role
 from fyp.learning.link import channel_of
 from fyp.learning.supervisor import Supervisor
-from fyp.privacy.keys import KeyStore
+from fyp.privacy.keys import KeyRefresher, KeyStore
 from fyp.privacy.residency import ResidencyError
 from fyp.privacy.rights import ErasureInProgressError
 from fyp.privacy.tokens import TokenSigner
@@ -93,6 +93,10 @@ def create_app(
         def wake() -> None:  # (from the follower's thread: a refresh is the loop's to do)
             loop.call_soon_threadsafe(learning.wake)
 
+        # (keys checked off the request path: a request then finds its key fresh)
+        refresher = KeyRefresher(keys) if keys is not None else None
+        if refresher is not None:
+            refresher.start()
         follower = follow_changes(eng, settings, wake)
         running.changes = follower
         supervisor: Supervisor | None = None
@@ -132,6 +136,8 @@ def create_app(
                 if settings.checkpoint_every_events and eng.pending() == 0:
                     eng.checkpoints.write()  # a clean shutdown: the next start replays nothing
                 eng.close()
+            if refresher is not None:
+                await asyncio.to_thread(refresher.stop)
             if keys is not None:
                 keys.close()
             await guard.close()

@@ -13,10 +13,12 @@ import logging
 import sqlite3
 
 from fyp.engine import Engine
+from fyp.events.log import SqliteEventLog
 
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 STORAGE_RETRY_S = 1.0
 MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _steps)
+SLICE_EVENTS = 256  # events folded between two requests' turns at most
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,10 @@ class LearningLoop:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # A log on a server (Redis): its round trips are made from worker threads, not
+        # on the event loop, which serves nothing while it waits for one (the server
+        # answers after its fsyncs). The embedded log's reads are local and short.
+        self._remote = not isinstance(engine.event_log, SqliteEventLog)
         self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
         self._slice_error: str | None = None  # the last slice's, until one goes through
         self._expired_at = -RETENTION_EVERY_S
@@ -83,11 +89,11 @@ class LearningLoop:
                     await self._wake.wait()
             self._wake.clear()
             self.engine.checkpoints.poll()  # a failure stays in engine.checkpoints.error
-            while self.engine.learning_due() or self.engine.training_due():
+            while (learning := await self._learning_due()) or self.engine.training_due():
                 # Not while training is far behind (a stream faster than it): the events
                 # wait in the log, durable, rather than as examples in memory.
-                if self.engine.learning_due() and not self.engine.training_backlogged():
-                    self.engine.learn(max_events=256, train=False)
+                if learning and not self.engine.training_backlogged():
+                    await self._fold(SLICE_EVENTS)
                     self._slice_error = None
                     await asyncio.sleep(0)
                 # The learned models' steps one at a time, feeds served in between. New
@@ -101,7 +107,7 @@ class LearningLoop:
                     await asyncio.sleep(0)
                     if (
                         steps >= MIN_STEPS_PER_SLICE
-                        and self.engine.pending() > 0
+                        and await self._pending() > 0
                         and not self.engine.training_backlogged()
                     ):
                         break
@@ -109,6 +115,27 @@ class LearningLoop:
                 if self.engine.checkpoints.due():
                     self.engine.checkpoints.start()  # written by a child; feeds go on
                     await asyncio.sleep(0)
+
+    async def _pending(self) -> int:
+        if not self._remote:
+            return self.engine.pending()
+        end = await asyncio.to_thread(self.engine.event_log.last_offset)
+        return end - self.engine.state.applied_offset
+
+    async def _learning_due(self) -> bool:
+        """:meth:`Engine.learning_due`, the log's end asked from a worker thread where the
+        log is on a server."""
+        return self.engine.state.refresh_due() or await self._pending() > 0
+
+    async def _fold(self, limit: int) -> None:
+        """A slice of the log folded: :meth:`Engine.learn`; where the log is on a server,
+        its events read in a worker thread (:meth:`Engine.read_fold`) and applied here,
+        read again under the lock only if the state moved meanwhile (an erasure)."""
+        if self._remote:
+            fold = await asyncio.to_thread(self.engine.read_fold, limit)
+            if self.engine.apply_fold(fold) != -1:
+                return
+        self.engine.learn(max_events=limit, train=False)
 
     async def stop(self) -> None:
         self._task.cancel()

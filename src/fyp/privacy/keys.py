@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import sqlite3
@@ -27,6 +28,8 @@ from typing import Any
 
 from fyp.storage.sqlite import connect
 from fyp.types import now_ms
+
+log = logging.getLogger(__name__)
 
 SCOPES: tuple[str, ...] = (
     "events:write",
@@ -205,6 +208,23 @@ class KeyStore:
                 entry.read_at = self._clock()
             return entry
 
+    @property
+    def recheck_s(self) -> float:
+        return self._recheck_s
+
+    def refresh(self) -> None:
+        """Every cached entry confirmed current, as a request's recheck would (the keys
+        read again if another process wrote since): :class:`KeyRefresher` calls it off
+        the request path, so requests find their entries fresh and do not wait for the
+        backend. An entry counts as read when the check began: a revocation committed
+        after that is in force here within ``recheck_s`` of it, as before."""
+        began = self._clock()
+        with self._lock:
+            if self._data_version() != self._version:
+                self._read_all()
+            for entry in self._cache.values():
+                entry.read_at = max(entry.read_at, began)
+
     def create(
         self, scopes: Iterable[str], region: str | None, label: str, now: int
     ) -> tuple[ApiKey, str]:
@@ -281,6 +301,40 @@ class KeyStore:
             if entry is not None:
                 entry.key = replace(entry.key, token_epoch=epoch)
         return epoch
+
+
+class KeyRefresher:
+    """A thread that calls ``store.refresh()`` every ``recheck_s / 2``: a key check on
+    the request path (the backend asked once per key and ``recheck_s``) was a
+    round trip to PostgreSQL on the API's event loop, which served nothing meanwhile. A
+    refresh that fails (the server down) leaves the entries to go stale: requests then
+    recheck them themselves, and a key that cannot be checked is not trusted."""
+
+    def __init__(self, store: KeyStore, every_s: float | None = None) -> None:
+        self.store = store
+        self.every_s = store.recheck_s / 2 if every_s is None else every_s
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fyp-keys", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.store.refresh()
+            except Exception as err:  # (the backend down: the requests recheck, or 503)
+                if self.error is None:
+                    log.warning("cannot refresh the API keys (%s); retrying", err)
+                self.error = f"{type(err).__name__}: {err}"
+            else:
+                self.error = None
 
 
 class SqliteKeyStore(KeyStore):

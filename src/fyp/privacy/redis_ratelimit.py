@@ -13,6 +13,14 @@ round trip (under a flood of one key, the server answered so slowly that it neve
 reached the key's limit: docs/cluster.md). Awaiting the reply lets the loop serve other
 requests meanwhile.
 
+The buckets are soft state: the scripts write them with ``redis.set_repl(REPL_NONE)``,
+so they go neither to the AOF nor to replicas. On the event log's server, run with
+``appendfsync always``, a write that reaches the AOF is answered only after an fsync of
+the file: every request's bucket (two a feed) waited for the disk, and the server,
+fsyncing in its one thread, held every other client meanwhile (docs/cluster.md,
+"Stalls"). A server restarted from its AOF, or a replica promoted, therefore starts with
+every bucket full, as one whose buckets expired: a burst more at most.
+
 Memory is bounded by the expiry instead of an LRU: a bucket untouched for
 ``burst / rate`` seconds has refilled, and a missing bucket counts as full, so it is
 deleted then.
@@ -56,6 +64,7 @@ POOL_WAIT_S = 5.0
 # expiry in ms. Returns the wait in seconds as a string (Lua numbers returned to Redis
 # are truncated to integers); the bucket is written only by a take.
 _TAKE = """#!lua
+redis.set_repl(redis.REPL_NONE)
 local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now
 if ARGV[4] == '' then
@@ -89,6 +98,7 @@ return string.format('%.17g', wait)
 # waits, as one string, space-separated (one reply to parse, not one per event of a
 # batch). Each bucket is read once and written once.
 _TAKE_EACH = """#!lua
+redis.set_repl(redis.REPL_NONE)
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now
 if ARGV[3] == '' then

@@ -79,6 +79,11 @@ class LogState:
     checkpoint plus the rest of the log) rebuilds it, and every process that folds the log
     (a server, a learner) holds an equal one. The serving loop reads it."""
 
+    # Users erased from this state so far: a fold that read events without the engine's
+    # lock applies them only if none was erased meanwhile (Engine.apply_fold). A class
+    # default, so that a state pickled before the count existed reads 0.
+    erasures: int = 0
+
     def __init__(self, settings: Settings, catalog: CatalogIndex) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -178,6 +183,7 @@ class LogState:
         if they had never been here. Aggregates that are not kept per user (the view
         counts of a video, its creator and its hashtags, its co-engagement neighbours, the
         ranker's weights) stay."""
+        self.erasures += 1
         self._drop_examples(user_id, erase=True)  # not trained on first: nothing is learned now
         user = self.users.pop(user_id, None)
         if user is not None:

@@ -7,6 +7,7 @@ within their rate limit."""
 import asyncio
 import dataclasses
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +20,7 @@ from fyp.api.running import Running
 from fyp.api.schemas import EventBatch, EventsResponse, RejectedItem
 from fyp.api.security import Caller, Guard
 from fyp.config import Settings
+from fyp.engine import Engine
 from fyp.events.ingest import IngestResult, Rejected
 from fyp.privacy.ratelimit import retry_after
 
@@ -50,6 +52,13 @@ def _with_foreign(result: IngestResult, own: list[int], foreign: list[Rejected])
     moved = [dataclasses.replace(r, index=own[r.index]) for r in result.rejected]
     rejected = sorted(moved + foreign, key=lambda r: r.index)
     return dataclasses.replace(result, rejected=rejected)
+
+
+def _ingest(
+    engine: Engine, batch: Sequence[object], user_limit: Callable[[str], float]
+) -> tuple[IngestResult, int]:
+    """The batch ingested, and the log's end after it (a worker thread's work)."""
+    return engine.ingest(batch, user_limit=user_limit), engine.event_log.last_offset()
 
 
 def _reason_kind(reason: str) -> str:
@@ -120,11 +129,13 @@ def events_router(settings: Settings, guard: Guard, running: Running, live: Live
 
         # Validation and the append (an fsync) off the event loop: feeds go on meanwhile.
         batch = [items[i] for i in own]
-        ingested = await asyncio.to_thread(eng().ingest, batch, user_limit=user_limit)
+        # (the log's end read there too: on Redis a round trip, which on the loop held
+        # every request meanwhile)
+        ingested, log_end = await asyncio.to_thread(_ingest, eng(), batch, user_limit)
         result = _with_foreign(ingested, own, foreign)
         if result.accepted:
             running.learning_loop().wake()
-            live.events_accepted(result.accepted, eng().event_log.last_offset())
+            live.events_accepted(result.accepted, log_end)
         residency = sum(r.kind == "residency" for r in result.rejected)
         if residency:
             running.refused(request, {"events_refused": residency})
