@@ -10,7 +10,8 @@ and without a replay, then the whole log learned as the learner's loop learns it
 of 256 events, each followed by the training steps it made due), timed (wall clock, and
 the process's CPU time, all its threads: the index is re-clustered in one of its own).
 A run ends with a digest of the state it learned (the first ranker's weights, the video
-statistics, the users' histories and affinities, co-engagement; with the models, their
+statistics, the creators' and hashtags' counts, the users' histories and affinities,
+co-engagement; with the models, their
 embedding rows and dense parameters, rounded, and the index's vectors), so that two
 sources' runs can be compared for equal results, not only for speed.
 
@@ -125,6 +126,7 @@ def _digest(engine: Any) -> dict[str, str]:
     out = {
         "first_ranker": h(state.ranker.weights),
         "video_stats": h(stats.views, stats.label_counts, stats.total_labels, stats.total_views),
+        "group_rates": h(state.groups.creators.counts, state.groups.hashtags.counts),
         "users": h(sorted((u, _user_digest(s)) for u, s in state.users.items())),
         "coengagement": h(
             sorted((k, sorted(v.items())) for k, v in state.coengagement._co.items())
