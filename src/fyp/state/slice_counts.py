@@ -16,7 +16,7 @@ counts are whole numbers, exact in float64 in any order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,9 @@ class CountsReader(Protocol):
     ) -> None: ...
 
 
+R = TypeVar("R", bound=CountsReader)
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
     """The counts of n reads: the video's label counts (n, L) and views (n,), its
@@ -52,7 +55,7 @@ class Counts:
     tag_counts: F64
 
 
-class SliceCounts:
+class SliceCounts(Generic[R]):
     """Additions to the counts and reads of them, in fold order, not yet applied."""
 
     def __init__(self) -> None:
@@ -68,7 +71,7 @@ class SliceCounts:
         # reads
         self._read_tick: list[int] = []
         self._read_row: list[int] = []
-        self._readers: list[CountsReader] = []
+        self._readers: list[R] = []
 
     def __len__(self) -> int:
         return len(self._add_tick) + len(self._read_tick)
@@ -85,7 +88,7 @@ class SliceCounts:
         self._col_of += [i] * len(columns)
         self._col += columns
 
-    def read(self, row: int, reader: CountsReader) -> None:
+    def read(self, row: int, reader: R) -> None:
         """``reader`` is to be told the counts of video ``row`` (and of its creator and
         hashtags) as they are now."""
         self._read_tick.append(self._tick)
@@ -93,13 +96,14 @@ class SliceCounts:
         self._read_row.append(row)
         self._readers.append(reader)
 
-    def resolve(self, stats: VideoStats, groups: GroupRates, catalog: CatalogIndex) -> None:
-        """Tell every reader its counts, then apply the additions; empties this."""
-        if not self._read_tick and not self._add_tick:
-            return
-        counts = self.counts(stats, groups, catalog)
+    def resolve(self, stats: VideoStats, groups: GroupRates, catalog: CatalogIndex) -> list[R]:
+        """Tell every reader its counts, then apply the additions; empties this. Returns
+        the readers told, in order."""
         readers = self._readers
+        if not readers and not self._add_tick:
+            return readers
         if readers:
+            counts = self.counts(stats, groups, catalog)
             views = counts.video_views.tolist()
             for i, reader in enumerate(readers):
                 reader.counts_read(
@@ -110,6 +114,7 @@ class SliceCounts:
                 )
         self._apply(stats, groups)
         self._clear()
+        return readers
 
     def counts(self, stats: VideoStats, groups: GroupRates, catalog: CatalogIndex) -> Counts:
         """The counts of each read so far, as they were when it was made."""

@@ -134,7 +134,7 @@ class LogState:
         self.refreshes_done = 0
         # The videos', creators' and hashtags' counts the events of an apply add, and the
         # ones its examples read, done at once (empty between calls of apply).
-        self._counts_due = SliceCounts()
+        self._counts_due: SliceCounts[Example] = SliceCounts()
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
@@ -142,7 +142,14 @@ class LogState:
             self._counts_due = SliceCounts()
 
     def _resolve_counts(self) -> None:
-        self._counts_due.resolve(self.stats, self.groups, self.catalog)
+        """The counts of the examples opened since the last call, and their first-ranker
+        features, for all of them at once (they depend only on the inputs taken when each
+        opened; one call over a slice costs a fraction of one per micro-batch)."""
+        opened = self._counts_due.resolve(self.stats, self.groups, self.catalog)
+        if opened:
+            x = self.ranker.example_batch_features([p.inputs for p in opened])
+            for p, features in zip(opened, x, strict=True):
+                p.features = features
 
     def user(self, user_id: str) -> UserState:
         u = self.users.get(user_id)
