@@ -29,7 +29,9 @@ asserts on timings; the machine is shared, so compare rows of one run only.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -169,6 +171,14 @@ def child(data_dir: Path, path: str, profile: Path | None) -> dict[str, Any]:
         data_dir=data_dir, model=model, privacy=PrivacyConfig(require_registered_users=False)
     )
     engine = Engine.open(settings, from_checkpoint=False, replay=False)
+    # As the learner process runs: its loaded state frozen out of the collector's way
+    # (Engine.open does it after its replay) and, where this fyp has them, the learner's
+    # collector settings (fyp.learning.learner.learner_gc).
+    gc.collect()
+    gc.freeze()
+    learner_gc = getattr(importlib.import_module("fyp.learning.learner"), "learner_gc", None)
+    if learner_gc is not None:
+        learner_gc()
     profiler = None
     if profile is not None:
         import cProfile
