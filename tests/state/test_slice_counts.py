@@ -3,6 +3,7 @@ event at a time."""
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -115,3 +116,18 @@ def test_add_many_counts_and_grows_as_adding_one_at_a_time() -> None:
     assert one.creators.counts.shape == many.creators.counts.shape
     assert np.array_equal(one.creators.counts, many.creators.counts)
     assert np.array_equal(one.hashtags.counts, many.hashtags.counts)
+
+
+def test_a_state_checkpointed_before_slice_counts_existed_loads_and_folds() -> None:
+    rng = random.Random(11)
+    catalog = _catalog(rng)
+    events = _log(rng, 120)
+    state = LogState(load_settings(environ={}), catalog)
+    state.micro_batch = 8  # as _fold's
+    state.apply(events[:60])
+    del state.__dict__["_counts_due"]  # as the code before pickled it
+    restored: LogState = pickle.loads(pickle.dumps(state))
+    restored.apply(events[60:])
+    reference = _fold(catalog, events, [60, 60])
+    assert np.array_equal(restored.stats.views, reference.stats.views)
+    assert np.array_equal(restored.ranker.weights, reference.ranker.weights)
