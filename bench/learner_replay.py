@@ -10,7 +10,8 @@ and without a replay, then the whole log learned as the learner's loop learns it
 of 256 events, each followed by the training steps it made due), timed (wall clock, and
 the process's CPU time, all its threads: the index is re-clustered in one of its own).
 A run ends with a digest of the state it learned (the first ranker's weights, the video
-statistics, the users' histories and affinities, co-engagement; with the models, their
+statistics, the creators' and hashtags' counts, the users' histories and affinities,
+co-engagement; with the models, their
 embedding rows and dense parameters, rounded, and the index's vectors), so that two
 sources' runs can be compared for equal results, not only for speed.
 
@@ -28,7 +29,9 @@ asserts on timings; the machine is shared, so compare rows of one run only.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -125,6 +128,7 @@ def _digest(engine: Any) -> dict[str, str]:
     out = {
         "first_ranker": h(state.ranker.weights),
         "video_stats": h(stats.views, stats.label_counts, stats.total_labels, stats.total_views),
+        "group_rates": h(state.groups.creators.counts, state.groups.hashtags.counts),
         "users": h(sorted((u, _user_digest(s)) for u, s in state.users.items())),
         "coengagement": h(
             sorted((k, sorted(v.items())) for k, v in state.coengagement._co.items())
@@ -167,6 +171,14 @@ def child(data_dir: Path, path: str, profile: Path | None) -> dict[str, Any]:
         data_dir=data_dir, model=model, privacy=PrivacyConfig(require_registered_users=False)
     )
     engine = Engine.open(settings, from_checkpoint=False, replay=False)
+    # As the learner process runs: its loaded state frozen out of the collector's way
+    # (Engine.open does it after its replay) and, where this fyp has them, the learner's
+    # collector settings (fyp.learning.learner.learner_gc).
+    gc.collect()
+    gc.freeze()
+    learner_gc = getattr(importlib.import_module("fyp.learning.learner"), "learner_gc", None)
+    if learner_gc is not None:
+        learner_gc()
     profiler = None
     if profile is not None:
         import cProfile

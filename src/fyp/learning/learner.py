@@ -16,6 +16,7 @@ it if it dies (:mod:`fyp.learning.supervisor`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -220,10 +221,21 @@ def run(
             learner.close()
 
 
+def learner_gc() -> None:
+    """The collector's settings for the learner process. The fold allocates several
+    objects per event (examples, affinities, training batches), most of them long-lived,
+    so with the default threshold a young collection runs every few events and walks
+    them until they are promoted. The state loaded at the start is frozen already
+    (:meth:`fyp.engine.Engine.open`); a larger young generation leaves the rest
+    (``bench/learner_replay.py`` runs the learning path with these settings)."""
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(settings: Settings, supervised: bool) -> None:
-    """The learner process's entry (``fyp learn``): lowered priority, and SIGTERM stops
-    it between two steps."""
+    """The learner process's entry (``fyp learn``): lowered priority, the collector's
+    settings (:func:`learner_gc`), and SIGTERM stops it between two steps."""
     os.nice(settings.model.learner_nice)
+    learner_gc()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

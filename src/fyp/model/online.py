@@ -107,6 +107,7 @@ class OnlineModels:
         # so that a replay learns the same residual.
         priors = self.state.ranker.logits(features).astype(np.float32)
         labels = np.stack([e.labels for e in examples]).astype(np.float32)
+        positive = (labels[:, _POSITIVE] != 0).any(axis=1).tolist()
         for i, e in enumerate(examples):
             video = catalog.videos[e.row]
             self._rank_queue.append(
@@ -123,7 +124,7 @@ class OnlineModels:
                     priors[i],
                 )
             )
-            if e.labels[_POSITIVE].any():
+            if positive[i]:
                 self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
 
     def forget_user(self, user_id: str, erase: bool = False) -> None:

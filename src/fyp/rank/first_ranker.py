@@ -82,6 +82,7 @@ N_FEATURES = len(FEATURES)
 _FRESH_MS = 3 * 86_400_000
 _KIND = 1 << 32  # key offset between kinds of entity in one lookup table
 _MINUTE_LOG = float(np.log1p(60.0))  # the duration features are centred on a minute
+_UNREAD: F64 = np.zeros(0)  # counts an example's inputs are taken without (filled in later)
 
 
 def _logit(p: F64) -> F64:
@@ -237,11 +238,20 @@ class FirstRanker:
         return x
 
     def example_inputs(
-        self, user: UserState, row: int, now: int, surface: str = DEFAULT_SURFACE
+        self,
+        user: UserState,
+        row: int,
+        now: int,
+        surface: str = DEFAULT_SURFACE,
+        *,
+        counts: bool = True,
     ) -> ExampleInputs:
         """What :meth:`features` of ``row`` for ``user`` at ``now`` on ``surface`` reads,
         copied: the learning step takes these for every view, before the view changes
-        anything."""
+        anything. ``counts=False``: without the video's, its creator's and its hashtags'
+        counts (``video_counts``, ``video_views``, ``creator_counts``, ``tag_counts``),
+        which the caller fills in (the fold reads them for many examples at once:
+        :mod:`fyp.state.slice_counts`)."""
         video = self.catalog.videos[row]
         found: list[tuple[int, float, float, int, float, float]] = []
         shown_tags = 0
@@ -258,12 +268,22 @@ class FirstRanker:
                 if (a := hashtags.get(h)) is not None:
                     found.append((2, a.views, a.positives, a.ts, *_session(a)))
             follows = video.creator_id in user.follows
+        if counts:
+            video_counts, video_views = (
+                self.stats.label_counts[row].copy(),
+                float(self.stats.views[row]),
+            )
+            creator_counts, tag_counts, n_tags = self.groups.of_row(row)
+        else:
+            video_counts = creator_counts = tag_counts = _UNREAD
+            video_views = 0.0
+            n_tags = min(len(video.hashtags), TAGS_PER_VIDEO)
         return ExampleInputs(
             now,
             tuple(user.label_counts),
             user.views,
-            self.stats.label_counts[row].copy(),
-            float(self.stats.views[row]),
+            video_counts,
+            video_views,
             tuple(found),
             shown_tags,
             follows,
@@ -272,7 +292,9 @@ class FirstRanker:
             self._global,
             user.session_rate(now),
             float(self.catalog.duration_ms[row]),
-            *self.groups.of_row(row),
+            creator_counts,
+            tag_counts,
+            n_tags,
         )
 
     def example_batch_features(self, inputs: Sequence[ExampleInputs]) -> F64:

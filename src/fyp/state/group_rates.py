@@ -21,6 +21,7 @@ from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.state.feedback import LABELS
 
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 _VIEWS = len(LABELS)  # the column of the views, after the label counts
 
 
@@ -63,6 +64,25 @@ class _Counts:
         for column in columns:
             row[column] += 1.0
 
+    def add_rows(self, codes: I64, delta: F64) -> None:
+        """Add each row of ``delta`` (n, L + 1) to the counts of its code in ``codes``
+        (n,), in that order: the table grows as :meth:`add` of each in turn would grow
+        it (only a code above every earlier one can grow it)."""
+        if not len(codes):
+            return
+        n = len(self.counts)
+        if int(codes.max()) + 2 >= n:
+            run = np.maximum.accumulate(codes)
+            rising = np.ones(len(codes), dtype=bool)
+            rising[1:] = run[1:] > run[:-1]
+            for code in codes[rising].tolist():
+                if code + 2 >= n:
+                    n = max(code + 3, 2 * n, 1024)
+            grown = np.zeros((n, _VIEWS + 1))
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
+        np.add.at(self.counts, codes + 1, delta)
+
 
 class GroupRates:
     """Views and label counts of each creator and each hashtag, by the catalog's codes.
@@ -86,6 +106,15 @@ class GroupRates:
         for tag in dict.fromkeys(cat.tag_codes[row].tolist()):
             if tag >= 0:
                 self.hashtags.add(tag, columns)
+
+    def add_many(self, rows: I64, delta: F64) -> None:
+        """:meth:`add` of many views and actions at once: each of ``rows`` counts its row
+        of ``delta`` (n, L + 1: label counts then the view), in order."""
+        creators = self.catalog.creator_code[rows].astype(np.int64)
+        known = creators >= 0
+        self.creators.add_rows(creators[known], delta[known])
+        owner, tags = distinct_tags(self.catalog, rows)
+        self.hashtags.add_rows(tags, delta[owner])
 
     def of_row(self, row: int) -> tuple[F64, F64, int]:
         """Copies of the counts of ``row``'s creator, (L + 1,), and of its hashtags,
@@ -117,3 +146,16 @@ class GroupRates:
             out[:, k] = np.bincount(of_row, lifts[:, k], minlength=n)
         out /= np.maximum(shown.sum(axis=1), 1)[:, None]
         return out
+
+
+def distinct_tags(catalog: CatalogIndex, rows: I64) -> tuple[I64, I64]:
+    """(owner, code): each distinct hashtag code of each of ``rows`` (as :meth:`GroupRates.add`
+    counts them: one given twice counts once), with the index of its row in ``rows``; rows
+    in order, and each row's codes in its order."""
+    codes = catalog.tag_codes[rows].astype(np.int64)  # (n, T), -1 padded
+    repeated = np.zeros(codes.shape, dtype=bool)
+    for j in range(1, codes.shape[1]):
+        repeated[:, j] = (codes[:, :j] == codes[:, j : j + 1]).any(axis=1)
+    kept = (codes >= 0) & ~repeated
+    owner = np.nonzero(kept)[0]
+    return owner, codes[kept]

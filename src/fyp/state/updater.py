@@ -34,6 +34,7 @@ from fyp.state.attribute_codes import AttributeVocabulary
 from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
 from fyp.state.group_rates import GroupRates
+from fyp.state.slice_counts import VIEW_COLUMN, SliceCounts
 from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import Affinity, UserState, forget_personalisation, new_user
 from fyp.state.videos import Trending, VideoStats
@@ -60,6 +61,19 @@ class Example:
     # (L, F): the first ranker's features from ``inputs``, computed with the rest of the
     # micro-batch the example is learned in (None until then)
     features: npt.NDArray[np.float64] | None = None
+
+    def counts_read(
+        self,
+        video_counts: npt.NDArray[np.float64],
+        video_views: float,
+        creator_counts: npt.NDArray[np.float64],
+        tag_counts: npt.NDArray[np.float64],
+    ) -> None:
+        """The counts as they were when the example opened (:mod:`fyp.state.slice_counts`)."""
+        self.video_views = video_views
+        x = self.inputs
+        x.video_counts, x.video_views = video_counts, video_views
+        x.creator_counts, x.tag_counts = creator_counts, tag_counts
 
 
 # What the learned models are told of each closed example, in log order.
@@ -123,6 +137,24 @@ class LogState:
         # up to that offset ("refresh" asks at the log's end when it is asked)
         self._refresh_marks: list[tuple[int, str]] = []
         self.refreshes_done = 0
+        # The videos', creators' and hashtags' counts the events of an apply add, and the
+        # ones its examples read, done at once (empty between calls of apply).
+        self._counts_due: SliceCounts[Example] = SliceCounts()
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if "_counts_due" not in state:  # a checkpoint of the code before
+            self._counts_due = SliceCounts()
+
+    def _resolve_counts(self) -> None:
+        """The counts of the examples opened since the last call, and their first-ranker
+        features, for all of them at once (they depend only on the inputs taken when each
+        opened; one call over a slice costs a fraction of one per micro-batch)."""
+        opened = self._counts_due.resolve(self.stats, self.groups, self.catalog)
+        if opened:
+            x = self.ranker.example_batch_features([p.inputs for p in opened])
+            for p, features in zip(opened, x, strict=True):
+                p.features = features
 
     def user(self, user_id: str) -> UserState:
         u = self.users.get(user_id)
@@ -228,6 +260,7 @@ class LogState:
             elif e.type in ACTION_LABEL:
                 self._apply_action(e.user_id, user, row, e.ts, ACTION_LABEL[e.type], surface)
             elif e.type is EventType.REPORT:
+                self._resolve_counts()  # the video's views now
                 age = e.ts - user.first_seen
                 self.reports.add(row, e.user_id, age, float(self.stats.views[row]))
         if through is not None and through > self.applied_offset:
@@ -245,18 +278,17 @@ class LogState:
             watch_ms, int(self.catalog.duration_ms[row]), self.settings.feedback
         )
         stats = self.stats
-        carried: list[int] = []
+        columns: list[int] = []
         if long_view or finish or skip:
             for k, on in ((_LONG_VIEW, long_view), (_FINISH, finish), (_SKIP, skip)):
                 if on:
-                    carried.append(k)
+                    columns.append(k)
                     pending.labels[k] = 1.0
-                    stats.label_counts[row, k] += 1
                     stats.total_labels[k] += 1
                     self.surfaces.add_label(surface, k)
                     user.label_counts[k] += 1
-        stats.views[row] += 1
-        self.groups.add(row, carried, view=True)
+        columns.append(VIEW_COLUMN)
+        self._counts_due.add(row, columns)
         self.surfaces.add_view(surface)
         stats.total_views += 1
         if stats.total_views <= 256 or stats.total_views % 256 == 0:
@@ -298,7 +330,7 @@ class LogState:
         if pending is not None:
             self._close(user_id)
         self._seq += 1
-        x = self.ranker.example_inputs(user, row, ts, surface)
+        x = self.ranker.example_inputs(user, row, ts, surface, counts=False)
         history: tuple[int, ...] = ()
         if self.example_listeners:
             h = user.history
@@ -316,10 +348,11 @@ class LogState:
             x,
             np.zeros(len(LABELS)),
             surface,
-            float(self.stats.views[row]),
+            0.0,  # read with the counts
             user.views,
             history,
         )
+        self._counts_due.read(row, pending)
         self._pending[user_id] = pending
         heapq.heappush(self._by_time, (ts, self._seq, user_id))
         return pending
@@ -360,6 +393,8 @@ class LogState:
             # only: the example may still wait in _examples for its micro-batch, and
             # whether it does depends on how the log was cut into calls of apply, so
             # changing it would make a replay learn other labels than the live engine.
+            if late.inputs.video_counts.size == 0:
+                self._resolve_counts()  # its counts, copied with it
             labels = late.labels.copy()
             labels[k] = 1.0
             self._seq += 1
@@ -372,10 +407,9 @@ class LogState:
             if pending.labels[k]:
                 return  # the same action twice on one video counts once
             pending.labels[k] = 1.0
-        self.stats.label_counts[row, k] += 1
+        self._counts_due.add(row, [k])
         self.stats.total_labels[k] += 1
         self.surfaces.add_label(surface, k)
-        self.groups.add(row, [k], view=False)
         user.label_counts[k] += 1
         video = self.catalog.videos[row]
         if label == "not_interested":
@@ -421,6 +455,7 @@ class LogState:
     def _train(self, everything: bool = False) -> None:
         """Learn from closed examples in micro-batches of a fixed size; the remainder
         waits for the next call (or goes now with ``everything``)."""
+        self._resolve_counts()
         size = self.micro_batch
         while len(self._examples) >= size or (everything and self._examples):
             batch, self._examples = self._examples[:size], self._examples[size:]

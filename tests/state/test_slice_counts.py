@@ -1,0 +1,133 @@
+"""The counts a slice of the fold adds and reads, done at once: the same numbers as one
+event at a time."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import numpy.typing as npt
+
+from fyp.catalog.index import CatalogIndex
+from fyp.config import load_settings
+from fyp.state.feedback import LABELS
+from fyp.state.group_rates import GroupRates
+from fyp.state.updater import LogState
+from fyp.types import Event, EventType, LoggedEvent, Video
+
+T0 = 1_750_000_000_000
+_TYPES = [EventType.VIEW] * 6 + [EventType.LIKE, EventType.SHARE, EventType.REPORT]
+
+
+def _catalog(rng: random.Random) -> CatalogIndex:
+    catalog = CatalogIndex()
+    videos = []
+    for i in range(40):
+        # Repeated hashtags, none, more than ranking reads; creators with one video or many.
+        tags = tuple(f"#{rng.randrange(30)}" for _ in range(rng.choice([0, 1, 2, 5, 9])))
+        creator = f"c{rng.randrange(12)}" if i % 7 else ""
+        videos.append(Video(f"v{i}", creator, rng.choice([0, 8_000, 30_000]), hashtags=tags))
+    catalog.upsert(videos)
+    return catalog
+
+
+def _log(rng: random.Random, n: int) -> list[LoggedEvent]:
+    events, ts = [], T0
+    for offset in range(1, n + 1):
+        ts += rng.choice([0, 1_000, 20_000, 400_000])  # some past the label window
+        type_ = rng.choice(_TYPES)
+        watch = rng.choice([500, 10_000, 40_000]) if type_ is EventType.VIEW else None
+        user, video = f"u{rng.randrange(8)}", f"v{rng.randrange(42)}"  # two not in it
+        events.append(LoggedEvent(offset, Event(f"e{offset}", user, video, type_, ts, watch)))
+    return events
+
+
+def _fold(catalog: CatalogIndex, events: list[LoggedEvent], cut: list[int]) -> LogState:
+    state = LogState(load_settings(environ={}), catalog)
+    state.micro_batch = 8
+    learned: list[npt.NDArray[np.float64]] = []
+    learn = state.ranker.learn
+
+    def recording(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> None:
+        learned.append(x.copy())
+        learn(x, y)
+
+    state.ranker.learn = recording  # type: ignore[method-assign]
+    state.learned = learned  # type: ignore[attr-defined]
+    start = 0
+    for size in cut:
+        state.apply(events[start : start + size])
+        start += size
+    return state
+
+
+def test_a_slice_folds_to_the_same_counts_features_and_weights_as_one_event_at_a_time() -> None:
+    rng = random.Random(7)
+    catalog = _catalog(rng)
+    events = _log(rng, 600)
+    one_by_one = _fold(catalog, events, [1] * len(events))
+    sliced = _fold(catalog, events, [256, 3, 200, 141])
+    a, b = one_by_one, sliced
+    assert np.array_equal(a.stats.views, b.stats.views)
+    assert np.array_equal(a.stats.label_counts, b.stats.label_counts)
+    # The tables grew to the same sizes, not only to the same counts.
+    assert np.array_equal(a.groups.creators.counts, b.groups.creators.counts)
+    assert np.array_equal(a.groups.hashtags.counts, b.groups.hashtags.counts)
+    learned_a, learned_b = a.learned, b.learned  # type: ignore[attr-defined]
+    assert len(learned_a) == len(learned_b) > 10
+    for x, y in zip(learned_a, learned_b, strict=True):
+        assert np.array_equal(x, y)
+    assert np.array_equal(a.ranker.weights, b.ranker.weights)
+    assert a.stats.views.sum() > 100 and a.groups.hashtags.counts.sum() > 100
+
+
+def test_a_pending_examples_counts_are_read_as_they_were_when_it_opened() -> None:
+    catalog = CatalogIndex()
+    catalog.upsert([Video("a0", "a", 20_000, hashtags=("#x",)), Video("a1", "a", 20_000)])
+    state = LogState(load_settings(environ={}), catalog)
+    views = [
+        LoggedEvent(i + 1, Event(f"e{i}", f"u{i}", "a0", EventType.VIEW, T0 + i, 20_000))
+        for i in range(3)
+    ]
+    state.apply(views)
+    # Each user's example of a0 is open still; the third one opened after two views.
+    third = state._pending["u2"]
+    assert third.video_views == 2.0 and third.inputs.video_views == 2.0
+    assert third.inputs.creator_counts[len(LABELS)] == 2.0  # creator a's views then
+    assert third.inputs.tag_counts[0, len(LABELS)] == 2.0  # #x's
+    assert state.stats.views[catalog.row_of["a0"]] == 3.0
+
+
+def test_add_many_counts_and_grows_as_adding_one_at_a_time() -> None:
+    rng = random.Random(3)
+    catalog = CatalogIndex()
+    # One creator and one hashtag per video: codes in row order.
+    catalog.upsert([Video(f"v{i}", f"c{i}", 1, hashtags=(f"#{i}", f"#{i}")) for i in range(2500)])
+    one, many = GroupRates(catalog), GroupRates(catalog)
+    # A table grown for one high code, then for a higher one: its size depends on both.
+    rows = np.array([1500, 2100, *(rng.randrange(2500) for _ in range(300))], dtype=np.int64)
+    delta = np.zeros((len(rows), len(LABELS) + 1))
+    for i, row in enumerate(rows.tolist()):
+        columns = sorted(rng.sample(range(len(LABELS) + 1), rng.randrange(1, 4)))
+        delta[i, columns] = 1.0
+        one.add(row, [c for c in columns if c < len(LABELS)], view=len(LABELS) in columns)
+    many.add_many(rows, delta)
+    assert one.creators.counts.shape == many.creators.counts.shape
+    assert np.array_equal(one.creators.counts, many.creators.counts)
+    assert np.array_equal(one.hashtags.counts, many.hashtags.counts)
+
+
+def test_a_state_checkpointed_before_slice_counts_existed_loads_and_folds() -> None:
+    rng = random.Random(11)
+    catalog = _catalog(rng)
+    events = _log(rng, 120)
+    state = LogState(load_settings(environ={}), catalog)
+    state.micro_batch = 8  # as _fold's
+    state.apply(events[:60])
+    del state.__dict__["_counts_due"]  # as the code before pickled it
+    restored: LogState = pickle.loads(pickle.dumps(state))
+    restored.apply(events[60:])
+    reference = _fold(catalog, events, [60, 60])
+    assert np.array_equal(restored.stats.views, reference.stats.views)
+    assert np.array_equal(restored.ranker.weights, reference.ranker.weights)
