@@ -58,6 +58,10 @@ class Ops(Protocol):
     def softmax(self, a: Array) -> Array:
         """Softmax over the last axis."""
 
+    def linear(self, x: Array, weight: Array, bias: Array) -> Array:
+        """x @ weight.T + bias: a layer whose weight is stored (out, in), as
+        ``nn.Linear``'s."""
+
     def einsum(self, spec: str, *operands: Array) -> Array: ...
 
     def concat(self, parts: Sequence[Array]) -> Array:
@@ -85,6 +89,9 @@ class NumpyOps:
         e = np.exp(a - a.max(axis=-1, keepdims=True))
         e /= e.sum(axis=-1, keepdims=True)
         return e
+
+    def linear(self, x: Array, weight: Array, bias: Array) -> Array:
+        return x @ weight.T + bias
 
     def einsum(self, spec: str, *operands: Array) -> Array:
         return np.einsum(spec, *operands)
@@ -119,11 +126,11 @@ def mmoe(ops: Ops, w: Mapping[str, Array], x: Array) -> Array:
     # every expert's first layer at once, then experts first: (e, n, h)
     hidden = ops.relu(x @ w["w1"] + w["b1"]).reshape(n, e, -1).swapaxes(0, 1)
     experts = ops.relu(hidden @ w["w2"] + w["b2"][:, None, :])  # (e, n, d)
-    gates = ops.softmax((x @ w["gates.weight"].T + w["gates.bias"]).reshape(n, t, e))
+    gates = ops.softmax(ops.linear(x, w["gates.weight"], w["gates.bias"]).reshape(n, t, e))
     mixed = gates @ experts.swapaxes(0, 1)  # (n, t, d): each label's mixture
     tower = ops.relu(mixed.swapaxes(0, 1) @ w["t1"] + w["tb1"][:, None, :])  # (t, n, h)
     deep = ops.einsum("tnh,th->nt", tower, w["t2"]) + w["tb2"]
-    wide = x[:, :dense_dim] @ w["wide.weight"].T + w["wide.bias"]
+    wide = ops.linear(x[:, :dense_dim], w["wide.weight"], w["wide.bias"])
     return deep + wide
 
 
@@ -171,8 +178,8 @@ def rank_input(
 def tower(ops: Ops, w: Mapping[str, Array], prefix: str, x: Array) -> Array:
     """A two-tower tower (Linear, ReLU, Linear; its parameters under ``prefix``, as an
     ``nn.Sequential`` names them), its output L2-normalised."""
-    h = ops.relu(x @ w[f"{prefix}.0.weight"].T + w[f"{prefix}.0.bias"])
-    out = h @ w[f"{prefix}.2.weight"].T + w[f"{prefix}.2.bias"]
+    h = ops.relu(ops.linear(x, w[f"{prefix}.0.weight"], w[f"{prefix}.0.bias"]))
+    out = ops.linear(h, w[f"{prefix}.2.weight"], w[f"{prefix}.2.bias"])
     return out / ops.at_least(ops.norm(out), 1e-12)
 
 

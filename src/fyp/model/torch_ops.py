@@ -24,6 +24,9 @@ class TorchOps:
     def softmax(self, a: Array) -> Array:
         return torch.softmax(a, dim=-1)
 
+    def linear(self, x: Array, weight: Array, bias: Array) -> Array:
+        return nn.functional.linear(x, weight, bias)
+
     def einsum(self, spec: str, *operands: Array) -> Array:
         return torch.einsum(spec, *operands)
 
