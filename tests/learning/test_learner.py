@@ -245,12 +245,13 @@ def test_a_learner_down_for_an_erasure_carried_out_elsewhere_drops_the_user_at_i
         assert server.pseudonym("u9") in learner.engine.state.users  # (others kept)
 
 
-def _policies(pid: int) -> set[int]:
-    """The scheduling policies of process ``pid``'s threads (those that last the look)."""
+def _priorities(pid: int) -> set[tuple[int, int]]:
+    """The scheduling policies and nice values of process ``pid``'s threads (those that
+    last the look)."""
     out = set()
     for tid in thread_ids(pid):
         with contextlib.suppress(ProcessLookupError):
-            out.add(os.sched_getscheduler(tid))
+            out.add((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)))
     return out
 
 
@@ -265,8 +266,8 @@ def test_the_supervisor_restarts_a_learner_that_died(learning: Any) -> None:
         learning.wait_settled(server)
         first = supervisor.pid
         assert first is not None and read_status(learning.data).pid == first
-        if hasattr(os, "SCHED_IDLE"):  # serving gets the CPU first: the learner idles
-            assert _policies(first) == {os.SCHED_IDLE}
+        # serving gets the CPU first: every thread of the learner at the lowered priority
+        assert _priorities(first) == {(os.SCHED_OTHER, max(os.getpriority(os.PRIO_PROCESS, 0), 10))}
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while not (supervisor.restarts == 1 and supervisor.alive):

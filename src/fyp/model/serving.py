@@ -150,8 +150,10 @@ def user_vector(
     the mean of the history's video rows, as the two-tower model's training reads them."""
     videos = catalog.videos
     user = tables["user"].lookup([user_id], now)
-    ids = [videos[r].video_id for r in pooled]
-    hist, counts = lookup_padded(tables["video"], [ids], max(len(ids), 1), now)
-    x = tower_user_input(NUMPY, _reader(tables), user, hist, counts)
+    hist = tables["video"].lookup([videos[r].video_id for r in pooled], now)
+    if not len(hist):  # (one slot, masked: the mean of nothing is zeros)
+        hist = np.full(1, -1, dtype=np.int64)
+    counts = np.array([len(pooled)], dtype=np.int64)
+    x = tower_user_input(NUMPY, _reader(tables), user, hist[None, :], counts)
     out: F32 = np.asarray(tower(NUMPY, weights, "user_tower.net", x)[0], dtype=np.float32)
     return out
