@@ -166,12 +166,19 @@ def run_mode(
                 time.sleep(0.1)
             out["learner_ready_s"] = time.perf_counter() - t0
         rounds = []
+        # Each round posts from its own share of the stream, so that a round whose phase
+        # ran long (a loaded machine) leaves the next rounds theirs.
+        share = _learning_share(args)
         for r in range(args.repeats):
+            part = stream[r * share : (r + 1) * share]
             idle, learning, posted = _idle_then_learning(
-                server, data_dir, split, users, stream[offset:], args, r, label
+                server, data_dir, split, users, part, args, r, label
             )
-            offset += posted
+            learning["stream_exhausted"] = posted >= len(part)
+            if learning["stream_exhausted"]:
+                console.print(f"  {label}, round {r + 1}: its share of the stream ran out")
             rounds.append({"idle": idle, "learning": learning})
+        offset = args.repeats * share
         out["rounds"] = rounds
         # The first round's phases as before (what earlier results hold), and the medians.
         out["idle"], out["learning"] = rounds[0]["idle"], rounds[0]["learning"]
@@ -299,6 +306,12 @@ def _idle_then_learning(
         f"{learning['latency_ms']['p99']:.1f} ms ({learning['p99_ratio_vs_idle']:.2f}x idle)"
     )
     return idle, learning, poster.posted
+
+
+def _learning_share(args: argparse.Namespace) -> int:
+    """The events of the stream each learning phase may post: its planned length, and
+    as much again."""
+    return int(2 * args.learn_rate * (args.seconds + 3))
 
 
 def _medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
@@ -449,10 +462,9 @@ def main() -> None:
         base = root / "base"
         console.print(f"[bold]{args.videos:,} videos[/]: building the state (learned models on)")
         engine, setup = build_state(base, args.videos, args.users, views, now, model=True)
+        # (each user's history holds at least ``views`` events)
         stream_users = int(
-            (args.learn_rate * args.repeats + args.keep_up_rate)
-            * (args.seconds + 3)
-            / (views * 1.1)
+            (args.repeats * _learning_share(args) + args.keep_up_rate * (args.seconds + 3)) / views
         )
         catalog = make_catalog(args.videos, now, seed=args.videos)
         stream = make_history(
