@@ -38,8 +38,8 @@ MODEL = {
     "publish_interval_s": 0.05,
     "poll_interval_s": 0.05,
     # At SCHED_IDLE a learner on a machine whose every core other work keeps busy gets no
-    # CPU at all (and these tests wait for it): the tests' learners run niced, as the
-    # fallback does (tests/learning/test_priority.py tests SCHED_IDLE itself).
+    # CPU at all, and these tests wait for it: their learners run niced, as before
+    # SCHED_IDLE (tests/learning/test_priority.py tests SCHED_IDLE itself).
     "learner_priority": "nice",
     "learner_nice": 10,
 }
