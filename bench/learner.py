@@ -15,6 +15,9 @@ latency counted from the scheduled time (so a server that falls behind shows it)
 1. *idle*: ``--base-rate`` feeds/s (100);
 2. *learning*: as many while a thread posts the stream at ``--learn-rate`` events/s
    (the learner trains flat out); the learner's examples/s and its lag at the end;
+   ``--repeats N`` alternates 1 and 2 N times (each idle phase after the learner has
+   caught up) and reports each round and the median p99s: one 10-second phase may
+   catch a checkpoint's fork or a collection, and its ratio swings with it;
 3. *ladder*: feeds at rising rates, no stream: the highest rate whose p99 is <= 30 ms;
 4. *keep up*: ``--keep-up-rate`` events/s posted beside the base rate of feeds; the learning lag
    at the end, and how long it takes to catch up after.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -161,67 +165,36 @@ def run_mode(
             while (health(server)["learned_models"] or {}).get("version", 0) == 0:
                 time.sleep(0.1)
             out["learner_ready_s"] = time.perf_counter() - t0
-        # The idle phase is with learning idle: everything logged learned (by the learner,
-        # where it runs apart: its start replays what its checkpoint lacks), then a pause
-        # for what follows a catch-up (a publish, an index re-clustering) to pass.
-        out["caught_up_before_idle_s"] = wait_caught_up(server, data_dir, split, 600)
-        time.sleep(_SETTLE_S)
-        n = int(args.base_rate * args.seconds)
-        cpu0 = server.cpu_s()
-        (idle,) = open_loop(server, [(args.base_rate, users["idle"][:n])])
-        idle["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
-        out["idle"] = idle
-        p99 = idle["latency_ms"]["p99"]
-        console.print(f"  {label}: idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
-
-        poster = Poster(server, stream[offset:], args.learn_rate)
-        poster.start()
-        time.sleep(1.0)
-        samples: list[float] = []
-        sampler_stop = threading.Event()
-
-        def sample() -> None:
-            while not sampler_stop.wait(1.0):
-                status = learner_status(data_dir) if split else None
-                if status is not None:
-                    samples.append(float(status["examples_per_s"]))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        learner0 = learner_progress(data_dir) if split else None
-        cpu0 = server.cpu_s()
-        (learning,) = open_loop(server, [(args.base_rate, users["learning"][:n])])
-        learning["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
-        learner1 = learner_progress(data_dir) if split else None
-        if learner0 is not None and learner1 is not None:
-            # Per CPU-second of the learner: what it does with a core of its own (the
-            # machine is shared, so its wall-clock rate says more about the neighbours).
-            learning["learner_examples_per_cpu_s"] = _per(learner1[0], learner0[0], 1) / max(
-                learner1[1] - learner0[1], 1e-9
+        rounds = []
+        # Each round posts from its own share of the stream, so that a round whose phase
+        # ran long (a loaded machine) leaves the next rounds theirs.
+        share = _learning_share(args)
+        for r in range(args.repeats):
+            part = stream[r * share : (r + 1) * share]
+            idle, learning, posted = _idle_then_learning(
+                server, data_dir, split, users, part, args, r, label
             )
-        poster.stop_flag.set()
-        poster.join()
-        sampler_stop.set()
-        offset += poster.posted
-        h = health(server)
-        learning["posted_per_s"] = poster.acknowledged / poster.wall_s
-        learning["server_lag_at_end"] = h["learning_lag"]
-        learning["learner_lag_at_end"] = (h["learned_models"] or {}).get("learner_lag")
-        learning["learner_examples_per_s"] = samples
-        learning["p99_ratio_vs_idle"] = learning["latency_ms"]["p99"] / idle["latency_ms"]["p99"]
-        if split:
-            learning["publish_to_apply_p95_s"] = _gauge(
-                server, "fyp_model_publish_to_apply_p95_seconds"
-            )
-        out["learning"] = learning
+            learning["stream_exhausted"] = posted >= len(part)
+            if learning["stream_exhausted"]:
+                console.print(f"  {label}, round {r + 1}: its share of the stream ran out")
+            rounds.append({"idle": idle, "learning": learning})
+        offset = args.repeats * share
+        out["rounds"] = rounds
+        # The first round's phases as before (what earlier results hold), and the medians.
+        out["idle"], out["learning"] = rounds[0]["idle"], rounds[0]["learning"]
+        out["caught_up_before_idle_s"] = rounds[0]["idle"]["caught_up_before_s"]
+        out["median"] = _medians(rounds)
         out["rss_mb_while_learning"] = {
             "server": rss_mb(server.proc.pid if server.proc else None),
             "learner": rss_mb((learner_status(data_dir) or {}).get("pid")) if split else None,
         }
-        console.print(
-            f"  {label}: learning {args.learn_rate:,.0f} events/s: p99 "
-            f"{learning['latency_ms']['p99']:.1f} ms ({learning['p99_ratio_vs_idle']:.2f}x idle)"
-        )
+        if args.repeats > 1:
+            m = out["median"]
+            console.print(
+                f"  {label}: median of {args.repeats}: p99 idle {m['idle_p99_ms']:.1f} ms, "
+                f"learning {m['learning_p99_ms']:.1f} ms ({m['ratio']:.2f}x; the median "
+                f"of the rounds' ratios {m['ratio_of_rounds']:.2f}x)"
+            )
         out["catch_up_after_learning_s"] = wait_caught_up(server, data_dir, split, 600)
 
         ladder = []
@@ -239,6 +212,7 @@ def run_mode(
         if args.keep_up_rate:
             poster = Poster(server, stream[offset:], args.keep_up_rate)
             poster.start()
+            n = int(args.base_rate * args.seconds)
             (keep,) = open_loop(server, [(args.base_rate, users["keep"][:n])])
             poster.stop_flag.set()
             poster.join()
@@ -254,6 +228,103 @@ def run_mode(
             "learner": rss_mb((learner_status(data_dir) or {}).get("pid")) if split else None,
         }
     return out
+
+
+def _slice(users: list[str], r: int, n: int) -> list[str]:
+    """Round ``r``'s ``n`` request users: the next slice of the list (from the start
+    again past its end), so that a new user of one round is new in it."""
+    start = (r * n) % max(len(users), 1)
+    out = users[start : start + n]
+    return out + users[: n - len(out)]
+
+
+def _idle_then_learning(
+    server: Server,
+    data_dir: Path,
+    split: bool,
+    users: dict[str, list[str]],
+    stream: list[dict[str, Any]],
+    args: argparse.Namespace,
+    r: int,
+    label: str,
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """One round: an idle phase, then a learning phase; their results and the events
+    the learning phase posted."""
+    # The idle phase is with learning idle: everything logged learned (by the learner,
+    # where it runs apart: its start replays what its checkpoint lacks), then a pause
+    # for what follows a catch-up (a publish, an index re-clustering) to pass.
+    idle_wait = wait_caught_up(server, data_dir, split, 600)
+    time.sleep(_SETTLE_S)
+    n = int(args.base_rate * args.seconds)
+    cpu0 = server.cpu_s()
+    (idle,) = open_loop(server, [(args.base_rate, _slice(users["idle"], r, n))])
+    idle["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
+    idle["caught_up_before_s"] = idle_wait
+    p99 = idle["latency_ms"]["p99"]
+    console.print(f"  {label}, round {r + 1}: idle {args.base_rate:.0f}/s: p99 {p99:.1f} ms")
+
+    poster = Poster(server, stream, args.learn_rate)
+    poster.start()
+    time.sleep(1.0)
+    samples: list[float] = []
+    sampler_stop = threading.Event()
+
+    def sample() -> None:
+        while not sampler_stop.wait(1.0):
+            status = learner_status(data_dir) if split else None
+            if status is not None:
+                samples.append(float(status["examples_per_s"]))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    learner0 = learner_progress(data_dir) if split else None
+    cpu0 = server.cpu_s()
+    (learning,) = open_loop(server, [(args.base_rate, _slice(users["learning"], r, n))])
+    learning["server_cpu_ms_per_feed"] = _per(server.cpu_s(), cpu0, n) * 1e3
+    learner1 = learner_progress(data_dir) if split else None
+    if learner0 is not None and learner1 is not None:
+        # Per CPU-second of the learner: what it does with a core of its own (the
+        # machine is shared, so its wall-clock rate says more about the neighbours).
+        learning["learner_examples_per_cpu_s"] = _per(learner1[0], learner0[0], 1) / max(
+            learner1[1] - learner0[1], 1e-9
+        )
+    poster.stop_flag.set()
+    poster.join()
+    sampler_stop.set()
+    h = health(server)
+    learning["posted_per_s"] = poster.acknowledged / poster.wall_s
+    learning["server_lag_at_end"] = h["learning_lag"]
+    learning["learner_lag_at_end"] = (h["learned_models"] or {}).get("learner_lag")
+    learning["learner_examples_per_s"] = samples
+    learning["p99_ratio_vs_idle"] = learning["latency_ms"]["p99"] / idle["latency_ms"]["p99"]
+    if split:
+        learning["publish_to_apply_p95_s"] = _gauge(
+            server, "fyp_model_publish_to_apply_p95_seconds"
+        )
+    console.print(
+        f"  {label}, round {r + 1}: learning {args.learn_rate:,.0f} events/s: p99 "
+        f"{learning['latency_ms']['p99']:.1f} ms ({learning['p99_ratio_vs_idle']:.2f}x idle)"
+    )
+    return idle, learning, poster.posted
+
+
+def _learning_share(args: argparse.Namespace) -> int:
+    """The events of the stream each learning phase may post: its planned length, and
+    as much again."""
+    return int(2 * args.learn_rate * (args.seconds + 3))
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """The median p99 of the idle phases and of the learning phases, their ratio, and the
+    median of the rounds' own ratios."""
+    idle = [r["idle"]["latency_ms"]["p99"] for r in rounds]
+    learning = [r["learning"]["latency_ms"]["p99"] for r in rounds]
+    return {
+        "idle_p99_ms": statistics.median(idle),
+        "learning_p99_ms": statistics.median(learning),
+        "ratio": statistics.median(learning) / statistics.median(idle),
+        "ratio_of_rounds": statistics.median(r["learning"]["p99_ratio_vs_idle"] for r in rounds),
+    }
 
 
 def measure_fold(data_dir: Path) -> dict[str, dict[str, float]]:
@@ -343,6 +414,12 @@ def main() -> None:
     ap.add_argument("--keep-up-rate", type=float, default=5_000.0)
     ap.add_argument("--ladder", default="200,300,400,500,600,800")
     ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="idle and learning phases, alternating, this many times each (their medians)",
+    )
+    ap.add_argument(
         "--modes", default="in_process,process", help="of in_process, process, off (models off)"
     )
     ap.add_argument(
@@ -376,6 +453,7 @@ def main() -> None:
             "learn_rate": args.learn_rate,
             "keep_up_rate": args.keep_up_rate,
             "ladder": args.ladder,
+            "repeats": args.repeats,
             "slo_p99_ms": SLO_P99_MS,
         },
     }
@@ -384,8 +462,9 @@ def main() -> None:
         base = root / "base"
         console.print(f"[bold]{args.videos:,} videos[/]: building the state (learned models on)")
         engine, setup = build_state(base, args.videos, args.users, views, now, model=True)
+        # (each user's history holds at least ``views`` events)
         stream_users = int(
-            (args.learn_rate + args.keep_up_rate) * (args.seconds + 3) / (views * 1.1)
+            (args.repeats * _learning_share(args) + args.keep_up_rate * (args.seconds + 3)) / views
         )
         catalog = make_catalog(args.videos, now, seed=args.videos)
         stream = make_history(
@@ -446,16 +525,18 @@ def _print(payload: dict[str, Any]) -> None:
     rows = []
     for r in payload["results"]:
         keep = r.get("keep_up", {})
-        ex = r["learning"]["learner_examples_per_s"]
+        rounds = r.get("rounds", [r])
+        ex = [x for rr in rounds for x in rr["learning"]["learner_examples_per_s"]]
+        m = r.get("median") or _medians(rounds)
         lag = keep.get("learner_lag_at_end")
         lag = keep.get("server_lag_at_end") if lag is None else lag
         rows.append(
             [
                 r["mode"],
                 _f(r["idle"]["server_cpu_ms_per_feed"], 2),
-                _f(r["idle"]["latency_ms"]["p99"]),
-                _f(r["learning"]["latency_ms"]["p99"]),
-                _f(r["learning"]["p99_ratio_vs_idle"], 2),
+                _f(m["idle_p99_ms"]),
+                _f(m["learning_p99_ms"]),
+                _f(m["ratio"], 2),
                 _f(r["max_rate_at_slo"], 0),
                 _f(max(ex) if ex else None, 0),
                 _f(r["learning"].get("learner_examples_per_cpu_s"), 0),
@@ -473,9 +554,9 @@ def _print(payload: dict[str, Any]) -> None:
         [
             "mode",
             "server CPU ms/feed",
-            "p99 idle ms",
-            f"p99 learning {p['learn_rate']:,.0f}/s ms",
-            "ratio",
+            "p99 idle ms (median)",
+            f"p99 learning {p['learn_rate']:,.0f}/s ms (median)",
+            "ratio (medians)",
             "max feeds/s at p99<=30ms",
             "learner examples/s (max)",
             "learner examples/CPU-s",
@@ -487,6 +568,22 @@ def _print(payload: dict[str, Any]) -> None:
         ],
         rows,
     )
+    if p.get("repeats", 1) > 1:
+        print_table(
+            "Each round: the idle phase, then the learning phase",
+            ["mode", "round", "p99 idle ms", "p99 learning ms", "ratio"],
+            [
+                [
+                    r["mode"],
+                    str(i + 1),
+                    _f(rr["idle"]["latency_ms"]["p99"]),
+                    _f(rr["learning"]["latency_ms"]["p99"]),
+                    _f(rr["learning"]["p99_ratio_vs_idle"], 2),
+                ]
+                for r in payload["results"]
+                for i, rr in enumerate(r["rounds"])
+            ],
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import pickle
 import socket
 import threading
 import time
@@ -644,3 +645,22 @@ def test_a_checkpoint_child_holds_none_of_the_servers_sockets(
             assert server.fileno() in {int(fd) for fd in os.listdir("/proc/self/fd")}
         finally:
             engine.close()
+
+
+def test_a_checkpoint_written_by_newer_code_is_replayed_not_loaded(tmp_path: Path) -> None:
+    """Newer code's checkpoint (a later format, classes this code lacks) reads as an
+    unknown format: the engine replays the log, where unpickling it would fail at every
+    restart."""
+    engine = _learned(_settings(tmp_path), 500, seed=3)
+    engine.checkpoints.write()
+    engine.close()
+    path = tmp_path / CHECKPOINT_FILE
+    with path.open("wb") as f:
+        pickle.dump({checkpoint_module._HEADER_KEY: checkpoint_module.FORMAT + 1}, f, protocol=2)
+        f.write(b"\x80\x02cfyp.nowhere\nStateOfTheFuture\nq\x00)\x81q\x01.")
+    reopened = Engine.open(_settings(tmp_path), clock=lambda: NOW)
+    try:
+        assert reopened.checkpoints.offset == 0  # replayed from the start instead
+        assert _fingerprint(reopened) == _fingerprint(engine)
+    finally:
+        reopened.close()

@@ -156,7 +156,13 @@ class ModelSettings(_Section):
     publish_interval_s: float = Field(0.25, gt=0)  # the learner publishes deltas this often
     poll_interval_s: float = Field(0.1, gt=0)  # the server looks for them this often
     snapshot_every_s: float = Field(60.0, gt=0)  # a whole snapshot (new servers start from it)
-    learner_nice: int = Field(10, ge=0, le=19)  # the learner's scheduling priority, lowered
+    # The learner's scheduling priority (fyp.learning.priority): "nice", nice
+    # ``learner_nice`` (serving wins the CPU, the learner still gets a share of a busy
+    # machine); "idle", SCHED_IDLE where the system permits it (CPU no other process
+    # wants, else nice ``learner_nice``): on cores that serving keeps busy the learner
+    # then gets none, and an erasure waiting for it times out.
+    learner_priority: Literal["idle", "nice"] = "nice"
+    learner_nice: int = Field(19, ge=0, le=19)
     # How long an erasure waits for the running learner to drop the user (then it fails,
     # and asking again completes it).
     learner_erase_timeout_s: float = Field(60.0, gt=0)

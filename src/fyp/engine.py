@@ -125,6 +125,7 @@ def _learning_settings(settings: Settings) -> str:
                 "publish_interval_s",
                 "poll_interval_s",
                 "snapshot_every_s",
+                "learner_priority",
                 "learner_nice",
                 "learner_erase_timeout_s",
             },

@@ -37,6 +37,11 @@ MODEL = {
     "min_count": 1,
     "publish_interval_s": 0.05,
     "poll_interval_s": 0.05,
+    # At SCHED_IDLE a learner on a machine whose every core other work keeps busy gets no
+    # CPU at all, and these tests wait for it: their learners run niced, as before
+    # SCHED_IDLE (tests/learning/test_priority.py tests SCHED_IDLE itself).
+    "learner_priority": "nice",
+    "learner_nice": 10,
 }
 N_VIDEOS = 300
 N_USERS = 50

@@ -5,6 +5,7 @@ supervisor restarts a learner that died."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from fyp.learning.link import channel_of, read_status
+from fyp.learning.priority import thread_ids
 from fyp.learning.supervisor import Supervisor
 from fyp.model.replica import ModelReplica
 from fyp.users.controls import ControlsIn
@@ -243,6 +245,16 @@ def test_a_learner_down_for_an_erasure_carried_out_elsewhere_drops_the_user_at_i
         assert server.pseudonym("u9") in learner.engine.state.users  # (others kept)
 
 
+def _priorities(pid: int) -> set[tuple[int, int]]:
+    """The scheduling policies and nice values of process ``pid``'s threads (those that
+    last the look)."""
+    out = set()
+    for tid in thread_ids(pid):
+        with contextlib.suppress(ProcessLookupError):
+            out.add((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)))
+    return out
+
+
 @pytest.mark.slow  # (learner subprocesses)
 def test_the_supervisor_restarts_a_learner_that_died(learning: Any) -> None:
     server = learning.server()
@@ -254,6 +266,8 @@ def test_the_supervisor_restarts_a_learner_that_died(learning: Any) -> None:
         learning.wait_settled(server)
         first = supervisor.pid
         assert first is not None and read_status(learning.data).pid == first
+        # serving gets the CPU first: every thread of the learner at the lowered priority
+        assert _priorities(first) == {(os.SCHED_OTHER, max(os.getpriority(os.PRIO_PROCESS, 0), 10))}
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while not (supervisor.restarts == 1 and supervisor.alive):

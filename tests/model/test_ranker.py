@@ -17,7 +17,7 @@ from fyp.model.ranker import (
     RankExample,
     dense_features,
 )
-from fyp.model.serving import rank_inputs, rank_rows
+from fyp.model.serving import mmoe_forward, rank_inputs, rank_rows
 from fyp.rank.first_ranker import FirstRanker
 from fyp.state.feedback import LABEL_INDEX, LABELS
 from fyp.state.surfaces import SurfaceStats
@@ -60,7 +60,7 @@ def test_numpy_serving_forward_equals_the_torch_forward() -> None:
     x = np.random.default_rng(0).standard_normal((33, DENSE_DIM + 40)).astype(np.float32)
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
-    got = net.forward_numpy(net.numpy_weights(), x)
+    got = mmoe_forward(net.numpy_weights(), x)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -84,7 +84,7 @@ def test_serving_inputs_equal_training_inputs() -> None:
         train=False,
     )
     dense = np.random.default_rng(0).standard_normal((3, DENSE_DIM)).astype(np.float32)
-    trained, _, _ = ranker._inputs(batch, dense)
+    trained, _ = ranker._inputs(batch, dense)
     np.testing.assert_allclose(
         rank_inputs(ranker.tables, batch, dense), trained.detach().numpy(), rtol=1e-6, atol=1e-8
     )

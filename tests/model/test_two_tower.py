@@ -4,6 +4,7 @@ history it pools, and its state round-trips."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from fyp.catalog.index import CatalogIndex
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
@@ -82,3 +83,28 @@ def test_state_round_trip_and_determinism() -> None:
     np.testing.assert_array_equal(
         c.user_vector("u3", [1, 2], NOW), a.user_vector("u3", [1, 2], NOW)
     )
+
+
+def test_the_served_user_vector_is_the_trained_tower_s() -> None:
+    """The user vector serving computes in numpy is what training's torch pass computes
+    for the same user and history (a known user, an unknown one, an empty history, a
+    history longer than the tower pools, with a video the table has no row for)."""
+    catalog = _catalog()
+    model = TwoTower(TwoTowerConfig(min_count=1, history=5), catalog)
+    examples = _examples(catalog, 640, seed=1)
+    for start in range(0, len(examples), 64):
+        model.learn(examples[start : start + 64])
+    catalog.upsert([Video("unseen", "c-new", 15_000)])
+    unseen = catalog.row_of["unseen"]
+    for user, history in [
+        ("u3", [1, 2, 3]),
+        ("nobody", [4]),
+        ("u4", []),
+        ("u5", [*range(10, 18), unseen]),
+    ]:
+        with torch.no_grad():
+            x, _ = model._user_input([user], [history], NOW, train=False)
+            trained = model.user_tower(x).numpy()[0]
+        np.testing.assert_allclose(
+            model.user_vector(user, history, NOW), trained, rtol=1e-5, atol=1e-6
+        )

@@ -8,7 +8,8 @@ It writes nothing the server owns (no moderation, no erasure of stores): it foll
 server's tombstones (an erased user's state and rows dropped, its checkpoint and the
 published files rewritten without them, then the user listed as erased in its status)
 and refresh marks, and the catalog's new videos. It runs at a lowered scheduling
-priority: serving gets the CPU first.
+priority (:mod:`fyp.learning.priority`, SCHED_IDLE by default): serving gets the CPU
+first.
 
 ``fyp learn --data-dir D`` runs it alone; ``fyp serve`` starts it as a child and restarts
 it if it dies (:mod:`fyp.learning.supervisor`).
@@ -34,6 +35,7 @@ from fyp.learning.link import (
     learner_lock,
     write_status,
 )
+from fyp.learning.priority import lower_priority
 from fyp.model.publisher import USER_TABLES, Publisher
 from fyp.types import now_ms
 
@@ -234,7 +236,9 @@ def learner_gc() -> None:
 def main(settings: Settings, supervised: bool) -> None:
     """The learner process's entry (``fyp learn``): lowered priority, the collector's
     settings (:func:`learner_gc`), and SIGTERM stops it between two steps."""
-    os.nice(settings.model.learner_nice)
+    got = lower_priority(settings.model.learner_nice, settings.model.learner_priority)
+    if got != settings.model.learner_priority:
+        log.warning("SCHED_IDLE refused: the learner runs at nice %d", settings.model.learner_nice)
     learner_gc()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

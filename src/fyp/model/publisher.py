@@ -62,8 +62,7 @@ class Publisher:
         dense: dict[str, F32] | None = None
         if full or moved != self._moved:
             dense = {f"ranker.{k}": w for k, w in m.ranker.serving_weights().items()}
-            for k, t in m.retrieval.user_tower.state_dict().items():
-                dense[f"retrieval.user_tower.{k}"] = t.detach().numpy().copy()
+            dense.update({f"retrieval.{k}": w for k, w in m.retrieval.serving_weights().items()})
         quiet = all(not t.ids and not t.removed for t in tables.values())
         if not full and dense is None and not index.ids and not index.recluster and quiet:
             return None

@@ -39,18 +39,14 @@ from torch import nn
 
 from fyp.catalog.index import CatalogIndex
 from fyp.model.embeddings import (
-    MAX_TAGS,
     EmbeddingTable,
     TableConfig,
     gather,
     scatter_gradients,
 )
-from fyp.model.serving import (
-    RankBatch,
-    mmoe_forward,
-    rank_predict,
-    rank_rows,
-)
+from fyp.model.networks import mmoe, rank_input
+from fyp.model.serving import RankBatch, rank_predict, rank_rows
+from fyp.model.torch_ops import TORCH, parameters
 from fyp.rank.first_ranker import FEATURES, FirstRanker
 from fyp.state.feedback import LABELS
 from fyp.state.users import UserState
@@ -170,8 +166,8 @@ class RankExample:
 
 
 class MMoE(nn.Module):
-    """Experts and towers as batched tensors (einsum), not module lists: at these sizes
-    the per-module Python overhead would cost more than the arithmetic."""
+    """The parameters of :func:`fyp.model.networks.mmoe` (its shapes and names) as a
+    module, for training; serving evaluates the same function on a copy of them."""
 
     def __init__(self, in_dim: int, dense_dim: int, cfg: ModelConfig) -> None:
         super().__init__()
@@ -190,29 +186,19 @@ class MMoE(nn.Module):
         self.t2 = param(N_LABELS, t, fan_in=t)
         self.tb2 = nn.Parameter(torch.zeros(N_LABELS))
         self.wide = nn.Linear(dense_dim, N_LABELS)
-        self.n_experts = e
-        self.dense_dim = dense_dim
+        # The tensors themselves: loading a state or an optimiser step updates them in place.
+        self._params = parameters(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, in_dim) with the dense features first → (n, N_LABELS) logits."""
-        hidden = torch.relu(torch.addmm(self.b1, x, self.w1)).view(len(x), self.n_experts, -1)
-        experts = torch.relu(torch.einsum("neh,ehd->ned", hidden, self.w2) + self.b2)
-        gates = torch.softmax(self.gates(x).view(-1, N_LABELS, self.n_experts), dim=-1)
-        mixed = torch.einsum("nte,ned->ntd", gates, experts)
-        tower = torch.relu(torch.einsum("ntd,tdh->nth", mixed, self.t1) + self.tb1)
-        deep = torch.einsum("nth,th->nt", tower, self.t2) + self.tb2
-        result: torch.Tensor = deep + self.wide(x[:, : self.dense_dim])
-        return result
+        out: torch.Tensor = mmoe(TORCH, self._params, x)
+        return out
 
     def numpy_weights(self) -> dict[str, F32]:
-        """A copy of the parameters as arrays, for :func:`forward_numpy`."""
+        """A copy of the parameters as arrays, for serving
+        (:func:`fyp.model.serving.mmoe_forward`)."""
         with torch.no_grad():
             return {name: p.detach().numpy().copy() for name, p in self.named_parameters()}
-
-    def forward_numpy(self, w: dict[str, F32], x: F32) -> F32:
-        """:meth:`forward` in numpy on a copy of the weights (the serving path,
-        :func:`fyp.model.serving.mmoe_forward`). Tested equal to :meth:`forward`."""
-        return mmoe_forward(w, x)
 
 
 class MultiTaskRanker:
@@ -277,30 +263,20 @@ class MultiTaskRanker:
 
     def _inputs(
         self, batch: RankBatch, dense: F32
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        leaves = {kind: gather(self.tables[kind], r) for kind, r in batch.rows.items()}
-        tag_leaf = gather(self.tables["hashtag"], batch.tag_rows.reshape(-1))
-        mask = torch.from_numpy(batch.tag_mask)
-        tags = tag_leaf.view(len(dense), MAX_TAGS, -1) * mask[:, :, None]
-        tag_mean = tags.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-        user, video, creator = leaves["user"], leaves["video"], leaves["creator"]
-        x = torch.cat(
-            [
-                torch.from_numpy(dense),
-                user,
-                video,
-                creator,
-                leaves["sound"],
-                tag_mean,
-                leaves["surface"],
-                # Explicit user × item interactions (as in a factorisation machine): an
-                # MLP over concatenated embeddings learns products only slowly.
-                (user * video).sum(dim=1, keepdim=True),
-                (user * creator).sum(dim=1, keepdim=True),
-            ],
-            dim=1,
+    ) -> tuple[torch.Tensor, list[tuple[str, npt.NDArray[np.int64], torch.Tensor]]]:
+        """The network's input in torch, and each table's rows with the leaf tensor their
+        vectors are in (whose gradients go back to the rows)."""
+        leaves: list[tuple[str, npt.NDArray[np.int64], torch.Tensor]] = []
+
+        def fetch(kind: str, rows: npt.NDArray[np.int64]) -> torch.Tensor:
+            leaf = gather(self.tables[kind], rows)
+            leaves.append((kind, rows, leaf))
+            return leaf
+
+        x: torch.Tensor = rank_input(
+            TORCH, fetch, batch.rows, batch.tag_rows, batch.tag_mask, torch.from_numpy(dense)
         )
-        return x, leaves, tag_leaf
+        return x, leaves
 
     # -- learning ----------------------------------------------------------------------
 
@@ -321,7 +297,7 @@ class MultiTaskRanker:
             train=True,
         )
         dense = np.stack([e.dense for e in examples])
-        x, leaves, tag_leaf = self._inputs(batch, dense)
+        x, leaves = self._inputs(batch, dense)
         labels = torch.from_numpy(np.stack([e.labels for e in examples]))
         weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
         logits = self.net(x)
@@ -335,9 +311,8 @@ class MultiTaskRanker:
         loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         n = float(len(examples))
-        for kind, leaf in leaves.items():
-            scatter_gradients(self.tables[kind], batch.rows[kind], leaf, n)
-        scatter_gradients(self.tables["hashtag"], batch.tag_rows.reshape(-1), tag_leaf, n)
+        for kind, rows, leaf in leaves:
+            scatter_gradients(self.tables[kind], rows, leaf, n)
         self.examples_seen += len(examples)
         self._steps += 1
         return float(loss.item()) / N_LABELS

@@ -3,10 +3,11 @@ parameters: the learner's own models (in process) and a serving process's read-o
 replica of what the learner published (:mod:`fyp.model.replica`).
 
 Serving scores a few dozen candidates per request, where torch's per-operation overhead
-would cost more than the arithmetic, so the forward passes here are numpy over plain
-arrays: embedding rows read through :class:`~fyp.model.embeddings.TableReader` and the
-dense weights as a dict of arrays named as the ``nn.Module``'s parameters. The torch
-modules (``fyp.model.ranker``, ``fyp.model.two_tower``) train; tests hold the two equal.
+would cost more than the arithmetic, so the networks (written once in
+:mod:`fyp.model.networks`) run here on numpy: embedding rows read through
+:class:`~fyp.model.embeddings.TableReader` and the dense weights as a dict of arrays
+named as the ``nn.Module``'s parameters. The torch modules (``fyp.model.ranker``,
+``fyp.model.two_tower``) train the same functions on torch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy.typing as npt
 
 from fyp.catalog.index import CatalogIndex
 from fyp.model.embeddings import MAX_TAGS, TableReader, lookup_optional, lookup_padded
+from fyp.model.networks import NUMPY, Fetch, mmoe, rank_input, tower, tower_user_input
 from fyp.rank.first_ranker import FirstRanker
 from fyp.state.feedback import LABELS
 from fyp.state.users import UserState
@@ -70,55 +72,23 @@ def rank_rows(
 
 
 def rank_inputs(tables: Mapping[str, TableReader], batch: RankBatch, dense: F32) -> F32:
-    """The ranker network's input (what its training builds in torch, tested equal)."""
-    t = tables
-    tags = t["hashtag"].vectors(batch.tag_rows.reshape(-1)).reshape(len(dense), MAX_TAGS, -1)
-    mask = batch.tag_mask
-    tag_mean = (tags * mask[:, :, None]).sum(axis=1) / np.maximum(
-        mask.sum(axis=1, keepdims=True), 1.0
-    )
-    user = t["user"].vectors(batch.rows["user"])
-    video = t["video"].vectors(batch.rows["video"])
-    creator = t["creator"].vectors(batch.rows["creator"])
-    x: F32 = np.concatenate(
-        [
-            dense,
-            user,
-            video,
-            creator,
-            t["sound"].vectors(batch.rows["sound"]),
-            tag_mean,
-            t["surface"].vectors(batch.rows["surface"]),
-            (user * video).sum(axis=1, keepdims=True),
-            (user * creator).sum(axis=1, keepdims=True),
-        ],
-        axis=1,
-        dtype=np.float32,
-    )
+    """The ranker network's input (:func:`fyp.model.networks.rank_input`) from the
+    tables' rows as arrays."""
+    x: F32 = rank_input(NUMPY, _reader(tables), batch.rows, batch.tag_rows, batch.tag_mask, dense)
     return x
 
 
-def _relu(a: F32) -> F32:
-    out: F32 = np.maximum(a, 0.0, out=a)
-    return out
+def _reader(tables: Mapping[str, TableReader]) -> Fetch:
+    def fetch(kind: str, rows: npt.NDArray[np.int64]) -> F32:
+        return tables[kind].vectors(rows)
+
+    return fetch
 
 
 def mmoe_forward(w: Weights, x: F32) -> F32:
-    """The MMoE's forward pass (``fyp.model.ranker.MMoE.forward``) on its parameters as
-    arrays: (n, in_dim) with the dense features first -> (n, N_LABELS) logits."""
-    e = int(w["w2"].shape[0])
-    dense_dim = int(w["wide.weight"].shape[1])
-    n, t = len(x), N_LABELS
-    hidden = _relu(x @ w["w1"] + w["b1"]).reshape(n, e, -1).transpose(1, 0, 2)
-    experts = _relu(np.matmul(hidden, w["w2"]) + w["b2"][:, None, :])  # (e, n, d)
-    g = (x @ w["gates.weight"].T + w["gates.bias"]).reshape(n, t, e)
-    g = np.exp(g - g.max(axis=2, keepdims=True))
-    g /= g.sum(axis=2, keepdims=True)
-    mixed = np.matmul(g, experts.transpose(1, 0, 2))  # (n, t, d)
-    tower = _relu(np.matmul(mixed.transpose(1, 0, 2), w["t1"]) + w["tb1"][:, None, :])
-    deep = np.einsum("tnh,th->nt", tower, w["t2"]) + w["tb2"]
-    wide = x[:, :dense_dim] @ w["wide.weight"].T + w["wide.bias"]
-    out: F32 = (deep + wide).astype(np.float32)
+    """The ranker network (:func:`fyp.model.networks.mmoe`) in numpy: (n, in_dim) ->
+    (n, N_LABELS) logits."""
+    out: F32 = np.asarray(mmoe(NUMPY, w, x), dtype=np.float32)
     return out
 
 
@@ -167,16 +137,6 @@ def rank_predict(
     return p, p @ value_weights
 
 
-def tower_forward(w: Weights, prefix: str, x: F32) -> F32:
-    """A two-tower tower (Linear, ReLU, Linear; its parameters under ``prefix``), its
-    output L2-normalised as the model's."""
-    h = _relu(x @ w[f"{prefix}.net.0.weight"].T + w[f"{prefix}.net.0.bias"])
-    out = h @ w[f"{prefix}.net.2.weight"].T + w[f"{prefix}.net.2.bias"]
-    norm = np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    normed: F32 = (out / norm).astype(np.float32)
-    return normed
-
-
 def user_vector(
     tables: Mapping[str, TableReader],
     weights: Weights,
@@ -186,15 +146,14 @@ def user_vector(
     now: int,
 ) -> F32:
     """The user tower's vector for ``user_id`` with the pooled history (catalog rows,
-    oldest first): their row (or the fallback) beside the mean of the history's video
-    rows, as the two-tower model's training reads them."""
-    user = tables["user"].vectors(tables["user"].lookup([user_id], now))
+    oldest first, at most the tower's ``history``): their row (or the fallback) beside
+    the mean of the history's video rows, as the two-tower model's training reads them."""
     videos = catalog.videos
+    user = tables["user"].lookup([user_id], now)
     hist = tables["video"].lookup([videos[r].video_id for r in pooled], now)
-    if len(hist):
-        mean = tables["video"].vectors(hist).mean(axis=0, keepdims=True)
-    else:
-        mean = np.zeros_like(user)
-    x = np.concatenate([user, mean], axis=1, dtype=np.float32)
-    out: F32 = tower_forward(weights, "user_tower", x)[0]
+    if not len(hist):  # (one slot, masked: the mean of nothing is zeros)
+        hist = np.full(1, -1, dtype=np.int64)
+    counts = np.array([len(pooled)], dtype=np.int64)
+    x = tower_user_input(NUMPY, _reader(tables), user, hist[None, :], counts)
+    out: F32 = np.asarray(tower(NUMPY, weights, "user_tower.net", x)[0], dtype=np.float32)
     return out

@@ -36,12 +36,16 @@ from fyp.model.embeddings import (
     lookup_padded,
     scatter_gradients,
 )
+from fyp.model.networks import Fetch, tower, tower_item_input, tower_user_input
+from fyp.model.serving import user_vector
+from fyp.model.torch_ops import TORCH, parameters
 from fyp.types import DAY_MS
 
 __all__ = ["RetrievalExample", "TwoTower", "TwoTowerConfig"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+Leaf = tuple[str, I64, torch.Tensor]  # a table's rows and the leaf tensor of their vectors
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,17 @@ class RetrievalExample:
 
 
 class _Tower(nn.Module):
+    """The parameters of :func:`fyp.model.networks.tower` as a module, for training."""
+
     def __init__(self, in_dim: int, hidden: int, out: int) -> None:
         super().__init__()
+        # A Sequential for its parameters' names (the published model's format); the
+        # function evaluates it, its own output normalised.
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+        self._params = parameters(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(x)
+        out: torch.Tensor = tower(TORCH, self._params, "net", x)
         return out
 
 
@@ -105,6 +114,9 @@ class TwoTower:
         self.positives_seen = 0
         # Streaming estimate of each row's share of positives, for the log-Q correction.
         self.positive_counts = np.zeros(0, dtype=np.float64)
+        self._steps = 0  # optimisation steps taken; the serving copy of the user tower's
+        self._weights_at = -1  # weights is refreshed when it is behind
+        self._weights: dict[str, F32] = {}
 
     @property
     def warm(self) -> bool:
@@ -127,23 +139,10 @@ class TwoTower:
             "hashtag": tags,
         }
 
-    def _item_input(
-        self, rows: dict[str, I64]
-    ) -> tuple[torch.Tensor, list[tuple[str, I64, torch.Tensor]]]:
-        leaves: list[tuple[str, I64, torch.Tensor]] = []
-        parts = []
-        for kind in ("video", "creator", "sound"):
-            leaf = gather(self.tables[kind], rows[kind])
-            leaves.append((kind, rows[kind], leaf))
-            parts.append(leaf)
-        tag_rows = rows["hashtag"]
-        flat = tag_rows.reshape(-1)
-        tag_leaf = gather(self.tables["hashtag"], flat)
-        leaves.append(("hashtag", flat, tag_leaf))
-        mask = torch.from_numpy((tag_rows >= 0).astype(np.float32))
-        tags = tag_leaf.view(len(tag_rows), MAX_TAGS, -1) * mask[:, :, None]
-        parts.append(tags.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0))
-        return torch.cat(parts, dim=1), leaves
+    def _item_input(self, rows: dict[str, I64]) -> tuple[torch.Tensor, list[Leaf]]:
+        leaves: list[Leaf] = []
+        x: torch.Tensor = tower_item_input(TORCH, self._fetch(leaves), rows)
+        return x, leaves
 
     def _user_input(
         self,
@@ -151,27 +150,30 @@ class TwoTower:
         histories: Sequence[Sequence[int]],
         now: int,
         train: bool,
-    ) -> tuple[torch.Tensor, list[tuple[str, I64, torch.Tensor]]]:
+    ) -> tuple[torch.Tensor, list[Leaf]]:
         kw: dict[str, Any] = {"admit": train, "touch": train}
         user_rows = self.tables["user"].lookup(user_ids, now, **kw)
-        user_leaf = gather(self.tables["user"], user_rows)
-        n, h = len(user_ids), self.cfg.history
         videos = self.catalog.videos
         # History videos read the video table without admitting: only positives train it.
         hist, counts = lookup_padded(
             self.tables["video"],
             [[videos[r].video_id for r in self.pooled(rows)] for rows in histories],
-            h,
+            self.cfg.history,
             now,
         )
-        mask = (np.arange(h) < counts[:, None]).astype(np.float32)
-        hist_leaf = gather(self.tables["video"], hist.reshape(-1))
-        m = torch.from_numpy(mask)
-        pooled = (hist_leaf.view(n, h, -1) * m[:, :, None]).sum(dim=1) / m.sum(
-            dim=1, keepdim=True
-        ).clamp(min=1.0)
-        leaves = [("user", user_rows, user_leaf), ("video", hist.reshape(-1), hist_leaf)]
-        return torch.cat([user_leaf, pooled], dim=1), leaves
+        leaves: list[Leaf] = []
+        x: torch.Tensor = tower_user_input(TORCH, self._fetch(leaves), user_rows, hist, counts)
+        return x, leaves
+
+    def _fetch(self, leaves: list[Leaf]) -> Fetch:
+        """Rows' vectors as leaf tensors, each noted in ``leaves`` (for their gradients)."""
+
+        def fetch(kind: str, rows: I64) -> torch.Tensor:
+            leaf = gather(self.tables[kind], rows)
+            leaves.append((kind, rows, leaf))
+            return leaf
+
+        return fetch
 
     # -- learning ----------------------------------------------------------------------
 
@@ -186,8 +188,7 @@ class TwoTower:
             [e.user_id for e in examples], [e.history for e in examples], now, train=True
         )
         item_x, item_leaves = self._item_input(self._item_rows(rows, now, train=True))
-        u = nn.functional.normalize(self.user_tower(user_x), dim=1)
-        v = nn.functional.normalize(self.item_tower(item_x), dim=1)
+        u, v = self.user_tower(user_x), self.item_tower(item_x)
         logits = u @ v.T / self.cfg.temperature
         q = self.positive_counts[rows] / self.positive_counts.sum()
         logits = logits - torch.from_numpy(np.log(q).astype(np.float32))[None, :]
@@ -201,6 +202,7 @@ class TwoTower:
         for kind, r, leaf in (*user_leaves, *item_leaves):
             scatter_gradients(self.tables[kind], r, leaf, float(len(examples)))
         self.positives_seen += len(examples)
+        self._steps += 1
         return float(loss.item())
 
     def _count_positives(self, rows: Sequence[int]) -> None:
@@ -220,16 +222,27 @@ class TwoTower:
         ``cfg.history``."""
         return list(history)[-self.cfg.history :]
 
+    def serving_weights(self) -> dict[str, F32]:
+        """The user tower's parameters as arrays (a copy, refreshed after each
+        optimisation step), named as a serving replica holds them."""
+        if self._weights_at != self._steps:
+            with torch.no_grad():
+                self._weights = {
+                    f"user_tower.{k}": p.detach().numpy().copy()
+                    for k, p in self.user_tower.named_parameters()
+                }
+            self._weights_at = self._steps
+        return self._weights
+
     def user_vector(self, user_id: str, history: Sequence[int], now: int) -> F32:
-        with torch.no_grad():
-            x, _ = self._user_input([user_id], [history], now, train=False)
-            out: F32 = nn.functional.normalize(self.user_tower(x), dim=1).numpy()[0]
-        return out
+        return user_vector(
+            self.tables, self.serving_weights(), self.catalog, user_id, self.pooled(history), now
+        )
 
     def item_vectors(self, rows: Sequence[int], now: int) -> F32:
         with torch.no_grad():
             x, _ = self._item_input(self._item_rows(rows, now, train=False))
-            out: F32 = nn.functional.normalize(self.item_tower(x), dim=1).numpy()
+            out: F32 = self.item_tower(x).numpy()
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -249,3 +262,4 @@ class TwoTower:
         self.optimizer.load_state_dict(state["optimizer"])
         self.positives_seen = int(state["positives_seen"])
         self.positive_counts = np.asarray(state["positive_counts"], dtype=np.float64)
+        self._weights_at = -1

@@ -1,11 +1,19 @@
 """Checkpoints of the in-memory state: written atomically, read back whole.
 
 A checkpoint is the learning loop's state (and the learned models) as of one log offset,
-pickled (protocol 5) under a small header. It is written to a temporary file in the same
-directory, fsynced, renamed over the old one and the directory fsynced: a crash at any
-moment leaves either the old checkpoint or the new one, never a torn file. It holds what
-the engine's own process made from the event log, so it is read only by that engine
-(pickle runs code on load: never point it at a file from elsewhere).
+pickled (protocol 5) after a header that says its format. It is written to a temporary
+file in the same directory, fsynced, renamed over the old one and the directory fsynced:
+a crash at any moment leaves either the old checkpoint or the new one, never a torn
+file. It holds what the engine's own process made from the event log, so it is read only
+by that engine (pickle runs code on load: never point it at a file from elsewhere).
+
+The header is read first, and the payload only when its format is this code's: a
+checkpoint written by newer code (other classes, renamed ones) must read as an unknown
+format, replayed from the log, and not fail in ``pickle.load`` — a process that fails
+there fails again on every restart. The header is a pickle of builtins only (read with
+an unpickler that constructs nothing), so that code from before the header, which reads
+the file's first pickle as the whole checkpoint, finds no format it knows in it either.
+A checkpoint without the header (written before it) is read as before.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 #: Whether :func:`fork_write` forks (Linux; elsewhere fork without exec is not safe with
 #: the system's own libraries, and the engine writes its checkpoints in place).
@@ -36,6 +44,9 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if CAN_FORK else None
 # state keeps label counts per creator and per hashtag, two more first-ranker weights
 # and two more per-label blocks of the learned ranker's dense input
 FORMAT = 8
+# The header's one key (never "format": readers from before the header would take a header
+# with that key for a checkpoint of their own).
+_HEADER_KEY = "fyp_checkpoint_format"
 
 
 def partial_path(path: Path) -> Path:
@@ -62,6 +73,7 @@ def write_checkpoint(path: Path, payload: dict[str, Any]) -> int:
     tmp = partial_path(path)
     try:
         with tmp.open("wb") as f:
+            pickle.dump({_HEADER_KEY: FORMAT}, f, protocol=2)
             pickle.dump({"format": FORMAT, **payload}, f, protocol=5)
             f.flush()
             os.fsync(f.fileno())
@@ -81,14 +93,38 @@ def write_checkpoint(path: Path, payload: dict[str, Any]) -> int:
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or None when there is none or it is of another
-    format (the engine then replays the log from the start)."""
+    format (the engine then replays the log from the start); the payload of another
+    format is not unpickled."""
     if not path.is_file():
         return None
     with path.open("rb") as f:
+        header = read_header(f)
+        if header is None:  # written before the header: one pickle, its format inside
+            f.seek(0)
+        elif header != FORMAT:
+            return None
         data = pickle.load(f)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         return None
     return data
+
+
+class _BuiltinsOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"not a checkpoint header: it names {module}.{name}")
+
+
+def read_header(f: BinaryIO) -> int | None:
+    """The format in the header at the start of ``f`` (read past it), or None when the
+    file starts with no header (then where ``f`` stands is undefined). Constructs no
+    object of any class: it reads what code of any version wrote."""
+    try:
+        header = _BuiltinsOnly(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError):
+        return None
+    if isinstance(header, dict) and isinstance(header.get(_HEADER_KEY), int):
+        return int(header[_HEADER_KEY])
+    return None
 
 
 def fork_write(path: Path, payload: dict[str, Any]) -> int:
