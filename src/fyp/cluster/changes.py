@@ -18,7 +18,9 @@ was trimmed past it meanwhile (``MAXLEN ~``), which it notices and answers by
 reconciling everything with the stores. It also reconciles at its start and every
 ``reconcile_every_s``, which covers a change whose process died between its commit and
 its notice, and erasures this process missed whole (down, or cut off, from the user's
-tombstone to its completion).
+tombstone to its completion). A periodic reconcile reads only what the stores changed
+since the last (where they can say: PostgreSQL's), the whole stores at the start, after
+a gap and every ``FULL_RECONCILE_EVERY_S`` (:meth:`fyp.engine.Engine.reconcile_changes`).
 
 The follower also starts the tail of the event log (:mod:`fyp.cluster.event_tail`): the
 events other processes accept reach this one's learning loop as their changes do.
@@ -228,7 +230,7 @@ class ChangeFollower:
         applied. Raises what a read or an apply raised (the thread retries)."""
         if self.last is None:  # (Redis was down at the start: changes may be missed)
             self.last = self.stream.last_id()
-            self.reconcile()
+            self.reconcile(full=True)
         notices = self.stream.read(self.last, block_ms)
         if notices:
             self._check_gap()  # (XREAD past a trimmed id returns from the first kept)
@@ -260,12 +262,13 @@ class ChangeFollower:
         if first is not None and last != "0-0" and _older(last, first):
             log.info("change notices were trimmed past this process's last; reconciling")
             self.gaps += 1
-            self.reconcile()
+            self.reconcile(full=True)
 
-    def reconcile(self) -> int:
-        """The stores compared with what is in force here, the differences applied."""
+    def reconcile(self, full: bool | None = None) -> int:
+        """The stores compared with what is in force here, the differences applied
+        (``full``: as :meth:`fyp.engine.Engine.reconcile_changes`)."""
         self._reconciled_at = time.monotonic()
-        n = self.engine.reconcile_changes()
+        n = self.engine.reconcile_changes(full)
         if n:
             self.reconciled += 1
             log.info("reconciled %d changes with the stores", n)
