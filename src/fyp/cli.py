@@ -140,14 +140,25 @@ def api(
             "sharing the connections among them (Linux).",
         ),
     ] = False,
+    fd: Annotated[
+        int | None,
+        typer.Option(
+            "--fd",
+            min=0,
+            help="Accept from this inherited listening socket instead of binding one (a "
+            "parent's, shared by several API processes: fyp cluster up).",
+        ),
+    ] = None,
 ) -> None:
     """Run one API process, without a learner (run one with ``fyp learn``): one of
     several serving the same stores (docs/cluster.md; ``fyp cluster up``)."""
     settings = _settings(data_dir, host, port, region, config, event_log, store, model_channel)
-    _serve_api(settings, supervise_learner=False, reuse_port=reuse_port)
+    _serve_api(settings, supervise_learner=False, reuse_port=reuse_port, fd=fd)
 
 
-def _serve_api(settings: Settings, supervise_learner: bool, reuse_port: bool) -> None:
+def _serve_api(
+    settings: Settings, supervise_learner: bool, reuse_port: bool, fd: int | None = None
+) -> None:
     from fyp.api import create_app
 
     console.print(
@@ -171,6 +182,14 @@ def _serve_api(settings: Settings, supervise_learner: bool, reuse_port: bool) ->
         )
     serving_gc()
     asgi = create_app(settings, supervise_learner=supervise_learner)
+    if fd is not None:
+        # The parent's socket, listening already: connections queue in it until one of
+        # the processes sharing it accepts them, so one killed loses only those it had
+        # accepted (with SO_REUSEPORT, each process has a queue of its own, lost with it).
+        shared = socket.socket(fileno=fd)
+        server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False))
+        server.run(sockets=[shared])
+        return
     if not reuse_port:
         uvicorn.run(
             asgi, host=settings.host, port=settings.port, log_level="warning", access_log=False

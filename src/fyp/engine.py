@@ -11,8 +11,10 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import math
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,6 +42,7 @@ from fyp.safety.moderator import Moderator
 from fyp.state.feedback import LABELS
 from fyp.state.updater import LogState
 from fyp.storage.backends import open_stores
+from fyp.storage.changes import CatalogChanges, ModerationChanges, UserChanges
 from fyp.storage.checkpoint import discard_partial, read_checkpoint
 from fyp.storage.checkpointer import Checkpointer
 from fyp.types import (
@@ -67,6 +70,10 @@ Clock = Callable[[], int]
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pkl"
 LEARNER_CHECKPOINT_FILE = "learner-checkpoint.pkl"  # the learner process's (fyp.learning)
+# How often a reconcile reads the stores whole rather than what changed since its last
+# read: only a whole read sees a profile deleted by an erasure this process missed from
+# its tombstone to its completion (UserRights.drop_erased_elsewhere).
+FULL_RECONCILE_EVERY_S = 600.0
 # Who drives the engine: "all", one process that serves and trains (tests, the evaluation,
 # ``fyp train``, ``model.learner = "in_process"``); "serving", a server whose learned
 # models are a replica of what a learner process publishes (it folds the log for its own
@@ -269,6 +276,11 @@ class Engine:
         self.moderator.changed = lambda video_id: self.changed("moderation", video_id)
         self.rights.changed = lambda ref: self.changed("erasure", ref)
         self._refresh_marks_known: set[tuple[str, int]] = set()  # (pid, offset) applied
+        # Where each store's changes are read from next (reconcile_changes); None until
+        # the first whole read, or for a store that cannot say what changed.
+        self._change_cursors: dict[str, int] | None = None
+        self._full_reconcile_at = -math.inf
+        self.last_reconcile: tuple[bool, int] = (False, 0)  # (whole?, rows read) of the last
         self._apply_user_settings()
 
     @property
@@ -929,41 +941,125 @@ class Engine:
                     changed = True
         return changed
 
-    def reconcile_changes(self) -> int:
+    def reconcile_changes(self, full: bool | None = None) -> int:
         """Everything the shared stores hold that this process could have missed
         (its notices trimmed away, or a writer killed between its commit and its
         notice), compared with what is in force here, the differences applied. Returns
-        how many videos and users changed."""
+        how many videos and users changed. ``full``: read the stores whole (True), only
+        what changed since the last read (False: where the stores can say, else whole),
+        or whole every ``FULL_RECONCILE_EVERY_S`` and at the first (None)."""
+        cursors = self._change_cursors
+        stores = (self.catalog_store, self.moderation_store, self.user_store)
+        incremental = (
+            isinstance(stores[0], CatalogChanges)
+            and isinstance(stores[1], ModerationChanges)
+            and isinstance(stores[2], UserChanges)
+        )
+        if full is None:
+            full = time.monotonic() - self._full_reconcile_at >= FULL_RECONCILE_EVERY_S
+        if full or cursors is None or not incremental:
+            return self._reconcile_whole()
+        return self._reconcile_since(cursors)
+
+    def _reconcile_whole(self) -> int:
+        cat, mod, users = self.catalog_store, self.moderation_store, self.user_store
+        # Cursors first: a write committed after them is read again by the next read.
+        if (
+            isinstance(cat, CatalogChanges)
+            and isinstance(mod, ModerationChanges)
+            and isinstance(users, UserChanges)
+        ):
+            cursors: dict[str, int] | None = {
+                "catalog": cat.change_cursor(),
+                "moderation": mod.change_cursor(),
+                "users": users.change_cursor(),
+            }
+        else:
+            cursors = None
+        self._full_reconcile_at = time.monotonic()
         changed = 0
-        catalog = list(self.catalog_store.all())
-        with self._lock:
-            videos = [v for v in catalog if self._video_differs(v)]
-            if videos:
-                self.catalog.upsert(videos)
-                self.state.stats.ensure(len(self.catalog))
-        changed += len(videos)
+        catalog = list(cat.all())
+        changed += self._apply_stored_videos(catalog)
+        history = mod.history()
         folded: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
-        for a in self.moderation_store.history():
+        for a in history:
             state, labels = folded.get(a.video_id, (None, None))
             folded[a.video_id] = (
                 state if a.state is None else a.state,
                 labels if a.labels is None else a.labels,
             )
+        changed += self._apply_folded_moderation(folded)
+        changed += self.rights.follow_erasures()
+        changed += self.rights.drop_erased_elsewhere()
+        profiles, controls = users.profiles(), users.controls()
+        refreshes = users.refreshes()
+        marks: dict[str, list[int]] = {}
+        for pid, offset, _ in refreshes:
+            marks.setdefault(pid, []).append(offset)
+        for pid in profiles.keys() | controls.keys() | marks.keys():
+            user = StoredUser(profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), None)
+            changed += self._apply_stored_user(pid, user)
+        self._change_cursors = cursors
+        rows = len(catalog) + len(history) + len(profiles) + len(controls) + len(refreshes)
+        self.last_reconcile = (True, rows)
+        return changed
+
+    def _reconcile_since(self, cursors: dict[str, int]) -> int:
+        cat, mod, users = self.catalog_store, self.moderation_store, self.user_store
+        assert isinstance(cat, CatalogChanges)  # (reconcile_changes checked)
+        assert isinstance(mod, ModerationChanges)
+        assert isinstance(users, UserChanges)
+        changed = 0
+        videos, at_catalog = cat.videos_since(cursors["catalog"])
+        changed += self._apply_stored_videos(videos)
+        moderated, at_moderation = mod.videos_moderated_since(cursors["moderation"])
+        folded: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
+        rows = len(videos)
+        for video_id in moderated:
+            state: str | None = None
+            labels: tuple[str, ...] | None = None
+            history = mod.history(video_id)
+            rows += len(history)
+            for a in history:
+                state = state if a.state is None else a.state
+                labels = labels if a.labels is None else a.labels
+            folded[video_id] = (state, labels)
+        changed += self._apply_folded_moderation(folded)
+        changed += self.rights.follow_erasures()
+        stored, at_users = users.users_since(cursors["users"])
+        # A profile created anew under an erased user's id since this process last looked:
+        # what it holds of the erased user goes before the new profile is in force.
+        profiles = {pid: u.profile for pid, u in stored.items() if u.profile is not None}
+        changed += self.rights.drop_erased_elsewhere(changed=profiles)
+        for pid, user in stored.items():
+            changed += self._apply_stored_user(pid, user)
+        rows += len(stored)
+        self._change_cursors = {
+            "catalog": at_catalog,
+            "moderation": at_moderation,
+            "users": at_users,
+        }
+        self.last_reconcile = (False, rows)
+        return changed
+
+    def _apply_stored_videos(self, stored: Sequence[Video]) -> int:
+        with self._lock:
+            videos = [v for v in stored if self._video_differs(v)]
+            if videos:
+                self.catalog.upsert(videos)
+                self.state.stats.ensure(len(self.catalog))
+        return len(videos)
+
+    def _apply_folded_moderation(
+        self, folded: Mapping[str, tuple[str | None, tuple[str, ...] | None]]
+    ) -> int:
+        changed = 0
         here = self.catalog.moderation
         for video_id, (state, labels) in folded.items():
             now_state, now_labels = here.get(video_id, (None, None))
             if (None if now_state is None else now_state.value, now_labels) != (state, labels):
                 self.moderator.apply_history(video_id)
                 changed += 1
-        changed += self.rights.follow_erasures()
-        changed += self.rights.drop_erased_elsewhere()
-        profiles, controls = self.user_store.profiles(), self.user_store.controls()
-        marks: dict[str, list[int]] = {}
-        for pid, offset, _ in self.user_store.refreshes():
-            marks.setdefault(pid, []).append(offset)
-        for pid in profiles.keys() | controls.keys() | marks.keys():
-            user = StoredUser(profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), None)
-            changed += self._apply_stored_user(pid, user)
         return changed
 
     def _video_differs(self, video: Video) -> bool:

@@ -18,10 +18,14 @@ was trimmed past it meanwhile (``MAXLEN ~``), which it notices and answers by
 reconciling everything with the stores. It also reconciles at its start and every
 ``reconcile_every_s``, which covers a change whose process died between its commit and
 its notice, and erasures this process missed whole (down, or cut off, from the user's
-tombstone to its completion).
+tombstone to its completion). A periodic reconcile reads only what the stores changed
+since the last (where they can say: PostgreSQL's), the whole stores at the start, after
+a gap and every ``FULL_RECONCILE_EVERY_S`` (:meth:`fyp.engine.Engine.reconcile_changes`).
 
 The follower also starts the tail of the event log (:mod:`fyp.cluster.event_tail`): the
-events other processes accept reach this one's learning loop as their changes do.
+events other processes accept reach this one's learning loop as their changes do; and
+the lease on sending reported videos to review (:mod:`fyp.cluster.review_lease`), which
+one serving process holds at a time.
 
 Where the event log is not on Redis there is one process, and nothing here runs.
 """
@@ -41,6 +45,7 @@ from typing import Any, cast
 import redis
 
 from fyp.cluster.event_tail import EventTail
+from fyp.cluster.review_lease import ReviewLease
 from fyp.config import Settings
 from fyp.engine import Engine
 from fyp.privacy.ratelimit import limits_store
@@ -162,10 +167,12 @@ class ChangeFollower:
         applied: Callable[[], None] = lambda: None,
         reconcile_every_s: float = RECONCILE_EVERY_S,
         tail: EventTail | None = None,
+        lease: ReviewLease | None = None,
     ) -> None:
         self.engine = engine
         self.stream = stream
         self.tail = tail
+        self.lease = lease
         self.applied_hook = applied
         self.reconcile_every_s = reconcile_every_s
         self.error: str | None = None
@@ -186,6 +193,8 @@ class ChangeFollower:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fyp-changes", daemon=True)
         engine.changed = self._publish
+        if lease is not None:
+            engine.moderator.review_turn = lease.held
 
     def _publish(self, kind: str, key: str) -> None:
         self.stream.publish(kind, key)
@@ -194,11 +203,15 @@ class ChangeFollower:
         self._thread.start()
         if self.tail is not None:
             self.tail.start()
+        if self.lease is not None:
+            self.lease.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self.tail is not None:
             self.tail.stop()
+        if self.lease is not None:
+            self.lease.stop()
         if self._thread.is_alive():
             self._thread.join(timeout=BLOCK_MS / 1000 + TIMEOUT_S + 1)
         self.engine.changed = lambda kind, key: None
@@ -228,7 +241,7 @@ class ChangeFollower:
         applied. Raises what a read or an apply raised (the thread retries)."""
         if self.last is None:  # (Redis was down at the start: changes may be missed)
             self.last = self.stream.last_id()
-            self.reconcile()
+            self.reconcile(full=True)
         notices = self.stream.read(self.last, block_ms)
         if notices:
             self._check_gap()  # (XREAD past a trimmed id returns from the first kept)
@@ -260,12 +273,13 @@ class ChangeFollower:
         if first is not None and last != "0-0" and _older(last, first):
             log.info("change notices were trimmed past this process's last; reconciling")
             self.gaps += 1
-            self.reconcile()
+            self.reconcile(full=True)
 
-    def reconcile(self) -> int:
-        """The stores compared with what is in force here, the differences applied."""
+    def reconcile(self, full: bool | None = None) -> int:
+        """The stores compared with what is in force here, the differences applied
+        (``full``: as :meth:`fyp.engine.Engine.reconcile_changes`)."""
         self._reconciled_at = time.monotonic()
-        n = self.engine.reconcile_changes()
+        n = self.engine.reconcile_changes(full)
         if n:
             self.reconciled += 1
             log.info("reconciled %d changes with the stores", n)
@@ -284,6 +298,7 @@ def follow_changes(
     if url is None or settings.event_log is None:
         return None
     tail = EventTail(settings.event_log, applied)
-    follower = ChangeFollower(engine, ChangeStream(url), applied, tail=tail)
+    lease = ReviewLease(url)  # (the reports are folded here: reviews take turns)
+    follower = ChangeFollower(engine, ChangeStream(url), applied, tail=tail, lease=lease)
     follower.start()
     return follower

@@ -1,6 +1,7 @@
 """``fyp cluster up``: a local cluster on one machine — N API processes (``fyp api``)
-sharing one port (SO_REUSEPORT), and a learner (``fyp learn``) where the learned models
-are on — over a Redis and a PostgreSQL already running. See docs/cluster.md.
+accepting from one listening socket it opens and they inherit (``--fd``), and a learner
+(``fyp learn``) where the learned models are on — over a Redis and a PostgreSQL already
+running. See docs/cluster.md.
 
 Each API process has a data dir of its own (``ROOT/api-<i>``: its checkpoint); what they
 must share is shared: the stores (the API keys and the audit log among them) and the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ console = Console()
 FYP = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "fyp" else None
 SECRET_FILE = "pseudonym.secret"
 RESTART_DELAY_S = 1.0
+LISTEN_BACKLOG = 2048  # (uvicorn's default)
 
 
 # Resolved here, not in a child between fork and exec (dlopen takes the loader's lock).
@@ -53,8 +56,15 @@ def _fyp() -> list[str]:
 class Child:
     """One process of the cluster, its output appended to ``log``."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.argv, self.env = name, argv, env
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
+        self.name, self.argv, self.env, self.pass_fds = name, argv, env, pass_fds
         self._log: IO[bytes] = log.open("ab")
         self.starts = 0
         self.proc = self._start()
@@ -66,6 +76,7 @@ class Child:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            pass_fds=self.pass_fds,
             preexec_fn=_stopped_with_parent if _prctl is not None else None,
         )
 
@@ -86,6 +97,17 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The cluster's listening socket, inheritable by the API processes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
 
 
 def prepare(root: Path, n_api: int) -> list[Path]:
@@ -135,13 +157,19 @@ def up(
         )
     dirs = prepare(root, api)
     extra = [] if config is None else ["--config", str(config.resolve())]
-    bind = ["--host", host, "--port", str(port)]
+    # One socket, held here for the cluster's life, from which every API process accepts
+    # (not one each with SO_REUSEPORT: there the kernel queues each connection on one
+    # process's socket, and those queued on a process killed are reset with it).
+    listening = listen(host, port)
+    fd = listening.fileno()
+    bind = ["--host", host, "--port", str(port), "--fd", str(fd)]
     children = [
         Child(
             f"api-{i}",
-            [*_fyp(), "api", "--data-dir", str(d), "--reuse-port", *bind, *extra],
+            [*_fyp(), "api", "--data-dir", str(d), *bind, *extra],
             env,
             root / f"api-{i}.log",
+            pass_fds=(fd,),
         )
         for i, d in enumerate(dirs)
     ]
@@ -177,3 +205,4 @@ def up(
     finally:
         for child in children:
             child.stop()
+        listening.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
 from fyp.state.updater import LogState
 from fyp.storage.checkpointer import Checkpointer
-from fyp.types import DAY_MS
+from fyp.types import DAY_MS, UserProfile
 from fyp.users.directory import UserDirectory
 from fyp.users.store import UserStore
 
@@ -188,7 +188,7 @@ class UserRights:
             self._rewrite_checkpoint()
         return len(begun) + len(done)
 
-    def drop_erased_elsewhere(self) -> int:
+    def drop_erased_elsewhere(self, changed: Mapping[str, UserProfile] | None = None) -> int:
         """Users another process erased while this one missed the whole erasure (down,
         or cut off from the notices from its tombstone to its completion, so the
         tombstone was gone when it looked): where every user is registered
@@ -198,7 +198,9 @@ class UserRights:
         here and the checkpoint rewritten without them. So is one whose id was created
         anew since: the stored profile is newer than the one held (a store keeps a
         profile's ``created_at`` over its updates; only an erasure deletes the row).
-        Returns how many."""
+        ``changed``: only these profiles, the ones written since this process last
+        looked (an incremental reconcile), checked for a user created anew; a deleted
+        profile is seen only by a whole read (None). Returns how many."""
         if not self.settings.privacy.require_registered_users:
             return 0  # (a user may be held without a profile: nothing tells erased ones)
         with self._lock:  # (what is held, read before the store: see below)
@@ -208,11 +210,12 @@ class UserRights:
             born = {pid: p.created_at for pid, p in self.users.profiles.items()}
         # Read after: a user held before this read had their profile stored before
         # (registered first), so a profile missing now was deleted since, by an erasure.
-        stored = self.user_store.profiles()
+        stored = self.user_store.profiles() if changed is None else changed
         gone = [
             pid
             for pid in held
-            if pid not in stored or stored[pid].created_at > born.get(pid, stored[pid].created_at)
+            if (pid not in stored and changed is None)
+            or (pid in stored and stored[pid].created_at > born.get(pid, stored[pid].created_at))
         ]
         if not gone:
             return 0

@@ -75,6 +75,10 @@ class Moderator:
         # Told each decision's video once it is in force here (the engine tells the
         # other serving processes: fyp.cluster.changes).
         self.changed: Callable[[str], None] = lambda video_id: None
+        # Whether this process's turn it is to send reported videos to review, where
+        # several serving processes fold the same reports (fyp.cluster.review_lease);
+        # None: the only process, whose turn it always is.
+        self.review_turn: Callable[[], bool] | None = None
 
     def moderate(
         self,
@@ -149,18 +153,35 @@ class Moderator:
 
     def review_reported(self) -> None:
         """Videos whose reports crossed the policy's threshold go to review (``pending``),
-        once each. Called after each learning step, which folds the reports."""
+        once each. Called after each learning step, which folds the reports. Where
+        processes take turns (``review_turn``), one whose turn it is not keeps them due
+        (a holder killed before deciding leaves them to the next), dropping those the
+        holder has decided meanwhile; and one whose turn it is first looks for the
+        video's automatic decision in the store (taken by the last holder)."""
         state = self._state()
         due = state.reports.take_due()
         if not self.reviews:
             return
         catalog = state.catalog
+        due = [r for r in due if self._still_due(state, r)]
+        turn = self.review_turn
+        if not due:
+            return
+        if turn is not None and not turn():
+            state.reports.due[:0] = due
+            return
         for i, row in enumerate(due):
             video_id = catalog.videos[row].video_id
-            if video_id in self._auto_reviewed:
-                continue
-            if catalog.states[row] is not ModerationState.APPROVED:
-                continue
+            if turn is not None:
+                if not turn():  # (lost meanwhile: the rest stay due)
+                    state.reports.due[:0] = due[i:]
+                    return
+                history = self.store.history(video_id)
+                if any(a.actor == REPORTS_ACTOR for a in history):
+                    with self._lock:
+                        self._state().catalog.moderate(history)
+                        self._auto_reviewed.add(video_id)
+                    continue
             reporters = len(state.reports.reporters.get(row, ()))
             weight = state.reports.weight.get(row, 0.0)
             try:
@@ -175,6 +196,13 @@ class Moderator:
                 # Not stored (a full disk, say): due again, for the next learning step.
                 state.reports.due[:0] = due[i:]
                 raise
+
+    def _still_due(self, state: LogState, row: int) -> bool:
+        catalog = state.catalog
+        return (
+            catalog.videos[row].video_id not in self._auto_reviewed
+            and catalog.states[row] is ModerationState.APPROVED
+        )
 
     def queue(self, limit: int) -> list[ReviewItem]:
         """Videos waiting for review (``pending``) and reported videos, most reported

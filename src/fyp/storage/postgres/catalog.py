@@ -84,6 +84,20 @@ class PgCatalogStore:
             row = cur.execute("SELECT COUNT(*) FROM videos").fetchone()
         return 0 if row is None else int(row[0])
 
+    def change_cursor(self) -> int:
+        with self._db.transaction() as cur:
+            return self._db.change_cursor(cur)
+
+    def videos_since(self, cursor: int) -> tuple[list[Video], int]:
+        with self._db.transaction() as cur:
+            after = self._db.change_cursor(cur)  # (first: see Database.change_cursor)
+            rows = cur.execute(
+                f"SELECT {_VIDEO_COLUMNS} FROM videos WHERE changed_xid >= %s::text::xid8"
+                " ORDER BY seq",
+                (str(cursor),),
+            ).fetchall()
+        return [_video(r) for r in rows], after
+
     def close(self) -> None:
         self._db.release()
 
@@ -130,6 +144,20 @@ class PgModerationStore:
             ModerationAction(v, s, None if lb is None else tuple(lb), r, a, int(t))
             for v, s, lb, r, a, t in rows
         ]
+
+    def change_cursor(self) -> int:
+        with self._db.transaction() as cur:
+            return self._db.change_cursor(cur)
+
+    def videos_moderated_since(self, cursor: int) -> tuple[set[str], int]:
+        with self._db.transaction() as cur:
+            after = self._db.change_cursor(cur)
+            rows = cur.execute(
+                "SELECT DISTINCT video_id FROM moderation_actions"
+                " WHERE changed_xid >= %s::text::xid8",
+                (str(cursor),),
+            ).fetchall()
+        return {str(r[0]) for r in rows}, after
 
     def close(self) -> None:
         self._db.release()

@@ -178,6 +178,14 @@ class Database:
                 applied.append(version)
         return applied
 
+    def change_cursor(self, cur: psycopg.Cursor[Any]) -> int:
+        """The oldest transaction id still running (or the next to be assigned):
+        every row written by a transaction before it is committed and visible to any
+        statement after this one (migration 0004_change_cursors)."""
+        row = cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+        assert row is not None
+        return int(row[0])
+
     def attach(self) -> Database:
         """Count one more store using this database."""
         with self._lock:

@@ -122,6 +122,56 @@ class PgUserStore:
             None if ref is None else str(ref[0]),
         )
 
+    def change_cursor(self) -> int:
+        with self._db.transaction() as cur:
+            return self._db.change_cursor(cur)
+
+    def users_since(self, cursor: int) -> tuple[dict[str, StoredUser], int]:
+        since = (str(cursor),) * 3
+        with self._db.transaction() as cur:
+            after = self._db.change_cursor(cur)
+            ids = [
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT user_id FROM profiles WHERE changed_xid >= %s::text::xid8"
+                    " UNION SELECT user_id FROM controls WHERE changed_xid >= %s::text::xid8"
+                    " UNION SELECT user_id FROM refreshes WHERE changed_xid >= %s::text::xid8",
+                    since,
+                ).fetchall()
+            ]
+            if not ids:
+                return {}, after
+            profiles = {
+                str(r[0]): _profile(r)
+                for r in cur.execute(
+                    f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE user_id = ANY(%s)", (ids,)
+                ).fetchall()
+            }
+            controls = {
+                str(u): dict(s)
+                for u, s in cur.execute(
+                    "SELECT user_id, settings FROM controls WHERE user_id = ANY(%s)", (ids,)
+                ).fetchall()
+            }
+            marks: dict[str, list[int]] = {}
+            for u, o in cur.execute(
+                "SELECT user_id, log_offset FROM refreshes WHERE user_id = ANY(%s) ORDER BY id",
+                (ids,),
+            ).fetchall():
+                marks.setdefault(str(u), []).append(int(o))
+            refs = {
+                str(u): str(r)
+                for u, r in cur.execute(
+                    "SELECT user_id, audit_ref FROM erasures WHERE user_id = ANY(%s)", (ids,)
+                ).fetchall()
+            }
+        return {
+            pid: StoredUser(
+                profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), refs.get(pid)
+            )
+            for pid in ids
+        }, after
+
     def handle(self, user_id: str) -> str:
         with self._db.transaction() as cur:
             cur.execute(

@@ -1,0 +1,109 @@
+"""A serving process's reconcile with PostgreSQL stores reads what changed since its
+last read, not the whole catalog and every user: a change made straight in PostgreSQL
+(not through fyp, so no notice was sent) is picked up by the next incremental read,
+including one committed by a transaction that was still open at the read before; a
+whole read stays the first and the rare fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fyp.config import Settings, load_settings
+from fyp.engine import Engine
+from fyp.safety.labels import ModerationState
+from fyp.storage.postgres.url import split_url
+from fyp.types import Video
+from postgres_servers import query
+
+N_VIDEOS = 50
+
+
+def _settings(data_dir: Path, store: str) -> Settings:
+    return load_settings(
+        overrides={
+            "data_dir": data_dir,
+            "store": store,
+            "privacy": {"secret_file": data_dir.with_name("shared.secret")},
+        },
+        environ={},
+    )
+
+
+@pytest.fixture
+def pair(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Engine, Engine]]:
+    a = Engine.open(_settings(tmp_path / "a", postgres_url))
+    b = Engine.open(_settings(tmp_path / "b", postgres_url))
+    try:
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+def test_a_change_made_straight_in_postgres_is_read_incrementally(
+    pair: tuple[Engine, Engine], postgres_url: str
+) -> None:
+    a, b = pair
+    a.upsert_videos([Video(f"v{i:03d}", f"c{i % 4}", duration_ms=10_000) for i in range(N_VIDEOS)])
+    a.register_users(["u1", "u2"])
+    b.reconcile_changes()
+    assert b.last_reconcile[0], "the first reconcile reads the stores whole"
+    assert len(b.catalog) == N_VIDEOS
+    assert b.reconcile_changes() == 0
+    whole, rows = b.last_reconcile
+    assert not whole and rows < N_VIDEOS, "an incremental read reads what changed only"
+
+    query(postgres_url, "UPDATE videos SET caption = 'edited by hand' WHERE video_id = 'v007'")
+    query(
+        postgres_url,
+        "INSERT INTO moderation_actions (video_id, state, labels, reason, actor, ts)"
+        " VALUES ('v003', 'removed', NULL, 'by hand', 'dba', 1)",
+    )
+    u1 = b.pseudonym("u1")
+    query(
+        postgres_url,
+        "INSERT INTO controls (user_id, settings, updated_at) VALUES (%s, %s, 1)",
+        u1,
+        '{"mute_hashtags": ["#x"]}',
+    )
+    assert b.reconcile_changes() == 3
+    assert not b.last_reconcile[0]
+    assert b.catalog.videos[b.catalog.row_of["v007"]].caption == "edited by hand"
+    assert b.catalog.states[b.catalog.row_of["v003"]] is ModerationState.REMOVED
+    assert b.controls_of("u1").mute_hashtags == ("#x",)
+    assert b.last_reconcile[1] < N_VIDEOS
+
+
+def test_a_write_open_at_the_last_read_is_read_at_the_next(
+    pair: tuple[Engine, Engine], postgres_url: str
+) -> None:
+    """A transaction that took its id before the last read and committed after it (ids
+    are taken in one order and committed in another): the cursor is the oldest open
+    transaction's, so the next read still finds its rows."""
+    a, b = pair
+    a.upsert_videos([Video(f"v{i:03d}", "c0", duration_ms=10_000) for i in range(4)])
+    b.reconcile_changes()
+    parts = split_url(postgres_url)
+    with psycopg.connect(parts.conninfo, options=f"-c search_path={parts.schema}") as slow:
+        slow.execute("UPDATE videos SET caption = 'slow' WHERE video_id = 'v001'")  # (open)
+        a.upsert_videos([Video("v100", "c1", duration_ms=10_000)])  # (a later id, committed)
+        b.reconcile_changes(full=False)
+        assert "v100" in b.catalog.row_of
+        assert b.catalog.videos[b.catalog.row_of["v001"]].caption != "slow"
+    # (committed on leaving the block)
+    assert b.reconcile_changes(full=False) == 1
+    assert b.catalog.videos[b.catalog.row_of["v001"]].caption == "slow"
+
+
+def test_a_whole_read_is_the_fallback(pair: tuple[Engine, Engine], postgres_url: str) -> None:
+    a, b = pair
+    a.upsert_videos([Video(f"v{i:03d}", "c0", duration_ms=10_000) for i in range(4)])
+    b.reconcile_changes()
+    b.reconcile_changes(full=True)
+    assert b.last_reconcile == (True, 4)
+    b.reconcile_changes(full=False)
+    assert b.last_reconcile[0] is False
