@@ -50,13 +50,9 @@ class Kit:
         """Settings on this test's data dir, blind to the process environment."""
         # Users need not be created first (PUT /v1/users) here: these tests are about
         # what the engine learns; residency has tests of its own (tests/privacy).
-        # A source over its wall-clock budget gives nothing: on a loaded machine a
-        # preempted source would then change a page, so the budget is out of the way
-        # here (the tests of the budget set their own).
         values: dict[str, Any] = {
             "data_dir": self.data_dir,
             "privacy": {"require_registered_users": False},
-            "sources": {"budget_ms": 10_000.0},
             **overrides,
         }
         return load_settings(overrides=values, environ={})

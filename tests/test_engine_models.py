@@ -18,7 +18,6 @@ def test_learned_models_warm_up_and_serve(tmp_path: Path) -> None:
     settings = load_settings(
         overrides={
             "data_dir": tmp_path,
-            "sources": {"budget_ms": 10_000.0},
             "privacy": {"require_registered_users": False},
             "model": {
                 "enabled": True,

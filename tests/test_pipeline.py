@@ -48,16 +48,28 @@ def test_a_source_that_raises_is_counted_and_the_feed_still_serves(
     assert engine.pipeline.counters.source_failures[("boom", "RuntimeError")] == 2
 
 
-def test_a_source_over_its_time_budget_contributes_nothing_and_is_counted(
+def test_a_source_over_its_time_budget_keeps_its_candidates_and_is_counted_late(
     kit: Any, engine: Engine
 ) -> None:
+    """Sources run one after another: a late one has finished, and its candidates are
+    served (credited to it) rather than thrown away; the lateness is counted."""
     engine.pipeline.source_budget_ms = 20.0
     slow = FakeSource("slow", engine, video_ids=("c3-v9",), delay_s=0.1)
     engine.pipeline.sources.insert(0, slow)
     feed = engine.feed("u1", count=40, now=kit.NOW)
-    assert engine.pipeline.counters.source_failures[("slow", "over_budget")] == 1
-    assert "slow" not in {item.source for item in feed.items}
+    counters = engine.pipeline.counters
+    assert counters.source_late["slow"] == 1
+    assert counters.source_candidates["slow"] == 1
+    assert not counters.source_failures
+    assert {item.video_id: item.source for item in feed.items}["c3-v9"] == "slow"
     assert len(feed.items) == 40
+
+
+def test_a_source_within_its_budget_is_not_counted_late(kit: Any, engine: Engine) -> None:
+    engine.pipeline.source_budget_ms = 60_000.0
+    engine.pipeline.sources.insert(0, FakeSource("quick", engine, video_ids=("c3-v9",)))
+    engine.feed("u1", count=10, now=kit.NOW)
+    assert not engine.pipeline.counters.source_late
 
 
 def test_a_video_proposed_by_two_sources_is_served_once_credited_to_the_first(

@@ -51,7 +51,7 @@ class LimitsConfig(_Section):
 class SourcesConfig(_Section):
     """Candidate sources: how many each may contribute, and their time budget."""
 
-    budget_ms: float = Field(25.0, gt=0)  # per source; a source over budget counts as failed
+    budget_ms: float = Field(25.0, gt=0)  # per source; one that returns later is counted as late
     trending_half_life_hours: float = Field(24.0, gt=0)
     trending_candidates: int = Field(60, ge=0)
     fresh_window_hours: float = Field(72.0, gt=0)

@@ -68,7 +68,6 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     return load_settings(
         overrides={
             "data_dir": data_dir,
-            "sources": {"budget_ms": 100.0},
             "auth": LOAD_GENERATOR_AUTH,
             **overrides,
         },

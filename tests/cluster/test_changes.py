@@ -47,7 +47,6 @@ def _settings(data_dir: Path, store: str, log: str, registered: bool = False) ->
             "data_dir": data_dir,
             "store": store,
             "event_log": log,
-            "sources": {"budget_ms": 100.0},
             # One pseudonym secret for every process: the stores hold users by it.
             "privacy": {
                 "require_registered_users": registered,

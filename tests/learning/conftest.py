@@ -61,7 +61,6 @@ class Learning:
         return load_settings(
             overrides={
                 "data_dir": data,
-                "sources": {"budget_ms": 10_000.0},
                 "privacy": {"require_registered_users": False},
                 "model": MODEL,
                 **overrides,

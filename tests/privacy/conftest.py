@@ -60,7 +60,6 @@ class Deployment:
             overrides={
                 "data_dir": self.data_dir,
                 "region": region,
-                "sources": {"budget_ms": 1_000.0},
                 **overrides,
             },
             environ={},

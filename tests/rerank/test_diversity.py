@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from fyp.catalog.hashtag_topics import TopicsCache
 from fyp.catalog.index import CatalogIndex
 from fyp.rerank.diversity import CreatorSoundSpacing, clashes, space_out
 from fyp.types import Candidate, Video
@@ -243,3 +244,29 @@ def test_the_topic_cap_counts_the_cards_served_before_and_yields_when_nothing_el
     assert space_out(
         candidates(3), keys, 1, topics=topics, max_per_topic=8, before_topics=[*older[1:], None]
     ) == [0]
+
+
+def test_a_rows_topic_follows_a_change_of_its_hashtags() -> None:
+    """The spacing keeps each row's topic between requests: a video upserted with other
+    hashtags is counted under its new topic on the next read."""
+    catalog = CatalogIndex()
+    tags = {"cat": ("#cat", "#kitten"), "car": ("#car", "#engine")}
+    catalog.upsert(
+        [
+            Video(f"{t}{i}", f"c{i}", 10_000, hashtags=tags[t])
+            for t in ("cat", "car")
+            for i in range(20)
+        ]
+    )
+    topics = TopicsCache(catalog)
+    spacing = CreatorSoundSpacing(catalog, 2, topics, max_per_topic=8)
+
+    def fresh(row: int) -> str | None:
+        return topics.get().topic_of_video(catalog.text[row].tags)
+
+    row = catalog.row_of["cat0"]
+    before = spacing.topic_of(row)
+    assert before is not None and before == fresh(row)
+    assert spacing.topic_of(catalog.row_of["car0"]) not in (None, before)
+    catalog.upsert([Video("cat0", "c0", 10_000, hashtags=tags["car"])])
+    assert spacing.topic_of(row) == fresh(row) == spacing.topic_of(catalog.row_of["car0"])

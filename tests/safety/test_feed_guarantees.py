@@ -456,12 +456,9 @@ class Runner:
 
 
 def open_engine(data_dir: Path) -> Engine:
-    # A generous source budget: a slow machine must not turn sources into failed ones
-    # (which would only hide candidates, never let a bad one through).
     config = load_settings(
         overrides={
             "data_dir": data_dir,
-            "sources": {"budget_ms": 1_000.0},
             "privacy": {"require_registered_users": False},
         },
         environ={},

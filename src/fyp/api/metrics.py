@@ -81,6 +81,14 @@ class _EngineCollector(Collector):
         for (source, why), n in sorted(c.source_failures.items()):
             fails.add_metric([source, why], n)
         yield fails
+        late = CounterMetricFamily(
+            "fyp_candidate_source_late",
+            "Candidate source calls that returned after their time budget (kept)",
+            labels=["source"],
+        )
+        for source, n in sorted(c.source_late.items()):
+            late.add_metric([source], n)
+        yield late
         cands = CounterMetricFamily(
             "fyp_candidates", "Candidates proposed, by source", labels=["source"]
         )

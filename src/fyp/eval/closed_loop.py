@@ -116,7 +116,6 @@ METHODS: tuple[str, ...] = (
 DEFAULT_NOW_MS = 1_750_000_000_000  # the world's "now" (2025-06-15): results do not
 # depend on the day they are computed
 DIVERSITY_WINDOW = 10  # items per window for distinct creators / topics
-ENGINE_SOURCE_BUDGET_MS = 1_000.0
 LEARN_TIMEOUT_S = 30.0
 
 ProgressCallback = Callable[[str, int, int], None]  # (method, sessions done, sessions)
@@ -309,7 +308,6 @@ class _EngineMethod:
         settings = load_settings(
             overrides={
                 "data_dir": Path(self._tmp.name) / "data",
-                "sources": {"budget_ms": ENGINE_SOURCE_BUDGET_MS},
                 "model": {"enabled": learned or scorer},
                 "scorer": {"enabled": scorer},
                 # The simulated audience is this deployment's: no PUT /v1/users first,

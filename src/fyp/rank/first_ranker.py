@@ -220,8 +220,8 @@ class FirstRanker:
         m = self.cfg.prior_strength
         stats = self.stats
         x = np.zeros((n, n_labels, N_FEATURES))
-        creator_counts = self.groups.creator_counts(idx)
-        x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, smoothed_rates(creator_counts, g, m)))
+        creator_rates, creator_lifts = self.groups.creator_rates_and_lifts(idx, g, g_logit, m)
+        x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, creator_rates))
         x[:, :, 1] = self._user_lift(user, g, g_logit)[None, :]
         x[:, :, 2:6] = self._affinities(user, idx, now)[:, None, :]
         created = self.catalog.created_at[idx]
@@ -229,7 +229,7 @@ class FirstRanker:
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
         x[:, :, 7] = self.surfaces.lift(surface)[None, :]
-        x[:, :, 8] = rate_lifts(creator_counts, g, g_logit, m)
+        x[:, :, 8] = creator_lifts
         x[:, :, 9] = self.groups.hashtag_lifts(idx, g, g_logit, m)
         duration, duration_sq = _duration_features(self.catalog.duration_ms[idx].astype(np.float64))
         x[:, :, 10] = duration[:, None]

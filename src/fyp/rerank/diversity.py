@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from fyp.catalog.hashtag_topics import TopicsCache
+from fyp.catalog.hashtag_topics import HashtagTopics, TopicsCache
 from fyp.catalog.index import CatalogIndex
 from fyp.types import Candidate
 
@@ -102,6 +102,9 @@ def space_out(
     return page
 
 
+_TOPIC_MEMO = 65_536  # rows whose topic is kept, at most (then it starts again)
+
+
 class CreatorSoundSpacing:
     name = "creator_sound_spacing"
 
@@ -119,12 +122,31 @@ class CreatorSoundSpacing:
         self.topics = topics
         self.max_per_topic = max_per_topic
         self.window = window
+        # (topics, catalog version, row -> topic): a request asks for a hundred rows'
+        # topics, most of them asked for by the requests before (the same videos
+        # rank high for many people); valid while neither the topics nor the catalog
+        # (a video's hashtags) change.
+        self._memo: tuple[HashtagTopics, int, dict[int, str | None]] | None = None
 
     def topic_of(self, row: int) -> str | None:
         """The row's topic, as the topic cap counts it (None without a cap)."""
         if self.topics is None or not self.max_per_topic:
             return None
-        return self.topics.get().topic_of_video(self.catalog.text[row].tags)
+        topics = self.topics.get()
+        memo = self._memo
+        if (
+            memo is None
+            or memo[0] is not topics
+            or memo[1] != self.catalog.version
+            or len(memo[2]) >= _TOPIC_MEMO
+        ):
+            memo = self._memo = (topics, self.catalog.version, {})
+        of_row = memo[2]
+        try:
+            return of_row[row]
+        except KeyError:
+            topic = of_row[row] = topics.topic_of_video(self.catalog.text[row].tags)
+            return topic
 
     def looked_at(
         self, ranked: list[Candidate], look: int, count: int

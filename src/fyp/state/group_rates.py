@@ -10,6 +10,16 @@ Counts are folded from the log in offset order with the videos' own (not decayed
 those are not), so every process that folds the log holds them and a replay rebuilds
 them. They are aggregates over users, kept like the videos' counts: an erasure leaves
 them (:meth:`fyp.state.updater.LogState.erase_user`).
+
+A request reads the rates and lifts of its candidates' creators and hashtags from a
+table per code (:class:`LiftTable`) rather than from the counts: a thousand candidates
+name a few thousand creators and hashtags, and computing their logits per request cost
+more than the rest of the first ranker's features. The table is the same function of
+the same counts and global rates as computing them from the counts (to the bit): it is
+rebuilt when the global rates are refreshed and, between, only the codes counted since
+are recomputed, on the next read. The learning step copies counts when an example
+opens and computes the same function for its micro-batch (cheaper there: a view would
+otherwise recompute the table rows it touched, one numpy call each).
 """
 
 from __future__ import annotations
@@ -44,10 +54,19 @@ class _Counts:
     """Label counts then views, (L + 1,), of code c in row c + 1. The first and the last
     row stay 0: the rows read for "none" (-1) and for any code given after the table last
     grew (clipped to the last). Updated a code at a time with Python ints: on every view
-    of the log, one numpy call's overhead is more than all the work."""
+    of the log, one numpy call's overhead is more than all the work. Every code counted
+    is added to ``touched`` (what a :class:`LiftTable` must recompute); a writer that
+    changes ``counts`` some other way must add the codes it changed too."""
 
     def __init__(self) -> None:
         self.counts = np.zeros((2, _VIEWS + 1))
+        self.touched: set[int] = set()
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A checkpoint from before the lift tables has no ``touched``: nothing is owed
+        # to a table that is built whole on its first read.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("touched", set())
 
     def rows(self, codes: npt.NDArray[np.int32] | npt.NDArray[np.int64]) -> F64:
         """Copies of the rows of ``codes`` (any shape; -1 and unknown codes read 0)."""
@@ -63,6 +82,7 @@ class _Counts:
         row = self.counts[code + 1]
         for column in columns:
             row[column] += 1.0
+        self.touched.add(code)
 
     def add_rows(self, codes: I64, delta: F64) -> None:
         """Add each row of ``delta`` (n, L + 1) to the counts of its code in ``codes``
@@ -82,6 +102,59 @@ class _Counts:
             grown[: len(self.counts)] = self.counts
             self.counts = grown
         np.add.at(self.counts, codes + 1, delta)
+        self.touched.update(codes.tolist())
+
+
+class LiftTable:
+    """:func:`smoothed_rates` and :func:`rate_lifts` of every code of a :class:`_Counts`,
+    row for row (row c + 1 for code c; the first and last rows those of no views), for
+    one prior: the global rates ``g``, their logits and the prior strength. Kept current
+    lazily by :meth:`current`: all rows when the prior or the table's size changes (the
+    global rates are refreshed at fixed points of the log, as new arrays), else only
+    the rows of the codes counted since the last read.
+
+    Each row is computed by the same element-wise numpy operations, on the same
+    numbers, as computing it from copied counts, so both give the same bits."""
+
+    def __init__(self, counts: _Counts) -> None:
+        self.source = counts
+        self.rates: F64 = np.zeros((0, _VIEWS))
+        self.lifts: F64 = np.zeros((0, _VIEWS))
+        self._prior: tuple[F64, F64, float] | None = None
+
+    # Derived from the counts: a checkpoint holds the counts only, and the table is
+    # built whole on its first read after a restore.
+    def __getstate__(self) -> dict[str, object]:
+        return {"source": self.source}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        source = state["source"]
+        assert isinstance(source, _Counts)
+        self.__init__(source)  # type: ignore[misc]
+
+    def current(self, g: F64, g_logit: F64, prior_strength: float) -> tuple[F64, F64]:
+        """The (rates, lifts) tables for this prior, brought up to date."""
+        src = self.source
+        prior = self._prior
+        counts = src.counts
+        if (
+            prior is None
+            or prior[0] is not g
+            or prior[1] is not g_logit
+            or prior[2] != prior_strength
+            or len(self.lifts) != len(counts)
+        ):
+            src.touched.clear()
+            self.rates = smoothed_rates(counts, g, prior_strength)
+            self.lifts = rate_lifts(counts, g, g_logit, prior_strength)
+            self._prior = (g, g_logit, prior_strength)
+        elif src.touched:
+            rows = np.fromiter(src.touched, dtype=np.intp, count=len(src.touched)) + 1
+            src.touched.clear()
+            changed = counts[rows]
+            self.rates[rows] = smoothed_rates(changed, g, prior_strength)
+            self.lifts[rows] = rate_lifts(changed, g, g_logit, prior_strength)
+        return self.rates, self.lifts
 
 
 class GroupRates:
@@ -93,6 +166,14 @@ class GroupRates:
         self.catalog = catalog
         self.creators = _Counts()
         self.hashtags = _Counts()
+        self.creator_table = LiftTable(self.creators)
+        self.hashtag_table = LiftTable(self.hashtags)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if "creator_table" not in state:  # a checkpoint from before the lift tables
+            self.creator_table = LiftTable(self.creators)
+            self.hashtag_table = LiftTable(self.hashtags)
 
     def add(self, row: int, labels: list[int], view: bool) -> None:
         """Count a view of ``row`` (with ``view``) and the labels ``labels`` it carries."""
@@ -130,21 +211,28 @@ class GroupRates:
         """(n, L + 1) counts of ``rows``' creators (0 for one unknown)."""
         return self.creators.rows(self.catalog.creator_code[rows])
 
+    def creator_rates_and_lifts(
+        self, rows: npt.NDArray[np.intp], g: F64, g_logit: F64, prior_strength: float
+    ) -> tuple[F64, F64]:
+        """(n, L) :func:`smoothed_rates` and (n, L) :func:`rate_lifts` of ``rows``'
+        creators (those of no views for one unknown), from the table."""
+        rates, lifts = self.creator_table.current(g, g_logit, prior_strength)
+        at = self.catalog.creator_code[rows] + 1
+        return rates.take(at, axis=0, mode="clip"), lifts.take(at, axis=0, mode="clip")
+
     def hashtag_lifts(
         self, rows: npt.NDArray[np.intp], g: F64, g_logit: F64, prior_strength: float
     ) -> F64:
-        """(n, L) the mean :func:`rate_lifts` over each row's hashtags (0 for none).
-        Computed for the hashtags there are, not for every padded slot: a request's
-        candidates have a few each."""
+        """(n, L) the mean :func:`rate_lifts` over each row's hashtags (0 for none), from
+        the table. Summed a hashtag slot at a time, in slot order (a padded slot adds
+        0, which changes no bits)."""
+        _, lifts = self.hashtag_table.current(g, g_logit, prior_strength)
         tags = self.catalog.tag_codes[rows]  # (n, T), -1 padded
-        shown = tags >= 0
-        of_row = np.nonzero(shown)[0]
-        lifts = rate_lifts(self.hashtags.rows(tags[shown]), g, g_logit, prior_strength)
-        n = len(tags)
-        out = np.empty((n, _VIEWS))
-        for k in range(_VIEWS):
-            out[:, k] = np.bincount(of_row, lifts[:, k], minlength=n)
-        out /= np.maximum(shown.sum(axis=1), 1)[:, None]
+        per_slot = lifts.take(tags.T + 1, axis=0, mode="clip")  # (T, n, L)
+        out: F64 = per_slot[0].copy()
+        for slot in per_slot[1:]:
+            out += slot
+        out /= np.maximum((tags >= 0).sum(axis=1), 1)[:, None]
         return out
 
 

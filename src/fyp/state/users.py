@@ -138,10 +138,13 @@ class UserState:
         session lift is at least ``min_lift``, the highest first: what the person is
         watching to the end right now."""
         rate = self.session_rate(now)
+        # A fade is at most 1, so fewer than half a finish before it fails without
+        # computing it: most of a person's hashtags have no finish this session.
         lifted = [
             (lift, tag)
             for tag, a in self.hashtags.items()
-            if a.session_finishes * a.session_fade(now) >= 0.5
+            if a.session_finishes >= 0.5
+            and a.session_finishes * a.session_fade(now) >= 0.5
             and (lift := a.session_lift(now, rate)) >= min_lift
         ]
         return [tag for _, tag in sorted(lifted, reverse=True)]
