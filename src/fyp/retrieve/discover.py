@@ -42,7 +42,12 @@ FOUND_SHARE = 0.1
 FOUND_LIFT = 1.0  # session lift (log-odds over their own rate) at which something stands out
 HALF_AT_LONG_VIEWS = 5.0  # long views at which the share is halved
 MIN_SHARE = 0.05  # below this, none
-AGAINST = -0.5  # session lift under which a topic (and its hashtags' videos) is not looked for
+AGAINST = -0.5  # session lift under which a topic (and its hashtags' videos) may be buried,
+BURY_SKIPS = 2.5  # ... once its faded skips reach this (three recent): fewer only lower its draws
+# A quick skip is weak evidence against a topic (a person with several tastes skips some
+# cards of each): it counts this much of a failure in the topic's Beta posterior.
+SKIP_WEIGHT = 0.5
+DRAW_PRIOR = 2.0  # pseudo-views at the person's session rate in each topic's posterior
 PENDING = 10  # cards served last whose topics wait for a verdict when not viewed yet
 SCAN = 16  # unseen rows of a topic looked at for its most watched one
 
@@ -88,8 +93,14 @@ class DiscoverSource:
         topics = self.topics.get()
         if not topics.members:
             return []
-        lifts = self._lifts(ctx, topics.topic_of)
-        against = {t for t, lift in lifts.items() if lift < AGAINST}
+        evidence = self._evidence(ctx, topics.topic_of)
+        rate = ctx.user.session_rate(ctx.now)
+        lifts = {t: session_lift(f, v, 1.0, rate) for t, (f, v) in evidence.items()}
+        # Buried (not looked for, nor videos with its hashtags): a topic skipped again and
+        # again. One or two skips only make it less likely to be drawn (below).
+        against = {
+            t for t, (f, v) in evidence.items() if lifts[t] < AGAINST and v - f >= BURY_SKIPS
+        }
         # A topic that stands out is followed by the rest of the page (the ranked list's
         # lead: :mod:`fyp.rerank.tastes`): the search goes on elsewhere, for another.
         found = {t for t, lift in lifts.items() if lift >= FOUND_LIFT}
@@ -101,10 +112,10 @@ class DiscoverSource:
         pending = self._pending(ctx, topics)
         looked_for = [t for t in topics.members if t not in against and t not in found]
         names = [t for t in looked_for if t not in pending] or looked_for
-        gumbel = rng.gumbel(size=len(names)).tolist()
+        gumbel = rng.gumbel(size=len(names))
+        draws = np.log(_draws(rng, [evidence.get(t, (0.0, 0.0)) for t in names], rate)) + gumbel
         keys = {
-            t: math.log(topics.videos[t]) + lifts.get(t, 0.0) + g
-            for t, g in zip(names, gumbel, strict=True)
+            t: math.log(topics.videos[t]) + d for t, d in zip(names, draws.tolist(), strict=True)
         }
         catalog, views = self.state.catalog, self.state.stats.views
         seen, served = ctx.user.viewed, ctx.user.served_set
@@ -146,10 +157,11 @@ class DiscoverSource:
         return out
 
     @staticmethod
-    def _lifts(ctx: FeedContext, topic_of: dict[str, str]) -> dict[str, float]:
-        """Each topic's session lift for the person: of the topic's hashtag with the most
-        session views (a video carries several of a topic's hashtags: not summed)."""
-        best: dict[str, tuple[float, float]] = {}  # topic -> (finishes, views), faded
+    def _evidence(ctx: FeedContext, topic_of: dict[str, str]) -> dict[str, tuple[float, float]]:
+        """Each topic's session (finishes, views) for the person, faded: of the topic's
+        hashtag with the most session views (a video carries several of a topic's
+        hashtags: not summed)."""
+        best: dict[str, tuple[float, float]] = {}
         for tag, a in ctx.user.hashtags.items():
             topic = topic_of.get(normal_tag(tag))
             if topic is None or not a.session_views:
@@ -158,5 +170,17 @@ class DiscoverSource:
             views = a.session_views * fade
             if views > best.get(topic, (0.0, 0.0))[1]:
                 best[topic] = (a.session_finishes * fade, views)
-        rate = ctx.user.session_rate(ctx.now)
-        return {t: session_lift(f, v, 1.0, rate) for t, (f, v) in best.items()}
+        return best
+
+
+def _draws(
+    rng: np.random.Generator, evidence: list[tuple[float, float]], rate: float
+) -> np.ndarray:
+    """For each topic's (finishes, views), a draw of how much the person finishes it,
+    from its Beta posterior (a prior of :data:`DRAW_PRIOR` views at their session
+    ``rate``; a finish counts one, a quick skip :data:`SKIP_WEIGHT`): Thompson sampling,
+    so a topic skipped once is drawn less often than an untested one, not never."""
+    fv = np.array(evidence, dtype=np.float64).reshape(-1, 2)
+    skips = np.maximum(fv[:, 1] - fv[:, 0], 0.0)
+    draws = rng.beta(DRAW_PRIOR * rate + fv[:, 0], DRAW_PRIOR * (1.0 - rate) + SKIP_WEIGHT * skips)
+    return np.maximum(draws, 1e-9)
