@@ -79,11 +79,21 @@ def standout_topics(
     # Shrunk to their rate over everything: with little evidence elsewhere, a topic
     # stands out only by being finished more than the rest of what they finish.
     elsewhere = (rest_f + PRIOR * user.session_rate(now)) / (rest_v + PRIOR)
-    excess: dict[str, float] = {}
+    tastes: list[str] = []
     for t, (f, v) in finished.items():
         rate = (f + PRIOR * elsewhere) / (v + PRIOR)
         if rate - elsewhere >= MIN_EXCESS and _logit(rate) - _logit(elsewhere) >= TASTE_LIFT:
-            excess[t] = rate - elsewhere
+            tastes.append(t)
+    if not tastes:
+        return {}
+    # Shared by rates shrunk to the tastes' pooled rate, not to the rate elsewhere: that
+    # would pull the taste shown least the furthest down, and its share would follow how
+    # little the feed has shown it (the taste test above stays the cautious one).
+    pooled = sum(finished[t][0] for t in tastes) / sum(finished[t][1] for t in tastes)
+    excess = {
+        t: max((finished[t][0] + PRIOR * pooled) / (finished[t][1] + PRIOR) - elsewhere, 1e-9)
+        for t in tastes
+    }
     total = sum(excess.values())
     return {t: w / total for t, w in excess.items()}
 
