@@ -66,12 +66,10 @@ def test_the_search_narrows_to_a_weak_positive_and_goes_elsewhere_once_found(kit
         return out
 
     drawn = firsts("new")
-    # Unknown topics are drawn at random: the hinted one more, the skipped ones less
-    # (one quick skip is weak evidence: they are tried again, not buried).
-    untested = sum(drawn.count(f"t{t}") for t in range(4, TOPICS)) / (TOPICS - 4)
-    assert drawn.count("t3") > 1.3 * untested
-    assert 0 < drawn.count("t1") < untested
-    assert 0 < drawn.count("t2") < untested
+    # Unknown topics are drawn at random: the hinted one more, the skipped ones not
+    # (while nothing stands out, the search sweeps the topics not tried yet).
+    assert drawn.count("t3") > 1.3 * drawn.count("t4")
+    assert drawn.count("t1") == drawn.count("t2") == 0
     # Another newcomer finishes the topic 3 card they are shown: it stands out, the rest
     # of the page follows it (tests/rerank/test_taste_allocation.py), and the search
     # goes on elsewhere.
@@ -124,24 +122,20 @@ def test_topics_waiting_for_a_verdict_are_not_drawn_again(kit: Any) -> None:
         first = items
 
 
-def test_a_topic_skipped_once_is_offered_again_later_in_the_session(kit: Any) -> None:
+def test_a_topic_skipped_once_is_offered_again_once_a_taste_is_found(kit: Any) -> None:
     engine = world(kit)
-    # Topic 3 finished (found: the rest of the page follows it); topic 1 skipped once.
-    kit.run(
-        engine,
-        [kit.view("new", "t1-c0-v0", watch_ms=800), kit.view("new", "t3-c0-v0")],
-    )
-    # The next cards go to the other topics; later in the session, with the search
-    # having tried them (skipped once each too), topic 1 is as likely as any of them.
-    later = [kit.view("new", f"t{t}-c0-v0", watch_ms=800) for t in (0, 2, 4, 5, 6, 7)]
-    kit.run(engine, later)
+    # Topic 1 skipped once, then topic 3 finished: it stands out (the rest of the page
+    # follows it), and the search goes on for a second taste, which a person skips now
+    # and then: topic 1 is tried again, less often than a topic not tried yet.
+    kit.run(engine, [kit.view("new", "t1-c0-v0", watch_ms=800), kit.view("new", "t3-c0-v0")])
     user = kit.state_of(engine, "new")
     source = DiscoverSource(engine.state, limit=1)
     drawn: list[str] = []
-    for i in range(100):
+    for i in range(300):
         ctx = FeedContext(f"req-{i}", "new", user, 10, "for_you", "ZZ", kit.ts + 1_000)
         drawn += [topic(c.video_id) for c in source.fetch(ctx)]
-    assert drawn.count("t1") >= 5
+    untested = [drawn.count(f"t{t}") for t in range(4, TOPICS)]
+    assert 0.15 * min(untested) < drawn.count("t1") < max(untested)
     assert "t3" not in drawn
 
 

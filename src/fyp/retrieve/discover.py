@@ -42,12 +42,8 @@ FOUND_SHARE = 0.1
 FOUND_LIFT = 1.0  # session lift (log-odds over their own rate) at which something stands out
 HALF_AT_LONG_VIEWS = 5.0  # long views at which the share is halved
 MIN_SHARE = 0.05  # below this, none
-AGAINST = -0.5  # session lift under which a topic (and its hashtags' videos) may be buried,
-BURY_SKIPS = 2.5  # ... once its faded skips reach this (three recent): fewer only lower its draws
-# A quick skip is weak evidence against a topic (a person with several tastes skips some
-# cards of each): it counts this much of a failure in the topic's Beta posterior.
-SKIP_WEIGHT = 0.5
-DRAW_PRIOR = 2.0  # pseudo-views at the person's session rate in each topic's posterior
+AGAINST = -0.5  # session lift under which a topic (and its hashtags' videos) is not looked for
+BURY_SKIPS = 2.5  # ... once a taste is found, only with this many faded skips (three recent)
 PENDING = 10  # cards served last whose topics wait for a verdict when not viewed yet
 SCAN = 16  # unseen rows of a topic looked at for its most watched one
 
@@ -96,26 +92,34 @@ class DiscoverSource:
         evidence = self._evidence(ctx, topics.topic_of)
         rate = ctx.user.session_rate(ctx.now)
         lifts = {t: session_lift(f, v, 1.0, rate) for t, (f, v) in evidence.items()}
-        # Buried (not looked for, nor videos with its hashtags): a topic skipped again and
-        # again. One or two skips only make it less likely to be drawn (below).
-        against = {
-            t for t, (f, v) in evidence.items() if lifts[t] < AGAINST and v - f >= BURY_SKIPS
-        }
         # A topic that stands out is followed by the rest of the page (the ranked list's
         # lead: :mod:`fyp.rerank.tastes`): the search goes on elsewhere, for another.
         found = {t for t, lift in lifts.items() if lift >= FOUND_LIFT}
+        # Skipped more than its share: while nothing stands out, not looked for (nor are
+        # videos with its hashtags), so the search sweeps the topics not tried yet. Once
+        # something does, the search is for a second taste, which a person skips now and
+        # then (a taste is not finished every time): one or two skips only lower its draw
+        # (its lift, in the keys below), and it is tried again later in the session; a
+        # topic skipped again and again stays out.
+        against = {
+            t
+            for t, (f, v) in evidence.items()
+            if lifts[t] < AGAINST and (not found or v - f >= BURY_SKIPS)
+        }
         # Sampling without replacement, in proportion to the weights (Gumbel keys), seeded
-        # by the request: a replay with the same request ids serves the same pages.
+        # by the request: a replay with the same request ids serves the same pages. The
+        # weight, a topic's size times its session odds ratio, stands for how likely it is
+        # to be the taste looked for: drawing by it is Thompson sampling over the topics.
         rng = np.random.default_rng(zlib.crc32(ctx.request_id.encode()))
         # Topics of cards served but not viewed yet (a client fetching ahead) wait for
         # their verdict: drawing them again would test one topic twice.
         pending = self._pending(ctx, topics)
         looked_for = [t for t in topics.members if t not in against and t not in found]
         names = [t for t in looked_for if t not in pending] or looked_for
-        gumbel = rng.gumbel(size=len(names))
-        draws = np.log(_draws(rng, [evidence.get(t, (0.0, 0.0)) for t in names], rate)) + gumbel
+        gumbel = rng.gumbel(size=len(names)).tolist()
         keys = {
-            t: math.log(topics.videos[t]) + d for t, d in zip(names, draws.tolist(), strict=True)
+            t: math.log(topics.videos[t]) + lifts.get(t, 0.0) + g
+            for t, g in zip(names, gumbel, strict=True)
         }
         catalog, views = self.state.catalog, self.state.stats.views
         seen, served = ctx.user.viewed, ctx.user.served_set
@@ -171,16 +175,3 @@ class DiscoverSource:
             if views > best.get(topic, (0.0, 0.0))[1]:
                 best[topic] = (a.session_finishes * fade, views)
         return best
-
-
-def _draws(
-    rng: np.random.Generator, evidence: list[tuple[float, float]], rate: float
-) -> np.ndarray:
-    """For each topic's (finishes, views), a draw of how much the person finishes it,
-    from its Beta posterior (a prior of :data:`DRAW_PRIOR` views at their session
-    ``rate``; a finish counts one, a quick skip :data:`SKIP_WEIGHT`): Thompson sampling,
-    so a topic skipped once is drawn less often than an untested one, not never."""
-    fv = np.array(evidence, dtype=np.float64).reshape(-1, 2)
-    skips = np.maximum(fv[:, 1] - fv[:, 0], 0.0)
-    draws = rng.beta(DRAW_PRIOR * rate + fv[:, 0], DRAW_PRIOR * (1.0 - rate) + SKIP_WEIGHT * skips)
-    return np.maximum(draws, 1e-9)
