@@ -34,7 +34,11 @@ card on-taste) and a random feed are the bounds. ``--src PATH`` runs the same ne
 against another checkout's ``src`` (e.g. a ``git worktree`` of the code before a change)
 in the same run.
 
-    python bench/newcomer.py [--quick] [--newcomers 12] [--src ../base/src]
+    python bench/newcomer.py [--quick] [--newcomers 12] [--src ../base/src] [--seed 1]
+
+``--seed`` draws other newcomers (their topics, their several tastes and which cards of a
+minor taste they finish); the engine's own draws follow its request ids, which differ
+from run to run anyway. Single runs are noisy: compare codes in the same run, over seeds.
 
 Prints a table and writes ``bench/results/newcomer.json`` (``newcomer_quick`` for
 ``--quick``). Nothing here asserts on timings or shares: it measures.
