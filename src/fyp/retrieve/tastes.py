@@ -9,6 +9,9 @@ the person's finish rate *elsewhere* (on the cards of no finished topic): a topi
 finished well above that rate is a taste, and its share is its excess finish rate over
 that rate, relative to the other tastes'. A rate, not a count: the count of finishes
 follows what the feed showed, and a share by count would keep the first taste first.
+For the same reason the rates are shrunk towards the tastes' pooled rate for the shares
+(not towards the rate elsewhere, as for the test of whether it is a taste): a taste
+shown few times would otherwise be pulled down the furthest, and held down for it.
 :mod:`fyp.rerank.tastes` allocates a page's taste positions by these shares; this
 module's source makes sure each taste has candidates to fill them with.
 
