@@ -34,7 +34,11 @@ card on-taste) and a random feed are the bounds. ``--src PATH`` runs the same ne
 against another checkout's ``src`` (e.g. a ``git worktree`` of the code before a change)
 in the same run.
 
-    python bench/newcomer.py [--quick] [--newcomers 12] [--src ../base/src]
+    python bench/newcomer.py [--quick] [--newcomers 12] [--src ../base/src] [--seed 1]
+
+``--seed`` draws other newcomers (their topics, their several tastes and which cards of a
+minor taste they finish); the engine's own draws follow its request ids, which differ
+from run to run anyway. Single runs are noisy: compare codes in the same run, over seeds.
 
 Prints a table and writes ``bench/results/newcomer.json`` (``newcomer_quick`` for
 ``--quick``). Nothing here asserts on timings or shares: it measures.
@@ -320,6 +324,9 @@ def taste_shares(n: Newcomer, tastes: dict[int, float]) -> dict[str, Any]:
         "card_topics": [v.topic for v in n.cards[:CARDS]],
         "sources": n.sources[:CARDS],
         "time_share": {str(t): time[t] / total_time for t in tastes},
+        "finished": [
+            int(ms >= v.duration_ms) for v, ms in zip(n.cards, n.watched_ms, strict=False)
+        ],
     }
 
 
@@ -438,6 +445,7 @@ def run_code(
     topics: list[int],
     modes: list[str],
     multi: list[dict[int, float]],
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     page, prefetch_at = player_pattern(src)
     out: list[dict[str, Any]] = []
@@ -459,7 +467,7 @@ def run_code(
             for i, topic in enumerate(topics):
                 user = f"new-{label}-{mode}-{i:03d}"
                 client.put(f"/v1/users/{user}", json={}).raise_for_status()
-                n = Newcomer(client, world, user, {topic: 1.0}, seed=i)
+                n = Newcomer(client, world, user, {topic: 1.0}, seed=i + 10_000 * seed)
                 if mode == "player":
                     n.run_player(page, prefetch_at)
                 else:
@@ -473,7 +481,7 @@ def run_code(
             for i, tastes in enumerate(multi if mode == "player" else []):
                 user = f"multi-{label}-{i:03d}"
                 client.put(f"/v1/users/{user}", json={}).raise_for_status()
-                n = Newcomer(client, world, user, tastes, seed=1_000 + i)
+                n = Newcomer(client, world, user, tastes, seed=1_000 + i + 10_000 * seed)
                 n.run_player(page, prefetch_at)
                 several.append(taste_shares(n, tastes))
         s = summarise(f"{label} {mode}", sessions)
@@ -507,6 +515,12 @@ def main() -> None:
     ap.add_argument(
         "--several", type=int, default=8, help="newcomers of two or three tastes (player mode)"
     )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="draws other newcomers (topics, tastes, their finishes); 0: the runs before it",
+    )
     args = ap.parse_args()
     exit_on_sigterm()
     modes = [m.strip() for m in args.modes.split(",") if m.strip() in ("player", "page")]
@@ -515,8 +529,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="fyp-bench-newcomer-", dir=args.data_root))
     now = now_ms()
     world = build_world(seed=20, n_videos=n_videos, n_topics=20, n_users=n_users, now_ms=now)
-    topics = newcomer_topics(world, newcomers, seed=20, min_videos=100)
-    multi = several_tastes(world, args.several, seed=22, min_videos=100)
+    topics = newcomer_topics(world, newcomers, seed=20 + args.seed, min_videos=100)
+    multi = several_tastes(world, args.several, seed=22 + args.seed, min_videos=100)
     payload: dict[str, Any] = {
         "benchmark": "newcomer",
         "quick": args.quick,
@@ -528,6 +542,7 @@ def main() -> None:
             "background_users": n_users,
             "background_views_per_user": views,
             "newcomers": newcomers,
+            "seed": args.seed,
             "newcomer_topics": [world.topic_names[t] for t in topics],
             "several_tastes": [{world.topic_names[t]: w for t, w in m.items()} for m in multi],
             "cards": CARDS,
@@ -546,7 +561,9 @@ def main() -> None:
             (f"src{i + 1}", p.resolve()) for i, p in enumerate(args.src)
         ]
         for label, src in codes:
-            payload["results"] += run_code(label, src, seed_dir, root, world, topics, modes, multi)
+            payload["results"] += run_code(
+                label, src, seed_dir, root, world, topics, modes, multi, args.seed
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     path = write_json("newcomer_quick" if args.quick else "newcomer", payload)

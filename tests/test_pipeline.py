@@ -11,6 +11,7 @@ import pytest
 
 from fyp.engine import Engine
 from fyp.retrieve.base import FeedContext
+from fyp.retrieve.discover import DiscoverSource
 from fyp.types import Candidate
 
 ALL_IDS = {f"c{c}-v{i}" for c in range(4) for i in range(10)}
@@ -154,8 +155,8 @@ def test_a_newcomer_who_finished_one_card_gets_most_of_the_next_page_from_its_to
     """Sixty #dance videos (six creators) and ten of each of twelve other topics, the
     others the popular ones; a newcomer skipped nine other topics' cards and finished one
     #dance card: their next page of ten is #dance but for the floor the topic cap keeps
-    (feed.max_per_topic), and that floor goes on looking (topics not shown yet), not
-    back to what they skipped."""
+    (feed.max_per_topic), and that floor goes on looking for a second taste (discover's
+    cards), not back to the popular cards they skipped."""
     videos = [
         kit.video(f"d{c}-{i}", f"d{c}", hashtags=("#dance", "#dancetok"))
         for c in range(6)
@@ -179,7 +180,10 @@ def test_a_newcomer_who_finished_one_card_gets_most_of_the_next_page_from_its_to
     dance = [i.video_id for i in items if i.video_id.startswith("d")]
     others = {i.video_id.split("-")[0] for i in items if not i.video_id.startswith("d")}
     assert len(dance) >= 7, [i.video_id for i in items]
-    assert others and others <= {"o9", "o10", "o11"}, [i.video_id for i in items]
+    # The floor searches: discover's cards, of the topics not shown yet or (at a lower
+    # weight: tests/retrieve/test_discover.py) of one skipped once, tried again.
+    floor = [i for i in items if not i.video_id.startswith("d")]
+    assert floor and all(i.source == DiscoverSource.name for i in floor), others
 
 
 def test_each_request_gets_its_own_request_id(kit: Any, engine: Engine) -> None:

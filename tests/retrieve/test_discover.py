@@ -66,7 +66,8 @@ def test_the_search_narrows_to_a_weak_positive_and_goes_elsewhere_once_found(kit
         return out
 
     drawn = firsts("new")
-    # Unknown topics are drawn at random: the hinted one more, the skipped ones not.
+    # Unknown topics are drawn at random: the hinted one more, the skipped ones not
+    # (while nothing stands out, the search sweeps the topics not tried yet).
     assert drawn.count("t3") > 1.3 * drawn.count("t4")
     assert drawn.count("t1") == drawn.count("t2") == 0
     # Another newcomer finishes the topic 3 card they are shown: it stands out, the rest
@@ -121,6 +122,23 @@ def test_topics_waiting_for_a_verdict_are_not_drawn_again(kit: Any) -> None:
         first = items
 
 
+def test_a_topic_skipped_once_is_offered_again_once_a_taste_is_found(kit: Any) -> None:
+    engine = world(kit)
+    # Topic 1 skipped once, then topic 3 finished: it stands out (the rest of the page
+    # follows it), and the search goes on for a second taste, which a person skips now
+    # and then: topic 1 is tried again, less often than a topic not tried yet.
+    kit.run(engine, [kit.view("new", "t1-c0-v0", watch_ms=800), kit.view("new", "t3-c0-v0")])
+    user = kit.state_of(engine, "new")
+    source = DiscoverSource(engine.state, limit=1)
+    drawn: list[str] = []
+    for i in range(300):
+        ctx = FeedContext(f"req-{i}", "new", user, 10, "for_you", "ZZ", kit.ts + 1_000)
+        drawn += [topic(c.video_id) for c in source.fetch(ctx)]
+    untested = [drawn.count(f"t{t}") for t in range(4, TOPICS)]
+    assert 0.15 * min(untested) < drawn.count("t1") < max(untested)
+    assert "t3" not in drawn
+
+
 def test_one_card_per_topic_scored_by_its_draw(kit: Any) -> None:
     engine = world(kit)
     user = new_user(history_size=10, n_labels=len(LABEL_INDEX))
@@ -139,7 +157,8 @@ def test_a_skipped_hashtag_is_not_looked_for_under_another(kit: Any) -> None:
         for i in range(5)
     ] + [kit.video(f"x-c{c}", f"x-c{c}", hashtags=("#other", "#topic1")) for c in range(10)]
     engine = kit.open_engine(kit.settings(), videos)
-    kit.run(engine, [kit.view("new", f"t1-c{c}-v0", watch_ms=800) for c in range(2)])
+    skips = ["t1-c0-v0", "t1-c1-v0", "t1-c0-v1"]  # skipped again and again: buried
+    kit.run(engine, [kit.view("new", v, watch_ms=800) for v in skips])
     kit.run(engine, [kit.view("new", "t3-c0-v0")])
     user = kit.state_of(engine, "new")
     source = DiscoverSource(engine.state, limit=3)

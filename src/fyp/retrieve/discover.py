@@ -7,11 +7,15 @@ creator, the topics drawn in turn by sampling the topic the person is looking fo
 with a probability proportional to a prior (its number of videos: a big topic is
 likelier to be someone's) times the odds ratio of their session finish rate on it
 against their own (finishes for, quick skips against: the session evidence of
-:mod:`fyp.state.users`). A topic skipped more
-than its share is not looked for at all (until the evidence fades), nor are videos that
-carry one of its hashtags: the search goes through the topics instead of coming back to
-the popular ones. The draws are the candidates' scores, and the page takes the
-discover slots in that order, not the ranker's (which would prefer the popular topics).
+:mod:`fyp.state.users`): probability matching, Thompson sampling over which topic is the
+taste. While nothing stands out, a topic skipped more than its share is not looked for
+at all (until the evidence fades), nor are videos that carry one of its hashtags: the
+search sweeps the topics instead of coming back to the popular ones. Once something
+stands out, the search is for another taste, which a person skips now and then (a minor
+taste is not finished every time): a topic skipped once or twice is drawn again, at its
+lowered weight, and only one skipped again and again stays out. The draws are the
+candidates' scores, and the page takes the discover slots in that order, not the
+ranker's (which would prefer the popular topics).
 
 The share of the page it gets (:func:`discover_share`) is all of it while nothing the
 person watches stands out, a tenth once something does (the rest of the page follows
@@ -43,6 +47,7 @@ FOUND_LIFT = 1.0  # session lift (log-odds over their own rate) at which somethi
 HALF_AT_LONG_VIEWS = 5.0  # long views at which the share is halved
 MIN_SHARE = 0.05  # below this, none
 AGAINST = -0.5  # session lift under which a topic (and its hashtags' videos) is not looked for
+BURY_SKIPS = 2.5  # ... once a taste is found, only with this many faded skips (three recent)
 PENDING = 10  # cards served last whose topics wait for a verdict when not viewed yet
 SCAN = 16  # unseen rows of a topic looked at for its most watched one
 
@@ -88,13 +93,27 @@ class DiscoverSource:
         topics = self.topics.get()
         if not topics.members:
             return []
-        lifts = self._lifts(ctx, topics.topic_of)
-        against = {t for t, lift in lifts.items() if lift < AGAINST}
+        evidence = self._evidence(ctx, topics.topic_of)
+        rate = ctx.user.session_rate(ctx.now)
+        lifts = {t: session_lift(f, v, 1.0, rate) for t, (f, v) in evidence.items()}
         # A topic that stands out is followed by the rest of the page (the ranked list's
         # lead: :mod:`fyp.rerank.tastes`): the search goes on elsewhere, for another.
         found = {t for t, lift in lifts.items() if lift >= FOUND_LIFT}
+        # Skipped more than its share: while nothing stands out, not looked for (nor are
+        # videos with its hashtags), so the search sweeps the topics not tried yet. Once
+        # something does, the search is for a second taste, which a person skips now and
+        # then (a taste is not finished every time): one or two skips only lower its draw
+        # (its lift, in the keys below), and it is tried again later in the session; a
+        # topic skipped again and again stays out.
+        against = {
+            t
+            for t, (f, v) in evidence.items()
+            if lifts[t] < AGAINST and (not found or v - f >= BURY_SKIPS)
+        }
         # Sampling without replacement, in proportion to the weights (Gumbel keys), seeded
-        # by the request: a replay with the same request ids serves the same pages.
+        # by the request: a replay with the same request ids serves the same pages. The
+        # weight, a topic's size times its session odds ratio, stands for how likely it is
+        # to be the taste looked for: drawing by it is Thompson sampling over the topics.
         rng = np.random.default_rng(zlib.crc32(ctx.request_id.encode()))
         # Topics of cards served but not viewed yet (a client fetching ahead) wait for
         # their verdict: drawing them again would test one topic twice.
@@ -146,10 +165,11 @@ class DiscoverSource:
         return out
 
     @staticmethod
-    def _lifts(ctx: FeedContext, topic_of: dict[str, str]) -> dict[str, float]:
-        """Each topic's session lift for the person: of the topic's hashtag with the most
-        session views (a video carries several of a topic's hashtags: not summed)."""
-        best: dict[str, tuple[float, float]] = {}  # topic -> (finishes, views), faded
+    def _evidence(ctx: FeedContext, topic_of: dict[str, str]) -> dict[str, tuple[float, float]]:
+        """Each topic's session (finishes, views) for the person, faded: of the topic's
+        hashtag with the most session views (a video carries several of a topic's
+        hashtags: not summed)."""
+        best: dict[str, tuple[float, float]] = {}
         for tag, a in ctx.user.hashtags.items():
             topic = topic_of.get(normal_tag(tag))
             if topic is None or not a.session_views:
@@ -158,5 +178,4 @@ class DiscoverSource:
             views = a.session_views * fade
             if views > best.get(topic, (0.0, 0.0))[1]:
                 best[topic] = (a.session_finishes * fade, views)
-        rate = ctx.user.session_rate(ctx.now)
-        return {t: session_lift(f, v, 1.0, rate) for t, (f, v) in best.items()}
+        return best

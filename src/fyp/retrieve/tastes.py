@@ -9,6 +9,9 @@ the person's finish rate *elsewhere* (on the cards of no finished topic): a topi
 finished well above that rate is a taste, and its share is its excess finish rate over
 that rate, relative to the other tastes'. A rate, not a count: the count of finishes
 follows what the feed showed, and a share by count would keep the first taste first.
+For the same reason the rates are shrunk towards the tastes' pooled rate for the shares
+(not towards the rate elsewhere, as for the test of whether it is a taste): a taste
+shown few times would otherwise be pulled down the furthest, and held down for it.
 :mod:`fyp.rerank.tastes` allocates a page's taste positions by these shares; this
 module's source makes sure each taste has candidates to fill them with.
 
@@ -79,11 +82,21 @@ def standout_topics(
     # Shrunk to their rate over everything: with little evidence elsewhere, a topic
     # stands out only by being finished more than the rest of what they finish.
     elsewhere = (rest_f + PRIOR * user.session_rate(now)) / (rest_v + PRIOR)
-    excess: dict[str, float] = {}
+    tastes: list[str] = []
     for t, (f, v) in finished.items():
         rate = (f + PRIOR * elsewhere) / (v + PRIOR)
         if rate - elsewhere >= MIN_EXCESS and _logit(rate) - _logit(elsewhere) >= TASTE_LIFT:
-            excess[t] = rate - elsewhere
+            tastes.append(t)
+    if not tastes:
+        return {}
+    # Shared by rates shrunk to the tastes' pooled rate, not to the rate elsewhere: that
+    # would pull the taste shown least the furthest down, and its share would follow how
+    # little the feed has shown it (the taste test above stays the cautious one).
+    pooled = sum(finished[t][0] for t in tastes) / sum(finished[t][1] for t in tastes)
+    excess = {
+        t: max((finished[t][0] + PRIOR * pooled) / (finished[t][1] + PRIOR) - elsewhere, 1e-9)
+        for t in tastes
+    }
     total = sum(excess.values())
     return {t: w / total for t, w in excess.items()}
 
