@@ -182,6 +182,9 @@ class Moderator:
                         self._state().catalog.moderate(history)
                         self._auto_reviewed.add(video_id)
                     continue
+                if not turn():  # (again: the store's answer may have outlasted the turn)
+                    state.reports.due[:0] = due[i:]
+                    return
             reporters = len(state.reports.reporters.get(row, ()))
             weight = state.reports.weight.get(row, 0.0)
             try:
