@@ -46,3 +46,32 @@ def test_a_turn_that_ends_while_the_store_is_read_decides_nothing(
     engine.learn()  # (nothing new to fold: what is due is reviewed)
     assert _automatic(engine, "v000") == 1
     assert engine.state.reports.due == []
+
+
+def test_a_failed_read_of_the_store_leaves_the_video_due(
+    engine: Engine, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store read for the last holder's decision fails (PostgreSQL unreachable for a
+    moment): the video is due again at the next learning step, as after a failed write."""
+    engine.upsert_videos([kit.video("v000", "c0")])
+    engine.moderator.review_turn = lambda: True
+    store = engine.moderator.store
+    read = store.history
+
+    def unreachable(video_id: str | None = None) -> list[ModerationAction]:
+        raise OSError("the moderation store is unreachable")
+
+    monkeypatch.setattr(store, "history", unreachable)
+    reports = [
+        {"event_id": f"r{i}", "user_id": f"reporter-{i}", "video_id": "v000"}
+        | {"type": "report", "ts": kit.NOW}
+        for i in range(50)
+    ]
+    assert engine.ingest(reports).rejected == []
+    with pytest.raises(OSError):
+        engine.learn()
+    assert engine.state.reports.due == [engine.catalog.row_of["v000"]]
+
+    monkeypatch.setattr(store, "history", read)
+    engine.learn()
+    assert _automatic(engine, "v000") == 1
