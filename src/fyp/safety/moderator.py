@@ -145,7 +145,10 @@ class Moderator:
         """A decision another process took: the video's history as stored now, in force
         here (the catalog's overlay is the fold of the history, so applying it whole again
         is the same as applying its last action)."""
-        history = self.store.history(video_id)
+        self._in_force(video_id, self.store.history(video_id))
+
+    def _in_force(self, video_id: str, history: Sequence[ModerationAction]) -> None:
+        """``history``, the video's as stored, in force here."""
         with self._lock:
             self._state().catalog.moderate(history)
             if any(a.actor == REPORTS_ACTOR for a in history):
@@ -191,9 +194,7 @@ class Moderator:
                 return False
             history = self.store.history(video_id)
             if any(a.actor == REPORTS_ACTOR for a in history):
-                with self._lock:
-                    self._state().catalog.moderate(history)
-                    self._auto_reviewed.add(video_id)
+                self._in_force(video_id, history)
                 return True
             if not turn():
                 return False
