@@ -17,6 +17,16 @@ def _automatic(engine: Engine, video_id: str) -> int:
     return sum(a.actor == REPORTS_ACTOR for a in engine.moderation_store.history(video_id))
 
 
+def _report(engine: Engine, kit: Any) -> None:
+    """Enough reports of ``v000`` to send it to review."""
+    reports = [
+        {"event_id": f"r{i}", "user_id": f"reporter-{i}", "video_id": "v000"}
+        | {"type": "report", "ts": kit.NOW}
+        for i in range(50)
+    ]
+    assert engine.ingest(reports).rejected == []
+
+
 def test_a_turn_that_ends_while_the_store_is_read_decides_nothing(
     engine: Engine, kit: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -31,12 +41,7 @@ def test_a_turn_that_ends_while_the_store_is_read_decides_nothing(
         return read(video_id)
 
     monkeypatch.setattr(store, "history", slow_history)
-    reports = [
-        {"event_id": f"r{i}", "user_id": f"reporter-{i}", "video_id": "v000"}
-        | {"type": "report", "ts": kit.NOW}
-        for i in range(50)
-    ]
-    assert engine.ingest(reports).rejected == []
+    _report(engine, kit)
     engine.learn()
     assert _automatic(engine, "v000") == 0, "decided after its turn had ended"
     assert engine.state.reports.due == [engine.catalog.row_of["v000"]]
@@ -62,12 +67,7 @@ def test_a_failed_read_of_the_store_leaves_the_video_due(
         raise OSError("the moderation store is unreachable")
 
     monkeypatch.setattr(store, "history", unreachable)
-    reports = [
-        {"event_id": f"r{i}", "user_id": f"reporter-{i}", "video_id": "v000"}
-        | {"type": "report", "ts": kit.NOW}
-        for i in range(50)
-    ]
-    assert engine.ingest(reports).rejected == []
+    _report(engine, kit)
     with pytest.raises(OSError):
         engine.learn()
     assert engine.state.reports.due == [engine.catalog.row_of["v000"]]
