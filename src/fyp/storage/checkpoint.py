@@ -13,7 +13,9 @@ format, replayed from the log, and not fail in ``pickle.load`` — a process tha
 there fails again on every restart. The header is a pickle of builtins only (read with
 an unpickler that constructs nothing), so that code from before the header, which reads
 the file's first pickle as the whole checkpoint, finds no format it knows in it either.
-A checkpoint without the header (written before it) is read as before.
+A checkpoint without the header (written before it) is read as before. A payload that
+names a class this code lacks (written by code that added one without a new format) is
+of an unknown format too.
 """
 
 from __future__ import annotations
