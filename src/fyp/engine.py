@@ -991,7 +991,7 @@ class Engine:
                 "moderation": stores[1].change_cursor(),
                 "users": stores[2].change_cursor(),
             }
-        self._full_reconcile_at = time.monotonic()
+        began = time.monotonic()  # (set once the read is done: one that fails is redone)
         changed = 0
         catalog = list(cat.all())
         changed += self._apply_stored_videos(catalog)
@@ -1012,7 +1012,7 @@ class Engine:
         for pid in profiles.keys() | controls.keys() | marks.keys():
             user = StoredUser(profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), None)
             changed += self._apply_stored_user(pid, user)
-        self._change_cursors = cursors
+        self._change_cursors, self._full_reconcile_at = cursors, began
         rows = len(catalog) + len(history) + len(profiles) + len(controls) + len(refreshes)
         self.last_reconcile = (True, rows)
         return changed

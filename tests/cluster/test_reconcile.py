@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 
+import fyp.engine as engine_module
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
 from fyp.safety.labels import ModerationState
@@ -107,3 +109,30 @@ def test_a_whole_read_is_the_fallback(pair: tuple[Engine, Engine], postgres_url:
     assert b.last_reconcile == (True, 4)
     b.reconcile_changes(full=False)
     assert b.last_reconcile[0] is False
+
+
+def test_a_whole_read_that_failed_is_tried_again_at_the_next_reconcile(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a whole read sees a profile an erasure deleted while this process missed it:
+    one due by the clock that failed midway (PostgreSQL unreachable a moment) is the next
+    reconcile's to do, not put off for another FULL_RECONCILE_EVERY_S."""
+    a, b = pair
+    a.upsert_videos([Video(f"v{i:03d}", "c0", duration_ms=10_000) for i in range(4)])
+    now = [1_000.0]
+    monkeypatch.setattr(engine_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    b.reconcile_changes()  # (the first: whole, cursors taken)
+    now[0] += engine_module.FULL_RECONCILE_EVERY_S + 1
+    store = type(b.user_store)
+    read = store.profiles
+
+    def unreachable(self: object) -> object:
+        raise OSError("PostgreSQL unreachable")
+
+    monkeypatch.setattr(store, "profiles", unreachable)
+    with pytest.raises(OSError):
+        b.reconcile_changes()  # (whole: due by the clock)
+    monkeypatch.setattr(store, "profiles", read)
+    now[0] += 1
+    b.reconcile_changes()
+    assert b.last_reconcile[0], "the failed whole read was put off"
