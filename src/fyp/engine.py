@@ -52,6 +52,7 @@ from fyp.types import (
     Event,
     Impression,
     LoggedEvent,
+    ModerationAction,
     UserProfile,
     Video,
     now_ms,
@@ -142,6 +143,17 @@ def _learning_settings(settings: Settings) -> str:
     # restored (the embedded default adds nothing, so its checkpoints stay valid).
     where = event_log_identity(settings.event_log)
     return learned if where is None else f"{learned} event_log={where}"
+
+
+def _folded(actions: Sequence[ModerationAction]) -> tuple[str | None, tuple[str, ...] | None]:
+    """A video's moderation state and labels after its ``actions`` (in order): each
+    action sets what it names and leaves the rest."""
+    state: str | None = None
+    labels: tuple[str, ...] | None = None
+    for a in actions:
+        state = state if a.state is None else a.state
+        labels = labels if a.labels is None else a.labels
+    return state, labels
 
 
 def serving_role(settings: Settings) -> Role:
@@ -949,46 +961,47 @@ class Engine:
         what changed since the last read (False: where the stores can say, else whole),
         or whole every ``FULL_RECONCILE_EVERY_S`` and at the first (None)."""
         cursors = self._change_cursors
-        stores = (self.catalog_store, self.moderation_store, self.user_store)
-        incremental = (
-            isinstance(stores[0], CatalogChanges)
-            and isinstance(stores[1], ModerationChanges)
-            and isinstance(stores[2], UserChanges)
-        )
+        stores = self._change_stores()
         if full is None:
             full = time.monotonic() - self._full_reconcile_at >= FULL_RECONCILE_EVERY_S
-        if full or cursors is None or not incremental:
+        if full or cursors is None or stores is None:
             return self._reconcile_whole()
-        return self._reconcile_since(cursors)
+        return self._reconcile_since(stores, cursors)
 
-    def _reconcile_whole(self) -> int:
+    def _change_stores(self) -> tuple[CatalogChanges, ModerationChanges, UserChanges] | None:
+        """The three stores a reconcile reads, where each can say what changed since a
+        cursor (:mod:`fyp.storage.changes`); else None (read whole each time)."""
         cat, mod, users = self.catalog_store, self.moderation_store, self.user_store
-        # Cursors first: a write committed after them is read again by the next read.
         if (
             isinstance(cat, CatalogChanges)
             and isinstance(mod, ModerationChanges)
             and isinstance(users, UserChanges)
         ):
-            cursors: dict[str, int] | None = {
-                "catalog": cat.change_cursor(),
-                "moderation": mod.change_cursor(),
-                "users": users.change_cursor(),
+            return cat, mod, users
+        return None
+
+    def _reconcile_whole(self) -> int:
+        cat, mod, users = self.catalog_store, self.moderation_store, self.user_store
+        # Cursors first: a write committed after them is read again by the next read.
+        stores = self._change_stores()
+        cursors: dict[str, int] | None = None
+        if stores is not None:
+            cursors = {
+                "catalog": stores[0].change_cursor(),
+                "moderation": stores[1].change_cursor(),
+                "users": stores[2].change_cursor(),
             }
-        else:
-            cursors = None
-        self._full_reconcile_at = time.monotonic()
+        began = time.monotonic()  # (set once the read is done: one that fails is redone)
         changed = 0
         catalog = list(cat.all())
         changed += self._apply_stored_videos(catalog)
         history = mod.history()
-        folded: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
+        by_video: dict[str, list[ModerationAction]] = {}
         for a in history:
-            state, labels = folded.get(a.video_id, (None, None))
-            folded[a.video_id] = (
-                state if a.state is None else a.state,
-                labels if a.labels is None else a.labels,
-            )
-        changed += self._apply_folded_moderation(folded)
+            by_video.setdefault(a.video_id, []).append(a)
+        changed += self._apply_folded_moderation(
+            {video_id: _folded(actions) for video_id, actions in by_video.items()}
+        )
         changed += self.rights.follow_erasures()
         changed += self.rights.drop_erased_elsewhere()
         profiles, controls = users.profiles(), users.controls()
@@ -999,16 +1012,17 @@ class Engine:
         for pid in profiles.keys() | controls.keys() | marks.keys():
             user = StoredUser(profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), None)
             changed += self._apply_stored_user(pid, user)
-        self._change_cursors = cursors
+        self._change_cursors, self._full_reconcile_at = cursors, began
         rows = len(catalog) + len(history) + len(profiles) + len(controls) + len(refreshes)
         self.last_reconcile = (True, rows)
         return changed
 
-    def _reconcile_since(self, cursors: dict[str, int]) -> int:
-        cat, mod, users = self.catalog_store, self.moderation_store, self.user_store
-        assert isinstance(cat, CatalogChanges)  # (reconcile_changes checked)
-        assert isinstance(mod, ModerationChanges)
-        assert isinstance(users, UserChanges)
+    def _reconcile_since(
+        self,
+        stores: tuple[CatalogChanges, ModerationChanges, UserChanges],
+        cursors: dict[str, int],
+    ) -> int:
+        cat, mod, users = stores
         changed = 0
         videos, at_catalog = cat.videos_since(cursors["catalog"])
         changed += self._apply_stored_videos(videos)
@@ -1016,14 +1030,9 @@ class Engine:
         folded: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
         rows = len(videos)
         for video_id in moderated:
-            state: str | None = None
-            labels: tuple[str, ...] | None = None
-            history = mod.history(video_id)
+            history = self.moderation_store.history(video_id)
             rows += len(history)
-            for a in history:
-                state = state if a.state is None else a.state
-                labels = labels if a.labels is None else a.labels
-            folded[video_id] = (state, labels)
+            folded[video_id] = _folded(history)
         changed += self._apply_folded_moderation(folded)
         changed += self.rights.follow_erasures()
         stored, at_users = users.users_since(cursors["users"])

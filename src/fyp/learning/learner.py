@@ -8,8 +8,8 @@ It writes nothing the server owns (no moderation, no erasure of stores): it foll
 server's tombstones (an erased user's state and rows dropped, its checkpoint and the
 published files rewritten without them, then the user listed as erased in its status)
 and refresh marks, and the catalog's new videos. It runs at a lowered scheduling
-priority (:mod:`fyp.learning.priority`, SCHED_IDLE by default): serving gets the CPU
-first.
+priority (:mod:`fyp.learning.priority`: nice 19 by default, SCHED_IDLE on request):
+serving gets the CPU first.
 
 ``fyp learn --data-dir D`` runs it alone; ``fyp serve`` starts it as a child and restarts
 it if it dies (:mod:`fyp.learning.supervisor`).

@@ -135,6 +135,10 @@ def erase_at_rest(settings: Settings, user_id: str) -> int:
         checkpoint["state"].erase_user(user_id)  # (its models' rows too: a listener)
         checkpoint.pop("format", None)
         write_checkpoint(path, checkpoint)
+    else:
+        # One this code cannot read (another format) cannot be rewritten without the
+        # user, and the learner replays the log rather than read it: it goes.
+        path.unlink(missing_ok=True)
     channel = channel_of(settings)
     try:
         channel.forget({name: {user_id} for name in USER_TABLES})

@@ -204,10 +204,12 @@ class UserRights:
         if not self.settings.privacy.require_registered_users:
             return 0  # (a user may be held without a profile: nothing tells erased ones)
         with self._lock:  # (what is held, read before the store: see below)
-            held = (
-                self._state().users.keys() | self.users.profiles.keys()
-            ) - self.tombstoned.keys()
-            born = {pid: p.created_at for pid, p in self.users.profiles.items()}
+            users, profiles, erasing = self._state().users, self.users.profiles, self.tombstoned
+            if changed is None:
+                held = (users.keys() | profiles.keys()) - erasing.keys()
+            else:  # (only these can be found created anew: no walk over every user held)
+                held = {p for p in changed if (p in users or p in profiles) and p not in erasing}
+            born = {pid: profiles[pid].created_at for pid in held if pid in profiles}
         # Read after: a user held before this read had their profile stored before
         # (registered first), so a profile missing now was deleted since, by an erasure.
         stored = self.user_store.profiles() if changed is None else changed

@@ -145,7 +145,10 @@ class Moderator:
         """A decision another process took: the video's history as stored now, in force
         here (the catalog's overlay is the fold of the history, so applying it whole again
         is the same as applying its last action)."""
-        history = self.store.history(video_id)
+        self._in_force(video_id, self.store.history(video_id))
+
+    def _in_force(self, video_id: str, history: Sequence[ModerationAction]) -> None:
+        """``history``, the video's as stored, in force here."""
         with self._lock:
             self._state().catalog.moderate(history)
             if any(a.actor == REPORTS_ACTOR for a in history):
@@ -162,7 +165,6 @@ class Moderator:
         due = state.reports.take_due()
         if not self.reviews:
             return
-        catalog = state.catalog
         due = [r for r in due if self._still_due(state, r)]
         turn = self.review_turn
         if not due:
@@ -171,31 +173,41 @@ class Moderator:
             state.reports.due[:0] = due
             return
         for i, row in enumerate(due):
-            video_id = catalog.videos[row].video_id
-            if turn is not None:
-                if not turn():  # (lost meanwhile: the rest stay due)
-                    state.reports.due[:0] = due[i:]
-                    return
-                history = self.store.history(video_id)
-                if any(a.actor == REPORTS_ACTOR for a in history):
-                    with self._lock:
-                        self._state().catalog.moderate(history)
-                        self._auto_reviewed.add(video_id)
-                    continue
-            reporters = len(state.reports.reporters.get(row, ()))
-            weight = state.reports.weight.get(row, 0.0)
             try:
-                self.moderate(
-                    video_id,
-                    ModerationState.PENDING.value,
-                    None,
-                    f"automatic: reported by {reporters} users (weighted {weight:.2f})",
-                    REPORTS_ACTOR,
-                )
+                sent = self._send_to_review(state, row, turn)
             except BaseException:
-                # Not stored (a full disk, say): due again, for the next learning step.
+                # Not read or not stored (the store unreachable, a full disk): due again,
+                # for the next learning step.
                 state.reports.due[:0] = due[i:]
                 raise
+            if not sent:  # (the turn lost meanwhile: the rest stay due)
+                state.reports.due[:0] = due[i:]
+                return
+
+    def _send_to_review(self, state: LogState, row: int, turn: Callable[[], bool] | None) -> bool:
+        """``row``'s video sent to review, unless the last holder of the turn did (then
+        that decision in force here); False, with nothing done, where it is not this
+        process's turn (checked again after the store's answer, which may outlast it)."""
+        video_id = state.catalog.videos[row].video_id
+        if turn is not None:
+            if not turn():
+                return False
+            history = self.store.history(video_id)
+            if any(a.actor == REPORTS_ACTOR for a in history):
+                self._in_force(video_id, history)
+                return True
+            if not turn():
+                return False
+        reporters = len(state.reports.reporters.get(row, ()))
+        weight = state.reports.weight.get(row, 0.0)
+        self.moderate(
+            video_id,
+            ModerationState.PENDING.value,
+            None,
+            f"automatic: reported by {reporters} users (weighted {weight:.2f})",
+            REPORTS_ACTOR,
+        )
+        return True
 
     def _still_due(self, state: LogState, row: int) -> bool:
         catalog = state.catalog

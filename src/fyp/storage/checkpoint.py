@@ -13,7 +13,9 @@ format, replayed from the log, and not fail in ``pickle.load`` — a process tha
 there fails again on every restart. The header is a pickle of builtins only (read with
 an unpickler that constructs nothing), so that code from before the header, which reads
 the file's first pickle as the whole checkpoint, finds no format it knows in it either.
-A checkpoint without the header (written before it) is read as before.
+A checkpoint without the header (written before it) is read as before. A payload that
+names a class this code lacks (written by code that added one without a new format) is
+of an unknown format too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import pickle
 import signal
@@ -28,6 +31,8 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
+
+log = logging.getLogger(__name__)
 
 #: Whether :func:`fork_write` forks (Linux; elsewhere fork without exec is not safe with
 #: the system's own libraries, and the engine writes its checkpoints in place).
@@ -103,10 +108,29 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
             f.seek(0)
         elif header != FORMAT:
             return None
-        data = pickle.load(f)
+        try:
+            data = _Payload(f).load()
+        except _UnknownClassError as err:
+            log.warning("checkpoint %s names %s, which this code lacks: replaying", path, err)
+            return None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         return None
     return data
+
+
+class _UnknownClassError(pickle.UnpicklingError):
+    """The payload names a class this code does not have."""
+
+
+class _Payload(pickle.Unpickler):
+    """A checkpoint's payload: one that names a class this code lacks (written by code
+    that added or renamed one without a new format) is of a format unknown here too."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError) as err:
+            raise _UnknownClassError(f"{module}.{name}") from err
 
 
 class _BuiltinsOnly(pickle.Unpickler):
