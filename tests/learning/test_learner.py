@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from typing import Any
 
 import numpy as np
 import pytest
 
+from fyp.learning.learner import stop_from_a_signal
 from fyp.learning.link import channel_of, read_status
 from fyp.learning.priority import thread_ids
 from fyp.learning.supervisor import Supervisor
@@ -360,3 +362,20 @@ def test_a_refresh_reaches_the_learner_and_the_served_rows(learning: Any) -> Non
         learning.sync(server)
         assert learner.models.user_vectors(pid) == {"ranker": None, "retrieval": None}
         assert not server.replica.holds_user(pid)  # (the delta removed their rows)
+
+
+def test_a_stop_signal_landing_inside_the_wait_does_not_hang_the_learner() -> None:
+    """The handler may run while the main thread holds the event's lock (inside
+    ``stop.wait``, taking it back): it must return, and the event be set after."""
+    stop = threading.Event()
+    handler = stop_from_a_signal(stop)
+
+    def main_thread_inside_the_wait() -> None:
+        with stop._cond:  # (what Event.wait holds as it takes its lock back)
+            handler(signal.SIGTERM, None)
+
+    inside = threading.Thread(target=main_thread_inside_the_wait, daemon=True)
+    inside.start()
+    inside.join(5)
+    assert not inside.is_alive(), "the handler waited for the lock its own thread held"
+    assert stop.wait(5)

@@ -241,6 +241,19 @@ def main(settings: Settings, supervised: bool) -> None:
         log.warning("SCHED_IDLE refused: the learner runs at nice %d", settings.model.learner_nice)
     learner_gc()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, stop_from_a_signal(stop))
+    signal.signal(signal.SIGINT, stop_from_a_signal(stop))
     run(settings, stop, os.getppid() if supervised else None)
+
+
+def stop_from_a_signal(stop: threading.Event) -> Callable[[int, object], None]:
+    """A signal handler that sets ``stop``. Not by itself: a handler runs in the main
+    thread between two bytecodes, possibly inside ``stop.wait`` with the event's lock
+    held (as the wait takes it back), and ``stop.set`` would then wait for that lock
+    forever: a learner asked to stop hung, outliving its server. A thread sets it once
+    the main thread lets the lock go."""
+
+    def handler(signum: int, frame: object) -> None:
+        threading.Thread(target=stop.set, name="stop", daemon=True).start()
+
+    return handler
