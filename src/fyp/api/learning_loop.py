@@ -21,6 +21,9 @@ MIN_STEPS_PER_SLICE = 2  # training steps before new events may cut in (see _ste
 SLICE_EVENTS = 256  # events folded between two requests' turns at most
 
 log = logging.getLogger(__name__)
+# Reads of a slice off the loop before one under the lock: a read is thrown away only
+# when an erasure or a refresh landed while it ran, rarely twice in a row.
+_FOLD_TRIES = 3
 
 
 class LearningLoop:
@@ -130,11 +133,13 @@ class LearningLoop:
     async def _fold(self, limit: int) -> None:
         """A slice of the log folded: :meth:`Engine.learn`; where the log is on a server,
         its events read in a worker thread (:meth:`Engine.read_fold`) and applied here,
-        read again under the lock only if the state moved meanwhile (an erasure)."""
+        read again in a worker thread if the state moved meanwhile (an erasure), and under
+        the lock, on this loop, only if it moved every time (so a fold always ends)."""
         if self._remote:
-            fold = await asyncio.to_thread(self.engine.read_fold, limit)
-            if self.engine.apply_fold(fold) != -1:
-                return
+            for _ in range(_FOLD_TRIES):
+                fold = await asyncio.to_thread(self.engine.read_fold, limit)
+                if self.engine.apply_fold(fold) != -1:
+                    return
         self.engine.learn(max_events=limit, train=False)
 
     async def stop(self) -> None:
