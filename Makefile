@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA_DIR ?= .fyp-demo
 PORT   ?= 8000
+# make test runs the suite in this many worker processes (pytest-xdist): much of it waits on
+# servers, browsers and subprocesses, so two workers keep two cores busy.
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-faults lint typecheck bench bench-models clean venv
 
@@ -21,7 +24,7 @@ run: venv
 test: venv
 	@if [ ! -d tests/web/node_modules ] && command -v npm >/dev/null; then \
 	  npm ci --prefix tests/web --no-audit --no-fund --loglevel=error; fi
-	$(BIN)/pytest -q -m "not faults"
+	$(BIN)/pytest -q -m "not faults" -n $(TEST_WORKERS) --dist loadfile
 
 test-faults: venv  # the cluster's fault tests under load (tests/cluster/test_faults_under_load.py)
 	$(BIN)/pytest -q -m faults

@@ -18,7 +18,7 @@ from fyp.config import LOAD_GENERATOR_AUTH
 from fyp.privacy.keys import bearer, create_key
 
 FYP = Path(sys.executable).parent / "fyp"
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0
 
 
 def fyp_env() -> dict[str, str]:
