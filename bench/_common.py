@@ -771,13 +771,23 @@ def _open_loop_phase(
     # the clients' construction (the GIL and a core, workers at once) delayed the
     # phase's first requests, which an open loop counts as the server's latency.
     ready = threading.Barrier(OPEN_LOOP_WORKERS + 1)
+    unbuilt: list[Exception] = []
 
     def worker() -> None:
         # Plain HTTP to 127.0.0.1: verify=False spares each client loading the CA
         # bundle, the most of a client's construction.
-        with httpx.Client(base_url=base_url, headers=headers, timeout=30.0, verify=False) as http:
+        try:
+            http = httpx.Client(base_url=base_url, headers=headers, timeout=30.0, verify=False)
+        except Exception as exc:
+            unbuilt.append(exc)
+            ready.abort()  # (the phase fails, rather than waits for this worker)
+            return
+        with http:
             client = FypClient(http=http, retries=NO_RETRIES)
-            ready.wait()
+            try:
+                ready.wait()
+            except threading.BrokenBarrierError:
+                return
             while (job := jobs.get()) is not None:
                 due, user = job
                 try:
@@ -799,7 +809,10 @@ def _open_loop_phase(
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(OPEN_LOOP_WORKERS)]
     for t in threads:
         t.start()
-    ready.wait()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        raise RuntimeError(f"a client thread could not build its client: {unbuilt!r}") from None
     t0 = time.perf_counter() + 0.2
     for i, user in enumerate(users):
         due = t0 + i / rate

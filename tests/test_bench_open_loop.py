@@ -61,3 +61,32 @@ def test_no_request_is_sent_before_every_client_is_built(
     assert row["failed"] == 0 and row["latency_ms"]["count"] == 20
     assert len(built) == common.OPEN_LOOP_WORKERS
     assert min(sent) > max(built)
+
+
+def test_a_client_that_cannot_be_built_fails_the_phase_rather_than_hanging_it(
+    common: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = [0]
+
+    class OneFails(httpx.Client):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made[0] += 1
+            if made[0] == 7:
+                raise OSError("no file descriptors left")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "Client", OneFails)
+    outcome: list[BaseException | None] = []
+
+    def phase() -> None:
+        try:
+            common._open_loop_phase("http://bench.invalid", {}, 100.0, ["u1"], 10)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=phase, daemon=True)
+    runner.start()
+    runner.join(timeout=30)
+    assert outcome and isinstance(outcome[0], RuntimeError)
+    assert "no file descriptors left" in str(outcome[0])
