@@ -765,11 +765,29 @@ def _open_loop_phase(
     jobs: queue.SimpleQueue[tuple[float, str] | None] = queue.SimpleQueue()
     lock = threading.Lock()
     lat: list[float] = []
+    late: list[tuple[float, float]] = []  # (ms, s into the phase) of the slowest answers
     bad = [0]
+    # The schedule starts once every worker holds its client: made on the schedule,
+    # the clients' construction (the GIL and a core, workers at once) delayed the
+    # phase's first requests, which an open loop counts as the server's latency.
+    ready = threading.Barrier(OPEN_LOOP_WORKERS + 1)
+    unbuilt: list[Exception] = []
 
     def worker() -> None:
-        with httpx.Client(base_url=base_url, headers=headers, timeout=30.0) as http:
+        # Plain HTTP to 127.0.0.1: verify=False spares each client loading the CA
+        # bundle, the most of a client's construction.
+        try:
+            http = httpx.Client(base_url=base_url, headers=headers, timeout=30.0, verify=False)
+        except Exception as exc:
+            unbuilt.append(exc)
+            ready.abort()  # (the phase fails, rather than waits for this worker)
+            return
+        with http:
             client = FypClient(http=http, retries=NO_RETRIES)
+            try:
+                ready.wait()
+            except threading.BrokenBarrierError:
+                return
             while (job := jobs.get()) is not None:
                 due, user = job
                 try:
@@ -781,12 +799,20 @@ def _open_loop_phase(
                 with lock:
                     if ok:
                         lat.append((done - due) * 1000)
+                        late.append((lat[-1], due - t0))
+                        if len(late) > 40:
+                            late.sort(reverse=True)
+                            del late[5:]
                     else:
                         bad[0] += 1
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(OPEN_LOOP_WORKERS)]
     for t in threads:
         t.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        raise RuntimeError(f"a client thread could not build its client: {unbuilt!r}") from None
     t0 = time.perf_counter() + 0.2
     for i, user in enumerate(users):
         due = t0 + i / rate
@@ -798,7 +824,14 @@ def _open_loop_phase(
         jobs.put(None)
     for t in threads:
         t.join()
-    return {"rate": rate, "sent": len(users), "failed": bad[0], "latency_ms": percentiles(lat)}
+    slowest = [{"ms": round(ms, 1), "at_s": round(at, 2)} for ms, at in sorted(late)[::-1][:5]]
+    return {
+        "rate": rate,
+        "sent": len(users),
+        "failed": bad[0],
+        "latency_ms": percentiles(lat),
+        "slowest": slowest,
+    }
 
 
 def _open_loop_main(conn: Any) -> None:

@@ -321,9 +321,11 @@ def probe_step(folder: Path, seen: dict[int, tuple[int, dict[str, int]]]) -> dic
             calls.setdefault(name, []).extend(times[n_calls.get(name, 0) :])
         seen[p["pid"]] = (len(p["stalls"]), {k: len(v) for k, v in p["calls"].items()})
     stacks: dict[str, float] = {}
+    on_cpu: dict[str, float] = {}  # (the loop's own work: what a quiet machine sees too)
     for s in stalls:
         for stack, n in s["stacks"][:1]:
             stacks[stack] = stacks.get(stack, 0.0) + s["wall_ms"] * n / max(n, 1)
+            on_cpu[stack] = on_cpu.get(stack, 0.0) + s["cpu_ms"]
     return {
         "stalls": len(stalls),
         "stall_ms": {
@@ -332,6 +334,10 @@ def probe_step(folder: Path, seen: dict[int, tuple[int, dict[str, int]]]) -> dic
         },
         "longest_ms": max((s["wall_ms"] for s in stalls), default=0.0),
         "top_stacks": sorted(stacks.items(), key=lambda kv: -kv[1])[:5],
+        # Stalls in which the loop's thread itself ran this long (ms on its CPU clock):
+        # they make the p99 whatever else runs on the machine.
+        "on_cpu_stalls": {f">={t}": sum(s["cpu_ms"] >= t for s in stalls) for t in (10, 20, 30)},
+        "top_on_cpu_stacks": sorted(on_cpu.items(), key=lambda kv: -kv[1])[:5],
         "calls_ms": {k: _quantiles(v) for k, v in calls.items()},
     }
 
@@ -373,11 +379,12 @@ def ladder(
         row["api_cpu_ms_per_feed"] = api / max(n, 1) * 1e3
         row["load_average"] = list(os.getloadavg())
         rows.append(row)
+        slowest = ", ".join(f"{x['ms']:.0f} @ {x['at_s']:.1f}" for x in row["slowest"][:3])
         console.print(
             f"    {rate:,.0f} feeds/s: p50 {row['latency_ms'].get('p50', float('nan')):.1f}"
             f" p99 {row['latency_ms'].get('p99', float('nan')):.1f} ms,"
             f" failed {row['failed']}, API CPU {row['api_cpu_ms_per_feed']:.1f} ms/feed,"
-            f" load {row['load_average'][0]:.1f}"
+            f" load {row['load_average'][0]:.1f}; slowest (ms @ s into the step): {slowest}"
         )
         if folder is not None:
             time.sleep(2.5)
@@ -387,6 +394,9 @@ def ladder(
                 console.print(f"      {name}: {q}")
             for stack, ms in probe["top_stacks"][:3]:
                 console.print(f"      {ms:.0f} ms in {stack[:300]}")
+            console.print(f"      on-CPU stalls: {probe['on_cpu_stalls']}")
+            for stack, ms in probe["top_on_cpu_stacks"][:3]:
+                console.print(f"      {ms:.0f} ms on CPU in {stack[:300]}")
         if row["latency_ms"].get("p99", float("inf")) > 4 * SLO_P99_MS or row["failed"]:
             break  # (far past it: higher rates only queue more)
     poster.stop_flag.set()
@@ -531,13 +541,22 @@ def embedded(
     users: list[str],
     stream: list[dict[str, Any]],
     args: argparse.Namespace,
+    src: Path | None = None,
+    name: str = "embedded",
 ) -> dict[str, Any]:
-    """The embedded default's row: ``fyp serve``, its learner a process of its own."""
-    data = root / "embedded"
+    """The embedded default's row: ``fyp serve``, its learner a process of its own;
+    ``src``: the ``fyp`` package it runs (an earlier commit's, for a before/after in the
+    same run), this checkout's if None."""
+    data = root / name
     data.mkdir()
-    folder = root / "probe-embedded" if args.probe else None
+    folder = root / f"probe-{name}" if args.probe else None
     probe_into(folder)
-    with Server(data, root / "embedded.log", env={"FYP_CONFIG": str(config)}) as server:
+    env = {"FYP_CONFIG": str(config)}
+    if src is not None:  # (the server and its learner import fyp from there)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*([str(PROBE)] if folder is not None else []), str(src)]
+        )
+    with Server(data, root / f"{name}.log", env=env) as server:
         server.probe_dir = folder  # type: ignore[attr-defined]
         loaded = load_data(server, cat, history)
         caught = wait_learned(data)
@@ -548,6 +567,7 @@ def embedded(
         if status is not None:
             pids["learner"] = status.pid
         row: dict[str, Any] = {"deployment": "embedded (fyp serve)", "api_processes": 1}
+        row["src"] = "this checkout" if src is None else str(src)
         row |= ladder(server, pids, users, stream, args)
         return row
 
@@ -569,8 +589,11 @@ def main() -> None:
     parser.add_argument(
         "--baseline-src",
         type=Path,
-        help="also ingest with the fyp package in this src dir (git archive main src)",
+        help="also run the embedded row and ingest with the fyp package in this src dir"
+        " (git archive main src), alternated with this checkout's",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="embedded rows per code, alternated")
+    parser.add_argument("--skip-clusters", action="store_true", help="the embedded row only")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     parser.add_argument("--probe", action="store_true", help="the API processes' stalls")
     parser.add_argument("--skip-embedded", action="store_true")
@@ -630,41 +653,59 @@ def main() -> None:
                 with_load_generator_auth({"FYP_CONFIG": str(config)}, config)["FYP_CONFIG"]
             )
             if not args.skip_embedded:
-                out["feeds"].append(embedded(root, config, cat, history, users, streams(0), args))
-            redis = RedisServer(root / "redis-feeds", appendonly="yes", appendfsync="always")
-            try:
-                with postgres_schema(args.postgres) as store:
-                    for i, n_api in enumerate(args.apis):
-                        folder = root / f"probe-cluster-{n_api}" if args.probe else None
-                        probe_into(folder)
-                        cluster = Cluster(
-                            root / f"cluster-{n_api}",
-                            n_api,
-                            redis.url("bench"),
-                            store,
-                            redis.url(f"bench-models-{n_api}"),
+                codes: list[Path | None] = [None]
+                if args.baseline_src is not None:
+                    codes.append(args.baseline_src.resolve())
+                for k in range(args.rounds):
+                    for j, src in enumerate(codes if k % 2 == 0 else codes[::-1]):
+                        row = embedded(
+                            root,
                             config,
+                            cat,
+                            history,
+                            users,
+                            streams(0),
+                            args,
+                            src,
+                            f"embedded-{k}-{j}",
                         )
-                        cluster.probe_dir = folder
-                        try:
-                            if i == 0:
-                                loaded = load_data(cluster, cat, history)
-                                console.print(f"  cluster: loaded in {loaded:.0f} s")
-                            caught = wait_learned(cluster.root / "api-0")
-                            console.print(
-                                f"  cluster, {n_api} API: started in {cluster.startup_s:.0f} s,"
-                                f" learned in {caught:.0f} s"
+                        row["round"] = k
+                        out["feeds"].append(row)
+            if not args.skip_clusters:
+                redis = RedisServer(root / "redis-feeds", appendonly="yes", appendfsync="always")
+                try:
+                    with postgres_schema(args.postgres) as store:
+                        for i, n_api in enumerate(args.apis):
+                            folder = root / f"probe-cluster-{n_api}" if args.probe else None
+                            probe_into(folder)
+                            cluster = Cluster(
+                                root / f"cluster-{n_api}",
+                                n_api,
+                                redis.url("bench"),
+                                store,
+                                redis.url(f"bench-models-{n_api}"),
+                                config,
                             )
-                            time.sleep(2.0)
-                            pids = {**cluster.pids(), "redis": redis.proc.pid}
-                            row = {"deployment": f"fyp cluster up --api {n_api}"}
-                            row |= {"api_processes": n_api, "startup_s": cluster.startup_s}
-                            row |= ladder(cluster, pids, users, streams(n_api), args)
-                            out["feeds"].append(row)
-                        finally:
-                            cluster.stop()
-            finally:
-                redis.stop()
+                            cluster.probe_dir = folder
+                            try:
+                                if i == 0:
+                                    loaded = load_data(cluster, cat, history)
+                                    console.print(f"  cluster: loaded in {loaded:.0f} s")
+                                caught = wait_learned(cluster.root / "api-0")
+                                console.print(
+                                    f"  cluster, {n_api} API: started in {cluster.startup_s:.0f} s,"
+                                    f" learned in {caught:.0f} s"
+                                )
+                                time.sleep(2.0)
+                                pids = {**cluster.pids(), "redis": redis.proc.pid}
+                                row = {"deployment": f"fyp cluster up --api {n_api}"}
+                                row |= {"api_processes": n_api, "startup_s": cluster.startup_s}
+                                row |= ladder(cluster, pids, users, streams(n_api), args)
+                                out["feeds"].append(row)
+                            finally:
+                                cluster.stop()
+                finally:
+                    redis.stop()
         if not args.skip_ingest:
             with postgres_schema(args.postgres) as store:
                 srcs: list[Path | None] = [None]
@@ -704,9 +745,10 @@ def report(out: dict[str, Any]) -> None:
             r["ladder"][0] if r["ladder"] else None,
         )
         roles = (best or {}).get("cpu_s_per_s", {})
+        src = r.get("src", "this checkout")
         rows.append(
             [
-                r["deployment"],
+                r["deployment"] + ("" if src == "this checkout" else f" ({src})"),
                 f"{r['max_rate_at_slo']:,.0f}",
                 " / ".join(
                     f"{s['rate']:.0f}:{s['latency_ms'].get('p99', float('nan')):.0f}"
