@@ -180,3 +180,23 @@ def test_two_engines_send_a_video_to_review_once_and_the_survivor_takes_over(
         lease_a.stop()
         b.close()
         a.close()
+
+
+def test_a_holder_whose_renewal_stalled_takes_its_own_live_key_back(redis_url: str) -> None:
+    """Regression: a holder whose renewal came later than its margin counts the lease as
+    lost, while the key still holds its token (no other process can take it). Its next
+    step takes it back at once; it used to wait for the key to expire (SET NX failed on
+    its own key), holding up reviews for up to the lease's time. Another process's key
+    is still not taken."""
+    lease = ReviewLease(redis_url, lease_ms=60_000, renew_ms=RENEW_MS, margin_ms=MARGIN_MS)
+    other = ReviewLease(redis_url, lease_ms=60_000, renew_ms=RENEW_MS, margin_ms=MARGIN_MS)
+    try:
+        assert lease.step() and lease.held()
+        lease._valid_until = float("-inf")  # (its margin passed before it renewed)
+        assert not lease.held()
+        assert lease.step(), "its own live key was not taken back"
+        assert lease.held() and lease.taken == 2
+        assert not other.step() and not other.held()
+    finally:
+        other.stop()
+        lease.stop()
