@@ -215,6 +215,10 @@ class ChangeFollower:
         if self._thread.is_alive():
             self._thread.join(timeout=BLOCK_MS / 1000 + TIMEOUT_S + 1)
         self.engine.changed = lambda kind, key: None
+        if self.lease is not None and self.engine.moderator.review_turn == self.lease.held:
+            # (its lease stopped, never held again: the engine, used on alone, would
+            # keep every reported video due for good)
+            self.engine.moderator.review_turn = None
         self.stream.close()
 
     @property
