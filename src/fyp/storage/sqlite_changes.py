@@ -19,41 +19,44 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-_COUNTER = """
-CREATE TABLE IF NOT EXISTS change_counter (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    n    INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO change_counter (id, n) VALUES (0, 0);
-"""
+from fyp.storage.sqlite import transaction
 
+_COUNTER = (
+    "CREATE TABLE IF NOT EXISTS change_counter ("
+    " id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO change_counter (id, n) VALUES (0, 0)",
+)
+_STAMP = """
+    UPDATE change_counter SET n = n + 1;
+    UPDATE {t} SET changed_seq = (SELECT n FROM change_counter) WHERE rowid = NEW.rowid;
+END"""
 # The update trigger is skipped for the stamp's own update (its WHEN): with recursive
 # triggers off (SQLite's default) it could not fire itself anyway, but the insert
 # trigger's stamping is an update of the row, which would fire it.
-_TRIGGERS = """
-CREATE TRIGGER IF NOT EXISTS {t}_changed_insert AFTER INSERT ON {t} BEGIN
-    UPDATE change_counter SET n = n + 1;
-    UPDATE {t} SET changed_seq = (SELECT n FROM change_counter) WHERE rowid = NEW.rowid;
-END;
-CREATE TRIGGER IF NOT EXISTS {t}_changed_update AFTER UPDATE ON {t}
-WHEN NEW.changed_seq IS OLD.changed_seq BEGIN
-    UPDATE change_counter SET n = n + 1;
-    UPDATE {t} SET changed_seq = (SELECT n FROM change_counter) WHERE rowid = NEW.rowid;
-END;
-CREATE INDEX IF NOT EXISTS {t}_changed ON {t} (changed_seq);
-"""
+_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS {t}_changed_insert AFTER INSERT ON {t} BEGIN" + _STAMP,
+    "CREATE TRIGGER IF NOT EXISTS {t}_changed_update AFTER UPDATE ON {t}"
+    " WHEN NEW.changed_seq IS OLD.changed_seq BEGIN" + _STAMP,
+    "CREATE INDEX IF NOT EXISTS {t}_changed ON {t} (changed_seq)",
+)
 
 
 def stamp_changes(conn: sqlite3.Connection, tables: Sequence[str]) -> None:
     """Give ``tables`` (each with a rowid) change stamps and their triggers, and the
     database its counter; a store opened again, or made before the stamps, is brought
-    up to date (its rows stamped 0: read by the first whole read)."""
-    conn.executescript(_COUNTER)
-    for table in tables:
-        columns = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
-        if "changed_seq" not in columns:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN changed_seq INTEGER NOT NULL DEFAULT 0")
-        conn.executescript(_TRIGGERS.format(t=table))
+    up to date (its rows stamped 0: read by the first whole read). In one transaction:
+    processes opening the same file at once (a server and its learner) do it once."""
+    with transaction(conn) as cur:
+        for statement in _COUNTER:
+            cur.execute(statement)
+        for table in tables:
+            columns = {str(r[1]) for r in cur.execute(f"PRAGMA table_info({table})")}
+            if "changed_seq" not in columns:
+                cur.execute(
+                    f"ALTER TABLE {table} ADD COLUMN changed_seq INTEGER NOT NULL DEFAULT 0"
+                )
+            for statement in _TRIGGERS:
+                cur.execute(statement.format(t=table))
 
 
 def change_cursor(cur: sqlite3.Cursor) -> int:
