@@ -72,8 +72,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pkl"
 LEARNER_CHECKPOINT_FILE = "learner-checkpoint.pkl"  # the learner process's (fyp.learning)
 # How often a reconcile reads the stores whole rather than what changed since its last
-# read: only a whole read sees a profile deleted by an erasure this process missed from
-# its tombstone to its completion (UserRights.drop_erased_elsewhere).
+# read: a fallback (a store's change stamps cover every write, and its count of completed
+# erasures the deletions of an erasure this process missed from its tombstone to its
+# completion), and what a store that cannot say what changed gets at every reconcile.
 FULL_RECONCILE_EVERY_S = 600.0
 # Who drives the engine: "all", one process that serves and trains (tests, the evaluation,
 # ``fyp train``, ``model.learner = "in_process"``); "serving", a server whose learned
@@ -1035,18 +1036,26 @@ class Engine:
             folded[video_id] = _folded(history)
         changed += self._apply_folded_moderation(folded)
         changed += self.rights.follow_erasures()
-        stored, at_users = users.users_since(cursors["users"])
-        # A profile created anew under an erased user's id since this process last looked:
-        # what it holds of the erased user goes before the new profile is in force.
-        profiles = {pid: u.profile for pid, u in stored.items() if u.profile is not None}
-        changed += self.rights.drop_erased_elsewhere(changed=profiles)
+        since = users.users_since(cursors["users"])
+        stored = since.users
+        if since.erased:
+            # An erasure completed since the last read, which this process may have missed
+            # whole (whose is not stored): what it holds is compared with every stored
+            # profile, a read this costs only then.
+            changed += self.rights.drop_erased_elsewhere()
+        else:
+            # A profile created anew under an erased user's id since this process last
+            # looked: what it holds of the erased user goes before the new profile is in
+            # force.
+            profiles = {pid: u.profile for pid, u in stored.items() if u.profile is not None}
+            changed += self.rights.drop_erased_elsewhere(changed=profiles)
         for pid, user in stored.items():
             changed += self._apply_stored_user(pid, user)
         rows += len(stored)
         self._change_cursors = {
             "catalog": at_catalog,
             "moderation": at_moderation,
-            "users": at_users,
+            "users": since.cursor,
         }
         self.last_reconcile = (False, rows)
         return changed

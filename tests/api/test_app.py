@@ -4,6 +4,7 @@ the feed, and the OpenAPI document."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fyp.api import create_app
 from fyp.config import Settings
 from fyp.engine import Engine
+from fyp.privacy.keys import create_key
 from fyp.retrieve.base import FeedContext
 from fyp.types import Candidate
 
@@ -73,6 +75,28 @@ def test_the_app_can_start_twice(settings: Settings, engine: Engine) -> None:
     for _ in range(2):
         with TestClient(app) as c:
             assert c.get("/healthz").status_code == 200
+
+
+def test_a_start_up_that_fails_stops_what_it_had_started(
+    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the API keys' refresher (a thread), started before a later step of
+    the start-up failed (here the change follower's), was left running: the start-up's
+    error path now stops what it started, in reverse order."""
+    import fyp.api.app as app_module
+
+    def refused(*args: Any) -> None:
+        raise RuntimeError("the change notices cannot be followed (the test)")
+
+    monkeypatch.setattr(app_module, "follow_changes", refused)
+    create_key(settings.data_dir, label="tests")
+    assert settings.auth.required, "(no keys to check: no refresher started)"
+    before = {t for t in threading.enumerate() if t.name == "fyp-keys"}
+    app = create_app(settings, engine=engine)
+    with pytest.raises(RuntimeError, match="cannot be followed"), TestClient(app):
+        pass
+    left = [t for t in threading.enumerate() if t.name == "fyp-keys" and t not in before]
+    assert not [t for t in left if t.is_alive()], "the key refresher was left running"
 
 
 def test_healthz_counts_videos_and_events(

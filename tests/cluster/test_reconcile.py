@@ -1,11 +1,14 @@
-"""A serving process's reconcile with PostgreSQL stores reads what changed since its
-last read, not the whole catalog and every user: a change made straight in PostgreSQL
-(not through fyp, so no notice was sent) is picked up by the next incremental read,
-including one committed by a transaction that was still open at the read before; a
-whole read stays the first and the rare fallback."""
+"""A serving process's reconcile with the stores (PostgreSQL's, or the embedded SQLite
+files several processes on one machine share) reads what changed since its last read,
+not the whole catalog and every user: a change made straight in the database (not
+through fyp, so no notice was sent) is picked up by the next incremental read,
+including one committed by a transaction that was still open at the read before; so is
+an erasure whose notices the process missed; a whole read stays the first and the rare
+fallback."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +24,13 @@ from fyp.engine import Engine
 from fyp.safety.labels import ModerationState
 from fyp.storage.postgres.url import split_url
 from fyp.types import Video
+from fyp.users.controls import ControlsIn
 from postgres_servers import query
 
 N_VIDEOS = 50
 
 
-def _settings(data_dir: Path, store: str) -> Settings:
+def _settings(data_dir: Path, store: str | None) -> Settings:
     return load_settings(
         overrides={
             "data_dir": data_dir,
@@ -46,6 +50,55 @@ def pair(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Engine, Engine]]:
     finally:
         b.close()
         a.close()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
+    """Two engines over shared stores: a PostgreSQL schema (a data dir each), or the
+    embedded SQLite files of one data dir (what two processes on one machine share)."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pair")
+        return
+    settings = _settings(tmp_path / "shared", None)
+    a = Engine.open(settings, from_checkpoint=False)
+    b = Engine.open(settings, from_checkpoint=False)
+    try:
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+def test_an_erasure_whose_notices_were_missed_is_seen_by_the_next_incremental_read(
+    any_pair: tuple[Engine, Engine],
+) -> None:
+    """B holds a user (profile, learned state) and reads none of the notices while A
+    erases them (B was cut off, or A died before its notice): B's next incremental
+    reconcile, seconds later, drops them. An erasure deletes the rows an incremental read
+    follows, so before the erasures were counted B held the user until its next whole
+    read (FULL_RECONCILE_EVERY_S). Another user is kept."""
+    a, b = any_pair
+    a.upsert_videos([Video(f"v{i}", "c0", duration_ms=10_000) for i in range(4)])
+    a.register_users(["gone", "kept"])
+    b.reconcile_changes()
+    events = [
+        {"event_id": f"{u}-{i}", "user_id": u, "video_id": f"v{i}", "type": "like"}
+        for u in ("gone", "kept")
+        for i in range(3)
+    ]
+    assert b.ingest([e | {"ts": 1_700_000_000_000} for e in events]).accepted == 6
+    b.learn()
+    gone, kept = b.pseudonym("gone"), b.pseudonym("kept")
+    assert {gone, kept} <= b.state.users.keys() and gone in b.users.profiles
+    assert b.reconcile_changes(full=False) == 0
+
+    a.rights.erase_user("gone", actor="test")  # (B reads none of its notices)
+
+    assert b.reconcile_changes(full=False) == 1
+    assert not b.last_reconcile[0], "an incremental read"
+    assert gone not in b.state.users and gone not in b.users.profiles
+    assert kept in b.state.users and kept in b.users.profiles
+    assert b.reconcile_changes(full=False) == 0
 
 
 def test_a_change_made_straight_in_postgres_is_read_incrementally(
@@ -88,6 +141,51 @@ def test_a_change_made_straight_in_postgres_is_read_incrementally(
     assert b.catalog.states[b.catalog.row_of["v003"]] is ModerationState.REMOVED
     assert b.controls_of("u1").mute_hashtags == ("#x",)
     assert b.last_reconcile[1] < N_VIDEOS
+
+
+def test_a_change_made_straight_in_the_sqlite_files_is_read_incrementally(
+    tmp_path: Path,
+) -> None:
+    """The embedded stores' change stamps are set by triggers, so a write made with the
+    ``sqlite3`` shell is seen too; a video updated twice since the last read is read once."""
+    settings = _settings(tmp_path / "shared", None)
+    a = Engine.open(settings, from_checkpoint=False)
+    b = Engine.open(settings, from_checkpoint=False)
+    try:
+        a.upsert_videos([Video(f"v{i:03d}", "c0", duration_ms=10_000) for i in range(N_VIDEOS)])
+        a.register_users(["u1"])
+        b.reconcile_changes()
+        assert b.last_reconcile == (True, N_VIDEOS + 1) and len(b.catalog) == N_VIDEOS
+        assert b.reconcile_changes(full=False) == 0 and b.last_reconcile == (False, 0)
+
+        def by_hand(db: str, sql: str, *args: object) -> None:
+            with sqlite3.connect(settings.data_dir / db) as conn:
+                conn.execute(sql, args)
+
+        by_hand("catalog.db", "UPDATE videos SET caption = 'by hand' WHERE video_id = 'v007'")
+        by_hand(
+            "catalog.db", "UPDATE videos SET caption = 'by hand, again' WHERE video_id = 'v007'"
+        )
+        by_hand(
+            "moderation.db",
+            "INSERT INTO moderation_actions (video_id, state, labels, reason, actor, ts)"
+            " VALUES ('v003', 'removed', NULL, 'by hand', 'dba', 1)",
+        )
+        by_hand(
+            "users.db",
+            "INSERT INTO controls (user_id, settings, updated_at) VALUES (?, ?, 1)",
+            b.pseudonym("u1"),
+            '{"mute_hashtags": ["#x"]}',
+        )
+        assert b.reconcile_changes(full=False) == 3
+        assert b.last_reconcile == (False, 3), "the rows written since, each once"
+        assert b.catalog.videos[b.catalog.row_of["v007"]].caption == "by hand, again"
+        assert b.catalog.states[b.catalog.row_of["v003"]] is ModerationState.REMOVED
+        assert b.controls_of("u1").mute_hashtags == ("#x",)
+        assert b.reconcile_changes(full=False) == 0 and b.last_reconcile == (False, 0)
+    finally:
+        b.close()
+        a.close()
 
 
 def test_a_write_open_at_the_last_read_is_read_at_the_next(
@@ -157,13 +255,15 @@ class _NoWalk(dict[str, Any]):
     __iter__ = keys = items = values = _walked
 
 
-def test_an_incremental_read_finds_an_id_created_anew_without_walking_every_user(
+def test_an_incremental_read_finds_an_id_created_anew_and_walks_every_user_only_after_an_erasure(
     pair: tuple[Engine, Engine],
 ) -> None:
     """An id erased and registered again elsewhere while this process missed both: the
-    incremental read finds it among the profiles written since (its old state goes),
-    looking up those, not walking every user held under the engine's lock (a walk whose
-    cost grows with the users, every 30 s in every serving process)."""
+    incremental read finds it (its old state goes). An erasure completed since the last
+    read is why it compares what it holds with the stored profiles; an incremental read
+    with no erasure since looks up the profiles written since, not walking every user
+    held under the engine's lock (a walk whose cost grows with the users, every 30 s in
+    every serving process)."""
     a, b = pair
     a.upsert_videos([Video(f"v{i:03d}", "c0", duration_ms=10_000) for i in range(4)])
     a.register_users(["u1", "u2"])
@@ -175,8 +275,13 @@ def test_an_incremental_read_finds_an_id_created_anew_without_walking_every_user
     assert b.state.users[pid].views == 1
     a.rights.erase_user("u1", "test")
     a.register_users(["u1"])
-    b.state.users = _NoWalk(b.state.users)
-    b.users.profiles = _NoWalk(b.users.profiles)
     b.reconcile_changes(full=False)
     assert not b.last_reconcile[0]
     assert pid not in b.state.users or b.state.users[pid].views == 0, "the old state kept"
+
+    a.register_users(["u3"])
+    a.set_controls("u2", ControlsIn(mute_hashtags=["#x"]))
+    b.state.users = _NoWalk(b.state.users)
+    b.users.profiles = _NoWalk(b.users.profiles)
+    assert b.reconcile_changes(full=False) == 2
+    assert not b.last_reconcile[0]

@@ -180,3 +180,49 @@ def test_two_engines_send_a_video_to_review_once_and_the_survivor_takes_over(
         lease_a.stop()
         b.close()
         a.close()
+
+
+def test_a_holder_whose_renewal_stalled_takes_its_own_live_key_back(redis_url: str) -> None:
+    """Regression: a holder whose renewal came later than its margin counts the lease as
+    lost, while the key still holds its token (no other process can take it). Its next
+    step takes it back at once; it used to wait for the key to expire (SET NX failed on
+    its own key), holding up reviews for up to the lease's time. Another process's key
+    is still not taken."""
+    lease = ReviewLease(redis_url, lease_ms=60_000, renew_ms=RENEW_MS, margin_ms=MARGIN_MS)
+    other = ReviewLease(redis_url, lease_ms=60_000, renew_ms=RENEW_MS, margin_ms=MARGIN_MS)
+    try:
+        assert lease.step() and lease.held()
+        lease._valid_until = float("-inf")  # (its margin passed before it renewed)
+        assert not lease.held()
+        assert lease.step(), "its own live key was not taken back"
+        assert lease.held() and lease.taken == 2
+        assert not other.step() and not other.held()
+    finally:
+        other.stop()
+        lease.stop()
+
+
+def test_an_engine_whose_change_follower_stopped_reviews_again(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """Regression: stopping the change follower stopped its review lease but left the
+    moderator asking that lease for its turn, never held again: an engine used on after
+    (alone) kept every reported video due for good. Stopped, the engine reviews as one
+    process does, without turns."""
+    from fyp.cluster.changes import ChangeFollower, ChangeStream
+
+    log = f"{redis_url}&durability=none"
+    engine = Engine.open(_settings(tmp_path / "a", postgres_url, log))
+    url = changes_url(engine.settings)
+    assert url is not None
+    follower = ChangeFollower(engine, ChangeStream(url), lease=ReviewLease(url))
+    try:
+        engine.upsert_videos([Video(f"v{i}", f"c{i % 2}", duration_ms=10_000) for i in range(10)])
+        assert engine.moderator.review_turn is not None
+        follower.stop()
+        _report(engine, "v1", "after")
+        engine.learn()
+        assert _automatic(engine, "v1") == 1, "the reported video was kept due"
+    finally:
+        follower.stop()
+        engine.close()

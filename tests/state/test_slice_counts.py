@@ -131,3 +131,34 @@ def test_a_state_checkpointed_before_slice_counts_existed_loads_and_folds() -> N
     reference = _fold(catalog, events, [60, 60])
     assert np.array_equal(restored.stats.views, reference.stats.views)
     assert np.array_equal(restored.ranker.weights, reference.ranker.weights)
+
+
+def test_an_erased_users_example_is_not_kept_by_an_apply_that_raised_midway() -> None:
+    """Regression: an apply that raised after a view of the user opened an example and
+    before the slice's counts were answered left that example among the reads due;
+    erase_user did not drop it, so a checkpoint written before the next apply pickled
+    the erased user's example (their id, their video, their features)."""
+    catalog = _catalog(random.Random(3))
+    state = LogState(load_settings(environ={}), catalog)
+    gone = "user-to-erase"
+    events = [
+        LoggedEvent(1, Event("e1", gone, "v1", EventType.VIEW, T0, 10_000)),
+        LoggedEvent(2, Event("e2", "kept", "v2", EventType.VIEW, T0 + 1, 10_000)),
+        LoggedEvent(3, Event("e3", "kept", "v3", EventType.LIKE, T0 + 2)),
+    ]
+
+    def fails(*args: object) -> None:
+        raise RuntimeError("a fault midway through the slice")
+
+    state._apply_action = fails  # type: ignore[method-assign]
+    try:
+        state.apply(events)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the apply was to raise")
+    del state._apply_action  # (the class's again)
+    state.erase_user(gone)
+    assert gone.encode() not in pickle.dumps(state)
+    state.apply([LoggedEvent(4, Event("e4", "kept", "v4", EventType.VIEW, T0 + 3, 10_000))])
+    assert "kept" in state.users and gone not in state.users

@@ -6,6 +6,7 @@ kept attributes opening with its profiles intact."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -130,3 +131,32 @@ def test_one_user_read_whole_and_their_handle_gone_with_them(open_store: OpenSto
     assert again.user("p1") == StoredUser(None, None, (), None)
     assert again.user_of_handle(handle) is None
     assert again.handle("p1") != handle  # (a user created anew under the id: a new one)
+
+
+def test_users_since_a_cursor_and_erasures_completed_since(open_store: OpenStore) -> None:
+    """What changed since a cursor: the users written since (profile, controls or a
+    refresh mark), as stored now, and whether an erasure completed since, which leaves
+    no row of its user to return (and nothing naming them)."""
+    from fyp.storage.changes import UserChanges
+
+    store = open_store()
+    assert isinstance(store, UserChanges)
+    store.put_profile(PROFILE)
+    store.put_profile(dataclasses.replace(PROFILE, user_id="p2"))
+    start = store.change_cursor()
+    first = store.users_since(start)
+    assert first.users == {} and not first.erased
+    store.put_controls("p1", {"mute_creators": ["c1"]}, 5)
+    store.add_refresh("p2", 40, 6)
+    changed = store.users_since(first.cursor)
+    assert changed.users.keys() == {"p1", "p2"} and not changed.erased
+    assert changed.users["p1"].controls == {"mute_creators": ["c1"]}
+    assert changed.users["p2"].refreshes == (40,)
+    assert store.users_since(changed.cursor).users == {}
+
+    store.add_tombstone("p1", "ref1", 7)
+    store.erase("p1")
+    after = store.users_since(changed.cursor)
+    assert after.erased and "p1" not in after.users
+    assert not store.users_since(after.cursor).erased
+    store.close()

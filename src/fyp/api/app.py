@@ -38,7 +38,7 @@ from fyp.api.routes import (
 )
 from fyp.api.running import Running
 from fyp.api.security import Guard
-from fyp.cluster.changes import follow_changes
+from fyp.cluster.changes import ChangeFollower, follow_changes
 from fyp.config import Settings
 from fyp.engine import Engine, serving_role
 from fyp.learning.link import channel_of
@@ -73,53 +73,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        eng = engine if engine is not None else Engine.open(settings, role=serving_role(settings))
-        if eng.checkpoints.due():
-            # A start that replayed more of the log than a checkpoint covers writes one
-            # now, before serving: else the loop's first slice would, holding the lock
-            # (1.7 s at 100k videos, bench/freshness.py's first trial), and every feed
-            # and POST waited for it.
-            try:
-                await asyncio.to_thread(eng.checkpoints.write)
-            except (sqlite3.Error, OSError) as err:  # the loop tries again
-                log.warning("could not write the start-up checkpoint (%s)", err)
-        if running.engine is not eng:
-            metrics.watch_engine(eng)
-        running.engine = eng
-        guard.tokens = TokenSigner.of(eng.pseudonyms)
-        running.learning = learning = LearningLoop(eng)
-        loop = asyncio.get_running_loop()
-
-        def wake() -> None:  # (from the follower's thread: a refresh is the loop's to do)
-            loop.call_soon_threadsafe(learning.wake)
-
-        # (keys checked off the request path: a request then finds its key fresh)
-        refresher = KeyRefresher(keys) if keys is not None else None
-        if refresher is not None:
-            refresher.start()
-        follower = follow_changes(eng, settings, wake)
-        running.changes = follower
-        supervisor: Supervisor | None = None
-        if eng.replica is not None:
-            running.model_sync = sync = ModelSync(eng, channel_of(settings))
-            try:
-                await asyncio.to_thread(sync.catch_up)  # the last published models, first
-            except OSError as err:  # (a channel's server down: serve, and the poller retries)
-                sync.error = f"{type(err).__name__}: {err}"
-                log.warning("could not read the published models at the start (%s)", err)
-            if supervise_learner:
-                supervisor = Supervisor(settings, settings.data_dir / "learner.log")
-                supervisor.start()
-                sync.restarts = lambda: supervisor.restarts if supervisor is not None else 0
-                sync.supervised_pid = lambda: (
-                    supervisor.pid if supervisor is not None and supervisor.alive else None
-                )
-            sync.start()
-            collector = model_metrics.get("collector")
-            if collector is None:
-                model_metrics["collector"] = collector = ModelSyncCollector(sync, eng)
-                metrics.registry.register(collector)
-            collector.sync, collector.engine = sync, eng
+        # What the start-up started, stopped in reverse order if a later step fails
+        # (then the error goes on: the server does not start); kept on success, and
+        # stopped by the shutdown below.
+        async with contextlib.AsyncExitStack() as started:
+            eng, learning, refresher, follower, supervisor = await start(started)
+            started.pop_all()
         try:
             yield
         finally:
@@ -141,6 +100,68 @@ def create_app(
             if keys is not None:
                 keys.close()
             await guard.close()
+
+    async def start(
+        started: contextlib.AsyncExitStack,
+    ) -> tuple[Engine, LearningLoop, KeyRefresher | None, ChangeFollower | None, Supervisor | None]:
+        """Open the engine (unless given) and start what runs beside the routes, each
+        step's undoing pushed on ``started``."""
+        eng = engine if engine is not None else Engine.open(settings, role=serving_role(settings))
+        if engine is None:
+            started.callback(eng.close)
+        if eng.checkpoints.due():
+            # A start that replayed more of the log than a checkpoint covers writes one
+            # now, before serving: else the loop's first slice would, holding the lock
+            # (1.7 s at 100k videos, bench/freshness.py's first trial), and every feed
+            # and POST waited for it.
+            try:
+                await asyncio.to_thread(eng.checkpoints.write)
+            except (sqlite3.Error, OSError) as err:  # the loop tries again
+                log.warning("could not write the start-up checkpoint (%s)", err)
+        if running.engine is not eng:
+            metrics.watch_engine(eng)
+        running.engine = eng
+        guard.tokens = TokenSigner.of(eng.pseudonyms)
+        running.learning = learning = LearningLoop(eng)
+        started.push_async_callback(learning.stop)
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:  # (from the follower's thread: a refresh is the loop's to do)
+            loop.call_soon_threadsafe(learning.wake)
+
+        # (keys checked off the request path: a request then finds its key fresh)
+        refresher = KeyRefresher(keys) if keys is not None else None
+        if refresher is not None:
+            refresher.start()
+            started.push_async_callback(asyncio.to_thread, refresher.stop)
+        follower = follow_changes(eng, settings, wake)
+        running.changes = follower
+        if follower is not None:
+            started.push_async_callback(asyncio.to_thread, follower.stop)
+        supervisor: Supervisor | None = None
+        if eng.replica is not None:
+            running.model_sync = sync = ModelSync(eng, channel_of(settings))
+            try:
+                await asyncio.to_thread(sync.catch_up)  # the last published models, first
+            except OSError as err:  # (a channel's server down: serve, and the poller retries)
+                sync.error = f"{type(err).__name__}: {err}"
+                log.warning("could not read the published models at the start (%s)", err)
+            if supervise_learner:
+                supervisor = Supervisor(settings, settings.data_dir / "learner.log")
+                supervisor.start()
+                started.push_async_callback(asyncio.to_thread, supervisor.stop)
+                sync.restarts = lambda: supervisor.restarts if supervisor is not None else 0
+                sync.supervised_pid = lambda: (
+                    supervisor.pid if supervisor is not None and supervisor.alive else None
+                )
+            sync.start()
+            started.push_async_callback(sync.stop)
+            collector = model_metrics.get("collector")
+            if collector is None:
+                model_metrics["collector"] = collector = ModelSyncCollector(sync, eng)
+                metrics.registry.register(collector)
+            collector.sync, collector.engine = sync, eng
+        return eng, learning, refresher, follower, supervisor
 
     app = FastAPI(
         title="fyp",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fyp.storage.sqlite import connect, transaction
+from fyp.storage.sqlite_changes import change_cursor, stamp_changes
 from fyp.types import ModerationAction
 
 
@@ -47,6 +48,7 @@ class SqliteModerationStore:
     def __init__(self, path: Path) -> None:
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
+        stamp_changes(self._conn, ("moderation_actions",))
         self._lock = threading.Lock()
 
     def add(self, actions: Sequence[ModerationAction]) -> None:
@@ -87,6 +89,19 @@ class SqliteModerationStore:
             )
             for v, s, lb, r, a, t in rows
         ]
+
+    def change_cursor(self) -> int:
+        with self._lock, transaction(self._conn, immediate=False) as cur:
+            return change_cursor(cur)
+
+    def videos_moderated_since(self, cursor: int) -> tuple[set[str], int]:
+        with self._lock, transaction(self._conn, immediate=False) as cur:
+            after = change_cursor(cur)
+            rows = cur.execute(
+                "SELECT DISTINCT video_id FROM moderation_actions WHERE changed_seq > ?",
+                (cursor,),
+            ).fetchall()
+        return {str(r[0]) for r in rows}, after
 
     def close(self) -> None:
         with self._lock:

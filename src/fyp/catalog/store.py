@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fyp.storage.sqlite import connect, transaction
+from fyp.storage.sqlite_changes import change_cursor, stamp_changes
 from fyp.types import Video
 
 
@@ -99,6 +100,7 @@ class SqliteCatalogStore:
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
         _migrate(self._conn)
+        stamp_changes(self._conn, ("videos",))
         self._lock = threading.Lock()
 
     def upsert(self, videos: Sequence[Video]) -> None:
@@ -128,6 +130,18 @@ class SqliteCatalogStore:
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM videos").fetchone()[0])
+
+    def change_cursor(self) -> int:
+        with self._lock, transaction(self._conn, immediate=False) as cur:
+            return change_cursor(cur)
+
+    def videos_since(self, cursor: int) -> tuple[list[Video], int]:
+        with self._lock, transaction(self._conn, immediate=False) as cur:
+            after = change_cursor(cur)
+            rows = cur.execute(
+                f"SELECT {_COLUMNS} FROM videos WHERE changed_seq > ? ORDER BY rowid", (cursor,)
+            ).fetchall()
+        return [_from_row(r) for r in rows], after
 
     def close(self) -> None:
         with self._lock:

@@ -19,8 +19,10 @@ reconciling everything with the stores. It also reconciles at its start and ever
 ``reconcile_every_s``, which covers a change whose process died between its commit and
 its notice, and erasures this process missed whole (down, or cut off, from the user's
 tombstone to its completion). A periodic reconcile reads only what the stores changed
-since the last (where they can say: PostgreSQL's), the whole stores at the start, after
-a gap and every ``FULL_RECONCILE_EVERY_S`` (:meth:`fyp.engine.Engine.reconcile_changes`).
+since the last (PostgreSQL's and the embedded SQLite files both say; an erasure
+completed since is among what they say, not whose), the whole stores at the start,
+after a gap and every ``FULL_RECONCILE_EVERY_S``
+(:meth:`fyp.engine.Engine.reconcile_changes`).
 
 The follower also starts the tail of the event log (:mod:`fyp.cluster.event_tail`): the
 events other processes accept reach this one's learning loop as their changes do; and
@@ -215,6 +217,10 @@ class ChangeFollower:
         if self._thread.is_alive():
             self._thread.join(timeout=BLOCK_MS / 1000 + TIMEOUT_S + 1)
         self.engine.changed = lambda kind, key: None
+        if self.lease is not None and self.engine.moderator.review_turn == self.lease.held:
+            # (its lease stopped, never held again: the engine, used on alone, would
+            # keep every reported video due for good)
+            self.engine.moderator.review_turn = None
         self.stream.close()
 
     @property

@@ -3,7 +3,8 @@ the event log's Redis, so that a video is not sent twice by processes that all f
 same reports.
 
 The lease is a key, ``{prefix}:review-lease``, holding the holder's token, set with
-``SET NX PX`` by a process that does not hold it and renewed (``PEXPIRE``, only while it
+``SET NX PX`` by a process that does not hold it (or taken back by one whose own token
+the key still holds) and renewed (``PEXPIRE``, only while it
 still holds the holder's token: a Lua script) every third of its time by the one that
 does. A holder killed (kill -9, its machine gone, cut off from Redis) stops renewing,
 and the key expires ``LEASE_MS`` after its last renewal at most; the next process to
@@ -43,6 +44,16 @@ TIMEOUT_S = 2.0
 _IF_MINE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call({}) else return 0 end"
 _RENEW = _IF_MINE.format("'pexpire', KEYS[1], ARGV[2]")
 _RELEASE = _IF_MINE.format("'del', KEYS[1]")
+# Taken if free, or if it is still this process's: a holder whose renewal stalled past
+# its margin counts the lease as lost while the key may live on with its token, which
+# no other process can take; SET NX alone would keep it waiting for the key to expire.
+_TAKE = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if holder then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 
 class ReviewLease:
@@ -65,6 +76,7 @@ class ReviewLease:
         )
         self._renew = self._r.register_script(_RENEW)
         self._release = self._r.register_script(_RELEASE)
+        self._take = self._r.register_script(_TAKE)
         self._valid_until = -math.inf  # (monotonic s) held until then, if at all
         self.taken = 0  # times this process took the lease
         self.error: str | None = None
@@ -83,7 +95,7 @@ class ReviewLease:
                 if not ok:
                     log.warning("the review lease was lost to another process")
             else:
-                ok = bool(self._r.set(self.key, self.token, nx=True, px=self.lease_ms))
+                ok = bool(self._take(keys=[self.key], args=[self.token, self.lease_ms]))
                 if ok:
                     self.taken += 1
                     log.info("this process sends reported videos to review (lease taken)")

@@ -199,20 +199,29 @@ class UserRights:
         anew since: the stored profile is newer than the one held (a store keeps a
         profile's ``created_at`` over its updates; only an erasure deletes the row).
         ``changed``: only these profiles, the ones written since this process last
-        looked (an incremental reconcile), checked for a user created anew; a deleted
-        profile is seen only by a whole read (None). Returns how many."""
+        looked (an incremental reconcile with no erasure completed since), checked for a
+        user created anew; None: every held user compared with every stored profile (a
+        whole read, or an incremental one after an erasure completed: its user is not
+        recorded). Returns how many."""
         if not self.settings.privacy.require_registered_users:
             return 0  # (a user may be held without a profile: nothing tells erased ones)
         with self._lock:  # (what is held, read before the store: see below)
             users, profiles, erasing = self._state().users, self.users.profiles, self.tombstoned
-            if changed is None:
+            if changed is None:  # (set operations only, under the lock: it grows with users)
                 held = (users.keys() | profiles.keys()) - erasing.keys()
             else:  # (only these can be found created anew: no walk over every user held)
                 held = {p for p in changed if (p in users or p in profiles) and p not in erasing}
-            born = {pid: profiles[pid].created_at for pid in held if pid in profiles}
+                born = {pid: profiles[pid].created_at for pid in held if pid in profiles}
         # Read after: a user held before this read had their profile stored before
         # (registered first), so a profile missing now was deleted since, by an erasure.
         stored = self.user_store.profiles() if changed is None else changed
+        if changed is None:
+            # Outside the lock, each a lookup: a profile the process replaced since is the
+            # stored one or newer, one it dropped since is not looked at again below.
+            born = {}
+            for pid in held & stored.keys():
+                if (p := profiles.get(pid)) is not None:
+                    born[pid] = p.created_at
         gone = [
             pid
             for pid in held

@@ -15,6 +15,7 @@ counts are whole numbers, exact in float64 in any order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -95,6 +96,16 @@ class SliceCounts(Generic[R]):
         self._tick += 1
         self._read_row.append(row)
         self._readers.append(reader)
+
+    def drop_reads(self, keep: Callable[[R], bool]) -> None:
+        """Only the reads whose reader ``keep`` accepts are answered (an erased user's
+        examples, which must not outlive the erasure here, in a checkpoint); the
+        additions stay, as counts not kept per user do."""
+        kept = [i for i, reader in enumerate(self._readers) if keep(reader)]
+        if len(kept) < len(self._readers):
+            self._read_tick = [self._read_tick[i] for i in kept]
+            self._read_row = [self._read_row[i] for i in kept]
+            self._readers = [self._readers[i] for i in kept]
 
     def resolve(self, stats: VideoStats, groups: GroupRates, catalog: CatalogIndex) -> list[R]:
         """Tell every reader its counts, then apply the additions; empties this. Returns

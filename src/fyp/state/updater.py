@@ -217,6 +217,9 @@ class LogState:
         ranker's weights) stay."""
         self.erasures += 1
         self._drop_examples(user_id, erase=True)  # not trained on first: nothing is learned now
+        # (reads of counts still due hold the user's examples where an apply raised
+        # before answering them: a checkpoint written before the next apply would too)
+        self._counts_due.drop_reads(lambda x: x.user_id != user_id)
         user = self.users.pop(user_id, None)
         if user is not None:
             self.user_attributes.release(user.attributes)

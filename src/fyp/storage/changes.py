@@ -6,14 +6,25 @@ user. A store without these methods is read whole each time.
 A cursor is opaque to the engine: taken from the store (:meth:`change_cursor`, before a
 full read) or returned by the last ``*_since`` read, and given back to the next one. A
 read since a cursor may return rows read before (never fewer than were written): the
-engine applies only differences."""
+engine applies only differences.
+
+An erasure deletes its user's rows, which a read of the rows written since cannot
+return: the user stores count completed erasures in a row stamped like the others (who
+was erased is not recorded: an erasure leaves nothing naming its user), and a read
+since a cursor says whether one completed since (:attr:`UsersChanged.erased`), so that
+a process that missed its notices compares what it holds with the stored profiles at
+its next incremental read rather than at the next whole one. (A refresh only adds
+rows: read like a profile.)"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from fyp.types import Video
-from fyp.users.store import StoredUser
+
+if TYPE_CHECKING:  # (the user stores import this module)
+    from fyp.users.store import StoredUser
 
 
 @runtime_checkable
@@ -35,11 +46,21 @@ class ModerationChanges(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UsersChanged:
+    """What a user store says changed since a cursor."""
+
+    users: dict[str, StoredUser]  # written since (profile, controls, refresh marks), as now
+    erased: bool  # whether an erasure completed since (whose: not recorded)
+    cursor: int  # where to read from next
+
+
 @runtime_checkable
 class UserChanges(Protocol):
     def change_cursor(self) -> int: ...
 
-    def users_since(self, cursor: int) -> tuple[dict[str, StoredUser], int]:
+    def users_since(self, cursor: int) -> UsersChanged:
         """Each user whose profile, controls or refresh marks were written since
-        ``cursor``, as stored now, and the cursor to read from next."""
+        ``cursor``, as stored now, whether an erasure completed since, and the cursor to
+        read from next."""
         ...

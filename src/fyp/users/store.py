@@ -7,7 +7,9 @@ offset, so a replay of the log after a restart forgets at the same point.
 An erasure is kept here too, from the moment it is accepted until it is complete: its
 tombstone (the user's pseudonym and audit reference) is written first and deleted last,
 with the profile, so a process killed in between finishes the erasure when it starts
-again (:meth:`fyp.engine.Engine.open`)."""
+again (:meth:`fyp.engine.Engine.open`). Completed erasures are counted, without saying
+whose, so that other processes reading what changed learn that one happened
+(:mod:`fyp.storage.changes`)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from fyp.storage.changes import UsersChanged
 from fyp.storage.sqlite import connect, scrub, transaction
+from fyp.storage.sqlite_changes import change_cursor, stamp_changes
 from fyp.types import UserProfile
 
 
@@ -112,6 +116,11 @@ CREATE TABLE IF NOT EXISTS user_handles (
     user_id    TEXT PRIMARY KEY,
     handle     TEXT NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS erasures_completed (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    n    INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO erasures_completed (id, n) VALUES (0, 0);
 """
 USER_TABLES = ("profiles", "controls", "refreshes", "erasures", "user_handles")
 _PROFILE_COLUMNS = "user_id, age_band, language, region, created_at, updated_at, attributes"
@@ -137,11 +146,30 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE profiles ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'")
 
 
+def _user(cur: sqlite3.Cursor, user_id: str) -> StoredUser:
+    """Everything held of one user, read in the transaction of ``cur``."""
+    profile = cur.execute(
+        f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE user_id = ?", (user_id,)
+    ).fetchone()
+    controls = cur.execute("SELECT settings FROM controls WHERE user_id = ?", (user_id,)).fetchone()
+    marks = cur.execute(
+        "SELECT log_offset FROM refreshes WHERE user_id = ? ORDER BY id", (user_id,)
+    ).fetchall()
+    ref = cur.execute("SELECT audit_ref FROM erasures WHERE user_id = ?", (user_id,)).fetchone()
+    return StoredUser(
+        None if profile is None else _profile(profile),
+        None if controls is None else json.loads(str(controls[0])),
+        tuple(int(m[0]) for m in marks),
+        None if ref is None else str(ref[0]),
+    )
+
+
 class SqliteUserStore:
     def __init__(self, path: Path) -> None:
         self._conn = connect(path, "fsync")
         self._conn.executescript(_SCHEMA)
         _migrate(self._conn)
+        stamp_changes(self._conn, ("profiles", "controls", "refreshes", "erasures_completed"))
         self._lock = threading.Lock()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
@@ -221,24 +249,29 @@ class SqliteUserStore:
 
     def user(self, user_id: str) -> StoredUser:
         with self._lock, transaction(self._conn, immediate=False) as cur:
-            profile = cur.execute(
-                f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE user_id = ?", (user_id,)
+            return _user(cur, user_id)
+
+    def change_cursor(self) -> int:
+        with self._lock, transaction(self._conn, immediate=False) as cur:
+            return change_cursor(cur)
+
+    def users_since(self, cursor: int) -> UsersChanged:
+        with self._lock, transaction(self._conn, immediate=False) as cur:
+            after = change_cursor(cur)
+            ids = [
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT user_id FROM profiles WHERE changed_seq > ?1"
+                    " UNION SELECT user_id FROM controls WHERE changed_seq > ?1"
+                    " UNION SELECT user_id FROM refreshes WHERE changed_seq > ?1",
+                    (cursor,),
+                ).fetchall()
+            ]
+            erased = cur.execute(
+                "SELECT 1 FROM erasures_completed WHERE changed_seq > ?", (cursor,)
             ).fetchone()
-            controls = cur.execute(
-                "SELECT settings FROM controls WHERE user_id = ?", (user_id,)
-            ).fetchone()
-            marks = cur.execute(
-                "SELECT log_offset FROM refreshes WHERE user_id = ? ORDER BY id", (user_id,)
-            ).fetchall()
-            ref = cur.execute(
-                "SELECT audit_ref FROM erasures WHERE user_id = ?", (user_id,)
-            ).fetchone()
-        return StoredUser(
-            None if profile is None else _profile(profile),
-            None if controls is None else json.loads(str(controls[0])),
-            tuple(int(m[0]) for m in marks),
-            None if ref is None else str(ref[0]),
-        )
+            users = {pid: _user(cur, pid) for pid in ids}
+        return UsersChanged(users, erased is not None, after)
 
     def handle(self, user_id: str) -> str:
         with self._lock, transaction(self._conn) as cur:
@@ -264,6 +297,7 @@ class SqliteUserStore:
             with transaction(self._conn) as cur:
                 for table in USER_TABLES:
                     cur.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+                cur.execute("UPDATE erasures_completed SET n = n + 1")  # (whose: not said)
             scrub(self._conn)  # (a small file: profiles and settings)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from fyp.storage.postgres.database import Database
+from fyp.storage.postgres.database import ChangesRead, Database
 from fyp.types import ModerationAction, Video
 
 _VIDEO_COLUMNS = (
@@ -56,7 +56,7 @@ def _video(r: tuple[Any, ...]) -> Video:
     )
 
 
-class PgCatalogStore:
+class PgCatalogStore(ChangesRead):
     def __init__(self, db: Database) -> None:
         self._db = db.attach()
 
@@ -84,10 +84,6 @@ class PgCatalogStore:
             row = cur.execute("SELECT COUNT(*) FROM videos").fetchone()
         return 0 if row is None else int(row[0])
 
-    def change_cursor(self) -> int:
-        with self._db.transaction() as cur:
-            return self._db.change_cursor(cur)
-
     def videos_since(self, cursor: int) -> tuple[list[Video], int]:
         with self._db.transaction() as cur:
             after = self._db.change_cursor(cur)  # (first: see Database.change_cursor)
@@ -105,7 +101,7 @@ class PgCatalogStore:
 _ACTION_COLUMNS = "video_id, state, labels, reason, actor, ts"
 
 
-class PgModerationStore:
+class PgModerationStore(ChangesRead):
     def __init__(self, db: Database) -> None:
         self._db = db.attach()
 
@@ -144,10 +140,6 @@ class PgModerationStore:
             ModerationAction(v, s, None if lb is None else tuple(lb), r, a, int(t))
             for v, s, lb, r, a, t in rows
         ]
-
-    def change_cursor(self) -> int:
-        with self._db.transaction() as cur:
-            return self._db.change_cursor(cur)
 
     def videos_moderated_since(self, cursor: int) -> tuple[set[str], int]:
         with self._db.transaction() as cur:

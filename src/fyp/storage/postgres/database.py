@@ -199,3 +199,14 @@ class Database:
             last = self._users <= 0
         if last:
             self.pool.close()
+
+
+class ChangesRead:
+    """What every PostgreSQL store that can say what changed since a cursor shares
+    (:mod:`fyp.storage.changes`): the cursor now, in a transaction of its own."""
+
+    _db: Database
+
+    def change_cursor(self) -> int:
+        with self._db.transaction() as cur:
+            return self._db.change_cursor(cur)

@@ -10,7 +10,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from fyp.storage.postgres.database import Database
+from fyp.storage.changes import UsersChanged
+from fyp.storage.postgres.database import ChangesRead, Database
 from fyp.types import UserProfile
 from fyp.users.store import StoredUser
 
@@ -23,7 +24,7 @@ def _profile(row: tuple[Any, ...]) -> UserProfile:
     return UserProfile(u, a, lang, r, int(c), int(up), tuple(sorted(attrs.items())))
 
 
-class PgUserStore:
+class PgUserStore(ChangesRead):
     def __init__(self, db: Database) -> None:
         self._db = db.attach()
 
@@ -122,14 +123,17 @@ class PgUserStore:
             None if ref is None else str(ref[0]),
         )
 
-    def change_cursor(self) -> int:
-        with self._db.transaction() as cur:
-            return self._db.change_cursor(cur)
-
-    def users_since(self, cursor: int) -> tuple[dict[str, StoredUser], int]:
+    def users_since(self, cursor: int) -> UsersChanged:
         since = (str(cursor),) * 3
         with self._db.transaction() as cur:
             after = self._db.change_cursor(cur)
+            erased = (
+                cur.execute(
+                    "SELECT 1 FROM erasures_completed WHERE changed_xid >= %s::text::xid8",
+                    (str(cursor),),
+                ).fetchone()
+                is not None
+            )
             ids = [
                 str(r[0])
                 for r in cur.execute(
@@ -140,7 +144,7 @@ class PgUserStore:
                 ).fetchall()
             ]
             if not ids:
-                return {}, after
+                return UsersChanged({}, erased, after)
             profiles = {
                 str(r[0]): _profile(r)
                 for r in cur.execute(
@@ -165,12 +169,13 @@ class PgUserStore:
                     "SELECT user_id, audit_ref FROM erasures WHERE user_id = ANY(%s)", (ids,)
                 ).fetchall()
             }
-        return {
+        users = {
             pid: StoredUser(
                 profiles.get(pid), controls.get(pid), tuple(marks.get(pid, ())), refs.get(pid)
             )
             for pid in ids
-        }, after
+        }
+        return UsersChanged(users, erased, after)
 
     def handle(self, user_id: str) -> str:
         with self._db.transaction() as cur:
@@ -196,6 +201,7 @@ class PgUserStore:
         with self._db.transaction() as cur:
             for table in USER_TABLES:
                 cur.execute(f"DELETE FROM {table} WHERE user_id = %s".encode(), (user_id,))
+            cur.execute("UPDATE erasures_completed SET n = n + 1")  # (whose: not said)
         # The deleted rows' tuples stay in the tables' pages until they are rewritten:
         # VACUUM FULL writes each table anew from the rows that remain (small tables).
         with self._db.autocommit() as conn:
