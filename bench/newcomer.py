@@ -16,8 +16,11 @@ no follows. They fetch in two ways:
 - ``page``: a page of 10, asked for after the last event of the previous page.
 
 Reported per mode: the on-taste share of cards 1-10, 11-20 and 21-30 (median over
-newcomers; the mean of 11-20 too), "swipes until half of the next ten are on-taste"
-(median and p90; a newcomer who never gets there counts as never), and the topic entropy
+newcomers, with a 95% bootstrap interval for 11-20; the mean of 11-20 too), the share of
+newcomers shown their topic at all in cards 1-10 (page by page, the only ones whose
+cards 11-20 can lean: the median of 11-20 follows whether they are more than half),
+"swipes until half of the next ten are on-taste" (median and p90; a newcomer who never
+gets there counts as never), and the topic entropy
 of each ten cards (the median of cards 21-30, and the lowest window after card 10: the
 variety floor as measured). In player mode, ``--several`` more newcomers have two or
 three tastes, each a share of their attention (a card of a taste is finished with
@@ -372,6 +375,8 @@ def summarise(name: str, sessions: list[list[bool]]) -> dict[str, Any]:
         "newcomers": len(sessions),
         "median_on_taste_share": shares,
         "mean_on_taste_share": means,
+        "median_11_20_interval": median_interval([float(np.mean(h[10:20])) for h in sessions]),
+        "taste_in_1_10": float(np.mean([any(h[:10]) for h in sessions])),
         "swipes_to_half": {
             "median": _pct(swipes, 50),
             "p90": _pct(swipes, 90),
@@ -379,6 +384,16 @@ def summarise(name: str, sessions: list[list[bool]]) -> dict[str, Any]:
         },
         "per_newcomer_hits": [[int(x) for x in h] for h in sessions],
     }
+
+
+def median_interval(values: list[float], resamples: int = 2_000) -> list[float]:
+    """A 95% bootstrap interval of the median over newcomers: how far another sample of
+    as many newcomers could put it (a median over a few dozen newcomers whose shares are
+    near 10% or near 80% swings between the two)."""
+    rng = np.random.default_rng(0)
+    x = np.asarray(values, dtype=np.float64)
+    medians = np.median(x[rng.integers(0, len(x), size=(resamples, len(x)))], axis=1)
+    return [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -579,7 +594,9 @@ def main() -> None:
                 r["name"],
                 fetch,
                 *(f"{100 * sh[k]:.0f}%" for k in ("cards_1_10", "cards_11_20", "cards_21_30")),
+                "{:.0f}-{:.0f}%".format(*(100 * x for x in r["median_11_20_interval"])),
                 f"{100 * r['mean_on_taste_share']['cards_11_20']:.0f}%",
+                f"{100 * r['taste_in_1_10']:.0f}%",
                 _fmt(sw["median"]),
                 _fmt(sw["p90"]),
                 str(sw["never"]),
@@ -611,7 +628,9 @@ def main() -> None:
             "cards 1-10",
             "11-20",
             "21-30",
+            "11-20 median, 95%",
             "11-20 mean",
+            "taste in 1-10",
             "swipes to half (p50)",
             "p90",
             "never",
@@ -619,8 +638,10 @@ def main() -> None:
             "entropy min",
         ],
         rows,
-        caption=f"{newcomers} newcomers, one dominant topic each; topic entropy (nats) per ten "
-        f"cards: the median of cards 21-30, the lowest window after card 10; written to {path}",
+        caption=f"{newcomers} newcomers, one dominant topic each; the median's bootstrap interval "
+        "over newcomers; taste in 1-10: the newcomers shown their topic in cards 1-10 (page by "
+        "page, only they can get it in 11-20); topic entropy (nats) per ten cards: the median "
+        f"of cards 21-30, the lowest window after card 10; written to {path}",
     )
     if taste_rows:
         print_table(
