@@ -170,7 +170,10 @@ def child(data_dir: Path, path: str, profile: Path | None) -> dict[str, Any]:
     settings = Settings(
         data_dir=data_dir, model=model, privacy=PrivacyConfig(require_registered_users=False)
     )
-    engine = Engine.open(settings, from_checkpoint=False, replay=False)
+    # The whole path in the learner's role (as ``fyp learn`` opens it: its index holds
+    # the vectors it publishes, searched by no one); the fold as a server folds it.
+    role = "learner" if path == "whole_path" else "all"
+    engine = Engine.open(settings, from_checkpoint=False, replay=False, role=role)
     # As the learner process runs: its loaded state frozen out of the collector's way
     # (Engine.open does it after its replay) and, where this fyp has them, the learner's
     # collector settings (fyp.learning.learner.learner_gc).

@@ -17,6 +17,7 @@ replaying the same log gives the same models, whatever the cut of the calls.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,12 @@ _POSITIVE = np.array(
 
 
 class OnlineModels:
-    def __init__(self, settings: Settings, state: LogState) -> None:
+    # Whether this process searches its own index (a server, an evaluation) or only
+    # publishes its vectors (the learner process). A class default: a checkpoint of the
+    # code before reads True.
+    searched: bool = True
+
+    def __init__(self, settings: Settings, state: LogState, searched: bool = True) -> None:
         m = settings.model
         # One thread each: a feed request asks for one user at a time, where thread
         # pools only spin (and steal the core the server needs).
@@ -71,7 +77,8 @@ class OnlineModels:
         )
         # Item vectors of the whole catalog for retrieval; rows of each training batch
         # are refreshed after their step, everything every ``_FULL_REFRESH_STEPS``.
-        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
+        self.searched = searched
+        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed, searched)
         self._retrieval_steps = 0
         # A whole-catalog refresh in progress: its vectors are stored chunk by chunk, the
         # lists re-clustered once at its end (every vector moved), not kept up to date.
@@ -167,9 +174,18 @@ class OnlineModels:
         self.__dict__.update(state)
         m = self.settings.model
         limit_threads(m.threads)
-        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
+        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed, self.searched)
         self._index_stale = True
         self._index_dirty, self._index_reclustered = set(), False
+
+    def set_searched(self, searched: bool) -> None:
+        """Whether this process searches the index (see :func:`_new_index`); said before
+        the index holds anything (at the start, or after a restore from a checkpoint,
+        whose index is rebuilt anyway)."""
+        if len(self.index):
+            raise RuntimeError("the index is built already")
+        self.searched = searched
+        self.index = _new_index(self.retrieval.cfg.output_dim, self.settings.model.seed, searched)
 
     def _schedule_stale_refresh(self) -> None:
         if getattr(self, "_index_stale", False) and self.retrieval.warm:
@@ -275,7 +291,13 @@ class OnlineModels:
         return IndexChanges(ids, vectors, [], recluster)
 
 
-def _new_index(dim: int, seed: int) -> ItemIndex:
-    # Re-clustered in a worker thread: a build at 100k videos takes about a second, which
-    # under the engine's lock would be a second without feeds (bench/train_throughput.py).
+def _new_index(dim: int, seed: int, searched: bool) -> ItemIndex:
+    """The item vectors' index. Searched (a server, an evaluation): IVF lists once it is
+    large enough, re-clustered in a worker thread (a build at 100k videos takes about a
+    second, which under the engine's lock would be a second without feeds). Not searched
+    (the learner process, which publishes the vectors and never retrieves): the vectors
+    alone, never clustered; each serving process clusters its own copy
+    (:mod:`fyp.model.replica`), so lists built here were thrown away."""
+    if not searched:
+        return ItemIndex(dim, seed=seed, exact_below=sys.maxsize)
     return ItemIndex(dim, seed=seed, background=True)
