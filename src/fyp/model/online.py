@@ -28,6 +28,7 @@ from fyp.model.ann import ItemIndex
 from fyp.model.channel import IndexChanges
 from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_examples
 from fyp.model.threads import limit_threads
+from fyp.model.torch_ops import fuse
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.updater import Example, LogState
@@ -174,6 +175,8 @@ class OnlineModels:
         self.__dict__.update(state)
         m = self.settings.model
         limit_threads(m.threads)
+        fuse(self.ranker.optimizer)  # (a checkpoint of the code before: unfused)
+        fuse(self.retrieval.optimizer)
         self.index = _new_index(self.retrieval.cfg.output_dim, m.seed, self.searched)
         self._index_stale = True
         self._index_dirty, self._index_reclustered = set(), False

@@ -46,7 +46,7 @@ from fyp.model.embeddings import (
 )
 from fyp.model.networks import mmoe, rank_input
 from fyp.model.serving import RankBatch, rank_predict, rank_rows
-from fyp.model.torch_ops import TORCH, parameters
+from fyp.model.torch_ops import TORCH, adam, fuse, parameters
 from fyp.rank.first_ranker import FEATURES, FirstRanker
 from fyp.state.feedback import LABELS
 from fyp.state.users import UserState
@@ -246,7 +246,7 @@ class MultiTaskRanker:
         }
         in_dim = DENSE_DIM + 3 * cfg.embedding_dim + 3 * cfg.small_embedding_dim + 2
         self.net = MMoE(in_dim, DENSE_DIM, cfg)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self.optimizer = adam(list(self.net.parameters()), cfg.learning_rate)
         self.value_weights = np.zeros(N_LABELS, dtype=np.float32)
         for name, w in value_weights.items():
             self.value_weights[LABELS.index(name)] = w
@@ -369,5 +369,6 @@ class MultiTaskRanker:
         }
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        fuse(self.optimizer)
         self.examples_seen = int(state["examples_seen"])
         self._weights_at = -1
