@@ -26,7 +26,8 @@ import numpy as np
 from fyp.config import Settings
 from fyp.model.ann import ItemIndex
 from fyp.model.channel import IndexChanges
-from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_examples
+from fyp.model.rank_queue import RankColumns, RankQueue
+from fyp.model.ranker import ModelConfig, MultiTaskRanker, dense_from_examples
 from fyp.model.threads import limit_threads
 from fyp.model.torch_ops import fuse
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
@@ -87,7 +88,7 @@ class OnlineModels:
         # The rows of the last retrieval batch, refreshed as a step of their own (each
         # step holds the engine's lock: two short ones let a feed in between).
         self._batch_rows: list[int] = []
-        self._rank_queue: list[RankExample] = []
+        self._rank_queue = RankQueue()
         self._retrieval_queue: list[RetrievalExample] = []
         # The index's changes since the last publish (fyp.model.publisher): the ids whose
         # vectors were set, and whether its lists were re-clustered.
@@ -104,10 +105,11 @@ class OnlineModels:
         rows = np.array([e.row for e in examples], dtype=np.intp)
         # The batch's dense inputs at once (per example, numpy's overhead on arrays of
         # a few numbers cost more than the arithmetic).
+        ts = np.array([e.ts for e in examples], dtype=np.int64)
         dense = dense_from_examples(
             features,
             catalog.duration_ms[rows].astype(np.float64),
-            np.array([e.ts for e in examples], dtype=np.int64),
+            ts,
             np.array([e.video_views for e in examples]),
             np.array([e.user_views for e in examples]),
         )
@@ -116,23 +118,24 @@ class OnlineModels:
         priors = self.state.ranker.logits(features).astype(np.float32)
         labels = np.stack([e.labels for e in examples]).astype(np.float32)
         positive = (labels[:, _POSITIVE] != 0).any(axis=1).tolist()
-        for i, e in enumerate(examples):
-            video = catalog.videos[e.row]
-            self._rank_queue.append(
-                RankExample(
-                    e.user_id,
-                    video.video_id,
-                    video.creator_id,
-                    video.sound_id,
-                    video.hashtags,
-                    e.surface,
-                    e.ts,
-                    dense[i],
-                    labels[i],
-                    priors[i],
-                )
+        videos = [catalog.videos[e.row] for e in examples]
+        self._rank_queue.append(
+            RankColumns(
+                [e.user_id for e in examples],
+                [v.video_id for v in videos],
+                [v.creator_id for v in videos],
+                [v.sound_id for v in videos],
+                [v.hashtags for v in videos],
+                [e.surface for e in examples],
+                ts,
+                dense,
+                labels,
+                priors,
+                np.ones(len(examples), dtype=np.float32),
             )
-            if positive[i]:
+        )
+        for e, is_positive in zip(examples, positive, strict=True):
+            if is_positive:
                 self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
 
     def forget_user(self, user_id: str, erase: bool = False) -> None:
@@ -144,7 +147,7 @@ class OnlineModels:
         batches are trained without them)."""
         if not erase:
             self.drain()
-        self._rank_queue = [x for x in self._rank_queue if x.user_id != user_id]
+        self._rank_queue.drop_user(user_id)
         self._retrieval_queue = [x for x in self._retrieval_queue if x.user_id != user_id]
         self.ranker.tables["user"].forget([user_id])
         self.retrieval.tables["user"].forget([user_id])
@@ -173,6 +176,8 @@ class OnlineModels:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if isinstance(self._rank_queue, list):  # a checkpoint of the code before
+            self._rank_queue = RankQueue.of(self._rank_queue)
         m = self.settings.model
         limit_threads(m.threads)
         fuse(self.ranker.optimizer)  # (a checkpoint of the code before: unfused)
@@ -235,9 +240,7 @@ class OnlineModels:
             self.refresh_index(rows)
             return True
         if len(self._rank_queue) >= m.ranker_batch:
-            batch = self._rank_queue[: m.ranker_batch]
-            del self._rank_queue[: m.ranker_batch]
-            self.ranker.learn(batch)
+            self.ranker.learn(self._rank_queue.take(m.ranker_batch))
             return True
         if len(self._retrieval_queue) >= m.retrieval_batch:
             batch_r = self._retrieval_queue[: m.retrieval_batch]

@@ -45,6 +45,7 @@ from fyp.model.embeddings import (
     scatter_gradients,
 )
 from fyp.model.networks import mmoe, rank_input
+from fyp.model.rank_queue import RankColumns, RankExample
 from fyp.model.serving import RankBatch, rank_predict, rank_rows
 from fyp.model.torch_ops import TORCH, adam, fuse, parameters
 from fyp.rank.first_ranker import FEATURES, FirstRanker
@@ -146,23 +147,6 @@ def dense_features(
         first.stats.views[idx],
         np.full(n, float(user.views)),
     )
-
-
-@dataclass(slots=True)
-class RankExample:
-    """One joined impression: who, what, where, the context then, and what followed."""
-
-    user_id: str
-    video_id: str
-    creator_id: str
-    sound_id: str | None
-    hashtags: tuple[str, ...]
-    surface: str
-    ts: int
-    dense: F32  # (DENSE_DIM,)
-    labels: F32  # (N_LABELS,)
-    prior: F32  # (N_LABELS,): the first ranker's logits for it, when it was learned from
-    weight: float = 1.0
 
 
 class MMoE(nn.Module):
@@ -280,29 +264,28 @@ class MultiTaskRanker:
 
     # -- learning ----------------------------------------------------------------------
 
-    def learn(self, examples: Sequence[RankExample]) -> float:
+    def learn(self, examples: Sequence[RankExample] | RankColumns) -> float:
         """One optimisation step on a micro-batch; returns its mean log loss."""
-        if not examples:
+        if not len(examples):
             return math.nan
-        now = max(e.ts for e in examples)
-        batch = rank_rows(
+        batch = examples if isinstance(examples, RankColumns) else RankColumns.of(examples)
+        rows = rank_rows(
             self.tables,
-            [e.user_id for e in examples],
-            [e.video_id for e in examples],
-            [e.creator_id for e in examples],
-            [e.sound_id for e in examples],
-            [e.hashtags for e in examples],
-            [e.surface for e in examples],
-            now,
+            batch.user_ids,
+            batch.video_ids,
+            batch.creator_ids,
+            batch.sound_ids,
+            batch.hashtags,
+            batch.surfaces,
+            int(batch.ts.max()),
             train=True,
         )
-        dense = np.stack([e.dense for e in examples])
-        x, leaves = self._inputs(batch, dense)
-        labels = torch.from_numpy(np.stack([e.labels for e in examples]))
-        weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
+        x, leaves = self._inputs(rows, batch.dense)
+        labels = torch.from_numpy(batch.labels)
+        weights = torch.from_numpy(batch.weight)
         logits = self.net(x)
         if self.cfg.residual:
-            logits = logits + torch.from_numpy(np.stack([e.prior for e in examples]))
+            logits = logits + torch.from_numpy(batch.prior)
         loss_per = nn.functional.binary_cross_entropy_with_logits(
             logits, labels, reduction="none"
         ).sum(dim=1)
@@ -310,10 +293,10 @@ class MultiTaskRanker:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
-        n = float(len(examples))
-        for kind, rows, leaf in leaves:
-            scatter_gradients(self.tables[kind], rows, leaf, n)
-        self.examples_seen += len(examples)
+        n = float(len(batch))
+        for kind, at, leaf in leaves:
+            scatter_gradients(self.tables[kind], at, leaf, n)
+        self.examples_seen += len(batch)
         self._steps += 1
         return float(loss.item()) / N_LABELS
 
