@@ -6,9 +6,10 @@ ranker's statistics and step, the users' histories, co-engagement), CPU µs per 
 Setup (untimed): a synthetic catalog (``--videos``) and history (``--users`` users x 20
 views plus actions) ingested into a data dir with the learned models on. Then each run is
 a fresh child process over a copy of that data dir: ``Engine.open`` without its checkpoint
-and without a replay, then the whole log learned as the learner's loop learns it (slices
-of 256 events, each followed by the training steps it made due), timed (wall clock, and
-the process's CPU time, all its threads: the index is re-clustered in one of its own).
+and without a replay (the whole path in the learner's role, as ``fyp learn`` opens it),
+then the whole log learned as the learner's loop learns it (slices of 256 events, each
+followed by the training steps it made due), timed (wall clock, and the process's CPU
+time, all its threads: a server's index is re-clustered in one of its own).
 A run ends with a digest of the state it learned (the first ranker's weights, the video
 statistics, the creators' and hashtags' counts, the users' histories and affinities,
 co-engagement; with the models, their
