@@ -6,9 +6,10 @@ ranker's statistics and step, the users' histories, co-engagement), CPU µs per 
 Setup (untimed): a synthetic catalog (``--videos``) and history (``--users`` users x 20
 views plus actions) ingested into a data dir with the learned models on. Then each run is
 a fresh child process over a copy of that data dir: ``Engine.open`` without its checkpoint
-and without a replay, then the whole log learned as the learner's loop learns it (slices
-of 256 events, each followed by the training steps it made due), timed (wall clock, and
-the process's CPU time, all its threads: the index is re-clustered in one of its own).
+and without a replay (the whole path in the learner's role, as ``fyp learn`` opens it),
+then the whole log learned as the learner's loop learns it (slices of 256 events, each
+followed by the training steps it made due), timed (wall clock, and the process's CPU
+time, all its threads: a server's index is re-clustered in one of its own).
 A run ends with a digest of the state it learned (the first ranker's weights, the video
 statistics, the creators' and hashtags' counts, the users' histories and affinities,
 co-engagement; with the models, their
@@ -170,7 +171,10 @@ def child(data_dir: Path, path: str, profile: Path | None) -> dict[str, Any]:
     settings = Settings(
         data_dir=data_dir, model=model, privacy=PrivacyConfig(require_registered_users=False)
     )
-    engine = Engine.open(settings, from_checkpoint=False, replay=False)
+    # The whole path in the learner's role (as ``fyp learn`` opens it: its index holds
+    # the vectors it publishes, searched by no one); the fold as a server folds it.
+    role = "learner" if path == "whole_path" else "all"
+    engine = Engine.open(settings, from_checkpoint=False, replay=False, role=role)
     # As the learner process runs: its loaded state frozen out of the collector's way
     # (Engine.open does it after its replay) and, where this fyp has them, the learner's
     # collector settings (fyp.learning.learner.learner_gc).

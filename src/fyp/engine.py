@@ -227,7 +227,8 @@ class Engine:
         elif settings.model.enabled:
             from fyp.model.online import OnlineModels
 
-            self.models = OnlineModels(settings, self.state)
+            # The learner process publishes its item vectors and searches none of them.
+            self.models = OnlineModels(settings, self.state, searched=role != "learner")
         # The page scorer, trained from the log at each period's boundary (fyp.rank).
         self.page_scorer: PageScorerTrainer | None = self._new_page_scorer()
         # The catalog before the pipeline: its sources build what they derive from it
@@ -438,6 +439,7 @@ class Engine:
         self.models = checkpoint["models"]
         if self.models is not None:
             self.models.settings = self.settings
+            self.models.set_searched(self.role != "learner")
         # (the checkpoint's trainer is the forget listener of the checkpoint's state)
         self.page_scorer = checkpoint.get("page_scorer")
         if self.page_scorer is None:

@@ -12,7 +12,7 @@ import pytest
 
 from fyp.catalog.names import video_name
 from fyp.config import load_settings
-from fyp.engine import Engine
+from fyp.engine import Engine, Role
 from fyp.model import online
 from fyp.model.ann import ItemIndex
 from fyp.retrieve.base import FeedContext
@@ -25,15 +25,19 @@ N_VIDEOS = 400
 
 @pytest.fixture(autouse=True)
 def small_ivf(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The IVF (and its background builds) from 100 items, so a small catalog uses it."""
-    monkeypatch.setattr(
-        online,
-        "_new_index",
-        lambda dim, seed: ItemIndex(dim, seed=seed, background=True, exact_below=100),
-    )
+    """The IVF (and its background builds) from 100 items, so a small catalog uses it
+    (where the index is searched: a learner's is what it would be)."""
+    new_index = online._new_index
+
+    def small(dim: int, seed: int, searched: bool = True) -> ItemIndex:
+        if not searched:
+            return new_index(dim, seed, searched)
+        return ItemIndex(dim, seed=seed, background=True, exact_below=100)
+
+    monkeypatch.setattr(online, "_new_index", small)
 
 
-def trained_engine(data_dir: Path) -> Engine:
+def trained_engine(data_dir: Path, role: Role = "all") -> Engine:
     settings = load_settings(
         overrides={
             "data_dir": data_dir,
@@ -49,7 +53,7 @@ def trained_engine(data_dir: Path) -> Engine:
         },
         environ={},
     )
-    engine = Engine.open(settings, clock=lambda: NOW)
+    engine = Engine.open(settings, clock=lambda: NOW, role=role)
     engine.upsert_videos(
         [
             Video(f"v{i}", f"c{i % 20}", 20_000, hashtags=(f"t{i % 7}",), created_at=NOW)
@@ -132,6 +136,39 @@ def test_replaying_the_same_log_leaves_the_same_index(tmp_path: Path) -> None:
         finally:
             engine.close()
     assert answers[0] == answers[1]
+
+
+def test_the_learners_index_holds_the_vectors_it_publishes_and_builds_no_lists(
+    tmp_path: Path,
+) -> None:
+    """The learner process searches no index: its item vectors are published, and each
+    serving process clusters its own copy. Lists built in the learner were CPU thrown
+    away (at 100k videos a re-clustering took a tenth of its learning path)."""
+    served = trained_engine(tmp_path / "all")
+    learner = trained_engine(tmp_path / "learner", role="learner")
+    try:
+        a, b = served.models, learner.models
+        assert a is not None and b is not None
+        assert a.index.is_approximate and not b.index.is_approximate and not b.index.building
+        ids = sorted(a.index.ids())
+        assert ids == sorted(b.index.ids()) and len(ids) == N_VIDEOS
+        np.testing.assert_array_equal(a.index.vectors_of(ids)[0], b.index.vectors_of(ids)[0])
+        # What it publishes: every vector, and the re-clusterings a reader makes.
+        changes = b.take_index_changes(everything=True)
+        assert sorted(changes.ids) == ids and changes.recluster
+        # Restored from its checkpoint, it still builds none.
+        positives = b.retrieval.positives_seen
+        learner.checkpoints.write()
+        learner.close()
+        learner = Engine.open(learner.settings, clock=lambda: NOW, replay=False, role="learner")
+        b = learner.models
+        assert b is not None and b.retrieval.positives_seen == positives and not b.searched
+        b._refresh_rows = list(range(N_VIDEOS))
+        b.drain()
+        assert len(b.index) == N_VIDEOS and not b.index.is_approximate
+    finally:
+        served.close()
+        learner.close()
 
 
 def test_two_tower_candidates_cite_the_watch_they_are_most_like(tmp_path: Path) -> None:

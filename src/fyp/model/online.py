@@ -17,6 +17,7 @@ replaying the same log gives the same models, whatever the cut of the calls.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +26,10 @@ import numpy as np
 from fyp.config import Settings
 from fyp.model.ann import ItemIndex
 from fyp.model.channel import IndexChanges
-from fyp.model.ranker import ModelConfig, MultiTaskRanker, RankExample, dense_from_examples
+from fyp.model.rank_queue import RankColumns, RankQueue
+from fyp.model.ranker import ModelConfig, MultiTaskRanker, dense_from_examples
 from fyp.model.threads import limit_threads
+from fyp.model.torch_ops import fuse
 from fyp.model.two_tower import RetrievalExample, TwoTower, TwoTowerConfig
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.updater import Example, LogState
@@ -42,7 +45,12 @@ _POSITIVE = np.array(
 
 
 class OnlineModels:
-    def __init__(self, settings: Settings, state: LogState) -> None:
+    # Whether this process searches its own index (a server, an evaluation) or only
+    # publishes its vectors (the learner process). A class default: a checkpoint of the
+    # code before reads True.
+    searched: bool = True
+
+    def __init__(self, settings: Settings, state: LogState, searched: bool = True) -> None:
         m = settings.model
         # One thread each: a feed request asks for one user at a time, where thread
         # pools only spin (and steal the core the server needs).
@@ -71,7 +79,8 @@ class OnlineModels:
         )
         # Item vectors of the whole catalog for retrieval; rows of each training batch
         # are refreshed after their step, everything every ``_FULL_REFRESH_STEPS``.
-        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
+        self.searched = searched
+        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed, searched)
         self._retrieval_steps = 0
         # A whole-catalog refresh in progress: its vectors are stored chunk by chunk, the
         # lists re-clustered once at its end (every vector moved), not kept up to date.
@@ -79,7 +88,7 @@ class OnlineModels:
         # The rows of the last retrieval batch, refreshed as a step of their own (each
         # step holds the engine's lock: two short ones let a feed in between).
         self._batch_rows: list[int] = []
-        self._rank_queue: list[RankExample] = []
+        self._rank_queue = RankQueue()
         self._retrieval_queue: list[RetrievalExample] = []
         # The index's changes since the last publish (fyp.model.publisher): the ids whose
         # vectors were set, and whether its lists were re-clustered.
@@ -96,10 +105,11 @@ class OnlineModels:
         rows = np.array([e.row for e in examples], dtype=np.intp)
         # The batch's dense inputs at once (per example, numpy's overhead on arrays of
         # a few numbers cost more than the arithmetic).
+        ts = np.array([e.ts for e in examples], dtype=np.int64)
         dense = dense_from_examples(
             features,
             catalog.duration_ms[rows].astype(np.float64),
-            np.array([e.ts for e in examples], dtype=np.int64),
+            ts,
             np.array([e.video_views for e in examples]),
             np.array([e.user_views for e in examples]),
         )
@@ -108,23 +118,24 @@ class OnlineModels:
         priors = self.state.ranker.logits(features).astype(np.float32)
         labels = np.stack([e.labels for e in examples]).astype(np.float32)
         positive = (labels[:, _POSITIVE] != 0).any(axis=1).tolist()
-        for i, e in enumerate(examples):
-            video = catalog.videos[e.row]
-            self._rank_queue.append(
-                RankExample(
-                    e.user_id,
-                    video.video_id,
-                    video.creator_id,
-                    video.sound_id,
-                    video.hashtags,
-                    e.surface,
-                    e.ts,
-                    dense[i],
-                    labels[i],
-                    priors[i],
-                )
+        videos = [catalog.videos[e.row] for e in examples]
+        self._rank_queue.append(
+            RankColumns(
+                [e.user_id for e in examples],
+                [v.video_id for v in videos],
+                [v.creator_id for v in videos],
+                [v.sound_id for v in videos],
+                [v.hashtags for v in videos],
+                [e.surface for e in examples],
+                ts,
+                dense,
+                labels,
+                priors,
+                np.ones(len(examples), dtype=np.float32),
             )
-            if positive[i]:
+        )
+        for e, is_positive in zip(examples, positive, strict=True):
+            if is_positive:
                 self._retrieval_queue.append(RetrievalExample(e.user_id, e.row, e.history, e.ts))
 
     def forget_user(self, user_id: str, erase: bool = False) -> None:
@@ -136,7 +147,7 @@ class OnlineModels:
         batches are trained without them)."""
         if not erase:
             self.drain()
-        self._rank_queue = [x for x in self._rank_queue if x.user_id != user_id]
+        self._rank_queue.drop_user(user_id)
         self._retrieval_queue = [x for x in self._retrieval_queue if x.user_id != user_id]
         self.ranker.tables["user"].forget([user_id])
         self.retrieval.tables["user"].forget([user_id])
@@ -165,11 +176,24 @@ class OnlineModels:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if isinstance(self._rank_queue, list):  # a checkpoint of the code before
+            self._rank_queue = RankQueue.of(self._rank_queue)
         m = self.settings.model
         limit_threads(m.threads)
-        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed)
+        fuse(self.ranker.optimizer)  # (a checkpoint of the code before: unfused)
+        fuse(self.retrieval.optimizer)
+        self.index = _new_index(self.retrieval.cfg.output_dim, m.seed, self.searched)
         self._index_stale = True
         self._index_dirty, self._index_reclustered = set(), False
+
+    def set_searched(self, searched: bool) -> None:
+        """Whether this process searches the index (see :func:`_new_index`); said before
+        the index holds anything (at the start, or after a restore from a checkpoint,
+        whose index is rebuilt anyway)."""
+        if len(self.index):
+            raise RuntimeError("the index is built already")
+        self.searched = searched
+        self.index = _new_index(self.retrieval.cfg.output_dim, self.settings.model.seed, searched)
 
     def _schedule_stale_refresh(self) -> None:
         if getattr(self, "_index_stale", False) and self.retrieval.warm:
@@ -216,9 +240,7 @@ class OnlineModels:
             self.refresh_index(rows)
             return True
         if len(self._rank_queue) >= m.ranker_batch:
-            batch = self._rank_queue[: m.ranker_batch]
-            del self._rank_queue[: m.ranker_batch]
-            self.ranker.learn(batch)
+            self.ranker.learn(self._rank_queue.take(m.ranker_batch))
             return True
         if len(self._retrieval_queue) >= m.retrieval_batch:
             batch_r = self._retrieval_queue[: m.retrieval_batch]
@@ -275,7 +297,13 @@ class OnlineModels:
         return IndexChanges(ids, vectors, [], recluster)
 
 
-def _new_index(dim: int, seed: int) -> ItemIndex:
-    # Re-clustered in a worker thread: a build at 100k videos takes about a second, which
-    # under the engine's lock would be a second without feeds (bench/train_throughput.py).
+def _new_index(dim: int, seed: int, searched: bool) -> ItemIndex:
+    """The item vectors' index. Searched (a server, an evaluation): IVF lists once it is
+    large enough, re-clustered in a worker thread (a build at 100k videos takes about a
+    second, which under the engine's lock would be a second without feeds). Not searched
+    (the learner process, which publishes the vectors and never retrieves): the vectors
+    alone, never clustered; each serving process clusters its own copy
+    (:mod:`fyp.model.replica`), so lists built here were thrown away."""
+    if not searched:
+        return ItemIndex(dim, seed=seed, exact_below=sys.maxsize)
     return ItemIndex(dim, seed=seed, background=True)

@@ -45,8 +45,9 @@ from fyp.model.embeddings import (
     scatter_gradients,
 )
 from fyp.model.networks import mmoe, rank_input
+from fyp.model.rank_queue import RankColumns, RankExample
 from fyp.model.serving import RankBatch, rank_predict, rank_rows
-from fyp.model.torch_ops import TORCH, parameters
+from fyp.model.torch_ops import TORCH, adam, fuse, parameters
 from fyp.rank.first_ranker import FEATURES, FirstRanker
 from fyp.state.feedback import LABELS
 from fyp.state.users import UserState
@@ -148,23 +149,6 @@ def dense_features(
     )
 
 
-@dataclass(slots=True)
-class RankExample:
-    """One joined impression: who, what, where, the context then, and what followed."""
-
-    user_id: str
-    video_id: str
-    creator_id: str
-    sound_id: str | None
-    hashtags: tuple[str, ...]
-    surface: str
-    ts: int
-    dense: F32  # (DENSE_DIM,)
-    labels: F32  # (N_LABELS,)
-    prior: F32  # (N_LABELS,): the first ranker's logits for it, when it was learned from
-    weight: float = 1.0
-
-
 class MMoE(nn.Module):
     """The parameters of :func:`fyp.model.networks.mmoe` (its shapes and names) as a
     module, for training; serving evaluates the same function on a copy of them."""
@@ -246,7 +230,7 @@ class MultiTaskRanker:
         }
         in_dim = DENSE_DIM + 3 * cfg.embedding_dim + 3 * cfg.small_embedding_dim + 2
         self.net = MMoE(in_dim, DENSE_DIM, cfg)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self.optimizer = adam(list(self.net.parameters()), cfg.learning_rate)
         self.value_weights = np.zeros(N_LABELS, dtype=np.float32)
         for name, w in value_weights.items():
             self.value_weights[LABELS.index(name)] = w
@@ -280,29 +264,28 @@ class MultiTaskRanker:
 
     # -- learning ----------------------------------------------------------------------
 
-    def learn(self, examples: Sequence[RankExample]) -> float:
+    def learn(self, examples: Sequence[RankExample] | RankColumns) -> float:
         """One optimisation step on a micro-batch; returns its mean log loss."""
-        if not examples:
+        if not len(examples):
             return math.nan
-        now = max(e.ts for e in examples)
-        batch = rank_rows(
+        batch = examples if isinstance(examples, RankColumns) else RankColumns.of(examples)
+        rows = rank_rows(
             self.tables,
-            [e.user_id for e in examples],
-            [e.video_id for e in examples],
-            [e.creator_id for e in examples],
-            [e.sound_id for e in examples],
-            [e.hashtags for e in examples],
-            [e.surface for e in examples],
-            now,
+            batch.user_ids,
+            batch.video_ids,
+            batch.creator_ids,
+            batch.sound_ids,
+            batch.hashtags,
+            batch.surfaces,
+            int(batch.ts.max()),
             train=True,
         )
-        dense = np.stack([e.dense for e in examples])
-        x, leaves = self._inputs(batch, dense)
-        labels = torch.from_numpy(np.stack([e.labels for e in examples]))
-        weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
+        x, leaves = self._inputs(rows, batch.dense)
+        labels = torch.from_numpy(batch.labels)
+        weights = torch.from_numpy(batch.weight)
         logits = self.net(x)
         if self.cfg.residual:
-            logits = logits + torch.from_numpy(np.stack([e.prior for e in examples]))
+            logits = logits + torch.from_numpy(batch.prior)
         loss_per = nn.functional.binary_cross_entropy_with_logits(
             logits, labels, reduction="none"
         ).sum(dim=1)
@@ -310,10 +293,10 @@ class MultiTaskRanker:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
-        n = float(len(examples))
-        for kind, rows, leaf in leaves:
-            scatter_gradients(self.tables[kind], rows, leaf, n)
-        self.examples_seen += len(examples)
+        n = float(len(batch))
+        for kind, at, leaf in leaves:
+            scatter_gradients(self.tables[kind], at, leaf, n)
+        self.examples_seen += len(batch)
         self._steps += 1
         return float(loss.item()) / N_LABELS
 
@@ -369,5 +352,6 @@ class MultiTaskRanker:
         }
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        fuse(self.optimizer)
         self.examples_seen = int(state["examples_seen"])
         self._weights_at = -1

@@ -38,7 +38,7 @@ from fyp.model.embeddings import (
 )
 from fyp.model.networks import Fetch, tower, tower_item_input, tower_user_input
 from fyp.model.serving import user_vector
-from fyp.model.torch_ops import TORCH, parameters
+from fyp.model.torch_ops import TORCH, adam, fuse, parameters
 from fyp.types import DAY_MS
 
 __all__ = ["RetrievalExample", "TwoTower", "TwoTowerConfig"]
@@ -110,7 +110,7 @@ class TwoTower:
         self.user_tower = _Tower(2 * d, cfg.hidden, cfg.output_dim)
         self.item_tower = _Tower(4 * d, cfg.hidden, cfg.output_dim)
         params = [*self.user_tower.parameters(), *self.item_tower.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+        self.optimizer = adam(params, cfg.learning_rate)
         self.positives_seen = 0
         # Streaming estimate of each row's share of positives, for the log-Q correction.
         self.positive_counts = np.zeros(0, dtype=np.float64)
@@ -260,6 +260,7 @@ class TwoTower:
         self.user_tower.load_state_dict(state["user_tower"])
         self.item_tower.load_state_dict(state["item_tower"])
         self.optimizer.load_state_dict(state["optimizer"])
+        fuse(self.optimizer)
         self.positives_seen = int(state["positives_seen"])
         self.positive_counts = np.asarray(state["positive_counts"], dtype=np.float64)
         self._weights_at = -1
