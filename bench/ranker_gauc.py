@@ -14,6 +14,8 @@ evaluation's time, is skipped. Rows:
   each ``--blend`` weight (1 is the learned ranker, 0 the first ranker);
 * ``mmoe_if_<n>``: the learned ranker for users with at least ``n`` training views,
   the first ranker for the rest (``--history``), as a cascade gated by history would;
+* ``first_value``: the first ranker's value score (Σ weight × P(label)), what orders the
+  page where the learned models are off (the default) — one score for every label;
 * ``cascade``: the value score (Σ weight × P(label)) of the pipeline's ranker, the
   learned cascade once warm — one score for every label;
 * ``served``: the score that orders the served page (the page scorer's, once it has
@@ -133,6 +135,8 @@ def _rows(
     f = first.score_impressions(requests)
     m = mmoe.score_impressions(requests)
     rows: dict[str, dict[str, F64]] = {"first_ranker": f, "mmoe": m}
+    # What serves where the learned models are off (the default): one score for all.
+    rows["first_value"] = first._score_impressions(requests, per_label=False, by_surface=True)
     for a in blends:
         rows[f"blend_{a:g}"] = {
             label: _logit(f[label]) + a * (_logit(m[label]) - _logit(f[label]))

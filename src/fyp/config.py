@@ -73,9 +73,13 @@ class SourcesConfig(_Section):
 class RankerConfig(_Section):
     """The first ranker: per-label online logistic regressions; value = Σ weight × P."""
 
+    # A long view is the engine's positive (the label the rankers are judged on): at
+    # weight 1 the value score ranked long views below either ranker's own long-view
+    # head, its other terms outweighing it between pages (skip, like). 4 was chosen on
+    # the two validation days before the test day (docs/evaluation.md).
     value_weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "long_view": 1.0,
+            "long_view": 4.0,
             "finish": 0.5,
             "like": 2.0,
             "share": 3.0,

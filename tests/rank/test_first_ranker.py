@@ -158,6 +158,18 @@ def test_the_value_score_is_the_weighted_sum_of_the_predictions() -> None:
     assert scored.values == pytest.approx(scored.probabilities @ weights)
 
 
+def test_by_default_a_video_watched_long_outranks_one_only_liked_more() -> None:
+    # Issue 19: at a long-view weight of 1 the like term (weight 2) reordered pages
+    # against long views; P(like) says little about watching long (docs/evaluation.md).
+    weights = np.zeros(len(LABELS))
+    for name, w in RankerConfig().value_weights.items():
+        weights[LABEL_INDEX[name]] = w
+    watched, liked = np.zeros(len(LABELS)), np.zeros(len(LABELS))
+    watched[LABEL_INDEX["long_view"]], watched[LABEL_INDEX["like"]] = 0.45, 0.01
+    liked[LABEL_INDEX["long_view"]], liked[LABEL_INDEX["like"]] = 0.30, 0.10
+    assert watched @ weights > liked @ weights
+
+
 def test_value_weights_come_from_config() -> None:
     state = small_state(value_weights={"like": 1.0})
     scored = state.ranker.score(new_user(10, len(LABELS)), [0, 1], NOW)
