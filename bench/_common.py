@@ -757,7 +757,15 @@ def _open_loop_phase(
 ) -> dict[str, Any]:
     """A feed of each of ``users`` (``count`` items) at ``rate`` per second on a fixed
     schedule, through ``fyp.client`` tried once; the latency of each is from its
-    scheduled time to its answer (a late answer delays no later request)."""
+    scheduled time to its answer (a late answer delays no later request).
+
+    The schedule starts once every worker holds its client and an open connection (an
+    app backend keeps its pool warm): built on the schedule, the clients (about 30 ms of
+    CPU each, under one GIL, for an SSL context a plain-HTTP URL never uses) made the
+    first second's requests late by up to the whole pool's construction, the p99 of a
+    short low-rate step. ``late_ms``: from each request's scheduled time to a worker
+    sending it (this load generator's own lateness: all workers busy, or no CPU for
+    it); ``client_cpu_s_per_s``: its CPU over the step."""
     import httpx
 
     from fyp.client import NO_RETRIES, FypClient, FypError
@@ -765,13 +773,22 @@ def _open_loop_phase(
     jobs: queue.SimpleQueue[tuple[float, str] | None] = queue.SimpleQueue()
     lock = threading.Lock()
     lat: list[float] = []
+    late: list[float] = []
     bad = [0]
+    ssl_context = httpx.create_ssl_context()  # (one for all: see above)
+    ready = threading.Barrier(OPEN_LOOP_WORKERS + 1)
 
     def worker() -> None:
-        with httpx.Client(base_url=base_url, headers=headers, timeout=30.0) as http:
+        with httpx.Client(
+            base_url=base_url, headers=headers, timeout=30.0, verify=ssl_context
+        ) as http:
             client = FypClient(http=http, retries=NO_RETRIES)
+            with contextlib.suppress(httpx.HTTPError):
+                http.get("/healthz")  # (opens this worker's connection)
+            ready.wait()
             while (job := jobs.get()) is not None:
                 due, user = job
+                sent = time.perf_counter()
                 try:
                     client.feed(user, count=count)
                     ok = True
@@ -779,6 +796,7 @@ def _open_loop_phase(
                     ok = False
                 done = time.perf_counter()
                 with lock:
+                    late.append((sent - due) * 1000)
                     if ok:
                         lat.append((done - due) * 1000)
                     else:
@@ -787,6 +805,8 @@ def _open_loop_phase(
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(OPEN_LOOP_WORKERS)]
     for t in threads:
         t.start()
+    ready.wait(timeout=120)
+    cpu0 = time.process_time()
     t0 = time.perf_counter() + 0.2
     for i, user in enumerate(users):
         due = t0 + i / rate
@@ -798,7 +818,15 @@ def _open_loop_phase(
         jobs.put(None)
     for t in threads:
         t.join()
-    return {"rate": rate, "sent": len(users), "failed": bad[0], "latency_ms": percentiles(lat)}
+    wall = time.perf_counter() - t0
+    return {
+        "rate": rate,
+        "sent": len(users),
+        "failed": bad[0],
+        "latency_ms": percentiles(lat),
+        "late_ms": percentiles(late),
+        "client_cpu_s_per_s": (time.process_time() - cpu0) / max(wall, 1e-9),
+    }
 
 
 def _open_loop_main(conn: Any) -> None:

@@ -377,7 +377,9 @@ def ladder(
             f"    {rate:,.0f} feeds/s: p50 {row['latency_ms'].get('p50', float('nan')):.1f}"
             f" p99 {row['latency_ms'].get('p99', float('nan')):.1f} ms,"
             f" failed {row['failed']}, API CPU {row['api_cpu_ms_per_feed']:.1f} ms/feed,"
-            f" load {row['load_average'][0]:.1f}"
+            f" load {row['load_average'][0]:.1f}; client late p99"
+            f" {row['late_ms'].get('p99', float('nan')):.1f} ms,"
+            f" CPU {row['client_cpu_s_per_s']:.2f} s/s"
         )
         if folder is not None:
             time.sleep(2.5)
