@@ -117,7 +117,9 @@ def create_app(
             sync.start()
             collector = model_metrics.get("collector")
             if collector is None:
-                model_metrics["collector"] = collector = ModelSyncCollector(sync, eng)
+                model_metrics["collector"] = collector = ModelSyncCollector(
+                    sync, eng, lambda: metrics.log_end(running.eng())
+                )
                 metrics.registry.register(collector)
             collector.sync, collector.engine = sync, eng
         try:
