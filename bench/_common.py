@@ -757,7 +757,15 @@ def _open_loop_phase(
 ) -> dict[str, Any]:
     """A feed of each of ``users`` (``count`` items) at ``rate`` per second on a fixed
     schedule, through ``fyp.client`` tried once; the latency of each is from its
-    scheduled time to its answer (a late answer delays no later request)."""
+    scheduled time to its answer (a late answer delays no later request).
+
+    The schedule starts once every worker holds its client and an open connection (an
+    app backend keeps its pool warm): built on the schedule, the clients (about 30 ms of
+    CPU each, under one GIL, for an SSL context a plain-HTTP URL never uses) made the
+    first second's requests late by up to the whole pool's construction, the p99 of a
+    short low-rate step. ``late_ms``: from each request's scheduled time to a worker
+    sending it (this load generator's own lateness: all workers busy, or no CPU for
+    it); ``client_cpu_s_per_s``: its CPU over the step."""
     import httpx
 
     from fyp.client import NO_RETRIES, FypClient, FypError
@@ -765,31 +773,33 @@ def _open_loop_phase(
     jobs: queue.SimpleQueue[tuple[float, str] | None] = queue.SimpleQueue()
     lock = threading.Lock()
     lat: list[float] = []
-    late: list[tuple[float, float]] = []  # (ms, s into the phase) of the slowest answers
+    late: list[float] = []
+    slowest: list[tuple[float, float]] = []  # (ms, s into the phase) of the slowest answers
     bad = [0]
-    # The schedule starts once every worker holds its client: made on the schedule,
-    # the clients' construction (the GIL and a core, workers at once) delayed the
-    # phase's first requests, which an open loop counts as the server's latency.
+    ssl_context = httpx.create_ssl_context()  # (one for all: see above)
     ready = threading.Barrier(OPEN_LOOP_WORKERS + 1)
     unbuilt: list[Exception] = []
 
     def worker() -> None:
-        # Plain HTTP to 127.0.0.1: verify=False spares each client loading the CA
-        # bundle, the most of a client's construction.
         try:
-            http = httpx.Client(base_url=base_url, headers=headers, timeout=30.0, verify=False)
+            http = httpx.Client(
+                base_url=base_url, headers=headers, timeout=30.0, verify=ssl_context
+            )
         except Exception as exc:
             unbuilt.append(exc)
             ready.abort()  # (the phase fails, rather than waits for this worker)
             return
         with http:
             client = FypClient(http=http, retries=NO_RETRIES)
+            with contextlib.suppress(httpx.HTTPError):
+                http.get("/healthz")  # (opens this worker's connection)
             try:
                 ready.wait()
             except threading.BrokenBarrierError:
                 return
             while (job := jobs.get()) is not None:
                 due, user = job
+                sent = time.perf_counter()
                 try:
                     client.feed(user, count=count)
                     ok = True
@@ -797,12 +807,13 @@ def _open_loop_phase(
                     ok = False
                 done = time.perf_counter()
                 with lock:
+                    late.append((sent - due) * 1000)
                     if ok:
                         lat.append((done - due) * 1000)
-                        late.append((lat[-1], due - t0))
-                        if len(late) > 40:
-                            late.sort(reverse=True)
-                            del late[5:]
+                        slowest.append((lat[-1], due - t0))
+                        if len(slowest) > 40:
+                            slowest.sort(reverse=True)
+                            del slowest[5:]
                     else:
                         bad[0] += 1
 
@@ -810,9 +821,12 @@ def _open_loop_phase(
     for t in threads:
         t.start()
     try:
-        ready.wait()
+        ready.wait(timeout=120)
     except threading.BrokenBarrierError:
-        raise RuntimeError(f"a client thread could not build its client: {unbuilt!r}") from None
+        raise RuntimeError(
+            f"client threads not ready (built, connected) in 120 s: {unbuilt!r}"
+        ) from None
+    cpu0 = time.process_time()
     t0 = time.perf_counter() + 0.2
     for i, user in enumerate(users):
         due = t0 + i / rate
@@ -824,13 +838,16 @@ def _open_loop_phase(
         jobs.put(None)
     for t in threads:
         t.join()
-    slowest = [{"ms": round(ms, 1), "at_s": round(at, 2)} for ms, at in sorted(late)[::-1][:5]]
+    wall = time.perf_counter() - t0
+    top = [{"ms": round(ms, 1), "at_s": round(at, 2)} for ms, at in sorted(slowest)[::-1][:5]]
     return {
         "rate": rate,
         "sent": len(users),
         "failed": bad[0],
         "latency_ms": percentiles(lat),
-        "slowest": slowest,
+        "slowest": top,
+        "late_ms": percentiles(late),
+        "client_cpu_s_per_s": (time.process_time() - cpu0) / max(wall, 1e-9),
     }
 
 

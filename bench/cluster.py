@@ -23,6 +23,11 @@ before) taken off.
     python bench/cluster.py [--quick] [--videos 100000 --users 2000] [--probe]
     python bench/cluster.py --ingest-only [--ingest-apis 1] [--baseline-src /tmp/before/src]
 
+Each step of the ladder asks for ``--seconds`` of feeds at its rate, and at least
+``--min-feeds`` (200): a p99 needs a hundred answers or more to be other than the
+slowest one. Each step also says how late this load generator itself sent its requests
+(``late_ms``: from the scheduled time to the send) and the CPU it used.
+
 ``--probe`` puts ``bench/stall_probe`` in every API process (``fyp api``, ``fyp serve``):
 its event loop's stalls (the loop answering nothing for 10 ms or more: how much of it
 on a CPU, waiting for one, or blocked, and where) and the time of the rate limits'
@@ -346,6 +351,13 @@ def cpu(pids: dict[str, int]) -> dict[str, float]:
     return {k: proc_cpu_s(p) or 0.0 for k, p in pids.items()}
 
 
+def step_feeds(rate: float, args: argparse.Namespace) -> int:
+    """Feeds asked for in a step of ``rate``: ``args.seconds`` of them, and at least
+    ``args.min_feeds`` (the p99 of 50 answers, 5 s at 10 feeds/s, is their slowest:
+    one stall made a low rate's row)."""
+    return max(int(rate * args.seconds), args.min_feeds)
+
+
 def ladder(
     server: Any,
     pids: dict[str, int],
@@ -367,7 +379,7 @@ def ladder(
     rows = []
     offset = 100
     for rate in args.ladder:
-        n = int(rate * args.seconds)
+        n = step_feeds(rate, args)
         picked = [users[(offset + i) % len(users)] for i in range(n)]
         offset += n
         before, t0 = cpu(pids), time.perf_counter()
@@ -384,7 +396,9 @@ def ladder(
             f"    {rate:,.0f} feeds/s: p50 {row['latency_ms'].get('p50', float('nan')):.1f}"
             f" p99 {row['latency_ms'].get('p99', float('nan')):.1f} ms,"
             f" failed {row['failed']}, API CPU {row['api_cpu_ms_per_feed']:.1f} ms/feed,"
-            f" load {row['load_average'][0]:.1f}; slowest (ms @ s into the step): {slowest}"
+            f" load {row['load_average'][0]:.1f}; client late p99"
+            f" {row['late_ms'].get('p99', float('nan')):.1f} ms,"
+            f" CPU {row['client_cpu_s_per_s']:.2f} s/s; slowest (ms @ s into the step): {slowest}"
         )
         if folder is not None:
             time.sleep(2.5)
@@ -599,6 +613,9 @@ def main() -> None:
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--ladder", type=float, nargs="+", help="the rates (feeds/s)")
     parser.add_argument("--seconds", type=float, help="per rate")
+    parser.add_argument(
+        "--min-feeds", type=int, default=200, help="per rate, at least (p99 needs them)"
+    )
     args = parser.parse_args()
     exit_on_sigterm()
     args.videos = args.videos or (10_000 if args.quick else 100_000)
@@ -617,7 +634,8 @@ def main() -> None:
     history = make_history(cat, args.users, views, now)
     # A stream of its own for each deployment (the clusters share one log: events sent
     # again would be stored once and learned from by no one).
-    per_user = int(STREAM_PER_S * args.seconds * len(args.ladder) / args.users) + 2
+    ladder_s = sum(step_feeds(rate, args) / rate for rate in args.ladder)
+    per_user = int(STREAM_PER_S * ladder_s / args.users) + 2
 
     def streams(k: int) -> list[dict[str, Any]]:
         return make_history(cat, args.users, per_user, now, seed=10 + k)
@@ -634,6 +652,7 @@ def main() -> None:
             "history_events": len(history),
             "ladder": args.ladder,
             "seconds_per_step": args.seconds,
+            "min_feeds_per_step": args.min_feeds,
             "slo_p99_ms": SLO_P99_MS,
             "stream_events_per_s": STREAM_PER_S,
             "quick": args.quick,

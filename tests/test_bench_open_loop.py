@@ -1,8 +1,8 @@
-"""bench/_common.py's open loop: its schedule starts only once every client thread holds
-its client. The clients were made on the schedule, so their construction (each loaded
-the CA bundle, holding the GIL) delayed a phase's first requests, and the open loop
-counted that delay as the server's latency: the p99 of the low rates of a ladder,
-whatever the server did."""
+"""bench/_common.py's open loop: its schedule starts only once every worker holds its
+client and an open connection. Built on the schedule, the clients (each loaded the CA
+bundle, holding the GIL) made a phase's first requests late, and the open loop counted
+that delay as the server's latency: the p99 of a short low-rate step was the load
+generator's own start-up, not the server's."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+import fyp.client
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-BUILD_S = 0.012  # CPU (the GIL held) per client built: 48 of them outlast the head start
+BUILD_S = 0.012  # one client's construction, one at a time (48 of them: past the 0.2 s lead)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,9 @@ def test_no_request_is_sent_before_every_client_is_built(
     one_at_a_time = threading.Lock()  # (as a C call holding the GIL: built in turn)
 
     def answer(request: httpx.Request) -> httpx.Response:
-        with lock:
-            sent.append(time.perf_counter())
+        if request.url.path != "/healthz":  # (a worker's warm-up, before the barrier)
+            with lock:
+                sent.append(time.perf_counter())
         return httpx.Response(200, json={"request_id": "r", "surface": "for_you", "items": []})
 
     class SlowClient(httpx.Client):
@@ -90,3 +93,53 @@ def test_a_client_that_cannot_be_built_fails_the_phase_rather_than_hanging_it(
     runner.join(timeout=30)
     assert outcome and isinstance(outcome[0], RuntimeError)
     assert "no file descriptors left" in str(outcome[0])
+
+
+class _Pool:
+    """What the fake clients saw: how many were built and warmed when each feed was asked."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # (construction one at a time, as under the GIL)
+        self.built = 0
+        self.warmed = 0
+        self.at_each_feed: list[tuple[int, int]] = []
+
+
+def test_the_schedule_starts_once_every_worker_is_ready(
+    common: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = _Pool()
+
+    class SlowClient:
+        def __init__(self, **kwargs: Any) -> None:
+            with pool.lock:
+                time.sleep(BUILD_S)
+                pool.built += 1
+
+        def __enter__(self) -> SlowClient:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def get(self, path: str) -> None:
+            with pool.lock:
+                pool.warmed += 1
+
+    class InstantFyp:
+        def __init__(self, http: Any, retries: Any) -> None:
+            pass
+
+        def feed(self, user_id: str, count: int) -> None:
+            # (not under the builders' lock: what was ready when the schedule sent it)
+            pool.at_each_feed.append((pool.built, pool.warmed))
+
+    monkeypatch.setattr(httpx, "Client", SlowClient)
+    monkeypatch.setattr(fyp.client, "FypClient", InstantFyp)
+    row = common._open_loop_phase("http://127.0.0.1:9", {}, 200.0, ["u1", "u2", "u3"], 10)
+
+    workers = common.OPEN_LOOP_WORKERS
+    assert workers * BUILD_S > 0.2  # (else the old schedule would not have shown it)
+    assert row["sent"] == 3 and row["failed"] == 0
+    assert pool.at_each_feed == [(workers, workers)] * 3
+    assert row["late_ms"]["count"] == 3

@@ -220,3 +220,36 @@ def test_a_rate_limited_event_is_told_whole_seconds_as_retry_after_says(
         reasons = [r["reason"] for r in resp.json()["rejected"]]
         told = {m[1] for m in map(re.compile(r"retry in (\S+) s$").search, reasons) if m}
         assert told == {resp.headers["Retry-After"]} == {"2"}, reasons
+
+
+def test_a_key_held_in_memory_is_served_without_asking_its_addresss_failures(
+    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid key is served whatever its address's failures, yet every request asked for
+    them: on Redis, a round trip per request (a feed made three), each answered after the
+    event log's fsyncs. Now a key this process holds is checked first; a bad key still
+    asks, and is still refused once its address is past its failures."""
+    asked: list[str] = []
+
+    class Counted(InProcessLimiter):
+        def __init__(self, name: str, rate: float, burst: float) -> None:
+            super().__init__(RateLimiter(rate, burst))
+            self.name = name
+
+        async def wait(self, key: str, n: float = 1.0) -> float:
+            asked.append(self.name)
+            return await super().wait(key, n)
+
+    monkeypatch.setattr(security, "limiters", lambda store: Counted)
+    valid = _key(settings, "feed:read")
+    limits = {"failed_auth_burst": 2, "failed_auth_rate_per_s": 0.001}
+    with _app(settings, engine, **limits) as c:
+        assert c.get("/v1/users/nobody", headers=valid).status_code == 404  # (now held)
+        asked.clear()
+        for _ in range(3):
+            assert c.get("/v1/users/nobody", headers=valid).status_code == 404
+        assert "failed_auth" not in asked
+        codes = [c.get("/v1/users/nobody", headers=BAD_KEY).status_code for _ in range(3)]
+        assert codes == [401, 401, 429]
+        assert asked.count("failed_auth") == 3
+        assert c.get("/v1/users/nobody", headers=valid).status_code == 404

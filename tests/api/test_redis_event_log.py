@@ -5,6 +5,7 @@ same batch goes through and the learning loop catches up by itself."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -93,3 +94,37 @@ def test_a_batch_of_500_with_bad_events_stores_the_others_once_and_a_retry_adds_
     # Each event under its user's pseudonym, as one at a time would have stored it.
     mine = [e.event.event_id for e in log.for_user(engine.pseudonym("u5"))]
     assert mine == [f"n{i}" for i in range(5, 500, 37)]
+
+
+def test_health_metrics_and_stats_read_the_logs_end_off_the_event_loop(
+    api: Any, engine: Engine, catalog: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis round trip on the event loop holds every request in flight, for as long as
+    the server's fsync of the last append: ``/healthz`` (a load balancer's probe, every
+    few seconds per process) made two, a ``/metrics`` scrape one, ``/v1/stats`` one."""
+    read = engine.event_log.last_offset
+    on_loop: list[bool] = []
+
+    def spied() -> int:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # (a worker thread: no loop runs there)
+            on_loop.append(False)
+        return read()
+
+    video = catalog[0]["video_id"]
+    resp = api.client.post(
+        "/v1/events", json={"events": [api.event("h0", user_id="uh", video_id=video)]}
+    )
+    assert resp.json()["accepted"] == 1
+    api.wait_until_learned()
+    monkeypatch.setattr(engine.event_log, "last_offset", spied)
+    health = api.client.get("/healthz")
+    assert health.status_code == 200, health.text
+    assert (health.json()["events"], health.json()["learning_lag"]) == (1, 0)
+    metrics = api.client.get("/metrics")
+    assert "fyp_learning_lag_events 0.0" in metrics.text
+    stats = api.client.get("/v1/stats")
+    assert (stats.json()["events_total"], stats.json()["learning_lag"]) == (1, 0)
+    assert on_loop and not any(on_loop)

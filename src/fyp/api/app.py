@@ -158,7 +158,9 @@ def create_app(
             started.push_async_callback(sync.stop)
             collector = model_metrics.get("collector")
             if collector is None:
-                model_metrics["collector"] = collector = ModelSyncCollector(sync, eng)
+                model_metrics["collector"] = collector = ModelSyncCollector(
+                    sync, eng, lambda: metrics.log_end(running.eng())
+                )
                 metrics.registry.register(collector)
             collector.sync, collector.engine = sync, eng
         return eng, learning, refresher, follower, supervisor

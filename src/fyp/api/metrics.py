@@ -7,11 +7,12 @@ import time
 from collections import Counter as Counter_
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fyp.api.log_end import read_log_end
 from fyp.api.security import Guard
 from fyp.engine import Engine
 
@@ -45,8 +46,26 @@ class Metrics:
             registry=self.registry,
         )
 
+        # The event log's end for the scrape under way (read before it, off the loop):
+        # the collectors run on the event loop, where a Redis round trip holds every
+        # request (fyp.api.log_end).
+        self._log_end: int | None = None
+
+    def log_end(self, engine: Engine) -> int:
+        """The event log's end: as read for the scrape under way, else read now."""
+        return self._log_end if self._log_end is not None else engine.event_log.last_offset()
+
+    async def exposition(self, engine: Engine) -> bytes:
+        """The registry in Prometheus's text format, ``engine``'s log end read first
+        where it does not hold the event loop."""
+        self._log_end = await read_log_end(engine)
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._log_end = None
+
     def watch_engine(self, engine: Engine) -> None:
-        self.registry.register(_EngineCollector(engine))
+        self.registry.register(_EngineCollector(engine, self))
 
     def watch_guard(self, guard: Guard) -> None:
         self.registry.register(_GuardCollector(guard))
@@ -68,8 +87,9 @@ class _GuardCollector(Collector):
 
 
 class _EngineCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
+        self.metrics = metrics
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         c = self.engine.pipeline.counters
@@ -159,7 +179,7 @@ class _EngineCollector(Collector):
             pending.add_metric([st], n)
         yield pending
         lag = GaugeMetricFamily("fyp_learning_lag_events", "Logged events not yet learned")
-        lag.add_metric([], self.engine.pending())
+        lag.add_metric([], self.metrics.log_end(self.engine) - self.engine.state.applied_offset)
         yield lag
         videos = GaugeMetricFamily("fyp_catalog_videos", "Videos in the catalog")
         videos.add_metric([], len(self.engine.catalog))

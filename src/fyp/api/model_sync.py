@@ -175,15 +175,14 @@ class ModelSyncCollector(Collector):
     """``/metrics``: the model version served, its age, how far behind the learner it
     is, and whether the learner runs."""
 
-    def __init__(self, sync: ModelSync, engine: Engine) -> None:
+    def __init__(self, sync: ModelSync, engine: Engine, log_end: Callable[[], int]) -> None:
         self.sync = sync
         self.engine = engine
+        self.log_end = log_end  # (the event log's end as read for the scrape: Metrics.log_end)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         link = self.engine.learner
-        h = self.sync.health(
-            None if link is None else link.status(), self.engine.event_log.last_offset()
-        )
+        h = self.sync.health(None if link is None else link.status(), self.log_end())
         status = self.sync.replica.status
         gauges = (
             ("fyp_model_version", "The learned models' version served", h.version),

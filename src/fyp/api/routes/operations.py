@@ -8,10 +8,11 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from fyp.api.inputs import json_response
 from fyp.api.live import LiveStats
+from fyp.api.log_end import read_log_end
 from fyp.api.running import Running
 from fyp.api.schemas import Health, LearnedModelsHealth
 from fyp.api.security import Caller, Guard
@@ -39,14 +40,16 @@ def operations_router(
         e = eng()
         learning = running.learning_loop()
         failure = learning.failure
-        lag = e.pending()
+        log_end = await read_log_end(e)
+        # (the loop may have folded past it while it was read)
+        lag = max(0, log_end - e.state.applied_offset)
         status = "ok" if failure is None else f"degraded: learning stopped ({failure})"
         if failure is None and learning.storage_error is not None:
             status = f"degraded: storage ({learning.storage_error}); retrying"
         learned = None
         sync = running.model_sync
         if sync is not None and e.learner is not None:
-            h = sync.health(e.learner.status(), e.event_log.last_offset())
+            h = sync.health(e.learner.status(), log_end)
             learned = LearnedModelsHealth(
                 version=h.version,
                 age_s=h.age_s,
@@ -83,7 +86,8 @@ def operations_router(
     async def prometheus() -> PlainTextResponse:
         """Prometheus text, for any valid API key (whatever its scopes); open without
         one only where ``auth.metrics_public`` is set."""
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        text = await metrics.exposition(eng())
+        return PlainTextResponse(text, media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/v1/stats", tags=["operations"])
     async def stats(caller: AuditRead) -> Response:
@@ -93,7 +97,7 @@ def operations_router(
         each filter rule removed since the start."""
         e = eng()
         rules = e.pipeline.counters.filtered_by_rule
-        lag = e.pending()
+        lag = max(0, await read_log_end(e) - e.state.applied_offset)
         body = {
             "region": settings.region,
             "videos": len(e.catalog),
