@@ -68,6 +68,7 @@ class IngestResult:
     accepted: int
     duplicates: int
     rejected: list[Rejected] = field(default_factory=list)
+    log_end: int | None = None  # the log's end as the append left it (AppendResult.end)
 
 
 def validate_event(
@@ -147,4 +148,5 @@ def ingest(
         accepted=len(appended.accepted),
         duplicates=len(appended.duplicates),
         rejected=rejected,
+        log_end=appended.end,
     )
