@@ -123,6 +123,13 @@ class RedisServer:
         self.proc.wait()
 
 
+def redis_client(server: RedisServer) -> Any:
+    """A client of this run's redis-server."""
+    import redis
+
+    return redis.Redis(port=server.port)
+
+
 @contextlib.contextmanager
 def postgres_schema(url: str) -> Iterator[str]:
     """The store URL of a new schema on ``url``'s server, dropped after."""
@@ -509,6 +516,8 @@ def ingest(
             )
             for i in range(args.ingest_clients)
         ]
+        stats = redis_client(redis)
+        stats.config_resetstat()  # (the commands of the load alone)
         for p in procs:
             p.start()
         got = [q.get(timeout=args.ingest_seconds + 300) for _ in procs]
@@ -520,6 +529,8 @@ def ingest(
         used = {k: after[k] - before[k] for k in pids}
         busy = {k: max(0.0, used[k] - idle[k] * wall) for k in pids}
         api_s = sum(v for k, v in busy.items() if k.startswith("api"))
+        commands = stats.info("commandstats")
+        stats.close()
         return {
             "appendfsync": fsync,
             "src": "this checkout" if src is None else str(src),
@@ -536,6 +547,15 @@ def ingest(
             "redis_cpu_us_per_event": 1e6 * busy["redis"] / max(acked, 1),
             # (the load generator's share of the same cores: building, sending, parsing)
             "clients_cpu_us_per_event": 1e6 * sum(g[3] for g in got) / max(acked, 1),
+            # Redis commands per acknowledged event, by command (those inside scripts
+            # too), and the microseconds Redis timed them for: wall time inside the
+            # command, which a loaded machine stretches (compare within a run).
+            "redis_calls_per_event": {
+                k.removeprefix("cmdstat_"): v["calls"] / max(acked, 1) for k, v in commands.items()
+            },
+            "redis_command_us_per_event": {
+                k.removeprefix("cmdstat_"): v["usec"] / max(acked, 1) for k, v in commands.items()
+            },
             "loadavg_after": list(os.getloadavg()),
         }
     finally:
@@ -744,6 +764,11 @@ def main() -> None:
                         f"{row['api_cpu_us_per_event']:.1f} µs/event, redis "
                         f"{row['redis_cpu_us_per_event']:.1f} µs/event, clients "
                         f"{row['clients_cpu_us_per_event']:.1f} µs/event"
+                    )
+                    mix = sorted(row["redis_calls_per_event"].items(), key=lambda kv: -kv[1])
+                    console.print(
+                        "    redis commands per event: "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in mix if v >= 0.01)
                     )
                     out["ingest"].append(row)
     finally:

@@ -34,6 +34,7 @@ from fyp.privacy.pseudonym import Pseudonyms
 from fyp.privacy.ratelimit import retry_after
 from fyp.privacy.residency import ResidencyError, bind_data_dir, not_homed_here
 from fyp.privacy.rights import UserRights, erasing_message
+from fyp.privacy.user_writes import UserWrites
 from fyp.rank.base import FirstRankerValues, Ranker, WarmOrFirst
 from fyp.rank.page_scorer import PageFeatures, PageScoredRanker, PageScorer
 from fyp.rank.scorer_training import PageScorerTrainer, Retrain
@@ -259,10 +260,11 @@ class Engine:
             settings.checkpoint_timeout_s,
             landed=self._checkpointed,
         )
-        # Taken by every durable write about a user (ingest's gate and append, profiles,
-        # controls, imported impressions), and by an erasure to set its tombstone: a write
-        # that passed the tombstone check has landed before the erasure deletes.
-        self._user_writes = threading.Lock()
+        # Taken by every durable write about a user (ingest's gate and append, shared
+        # between batches; profiles, controls, imported impressions), and by an erasure
+        # to set its tombstone: a write that passed the tombstone check has landed before
+        # the erasure deletes.
+        self._user_writes = UserWrites()
         # Export and erasure, with the erasures accepted and not complete: nothing of
         # those users is stored, learned or served.
         self.rights = UserRights(
@@ -517,9 +519,10 @@ class Engine:
                 e.surface,
             )
 
-        # The gate and the append under one lock that an erasure takes to set its
+        # The gate and the append under the lock that an erasure takes to set its
         # tombstone: an event let in before it is in the log when the erasure deletes.
-        with self._user_writes:
+        # Shared by batches: one batch's append (its fsync) does not wait for another's.
+        with self._user_writes.shared():
             return ingest(
                 raw_events,
                 self.catalog,

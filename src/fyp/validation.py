@@ -76,13 +76,15 @@ def _checked_id(value: str) -> str:
 # Ids are opaque strings: non-empty, at most 128 characters, no surrounding whitespace,
 # printable NFC text.
 CheckedId = AfterValidator(_checked_id)
-Id = Annotated[
+# An id's shape, checked by pydantic in Rust; :func:`id_problem` the rest (a batch's ids
+# are checked at once: fyp.events.ingest).
+IdShape = Annotated[
     str,
     StringConstraints(
         min_length=1, max_length=MAX_ID_CHARS, strip_whitespace=False, pattern=ID_PATTERN
     ),
-    CheckedId,
 ]
+Id = Annotated[IdShape, CheckedId]
 
 
 def utf8_problem(raw: bytes, what: str) -> str | None:

@@ -186,7 +186,11 @@ def test_a_batch_is_judged_exactly_as_each_of_its_events_alone(catalog: CatalogI
     valid.append(good("late", ts=NOW + 1, video_id="v2"))
     mixed: list[object] = [*valid[:25], *(raw for _, raw, _ in BAD), "junk", *valid[25:]]
     mixed.append(good("ok3"))  # (a repeated id is the log's to count, not validation's)
-    for batch in (valid, mixed):
+    # Ids of the right shape that only the id check refuses (checked after a batch's
+    # validation): a bidirectional override, an id not in NFC, in each id field.
+    odd = [good("bidi", user_id="a\u202eb"), good("e\u0301"), good("s", surface="x\u200by")]
+    odd.append(good("r", type="like", watch_ms=None, request_id="r\u0000"))
+    for batch in (valid, mixed, [*valid, *odd], [*valid, odd[0]]):
         alone = [validate_event(raw, catalog, LIMITS, NOW) for raw in batch]
         assert validate_events(batch, catalog, LIMITS, NOW) == alone
     assert all(isinstance(e, Event) for e in validate_events(valid, catalog, LIMITS, NOW))

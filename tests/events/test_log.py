@@ -69,6 +69,17 @@ def event(i: int, user: str = "u1", **changes: object) -> Event:
 
 
 class TestEventLogContract:
+    def test_an_append_says_the_logs_end_it_left_as_another_process_sees_it(
+        self, open_log: OpenLog
+    ) -> None:
+        log, other = open_log(), open_log()
+        first = log.append([event(1), event(2), event(1)])
+        assert first.end == other.follow() == 2
+        other.append([event(3)])
+        again = log.append([event(2)])  # (all duplicates: the end another append left)
+        assert (again.accepted, again.end) == ([], 3)
+        assert log.append([event(4)]).end == 4
+
     def test_an_empty_log_has_nothing(self, open_log: OpenLog) -> None:
         log = open_log()
         assert log.count() == 0

@@ -233,7 +233,7 @@ def test_every_process_takes_from_one_bucket_on_redis(
         user = Blocking(RedisRateLimiter(mine, "user", 2.0, 5.0, prefix, clock=clock), loop)
         assert user.take("k") == 0.0
         # A bucket lasts as long as it takes to refill (then it counts as full), no longer.
-        ttl = client.pttl(f"{{{prefix}}}:rl:key:k")
+        ttl = client.pttl(f"{{{prefix}}}:rl2:key:k")
         assert 2_500 - 100 < ttl <= 2_500 + 1_000
     finally:
         a.close()
@@ -343,8 +343,8 @@ def test_buckets_stay_out_of_the_aof(
         client.set("marker-written", "1")  # (an ordinary write goes to the AOF)
         aof = b"".join(p.read_bytes() for p in server.files())
         assert b"marker-written" in aof
-        assert b"bucket-" not in aof and b":rl:" not in aof
-        assert client.exists("{fyp}:rl:key:bucket-k") == 1
+        assert b"bucket-" not in aof and b":rl2:" not in aof
+        assert client.exists("{fyp}:rl2:key:bucket-k") == 1
         limiter.close()
     finally:
         client.close()

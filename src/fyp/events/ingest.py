@@ -7,18 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from fyp.catalog.index import CatalogIndex
 from fyp.config import LimitsConfig
 from fyp.events.log import EventLog
 from fyp.types import Event, EventType
-from fyp.validation import Id, describe
+from fyp.validation import Id, IdShape, describe, id_problem
 
 # Ten times the longest video the catalog accepts (24 h): also keeps every integer far
 # inside SQLite's 64-bit range, so no value can fail at the store after validation.
 MAX_WATCH_MS = 10 * 24 * 3_600_000
+Ts = Annotated[int, Field(strict=True, ge=0, le=2**53)]
+WatchMs = Annotated[int, Field(strict=True, ge=0, le=MAX_WATCH_MS)]
 
 
 class EventIn(BaseModel):
@@ -30,13 +34,9 @@ class EventIn(BaseModel):
     user_id: Id
     video_id: Id
     type: EventType
-    ts: int = Field(strict=True, ge=0, le=2**53, description="When it happened, Unix ms.")
-    watch_ms: int | None = Field(
-        None,
-        strict=True,
-        ge=0,
-        le=MAX_WATCH_MS,
-        description="How long the video was watched (view only), ms.",
+    ts: Ts = Field(description="When it happened, Unix ms.")
+    watch_ms: WatchMs | None = Field(
+        None, description="How long the video was watched (view only), ms."
     )
     request_id: Id | None = Field(None, description="The feed response this came from.")
     surface: Id | None = Field(None, description="Where in the app, e.g. for_you.")
@@ -68,6 +68,7 @@ class IngestResult:
     accepted: int
     duplicates: int
     rejected: list[Rejected] = field(default_factory=list)
+    log_end: int | None = None  # the log's end as the append left it (AppendResult.end)
 
 
 def validate_event(
@@ -81,31 +82,84 @@ def validate_event(
     return _admissible(e, catalog, limits, now)
 
 
+class _EventFields(TypedDict):
+    """:class:`EventIn`'s fields, with the ids' shape only: a batch validated as a list
+    of these is a dict per event, and calls no Python validator per id (the ids are
+    checked afterwards in one pass). The same acceptance as EventIn, whose messages a
+    batch that fails gets (tests/events/test_ingest.py compares the two)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    event_id: IdShape
+    user_id: IdShape
+    video_id: IdShape
+    type: EventType
+    ts: Ts
+    watch_ms: NotRequired[WatchMs | None]
+    request_id: NotRequired[IdShape | None]
+    surface: NotRequired[IdShape | None]
+
+
 # A batch's events validated in one call: the per-call overhead of pydantic, paid once
 # per batch rather than per event. Only a batch that fails is validated again one event
 # at a time, for each bad event's own reason (the message a client gets is the same).
-_BATCH: TypeAdapter[list[EventIn]] = TypeAdapter(list[EventIn])
+_BATCH: TypeAdapter[list[_EventFields]] = TypeAdapter(list[_EventFields])
+
+
+def _ids_fine(fields: _EventFields) -> bool:
+    """Whether every id of the event passes :func:`id_problem` (the shape is checked)."""
+    for key in ("event_id", "user_id", "video_id", "request_id", "surface"):
+        value = fields.get(key)
+        if value is not None and id_problem(value) is not None:  # type: ignore[arg-type]
+            return False
+    return True
 
 
 def _admissible(e: EventIn, catalog: CatalogIndex, limits: LimitsConfig, now: int) -> Event | str:
     """The checks beyond the event's own fields: the catalog's and the deployment's."""
-    row = catalog.row_of.get(e.video_id)
+    return _admitted(
+        e.event_id,
+        e.user_id,
+        e.video_id,
+        e.type,
+        e.ts,
+        e.watch_ms,
+        e.request_id,
+        e.surface,
+        catalog,
+        limits,
+        now,
+    )
+
+
+def _admitted(
+    event_id: str,
+    user_id: str,
+    video_id: str,
+    type: EventType,
+    ts: int,
+    watch_ms: int | None,
+    request_id: str | None,
+    surface: str | None,
+    catalog: CatalogIndex,
+    limits: LimitsConfig,
+    now: int,
+) -> Event | str:
+    row = catalog.row_of.get(video_id)
     if row is None:
-        return f"video_id: unknown video {e.video_id!r} (add it with POST /v1/videos first)"
-    if e.type is EventType.VIEW:
-        if e.watch_ms is None:
+        return f"video_id: unknown video {video_id!r} (add it with POST /v1/videos first)"
+    if type is EventType.VIEW:
+        if watch_ms is None:
             return "watch_ms: required for view events"
         duration = int(catalog.duration_ms[row])
-        if e.watch_ms > limits.max_watch_ratio * duration:
+        if watch_ms > limits.max_watch_ratio * duration:
             return (
-                f"watch_ms: {e.watch_ms} ms is more than {limits.max_watch_ratio:g}x the "
+                f"watch_ms: {watch_ms} ms is more than {limits.max_watch_ratio:g}x the "
                 f"video's duration ({duration} ms)"
             )
-    if e.ts > now + limits.max_future_ms:
-        return f"ts: {e.ts} is more than {limits.max_future_ms // 3_600_000} h in the future"
-    return Event(
-        e.event_id, e.user_id, e.video_id, e.type, e.ts, e.watch_ms, e.request_id, e.surface
-    )
+    if ts > now + limits.max_future_ms:
+        return f"ts: {ts} is more than {limits.max_future_ms // 3_600_000} h in the future"
+    return Event(event_id, user_id, video_id, type, ts, watch_ms, request_id, surface)
 
 
 def validate_events(
@@ -113,10 +167,27 @@ def validate_events(
 ) -> list[Event | str]:
     """:func:`validate_event` of each, in order."""
     try:
-        models = _BATCH.validate_python(list(raw_events))
+        rows = _BATCH.validate_python(list(raw_events))
     except ValidationError:
+        rows = None
+    if rows is None or not all(_ids_fine(f) for f in rows):
         return [validate_event(raw, catalog, limits, now) for raw in raw_events]
-    return [_admissible(e, catalog, limits, now) for e in models]
+    return [
+        _admitted(
+            f["event_id"],
+            f["user_id"],
+            f["video_id"],
+            f["type"],
+            f["ts"],
+            f.get("watch_ms"),
+            f.get("request_id"),
+            f.get("surface"),
+            catalog,
+            limits,
+            now,
+        )
+        for f in rows
+    ]
 
 
 def ingest(
@@ -147,4 +218,5 @@ def ingest(
         accepted=len(appended.accepted),
         duplicates=len(appended.duplicates),
         rejected=rejected,
+        log_end=appended.end,
     )

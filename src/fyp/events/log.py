@@ -15,10 +15,13 @@ from fyp.types import Event, EventType, LoggedEvent
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     """``accepted``: indices (into the appended sequence) written now; ``duplicates``:
-    indices whose ``event_id`` was already in the log or earlier in the same batch."""
+    indices whose ``event_id`` was already in the log or earlier in the same batch;
+    ``end``: the log's last offset as the append left it (at or after each of its
+    events'; later appends move it on), None where the log did not say."""
 
     accepted: list[int]
     duplicates: list[int]
+    end: int | None = None
 
 
 class EventLog(Protocol):
@@ -150,8 +153,10 @@ class SqliteEventLog:
                     )
                     last = self._sequence()
                 self._last = last  # once committed
+            # (with nothing written, the end as stored: another process may have moved it)
+            end = self._last if fresh else self._sequence()
         duplicates.sort()
-        return AppendResult(fresh, duplicates)
+        return AppendResult(fresh, duplicates, end)
 
     def _existing(self, event_ids: list[str]) -> set[str]:
         found: set[str] = set()

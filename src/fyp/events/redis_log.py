@@ -86,8 +86,10 @@ end
 # whatever its size: a command of four per event cost more to pack (in Python, in every
 # API process) than the script cost Redis, and cjson gives ids back exactly whatever
 # characters they hold (a separator would not).
-# Returns a string of a flag per event: 1 appended, 0 a duplicate (of the log or of this
-# batch); one bulk reply, not an integer per event for redis-py to parse.
+# Returns the last offset given (the log's end after this batch), a space, then a flag
+# per event: 1 appended, 0 a duplicate (of the log or of this batch); one bulk reply,
+# not an integer per event for redis-py to parse, and no second round trip (waiting
+# for another fsync) to learn the log's end.
 # The writes are grouped into a few commands of many arguments (a HSET, a MSET, a ZADD
 # per key): the script runs on the one thread every process's requests wait for.
 _APPEND = (
@@ -149,7 +151,7 @@ if #idrows > 0 then
   for uid, mine in pairs(users) do bulk('ZADD', prefix .. 'u:' .. uid, mine) end
   redis.call('SET', seqkey, string.format('%d', seq))
 end
-return table.concat(flags)
+return string.format('%d', seq) .. ' ' .. table.concat(flags)
 """
 )
 
@@ -392,10 +394,10 @@ class RedisEventLog:
         rows = orjson.dumps([(e.event_id, e.user_id, e.ts) for e in events])
         blobs = b"\n".join([_encode(e) for e in events])
         keys = [self._ids, self._log, self._seq, self._ts]
-        flags = self._run(self._append, keys, [self._prefix, rows, blobs])
+        end, _, flags = self._run(self._append, keys, [self._prefix, rows, blobs]).partition(b" ")
         accepted = [i for i, f in enumerate(flags) if f == _NEW]
         duplicates = [i for i, f in enumerate(flags) if f != _NEW]
-        return AppendResult(accepted, duplicates)
+        return AppendResult(accepted, duplicates, int(end))
 
     def read(self, after_offset: int, limit: int) -> list[LoggedEvent]:
         if limit <= 0:

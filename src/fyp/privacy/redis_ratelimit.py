@@ -60,6 +60,10 @@ RETRY_S = 1.0  # after a failure, the process's own buckets this long
 MAX_CONNECTIONS = 8
 POOL_WAIT_S = 5.0
 
+# A bucket is one string, "<tokens> <at>" (its tokens at time ``at``), written with its
+# expiry in one SET: a hash with HSET and PEXPIRE was three commands per bucket, each
+# also run on the one thread that answers every process's appends (an event batch takes
+# one token from each of its users' buckets).
 # KEYS: the bucket. ARGV: rate, burst, n, now ('' = the server's TIME), take (1/0),
 # expiry in ms. Returns the wait in seconds as a string (Lua numbers returned to Redis
 # are truncated to integers); the bucket is written only by a take.
@@ -74,9 +78,10 @@ else
   now = tonumber(ARGV[4])
 end
 local tokens = burst
-local b = redis.call('HMGET', KEYS[1], 't', 'at')
-if b[1] then
-  tokens = math.min(burst, tonumber(b[1]) + math.max(0, now - tonumber(b[2])) * rate)
+local b = redis.call('GET', KEYS[1])
+if b then
+  local have, at = string.match(b, '^(%S+) (%S+)$')
+  tokens = math.min(burst, tonumber(have) + math.max(0, now - tonumber(at)) * rate)
 end
 local wait = 0
 if tokens + 1e-9 >= n then
@@ -85,9 +90,7 @@ else
   wait = (n - tokens) / rate
 end
 if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens),
-             'at', string.format('%.17g', now))
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('SET', KEYS[1], string.format('%.17g %.17g', tokens, now), 'PX', ARGV[6])
 end
 return string.format('%.17g', wait)
 """
@@ -96,7 +99,7 @@ return string.format('%.17g', wait)
 # KEYS: the buckets, one per take (a bucket may come again). ARGV: rate, burst, now
 # ('' = the server's TIME), expiry in ms. One token taken from each in turn; returns the
 # waits, as one string, space-separated (one reply to parse, not one per event of a
-# batch). Each bucket is read once and written once.
+# batch). The buckets are read in one MGET and each written once.
 _TAKE_EACH = """#!lua
 redis.set_repl(redis.REPL_NONE)
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -107,16 +110,26 @@ if ARGV[3] == '' then
 else
   now = tonumber(ARGV[3])
 end
-local tokens, out = {}, {}
-for i, key in ipairs(KEYS) do
-  local have = tokens[key]
-  if have == nil then
-    have = burst
-    local b = redis.call('HMGET', key, 't', 'at')
-    if b[1] then
-      have = math.min(burst, tonumber(b[1]) + math.max(0, now - tonumber(b[2])) * rate)
+local tokens, distinct, out = {}, {}, {}
+for _, key in ipairs(KEYS) do
+  if tokens[key] == nil then
+    tokens[key] = burst
+    distinct[#distinct + 1] = key
+  end
+end
+for i = 1, #distinct, 1000 do
+  local last = math.min(i + 999, #distinct)
+  local stored = redis.call('MGET', unpack(distinct, i, last))
+  for j = i, last do
+    local b = stored[j - i + 1]
+    if b then
+      local have, at = string.match(b, '^(%S+) (%S+)$')
+      tokens[distinct[j]] = math.min(burst, tonumber(have) + math.max(0, now - tonumber(at)) * rate)
     end
   end
+end
+for i, key in ipairs(KEYS) do
+  local have = tokens[key]
   if have + 1e-9 >= 1 then
     have = math.max(0, have - 1)
     out[i] = '0'
@@ -125,9 +138,9 @@ for i, key in ipairs(KEYS) do
   end
   tokens[key] = have
 end
-for key, have in pairs(tokens) do
-  redis.call('HSET', key, 't', string.format('%.17g', have), 'at', string.format('%.17g', now))
-  redis.call('PEXPIRE', key, ARGV[4])
+local stamp = string.format(' %.17g', now)
+for _, key in ipairs(distinct) do
+  redis.call('SET', key, string.format('%.17g', tokens[key]) .. stamp, 'PX', ARGV[4])
 end
 return table.concat(out, ' ')
 """
@@ -190,7 +203,7 @@ class RedisConnection:
 
 class RedisRateLimiter:
     """Token buckets named ``name`` (``key``, ``user``: one limit each) on the server of
-    ``connection``, under ``{prefix}:rl:<name>:``; the interface of
+    ``connection``, under ``{prefix}:rl2:<name>:``; the interface of
     :class:`~fyp.privacy.ratelimit.Limiter` (``take``, ``wait``, ``take_each``, each a
     coroutine)."""
 
@@ -207,7 +220,8 @@ class RedisRateLimiter:
         self._local = RateLimiter(rate, burst)
         self.rate, self.burst = rate, burst
         self._redis = connection
-        self._key = f"{{{prefix}}}:rl:{name}:"
+        # (rl2: buckets as strings; the hashes of code before, under rl:, expire unread)
+        self._key = f"{{{prefix}}}:rl2:{name}:"
         self._clock = clock
         # Long enough for an untouched bucket to have refilled, and then some.
         self._expiry_ms = math.ceil(burst / rate * 1000) + 1000

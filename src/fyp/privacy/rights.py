@@ -28,6 +28,7 @@ from fyp.events.log import EventLog
 from fyp.privacy.audit_log import AuditLog
 from fyp.privacy.export import build_export
 from fyp.privacy.pseudonym import Pseudonyms
+from fyp.privacy.user_writes import UserWrites
 from fyp.state.updater import LogState
 from fyp.storage.checkpointer import Checkpointer
 from fyp.types import DAY_MS, UserProfile
@@ -95,7 +96,7 @@ class UserRights:
         home: Callable[[str], str],
         clock: Callable[[], int],
         lock: threading.RLock,
-        user_writes: threading.Lock,
+        user_writes: UserWrites,
     ) -> None:
         self.settings = settings
         self.pseudonyms = pseudonyms

@@ -58,7 +58,11 @@ def _ingest(
     engine: Engine, batch: Sequence[object], user_limit: Callable[[str], float]
 ) -> tuple[IngestResult, int]:
     """The batch ingested, and the log's end after it (a worker thread's work)."""
-    return engine.ingest(batch, user_limit=user_limit), engine.event_log.last_offset()
+    result = engine.ingest(batch, user_limit=user_limit)
+    # (from the append's own answer where the log gives it: on Redis, asking again was
+    # a round trip answered only after the server's next fsync)
+    end = result.log_end
+    return result, engine.event_log.last_offset() if end is None else end
 
 
 def _reason_kind(reason: str) -> str:
