@@ -21,12 +21,35 @@ def _expected(index: ItemIndex, catalog: CatalogIndex) -> tuple[list[int], list[
 def _check(rows: IndexRows, index: ItemIndex, catalog: CatalogIndex) -> None:
     rows.update(index, catalog)
     slot_row, row_slot = _expected(index, catalog)
-    assert rows.slot_row[: index.slot_count].tolist() == slot_row
-    assert rows.row_slot[: len(catalog)].tolist() == row_slot
+    assert rows.rows_of(np.arange(index.slot_count)).tolist() == slot_row
+    assert rows.slots_of(np.arange(len(catalog))).tolist() == row_slot
+
+
+def _peek(
+    rows: IndexRows, index: ItemIndex, catalog: CatalogIndex, rng: np.random.Generator
+) -> None:
+    """Read a few entries only (the rest stay unknown until later)."""
+    rows.update(index, catalog)
+    slot_row, row_slot = _expected(index, catalog)
+    if index.slot_count:
+        some = rng.choice(index.slot_count, size=min(3, index.slot_count), replace=False)
+        assert rows.rows_of(some).tolist() == [slot_row[s] for s in some]
+    if len(catalog):
+        some = rng.choice(len(catalog), size=min(3, len(catalog)), replace=False)
+        assert rows.slots_of(some).tolist() == [row_slot[r] for r in some]
 
 
 def test_kept_up_equals_read_whole_through_random_changes() -> None:
     rng = np.random.default_rng(3)
+    _walk(rng)
+
+
+def test_kept_up_with_few_entries_read_between_changes() -> None:
+    for seed in range(5):
+        _walk(np.random.default_rng(100 + seed), check_every=6)
+
+
+def _walk(rng: np.random.Generator, check_every: int = 3) -> None:
     index = ItemIndex(4, exact_below=10**9)
     catalog = CatalogIndex()
     rows = IndexRows()
@@ -40,10 +63,15 @@ def test_kept_up_equals_read_whole_through_random_changes() -> None:
             index.remove(ids)
         else:
             catalog.upsert([Video(i, "c", 1_000) for i in ids])
-        if step % 3 == 0:
+        if step % check_every == 0:
             _check(rows, index, catalog)
+        elif step % 2 == 1:
+            _peek(rows, index, catalog, rng)
     _check(rows, index, catalog)
-    assert (rows.slot_row[: index.slot_count] >= 0).sum() > 10  # the walk met both
+    assert (rows.rows_of(np.arange(index.slot_count)) >= 0).sum() > 5  # the walk met both
+    fresh = IndexRows()  # entries first read after every change: looked up then
+    _peek(fresh, index, catalog, rng)
+    _check(fresh, index, catalog)
 
 
 def test_a_cleared_or_another_index_is_read_whole() -> None:

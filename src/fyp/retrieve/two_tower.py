@@ -66,7 +66,7 @@ class TwoTowerSource:
         catalog = models.state.catalog
         self._rows.update(models.index, catalog)
         found = slots[0]
-        rows = self._rows.slot_row[found]
+        rows = self._rows.rows_of(found)
         videos = catalog.videos
         viewed, served = ctx.user.viewed, ctx.user.served_set
         out: list[Candidate] = []
@@ -90,8 +90,7 @@ class TwoTowerSource:
         if not found or not history:
             return found
         videos = self.models.state.catalog.videos
-        row_slot = self._rows.row_slot
-        seen_slots = row_slot[np.asarray(history, dtype=np.int64)]
+        seen_slots = self._rows.slots_of(np.asarray(history, dtype=np.int64))
         # The watches' and the candidates' vectors in one read (each read has a fixed cost).
         vectors = self.models.index.vectors_at(np.concatenate([seen_slots, found_slots]))
         in_index = seen_slots >= 0
