@@ -220,6 +220,36 @@ def test_fresh_adds_new_uploads_of_what_the_person_is_finishing(state: LogState)
     assert not any("dance-old" in got for got in after)  # outside the window
 
 
+def test_fresh_skips_topical_uploads_seen_or_past_their_exposure_for_the_next_newest(
+    state: LogState,
+) -> None:
+    """Of the #dance uploads newest first: one has had its exposure, one the person saw,
+    one is older than the window, one is dated in the future: the two after them come."""
+    new = [
+        Video(f"dance{i}", "d", 10_000, hashtags=("#dance",), created_at=NOW - (10 - i) * HOUR_MS)
+        for i in range(6)
+    ]
+    new.insert(
+        0, Video("dance-old", "d", 10_000, hashtags=("#dance",), created_at=NOW - 9 * DAY_MS)
+    )
+    new.append(Video("dance-later", "d", 10_000, hashtags=("#dance",), created_at=NOW + HOUR_MS))
+    state.catalog.upsert(new)
+    state.stats.ensure(len(state.catalog))
+    state.stats.exposures[row(state, "dance5")] = 5
+    person = user(state)
+    person.viewed.add(row(state, "dance4"))
+    for i in range(3):  # skips elsewhere, so that the finished #dance stands out
+        person.hashtags.setdefault("#cats", Affinity()).add(False, NOW - 9_000 + i, DAY_MS, False)
+        person.add_session_view(False, NOW - 9_000 + i)
+    person.hashtags.setdefault("#dance", Affinity()).add(True, NOW - 1_000, DAY_MS, True)
+    person.add_session_view(True, NOW - 1_000)
+    assert person.standout_hashtags(NOW) == ["#dance"]
+    source = FreshSource(state, limit=0, window_ms=2 * DAY_MS, exposure_budget=5)
+    assert source._topical(ctx(state)) == [
+        row(state, v) for v in ("dance3", "dance2", "dance1", "dance0")
+    ]
+
+
 # -- backfill ------------------------------------------------------------------------------
 
 

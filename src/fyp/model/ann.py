@@ -122,6 +122,44 @@ class ItemIndex:
         """A copy of the stored vector of ``item_id`` (normalised under ``metric="cos"``)."""
         return np.array(self._vectors[self._id_slot[item_id]], dtype=np.float32)
 
+    # -- by slot: what a caller that keeps its own numbers per slot reads (such as the
+    # catalog row of each: fyp.retrieve.index_rows), so that a search's answers need no
+    # lookup by string id.
+
+    @property
+    def epoch(self) -> int:
+        """Changes when every slot changes at once (:meth:`clear`): a caller's record of
+        the slots is then to be rebuilt whole, not updated."""
+        return self._epoch
+
+    @property
+    def slot_count(self) -> int:
+        """Slots in use or freed: every slot number is below this."""
+        return len(self._slot_id)
+
+    def id_at(self, slot: int) -> str | None:
+        """The id held in ``slot`` (None: a free slot)."""
+        return self._slot_id[slot]
+
+    def slot_of(self, item_id: str) -> int | None:
+        return self._id_slot.get(item_id)
+
+    def slots_changed_since(self, mark: int) -> tuple[NDArray[np.int64], int]:
+        """The slots that took or gave up an id after ``mark`` (a mark this returned
+        before, in this :attr:`epoch`), in slot order, and the mark to pass next time."""
+        if mark >= self._stamp:
+            return np.zeros(0, dtype=np.int64), self._stamp
+        n = len(self._slot_id)
+        changed = np.flatnonzero(self._slot_stamp[:n] > mark).astype(np.int64)
+        return changed, self._stamp
+
+    def vectors_at(self, slots: NDArray[np.int64]) -> NDArray[np.float32]:
+        """The stored vectors of ``slots`` (zeros where a slot is -1)."""
+        found = slots >= 0
+        out = np.zeros((len(slots), self.dim), dtype=np.float32)
+        out[found] = self._vectors[slots[found]]
+        return out
+
     def vectors_of(self, ids: Sequence[str]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """The stored vectors of ``ids`` (zeros where an id is not in the index) and
         which ids are."""
@@ -140,6 +178,11 @@ class ItemIndex:
         self._slot_id: list[str | None] = []  # slot -> id (None: free)
         self._id_slot: dict[str, int] = {}
         self._free: list[int] = []  # free slots, reused last-in first-out
+        # When each slot last took or gave up an id (a count of such changes): what
+        # slots_changed_since reads. The epoch tells a caller that all slots changed.
+        self._slot_stamp: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._stamp = 0
+        self._epoch = getattr(self, "_epoch", -1) + 1
         self._ivf: faiss.IndexIVFFlat | None = None  # labels are slots
         self._trained_size = 0  # items when the IVF lists were (last started being) trained
         self._changes = 0  # upserted vectors since then
@@ -215,6 +258,8 @@ class ItemIndex:
                 continue
             self._slot_id[slot] = None
             self._alive[slot] = False
+            self._stamp += 1
+            self._slot_stamp[slot] = self._stamp
             self._free.append(slot)
             slots.append(slot)
         if not slots:
@@ -311,29 +356,37 @@ class ItemIndex:
         ``min(k, len(self))`` ids (in IVF mode, rarely, fewer: when the lists probed hold
         fewer). A ``k`` so large that the lists probed would hold fewer than ``2k``
         vectors on average is answered exactly."""
+        found, scores = self.search_slots(query, k)
+        slot_id = self._slot_id
+        return [[slot_id[i] or "" for i in row.tolist()] for row in found], scores
+
+    def search_slots(
+        self, query: NDArray[np.floating[Any]], k: int
+    ) -> tuple[list[NDArray[np.int64]], list[NDArray[np.float32]]]:
+        """:meth:`search`, answering with the slots of the ids found (:meth:`id_at`)."""
         self._poll()
         q = self._as_matrix(query, "query")
         if self.metric == "cos":
             q = _normalised(q)
         k = min(k, len(self))
         if k <= 0 or len(q) == 0:
-            return [[] for _ in range(len(q))], [np.zeros(0, np.float32) for _ in range(len(q))]
+            empty = [np.zeros(0, np.int64) for _ in range(len(q))]
+            return empty, [np.zeros(0, np.float32) for _ in range(len(q))]
         ivf = self._ivf
         if ivf is not None and 2 * k * ivf.nlist <= len(self) * ivf.nprobe:
             _, found = ivf.search(q, k)
             slots = np.asarray(found, dtype=np.int64)
         else:
             slots = self._search_exact(q, k)
-        ids: list[list[str]] = []
+        out: list[NDArray[np.int64]] = []
         scores: list[NDArray[np.float32]] = []
-        slot_id = self._slot_id
         for r, row in enumerate(slots):
             row = row[row >= 0]
             s = self._vectors[row] @ q[r]
             order = np.argsort(-s, kind="stable")
-            ids.append([slot_id[i] or "" for i in row[order].tolist()])
+            out.append(row[order])
             scores.append(s[order].astype(np.float32, copy=False))
-        return ids, scores
+        return out, scores
 
     def _search_exact(self, q: NDArray[np.float32], k: int) -> NDArray[np.int64]:
         n = len(self._slot_id)
@@ -387,6 +440,7 @@ class ItemIndex:
         index._vectors = vectors.copy()
         index._slot_id = slot_ids
         index._alive = np.array([s is not None for s in slot_ids], dtype=bool)
+        index._slot_stamp = np.zeros(len(slot_ids), dtype=np.int64)
         index._id_slot = {s: i for i, s in enumerate(slot_ids) if s is not None}
         index._free = [i for i, s in enumerate(slot_ids) if s is None][::-1]
         blob = state.get("index")
@@ -423,6 +477,8 @@ class ItemIndex:
                 self._grow(max(64, 2 * len(self._vectors)))
             self._slot_id.append(item_id)
         self._id_slot[item_id] = slot
+        self._stamp += 1
+        self._slot_stamp[slot] = self._stamp
         return slot
 
     def _grow(self, capacity: int) -> None:
@@ -430,7 +486,9 @@ class ItemIndex:
         vectors[: len(self._vectors)] = self._vectors
         alive = np.zeros(capacity, dtype=bool)
         alive[: len(self._alive)] = self._alive
-        self._vectors, self._alive = vectors, alive
+        stamp = np.zeros(capacity, dtype=np.int64)
+        stamp[: len(self._slot_stamp)] = self._slot_stamp
+        self._vectors, self._alive, self._slot_stamp = vectors, alive, stamp
 
     def _as_matrix(self, a: NDArray[np.floating[Any]], what: str) -> NDArray[np.float32]:
         x = np.asarray(a, dtype=np.float32)

@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from fyp.catalog.names import video_name
 from fyp.retrieve.base import FeedContext
+from fyp.retrieve.index_rows import IndexRows
 from fyp.types import Candidate
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class TwoTowerSource:
     def __init__(self, models: LearnedRetrieval, limit: int) -> None:
         self.models = models
         self.limit = limit
+        self._rows = IndexRows()
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
         models = self.models
@@ -60,37 +62,46 @@ class TwoTowerSource:
         history = models.retrieval.pooled(ctx.user.history)
         query = models.retrieval.user_vector(ctx.user_id, history, ctx.now)
         # Ask for more than the limit: what the user saw or was served is skipped here.
-        ids, scores = models.index.search(query, self.limit * 2)
-        row_of = models.state.catalog.row_of
+        slots, scores = models.index.search_slots(query, self.limit * 2)
+        catalog = models.state.catalog
+        self._rows.update(models.index, catalog)
+        found = slots[0]
+        rows = self._rows.rows_of(found)
+        videos = catalog.videos
         viewed, served = ctx.user.viewed, ctx.user.served_set
         out: list[Candidate] = []
-        for video_id, score in zip(ids[0], scores[0].tolist(), strict=True):
-            row = row_of.get(video_id)
-            if row is None or row in viewed or row in served:
+        kept: list[int] = []  # the slots of out's candidates
+        for slot, row, score in zip(found.tolist(), rows.tolist(), scores[0].tolist(), strict=True):
+            if row < 0 or row in viewed or row in served:
                 continue
-            out.append(Candidate(row, video_id, self.name, self.reason, float(score)))
+            out.append(Candidate(row, videos[row].video_id, self.name, self.reason, float(score)))
+            kept.append(slot)
             if len(out) == self.limit:
                 break
-        return self._cite_history(out, history)
+        return self._cite_history(out, np.array(kept, dtype=np.int64), history)
 
-    def _cite_history(self, found: list[Candidate], history: list[int]) -> list[Candidate]:
+    def _cite_history(
+        self, found: list[Candidate], found_slots: npt.NDArray[np.int64], history: list[int]
+    ) -> list[Candidate]:
         """Each candidate's reason names the video of the user's history (the one the
         user tower pooled) whose item vector is nearest its own: the watch it is most
-        like, as co-engagement names the video that led to its candidates."""
+        like, as co-engagement names the video that led to its candidates.
+        ``found_slots``: the candidates' slots in the index."""
         if not found or not history:
             return found
-        index, videos = self.models.index, self.models.state.catalog.videos
-        seen_ids = [videos[r].video_id for r in history]
+        videos = self.models.state.catalog.videos
+        seen_slots = self._rows.slots_of(np.asarray(history, dtype=np.int64))
         # The watches' and the candidates' vectors in one read (each read has a fixed cost).
-        vectors, found_in = index.vectors_of(seen_ids + [c.video_id for c in found])
-        in_index = found_in[: len(seen_ids)]
+        vectors = self.models.index.vectors_at(np.concatenate([seen_slots, found_slots]))
+        in_index = seen_slots >= 0
         if not in_index.any():
             return found
-        seen, cands = vectors[: len(seen_ids)], vectors[len(seen_ids) :]
+        n = len(history)
+        seen, cands = vectors[:n], vectors[n:]
         sims = cands @ seen.T
         sims[:, ~in_index] = -np.inf
         # The newest of equals (argmax takes the first: the history reversed).
-        nearest = len(seen_ids) - 1 - np.argmax(sims[:, ::-1], axis=1)
+        nearest = n - 1 - np.argmax(sims[:, ::-1], axis=1)
         # In place (fetch made them), and each watch named once, not once per candidate:
         # this runs for every feed, over a hundred candidates.
         reasons: dict[int, str] = {}
