@@ -4,6 +4,7 @@ the feed, and the OpenAPI document."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,34 @@ def test_a_start_up_that_fails_stops_what_it_had_started(
         pass
     left = [t for t in threading.enumerate() if t.name == "fyp-keys" and t not in before]
     assert not [t for t in left if t.is_alive()], "the key refresher was left running"
+
+
+def test_a_start_up_that_fails_closes_the_key_store_the_shutdown_would(
+    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the API key store the app opened (a connection; a pool on PostgreSQL)
+    was closed only by the shutdown, which a start-up that fails never reaches."""
+    import fyp.api.app as app_module
+
+    def refused(*args: Any) -> None:
+        raise RuntimeError("the change notices cannot be followed (the test)")
+
+    opened: list[Any] = []
+
+    def open_key_store(*args: Any) -> Any:
+        opened.append(real_open(*args))
+        return opened[-1]
+
+    real_open = app_module.open_key_store
+    monkeypatch.setattr(app_module, "open_key_store", open_key_store)
+    monkeypatch.setattr(app_module, "follow_changes", refused)
+    create_key(settings.data_dir, label="tests")
+    app = create_app(settings, engine=engine)
+    assert len(opened) == 1
+    with pytest.raises(RuntimeError, match="cannot be followed"), TestClient(app):
+        pass
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0]._conn.execute("SELECT 1")
 
 
 def test_healthz_counts_videos_and_events(

@@ -188,6 +188,57 @@ def test_a_change_made_straight_in_the_sqlite_files_is_read_incrementally(
         a.close()
 
 
+def _unstamped(db: Path, tables: tuple[str, ...]) -> None:
+    """``db`` as the last release wrote it: no change stamps, triggers or counter, and no
+    count of erasures."""
+    with sqlite3.connect(db) as conn:
+        for table in tables:
+            conn.execute(f"DROP TRIGGER {table}_changed_insert")
+            conn.execute(f"DROP TRIGGER {table}_changed_update")
+            conn.execute(f"DROP INDEX {table}_changed")
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN changed_seq")
+        conn.execute("DROP TABLE change_counter")
+        conn.execute("DROP TABLE IF EXISTS erasures_completed")
+
+
+def test_a_data_dir_of_the_last_release_is_read_whole_then_incrementally(
+    tmp_path: Path,
+) -> None:
+    """SQLite files made before the change stamps (their rows unstamped) open: the first
+    reconcile reads them whole, and what is written after, their old rows edited too, is
+    read incrementally; so is an erasure whose notices were missed."""
+    settings = _settings(tmp_path / "shared", None)
+    made = Engine.open(settings, from_checkpoint=False)
+    made.upsert_videos([Video(f"v{i:03d}", "c0", duration_ms=10_000) for i in range(N_VIDEOS)])
+    made.register_users(["u1", "u2"])
+    made.close()
+    _unstamped(settings.data_dir / "catalog.db", ("videos",))
+    _unstamped(settings.data_dir / "moderation.db", ("moderation_actions",))
+    _unstamped(settings.data_dir / "users.db", ("profiles", "controls", "refreshes"))
+
+    a = Engine.open(settings, from_checkpoint=False)
+    b = Engine.open(settings, from_checkpoint=False)
+    try:
+        b.reconcile_changes()
+        assert b.last_reconcile == (True, N_VIDEOS + 2) and len(b.catalog) == N_VIDEOS
+        assert b.reconcile_changes(full=False) == 0 and b.last_reconcile == (False, 0)
+        with sqlite3.connect(settings.data_dir / "catalog.db") as conn:
+            conn.execute("UPDATE videos SET caption = 'edited' WHERE video_id = 'v007'")
+        a.upsert_videos([Video("v-new", "c1", duration_ms=10_000)])
+        a.set_controls("u2", ControlsIn(mute_hashtags=["#x"]))
+        assert b.reconcile_changes(full=False) == 3 and b.last_reconcile == (False, 3)
+        assert b.catalog.videos[b.catalog.row_of["v007"]].caption == "edited"
+        assert "v-new" in b.catalog.row_of and b.controls_of("u2").mute_hashtags == ("#x",)
+        held = b.pseudonym("u1")
+        assert held in b.users.profiles
+        a.rights.erase_user("u1", actor="test")  # (B reads none of its notices)
+        assert b.reconcile_changes(full=False) == 1 and not b.last_reconcile[0]
+        assert held not in b.users.profiles
+    finally:
+        b.close()
+        a.close()
+
+
 def test_a_write_open_at_the_last_read_is_read_at_the_next(
     pair: tuple[Engine, Engine], postgres_url: str
 ) -> None:

@@ -226,3 +226,22 @@ def test_an_engine_whose_change_follower_stopped_reviews_again(
     finally:
         follower.stop()
         engine.close()
+
+
+def test_a_holder_stopped_while_its_renewal_stalled_still_gives_the_lease_up(
+    redis_url: str,
+) -> None:
+    """Regression: a holder stopped cleanly while its renewal was past its margin (it
+    counts the lease as lost, the key still holds its token) left the key to expire, and
+    no other process could take it until then. A clean stop gives it up, as the module
+    says, so another takes it at its next try."""
+    lease = ReviewLease(redis_url, lease_ms=60_000, renew_ms=RENEW_MS, margin_ms=MARGIN_MS)
+    other = ReviewLease(redis_url, lease_ms=60_000, renew_ms=RENEW_MS, margin_ms=MARGIN_MS)
+    try:
+        assert lease.step()
+        lease._valid_until = float("-inf")  # (its margin passed before it renewed)
+        lease.stop()
+        assert other.step() and other.held(), "the stopped holder's key was left to expire"
+    finally:
+        other.stop()
+        lease.stop()

@@ -1,20 +1,24 @@
 """OnlineModels' upkeep of the item index: the last batch's rows and whole-catalog
 refreshes reach it (re-clustered in the background once the IVF is on), and replaying the
-same log leaves the same index; and the two-tower source that reads it, whose candidates
-name the watch they are most like."""
+same log leaves the same index; the two-tower source that reads it, whose candidates
+name the watch they are most like; and a checkpoint of the code before (its ranker's queue
+a list, Adam unfused) trained on as this code's own."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fyp.catalog.names import video_name
 from fyp.config import load_settings
 from fyp.engine import Engine, Role
 from fyp.model import online
 from fyp.model.ann import ItemIndex
+from fyp.model.rank_queue import RankExample, RankQueue
 from fyp.retrieve.base import FeedContext
 from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.types import Video
@@ -204,3 +208,74 @@ def test_two_tower_candidates_cite_the_watch_they_are_most_like(tmp_path: Path) 
         assert blank and {c.reason for c in blank} == {TwoTowerSource.reason}
     finally:
         engine.close()
+
+
+def test_a_checkpoint_of_the_code_before_the_queue_columns_and_fused_adam_trains_on_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint written before the ranker's queue was kept as columns and Adam's step
+    fused holds a list of ``fyp.model.ranker.RankExample`` (the class's place then) and
+    optimiser groups that are not fused. Restored, the queue reads as columns and Adam is
+    fused: trained on from there, the models are those of the same checkpoint written
+    by this code, bit for bit (the queued examples are not lost, nor is the optimiser's
+    state; an unfused step rounds otherwise)."""
+    engine = trained_engine(tmp_path / "a")
+    models = engine.models
+    assert models is not None
+    # Examples queued and not trained on yet, as a checkpoint taken between steps holds.
+    models.step = lambda: False  # type: ignore[method-assign]
+    more = [
+        {
+            "event_id": f"q{n}",
+            "user_id": f"u{n % 60}",
+            "video_id": f"v{(7 * n) % N_VIDEOS}",
+            "type": "view",
+            "ts": NOW - 600_000 + n * 1_000,
+            "watch_ms": 20_000 if n % 3 else 500,
+        }
+        for n in range(300)
+    ]
+    assert not engine.ingest(more, now=NOW).rejected
+    engine.learn()
+    del models.step
+    queued = len(models._rank_queue)
+    assert queued >= 200
+    engine.checkpoints.write()
+    engine.close()
+    shutil.copytree(tmp_path / "a", tmp_path / "old")
+    shutil.copy(tmp_path / "a.secret", tmp_path / "old.secret")  # (kept beside a data dir)
+
+    def reopen(name: str) -> Engine:
+        settings = engine.settings.model_copy(update={"data_dir": tmp_path / name})
+        return Engine.open(settings, clock=lambda: NOW, replay=False)
+
+    # The copy's checkpoint written again as the code before wrote it.
+    old = reopen("old")
+    assert old.models is not None
+    old.models._rank_queue = list(old.models._rank_queue)  # type: ignore[assignment]
+    for optimizer in (old.models.ranker.optimizer, old.models.retrieval.optimizer):
+        for group in optimizer.param_groups:
+            group["fused"] = None
+    monkeypatch.setattr(RankExample, "__module__", "fyp.model.ranker")
+    old.checkpoints.write()
+    monkeypatch.undo()
+    old.close()
+
+    a, b = reopen("a"), reopen("old")
+    try:
+        assert a.models is not None and b.models is not None
+        assert isinstance(b.models._rank_queue, RankQueue) and len(b.models._rank_queue) == queued
+        for optimizer in (b.models.ranker.optimizer, b.models.retrieval.optimizer):
+            assert all(group["fused"] for group in optimizer.param_groups)
+        later = [e | {"event_id": f"later-{e['event_id']}", "ts": NOW + 1_000} for e in more]
+        for e in (a, b):
+            assert not e.ingest(later, now=NOW + 2_000).rejected
+            e.learn()
+        assert b.models.ranker.examples_seen == a.models.ranker.examples_seen > 0
+        for name, tensor in a.models.ranker.net.state_dict().items():
+            assert torch.equal(tensor, b.models.ranker.net.state_dict()[name]), name
+        for name, tensor in a.models.retrieval.user_tower.state_dict().items():
+            assert torch.equal(tensor, b.models.retrieval.user_tower.state_dict()[name]), name
+    finally:
+        b.close()
+        a.close()

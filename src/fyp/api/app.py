@@ -75,8 +75,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What the start-up started, stopped in reverse order if a later step fails
         # (then the error goes on: the server does not start); kept on success, and
-        # stopped by the shutdown below.
+        # stopped by the shutdown below. Last, as there: the key store and the limiters'
+        # connections, opened with the app.
         async with contextlib.AsyncExitStack() as started:
+            started.push_async_callback(guard.close)
+            if keys is not None:
+                started.callback(keys.close)
             eng, learning, refresher, follower, supervisor = await start(started)
             started.pop_all()
         try:

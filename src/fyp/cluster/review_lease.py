@@ -123,7 +123,10 @@ class ReviewLease:
         if self._thread.is_alive():
             self._thread.join(timeout=TIMEOUT_S + self.renew_ms / 1000 + 1)
         held, self._valid_until = self.held(), -math.inf
-        if release and held:
+        # Also when its renewal stalled past its margin: counted as lost here, the key may
+        # still hold its token, which no other process can take (only its own is deleted).
+        # Not when Redis went unanswered at the last try: the key lapses meanwhile.
+        if release and (held or (self.taken > 0 and self.error is None)):
             try:
                 with reaching("the review lease"):
                     self._release(keys=[self.key], args=[self.token])

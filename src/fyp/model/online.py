@@ -299,8 +299,8 @@ class OnlineModels:
 
 def _new_index(dim: int, seed: int, searched: bool) -> ItemIndex:
     """The item vectors' index. Searched (a server, an evaluation): IVF lists once it is
-    large enough, re-clustered in a worker thread (a build at 100k videos takes about a
-    second, which under the engine's lock would be a second without feeds). Not searched
+    large enough, re-clustered in a worker thread (a build over a large catalog, under
+    the engine's lock, would hold every feed for as long: docs/performance.md). Not searched
     (the learner process, which publishes the vectors and never retrieves): the vectors
     alone, never clustered; each serving process clusters its own copy
     (:mod:`fyp.model.replica`), so lists built here were thrown away."""

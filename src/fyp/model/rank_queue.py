@@ -4,9 +4,10 @@
 A micro-batch of the joiner arrives with its dense inputs, labels and priors computed as
 arrays for all of its examples at once; kept as those arrays (and lists of ids), a batch
 costs a few slices and one concatenation, where an object per example cost a Python
-object, three array views, and three stacks back into arrays at the step (a few µs per
-example on the learner's path). :class:`~fyp.model.ranker.RankExample` stays the one
-example's view (tests, old checkpoints).
+object, three array views, and three stacks back into arrays at the step (their cost on
+the learner's path: docs/performance.md). :class:`RankExample` stays the one example's
+view (tests, and the queues of old checkpoints, which name it
+``fyp.model.ranker.RankExample``: that module imports it so that they still load).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ __all__ = [
     "DENSE_DIM",
     "ModelConfig",
     "MultiTaskRanker",
-    "RankExample",
+    "RankExample",  # (defined in rank_queue; the queues of older checkpoints name it here)
     "dense_features",
     "dense_from_examples",
 ]
