@@ -3,12 +3,19 @@ through ``learn``, feeds out; and a restart rebuilds what was there."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
 import random
-from typing import Any
+import threading
+from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
+import pytest
 
-from fyp.engine import Engine
+from fyp.engine import CHECKPOINT_FILE, Engine
+from fyp.storage import backends
 from fyp.types import Impression
 
 
@@ -261,3 +268,64 @@ def test_a_fold_read_before_an_erasure_is_not_applied_after_it(kit: Any, engine:
     engine.learn()
     assert engine.pseudonym("gone") not in engine.state.users
     assert engine.pseudonym("kept") in engine.state.users
+
+
+def files_open_under(directory: Path) -> list[str]:
+    """The files under ``directory`` this process holds open (its SQLite connections,
+    its audit log), read from /proc/self/fd."""
+    root = str(directory.resolve())
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the listing's own fd, closed since)
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(root + os.sep):
+                held.append(target)
+    return sorted(held)
+
+
+def writer_threads() -> int:
+    """Impression logs' writer threads alive (one per open SQLite impression log)."""
+    return sum(1 for t in threading.enumerate() if t.name == "impressions")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+def test_an_open_that_fails_on_a_bad_checkpoint_leaves_nothing_open(kit: Any) -> None:
+    """Regression: Engine.open raising after its stores opened (here on a checkpoint
+    that cannot be read) left them open: their files, and the impression log's writer
+    thread, held for the life of the process."""
+    settings = kit.settings()
+    kit.open_engine(settings, videos=kit.catalog())
+    kit.close()
+    (settings.data_dir / CHECKPOINT_FILE).write_bytes(b"not a pickle")
+    threads = writer_threads()
+    with pytest.raises(pickle.UnpicklingError):
+        Engine.open(settings, clock=lambda: kit.NOW)
+    assert files_open_under(settings.data_dir) == []
+    assert writer_threads() == threads
+    # (the data dir is whole: opened without the checkpoint, it has its catalog)
+    engine = Engine.open(settings, clock=lambda: kit.NOW, from_checkpoint=False)
+    try:
+        assert len(engine.catalog) == kit.N_CREATORS * kit.PER_CREATOR
+    finally:
+        engine.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+def test_a_store_that_fails_to_open_closes_the_ones_opened_before_it(
+    kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the embedded stores open one after another; the audit log (the last)
+    failing to open left the four before it open."""
+
+    def full_disk(*args: object, **kwargs: object) -> NoReturn:
+        raise OSError(28, "No space left on device")
+
+    settings = kit.settings()
+    kit.open_engine(settings, videos=kit.catalog())
+    kit.close()
+    monkeypatch.setattr(backends, "AuditLog", full_disk)
+    threads = writer_threads()
+    with pytest.raises(OSError, match="No space left"):
+        Engine.open(settings, clock=lambda: kit.NOW)
+    assert files_open_under(settings.data_dir) == []
+    assert writer_threads() == threads

@@ -158,6 +158,15 @@ def _folded(actions: Sequence[ModerationAction]) -> tuple[str | None, tuple[str,
     return state, labels
 
 
+def _close_quietly(close: Callable[[], None], what: str) -> None:
+    """``close()``, a failure logged: called while an error unwinds, which it must not
+    replace (the cause the operator needs to see)."""
+    try:
+        close()
+    except Exception as err:
+        log.warning("could not close %s after a failed open (%s)", what, err)
+
+
 def serving_role(settings: Settings) -> Role:
     """The role of a server under these settings: "serving" where a learner process
     trains the learned models, else "all"."""
@@ -370,35 +379,46 @@ class Engine:
         :data:`Role`."""
         data: Path = settings.data_dir
         pseudonyms = open_data_dir(settings)
-        stores = open_stores(settings.store, data, clock)
-        engine = cls(
-            settings,
-            stores.catalog,
-            open_event_log(settings.event_log, data),
-            stores.impressions,
-            clock,
-            stores.moderation,
-            stores.users,
-            pseudonyms,
-            stores.audit,
-            role,
-        )
-        # A checkpoint the last process was writing when it died (its child dies with it)
-        # never landed; what it had written holds user data, erased or not since.
-        if discard_partial(engine.checkpoints.path):
-            log.info("removed a partial checkpoint left by a killed writer")
-        if from_checkpoint:
-            engine._restore(read_checkpoint(engine.checkpoints.path))
-        for pid in engine.rights.tombstoned:  # a checkpoint older than their tombstone holds them
-            engine.state.erase_user(pid)
-        if replay:
-            engine.learn()  # (which skips the events of users being erased)
-            # The replayed state is a great many long-lived objects; a full collection
-            # walking them pauses whatever runs next (a feed request) for hundreds of ms.
-            gc.collect()
-            gc.freeze()
-        if role != "learner":  # (the server completes erasures; the learner follows them)
-            engine.rights.resume_erasures()
+        # A step that raises (a store that fails to open, a bad checkpoint, a failing
+        # replay) closes what was opened before it, last first, and the error goes on:
+        # else its connections, files and writer threads outlive it (a SQLite file kept
+        # locked, a retry in the same process refused).
+        with contextlib.ExitStack() as opened:
+            stores = open_stores(settings.store, data, clock)
+            opened.callback(_close_quietly, stores.close, "the stores")
+            event_log = open_event_log(settings.event_log, data)
+            opened.callback(_close_quietly, event_log.close, "the event log")
+            engine = cls(
+                settings,
+                stores.catalog,
+                event_log,
+                stores.impressions,
+                clock,
+                stores.moderation,
+                stores.users,
+                pseudonyms,
+                stores.audit,
+                role,
+            )
+            opened.pop_all()  # (the engine holds them now: its close closes them all)
+            opened.callback(_close_quietly, engine.close, "the engine")
+            # A checkpoint the last process was writing when it died (its child dies with
+            # it) never landed; what it had written holds user data, erased or not since.
+            if discard_partial(engine.checkpoints.path):
+                log.info("removed a partial checkpoint left by a killed writer")
+            if from_checkpoint:
+                engine._restore(read_checkpoint(engine.checkpoints.path))
+            for pid in engine.rights.tombstoned:  # a checkpoint older than their tombstone
+                engine.state.erase_user(pid)
+            if replay:
+                engine.learn()  # (which skips the events of users being erased)
+                # The replayed state is a great many long-lived objects; a full collection
+                # walking them pauses whatever runs next (a feed request) for hundreds of ms.
+                gc.collect()
+                gc.freeze()
+            if role != "learner":  # (the server completes erasures; the learner follows)
+                engine.rights.resume_erasures()
+            opened.pop_all()  # opened whole: the caller closes it
         return engine
 
     # -- checkpoints ------------------------------------------------------------------------

@@ -7,7 +7,10 @@ erased user."""
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,7 +20,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from fyp.api import create_app
-from fyp.cluster.changes import ChangeFollower, ChangeStream, changes_url
+from fyp.cluster.changes import ChangeFollower, ChangeStream, changes_url, follow_changes
+from fyp.cluster.review_lease import ReviewLease
 from fyp.config import LOAD_GENERATOR_AUTH, Settings, load_settings
 from fyp.engine import Engine
 from fyp.privacy.keys import bearer, create_key
@@ -433,3 +437,43 @@ def test_a_process_cut_off_for_an_erasure_drops_the_user_created_again_since(
     finally:
         b.close()
         a.close()
+
+
+def test_a_follower_that_fails_to_start_leaves_no_thread_or_connection(
+    kit: Any, shared: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: follow_changes raising in ``start`` (here the review lease's thread
+    cannot start, as when the process is out of threads) left the follower's and the
+    event tail's threads running, their Redis connections open, and the engine waiting
+    for a review turn that never comes."""
+    _, log = shared
+    engine = kit.open_engine(kit.settings(event_log=log))
+    name = f"fyp-test-follower-{uuid.uuid4().hex[:8]}"  # (its connections, in CLIENT LIST)
+    named = engine.settings.model_copy(update={"event_log": f"{log}&client_name={name}"})
+
+    def no_thread(self: ReviewLease) -> NoReturn:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(ReviewLease, "start", no_thread)
+
+    def alive() -> Counter[str]:
+        names = ("fyp-changes", "fyp-event-tail")
+        return Counter(t.name for t in threading.enumerate() if t.name in names)
+
+    before = alive()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        follow_changes(engine, named, lambda: None)
+    assert alive() == before
+    assert engine.moderator.review_turn is None
+    client = shared_redis(lambda why: pytest.fail(why))
+
+    def connected() -> list[dict[str, Any]]:
+        return [c for c in client.client_list() if c["name"] == name]
+
+    try:
+        deadline = time.monotonic() + 2.0  # (the server drops a closed client at its next loop)
+        while connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert connected() == []
+    finally:
+        client.close()

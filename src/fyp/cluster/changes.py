@@ -34,6 +34,7 @@ Where the event log is not on Redis there is one process, and nothing here runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -303,8 +304,19 @@ def follow_changes(
     url = changes_url(settings)
     if url is None or settings.event_log is None:
         return None
-    tail = EventTail(settings.event_log, applied)
-    lease = ReviewLease(url)  # (the reports are folded here: reviews take turns)
-    follower = ChangeFollower(engine, ChangeStream(url), applied, tail=tail, lease=lease)
-    follower.start()
+    # A step that raises (a thread that cannot start, Redis answering with an error)
+    # stops and closes what came before it, then the error goes on: else their threads
+    # and Redis connections outlive it, and the engine keeps a review turn never taken.
+    with contextlib.ExitStack() as opened:
+        tail = EventTail(settings.event_log, applied)
+        opened.callback(tail.stop)  # (one not started: its client closed)
+        lease = ReviewLease(url)  # (the reports are folded here: reviews take turns)
+        opened.callback(lease.stop)
+        stream = ChangeStream(url)
+        opened.callback(stream.close)
+        follower = ChangeFollower(engine, stream, applied, tail=tail, lease=lease)
+        opened.pop_all()  # (the follower's stop stops them all, and unhooks the engine)
+        opened.callback(follower.stop)
+        follower.start()
+        opened.pop_all()
     return follower

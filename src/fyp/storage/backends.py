@@ -37,15 +37,17 @@ class Stores:
     audit: AuditLog
 
     def close(self) -> None:
-        """Close every store (the audit log first: it may write what it counted)."""
-        for store in (
-            self.audit,
-            self.impressions,
-            self.users,
-            self.moderation,
-            self.catalog,
-        ):
-            store.close()
+        """Close every store (the audit log first: it may write what it counted), also
+        when one fails to (the first failure raised after)."""
+        with contextlib.ExitStack() as stack:  # (callbacks run last first: the audit log's)
+            for store in (
+                self.catalog,
+                self.moderation,
+                self.users,
+                self.impressions,
+                self.audit,
+            ):
+                stack.callback(store.close)
 
 
 def check_store_url(url: str) -> str:
@@ -66,13 +68,18 @@ def open_stores(url: str | None, data_dir: Path, clock: Callable[[], int] = now_
     """The stores at ``url`` (None: the embedded ones in ``data_dir``); ``clock`` times
     the audit log's records."""
     if url is None:
-        return Stores(
-            SqliteCatalogStore(data_dir / "catalog.db"),
-            SqliteModerationStore(data_dir / "moderation.db"),
-            SqliteUserStore(data_dir / "users.db"),
-            SqliteImpressionLog(data_dir / "impressions.db"),
-            AuditLog(data_dir / AUDIT_FILE, clock),
-        )
+        with contextlib.ExitStack() as undo:  # a store that fails to open: the rest closed
+            catalog_file = SqliteCatalogStore(data_dir / "catalog.db")
+            undo.callback(catalog_file.close)
+            moderation_file = SqliteModerationStore(data_dir / "moderation.db")
+            undo.callback(moderation_file.close)
+            users_file = SqliteUserStore(data_dir / "users.db")
+            undo.callback(users_file.close)
+            impressions_file = SqliteImpressionLog(data_dir / "impressions.db")
+            undo.callback(impressions_file.close)
+            audit_file = AuditLog(data_dir / AUDIT_FILE, clock)
+            undo.pop_all()
+        return Stores(catalog_file, moderation_file, users_file, impressions_file, audit_file)
     check_store_url(url)
     from fyp.storage.postgres.audit import PgAuditChain
     from fyp.storage.postgres.catalog import PgCatalogStore, PgModerationStore
