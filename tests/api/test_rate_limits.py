@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pytest
+import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from fyp.api import create_app, security
@@ -253,3 +254,68 @@ def test_a_key_held_in_memory_is_served_without_asking_its_addresss_failures(
         assert codes == [401, 401, 429]
         assert asked.count("failed_auth") == 3
         assert c.get("/v1/users/nobody", headers=valid).status_code == 404
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The commands sent to Redis by this process's asyncio clients (the rate limits'),
+    each a round trip, in order."""
+    sent: list[str] = []
+    real = aioredis.Redis.execute_command
+
+    async def spy(self: aioredis.Redis, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return await real(self, *args, **options)
+
+    monkeypatch.setattr(aioredis.Redis, "execute_command", spy)
+    return sent
+
+
+def test_a_feed_takes_its_keys_and_its_users_tokens_in_one_round_trip(
+    settings: Settings,
+    engine: Engine,
+    catalog: Any,
+    clock: FakeClock,
+    round_trips: list[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Before: a feed took its key's token, then its user's, two round trips on Redis
+    (three with a user token: its address's failures asked first), each answered after
+    the event log's fsyncs. Now one, with the same answers: the key refused first (the
+    user's token then untouched), a request refused before the user's take (a 422) spends
+    only the key's, the user refused with their own Retry-After."""
+    on_redis = request.node.callspec.params["clock"] == "redis"
+    limits = {"key_rate_per_s": 0.001, "key_burst": 6, "user_rate_per_s": 0.5, "user_burst": 1}
+    first = _key(settings, "feed:read")
+    second = _key(settings, "feed:read")
+    third = _key(settings, "feed:read", "tokens:issue", "events:write")
+    per_request: list[int] = []
+
+    def get(url: str, headers: dict[str, str]) -> Any:
+        round_trips.clear()
+        resp = c.get(url, headers=headers)
+        per_request.append(len(round_trips))
+        return resp
+
+    with _app(settings, engine, **limits) as c:
+        for headers in (first, second):  # (held from now on; the key's first token)
+            assert c.get("/v1/users/nobody", headers=headers).status_code == 404
+        assert c.put("/v1/users/u4", json={}, headers=third).is_success
+        resp = c.post("/v1/tokens", json={"user_id": "u4"}, headers=third)
+        token = bearer(resp.json()["token"])
+        assert get("/v1/feed?user_id=u1&count=3", first).status_code == 200
+        resp = get("/v1/feed?user_id=u1&count=3", first)
+        assert resp.status_code == 429 and resp.headers["Retry-After"] == "2"
+        assert "feed requests for this user" in resp.json()["detail"]
+        assert get("/v1/feed?user_id=u2&count=0", first).status_code == 422
+        assert get("/v1/feed?user_id=u2&after=r1", first).status_code == 422
+        assert get("/v1/feed?user_id=u2&count=3", first).status_code == 200  # (u2's token)
+        resp = get("/v1/feed?user_id=u3&count=3", first)  # the key's sixth: none left
+        assert resp.status_code == 429 and "rate limit of key" in resp.json()["detail"]
+        assert get("/v1/feed?user_id=u3&count=3", second).status_code == 200  # (u3's)
+        assert get("/v1/feed?user_id=u5&after=r1&shown=1", second).status_code == 404
+        assert get("/v1/feed?user_id=u5", second).status_code == 429  # (taken before the 404)
+        assert get("/v1/feed?user_id=u4&count=3", token).status_code == 200
+        assert get("/v1/feed?user_id=u4&count=3", token).status_code == 429
+    if on_redis:
+        assert per_request == [1] * len(per_request), per_request

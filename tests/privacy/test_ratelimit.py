@@ -15,7 +15,14 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import pytest
 import redis
 
-from fyp.privacy.ratelimit import Limiter, RateLimiter, limiters, retry_after
+from fyp.privacy.ratelimit import (
+    InProcessLimiter,
+    Limiter,
+    RateLimiter,
+    limiters,
+    retry_after,
+    take_in_turn,
+)
 from fyp.privacy.redis_ratelimit import RedisConnection, RedisRateLimiter
 from redis_servers import SHARED_URL, RedisServer, delete_prefix, shared_redis, unique_prefix
 
@@ -209,6 +216,73 @@ def test_take_each_is_one_take_per_key_in_turn(make: Make) -> None:
     clock.t += 0.5  # the buckets were written back: one token of "a" since
     assert batch.take_each(["a", "a"]) == pytest.approx([0.0, 0.5])
     assert batch.take_each([]) == []
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_take_in_turn_takes_until_one_refuses_in_one_round_trip(
+    where: str,
+    loop: asyncio.AbstractEventLoop,
+    redis_prefix: tuple[redis.Redis, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request's key bucket, then its user's, as two takes in turn would: the user's
+    is neither taken nor read once the key's refuses. On Redis, in one script call (the
+    two takes were two round trips, each waiting behind the event log's fsyncs)."""
+    _, prefix = redis_prefix
+    clock = FakeClock()
+    connection = RedisConnection(SHARED_URL)
+    calls: list[str] = []
+    real = RedisConnection.script
+
+    def counted(self: RedisConnection, source: str) -> Any:
+        calls.append(source)
+        return real(self, source)
+
+    monkeypatch.setattr(RedisConnection, "script", counted)
+
+    def limiter(name: str, rate: float, burst: float) -> Limiter:
+        if where == "memory":
+            return InProcessLimiter(RateLimiter(rate, burst, clock=clock))
+        return RedisRateLimiter(connection, name, rate, burst, prefix, clock=clock)
+
+    key, user = limiter("key", 1.0, 2.0), limiter("user", 0.5, 1.0)
+    a, b = RateLimiter(1.0, 2.0, clock=clock), RateLimiter(0.5, 1.0, clock=clock)  # expected
+
+    def both(k: str, u: str) -> list[float | None]:
+        return loop.run_until_complete(take_in_turn([(key, k), (user, u)]))
+
+    def expected(k: str, u: str) -> list[float | None]:
+        first = a.take(k)
+        return [first, b.take(u) if first == 0 else None]
+
+    try:
+        for k, u in [("k", "u"), ("k", "u"), ("k", "v"), ("j", "w")]:
+            assert both(k, u) == pytest.approx(expected(k, u)), (k, u)
+        # "k" refused, "v" untouched; a second later "k" has a token and "v" has its one.
+        assert b.wait("v") == 0.0 and loop.run_until_complete(user.wait("v")) == 0.0
+        # (the buckets written are the ones a single take reads)
+        assert loop.run_until_complete(key.wait("k")) == pytest.approx(a.wait("k")) == 1.0
+        clock.t += 1.0
+        assert both("k", "v") == pytest.approx(expected("k", "v")) == [0.0, 0.0]
+        assert loop.run_until_complete(take_in_turn([])) == []
+        assert len(calls) == (0 if where == "memory" else 7)  # (one a take in turn, one a wait)
+    finally:
+        loop.run_until_complete(connection.close())
+
+
+def test_take_in_turn_falls_back_to_the_processs_own_buckets_once(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    from server_process import free_port
+
+    make = limiters(f"redis://127.0.0.1:{free_port()}/0?prefix=p")  # nobody listens there
+    key, user = make("key", 1.0, 1.0), make("user", 1.0, 2.0)
+    assert isinstance(key, RedisRateLimiter) and isinstance(user, RedisRateLimiter)
+    takes: list[tuple[Limiter, str]] = [(key, "k"), (user, "u")]
+    assert loop.run_until_complete(take_in_turn(takes)) == [0.0, 0.0]
+    waits = loop.run_until_complete(take_in_turn(takes))  # (the key's one token spent)
+    assert waits[0] is not None and waits[0] > 0 and waits[1] is None
+    loop.run_until_complete(key.close())
 
 
 def test_asking_makes_no_bucket() -> None:

@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fyp.config import Settings
 from fyp.privacy.keys import ApiKey, KeyStore
-from fyp.privacy.ratelimit import limiters, limits_store, retry_after
+from fyp.privacy.ratelimit import limiters, limits_store, retry_after, take_in_turn
 from fyp.privacy.tokens import TokenError, TokenSigner, UserToken, check, is_user_token
 from fyp.types import now_ms
 
@@ -47,6 +47,9 @@ class Caller:
 
     key: ApiKey | None
     token: UserToken | None = None  # a user token's claims; None for a service key
+    # (user, wait): the user's token of the route's per-user limit, taken with the key's
+    # in one round trip (see ``Guard.require``'s ``takes_user``); None: not taken.
+    user_taken: tuple[str, float] | None = None
 
     @property
     def user(self) -> str | None:
@@ -65,6 +68,12 @@ class Caller:
 # Records a request refused to a user token (the audit log): the request, its caller,
 # and what was refused.
 TokenRefusal = Callable[[Request, Caller, Mapping[str, Any]], None]
+
+# The user whose per-user limit a route takes (``Guard.user_wait``) for this request and
+# caller once the guard lets it through, where the route surely reaches that take (its
+# parameters valid, its own checks passed); None where it may not, or cannot tell. The
+# guard then takes the user's token with the key's, in one round trip on Redis.
+UserTaken = Callable[[Request, Caller], str | None]
 
 
 def client_address(request: Request) -> str:
@@ -128,27 +137,22 @@ class Guard:
             await limiter.close()
 
     async def authenticate(
-        self, credentials: HTTPAuthorizationCredentials | None, address: str
+        self,
+        credentials: HTTPAuthorizationCredentials | None,
+        address: str,
+        user_next: Callable[[Caller], str | None] | None = None,
     ) -> Caller:
         """The caller, whatever the route's scope; raises 401 / 429. ``address``: the
         client's, which failed authentications (a bad key or a bad token alike) are
-        counted against."""
+        counted against. ``user_next``: the user whose per-user token the route takes
+        next, given the caller (None: none), taken with the key's (``Caller.user_taken``)."""
         if self.keys is None:
             return Caller(None)
         # A valid key is served whatever its address's failures (the address may be a
         # proxy's or a NAT's, shared with the callers who fail), so a key this process
-        # holds is checked first, from memory, and the failures are asked for only
-        # otherwise: on Redis, that question was a round trip of every request, answered
-        # after the event log's fsyncs.
-        key: ApiKey | None = None
-        token: UserToken | None = None
-        if credentials is not None and not is_user_token(credentials.credentials):
-            key = self.keys.authenticate(credentials.credentials, ask_about_unknown=False)
-            if key is not None:
-                return await self._within_key_rate(key, None)
-        # Checked before the lookup: from an address past its failures, an unknown key id
-        # is refused from memory.
-        wait = await self.failed_auth.wait(address)
+        # holds, or a good token, is checked first, from memory, and the failures are
+        # asked for only otherwise: on Redis, that question was a round trip of every
+        # request, answered after the event log's fsyncs.
         why, detail = (
             "missing",
             "an API key is required: send 'Authorization: Bearer <key>' "
@@ -159,25 +163,50 @@ class Guard:
                 key, token = self._token(credentials.credentials)
             except TokenError as err:
                 why, detail = "token", str(err)
+            else:
+                return await self._within_key_rate(key, token, user_next)
         elif credentials is not None:
-            key = self.keys.authenticate(credentials.credentials, ask_about_unknown=wait == 0)
+            held = self.keys.authenticate(credentials.credentials, ask_about_unknown=False)
+            if held is not None:
+                return await self._within_key_rate(held, None, user_next)
+        # Checked before the lookup: from an address past its failures, an unknown key id
+        # is refused from memory.
+        wait = await self.failed_auth.wait(address)
+        if credentials is not None and not is_user_token(credentials.credentials):
+            looked_up = self.keys.authenticate(credentials.credentials, ask_about_unknown=wait == 0)
+            if looked_up is not None:
+                return await self._within_key_rate(looked_up, None, user_next)
             why, detail = "invalid", "the API key is not valid (unknown or revoked)"
-        if key is None:
-            if wait > 0:
-                self._count("failed_auth_limited")
-                raise too_many(wait, f"requests without a valid API key from {address}")
-            raise await self._failed(address, why, detail)
-        return await self._within_key_rate(key, token)
+        if wait > 0:
+            self._count("failed_auth_limited")
+            raise too_many(wait, f"requests without a valid API key from {address}")
+        raise await self._failed(address, why, detail)
 
-    async def _within_key_rate(self, key: ApiKey, token: UserToken | None) -> Caller:
+    async def _within_key_rate(
+        self,
+        key: ApiKey,
+        token: UserToken | None,
+        user_next: Callable[[Caller], str | None] | None,
+    ) -> Caller:
         """The caller, once ``key``'s rate allows the request (else 429). A token's
         requests count against its key's rate: the key's limit bounds what one client (a
-        backend and the users it issued tokens to) asks of the server."""
-        wait = await self.per_key.take(key.key_id)
+        backend and the users it issued tokens to) asks of the server. The user
+        ``user_next`` names (if any) has their token taken too, once the key's was, in
+        the same round trip: the route would take it next."""
+        caller = Caller(key, token)
+        user = None if user_next is None else user_next(caller)
+        if user is None:
+            waits: list[float | None] = [await self.per_key.take(key.key_id), None]
+        else:
+            waits = await take_in_turn([(self.per_key, key.key_id), (self.per_user, user)])
+        wait, user_wait = waits
+        assert wait is not None  # (the first is always asked)
         if wait > 0:
             self._count("rate_limited")
             raise too_many(wait, f"key {key.key_id}")
-        return Caller(key, token)
+        if user is None or user_wait is None:
+            return caller
+        return Caller(key, token, (user, user_wait))
 
     def _token(self, credential: str) -> tuple[ApiKey, UserToken]:
         """The issuing key and the claims of a good token; TokenError saying why not.
@@ -235,49 +264,78 @@ class Guard:
 
         return dependency
 
-    def require(self, scope: str, *, user_token: bool = False):  # type: ignore[no-untyped-def]
+    def _not_allowed(self, caller: Caller, scope: str, user_token: bool) -> tuple[str, str] | None:
+        """Why ``caller`` may not call a route that needs ``scope`` (``user_token``: one
+        that accepts tokens): what to count ("token": refused to a token, audited) and
+        the detail; None: it may."""
+        key = caller.key
+        if key is None:
+            return None
+        if caller.user is not None and not user_token:
+            return (
+                "token",
+                "a user token is not accepted on this route: it needs a service key "
+                f"with the scope {scope!r}",
+            )
+        if not key.allows(scope):
+            whose = "this key" if caller.user is None else "the key that issued this token"
+            detail = (
+                f"{whose} ({key.key_id}) lacks the scope {scope!r}; it has {sorted(key.scopes)}"
+            )
+            return ("token" if caller.user is not None else "scope", detail)
+        if key.region is not None and key.region != self.settings.region:
+            return (
+                "region",
+                f"this key ({key.key_id}) is for region {key.region!r}'s users; this "
+                f"deployment serves {self.settings.region!r}",
+            )
+        return None
+
+    def require(  # type: ignore[no-untyped-def]
+        self, scope: str, *, user_token: bool = False, takes_user: UserTaken | None = None
+    ):
         """The dependency of a route that needs ``scope``; ``user_token``: a user token
-        is accepted too (the route then checks the user with :meth:`own`). Async, so
-        FastAPI runs it on the event loop: a sync dependency would go through a thread
-        pool on every request (a thread hop and GIL hand-offs for microseconds of work)."""
+        is accepted too (the route then checks the user with :meth:`own`);
+        ``takes_user``: the route then takes a user's per-user token
+        (:meth:`user_wait`), which the guard takes with the key's where it can (one round
+        trip, not two, where the limits are on Redis). Async, so FastAPI runs it on the
+        event loop: a sync dependency would go through a thread pool on every request (a
+        thread hop and GIL hand-offs for microseconds of work)."""
 
         async def dependency(
             request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Caller:
-            caller = await self.authenticate(credentials, client_address(request))
+            user_next = None
+            if takes_user is not None:
+                route_user = takes_user
+
+                def user_next(caller: Caller) -> str | None:
+                    # Only where this guard lets the caller through: else the route never
+                    # takes the user's token, and neither may the guard.
+                    if self._not_allowed(caller, scope, user_token) is not None:
+                        return None
+                    return route_user(request, caller)
+
+            caller = await self.authenticate(credentials, client_address(request), user_next)
             request.state.caller = caller  # for the error handlers' audit records
-            key = caller.key
-            if key is None:
+            refused = self._not_allowed(caller, scope, user_token)
+            if refused is None:
                 return caller
-            if caller.user is not None and not user_token:
-                raise self.forbid(
-                    request,
-                    caller,
-                    "a user token is not accepted on this route: it needs a service key "
-                    f"with the scope {scope!r}",
-                )
-            if not key.allows(scope):
-                whose = "this key" if caller.user is None else "the key that issued this token"
-                detail = (
-                    f"{whose} ({key.key_id}) lacks the scope {scope!r}; it has {sorted(key.scopes)}"
-                )
-                if caller.user is not None:
-                    raise self.forbid(request, caller, detail)
-                raise self._refuse(403, "scope", detail)
-            if key.region is not None and key.region != self.settings.region:
-                raise self._refuse(
-                    403,
-                    "region",
-                    f"this key ({key.key_id}) is for region {key.region!r}'s users; this "
-                    f"deployment serves {self.settings.region!r}",
-                )
-            return caller
+            why, detail = refused
+            if why == "token":
+                raise self.forbid(request, caller, detail)
+            raise self._refuse(403, why, detail)
 
         return dependency
 
-    async def user_wait(self, user_id: str) -> float:
-        """Seconds ``user_id`` must wait (0: go ahead): their feed requests and events."""
+    async def user_wait(self, user_id: str, caller: Caller | None = None) -> float:
+        """Seconds ``user_id`` must wait (0: go ahead): their feed requests and events.
+        Taken already, with the key's, where ``caller`` says so (``user_taken``)."""
+        if caller is not None and caller.user_taken is not None:
+            taken_for, wait = caller.user_taken
+            if taken_for == user_id:
+                return wait
         return await self.per_user.take(user_id)
 
     async def user_waits(self, user_ids: Sequence[str]) -> list[float]:

@@ -147,6 +147,23 @@ class InProcessLimiter:
         return None
 
 
+async def take_in_turn(takes: Sequence[tuple[Limiter, str]]) -> list[float | None]:
+    """One token from each ``(limiter, key)`` in turn, as long as each is let through:
+    what ``await limiter.take(key)`` answered each, None for those after the first
+    refused (nothing taken from them). A request's buckets (its key's, then its user's):
+    where every limiter is on the same Redis server, in one round trip."""
+    if takes and not all(isinstance(limiter, InProcessLimiter) for limiter, _ in takes):
+        from fyp.privacy.redis_ratelimit import take_in_turn_on_redis  # redis when used
+
+        together = await take_in_turn_on_redis(takes)
+        if together is not None:
+            return together
+    waits: list[float | None] = []
+    for limiter, key in takes:
+        waits.append(await limiter.take(key) if not waits or waits[-1] == 0 else None)
+    return waits
+
+
 def limits_store(rate_limits: str | None, event_log: str | None) -> str | None:
     """The Redis URL the buckets are kept on (None: in this process), from the settings
     ``auth.rate_limits`` and ``event_log``: see :class:`fyp.config.AuthConfig`."""

@@ -146,6 +146,43 @@ return table.concat(out, ' ')
 """
 
 
+# KEYS: the buckets, in turn (of limiters with their own rates). ARGV: now ('' = the
+# server's TIME), then for each bucket its rate, burst and expiry in ms. One token taken
+# from each in turn, as _TAKE's, until one is refused: that one is written as _TAKE
+# writes a refused take, those after it are neither read nor written. Returns the waits
+# of the buckets asked, space-separated.
+_TAKE_IN_TURN = """#!lua
+redis.set_repl(redis.REPL_NONE)
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
+end
+local out = {}
+for i, key in ipairs(KEYS) do
+  local rate, burst = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local tokens = burst
+  local b = redis.call('GET', key)
+  if b then
+    local have, at = string.match(b, '^(%S+) (%S+)$')
+    tokens = math.min(burst, tonumber(have) + math.max(0, now - tonumber(at)) * rate)
+  end
+  local wait = 0
+  if tokens + 1e-9 >= 1 then
+    tokens = math.max(0, tokens - 1)
+  else
+    wait = (1 - tokens) / rate
+  end
+  redis.call('SET', key, string.format('%.17g %.17g', tokens, now), 'PX', ARGV[3 * i + 1])
+  out[i] = string.format('%.17g', wait)
+  if wait > 0 then break end
+end
+return table.concat(out, ' ')
+"""
+
+
 # (ResponseError: loading, busy, a read-only replica: a server not serving)
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError)
 
@@ -298,3 +335,37 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         await self._redis.close()
+
+
+async def take_in_turn_on_redis(takes: Sequence[tuple[object, str]]) -> list[float | None] | None:
+    """:func:`fyp.privacy.ratelimit.take_in_turn` in one script call, where every limiter
+    is a :class:`RedisRateLimiter` on one connection, with one clock, none of them
+    falling back now; None otherwise (the caller takes them one by one). When Redis
+    cannot answer, each falls back to its process's own buckets, as its ``take`` would."""
+    limiters: list[RedisRateLimiter] = []
+    for limiter, _ in takes:
+        if not isinstance(limiter, RedisRateLimiter):
+            return None
+        limiters.append(limiter)
+    first = limiters[0]
+    if any(
+        lim._redis is not first._redis or lim._clock is not first._clock for lim in limiters
+    ) or time.monotonic() < max(lim._down_until for lim in limiters):
+        return None
+    args: list[Any] = [first._now()]
+    for lim in limiters:
+        args += [lim.rate, lim.burst, lim._expiry_ms]
+    keys = [lim._key + key for lim, (_, key) in zip(limiters, takes, strict=True)]
+    waits: list[float | None] = [None] * len(takes)
+    try:
+        reply = await first._script(_TAKE_IN_TURN, keys, args)
+    except PoolBusyError:
+        waits[0] = RETRY_S  # (refused: see PoolBusyError)
+        return waits
+    if reply is None:  # (Redis did not answer: the first is down now, and so the rest)
+        for lim in limiters[1:]:
+            lim._down_until = first._down_until
+        return None
+    for i, wait in enumerate(reply.split()):
+        waits[i] = float(wait)
+    return waits

@@ -34,6 +34,8 @@ from fyp.validation import MAX_ID_CHARS
 # (the route's ``after`` and ``shown``, or one FastAPI would ignore) goes to FastAPI.
 _PLAIN_PARAMS = frozenset({"user_id", "count", "surface"})
 _MAX_COUNT_DIGITS = 6  # past this, FastAPI's parser decides
+_PAGE_PARAMS = _PLAIN_PARAMS | {"after", "shown"}  # every parameter the route declares
+_MAX_AFTER_CHARS = 128
 
 
 def plain_id(value: str) -> bool:
@@ -59,12 +61,61 @@ def plain_count(value: str, max_count: int) -> int | None:
     return n if 1 <= n <= max_count else None
 
 
+def unique_params(request: Request) -> dict[str, str] | None:
+    """The request's query parameters, None if one is repeated (FastAPI's rule then
+    applies: the last)."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name in params:
+            return None
+        params[name] = value
+    return params
+
+
+def user_served(request: Request, caller: Caller, max_count: int) -> str | None:
+    """The user whose feed limit the route takes for this request, where it surely
+    reaches that take: parameters FastAPI accepts (judged as :func:`plain_id` judges),
+    the caller's own user, ``after`` and ``shown`` together. None otherwise: the route
+    then takes the user's token itself, if it gets that far."""
+    params = unique_params(request)
+    if params is None or not _PAGE_PARAMS.issuperset(params):
+        return None
+    user_id = params.get("user_id")
+    if user_id is None or not plain_id(user_id):
+        return None
+    if not plain_id(params.get("surface", DEFAULT_SURFACE)):
+        return None
+    count = params.get("count")
+    if count is not None and plain_count(count, max_count) is None:
+        return None
+    after, shown = params.get("after"), params.get("shown")
+    if (after is None) != (shown is None):
+        return None
+    if after is not None and not (
+        plain_id(after)
+        and len(after) <= _MAX_AFTER_CHARS
+        and shown is not None
+        and 0 < len(shown) <= _MAX_COUNT_DIGITS
+        and shown.isascii()
+        and shown.isdigit()
+    ):
+        return None
+    if caller.user is not None and caller.user != user_id:
+        return None
+    return user_id
+
+
 def feed_router(settings: Settings, guard: Guard, running: Running, live: LiveStats) -> APIRouter:
     """The feed's route, over ``running``'s engine."""
     eng = running.eng
-    authorise = guard.require("feed:read", user_token=True)
-    UserFeedRead = Annotated[Caller, Depends(authorise)]  # noqa: N806
     max_count, default_count = settings.feed.max_count, settings.feed.default_count
+    # The user's feed limit is taken with the key's, where the route will take it.
+    authorise = guard.require(
+        "feed:read",
+        user_token=True,
+        takes_user=lambda request, caller: user_served(request, caller, max_count),
+    )
+    UserFeedRead = Annotated[Caller, Depends(authorise)]  # noqa: N806
 
     async def serve(
         request: Request,
@@ -83,7 +134,7 @@ def feed_router(settings: Settings, guard: Guard, running: Running, live: LiveSt
                 "after and shown go together: the page to replace the rest of, and how "
                 "many of its cards were shown",
             )
-        wait = await guard.user_wait(user_id)
+        wait = await guard.user_wait(user_id, caller)
         if wait > 0:
             raise too_many(wait, "feed requests for this user")
         t0 = time.perf_counter()
@@ -116,11 +167,9 @@ def feed_router(settings: Settings, guard: Guard, running: Running, live: LiveSt
         FastAPI to answer. Does what FastAPI does for the declared route: the app's
         dependency (:func:`utf8_target`), then the caller's authentication, then the
         route."""
-        params: dict[str, str] = {}
-        for name, value in request.query_params.multi_items():
-            if name in params:
-                return None  # a repeated parameter: FastAPI's rule (the last) applies
-            params[name] = value
+        params = unique_params(request)
+        if params is None:
+            return None
         user_id = params.get("user_id")
         if user_id is None or not plain_id(user_id):
             return None
