@@ -11,7 +11,12 @@ rate_limits``: the buckets on the event log's server, an appender beside at
 server, appending`` (``[auth] rate_limits = "redis://…"``: the buckets on a server
 without an AOF, the same appender on the log's). In each, ``--rate`` feeds per second
 (open loop on an asyncio loop, as the API awaits them) each take the key's then the
-user's token; the latency is from a feed's scheduled time to its second answer. The
+user's token, in two ways: ``two calls`` (one script call each, two round trips: the
+guard before issue 21's last change) and ``one call`` (``take_in_turn``: both in one
+script call, as the guard takes them now); the latency is from a feed's scheduled time
+to its last answer, the round trips are the commands the feeds sent, counted, and the
+CPU per feed is the client loop thread's and the server's (``INFO cpu``; on the log's
+server, the appends' too). The
 cases alternate ``--repeats`` times (the machine's load changes over a run). Also the
 fsyncs' own time on the log server's disk (``INFO persistence``: none; timed here by
 an ``fsync`` of a file beside the AOF).
@@ -34,9 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from _common import console, machine_info, percentiles, print_table, utc_now_iso, write_json
 from cluster import RedisServer
 from fyp.events.redis_log import RedisEventLog
+from fyp.privacy.ratelimit import take_in_turn
 from fyp.privacy.redis_ratelimit import RedisRateLimiter
 from fyp.types import Event, now_ms
 
@@ -75,20 +83,57 @@ class Appender(threading.Thread):
             self.stop_flag.wait(max(0.0, due - time.perf_counter()))
 
 
-async def _feeds(url: str, prefix: str, rate: float, seconds: float) -> list[float]:
-    """Each feed's two takes (key, then user), ``rate`` a second; latencies in ms."""
+class Counted:
+    """The commands this process's asyncio Redis clients send (each a round trip)."""
+
+    sent = 0
+
+    @classmethod
+    def install(cls) -> None:
+        real = aioredis.Redis.execute_command
+
+        async def counted(self: aioredis.Redis, *args: Any, **options: Any) -> Any:
+            cls.sent += 1
+            return await real(self, *args, **options)
+
+        aioredis.Redis.execute_command = counted  # type: ignore[method-assign]
+
+
+def _server_cpu_s(port: int) -> float:
+    """The redis-server's CPU time so far (``INFO cpu``: user + system, its threads)."""
+    import redis
+
+    client = redis.Redis(port=port)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _feeds(
+    url: str, prefix: str, rate: float, seconds: float, together: bool
+) -> tuple[list[float], float, float]:
+    """Each feed's two takes (key, then user; ``together``: in one script call), ``rate``
+    a second; latencies in ms, the round trips a feed made, and the CPU seconds of this
+    loop's thread a feed cost (the client's side: the API process's)."""
     connection = RedisRateLimiter.connect(url)
     per_key = RedisRateLimiter(connection, "key", 1e9, 1e9, prefix)
     per_user = RedisRateLimiter(connection, "user", 1e9, 1e9, prefix)
     lat: list[float] = []
 
     async def feed(due: float, i: int) -> None:
-        await per_key.take("bench-key")
-        await per_user.take(f"user-{i % 500}")
+        if together:
+            await take_in_turn([(per_key, "bench-key"), (per_user, f"user-{i % 500}")])
+        else:
+            await per_key.take("bench-key")
+            await per_user.take(f"user-{i % 500}")
         lat.append((time.perf_counter() - due) * 1e3)
 
     try:
         await per_key.take("warm")
+        await take_in_turn([(per_key, "warm"), (per_user, "warm")])  # (both scripts loaded)
+        sent, cpu = Counted.sent, time.thread_time()
         tasks = []
         t0 = time.perf_counter() + 0.1
         for i in range(int(rate * seconds)):
@@ -96,9 +141,11 @@ async def _feeds(url: str, prefix: str, rate: float, seconds: float) -> list[flo
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             tasks.append(asyncio.create_task(feed(due, i)))
         await asyncio.gather(*tasks)
+        trips = (Counted.sent - sent) / max(1, len(tasks))
+        cpu = (time.thread_time() - cpu) / max(1, len(tasks))
     finally:
         await connection.close()
-    return lat
+    return lat, trips, cpu
 
 
 def _fsync_ms(folder: Path, n: int = 50) -> dict[str, float]:
@@ -134,6 +181,7 @@ def main() -> None:
     out: dict[str, Any] = {"bench": "ratelimit_fsync", "when": utc_now_iso()}
     out |= {"machine": machine_info(root), "params": vars(args)}
     console.print(f"load average {os.getloadavg()}")
+    Counted.install()
     try:
         log = RedisEventLog.from_url(log_redis.url("bench") + "&durability=always")
         cases = [
@@ -141,20 +189,29 @@ def main() -> None:
             ("log server, appending", log_redis, True),
             ("own server, appending", own_redis, True),
         ]
+        runs = [(case, together) for case in cases for together in (False, True)]
         for r in range(args.repeats):
-            for name, server, appending in cases:
+            for (name, server, appending), together in runs:
                 appender = Appender(log, args.batch, args.batches_per_s)
                 if appending:
                     appender.start()
-                lat = asyncio.run(
-                    _feeds(f"redis://127.0.0.1:{server.port}/0", f"rl{r}", args.rate, args.seconds)
+                url = f"redis://127.0.0.1:{server.port}/0"
+                server_cpu = _server_cpu_s(server.port)
+                lat, trips, cpu = asyncio.run(
+                    _feeds(url, f"rl{r}{int(together)}", args.rate, args.seconds, together)
                 )
+                server_cpu = _server_cpu_s(server.port) - server_cpu
                 if appending:
                     appender.stop_flag.set()
                     appender.join()
                 row = {
                     "case": name,
+                    "takes": "one call" if together else "two calls",
                     "round": r,
+                    "round_trips_per_feed": trips,
+                    "client_cpu_us_per_feed": cpu * 1e6,
+                    # (the appends' too where the buckets share the log's server)
+                    "server_cpu_us_per_feed": server_cpu * 1e6 / (args.rate * args.seconds),
                     "feeds_ms": percentiles(lat),
                     "appends_ms": percentiles(appender.append_ms),
                     "events_appended": appender.appended,
@@ -164,7 +221,8 @@ def main() -> None:
                 rows.append(row)
                 f = row["feeds_ms"]
                 console.print(
-                    f"  {name} (round {r}): p50 {f['p50']:.2f} p99 {f['p99']:.2f}"
+                    f"  {name}, {row['takes']} (round {r}): {trips:.2f} round trips;"
+                    f" p50 {f['p50']:.2f} p99 {f['p99']:.2f}"
                     f" max {f['max']:.2f} ms; load {row['load_average'][0]:.1f}"
                 )
         log.close()
@@ -177,7 +235,11 @@ def main() -> None:
         "A feed's two rate-limit takes (key, user), open loop",
         [
             "case",
+            "takes",
             "round",
+            "round trips / feed",
+            "client CPU µs / feed",
+            "server CPU µs / feed",
             "p50 ms",
             "p99 ms",
             "max ms",
@@ -187,7 +249,11 @@ def main() -> None:
         [
             [
                 r["case"],
+                r["takes"],
                 str(r["round"]),
+                f"{r['round_trips_per_feed']:.2f}",
+                f"{r['client_cpu_us_per_feed']:.0f}",
+                f"{r['server_cpu_us_per_feed']:.0f}",
                 f"{r['feeds_ms']['p50']:.2f}",
                 f"{r['feeds_ms']['p99']:.2f}",
                 f"{r['feeds_ms']['max']:.2f}",
