@@ -16,9 +16,13 @@ on a busy machine would change a page). It reports the process's CPU per feed (a
 threads: the impression log's writer too) and the pages; the pages of both codes are
 compared card by card (video, source, reason, score), so a change meant as a pure
 optimisation shows here if it changed what is served. ``--profile`` adds cProfile's
-top functions (by their own time) of this code's run.
+top functions (by their own time) of this code's run. ``--upload-every N`` uploads a
+video before every N-th feed (warm-up included; the same videos for both codes), as a
+catalog that changes while serving does; the uploads' own CPU is not counted in the
+feeds' (it is reported apart).
 
     python bench/feed_cpu.py [--quick] [--baseline-src DIR] [--modes serving,off]
+                             [--upload-every N]
 
 Prints a table and writes ``bench/results/feed_cpu.json`` (``_quick``). Nothing here
 asserts on timings; compare the two codes of one run only.
@@ -67,6 +71,7 @@ SECTIONS = [
     ("fyp.pipeline", "FeedPipeline", "_rank"),
     ("fyp.rank.first_ranker", "FirstRanker", "score"),
     ("fyp.model.replica", "ReplicaRanker", "predict"),
+    ("fyp.model.catalog_rows", "CatalogRankRows", "rank_batch"),
     ("fyp.rerank.tastes", "TasteAllocation", "apply"),
     ("fyp.rerank.diversity", "CreatorSoundSpacing", "arrange"),
     ("fyp.rerank.diversity", "CreatorSoundSpacing", "looked_at"),
@@ -129,9 +134,12 @@ def build(state: Path, videos: int, users: int) -> None:
     (state / "now").write_text(str(now))
 
 
-def worker(state: Path, mode: str, feeds: int, out: Path, profile: bool, sections: bool) -> None:
+def worker(
+    state: Path, mode: str, feeds: int, out: Path, profile: bool, sections: bool, upload_every: int
+) -> None:
     """One code's run (in its own process, with that code's ``fyp`` first on the path):
-    the engine on a copy of the state, ``feeds`` timed feeds after a warm-up."""
+    the engine on a copy of the state, ``feeds`` timed feeds after a warm-up, a video
+    uploaded before every ``upload_every``-th (0: none)."""
     import cProfile
     import io
     import itertools
@@ -141,6 +149,7 @@ def worker(state: Path, mode: str, feeds: int, out: Path, profile: bool, section
     from fyp.config import ModelSettings, Settings, SourcesConfig
     from fyp.engine import Engine, serving_gc
     from fyp.model.channel import FileModelChannel
+    from fyp.types import Video
 
     serving_gc()
     spent = time_sections() if sections else {}
@@ -162,21 +171,45 @@ def worker(state: Path, mode: str, feeds: int, out: Path, profile: bool, section
         users: list[str] = json.loads((state / "users.json").read_text())
         users = (users * (1 + (WARMUP + feeds) // len(users)))[: WARMUP + feeds]
         pages: list[list[Any]] = []
+        upload_cpu = 0.0
+
+        def upload(i: int) -> None:
+            """Before feed ``i``, a new video like an existing one (another's creator,
+            sound and hashtags), so that both codes see the same catalog."""
+            nonlocal upload_cpu
+            if not upload_every or i % upload_every:
+                return
+            t0 = time.process_time()
+            like = engine.catalog.videos[(i * 7919) % len(engine.catalog)]
+            video = Video(
+                f"bench-upload-{i}",
+                like.creator_id,
+                like.duration_ms,
+                sound_id=like.sound_id,
+                hashtags=like.hashtags,
+                created_at=now + i,
+            )
+            engine.upsert_videos([video])
+            upload_cpu += time.process_time() - t0
+
         for i, u in enumerate(users[:WARMUP]):
+            upload(i)
             f = engine.feed(u, COUNT, now=now + i)
             pages.append([(c.video_id, c.source, c.reason, c.score) for c in f.items])
         profiler = cProfile.Profile() if profile else None
         for k in spent:
             spent[k] = 0.0
+        upload_cpu = 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.enable()
         for i, u in enumerate(users[WARMUP:], start=WARMUP):
+            upload(i)
             f = engine.feed(u, COUNT, now=now + i)
             pages.append([(c.video_id, c.source, c.reason, c.score) for c in f.items])
         if profiler is not None:
             profiler.disable()
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        cpu, wall = time.process_time() - cpu0 - upload_cpu, time.perf_counter() - wall0
         top = ""
         if profiler is not None:
             s = io.StringIO()
@@ -187,6 +220,7 @@ def worker(state: Path, mode: str, feeds: int, out: Path, profile: bool, section
             "feeds": feeds,
             "cpu_ms_per_feed": cpu / feeds * 1000,
             "wall_ms_per_feed": wall / feeds * 1000,
+            "upload_cpu_ms": upload_cpu * 1000,
             "pages": pages,
             "profile": top,
             "sections_ms_per_feed": {k: v / feeds * 1000 for k, v in spent.items()},
@@ -198,13 +232,21 @@ def worker(state: Path, mode: str, feeds: int, out: Path, profile: bool, section
 
 
 def run_worker(
-    src: Path, state: Path, mode: str, feeds: int, root: Path, profile: bool, sections: bool
+    src: Path,
+    state: Path,
+    mode: str,
+    feeds: int,
+    root: Path,
+    profile: bool,
+    sections: bool,
+    upload_every: int,
 ) -> dict[str, Any]:
     out = root / f"result-{mode}-{abs(hash(str(src)))}.json"
     env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{BENCH_DIR}")
     cmd = [sys.executable, str(BENCH_DIR / "feed_cpu.py"), "--worker", str(out)]
     cmd += ["--state", str(state), "--modes", mode, "--feeds", str(feeds)]
     cmd += ["--profile"] if profile else []
+    cmd += ["--upload-every", str(upload_every)]
     subprocess.run(cmd + (["--sections"] if sections else []), env=env, check=True)
     result: dict[str, Any] = json.loads(out.read_text())
     return result
@@ -237,10 +279,21 @@ def main() -> None:
     ap.add_argument("--state", type=Path, default=None, help="built here if absent; reused")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--sections", action="store_true", help="the CPU of the path's parts")
+    ap.add_argument(
+        "--upload-every", type=int, default=0, help="upload a video every N feeds (0: none)"
+    )
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        worker(args.state, args.modes, args.feeds, args.worker, args.profile, args.sections)
+        worker(
+            args.state,
+            args.modes,
+            args.feeds,
+            args.worker,
+            args.profile,
+            args.sections,
+            args.upload_every,
+        )
         return
     exit_on_sigterm()
     if args.quick:
@@ -256,7 +309,12 @@ def main() -> None:
         "started_at": utc_now_iso(),
         "machine": machine_info(root),
         "load_average_at_start": os.getloadavg(),
-        "params": {"videos": args.videos, "users": args.users, "count": COUNT},
+        "params": {
+            "videos": args.videos,
+            "users": args.users,
+            "count": COUNT,
+            "upload_every": args.upload_every,
+        },
     }
     codes = ([("before", args.baseline_src)] if args.baseline_src else []) + [
         ("this code", REPO_ROOT / "src")
@@ -269,7 +327,16 @@ def main() -> None:
                 for name, src in codes:
                     profile = args.profile and name == "this code"
                     runs[name].append(
-                        run_worker(src, state, mode, args.feeds, root, profile, args.sections)
+                        run_worker(
+                            src,
+                            state,
+                            mode,
+                            args.feeds,
+                            root,
+                            profile,
+                            args.sections,
+                            args.upload_every,
+                        )
                     )
             reference = runs[codes[0][0]][0]["pages"]
             for name, _ in codes:

@@ -10,7 +10,7 @@ from fyp.model.catalog_rows import CatalogRankRows
 from fyp.model.embeddings import TableChanges
 from fyp.model.replica import ReplicaTable
 from fyp.model.serving import RankBatch, rank_rows
-from fyp.types import Video
+from fyp.types import ModerationAction, Video
 
 DIM = 3
 
@@ -106,14 +106,25 @@ def test_kept_rows_equal_a_fresh_lookup_through_every_kind_of_change() -> None:
     assert_same(
         cache.rank_batch(t, catalog, rows, "u0", "for_you", 0), fresh(t, catalog, rows, "u0")
     )
+    # Uploads and moderation between reads, some rows read only at a later version: a
+    # re-upload of a row not read since, new videos (past the cache's room), a removal.
+    catalog.upsert([Video("v3", "c1", 1000, sound_id="s0", hashtags=("j", "c"))])
+    cache.rank_batch(t, catalog, [0, 1], "u0", "for_you", 0)
+    catalog.upsert([Video(f"n{i}", "c2", 1000, hashtags=("h",)) for i in range(5)])
+    catalog.moderate([ModerationAction("v1", "removed", None, "test", "api", 0)])
+    check(cache, t, catalog)
+    catalog.upsert([Video("v1", "c9", 1000, sound_id="s1"), Video("n9", "c0", 1000)])
+    rows = [1, 3, len(catalog) - 1, 5]
+    assert_same(
+        cache.rank_batch(t, catalog, rows, "u0", "for_you", 0), fresh(t, catalog, rows, "u0")
+    )
+    # Another catalog index (a restored checkpoint's): nothing kept is trusted.
+    other = catalog_of([Video(v.video_id, "c0", 1000) for v in catalog.videos])
+    check(cache, t, other)
 
 
-def test_a_request_looks_up_again_only_what_may_have_changed() -> None:
-    t, catalog = tables(), catalog_of(VIDEOS)
-    t["sound"].set(changes(["s0"]))
-    t["hashtag"].set(changes(list("adefg")))  # v0 and v2 have a row for every id now
-    cache = CatalogRankRows()
-    cache.rank_batch(t, catalog, [0, 1, 2, 3], "u0", "for_you", 0)
+def counted(t: dict[str, ReplicaTable]) -> list[str]:
+    """The ids the video table is asked for from now on (every filled row asks once)."""
     looked_up: list[str] = []
     original = t["video"].lookup
 
@@ -122,6 +133,16 @@ def test_a_request_looks_up_again_only_what_may_have_changed() -> None:
         return original(ids, now_ms, admit=admit, touch=touch)
 
     t["video"].lookup = counting  # type: ignore[method-assign]
+    return looked_up
+
+
+def test_a_request_looks_up_again_only_what_may_have_changed() -> None:
+    t, catalog = tables(), catalog_of(VIDEOS)
+    t["sound"].set(changes(["s0"]))
+    t["hashtag"].set(changes(list("adefg")))  # v0 and v2 have a row for every id now
+    cache = CatalogRankRows()
+    cache.rank_batch(t, catalog, [0, 1, 2, 3], "u0", "for_you", 0)
+    looked_up = counted(t)
     cache.rank_batch(t, catalog, [0, 1, 2, 3], "u0", "for_you", 0)
     assert looked_up == []
     # A table gained ids: the videos with an id that had no row (v1's, v3's) may have
@@ -134,3 +155,22 @@ def test_a_request_looks_up_again_only_what_may_have_changed() -> None:
     t["creator"].set(changes([], removed=["c1"]))
     cache.rank_batch(t, catalog, [0, 1, 2, 3], "u0", "for_you", 0)
     assert looked_up == ["v0", "v1", "v2", "v3"]
+
+
+def test_a_catalog_change_refills_only_the_rows_of_replaced_videos() -> None:
+    t, catalog = tables(), catalog_of(VIDEOS)
+    cache = CatalogRankRows()
+    cache.rank_batch(t, catalog, [0, 1, 2, 3], "u0", "for_you", 0)
+    looked_up = counted(t)
+    # New uploads (the catalog grows past the cache's room) and a moderation action.
+    catalog.upsert([Video(f"n{i}", "c0", 1000) for i in range(6)])
+    catalog.moderate([ModerationAction("v1", None, ("spam",), "test", "api", 0)])
+    cache.rank_batch(t, catalog, [0, 1, 2, 3, 4], "u0", "for_you", 0)
+    assert looked_up == ["n0"]
+    looked_up.clear()
+    # A re-upload: that video's row only, also when first read versions later.
+    catalog.upsert([Video("v2", "c1", 1000, hashtags=("b",))])
+    cache.rank_batch(t, catalog, [0, 1], "u0", "for_you", 0)
+    catalog.upsert([Video("n9", "c0", 1000)])
+    cache.rank_batch(t, catalog, [0, 1, 2, 3], "u0", "for_you", 0)
+    assert looked_up == ["v2"]

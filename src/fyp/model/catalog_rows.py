@@ -7,7 +7,11 @@ back request after request, and a replica's tables change only when a published 
 is applied. So the rows are kept per catalog row and looked up again only when they may
 have changed:
 
-- the catalog changed (a video's creator, sound or hashtags may be new): all of them;
+- a catalog row holds another video object (an upload replaced it; catalog videos are
+  frozen and replaced whole, never mutated): that row's, checked when the row is next
+  read after a catalog change (a catalog change elsewhere, an upload or a moderation
+  action, leaves the other rows alone: moderation is not in these rows at all);
+- the catalog index itself was replaced: all of them;
 - a table was replaced (a snapshot) or lost ids (expiry, erasure: a freed row may now
   hold another id): all of them;
 - a table gained ids: those of the videos with an id that had no row (it may have one
@@ -28,6 +32,7 @@ import numpy.typing as npt
 from fyp.catalog.index import CatalogIndex
 from fyp.model.embeddings import MAX_TAGS, TableReader, lookup_optional, lookup_padded
 from fyp.model.serving import RankBatch
+from fyp.types import Video
 
 I64 = npt.NDArray[np.int64]
 
@@ -49,7 +54,7 @@ class CatalogRankRows:
     """See the module's doc. Serving only: it reads, never admits or touches."""
 
     def __init__(self) -> None:
-        self._catalog_version = -1
+        self._catalog: CatalogIndex | None = None
         # Per item table: the table object read and its (ids_added, ids_removed) then.
         self._seen: dict[str, tuple[CountedTable, int, int]] = {}
         # Per catalog row: video, creator, sound, then MAX_TAGS hashtag rows (-1 padded).
@@ -57,6 +62,10 @@ class CatalogRankRows:
         self._tags = np.zeros(0, dtype=np.int64)  # hashtags pooled (at most MAX_TAGS)
         self._known = np.zeros(0, dtype=bool)
         self._missing = np.zeros(0, dtype=bool)  # an id of the video's without a row
+        # Per catalog row: the video its rows were built from, and the catalog version at
+        # which the row last held that video (a row read at another version is checked).
+        self._videos: list[Video | None] = []
+        self._checked = np.zeros(0, dtype=np.int64)
 
     def rank_batch(
         self,
@@ -70,6 +79,7 @@ class CatalogRankRows:
         """The ranker's rows for ``user_id`` and catalog ``rows`` on ``surface``."""
         self._check(tables, catalog)
         idx = np.asarray(rows, dtype=np.intp)
+        self._check_videos(catalog, idx)
         todo = idx[~self._known[idx]]
         if len(todo):
             self._fill(tables, catalog, np.unique(todo), now)
@@ -88,7 +98,7 @@ class CatalogRankRows:
 
     def _check(self, tables: Mapping[str, CountedTable], catalog: CatalogIndex) -> None:
         """Forget what may have changed since the last request (see the module's doc)."""
-        reset = catalog.version != self._catalog_version
+        reset = catalog is not self._catalog
         stale_missing = False
         for name in ITEM_TABLES:
             t = tables[name]
@@ -98,19 +108,41 @@ class CatalogRankRows:
             elif seen[1] != t.ids_added:
                 stale_missing = True
             self._seen[name] = (t, t.ids_added, t.ids_removed)
-        n = len(catalog)
-        if reset or len(self._known) < n:
-            grown = max(n, 2 * len(self._known)) if len(self._known) < n else len(self._known)
-            if grown != len(self._known):
-                self._rows = np.zeros((grown, 3 + MAX_TAGS), dtype=np.int64)
-                self._tags = np.zeros(grown, dtype=np.int64)
-                self._known = np.zeros(grown, dtype=bool)
-                self._missing = np.zeros(grown, dtype=bool)
-            if reset:
-                self._known[:] = False
-            self._catalog_version = catalog.version
+        self._catalog = catalog
+        if len(self._known) < len(catalog):
+            self._grow(max(len(catalog), 2 * len(self._known)))
+        if reset:
+            self._known[:] = False
         elif stale_missing:
             self._known &= ~self._missing
+
+    def _check_videos(self, catalog: CatalogIndex, idx: npt.NDArray[np.intp]) -> None:
+        """Forget the rows of ``idx`` whose catalog row holds another video than the one
+        they were built from; only rows not yet checked at this catalog version are."""
+        version = catalog.version
+        unchecked = idx[self._known[idx] & (self._checked[idx] != version)]
+        if not len(unchecked):
+            return
+        videos, built_from = catalog.videos, self._videos
+        replaced = [r for r in unchecked.tolist() if videos[r] is not built_from[r]]
+        self._known[replaced] = False
+        self._checked[unchecked] = version
+
+    def _grow(self, n: int) -> None:
+        """Room for ``n`` catalog rows; what is kept stays (catalog rows are only appended)."""
+        old = len(self._known)
+
+        def grow(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+            out = np.zeros((n, *a.shape[1:]), dtype=a.dtype)
+            out[:old] = a
+            return out
+
+        self._rows = grow(self._rows)  # type: ignore[assignment]
+        self._tags = grow(self._tags)  # type: ignore[assignment]
+        self._known = grow(self._known)
+        self._missing = grow(self._missing)
+        self._checked = grow(self._checked)  # type: ignore[assignment]
+        self._videos.extend([None] * (n - old))
 
     def _fill(
         self, tables: Mapping[str, CountedTable], catalog: CatalogIndex, idx: I64, now: int
@@ -133,6 +165,9 @@ class CatalogRankRows:
         self._tags[idx] = counts
         self._missing[idx] = missing
         self._known[idx] = True
+        self._checked[idx] = catalog.version
+        for r, v in zip(idx.tolist(), videos, strict=True):
+            self._videos[r] = v
 
 
 def _row_of(table: CountedTable, id_: str, now: int) -> int:
