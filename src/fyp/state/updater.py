@@ -75,6 +75,21 @@ class Example:
         x.video_counts, x.video_views = video_counts, video_views
         x.creator_counts, x.tag_counts = creator_counts, tag_counts
 
+    def compact(self) -> None:
+        """Own copies of its arrays that are views: a slice's counts and features are
+        computed for the whole slice at once (:meth:`LogState._resolve_counts`), and an
+        example kept after it closed (each user's last, for late actions) would keep the
+        whole slice's arrays alive with it, one slice per kept user at worst."""
+        if self.features is not None and self.features.base is not None:
+            self.features = self.features.copy()
+        x = self.inputs
+        if x.video_counts.base is not None:
+            x.video_counts = x.video_counts.copy()
+        if x.creator_counts.base is not None:
+            x.creator_counts = x.creator_counts.copy()
+        if x.tag_counts.base is not None:
+            x.tag_counts = x.tag_counts.copy()
+
 
 # What the learned models are told of each closed example, in log order.
 ExampleListener = Callable[[Sequence[Example]], None]
@@ -153,8 +168,11 @@ class LogState:
         opened = self._counts_due.resolve(self.stats, self.groups, self.catalog)
         if opened:
             x = self.ranker.example_batch_features([p.inputs for p in opened])
+            closed = self._closed
             for p, features in zip(opened, x, strict=True):
                 p.features = features
+                if closed.get(p.user_id) is p:  # kept: not the slice's arrays with it
+                    p.compact()
 
     def user(self, user_id: str) -> UserState:
         u = self.users.get(user_id)
@@ -367,6 +385,7 @@ class LogState:
             closed = self._closed
             closed[user_id] = pending
             closed.move_to_end(user_id)
+            pending.compact()  # (its counts and features: views of its slice's, if resolved)
             while len(closed) > self.settings.ranker.late_examples_kept:
                 closed.popitem(last=False)
 
