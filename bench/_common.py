@@ -104,6 +104,35 @@ def ms(x: float | None, digits: int = 2) -> str:
 # --------------------------------------------------------------------------- output
 
 
+def smaps_rollup(pid: int | None) -> dict[str, float] | None:
+    """A process's memory in MB from ``/proc/PID/smaps_rollup`` (Linux 4.14+): RSS, PSS
+    (shared pages divided among their sharers), USS (its private pages: what it alone
+    costs), the shared pages; and the peak RSS (``VmHWM``, ``/proc/PID/status``)."""
+    if pid is None:
+        return None
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kb: dict[str, int] = {}
+    for line in rollup.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":"):
+            kb[parts[0][:-1]] = int(parts[1])
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            kb["VmHWM"] = int(line.split()[1])
+    return {
+        "rss": kb.get("Rss", 0) / 1024,
+        "pss": kb.get("Pss", 0) / 1024,
+        "uss": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) / 1024,
+        "shared": (kb.get("Shared_Clean", 0) + kb.get("Shared_Dirty", 0)) / 1024,
+        "anonymous": kb.get("Anonymous", 0) / 1024,
+        "peak_rss": kb.get("VmHWM", 0) / 1024,
+    }
+
+
 def machine_info(data_root: Path | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),

@@ -38,11 +38,11 @@ from _common import (
     make_catalog,
     make_history,
     print_table,
+    smaps_rollup,
     utc_now_iso,
     write_json,
 )
 from fyp.types import now_ms
-from scale import smaps_rollup
 
 MB = 1024 * 1024
 

@@ -62,6 +62,7 @@ from _common import (
     proc_cpu_s,
     register_users,
     scrape_route_seconds,
+    smaps_rollup,
     utc_now_iso,
     write_json,
 )
@@ -75,35 +76,6 @@ from serve_learning import Poster
 MB = 1024 * 1024
 
 # --------------------------------------------------------------------------- memory
-
-
-def smaps_rollup(pid: int | None) -> dict[str, float] | None:
-    """A process's memory in MB from ``/proc/PID/smaps_rollup`` (Linux 4.14+): RSS, PSS
-    (shared pages divided among their sharers), USS (its private pages: what it alone
-    costs), the shared pages; and the peak RSS (``VmHWM``, ``/proc/PID/status``)."""
-    if pid is None:
-        return None
-    try:
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    kb: dict[str, int] = {}
-    for line in rollup.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 2 and parts[0].endswith(":"):
-            kb[parts[0][:-1]] = int(parts[1])
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            kb["VmHWM"] = int(line.split()[1])
-    return {
-        "rss": kb.get("Rss", 0) / 1024,
-        "pss": kb.get("Pss", 0) / 1024,
-        "uss": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) / 1024,
-        "shared": (kb.get("Shared_Clean", 0) + kb.get("Shared_Dirty", 0)) / 1024,
-        "anonymous": kb.get("Anonymous", 0) / 1024,
-        "peak_rss": kb.get("VmHWM", 0) / 1024,
-    }
 
 
 _SKIP = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)

@@ -574,9 +574,12 @@ class Engine:
 
     # -- the learning loop -----------------------------------------------------------------
 
-    def pending(self) -> int:
-        """Events in the log not yet applied to the state."""
-        return self.event_log.last_offset() - self.state.applied_offset
+    def pending(self, log_end: int | None = None) -> int:
+        """Events in the log not yet applied to the state; ``log_end``, the log's end read
+        already (off the event loop, fyp.api.log_end), else read now. Never below 0 (the
+        loop may have folded past an end read a moment ago)."""
+        end = self.event_log.last_offset() if log_end is None else log_end
+        return max(0, end - self.state.applied_offset)
 
     def learning_due(self) -> bool:
         """Whether :meth:`learn` has anything to do: events, or a refresh to carry out."""

@@ -12,8 +12,8 @@ import contextlib
 import logging
 import sqlite3
 
+from fyp.api.log_end import log_on_a_server, read_log_end
 from fyp.engine import Engine
-from fyp.events.log import SqliteEventLog
 
 RETENTION_EVERY_S = 3600.0  # how often the learning loop deletes what retention expired
 STORAGE_RETRY_S = 1.0
@@ -36,7 +36,7 @@ class LearningLoop:
         # A log on a server (Redis): its round trips are made from worker threads, not
         # on the event loop, which serves nothing while it waits for one (the server
         # answers after its fsyncs). The embedded log's reads are local and short.
-        self._remote = not isinstance(engine.event_log, SqliteEventLog)
+        self._remote = log_on_a_server(engine)
         self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
         self._slice_error: str | None = None  # the last slice's, until one goes through
         self._expired_at = -RETENTION_EVERY_S
@@ -120,10 +120,7 @@ class LearningLoop:
                     await asyncio.sleep(0)
 
     async def _pending(self) -> int:
-        if not self._remote:
-            return self.engine.pending()
-        end = await asyncio.to_thread(self.engine.event_log.last_offset)
-        return end - self.engine.state.applied_offset
+        return self.engine.pending(await read_log_end(self.engine))
 
     async def _learning_due(self) -> bool:
         """:meth:`Engine.learning_due`, the log's end asked from a worker thread where the

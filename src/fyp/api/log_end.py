@@ -13,9 +13,14 @@ from fyp.engine import Engine
 from fyp.events.log import SqliteEventLog
 
 
+def log_on_a_server(engine: Engine) -> bool:
+    """Whether ``engine``'s event log is read over the network (Redis), not in place."""
+    return not isinstance(engine.event_log, SqliteEventLog)
+
+
 async def read_log_end(engine: Engine) -> int:
     """``engine.event_log.last_offset()``, without holding the event loop on a server."""
     log = engine.event_log
-    if isinstance(log, SqliteEventLog):
+    if not log_on_a_server(engine):
         return log.last_offset()
     return await asyncio.to_thread(log.last_offset)

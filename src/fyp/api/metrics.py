@@ -179,7 +179,7 @@ class _EngineCollector(Collector):
             pending.add_metric([st], n)
         yield pending
         lag = GaugeMetricFamily("fyp_learning_lag_events", "Logged events not yet learned")
-        lag.add_metric([], self.metrics.log_end(self.engine) - self.engine.state.applied_offset)
+        lag.add_metric([], self.engine.pending(self.metrics.log_end(self.engine)))
         yield lag
         videos = GaugeMetricFamily("fyp_catalog_videos", "Videos in the catalog")
         videos.add_metric([], len(self.engine.catalog))

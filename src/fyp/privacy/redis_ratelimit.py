@@ -60,6 +60,26 @@ RETRY_S = 1.0  # after a failure, the process's own buckets this long
 MAX_CONNECTIONS = 8
 POOL_WAIT_S = 5.0
 
+# What every take script starts with: buckets are soft state, kept out of the AOF and
+# the replicas; the clock (ARGV's '' = the server's TIME); and a stored bucket's tokens at
+# ``now`` (a bucket is one string, "<tokens> <at>"; none stored is a full one).
+_PRELUDE = """#!lua
+redis.set_repl(redis.REPL_NONE)
+local function clock(arg)
+  if arg == '' then
+    local t = redis.call('TIME')
+    return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return tonumber(arg)
+end
+local function tokens_at(b, rate, burst, now)
+  if not b then return burst end
+  local have, at = string.match(b, '^(%S+) (%S+)$')
+  return math.min(burst, tonumber(have) + math.max(0, now - tonumber(at)) * rate)
+end
+"""
+
+
 # A bucket is one string, "<tokens> <at>" (its tokens at time ``at``), written with its
 # expiry in one SET: a hash with HSET and PEXPIRE was three commands per bucket, each
 # also run on the one thread that answers every process's appends (an event batch takes
@@ -67,22 +87,12 @@ POOL_WAIT_S = 5.0
 # KEYS: the bucket. ARGV: rate, burst, n, now ('' = the server's TIME), take (1/0),
 # expiry in ms. Returns the wait in seconds as a string (Lua numbers returned to Redis
 # are truncated to integers); the bucket is written only by a take.
-_TAKE = """#!lua
-redis.set_repl(redis.REPL_NONE)
+_TAKE = (
+    _PRELUDE
+    + """
 local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[4])
-end
-local tokens = burst
-local b = redis.call('GET', KEYS[1])
-if b then
-  local have, at = string.match(b, '^(%S+) (%S+)$')
-  tokens = math.min(burst, tonumber(have) + math.max(0, now - tonumber(at)) * rate)
-end
+local now = clock(ARGV[4])
+local tokens = tokens_at(redis.call('GET', KEYS[1]), rate, burst, now)
 local wait = 0
 if tokens + 1e-9 >= n then
   if ARGV[5] == '1' then tokens = math.max(0, tokens - n) end
@@ -94,22 +104,18 @@ if ARGV[5] == '1' then
 end
 return string.format('%.17g', wait)
 """
+)
 
 
 # KEYS: the buckets, one per take (a bucket may come again). ARGV: rate, burst, now
 # ('' = the server's TIME), expiry in ms. One token taken from each in turn; returns the
 # waits, as one string, space-separated (one reply to parse, not one per event of a
 # batch). The buckets are read in one MGET and each written once.
-_TAKE_EACH = """#!lua
-redis.set_repl(redis.REPL_NONE)
+_TAKE_EACH = (
+    _PRELUDE
+    + """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[3])
-end
+local now = clock(ARGV[3])
 local tokens, distinct, out = {}, {}, {}
 for _, key in ipairs(KEYS) do
   if tokens[key] == nil then
@@ -121,11 +127,7 @@ for i = 1, #distinct, 1000 do
   local last = math.min(i + 999, #distinct)
   local stored = redis.call('MGET', unpack(distinct, i, last))
   for j = i, last do
-    local b = stored[j - i + 1]
-    if b then
-      local have, at = string.match(b, '^(%S+) (%S+)$')
-      tokens[distinct[j]] = math.min(burst, tonumber(have) + math.max(0, now - tonumber(at)) * rate)
-    end
+    tokens[distinct[j]] = tokens_at(stored[j - i + 1], rate, burst, now)
   end
 end
 for i, key in ipairs(KEYS) do
@@ -144,6 +146,7 @@ for _, key in ipairs(distinct) do
 end
 return table.concat(out, ' ')
 """
+)
 
 
 # KEYS: the buckets, in turn (of limiters with their own rates). ARGV: now ('' = the
@@ -151,24 +154,14 @@ return table.concat(out, ' ')
 # from each in turn, as _TAKE's, until one is refused: that one is written as _TAKE
 # writes a refused take, those after it are neither read nor written. Returns the waits
 # of the buckets asked, space-separated.
-_TAKE_IN_TURN = """#!lua
-redis.set_repl(redis.REPL_NONE)
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+_TAKE_IN_TURN = (
+    _PRELUDE
+    + """
+local now = clock(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local rate, burst = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
-  local tokens = burst
-  local b = redis.call('GET', key)
-  if b then
-    local have, at = string.match(b, '^(%S+) (%S+)$')
-    tokens = math.min(burst, tonumber(have) + math.max(0, now - tonumber(at)) * rate)
-  end
+  local rate = tonumber(ARGV[3 * i - 1])
+  local tokens = tokens_at(redis.call('GET', key), rate, tonumber(ARGV[3 * i]), now)
   local wait = 0
   if tokens + 1e-9 >= 1 then
     tokens = math.max(0, tokens - 1)
@@ -181,6 +174,7 @@ for i, key in ipairs(KEYS) do
 end
 return table.concat(out, ' ')
 """
+)
 
 
 # (ResponseError: loading, busy, a read-only replica: a server not serving)

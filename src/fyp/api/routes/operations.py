@@ -41,8 +41,7 @@ def operations_router(
         learning = running.learning_loop()
         failure = learning.failure
         log_end = await read_log_end(e)
-        # (the loop may have folded past it while it was read)
-        lag = max(0, log_end - e.state.applied_offset)
+        lag = e.pending(log_end)
         status = "ok" if failure is None else f"degraded: learning stopped ({failure})"
         if failure is None and learning.storage_error is not None:
             status = f"degraded: storage ({learning.storage_error}); retrying"
@@ -97,7 +96,7 @@ def operations_router(
         each filter rule removed since the start."""
         e = eng()
         rules = e.pipeline.counters.filtered_by_rule
-        lag = max(0, await read_log_end(e) - e.state.applied_offset)
+        lag = e.pending(await read_log_end(e))
         body = {
             "region": settings.region,
             "videos": len(e.catalog),
