@@ -35,7 +35,7 @@ from fyp.validation import MAX_ID_CHARS
 _PLAIN_PARAMS = frozenset({"user_id", "count", "surface"})
 _MAX_COUNT_DIGITS = 6  # past this, FastAPI's parser decides
 _PAGE_PARAMS = _PLAIN_PARAMS | {"after", "shown"}  # every parameter the route declares
-_MAX_AFTER_CHARS = 128
+_MAX_AFTER_CHARS = 128  # the route's own bound on ``after`` (its Query below)
 
 
 def plain_id(value: str) -> bool:
@@ -204,7 +204,7 @@ def feed_router(settings: Settings, guard: Guard, running: Running, live: LiveSt
             str | None,
             Query(
                 min_length=1,
-                max_length=128,
+                max_length=_MAX_AFTER_CHARS,
                 description="The request_id of a page of which only the first `shown` cards "
                 "were shown: the rest is withdrawn and this page takes its place, ranked "
                 "with what was learned since (`count` defaults to the cards withdrawn).",
