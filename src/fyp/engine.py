@@ -42,7 +42,7 @@ from fyp.retrieve.two_tower import TwoTowerSource
 from fyp.safety.moderator import Moderator
 from fyp.state.feedback import LABELS
 from fyp.state.updater import LogState
-from fyp.storage.backends import open_stores
+from fyp.storage.backends import close_quietly, open_stores
 from fyp.storage.changes import CatalogChanges, ModerationChanges, UserChanges
 from fyp.storage.checkpoint import discard_partial, read_checkpoint
 from fyp.storage.checkpointer import Checkpointer
@@ -156,15 +156,6 @@ def _folded(actions: Sequence[ModerationAction]) -> tuple[str | None, tuple[str,
         state = state if a.state is None else a.state
         labels = labels if a.labels is None else a.labels
     return state, labels
-
-
-def _close_quietly(close: Callable[[], None], what: str) -> None:
-    """``close()``, a failure logged: called while an error unwinds, which it must not
-    replace (the cause the operator needs to see)."""
-    try:
-        close()
-    except Exception as err:
-        log.warning("could not close %s after a failed open (%s)", what, err)
 
 
 def serving_role(settings: Settings) -> Role:
@@ -385,9 +376,9 @@ class Engine:
         # locked, a retry in the same process refused).
         with contextlib.ExitStack() as opened:
             stores = open_stores(settings.store, data, clock)
-            opened.callback(_close_quietly, stores.close, "the stores")
+            opened.callback(close_quietly, stores.close, "the stores")
             event_log = open_event_log(settings.event_log, data)
-            opened.callback(_close_quietly, event_log.close, "the event log")
+            opened.callback(close_quietly, event_log.close, "the event log")
             engine = cls(
                 settings,
                 stores.catalog,
@@ -401,7 +392,7 @@ class Engine:
                 role,
             )
             opened.pop_all()  # (the engine holds them now: its close closes them all)
-            opened.callback(_close_quietly, engine.close, "the engine")
+            opened.callback(close_quietly, engine.close, "the engine")
             # A checkpoint the last process was writing when it died (its child dies with
             # it) never landed; what it had written holds user data, erased or not since.
             if discard_partial(engine.checkpoints.path):

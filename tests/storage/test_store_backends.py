@@ -128,3 +128,29 @@ def test_a_server_that_does_not_answer_is_a_storage_fault() -> None:
     url = f"postgresql://root@127.0.0.1:{free_port()}/test?connect_timeout=1"
     with pytest.raises(StorageUnavailableError, match="PostgreSQL server"):
         Database(url)
+
+
+@pytest.mark.parametrize("postgres", [False, True], ids=["sqlite", "postgresql"])
+def test_a_store_failing_to_open_is_the_error_raised_even_when_a_close_fails(
+    postgres: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A store that cannot open is the cause an operator needs: the stores opened before
+    it are closed, and one of them failing to close must not replace that error."""
+    from fyp.storage import backends
+    from fyp.storage.postgres import catalog, users
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the user store is unreadable")
+
+    def close_badly(self: Any) -> None:
+        raise OSError("closing failed too")
+
+    url: str | None = request.getfixturevalue("postgres_url") if postgres else None
+    if postgres:
+        monkeypatch.setattr(users, "PgUserStore", refuse)
+        monkeypatch.setattr(catalog.PgModerationStore, "close", close_badly)
+    else:
+        monkeypatch.setattr(backends, "SqliteUserStore", refuse)
+        monkeypatch.setattr(backends.SqliteModerationStore, "close", close_badly)
+    with pytest.raises(RuntimeError, match="the user store is unreadable"):
+        backends.open_stores(url, tmp_path)

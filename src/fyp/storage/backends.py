@@ -13,6 +13,7 @@ Only this module and the store modules it opens know the backends."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from fyp.privacy.keys import KEYS_FILE, KeyStore, SqliteKeyStore
 from fyp.storage.postgres.url import SCHEMES, split_url
 from fyp.types import now_ms
 from fyp.users.store import SqliteUserStore, UserStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,15 @@ class Stores:
                 stack.callback(store.close)
 
 
+def close_quietly(close: Callable[[], None], what: str) -> None:
+    """``close()``, a failure logged: called while an error unwinds, which it must not
+    replace (the cause the operator needs to see)."""
+    try:
+        close()
+    except Exception as err:
+        log.warning("could not close %s after a failed open (%s)", what, err)
+
+
 def check_store_url(url: str) -> str:
     """``url`` if it names a backend this engine has (its options checked), else a
     ValueError saying what is wrong; nothing is opened."""
@@ -70,13 +82,13 @@ def open_stores(url: str | None, data_dir: Path, clock: Callable[[], int] = now_
     if url is None:
         with contextlib.ExitStack() as undo:  # a store that fails to open: the rest closed
             catalog_file = SqliteCatalogStore(data_dir / "catalog.db")
-            undo.callback(catalog_file.close)
+            undo.callback(close_quietly, catalog_file.close, "the catalog store")
             moderation_file = SqliteModerationStore(data_dir / "moderation.db")
-            undo.callback(moderation_file.close)
+            undo.callback(close_quietly, moderation_file.close, "the moderation store")
             users_file = SqliteUserStore(data_dir / "users.db")
-            undo.callback(users_file.close)
+            undo.callback(close_quietly, users_file.close, "the user store")
             impressions_file = SqliteImpressionLog(data_dir / "impressions.db")
-            undo.callback(impressions_file.close)
+            undo.callback(close_quietly, impressions_file.close, "the impression log")
             audit_file = AuditLog(data_dir / AUDIT_FILE, clock)
             undo.pop_all()
         return Stores(catalog_file, moderation_file, users_file, impressions_file, audit_file)
@@ -89,15 +101,16 @@ def open_stores(url: str | None, data_dir: Path, clock: Callable[[], int] = now_
 
     db = Database(url)
     with contextlib.ExitStack() as undo:  # a store that fails to open: the rest closed
-        undo.callback(db.attach().release)  # (held while the stores open)
+        # (the pool held while the stores open)
+        undo.callback(close_quietly, db.attach().release, "the database pool")
         catalog = PgCatalogStore(db)
-        undo.callback(catalog.close)
+        undo.callback(close_quietly, catalog.close, "the catalog store")
         moderation = PgModerationStore(db)
-        undo.callback(moderation.close)
+        undo.callback(close_quietly, moderation.close, "the moderation store")
         users = PgUserStore(db)
-        undo.callback(users.close)
+        undo.callback(close_quietly, users.close, "the user store")
         impressions = PgImpressionLog(db)
-        undo.callback(impressions.close)
+        undo.callback(close_quietly, impressions.close, "the impression log")
         audit = AuditLog(None, clock, chain=PgAuditChain(db))
         undo.pop_all()
     db.release()  # (the stores hold it now)
