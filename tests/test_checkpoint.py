@@ -103,14 +103,6 @@ def _fingerprint(engine: Engine) -> dict[str, object]:
             {code: row for code, row in enumerate(table.counts.tolist()) if any(row)}
             for table in (engine.state.groups.creators, engine.state.groups.hashtags)
         ],
-        "surface_rates": {  # every counted row of each surface, videos then creators
-            surface: [
-                {code: row for code, row in enumerate(table.counts.tolist()) if any(row)}
-                for table in (rates.videos[surface], rates.creators[surface])
-            ]
-            for rates in (engine.state.surface_rates,)
-            for surface in sorted(rates.videos)
-        },
         "ranker_examples": models.ranker.examples_seen,
         "ranker_net": [p.detach().numpy().tolist() for p in models.ranker.net.parameters()],
         "ranker_users": sorted(models.ranker.tables["user"].ids()),
@@ -291,30 +283,6 @@ def test_restart_mid_queue_with_late_actions_equals_a_full_replay(tmp_path: Path
     finally:
         restored.close()
         replayed.close()
-
-
-def test_a_checkpoint_of_a_first_ranker_with_other_features_is_replayed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A release that adds a feature to the first ranker (its weights, the fold's
-    statistics) cannot restore the state of the release before: it replays the log."""
-    import fyp.engine
-
-    engine = Engine.open(_settings(tmp_path), clock=lambda: NOW)
-    engine.upsert_videos(_videos())
-    engine.ingest(_events(0, 500, seed=3), now=NOW)
-    engine.learn()
-    with monkeypatch.context() as m:
-        m.setattr(fyp.engine, "FEATURES", (*fyp.engine.FEATURES[:-3], "bias"))
-        engine.checkpoints.write()
-    engine.close()
-    reopened = Engine.open(_settings(tmp_path), clock=lambda: NOW)
-    try:
-        assert reopened.checkpoints.offset == 0  # replayed from the start instead
-        assert reopened.state.applied_offset == engine.state.applied_offset
-        assert reopened.state.surface_rates.videos  # counted again by the replay
-    finally:
-        reopened.close()
 
 
 def test_a_checkpoint_of_other_settings_is_not_used(tmp_path: Path) -> None:

@@ -36,7 +36,6 @@ from fyp.privacy.residency import ResidencyError, bind_data_dir, not_homed_here
 from fyp.privacy.rights import UserRights, erasing_message
 from fyp.privacy.user_writes import UserWrites
 from fyp.rank.base import FirstRankerValues, Ranker, WarmOrFirst
-from fyp.rank.first_ranker import FEATURES
 from fyp.rank.page_scorer import PageFeatures, PageScoredRanker, PageScorer
 from fyp.rank.scorer_training import PageScorerTrainer, Retrain
 from fyp.retrieve.two_tower import TwoTowerSource
@@ -142,9 +141,6 @@ def _learning_settings(settings: Settings) -> str:
             },
         }
     )
-    # The first ranker's features are what its weights and the fold's statistics mean: a
-    # checkpoint of a release with other features is replayed, not restored.
-    learned = f"{learned} first_ranker={','.join(FEATURES)}"
     # The log's offsets are what a checkpoint counts in: one made from another log is not
     # restored (the embedded default adds nothing, so its checkpoints stay valid).
     where = event_log_identity(settings.event_log)

@@ -138,42 +138,6 @@ def test_the_surface_feature_is_the_surfaces_lift_and_moves_predictions() -> Non
     assert np.allclose(state.ranker.example_features(user, 0, NOW, "tab0"), on["tab0"][0])
 
 
-def test_a_video_that_does_better_on_one_surface_than_its_rates_say_gets_that_lift() -> None:
-    """Video "new" is long-viewed on tab1 and skipped on tab0; video "3-days" the other
-    way round. Each page's lift and each video's rate are the same average of both, so only
-    the per-surface features tell them apart: on tab1 "new" gets a positive lift and
-    "3-days" a negative one, and the other way on tab0 (0 on a page neither was seen on)."""
-    from fyp.types import Event, EventType, LoggedEvent
-
-    state = small_state()
-    events = []
-    for i in range(400):
-        video = "new" if i % 2 else "3-days"
-        surface = "tab1" if (i // 2) % 2 else "tab0"
-        long = (video == "new") == (surface == "tab1")
-        e = Event(
-            f"e{i}", f"u{i % 7}", video, EventType.VIEW, NOW + i, 10_000 if long else 0, None,
-            surface,
-        )  # fmt: skip
-        events.append(LoggedEvent(i + 1, e))
-    state.apply(events)
-    state.ranker.refresh_global_rates()
-    user = new_user(10, len(LABELS))
-    k = LABEL_INDEX["long_view"]
-    x = {s: state.ranker.features(user, [0, 1], NOW, s) for s in ("tab1", "tab0", "elsewhere")}
-    for name in ("surface_video", "surface_creator"):
-        j = F[name]
-        assert x["elsewhere"][:, :, j].tolist() == [[0.0] * len(LABELS)] * 2
-    on1, on0 = x["tab1"][:, k, F["surface_video"]], x["tab0"][:, k, F["surface_video"]]
-    assert on1[0] > 0.5 and on1[1] < -0.5  # "new" long-viewed on tab1, "3-days" skipped
-    assert on0[0] < -0.5 and on0[1] > 0.5
-    # both videos are c1's: the creator's counts on each page mix them to about average
-    assert abs(x["tab1"][0, k, F["surface_creator"]]) < 0.2
-    for s in ("tab1", "tab0"):  # the learning path reads the same numbers
-        for r in (0, 1):
-            assert np.allclose(state.ranker.example_features(user, r, NOW, s), x[s][r])
-
-
 def test_following_the_creator_sets_the_follows_feature() -> None:
     state = small_state()
     user = new_user(10, len(LABELS))

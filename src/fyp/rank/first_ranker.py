@@ -29,14 +29,6 @@ with features x_k:
                  (on KuaiRand the long-view rate peaks for videos of one to two minutes,
                  finishing falls with length), and a video's own rates say little until
                  it has views
-    surface_video
-                 how v does on this surface beyond what video_rate and surface say
-                 together: the logit of label k's rate over v's views on the surface,
-                 shrunk towards sigmoid(video_rate + surface), minus that prior's logit
-                 (0 until v has views there: :mod:`fyp.state.surface_rates`)
-    surface_creator
-                 the same for all views of v's creator's videos on the surface, against
-                 the creator's rate and the surface's lift
     bias         1
 
 The weights start where the model is "video rate times user and surface lift" (the
@@ -57,7 +49,6 @@ from fyp.catalog.index import TAGS_PER_VIDEO, CatalogIndex
 from fyp.config import RankerConfig
 from fyp.state.feedback import LABEL_INDEX, LABELS
 from fyp.state.group_rates import GroupRates, rate_lifts, smoothed_rates
-from fyp.state.surface_rates import SurfaceRates
 from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import (
     AFFINITY_PRIOR,
@@ -85,8 +76,6 @@ FEATURES: tuple[str, ...] = (
     "hashtag_rate",
     "duration",
     "duration_sq",
-    "surface_video",
-    "surface_creator",
     "bias",
 )
 N_FEATURES = len(FEATURES)
@@ -119,17 +108,6 @@ def _duration_features(duration_ms: F64) -> tuple[F64, F64]:
     known = duration_ms > 0
     centred = np.where(known, np.log1p(np.maximum(duration_ms, 0.0) / 1000.0) - _MINUTE_LOG, 0.0)
     return centred, centred * centred
-
-
-def _surface_lifts(counts: F64, base_logit: F64, prior_strength: float) -> F64:
-    """(n, L) lifts of rates on a surface from (n, L + 1) label counts then views: the
-    logit of the rate shrunk towards sigmoid(``base_logit``) (n, L) by ``prior_strength``
-    pseudo-views, minus ``base_logit``; 0 where there are no views."""
-    prior = 1.0 / (1.0 + np.exp(-base_logit))
-    views = counts[:, -1:]
-    p = (counts[:, :-1] + prior_strength * prior) / (views + prior_strength)
-    out: F64 = np.where(views > 0, _logit(p) - _logit(prior), 0.0)
-    return out
 
 
 def _session(a: Affinity) -> tuple[float, float]:
@@ -175,10 +153,6 @@ class ExampleInputs:
     creator_counts: F64 = field(default_factory=lambda: np.zeros(len(LABELS) + 1))
     tag_counts: F64 = field(default_factory=lambda: np.zeros((TAGS_PER_VIDEO, len(LABELS) + 1)))
     n_tags: int = 0
-    # label counts then views (L + 1,) of the video and of its creator on the surface
-    # the example is on (:class:`fyp.state.surface_rates.SurfaceRates`)
-    surface_video_counts: F64 = field(default_factory=lambda: np.zeros(len(LABELS) + 1))
-    surface_creator_counts: F64 = field(default_factory=lambda: np.zeros(len(LABELS) + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,14 +172,12 @@ class FirstRanker:
         stats: VideoStats,
         surfaces: SurfaceStats,
         groups: GroupRates | None = None,
-        surface_rates: SurfaceRates | None = None,
     ) -> None:
         self.cfg = cfg
         self.catalog = catalog
         self.stats = stats
         self.surfaces = surfaces
         self.groups = GroupRates(catalog) if groups is None else groups
-        self.surface_rates = SurfaceRates(catalog) if surface_rates is None else surface_rates
         self.half_life_ms = cfg.affinity_half_life_days * DAY_MS
         n_labels = len(LABELS)
         self.weights = np.zeros((n_labels, N_FEATURES))
@@ -251,22 +223,18 @@ class FirstRanker:
         creator_rates, creator_lifts = self.groups.creator_rates_and_lifts(idx, g, g_logit, m)
         x[:, :, 0] = _logit(stats.smoothed_rates(idx, m, creator_rates))
         x[:, :, 1] = self._user_lift(user, g, g_logit)[None, :]
-        surface_lift = self.surfaces.lift(surface)
-        on_surface, creator_on_surface = self.surface_rates.rows(surface, idx)
-        x[:, :, 12] = _surface_lifts(on_surface, x[:, :, 0] + surface_lift, m)
-        x[:, :, 13] = _surface_lifts(creator_on_surface, _logit(creator_rates) + surface_lift, m)
         x[:, :, 2:6] = self._affinities(user, idx, now)[:, None, :]
         created = self.catalog.created_at[idx]
         age = np.maximum(now - created, 0).astype(np.float64)
         fresh = np.where(created > 0, np.exp(-age / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
-        x[:, :, 7] = surface_lift[None, :]
+        x[:, :, 7] = self.surfaces.lift(surface)[None, :]
         x[:, :, 8] = creator_lifts
         x[:, :, 9] = self.groups.hashtag_lifts(idx, g, g_logit, m)
         duration, duration_sq = _duration_features(self.catalog.duration_ms[idx].astype(np.float64))
         x[:, :, 10] = duration[:, None]
         x[:, :, 11] = duration_sq[:, None]
-        x[:, :, 14] = 1.0
+        x[:, :, 12] = 1.0
         return x
 
     def example_inputs(
@@ -310,7 +278,6 @@ class FirstRanker:
             video_counts = creator_counts = tag_counts = _UNREAD
             video_views = 0.0
             n_tags = min(len(video.hashtags), TAGS_PER_VIDEO)
-        surface_video, surface_creator = self.surface_rates.of_row(surface, row)
         return ExampleInputs(
             now,
             tuple(user.label_counts),
@@ -328,8 +295,6 @@ class FirstRanker:
             creator_counts,
             tag_counts,
             n_tags,
-            surface_video,
-            surface_creator,
         )
 
     def example_batch_features(self, inputs: Sequence[ExampleInputs]) -> F64:
@@ -370,16 +335,7 @@ class FirstRanker:
         created = np.array([e.created_at for e in inputs], dtype=np.float64)
         fresh = np.where(created > 0, np.exp(-np.maximum(now - created, 0.0) / _FRESH_MS), 0.0)
         x[:, :, 6] = fresh[:, None]
-        surface_lift = np.array([e.surface_lift for e in inputs]).reshape(n, n_labels)
-        x[:, :, 7] = surface_lift
-        x[:, :, 12] = _surface_lifts(
-            np.stack([e.surface_video_counts for e in inputs]), x[:, :, 0] + surface_lift, m
-        )
-        x[:, :, 13] = _surface_lifts(
-            np.stack([e.surface_creator_counts for e in inputs]),
-            _logit(creator_rates) + surface_lift,
-            m,
-        )
+        x[:, :, 7] = np.array([e.surface_lift for e in inputs]).reshape(n, n_labels)
         x[:, :, 8] = rate_lifts(creator_counts, g, g_logit, m)
         tags = np.stack([e.tag_counts for e in inputs])  # (n, T, L + 1)
         per_tag = rate_lifts(tags, g[:, None, :], g_logit[:, None, :], m)  # (n, T, L)
@@ -388,7 +344,7 @@ class FirstRanker:
         duration, duration_sq = _duration_features(np.array([e.duration_ms for e in inputs]))
         x[:, :, 10] = duration[:, None]
         x[:, :, 11] = duration_sq[:, None]
-        x[:, :, 14] = 1.0
+        x[:, :, 12] = 1.0
         return x
 
     def example_features(

@@ -35,7 +35,6 @@ from fyp.state.coengagement import CoEngagement
 from fyp.state.feedback import ACTION_LABEL, ENGAGEMENT_WEIGHT, LABEL_INDEX, LABELS, view_labels
 from fyp.state.group_rates import GroupRates
 from fyp.state.slice_counts import VIEW_COLUMN, SliceCounts
-from fyp.state.surface_rates import SurfaceRates
 from fyp.state.surfaces import SurfaceStats
 from fyp.state.users import Affinity, UserState, forget_personalisation, new_user
 from fyp.state.videos import Trending, VideoStats
@@ -126,10 +125,7 @@ class LogState:
         self.coengagement = CoEngagement(settings.sources.coengagement_neighbours)
         self.users: dict[str, UserState] = {}
         self.user_attributes = AttributeVocabulary()  # codes of the users' attributes
-        self.surface_rates = SurfaceRates(catalog)  # the same per video and creator per surface
-        self.ranker = FirstRanker(
-            settings.ranker, catalog, self.stats, self.surfaces, self.groups, self.surface_rates
-        )
+        self.ranker = FirstRanker(settings.ranker, catalog, self.stats, self.surfaces, self.groups)
         self.applied_offset = 0
         self.skipped_events = 0  # events of videos this catalog does not hold (a foreign log)
         self.label_window_ms = int(settings.ranker.label_window_s * 1000)
@@ -315,7 +311,6 @@ class LogState:
         columns.append(VIEW_COLUMN)
         self._counts_due.add(row, columns)
         self.surfaces.add_view(surface)
-        self.surface_rates.add(surface, row, columns)
         stats.total_views += 1
         if stats.total_views <= 256 or stats.total_views % 256 == 0:
             self.ranker.refresh_global_rates()
@@ -437,7 +432,6 @@ class LogState:
         self._counts_due.add(row, [k])
         self.stats.total_labels[k] += 1
         self.surfaces.add_label(surface, k)
-        self.surface_rates.add(surface, row, [k])
         user.label_counts[k] += 1
         video = self.catalog.videos[row]
         if label == "not_interested":
