@@ -131,7 +131,14 @@ class DiscoverSource:
         against_tags = {tag for t in against for tag in topics.members[t]}
         out: list[Candidate] = []
         creators: set[str] = set()
+        # Topics a card of the page already tests: a video whose hashtags span two topics
+        # tests both (its view is evidence for each of its hashtags), so a page of ten
+        # can try more than ten. Only the topics still looked for count.
+        covered: set[str] = set()
+        open_topics = set(names)
         for topic in sorted(names, key=lambda t: -keys[t]):
+            if topic in covered:
+                continue
             unseen: list[int] = []
             for tag in topics.members[topic]:
                 for r in catalog.rows_by_topic.get(tag, [])[: SCAN * 4]:
@@ -148,7 +155,13 @@ class DiscoverSource:
                     break
             if not unseen:
                 continue
-            row = max(unseen, key=lambda r: views[r])
+            # Of the topic's unseen cards, the one that also tests the most topics not yet
+            # on the page (a greedy set cover), then the most watched.
+            spans = {
+                r: (topics.topics_of_tags(text[r].tags) & open_topics) - covered for r in unseen
+            }
+            row = max(unseen, key=lambda r: (len(spans[r]), views[r]))
+            covered |= spans[row] | {topic}
             creators.add(videos[row].creator_id)
             out.append(Candidate(row, videos[row].video_id, self.name, self.reason, keys[topic]))
             if len(out) >= self.limit:
