@@ -3,11 +3,7 @@ over the cards served just before, too."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from fyp.catalog.hashtag_topics import TopicsCache
-from fyp.rerank.tastes import TasteAllocation, allocate, lead, probe
-from fyp.state.feedback import LABEL_INDEX
+from fyp.rerank.tastes import allocate, lead
 from fyp.types import Candidate
 
 TOPIC = {0: "a", 1: "b", 2: "c", 3: None}  # row // 100 -> topic
@@ -89,48 +85,3 @@ def test_while_searching_another_sources_card_of_a_drawn_topic_is_a_probe_too() 
     page = lead(ranked, {"a"}, topic_of, then="discover")
     assert [c.video_id for c in page] == ["a0", "b0", "b3", "c0", "c1", "x0"]
     assert next(c.video_id for c in page if c.source == "fresh") == "b3"
-
-
-def test_probe_moves_only_the_sources_cards_among_their_positions() -> None:
-    ranked = cands("c", "fresh") + cands("x") + cands("b", "fresh") + cands("a", "fresh")
-    ranked += cands("x", start=1) + cands("x", "fresh", start=2)
-    page = probe(ranked, "fresh", {"a"}, {"b": 2.0, "c": -1.0}, topic_of)
-    # The taste's new upload first, then the topics probed by weight, the rest last; the
-    # ranker's own cards where they were.
-    assert [c.video_id for c in page] == ["a0", "x0", "b0", "c0", "x1", "x2"]
-
-
-def test_a_young_persons_new_upload_slots_go_to_topics_not_tried_yet(kit: Any) -> None:
-    """Issue 20: after a first find, discovery's share shrinks to nothing within a few
-    long views, and the new uploads' slots (a fifth of a page) went to the ranker's
-    favourite new uploads, of topics the person had already skipped as often as not."""
-    videos = [
-        kit.video(f"t{t}-c{c}-v{i}", f"t{t}-c{c}", hashtags=(f"#topic{t}",))
-        for t in range(6)
-        for c in range(2)
-        for i in range(5)
-    ]
-    engine = kit.open_engine(kit.settings(), videos)
-    skips = [kit.view("new", f"t1-c{c}-v{i}", watch_ms=800) for c in range(2) for i in range(2)]
-    finishes = [kit.view("new", f"t3-c0-v{i}") for i in range(5)] + [kit.view("new", "t3-c1-v0")]
-    kit.run(engine, [*skips, *finishes])
-    user = kit.state_of(engine, "new")
-    allocation = TasteAllocation(engine.state.catalog, TopicsCache(engine.state.catalog))
-    catalog = engine.state.catalog
-
-    def card(video_id: str, source: str) -> Candidate:
-        row = catalog.row_of[video_id]
-        return Candidate(row, video_id, source, "")
-
-    # The ranker's order: a new upload of skipped topic 1, the taste, then one of topic 4.
-    ranked = [
-        card("t1-c1-v4", "fresh"),
-        card("t3-c1-v4", "ranker"),
-        card("t4-c0-v4", "fresh"),
-        card("t3-c1-v3", "fresh"),
-    ]
-    page = allocation.apply(ranked, user, kit.ts + 1_000)
-    assert [c.video_id for c in page] == ["t3-c1-v3", "t3-c1-v4", "t4-c0-v4", "t1-c1-v4"]
-    # An established person's page is the ranker's.
-    user.label_counts[LABEL_INDEX["long_view"]] = 100
-    assert allocation.apply(ranked, user, kit.ts + 1_000) == ranked

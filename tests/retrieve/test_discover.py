@@ -9,14 +9,7 @@ import pytest
 
 from fyp.engine import Engine
 from fyp.retrieve.base import FeedContext
-from fyp.retrieve.discover import (
-    FOUND_SHARE,
-    PROBE_LONG_VIEWS,
-    DiscoverSource,
-    discover_share,
-    probe_keys,
-    probing,
-)
+from fyp.retrieve.discover import FOUND_SHARE, DiscoverSource, discover_share
 from fyp.state.feedback import LABEL_INDEX
 from fyp.state.users import new_user
 
@@ -209,25 +202,3 @@ def test_a_card_spanning_two_topics_tests_both(kit: Any) -> None:
         )
         assert len(got) == 4
         assert len(tested) == TOPICS  # four cards, eight topics
-
-
-def test_a_young_person_once_found_is_still_probed_past_discoverys_share(kit: Any) -> None:
-    """Discovery's share is gone after a few long views; until many more, the topics a
-    probe looks for are those not tried yet (and those lowered, not buried), weighted as
-    the search weighs them; none once the person is established."""
-    engine = world(kit)
-    skips = [kit.view("new", f"t1-c{c}-v{i}", watch_ms=800) for c in range(2) for i in range(2)]
-    finishes = [kit.view("new", f"t3-c0-v{i}") for i in range(5)] + [kit.view("new", "t3-c1-v0")]
-    kit.run(engine, [kit.view("new", "t2-c0-v0", watch_ms=800), *skips, *finishes])
-    user = kit.state_of(engine, "new")
-    now = kit.ts + 1_000
-    assert discover_share(user, now) == 0.0  # six long views: discovery has no share
-    assert probing(user, now)
-    topics = DiscoverSource(engine.state, limit=1).topics.get()
-    keys = probe_keys(user, now, topics)
-    # Topic 3 stands out, topic 1 is buried (four skips); topic 2, skipped once, is
-    # lowered below the topics not tried yet.
-    assert "topic3" not in keys and "topic1" not in keys
-    assert keys["topic2"] < min(keys[f"topic{t}"] for t in range(4, TOPICS))
-    user.label_counts[LABEL_INDEX["long_view"]] = PROBE_LONG_VIEWS
-    assert not probing(user, now)
