@@ -30,9 +30,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from fyp.catalog.hashtag_topics import TopicsCache
 from fyp.catalog.index import CatalogIndex
-from fyp.retrieve.discover import probe_keys, probing
-from fyp.retrieve.fresh import FreshSource
-from fyp.retrieve.tastes import session_tastes, standout_topics
+from fyp.retrieve.tastes import session_tastes
 from fyp.state.users import UserState
 from fyp.types import Candidate
 
@@ -114,53 +112,18 @@ def lead(
     return first + [c for _, _, c in second] + rest
 
 
-def probe(
-    ranked: list[Candidate],
-    source: str,
-    tastes: Collection[str],
-    keys: dict[str, float],
-    topic_of: Callable[[int], str | None],
-) -> list[Candidate]:
-    """``ranked`` with ``source``'s candidates reordered among the positions they hold:
-    those of ``tastes`` first, then those of the topics in ``keys`` (highest first), the
-    rest last, each group in the ranked order. Nothing else moves."""
-    held = [i for i, c in enumerate(ranked) if c.source == source]
-
-    def order(j: int) -> tuple[int, float, int]:
-        t = topic_of(ranked[held[j]].row)
-        if t in tastes:
-            return (0, 0.0, j)
-        if t is not None and t in keys:
-            return (1, -keys[t], j)
-        return (2, 0.0, j)
-
-    out = list(ranked)
-    for i, j in zip(held, sorted(range(len(held)), key=order), strict=True):
-        out[i] = ranked[held[j]]
-    return out
-
-
 class TasteAllocation:
     """:func:`allocate` by the person's session tastes, topics as the catalog's hashtags
     group them."""
 
     name = "taste_allocation"
 
-    def __init__(
-        self,
-        catalog: CatalogIndex,
-        topics: TopicsCache,
-        then: str | None = None,
-        probes: str | None = FreshSource.name,
-    ) -> None:
+    def __init__(self, catalog: CatalogIndex, topics: TopicsCache, then: str | None = None) -> None:
         """``then``: the searching source whose candidates follow the tastes' while
-        searching (:func:`lead`); ``probes``: the source whose cards off the person's
-        tastes probe topics not tried yet while they are young (:func:`probe`): the new
-        uploads', whose slots a page shows whatever the ranker prefers."""
+        searching (:func:`lead`)."""
         self.catalog = catalog
         self.topics = topics
         self.then = then
-        self.probes = probes
 
     def apply(
         self,
@@ -174,21 +137,13 @@ class TasteAllocation:
         ``searching``: the feed is still looking for their taste (a newcomer): the
         tastes, one or more, lead it."""
         topics = self.topics.get()
+        shares = session_tastes(user, now, topics, searching)
+        if not shares:
+            return ranked
         text = self.catalog.text
 
         def topic_of(row: int) -> str | None:
             return topics.topic_of_video(text[row].tags)
-
-        if not searching and self.probes is not None and probing(user, now):
-            # Discovery's share has shrunk to nothing and a second taste (finished less
-            # often, or not shown yet) may be still to find: the new uploads' slots off
-            # the tastes go to topics not tried yet rather than to the ranker's favourite
-            # new uploads, often of topics already skipped.
-            keys = probe_keys(user, now, topics)
-            ranked = probe(ranked, self.probes, standout_topics(user, now, topics), keys, topic_of)
-        shares = session_tastes(user, now, topics, searching)
-        if not shares:
-            return ranked
 
         if searching:
             ranked = lead(ranked, shares, topic_of, self.then)

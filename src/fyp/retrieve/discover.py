@@ -49,10 +49,6 @@ MIN_SHARE = 0.05  # below this, none
 AGAINST = -0.5  # session lift under which a topic (and its hashtags' videos) is not looked for
 BURY_SKIPS = 2.5  # ... once a taste is found, only with this many faded skips (three recent)
 PENDING = 10  # cards served last whose topics wait for a verdict when not viewed yet
-# Under this many long views, once something stands out, the person is still young: the
-# new uploads' slots off their tastes probe the topics they have not tried
-# (:func:`probe_keys`), after discovery's own share has shrunk to nothing.
-PROBE_LONG_VIEWS = 40.0
 SCAN = 16  # unseen rows of a topic looked at for its most watched one
 
 
@@ -80,47 +76,6 @@ def _found(user: UserState, now: int) -> bool:
     )
 
 
-def probing(user: UserState, now: int) -> bool:
-    """Whether the person is still young enough (fewer than :data:`PROBE_LONG_VIEWS`
-    long views) for the cards off what they are finishing to probe topics not tried
-    yet, once something stands out (:func:`_found`)."""
-    return user.label_counts[LABEL_INDEX["long_view"]] < PROBE_LONG_VIEWS and _found(user, now)
-
-
-def probe_keys(user: UserState, now: int, topics: HashtagTopics) -> dict[str, float]:
-    """The topics a probe looks for, each with its weight's log (its size times its
-    session odds ratio, as the search draws them, without the draw's noise): those not
-    tried yet, and those tried and lowered but not buried; none that stands out."""
-    evidence = _topic_evidence(user, now, topics.topic_of)
-    rate = user.session_rate(now)
-    out: dict[str, float] = {}
-    for t in topics.members:
-        f, v = evidence.get(t, (0.0, 0.0))
-        lift = session_lift(f, v, 1.0, rate) if t in evidence else 0.0
-        if lift >= FOUND_LIFT or (lift < AGAINST and v - f >= BURY_SKIPS):
-            continue
-        out[t] = math.log(topics.videos[t]) + lift
-    return out
-
-
-def _topic_evidence(
-    user: UserState, now: int, topic_of: dict[str, str]
-) -> dict[str, tuple[float, float]]:
-    """Each topic's session (finishes, views) for the person, faded: of the topic's
-    hashtag with the most session views (a video carries several of a topic's
-    hashtags: not summed)."""
-    best: dict[str, tuple[float, float]] = {}
-    for tag, a in user.hashtags.items():
-        topic = topic_of.get(normal_tag(tag))
-        if topic is None or not a.session_views:
-            continue
-        fade = a.session_fade(now)
-        views = a.session_views * fade
-        if views > best.get(topic, (0.0, 0.0))[1]:
-            best[topic] = (a.session_finishes * fade, views)
-    return best
-
-
 class DiscoverSource:
     name = "discover"
     reason = "Something new, to learn what you like"
@@ -138,7 +93,7 @@ class DiscoverSource:
         topics = self.topics.get()
         if not topics.members:
             return []
-        evidence = _topic_evidence(ctx.user, ctx.now, topics.topic_of)
+        evidence = self._evidence(ctx, topics.topic_of)
         rate = ctx.user.session_rate(ctx.now)
         lifts = {t: session_lift(f, v, 1.0, rate) for t, (f, v) in evidence.items()}
         # A topic that stands out is followed by the rest of the page (the ranked list's
@@ -221,3 +176,19 @@ class DiscoverSource:
             if served[i] not in viewed:
                 out |= topics.topics_of_tags(text[served[i]].tags)
         return out
+
+    @staticmethod
+    def _evidence(ctx: FeedContext, topic_of: dict[str, str]) -> dict[str, tuple[float, float]]:
+        """Each topic's session (finishes, views) for the person, faded: of the topic's
+        hashtag with the most session views (a video carries several of a topic's
+        hashtags: not summed)."""
+        best: dict[str, tuple[float, float]] = {}
+        for tag, a in ctx.user.hashtags.items():
+            topic = topic_of.get(normal_tag(tag))
+            if topic is None or not a.session_views:
+                continue
+            fade = a.session_fade(ctx.now)
+            views = a.session_views * fade
+            if views > best.get(topic, (0.0, 0.0))[1]:
+                best[topic] = (a.session_finishes * fade, views)
+        return best
