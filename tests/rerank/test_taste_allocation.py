@@ -67,21 +67,3 @@ def test_while_searching_the_found_taste_leads_then_the_search_then_the_rest() -
 def test_nothing_found_nothing_moves() -> None:
     ranked = cands("xxc") + cands("b", "discover")
     assert lead(ranked, {"a"}, topic_of, then="discover") == ranked
-
-
-def test_while_searching_another_sources_card_of_a_drawn_topic_is_a_probe_too() -> None:
-    # The ranker puts new uploads (fresh) of #c first, a topic the search no longer draws
-    # (skipped), then one of #b, which the search draws: the exploration slots take a
-    # source's cards in this order, so a new upload's slot would test #c again (issue 20:
-    # a second taste is found only by the few cards off the first).
-    ranked = (
-        cands("cc", "fresh")
-        + cands("a")
-        + cands("b", "fresh", start=3)
-        + cands("x")
-        + cands("b", "discover")
-    )
-    ranked[-1].source_score = 0.5
-    page = lead(ranked, {"a"}, topic_of, then="discover")
-    assert [c.video_id for c in page] == ["a0", "b0", "b3", "c0", "c1", "x0"]
-    assert next(c.video_id for c in page if c.source == "fresh") == "b3"

@@ -80,36 +80,21 @@ def lead(
     then: str | None = None,
 ) -> list[Candidate]:
     """``ranked`` (best first) with the candidates of ``topics`` ahead of the others,
-    in its order; ``then``: a searching source whose other candidates come next, best
-    first by their source scores (its draws), each followed by the other sources'
-    candidates of the same topic (in the ranked order); the rest after them, in its
-    order."""
+    in its order; ``then``: a source whose other candidates come next, best first by
+    their source scores; the rest after them, in its order."""
     first: list[Candidate] = []
-    second: list[tuple[float, int, Candidate]] = []
+    second: list[Candidate] = []
     rest: list[Candidate] = []
-    # The topics the search draws, by their draws' scores. Another source's card of one
-    # of them is a probe of that topic too: the cards off the tastes that a page has to
-    # show anyway (a new upload's slot, the variety floor) test a topic not tried yet
-    # rather than one already skipped.
-    drawn: dict[str, float] = {}
     for c in ranked:
-        t = topic_of(c.row)
-        if c.source == then and t is not None and t not in topics:
-            drawn[t] = max(drawn.get(t, c.source_score), c.source_score)
-    for i, c in enumerate(ranked):
-        t = topic_of(c.row)
-        if t in topics:
+        if topic_of(c.row) in topics:
             first.append(c)
         elif c.source == then:
-            second.append((-c.source_score, -1, c))
-        elif t is not None and t in drawn:
-            second.append((-drawn[t], i, c))
+            second.append(c)
         else:
             rest.append(c)
     if not first:
         return ranked
-    second.sort(key=lambda k: k[:2])
-    return first + [c for _, _, c in second] + rest
+    return first + sorted(second, key=lambda c: -c.source_score) + rest
 
 
 class TasteAllocation:
