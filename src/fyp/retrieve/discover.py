@@ -3,19 +3,20 @@
 Popularity alone shows a newcomer the few biggest topics, and a skip of them teaches the
 feed only what they do not want. This source offers cards across the catalog's topics
 (hashtags grouped by use: :mod:`fyp.catalog.hashtag_topics`), one card per topic and
-creator, the topics drawn in turn by sampling the topic the person is looking for: each
-with a probability proportional to a prior (its number of videos: a big topic is
-likelier to be someone's) times the odds ratio of their session finish rate on it
-against their own (finishes for, quick skips against: the session evidence of
-:mod:`fyp.state.users`): probability matching, Thompson sampling over which topic is the
-taste. While nothing stands out, a topic skipped more than its share is not looked for
-at all (until the evidence fades), nor are videos that carry one of its hashtags: the
-search sweeps the topics instead of coming back to the popular ones. Once something
-stands out, the search is for another taste, which a person skips now and then (a minor
-taste is not finished every time): a topic skipped once or twice is drawn again, at its
-lowered weight, and only one skipped again and again stays out. The draws are the
-candidates' scores, and the page takes the discover slots in that order, not the
-ranker's (which would prefer the popular topics).
+creator (a card whose hashtags span two topics tests both, and is preferred: a page of
+ten cards can then test more than ten topics), the topics drawn in turn by sampling the
+topic the person is looking for: each with a probability proportional to a prior (its
+number of videos: a big topic is likelier to be someone's) times the odds ratio of their
+session finish rate on it against their own (finishes for, quick skips against: the
+session evidence of :mod:`fyp.state.users`): probability matching, Thompson sampling
+over which topic is the taste. While nothing stands out, a topic skipped more than its
+share is not looked for at all (until the evidence fades), nor are videos that carry one
+of its hashtags: the search sweeps the topics instead of coming back to the popular
+ones. Once something stands out, the search is for another taste, which a person skips
+now and then (a minor taste is not finished every time): a topic skipped once or twice
+is drawn again, at its lowered weight, and only one skipped again and again stays out.
+The draws are the candidates' scores, and the page takes the discover slots in that
+order, not the ranker's (which would prefer the popular topics).
 
 The share of the page it gets (:func:`discover_share`) is all of it while nothing the
 person watches stands out, a tenth once something does (the rest of the page follows
