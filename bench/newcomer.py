@@ -32,7 +32,10 @@ the tastes found only (for a newcomer with two or more in 21-40, their attention
 renormalised over those): the sharing apart from the search. Also reported, and not
 the target: the gap to each taste's share of the watch time they actually gave over
 cards 1-40, which follows what they were shown (a feed showing one taste only has a gap
-of 0 to it) and so cannot tell a proportional feed from one that is not. An oracle (every
+of 0 to it) and so cannot tell a proportional feed from one that is not. Where the
+missing tastes were lost (never shown in cards 1-20; shown, never finished; finished
+there) and the gap to attention of the newcomers whose every taste was finished within
+cards 1-20 (the sharing apart from the search) are printed too. An oracle (every
 card on-taste) and a random feed are the bounds. ``--src PATH`` runs the same newcomers
 against another checkout's ``src`` (e.g. a ``git worktree`` of the code before a change)
 in the same run.
@@ -433,7 +436,46 @@ def summarise_tastes(several: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_gap_among_found": float(np.mean(found)) if found else None,
         "max_gap_among_found": float(np.max(found)) if found else None,
         "median_on_taste_21_40": float(np.median([x["on_taste_21_40"] for x in several])),
+        **taste_search(several),
         "per_newcomer": several,
+    }
+
+
+def taste_search(several: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the tastes missing from cards 21-40 were lost, and how the tastes found
+    early are shared: each missing taste by what cards 1-20 did with it (never shown;
+    shown, never finished; finished); the gap to attention of the newcomers all of
+    whose tastes were finished within cards 1-20 (the sharing when the search did its
+    part: the measure's floor for this feed); and discovery's cards in 11-40 per
+    newcomer (the search's budget after the first find)."""
+    lost = {"never_shown_1_20": 0, "shown_not_finished_1_20": 0, "finished_1_20": 0}
+    early: list[float] = []
+    early_newcomers = 0
+    for x in several:
+        topics, finished = x["card_topics"], x["finished"]
+        late = set(topics[20:40])
+        first_20 = set(topics[:20])
+        finished_20 = {t for t, f in zip(topics[:20], finished[:20], strict=False) if f}
+        for t in x["tastes"]:
+            if int(t) in late:
+                continue
+            if int(t) not in first_20:
+                lost["never_shown_1_20"] += 1
+            elif int(t) not in finished_20:
+                lost["shown_not_finished_1_20"] += 1
+            else:
+                lost["finished_1_20"] += 1
+        if all(int(t) in finished_20 for t in x["tastes"]):
+            early_newcomers += 1
+            early += [abs(x["card_share"][t] - w) for t, w in x["tastes"].items()]
+    return {
+        "missing_21_40": lost,
+        "all_found_by_20": early_newcomers,
+        "mean_gap_all_found_by_20": float(np.mean(early)) if early else None,
+        "max_gap_all_found_by_20": float(np.max(early)) if early else None,
+        "discover_cards_11_40": float(
+            np.mean([x["sources"][10:40].count("discover") for x in several])
+        ),
     }
 
 
@@ -582,7 +624,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     path = write_json("newcomer_quick" if args.quick else "newcomer", payload)
-    rows, taste_rows = [], []
+    rows, taste_rows, search_rows = [], [], []
     for r in payload["results"]:
         sh, sw = r["median_on_taste_share"], r["swipes_to_half"]
         fetch = ""
@@ -618,6 +660,21 @@ def main() -> None:
                     _points(t["max_gap_among_found"]),
                     f"{100 * t['mean_gap_to_watch_time']:.0f}",
                     f"{100 * t['max_gap_to_watch_time']:.0f}",
+                ]
+            )
+            lost = t["missing_21_40"]
+            search_rows.append(
+                [
+                    r["name"],
+                    str(sum(len(x["tastes"]) for x in t["per_newcomer"])),
+                    str(sum(lost.values())),
+                    str(lost["never_shown_1_20"]),
+                    str(lost["shown_not_finished_1_20"]),
+                    str(lost["finished_1_20"]),
+                    f"{t['discover_cards_11_40']:.1f}",
+                    str(t["all_found_by_20"]),
+                    _points(t["mean_gap_all_found_by_20"]),
+                    _points(t["max_gap_all_found_by_20"]),
                 ]
             )
     print_table(
@@ -660,6 +717,23 @@ def main() -> None:
                 "largest)",
             ],
             taste_rows,
+        )
+        print_table(
+            "Newcomers of two or three tastes: the tastes missing from cards 21-40, by what "
+            "cards 1-20 did with them; the sharing when every taste was finished by card 20",
+            [
+                "feed",
+                "tastes",
+                "missing",
+                "never shown in 1-20",
+                "shown, not finished",
+                "finished",
+                "discover cards 11-40 (mean)",
+                "newcomers, all found by 20",
+                "their gap to attention: mean",
+                "largest",
+            ],
+            search_rows,
         )
 
 

@@ -170,3 +170,35 @@ def test_a_skipped_hashtag_is_not_looked_for_under_another(kit: Any) -> None:
     assert not {v for v in proposed if v.startswith(("x-", "t1-"))}
     # (Topic 3, finished, stands out: the rest of the page follows it, not discovery.)
     assert {topic(v) for v in proposed} >= {"t0", "t2", "t4"}
+
+
+def test_a_card_spanning_two_topics_tests_both(kit: Any) -> None:
+    """A video tagged with two topics' hashtags is evidence for both (issue 20: a first
+    page of ten tests ten topics at most when each card has one, so whether a
+    newcomer's topic is on it is a draw): the search prefers such cards, and a page's
+    cards then test more topics than there are cards."""
+    videos = [
+        kit.video(f"t{t}-c{c}-v{i}", f"t{t}-c{c}", hashtags=(f"#topic{t}",))
+        for t in range(TOPICS)
+        for c in range(2)
+        for i in range(5)
+    ] + [
+        # One card in eleven of a topic also carries another's hashtag: too few for the
+        # grouping to merge the two topics.
+        kit.video(f"x{t}-{t + 4}", f"x{t}", hashtags=(f"#topic{t}", f"#topic{t + 4}"))
+        for t in range(TOPICS // 2)
+    ]
+    engine = kit.open_engine(kit.settings(), videos)
+    # Single-topic cards are the more watched: the search picks the spanning ones anyway.
+    kit.run(engine, [kit.view("bg", f"t{t}-c0-v0") for t in range(TOPICS)])
+    topics = DiscoverSource(engine.state, limit=1).topics.get()
+    assert len(topics.members) == TOPICS  # still eight topics
+    user = new_user(history_size=10, n_labels=len(LABEL_INDEX))
+    for i in range(20):
+        ctx = FeedContext(f"req-{i}", "x", user, 10, "for_you", "ZZ", kit.NOW)
+        got = DiscoverSource(engine.state, limit=4).fetch(ctx)
+        tested = set().union(
+            *(topics.topics_of_tags(engine.state.catalog.text[c.row].tags) for c in got)
+        )
+        assert len(got) == 4
+        assert len(tested) == TOPICS  # four cards, eight topics

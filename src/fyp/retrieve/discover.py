@@ -3,19 +3,20 @@
 Popularity alone shows a newcomer the few biggest topics, and a skip of them teaches the
 feed only what they do not want. This source offers cards across the catalog's topics
 (hashtags grouped by use: :mod:`fyp.catalog.hashtag_topics`), one card per topic and
-creator, the topics drawn in turn by sampling the topic the person is looking for: each
-with a probability proportional to a prior (its number of videos: a big topic is
-likelier to be someone's) times the odds ratio of their session finish rate on it
-against their own (finishes for, quick skips against: the session evidence of
-:mod:`fyp.state.users`): probability matching, Thompson sampling over which topic is the
-taste. While nothing stands out, a topic skipped more than its share is not looked for
-at all (until the evidence fades), nor are videos that carry one of its hashtags: the
-search sweeps the topics instead of coming back to the popular ones. Once something
-stands out, the search is for another taste, which a person skips now and then (a minor
-taste is not finished every time): a topic skipped once or twice is drawn again, at its
-lowered weight, and only one skipped again and again stays out. The draws are the
-candidates' scores, and the page takes the discover slots in that order, not the
-ranker's (which would prefer the popular topics).
+creator (a card whose hashtags span two topics tests both, and is preferred: a page of
+ten cards can then test more than ten topics), the topics drawn in turn by sampling the
+topic the person is looking for: each with a probability proportional to a prior (its
+number of videos: a big topic is likelier to be someone's) times the odds ratio of their
+session finish rate on it against their own (finishes for, quick skips against: the
+session evidence of :mod:`fyp.state.users`): probability matching, Thompson sampling
+over which topic is the taste. While nothing stands out, a topic skipped more than its
+share is not looked for at all (until the evidence fades), nor are videos that carry one
+of its hashtags: the search sweeps the topics instead of coming back to the popular
+ones. Once something stands out, the search is for another taste, which a person skips
+now and then (a minor taste is not finished every time): a topic skipped once or twice
+is drawn again, at its lowered weight, and only one skipped again and again stays out.
+The draws are the candidates' scores, and the page takes the discover slots in that
+order, not the ranker's (which would prefer the popular topics).
 
 The share of the page it gets (:func:`discover_share`) is all of it while nothing the
 person watches stands out, a tenth once something does (the rest of the page follows
@@ -131,7 +132,14 @@ class DiscoverSource:
         against_tags = {tag for t in against for tag in topics.members[t]}
         out: list[Candidate] = []
         creators: set[str] = set()
+        # Topics a card of the page already tests: a video whose hashtags span two topics
+        # tests both (its view is evidence for each of its hashtags), so a page of ten
+        # can try more than ten. Only the topics still looked for count.
+        covered: set[str] = set()
+        open_topics = set(names)
         for topic in sorted(names, key=lambda t: -keys[t]):
+            if topic in covered:
+                continue
             unseen: list[int] = []
             for tag in topics.members[topic]:
                 for r in catalog.rows_by_topic.get(tag, [])[: SCAN * 4]:
@@ -148,7 +156,13 @@ class DiscoverSource:
                     break
             if not unseen:
                 continue
-            row = max(unseen, key=lambda r: views[r])
+            # Of the topic's unseen cards, the one that also tests the most topics not yet
+            # on the page (a greedy set cover), then the most watched.
+            spans = {
+                r: (topics.topics_of_tags(text[r].tags) & open_topics) - covered for r in unseen
+            }
+            row = max(unseen, key=lambda r: (len(spans[r]), views[r]))
+            covered |= spans[row] | {topic}
             creators.add(videos[row].creator_id)
             out.append(Candidate(row, videos[row].video_id, self.name, self.reason, keys[topic]))
             if len(out) >= self.limit:
