@@ -22,11 +22,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from fyp.config import Settings, load_settings
 from fyp.engine import Engine
 from fyp.state.users import UserState
 from fyp.types import Video
+
+# Unit tests never assert timings: hypothesis's per-example deadline (200 ms) fails
+# property tests on a loaded machine (two test workers beside servers and browsers).
+hypothesis_settings.register_profile("fyp", deadline=None)
+hypothesis_settings.load_profile("fyp")
 
 
 class Kit:
