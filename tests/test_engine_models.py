@@ -71,12 +71,19 @@ def test_learned_models_warm_up_and_serve(tmp_path: Path) -> None:
         assert engine.pipeline.ranker.active() == "mmoe"
 
         seen: set[str] = set()
+        learned_reasons: list[str] = []
         for _ in range(5):
             feed = engine.feed("u2", count=10, now=NOW)
             ids = [item.video_id for item in feed.items]
             assert len(ids) == 10 and not seen & set(ids)  # nothing served twice
             seen.update(ids)
+            learned_reasons += [i.reason for i in feed.items if i.source == "two_tower"]
         sources = engine.pipeline.counters.source_candidates
         assert sources["two_tower"] > 0
+        # A served two-tower card names the watch it is most like (worded once the page
+        # is chosen, for the served cards only).
+        assert learned_reasons and all(
+            r.startswith("Like ") and ", which you watched" in r for r in learned_reasons
+        ), learned_reasons
     finally:
         engine.close()

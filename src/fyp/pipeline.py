@@ -43,7 +43,7 @@ from fyp.rerank.filters import (
 from fyp.rerank.sequence import SequenceRules
 from fyp.rerank.tastes import TasteAllocation
 from fyp.retrieve.backfill import BackfillSource
-from fyp.retrieve.base import CandidateSource, FeedContext
+from fyp.retrieve.base import CandidateSource, CitingSource, FeedContext
 from fyp.retrieve.coengagement import CoEngagementSource
 from fyp.retrieve.discover import DiscoverSource, discover_share
 from fyp.retrieve.followed import FollowedCreatorsSource
@@ -168,6 +168,11 @@ class FeedPipeline:
     # Each response's id; also seeds the ``fresh`` source's draws. A simulation that
     # must replay identically sets a seeded factory.
     new_request_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    # The sources that word their served candidates' reasons once the page is chosen.
+    citing: list[CitingSource] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.citing = [s for s in self.sources if isinstance(s, CitingSource)]
 
     def context(
         self, user_id: str, count: int, surface: str, now: int, request_id: str | None = None
@@ -201,6 +206,8 @@ class FeedPipeline:
         else:
             page = self._non_personalised(ctx, removed)
         page = self._last_gate(ctx, page)
+        for source in self.citing:
+            source.cite(ctx, [c for c in page if c.source == source.name])
         self.explainer.explain(ctx, page, personal=controls.personalized)
         for effect in self.side_effects:
             effect(ctx, page, removed)

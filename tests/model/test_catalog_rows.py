@@ -174,3 +174,26 @@ def test_a_catalog_change_refills_only_the_rows_of_replaced_videos() -> None:
     catalog.upsert([Video("n9", "c0", 1000)])
     cache.rank_batch(t, catalog, [0, 1, 2, 3], "u0", "for_you", 0)
     assert looked_up == ["v2"]
+
+
+def test_a_replica_table_reads_the_fallback_for_rows_without_an_id() -> None:
+    """Row -1 (an id without a row) reads the fallback, as published, through the
+    table's growth (more ids than its first room), removals and later updates."""
+    t = ReplicaTable.of(changes(["a", "b"]))
+    np.testing.assert_array_equal(
+        t.vectors(np.array([-1, 1, -1])), [[0] * DIM, [3, 4, 5], [0] * DIM]
+    )
+    ids = [f"id{i}" for i in range(40)]  # past the first room
+    grown = changes(ids)
+    t.set(TableChanges(ids, grown.vectors + 1, ["a"], np.full(DIM, 9.0, np.float32)))
+    rows = t.lookup(["a", "id39", "b", "zz"], 0)
+    assert rows[0] == -1 and rows[3] == -1
+    want = [[9.0] * DIM, grown.vectors[39] + 1, [3, 4, 5], [9.0] * DIM]
+    np.testing.assert_array_equal(t.vectors(rows), want)
+    # The vectors are a copy: the caller may write them.
+    out = t.vectors(rows)
+    out[:] = -5.0
+    np.testing.assert_array_equal(t.vectors(rows), want)
+    # The fallback of a later update only: the ids' rows stand.
+    t.set(TableChanges([], np.zeros((0, DIM), np.float32), [], np.full(DIM, 2.0, np.float32)))
+    np.testing.assert_array_equal(t.vectors(rows[:2]), [[2.0] * DIM, grown.vectors[39] + 1])

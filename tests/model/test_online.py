@@ -186,8 +186,12 @@ def test_two_tower_candidates_cite_the_watch_they_are_most_like(tmp_path: Path) 
         models._refresh_rows = list(range(N_VIDEOS))  # every vector in the index current
         models.drain()
         ctx = FeedContext("r", pid, user, 10, "for_you", "local", NOW)
-        found = TwoTowerSource(models, 30).fetch(ctx)
+        source = TwoTowerSource(models, 30)
+        found = source.fetch(ctx)
         assert len(found) == 30
+        # Worded for the served ones only: until then, the generic reason.
+        assert {c.reason for c in found} == {TwoTowerSource.reason}
+        source.cite(ctx, found[5:] + found[:5])
         videos = engine.catalog.videos
         seen = current_vectors(models, history)
         for c in found:
@@ -202,9 +206,10 @@ def test_two_tower_candidates_cite_the_watch_they_are_most_like(tmp_path: Path) 
                 videos[r].video_id in c.reason for r in history
             )
         # A user with no history in the index gets the generic reason.
-        blank = TwoTowerSource(models, 5).fetch(
-            FeedContext("r", "new", engine.state.user("new"), 10, "for_you", "local", NOW)
-        )
+        source = TwoTowerSource(models, 5)
+        ctx = FeedContext("r", "new", engine.state.user("new"), 10, "for_you", "local", NOW)
+        blank = source.fetch(ctx)
+        source.cite(ctx, blank)
         assert blank and {c.reason for c in blank} == {TwoTowerSource.reason}
     finally:
         engine.close()

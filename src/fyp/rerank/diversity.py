@@ -132,6 +132,13 @@ class CreatorSoundSpacing:
         """The row's topic, as the topic cap counts it (None without a cap)."""
         if self.topics is None or not self.max_per_topic:
             return None
+        return self._topics()(row)
+
+    def _topics(self) -> Callable[[int], str | None]:
+        """The topic of a row, from the memo as of now (checked once here, not once
+        per row: a request asks for a hundred rows' topics; the topics and the catalog
+        do not change within it). With a topic cap."""
+        assert self.topics is not None
         topics = self.topics.get()
         memo = self._memo
         if (
@@ -141,12 +148,16 @@ class CreatorSoundSpacing:
             or len(memo[2]) >= _TOPIC_MEMO
         ):
             memo = self._memo = (topics, self.catalog.version, {})
-        of_row = memo[2]
-        try:
-            return of_row[row]
-        except KeyError:
-            topic = of_row[row] = topics.topic_of_video(self.catalog.text[row].tags)
-            return topic
+        of_row, text, of_video = memo[2], self.catalog.text, topics.topic_of_video
+
+        def topic_of(row: int) -> str | None:
+            try:
+                return of_row[row]
+            except KeyError:
+                topic = of_row[row] = of_video(text[row].tags)
+                return topic
+
+        return topic_of
 
     def looked_at(
         self, ranked: list[Candidate], look: int, count: int
@@ -161,9 +172,10 @@ class CreatorSoundSpacing:
         head = ranked[:look]
         if self.topics is None or not self.max_per_topic:
             return head, None
+        topic_of = self._topics()
         counts: dict[str | None, int] = {}
         for c in head:
-            t = self.topic_of(c.row)
+            t = topic_of(c.row)
             counts[t] = counts.get(t, 0) + 1
         top = max(counts, key=lambda t: counts[t], default=None)
         if top is None or counts[top] < self.max_per_topic:
@@ -172,11 +184,11 @@ class CreatorSoundSpacing:
         # card asks for a few): the same few others, blocked by the creator cap or a
         # clash, let a run of one topic through in pages of four.
         want = max(count, self.window) + SPARE_OTHERS
-        others = [c for c in head if self.topic_of(c.row) != top]
+        others = [c for c in head if topic_of(c.row) != top]
         for c in ranked[look:]:
             if len(others) >= want:
                 break
-            if self.topic_of(c.row) != top:
+            if topic_of(c.row) != top:
                 others.append(c)
                 head.append(c)
         return head, (top if len(others) < want else None)
@@ -207,8 +219,9 @@ class CreatorSoundSpacing:
         topics: list[str | None] = []
         before_topics: list[str | None] = []
         if self.topics is not None and self.max_per_topic:
-            topics = [self.topic_of(c.row) for c in ranked]
-            before_topics = [self.topic_of(r) for r in before[-(self.window - 1) :]]
+            topic_of = self._topics()
+            topics = [topic_of(c.row) for c in ranked]
+            before_topics = [topic_of(r) for r in before[-(self.window - 1) :]]
         picks = space_out(
             ranked,
             keys,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fyp.safety.policy import YOUNGEST_AGE
 from fyp.state.users import UserState
@@ -44,4 +45,16 @@ class CandidateSource(Protocol):
 
     def fetch(self, ctx: FeedContext) -> list[Candidate]:
         """Propose candidates; may raise, and the pipeline then counts it and goes on."""
+        ...
+
+
+@runtime_checkable
+class CitingSource(Protocol):
+    """A source that words its candidates' reasons only once the page is chosen: for the
+    few of its candidates served, rather than for every one it proposed (most never are)."""
+
+    name: str
+
+    def cite(self, ctx: FeedContext, served: Sequence[Candidate]) -> None:
+        """Set the ``reason`` of each of ``served`` (this source's candidates on the page)."""
         ...

@@ -70,44 +70,51 @@ class TwoTowerSource:
         videos = catalog.videos
         viewed, served = ctx.user.viewed, ctx.user.served_set
         out: list[Candidate] = []
-        kept: list[int] = []  # the slots of out's candidates
-        for slot, row, score in zip(found.tolist(), rows.tolist(), scores[0].tolist(), strict=True):
+        name, reason, limit = self.name, self.reason, self.limit
+        for row, score in zip(rows.tolist(), scores[0].tolist(), strict=True):
             if row < 0 or row in viewed or row in served:
                 continue
-            out.append(Candidate(row, videos[row].video_id, self.name, self.reason, float(score)))
-            kept.append(slot)
-            if len(out) == self.limit:
+            out.append(Candidate(row, videos[row].video_id, name, reason, score))
+            if len(out) == limit:
                 break
-        return self._cite_history(out, np.array(kept, dtype=np.int64), history)
+        # Each one's reason (the watch it is most like) is worded by cite(), for the
+        # served ones only.
+        return out
+
+    def cite(self, ctx: FeedContext, served: Sequence[Candidate]) -> None:
+        """Each served candidate's reason names the video of the user's history (the one
+        the user tower pooled) whose item vector is nearest its own: the watch it is most
+        like, as co-engagement names the video that led to its candidates. (The history
+        and the index are those fetch() read: nothing changes them within a request.)"""
+        if not served:
+            return
+        history = self.models.retrieval.pooled(ctx.user.history)
+        if not history:
+            return
+        found_slots = self._rows.slots_of(np.array([c.row for c in served], dtype=np.int64))
+        self._cite_history(served, found_slots, history)
 
     def _cite_history(
-        self, found: list[Candidate], found_slots: npt.NDArray[np.int64], history: list[int]
-    ) -> list[Candidate]:
-        """Each candidate's reason names the video of the user's history (the one the
-        user tower pooled) whose item vector is nearest its own: the watch it is most
-        like, as co-engagement names the video that led to its candidates.
-        ``found_slots``: the candidates' slots in the index."""
-        if not found or not history:
-            return found
+        self, found: Sequence[Candidate], found_slots: npt.NDArray[np.int64], history: list[int]
+    ) -> None:
+        """:meth:`cite`, with the candidates' slots in the index (``found_slots``)."""
         videos = self.models.state.catalog.videos
         seen_slots = self._rows.slots_of(np.asarray(history, dtype=np.int64))
         # The watches' and the candidates' vectors in one read (each read has a fixed cost).
         vectors = self.models.index.vectors_at(np.concatenate([seen_slots, found_slots]))
         in_index = seen_slots >= 0
         if not in_index.any():
-            return found
+            return
         n = len(history)
         seen, cands = vectors[:n], vectors[n:]
         sims = cands @ seen.T
         sims[:, ~in_index] = -np.inf
         # The newest of equals (argmax takes the first: the history reversed).
         nearest = n - 1 - np.argmax(sims[:, ::-1], axis=1)
-        # In place (fetch made them), and each watch named once, not once per candidate:
-        # this runs for every feed, over a hundred candidates.
+        # In place (fetch made them), each watch named once.
         reasons: dict[int, str] = {}
         for c, k in zip(found, nearest.tolist(), strict=True):
             reason = reasons.get(k)
             if reason is None:
                 reason = reasons[k] = f"Like {video_name(videos[history[k]])}, which you watched"
             c.reason = reason
-        return found
