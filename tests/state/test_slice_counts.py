@@ -94,9 +94,16 @@ def test_a_pending_examples_counts_are_read_as_they_were_when_it_opened() -> Non
     # Each user's example of a0 is open still; the third one opened after two views.
     third = state._pending["u2"]
     assert third.video_views == 2.0 and third.inputs.video_views == 2.0
-    assert third.inputs.creator_counts[len(LABELS)] == 2.0  # creator a's views then
-    assert third.inputs.tag_counts[0, len(LABELS)] == 2.0  # #x's
-    assert state.stats.views[catalog.row_of["a0"]] == 3.0
+    # Its features read the video's, creator a's and #x's counts after two views: as
+    # computed from counts copied then, one event at a time.
+    reference = LogState(load_settings(environ={}), catalog)
+    reference.apply(views[:2])
+    row = catalog.row_of["a0"]
+    then = reference.ranker.example_inputs(reference.user("u2"), row, T0 + 2)
+    assert then.creator_counts[len(LABELS)] == 2.0 and then.tag_counts[0, len(LABELS)] == 2.0
+    assert third.features is not None
+    assert np.array_equal(third.features, reference.ranker.example_batch_features([then])[0])
+    assert state.stats.views[row] == 3.0
 
 
 def test_add_many_counts_and_grows_as_adding_one_at_a_time() -> None:
