@@ -14,7 +14,7 @@ from fyp.config import load_settings
 from fyp.state.feedback import LABELS
 from fyp.state.group_rates import GroupRates
 from fyp.state.updater import LogState
-from fyp.types import Event, EventType, LoggedEvent, Video
+from fyp.types import DEFAULT_SURFACE, Event, EventType, LoggedEvent, Video
 
 T0 = 1_750_000_000_000
 _TYPES = [EventType.VIEW] * 6 + [EventType.LIKE, EventType.SHARE, EventType.REPORT]
@@ -94,9 +94,16 @@ def test_a_pending_examples_counts_are_read_as_they_were_when_it_opened() -> Non
     # Each user's example of a0 is open still; the third one opened after two views.
     third = state._pending["u2"]
     assert third.video_views == 2.0 and third.inputs.video_views == 2.0
-    assert third.inputs.creator_counts[len(LABELS)] == 2.0  # creator a's views then
-    assert third.inputs.tag_counts[0, len(LABELS)] == 2.0  # #x's
-    assert state.stats.views[catalog.row_of["a0"]] == 3.0
+    # Its features read the video's, creator a's and #x's counts after two views: as
+    # computed from counts copied then, one event at a time.
+    reference = LogState(load_settings(environ={}), catalog)
+    reference.apply(views[:2])
+    row = catalog.row_of["a0"]
+    then = reference.ranker.example_inputs(reference.user("u2"), row, T0 + 2)
+    assert then.creator_counts[len(LABELS)] == 2.0 and then.tag_counts[0, len(LABELS)] == 2.0
+    assert third.features is not None
+    assert np.array_equal(third.features, reference.ranker.example_batch_features([then])[0])
+    assert state.stats.views[row] == 3.0
 
 
 def test_add_many_counts_and_grows_as_adding_one_at_a_time() -> None:
@@ -162,3 +169,98 @@ def test_an_erased_users_example_is_not_kept_by_an_apply_that_raised_midway() ->
     assert gone.encode() not in pickle.dumps(state)
     state.apply([LoggedEvent(4, Event("e4", "kept", "v4", EventType.VIEW, T0 + 3, 10_000))])
     assert "kept" in state.users and gone not in state.users
+
+
+def _everything(state: LogState, told: list[object]) -> list[object]:
+    """What a fold leaves that a cut could change: the counts, the users, trending,
+    co-engagement, the surfaces, the weights, and what the listeners were told."""
+    users = sorted(
+        (
+            u,
+            list(s.history),
+            s.views,
+            list(s.label_counts),
+            list(s.recent_positives),
+            sorted((k, a.views, a.positives, a.ts, a.session_views) for k, a in s.creators.items()),
+            sorted((k, a.views, a.positives, a.ts) for k, a in s.hashtags.items()),
+        )
+        for u, s in state.users.items()
+    )
+    trending = sorted((r, a.tolist()) for r, a in state.trending.scores.items())
+    return [
+        state.stats.views.tolist(),
+        state.stats.label_counts.tolist(),
+        state.groups.creators.counts.tolist(),
+        state.groups.hashtags.counts.tolist(),
+        users,
+        trending,
+        sorted((k, sorted(v.items())) for k, v in state.coengagement._co.items()),
+        sorted((s, c.tolist()) for s, c in state.surfaces.label_counts.items()),
+        state.ranker.weights.tolist(),
+        state.late_corrections,
+        told,
+    ]
+
+
+def test_random_cuts_fold_to_the_state_and_the_examples_of_one_event_at_a_time() -> None:
+    """The slice's counts answered at once must give every example the counts of its
+    own moment: an example read after an addition of a later event (a batch-order bug)
+    changes its features, which the listeners' copy shows, whatever else hides it."""
+    rng = random.Random(23)
+    catalog = _catalog(rng)
+    events = _log(rng, 500)
+
+    def fold(cut: list[int]) -> list[object]:
+        told: list[object] = []
+        state = LogState(load_settings(environ={}), catalog)
+        state.micro_batch = 8
+        state.example_listeners.append(
+            lambda batch: told.extend(
+                (e.user_id, e.row, e.labels.tolist(), e.video_views, e.late, e.features.tolist())
+                for e in batch
+                if e.features is not None
+            )
+        )
+        start = 0
+        for size in cut:
+            state.apply(events[start : start + size])
+            start += size
+        assert len(told) > 50
+        return _everything(state, told)
+
+    reference = fold([1] * len(events))
+    for _ in range(3):
+        cut, left = [], len(events)
+        while left:
+            cut.append(min(left, rng.choice([1, 2, 7, 40, 130, 300])))
+            left -= cut[-1]
+        assert fold(cut) == reference
+    assert fold([len(events)]) == reference
+
+
+def test_each_example_reads_the_counts_copied_when_it_opened() -> None:
+    """Against counts copied event by event (the code before the slices): a read that
+    saw an addition made after it (its own view's, say) is caught here, where a
+    comparison of cuts with each other is not (every cut answers reads the same way)."""
+    rng = random.Random(5)
+    catalog = _catalog(rng)
+    events = _log(rng, 400)
+    state = LogState(load_settings(environ={}), catalog)
+    state.stats.ensure(len(catalog))  # (what apply does first)
+    checked = 0
+    for logged in events:
+        e = logged.event
+        row = catalog.row_of.get(e.video_id)
+        before = state._pending.get(e.user_id)
+        then = None
+        if row is not None and (before is None or before.row != row):
+            user = state.user(e.user_id)
+            then = state.ranker.example_inputs(user, row, e.ts, e.surface or DEFAULT_SURFACE)
+        state.apply([logged])
+        opened = state._pending.get(e.user_id)
+        if then is not None and opened is not None and opened is not before:
+            assert opened.features is not None
+            expected = state.ranker.example_batch_features([then])[0]
+            assert np.array_equal(opened.features, expected)
+            checked += 1
+    assert checked > 100

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,15 +34,7 @@ VIEW_COLUMN = _L  # the column of a view, after the label counts
 _TICK_BITS = 32
 
 
-class CountsReader(Protocol):
-    """What is told, on :meth:`SliceCounts.resolve`, the counts it asked for."""
-
-    def counts_read(
-        self, video_counts: F64, video_views: float, creator_counts: F64, tag_counts: F64
-    ) -> None: ...
-
-
-R = TypeVar("R", bound=CountsReader)
+R = TypeVar("R")  # what a read is made for (the fold's: an example)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,25 +99,19 @@ class SliceCounts(Generic[R]):
             self._read_row = [self._read_row[i] for i in kept]
             self._readers = [self._readers[i] for i in kept]
 
-    def resolve(self, stats: VideoStats, groups: GroupRates, catalog: CatalogIndex) -> list[R]:
-        """Tell every reader its counts, then apply the additions; empties this. Returns
-        the readers told, in order."""
+    def resolve(
+        self, stats: VideoStats, groups: GroupRates, catalog: CatalogIndex
+    ) -> tuple[list[R], Counts | None]:
+        """The readers of the reads so far, in order, and their counts (row i: reader
+        i's), then the additions applied; empties this. The counts are None where there
+        was no read."""
         readers = self._readers
         if not readers and not self._add_tick:
-            return readers
-        if readers:
-            counts = self.counts(stats, groups, catalog)
-            views = counts.video_views.tolist()
-            for i, reader in enumerate(readers):
-                reader.counts_read(
-                    counts.video_counts[i],
-                    views[i],
-                    counts.creator_counts[i],
-                    counts.tag_counts[i],
-                )
+            return readers, None
+        counts = self.counts(stats, groups, catalog) if readers else None
         self._apply(stats, groups)
         self._clear()
-        return readers
+        return readers, counts
 
     def counts(self, stats: VideoStats, groups: GroupRates, catalog: CatalogIndex) -> Counts:
         """The counts of each read so far, as they were when it was made."""

@@ -62,19 +62,6 @@ class Example:
     # micro-batch the example is learned in (None until then)
     features: npt.NDArray[np.float64] | None = None
 
-    def counts_read(
-        self,
-        video_counts: npt.NDArray[np.float64],
-        video_views: float,
-        creator_counts: npt.NDArray[np.float64],
-        tag_counts: npt.NDArray[np.float64],
-    ) -> None:
-        """The counts as they were when the example opened (:mod:`fyp.state.slice_counts`)."""
-        self.video_views = video_views
-        x = self.inputs
-        x.video_counts, x.video_views = video_counts, video_views
-        x.creator_counts, x.tag_counts = creator_counts, tag_counts
-
     def compact(self) -> None:
         """Own copies of its arrays that are views: a slice's counts and features are
         computed for the whole slice at once (:meth:`LogState._resolve_counts`), and an
@@ -164,13 +151,17 @@ class LogState:
     def _resolve_counts(self) -> None:
         """The counts of the examples opened since the last call, and their first-ranker
         features, for all of them at once (they depend only on the inputs taken when each
-        opened; one call over a slice costs a fraction of one per micro-batch)."""
-        opened = self._counts_due.resolve(self.stats, self.groups, self.catalog)
-        if opened:
-            x = self.ranker.example_batch_features([p.inputs for p in opened])
+        opened; one call over a slice costs a fraction of one per micro-batch). The
+        counts go into the features straight from the slice's arrays: an example keeps
+        its features and its video's views, not the counts (their inputs' stay unread)."""
+        opened, counts = self._counts_due.resolve(self.stats, self.groups, self.catalog)
+        if counts is not None:
+            x = self.ranker.example_batch_features([p.inputs for p in opened], counts)
             closed = self._closed
-            for p, features in zip(opened, x, strict=True):
+            views = counts.video_views.tolist()
+            for p, features, video_views in zip(opened, x, views, strict=True):
                 p.features = features
+                p.video_views = p.inputs.video_views = video_views
                 if closed.get(p.user_id) is p:  # kept: not the slice's arrays with it
                     p.compact()
 
@@ -415,8 +406,8 @@ class LogState:
             # only: the example may still wait in _examples for its micro-batch, and
             # whether it does depends on how the log was cut into calls of apply, so
             # changing it would make a replay learn other labels than the live engine.
-            if late.inputs.video_counts.size == 0:
-                self._resolve_counts()  # its counts, copied with it
+            if late.features is None:
+                self._resolve_counts()  # its features (of its counts), copied with it
             labels = late.labels.copy()
             labels[k] = 1.0
             self._seq += 1
