@@ -227,7 +227,7 @@ def test_the_page_scorer_does_its_nightly_work_at_each_walked_days_midnight(
         run_walk(days, ("fyp",), model)
         assert model.engine is not None and model.engine.page_scorer is not None
         boundaries = [r.at_ms for r in model.engine.page_scorer.retrains]
-        first_day_end = end_of_local_day(int(days[0].rows["time_ms"].max()))
+        first_day_end = end_of_local_day(int(days[0].rows["time_ms"].to_numpy().max()))
         training_end = end_of_local_day(days[0].data.train.end_ms)
         assert training_end in boundaries
         assert first_day_end in boundaries

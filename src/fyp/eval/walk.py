@@ -133,7 +133,7 @@ def run_walk(
             # The day's midnight: the page scorer's nightly work (label the day's pools,
             # retrain, take tomorrow's), which in service the first event after midnight
             # would set off; the walk reads no row of the next day before answering it.
-            engine.train_page_scorer(end_of_local_day(int(day.rows["time_ms"].max())))
+            engine.train_page_scorer(end_of_local_day(int(day.rows["time_ms"].to_numpy().max())))
     return answers
 
 
