@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from fyp.cli import app
 from fyp.eval.engine_methods import EngineModel, _NoSlots, _Unspaced
 from fyp.eval.offline import Answers, score_answers
-from fyp.eval.protocol import Split, WalkDay, load_walk_data, parse_day
+from fyp.eval.protocol import Split, WalkDay, end_of_local_day, load_walk_data, parse_day
 from fyp.eval.walk import pooled, run_walk, walk_rows
 from fyp.types import Candidate
 
@@ -212,3 +212,25 @@ def test_a_frozen_page_is_topped_up_past_what_it_never_learned_was_seen(
         for user, top in zip(second.data.requests.users, tops, strict=True):
             assert len(top) == 100, (row, user)
             assert not set(top.tolist()) & second.data.train.seen.get(user, set())
+
+
+def test_the_page_scorer_does_its_nightly_work_at_each_walked_days_midnight(
+    smoke_dir: Path,
+) -> None:
+    """Regression (issue 19): the walk learned a day's rows but nothing crossed that
+    day's midnight (no row of the next day is read before it is answered), so the next
+    day was served by the scorer of the night before: its pools never labelled with the
+    walked day, never retrained."""
+    days = load_walk_data(smoke_dir, SPLIT)
+    model = EngineModel(smoke_dir)
+    try:
+        run_walk(days, ("fyp",), model)
+        assert model.engine is not None and model.engine.page_scorer is not None
+        boundaries = [r.at_ms for r in model.engine.page_scorer.retrains]
+        first_day_end = end_of_local_day(int(days[0].rows["time_ms"].to_numpy().max()))
+        training_end = end_of_local_day(days[0].data.train.end_ms)
+        assert training_end in boundaries
+        assert first_day_end in boundaries
+        assert first_day_end > training_end
+    finally:
+        model.close()

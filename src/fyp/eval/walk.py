@@ -7,7 +7,9 @@ day's start, and only then learns the day:
 * the engine through its own ingestion and learning path, online, as it does when it
   serves: the day's log rows replayed as the training rows were
   (:func:`fyp.eval.kuairand.import_kuairand`: impressions recorded, events ingested,
-  learned, in time order). One engine answers for every ``fyp*`` row;
+  learned, in time order), then its page scorer's work at the day's midnight (label
+  the day's pools, retrain, take the next day's), as at the end of training. One engine
+  answers for every ``fyp*`` row;
 * each baseline refitted on every row up to the day's end, as a batch system retrained
   nightly would be.
 
@@ -43,7 +45,7 @@ from fyp.eval.engine_methods import ENGINE_METHODS, EngineModel, FypPipeline, ma
 from fyp.eval.kuairand import import_kuairand
 from fyp.eval.methods import Method, make_baseline
 from fyp.eval.offline import Answers, Step, ask, score_answers
-from fyp.eval.protocol import EvalData, Outcomes, Requests, WalkDay
+from fyp.eval.protocol import EvalData, Outcomes, Requests, WalkDay, end_of_local_day
 
 __all__ = [
     "FROZEN",
@@ -128,6 +130,10 @@ def run_walk(
             import_kuairand(
                 engine, model.kuairand_dir, logs=day.rows, videos=[], progress=model.progress
             )
+            # The day's midnight: the page scorer's nightly work (label the day's pools,
+            # retrain, take tomorrow's), which in service the first event after midnight
+            # would set off; the walk reads no row of the next day before answering it.
+            engine.train_page_scorer(end_of_local_day(int(day.rows["time_ms"].to_numpy().max())))
     return answers
 
 
