@@ -208,13 +208,17 @@ class Cluster:
             return False
 
     def pids(self) -> dict[str, int]:
-        """``api`` (each), ``learner``: their process ids."""
+        """``api-i`` (each), ``learner``, ``redis-limits`` (the rate limits' own
+        redis-server, where ``fyp cluster up`` starts one): their process ids."""
         out: dict[str, int] = {}
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         for pid in path.read_text().split():
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            name = "learner" if b"learn" in argv else f"api-{sum(k != 'learner' for k in out)}"
-            out[name] = int(pid)
+            if b"redis-server" in argv[0]:  # (the rate limits' own: a role of Redis)
+                out["redis-limits"] = int(pid)
+                continue
+            n = sum(k.startswith("api") for k in out)
+            out["learner" if b"learn" in argv else f"api-{n}"] = int(pid)
         return out
 
     def stop(self) -> None:
@@ -432,7 +436,8 @@ def ladder(
             console.print(f"      on-CPU stalls: {probe['on_cpu_stalls']}")
             for stack, ms in probe["top_on_cpu_stacks"][:3]:
                 console.print(f"      {ms:.0f} ms on CPU in {stack[:300]}")
-        if row["latency_ms"].get("p99", float("inf")) > 4 * SLO_P99_MS or row["failed"]:
+        past = row["latency_ms"].get("p99", float("inf")) > 4 * SLO_P99_MS or row["failed"]
+        if past and not args.every_step:
             break  # (far past it: higher rates only queue more)
     poster.stop_flag.set()
     poster.join()
@@ -560,7 +565,9 @@ def ingest(
             # Idle taken off. (The API processes fold the log as it grows: their folding
             # during the run is in it, what was left to fold after it is not.)
             "api_cpu_us_per_event": 1e6 * api_s / max(acked, 1),
-            "redis_cpu_us_per_event": 1e6 * busy["redis"] / max(acked, 1),
+            "redis_cpu_us_per_event": 1e6
+            * (busy["redis"] + busy.get("redis-limits", 0.0))
+            / max(acked, 1),
             # (the load generator's share of the same cores: building, sending, parsing)
             "clients_cpu_us_per_event": 1e6 * sum(g[3] for g in got) / max(acked, 1),
             # Redis commands per acknowledged event, by command (those inside scripts
@@ -706,6 +713,12 @@ def main() -> None:
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--ladder", type=float, nargs="+", help="the rates (feeds/s)")
     parser.add_argument("--seconds", type=float, help="per rate")
+    parser.add_argument(
+        "--every-step",
+        action="store_true",
+        help="every rate of the ladder, past 4x the SLO too (the CPU per feed at fixed"
+        " rates, old and new, on a loaded machine)",
+    )
     parser.add_argument(
         "--min-feeds", type=int, default=200, help="per rate, at least (p99 needs them)"
     )
