@@ -208,13 +208,17 @@ class Cluster:
             return False
 
     def pids(self) -> dict[str, int]:
-        """``api`` (each), ``learner``: their process ids."""
+        """``api-i`` (each), ``learner``, ``redis-limits`` (the rate limits' own
+        redis-server, where ``fyp cluster up`` starts one): their process ids."""
         out: dict[str, int] = {}
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         for pid in path.read_text().split():
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            name = "learner" if b"learn" in argv else f"api-{sum(k != 'learner' for k in out)}"
-            out[name] = int(pid)
+            if b"redis-server" in argv[0]:  # (the rate limits' own: a role of Redis)
+                out["redis-limits"] = int(pid)
+                continue
+            n = sum(k.startswith("api") for k in out)
+            out["learner" if b"learn" in argv else f"api-{n}"] = int(pid)
         return out
 
     def stop(self) -> None:
@@ -383,6 +387,20 @@ def ladder(
     poster = Stream(server, stream, STREAM_PER_S)
     poster.start()
     began = time.perf_counter()
+    # The stream alone, no feeds: what each role spends per second whatever the feed
+    # rate (timers, polls, the fold of every event); a step's CPU per feed is this
+    # spread over its feeds plus the feeds' own.
+    time.sleep(1.0)
+    before, t0 = cpu(pids), time.perf_counter()
+    time.sleep(args.seconds)
+    after, wall = cpu(pids), time.perf_counter() - t0
+    idle = {k: (after[k] - before[k]) / wall for k in pids}
+    api_idle = sum(v for k, v in idle.items() if k.startswith(("api", "server")))
+    console.print(
+        f"    no feeds (the stream only): API {api_idle:.3f} CPU s/s; "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(idle.items()))
+        + f"; load {os.getloadavg()[0]:.1f}"
+    )
     rows = []
     offset = 100
     for rate in args.ladder:
@@ -418,7 +436,8 @@ def ladder(
             console.print(f"      on-CPU stalls: {probe['on_cpu_stalls']}")
             for stack, ms in probe["top_on_cpu_stacks"][:3]:
                 console.print(f"      {ms:.0f} ms on CPU in {stack[:300]}")
-        if row["latency_ms"].get("p99", float("inf")) > 4 * SLO_P99_MS or row["failed"]:
+        past = row["latency_ms"].get("p99", float("inf")) > 4 * SLO_P99_MS or row["failed"]
+        if past and not args.every_step:
             break  # (far past it: higher rates only queue more)
     poster.stop_flag.set()
     poster.join()
@@ -426,6 +445,8 @@ def ladder(
     within = [r["rate"] for r in rows if r["latency_ms"].get("p99", 1e9) <= SLO_P99_MS]
     return {
         "ladder": rows,
+        "idle_cpu_s_per_s": idle,
+        "idle_api_cpu_s_per_s": api_idle,
         "max_rate_at_slo": max(within, default=0.0),
         "stream_acknowledged_per_s": poster.acknowledged / streamed_s,
     }
@@ -544,7 +565,9 @@ def ingest(
             # Idle taken off. (The API processes fold the log as it grows: their folding
             # during the run is in it, what was left to fold after it is not.)
             "api_cpu_us_per_event": 1e6 * api_s / max(acked, 1),
-            "redis_cpu_us_per_event": 1e6 * busy["redis"] / max(acked, 1),
+            "redis_cpu_us_per_event": 1e6
+            * (busy["redis"] + busy.get("redis-limits", 0.0))
+            / max(acked, 1),
             # (the load generator's share of the same cores: building, sending, parsing)
             "clients_cpu_us_per_event": 1e6 * sum(g[3] for g in got) / max(acked, 1),
             # Redis commands per acknowledged event, by command (those inside scripts
@@ -606,6 +629,63 @@ def embedded(
         return row
 
 
+def cluster_row(
+    root: Path,
+    n_api: int,
+    redis: RedisServer,
+    store: str,
+    config: Path,
+    cat: Any,
+    history: list[dict[str, Any]],
+    users: list[str],
+    stream: list[dict[str, Any]],
+    args: argparse.Namespace,
+    src: Path | None,
+    load: bool,
+) -> dict[str, Any]:
+    """A row of ``fyp cluster up --api n_api`` on ``redis`` and ``store`` (shared by every
+    cluster of the run: ``load``, the first, puts the catalog and the history in);
+    ``src``: the ``fyp`` package its processes run (None: this checkout's)."""
+    name = f"cluster-{n_api}" + ("" if src is None else "-baseline")
+    folder = root / f"probe-{name}" if args.probe else None
+    probe_into(folder)
+    saved = os.environ.get("PYTHONPATH")
+    if src is not None:  # (the cluster's processes inherit it)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [*([str(PROBE)] if folder is not None else []), str(src)]
+        )
+    try:
+        cluster = Cluster(
+            root / name,
+            n_api,
+            redis.url("bench"),
+            store,
+            redis.url(f"bench-models-{name}"),
+            config,
+        )
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    cluster.probe_dir = folder
+    try:
+        if load:
+            loaded = load_data(cluster, cat, history)
+            console.print(f"  cluster: loaded in {loaded:.0f} s")
+        caught = wait_learned(cluster.root / "api-0")
+        console.print(f"  {name}: started in {cluster.startup_s:.0f} s, learned in {caught:.0f} s")
+        time.sleep(2.0)
+        pids = {**cluster.pids(), "redis": redis.proc.pid}
+        row: dict[str, Any] = {"deployment": f"fyp cluster up --api {n_api}"}
+        row |= {"api_processes": n_api, "startup_s": cluster.startup_s}
+        row["src"] = "this checkout" if src is None else str(src)
+        row |= ladder(cluster, pids, users, stream, args)
+        return row
+    finally:
+        cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -623,8 +703,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline-src",
         type=Path,
-        help="also run the embedded row and ingest with the fyp package in this src dir"
-        " (git archive main src), alternated with this checkout's",
+        help="also run every row (embedded, clusters, ingest) with the fyp package in this"
+        " src dir (git archive main src), alternated with this checkout's",
     )
     parser.add_argument("--rounds", type=int, default=1, help="embedded rows per code, alternated")
     parser.add_argument("--skip-clusters", action="store_true", help="the embedded row only")
@@ -633,6 +713,12 @@ def main() -> None:
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--ladder", type=float, nargs="+", help="the rates (feeds/s)")
     parser.add_argument("--seconds", type=float, help="per rate")
+    parser.add_argument(
+        "--every-step",
+        action="store_true",
+        help="every rate of the ladder, past 4x the SLO too (the CPU per feed at fixed"
+        " rates, old and new, on a loaded machine)",
+    )
     parser.add_argument(
         "--min-feeds", type=int, default=200, help="per rate, at least (p99 needs them)"
     )
@@ -691,10 +777,10 @@ def main() -> None:
             config = Path(
                 with_load_generator_auth({"FYP_CONFIG": str(config)}, config)["FYP_CONFIG"]
             )
+            codes: list[Path | None] = [None]
+            if args.baseline_src is not None:
+                codes.append(args.baseline_src.resolve())
             if not args.skip_embedded:
-                codes: list[Path | None] = [None]
-                if args.baseline_src is not None:
-                    codes.append(args.baseline_src.resolve())
                 for k in range(args.rounds):
                     for j, src in enumerate(codes if k % 2 == 0 else codes[::-1]):
                         row = embedded(
@@ -714,35 +800,27 @@ def main() -> None:
                 redis = RedisServer(root / "redis-feeds", appendonly="yes", appendfsync="always")
                 try:
                     with postgres_schema(args.postgres) as store:
+                        k = 0
                         for i, n_api in enumerate(args.apis):
-                            folder = root / f"probe-cluster-{n_api}" if args.probe else None
-                            probe_into(folder)
-                            cluster = Cluster(
-                                root / f"cluster-{n_api}",
-                                n_api,
-                                redis.url("bench"),
-                                store,
-                                redis.url(f"bench-models-{n_api}"),
-                                config,
-                            )
-                            cluster.probe_dir = folder
-                            try:
-                                if i == 0:
-                                    loaded = load_data(cluster, cat, history)
-                                    console.print(f"  cluster: loaded in {loaded:.0f} s")
-                                caught = wait_learned(cluster.root / "api-0")
-                                console.print(
-                                    f"  cluster, {n_api} API: started in {cluster.startup_s:.0f} s,"
-                                    f" learned in {caught:.0f} s"
+                            # (this checkout's and the baseline's, alternated: the load
+                            # changes over a run)
+                            for src in codes if i % 2 == 0 else codes[::-1]:
+                                k += 1
+                                row = cluster_row(
+                                    root,
+                                    n_api,
+                                    redis,
+                                    store,
+                                    config,
+                                    cat,
+                                    history,
+                                    users,
+                                    streams(k),
+                                    args,
+                                    src,
+                                    load=k == 1,
                                 )
-                                time.sleep(2.0)
-                                pids = {**cluster.pids(), "redis": redis.proc.pid}
-                                row = {"deployment": f"fyp cluster up --api {n_api}"}
-                                row |= {"api_processes": n_api, "startup_s": cluster.startup_s}
-                                row |= ladder(cluster, pids, users, streams(n_api), args)
                                 out["feeds"].append(row)
-                            finally:
-                                cluster.stop()
                 finally:
                     redis.stop()
         if not args.skip_ingest:
@@ -799,6 +877,7 @@ def report(out: dict[str, Any]) -> None:
                     for s in r["ladder"]
                 ),
                 "—" if best is None else f"{best['api_cpu_ms_per_feed']:.1f}",
+                f"{r.get('idle_api_cpu_s_per_s', float('nan')):.3f}",
                 ", ".join(f"{k} {v:.2f}" for k, v in sorted(roles.items())),
             ]
         )
@@ -809,6 +888,7 @@ def report(out: dict[str, Any]) -> None:
             "feeds/s at SLO",
             "rate:p99 ms per step",
             "API CPU ms/feed",
+            "API CPU s/s, no feeds",
             "CPU s/s by role",
         ],
         rows,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,6 +21,7 @@ from fyp.engine import CHECKPOINT_FILE, Engine
 from fyp.storage import checkpoint as checkpoint_module
 from fyp.storage.checkpoint import CAN_FORK
 from fyp.types import Video
+from redis_servers import SHARED_URL, delete_prefix, shared_redis, unique_prefix
 
 NOW = 1_700_000_000_000
 # A stop that takes this long hangs: it waits for the next wake, up to RETENTION_EVERY_S.
@@ -286,3 +289,70 @@ def test_healthz_reports_a_failed_checkpoint_until_one_is_written(
             assert engine.checkpoints.offset == engine.state.applied_offset
     finally:
         engine.close()
+
+
+def test_a_loop_on_a_redis_log_reads_it_once_a_wake_and_not_for_what_it_has_folded(
+    tmp_path: Path, unavailable: Callable[[str], NoReturn]
+) -> None:
+    """Regression: woken on a log on Redis, the loop asked for the log's end, read a
+    slice (and the end again), then asked for the end once more: three worker-thread
+    hops and four round trips a wake, and as many for a wake (the tail's, of its own
+    batch) telling an end it had folded already. Now one read of a slice with its end,
+    and none for such a wake."""
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+    settings = load_settings(
+        overrides={
+            "data_dir": tmp_path,
+            "event_log": f"{SHARED_URL}?prefix={prefix}&durability=none",
+            "privacy": {"require_registered_users": False},
+        },
+        environ={},
+    )
+    engine = Engine.open(settings, clock=lambda: NOW)
+    log = engine.event_log
+    asked: list[str] = []
+    for name in ("last_offset", "read"):
+        real = getattr(log, name)
+
+        def counted(*args: object, _real: Any = real, _name: str = name) -> Any:
+            asked.append(_name)
+            return _real(*args)
+
+        setattr(log, name, counted)  # (this instance's: the engine's log)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        loop = LearningLoop(engine)
+        try:
+            await until(lambda: engine.state.applied_offset == 0 and not loop._wake.is_set())
+            await asyncio.sleep(0.05)
+            engine.upsert_videos([Video("v1", "c1", 20_000, created_at=NOW)])
+            result = engine.ingest([view(n, "u1", 1) for n in range(3)])
+            assert result.accepted == 3 and result.log_end is not None
+            end = result.log_end
+            asked.clear()
+            loop.wake()
+            await until(lambda: engine.state.applied_offset >= end)
+            await asyncio.sleep(0.1)  # (any check after the slice made too)
+            woken = list(asked)
+            asked.clear()
+            loop.wake(end)  # the tail, telling the end of a batch folded already
+            await asyncio.sleep(0.1)
+            return woken, list(asked)
+        finally:
+            async with asyncio.timeout(10):
+                await loop.stop()
+
+    async def until(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(10):
+            while not done():
+                await asyncio.sleep(0.005)
+
+    try:
+        woken, told = asyncio.run(scenario())
+    finally:
+        engine.close()
+        delete_prefix(client, prefix)
+        client.close()
+    assert woken == ["last_offset", "read"]  # one slice read, with its end
+    assert told == []

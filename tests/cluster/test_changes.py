@@ -462,7 +462,7 @@ def test_a_follower_that_fails_to_start_leaves_no_thread_or_connection(
 
     before = alive()
     with pytest.raises(RuntimeError, match="can't start new thread"):
-        follow_changes(engine, named, lambda: None)
+        follow_changes(engine, named, lambda end: None)
     assert alive() == before
     assert engine.moderator.review_turn is None
     client = shared_redis(lambda why: pytest.fail(why))

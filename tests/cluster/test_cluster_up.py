@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import httpx
 import pytest
+import redis
 
 from fyp.privacy.keys import bearer, create_key
 from fyp.types import now_ms
@@ -73,8 +74,20 @@ def test_cluster_up_serves_two_api_processes_on_one_port(
             got = httpx.get(url + "/v1/videos", params={"ids": "v1"}, headers=headers)
             assert got.status_code == 200, got.text  # (the key: known to both)
             assert [v["video_id"] for v in got.json()["videos"]] == ["v1"]
-        # kill -9 of one API process: the other keeps serving, and it is started again.
+        # The rate limits' buckets: on a redis-server of the cluster's own (no AOF), not
+        # on the event log's server.
         children = Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()
+        servers = [pid for pid in children if b"redis-server" in _argv(pid)[0]]
+        assert len(servers) == 1, [_argv(pid) for pid in children]
+        own = redis.Redis(unix_socket_path=str(root / "ratelimits.sock"))
+        try:
+            assert own.keys("{fyp}:rl2:*"), "no bucket on the cluster's own server"
+            assert own.config_get("appendonly") == {"appendonly": "no"}
+        finally:
+            own.close()
+        assert client.keys(f"{{{prefix}}}:rl2:*") == []
+        # kill -9 of one API process: the other keeps serving, and it is started again.
+        children = [pid for pid in children if pid not in servers]
         assert len(children) == 2, children
         os.kill(int(children[0]), signal.SIGKILL)
         while _alive(int(children[0])):  # (gone, with the connections it had accepted)
@@ -156,3 +169,7 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def _argv(pid: str) -> list[bytes]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

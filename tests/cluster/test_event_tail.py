@@ -31,8 +31,8 @@ def _events(start: int, n: int) -> list[Event]:
 
 def test_the_tail_wakes_once_per_growth_of_the_stream(log_url: str) -> None:
     log = RedisEventLog.from_url(log_url)  # (another process's appends, as far as the tail knows)
-    woken: list[int] = []
-    tail = EventTail(log_url, lambda: woken.append(1))
+    woken: list[int | None] = []
+    tail = EventTail(log_url, woken.append)
     try:
         log.append(_events(0, 3))  # before the tail: its first step wakes the loop anyway
         assert tail.step(block_ms=50) is True and len(woken) == 1
@@ -45,6 +45,8 @@ def test_the_tail_wakes_once_per_growth_of_the_stream(log_url: str) -> None:
         log.append(_events(503, 1))
         assert tail.step(block_ms=50) is True and len(woken) == 3
         assert tail.error is None
+        # Each wake says the log's end it saw: a loop already there has nothing to fold.
+        assert woken == [3, 503, 504]
     finally:
         tail.stop()
         log.close()
@@ -55,7 +57,7 @@ def test_the_tail_in_its_thread_wakes_on_an_append(log_url: str) -> None:
 
     log = RedisEventLog.from_url(log_url)
     woke = threading.Event()
-    tail = EventTail(log_url, woke.set)
+    tail = EventTail(log_url, lambda end: woke.set())
     tail.start()
     try:
         assert woke.wait(5), "no first wake"

@@ -130,8 +130,9 @@ def create_app(
         started.push_async_callback(learning.stop)
         loop = asyncio.get_running_loop()
 
-        def wake() -> None:  # (from the follower's thread: a refresh is the loop's to do)
-            loop.call_soon_threadsafe(learning.wake)
+        def wake(log_end: int | None = None) -> None:
+            # (from the follower's thread: a refresh is the loop's to do)
+            loop.call_soon_threadsafe(learning.wake, log_end)
 
         # (keys checked off the request path: a request then finds its key fresh)
         refresher = KeyRefresher(keys) if keys is not None else None

@@ -37,13 +37,28 @@ class LearningLoop:
         # on the event loop, which serves nothing while it waits for one (the server
         # answers after its fsyncs). The embedded log's reads are local and short.
         self._remote = log_on_a_server(engine)
+        # Where the log is on a server: the log's end as last known (read with a slice's
+        # events, or told by a wake), so that "anything to fold?" is answered without a
+        # round trip; None, unknown (read it). Wakes came from the process's own batches
+        # and from the tail of every process's appends (fyp.cluster.event_tail), each
+        # woken loop asked the server for the end, read a slice (the end again), then
+        # asked for the end once more: three worker-thread hops and four round trips a
+        # wake, most finding nothing new (a batch of its own wakes it twice).
+        self._end: int | None = None
+        self._wakes = 0
         self._wake = asyncio.Event()  # made here, inside the running loop it belongs to
         self._slice_error: str | None = None  # the last slice's, until one goes through
         self._expired_at = -RETENTION_EVERY_S
         self._task = asyncio.create_task(self._run())
         self._wake.set()  # catch up with anything logged before the start
 
-    def wake(self) -> None:
+    def wake(self, log_end: int | None = None) -> None:
+        """Look for new events (and a refresh due); ``log_end``, the log's end where the
+        waker knows it (an append's, the tail's): nothing to do if the state is there."""
+        if self._remote and log_end is not None and log_end <= self.engine.state.applied_offset:
+            return  # (folded already: e.g. this process's own batch, told by the tail)
+        self._end = None  # (read again: a slice in flight may have read it before the news)
+        self._wakes += 1
         self._wake.set()
 
     @property
@@ -123,9 +138,14 @@ class LearningLoop:
         return self.engine.pending(await read_log_end(self.engine))
 
     async def _learning_due(self) -> bool:
-        """:meth:`Engine.learning_due`, the log's end asked from a worker thread where the
-        log is on a server."""
-        return self.engine.state.refresh_due() or await self._pending() > 0
+        """:meth:`Engine.learning_due`; where the log is on a server, from the end last
+        read or told (unknown: a slice is read, which reads it), else asked from a
+        worker thread."""
+        if self.engine.state.refresh_due():
+            return True
+        if self._remote:
+            return self._end is None or self._end > self.engine.state.applied_offset
+        return await self._pending() > 0
 
     async def _fold(self, limit: int) -> None:
         """A slice of the log folded: :meth:`Engine.learn`; where the log is on a server,
@@ -134,9 +154,14 @@ class LearningLoop:
         the lock, on this loop, only if it moved every time (so a fold always ends)."""
         if self._remote:
             for _ in range(_FOLD_TRIES):
+                wakes = self._wakes
                 fold = await asyncio.to_thread(self.engine.read_fold, limit)
+                # The end read with the slice, unless a wake came meanwhile (its news may
+                # be past it).
+                self._end = fold.end if wakes == self._wakes else None
                 if self.engine.apply_fold(fold) != -1:
                     return
+            self._end = None  # (read under the lock below: the end it reads is not kept)
         self.engine.learn(max_events=limit, train=False)
 
     async def stop(self) -> None:

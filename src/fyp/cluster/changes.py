@@ -295,11 +295,12 @@ class ChangeFollower:
 
 
 def follow_changes(
-    engine: Engine, settings: Settings, applied: Callable[[], None]
+    engine: Engine, settings: Settings, applied: Callable[[int | None], None]
 ) -> ChangeFollower | None:
     """A started follower of the notices where the event log is on Redis (several
     processes may serve), with ``engine``'s changes published to them, and a tail of the
-    log's events (both call ``applied``: the learning loop folds what they announce);
+    log's events (both call ``applied``: the learning loop folds what they announce; the
+    tail with the log's end it saw, the notices with None);
     else None."""
     url = changes_url(settings)
     if url is None or settings.event_log is None:
@@ -314,7 +315,7 @@ def follow_changes(
         opened.callback(lease.stop)
         stream = ChangeStream(url)
         opened.callback(stream.close)
-        follower = ChangeFollower(engine, stream, applied, tail=tail, lease=lease)
+        follower = ChangeFollower(engine, stream, lambda: applied(None), tail=tail, lease=lease)
         opened.pop_all()  # (the follower's stop stops them all, and unhooks the engine)
         opened.callback(follower.stop)
         follower.start()

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -34,6 +37,23 @@ FYP = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "fyp" else None
 SECRET_FILE = "pseudonym.secret"
 RESTART_DELAY_S = 1.0
 LISTEN_BACKLOG = 2048  # (uvicorn's default)
+RATE_LIMITS_SOCKET = "ratelimits.sock"
+_SOCKET_PATH_MAX = 100  # (a unix socket's path: 107 bytes at most on Linux)
+_REDIS_START_S = 10.0
+# The caller's FYP_* variables a child is not given: those up sets for each itself (or
+# passes as flags, which would win anyway), and the learner supervisor's own.
+_NOT_INHERITED = frozenset(
+    {
+        "FYP_DATA_DIR",
+        "FYP_HOST",
+        "FYP_PORT",
+        "FYP_EVENT_LOG",
+        "FYP_STORE",
+        "FYP_SECRET_FILE",
+        "FYP_LEARNER_SETTINGS",
+        "FYP_LEARNER_PARENT",
+    }
+)
 
 
 # Resolved here, not in a child between fork and exec (dlopen takes the loader's lock).
@@ -110,6 +130,63 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def child_env(
+    environ: Mapping[str, str],
+    root: Path,
+    event_log: str,
+    store: str,
+    model_channel: str | None,
+) -> dict[str, str]:
+    """The environment of the cluster's processes: the caller's, its ``FYP_*`` settings
+    included, with the shared URLs and the secret set (see :data:`_NOT_INHERITED`)."""
+    env = {k: v for k, v in environ.items() if k not in _NOT_INHERITED}
+    env |= {"FYP_EVENT_LOG": event_log, "FYP_STORE": store}
+    env["FYP_SECRET_FILE"] = str(root / SECRET_FILE)
+    if model_channel is not None:
+        env["FYP_MODEL_CHANNEL"] = model_channel
+    return env
+
+
+def rate_limits_socket(root: Path) -> Path:
+    """Where the buckets' server listens: in the cluster's directory, or (a path too
+    long for a unix socket) in a directory of its own under the system's temp dir."""
+    path = root / RATE_LIMITS_SOCKET
+    if len(os.fsencode(path)) <= _SOCKET_PATH_MAX:
+        return path
+    return Path(tempfile.mkdtemp(prefix="fyp-cluster-")) / RATE_LIMITS_SOCKET
+
+
+def rate_limits_server_argv(binary: str, sock: Path) -> list[str]:
+    """A redis-server for soft state only: on a unix socket (no TCP port), neither an AOF
+    nor snapshots (the buckets lost come back full), its own process so that no fsync of
+    the event log's server delays a bucket's answer."""
+    argv = [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", str(sock.parent)]
+    return argv
+
+
+def wait_for_socket(sock: Path, child: Child, timeout_s: float = _REDIS_START_S) -> None:
+    """Until the buckets' server answers on ``sock`` (RuntimeError if it exited or did
+    not answer in time)."""
+    import redis
+
+    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1.0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if child.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the rate limits' redis-server did not start on {sock}"
+                    ) from None
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def prepare(root: Path, n_api: int) -> list[Path]:
     """The cluster's directory and a data dir per API process in it (made if absent)."""
     dirs = [root / f"api-{i}" for i in range(n_api)]
@@ -141,22 +218,41 @@ def up(
     """Start N API processes on one port and, with the learned models on, a learner;
     keep them running until interrupted."""
     root = data_dir.resolve()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FYP_")}
-    env |= {"FYP_EVENT_LOG": event_log, "FYP_STORE": store}
-    env["FYP_SECRET_FILE"] = str(root / SECRET_FILE)
-    if model_channel is not None:
-        env["FYP_MODEL_CHANNEL"] = model_channel
+    env = child_env(os.environ, root, event_log, store, model_channel)
     if not event_log.startswith(("redis://", "rediss://", "unix://")):
         raise typer.BadParameter("the API processes share the event log: give a redis:// URL")
     settings = load_settings(config, {"data_dir": root / "api-0"}, environ=env)
     models = settings.model.enabled and settings.model.learner == "process"
-    if models and model_channel is None:
+    if models and settings.model.channel is None:
         raise typer.BadParameter(
             "with the learned models on, the API processes read them from one channel: "
             "give --model-channel redis://…"
         )
     dirs = prepare(root, api)
     extra = [] if config is None else ["--config", str(config.resolve())]
+    # The buckets on a server of their own, unless the settings say where.
+    buckets: Child | None = None
+    redis_server = shutil.which("redis-server")
+    if settings.auth.rate_limits is None and redis_server is not None:
+        sock = rate_limits_socket(root)
+        sock.unlink(missing_ok=True)  # (a server killed with the cluster leaves it)
+        buckets = Child(
+            "rate limits' redis-server",
+            rate_limits_server_argv(redis_server, sock),
+            env,
+            root / "ratelimits.log",
+        )
+        try:
+            wait_for_socket(sock, buckets)
+        except BaseException:
+            buckets.stop()
+            raise
+        env = env | {"FYP_RATE_LIMITS": f"unix://{sock}"}
+    elif settings.auth.rate_limits is None:
+        console.print(
+            "redis-server is not installed here: the rate limits' buckets are on the "
+            "event log's server"
+        )
     # One socket, held here for the cluster's life, from which every API process accepts
     # (not one each with SO_REUSEPORT: there the kernel queues each connection on one
     # process's socket, and those queued on a process killed are reset with it).
@@ -182,9 +278,12 @@ def up(
                 root / "learner.log",
             )
         )
+    if buckets is not None:  # (stopped last: the API processes use it to the end)
+        children.append(buckets)
     console.print(
         f"fyp cluster: {api} API processes on http://{host}:{port}"
         + (" and a learner" if models else "")
+        + ("" if buckets is None else "; the rate limits on a redis-server of their own")
         + f"; logs in {root}; make a key with\n"
         f"  fyp keys create --store '{store}' --scopes all"
     )

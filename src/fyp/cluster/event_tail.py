@@ -15,6 +15,9 @@ the GIL. It reads no event (the loop reads the log), only whether the stream mov
 entry (``COUNT 1``), then the stream's last id, so a burst of appends costs two round
 trips, whatever its size. Wakes are at most one per :data:`MIN_GAP_S`: the loop folds
 everything up to the log's end each time, so wakes closer together would only repeat it.
+A wake says the log's end it saw (a stream entry's id is ``0-<offset>``), so a loop that
+has folded that far already (this process's own batch, folded when it was accepted)
+does nothing: no round trip to find there was nothing new.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def _text(value: Any) -> str:
 
 class EventTail:
     """A thread tailing the event log at ``url`` (a ``redis://`` event log URL, its
-    ``prefix`` and ``durability`` options included) that calls ``wake`` when other
-    processes (or this one) append. ``wakes`` counts the calls; ``error`` is the last
-    read's failure (None once a read returns)."""
+    ``prefix`` and ``durability`` options included) that calls ``wake(log_end)`` when
+    other processes (or this one) append: the offset of the newest event it saw (None
+    where the stream's ids are not offsets). ``wakes`` counts the calls; ``error`` is the
+    last read's failure (None once a read returns)."""
 
-    def __init__(self, url: str, wake: Callable[[], None]) -> None:
+    def __init__(self, url: str, wake: Callable[[int | None], None]) -> None:
         rest, prefix, _durability = split_url(url)
         self.key = stream_key(prefix)
         self._r = redis.Redis.from_url(
@@ -112,8 +116,10 @@ class EventTail:
 
     def _call_wake(self) -> None:
         self.wakes += 1
+        assert self.after is not None
+        ms, _, seq = self.after.partition("-")
         try:
-            self._wake()
+            self._wake(int(seq) if ms == "0" and seq.isdigit() else None)
         except RuntimeError:  # (the server's event loop closed: it is stopping)
             self._stop.set()
 

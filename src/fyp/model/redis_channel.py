@@ -113,9 +113,13 @@ class RedisModelChannel:
         rest, prefix = split_url(url)
         return cls(rest, prefix)
 
-    def _stored(self) -> list[tuple[int, bool]]:
-        """(version, is a snapshot) of every update stored, oldest first."""
-        members = cast(list[bytes], self._r.zrange(self._versions, 0, -1))
+    def _stored(self, after: int | None = None) -> list[tuple[int, bool]]:
+        """(version, is a snapshot) of every update stored (``after``: of those above that
+        version), oldest first."""
+        if after is None:
+            members = cast(list[bytes], self._r.zrange(self._versions, 0, -1))
+        else:
+            members = cast(list[bytes], self._r.zrangebyscore(self._versions, f"({after}", "+inf"))
         out = []
         for m in members:
             kind, _, version = m.decode().partition(":")
@@ -167,7 +171,10 @@ class RedisModelChannel:
 
     def read_after(self, version: int) -> list[ModelUpdate]:
         with _reaching():
-            stored = self._stored()
+            # Only those above ``version`` (a serving process polls ten times a second,
+            # and nothing is new most times: the whole index since the last snapshot was
+            # read and parsed each time); a snapshot among them is started from.
+            stored = self._stored(after=version)
             snapshots = [v for v, full in stored if full]
             start, wanted = version, []
             if snapshots and snapshots[-1] > version:
