@@ -4,7 +4,7 @@ the eligibility arrays that filters read."""
 from __future__ import annotations
 
 from fyp.catalog.index import CatalogIndex
-from fyp.types import Video
+from fyp.types import ModerationAction, Video
 
 
 def video(video_id: str, creator: str = "c1", **changes: object) -> Video:
@@ -97,3 +97,52 @@ def test_the_arrays_grow_with_the_catalog_and_keep_their_values() -> None:
     assert index.duration_ms[999] == 1_000
     assert index.label_ok[:1_000].all()
     assert not index.label_ok[1_000:n].any()
+
+
+def test_rows_share_one_object_per_distinct_value_and_keep_the_videos_equal() -> None:
+    """Issue 18 (memory): every row held its own copy of its creator, hashtags, tag set,
+    topic keys and (empty) sensitive topics, in both processes."""
+
+    def fresh(s: str) -> str:  # an equal string that is another object, as a store reads
+        return "".join(list(s))
+
+    def made(i: int) -> Video:
+        return video(
+            f"v{i}",
+            creator=fresh("creator"),
+            sound_id=fresh("sound"),
+            hashtags=(fresh("#Cats"), fresh("#dogs")),
+            language=fresh("en"),
+            regions=(fresh("br"),),
+            labels=(fresh("label"),),
+            attributes=((fresh("kind"), fresh("duet")),),
+        )
+
+    index = CatalogIndex()
+    given = [made(i) for i in range(3)]
+    index.upsert(given)
+    first, second = index.videos[0], index.videos[2]
+    assert list(index.videos) == given  # equal: nothing a reader sees changed
+    assert first.creator_id is second.creator_id
+    assert first.sound_id is second.sound_id and first.language is second.language
+    assert first.hashtags is second.hashtags and first.regions is second.regions
+    assert first.labels is second.labels and first.attributes is second.attributes
+    assert index.text[0].tags is index.text[2].tags
+    assert index.topic_keys[0] is index.text[0].tags  # no sensitive topic: its tags
+    assert index.sensitive_sets[0] is index.sensitive_sets[2]
+    # A re-upload with an equal video changes nothing a reader sees.
+    index.upsert([made(0)])
+    assert index.videos[0] == given[0] and index.videos[0].creator_id is second.creator_id
+
+
+def test_moderation_labels_are_shared_between_rows_too() -> None:
+    index = CatalogIndex()
+    index.upsert([video("a"), video("b")])
+    index.moderate(
+        [
+            ModerationAction("a", None, ("".join(["x", "y"]),), "r", "api", 1),
+            ModerationAction("b", None, ("".join(["x", "y"]),), "r", "api", 1),
+        ]
+    )
+    assert index.labels[0] == ("xy",)
+    assert index.labels[0] is index.labels[1]

@@ -154,3 +154,28 @@ def test_a_catalog_made_before_attributes_opens_with_its_videos_and_none(tmp_pat
         assert store.get("v1") == Video("v1", "c1", 1000, attributes=(("video_type", "ad"),))
     finally:
         store.close()
+
+
+def test_a_whole_read_gives_videos_in_store_order_sharing_their_common_values(
+    tmp_path: Path,
+) -> None:
+    """Issue 18 (memory): each video read back held its own copy of its creator, sound,
+    hashtags...; the catalog index keeps them, in the server and the learner both."""
+    store = SqliteCatalogStore(tmp_path / "catalog.db")
+    try:
+        a = video(1, creator_id="c", sound_id="s", hashtags=("#x", "#y"), language="en")
+        b = video(2, creator_id="c", sound_id="s", hashtags=("#x", "#y"), language="en")
+        c = video(3, creator_id="c", hashtags=("#y",), regions=("br",), labels=("l",))
+        store.upsert([a, FULL, b, BARE, c])
+        store.upsert([video(1, creator_id="c", caption="edited")])  # keeps its place
+        read = list(store.all())
+        assert read == [video(1, creator_id="c", caption="edited"), FULL, b, BARE, c]
+        first, _, second, _, third = read
+        assert first.creator_id is second.creator_id is third.creator_id
+        assert second.hashtags[1] is third.hashtags[0]  # the one "#y"
+        changed, _ = store.videos_since(0)
+        assert sorted(changed, key=lambda v: v.video_id) == sorted(read, key=lambda v: v.video_id)
+        one, two = (v for v in changed if v.video_id in ("v1", "v2"))
+        assert one.creator_id is two.creator_id
+    finally:
+        store.close()

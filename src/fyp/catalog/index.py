@@ -9,11 +9,19 @@ The eligibility policy (:class:`fyp.safety.policy.PolicyConfig`) is compiled her
 per-row arrays — eligible per surface, demotion factor, label caps, minimum viewer age,
 sensitive topic, creator-strike cap — recomputed for a row whenever its video or its
 moderation changes, so a label takes effect on the very next request.
+
+What the rows hold is held once per distinct value: a video's creator, sound, language,
+hashtags (each and the tuple), regions, labels and attributes, its text's tag set, its
+topic keys and sensitive topics are interned (:meth:`CatalogIndex._intern`), so the
+many videos that share a creator or a tag set share one object rather than each keeping
+a copy built by the store or the request that brought it. The catalog is held by both
+processes (the server and the learner), so a per-video copy costs twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +34,7 @@ from fyp.state.attribute_codes import NO_VALUE, AttributeCodes, AttributeVocabul
 from fyp.types import ModerationAction, Video
 
 _NO_TIME = np.iinfo(np.int64).min
+_T = TypeVar("_T")
 # Hashtags per video that ranking features look at (the first ones given).
 TAGS_PER_VIDEO = 8
 
@@ -80,6 +89,10 @@ class CatalogIndex:
         # Creator strikes: rows of struck creators' new uploads (distribution capped)
         self.strike_capped = np.zeros(0, dtype=bool)
         self.struck_since: dict[str, int] = {}  # creator -> Unix ms of the strike
+        # Each distinct value the rows share (strings, tuples and frozensets of them,
+        # attribute codes), keyed by itself: see the module's doc. Values only ever join
+        # it: there are as many as distinct creators, tag sets, labels... ever seen.
+        self._interned: dict[object, object] = {}
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -99,6 +112,7 @@ class CatalogIndex:
         strike_label = self.policy.strikes.label
         strikes_to_check: set[str] = set()  # creators whose strike count may have moved
         for v in videos:
+            v = self._shared(v)
             row = self.row_of.get(v.video_id)
             if row is None:
                 row = len(self.videos)
@@ -128,12 +142,14 @@ class CatalogIndex:
             tags = [self.hashtags.code(h) for h in v.hashtags[:TAGS_PER_VIDEO]]
             self.tag_codes[row] = -1
             self.tag_codes[row, : len(tags)] = tags
-            codes = self.attribute_codes[row] = self.attributes.encode(v.attributes)
+            codes = self._intern(self.attributes.encode(v.attributes))
+            self.attribute_codes[row] = codes
             for name, column in self._attribute_columns.items():
                 column[row] = self.attributes.value_code(codes, name)
             # Only the topics that changed move: a re-upsert (every video, when a
             # checkpoint's catalog catches up) must not rescan each topic's list per row.
             was, text = self.text[row].tags, VideoText(v.caption, v.hashtags)
+            text.tags = self._intern(text.tags)
             self.text[row] = text
             for topic in was - text.tags:
                 self.rows_by_topic[topic].remove(row)
@@ -173,7 +189,7 @@ class CatalogIndex:
             if a.state is not None:
                 state = ModerationState(a.state)
             if a.labels is not None:
-                labels = a.labels
+                labels = self._intern(tuple(map(self._intern, a.labels)))
                 self.label_ts[a.video_id] = a.ts
             self.moderation[a.video_id] = (state, labels)
             row = self.row_of.get(a.video_id)
@@ -220,8 +236,51 @@ class CatalogIndex:
         self.min_age[row] = max((ages[x] for x in have if x in ages), default=0)
         topics = sorted(t for t in map(sensitive_topic, labels) if t is not None)
         self.sensitive_count += int(bool(topics)) - int(bool(self.sensitive_sets[row]))
-        self.sensitive_sets[row] = frozenset(self.sensitive_topics.code(t) for t in topics)
-        self.topic_keys[row] = self.text[row].tags | frozenset(topics)
+        intern = self._intern
+        self.sensitive_sets[row] = intern(frozenset(self.sensitive_topics.code(t) for t in topics))
+        tags = self.text[row].tags
+        self.topic_keys[row] = intern(tags | frozenset(topics)) if topics else tags
+
+    def _intern(self, value: _T) -> _T:
+        """The one object kept for values equal to ``value`` (``value`` if it is the first):
+        only for immutable values of one type per equality (strings, tuples and
+        frozensets of strings or of ints)."""
+        return self._interned.setdefault(value, value)  # type: ignore[return-value]
+
+    def _shared(self, v: Video) -> Video:
+        """``v`` with its fields that videos share interned: equal to ``v``, the same
+        object if they already were."""
+        intern = self._intern
+        creator = intern(v.creator_id)
+        sound = None if v.sound_id is None else intern(v.sound_id)
+        hashtags = v.hashtags if not v.hashtags else intern(tuple(map(intern, v.hashtags)))
+        language = None if v.language is None else intern(v.language)
+        regions = v.regions if not v.regions else intern(tuple(map(intern, v.regions)))
+        labels = v.labels if not v.labels else intern(tuple(map(intern, v.labels)))
+        attributes = v.attributes if not v.attributes else intern(v.attributes)
+        if (
+            creator is v.creator_id
+            and sound is v.sound_id
+            and hashtags is v.hashtags
+            and language is v.language
+            and regions is v.regions
+            and labels is v.labels
+            and attributes is v.attributes
+        ):
+            return v
+        return Video(
+            v.video_id,
+            creator,
+            v.duration_ms,
+            sound,
+            hashtags,
+            v.caption,
+            language,
+            regions,
+            v.created_at,
+            labels,
+            attributes,
+        )
 
     def _update_strikes(self, creator: str) -> None:
         """Whether ``creator`` is struck (the strike label on enough distinct videos),

@@ -72,20 +72,60 @@ def _to_row(v: Video) -> tuple[object, ...]:
     )
 
 
-def _from_row(r: Any) -> Video:  # a sqlite3 row
+class _Shared:
+    """The values rows share, read once: strings by themselves, lists by their JSON."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.lists: dict[str, tuple[str, ...]] = {}
+        self.attributes: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    def string(self, s: str) -> str:
+        return self.strings.setdefault(s, s)
+
+    def tuple_of(self, text: str) -> tuple[str, ...]:
+        found = self.lists.get(text)
+        if found is None:
+            found = self.lists[text] = tuple(map(self.string, json.loads(text)))
+        return found
+
+    def attribute_pairs(self, text: str) -> tuple[tuple[str, str], ...]:
+        found = self.attributes.get(text)
+        if found is None:
+            pairs = json.loads(text).items()  # (stored sorted by name)
+            found = self.attributes[text] = tuple(
+                (self.string(k), self.string(v)) for k, v in pairs
+            )
+        return found
+
+
+def _from_row(r: Any, shared: _Shared | None = None) -> Video:  # a sqlite3 row
+    """The video of a row. Rows read together pass one ``shared``: the values videos
+    share (creator, sound, hashtags, language, regions, labels, attributes) are then one
+    object each across them, as the catalog index keeps them, not a copy per row."""
+    one = _Shared() if shared is None else shared
     return Video(
         video_id=str(r[0]),
-        creator_id=str(r[1]),
+        creator_id=one.string(str(r[1])),
         duration_ms=int(r[2]),
-        sound_id=None if r[3] is None else str(r[3]),
-        hashtags=tuple(json.loads(str(r[4]))),
+        sound_id=None if r[3] is None else one.string(str(r[3])),
+        hashtags=one.tuple_of(str(r[4])),
         caption=str(r[5]),
-        language=None if r[6] is None else str(r[6]),
-        regions=tuple(json.loads(str(r[7]))),
+        language=None if r[6] is None else one.string(str(r[6])),
+        regions=one.tuple_of(str(r[7])),
         created_at=None if r[8] is None else int(r[8]),
-        labels=tuple(json.loads(str(r[9]))),
-        attributes=tuple(json.loads(str(r[10])).items()),  # (stored sorted by name)
+        labels=one.tuple_of(str(r[9])),
+        attributes=one.attribute_pairs(str(r[10])),
     )
+
+
+def _videos_of(rows: list[Any]) -> Iterator[Video]:
+    """The videos of ``rows`` (sqlite3 rows, last first), first first. Each row is let go
+    once read: its strings that videos share go at once, and what the next video is
+    built of takes their place (a whole catalog read keeps no row to the end)."""
+    shared = _Shared()
+    while rows:
+        yield _from_row(rows.pop(), shared)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -124,8 +164,10 @@ class SqliteCatalogStore:
 
     def all(self) -> Iterator[Video]:
         with self._lock:
-            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM videos ORDER BY rowid").fetchall()
-        return (_from_row(r) for r in rows)
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM videos ORDER BY rowid DESC"
+            ).fetchall()
+        return _videos_of(rows)
 
     def count(self) -> int:
         with self._lock:
@@ -141,7 +183,8 @@ class SqliteCatalogStore:
             rows = cur.execute(
                 f"SELECT {_COLUMNS} FROM videos WHERE changed_seq > ? ORDER BY rowid", (cursor,)
             ).fetchall()
-        return [_from_row(r) for r in rows], after
+        shared = _Shared()
+        return [_from_row(r, shared) for r in rows], after
 
     def close(self) -> None:
         with self._lock:
