@@ -146,3 +146,18 @@ def test_moderation_labels_are_shared_between_rows_too() -> None:
     )
     assert index.labels[0] == ("xy",)
     assert index.labels[0] is index.labels[1]
+
+
+def test_a_checkpoint_of_the_code_before_shared_values_opens_and_takes_uploads() -> None:
+    """A catalog pickled by code without the shared values (a checkpoint on disk at an
+    upgrade) restores and takes new videos, which share values from then on."""
+    import pickle
+
+    index = CatalogIndex()
+    index.upsert([video("v1", "c1")])
+    old = pickle.loads(pickle.dumps(index))
+    del old.__dict__["_interned"]  # what the code before pickled
+    restored = pickle.loads(pickle.dumps(old))
+    restored.upsert([video("v2", "c1"), video("v3", "c1")])
+    assert [v.video_id for v in restored.videos] == ["v1", "v2", "v3"]
+    assert restored.videos[1].creator_id is restored.videos[2].creator_id

@@ -94,6 +94,11 @@ class CatalogIndex:
         # it: there are as many as distinct creators, tag sets, labels... ever seen.
         self._interned: dict[object, object] = {}
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if "_interned" not in state:  # a checkpoint of the code before: its rows unshared,
+            self._interned = {}  # what comes next shared
+
     def __len__(self) -> int:
         return len(self.videos)
 
