@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+import pytest
 import redis
 
 from fyp.cluster.commands import (
@@ -92,3 +94,40 @@ def test_the_rate_limits_own_server_keeps_no_files_and_holds_the_buckets(
         assert not any(tmp_path.glob("*.aof")) and not any(tmp_path.glob("*.rdb"))
     finally:
         server.stop()
+
+
+def test_a_start_that_fails_stops_the_buckets_server_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up` on a port already taken fails: the buckets' redis-server it had started is
+    stopped with it, not left running with nothing to stop it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed here")
+    from fyp.cluster import commands
+
+    started: list[Child] = []
+    real = commands.Child
+
+    def recording(*args: object, **kwargs: object) -> Child:
+        child = real(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(commands, "Child", recording)
+    monkeypatch.delenv("FYP_RATE_LIMITS", raising=False)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError):
+            commands.up(
+                data_dir=tmp_path / "cluster",
+                event_log="redis://127.0.0.1:6379/0",
+                store="postgresql://nobody@127.0.0.1:1/none",
+                api=1,
+                port=taken.getsockname()[1],
+            )
+    finally:
+        taken.close()
+    assert [c.name for c in started] == ["rate limits' redis-server"]
+    assert started[0].proc.poll() is not None  # stopped

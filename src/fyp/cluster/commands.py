@@ -123,10 +123,14 @@ def listen(host: str, port: int) -> socket.socket:
     """The cluster's listening socket, inheritable by the API processes."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(LISTEN_BACKLOG)
-    sock.set_inheritable(True)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()  # (an address in use: not left open until garbage collection)
+        raise
     return sock
 
 
@@ -187,6 +191,24 @@ def wait_for_socket(sock: Path, child: Child, timeout_s: float = _REDIS_START_S)
         client.close()
 
 
+def _stop_all(
+    children: list[Child],
+    buckets: Child | None,
+    listening: socket.socket | None,
+    sock_dir: Path | None,
+) -> None:
+    """Stop the cluster's processes in order (the buckets' server last), close its
+    socket and remove a directory made for the buckets' socket."""
+    for child in children:
+        child.stop()
+    if buckets is not None and buckets not in children:
+        buckets.stop()
+    if listening is not None:
+        listening.close()
+    if sock_dir is not None:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
 def prepare(root: Path, n_api: int) -> list[Path]:
     """The cluster's directory and a data dir per API process in it (made if absent)."""
     dirs = [root / f"api-{i}" for i in range(n_api)]
@@ -232,9 +254,11 @@ def up(
     extra = [] if config is None else ["--config", str(config.resolve())]
     # The buckets on a server of their own, unless the settings say where.
     buckets: Child | None = None
+    sock_dir: Path | None = None  # a directory made for the socket, removed at the end
     redis_server = shutil.which("redis-server")
     if settings.auth.rate_limits is None and redis_server is not None:
         sock = rate_limits_socket(root)
+        sock_dir = None if sock.parent == root else sock.parent
         sock.unlink(missing_ok=True)  # (a server killed with the cluster leaves it)
         buckets = Child(
             "rate limits' redis-server",
@@ -242,42 +266,46 @@ def up(
             env,
             root / "ratelimits.log",
         )
-        try:
-            wait_for_socket(sock, buckets)
-        except BaseException:
-            buckets.stop()
-            raise
         env = env | {"FYP_RATE_LIMITS": f"unix://{sock}"}
     elif settings.auth.rate_limits is None:
         console.print(
             "redis-server is not installed here: the rate limits' buckets are on the "
             "event log's server"
         )
-    # One socket, held here for the cluster's life, from which every API process accepts
-    # (not one each with SO_REUSEPORT: there the kernel queues each connection on one
-    # process's socket, and those queued on a process killed are reset with it).
-    listening = listen(host, port)
-    fd = listening.fileno()
-    bind = ["--host", host, "--port", str(port), "--fd", str(fd)]
-    children = [
-        Child(
-            f"api-{i}",
-            [*_fyp(), "api", "--data-dir", str(d), *bind, *extra],
-            env,
-            root / f"api-{i}.log",
-            pass_fds=(fd,),
-        )
-        for i, d in enumerate(dirs)
-    ]
-    if models:  # (beside api-0: the learner's lock and status are in its data dir)
-        children.append(
-            Child(
-                "learner",
-                [*_fyp(), "learn", "--data-dir", str(dirs[0]), *extra],
-                env,
-                root / "learner.log",
+    children: list[Child] = []
+    listening: socket.socket | None = None
+    try:  # a start that fails part way stops what it started (the buckets' server too)
+        if buckets is not None:
+            wait_for_socket(sock, buckets)
+        # One socket, held here for the cluster's life, from which every API process
+        # accepts (not one each with SO_REUSEPORT: there the kernel queues each
+        # connection on one process's socket, and those queued on a process killed are
+        # reset with it).
+        listening = listen(host, port)
+        fd = listening.fileno()
+        bind = ["--host", host, "--port", str(port), "--fd", str(fd)]
+        for i, d in enumerate(dirs):
+            children.append(
+                Child(
+                    f"api-{i}",
+                    [*_fyp(), "api", "--data-dir", str(d), *bind, *extra],
+                    env,
+                    root / f"api-{i}.log",
+                    pass_fds=(fd,),
+                )
             )
-        )
+        if models:  # (beside api-0: the learner's lock and status are in its data dir)
+            children.append(
+                Child(
+                    "learner",
+                    [*_fyp(), "learn", "--data-dir", str(dirs[0]), *extra],
+                    env,
+                    root / "learner.log",
+                )
+            )
+    except BaseException:
+        _stop_all(children, buckets, listening, sock_dir)
+        raise
     if buckets is not None:  # (stopped last: the API processes use it to the end)
         children.append(buckets)
     console.print(
@@ -302,6 +330,4 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
-        for child in children:
-            child.stop()
-        listening.close()
+        _stop_all(children, buckets, listening, sock_dir)
