@@ -356,3 +356,48 @@ def test_a_loop_on_a_redis_log_reads_it_once_a_wake_and_not_for_what_it_has_fold
         client.close()
     assert woken == ["last_offset", "read"]  # one slice read, with its end
     assert told == []
+
+
+def test_a_loop_on_a_redis_log_left_unwoken_reads_the_end_itself_when_it_wakes_idle(
+    tmp_path: Path, unavailable: Callable[[str], NoReturn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events another process appended, with no wake telling of them (a tail that
+    stopped), are folded at the loop's next idle wake: the end it was last told is not
+    trusted then."""
+    from fyp.api import learning_loop
+
+    monkeypatch.setattr(learning_loop, "RETENTION_EVERY_S", 0.3)
+    client = shared_redis(unavailable)
+    prefix = unique_prefix()
+    settings = load_settings(
+        overrides={
+            "data_dir": tmp_path,
+            "event_log": f"{SHARED_URL}?prefix={prefix}&durability=none",
+            "privacy": {"require_registered_users": False},
+        },
+        environ={},
+    )
+    engine = Engine.open(settings, clock=lambda: NOW)
+
+    async def scenario() -> int:
+        loop = LearningLoop(engine)
+        try:
+            loop.wake(0)  # told: nothing in the log
+            await asyncio.sleep(0.1)
+            engine.upsert_videos([Video("v1", "c1", 20_000, created_at=NOW)])
+            end = engine.ingest([view(n, "u1", 1) for n in range(3)]).log_end
+            assert end is not None  # appended; no wake
+            async with asyncio.timeout(10):
+                while engine.state.applied_offset < end:
+                    await asyncio.sleep(0.01)
+            return engine.state.applied_offset
+        finally:
+            async with asyncio.timeout(10):
+                await loop.stop()
+
+    try:
+        assert asyncio.run(scenario()) >= 3
+    finally:
+        engine.close()
+        delete_prefix(client, prefix)
+        client.close()

@@ -102,9 +102,13 @@ class LearningLoop:
             # waited for the next wake, up to an hour (tests/api/test_learning_loop.py).
             # While a checkpoint child writes, look every second whether it is done.
             idle_s = 1.0 if self.engine.checkpoints.writing else RETENTION_EVERY_S
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(idle_s):
                     await self._wake.wait()
+            except TimeoutError:
+                # Woken by no one: read the log's end itself rather than trust the one
+                # last told (a tail that stopped telling would leave events unfolded).
+                self._end = None
             self._wake.clear()
             self.engine.checkpoints.poll()  # a failure stays in engine.checkpoints.error
             while (learning := await self._learning_due()) or self.engine.training_due():
