@@ -49,6 +49,26 @@ def test_a_source_that_raises_is_counted_and_the_feed_still_serves(
     assert engine.pipeline.counters.source_failures[("boom", "RuntimeError")] == 2
 
 
+@dataclass
+class CitingFakeSource(FakeSource):
+    """A source that words its served cards' reasons after the page is chosen, badly."""
+
+    def cite(self, ctx: FeedContext, served: list[Candidate]) -> None:
+        raise RuntimeError("cannot word it")
+
+
+def test_a_source_failing_to_word_its_reasons_is_counted_and_its_cards_served(
+    kit: Any, engine: Engine
+) -> None:
+    source = CitingFakeSource("wordy", engine, video_ids=("c3-v9",))
+    engine.pipeline.sources.insert(0, source)
+    engine.pipeline.citing.append(source)
+    feed = engine.feed("u1", count=40, now=kit.NOW)
+    assert len(feed.items) == 40
+    assert {item.video_id: item.source for item in feed.items}["c3-v9"] == "wordy"
+    assert engine.pipeline.counters.source_failures[("wordy", "RuntimeError")] == 1
+
+
 def test_a_source_over_its_time_budget_keeps_its_candidates_and_is_counted_late(
     kit: Any, engine: Engine
 ) -> None:

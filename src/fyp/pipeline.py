@@ -207,7 +207,10 @@ class FeedPipeline:
             page = self._non_personalised(ctx, removed)
         page = self._last_gate(ctx, page)
         for source in self.citing:
-            source.cite(ctx, [c for c in page if c.source == source.name])
+            try:
+                source.cite(ctx, [c for c in page if c.source == source.name])
+            except Exception as exc:  # fail open: its cards keep the source's generic reason
+                self.counters.source_failures[(source.name, type(exc).__name__)] += 1
         self.explainer.explain(ctx, page, personal=controls.personalized)
         for effect in self.side_effects:
             effect(ctx, page, removed)
