@@ -232,8 +232,7 @@ class LogState:
         user = self.users.pop(user_id, None)
         if user is not None:
             self.user_attributes.release(user.attributes)
-        # In place: the heap is one list for the state's life (apply binds it once).
-        self._by_time[:] = [x for x in self._by_time if x[2] != user_id]
+        self._by_time = [x for x in self._by_time if x[2] != user_id]
         heapq.heapify(self._by_time)
         self._refresh_marks = [x for x in self._refresh_marks if x[1] != user_id]
         heapq.heapify(self._refresh_marks)
@@ -252,43 +251,30 @@ class LogState:
         ``through``: the log offset applied up to when no event is left before it (the
         offsets of deleted events)."""
         self.stats.ensure(len(self.catalog))
-        # Bound once per call: this loop runs once per event of the log.
-        row_of = self.catalog.row_of
-        users = self.users
-        admit = self.fraud.admit
-        heap = self._by_time
-        window = self.label_window_ms
-        view = EventType.VIEW
         for logged in events:
             e = logged.event
-            ts = e.ts
             if self._refresh_marks:
                 self._refreshes_up_to(logged.offset - 1)
             self.applied_offset = logged.offset
-            if heap and heap[0][0] < ts - window:
-                self._close_older_than(ts - window)
-            row = row_of.get(e.video_id)
+            self._close_older_than(e.ts - self.label_window_ms)
+            row = self.catalog.row_of.get(e.video_id)
             if row is None:
                 self.skipped_events += 1
                 continue
-            user_id = e.user_id
-            user = users.get(user_id)
-            if user is None:
-                user = self.user(user_id)
-            if user.first_seen is None or ts < user.first_seen:
-                user.first_seen = ts
+            user = self.user(e.user_id)
+            if user.first_seen is None or e.ts < user.first_seen:
+                user.first_seen = e.ts
             surface = e.surface or DEFAULT_SURFACE
-            kind = e.type
-            if not admit(user_id, kind, ts):
+            if not self.fraud.admit(e.user_id, e.type, e.ts):
                 continue  # logged, never trained on
-            if kind is view:
-                self._apply_view(user_id, user, row, ts, e.watch_ms or 0, surface)
-            elif kind in ACTION_LABEL:
-                self._apply_action(user_id, user, row, ts, ACTION_LABEL[kind], surface)
-            elif kind is EventType.REPORT:
+            if e.type is EventType.VIEW:
+                self._apply_view(e.user_id, user, row, e.ts, e.watch_ms or 0, surface)
+            elif e.type in ACTION_LABEL:
+                self._apply_action(e.user_id, user, row, e.ts, ACTION_LABEL[e.type], surface)
+            elif e.type is EventType.REPORT:
                 self._resolve_counts()  # the video's views now
                 age = e.ts - user.first_seen
-                self.reports.add(row, user_id, age, float(self.stats.views[row]))
+                self.reports.add(row, e.user_id, age, float(self.stats.views[row]))
         if through is not None and through > self.applied_offset:
             self.applied_offset = through
         if self._refresh_marks:
@@ -330,11 +316,7 @@ class LogState:
         ev = True if finish else False if skip else None
         if ev is not None:
             user.add_session_view(ev, ts)
-        creators = user.creators
-        a = creators.get(video.creator_id)
-        if a is None:
-            a = creators[video.creator_id] = Affinity()
-        a.add(long_view, ts, hl, ev)
+        _affinity(user.creators, video.creator_id).add(long_view, ts, hl, ev)
         if video.sound_id:
             _affinity(user.sounds, video.sound_id).add(long_view, ts, hl, ev)
         hashtags = user.hashtags
@@ -466,9 +448,9 @@ class LogState:
         self._positive(user, row, ts, ENGAGEMENT_WEIGHT[label], surface)
 
     def _positive(self, user: UserState, row: int, ts: int, weight: float, surface: str) -> None:
-        n_videos = len(self.catalog)
-        self.trending.add(user.region or self.settings.region, row, weight, ts, n_videos)
-        self.surface_trending.add(surface, row, weight, ts, n_videos)
+        region = self.region_of(user)
+        self.trending.add(region, row, weight, ts, len(self.catalog))
+        self.surface_trending.add(surface, row, weight, ts, len(self.catalog))
         if row not in user.recent_positives:
             n = self.settings.sources.coengagement_seeds
             seeds = list(user.recent_positives)[-n:] if n > 0 else []
