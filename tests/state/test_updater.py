@@ -170,6 +170,25 @@ def test_a_pending_example_closes_after_the_label_window(h: Harness) -> None:
     assert h.state.ranker.examples_seen == 2
 
 
+def test_the_label_window_holds_an_example_open_up_to_its_last_millisecond(
+    h: Harness,
+) -> None:
+    """A like exactly ``label_window_ms`` after the view still joins the open example (no
+    late correction); one millisecond later the example has closed, and it is one."""
+    window = h.state.label_window_ms
+    h.apply(view("u1", "a0", T0))
+    h.apply(act("u1", "a0", EventType.LIKE, T0 + window))
+    assert h.state.ranker.examples_seen == 0 and h.state.late_corrections == 0
+    h.state.flush_all()
+    _, y = h.examples()
+    assert y[:, LIKE].tolist() == [1.0]
+    h.apply(view("u2", "b0", T0 + 2 * window))
+    h.apply(act("u2", "b0", EventType.LIKE, T0 + 3 * window + 1))
+    _, y = h.examples()
+    assert y[:, LIKE].tolist() == [1.0, 0.0, 1.0]  # b0 closed unliked, then its correction
+    assert h.state.late_corrections == 1
+
+
 def test_long_views_and_likes_feed_trending_and_co_engagement(h: Harness) -> None:
     h.apply(
         view("u1", "a0", T0),
