@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -291,14 +291,9 @@ def test_healthz_reports_a_failed_checkpoint_until_one_is_written(
         engine.close()
 
 
-def test_a_loop_on_a_redis_log_reads_it_once_a_wake_and_not_for_what_it_has_folded(
-    tmp_path: Path, unavailable: Callable[[str], NoReturn]
-) -> None:
-    """Regression: woken on a log on Redis, the loop asked for the log's end, read a
-    slice (and the end again), then asked for the end once more: three worker-thread
-    hops and four round trips a wake, and as many for a wake (the tail's, of its own
-    batch) telling an end it had folded already. Now one read of a slice with its end,
-    and none for such a wake."""
+@pytest.fixture
+def redis_log_engine(tmp_path: Path, unavailable: Callable[[str], NoReturn]) -> Iterator[Engine]:
+    """An engine whose event log is on the shared Redis (a prefix of its own)."""
     client = shared_redis(unavailable)
     prefix = unique_prefix()
     settings = load_settings(
@@ -310,6 +305,23 @@ def test_a_loop_on_a_redis_log_reads_it_once_a_wake_and_not_for_what_it_has_fold
         environ={},
     )
     engine = Engine.open(settings, clock=lambda: NOW)
+    try:
+        yield engine
+    finally:
+        engine.close()
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def test_a_loop_on_a_redis_log_reads_it_once_a_wake_and_not_for_what_it_has_folded(
+    redis_log_engine: Engine,
+) -> None:
+    """Regression: woken on a log on Redis, the loop asked for the log's end, read a
+    slice (and the end again), then asked for the end once more: three worker-thread
+    hops and four round trips a wake, and as many for a wake (the tail's, of its own
+    batch) telling an end it had folded already. Now one read of a slice with its end,
+    and none for such a wake."""
+    engine = redis_log_engine
     log = engine.event_log
     asked: list[str] = []
     for name in ("last_offset", "read"):
@@ -348,18 +360,13 @@ def test_a_loop_on_a_redis_log_reads_it_once_a_wake_and_not_for_what_it_has_fold
             while not done():
                 await asyncio.sleep(0.005)
 
-    try:
-        woken, told = asyncio.run(scenario())
-    finally:
-        engine.close()
-        delete_prefix(client, prefix)
-        client.close()
+    woken, told = asyncio.run(scenario())
     assert woken == ["last_offset", "read"]  # one slice read, with its end
     assert told == []
 
 
 def test_a_loop_on_a_redis_log_left_unwoken_reads_the_end_itself_when_it_wakes_idle(
-    tmp_path: Path, unavailable: Callable[[str], NoReturn], monkeypatch: pytest.MonkeyPatch
+    redis_log_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Events another process appended, with no wake telling of them (a tail that
     stopped), are folded at the loop's next idle wake: the end it was last told is not
@@ -367,17 +374,7 @@ def test_a_loop_on_a_redis_log_left_unwoken_reads_the_end_itself_when_it_wakes_i
     from fyp.api import learning_loop
 
     monkeypatch.setattr(learning_loop, "RETENTION_EVERY_S", 0.3)
-    client = shared_redis(unavailable)
-    prefix = unique_prefix()
-    settings = load_settings(
-        overrides={
-            "data_dir": tmp_path,
-            "event_log": f"{SHARED_URL}?prefix={prefix}&durability=none",
-            "privacy": {"require_registered_users": False},
-        },
-        environ={},
-    )
-    engine = Engine.open(settings, clock=lambda: NOW)
+    engine = redis_log_engine
 
     async def scenario() -> int:
         loop = LearningLoop(engine)
@@ -395,9 +392,4 @@ def test_a_loop_on_a_redis_log_left_unwoken_reads_the_end_itself_when_it_wakes_i
             async with asyncio.timeout(10):
                 await loop.stop()
 
-    try:
-        assert asyncio.run(scenario()) >= 3
-    finally:
-        engine.close()
-        delete_prefix(client, prefix)
-        client.close()
+    assert asyncio.run(scenario()) >= 3
