@@ -590,6 +590,12 @@ def ingest(
 # --------------------------------------------------------------------------- main
 
 
+def _python_path(src: Path, probe_folder: Path | None) -> str:
+    """The PYTHONPATH of processes that run the ``fyp`` package at ``src`` (the stall
+    probe first where one records into ``probe_folder``)."""
+    return os.pathsep.join([*([str(PROBE)] if probe_folder is not None else []), str(src)])
+
+
 def embedded(
     root: Path,
     config: Path,
@@ -610,9 +616,7 @@ def embedded(
     probe_into(folder)
     env = {"FYP_CONFIG": str(config)}
     if src is not None:  # (the server and its learner import fyp from there)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [*([str(PROBE)] if folder is not None else []), str(src)]
-        )
+        env["PYTHONPATH"] = _python_path(src, folder)
     with Server(data, root / f"{name}.log", env=env) as server:
         server.probe_dir = folder  # type: ignore[attr-defined]
         loaded = load_data(server, cat, history)
@@ -651,9 +655,7 @@ def cluster_row(
     probe_into(folder)
     saved = os.environ.get("PYTHONPATH")
     if src is not None:  # (the cluster's processes inherit it)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [*([str(PROBE)] if folder is not None else []), str(src)]
-        )
+        os.environ["PYTHONPATH"] = _python_path(src, folder)
     try:
         cluster = Cluster(
             root / name,

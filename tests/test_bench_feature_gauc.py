@@ -4,25 +4,18 @@ pseudo-views (0 for a group with no views)."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import polars as pl
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_modules import import_bench
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("feature_gauc")
-    finally:
-        sys.path.remove(str(BENCH))
+    return import_bench("feature_gauc")
 
 
 def test_logistic_regression_recovers_the_weights_behind_its_labels(bench: ModuleType) -> None:

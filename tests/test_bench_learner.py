@@ -3,24 +3,17 @@ the medians are of the rounds' p99s (one phase that caught a fork does not move 
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_modules import import_bench
 
 
 @pytest.fixture(scope="module")
 def learner_bench() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("learner")
-    finally:
-        sys.path.remove(str(BENCH))
+    return import_bench("learner")
 
 
 def _round(idle: float, learning: float) -> dict[str, Any]:

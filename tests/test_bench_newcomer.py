@@ -4,24 +4,17 @@ was lost, and the sharing of the newcomers whose every taste was found by card 2
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_modules import import_bench
 
 
 @pytest.fixture(scope="module")
 def newcomer() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("newcomer")
-    finally:
-        sys.path.remove(str(BENCH))
+    return import_bench("newcomer")
 
 
 def person(tastes: dict[str, float], topics: list[int], finished: list[int]) -> dict[str, Any]:

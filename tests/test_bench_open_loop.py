@@ -6,11 +6,8 @@ generator's own start-up, not the server's."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 import threading
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,18 +15,14 @@ import httpx
 import pytest
 
 import fyp.client
+from bench_modules import import_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 BUILD_S = 0.012  # one client's construction, one at a time (48 of them: past the 0.2 s lead)
 
 
 @pytest.fixture(scope="module")
 def common() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("_common")
-    finally:
-        sys.path.remove(str(BENCH))
+    return import_bench("_common")
 
 
 def test_no_request_is_sent_before_every_client_is_built(
